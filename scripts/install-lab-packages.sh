@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the real-parts tests need (QEMU 10 with igb, the 6.12 kernel,
+# libvirt 11.3) from bookworm-backports, plus the bookworm tools the lab initramfs is built from.
+# Idempotent: a machine that has them already only pays for the checks.
+set -euo pipefail
+want_libvirt=1; want_lab=1
+case "${1:-all}" in
+  libvirt) want_lab=0 ;;
+  lab) want_libvirt=0 ;;
+  all) ;;
+  *) echo "usage: $0 [all|lab|libvirt]" >&2; exit 2 ;;
+esac
+if [ "$(id -u)" != 0 ]; then echo "install-lab-packages: needs root (apt-get)" >&2; exit 1; fi
+src=/etc/apt/sources.list.d/backports.sources
+if [ ! -f "$src" ]; then
+  cat >"$src" <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  rm -f /var/lib/apt/.vfpool-updated
+fi
+if [ ! -f /var/lib/apt/.vfpool-updated ]; then
+  apt-get update -qq
+  touch /var/lib/apt/.vfpool-updated
+fi
+export DEBIAN_FRONTEND=noninteractive
+bp=()
+plain=(iproute2 kmod)
+if [ $want_lab = 1 ]; then
+  bp+=(qemu-system-x86 linux-image-amd64)
+  plain+=(busybox-static cpio xz-utils)
+fi
+if [ $want_libvirt = 1 ]; then
+  bp+=(qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-network libvirt-clients)
+fi
+apt-get install -y -qq --no-install-recommends "${plain[@]}" >/dev/null
+apt-get install -y -qq --no-install-recommends -t bookworm-backports "${bp[@]}" >/dev/null

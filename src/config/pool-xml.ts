@@ -1,0 +1,151 @@
+import { BadInputError } from '../errors.js';
+import { parseNetdevName, parseObjectName, pciAddressFromParts, type NetdevName, type PciAddress } from '../types.js';
+import { attr, child, children, findNsElement, parseXml, text, type XmlElement } from '../util/xml.js';
+
+export const POOL_MODES = ['hostdev', 'passthrough', 'pci-passthrough-hybrid'] as const;
+export type PoolMode = (typeof POOL_MODES)[number];
+
+export interface PoolPf {
+  dev: NetdevName;
+  /** `<vf num>`: how many VFs to create at start; null leaves the PF's count alone. */
+  numVfs: number | null;
+}
+
+/** A validated pool definition: nothing downstream sees parser output. */
+export interface PoolSpec {
+  name: string;
+  mode: PoolMode;
+  managed: boolean;
+  pfs: PoolPf[];
+  /** `<interface dev>`: a PF stands for all its VFs, a VF for itself (resolved against the host). */
+  interfaces: NetdevName[];
+  addresses: PciAddress[];
+  /** Where it came from: a vfpool definition file, or a libvirt network's `<metadata>`. */
+  origin: 'definition' | 'libvirt-metadata';
+}
+
+/** Modes whose guests get the VF through vfio-pci (passthrough uses the VF's host netdev for macvtap). */
+export function modeUsesVfio(mode: PoolMode): boolean {
+  return mode === 'hostdev' || mode === 'pci-passthrough-hybrid';
+}
+
+function parseMode(value: string | undefined, where: string): PoolMode {
+  if (value === undefined) {
+    throw new BadInputError(`${where}: <forward> has no mode`, `use mode='${POOL_MODES.join("', '")}'`);
+  }
+  if (!(POOL_MODES as readonly string[]).includes(value)) {
+    throw new BadInputError(`${where}: forward mode '${value}' is not a vfpool mode`, `use one of '${POOL_MODES.join("', '")}'`);
+  }
+  return value as PoolMode;
+}
+
+function parseManaged(value: string | undefined, where: string): boolean {
+  if (value === undefined || value === 'no') return false;
+  if (value === 'yes') return true;
+  throw new BadInputError(`${where}: managed='${value}' must be 'yes' or 'no'`);
+}
+
+function parseVfNum(pfEl: XmlElement, vfTag: string, where: string): number | null {
+  const vfs = children(pfEl, vfTag);
+  if (vfs.length === 0) return null;
+  if (vfs.length > 1) throw new BadInputError(`${where}: more than one <vf> in <pf dev='${attr(pfEl, 'dev')}'>`, 'give one <vf num=.../>');
+  const raw = attr(vfs[0], 'num');
+  if (raw === undefined) throw new BadInputError(`${where}: <vf> in <pf dev='${attr(pfEl, 'dev')}'> has no num`, "write <vf num='N'/>");
+  if (!/^[0-9]+$/.test(raw) || Number(raw) < 1 || Number(raw) > 4096) {
+    throw new BadInputError(`${where}: vf num='${raw}' is not a number from 1 to 4096`);
+  }
+  return Number(raw);
+}
+
+/** The members (`<pf>`, `<interface>`, `<address>`) of a forward element or a vfpool:pool element. */
+function parseMembers(el: XmlElement, tag: (l: string) => string, where: string): Pick<PoolSpec, 'pfs' | 'interfaces' | 'addresses'> {
+  const pfs: PoolPf[] = children(el, tag('pf')).map((pfEl) => {
+    const dev = attr(pfEl, 'dev');
+    if (dev === undefined) throw new BadInputError(`${where}: <pf> has no dev attribute`, "write <pf dev='eth1'/>");
+    return { dev: parseNetdevName(dev, `${where}: pf dev`), numVfs: parseVfNum(pfEl, tag('vf'), where) };
+  });
+  const interfaces = children(el, tag('interface')).map((ifEl) => {
+    const dev = attr(ifEl, 'dev');
+    if (dev === undefined) throw new BadInputError(`${where}: <interface> has no dev attribute`, "write <interface dev='eth20'/>");
+    return parseNetdevName(dev, `${where}: interface dev`);
+  });
+  const addresses = children(el, tag('address')).map((a) => {
+    const type = attr(a, 'type');
+    if (type !== 'pci') throw new BadInputError(`${where}: <address type='${type ?? ''}'> must be type='pci'`);
+    return pciAddressFromParts({ domain: attr(a, 'domain'), bus: attr(a, 'bus'), slot: attr(a, 'slot'), function: attr(a, 'function') }, `${where}: address`);
+  });
+  const seen = new Set<string>();
+  for (const m of [...pfs.map((p) => p.dev), ...interfaces, ...addresses]) {
+    if (seen.has(m)) throw new BadInputError(`${where}: '${m}' is listed twice`, 'list each device once');
+    seen.add(m);
+  }
+  return { pfs, interfaces, addresses };
+}
+
+function validateHasMembers(spec: Pick<PoolSpec, 'pfs' | 'interfaces' | 'addresses'>, where: string): void {
+  if (spec.pfs.length + spec.interfaces.length + spec.addresses.length === 0) {
+    throw new BadInputError(`${where}: the pool has no <pf>, <interface> or <address>`, "add e.g. <pf dev='eth1'/>");
+  }
+}
+
+/** The network element, whether bare or inside libvirt's `<hookData>`. */
+export function networkElement(doc: XmlElement, where: string): XmlElement {
+  const net = child(doc, 'network') ?? child(child(doc, 'hookData') ?? {}, 'network');
+  if (!net) throw new BadInputError(`${where}: no <network> element`);
+  return net;
+}
+
+export function networkName(net: XmlElement, where: string): string {
+  const name = text(net, 'name');
+  if (name === undefined || name === '') throw new BadInputError(`${where}: <network> has no <name>`);
+  return parseObjectName(name, `${where}: network name`);
+}
+
+/**
+ * A vfpool pool definition file (`$VFPOOL_CONFIG_DIR/networks/NAME.xml`): the seeds' network XML.
+ * A `<metadata><vfpool:pool>` inside it is accepted too, and then wins over `<forward>`'s members.
+ */
+export function parsePoolXml(xml: string, where: string): PoolSpec {
+  const net = networkElement(parseXml(xml, where), where);
+  const fromMeta = poolFromNetwork(net, where);
+  if (fromMeta) return { ...fromMeta, origin: 'definition' };
+  const name = networkName(net, where);
+  const forward = child(net, 'forward');
+  if (!forward) throw new BadInputError(`${where}: network '${name}' has no <forward>`, "add <forward mode='hostdev'><pf dev='eth1'/></forward>");
+  const members = parseMembers(forward, (l) => l, where);
+  validateHasMembers(members, where);
+  return {
+    name,
+    mode: parseMode(attr(forward, 'mode'), where),
+    managed: parseManaged(attr(forward, 'managed'), where),
+    ...members,
+    origin: 'definition',
+  };
+}
+
+/**
+ * The pool a libvirt network carries in `<metadata><vfpool:pool>` (libvirt 11 drops an unknown
+ * `<vf>` in `<pf>` but keeps foreign-namespace metadata verbatim), or undefined if it has none.
+ * The mode is the network's own forward mode unless `<vfpool:pool mode='…'>` says otherwise.
+ */
+export function poolFromNetwork(net: XmlElement, where: string): PoolSpec | undefined {
+  const found = findNsElement(child(net, 'metadata'), 'pool');
+  if (!found) return undefined;
+  const name = networkName(net, where);
+  const forward = child(net, 'forward');
+  const members = parseMembers(found.el, found.tag, `${where}: vfpool:pool`);
+  validateHasMembers(members, `${where}: vfpool:pool`);
+  const mode = attr(found.el, 'mode') ?? attr(forward, 'mode');
+  return {
+    name,
+    mode: parseMode(mode, `${where}: network '${name}'`),
+    managed: parseManaged(attr(found.el, 'managed') ?? attr(forward, 'managed'), where),
+    ...members,
+    origin: 'libvirt-metadata',
+  };
+}
+
+/** All PFs the pool names directly; `<interface dev>` PFs are found against the host later. */
+export function poolPfNames(pool: PoolSpec): NetdevName[] {
+  return pool.pfs.map((p) => p.dev);
+}

@@ -1,0 +1,89 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BadInputError, errnoOf } from '../errors.js';
+
+/**
+ * Everything vfpool learns from its environment, resolved once at an entry point and passed
+ * down; nothing below the entry points reads process.env.
+ */
+export interface Settings {
+  configDir: string;
+  stateDir: string;
+  sysfsRoot: string;
+  /** `linux` or `sim:FILE`. */
+  host: string;
+  ipPath: string;
+  qemuPath: string;
+  /** Where `/proc` is: the in-use guard reads `/proc/PID/fd` links. */
+  procRoot: string;
+  /** Where `/dev` is: `/dev/vfio/GROUP`. */
+  devRoot: string;
+}
+
+export const SETTING_KEYS = {
+  VFPOOL_CONFIG_DIR: 'configDir',
+  VFPOOL_STATE_DIR: 'stateDir',
+  VFPOOL_SYSFS: 'sysfsRoot',
+  VFPOOL_HOST: 'host',
+  VFPOOL_IP: 'ipPath',
+  VFPOOL_QEMU: 'qemuPath',
+  VFPOOL_PROC: 'procRoot',
+  VFPOOL_DEV: 'devRoot',
+} as const satisfies Record<string, keyof Settings>;
+
+export const DEFAULT_SETTINGS: Settings = {
+  configDir: '/etc/vfpool',
+  stateDir: '/run/vfpool',
+  sysfsRoot: '/sys',
+  host: 'linux',
+  // A fixed path, not a PATH lookup: libvirt hands hooks its own PATH, and a hook running as
+  // root must not run whatever `ip` comes first in it.
+  ipPath: '/usr/sbin/ip',
+  qemuPath: '/usr/bin/qemu-system-x86_64',
+  procRoot: '/proc',
+  devRoot: '/dev',
+};
+
+/**
+ * Parses `vfpool.conf`: `KEY=value` lines, `#` comments, optional quotes around the value.
+ * Nothing is evaluated: it is read by a root hook, so it is data, never shell.
+ */
+export function parseConfFile(text: string, file: string): Partial<Record<keyof typeof SETTING_KEYS, string>> {
+  const out: Partial<Record<keyof typeof SETTING_KEYS, string>> = {};
+  text.split('\n').forEach((raw, i) => {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) return;
+    const m = /^([A-Z_]+)\s*=\s*(.*)$/.exec(line);
+    if (!m) throw new BadInputError(`${file}:${i + 1}: '${line}' is not a KEY=value line`);
+    const key = m[1]!;
+    let value = m[2]!;
+    if (/^(['"]).*\1$/.test(value)) value = value.slice(1, -1);
+    if (!(key in SETTING_KEYS)) {
+      throw new BadInputError(`${file}:${i + 1}: unknown setting '${key}'`, `known: ${Object.keys(SETTING_KEYS).join(', ')}`);
+    }
+    out[key as keyof typeof SETTING_KEYS] = value;
+  });
+  return out;
+}
+
+/**
+ * The conf file lives in `$VFPOOL_CONFIG_DIR` from the environment (tests) or `/etc/vfpool`.
+ * The environment wins over the file, key by key. A VFPOOL_CONFIG_DIR inside the file moves
+ * the pool definitions only, not the file itself.
+ */
+export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
+  const confDir = env.VFPOOL_CONFIG_DIR || DEFAULT_SETTINGS.configDir;
+  const confFile = join(confDir, 'vfpool.conf');
+  let fromFile: ReturnType<typeof parseConfFile> = {};
+  try {
+    fromFile = parseConfFile(readFileSync(confFile, 'utf8'), confFile);
+  } catch (err) {
+    if (errnoOf(err) !== 'ENOENT') throw err;
+  }
+  const settings: Settings = { ...DEFAULT_SETTINGS };
+  for (const [key, field] of Object.entries(SETTING_KEYS) as [keyof typeof SETTING_KEYS, keyof Settings][]) {
+    const v = env[key] || fromFile[key];
+    if (v) settings[field] = v;
+  }
+  return settings;
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+import { BadInputError } from '../errors.js';
+import { loadSettings } from '../config/settings.js';
+import { networkElement, networkName, poolFromNetwork, type PoolSpec } from '../config/pool-xml.js';
+import { createContext } from '../pool/context.js';
+import { startPool, stopPool } from '../pool/pools.js';
+import { parseObjectName } from '../types.js';
+import { parseXml } from '../util/xml.js';
+import { readStdin, runEntry } from './run.js';
+
+/**
+ * libvirt's network hook: `network.d/vfpool NAME OP SUBOP -`, `<hookData><network>` on stdin.
+ * The shell shim in hooks/network already filtered out networks and operations vfpool has
+ * nothing to do with; this re-checks, because a person can call it directly too.
+ */
+async function main(argv: string[]): Promise<number> {
+  const [name, op, sub] = argv;
+  if (name === undefined || op === undefined || sub === undefined) {
+    throw new BadInputError('usage: network NAME OP SUBOP EXTRA (as libvirt calls it), with <hookData> on stdin');
+  }
+  const wanted = (op === 'start' && sub === 'begin') || (op === 'stopped' && sub === 'end');
+  if (!wanted) return 0;
+  parseObjectName(name, 'network name argument');
+  const settings = loadSettings();
+  const ctx = createContext(settings, `network-hook ${name} ${op} ${sub}`);
+  const where = `libvirt network '${name}' (${op} ${sub})`;
+  const stdin = await readStdin();
+  const net = networkElement(parseXml(stdin, where), where);
+  const xmlName = networkName(net, where);
+  if (xmlName !== name) throw new BadInputError(`${where}: argv names network '${name}' but stdin describes '${xmlName}'`);
+
+  if (op === 'start') {
+    const fromMeta = poolFromNetwork(net, where);
+    let pool: PoolSpec;
+    let xml: string;
+    if (fromMeta) {
+      pool = fromMeta;
+      xml = stdin;
+    } else {
+      const def = ctx.registry.readDefinition(name);
+      if (def === undefined) return 0; // not ours
+      pool = ctx.registry.get(name);
+      xml = def;
+    }
+    const r = await startPool(ctx, pool, xml, { allowActive: true });
+    ctx.log.info(`pool '${name}' started by libvirt (${r.actions.length} step(s))`);
+    return 0;
+  }
+
+  // stopped end: libvirt cannot be refused here; VFs in use stay and we say so.
+  const r = await stopPool(ctx, name, { refuse: false });
+  for (const k of r.kept) process.stderr.write(`vfpool: warning: pool '${name}': ${k.reason}; remove them later with \`vfpool reconcile\` or restart the network\n`);
+  return 0;
+}
+
+await runEntry(() => main(process.argv.slice(2)));

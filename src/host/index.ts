@@ -1,0 +1,13 @@
+import { BadInputError } from '../errors.js';
+import type { Settings } from '../config/settings.js';
+import type { Host } from './host.js';
+import { LinuxHost } from './linux-host.js';
+import { SimHost } from './sim-host.js';
+
+export function createHost(settings: Settings): Host {
+  if (settings.host === 'linux') {
+    return new LinuxHost({ sysfsRoot: settings.sysfsRoot, procRoot: settings.procRoot, devRoot: settings.devRoot, ipPath: settings.ipPath });
+  }
+  if (settings.host.startsWith('sim:') && settings.host.length > 4) return new SimHost(settings.host.slice(4));
+  throw new BadInputError(`VFPOOL_HOST '${settings.host}' is not 'linux' or 'sim:FILE'`, 'set it in the environment or in vfpool.conf');
+}

@@ -1,0 +1,238 @@
+import { readdir, readFile, readlink, realpath, stat, chown, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { execa } from 'execa';
+import { errnoOf, HostError } from '../errors.js';
+import { parseNetdevName, type NetdevName, type PciAddress, type VfIndex } from '../types.js';
+import type { Host, PfInfo, VfInfo, VfLinkChange, VfLinkConfig } from './host.js';
+import { parseVfInfoList, vfLinkSetArgs } from './ip-link.js';
+
+/** Writes one sysfs attribute. Injected so tests can put a fake kernel behind a fixture tree. */
+export type SysfsWriter = (path: string, value: string) => Promise<void>;
+
+export interface LinuxHostOptions {
+  sysfsRoot: string;
+  procRoot: string;
+  devRoot: string;
+  ipPath: string;
+  writeSysfs?: SysfsWriter;
+}
+
+const KERNEL_ERRNO_SENTENCES: Record<string, string> = {
+  EBUSY: 'the kernel refused: VFs are already enabled with another count (write 0 first) or a VF is busy',
+  ERANGE: 'the kernel refused: the count is above sriov_totalvfs',
+  ENOSPC: 'the kernel refused: not enough bus numbers or MMIO space for that many VFs (check BIOS SR-IOV settings)',
+  ENOENT: 'no such file in sysfs (is the device present?)',
+  ENODEV: 'no such device or driver',
+  ENOMEM: 'the kernel could not allocate resources for the VFs (check BIOS SR-IOV/ARI settings)',
+  EPERM: 'permission denied (vfpool must run as root)',
+  EACCES: 'permission denied (vfpool must run as root)',
+};
+
+/**
+ * The real machine: sysfs under an injected root and iproute2 at a fixed path. All paths
+ * come from here, built only from validated names (NetdevName, PciAddress).
+ */
+export class LinuxHost implements Host {
+  readonly kind = 'linux' as const;
+  private readonly writeSysfs: SysfsWriter;
+  constructor(private readonly opts: LinuxHostOptions) {
+    this.writeSysfs = opts.writeSysfs ?? ((p, v) => writeFile(p, v));
+  }
+
+  private netDir(netdev: NetdevName): string {
+    return join(this.opts.sysfsRoot, 'class/net', netdev);
+  }
+  private pfDeviceDir(pf: NetdevName): string {
+    return join(this.netDir(pf), 'device');
+  }
+  private pciDir(dev: PciAddress): string {
+    return join(this.opts.sysfsRoot, 'bus/pci/devices', dev);
+  }
+
+  private async write(path: string, value: string, what: string): Promise<void> {
+    try {
+      await this.writeSysfs(path, value);
+    } catch (err) {
+      const code = errnoOf(err);
+      const sentence = (code && KERNEL_ERRNO_SENTENCES[code]) ?? (err as Error).message;
+      throw new HostError(`${what}: writing '${value.trim()}' to ${path} failed with ${code ?? 'an error'}: ${sentence}`, { code, cause: err });
+    }
+  }
+
+  private async readText(path: string): Promise<string | null> {
+    try {
+      return (await readFile(path, 'utf8')).trim();
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  private async linkName(path: string): Promise<string | null> {
+    try {
+      return basename(await readlink(path));
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  private async ip(args: string[]): Promise<string> {
+    const r = await execa(this.opts.ipPath, args, { env: { LC_ALL: 'C' }, extendEnv: false, reject: false, stdin: 'ignore' });
+    if (r.exitCode !== 0) {
+      const stderr = String(r.stderr).trim().split('\n')[0] ?? '';
+      throw new HostError(`${this.opts.ipPath} ${args.join(' ')} failed (exit ${r.exitCode ?? r.signal}): ${stderr}`, {
+        code: /not supported/i.test(stderr) ? 'EOPNOTSUPP' : 'EIPROUTE',
+      });
+    }
+    return String(r.stdout);
+  }
+
+  async listPfs(): Promise<NetdevName[]> {
+    const names = await readdir(join(this.opts.sysfsRoot, 'class/net')).catch(() => [] as string[]);
+    const pfs: NetdevName[] = [];
+    for (const n of names.sort()) {
+      if ((await this.readText(join(this.opts.sysfsRoot, 'class/net', n, 'device/sriov_totalvfs'))) !== null) pfs.push(n as NetdevName);
+    }
+    return pfs;
+  }
+
+  async getPf(pf: NetdevName): Promise<PfInfo> {
+    const dev = this.pfDeviceDir(pf);
+    const total = await this.readText(join(dev, 'sriov_totalvfs'));
+    if (total === null) {
+      if ((await this.readText(join(this.netDir(pf), 'ifindex'))) === null) {
+        throw new HostError(`no network interface '${pf}' on this host (no ${this.netDir(pf)})`, { code: 'ENOENT' });
+      }
+      throw new HostError(`${pf} is not an SR-IOV physical function (no ${join(dev, 'sriov_totalvfs')})`, { code: 'ENOTSUP' });
+    }
+    const flags = parseInt((await this.readText(join(this.netDir(pf), 'flags'))) ?? '0', 16);
+    return {
+      name: pf,
+      address: basename(await realpath(dev)) as PciAddress,
+      totalVfs: parseInt(total, 10),
+      numVfs: parseInt((await this.readText(join(dev, 'sriov_numvfs'))) ?? '0', 10),
+      driver: await this.linkName(join(dev, 'driver')),
+      up: (flags & 1) === 1,
+      autoprobe: (await this.readText(join(dev, 'sriov_drivers_autoprobe'))) !== '0',
+    };
+  }
+
+  async listVfs(pf: NetdevName): Promise<VfInfo[]> {
+    const dev = this.pfDeviceDir(pf);
+    const entries = await readdir(dev).catch((err) => {
+      throw new HostError(`cannot list ${dev}: ${errnoOf(err)}`, { code: errnoOf(err) });
+    });
+    const vfs: VfInfo[] = [];
+    for (const e of entries) {
+      const m = /^virtfn(\d+)$/.exec(e);
+      if (!m) continue;
+      const vfDir = join(dev, e);
+      const address = await this.linkName(vfDir);
+      if (!address) continue; // removed between readdir and readlink
+      const netdevs = await readdir(join(vfDir, 'net')).catch(() => [] as string[]);
+      vfs.push({
+        index: Number(m[1]) as VfIndex,
+        address: address as PciAddress,
+        netdev: netdevs[0] ? parseNetdevName(netdevs[0]) : null,
+        driver: await this.linkName(join(vfDir, 'driver')),
+        iommuGroup: await this.linkName(join(vfDir, 'iommu_group')),
+      });
+    }
+    return vfs.sort((a, b) => a.index - b.index);
+  }
+
+  async netdevDevice(netdev: NetdevName): Promise<PciAddress | null> {
+    try {
+      return basename(await realpath(join(this.netDir(netdev), 'device'))) as PciAddress;
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  async physfnOf(dev: PciAddress): Promise<NetdevName | null> {
+    const nets = await readdir(join(this.pciDir(dev), 'physfn/net')).catch(() => [] as string[]);
+    return nets[0] ? parseNetdevName(nets[0]) : null;
+  }
+
+  async writeNumVfs(pf: NetdevName, count: number): Promise<void> {
+    await this.write(join(this.pfDeviceDir(pf), 'sriov_numvfs'), `${count}\n`, `${pf}: setting sriov_numvfs to ${count}`);
+  }
+
+  async getVfLinks(pf: NetdevName): Promise<Map<number, VfLinkConfig>> {
+    return parseVfInfoList(await this.ip(['-j', '-d', 'link', 'show', 'dev', pf]), pf);
+  }
+
+  async setVfLink(pf: NetdevName, vf: VfIndex, change: VfLinkChange): Promise<void> {
+    await this.ip(vfLinkSetArgs(pf, vf, change));
+  }
+
+  async getMtu(netdev: NetdevName): Promise<number> {
+    const mtu = await this.readText(join(this.netDir(netdev), 'mtu'));
+    if (mtu === null) throw new HostError(`no network interface '${netdev}' (no ${join(this.netDir(netdev), 'mtu')})`, { code: 'ENOENT' });
+    return parseInt(mtu, 10);
+  }
+
+  async setMtu(netdev: NetdevName, mtu: number): Promise<void> {
+    await this.ip(['link', 'set', 'dev', netdev, 'mtu', String(mtu)]);
+  }
+
+  async bindDriver(dev: PciAddress, driver: string | null): Promise<void> {
+    const dir = this.pciDir(dev);
+    const current = await this.linkName(join(dir, 'driver'));
+    // Step 1: driver_override decides which driver the next probe picks; "\n" clears it so a
+    // host driver is matched by ID again (libvirt's virPCIDeviceUnbindFromStub does the same).
+    await this.write(join(dir, 'driver_override'), driver === null || driver !== 'vfio-pci' ? '\n' : `${driver}\n`, `${dev}: setting driver_override`);
+    // Step 2: unbind from whatever holds it now.
+    if (current !== null) await this.write(join(dir, 'driver/unbind'), dev, `${dev}: unbinding from ${current}`);
+    if (driver === null) return;
+    // Step 3: probe. A host driver that is not the ID match (rare) is forced through its bind file.
+    await this.write(join(this.opts.sysfsRoot, 'bus/pci/drivers_probe'), dev, `${dev}: probing drivers`);
+    let bound = await this.linkName(join(dir, 'driver'));
+    if (bound !== driver && driver !== 'vfio-pci') {
+      if (bound !== null) await this.write(join(dir, 'driver/unbind'), dev, `${dev}: unbinding from ${bound}`);
+      await this.write(join(this.opts.sysfsRoot, 'bus/pci/drivers', driver, 'bind'), dev, `${dev}: binding to ${driver}`);
+      bound = await this.linkName(join(dir, 'driver'));
+    }
+    if (bound !== driver) {
+      throw new HostError(`${dev}: asked for driver ${driver}, the kernel bound ${bound ?? 'none'}`, {
+        code: 'ENODEV',
+        hint: driver === 'vfio-pci' ? 'load it with `modprobe vfio-pci`' : `load it with \`modprobe ${driver}\``,
+      });
+    }
+  }
+
+  async vfioGroupHolders(group: string): Promise<number[]> {
+    const target = `/dev/vfio/${group}`;
+    const pids: number[] = [];
+    const procs = await readdir(this.opts.procRoot).catch(() => [] as string[]);
+    for (const p of procs) {
+      if (!/^\d+$/.test(p)) continue;
+      const fdDir = join(this.opts.procRoot, p, 'fd');
+      const fds = await readdir(fdDir).catch(() => [] as string[]);
+      for (const fd of fds) {
+        const link = await readlink(join(fdDir, fd)).catch(() => '');
+        if (link === target) {
+          pids.push(Number(p));
+          break;
+        }
+      }
+    }
+    return pids;
+  }
+
+  async setVfioGroupOwner(group: string, uid: number, gid: number): Promise<void> {
+    const path = join(this.opts.devRoot, 'vfio', group);
+    try {
+      await chown(path, uid, gid);
+    } catch (err) {
+      throw new HostError(`cannot hand ${path} to uid ${uid}: ${errnoOf(err)}`, { code: errnoOf(err), cause: err });
+    }
+  }
+
+  async getVfioGroupOwner(group: string): Promise<{ uid: number; gid: number } | null> {
+    const st = await stat(join(this.opts.devRoot, 'vfio', group)).catch(() => null);
+    return st ? { uid: st.uid, gid: st.gid } : null;
+  }
+}

@@ -1,0 +1,173 @@
+import { BadInputError, HostError } from '../errors.js';
+import { macFromKernel, type NetdevName, type PciAddress, type VfIndex } from '../types.js';
+import { readJsonFile, updateJsonFileLocked } from '../util/json-file.js';
+import type { Host, PfInfo, VfInfo, VfLinkChange, VfLinkConfig } from './host.js';
+import * as kernel from './sim-kernel.js';
+
+/**
+ * `VFPOOL_HOST=sim:FILE`: a machine that exists only in a JSON file, like libvirt's `test:///`
+ * driver. The file starts as a seed (`{"pfs":[{"name":"eth1","totalVfs":16}]}`) and is filled
+ * in on first use; from then on it holds the simulated kernel's state. Every operation is one
+ * locked read-modify-write, so concurrent vfpool processes see one consistent machine.
+ */
+export class SimHost implements Host {
+  readonly kind = 'sim' as const;
+  constructor(readonly file: string) {}
+
+  private load(): kernel.SimState {
+    const raw = readJsonFile<kernel.SimState | kernel.SimSeed>(this.file);
+    if (raw === undefined) {
+      throw new BadInputError(`simulated host file ${this.file} does not exist`, 'create it, e.g. {"pfs":[{"name":"eth1","totalVfs":16}]}');
+    }
+    return 'version' in raw ? raw : kernel.fillSimState(raw);
+  }
+
+  /** Applies one kernel operation atomically. */
+  async mutate<R>(fn: (state: kernel.SimState) => R): Promise<R> {
+    this.load(); // existence and seed validity, before taking the lock
+    return updateJsonFileLocked<kernel.SimState | kernel.SimSeed, R>(
+      this.file,
+      () => ({ pfs: [] }),
+      (raw) => {
+        const state = 'version' in raw ? raw : kernel.fillSimState(raw);
+        return { next: state, result: fn(state) };
+      },
+    );
+  }
+
+  /** Tests and demos: make a process look like QEMU holding the VF's vfio group open. */
+  async holdVfioGroup(dev: PciAddress, pid: number): Promise<void> {
+    await this.mutate((s) => {
+      const { vf } = kernel.findVfByAddress(s, dev);
+      if (vf.driver !== 'vfio-pci') throw new HostError(`${dev} is not bound to vfio-pci, /dev/vfio/${vf.iommuGroup} does not exist`, { code: 'ENOENT' });
+      vf.vfioHolders.push(pid);
+    });
+  }
+
+  async listPfs(): Promise<NetdevName[]> {
+    return this.load().pfs.map((p) => p.name as NetdevName);
+  }
+
+  async getPf(pf: NetdevName): Promise<PfInfo> {
+    const p = kernel.findPf(this.load(), pf);
+    return {
+      name: p.name as NetdevName,
+      address: p.address as PciAddress,
+      totalVfs: p.totalVfs,
+      numVfs: p.numVfs,
+      driver: p.driver,
+      up: p.up,
+      autoprobe: p.autoprobe,
+    };
+  }
+
+  async listVfs(pf: NetdevName): Promise<VfInfo[]> {
+    return kernel.findPf(this.load(), pf).vfs.map((v) => ({
+      index: v.index as VfIndex,
+      address: v.address as PciAddress,
+      netdev: v.netdev as NetdevName | null,
+      driver: v.driver,
+      iommuGroup: v.iommuGroup,
+    }));
+  }
+
+  async netdevDevice(netdev: NetdevName): Promise<PciAddress | null> {
+    for (const p of this.load().pfs) {
+      if (p.name === netdev) return p.address as PciAddress;
+      const v = p.vfs.find((x) => x.netdev === netdev);
+      if (v) return v.address as PciAddress;
+    }
+    return null;
+  }
+
+  async physfnOf(dev: PciAddress): Promise<NetdevName | null> {
+    const pf = this.load().pfs.find((p) => p.vfs.some((v) => v.address === dev));
+    return pf ? (pf.name as NetdevName) : null;
+  }
+
+  async writeNumVfs(pf: NetdevName, count: number): Promise<void> {
+    await this.mutate((s) => kernel.writeNumVfs(s, pf, count));
+  }
+
+  async getVfLinks(pf: NetdevName): Promise<Map<number, VfLinkConfig>> {
+    const p = kernel.findPf(this.load(), pf);
+    return new Map(
+      p.vfs.map((v) => [
+        v.index,
+        {
+          mac: macFromKernel(v.mac),
+          vlan: v.vlan,
+          qos: v.qos,
+          spoofchk: v.spoofchk,
+          trust: v.trust,
+          linkState: v.linkState,
+          minTxRate: v.minTxRate,
+          maxTxRate: v.maxTxRate,
+        },
+      ]),
+    );
+  }
+
+  async setVfLink(pf: NetdevName, vf: VfIndex, change: VfLinkChange): Promise<void> {
+    await this.mutate((s) => kernel.setVfLink(s, pf, vf, change));
+  }
+
+  async getMtu(netdev: NetdevName): Promise<number> {
+    const s = this.load();
+    for (const p of s.pfs) {
+      if (p.name === netdev) return p.mtu;
+      const v = p.vfs.find((x) => x.netdev === netdev);
+      if (v) return v.mtu;
+    }
+    throw new HostError(`no network interface '${netdev}'`, { code: 'ENOENT' });
+  }
+
+  async setMtu(netdev: NetdevName, mtu: number): Promise<void> {
+    await this.mutate((s) => {
+      for (const p of s.pfs) {
+        const v = p.vfs.find((x) => x.netdev === netdev);
+        if (v) {
+          // A VF's MTU cannot exceed its PF's on every driver vfpool targets.
+          if (mtu > p.mtu) throw new HostError(`MTU ${mtu} on ${netdev} exceeds its PF ${p.name}'s MTU ${p.mtu}`, { code: 'EINVAL' });
+          v.mtu = mtu;
+          return;
+        }
+      }
+      throw new HostError(`no network interface '${netdev}'`, { code: 'ENODEV' });
+    });
+  }
+
+  async bindDriver(dev: PciAddress, driver: string | null): Promise<void> {
+    await this.mutate((s) => kernel.bindDriver(s, dev, driver));
+  }
+
+  async vfioGroupHolders(group: string): Promise<number[]> {
+    for (const p of this.load().pfs) {
+      const v = p.vfs.find((x) => x.iommuGroup === group && x.driver === 'vfio-pci');
+      if (v) return v.vfioHolders.filter(kernel.isAlive);
+    }
+    return [];
+  }
+
+  async setVfioGroupOwner(group: string, uid: number, gid: number): Promise<void> {
+    await this.mutate((s) => {
+      for (const p of s.pfs) {
+        const v = p.vfs.find((x) => x.iommuGroup === group && x.driver === 'vfio-pci');
+        if (v) {
+          v.vfioOwner = { uid, gid };
+          return;
+        }
+      }
+      throw new HostError(`/dev/vfio/${group} does not exist`, { code: 'ENOENT' });
+    });
+  }
+
+  async getVfioGroupOwner(group: string): Promise<{ uid: number; gid: number } | null> {
+    for (const p of this.load().pfs) {
+      const v = p.vfs.find((x) => x.iommuGroup === group && x.driver === 'vfio-pci');
+      if (v) return v.vfioOwner;
+    }
+    return null;
+  }
+}
+

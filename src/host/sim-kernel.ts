@@ -1,0 +1,241 @@
+import { randomBytes } from 'node:crypto';
+import { BadInputError, HostError } from '../errors.js';
+import type { LinkState, VfLinkChange } from './host.js';
+import { isAlive } from '../util/process.js';
+
+/**
+ * The simulated kernel: SR-IOV semantics as Linux implements them, on plain JSON-able data.
+ * It models, and test/host/host-suite.ts checks against the real kernel in the lab:
+ * - `sriov_numvfs`: a count above `sriov_totalvfs` is ERANGE; a different non-zero count over a
+ *   non-zero count is EBUSY ("N VFs already enabled. Disable before enabling M VFs"); the same
+ *   count again is a no-op; 0 removes every VF and every setting made through the PF.
+ * - VF routing IDs at the PF's First VF Offset and VF Stride (igb: 128 and 2).
+ * - New VFs are probed by their host driver (`sriov_drivers_autoprobe`): they get a netdev and a
+ *   random MAC; without a driver they show 00:00:00:00:00:00.
+ * - `driver_override` + unbind + `drivers_probe` binding; vfio-pci gives no netdev.
+ * - VF settings (MAC, VLAN/qos, spoofchk, trust, link-state, rates) only through the PF.
+ * - Holders of `/dev/vfio/GROUP`: pids recorded by tests, counted only while alive.
+ */
+export interface SimVf {
+  index: number;
+  address: string;
+  netdev: string | null;
+  driver: string | null;
+  driverOverride: string | null;
+  iommuGroup: string;
+  mac: string;
+  vlan: number;
+  qos: number;
+  spoofchk: boolean;
+  trust: boolean;
+  linkState: LinkState;
+  minTxRate: number;
+  maxTxRate: number;
+  mtu: number;
+  vfioHolders: number[];
+  vfioOwner: { uid: number; gid: number };
+}
+
+export interface SimPf {
+  name: string;
+  address: string;
+  totalVfs: number;
+  numVfs: number;
+  driver: string;
+  vfDriver: string;
+  up: boolean;
+  mtu: number;
+  offset: number;
+  stride: number;
+  autoprobe: boolean;
+  /** Drivers this simulated machine has loaded: binding to another one fails like the kernel. */
+  vfs: SimVf[];
+}
+
+export interface SimState {
+  version: 1;
+  pfs: SimPf[];
+  /** The drivers `drivers_probe` can find; vfio-pci is there unless a test removes it. */
+  drivers: string[];
+  nextIommuGroup: number;
+}
+
+/** What a sim file may hold at minimum: `{"pfs":[{"name":"eth1","totalVfs":16}]}`. */
+export interface SimSeed {
+  pfs: Array<Partial<SimPf> & { name: string; totalVfs: number }>;
+  drivers?: string[];
+}
+
+const NET_DRIVERS_DEFAULT = ['igbvf', 'iavf', 'mlx5_core', 'ixgbevf', 'sfc', 'virtio-pci'];
+
+function sysError(code: string, message: string): HostError {
+  return new HostError(message, { code });
+}
+
+function ridOf(address: string): { domain: string; rid: number } {
+  const m = /^([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$/.exec(address);
+  if (!m) throw new BadInputError(`sim host: PF address '${address}' is not a PCI address`);
+  return { domain: m[1]!, rid: (parseInt(m[2]!, 16) << 8) | (parseInt(m[3]!, 16) << 3) | parseInt(m[4]!, 10) };
+}
+
+function addressOfRid(domain: string, rid: number): string {
+  const bus = (rid >> 8) & 0xff;
+  const slot = (rid >> 3) & 0x1f;
+  const fn = rid & 7;
+  return `${domain}:${bus.toString(16).padStart(2, '0')}:${slot.toString(16).padStart(2, '0')}.${fn}`;
+}
+
+function randomMac(): string {
+  const b = randomBytes(6);
+  // Locally administered unicast, as drivers generate for a VF with no admin MAC.
+  b[0] = (b[0]! & 0xfe) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+export { isAlive };
+
+/** Fills a seed file in: addresses, drivers and defaults a real PF would report. */
+export function fillSimState(seed: SimSeed): SimState {
+  if (!seed || !Array.isArray(seed.pfs)) {
+    throw new BadInputError("sim host: the file has no 'pfs' array", 'minimal form: {"pfs":[{"name":"eth1","totalVfs":16}]}');
+  }
+  const state: SimState = {
+    version: 1,
+    pfs: [],
+    drivers: seed.drivers ?? ['vfio-pci', ...NET_DRIVERS_DEFAULT],
+    nextIommuGroup: 100,
+  };
+  seed.pfs.forEach((p, i) => {
+    if (typeof p.name !== 'string' || !Number.isInteger(p.totalVfs) || p.totalVfs < 0) {
+      throw new BadInputError(`sim host: pfs[${i}] needs a 'name' and an integer 'totalVfs'`);
+    }
+    const pf: SimPf = {
+      name: p.name,
+      address: p.address ?? addressOfRid('0000', (0x3b + i) << 8),
+      totalVfs: p.totalVfs,
+      numVfs: 0,
+      driver: p.driver ?? 'igb',
+      vfDriver: p.vfDriver ?? 'iavf',
+      up: p.up ?? true,
+      mtu: p.mtu ?? 1500,
+      offset: p.offset ?? 16,
+      stride: p.stride ?? 1,
+      autoprobe: p.autoprobe ?? true,
+      vfs: [],
+    };
+    ridOf(pf.address);
+    state.pfs.push(pf);
+    if (p.numVfs) writeNumVfs(state, pf.name, p.numVfs);
+  });
+  return state;
+}
+
+export function findPf(state: SimState, name: string): SimPf {
+  const pf = state.pfs.find((p) => p.name === name);
+  if (!pf) throw sysError('ENOENT', `no network interface '${name}'`);
+  return pf;
+}
+
+export function findVfByAddress(state: SimState, address: string): { pf: SimPf; vf: SimVf } {
+  for (const pf of state.pfs) {
+    const vf = pf.vfs.find((v) => v.address === address);
+    if (vf) return { pf, vf };
+  }
+  throw sysError('ENOENT', `no PCI device ${address}`);
+}
+
+function probe(state: SimState, pf: SimPf, vf: SimVf): void {
+  const driver = vf.driverOverride ?? pf.vfDriver;
+  if (!state.drivers.includes(driver)) return; // no driver claims it: stays unbound, like the kernel
+  vf.driver = driver;
+  if (driver === 'vfio-pci') {
+    vf.netdev = null;
+  } else {
+    vf.netdev = `${pf.name}v${vf.index}`.slice(0, 15);
+    // A host VF driver reads the admin MAC at probe; with none set it makes up a random one
+    // (seed 001's "new MAC every boot"), which the PF then reports.
+    if (vf.mac === '00:00:00:00:00:00') vf.mac = randomMac();
+  }
+}
+
+/** `echo N > /sys/class/net/PF/device/sriov_numvfs`, with the kernel's checks in its order. */
+export function writeNumVfs(state: SimState, pfName: string, count: number): void {
+  const pf = findPf(state, pfName);
+  if (!Number.isInteger(count) || count < 0) throw sysError('EINVAL', `invalid VF count '${count}'`);
+  if (count === pf.numVfs) return;
+  if (count === 0) {
+    const held = pf.vfs.find((v) => v.vfioHolders.some(isAlive));
+    if (held) {
+      // The real kernel blocks in vfio-pci's remove until the user lets go; a simulator that
+      // hung would help no one, so it refuses instead. vfpool's in-use guard never gets here.
+      throw sysError('EBUSY', `VF ${held.address} is held open through /dev/vfio/${held.iommuGroup} (the kernel would block here)`);
+    }
+    pf.vfs = [];
+    pf.numVfs = 0;
+    return;
+  }
+  if (count > pf.totalVfs) throw sysError('ERANGE', `${count} VFs requested, sriov_totalvfs is ${pf.totalVfs}`);
+  if (pf.numVfs !== 0) throw sysError('EBUSY', `${pf.numVfs} VFs already enabled. Disable before enabling ${count} VFs`);
+  const { domain, rid } = ridOf(pf.address);
+  for (let i = 0; i < count; i++) {
+    const vf: SimVf = {
+      index: i,
+      address: addressOfRid(domain, rid + pf.offset + i * pf.stride),
+      netdev: null,
+      driver: null,
+      driverOverride: null,
+      iommuGroup: String(state.nextIommuGroup++),
+      mac: '00:00:00:00:00:00',
+      vlan: 0,
+      qos: 0,
+      spoofchk: true,
+      trust: false,
+      linkState: 'auto',
+      minTxRate: 0,
+      maxTxRate: 0,
+      mtu: pf.mtu,
+      vfioHolders: [],
+      vfioOwner: { uid: 0, gid: 0 },
+    };
+    pf.vfs.push(vf);
+    if (pf.autoprobe) probe(state, pf, vf);
+  }
+  pf.numVfs = count;
+}
+
+/** `ip link set PF vf N …`: one netlink request, all or nothing. */
+export function setVfLink(state: SimState, pfName: string, index: number, change: VfLinkChange): void {
+  const pf = findPf(state, pfName);
+  const vf = pf.vfs[index];
+  if (!vf) throw sysError('EINVAL', `${pfName} has no VF ${index} (${pf.numVfs} enabled)`);
+  // igb_ndo_set_vf_mac(): the zero MAC clears the admin MAC, any other invalid one is EINVAL.
+  if (change.mac !== undefined && change.mac !== '00:00:00:00:00:00' && parseInt(change.mac.slice(0, 2), 16) & 1) {
+    throw sysError('EINVAL', `invalid MAC ${change.mac} for VF ${index}`);
+  }
+  if (change.vlan !== undefined && (change.vlan < 0 || change.vlan > 4095)) throw sysError('EINVAL', `VLAN ${change.vlan} out of range`);
+  if (change.qos !== undefined && (change.qos < 0 || change.qos > 7)) throw sysError('EINVAL', `qos ${change.qos} out of range`);
+  if (change.mac !== undefined) vf.mac = change.mac;
+  if (change.vlan !== undefined) vf.vlan = change.vlan;
+  if (change.qos !== undefined) vf.qos = change.qos;
+  if (change.vlan === 0) vf.qos = 0;
+  if (change.spoofchk != null) vf.spoofchk = change.spoofchk;
+  if (change.trust != null) vf.trust = change.trust;
+  if (change.linkState != null) vf.linkState = change.linkState;
+  if (change.minTxRate !== undefined) vf.minTxRate = change.minTxRate;
+  if (change.maxTxRate !== undefined) vf.maxTxRate = change.maxTxRate;
+}
+
+export function bindDriver(state: SimState, address: string, driver: string | null): void {
+  const { pf, vf } = findVfByAddress(state, address);
+  if (driver !== null && !state.drivers.includes(driver)) {
+    throw sysError('ENODEV', `driver ${driver} is not loaded (no /sys/bus/pci/drivers/${driver})`);
+  }
+  if (vf.driver === 'vfio-pci' && vf.vfioHolders.some(isAlive)) {
+    // Unbinding vfio-pci while QEMU holds the group blocks in the kernel too.
+    throw sysError('EBUSY', `${address} is held open through /dev/vfio/${vf.iommuGroup}`);
+  }
+  vf.driverOverride = driver && driver !== pf.vfDriver ? driver : null;
+  vf.driver = null;
+  vf.netdev = null;
+  if (driver !== null) probe(state, pf, vf);
+}

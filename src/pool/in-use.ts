@@ -1,0 +1,43 @@
+import { isAlive } from '../util/process.js';
+import type { Host, VfInfo } from '../host/host.js';
+import type { VfpoolState } from './state-store.js';
+
+/** Why a VF may not be touched: DESIGN.md's three meanings of "in use". */
+export interface VfUse {
+  by: 'allocation' | 'libvirt-port' | 'vfio-holder';
+  who: string;
+}
+
+/**
+ * Who uses each of these VFs:
+ * 1. an allocation in vfpool's state whose owner still runs (an owner whose QEMU pid is not yet
+ *    known counts as running: it is between prepare and start);
+ * 2. a port libvirt's own hostdev network handed out (recorded at `port-created`);
+ * 3. a process holding `/dev/vfio/GROUP` of a VF bound to vfio-pci (QEMU started by anyone).
+ */
+export async function findVfUses(host: Host, state: VfpoolState, vfs: VfInfo[]): Promise<Map<string, VfUse[]>> {
+  const uses = new Map<string, VfUse[]>();
+  const add = (addr: string, u: VfUse) => uses.set(addr, [...(uses.get(addr) ?? []), u]);
+  for (const vf of vfs) {
+    for (const a of state.allocations) {
+      if (a.vfAddr === vf.address && (a.owner.pid === null || isAlive(a.owner.pid))) {
+        add(vf.address, { by: 'allocation', who: `domain '${a.owner.domain}'${a.owner.pid ? ` (pid ${a.owner.pid})` : ''}` });
+      }
+    }
+    for (const p of state.ports) {
+      if (p.vfAddr === vf.address || (p.netdev !== null && p.netdev === vf.netdev)) {
+        add(vf.address, { by: 'libvirt-port', who: `domain '${p.domain}' through libvirt network '${p.network}'` });
+      }
+    }
+    if (vf.driver === 'vfio-pci' && vf.iommuGroup !== null) {
+      for (const pid of await host.vfioGroupHolders(vf.iommuGroup)) {
+        add(vf.address, { by: 'vfio-holder', who: `pid ${pid} holding /dev/vfio/${vf.iommuGroup}` });
+      }
+    }
+  }
+  return uses;
+}
+
+export function describeUses(vf: VfInfo, uses: VfUse[]): string {
+  return `VF ${vf.index} (${vf.address}${vf.netdev ? `, ${vf.netdev}` : ''}) is in use by ${uses.map((u) => u.who).join(' and ')}`;
+}

@@ -1,0 +1,127 @@
+import { HostError } from '../errors.js';
+import type { Context } from './context.js';
+import type { PoolSpec } from '../config/pool-xml.js';
+
+export interface VfStatus {
+  index: number;
+  address: string;
+  netdev: string | null;
+  driver: string | null;
+  iommuGroup: string | null;
+  mac: string | null;
+  vlan: number | null;
+  qos: number | null;
+  spoofchk: boolean | null;
+  trust: boolean | null;
+  owner: { domain: string; uuid: string | null; pool: string | null; pid?: number | null; via: 'vfpool' | 'libvirt' } | null;
+}
+
+export interface PfStatus {
+  name: string;
+  address: string;
+  driver: string | null;
+  up: boolean;
+  totalVfs: number;
+  numVfs: number;
+  vfs: VfStatus[];
+}
+
+export interface Status {
+  host: string;
+  pfs: PfStatus[];
+  pools: PoolListEntry[];
+}
+
+export interface PoolListEntry {
+  name: string;
+  mode: string;
+  active: boolean;
+  persistent: boolean;
+  vfs: number;
+  inUse: number;
+}
+
+/** `vfpool status --json`: every SR-IOV PF on the host, each VF with its owner. */
+export async function readStatus(ctx: Context): Promise<Status> {
+  const state = ctx.store.read();
+  const pfs: PfStatus[] = [];
+  for (const name of await ctx.host.listPfs()) {
+    const info = await ctx.host.getPf(name);
+    const vfs = await ctx.host.listVfs(name);
+    const links = vfs.length ? await ctx.host.getVfLinks(name).catch(() => new Map()) : new Map();
+    pfs.push({
+      name,
+      address: info.address,
+      driver: info.driver,
+      up: info.up,
+      totalVfs: info.totalVfs,
+      numVfs: info.numVfs,
+      vfs: vfs.map((vf) => {
+        const link = links.get(vf.index);
+        const alloc = state.allocations.find((a) => a.vfAddr === vf.address);
+        const port = state.ports.find((p) => p.vfAddr === vf.address || (p.netdev !== null && p.netdev === vf.netdev));
+        return {
+          index: vf.index,
+          address: vf.address,
+          netdev: vf.netdev,
+          driver: vf.driver,
+          iommuGroup: vf.iommuGroup,
+          mac: link?.mac ?? null,
+          vlan: link?.vlan ?? null,
+          qos: link?.qos ?? null,
+          spoofchk: link?.spoofchk ?? null,
+          trust: link?.trust ?? null,
+          owner: alloc
+            ? { domain: alloc.owner.domain, uuid: alloc.owner.uuid, pool: alloc.pool, pid: alloc.owner.pid, via: 'vfpool' }
+            : port
+              ? { domain: port.domain, uuid: port.domainUuid, pool: port.network, via: 'libvirt' }
+              : null,
+        };
+      }),
+    });
+  }
+  return { host: ctx.settings.host, pfs, pools: await listPools(ctx) };
+}
+
+/** Member VF addresses of a pool as the host has them now. */
+export async function poolMemberAddresses(ctx: Context, pool: PoolSpec): Promise<string[]> {
+  const out: string[] = [];
+  const addAllOf = async (pf: string) => {
+    for (const vf of await ctx.host.listVfs(pf as never)) out.push(vf.address);
+  };
+  for (const p of pool.pfs) await addAllOf(p.dev).catch(() => undefined);
+  for (const dev of pool.interfaces) {
+    const pf = await ctx.host.getPf(dev).catch((e) => (e instanceof HostError ? null : Promise.reject(e)));
+    if (pf) await addAllOf(dev);
+    else {
+      const addr = await ctx.host.netdevDevice(dev);
+      if (addr) out.push(addr);
+    }
+  }
+  out.push(...pool.addresses);
+  return [...new Set(out)];
+}
+
+/** `vfpool net-list --json`. */
+export async function listPools(ctx: Context): Promise<PoolListEntry[]> {
+  const state = ctx.store.read();
+  const out: PoolListEntry[] = [];
+  for (const name of ctx.registry.names(state)) {
+    let pool: PoolSpec;
+    try {
+      pool = ctx.registry.get(name, state);
+    } catch {
+      continue; // a broken definition file must not hide the others; net-dumpxml names its error
+    }
+    const members = await poolMemberAddresses(ctx, pool);
+    out.push({
+      name,
+      mode: pool.mode,
+      active: Boolean(state.pools[name]),
+      persistent: ctx.registry.readDefinition(name) !== undefined,
+      vfs: members.length,
+      inUse: members.filter((m) => state.allocations.some((a) => a.vfAddr === m) || state.ports.some((p) => p.vfAddr === m)).length,
+    });
+  }
+  return out;
+}

@@ -1,0 +1,91 @@
+import { XMLParser, XMLValidator } from 'fast-xml-parser';
+import { BadInputError } from '../errors.js';
+
+/** An element as fast-xml-parser gives it: attributes under `@_name`, children by tag name. */
+export type XmlElement = { [key: string]: unknown };
+
+export const VFPOOL_NS = 'https://vfpool.dev/xmlns/1';
+
+// Repeatable elements are always arrays, whatever their count, so one guest interface and
+// ten look the same to the code (STYLE: configure repeatable elements as arrays).
+const REPEATABLE = new Set(['pf', 'interface', 'address', 'hostdev', 'sriov-nic', 'vf', 'seclabel', 'label']);
+
+const parser = new XMLParser({
+  ignoreAttributes: false,
+  attributeNamePrefix: '@_',
+  // Entities off: hooks run as root on XML from libvirt, and no entity is ever expanded.
+  processEntities: false,
+  htmlEntities: false,
+  parseTagValue: false,
+  parseAttributeValue: false,
+  trimValues: true,
+  isArray: (tagName) => REPEATABLE.has(localName(tagName)),
+});
+
+export function localName(tag: string): string {
+  const i = tag.indexOf(':');
+  return i < 0 ? tag : tag.slice(i + 1);
+}
+
+/** Parses and checks well-formedness; `what` names the input in errors ("network XML in FILE"). */
+export function parseXml(text: string, what: string): XmlElement {
+  if (/<!DOCTYPE|<!ENTITY/i.test(text)) {
+    throw new BadInputError(`${what}: DOCTYPE and ENTITY declarations are not accepted`, 'remove them; libvirt XML never has them');
+  }
+  const valid = XMLValidator.validate(text);
+  if (valid !== true) {
+    throw new BadInputError(`${what}: not well-formed XML at line ${valid.err.line}: ${valid.err.msg}`);
+  }
+  return parser.parse(text) as XmlElement;
+}
+
+/** The element itself as an object: `<x/>` parses to '' and text-only elements to strings. */
+export function asElement(v: unknown): XmlElement {
+  if (v && typeof v === 'object' && !Array.isArray(v)) return v as XmlElement;
+  if (typeof v === 'string' && v !== '') return { '#text': v };
+  return {};
+}
+
+export function children(el: XmlElement, tag: string): XmlElement[] {
+  const v = el[tag];
+  if (v === undefined) return [];
+  return (Array.isArray(v) ? v : [v]).map(asElement);
+}
+
+export function child(el: XmlElement, tag: string): XmlElement | undefined {
+  return el[tag] === undefined ? undefined : children(el, tag)[0];
+}
+
+export function attr(el: XmlElement | undefined, name: string): string | undefined {
+  const v = el?.[`@_${name}`];
+  return typeof v === 'string' ? v : undefined;
+}
+
+export function text(el: XmlElement | undefined, tag: string): string | undefined {
+  const v = el?.[tag];
+  if (typeof v === 'string') return v;
+  if (v && typeof v === 'object' && '#text' in v) return String((v as XmlElement)['#text']);
+  return undefined;
+}
+
+/**
+ * The child of `<metadata>` in vfpool's namespace, whatever prefix the author (or libvirt,
+ * which re-serialises metadata) gave it. Returns the element and a function that maps local
+ * names to the prefixed keys used inside it.
+ */
+export function findNsElement(
+  parent: XmlElement | undefined,
+  local: string,
+  ns = VFPOOL_NS,
+): { el: XmlElement; tag: (l: string) => string } | undefined {
+  if (!parent) return undefined;
+  for (const key of Object.keys(parent)) {
+    if (key.startsWith('@_') || localName(key) !== local) continue;
+    const prefix = key.includes(':') ? key.slice(0, key.indexOf(':')) : '';
+    for (const el of children(parent, key)) {
+      const declared = prefix ? attr(el, `xmlns:${prefix}`) : attr(el, 'xmlns');
+      if (declared === ns) return { el, tag: (l) => (prefix ? `${prefix}:${l}` : l) };
+    }
+  }
+  return undefined;
+}
