@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Installs vfpool: the built tool under PREFIX/lib/vfpool, the CLI as PREFIX/bin/vfpool, and
+# libvirt's hooks as links in /etc/libvirt/hooks/{network,qemu}.d/vfpool. Idempotent.
+#
+#   bash install.sh [--prefix /usr/local] [--dest-dir DIR] [--uninstall]
+#
+# --dest-dir stages everything under DIR for packaging (links still point at PREFIX).
+# Run `npm ci && npm run build` first. libvirt finds a driver's hooks when the daemon starts:
+# restart libvirtd after the first install.
+set -euo pipefail
+
+prefix=/usr/local
+destdir=
+uninstall=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --prefix) prefix=${2:?--prefix needs a directory}; shift 2 ;;
+    --prefix=*) prefix=${1#*=}; shift ;;
+    --dest-dir) destdir=${2:?--dest-dir needs a directory}; shift 2 ;;
+    --dest-dir=*) destdir=${1#*=}; shift ;;
+    --uninstall) uninstall=1; shift ;;
+    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown argument '$1' (expected --prefix DIR, --dest-dir DIR, --uninstall)" >&2; exit 2 ;;
+  esac
+done
+case $prefix in /*) ;; *) echo "install.sh: --prefix must be an absolute path, got '$prefix'" >&2; exit 2 ;; esac
+
+src=$(cd "$(dirname "$0")" && pwd)
+libdir=$prefix/lib/vfpool
+hookdir=/etc/libvirt/hooks
+confdir=/etc/vfpool
+
+if [ $uninstall = 1 ]; then
+  rm -f "$destdir$hookdir/network.d/vfpool" "$destdir$hookdir/qemu.d/vfpool" "$destdir$prefix/bin/vfpool"
+  rm -rf "$destdir$libdir"
+  echo "vfpool removed from $prefix (pool definitions in $confdir are kept)"
+  exit 0
+fi
+
+if [ ! -f "$src/dist/src/entry/cli.js" ]; then
+  echo "install.sh: $src/dist is missing: run \`npm ci && npm run build\` first" >&2
+  exit 1
+fi
+
+# Stage the new tree next to the old one and swap, so a hook that libvirt runs meanwhile sees
+# either the old install or the new one, never half of one.
+stage=$destdir$libdir.new
+rm -rf "$stage"
+mkdir -p "$stage"
+cp -R "$src/dist" "$src/hooks" "$src/package.json" "$src/package-lock.json" "$stage/"
+[ -d "$src/qemu-args" ] && cp -R "$src/qemu-args" "$stage/"
+rm -rf "$stage/dist/test" "$stage/dist/bench"
+(cd "$stage" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+chmod 0755 "$stage/dist/src/entry/"*.js "$stage/hooks/network" "$stage/hooks/qemu"
+rm -rf "$destdir$libdir.old"
+[ -e "$destdir$libdir" ] && mv "$destdir$libdir" "$destdir$libdir.old"
+mv "$stage" "$destdir$libdir"
+rm -rf "$destdir$libdir.old"
+
+mkdir -p "$destdir$prefix/bin"
+ln -sfn "$libdir/dist/src/entry/cli.js" "$destdir$prefix/bin/vfpool"
+
+new_hooks=0
+for driver in network qemu; do
+  mkdir -p "$destdir$hookdir/$driver.d"
+  [ -e "$destdir$hookdir/$driver.d/vfpool" ] || new_hooks=1
+  ln -sfn "$libdir/hooks/$driver" "$destdir$hookdir/$driver.d/vfpool"
+done
+
+mkdir -p "$destdir$confdir/networks"
+if [ ! -e "$destdir$confdir/vfpool.conf" ]; then
+  cat >"$destdir$confdir/vfpool.conf" <<'CONF'
+# vfpool settings, KEY=value (the environment wins over this file). libvirt runs hooks with
+# an almost empty environment, so this file is how they learn non-default settings.
+#VFPOOL_STATE_DIR=/run/vfpool
+#VFPOOL_HOST=linux
+#VFPOOL_IP=/usr/sbin/ip
+#VFPOOL_QEMU=/usr/bin/qemu-system-x86_64
+CONF
+  chmod 0644 "$destdir$confdir/vfpool.conf"
+fi
+if [ -z "$destdir" ]; then
+  install -d -m 0700 /run/vfpool
+fi
+
+echo "vfpool installed in $libdir; hooks linked in $hookdir/network.d and $hookdir/qemu.d"
+if [ $new_hooks = 1 ] && [ -z "$destdir" ]; then
+  echo "note: libvirt looks for hooks when it starts: restart libvirtd once so it finds vfpool's"
+fi
