@@ -79,4 +79,9 @@ export interface Host {
   /** Hands `/dev/vfio/GROUP` to the user QEMU runs as. */
   setVfioGroupOwner(group: string, uid: number, gid: number): Promise<void>;
   getVfioGroupOwner(group: string): Promise<{ uid: number; gid: number } | null>;
+  /**
+   * Every PCI device in an IOMMU group (`/sys/kernel/iommu_groups/GROUP/devices`) with its
+   * driver: vfio can hand a group to a guest only when none of them is bound to a host driver.
+   */
+  iommuGroupDevices(group: string): Promise<Array<{ address: PciAddress; driver: string | null }>>;
 }

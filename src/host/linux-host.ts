@@ -235,4 +235,17 @@ export class LinuxHost implements Host {
     const st = await stat(join(this.opts.devRoot, 'vfio', group)).catch(() => null);
     return st ? { uid: st.uid, gid: st.gid } : null;
   }
+
+  async iommuGroupDevices(group: string): Promise<Array<{ address: PciAddress; driver: string | null }>> {
+    const dir = join(this.opts.sysfsRoot, 'kernel/iommu_groups', group, 'devices');
+    const names = await readdir(dir).catch((err) => {
+      if (errnoOf(err) === 'ENOENT') return [] as string[];
+      throw new HostError(`cannot list ${dir}: ${errnoOf(err)}`, { code: errnoOf(err) });
+    });
+    const out: Array<{ address: PciAddress; driver: string | null }> = [];
+    for (const n of names.sort()) {
+      out.push({ address: n as PciAddress, driver: await this.linkName(join(this.opts.sysfsRoot, 'bus/pci/devices', n, 'driver')) });
+    }
+    return out;
+  }
 }

@@ -169,5 +169,11 @@ export class SimHost implements Host {
     }
     return null;
   }
-}
 
+  async iommuGroupDevices(group: string): Promise<Array<{ address: PciAddress; driver: string | null }>> {
+    return this.load()
+      .pfs.flatMap((p) => p.vfs)
+      .filter((v) => v.iommuGroup === group)
+      .map((v) => ({ address: v.address as PciAddress, driver: v.driver }));
+  }
+}

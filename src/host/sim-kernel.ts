@@ -225,17 +225,36 @@ export function setVfLink(state: SimState, pfName: string, index: number, change
   if (change.maxTxRate !== undefined) vf.maxTxRate = change.maxTxRate;
 }
 
+/** `echo DRIVER > .../driver_override` (an empty write clears it). */
+export function setDriverOverride(state: SimState, address: string, driver: string | null): void {
+  findVfByAddress(state, address).vf.driverOverride = driver;
+}
+
+/** `echo ADDR > .../driver/unbind`. */
+export function unbindDriver(state: SimState, address: string): void {
+  const { vf } = findVfByAddress(state, address);
+  if (vf.driver === null) throw sysError('ENOENT', `${address} has no driver to unbind from`);
+  if (vf.driver === 'vfio-pci' && vf.vfioHolders.some(isAlive)) {
+    // vfio-pci's remove blocks until QEMU lets go of the group; refuse rather than hang.
+    throw sysError('EBUSY', `${address} is held open through /dev/vfio/${vf.iommuGroup} (the kernel would block here)`);
+  }
+  vf.driver = null;
+  vf.netdev = null;
+}
+
+/** `echo ADDR > /sys/bus/pci/drivers_probe`: driver_override wins, else the ID match. */
+export function probeDriver(state: SimState, address: string): void {
+  const { pf, vf } = findVfByAddress(state, address);
+  if (vf.driver === null) probe(state, pf, vf);
+}
+
+/** The three steps LinuxHost.bindDriver writes, in its order. */
 export function bindDriver(state: SimState, address: string, driver: string | null): void {
   const { pf, vf } = findVfByAddress(state, address);
   if (driver !== null && !state.drivers.includes(driver)) {
     throw sysError('ENODEV', `driver ${driver} is not loaded (no /sys/bus/pci/drivers/${driver})`);
   }
-  if (vf.driver === 'vfio-pci' && vf.vfioHolders.some(isAlive)) {
-    // Unbinding vfio-pci while QEMU holds the group blocks in the kernel too.
-    throw sysError('EBUSY', `${address} is held open through /dev/vfio/${vf.iommuGroup}`);
-  }
-  vf.driverOverride = driver && driver !== pf.vfDriver ? driver : null;
-  vf.driver = null;
-  vf.netdev = null;
-  if (driver !== null) probe(state, pf, vf);
+  setDriverOverride(state, address, driver && driver !== pf.vfDriver ? driver : null);
+  if (vf.driver !== null) unbindDriver(state, address);
+  if (driver !== null) probeDriver(state, address);
 }

@@ -2,7 +2,8 @@ import { chmodSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:f
 import { join } from 'node:path';
 import { DEFAULT_LOCK, readJsonFile, updateJsonFileLocked, type LockOptions } from '../util/json-file.js';
 import type { MacAddress, NetdevName, PciAddress } from '../types.js';
-import type { VfLinkConfig } from '../host/host.js';
+import type { VfLinkChange, VfLinkConfig } from '../host/host.js';
+import type { PoolMode } from '../config/pool-xml.js';
 
 /** A pool that is running: its definition is kept so a libvirt-carried pool can be stopped later. */
 export interface ActivePool {
@@ -16,9 +17,20 @@ export interface ActivePool {
 
 /** What a VF looked like before vfpool touched it: restored at release. */
 export interface SavedVfConfig {
+  /** Everything the PF reports for the VF (admin MAC, VLAN, qos, spoofchk, trust, link-state, rates). */
   link: VfLinkConfig;
+  /** The VF's driver (null: none bound). */
   driver: string | null;
+  /** The VF netdev's MTU, if it had a netdev. */
   mtu: number | null;
+  netdev: NetdevName | null;
+}
+
+/** What vfpool changed on the VF (only these are put back at release). */
+export interface AppliedVfConfig {
+  link: VfLinkChange;
+  mtu: number | null;
+  driver: string | null;
 }
 
 export interface AllocationOwner {
@@ -26,28 +38,51 @@ export interface AllocationOwner {
   uuid: string | null;
   /** QEMU's pid once known (start/started/reconnect); until then the domain counts as running. */
   pid: number | null;
+  /** Who prepared it: libvirt's qemu hook, or `vfpool prepare` (no libvirt pid file to check). */
+  via?: 'libvirt' | 'cli';
 }
 
 /** One VF handed to one guest. Written before the first change to the VF, deleted after restore. */
 export interface Allocation {
   pool: string | null;
+  /** The pool's forward mode (`hostdev` for a request that names a device): vfio or host netdev. */
+  mode?: PoolMode;
   pf: NetdevName;
   vfIndex: number;
   vfAddr: PciAddress;
+  /** The VF's host netdev (what a `passthrough` pool hands out for macvtap); null on vfio-pci. */
   netdev: NetdevName | null;
+  iommuGroup?: string | null;
   owner: AllocationOwner;
   mac: MacAddress | null;
   vlan: number | null;
-  /** The device alias in the domain (hostdev id, or the virtio-net it is paired with). */
+  /** The device id in the guest (`vfpool-vfN`), for the QEMU arguments. */
   alias: string;
-  /** `prepared` while being configured; `ready` once everything was set and read back. */
+  /** For a pci-passthrough-hybrid `<interface>`: the virtio-net NIC (by MAC) it partners. */
+  pairedMac?: MacAddress | null;
+  /** `preparing` while being configured; `ready` once everything was set and read back; `releasing` once a restore began. */
   phase: 'preparing' | 'ready' | 'releasing';
+  /** The vfpool process configuring or restoring it right now (others leave it alone while it lives). */
+  worker?: number | null;
   saved: SavedVfConfig | null;
+  applied?: AppliedVfConfig | null;
+  /** `/dev/vfio/GROUP` handed to QEMU's user at `start`, and its owner before. */
+  vfioOwner?: { saved: { uid: number; gid: number } | null; granted: { uid: number; gid: number } } | null;
   /** Guest-side PCI slot on its own root port, stable across boots. */
   guestSlot: number | null;
   /** What the request asked for by name (seed 001 step 2): checked again on later starts. */
   requestedNetdev: NetdevName | null;
   createdAt: string;
+  /** Why the last restore failed (phase `releasing`). */
+  lastError?: string | null;
+}
+
+/** Seed 001 step 2: the PCI address a `netdev=` request resolved to, checked on later starts. */
+export interface NetdevBinding {
+  domain: string;
+  netdev: NetdevName;
+  vfAddr: PciAddress;
+  since: string;
 }
 
 /** A VF that libvirt's own hostdev network handed out (recorded from `port-created`). */
@@ -65,10 +100,12 @@ export interface VfpoolState {
   pools: Record<string, ActivePool>;
   allocations: Allocation[];
   ports: PortRecord[];
+  /** netdev= resolutions kept across releases (absent in state files from before they existed). */
+  bindings?: NetdevBinding[];
 }
 
 export function emptyState(): VfpoolState {
-  return { version: 1, pools: {}, allocations: [], ports: [] };
+  return { version: 1, pools: {}, allocations: [], ports: [], bindings: [] };
 }
 
 /**

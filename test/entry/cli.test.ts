@@ -1,0 +1,77 @@
+import t from 'tap';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { NetdevName } from '../../src/types.js';
+import { makeSimEnv, SEED_000_POOL } from '../helpers/env.js';
+import { vfpoolCli } from '../helpers/spawn.js';
+
+t.test('define, start, list, status, destroy, undefine', async (t) => {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 16, address: '0000:3b:00.0' }] });
+  const file = join(w.dir, 'pool.xml');
+  writeFileSync(file, SEED_000_POOL);
+  const cli = (...args: string[]) => vfpoolCli(args, { env: w.env });
+
+  t.same(await cli('net-define', file), { exitCode: 0, stdout: `Pool sriov-pool defined from ${file}\n`, stderr: '' });
+  const dry = await cli('net-start', 'sriov-pool', '--dry-run');
+  t.equal(dry.exitCode, 0);
+  t.match(dry.stdout, /1\. eth1: write 4 to sriov_numvfs \(now 0\)/);
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 0, '--dry-run changed nothing');
+  t.equal((await cli('net-start', 'sriov-pool')).exitCode, 0);
+
+  const list = await cli('net-list', '--json');
+  t.same(JSON.parse(list.stdout), [{ name: 'sriov-pool', mode: 'hostdev', active: true, persistent: true, vfs: 4, inUse: 0 }]);
+
+  const status = JSON.parse((await cli('status', '--json')).stdout);
+  t.equal(status.pfs.length, 1);
+  t.match(status.pfs[0], { name: 'eth1', address: '0000:3b:00.0', totalVfs: 16, numVfs: 4 });
+  t.match(status.pfs[0].vfs[0], { index: 0, address: '0000:3b:02.0', netdev: null, driver: 'vfio-pci', vlan: 0, owner: null });
+  t.match(status.pfs[0].vfs[0].mac, /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/);
+  t.match((await cli('status')).stdout, /eth1 0000:3b:00\.0 driver igb up: 4 of 16 VFs[\s\S]*0000:3b:02\.3 .* vfio-pci .* free/);
+  t.match((await cli('net-dumpxml', 'sriov-pool')).stdout, /<vf num='4'\/>/);
+
+  const undefActive = await cli('net-undefine', 'sriov-pool');
+  t.same([undefActive.exitCode, undefActive.stderr], [3, "vfpool: pool 'sriov-pool' is active: stop it first with `vfpool net-destroy sriov-pool`\n"]);
+  t.equal((await cli('net-start', 'sriov-pool')).exitCode, 3, 'already active');
+  t.equal((await cli('net-destroy', 'sriov-pool')).exitCode, 0);
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 0);
+  t.equal((await cli('net-destroy', 'sriov-pool')).exitCode, 3, 'not active');
+  t.equal((await cli('net-undefine', 'sriov-pool')).exitCode, 0);
+  t.same(JSON.parse((await cli('net-list', '--json')).stdout), []);
+});
+
+t.test('state is root\'s: 0700 directory, 0600 files', async (t) => {
+  const w = makeSimEnv(t);
+  w.definePool('sriov-pool', SEED_000_POOL);
+  await vfpoolCli(['net-start', 'sriov-pool'], { env: w.env });
+  t.equal(statSync(w.settings.stateDir).mode & 0o777, 0o700);
+  t.equal(statSync(join(w.settings.stateDir, 'state.json')).mode & 0o777, 0o600);
+  t.equal(statSync(join(w.settings.stateDir, 'vfpool.log')).mode & 0o777, 0o600);
+});
+
+t.test('bad input: exit 2, one line, nothing written', async (t) => {
+  const w = makeSimEnv(t);
+  const bad = join(w.dir, 'bad.xml');
+  writeFileSync(bad, `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'><vf num='x'/></pf></forward></network>`);
+  const cases: Array<[string[], RegExp]> = [
+    [['net-define', bad], /^vfpool: .*bad\.xml: vf num='x' is not a number from 1 to 4096\n$/],
+    [['net-define', join(w.dir, 'missing.xml')], /^vfpool: cannot read .*missing\.xml: ENOENT/],
+    [['net-start', 'nope'], /^vfpool: unknown pool 'nope': define it with `vfpool net-define FILE`/],
+    [['net-start', '../x'], /^vfpool: pool name '..\/x' is not a name vfpool accepts/],
+    [['frobnicate'], /^vfpool: Unknown argument: frobnicate/],
+    [[], /^vfpool: name a command/],
+  ];
+  for (const [args, msg] of cases) {
+    const r = await vfpoolCli(args, { env: w.env });
+    t.equal(r.exitCode, 2, `${args.join(' ')}: exit 2`);
+    t.match(r.stderr, msg, args.join(' '));
+  }
+  t.notOk(existsSync(join(w.settings.configDir, 'networks/p.xml')), 'invalid definition not written');
+  const conf = join(w.dir, 'conf');
+  const { mkdirSync } = await import('node:fs');
+  mkdirSync(conf);
+  writeFileSync(join(conf, 'vfpool.conf'), 'VFPOOL_HOST=sim:/x\nVFPOOL_BOGUS=1\n');
+  const r = await vfpoolCli(['status'], { env: { VFPOOL_CONFIG_DIR: conf } });
+  t.same([r.exitCode, r.stderr], [2, `vfpool: ${join(conf, 'vfpool.conf')}:2: unknown setting 'VFPOOL_BOGUS': known: VFPOOL_CONFIG_DIR, VFPOOL_STATE_DIR, VFPOOL_SYSFS, VFPOOL_HOST, VFPOOL_IP, VFPOOL_QEMU, VFPOOL_PROC, VFPOOL_DEV\n`]);
+  const badHost = await vfpoolCli(['status'], { env: { ...w.env, VFPOOL_HOST: 'xen' } });
+  t.same([badHost.exitCode, badHost.stderr], [2, "vfpool: VFPOOL_HOST 'xen' is not 'linux' or 'sim:FILE': set it in the environment or in vfpool.conf\n"]);
+});

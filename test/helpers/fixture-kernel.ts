@@ -1,0 +1,164 @@
+/**
+ * A fake kernel behind a fixture sysfs tree, for testing LinuxHost without SR-IOV hardware
+ * (in the manner of libvirt's tests/virpcimock.c, which fakes sysfs under a root directory).
+ *
+ * What it models: the simulated kernel's state (src/host/sim-kernel.ts) rendered as the files
+ * and links LinuxHost reads — /sys/class/net/PF/device/{sriov_totalvfs,sriov_numvfs,virtfnN},
+ * VF {physfn,driver,net/,iommu_group,driver_override}, /sys/bus/pci/{devices,drivers_probe,
+ * drivers/D/{bind,unbind}}, class/net/X/{mtu,flags,ifindex} — and the side effects of writes to
+ * them, through LinuxHost's injectable sysfs writer; plus an `ip` executable that records its
+ * argv and answers `-j -d link show` and `link set … vf …` like iproute2 on that kernel, and a
+ * fake /proc whose fd links make a pid look like QEMU holding /dev/vfio/GROUP.
+ * What it does not model: timing (writes take effect at once), udev renames, real errno from
+ * drivers other than the sim kernel's.
+ */
+import { chmodSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as kernel from '../../src/host/sim-kernel.js';
+import { HostError } from '../../src/errors.js';
+
+export interface FixtureKernel {
+  root: string;
+  sysfs: string;
+  proc: string;
+  dev: string;
+  ipPath: string;
+  ipLog: string;
+  writeSysfs: (path: string, value: string) => Promise<void>;
+  state(): kernel.SimState;
+}
+
+function stateFile(root: string): string {
+  return join(root, 'kernel.json');
+}
+
+export function loadKernel(root: string): kernel.SimState {
+  return JSON.parse(readFileSync(stateFile(root), 'utf8')) as kernel.SimState;
+}
+
+function ln(target: string, path: string): void {
+  mkdirSync(dirname(path), { recursive: true });
+  symlinkSync(target, path);
+}
+
+function file(path: string, content: string): void {
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, content);
+}
+
+/** Re-renders the whole tree from the state (small: a few hundred files at most). */
+export function saveAndRender(root: string, state: kernel.SimState): void {
+  writeFileSync(stateFile(root), JSON.stringify(state));
+  const sys = join(root, 'sys');
+  rmSync(sys, { recursive: true, force: true });
+  const devices = join(sys, 'devices/pci0000:00');
+  const drivers = new Set<string>(state.drivers);
+  for (const d of drivers) {
+    file(join(sys, 'bus/pci/drivers', d, 'bind'), '');
+    file(join(sys, 'bus/pci/drivers', d, 'unbind'), '');
+  }
+  file(join(sys, 'bus/pci/drivers_probe'), '');
+  let ifindex = 2;
+  const netdev = (name: string, devDir: string, mtu: number, up: boolean) => {
+    const dir = join(sys, 'class/net', name);
+    file(join(dir, 'ifindex'), `${ifindex++}\n`);
+    file(join(dir, 'mtu'), `${mtu}\n`);
+    file(join(dir, 'flags'), up ? '0x1003\n' : '0x1002\n');
+    ln(devDir, join(dir, 'device'));
+    mkdirSync(join(devDir, 'net', name), { recursive: true });
+  };
+  for (const pf of state.pfs) {
+    const pfDir = join(devices, pf.address);
+    file(join(pfDir, 'sriov_totalvfs'), `${pf.totalVfs}\n`);
+    file(join(pfDir, 'sriov_numvfs'), `${pf.numVfs}\n`);
+    file(join(pfDir, 'sriov_drivers_autoprobe'), pf.autoprobe ? '1\n' : '0\n');
+    ln(join(sys, 'bus/pci/drivers', pf.driver), join(pfDir, 'driver'));
+    ln(pfDir, join(sys, 'bus/pci/devices', pf.address));
+    netdev(pf.name, pfDir, pf.mtu, pf.up);
+    for (const vf of pf.vfs) {
+      const vfDir = join(devices, vf.address);
+      mkdirSync(vfDir, { recursive: true });
+      ln(relative(pfDir, vfDir), join(pfDir, `virtfn${vf.index}`));
+      ln(relative(vfDir, pfDir), join(vfDir, 'physfn'));
+      ln(vfDir, join(sys, 'bus/pci/devices', vf.address));
+      file(join(vfDir, 'driver_override'), `${vf.driverOverride ?? '(null)'}\n`);
+      ln(join(sys, 'kernel/iommu_groups', vf.iommuGroup), join(vfDir, 'iommu_group'));
+      mkdirSync(join(sys, 'kernel/iommu_groups', vf.iommuGroup, 'devices'), { recursive: true });
+      if (vf.driver) ln(join(sys, 'bus/pci/drivers', vf.driver), join(vfDir, 'driver'));
+      if (vf.netdev) netdev(vf.netdev, vfDir, vf.mtu, true);
+      if (vf.driver === 'vfio-pci') file(join(root, 'dev/vfio', vf.iommuGroup), '');
+    }
+  }
+}
+
+function errnoError(err: unknown): Error {
+  if (err instanceof HostError && err.code) return Object.assign(new Error(`${err.code}: ${err.message}`), { code: err.code });
+  return err as Error;
+}
+
+/** The kernel side of a sysfs write, by path. */
+function kernelWrite(root: string, path: string, value: string): void {
+  const rel = relative(join(root, 'sys'), path);
+  const v = value.trim();
+  const state = loadKernel(root);
+  let m: RegExpExecArray | null;
+  try {
+    if ((m = /^class\/net\/([^/]+)\/device\/sriov_numvfs$/.exec(rel))) {
+      kernel.writeNumVfs(state, m[1]!, Number(v));
+    } else if ((m = /^bus\/pci\/devices\/([^/]+)\/driver_override$/.exec(rel))) {
+      kernel.setDriverOverride(state, m[1]!, v === '' ? null : v);
+    } else if ((m = /^bus\/pci\/devices\/([^/]+)\/driver\/unbind$/.exec(rel))) {
+      if (v !== m[1]) throw Object.assign(new Error('ENODEV'), { code: 'ENODEV' });
+      kernel.unbindDriver(state, m[1]!);
+    } else if (rel === 'bus/pci/drivers_probe') {
+      kernel.probeDriver(state, v);
+    } else if ((m = /^bus\/pci\/drivers\/([^/]+)\/bind$/.exec(rel))) {
+      const { vf } = kernel.findVfByAddress(state, v);
+      if (vf.driver !== null) throw Object.assign(new Error('EBUSY'), { code: 'EBUSY' });
+      vf.driver = m[1]!;
+    } else {
+      throw Object.assign(new Error(`EACCES: fixture kernel has no writable attribute ${rel}`), { code: 'EACCES' });
+    }
+  } catch (err) {
+    throw errnoError(err);
+  }
+  saveAndRender(root, state);
+}
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+
+/** Builds the fixture: a sysfs tree, /proc, /dev, and the fake `ip`, from a sim seed. */
+export function makeFixtureKernel(root: string, seed: kernel.SimSeed): FixtureKernel {
+  mkdirSync(root, { recursive: true });
+  saveAndRender(root, kernel.fillSimState(seed));
+  const ipPath = join(root, 'ip');
+  const ipLog = join(root, 'ip-calls.jsonl');
+  writeFileSync(
+    join(root, 'ip-main.mjs'),
+    `import { fakeIp } from ${JSON.stringify(join(HERE, 'fake-ip.js'))};\nprocess.exitCode = fakeIp(${JSON.stringify(root)}, process.argv.slice(2));\n`,
+  );
+  // A sh wrapper: node-tap puts its loader into every child's NODE_OPTIONS, which breaks an
+  // extensionless ESM script; and `ip` must be an executable at a path, as iproute2's is.
+  writeFileSync(ipPath, `#!/bin/sh\nunset NODE_OPTIONS\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(join(root, 'ip-main.mjs'))} "$@"\n`);
+  chmodSync(ipPath, 0o755);
+  mkdirSync(join(root, 'proc'), { recursive: true });
+  return {
+    root,
+    sysfs: join(root, 'sys'),
+    proc: join(root, 'proc'),
+    dev: join(root, 'dev'),
+    ipPath,
+    ipLog,
+    writeSysfs: async (path, value) => kernelWrite(root, path, value),
+    state: () => loadKernel(root),
+  };
+}
+
+/** Makes `pid` look like a process holding /dev/vfio/GROUP (a `/proc/PID/fd/N` link). */
+export function fakeVfioHolder(fx: FixtureKernel, pid: number, group: string): () => void {
+  const dir = join(fx.proc, String(pid), 'fd');
+  mkdirSync(dir, { recursive: true });
+  if (!existsSync(join(dir, '7'))) symlinkSync(`/dev/vfio/${group}`, join(dir, '7'));
+  return () => rmSync(join(fx.proc, String(pid)), { recursive: true, force: true });
+}

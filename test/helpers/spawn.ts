@@ -1,0 +1,37 @@
+import { execa } from 'execa';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The repository root (tests run from dist/test/..., the shims live in the source tree). */
+export const REPO = join(dirname(fileURLToPath(import.meta.url)), '../../..');
+
+export interface Spawned {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs a real entry point as a process, as libvirt or a person would: argv, stdin, and an
+ * environment holding only what is given (libvirt hands hooks LC_ALL, HOME and PATH alone).
+ * `file` is relative to the repo: `hooks/network`, `hooks/qemu`, `dist/src/entry/cli.js`.
+ */
+export async function spawnEntry(file: string, args: string[], opts: { env: Record<string, string>; stdin?: string }): Promise<Spawned> {
+  const path = join(REPO, file);
+  const argv = file.endsWith('.js') ? [process.execPath, path, ...args] : [path, ...args];
+  // Through `env -u NODE_OPTIONS`: node-tap injects its loaders into every child's environment,
+  // which makes each Node start several times slower than libvirt's would be.
+  const r = await execa('/usr/bin/env', ['-u', 'NODE_OPTIONS', ...argv], {
+    stripFinalNewline: false,
+    env: { LC_ALL: 'C', HOME: '/root', PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...opts.env },
+    extendEnv: false,
+    input: opts.stdin ?? '',
+    reject: false,
+    cwd: '/',
+  });
+  return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
+export function vfpoolCli(args: string[], opts: { env: Record<string, string>; stdin?: string }): Promise<Spawned> {
+  return spawnEntry('dist/src/entry/cli.js', args, opts);
+}

@@ -1,0 +1,50 @@
+import t from 'tap';
+import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { SimHost } from '../../src/host/sim-host.js';
+import type { NetdevName } from '../../src/types.js';
+import { hostSuite } from './host-suite.js';
+import { spawnSleeper } from '../helpers/processes.js';
+
+t.test('simulated host', async (t) => {
+  hostSuite(t, async (t) => {
+    const file = join(t.testdir({}), 'host.json');
+    writeFileSync(file, JSON.stringify({ pfs: [{ name: 'eth1', totalVfs: 7, vfDriver: 'igbvf', offset: 128, stride: 2 }] }));
+    const host = new SimHost(file);
+    return {
+      host,
+      pf: 'eth1' as NetdevName,
+      totalVfs: 7,
+      holdVfio: async (vf) => {
+        const s = spawnSleeper();
+        await host.holdVfioGroup(vf.address, s.pid);
+        return { pid: s.pid, release: s.kill };
+      },
+    };
+  });
+});
+
+t.test('simulated host specifics', async (t) => {
+  const dir = t.testdir({});
+  const file = join(dir, 'host.json');
+  writeFileSync(file, JSON.stringify({ pfs: [{ name: 'eth1', totalVfs: 7, address: '0000:01:00.0', offset: 128, stride: 2 }] }));
+  const host = new SimHost(file);
+  await host.writeNumVfs('eth1' as NetdevName, 3);
+  t.same((await host.listVfs('eth1' as NetdevName)).map((v) => v.address), ['0000:01:10.0', '0000:01:10.2', '0000:01:10.4'],
+    'VF addresses at the PF\'s offset and stride, as igb shows them (01:10.0, 01:10.2, …)');
+  const missing = new SimHost(join(dir, 'nope.json'));
+  await t.rejects(missing.listPfs(), { exitCode: 2, message: /does not exist/ });
+  writeFileSync(join(dir, 'bad.json'), '{"pfs":[{"name":"eth1"}]}');
+  await t.rejects(new SimHost(join(dir, 'bad.json')).listPfs(), { exitCode: 2, message: /totalVfs/ });
+});
+
+t.test('concurrent writers to one sim file see one machine', async (t) => {
+  const file = join(t.testdir({}), 'host.json');
+  writeFileSync(file, JSON.stringify({ pfs: [{ name: 'eth1', totalVfs: 64 }] }));
+  const host = new SimHost(file);
+  await host.writeNumVfs('eth1' as NetdevName, 16);
+  const macs = Array.from({ length: 16 }, (_, i) => `52:54:00:00:00:${i.toString(16).padStart(2, '0')}`);
+  await Promise.all(macs.map((mac, i) => new SimHost(file).setVfLink('eth1' as NetdevName, i as never, { mac: mac as never })));
+  const links = await host.getVfLinks('eth1' as NetdevName);
+  t.same([...links.values()].map((l) => l.mac), macs, 'no update lost');
+});
