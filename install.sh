@@ -37,7 +37,7 @@ if [ $uninstall = 1 ]; then
   exit 0
 fi
 
-if [ ! -f "$src/dist/src/entry/cli.js" ]; then
+if [ ! -f "$src/dist/bin/cli.mjs" ]; then
   echo "install.sh: $src/dist is missing: run \`npm ci && npm run build\` first" >&2
   exit 1
 fi
@@ -46,19 +46,19 @@ fi
 # either the old install or the new one, never half of one.
 stage=$destdir$libdir.new
 rm -rf "$stage"
-mkdir -p "$stage"
-cp -R "$src/dist" "$src/hooks" "$src/package.json" "$src/package-lock.json" "$stage/"
-[ -d "$src/qemu-args" ] && cp -R "$src/qemu-args" "$stage/"
-rm -rf "$stage/dist/test" "$stage/dist/bench"
-(cd "$stage" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
-chmod 0755 "$stage/dist/src/entry/"*.js "$stage/hooks/network" "$stage/hooks/qemu"
+mkdir -p "$stage/dist"
+# The bundles in dist/bin carry their dependencies (scripts/bundle.mjs): no node_modules needed.
+cp -R "$src/dist/bin" "$stage/dist/"
+cp -R "$src/hooks" "$src/package.json" "$stage/"
+if [ -d "$src/qemu-args" ]; then cp -R "$src/qemu-args" "$stage/"; fi
+chmod 0755 "$stage/dist/bin/"*.mjs "$stage/hooks/vfpool-hook"
 rm -rf "$destdir$libdir.old"
 [ -e "$destdir$libdir" ] && mv "$destdir$libdir" "$destdir$libdir.old"
 mv "$stage" "$destdir$libdir"
 rm -rf "$destdir$libdir.old"
 
 mkdir -p "$destdir$prefix/bin"
-ln -sfn "$libdir/dist/src/entry/cli.js" "$destdir$prefix/bin/vfpool"
+ln -sfn "$libdir/dist/bin/cli.mjs" "$destdir$prefix/bin/vfpool"
 
 new_hooks=0
 for driver in network qemu; do

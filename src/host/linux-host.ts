@@ -1,6 +1,5 @@
 import { readdir, readFile, readlink, realpath, stat, chown, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { execa } from 'execa';
 import { errnoOf, HostError } from '../errors.js';
 import { parseNetdevName, type NetdevName, type PciAddress, type VfIndex } from '../types.js';
 import type { Host, PfInfo, VfInfo, VfLinkChange, VfLinkConfig } from './host.js';
@@ -78,6 +77,9 @@ export class LinuxHost implements Host {
   }
 
   private async ip(args: string[]): Promise<string> {
+    // Loaded on first use: hooks that only read sysfs (or run on the simulated host) must not
+    // pay for execa's load time; libvirt waits for every hook call.
+    const { execa } = await import('execa');
     const r = await execa(this.opts.ipPath, args, { env: { LC_ALL: 'C' }, extendEnv: false, reject: false, stdin: 'ignore' });
     if (r.exitCode !== 0) {
       const stderr = String(r.stderr).trim().split('\n')[0] ?? '';

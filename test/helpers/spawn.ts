@@ -18,7 +18,7 @@ export interface Spawned {
  */
 export async function spawnEntry(file: string, args: string[], opts: { env: Record<string, string>; stdin?: string }): Promise<Spawned> {
   const path = join(REPO, file);
-  const argv = file.endsWith('.js') ? [process.execPath, path, ...args] : [path, ...args];
+  const argv = /\.m?js$/.test(file) ? [process.execPath, path, ...args] : [path, ...args];
   // Through `env -u NODE_OPTIONS`: node-tap injects its loaders into every child's environment,
   // which makes each Node start several times slower than libvirt's would be.
   const r = await execa('/usr/bin/env', ['-u', 'NODE_OPTIONS', ...argv], {
@@ -33,5 +33,5 @@ export async function spawnEntry(file: string, args: string[], opts: { env: Reco
 }
 
 export function vfpoolCli(args: string[], opts: { env: Record<string, string>; stdin?: string }): Promise<Spawned> {
-  return spawnEntry('dist/src/entry/cli.js', args, opts);
+  return spawnEntry('dist/bin/cli.mjs', args, opts);
 }

@@ -1,0 +1,98 @@
+/**
+ * What libvirt pays for vfpool's hooks. libvirt runs the qemu hook five times per guest
+ * lifecycle for every guest on the host, and waits for each (DESIGN.md, speed budget): a call
+ * vfpool has nothing to do with must cost about what a shell script costs, and real work not
+ * much more than starting Node once. Every number is a ratio against baselines measured in the
+ * same run on the same machine: a trivial hook-shaped shell script, and `node -e 0`.
+ *
+ *   npm run bench [-- --runs 40]
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync, chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const REPO = join(dirname(fileURLToPath(import.meta.url)), '../..');
+const SAMPLES = '/work/shared/libvirt-samples';
+const runsArg = process.argv.indexOf('--runs');
+const RUNS = runsArg > 0 ? Number(process.argv[runsArg + 1]) : 30;
+
+function sample(name: string, fallback: string): string {
+  try {
+    return readFileSync(join(SAMPLES, name), 'utf8');
+  } catch {
+    return fallback;
+  }
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'vfpool-bench-'));
+const env = {
+  LC_ALL: 'C',
+  HOME: '/root',
+  PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
+  VFPOOL_CONFIG_DIR: join(dir, 'etc'),
+  VFPOOL_STATE_DIR: join(dir, 'run'),
+  VFPOOL_HOST: `sim:${join(dir, 'host.json')}`,
+};
+mkdirSync(join(dir, 'etc/networks'), { recursive: true });
+writeFileSync(join(dir, 'host.json'), JSON.stringify({ pfs: [{ name: 'eth1', totalVfs: 8 }] }));
+writeFileSync(join(dir, 'etc/networks/bench-pool.xml'), "<network><name>bench-pool</name><forward mode='hostdev'><pf dev='eth1'><vf num='4'/></pf></forward></network>\n");
+const baselineScript = join(dir, 'baseline-hook');
+// What an administrator's own hook that ignores the call looks like: read stdin, exit 0.
+writeFileSync(baselineScript, '#!/bin/sh\ncase $2 in prepare|release) ;; *) exit 0 ;; esac\ninput=$(cat)\nexit 0\n');
+chmodSync(baselineScript, 0o755);
+
+const domainXml = sample('stdin-qemu-seqtest-prepare-begin.xml', '<domain><name>seqtest</name></domain>');
+const netXml = sample('stdin-network-seqnet-start-begin.xml', '<hookData><network><name>seqnet</name></network></hookData>');
+const poolNetXml = "<hookData><network><name>bench-pool</name><forward mode='hostdev'/></network></hookData>";
+
+interface Case {
+  name: string;
+  cmd: string[];
+  stdin: string;
+  before?: () => void;
+}
+
+function timeOnce(c: Case): number {
+  c.before?.();
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync(c.cmd[0]!, c.cmd.slice(1), { input: c.stdin, env, stdio: ['pipe', 'ignore', 'pipe'] });
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  if (r.status !== 0) throw new Error(`${c.name}: exit ${r.status}: ${r.stderr}`);
+  return ms;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+const hook = (h: string) => join(REPO, 'hooks', h);
+const cases: Case[] = [
+  { name: 'baseline: shell hook that ignores the call', cmd: [baselineScript, 'seqtest', 'prepare', 'begin', '-'], stdin: domainXml },
+  { name: 'baseline: node -e 0', cmd: [process.execPath, '-e', '0'], stdin: '' },
+  { name: 'qemu hook, operation vfpool ignores (stopped end)', cmd: [hook('qemu'), 'seqtest', 'stopped', 'end', '-'], stdin: domainXml },
+  { name: 'qemu hook, prepare of a guest with no VF', cmd: [hook('qemu'), 'seqtest', 'prepare', 'begin', '-'], stdin: domainXml },
+  { name: 'network hook, a network that is not a pool', cmd: [hook('network'), 'seqnet', 'start', 'begin', '-'], stdin: netXml },
+  {
+    name: 'network hook, real work: start a 4-VF pool',
+    cmd: [hook('network'), 'bench-pool', 'start', 'begin', '-'],
+    stdin: poolNetXml,
+    before: () => {
+      rmSync(join(dir, 'run'), { recursive: true, force: true });
+      writeFileSync(join(dir, 'host.json'), JSON.stringify({ pfs: [{ name: 'eth1', totalVfs: 8 }] }));
+    },
+  },
+];
+
+// Warm the page cache and Node's compile cache before measuring anything.
+for (const c of cases) timeOnce(c);
+const results = cases.map((c) => ({ name: c.name, ms: median(Array.from({ length: RUNS }, () => timeOnce(c))) }));
+const shell = results[0]!.ms;
+const node = results[1]!.ms;
+console.log(`vfpool hook cost, median of ${RUNS} runs each (${execFileSync('uname', ['-m']).toString().trim()}, ${process.version})`);
+for (const r of results) {
+  console.log(`${r.name.padEnd(52)} ${r.ms.toFixed(2).padStart(8)} ms  ${(r.ms / shell).toFixed(2).padStart(6)}x shell  ${(r.ms / node).toFixed(2).padStart(5)}x node`);
+}
+rmSync(dir, { recursive: true, force: true });
