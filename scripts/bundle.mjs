@@ -4,13 +4,16 @@
 // per entry point loads in ~10 ms more than `node -e 0` (measured by `npm run bench`).
 // The bundles carry their dependencies, so an install needs no node_modules.
 import { build } from 'esbuild';
-import { readdirSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const entryDir = join(root, 'dist/src/entry');
 const entries = readdirSync(entryDir).filter((f) => f.endsWith('.js') && f !== 'run.js');
+
+// A bundle left from an entry point that no longer exists must not be installed.
+rmSync(join(root, 'dist/bin'), { recursive: true, force: true });
 
 await build({
   entryPoints: entries.map((f) => join(entryDir, f)),

@@ -18,6 +18,10 @@ export interface Settings {
   procRoot: string;
   /** Where `/dev` is: `/dev/vfio/GROUP`. */
   devRoot: string;
+  /** libvirt's QEMU runtime directory: its `NAME.pid` files tell which guests run. */
+  libvirtRunDir: string;
+  /** Where /etc/passwd and /etc/group are, for a DAC label given by user name. */
+  etcDir: string;
 }
 
 export const SETTING_KEYS = {
@@ -29,6 +33,8 @@ export const SETTING_KEYS = {
   VFPOOL_QEMU: 'qemuPath',
   VFPOOL_PROC: 'procRoot',
   VFPOOL_DEV: 'devRoot',
+  VFPOOL_LIBVIRT_RUN_DIR: 'libvirtRunDir',
+  VFPOOL_ETC: 'etcDir',
 } as const satisfies Record<string, keyof Settings>;
 
 export const DEFAULT_SETTINGS: Settings = {
@@ -42,6 +48,8 @@ export const DEFAULT_SETTINGS: Settings = {
   qemuPath: '/usr/bin/qemu-system-x86_64',
   procRoot: '/proc',
   devRoot: '/dev',
+  libvirtRunDir: '/run/libvirt/qemu',
+  etcDir: '/etc',
 };
 
 /**

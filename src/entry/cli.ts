@@ -9,6 +9,10 @@ import { createContext, type Context } from '../pool/context.js';
 import { formatPlan, startPool, stopPool } from '../pool/pools.js';
 import { listPools, readStatus, type Status } from '../pool/status.js';
 import { runEntry } from './run.js';
+import { parseDomainXml } from '../config/domain-xml.js';
+import { guestOptions, prepareGuest, planReleaseGuest, releaseGuest } from '../pool/guests.js';
+import { DEFAULT_RECONCILE_GRACE_MS, reconcile } from '../pool/reconcile.js';
+import { parseObjectName } from '../types.js';
 
 function readInputFile(file: string): string {
   try {
@@ -16,6 +20,15 @@ function readInputFile(file: string): string {
   } catch (err) {
     throw new BadInputError(`cannot read ${file}: ${errnoOf(err) ?? (err as Error).message}`, 'give the path of an XML file');
   }
+}
+
+/** A table without lines between rows: status lists up to hundreds of VFs. */
+function compactTable(head: string[]): InstanceType<typeof Table> {
+  return new Table({
+    head,
+    style: { head: [], border: [], compact: true },
+    chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
+  });
 }
 
 function out(line = ''): void {
@@ -27,7 +40,7 @@ function printStatusTable(s: Status): void {
   for (const pf of s.pfs) {
     out(`${pf.name} ${pf.address} driver ${pf.driver ?? '-'} ${pf.up ? 'up' : 'DOWN'}: ${pf.numVfs} of ${pf.totalVfs} VFs`);
     if (pf.vfs.length === 0) continue;
-    const t = new Table({ head: ['VF', 'address', 'netdev', 'driver', 'MAC', 'VLAN', 'owner'], style: { head: [], border: [] } });
+    const t = compactTable(['VF', 'address', 'netdev', 'driver', 'MAC', 'VLAN', 'owner']);
     for (const v of pf.vfs) {
       t.push([
         v.index,
@@ -86,7 +99,7 @@ await yargs(hideBin(process.argv))
         out(JSON.stringify(pools));
         return 0;
       }
-      const t = new Table({ head: ['Name', 'Mode', 'State', 'Persistent', 'VFs', 'In use'], style: { head: [], border: [] } });
+      const t = compactTable(['Name', 'Mode', 'State', 'Persistent', 'VFs', 'In use']);
       for (const p of pools) t.push([p.name, p.mode, p.active ? 'active' : 'inactive', p.persistent ? 'yes' : 'no', p.vfs, p.inUse]);
       out(t.toString());
       return 0;
@@ -124,6 +137,63 @@ await yargs(hideBin(process.argv))
       if (a.json) out(JSON.stringify(s));
       else printStatusTable(s);
       return 0;
+    }))
+  .command('prepare', 'allocate and configure the VFs a domain asks for (what the qemu hook does at prepare)',
+    (y) => json(dryRun(y.option('xml', { type: 'string', demandOption: true, describe: 'the domain XML (- for stdin)' })
+      .option('pid', { type: 'number', describe: 'the QEMU pid that uses them (lets `vfpool reconcile` free them when it exits)' }))),
+    withContext('prepare', async (ctx, a: { xml: string; pid?: number; dryRun: boolean; json: boolean }) => {
+      const spec = parseDomainXml(readInputFile(a.xml), a.xml);
+      if (a.pid !== undefined && (!Number.isInteger(a.pid) || a.pid < 2)) throw new BadInputError(`--pid '${a.pid}' is not a process id`);
+      const r = await prepareGuest(ctx, spec, { ...guestOptions('cli', ctx.settings), dryRun: a.dryRun, pid: a.pid ?? null });
+      if (a.json) out(JSON.stringify({ ...r, dryRun: a.dryRun }));
+      else if (a.dryRun) {
+        out(`plan for prepare of domain ${spec.name} (--dry-run, nothing changed):`);
+        (r.plan.length ? r.plan : ['nothing to do: the domain asks for no VF']).forEach((l, i) => out(`  ${i + 1}. ${l}`));
+      } else if (r.vfs.length === 0) out(`Domain ${spec.name} asks for no VF from vfpool`);
+      else for (const v of r.vfs) out(`Domain ${spec.name}: VF ${v.vfAddr} (${v.pf} VF ${v.vfIndex}${v.pool ? `, pool ${v.pool}` : ''}${v.netdev ? `, netdev ${v.netdev}` : ''}) mac ${v.mac}${v.vlan !== null ? ` vlan ${v.vlan}` : ''}, guest slot ${v.guestSlot}`);
+      return 0;
+    }))
+  .command('release [domain]', 'restore and free a domain\'s VFs (what the qemu hook does at release); idempotent',
+    (y) => json(dryRun(y.positional('domain', { type: 'string', describe: 'the domain name' })
+      .option('xml', { type: 'string', describe: 'take the domain name from this domain XML (- for stdin)' })
+      .option('forget-netdevs', { type: 'boolean', default: false, describe: 'also forget the PCI addresses its netdev= requests resolved to (seed 001 step 2)' }))),
+    withContext('release', async (ctx, a: { domain?: string; xml?: string; dryRun: boolean; json: boolean; forgetNetdevs: boolean }) => {
+      if ((a.domain === undefined) === (a.xml === undefined)) throw new BadInputError('name the domain, or give --xml FILE (one of the two)');
+      const name = a.xml !== undefined ? parseDomainXml(readInputFile(a.xml), a.xml).name : parseObjectName(a.domain!, 'domain');
+      if (a.dryRun) {
+        const p = await planReleaseGuest(ctx, name);
+        if (a.json) out(JSON.stringify({ ...p, dryRun: true }));
+        else {
+          out(`plan for release of domain ${name} (--dry-run, nothing changed):`);
+          (p.plan.length ? p.plan : ['nothing to do: vfpool holds nothing for it']).forEach((l, i) => out(`  ${i + 1}. ${l}`));
+        }
+        return 0;
+      }
+      const r = await releaseGuest(ctx, name, { reason: 'vfpool release', refuseIfRunning: true, forgetNetdevs: a.forgetNetdevs });
+      if (a.json) out(JSON.stringify({ ...r, dryRun: false }));
+      else if (r.released.length + r.vanished.length === 0) out(`Domain ${name} holds no VF (nothing to release)`);
+      else {
+        for (const v of r.released) out(`Domain ${name}: VF ${v.vfAddr} restored and freed`);
+        for (const v of r.vanished) out(`Domain ${name}: VF ${v} is gone from the host; its record was dropped`);
+      }
+      return 0;
+    }))
+  .command('reconcile', 'free and restore the VFs of guests that no longer run; keep the others; report both',
+    (y) => json(dryRun(y.option('grace', { type: 'number', default: DEFAULT_RECONCILE_GRACE_MS / 1000, describe: 'seconds a libvirt guest may take from prepare to having a QEMU pid' }))),
+    withContext('reconcile', async (ctx, a: { grace: number; dryRun: boolean; json: boolean }) => {
+      if (!Number.isFinite(a.grace) || a.grace < 0) throw new BadInputError(`--grace '${a.grace}' is not a number of seconds`);
+      const r = await reconcile(ctx, { libvirtRunDir: guestOptions('cli', ctx.settings).libvirtRunDir, graceMs: a.grace * 1000, dryRun: a.dryRun });
+      if (a.json) {
+        out(JSON.stringify(r));
+        return r.failed.length ? 1 : 0;
+      }
+      const verb = a.dryRun ? 'would free' : 'freed';
+      for (const e of r.freed) out(`${verb} ${e.vfAddr} of domain ${e.domain}: ${e.reason}`);
+      for (const e of r.failed) out(`FAILED ${e.vfAddr} of domain ${e.domain}: ${e.reason}`);
+      for (const e of r.kept) out(`kept ${e.vfAddr} of domain ${e.domain}: ${e.reason}`);
+      for (const p of r.portsDropped) out(`${a.dryRun ? 'would drop' : 'dropped'} libvirt port of network ${p.network} for domain ${p.domain} (${p.vf ?? '-'}): ${p.reason}`);
+      out(`${r.kept.length} kept, ${r.freed.length} ${verb}, ${r.failed.length} failed${a.dryRun ? ' (--dry-run, nothing changed)' : ''}`);
+      return r.failed.length ? 1 : 0;
     }))
   .demandCommand(1, 'name a command (see --help)')
   .strict()

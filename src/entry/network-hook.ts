@@ -5,7 +5,8 @@ import { networkElement, networkName, poolFromNetwork, type PoolSpec } from '../
 import { createContext } from '../pool/context.js';
 import { startPool, stopPool } from '../pool/pools.js';
 import { parseObjectName } from '../types.js';
-import { parseXml } from '../util/xml.js';
+import { child, parseXml } from '../util/xml.js';
+import { parseNetworkPort, recordPort, removePort } from '../pool/allocation-ports.js';
 import { readStdin, runEntry } from './run.js';
 
 /**
@@ -18,16 +19,26 @@ async function main(argv: string[]): Promise<number> {
   if (name === undefined || op === undefined || sub === undefined) {
     throw new BadInputError('usage: network NAME OP SUBOP EXTRA (as libvirt calls it), with <hookData> on stdin');
   }
-  const wanted = (op === 'start' && sub === 'begin') || (op === 'stopped' && sub === 'end');
+  const isPort = (op === 'port-created' || op === 'port-deleted') && sub === 'begin';
+  const wanted = (op === 'start' && sub === 'begin') || (op === 'stopped' && sub === 'end') || isPort;
   if (!wanted) return 0;
   parseObjectName(name, 'network name argument');
   const settings = loadSettings();
   const ctx = createContext(settings, `network-hook ${name} ${op} ${sub}`);
   const where = `libvirt network '${name}' (${op} ${sub})`;
   const stdin = await readStdin();
-  const net = networkElement(parseXml(stdin, where), where);
+  const doc = parseXml(stdin, where);
+  const net = networkElement(doc, where);
   const xmlName = networkName(net, where);
   if (xmlName !== name) throw new BadInputError(`${where}: argv names network '${name}' but stdin describes '${xmlName}'`);
+
+  if (isPort) {
+    // A VF libvirt's own hostdev/passthrough network hands to a guest: record (or veto) it.
+    const port = parseNetworkPort(child(doc, 'hookData') ?? doc, where);
+    if (op === 'port-created') await recordPort(ctx, name, port);
+    else await removePort(ctx, name, port.uuid);
+    return 0;
+  }
 
   if (op === 'start') {
     const fromMeta = poolFromNetwork(net, where);

@@ -28,6 +28,26 @@ const KERNEL_ERRNO_SENTENCES: Record<string, string> = {
 };
 
 /**
+ * iproute2 reports a kernel refusal as "RTNETLINK answers: <strerror>" and exits 2; the Host
+ * contract wants the errno, so that a refusal reads the same from LinuxHost and from the
+ * simulated kernel (the lab's real igb answered EINVAL and EOPNOTSUPP this way). A value iproute2
+ * itself rejects before asking the kernel ('Error: argument "4096" is wrong: Invalid "vlan"
+ * value', exit 255) is what the kernel would have answered EINVAL to. Anything else: EIPROUTE.
+ */
+const IP_STRERROR: Array<[RegExp, string]> = [
+  [/Operation not supported/i, 'EOPNOTSUPP'],
+  [/Invalid argument|is wrong: Invalid/i, 'EINVAL'],
+  [/Device or resource busy/i, 'EBUSY'],
+  [/Numerical result out of range/i, 'ERANGE'],
+  [/Operation not permitted/i, 'EPERM'],
+  [/No such device|Cannot find device|does not exist/i, 'ENODEV'],
+];
+
+export function errnoOfIpError(stderr: string): string {
+  return IP_STRERROR.find(([re]) => re.test(stderr))?.[1] ?? 'EIPROUTE';
+}
+
+/**
  * The real machine: sysfs under an injected root and iproute2 at a fixed path. All paths
  * come from here, built only from validated names (NetdevName, PciAddress).
  */
@@ -84,7 +104,7 @@ export class LinuxHost implements Host {
     if (r.exitCode !== 0) {
       const stderr = String(r.stderr).trim().split('\n')[0] ?? '';
       throw new HostError(`${this.opts.ipPath} ${args.join(' ')} failed (exit ${r.exitCode ?? r.signal}): ${stderr}`, {
-        code: /not supported/i.test(stderr) ? 'EOPNOTSUPP' : 'EIPROUTE',
+        code: errnoOfIpError(stderr),
       });
     }
     return String(r.stdout);

@@ -109,7 +109,22 @@ export class SimHost implements Host {
   }
 
   async setVfLink(pf: NetdevName, vf: VfIndex, change: VfLinkChange): Promise<void> {
-    await this.mutate((s) => kernel.setVfLink(s, pf, vf, change));
+    // The kernel keeps the settings it applied before the one it refused: write the state
+    // either way, then report the refusal.
+    let refused: unknown = null;
+    await this.mutate((s) => {
+      try {
+        kernel.setVfLink(s, pf, vf, change);
+      } catch (err) {
+        refused = err;
+      }
+    });
+    if (refused) throw refused;
+  }
+
+  /** Tests and demos: `ip link set PF up|down` (vfpool itself never changes a PF's state). */
+  async setLinkUp(pf: NetdevName, up: boolean): Promise<void> {
+    await this.mutate((s) => kernel.setLinkUp(s, pf, up));
   }
 
   async getMtu(netdev: NetdevName): Promise<number> {
@@ -123,18 +138,7 @@ export class SimHost implements Host {
   }
 
   async setMtu(netdev: NetdevName, mtu: number): Promise<void> {
-    await this.mutate((s) => {
-      for (const p of s.pfs) {
-        const v = p.vfs.find((x) => x.netdev === netdev);
-        if (v) {
-          // A VF's MTU cannot exceed its PF's on every driver vfpool targets.
-          if (mtu > p.mtu) throw new HostError(`MTU ${mtu} on ${netdev} exceeds its PF ${p.name}'s MTU ${p.mtu}`, { code: 'EINVAL' });
-          v.mtu = mtu;
-          return;
-        }
-      }
-      throw new HostError(`no network interface '${netdev}'`, { code: 'ENODEV' });
-    });
+    await this.mutate((s) => kernel.setMtu(s, netdev, mtu));
   }
 
   async bindDriver(dev: PciAddress, driver: string | null): Promise<void> {

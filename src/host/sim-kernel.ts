@@ -13,7 +13,12 @@ import { isAlive } from '../util/process.js';
  * - New VFs are probed by their host driver (`sriov_drivers_autoprobe`): they get a netdev and a
  *   random MAC; without a driver they show 00:00:00:00:00:00.
  * - `driver_override` + unbind + `drivers_probe` binding; vfio-pci gives no netdev.
- * - VF settings (MAC, VLAN/qos, spoofchk, trust, link-state, rates) only through the PF.
+ * - VF settings (MAC, VLAN/qos, spoofchk, trust, link-state, rates) only through the PF, one
+ *   netlink request applied attribute by attribute in the kernel's order, stopping at the first
+ *   refusal with the earlier ones kept (rtnetlink's do_setvfinfo).
+ * - What the PF and VF drivers add on top, per driver pair (`DriverModel`): the igb/igbvf pair
+ *   as the lab measured it on a real 6.12 kernel (test/lab/README.md, "What the lab taught the
+ *   simulated host"); any other pair as a driver that implements every VF setting.
  * - Holders of `/dev/vfio/GROUP`: pids recorded by tests, counted only while alive.
  */
 export interface SimVf {
@@ -31,6 +36,11 @@ export interface SimVf {
   linkState: LinkState;
   minTxRate: number;
   maxTxRate: number;
+  /**
+   * The MAC was set through the PF (igb's IGB_VF_FLAG_PF_SET_MAC), as opposed to one the VF
+   * driver chose and told the PF about. Absent in state files written before it existed.
+   */
+  adminMac?: boolean;
   mtu: number;
   vfioHolders: number[];
   vfioOwner: { uid: number; gid: number };
@@ -43,6 +53,7 @@ export interface SimPf {
   numVfs: number;
   driver: string;
   vfDriver: string;
+  /** IFF_UP, and with it the link (the lab's igb has carrier shortly after `ip link set up`). */
   up: boolean;
   mtu: number;
   offset: number;
@@ -71,6 +82,65 @@ const NET_DRIVERS_DEFAULT = ['igbvf', 'iavf', 'mlx5_core', 'ixgbevf', 'sfc', 'vi
 function sysError(code: string, message: string): HostError {
   return new HostError(message, { code });
 }
+
+/**
+ * What Linux leaves to the drivers: the PF driver's ndo_set_vf_* callbacks and the mailbox
+ * between the VF driver and the PF. Each field says what the real driver does and why.
+ */
+export interface DriverModel {
+  /** ndo_set_vf_link_state exists; without it `vf N state …` is EOPNOTSUPP (igb has none). */
+  linkState: boolean;
+  /** A non-zero min_tx_rate is accepted; igb_ndo_set_vf_bw answers EINVAL to any. */
+  minTxRate: boolean;
+  /**
+   * max_tx_rate is checked against the PF's link: EINVAL while it has no link (even 0), or above
+   * this speed in Mb/s (igb: the negotiated speed, 1000 in the lab). null: no such check.
+   */
+  rateLinkMbps: number | null;
+  /**
+   * The VF driver reaches the PF through a mailbox that answers only while the PF is up. A VF
+   * probed while the PF is down makes up a MAC the PF never hears of, so the PF keeps reporting
+   * what it had (00:00:00:00:00:00 for a new VF); igbvf logs "PF still in reset state".
+   */
+  mailboxNeedsPfUp: boolean;
+  /**
+   * Without an admin MAC, every probe of the host VF driver makes up a new random MAC: igb
+   * forgets a VF-chosen MAC when the VF resets (igb_vf_reset_event), igbvf then picks another.
+   * false: the VF keeps the MAC it had, and makes one up only when it has none.
+   */
+  newMacPerProbe: boolean;
+  /** A VF netdev's MTU may be set above its PF's (igb: yes, the VF's frame size is its own). */
+  vfMtuAbovePf: boolean;
+}
+
+/** The Intel 82576 (igb PF, igbvf VFs) as the lab's real kernel showed it. */
+export const IGB_MODEL: DriverModel = {
+  linkState: false,
+  minTxRate: false,
+  rateLinkMbps: 1000,
+  mailboxNeedsPfUp: true,
+  newMacPerProbe: true,
+  vfMtuAbovePf: true,
+};
+
+/**
+ * Any other pair: every VF setting implemented, no link dependency. Not measured on a real
+ * kernel; the VF MTU cap under the PF's is this model's assumption, not a lab fact.
+ */
+export const GENERIC_MODEL: DriverModel = {
+  linkState: true,
+  minTxRate: true,
+  rateLinkMbps: null,
+  mailboxNeedsPfUp: false,
+  newMacPerProbe: false,
+  vfMtuAbovePf: false,
+};
+
+export function driverModel(pf: SimPf): DriverModel {
+  return pf.driver === 'igb' && pf.vfDriver === 'igbvf' ? IGB_MODEL : GENERIC_MODEL;
+}
+
+const ZERO_MAC = '00:00:00:00:00:00';
 
 function ridOf(address: string): { domain: string; rid: number } {
   const m = /^([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$/.exec(address);
@@ -153,8 +223,10 @@ function probe(state: SimState, pf: SimPf, vf: SimVf): void {
   } else {
     vf.netdev = `${pf.name}v${vf.index}`.slice(0, 15);
     // A host VF driver reads the admin MAC at probe; with none set it makes up a random one
-    // (seed 001's "new MAC every boot"), which the PF then reports.
-    if (vf.mac === '00:00:00:00:00:00') vf.mac = randomMac();
+    // (seed 001's "new MAC every boot") and tells the PF, which then reports it.
+    const model = driverModel(pf);
+    if (model.mailboxNeedsPfUp && !pf.up) return; // the PF never hears of it
+    if (model.newMacPerProbe ? !vf.adminMac : vf.mac === ZERO_MAC) vf.mac = randomMac();
   }
 }
 
@@ -203,26 +275,73 @@ export function writeNumVfs(state: SimState, pfName: string, count: number): voi
   pf.numVfs = count;
 }
 
-/** `ip link set PF vf N …`: one netlink request, all or nothing. */
+/**
+ * `ip link set PF vf N …`: one netlink request. The kernel handles its attributes in a fixed
+ * order (MAC, VLAN, rate, spoofchk, link-state, trust) and stops at the first one the driver
+ * refuses, keeping the ones before it (the lab: `mac M state enable` on igb fails with
+ * EOPNOTSUPP and M is set). So on a throw the state is changed up to that attribute, and the
+ * caller must keep it.
+ */
 export function setVfLink(state: SimState, pfName: string, index: number, change: VfLinkChange): void {
   const pf = findPf(state, pfName);
   const vf = pf.vfs[index];
   if (!vf) throw sysError('EINVAL', `${pfName} has no VF ${index} (${pf.numVfs} enabled)`);
-  // igb_ndo_set_vf_mac(): the zero MAC clears the admin MAC, any other invalid one is EINVAL.
-  if (change.mac !== undefined && change.mac !== '00:00:00:00:00:00' && parseInt(change.mac.slice(0, 2), 16) & 1) {
-    throw sysError('EINVAL', `invalid MAC ${change.mac} for VF ${index}`);
+  const model = driverModel(pf);
+  if (change.mac !== undefined) {
+    // igb_ndo_set_vf_mac(): the zero MAC clears the admin MAC, any other invalid one is EINVAL.
+    if (change.mac !== ZERO_MAC && parseInt(change.mac.slice(0, 2), 16) & 1) throw sysError('EINVAL', `invalid MAC ${change.mac} for VF ${index}`);
+    vf.mac = change.mac;
+    vf.adminMac = change.mac !== ZERO_MAC;
   }
-  if (change.vlan !== undefined && (change.vlan < 0 || change.vlan > 4095)) throw sysError('EINVAL', `VLAN ${change.vlan} out of range`);
-  if (change.qos !== undefined && (change.qos < 0 || change.qos > 7)) throw sysError('EINVAL', `qos ${change.qos} out of range`);
-  if (change.mac !== undefined) vf.mac = change.mac;
-  if (change.vlan !== undefined) vf.vlan = change.vlan;
-  if (change.qos !== undefined) vf.qos = change.qos;
-  if (change.vlan === 0) vf.qos = 0;
+  if (change.vlan !== undefined) {
+    const qos = change.qos ?? 0;
+    if (change.vlan < 0 || change.vlan > 4095) throw sysError('EINVAL', `VLAN ${change.vlan} out of range`);
+    if (qos < 0 || qos > 7) throw sysError('EINVAL', `qos ${qos} out of range`);
+    vf.vlan = change.vlan;
+    vf.qos = change.vlan === 0 ? 0 : qos;
+  }
+  if (change.minTxRate !== undefined || change.maxTxRate !== undefined) {
+    // iproute2 fills the rate it was not given from the current one.
+    const min = change.minTxRate ?? vf.minTxRate;
+    const max = change.maxTxRate ?? vf.maxTxRate;
+    if (min !== 0 && !model.minTxRate) throw sysError('EINVAL', `${pf.driver} takes no min_tx_rate (VF ${index})`);
+    if (model.rateLinkMbps !== null && (!pf.up || max > model.rateLinkMbps)) {
+      throw sysError('EINVAL', pf.up ? `max_tx_rate ${max} is above the link speed ${model.rateLinkMbps}` : `${pfName} has no link: ${pf.driver} checks rates against it`);
+    }
+    vf.minTxRate = min;
+    vf.maxTxRate = max;
+  }
   if (change.spoofchk != null) vf.spoofchk = change.spoofchk;
+  if (change.linkState != null) {
+    if (!model.linkState) throw sysError('EOPNOTSUPP', `${pf.driver} cannot set a VF's link state`);
+    vf.linkState = change.linkState;
+  }
   if (change.trust != null) vf.trust = change.trust;
-  if (change.linkState != null) vf.linkState = change.linkState;
-  if (change.minTxRate !== undefined) vf.minTxRate = change.minTxRate;
-  if (change.maxTxRate !== undefined) vf.maxTxRate = change.maxTxRate;
+}
+
+/** `ip link set DEV up|down` on a PF. */
+export function setLinkUp(state: SimState, pfName: string, up: boolean): void {
+  findPf(state, pfName).up = up;
+}
+
+/** `ip link set DEV mtu N` on a PF or a VF netdev. */
+export function setMtu(state: SimState, netdev: string, mtu: number): void {
+  if (!Number.isInteger(mtu) || mtu < 68) throw sysError('EINVAL', `MTU ${mtu} is below the minimum 68`);
+  for (const p of state.pfs) {
+    if (p.name === netdev) {
+      p.mtu = mtu;
+      return;
+    }
+    const v = p.vfs.find((x) => x.netdev === netdev);
+    if (v) {
+      if (mtu > p.mtu && !driverModel(p).vfMtuAbovePf) {
+        throw sysError('EINVAL', `MTU ${mtu} on ${netdev} exceeds its PF ${p.name}'s MTU ${p.mtu}`);
+      }
+      v.mtu = mtu;
+      return;
+    }
+  }
+  throw sysError('ENODEV', `no network interface '${netdev}'`);
 }
 
 /** `echo DRIVER > .../driver_override` (an empty write clears it). */

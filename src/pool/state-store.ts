@@ -93,6 +93,10 @@ export interface PortRecord {
   domainUuid: string | null;
   vfAddr: PciAddress | null;
   netdev: NetdevName | null;
+  /** `hostdev-pci` (a VF by address) or `direct` (a netdev for macvtap). */
+  plug?: 'hostdev-pci' | 'direct';
+  mac?: MacAddress | null;
+  createdAt?: string;
 }
 
 export interface VfpoolState {

@@ -322,7 +322,7 @@ function undoOf(s: VfStep): VfStep | null {
 }
 
 /**
- * Applies steps in order, logging `Step N:` lines. With `undo` (prepare), a failure undoes the
+ * Applies steps in order, logging `LABEL N/M:` lines. With `undo` (prepare), a failure undoes the
  * completed steps in reverse, admin MAC last-set-first-restored, and rethrows the cause (or a
  * RollbackError naming both). Without it (restore), the first failure stops and is thrown:
  * the caller keeps the record so a later release or `vfpool reconcile` finishes the job.
@@ -332,18 +332,19 @@ export async function applyVfSteps(
   host: Host,
   steps: VfStep[],
   log: Logger,
-  opts: { undo: boolean; wrap?: (cause: VfpoolError, step: VfStep) => VfpoolError },
+  opts: { undo: boolean; label?: string; wrap?: (cause: VfpoolError, step: VfStep) => VfpoolError },
 ): Promise<void> {
   const done: VfStep[] = [];
+  const label = opts.label ?? 'Step';
   let n = 0;
   for (const s of steps) {
     n++;
-    log.info(`Step ${n}: ${describeVfStep(s)}`);
+    log.info(`${label} ${n}/${steps.length}: ${describeVfStep(s)}`);
     try {
       await runStep(host, s);
     } catch (err) {
       const cause = opts.wrap ? opts.wrap(asVfpoolError(err), s) : asVfpoolError(err);
-      log.warn(`Step ${n} failed: ${cause.toLine()}${opts.undo ? `; undoing ${done.length} step(s)` : ''}`);
+      log.warn(`${label} ${n} failed: ${cause.toLine()}${opts.undo ? `; undoing ${done.length} step(s)` : ''}`);
       if (!opts.undo) throw cause;
       const failures: string[] = [];
       for (const d of done.reverse()) {

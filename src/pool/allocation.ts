@@ -1,0 +1,201 @@
+import { BadInputError, ConflictError, HostError } from '../errors.js';
+import type { PoolMode, PoolSpec } from '../config/pool-xml.js';
+import type { VfRequest } from '../config/domain-xml.js';
+import type { Host, VfInfo } from '../host/host.js';
+import type { NetdevName, PciAddress } from '../types.js';
+import { isAlive } from '../util/process.js';
+import type { VfpoolState } from './state-store.js';
+
+/** A VF as a candidate for a request: where it is and what it is. */
+export interface Member {
+  pf: NetdevName;
+  vf: VfInfo;
+}
+
+/** Where a request's VF comes from, once its pool and named device are resolved against the host. */
+export interface ResolvedRequest {
+  request: VfRequest;
+  pool: PoolSpec | null;
+  mode: PoolMode;
+  /** The named VF (netdev= or address=), or null for "any free VF of the pool". */
+  named: Member | null;
+}
+
+async function memberOf(host: Host, addr: PciAddress): Promise<Member | null> {
+  const pf = await host.physfnOf(addr);
+  if (!pf) return null;
+  const vf = (await host.listVfs(pf)).find((v) => v.address === addr);
+  return vf ? { pf, vf } : null;
+}
+
+/**
+ * A pool's VFs as the host has them now, in the pool's order: each `<pf>` and each
+ * `<interface dev>` naming a PF by VF index, then `<interface dev>` naming VFs and `<address>`es
+ * in the order written (seed 004: an interface that is a PF stands for all its VFs).
+ */
+export async function resolvePoolMembers(host: Host, pool: PoolSpec): Promise<Member[]> {
+  const out: Member[] = [];
+  const seen = new Set<string>();
+  const push = (m: Member) => {
+    if (!seen.has(m.vf.address)) {
+      seen.add(m.vf.address);
+      out.push(m);
+    }
+  };
+  const allOf = async (pf: NetdevName) => {
+    for (const vf of await host.listVfs(pf)) push({ pf, vf });
+  };
+  for (const p of pool.pfs) {
+    try {
+      await host.getPf(p.dev);
+    } catch (err) {
+      if (err instanceof HostError) {
+        throw new HostError(`pool '${pool.name}': PF ${p.dev}: ${err.message}`, { code: err.code, hint: 'check the <pf dev> name against `ip link`', cause: err });
+      }
+      throw err;
+    }
+    await allOf(p.dev);
+  }
+  for (const dev of pool.interfaces) {
+    // "Not a PF" is ENOENT (no such netdev) or ENOTSUP (no SR-IOV); any other failure is real.
+    const isPf = await host.getPf(dev).then(
+      () => true,
+      (e) => (e instanceof HostError && (e.code === 'ENOENT' || e.code === 'ENOTSUP') ? false : Promise.reject(e)),
+    );
+    if (isPf) {
+      await allOf(dev);
+      continue;
+    }
+    const addr = await host.netdevDevice(dev);
+    const m = addr ? await memberOf(host, addr) : null;
+    if (m) push(m);
+    // A listed VF netdev that is gone is not an error: it may be bound to vfio-pci right now
+    // (no netdev), and then it is not free anyway.
+  }
+  for (const addr of pool.addresses) {
+    const m = await memberOf(host, addr);
+    if (m) push(m);
+  }
+  return out;
+}
+
+/**
+ * Resolves a device a request names (seed 001 steps 1 and 2). The VF must be a VF of a network
+ * PF: that is what makes it a network device whose MAC can be set through the PF. A request
+ * with both `netdev=` and `address=` must have them agree (step 2's check); a `netdev=` seen
+ * before for this domain (`boundAddr`) must still resolve to the same address.
+ */
+export async function resolveNamedVf(host: Host, r: VfRequest, boundAddr: PciAddress | null, domain: string): Promise<Member> {
+  let addr = r.address;
+  if (r.netdev !== null) {
+    const resolved = await host.netdevDevice(r.netdev);
+    if (resolved === null) {
+      throw new HostError(`${r.field}: netdev '${r.netdev}' does not exist on this host`, {
+        code: 'ENODEV',
+        hint: 'a VF bound to vfio-pci has no netdev: name it by address= instead',
+      });
+    }
+    if (addr !== null && resolved !== addr) {
+      throw new BadInputError(
+        `${r.field}: netdev '${r.netdev}' is now ${resolved}, but the domain names address '${addr}'`,
+        'the VFs were renumbered: correct address= (or netdev=) in the domain\'s vfpool metadata',
+      );
+    }
+    if (boundAddr !== null && resolved !== boundAddr) {
+      throw new BadInputError(
+        `${r.field}: netdev '${r.netdev}' is now ${resolved}, but it was ${boundAddr} when domain '${domain}' last started`,
+        `the VFs were renumbered: write address='${resolved}' (or the old one) next to netdev= to say which you mean, or run \`vfpool release ${domain} --forget-netdevs\``,
+      );
+    }
+    addr = resolved;
+  }
+  if (addr === null) throw new BadInputError(`${r.field}: names no device`);
+  const m = await memberOf(host, addr);
+  if (!m) {
+    throw new HostError(`${r.field}: ${addr}${r.netdev ? ` (netdev ${r.netdev})` : ''} is not a VF of a network PF (no physfn with a netdev), so vfpool cannot set its MAC`, {
+      code: 'ENOTSUP',
+      hint: 'name a VF of an SR-IOV network card; `vfpool status` lists them',
+    });
+  }
+  return m;
+}
+
+/** Who holds a VF, for the in-use checks and the "pool exhausted" message. */
+export async function holdersOf(host: Host, state: VfpoolState, vf: VfInfo): Promise<string[]> {
+  const who: string[] = [];
+  for (const a of state.allocations) {
+    if (a.vfAddr !== vf.address) continue;
+    const dead = a.owner.pid !== null && !isAlive(a.owner.pid);
+    who.push(`domain '${a.owner.domain}'${a.owner.pid ? ` (pid ${a.owner.pid}${dead ? ', gone: run `vfpool reconcile`' : ''})` : ''}`);
+  }
+  for (const p of state.ports) {
+    if (p.vfAddr === vf.address || (p.netdev !== null && p.netdev === vf.netdev)) who.push(`domain '${p.domain}' through libvirt network '${p.network}'`);
+  }
+  if (who.length === 0 && vf.driver === 'vfio-pci' && vf.iommuGroup !== null) {
+    for (const pid of await host.vfioGroupHolders(vf.iommuGroup)) who.push(`pid ${pid} holding /dev/vfio/${vf.iommuGroup}`);
+  }
+  return who;
+}
+
+/**
+ * Picks a VF for each request, under the state lock: named devices first (they may not be
+ * taken by a first-fit pick), then first-fit by the pool's order. A VF is free when vfpool has no
+ * allocation on it (in any phase, whoever the owner: a dead owner's VF is freed by release or
+ * `vfpool reconcile`, never silently reused), libvirt handed it to nobody, and nobody holds its
+ * vfio group open. An exhausted pool is a ConflictError (exit 3) naming the pool and its holders.
+ */
+export async function pickVfs(
+  host: Host,
+  state: VfpoolState,
+  resolved: ResolvedRequest[],
+  members: (pool: PoolSpec) => Promise<Member[]>,
+  domain: string,
+): Promise<Map<number, Member>> {
+  const picked = new Map<number, Member>();
+  const taken = new Set<string>();
+  const order = [...resolved.filter((r) => r.named), ...resolved.filter((r) => !r.named)];
+  for (const r of order) {
+    if (r.named) {
+      const m = r.named;
+      if (taken.has(m.vf.address)) {
+        throw new BadInputError(`${r.request.field}: ${m.vf.address} is asked for twice in domain '${domain}'`, 'name each VF once');
+      }
+      if (r.pool && !(await members(r.pool)).some((x) => x.vf.address === m.vf.address)) {
+        throw new BadInputError(`${r.request.field}: ${m.vf.address} is not a member of pool '${r.pool.name}'`, 'drop pool= or name one of its VFs');
+      }
+      const who = await holdersOf(host, state, m.vf);
+      if (who.length) {
+        throw new ConflictError(`${r.request.field}: VF ${m.vf.address}${m.vf.netdev ? ` (${m.vf.netdev})` : ''} is in use by ${who.join(' and ')}`, 'stop that guest first, or ask for another VF');
+      }
+      picked.set(r.request.index, m);
+      taken.add(m.vf.address);
+      continue;
+    }
+    const pool = r.pool!;
+    const all = await members(pool);
+    let found: Member | undefined;
+    const held: string[] = [];
+    for (const m of all) {
+      if (taken.has(m.vf.address)) {
+        held.push(`VF ${m.vf.address}: another request of this domain`);
+        continue;
+      }
+      const who = await holdersOf(host, state, m.vf);
+      if (who.length === 0) {
+        found = m;
+        break;
+      }
+      held.push(`VF ${m.vf.address}: ${who.join(' and ')}`);
+    }
+    if (!found) {
+      if (all.length === 0) {
+        throw new ConflictError(`domain '${domain}': pool '${pool.name}' has no VFs on this host`, `start it (\`vfpool net-start ${pool.name}\`, or the libvirt network) so its VFs exist`);
+      }
+      const shown = held.slice(0, 8).join('; ') + (held.length > 8 ? `; and ${held.length - 8} more` : '');
+      throw new ConflictError(`domain '${domain}': pool '${pool.name}' is exhausted, all ${all.length} VFs are held (${shown})`, 'stop a guest, or add VFs to the pool');
+    }
+    picked.set(r.request.index, found);
+    taken.add(found.vf.address);
+  }
+  return picked;
+}

@@ -1,0 +1,116 @@
+import t from 'tap';
+import { domainRequests, parseDomainXml, type PoolModeLookup } from '../../src/config/domain-xml.js';
+import { BadInputError } from '../../src/errors.js';
+import { domainXml, PLAIN_DOMAIN } from '../helpers/libvirt-domains.js';
+
+const pools: PoolModeLookup = (n) =>
+  ({ 'sriov-pool': 'hostdev', 'passthrough-net': 'hostdev', 'direct-network': 'pci-passthrough-hybrid', 'mvtap-net': 'passthrough' })[n] as never;
+
+const meta = (inner: string) => domainXml('prepare', { name: 'vm1', vfpool: inner });
+const requests = (xml: string) => domainRequests(parseDomainXml(xml, 'test'), pools);
+
+t.test('a libvirt domain with no vfpool request parses to no requests', async (t) => {
+  const spec = parseDomainXml(PLAIN_DOMAIN, 'seqtest prepare');
+  t.equal(spec.name, 'seqtest');
+  t.equal(spec.uuid, '614dee8d-7799-4751-9066-5ae47f427da5');
+  t.same(spec.hostdevs, []);
+  t.same(spec.networkInterfaces.map((n) => n.network), ['seqnet']);
+  t.equal(spec.dacLabel, null, 'no DAC label before start');
+  t.same(domainRequests(spec, pools), []);
+});
+
+t.test('DAC label from start begin: numeric and named', async (t) => {
+  t.same(parseDomainXml(domainXml('start', { name: 'vm1' }), 'x').dacLabel, { user: { uid: 64055 }, group: { gid: 64055 } });
+  t.same(parseDomainXml(domainXml('start', { name: 'vm1', label: 'libvirt-qemu:kvm' }), 'x').dacLabel, {
+    user: { name: 'libvirt-qemu' },
+    group: { name: 'kvm' },
+  });
+});
+
+t.test('seed 001 steps 3, 2, 1 with every setting', async (t) => {
+  const r = requests(
+    meta(`<vfpool:hostdev pool='passthrough-net' mac='52:54:00:11:22:33' vlan='100' qos='3' spoofchk='off' trust='yes' link-state='enable' min-tx-rate='10' max-tx-rate='100' mtu='9000'/>
+      <vfpool:hostdev netdev='eth22' mac='52:54:00:11:22:34'/>
+      <vfpool:hostdev address='0000:06:02.0' mac='52:54:00:11:22:35'/>
+      <vfpool:sriov-nic vfs='3' backend='user'/>`),
+  );
+  t.equal(r.length, 3);
+  t.match(r[0], { index: 0, pool: 'passthrough-net', mac: '52:54:00:11:22:33', vlan: 100, qos: 3, spoofchk: false, trust: true, linkState: 'enable', minTxRate: 10, maxTxRate: 100, mtu: 9000, source: 'metadata' });
+  t.match(r[1], { index: 1, pool: null, netdev: 'eth22', address: null, vlan: null, spoofchk: null });
+  t.match(r[2], { index: 2, address: '0000:06:02.0' });
+});
+
+t.test('libvirt re-serialises metadata in double quotes: same requests', async (t) => {
+  const inner = `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33' vlan='7'/>`;
+  t.same(requests(domainXml('start', { name: 'vm1', vfpool: inner, doubleQuoted: true })), requests(meta(inner)));
+});
+
+t.test('interfaces: a hybrid pool gives a VF partner with the same MAC; other modes are libvirt\'s', async (t) => {
+  const xml = domainXml('prepare', {
+    name: 'vm1',
+    vfpool: `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:00:00:09'/>`,
+    devices: `<interface type='network'><mac address='00:50:56:0f:86:3b'/><source network='direct-network'/><vlan><tag id='42'/></vlan><model type='virtio'/></interface>
+      <interface type='network'><mac address='52:54:00:00:00:02'/><source network='sriov-pool'/></interface>
+      <interface type='network'><mac address='52:54:00:00:00:03'/><source network='default'/></interface>`,
+  });
+  const r = requests(xml);
+  t.equal(r.length, 2);
+  t.match(r[0], { index: 0, source: 'metadata' });
+  t.match(r[1], { index: 1, source: 'interface', pool: 'direct-network', mac: '00:50:56:0f:86:3b', pairedMac: '00:50:56:0f:86:3b', vlan: 42 });
+});
+
+t.test('bad input: one line naming domain and field, exit 2', async (t) => {
+  const cases: Array<[string, string, RegExp]> = [
+    ['multicast MAC', `<vfpool:hostdev pool='sriov-pool' mac='01:00:5e:00:00:01'/>`, /domain 'vm1': vfpool:hostdev #1: mac '01:00:5e:00:00:01' is a multicast MAC/],
+    ['zero MAC', `<vfpool:hostdev pool='sriov-pool' mac='00:00:00:00:00:00'/>`, /vfpool:hostdev #1: mac '00:00:00:00:00:00' is the zero MAC/],
+    ['not a MAC', `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22'/>`, /is not a MAC address/],
+    ['VLAN 4096', `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33' vlan='4096'/>`, /vfpool:hostdev #1: vlan='4096' is not a whole number from 0 to 4095/],
+    ['VLAN -1', `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33' vlan='-1'/>`, /vlan='-1' is not a whole number from 0 to 4095/],
+    ['qos without vlan', `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33' qos='3'/>`, /qos='3' needs a vlan/],
+    ['qos 8', `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33' vlan='1' qos='8'/>`, /qos='8' is not a whole number from 0 to 7/],
+    ['unknown pool', `<vfpool:hostdev pool='nosuch' mac='52:54:00:11:22:33'/>`, /domain 'vm1': vfpool:hostdev #1: unknown pool 'nosuch'/],
+    ['duplicate MAC', `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33'/><vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33'/>`, /vfpool:hostdev #2: mac '52:54:00:11:22:33' is already used by domain 'vm1': vfpool:hostdev #1/],
+    ['no mac', `<vfpool:hostdev pool='sriov-pool'/>`, /vfpool:hostdev #1: has no mac/],
+    ['no device', `<vfpool:hostdev mac='52:54:00:11:22:33'/>`, /vfpool:hostdev #1: names no VF/],
+    ['unknown attribute', `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33' vlan-id='3'/>`, /unknown attribute 'vlan-id'/],
+    ['spoofchk maybe', `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33' spoofchk='maybe'/>`, /spoofchk='maybe' must be 'on' or 'off'/],
+    ['link-state', `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33' link-state='up'/>`, /link-state='up' must be 'auto', 'enable' or 'disable'/],
+    ['bad address', `<vfpool:hostdev address='06:02.0' mac='52:54:00:11:22:33'/>`, /address '06:02.0' is not a PCI address/],
+    ['bad netdev', `<vfpool:hostdev netdev='eth/0' mac='52:54:00:11:22:33'/>`, /netdev 'eth\/0' is not a valid network interface name/],
+    ['unknown element', `<vfpool:hostdevs/>`, /unknown element <vfpool:hostdevs> in vfpool:domain/],
+  ];
+  for (const [what, inner, re] of cases) {
+    const err = (() => {
+      try {
+        requests(meta(inner));
+        return null;
+      } catch (e) {
+        return e;
+      }
+    })();
+    t.type(err, BadInputError, what);
+    t.match((err as BadInputError).message, re, what);
+    t.equal((err as BadInputError).exitCode, 2, what);
+    t.notMatch((err as BadInputError).toLine(), /\n/, `${what}: one line`);
+  }
+});
+
+t.test('a vfpool MAC may not repeat a NIC of the domain', async (t) => {
+  const xml = domainXml('prepare', {
+    name: 'vm1',
+    vfpool: `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:5e:00:01'/>`,
+    devices: `<interface type='bridge'><mac address='52:54:00:5e:00:01'/><source bridge='br0'/></interface>`,
+  });
+  t.throws(() => requests(xml), { exitCode: 2, message: /vfpool:hostdev #1: mac '52:54:00:5e:00:01' is already used by domain 'vm1': <interface> #1/ });
+});
+
+t.test('entities are refused before anything is parsed', async (t) => {
+  const xml = `<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x "y">]><domain><name>&x;</name></domain>`;
+  t.throws(() => parseDomainXml(xml, 'evil'), { exitCode: 2, message: /DOCTYPE and ENTITY/ });
+});
+
+t.test('name and uuid are validated', async (t) => {
+  t.throws(() => parseDomainXml(`<domain><name>../etc</name></domain>`, 'x'), { exitCode: 2, message: /domain name '..\/etc'/ });
+  t.throws(() => parseDomainXml(`<domain><name>a</name><uuid>nope</uuid></domain>`, 'x'), { exitCode: 2, message: /is not a UUID/ });
+  t.throws(() => parseDomainXml(`<network/>`, 'x'), { exitCode: 2, message: /no <domain> element/ });
+});

@@ -1,0 +1,87 @@
+/**
+ * The failure-injection suite for guest prepare and release, shared by the simulated-host run
+ * (a failure at every host call, reads included) and the fixture-sysfs run (a failure at every
+ * call that changes something: each fake `ip` is a process start, so reads are left to the sim).
+ */
+import type { Test } from 'tap';
+import { parseDomainXml } from '../../src/config/domain-xml.js';
+import { prepareGuest, releaseGuest } from '../../src/pool/guests.js';
+import { domainXml } from './libvirt-domains.js';
+import { faultyHost, isMutator } from './faulty-host.js';
+import { makeGuestWorld, POOLS, type GuestWorld, type HostKind } from './guest-world.js';
+
+export interface FaultCase {
+  name: string;
+  vfpool: string;
+}
+
+function world(t: Test, kind: HostKind): GuestWorld {
+  const w = makeGuestWorld(t, kind);
+  for (const [n, x] of Object.entries(POOLS)) w.definePool(n, x);
+  return w;
+}
+
+const spec = (vfpool: string) => parseDomainXml(domainXml('prepare', { name: 'vm1', vfpool }), 'vm1');
+
+export function faultSuite(t: Test, kind: HostKind, c: FaultCase, opts: { mutatorsOnly: boolean }): void {
+  const targets = (calls: string[]) => calls.flatMap((m, i) => (!opts.mutatorsOnly || isMutator(m) ? [i + 1] : []));
+
+  t.test(`${kind}: prepare (${c.name}) failing at each host ${opts.mutatorsOnly ? 'change' : 'call'} leaves everything as before`, async (t) => {
+    const base = world(t, kind);
+    const counting = faultyHost(base.host, 0);
+    await prepareGuest({ ...base.ctx, host: counting.host }, spec(c.vfpool), base.opts);
+    const calls = counting.calls;
+    const lastMutation = calls.reduce((last, m, i) => (isMutator(m) ? i + 1 : last), 0);
+    t.ok(lastMutation > 0, `${calls.length} host calls, the last change at call ${lastMutation}: ${calls.join(' ')}`);
+    let failed = 0;
+    for (const k of targets(calls)) {
+      const w = world(t, kind);
+      const before = await w.snapshot();
+      const f = faultyHost(w.host, k);
+      const err = await prepareGuest({ ...w.ctx, host: f.host }, spec(c.vfpool), w.opts).then(
+        () => null,
+        (e: { exitCode?: number; message?: string }) => e,
+      );
+      const what = `failure at call ${k} (${f.injected})`;
+      if (err) {
+        failed++;
+        t.equal(err.exitCode, 1, `${what}: exit 1`);
+        t.match(err.message, /^domain 'vm1'/, `${what}: the line names the domain`);
+        t.match(err.message, /injected failure/, `${what}: and the cause`);
+        t.notMatch(err.message, /\n/, `${what}: one line`);
+        t.same(await w.snapshot(), before, `${what}: VFs and pool exactly as before`);
+      } else {
+        // Only a read after the last change may fail without failing the prepare (the final netdev lookup).
+        t.ok(k > lastMutation && !isMutator(f.injected ?? ''), `${what}: absorbed, after every change was made`);
+        await releaseGuest(w.ctx, 'vm1', { reason: 'test' });
+        t.same(await w.snapshot(), before, `${what}: release puts everything back`);
+      }
+    }
+    const mutations = calls.filter(isMutator).length;
+    t.ok(failed >= mutations, `${failed} injected failures failed the prepare (${mutations} changes)`);
+  });
+
+  t.test(`${kind}: release (${c.name}) failing at each host ${opts.mutatorsOnly ? 'change' : 'call'} keeps the record; the next release finishes`, async (t) => {
+    const base = world(t, kind);
+    const before0 = await base.snapshot();
+    await prepareGuest(base.ctx, spec(c.vfpool), base.opts);
+    const counting = faultyHost(base.host, 0);
+    await releaseGuest({ ...base.ctx, host: counting.host }, 'vm1', { reason: 'count' });
+    t.same(await base.snapshot(), before0);
+    for (const k of targets(counting.calls)) {
+      const w = world(t, kind);
+      const before = await w.snapshot();
+      await prepareGuest(w.ctx, spec(c.vfpool), w.opts);
+      const f = faultyHost(w.host, k);
+      await t.rejects(
+        releaseGuest({ ...w.ctx, host: f.host }, 'vm1', { reason: 'test' }),
+        { exitCode: 1, message: /^domain 'vm1'.*injected failure.*stays allocated/ },
+        `failure at call ${k} (${f.injected})`,
+      );
+      const kept = w.ctx.store.read().allocations;
+      t.ok(kept.some((a) => a.phase === 'releasing' && a.lastError), 'the record stays, with its error');
+      await releaseGuest(w.ctx, 'vm1', { reason: 'retry' });
+      t.same(await w.snapshot(), before, `failure at call ${k}: the retry restores everything`);
+    }
+  });
+}

@@ -1,0 +1,368 @@
+#!/usr/bin/env bash
+# vfpool's qemu hook under a real libvirt 11.3 daemon, on a simulated SR-IOV host.
+#
+#   npm ci && npm run build && sudo bash test/libvirt/guest.test.sh
+#
+# Installs vfpool (install.sh, prefix /usr/local), points /etc/vfpool/vfpool.conf at a simulated
+# host and a private state directory (libvirt gives hooks no environment), defines a vfpool pool
+# in /etc/vfpool/networks and starts it, starts libvirtd by hand (test/libvirt/libvirtd.sh; hooks
+# are discovered at daemon start, so after install.sh), then drives TCG guests (`<domain
+# type='qemu'>`, no disk, 64 MiB) that ask for a VF in their <metadata>, and reads
+# `vfpool status --json` the way a hook would (vfpool.conf only, no VFPOOL_* in the environment).
+# Everything is undone on exit, on failure too: domains destroyed and undefined, the pool
+# stopped and its definition removed, the daemon it started stopped, `install.sh --uninstall`,
+# vfpool.conf restored byte for byte (or removed if there was none).
+#
+# What is checked: start -> the VF is allocated to the domain with the domain's MAC and VLAN,
+# bound to vfio-pci, its /dev/vfio group handed to libvirt-qemu, QEMU's pid recorded; a libvirtd
+# restart while it runs -> `reconnect` keeps its VF; destroy -> released and restored; a start
+# that fails after prepare (a missing disk) -> the VF is back in the pool as it was; a start the
+# hook refuses (pool exhausted) -> libvirt shows vfpool's sentence; a guest without vfpool
+# metadata -> vfpool state untouched.
+#
+# One PASS/FAIL line per check, then "N passed, M failed"; exit 1 on any failure.
+# Env: VFPOOL_BIN (default /usr/local/bin/vfpool), VFPOOL_TEST_ROOT (the tree whose install.sh is
+# tested, default this repository).
+set -uo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+root=${VFPOOL_TEST_ROOT:-$repo}
+VFPOOL=${VFPOOL_BIN:-/usr/local/bin/vfpool}
+URI=qemu:///system
+CONF_DIR=/etc/vfpool
+CONF=$CONF_DIR/vfpool.conf
+POOL=vfpgpool
+POOL_DEF=$CONF_DIR/networks/$POOL.xml
+NET_HOOK=/etc/libvirt/hooks/network.d/vfpool
+QEMU_HOOK=/etc/libvirt/hooks/qemu.d/vfpool
+DOMS=(vfpguest vfpfail vfpbig vfpplain)
+NS=https://vfpool.dev/xmlns/1
+MAC=52:54:00:76:66:01
+
+passed=0 failed=0
+why=""
+started_daemon=0 installed=0 pool_started=0
+had_conf_dir=0 had_conf=0 had_networks_dir=0 had_net_d=0 had_qemu_d=0
+work=""
+
+now_ms() { date +%s%3N; }
+say() { printf '%s\n' "$*"; }
+
+# check NAME FUNCTION [ARGS...]: runs FUNCTION, prints one PASS/FAIL line with its duration.
+check() {
+  local name=$1 t0 ms; shift
+  why=""
+  t0=$(now_ms)
+  if "$@"; then
+    ms=$(( $(now_ms) - t0 ))
+    passed=$((passed + 1)); say "PASS $name ($ms ms)"
+  else
+    ms=$(( $(now_ms) - t0 ))
+    failed=$((failed + 1)); say "FAIL $name ($ms ms)${why:+: $why}"
+  fi
+}
+
+setup_fail() { failed=$((failed + 1)); say "FAIL setup: $*"; exit 1; }
+
+v() { virsh -q -c "$URI" "$@"; }
+
+# vp ARGS...: the vfpool CLI with libvirt's hook environment: settings come from vfpool.conf only.
+vp() { env -i LC_ALL=C HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin "$VFPOOL" "$@"; }
+
+# vf_field INDEX EXPR: evaluates EXPR (JavaScript, `vf` bound) on VF INDEX of eth1 in `vfpool status --json`.
+vf_field() {
+  local out
+  out=$(vp status --json 2>"$work/status.err") || { echo "vfpool status --json failed: $(head -c 400 "$work/status.err")" >&2; return 1; }
+  printf '%s' "$out" | node -e '
+    let s = "";
+    process.stdin.on("data", (d) => (s += d)).on("end", () => {
+      let j;
+      try { j = JSON.parse(s); } catch (e) { console.error(`not JSON: ${s.slice(0, 200)}`); process.exit(1); }
+      const pf = (j.pfs ?? []).find((p) => p.name === "eth1");
+      const vf = pf && pf.vfs[Number(process.argv[1])];
+      if (!vf) { console.error(`no VF ${process.argv[1]} on eth1 in ${s.slice(0, 300)}`); process.exit(1); }
+      console.log(String(eval(process.argv[2])));
+    });' "$1" "$2"
+}
+
+# expect_vf INDEX EXPR WANT: sets why on mismatch.
+expect_vf() {
+  local got
+  got=$(vf_field "$1" "$2" 2>"$work/vf.err") || { why=$(cat "$work/vf.err"); return 1; }
+  [ "$got" = "$3" ] || { why="VF $1: $2 is '$got', expected '$3'"; return 1; }
+}
+
+# sim_vf INDEX EXPR: a field of the simulated kernel's VF (what the "kernel" has, beyond status).
+sim_vf() {
+  node -e '
+    const s = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+    const vf = s.pfs.find((p) => p.name === "eth1").vfs[Number(process.argv[2])];
+    console.log(String(eval(process.argv[3])));' "$work/host.json" "$1" "$2"
+}
+
+dump_diagnostics() {
+  [ -n "$work" ] && [ -d "$work/state" ] || return 0
+  echo "--- last lines of $work/state/vfpool.log" >&2
+  tail -n 40 "$work/state/vfpool.log" >&2 2>/dev/null
+  echo "--- state.json" >&2
+  head -c 3000 "$work/state/state.json" >&2 2>/dev/null; echo >&2
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  [ $failed -gt 0 ] && dump_diagnostics
+  if [ $started_daemon = 1 ]; then
+    local d
+    for d in "${DOMS[@]}"; do
+      v destroy "$d" >/dev/null 2>&1
+      v undefine "$d" >/dev/null 2>&1
+    done
+  fi
+  if [ $pool_started = 1 ]; then
+    check "vfpool net-destroy $POOL (no guest left holding a VF)" pool_stop
+  fi
+  rm -f "$POOL_DEF"
+  if [ $started_daemon = 1 ]; then
+    check "libvirtd stopped, no libvirtd or virtlogd left" stop_daemon
+  fi
+  if [ $installed = 1 ]; then
+    check "install.sh --uninstall removes the CLI and both hooks" uninstall
+  fi
+  if [ -n "$work" ]; then
+    check "vfpool.conf restored as it was" restore_conf
+    rm -rf "$work"
+  fi
+  [ $had_networks_dir = 0 ] && rmdir "$CONF_DIR/networks" 2>/dev/null
+  [ $had_conf_dir = 0 ] && rmdir "$CONF_DIR" 2>/dev/null
+  [ $had_net_d = 0 ] && rmdir /etc/libvirt/hooks/network.d 2>/dev/null
+  [ $had_qemu_d = 0 ] && rmdir /etc/libvirt/hooks/qemu.d 2>/dev/null
+  say "$passed passed, $failed failed"
+  [ $failed = 0 ] && [ $rc = 0 ] && exit 0
+  exit 1
+}
+
+pool_stop() {
+  vp net-destroy "$POOL" >"$work/pool-stop.out" 2>&1 || { why=$(tail -n 3 "$work/pool-stop.out"); return 1; }
+  pool_started=0
+}
+
+stop_daemon() {
+  bash "$here/libvirtd.sh" stop >"$work/stop.out" 2>&1 || { why=$(tail -n 3 "$work/stop.out"); return 1; }
+  started_daemon=0
+  local left
+  left=$( { pgrep -x libvirtd; pgrep -x virtlogd; } | tr '\n' ' ')
+  [ -z "$left" ] || { why="still running: pids $left"; return 1; }
+}
+
+uninstall() {
+  (cd "$root" && bash install.sh --uninstall) >"$work/uninstall.out" 2>&1 \
+    || { why="exit $?: $(tail -n 3 "$work/uninstall.out")"; return 1; }
+  installed=0
+  local f
+  for f in "$VFPOOL" "$NET_HOOK" "$QEMU_HOOK"; do
+    if [ -e "$f" ] || [ -L "$f" ]; then why="$f is still there"; return 1; fi
+  done
+}
+
+restore_conf() {
+  if [ $had_conf = 1 ]; then
+    cp -p "$work/vfpool.conf.orig" "$CONF" && cmp -s "$work/vfpool.conf.orig" "$CONF" \
+      || { why="could not restore $CONF (a copy is in $work/vfpool.conf.orig)"; return 1; }
+  else
+    rm -f "$CONF"
+    [ ! -e "$CONF" ] || { why="$CONF is still there"; return 1; }
+  fi
+}
+
+trap cleanup EXIT
+trap 'say "interrupted"; failed=$((failed + 1)); exit 130' INT TERM
+
+# ---- setup -------------------------------------------------------------------------------------
+[ "$(id -u)" = 0 ] || setup_fail "needs root (install.sh, libvirtd, /etc)"
+(cd "$repo" && bash scripts/install-lab-packages.sh libvirt) || setup_fail "installing the libvirt packages failed"
+[ -f "$root/install.sh" ] || setup_fail "$root/install.sh not found"
+[ -d "$root/dist" ] || setup_fail "$root/dist not found: run 'npm ci && npm run build' first"
+
+bash "$here/libvirtd.sh" stop >/dev/null 2>&1
+if pgrep -x libvirtd >/dev/null; then
+  setup_fail "a libvirtd not started by test/libvirt/libvirtd.sh runs (pid $(pgrep -x libvirtd | tr '\n' ' ')); stop it first"
+fi
+
+work=$(mktemp -d /tmp/vfpool-guest-test.XXXXXX)
+chmod 0755 "$work"
+mkdir -p "$work/state"
+[ -d "$CONF_DIR" ] && had_conf_dir=1
+[ -d "$CONF_DIR/networks" ] && had_networks_dir=1
+[ -d /etc/libvirt/hooks/network.d ] && had_net_d=1
+[ -d /etc/libvirt/hooks/qemu.d ] && had_qemu_d=1
+if [ -e "$CONF" ]; then had_conf=1; cp -p "$CONF" "$work/vfpool.conf.orig"; fi
+[ -e "$POOL_DEF" ] && setup_fail "$POOL_DEF exists already; remove it (this test defines and removes it)"
+
+cat >"$work/host.json" <<'JSON'
+{"pfs":[{"name":"eth1","totalVfs":8}]}
+JSON
+
+install_vfpool() {
+  installed=1
+  (cd "$root" && bash install.sh) >"$work/install.out" 2>&1 \
+    || { why="exit $?: $(tail -n 3 "$work/install.out")"; return 1; }
+  local f
+  for f in "$VFPOOL" "$NET_HOOK" "$QEMU_HOOK"; do [ -x "$f" ] || { why="$f missing or not executable"; return 1; }; done
+}
+check "install.sh installs the CLI and both hooks" install_vfpool
+[ $failed = 0 ] || exit 1
+
+mkdir -p "$CONF_DIR/networks"
+printf 'VFPOOL_HOST=sim:%s\nVFPOOL_STATE_DIR=%s\n' "$work/host.json" "$work/state" >"$CONF"
+printf "<network><name>%s</name><forward mode='hostdev' managed='yes'><pf dev='eth1'><vf num='4'/></pf></forward></network>\n" "$POOL" >"$POOL_DEF"
+
+start_pool() {
+  pool_started=1
+  vp net-start "$POOL" >"$work/pool.out" 2>&1 || { why=$(tail -n 3 "$work/pool.out"); return 1; }
+  expect_vf 0 'vf.driver' vfio-pci && expect_vf 3 'vf.owner' null
+}
+check "vfpool net-start $POOL: 4 VFs on the simulated eth1, bound to vfio-pci, free" start_pool
+[ $failed = 0 ] || exit 1
+MAC0=$(vf_field 0 'vf.mac')
+
+start_daemon() {
+  started_daemon=1
+  VFPOOL_LAB_SKIP_PACKAGES=1 bash "$here/libvirtd.sh" start >"$work/start.out" 2>&1 \
+    || { why=$(tail -n 5 "$work/start.out"); return 1; }
+}
+check "libvirtd starts with the vfpool hooks installed" start_daemon
+[ $failed = 0 ] || exit 1
+for d in "${DOMS[@]}"; do v destroy "$d" >/dev/null 2>&1; v undefine "$d" >/dev/null 2>&1; done
+
+# dom_xml NAME METADATA [DEVICES]: a TCG domain, no disk, 64 MiB.
+dom_xml() {
+  printf "<domain type='qemu'>
+  <name>%s</name>
+  <memory unit='MiB'>64</memory>
+  <metadata><vfpool:domain xmlns:vfpool='%s'>%s</vfpool:domain></metadata>
+  <os><type arch='x86_64'>hvm</type></os>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    %s
+    <memballoon model='none'/>
+  </devices>
+</domain>\n" "$1" "$NS" "$2" "${3:-}"
+}
+
+virsh_ok() {
+  v "$@" >"$work/virsh.out" 2>"$work/virsh.err" || { why="virsh $* exit $?: $(tr '\n' ' ' <"$work/virsh.err")"; return 1; }
+}
+
+# ---- checks ------------------------------------------------------------------------------------
+dom_xml vfpguest "<vfpool:hostdev pool='$POOL' mac='$MAC' vlan='42'/>" >"$work/vfpguest.xml"
+dom_xml vfpfail "<vfpool:hostdev pool='$POOL' mac='52:54:00:76:66:02'/>" \
+  "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='/nonexistent-vfpool-test.img'/><target dev='vda' bus='virtio'/></disk>" >"$work/vfpfail.xml"
+big=""
+for i in 1 2 3 4; do big+="<vfpool:hostdev pool='$POOL' mac='52:54:00:76:67:0$i'/>"; done
+dom_xml vfpbig "$big" >"$work/vfpbig.xml"
+printf "<domain type='qemu'><name>vfpplain</name><memory unit='MiB'>64</memory><os><type arch='x86_64'>hvm</type></os><devices><emulator>/usr/bin/qemu-system-x86_64</emulator><memballoon model='none'/></devices></domain>\n" >"$work/vfpplain.xml"
+
+define_all() { local d; for d in "${DOMS[@]}"; do virsh_ok define "$work/$d.xml" || return 1; done; }
+check "virsh define of the four TCG domains" define_all
+
+qemu_pid() { cat /run/libvirt/qemu/vfpguest.pid 2>/dev/null; }
+
+start_guest() {
+  virsh_ok start vfpguest || return 1
+  expect_vf 0 'vf.owner && vf.owner.domain' vfpguest || return 1
+  expect_vf 0 'vf.mac' "$MAC" || return 1
+  expect_vf 0 'vf.vlan' 42 || return 1
+  expect_vf 0 'vf.driver' vfio-pci || return 1
+  expect_vf 1 'vf.owner' null
+}
+check "virsh start vfpguest: VF 0 owned by vfpguest with the domain's MAC $MAC and VLAN 42" start_guest
+
+handed_over() {
+  local owner pid
+  owner=$(sim_vf 0 'vf.vfioOwner.uid + ":" + vf.vfioOwner.gid')
+  # The user QEMU runs as is the live XML's DAC label (Debian: +64055:+64055, libvirt-qemu).
+  local label want
+  label=$(v dumpxml vfpguest | sed -n "s|.*<label>\(.*\)</label>.*|\1|p" | head -n 1)
+  want=$(printf '%s' "$label" | tr -d '+')
+  [[ $want =~ ^[0-9]+:[0-9]+$ ]] || { why="no numeric DAC label in the live XML (got '$label')"; return 1; }
+  [ "$want" = "$(id -u libvirt-qemu):$(getent group libvirt-qemu | cut -d: -f3)" ] || { why="DAC label $label is not libvirt-qemu"; return 1; }
+  [ "$owner" = "$want" ] || { why="/dev/vfio group owner is $owner, expected $want (the DAC label $label)"; return 1; }
+  pid=$(qemu_pid)
+  [ -n "$pid" ] || { why="no /run/libvirt/qemu/vfpguest.pid"; return 1; }
+  expect_vf 0 'vf.owner.pid' "$pid"
+}
+check "start begin handed the VF's /dev/vfio group to libvirt-qemu; started recorded QEMU's pid" handed_over
+
+restart_daemon() {
+  local pid_before
+  pid_before=$(qemu_pid)
+  VFPOOL_LAB_SKIP_PACKAGES=1 bash "$here/libvirtd.sh" restart >"$work/restart.out" 2>&1 \
+    || { why=$(tail -n 5 "$work/restart.out"); return 1; }
+  local state
+  state=$(v domstate vfpguest 2>/dev/null)
+  [ "$state" = running ] || { why="vfpguest is '$state' after the restart"; return 1; }
+  [ "$(qemu_pid)" = "$pid_before" ] || { why="QEMU pid changed: $pid_before -> $(qemu_pid)"; return 1; }
+  grep -q "qemu-hook vfpguest reconnect begin.*reconnect: keeps 1 VF(s), QEMU pid $pid_before" "$work/state/vfpool.log" \
+    || { why="no 'reconnect: keeps 1 VF(s)' line in the log"; return 1; }
+  expect_vf 0 'vf.owner && vf.owner.domain' vfpguest && expect_vf 0 'vf.mac' "$MAC" && expect_vf 0 'vf.owner.pid' "$pid_before"
+}
+check "libvirtd.sh restart while vfpguest runs: reconnect keeps its VF (same owner, MAC, pid)" restart_daemon
+
+destroy_guest() {
+  virsh_ok destroy vfpguest || return 1
+  expect_vf 0 'vf.owner' null || return 1
+  expect_vf 0 'vf.mac' "$MAC0" || return 1
+  expect_vf 0 'vf.vlan' 0 || return 1
+  expect_vf 0 'vf.driver' vfio-pci || return 1
+  local owner
+  owner=$(sim_vf 0 'vf.vfioOwner.uid + ":" + vf.vfioOwner.gid')
+  [ "$owner" = "0:0" ] || { why="/dev/vfio group owner is $owner after release, expected 0:0"; return 1; }
+  [ ! -e "$work/state/index/domain.vfpguest" ] || { why="marker index/domain.vfpguest is still there"; return 1; }
+}
+check "virsh destroy vfpguest (release end destroyed): VF 0 free, original MAC, VLAN 0, group back to root" destroy_guest
+
+failed_start() {
+  if v start vfpfail >"$work/virsh.out" 2>"$work/fail.err"; then why="virsh start vfpfail succeeded"; return 1; fi
+  say "  virsh: $(head -n 2 "$work/fail.err" | tr '\n' ' ')"
+  # It failed after vfpool's prepare had allocated and configured the VF (the log says so)…
+  grep -q "qemu-hook vfpfail prepare begin domain 'vfpfail': Step 3: prepared 1 VF(s)" "$work/state/vfpool.log" \
+    || { why="vfpool's prepare did not run before the failure (no 'prepared' line for vfpfail): test is void"; return 1; }
+  grep -q "qemu-hook vfpfail release end failed" "$work/state/vfpool.log" || { why="no 'release end failed' line in the log"; return 1; }
+  # …and the VF is back in the pool as it was.
+  expect_vf 0 'vf.owner' null && expect_vf 0 'vf.mac' "$MAC0" && expect_vf 0 'vf.vlan' 0
+}
+check "a start that fails after prepare (missing disk): release end failed puts the VF back as it was" failed_start
+
+refused_start() {
+  virsh_ok start vfpguest || return 1
+  if v start vfpbig >"$work/virsh.out" 2>"$work/big.err"; then why="virsh start vfpbig succeeded"; return 1; fi
+  grep -q "pool '$POOL' is exhausted" "$work/big.err" || { why="virsh error lacks vfpool's sentence: $(tr '\n' ' ' <"$work/big.err")"; return 1; }
+  say "  virsh: $(grep -m1 -o 'vfpool: .*' "$work/big.err" | head -c 300)"
+  expect_vf 0 'vf.owner && vf.owner.domain' vfpguest && expect_vf 1 'vf.owner' null && expect_vf 3 'vf.owner' null || return 1
+  virsh_ok destroy vfpguest && expect_vf 0 'vf.owner' null
+}
+check "a start the hook refuses (4 VFs asked, 3 free): virsh shows vfpool's sentence, nothing allocated" refused_start
+
+plain_guest() {
+  local before after
+  before=$(cat "$work/state/state.json")
+  virsh_ok start vfpplain || return 1
+  virsh_ok destroy vfpplain || return 1
+  after=$(cat "$work/state/state.json")
+  [ "$before" = "$after" ] || { why="state.json changed for a guest without vfpool metadata"; return 1; }
+  ! grep -q "vfpplain" "$work/state/vfpool.log" || { why="vfpool logged something for vfpplain (Node ran?)"; return 1; }
+}
+check "a guest without vfpool metadata starts and stops; vfpool's state and log untouched" plain_guest
+
+undefine_all() {
+  local d left
+  for d in "${DOMS[@]}"; do v destroy "$d" >/dev/null 2>&1; virsh_ok undefine "$d" || return 1; done
+  left=$(v list --all --name | grep -x 'vfp.*' | tr '\n' ' ')
+  [ -z "$left" ] || { why="still defined: $left"; return 1; }
+}
+check "virsh undefine of the four domains" undefine_all
+
+exit 0 # cleanup (trap) stops the pool and the daemon, uninstalls, restores the conf and prints the totals

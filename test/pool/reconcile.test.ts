@@ -1,0 +1,135 @@
+import t from 'tap';
+import { execa } from 'execa';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseDomainXml } from '../../src/config/domain-xml.js';
+import { prepareGuest } from '../../src/pool/guests.js';
+import { judgeAllocation, reconcile } from '../../src/pool/reconcile.js';
+import type { Allocation } from '../../src/pool/state-store.js';
+import { domainXml } from '../helpers/libvirt-domains.js';
+import { makeGuestWorld, POOLS } from '../helpers/guest-world.js';
+import { vfpoolCli } from '../helpers/spawn.js';
+
+async function deadPid(): Promise<number> {
+  const p = execa('true');
+  const pid = p.pid!;
+  await p;
+  return pid;
+}
+
+const NOW = Date.parse('2026-01-01T12:00:00Z');
+const alloc = (o: Partial<Omit<Allocation, 'owner'>> & { owner?: Partial<Allocation['owner']> } = {}): Allocation =>
+  ({
+    pool: 'p',
+    pf: 'eth1',
+    vfIndex: 0,
+    vfAddr: '0000:3b:02.0',
+    netdev: null,
+    mac: null,
+    vlan: null,
+    alias: 'vfpool-vf0',
+    phase: 'ready',
+    worker: null,
+    saved: null,
+    guestSlot: 0,
+    requestedNetdev: null,
+    createdAt: new Date(NOW - 600_000).toISOString(),
+    ...o,
+    owner: { domain: 'vm1', uuid: null, pid: null, via: 'libvirt', ...o.owner },
+  }) as Allocation;
+
+t.test('the policy, case by case', async (t) => {
+  const alive = new Set([100, 200]);
+  const env = { alive: (p: number) => alive.has(p), libvirtPid: (d: string) => (d === 'haspid' ? 200 : null), now: NOW, graceMs: 120_000, self: 1 };
+  const cases: Array<[string, Allocation, boolean, RegExp, number?]> = [
+    ['QEMU pid alive', alloc({ owner: { pid: 100 } }), true, /QEMU pid 100 runs/],
+    ['QEMU pid dead', alloc({ owner: { pid: 300 } }), false, /QEMU pid 300 is gone/],
+    ['no pid, libvirt pid file names a live process', alloc({ owner: { domain: 'haspid' } }), true, /pid 200 \(libvirt's pid file\)/, 200],
+    ['no pid, no pid file, old', alloc(), false, /no QEMU pid was ever recorded/],
+    ['no pid, no pid file, young', alloc({ createdAt: new Date(NOW - 5_000).toISOString() }), true, /prepared 5 s ago/],
+    ['vfpool prepare without --pid', alloc({ owner: { via: 'cli' } }), true, /vfpool release vm1/],
+    ['a live vfpool process works on it', alloc({ phase: 'preparing', worker: 100 }), true, /pid 100\) is working on it/],
+    ['an interrupted prepare', alloc({ phase: 'preparing', worker: 300, owner: { pid: 100 } }), false, /prepare was interrupted \(vfpool pid 300 is gone\)/],
+    ['an unfinished release', alloc({ phase: 'releasing', lastError: 'EIO', owner: { pid: 100 } }), false, /release did not finish \(EIO\)/],
+  ];
+  for (const [what, a, keep, re, adopt] of cases) {
+    const v = judgeAllocation(a, env);
+    t.equal(v.keep, keep, what);
+    t.match(v.reason, re, what);
+    t.equal(v.adoptPid, adopt, `${what}: adopt`);
+  }
+});
+
+t.test('reconcile frees and restores what is gone, keeps what runs, drops dead ports, rebuilds markers', async (t) => {
+  const w = makeGuestWorld(t, 'sim');
+  w.definePool('hd', POOLS.hd);
+  const before = (await w.snapshot()) as { vfs: Array<{ address: string; link: unknown; driver: string }> };
+  const prep = (name: string, i: number, via: 'libvirt' | 'cli' = 'libvirt') =>
+    prepareGuest(w.ctx, parseDomainXml(domainXml('prepare', { name, vfpool: `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:0${i}' vlan='${i}'/>` }), name), { ...w.opts, via });
+  await prep('live', 1);
+  await prep('dead', 2);
+  await prep('pidfile', 3);
+  await prep('cli', 4, 'cli');
+  const dead = await deadPid();
+  await w.ctx.store.update((s) => {
+    for (const a of s.allocations) {
+      if (a.owner.domain === 'live') a.owner.pid = process.pid;
+      if (a.owner.domain === 'dead') a.owner.pid = dead;
+      if (a.owner.domain === 'pidfile') a.createdAt = new Date(Date.now() - 3600_000).toISOString();
+    }
+    s.ports.push(
+      { network: 'n', portUuid: 'u1', domain: 'gone', domainUuid: null, vfAddr: null, netdev: 'x' as never, createdAt: new Date(Date.now() - 3600_000).toISOString() },
+      { network: 'n', portUuid: 'u2', domain: 'pidfile', domainUuid: null, vfAddr: null, netdev: 'y' as never, createdAt: new Date(Date.now() - 3600_000).toISOString() },
+    );
+  });
+  writeFileSync(join(w.opts.libvirtRunDir, 'pidfile.pid'), `${process.pid}\n`);
+  writeFileSync(join(w.settings.stateDir, 'index/domain.stray'), '');
+
+  const dry = await reconcile(w.ctx, { libvirtRunDir: w.opts.libvirtRunDir, graceMs: 120_000, dryRun: true });
+  t.same(dry.freed.map((e) => e.domain), ['dead']);
+  t.equal(w.ctx.store.read().allocations.length, 4, 'dry run changes nothing');
+
+  const r = await reconcile(w.ctx, { libvirtRunDir: w.opts.libvirtRunDir, graceMs: 120_000 });
+  t.same(r.freed.map((e) => [e.domain, e.vfAddr]), [['dead', before.vfs[1]!.address]]);
+  t.same(r.kept.map((e) => e.domain).sort(), ['cli', 'live', 'pidfile']);
+  t.same(r.failed, []);
+  t.same(r.portsDropped.map((p) => p.domain), ['gone']);
+  const state = w.ctx.store.read();
+  t.same(state.ports.map((p) => p.domain), ['pidfile']);
+  t.equal(state.allocations.find((a) => a.owner.domain === 'pidfile')!.owner.pid, process.pid, 'the pid from libvirt\'s pid file is recorded');
+  const after = (await w.snapshot()) as typeof before;
+  t.same(after.vfs[1], before.vfs[1], 'the dead guest\'s VF is restored');
+  t.notOk(existsSync(join(w.settings.stateDir, 'index/domain.stray')), 'stray marker removed');
+  t.notOk(existsSync(join(w.settings.stateDir, 'index/domain.dead')), 'freed domain\'s marker removed');
+  t.ok(existsSync(join(w.settings.stateDir, 'index/domain.live')));
+});
+
+t.test('an interrupted prepare (killed half-way) is restored by reconcile', async (t) => {
+  const w = makeGuestWorld(t, 'sim');
+  w.definePool('hd', POOLS.hd);
+  const before = await w.snapshot();
+  await prepareGuest(w.ctx, parseDomainXml(domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01' trust='on'/>` }), 'vm1'), w.opts);
+  const dead = await deadPid();
+  await w.ctx.store.update((s) => Object.assign(s.allocations[0]!, { phase: 'preparing', worker: dead }));
+  const r = await reconcile(w.ctx, { libvirtRunDir: w.opts.libvirtRunDir, graceMs: 120_000 });
+  t.match(r.freed, [{ domain: 'vm1', reason: /prepare was interrupted/ }]);
+  t.same(await w.snapshot(), before);
+});
+
+t.test('vfpool reconcile and vfpool release through the CLI', async (t) => {
+  const w = makeGuestWorld(t, 'sim');
+  w.definePool('hd', POOLS.hd);
+  const env = { VFPOOL_CONFIG_DIR: w.settings.configDir, VFPOOL_STATE_DIR: w.settings.stateDir, VFPOOL_HOST: w.settings.host, VFPOOL_LIBVIRT_RUN_DIR: w.opts.libvirtRunDir };
+  await prepareGuest(w.ctx, parseDomainXml(domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01'/>` }), 'vm1'), w.opts);
+  const dead = await deadPid();
+  await w.ctx.store.update((s) => {
+    s.allocations[0]!.owner.pid = dead;
+  });
+  const dry = await vfpoolCli(['reconcile', '--dry-run'], { env });
+  t.equal(dry.exitCode, 0, dry.stderr);
+  t.match(dry.stdout, new RegExp(`would free 0000:3b:02.0 of domain vm1: QEMU pid ${dead} is gone\n0 kept, 1 would free, 0 failed \\(--dry-run, nothing changed\\)`));
+  const r = await vfpoolCli(['reconcile', '--json'], { env });
+  t.equal(r.exitCode, 0, r.stderr);
+  t.match(JSON.parse(r.stdout), { dryRun: false, freed: [{ domain: 'vm1', vfAddr: '0000:3b:02.0' }], kept: [], failed: [] });
+  t.same(w.ctx.store.read().allocations, []);
+});
