@@ -25,47 +25,13 @@
 # tested, default this repository).
 set -uo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-root=${VFPOOL_TEST_ROOT:-$repo}
-VFPOOL=${VFPOOL_BIN:-/usr/local/bin/vfpool}
-URI=qemu:///system
-CONF_DIR=/etc/vfpool
-CONF=$CONF_DIR/vfpool.conf
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # the harness: settings, check, cleanup, ...
 POOL=vfpgpool
 POOL_DEF=$CONF_DIR/networks/$POOL.xml
-NET_HOOK=/etc/libvirt/hooks/network.d/vfpool
-QEMU_HOOK=/etc/libvirt/hooks/qemu.d/vfpool
+wrote_pool_def=0
 DOMS=(vfpguest vfpfail vfpbig vfpplain)
-NS=https://vfpool.dev/xmlns/1
 MAC=52:54:00:76:66:01
-
-passed=0 failed=0
-why=""
-started_daemon=0 installed=0 pool_started=0
-had_conf_dir=0 had_conf=0 had_networks_dir=0 had_net_d=0 had_qemu_d=0
-work=""
-
-now_ms() { date +%s%3N; }
-say() { printf '%s\n' "$*"; }
-
-# check NAME FUNCTION [ARGS...]: runs FUNCTION, prints one PASS/FAIL line with its duration.
-check() {
-  local name=$1 t0 ms; shift
-  why=""
-  t0=$(now_ms)
-  if "$@"; then
-    ms=$(( $(now_ms) - t0 ))
-    passed=$((passed + 1)); say "PASS $name ($ms ms)"
-  else
-    ms=$(( $(now_ms) - t0 ))
-    failed=$((failed + 1)); say "FAIL $name ($ms ms)${why:+: $why}"
-  fi
-}
-
-setup_fail() { failed=$((failed + 1)); say "FAIL setup: $*"; exit 1; }
-
-v() { virsh -q -c "$URI" "$@"; }
+pool_started=0
 
 # vp ARGS...: the vfpool CLI with libvirt's hook environment: settings come from vfpool.conf only.
 vp() { env -i LC_ALL=C HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin "$VFPOOL" "$@"; }
@@ -109,11 +75,9 @@ dump_diagnostics() {
   head -c 3000 "$work/state/state.json" >&2 2>/dev/null; echo >&2
 }
 
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  [ $failed -gt 0 ] && dump_diagnostics
+# cleanup_test: called first by lib.sh's cleanup; the domains go while the daemon still runs,
+# then the pool (no guest left holding a VF).
+cleanup_test() {
   if [ $started_daemon = 1 ]; then
     local d
     for d in "${DOMS[@]}"; do
@@ -124,24 +88,8 @@ cleanup() {
   if [ $pool_started = 1 ]; then
     check "vfpool net-destroy $POOL (no guest left holding a VF)" pool_stop
   fi
-  rm -f "$POOL_DEF"
-  if [ $started_daemon = 1 ]; then
-    check "libvirtd stopped, no libvirtd or virtlogd left" stop_daemon
-  fi
-  if [ $installed = 1 ]; then
-    check "install.sh --uninstall removes the CLI and both hooks" uninstall
-  fi
-  if [ -n "$work" ]; then
-    check "vfpool.conf restored as it was" restore_conf
-    rm -rf "$work"
-  fi
-  [ $had_networks_dir = 0 ] && rmdir "$CONF_DIR/networks" 2>/dev/null
-  [ $had_conf_dir = 0 ] && rmdir "$CONF_DIR" 2>/dev/null
-  [ $had_net_d = 0 ] && rmdir /etc/libvirt/hooks/network.d 2>/dev/null
-  [ $had_qemu_d = 0 ] && rmdir /etc/libvirt/hooks/qemu.d 2>/dev/null
-  say "$passed passed, $failed failed"
-  [ $failed = 0 ] && [ $rc = 0 ] && exit 0
-  exit 1
+  # Only a definition this run wrote: setup refuses to start over an existing one.
+  [ $wrote_pool_def = 1 ] && rm -f "$POOL_DEF"
 }
 
 pool_stop() {
@@ -149,74 +97,21 @@ pool_stop() {
   pool_started=0
 }
 
-stop_daemon() {
-  bash "$here/libvirtd.sh" stop >"$work/stop.out" 2>&1 || { why=$(tail -n 3 "$work/stop.out"); return 1; }
-  started_daemon=0
-  local left
-  left=$( { pgrep -x libvirtd; pgrep -x virtlogd; } | tr '\n' ' ')
-  [ -z "$left" ] || { why="still running: pids $left"; return 1; }
-}
-
-uninstall() {
-  (cd "$root" && bash install.sh --uninstall) >"$work/uninstall.out" 2>&1 \
-    || { why="exit $?: $(tail -n 3 "$work/uninstall.out")"; return 1; }
-  installed=0
-  local f
-  for f in "$VFPOOL" "$NET_HOOK" "$QEMU_HOOK"; do
-    if [ -e "$f" ] || [ -L "$f" ]; then why="$f is still there"; return 1; fi
-  done
-}
-
-restore_conf() {
-  if [ $had_conf = 1 ]; then
-    cp -p "$work/vfpool.conf.orig" "$CONF" && cmp -s "$work/vfpool.conf.orig" "$CONF" \
-      || { why="could not restore $CONF (a copy is in $work/vfpool.conf.orig)"; return 1; }
-  else
-    rm -f "$CONF"
-    [ ! -e "$CONF" ] || { why="$CONF is still there"; return 1; }
-  fi
-}
-
-trap cleanup EXIT
-trap 'say "interrupted"; failed=$((failed + 1)); exit 130' INT TERM
-
 # ---- setup -------------------------------------------------------------------------------------
-[ "$(id -u)" = 0 ] || setup_fail "needs root (install.sh, libvirtd, /etc)"
-(cd "$repo" && bash scripts/install-lab-packages.sh libvirt) || setup_fail "installing the libvirt packages failed"
-[ -f "$root/install.sh" ] || setup_fail "$root/install.sh not found"
-[ -d "$root/dist" ] || setup_fail "$root/dist not found: run 'npm ci && npm run build' first"
-
-bash "$here/libvirtd.sh" stop >/dev/null 2>&1
-if pgrep -x libvirtd >/dev/null; then
-  setup_fail "a libvirtd not started by test/libvirt/libvirtd.sh runs (pid $(pgrep -x libvirtd | tr '\n' ' ')); stop it first"
-fi
-
-work=$(mktemp -d /tmp/vfpool-guest-test.XXXXXX)
+harness_setup vfpool-guest-test
 chmod 0755 "$work"
-mkdir -p "$work/state"
-[ -d "$CONF_DIR" ] && had_conf_dir=1
-[ -d "$CONF_DIR/networks" ] && had_networks_dir=1
-[ -d /etc/libvirt/hooks/network.d ] && had_net_d=1
-[ -d /etc/libvirt/hooks/qemu.d ] && had_qemu_d=1
-if [ -e "$CONF" ]; then had_conf=1; cp -p "$CONF" "$work/vfpool.conf.orig"; fi
 [ -e "$POOL_DEF" ] && setup_fail "$POOL_DEF exists already; remove it (this test defines and removes it)"
 
 cat >"$work/host.json" <<'JSON'
 {"pfs":[{"name":"eth1","totalVfs":8}]}
 JSON
 
-install_vfpool() {
-  installed=1
-  (cd "$root" && bash install.sh) >"$work/install.out" 2>&1 \
-    || { why="exit $?: $(tail -n 3 "$work/install.out")"; return 1; }
-  local f
-  for f in "$VFPOOL" "$NET_HOOK" "$QEMU_HOOK"; do [ -x "$f" ] || { why="$f missing or not executable"; return 1; }; done
-}
 check "install.sh installs the CLI and both hooks" install_vfpool
 [ $failed = 0 ] || exit 1
 
 mkdir -p "$CONF_DIR/networks"
-printf 'VFPOOL_HOST=sim:%s\nVFPOOL_STATE_DIR=%s\n' "$work/host.json" "$work/state" >"$CONF"
+write_conf
+wrote_pool_def=1
 printf "<network><name>%s</name><forward mode='hostdev' managed='yes'><pf dev='eth1'><vf num='4'/></pf></forward></network>\n" "$POOL" >"$POOL_DEF"
 
 start_pool() {
@@ -228,11 +123,6 @@ check "vfpool net-start $POOL: 4 VFs on the simulated eth1, bound to vfio-pci, f
 [ $failed = 0 ] || exit 1
 MAC0=$(vf_field 0 'vf.mac')
 
-start_daemon() {
-  started_daemon=1
-  VFPOOL_LAB_SKIP_PACKAGES=1 bash "$here/libvirtd.sh" start >"$work/start.out" 2>&1 \
-    || { why=$(tail -n 5 "$work/start.out"); return 1; }
-}
 check "libvirtd starts with the vfpool hooks installed" start_daemon
 [ $failed = 0 ] || exit 1
 for d in "${DOMS[@]}"; do v destroy "$d" >/dev/null 2>&1; v undefine "$d" >/dev/null 2>&1; done
@@ -250,10 +140,6 @@ dom_xml() {
     <memballoon model='none'/>
   </devices>
 </domain>\n" "$1" "$NS" "$2" "${3:-}"
-}
-
-virsh_ok() {
-  v "$@" >"$work/virsh.out" 2>"$work/virsh.err" || { why="virsh $* exit $?: $(tr '\n' ' ' <"$work/virsh.err")"; return 1; }
 }
 
 # ---- checks ------------------------------------------------------------------------------------

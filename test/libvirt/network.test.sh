@@ -21,45 +21,8 @@
 # tested, default this repository).
 set -uo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-root=${VFPOOL_TEST_ROOT:-$repo}
-VFPOOL=${VFPOOL_BIN:-/usr/local/bin/vfpool}
-URI=qemu:///system
-CONF_DIR=/etc/vfpool
-CONF=$CONF_DIR/vfpool.conf
-NET_HOOK=/etc/libvirt/hooks/network.d/vfpool
-QEMU_HOOK=/etc/libvirt/hooks/qemu.d/vfpool
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # the harness: settings, check, cleanup, ...
 NETS=(vfp-net vfp-big vfp-pf)
-NS=https://vfpool.dev/xmlns/1
-
-passed=0 failed=0
-why=""           # a check function sets it to say what it saw when it fails
-started_daemon=0 installed=0
-had_conf_dir=0 had_conf=0 had_net_d=0 had_qemu_d=0
-work=""
-
-now_ms() { date +%s%3N; }
-say() { printf '%s\n' "$*"; }
-
-# check NAME FUNCTION [ARGS...]: runs FUNCTION, prints one PASS/FAIL line with its duration.
-check() {
-  local name=$1 t0 ms; shift
-  why=""
-  t0=$(now_ms)
-  if "$@"; then
-    ms=$(( $(now_ms) - t0 ))
-    passed=$((passed + 1)); say "PASS $name ($ms ms)"
-  else
-    ms=$(( $(now_ms) - t0 ))
-    failed=$((failed + 1)); say "FAIL $name ($ms ms)${why:+: $why}"
-  fi
-}
-
-# setup_fail MESSAGE: a step the checks depend on failed; count it and stop (cleanup still runs).
-setup_fail() { failed=$((failed + 1)); say "FAIL setup: $*"; exit 1; }
-
-v() { virsh -q -c "$URI" "$@"; }
 
 # num_vfs PF [env...]: numVfs of PF in `vfpool status --json`, or an explanation on stderr.
 # With "conf-only" as the second word it runs with libvirt's hook environment (no VFPOOL_*).
@@ -103,110 +66,30 @@ dump_diagnostics() {
   done < <(find "$work/state" -type f -name '*.log' 2>/dev/null)
 }
 
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  [ $failed -gt 0 ] && dump_diagnostics
+# cleanup_test: called first by lib.sh's cleanup; the networks go while the daemon still runs.
+cleanup_test() {
   if [ $started_daemon = 1 ]; then
     local n
     for n in "${NETS[@]}"; do
       v net-destroy "$n" >/dev/null 2>&1
       v net-undefine "$n" >/dev/null 2>&1
     done
-    check "libvirtd stopped, no libvirtd or virtlogd left" stop_daemon
-  fi
-  if [ $installed = 1 ]; then
-    check "install.sh --uninstall removes the CLI and both hooks" uninstall
-  fi
-  if [ -n "$work" ]; then
-    check "vfpool.conf restored as it was" restore_conf
-    rm -rf "$work"
-  fi
-  [ $had_net_d = 0 ] && rmdir /etc/libvirt/hooks/network.d 2>/dev/null
-  [ $had_qemu_d = 0 ] && rmdir /etc/libvirt/hooks/qemu.d 2>/dev/null
-  say "$passed passed, $failed failed"
-  [ $failed = 0 ] && [ $rc = 0 ] && exit 0
-  exit 1
-}
-
-stop_daemon() {
-  bash "$here/libvirtd.sh" stop >"$work/stop.out" 2>&1 || { why=$(tail -n 3 "$work/stop.out"); return 1; }
-  started_daemon=0
-  local left
-  left=$( { pgrep -x libvirtd; pgrep -x virtlogd; } | tr '\n' ' ')
-  [ -z "$left" ] || { why="still running: pids $left"; return 1; }
-}
-
-uninstall() {
-  (cd "$root" && bash install.sh --uninstall) >"$work/uninstall.out" 2>&1 \
-    || { why="exit $?: $(tail -n 3 "$work/uninstall.out")"; return 1; }
-  installed=0
-  local f
-  for f in "$VFPOOL" "$NET_HOOK" "$QEMU_HOOK"; do
-    if [ -e "$f" ] || [ -L "$f" ]; then why="$f is still there"; return 1; fi
-  done
-}
-
-restore_conf() {
-  if [ $had_conf = 1 ]; then
-    cp -p "$work/vfpool.conf.orig" "$CONF" && cmp -s "$work/vfpool.conf.orig" "$CONF" \
-      || { why="could not restore $CONF (a copy is in $work/vfpool.conf.orig)"; return 1; }
-  else
-    rm -f "$CONF"
-    if [ $had_conf_dir = 0 ]; then
-      rmdir "$CONF_DIR/networks" 2>/dev/null
-      rmdir "$CONF_DIR" 2>/dev/null
-    fi
-    [ ! -e "$CONF" ] || { why="$CONF is still there"; return 1; }
   fi
 }
-
-trap cleanup EXIT
-trap 'say "interrupted"; failed=$((failed + 1)); exit 130' INT TERM
 
 # ---- setup -------------------------------------------------------------------------------------
-[ "$(id -u)" = 0 ] || setup_fail "needs root (install.sh, libvirtd, /etc)"
-(cd "$repo" && bash scripts/install-lab-packages.sh libvirt) || setup_fail "installing the libvirt packages failed"
-[ -f "$root/install.sh" ] || setup_fail "$root/install.sh not found"
-[ -d "$root/dist" ] || setup_fail "$root/dist not found: run 'npm ci && npm run build' first"
-
-# Hooks are discovered when libvirtd starts: a daemon that is already up must go. Only one this
-# harness started is ours to stop.
-bash "$here/libvirtd.sh" stop >/dev/null 2>&1
-if pgrep -x libvirtd >/dev/null; then
-  setup_fail "a libvirtd not started by test/libvirt/libvirtd.sh runs (pid $(pgrep -x libvirtd | tr '\n' ' ')); stop it first"
-fi
-
-work=$(mktemp -d /tmp/vfpool-libvirt-test.XXXXXX)
-mkdir -p "$work/state"
-[ -d "$CONF_DIR" ] && had_conf_dir=1
-[ -d /etc/libvirt/hooks/network.d ] && had_net_d=1
-[ -d /etc/libvirt/hooks/qemu.d ] && had_qemu_d=1
-if [ -e "$CONF" ]; then had_conf=1; cp -p "$CONF" "$work/vfpool.conf.orig"; fi
+harness_setup vfpool-libvirt-test
 
 cat >"$work/host.json" <<'JSON'
 {"pfs":[{"name":"eth1","totalVfs":8},{"name":"eth2","totalVfs":8}]}
 JSON
 
-install_vfpool() {
-  installed=1 # from here on, uninstall at exit even if install.sh stopped half-way
-  (cd "$root" && bash install.sh) >"$work/install.out" 2>&1 \
-    || { why="exit $?: $(tail -n 3 "$work/install.out")"; return 1; }
-  local f
-  for f in "$VFPOOL" "$NET_HOOK" "$QEMU_HOOK"; do [ -x "$f" ] || { why="$f missing or not executable"; return 1; }; done
-}
 check "install.sh installs the CLI and both hooks" install_vfpool
 [ $failed = 0 ] || exit 1
 
 mkdir -p "$CONF_DIR"
-printf 'VFPOOL_HOST=sim:%s\nVFPOOL_STATE_DIR=%s\n' "$work/host.json" "$work/state" >"$CONF"
+write_conf
 
-start_daemon() {
-  started_daemon=1
-  VFPOOL_LAB_SKIP_PACKAGES=1 bash "$here/libvirtd.sh" start >"$work/start.out" 2>&1 \
-    || { why=$(tail -n 5 "$work/start.out"); return 1; }
-}
 check "libvirtd starts with the vfpool hooks installed" start_daemon
 [ $failed = 0 ] || exit 1
 
@@ -218,10 +101,6 @@ HOSTDEV="<forward mode='hostdev' managed='yes'/>"
 net_xml vfp-net "$HOSTDEV" eth1 4 >"$work/vfp-net.xml"
 net_xml vfp-big "$HOSTDEV" eth2 99 >"$work/vfp-big.xml"
 net_xml vfp-pf "<forward mode='hostdev' managed='yes'><pf dev='eth1'/></forward>" eth1 4 >"$work/vfp-pf.xml"
-
-virsh_ok() { # virsh_ok ARGS...: virsh succeeds; else why = its error
-  v "$@" >"$work/virsh.out" 2>"$work/virsh.err" || { why="virsh $* exit $?: $(tr '\n' ' ' <"$work/virsh.err")"; return 1; }
-}
 
 define_all() { local n; for n in "${NETS[@]}"; do virsh_ok net-define "$work/$n.xml" || return 1; done; }
 check "virsh net-define of the three metadata networks" define_all
