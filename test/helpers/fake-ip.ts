@@ -48,35 +48,60 @@ export function fakeIp(root: string, argv: string[]): number {
   if (a[1] === 'set' && a[2] === 'dev' && a[3]) {
     const dev = a[3];
     const rest = a.slice(4);
-    try {
-      if (rest[0] === 'vf') {
-        const index = Number(rest[1]);
-        const change: Record<string, unknown> = {};
-        for (let i = 2; i < rest.length; i += 2) {
-          const [k, v] = [rest[i]!, rest[i + 1]!];
-          if (k === 'mac') change.mac = v;
-          else if (k === 'vlan') change.vlan = Number(v);
-          else if (k === 'qos') change.qos = Number(v);
-          else if (k === 'spoofchk') change.spoofchk = v === 'on';
-          else if (k === 'trust') change.trust = v === 'on';
-          else if (k === 'state') change.linkState = v;
-          else if (k === 'min_tx_rate') change.minTxRate = Number(v);
-          else if (k === 'max_tx_rate') change.maxTxRate = Number(v);
-          else return fail(`fake ip: unsupported vf setting ${k}`);
-        }
+    let refused: unknown = null;
+    if (rest[0] === 'vf') {
+      const index = Number(rest[1]);
+      const change: Record<string, unknown> = {};
+      for (let i = 2; i < rest.length; i += 2) {
+        const [k, v] = [rest[i]!, rest[i + 1]!];
+        if (k === 'mac') change.mac = v;
+        else if (k === 'vlan') {
+          // iproute2 checks the VLAN id itself, before asking the kernel (exit 255).
+          if (Number(v) > 4095) return fail(`Error: argument "${v}" is wrong: Invalid "vlan" value`, 255);
+          change.vlan = Number(v);
+        } else if (k === 'qos') change.qos = Number(v);
+        else if (k === 'spoofchk') change.spoofchk = v === 'on';
+        else if (k === 'trust') change.trust = v === 'on';
+        else if (k === 'state') change.linkState = v;
+        else if (k === 'min_tx_rate') change.minTxRate = Number(v);
+        else if (k === 'max_tx_rate') change.maxTxRate = Number(v);
+        else return fail(`fake ip: unsupported vf setting ${k}`);
+      }
+      if (!state.pfs.some((p) => p.name === dev)) return fail(`Cannot find device "${dev}"`, 1);
+      // The kernel keeps what it applied before the attribute it refused: save either way.
+      try {
         kernel.setVfLink(state, dev, index, change);
-      } else if (rest[0] === 'mtu') {
-        const vf = state.pfs.flatMap((p) => p.vfs).find((v) => v.netdev === dev);
-        const pf = state.pfs.find((p) => p.name === dev);
-        if (vf) vf.mtu = Number(rest[1]);
-        else if (pf) pf.mtu = Number(rest[1]);
-        else return fail(`Cannot find device "${dev}"`, 1);
-      } else return fail(`fake ip: unsupported: ${argv.join(' ')}`);
-    } catch (err) {
-      return fail(`RTNETLINK answers: ${(err as Error).message}`);
-    }
+      } catch (err) {
+        refused = err;
+      }
+    } else if (rest[0] === 'mtu' || ((rest[0] === 'up' || rest[0] === 'down') && rest.length === 1)) {
+      const known = state.pfs.some((p) => p.name === dev || p.vfs.some((v) => v.netdev === dev));
+      if (!known) return fail(`Cannot find device "${dev}"`, 1);
+      try {
+        if (rest[0] === 'mtu') kernel.setMtu(state, dev, Number(rest[1]));
+        else if (state.pfs.some((p) => p.name === dev)) kernel.setLinkUp(state, dev, rest[0] === 'up');
+        else return fail('fake ip: up/down is implemented for PFs only');
+      } catch (err) {
+        refused = err;
+      }
+    } else return fail(`fake ip: unsupported: ${argv.join(' ')}`);
     saveAndRender(root, state);
+    if (refused) return fail(`RTNETLINK answers: ${strerror(refused)}`);
     return 0;
   }
   return fail(`fake ip: unsupported: ${argv.join(' ')}`);
+}
+
+/** What iproute2 prints for a kernel errno (the sim kernel's message is only a fallback). */
+function strerror(err: unknown): string {
+  const code = (err as { code?: string }).code;
+  const text: Record<string, string> = {
+    EINVAL: 'Invalid argument',
+    EOPNOTSUPP: 'Operation not supported',
+    EBUSY: 'Device or resource busy',
+    ERANGE: 'Numerical result out of range',
+    ENODEV: 'No such device',
+    EPERM: 'Operation not permitted',
+  };
+  return (code && text[code]) ?? (err as Error).message;
 }

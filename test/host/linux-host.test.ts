@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { LinuxHost } from '../../src/host/linux-host.js';
 import type { NetdevName } from '../../src/types.js';
 import { fakeVfioHolder, makeFixtureKernel } from '../helpers/fixture-kernel.js';
-import { hostSuite } from './host-suite.js';
+import { execa } from 'execa';
+import { hostSuite, IGB_FACTS } from './host-suite.js';
 
 function fixtureHost(dir: string, seed = { pfs: [{ name: 'eth0', totalVfs: 7, vfDriver: 'igbvf', address: '0000:01:00.0', offset: 128, stride: 2 }] }) {
   const fx = makeFixtureKernel(dir, seed);
@@ -20,6 +21,11 @@ t.test('LinuxHost on a fixture sysfs tree', async (t) => {
       host,
       pf: 'eth0' as NetdevName,
       totalVfs: 7,
+      facts: IGB_FACTS,
+      // Through the fake `ip`, the command the lab runs on the real PF.
+      setPfUp: async (up) => {
+        await execa(fx.ipPath, ['link', 'set', 'dev', 'eth0', up ? 'up' : 'down']);
+      },
       holdVfio: async (vf) => {
         const pid = nextPid++;
         const release = fakeVfioHolder(fx, pid, vf.iommuGroup!);
@@ -30,7 +36,8 @@ t.test('LinuxHost on a fixture sysfs tree', async (t) => {
 });
 
 t.test('LinuxHost runs ip with argument arrays and reads iproute2 JSON', async (t) => {
-  const { fx, host } = fixtureHost(t.testdir({}));
+  // A PF whose driver implements every VF setting (igb has no link-state, no min_tx_rate).
+  const { fx, host } = fixtureHost(t.testdir({}), { pfs: [{ name: 'eth0', totalVfs: 7, driver: 'ice', vfDriver: 'iavf' } as never] });
   await host.writeNumVfs('eth0' as NetdevName, 2);
   await host.setVfLink('eth0' as NetdevName, 1 as never, { mac: '52:54:00:aa:bb:cc' as never, vlan: 100, qos: 2, spoofchk: false, trust: true, linkState: 'enable', maxTxRate: 100 });
   await host.getVfLinks('eth0' as NetdevName);
