@@ -14,16 +14,13 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '../..');
-const SAMPLES = '/work/shared/libvirt-samples';
+// libvirt 11.3's own hook input, captured (see test/libvirt/README.md).
+const SAMPLES = join(REPO, 'test/libvirt/samples');
 const runsArg = process.argv.indexOf('--runs');
 const RUNS = runsArg > 0 ? Number(process.argv[runsArg + 1]) : 30;
 
-function sample(name: string, fallback: string): string {
-  try {
-    return readFileSync(join(SAMPLES, name), 'utf8');
-  } catch {
-    return fallback;
-  }
+function sample(name: string): string {
+  return readFileSync(join(SAMPLES, name), 'utf8');
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'vfpool-bench-'));
@@ -43,8 +40,8 @@ const baselineScript = join(dir, 'baseline-hook');
 writeFileSync(baselineScript, '#!/bin/sh\ncase $2 in prepare|release) ;; *) exit 0 ;; esac\ninput=$(cat)\nexit 0\n');
 chmodSync(baselineScript, 0o755);
 
-const domainXml = sample('stdin-qemu-seqtest-prepare-begin.xml', '<domain><name>seqtest</name></domain>');
-const netXml = sample('stdin-network-seqnet-start-begin.xml', '<hookData><network><name>seqnet</name></network></hookData>');
+const domainXml = sample('stdin-qemu-seqtest-prepare-begin.xml');
+const netXml = sample('stdin-network-seqnet-start-begin.xml');
 const poolNetXml = "<hookData><network><name>bench-pool</name><forward mode='hostdev'/></network></hookData>";
 
 interface Case {

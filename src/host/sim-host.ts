@@ -14,17 +14,26 @@ export class SimHost implements Host {
   readonly kind = 'sim' as const;
   constructor(readonly file: string) {}
 
-  private load(): kernel.SimState {
+  private readRaw(): kernel.SimState | kernel.SimSeed {
     const raw = readJsonFile<kernel.SimState | kernel.SimSeed>(this.file);
     if (raw === undefined) {
       throw new BadInputError(`simulated host file ${this.file} does not exist`, 'create it, e.g. {"pfs":[{"name":"eth1","totalVfs":16}]}');
     }
-    return 'version' in raw ? raw : kernel.fillSimState(raw);
+    return raw;
+  }
+
+  private async load(): Promise<kernel.SimState> {
+    const raw = this.readRaw();
+    if ('version' in raw) return raw;
+    // A seed is filled in once, under the lock, and written back: filling it in again on every
+    // read would give the VFs of a seed with `numVfs` new random MACs each time they are read.
+    return this.mutate((state) => state);
   }
 
   /** Applies one kernel operation atomically. */
   async mutate<R>(fn: (state: kernel.SimState) => R): Promise<R> {
-    this.load(); // existence and seed validity, before taking the lock
+    const raw = this.readRaw(); // existence, and a seed's validity, before taking the lock
+    if (!('version' in raw)) kernel.fillSimState(raw);
     return updateJsonFileLocked<kernel.SimState | kernel.SimSeed, R>(
       this.file,
       () => ({ pfs: [] }),
@@ -45,11 +54,11 @@ export class SimHost implements Host {
   }
 
   async listPfs(): Promise<NetdevName[]> {
-    return this.load().pfs.map((p) => p.name as NetdevName);
+    return (await this.load()).pfs.map((p) => p.name as NetdevName);
   }
 
   async getPf(pf: NetdevName): Promise<PfInfo> {
-    const p = kernel.findPf(this.load(), pf);
+    const p = kernel.findPf((await this.load()), pf);
     return {
       name: p.name as NetdevName,
       address: p.address as PciAddress,
@@ -62,7 +71,7 @@ export class SimHost implements Host {
   }
 
   async listVfs(pf: NetdevName): Promise<VfInfo[]> {
-    return kernel.findPf(this.load(), pf).vfs.map((v) => ({
+    return kernel.findPf((await this.load()), pf).vfs.map((v) => ({
       index: v.index as VfIndex,
       address: v.address as PciAddress,
       netdev: v.netdev as NetdevName | null,
@@ -72,7 +81,7 @@ export class SimHost implements Host {
   }
 
   async netdevDevice(netdev: NetdevName): Promise<PciAddress | null> {
-    for (const p of this.load().pfs) {
+    for (const p of (await this.load()).pfs) {
       if (p.name === netdev) return p.address as PciAddress;
       const v = p.vfs.find((x) => x.netdev === netdev);
       if (v) return v.address as PciAddress;
@@ -81,7 +90,7 @@ export class SimHost implements Host {
   }
 
   async physfnOf(dev: PciAddress): Promise<NetdevName | null> {
-    const pf = this.load().pfs.find((p) => p.vfs.some((v) => v.address === dev));
+    const pf = (await this.load()).pfs.find((p) => p.vfs.some((v) => v.address === dev));
     return pf ? (pf.name as NetdevName) : null;
   }
 
@@ -90,7 +99,7 @@ export class SimHost implements Host {
   }
 
   async getVfLinks(pf: NetdevName): Promise<Map<number, VfLinkConfig>> {
-    const p = kernel.findPf(this.load(), pf);
+    const p = kernel.findPf((await this.load()), pf);
     return new Map(
       p.vfs.map((v) => [
         v.index,
@@ -128,7 +137,7 @@ export class SimHost implements Host {
   }
 
   async getMtu(netdev: NetdevName): Promise<number> {
-    const s = this.load();
+    const s = (await this.load());
     for (const p of s.pfs) {
       if (p.name === netdev) return p.mtu;
       const v = p.vfs.find((x) => x.netdev === netdev);
@@ -146,7 +155,7 @@ export class SimHost implements Host {
   }
 
   async vfioGroupHolders(group: string): Promise<number[]> {
-    for (const p of this.load().pfs) {
+    for (const p of (await this.load()).pfs) {
       const v = p.vfs.find((x) => x.iommuGroup === group && x.driver === 'vfio-pci');
       if (v) return v.vfioHolders.filter(kernel.isAlive);
     }
@@ -167,7 +176,7 @@ export class SimHost implements Host {
   }
 
   async getVfioGroupOwner(group: string): Promise<{ uid: number; gid: number } | null> {
-    for (const p of this.load().pfs) {
+    for (const p of (await this.load()).pfs) {
       const v = p.vfs.find((x) => x.iommuGroup === group && x.driver === 'vfio-pci');
       if (v) return v.vfioOwner;
     }
@@ -175,7 +184,7 @@ export class SimHost implements Host {
   }
 
   async iommuGroupDevices(group: string): Promise<Array<{ address: PciAddress; driver: string | null }>> {
-    return this.load()
+    return (await this.load())
       .pfs.flatMap((p) => p.vfs)
       .filter((v) => v.iommuGroup === group)
       .map((v) => ({ address: v.address as PciAddress, driver: v.driver }));

@@ -7,7 +7,7 @@ import { spawnSleeper } from '../helpers/processes.js';
 import { REPO, spawnEntry } from '../helpers/spawn.js';
 
 const sample = (name: string) => readFileSync(join(REPO, 'test/libvirt/samples', name), 'utf8');
-const SEQNET_START = readFileSync('/work/shared/libvirt-samples/stdin-network-seqnet-start-begin.xml', 'utf8');
+const SEQNET_START = sample('stdin-network-seqnet-start-begin.xml'); // libvirt 11.3, a plain bridge network
 const hook = (w: { env: Record<string, string> }, args: string[], stdin: string) => spawnEntry('hooks/network', args, { env: w.env, stdin });
 
 t.test('a network that is not a vfpool pool costs nothing: exit 0, no state', async (t) => {

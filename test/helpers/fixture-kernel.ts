@@ -84,7 +84,7 @@ export function saveAndRender(root: string, state: kernel.SimState): void {
       ln(vfDir, join(sys, 'bus/pci/devices', vf.address));
       file(join(vfDir, 'driver_override'), `${vf.driverOverride ?? '(null)'}\n`);
       ln(join(sys, 'kernel/iommu_groups', vf.iommuGroup), join(vfDir, 'iommu_group'));
-      mkdirSync(join(sys, 'kernel/iommu_groups', vf.iommuGroup, 'devices'), { recursive: true });
+      ln(vfDir, join(sys, 'kernel/iommu_groups', vf.iommuGroup, 'devices', vf.address));
       if (vf.driver) ln(join(sys, 'bus/pci/drivers', vf.driver), join(vfDir, 'driver'));
       if (vf.netdev) netdev(vf.netdev, vfDir, vf.mtu, true);
       if (vf.driver === 'vfio-pci') file(join(root, 'dev/vfio', vf.iommuGroup), '');

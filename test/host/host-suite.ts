@@ -4,6 +4,7 @@
  * the lab (test/lab), so the simulation is held to the kernel's behaviour by the same assertions.
  */
 import type { Test } from 'tap';
+import { eachWithFresh } from '../helpers/suite.js';
 import { HostError } from '../../src/errors.js';
 import type { Host, VfInfo } from '../../src/host/host.js';
 import type { MacAddress, NetdevName, VfIndex } from '../../src/types.js';
@@ -84,15 +85,7 @@ export async function waitForVfs(host: Host, pf: NetdevName, count: number, prob
 }
 
 export function hostSuite(t: Test, make: HostFactory): void {
-  const withHost = (name: string, fn: (t: Test, h: HostUnderTest) => Promise<void>) =>
-    t.test(name, async (t) => {
-      const h = await make(t);
-      try {
-        await fn(t, h);
-      } finally {
-        await h.cleanup?.();
-      }
-    });
+  const withHost = eachWithFresh(t, make);
 
   withHost('the PF is found with its SR-IOV capability and no VFs', async (t, h) => {
     const pf = await h.host.getPf(h.pf);
@@ -122,6 +115,10 @@ export function hostSuite(t: Test, make: HostFactory): void {
       t.equal(await h.host.netdevDevice(vf.netdev!), vf.address, 'the netdev\'s device is the VF');
     }
     t.not(vfs[0]!.iommuGroup, vfs[1]!.iommuGroup, 'each VF in its own IOMMU group');
+    for (const vf of vfs) {
+      t.same(await h.host.iommuGroupDevices(vf.iommuGroup!), [{ address: vf.address, driver: vf.driver }],
+        `VF ${vf.index}'s IOMMU group lists it, with its driver, and nothing else`);
+    }
     t.equal(await h.host.physfnOf((await h.host.getPf(h.pf)).address), null, 'a PF has no physfn');
   });
 

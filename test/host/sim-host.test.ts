@@ -1,6 +1,6 @@
 import t from 'tap';
 import { join } from 'node:path';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { SimHost } from '../../src/host/sim-host.js';
 import type { NetdevName } from '../../src/types.js';
 import type { VfInfo } from '../../src/host/host.js';
@@ -68,4 +68,14 @@ t.test('concurrent writers to one sim file see one machine', async (t) => {
   await Promise.all(macs.map((mac, i) => new SimHost(file).setVfLink('eth1' as NetdevName, i as never, { mac: mac as never })));
   const links = await host.getVfLinks('eth1' as NetdevName);
   t.same([...links.values()].map((l) => l.mac), macs, 'no update lost');
+});
+
+t.test('a seed is filled in once: what one reader sees, the next sees too', async (t) => {
+  const file = join(t.testdir({}), 'host.json');
+  writeFileSync(file, JSON.stringify({ pfs: [{ name: 'eth1', totalVfs: 4, numVfs: 2 }] }));
+  const first = [...(await new SimHost(file).getVfLinks('eth1' as NetdevName)).values()].map((l) => l.mac);
+  const second = [...(await new SimHost(file).getVfLinks('eth1' as NetdevName)).values()].map((l) => l.mac);
+  t.equal(first.length, 2);
+  t.same(second, first, 'the random MACs the VF driver picked at fill-in are kept');
+  t.match(JSON.parse(readFileSync(file, 'utf8')), { version: 1 }, 'the filled-in state was written back');
 });

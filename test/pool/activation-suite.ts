@@ -3,6 +3,7 @@
  * on the simulated host, on LinuxHost over a fixture sysfs, and in the lab on a real igb PF.
  */
 import type { Test } from 'tap';
+import { eachWithFresh } from '../helpers/suite.js';
 import type { Host, VfInfo } from '../../src/host/host.js';
 import type { Context } from '../../src/pool/context.js';
 import { parsePoolXml } from '../../src/config/pool-xml.js';
@@ -38,15 +39,7 @@ async function settle(host: Host, pf: NetdevName, n: number): Promise<VfInfo[]> 
 }
 
 export function activationSuite(t: Test, make: (t: Test) => Promise<ActivationWorld>): void {
-  const world = (name: string, fn: (t: Test, w: ActivationWorld) => Promise<void>) =>
-    t.test(name, async (t) => {
-      const w = await make(t);
-      try {
-        await fn(t, w);
-      } finally {
-        await w.cleanup?.();
-      }
-    });
+  const world = eachWithFresh(t, make);
 
   world('0 -> N: the pool\'s VFs are created and, managed hostdev, bound to vfio-pci', async (t, w) => {
     const xml = poolXml(w.pf, 3);
