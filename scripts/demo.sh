@@ -58,7 +58,10 @@ echo '{"pfs":[{"name":"eth1","totalVfs":7,"address":"0000:01:00.0","vfDriver":"i
   walkthrough eth1 4 "$work"
 )
 
-real_pfs=$(for f in /sys/class/net/*/device/sriov_totalvfs; do [ -e "$f" ] && f=${f%/device/*} && echo "${f##*/}"; done)
+real_pfs=
+for f in /sys/class/net/*/device/sriov_totalvfs; do
+  if [ -e "$f" ]; then f=${f%/device/*}; real_pfs="$real_pfs ${f##*/}"; fi
+done
 if [ -n "${VFPOOL_DEMO_PF:-}" ]; then
   step "On this machine's real PF $VFPOOL_DEMO_PF (VFPOOL_HOST=linux)"
   [ "$(id -u)" = 0 ] || { echo "demo: the real-host walkthrough needs root" >&2; exit 1; }
@@ -68,7 +71,7 @@ if [ -n "${VFPOOL_DEMO_PF:-}" ]; then
     walkthrough "$VFPOOL_DEMO_PF" 2 "$work/real"
   )
 elif [ -n "$real_pfs" ]; then
-  step "This machine has SR-IOV PFs ($(echo $real_pfs)): read-only status"
+  step "This machine has SR-IOV PFs (${real_pfs# }): read-only status"
   VFPOOL_HOST=linux vfpool status || true
   echo "(run the walkthrough on one with VFPOOL_DEMO_PF=NAME npm run demo)"
 else
