@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { BadInputError, ConflictError, HostError, RollbackError, VfpoolError, asVfpoolError, errnoOf } from '../errors.js';
 import { domainRequests, type DacLabel, type DomainSpec, type VfRequest } from '../config/domain-xml.js';
 import { modeUsesVfio, type PoolMode, type PoolSpec } from '../config/pool-xml.js';
-import type { NetdevName, PciAddress } from '../types.js';
+import { parseObjectName, type NetdevName, type PciAddress } from '../types.js';
 import { isAlive } from '../util/process.js';
 import { pickVfs, resolveNamedVf, resolvePoolMembers, type Member, type ResolvedRequest } from './allocation.js';
 import type { Context } from './context.js';
@@ -444,9 +444,10 @@ export function resolveDacLabel(label: DacLabel, etcDir = '/etc'): Owner {
 
 /** libvirt's pid file for a running domain (`RUNDIR/NAME.pid`): the pid, if that process lives. */
 export function readLibvirtPid(runDir: string, domain: string): number | null {
+  const file = join(runDir, `${parseObjectName(domain, 'domain name')}.pid`);
   let text: string;
   try {
-    text = readFileSync(join(runDir, `${domain}.pid`), 'utf8');
+    text = readFileSync(file, 'utf8');
   } catch {
     return null;
   }

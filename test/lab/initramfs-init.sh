@@ -12,6 +12,7 @@
 #   vfpool.cwd=ABS     working directory for it (default /)
 #   vfpool.out=ABS     host path of the "out" share; mounted at the same path inside the root
 #   vfpool.modules=a,b modules loaded with the host's modprobe before the script
+#   vfpool.keep=ABS    a directory under /tmp or /run (the project) kept visible over the tmpfs
 # Writes OUT/guest.log (script stdout+stderr, also on the console) and OUT/status (exit code),
 # then powers off. Any failure of our own ends in poweroff without a status file: the host
 # reports that as "no status" and shows console.log.
@@ -30,13 +31,14 @@ uptime_s() { read -r up _ </proc/uptime; echo "${up}s"; }
 say "started (uptime $(uptime_s))"
 die() { say "FATAL: $*"; sync; poweroff -f; sleep 5; exit 1; }   # exit -> panic -> reboot -> qemu -no-reboot quits
 
-script= cwd=/ outdir= modules=
+script= cwd=/ outdir= modules= keep=
 for w in $(cat /proc/cmdline); do
   case "$w" in
     vfpool.script=*) script=${w#*=} ;;
     vfpool.cwd=*) cwd=${w#*=} ;;
     vfpool.out=*) outdir=${w#*=} ;;
     vfpool.modules=*) modules=$(echo "${w#*=}" | tr , ' ') ;;
+    vfpool.keep=*) keep=${w#*=} ;;
   esac
 done
 [ -n "$script" ] || die "no vfpool.script= on the kernel command line"
@@ -54,8 +56,16 @@ R=/newroot
 # can change them, and a run is short). The out share stays cache=none so the host sees writes live.
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot "$R" \
   || die "mount hostroot (9p) failed"
+# A project that lives under /tmp or /run (a CI clone, say) would vanish under the tmpfs mounts
+# below: hold it by a bind mount first and bind it back on top of the tmpfs.
+if [ -n "$keep" ]; then
+  mkdir -p /keep && mount -o bind "$R$keep" /keep || die "bind mount of $keep failed"
+fi
 mount -t tmpfs -o mode=1777 tmpfs "$R/tmp" || die "tmpfs on /tmp failed"
 mount -t tmpfs -o mode=755 tmpfs "$R/run" || die "tmpfs on /run failed"
+if [ -n "$keep" ]; then
+  mkdir -p "$R$keep" && mount -o bind /keep "$R$keep" || die "binding $keep back over the tmpfs failed"
+fi
 mount -t proc proc "$R/proc" || die "proc in root failed"
 mount -t sysfs sysfs "$R/sys" || die "sysfs in root failed"
 mount -t devtmpfs devtmpfs "$R/dev" || die "devtmpfs in root failed"

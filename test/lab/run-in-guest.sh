@@ -48,8 +48,13 @@ done
 # The guest mounts tmpfs over /tmp and /run (the shared root is read-only), hiding the host's
 # files there; only OUTDIR itself is mounted back. Catch this here rather than in the guest.
 under() { case "$1/" in "$2"/*) return 0 ;; *) return 1 ;; esac; }
+# The project itself may live there (CI clones wherever it likes): the guest binds it back.
+keep=
+for hidden in /tmp /run; do
+  if under "$repo" "$hidden"; then keep=$repo; fi
+done
 for p in "$script" "$cwd"; do
-  if ! under "$p" "$out"; then
+  if ! under "$p" "$out" && ! { [ -n "$keep" ] && under "$p" "$keep"; }; then
     for hidden in /tmp /run /proc /sys /dev; do
       under "$p" "$hidden" && usage "$p is under $hidden, which the guest replaces; put it elsewhere or inside OUTDIR"
     done
@@ -112,7 +117,7 @@ args=(
   -device intel-iommu,intremap=on,caching-mode=on
   -kernel "/boot/vmlinuz-$kver" -initrd "$initrd"
   # panic=-1 + -no-reboot: if /init dies the kernel panics, "reboots", and QEMU exits at once.
-  -append "console=ttyS0 panic=-1 loglevel=4 intel_iommu=on vfpool.script=$script vfpool.cwd=$cwd vfpool.out=$out vfpool.modules=$modules${VFPOOL_LAB_APPEND:+ $VFPOOL_LAB_APPEND}"
+  -append "console=ttyS0 panic=-1 loglevel=4 intel_iommu=on vfpool.script=$script vfpool.cwd=$cwd vfpool.out=$out vfpool.modules=$modules${keep:+ vfpool.keep=$keep}${VFPOOL_LAB_APPEND:+ $VFPOOL_LAB_APPEND}"
   # multidevs=remap: / spans several host filesystems; without it inode numbers can collide.
   -fsdev local,id=fs0,path=/,security_model=none,readonly=on,multidevs=remap
   -device virtio-9p-pci,fsdev=fs0,mount_tag=hostroot
