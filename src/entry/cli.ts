@@ -113,8 +113,11 @@ await yargs(hideBin(process.argv))
     }))
   .command('net-start <pool>', 'create the pool\'s VFs and mark it active', (y) => dryRun(y.positional('pool', { type: 'string', demandOption: true })),
     withContext('net-start', async (ctx, a: { pool: string; dryRun: boolean }) => {
-      const spec = ctx.registry.get(a.pool);
-      const xml = ctx.registry.readDefinition(a.pool) ?? '';
+      // The definition file's text, and the spec parsed from that same text; without a file,
+      // get() names the error (unknown pool) or yields a pool libvirt runs (already active).
+      const def = ctx.registry.definition(a.pool);
+      const spec = def?.spec ?? ctx.registry.get(a.pool);
+      const xml = def?.xml ?? ctx.store.read().pools[a.pool]?.xml ?? '';
       const r = await startPool(ctx, spec, xml, { dryRun: a.dryRun });
       if (a.dryRun) {
         out(`plan for net-start ${a.pool} (--dry-run, nothing changed):`);
@@ -129,6 +132,7 @@ await yargs(hideBin(process.argv))
         out(`plan for net-destroy ${a.pool} (--dry-run, nothing changed):`);
         formatPlan(r.actions).forEach((l) => out(`  ${l}`));
       } else out(`Pool ${a.pool} destroyed`);
+      for (const pf of r.gone) process.stderr.write(`vfpool: warning: pool '${a.pool}': PF ${pf} no longer exists: nothing to remove on it\n`);
       return 0;
     }))
   .command('status', 'PFs, their VFs and who holds them', json,

@@ -48,10 +48,11 @@ async function main(argv: string[]): Promise<number> {
       pool = fromMeta;
       xml = stdin;
     } else {
-      const def = ctx.registry.readDefinition(name);
+      // The definition file as it is now: what is planned is what is recorded.
+      const def = ctx.registry.definition(name);
       if (def === undefined) return 0; // not ours
-      pool = ctx.registry.get(name);
-      xml = def;
+      pool = def.spec;
+      xml = def.xml;
     }
     const r = await startPool(ctx, pool, xml, { allowActive: true });
     ctx.log.info(`pool '${name}' started by libvirt (${r.actions.length} step(s))`);
@@ -61,6 +62,7 @@ async function main(argv: string[]): Promise<number> {
   // stopped end: libvirt cannot be refused here; VFs in use stay and we say so.
   const r = await stopPool(ctx, name, { refuse: false });
   for (const k of r.kept) process.stderr.write(`vfpool: warning: pool '${name}': ${k.reason}; remove them later with \`vfpool reconcile\` or restart the network\n`);
+  for (const pf of r.gone) process.stderr.write(`vfpool: warning: pool '${name}': PF ${pf} no longer exists: nothing to remove on it\n`);
   return 0;
 }
 

@@ -11,7 +11,8 @@ export interface VfUse {
 /**
  * Who uses each of these VFs:
  * 1. an allocation in vfpool's state whose owner still runs (an owner whose QEMU pid is not yet
- *    known counts as running: it is between prepare and start);
+ *    known counts as running: it is between prepare and start), or that a live vfpool process
+ *    is still preparing or releasing (its `worker`);
  * 2. a port libvirt's own hostdev network handed out (recorded at `port-created`);
  * 3. a process holding `/dev/vfio/GROUP` of a VF bound to vfio-pci (QEMU started by anyone).
  */
@@ -20,8 +21,11 @@ export async function findVfUses(host: Host, state: VfpoolState, vfs: VfInfo[]):
   const add = (addr: string, u: VfUse) => uses.set(addr, [...(uses.get(addr) ?? []), u]);
   for (const vf of vfs) {
     for (const a of state.allocations) {
-      if (a.vfAddr === vf.address && (a.owner.pid === null || isAlive(a.owner.pid))) {
+      if (a.vfAddr !== vf.address) continue;
+      if (a.owner.pid === null || isAlive(a.owner.pid)) {
         add(vf.address, { by: 'allocation', who: `domain '${a.owner.domain}'${a.owner.pid ? ` (pid ${a.owner.pid})` : ''}` });
+      } else if (a.worker && isAlive(a.worker)) {
+        add(vf.address, { by: 'allocation', who: `vfpool process ${a.worker} working on domain '${a.owner.domain}'s VF` });
       }
     }
     for (const p of state.ports) {

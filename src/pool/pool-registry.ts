@@ -32,6 +32,12 @@ export class PoolRegistry {
     }
   }
 
+  /** The persistent definition, its text and the spec parsed from that same text. */
+  definition(name: string): { xml: string; spec: PoolSpec } | undefined {
+    const xml = this.readDefinition(name);
+    return xml === undefined ? undefined : { xml, spec: parsePoolXml(xml, this.fileOf(name)) };
+  }
+
   /** A pool by name: the running one's definition first (what it was started with), then the file. */
   get(name: string, state: VfpoolState = this.store.read()): PoolSpec {
     const active = state.pools[name];

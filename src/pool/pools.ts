@@ -7,14 +7,22 @@ import { findVfUses } from './in-use.js';
 import { applyPlan, describeAction, type Action } from './plan.js';
 import type { VfpoolState } from './state-store.js';
 
-/** Reads what the planners need about each PF; a missing PF is an error naming the pool. */
-async function gatherFacts(ctx: Context, pool: PoolSpec, pfs: NetdevName[], state: VfpoolState): Promise<Map<NetdevName, PfFacts>> {
+/**
+ * Reads what the planners need about each PF; a missing PF is an error naming the pool, except
+ * with `gone` (stopping), where a PF that no longer exists has no VFs left to remove: it is
+ * listed there instead, so a pool whose NIC was unplugged can still be stopped.
+ */
+async function gatherFacts(ctx: Context, pool: PoolSpec, pfs: NetdevName[], state: VfpoolState, gone?: NetdevName[]): Promise<Map<NetdevName, PfFacts>> {
   const facts = new Map<NetdevName, PfFacts>();
   for (const pf of pfs) {
     let info;
     try {
       info = await ctx.host.getPf(pf);
     } catch (err) {
+      if (err instanceof HostError && err.code === 'ENOENT' && gone) {
+        gone.push(pf);
+        continue;
+      }
       if (err instanceof HostError) {
         throw new HostError(`pool '${pool.name}': PF ${pf}: ${err.message}`, { code: err.code, hint: 'check the <pf dev> name against `ip link`', cause: err });
       }
@@ -44,16 +52,13 @@ export async function startPool(
   opts: { dryRun?: boolean; allowActive?: boolean } = {},
 ): Promise<StartResult> {
   const pfs = pool.pfs.map((p) => p.dev);
-  if (opts.dryRun) {
-    const state = ctx.store.read();
-    const actions = planPoolStart(pool, await gatherFacts(ctx, pool, pfs, state));
-    return { pool, actions, applied: false };
-  }
-  return ctx.store.update(async (state) => {
+  // One path for --dry-run and the real run, so the plan shown is checked like the real one.
+  const run = async (state: VfpoolState, apply: boolean): Promise<StartResult> => {
     if (state.pools[pool.name] && !opts.allowActive) {
       throw new ConflictError(`pool '${pool.name}' is already active`, `stop it with \`vfpool net-destroy ${pool.name}\` first`);
     }
     const actions = planPoolStart(pool, await gatherFacts(ctx, pool, pfs, state));
+    if (!apply) return { pool, actions, applied: false };
     const log = ctx.log.child(`pool '${pool.name}'`);
     log.info(`starting: ${actions.length} step(s)`);
     await applyPlan(ctx.host, actions, log, ctx.apply);
@@ -67,13 +72,17 @@ export async function startPool(
     };
     log.info('started');
     return { pool, actions, applied: true };
-  });
+  };
+  if (opts.dryRun) return run(ctx.store.read(), false);
+  return ctx.store.update((state) => run(state, true));
 }
 
 export interface StopResult extends StopPlan {
   pool: string;
   wasActive: boolean;
   applied: boolean;
+  /** Activated PFs that no longer exist (nothing to remove on them). */
+  gone: NetdevName[];
 }
 
 /**
@@ -86,19 +95,21 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
     const active = state.pools[name];
     if (!active) {
       if (opts.refuse) throw new ConflictError(`pool '${name}' is not active`, `start it with \`vfpool net-start ${name}\``);
-      return { pool: name, wasActive: false, applied: false, actions: [], kept: [] };
+      return { pool: name, wasActive: false, applied: false, actions: [], kept: [], gone: [] };
     }
     const pool = ctx.registry.get(name, state);
-    const activated = active.activated.map((a) => a.pf);
-    const plan = planPoolStop(pool, activated, await gatherFacts(ctx, pool, activated, state), { refuse: opts.refuse });
-    if (!apply) return { pool: name, wasActive: true, applied: false, ...plan };
+    const gone: NetdevName[] = [];
+    const facts = await gatherFacts(ctx, pool, active.activated.map((a) => a.pf), state, gone);
+    const plan = planPoolStop(pool, [...facts.keys()], facts, { refuse: opts.refuse });
+    if (!apply) return { pool: name, wasActive: true, applied: false, gone, ...plan };
     const log = ctx.log.child(`pool '${name}'`);
     log.info(`stopping: ${plan.actions.length} step(s)`);
     await applyPlan(ctx.host, plan.actions, log, ctx.apply);
     for (const k of plan.kept) log.warn(k.reason);
+    for (const pf of gone) log.warn(`PF ${pf} no longer exists: nothing to remove on it`);
     delete state.pools[name];
     log.info('stopped');
-    return { pool: name, wasActive: true, applied: true, ...plan };
+    return { pool: name, wasActive: true, applied: true, gone, ...plan };
   };
   if (opts.dryRun) return run(ctx.store.read(), false);
   return ctx.store.update((state) => run(state, true));

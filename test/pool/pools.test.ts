@@ -1,0 +1,69 @@
+import t from 'tap';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { parsePoolXml } from '../../src/config/pool-xml.js';
+import { startPool, stopPool } from '../../src/pool/pools.js';
+import { findVfUses } from '../../src/pool/in-use.js';
+import type { SimState } from '../../src/host/sim-kernel.js';
+import type { NetdevName } from '../../src/types.js';
+import { makeSimEnv, SEED_000_POOL } from '../helpers/env.js';
+import { spawnSleeper } from '../helpers/processes.js';
+import { vfpoolCli } from '../helpers/spawn.js';
+import { poolXml } from './activation-suite.js';
+
+t.test('a pool whose PF was unplugged can still be stopped: nothing to remove there, said so', async (t) => {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }, { name: 'eth2', totalVfs: 8 }] });
+  const xml = `<network><name>two</name><forward mode='hostdev'><pf dev='eth1'><vf num='2'/></pf><pf dev='eth2'><vf num='2'/></pf></forward></network>`;
+  w.definePool('two', xml);
+  t.equal((await vfpoolCli(['net-start', 'two'], { env: w.env })).exitCode, 0);
+  const state = JSON.parse(readFileSync(w.hostFile, 'utf8')) as SimState;
+  state.pfs = state.pfs.filter((p) => p.name !== 'eth2');
+  writeFileSync(w.hostFile, JSON.stringify(state));
+  const r = await vfpoolCli(['net-destroy', 'two'], { env: w.env });
+  t.equal(r.exitCode, 0);
+  t.equal(r.stderr, "vfpool: warning: pool 'two': PF eth2 no longer exists: nothing to remove on it\n");
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 0, 'the PF that is still there was emptied');
+  t.notOk(w.ctx.store.read().pools.two, 'the pool is stopped');
+});
+
+t.test('--dry-run of net-start checks what the real run checks (already active: exit 3)', async (t) => {
+  const w = makeSimEnv(t);
+  w.definePool('sriov-pool', SEED_000_POOL);
+  t.equal((await vfpoolCli(['net-start', 'sriov-pool'], { env: w.env })).exitCode, 0);
+  const dry = await vfpoolCli(['net-start', 'sriov-pool', '--dry-run'], { env: w.env });
+  t.same([dry.exitCode, dry.stderr], [3, "vfpool: pool 'sriov-pool' is already active: stop it with `vfpool net-destroy sriov-pool` first\n"]);
+});
+
+t.test('libvirt restarting a running pool plans from the definition it records', async (t) => {
+  const w = makeSimEnv(t);
+  w.definePool('sriov-pool', poolXml('eth1', 2, { managed: false }));
+  const first = parsePoolXml(poolXml('eth1', 2, { managed: false }), 't');
+  await startPool(w.ctx, first, poolXml('eth1', 2, { managed: false }));
+  w.definePool('sriov-pool', poolXml('eth1', 3, { managed: false }));
+  const { spawnEntry } = await import('../helpers/spawn.js');
+  const r = await spawnEntry('hooks/network', ['sriov-pool', 'start', 'begin', '-'], {
+    env: w.env,
+    stdin: '<hookData><network><name>sriov-pool</name><forward mode=\'hostdev\'/></network></hookData>',
+  });
+  t.same([r.exitCode, r.stderr], [0, '']);
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 3, 'the new definition was applied');
+  t.match(w.ctx.store.read().pools['sriov-pool']!.xml, /<vf num='3'\/>/, 'and is the one recorded');
+});
+
+t.test('a VF whose owner is gone but whose release is still running counts as in use', async (t) => {
+  const w = makeSimEnv(t);
+  const xml = poolXml('eth1', 2, { managed: false });
+  await startPool(w.ctx, parsePoolXml(xml, 't'), xml);
+  const vf = (await w.sim.listVfs('eth1' as NetdevName))[0]!;
+  const worker = spawnSleeper();
+  t.teardown(worker.kill);
+  const state = w.ctx.store.read();
+  state.allocations.push({
+    pool: 'sriov-pool', pf: 'eth1' as NetdevName, vfIndex: 0, vfAddr: vf.address, netdev: vf.netdev,
+    owner: { domain: 'gone', uuid: null, pid: 999_999_999 }, mac: null, vlan: null, alias: 'vfpool-vf0',
+    phase: 'releasing', saved: null, guestSlot: 0, requestedNetdev: null, createdAt: new Date().toISOString(), worker: worker.pid,
+  } as never);
+  const uses = await findVfUses(w.sim, state, [vf]);
+  t.match(uses.get(vf.address), [{ by: 'allocation', who: new RegExp(`vfpool process ${worker.pid} working on domain 'gone'`) }]);
+  await stopPool(w.ctx, 'sriov-pool', { refuse: false }).then(() => undefined);
+  t.ok(true);
+});
