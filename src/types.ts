@@ -1,4 +1,4 @@
-import { BadInputError } from './errors.js';
+import { BadInputError, HostError } from './errors.js';
 
 /**
  * Branded identifiers: a PCI address, a MAC and a VF index are all strings or numbers, and
@@ -17,7 +17,8 @@ export type NetdevName = Brand<string, 'NetdevName'>;
 
 const PCI_RE = /^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$/;
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
-// The kernel's dev_valid_name(): at most 15 bytes, not "." or "..", no '/', ':' or whitespace.
+// What vfpool accepts from XML: a subset of the kernel's dev_valid_name() (at most 15 bytes,
+// not "." or "..", no '/', ':' or whitespace) that is safe in paths and argv without quoting.
 const NETDEV_RE = /^[A-Za-z0-9_.@+-]{1,15}$/;
 
 export function parsePciAddress(value: string, field = 'address'): PciAddress {
@@ -72,6 +73,17 @@ export function parseGuestMac(value: string, field = 'mac'): MacAddress {
 /** For values read back from the kernel, which are trusted but still normalised. */
 export function macFromKernel(value: string): MacAddress {
   return value.toLowerCase() as MacAddress;
+}
+
+/**
+ * A name the kernel reported (a readdir of sysfs): the kernel's own rule is enough, since udev
+ * may give legal names outside the set accepted from XML. Still never a path component escape.
+ */
+export function netdevFromKernel(value: string): NetdevName {
+  if (value === '' || value === '.' || value === '..' || value.includes('/')) {
+    throw new HostError(`the kernel reported a network interface named '${value}'`, { code: 'EINVAL' });
+  }
+  return value as NetdevName;
 }
 
 export function parseNetdevName(value: string, field = 'dev'): NetdevName {

@@ -1,7 +1,7 @@
 import { readdir, readFile, readlink, realpath, stat, chown, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { errnoOf, HostError } from '../errors.js';
-import { parseNetdevName, type NetdevName, type PciAddress, type VfIndex } from '../types.js';
+import { netdevFromKernel, type NetdevName, type PciAddress, type VfIndex } from '../types.js';
 import type { Host, PfInfo, VfInfo, VfLinkChange, VfLinkConfig } from './host.js';
 import { parseVfInfoList, vfLinkSetArgs } from './ip-link.js';
 
@@ -156,7 +156,7 @@ export class LinuxHost implements Host {
       vfs.push({
         index: Number(m[1]) as VfIndex,
         address: address as PciAddress,
-        netdev: netdevs[0] ? parseNetdevName(netdevs[0]) : null,
+        netdev: netdevs[0] ? netdevFromKernel(netdevs[0]) : null,
         driver: await this.linkName(join(vfDir, 'driver')),
         iommuGroup: await this.linkName(join(vfDir, 'iommu_group')),
       });
@@ -175,7 +175,7 @@ export class LinuxHost implements Host {
 
   async physfnOf(dev: PciAddress): Promise<NetdevName | null> {
     const nets = await readdir(join(this.pciDir(dev), 'physfn/net')).catch(() => [] as string[]);
-    return nets[0] ? parseNetdevName(nets[0]) : null;
+    return nets[0] ? netdevFromKernel(nets[0]) : null;
   }
 
   async writeNumVfs(pf: NetdevName, count: number): Promise<void> {
@@ -203,9 +203,17 @@ export class LinuxHost implements Host {
   async bindDriver(dev: PciAddress, driver: string | null): Promise<void> {
     const dir = this.pciDir(dev);
     const current = await this.linkName(join(dir, 'driver'));
+    // Before any change: a driver that is not loaded would leave the device unbound, with no
+    // driver and no netdev, once Step 2 has run (the callers undo only completed steps).
+    if (driver !== null && (await this.readText(join(this.opts.sysfsRoot, 'bus/pci/drivers', driver, 'bind'))) === null) {
+      throw new HostError(`${dev}: driver ${driver} is not loaded (no ${join(this.opts.sysfsRoot, 'bus/pci/drivers', driver)})`, {
+        code: 'ENODEV',
+        hint: `load it with \`modprobe ${driver}\``,
+      });
+    }
     // Step 1: driver_override decides which driver the next probe picks; "\n" clears it so a
     // host driver is matched by ID again (libvirt's virPCIDeviceUnbindFromStub does the same).
-    await this.write(join(dir, 'driver_override'), driver === null || driver !== 'vfio-pci' ? '\n' : `${driver}\n`, `${dev}: setting driver_override`);
+    await this.write(join(dir, 'driver_override'), driver === 'vfio-pci' ? `${driver}\n` : '\n', `${dev}: setting driver_override`);
     // Step 2: unbind from whatever holds it now.
     if (current !== null) await this.write(join(dir, 'driver/unbind'), dev, `${dev}: unbinding from ${current}`);
     if (driver === null) return;
@@ -220,7 +228,7 @@ export class LinuxHost implements Host {
     if (bound !== driver) {
       throw new HostError(`${dev}: asked for driver ${driver}, the kernel bound ${bound ?? 'none'}`, {
         code: 'ENODEV',
-        hint: driver === 'vfio-pci' ? 'load it with `modprobe vfio-pci`' : `load it with \`modprobe ${driver}\``,
+        hint: `check \`dmesg\` for why ${driver} did not take it`,
       });
     }
   }

@@ -189,6 +189,14 @@ export function hostSuite(t: Test, make: HostFactory): void {
     t.equal(vf0.vlan, 0);
   });
 
+  withHost('binding to a driver that is not loaded fails before anything changes', async (t, h) => {
+    await h.host.writeNumVfs(h.pf, 1);
+    const [vf] = await waitForVfs(h.host, h.pf, 1, true);
+    t.equal(await codeOf(h.host.bindDriver(vf!.address, 'vfpool-no-such-driver')), 'ENODEV');
+    const after = (await h.host.listVfs(h.pf))[0]!;
+    t.same([after.driver, after.netdev], [vf!.driver, vf!.netdev], 'still on its host driver, netdev and all');
+  });
+
   withHost('binding to vfio-pci and back through driver_override', async (t, h) => {
     await h.host.writeNumVfs(h.pf, 1);
     const [vf] = await waitForVfs(h.host, h.pf, 1, true);

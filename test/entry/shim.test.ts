@@ -1,0 +1,43 @@
+import t from 'tap';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { NetdevName } from '../../src/types.js';
+import { makeSimEnv, SEED_000_POOL } from '../helpers/env.js';
+import { domainXml } from '../helpers/libvirt-domains.js';
+import { spawnEntry, vfpoolCli } from '../helpers/spawn.js';
+
+const META = `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33'/>`;
+
+t.test('the shim reads vfpool.conf as vfpool does: blanks around =, quotes, CRLF', async (t) => {
+  const w = makeSimEnv(t);
+  w.definePool('sriov-pool', SEED_000_POOL);
+  t.equal((await vfpoolCli(['net-start', 'sriov-pool'], { env: w.env })).exitCode, 0);
+  const xml = join(w.dir, 'vm1.xml');
+  writeFileSync(xml, domainXml('prepare', { name: 'vm1', vfpool: META }));
+  t.equal((await vfpoolCli(['prepare', '--xml', xml], { env: w.env })).exitCode, 0);
+  const vf0 = () => w.ctx.store.read().allocations.filter((a) => a.owner.domain === 'vm1').length;
+  t.equal(vf0(), 1, 'vm1 holds a VF');
+
+  // libvirt's environment: only the conf file says where the state is, written loosely.
+  writeFileSync(join(w.settings.configDir, 'vfpool.conf'), `  # loose\r\nVFPOOL_HOST = ${w.settings.host}\r\n VFPOOL_STATE_DIR = "${w.settings.stateDir}" \r\n`);
+  const r = await spawnEntry('hooks/qemu', ['vm1', 'release', 'end', 'destroyed'], {
+    env: { VFPOOL_CONFIG_DIR: w.settings.configDir },
+    // No vfpool metadata in this input: only the domain's marker, in the state directory the
+    // conf file names, can tell the shim that the call is vfpool's.
+    stdin: domainXml('release', { name: 'vm1' }),
+  });
+  t.same([r.exitCode, r.stderr], [0, '']);
+  t.equal(vf0(), 0, 'the shim found the domain\'s marker where the conf file put the state, and Node released it');
+  t.equal((await w.sim.getVfLinks('eth1' as NetdevName)).get(0)!.mac === '52:54:00:11:22:33', false, 'MAC restored');
+});
+
+t.test('a domain name vfpool cannot use is refused when the domain asks for a VF, ignored when it does not', async (t) => {
+  const w = makeSimEnv(t);
+  w.definePool('sriov-pool', SEED_000_POOL);
+  mkdirSync(w.settings.stateDir, { recursive: true });
+  const asks = await spawnEntry('hooks/qemu', ['web 1', 'prepare', 'begin', '-'], { env: w.env, stdin: domainXml('prepare', { name: 'web 1', vfpool: META }) });
+  t.equal(asks.exitCode, 2, 'not silently started without its VF');
+  t.equal(asks.stderr, "vfpool: domain name argument 'web 1' is not a name vfpool accepts: use letters, digits and _ . + : - (not starting with a dot), at most 128 characters\n");
+  const plain = await spawnEntry('hooks/qemu', ['web 1', 'prepare', 'begin', '-'], { env: w.env, stdin: domainXml('prepare', { name: 'web 1' }) });
+  t.same([plain.exitCode, plain.stdout, plain.stderr], [0, '', ''], 'a guest with nothing from vfpool is none of its business');
+});
