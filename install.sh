@@ -32,7 +32,7 @@ confdir=/etc/vfpool
 
 if [ $uninstall = 1 ]; then
   rm -f "$destdir$hookdir/network.d/vfpool" "$destdir$hookdir/qemu.d/vfpool" "$destdir$prefix/bin/vfpool"
-  rm -rf "$destdir$libdir"
+  rm -rf "$destdir$libdir" "$destdir$prefix/lib"/vfpool.*
   echo "vfpool removed from $prefix (pool definitions in $confdir are kept)"
   exit 0
 fi
@@ -42,20 +42,23 @@ if [ ! -f "$src/dist/bin/cli.mjs" ]; then
   exit 1
 fi
 
-# Stage the new tree next to the old one and swap, so a hook that libvirt runs meanwhile sees
-# either the old install or the new one, never half of one.
-stage=$destdir$libdir.new
-rm -rf "$stage"
+# Each install is a directory of its own (lib/vfpool.STAMP) behind the symlink lib/vfpool,
+# switched by one rename: a hook that libvirt runs meanwhile sees the old install or the new
+# one, never half of one, and never none.
+release=vfpool.$(date +%Y%m%d%H%M%S).$$
+stage=$destdir$prefix/lib/$release
 mkdir -p "$stage/dist"
 # The bundles in dist/bin carry their dependencies (scripts/bundle.mjs): no node_modules needed.
 cp -R "$src/dist/bin" "$stage/dist/"
 cp -R "$src/hooks" "$src/package.json" "$stage/"
-if [ -d "$src/qemu-args" ]; then cp -R "$src/qemu-args" "$stage/"; fi
 chmod 0755 "$stage/dist/bin/"*.mjs "$stage/hooks/vfpool-hook"
-rm -rf "$destdir$libdir.old"
-[ -e "$destdir$libdir" ] && mv "$destdir$libdir" "$destdir$libdir.old"
-mv "$stage" "$destdir$libdir"
-rm -rf "$destdir$libdir.old"
+ln -sfn "$release" "$destdir$libdir.tmp"
+# An install from before vfpool used a link is a directory, which a rename cannot replace.
+if [ -d "$destdir$libdir" ] && [ ! -L "$destdir$libdir" ]; then rm -rf "$destdir$libdir"; fi
+mv -T "$destdir$libdir.tmp" "$destdir$libdir"
+for old in "$destdir$prefix/lib"/vfpool.*; do
+  if [ "$old" != "$stage" ] && [ -d "$old" ]; then rm -rf "$old"; fi
+done
 
 mkdir -p "$destdir$prefix/bin"
 ln -sfn "$libdir/dist/bin/cli.mjs" "$destdir$prefix/bin/vfpool"

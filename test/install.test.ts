@@ -1,6 +1,6 @@
 import t from 'tap';
 import { execa } from 'execa';
-import { existsSync, lstatSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO } from './helpers/spawn.js';
 
@@ -25,13 +25,15 @@ t.test('install.sh --dest-dir stages a complete, idempotent install and --uninst
   const again = await install('--dest-dir', dest, '--prefix', '/opt/vfpool');
   t.equal(again.exitCode, 0, 'a second install works');
   t.equal(readFileSync(conf, 'utf8'), 'VFPOOL_HOST=sim:/x.json\n', 'an administrator\'s vfpool.conf is never overwritten');
-  t.notOk(existsSync(`${lib}.new`) || existsSync(`${lib}.old`), 'no staging leftovers');
+  t.match(readlinkSync(lib), /^vfpool\.\d{14}\.\d+$/, 'lib/vfpool is a link to this install\'s own directory');
+  t.same(readdirSync(join(dest, 'opt/vfpool/lib')).sort(), ['vfpool', readlinkSync(lib)].sort(), 'the previous install is gone, no leftovers');
 
   const un = await install('--dest-dir', dest, '--prefix', '/opt/vfpool', '--uninstall');
   t.equal(un.exitCode, 0);
   for (const p of ['etc/libvirt/hooks/network.d/vfpool', 'etc/libvirt/hooks/qemu.d/vfpool', 'opt/vfpool/bin/vfpool', 'opt/vfpool/lib/vfpool']) {
     t.notOk(existsSync(join(dest, p)), `${p} removed`);
   }
+  t.same(readdirSync(join(dest, 'opt/vfpool/lib')), [], 'and every install directory');
   t.ok(existsSync(conf), 'configuration kept');
   t.equal((await install('--dest-dir', dest, '--prefix', '/opt/vfpool', '--uninstall')).exitCode, 0, 'uninstalling twice is fine');
 });
