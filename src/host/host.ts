@@ -76,6 +76,11 @@ export interface Host {
   bindDriver(dev: PciAddress, driver: string | null): Promise<void>;
   /** Pids that hold `/dev/vfio/GROUP` open. */
   vfioGroupHolders(group: string): Promise<number[]>;
+  /**
+   * Every held `/dev/vfio/GROUP`, by group, from one pass over /proc: the in-use guard asks
+   * about every VF of a pool, and a pass per VF would scan every fd of every process N times.
+   */
+  vfioHolders(): Promise<Map<string, number[]>>;
   /** Hands `/dev/vfio/GROUP` to the user QEMU runs as. */
   setVfioGroupOwner(group: string, uid: number, gid: number): Promise<void>;
   getVfioGroupOwner(group: string): Promise<{ uid: number; gid: number } | null>;

@@ -234,22 +234,25 @@ export class LinuxHost implements Host {
   }
 
   async vfioGroupHolders(group: string): Promise<number[]> {
-    const target = `/dev/vfio/${group}`;
-    const pids: number[] = [];
-    const procs = await readdir(this.opts.procRoot).catch(() => [] as string[]);
-    for (const p of procs) {
-      if (!/^\d+$/.test(p)) continue;
-      const fdDir = join(this.opts.procRoot, p, 'fd');
-      const fds = await readdir(fdDir).catch(() => [] as string[]);
-      for (const fd of fds) {
-        const link = await readlink(join(fdDir, fd)).catch(() => '');
-        if (link === target) {
-          pids.push(Number(p));
-          break;
+    return (await this.vfioHolders()).get(group) ?? [];
+  }
+
+  async vfioHolders(): Promise<Map<string, number[]>> {
+    const holders = new Map<string, number[]>();
+    const procs = (await readdir(this.opts.procRoot).catch(() => [] as string[])).filter((p) => /^\d+$/.test(p));
+    await Promise.all(
+      procs.map(async (p) => {
+        const fdDir = join(this.opts.procRoot, p, 'fd');
+        const fds = await readdir(fdDir).catch(() => [] as string[]);
+        // A process that exits meanwhile, or one we may not look into, simply holds nothing.
+        const links = await Promise.all(fds.map((fd) => readlink(join(fdDir, fd)).catch(() => '')));
+        for (const group of new Set(links.filter((l) => /^\/dev\/vfio\/\d+$/.test(l)).map((l) => l.slice('/dev/vfio/'.length)))) {
+          holders.set(group, [...(holders.get(group) ?? []), Number(p)]);
         }
-      }
-    }
-    return pids;
+      }),
+    );
+    for (const pids of holders.values()) pids.sort((a, b) => a - b);
+    return holders;
   }
 
   async setVfioGroupOwner(group: string, uid: number, gid: number): Promise<void> {

@@ -155,11 +155,18 @@ export class SimHost implements Host {
   }
 
   async vfioGroupHolders(group: string): Promise<number[]> {
+    return (await this.vfioHolders()).get(group) ?? [];
+  }
+
+  async vfioHolders(): Promise<Map<string, number[]>> {
+    const holders = new Map<string, number[]>();
     for (const p of (await this.load()).pfs) {
-      const v = p.vfs.find((x) => x.iommuGroup === group && x.driver === 'vfio-pci');
-      if (v) return v.vfioHolders.filter(kernel.isAlive);
+      for (const v of p.vfs) {
+        const alive = v.driver === 'vfio-pci' ? v.vfioHolders.filter(kernel.isAlive) : [];
+        if (alive.length) holders.set(v.iommuGroup, alive);
+      }
     }
-    return [];
+    return holders;
   }
 
   async setVfioGroupOwner(group: string, uid: number, gid: number): Promise<void> {

@@ -5,6 +5,7 @@ import type { Host, VfInfo } from '../host/host.js';
 import type { NetdevName, PciAddress } from '../types.js';
 import { isAlive } from '../util/process.js';
 import type { VfpoolState } from './state-store.js';
+import { vfioHoldersOnce, type VfioHolderLookup } from './in-use.js';
 
 /** A VF as a candidate for a request: where it is and what it is. */
 export interface Member {
@@ -121,7 +122,7 @@ export async function resolveNamedVf(host: Host, r: VfRequest, boundAddr: PciAdd
 }
 
 /** Who holds a VF, for the in-use checks and the "pool exhausted" message. */
-export async function holdersOf(host: Host, state: VfpoolState, vf: VfInfo): Promise<string[]> {
+export async function holdersOf(state: VfpoolState, vf: VfInfo, vfioHolders: VfioHolderLookup): Promise<string[]> {
   const who: string[] = [];
   for (const a of state.allocations) {
     if (a.vfAddr !== vf.address) continue;
@@ -132,7 +133,7 @@ export async function holdersOf(host: Host, state: VfpoolState, vf: VfInfo): Pro
     if (p.vfAddr === vf.address || (p.netdev !== null && p.netdev === vf.netdev)) who.push(`domain '${p.domain}' through libvirt network '${p.network}'`);
   }
   if (who.length === 0 && vf.driver === 'vfio-pci' && vf.iommuGroup !== null) {
-    for (const pid of await host.vfioGroupHolders(vf.iommuGroup)) who.push(`pid ${pid} holding /dev/vfio/${vf.iommuGroup}`);
+    for (const pid of await vfioHolders(vf.iommuGroup)) who.push(`pid ${pid} holding /dev/vfio/${vf.iommuGroup}`);
   }
   return who;
 }
@@ -153,6 +154,7 @@ export async function pickVfs(
 ): Promise<Map<number, Member>> {
   const picked = new Map<number, Member>();
   const taken = new Set<string>();
+  const vfioHolders = vfioHoldersOnce(host);
   const order = [...resolved.filter((r) => r.named), ...resolved.filter((r) => !r.named)];
   for (const r of order) {
     if (r.named) {
@@ -163,7 +165,7 @@ export async function pickVfs(
       if (r.pool && !(await members(r.pool)).some((x) => x.vf.address === m.vf.address)) {
         throw new BadInputError(`${r.request.field}: ${m.vf.address} is not a member of pool '${r.pool.name}'`, 'drop pool= or name one of its VFs');
       }
-      const who = await holdersOf(host, state, m.vf);
+      const who = await holdersOf(state, m.vf, vfioHolders);
       if (who.length) {
         throw new ConflictError(`${r.request.field}: VF ${m.vf.address}${m.vf.netdev ? ` (${m.vf.netdev})` : ''} is in use by ${who.join(' and ')}`, 'stop that guest first, or ask for another VF');
       }
@@ -180,7 +182,7 @@ export async function pickVfs(
         held.push(`VF ${m.vf.address}: another request of this domain`);
         continue;
       }
-      const who = await holdersOf(host, state, m.vf);
+      const who = await holdersOf(state, m.vf, vfioHolders);
       if (who.length === 0) {
         found = m;
         break;

@@ -16,7 +16,15 @@ export interface VfUse {
  * 2. a port libvirt's own hostdev network handed out (recorded at `port-created`);
  * 3. a process holding `/dev/vfio/GROUP` of a VF bound to vfio-pci (QEMU started by anyone).
  */
-export async function findVfUses(host: Host, state: VfpoolState, vfs: VfInfo[]): Promise<Map<string, VfUse[]>> {
+/** `/dev/vfio` holders, read from /proc at most once per operation and only when asked. */
+export type VfioHolderLookup = (group: string) => Promise<number[]>;
+
+export function vfioHoldersOnce(host: Host): VfioHolderLookup {
+  let all: Promise<Map<string, number[]>> | undefined;
+  return async (group) => (await (all ??= host.vfioHolders())).get(group) ?? [];
+}
+
+export async function findVfUses(host: Host, state: VfpoolState, vfs: VfInfo[], holders = vfioHoldersOnce(host)): Promise<Map<string, VfUse[]>> {
   const uses = new Map<string, VfUse[]>();
   const add = (addr: string, u: VfUse) => uses.set(addr, [...(uses.get(addr) ?? []), u]);
   for (const vf of vfs) {
@@ -34,7 +42,7 @@ export async function findVfUses(host: Host, state: VfpoolState, vfs: VfInfo[]):
       }
     }
     if (vf.driver === 'vfio-pci' && vf.iommuGroup !== null) {
-      for (const pid of await host.vfioGroupHolders(vf.iommuGroup)) {
+      for (const pid of await holders(vf.iommuGroup)) {
         add(vf.address, { by: 'vfio-holder', who: `pid ${pid} holding /dev/vfio/${vf.iommuGroup}` });
       }
     }

@@ -221,6 +221,7 @@ export function hostSuite(t: Test, make: HostFactory): void {
     const holder = await h.holdVfio((await h.host.listVfs(h.pf))[0]!);
     try {
       t.ok((await h.host.vfioGroupHolders(group)).includes(holder.pid), 'the holder is listed');
+      t.ok((await h.host.vfioHolders()).get(group)?.includes(holder.pid), 'and in the one-pass map of every held group');
     } finally {
       await holder.release();
     }

@@ -67,3 +67,14 @@ t.test('a rollback that fails too reports both causes', async (t) => {
     message: /injected: sysfs unreadable; rollback also failed: eth1: restore sriov_numvfs 0: injected: PF went away/,
   });
 });
+
+t.test('stopping a managed pool reads /dev/vfio holders once, not once per VF', async (t) => {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 7 }] });
+  const xml = poolXml('eth1', 6);
+  await startPool(w.ctx, parsePoolXml(xml, 't'), xml);
+  const r = recordingHost(w.ctx.host);
+  const { stopPool } = await import('../../src/pool/pools.js');
+  await stopPool({ ...w.ctx, host: r.host }, 'sriov-pool', { refuse: true });
+  t.equal(r.calls.filter((c) => c.method === 'vfioHolders').length, 1, 'one pass for six vfio-bound VFs');
+  t.equal(r.calls.filter((c) => c.method === 'vfioGroupHolders').length, 0);
+});
