@@ -93,11 +93,6 @@ export function parseNetdevName(value: string, field = 'dev'): NetdevName {
   return value as NetdevName;
 }
 
-export function vfIndex(n: number): VfIndex {
-  if (!Number.isInteger(n) || n < 0 || n > 4095) throw new BadInputError(`VF index '${n}' is out of range`);
-  return n as VfIndex;
-}
-
 /** libvirt object names (networks, domains) also name files in our state: keep them path-safe. */
 const OBJECT_NAME_RE = /^[A-Za-z0-9_+-][A-Za-z0-9_.+:-]{0,127}$/;
 export function parseObjectName(value: string, field: string): string {

@@ -299,8 +299,3 @@ export function domainRequests(spec: DomainSpec, poolMode: PoolModeLookup): VfRe
   for (const r of requests) if (r.source === 'metadata') claim(r.mac, r.field);
   return requests;
 }
-
-/** Whether the domain XML can concern vfpool at all (cheap pre-check before any lock). */
-export function mentionsVfpool(spec: DomainSpec, isPool: (name: string) => boolean): boolean {
-  return spec.hostdevs.length > 0 || spec.networkInterfaces.some((n) => isPool(n.network));
-}

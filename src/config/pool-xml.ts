@@ -144,8 +144,3 @@ export function poolFromNetwork(net: XmlElement, where: string): PoolSpec | unde
     origin: 'libvirt-metadata',
   };
 }
-
-/** All PFs the pool names directly; `<interface dev>` PFs are found against the host later. */
-export function poolPfNames(pool: PoolSpec): NetdevName[] {
-  return pool.pfs.map((p) => p.dev);
-}

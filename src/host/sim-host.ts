@@ -3,6 +3,7 @@ import { macFromKernel, type NetdevName, type PciAddress, type VfIndex } from '.
 import { readJsonFile, updateJsonFileLocked } from '../util/json-file.js';
 import type { Host, PfInfo, VfInfo, VfLinkChange, VfLinkConfig } from './host.js';
 import * as kernel from './sim-kernel.js';
+import { isAlive } from '../util/process.js';
 
 /**
  * `VFPOOL_HOST=sim:FILE`: a machine that exists only in a JSON file, like libvirt's `test:///`
@@ -162,7 +163,7 @@ export class SimHost implements Host {
     const holders = new Map<string, number[]>();
     for (const p of (await this.load()).pfs) {
       for (const v of p.vfs) {
-        const alive = v.driver === 'vfio-pci' ? v.vfioHolders.filter(kernel.isAlive) : [];
+        const alive = v.driver === 'vfio-pci' ? v.vfioHolders.filter(isAlive) : [];
         if (alive.length) holders.set(v.iommuGroup, alive);
       }
     }

@@ -59,14 +59,13 @@ export interface SimPf {
   offset: number;
   stride: number;
   autoprobe: boolean;
-  /** Drivers this simulated machine has loaded: binding to another one fails like the kernel. */
   vfs: SimVf[];
 }
 
 export interface SimState {
   version: 1;
   pfs: SimPf[];
-  /** The drivers `drivers_probe` can find; vfio-pci is there unless a test removes it. */
+  /** The drivers this machine has loaded (`drivers_probe` finds only these); vfio-pci is there unless a test removes it. */
   drivers: string[];
   nextIommuGroup: number;
 }
@@ -162,7 +161,6 @@ function randomMac(): string {
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
 
-export { isAlive };
 
 /** Fills a seed file in: addresses, drivers and defaults a real PF would report. */
 export function fillSimState(seed: SimSeed): SimState {

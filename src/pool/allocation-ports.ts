@@ -56,7 +56,7 @@ export function parseNetworkPort(hookData: XmlElement, where: string): NetworkPo
 /**
  * `port-created`: records a VF libvirt handed to a domain. A VF that vfpool holds for another
  * domain is refused (ConflictError, exit 3: libvirt then does not start the guest). Plugs that
- * are no VF (bridges, networks) need nothing: returns without the lock.
+ * are no VF (bridges, networks, macvtap on a plain NIC) need nothing: returns without the lock.
  */
 export async function recordPort(ctx: Context, network: string, port: NetworkPort): Promise<PortRecord | null> {
   if (port.plug.type === 'other') return null;
@@ -67,6 +67,9 @@ export async function recordPort(ctx: Context, network: string, port: NetworkPor
     netdev = port.plug.dev;
     const dev = await ctx.host.netdevDevice(netdev);
     if (dev && (await ctx.host.physfnOf(dev))) vfAddr = dev;
+    // macvtap on an ordinary NIC (bridge, vepa, or passthrough of a PF): no VF, nothing for
+    // the in-use guard, and no vfpool allocation can be on a netdev that is not a VF.
+    if (vfAddr === null) return null;
   }
   const record: PortRecord = {
     network: parseObjectName(network, 'network name'),

@@ -1,4 +1,4 @@
-import { DEFAULT_SETTINGS, type Settings } from '../config/settings.js';
+import type { Settings } from '../config/settings.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BadInputError, ConflictError, HostError, RollbackError, VfpoolError, asVfpoolError, errnoOf } from '../errors.js';
@@ -42,8 +42,6 @@ export interface GuestOptions {
   /** Where /etc/passwd and /etc/group are, for a DAC label given by name. */
   etcDir?: string;
 }
-
-export const DEFAULT_LIBVIRT_RUN_DIR = DEFAULT_SETTINGS.libvirtRunDir;
 
 /**
  * Guest options from the settings an entry point resolved (`VFPOOL_LIBVIRT_RUN_DIR` moves

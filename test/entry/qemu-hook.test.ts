@@ -215,3 +215,18 @@ t.test('network hook: a libvirt hostdev network that is not a vfpool pool still 
   const stateAfter = existsSync(join(w.settings.stateDir, 'state.json')) ? readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8') : '';
   t.equal(stateAfter, stateBefore, 'and changes no state');
 });
+
+t.test('network hook: a macvtap port on a plain NIC (no VF) is not recorded and writes no state', async (t) => {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
+  const stdin = portHookData({
+    network: 'bridge-mvtap',
+    forward: `<forward mode='bridge'><interface dev='eth1'/></forward>`,
+    portUuid: '0c1d2e3f-4a5b-4c6d-8e7f-901a2b3c4d5e',
+    domain: 'plainguest',
+    mac: '52:54:00:12:34:58',
+    plug: `<plug type='direct' dev='eth1' mode='bridge'/>`,
+  });
+  const r = await spawnEntry('hooks/network', ['bridge-mvtap', 'port-created', 'begin', '-'], { env: w.env, stdin });
+  t.same([r.exitCode, r.stdout, r.stderr], [0, '', '']);
+  t.notOk(existsSync(join(w.settings.stateDir, 'state.json')), 'no state written for a port that involves no VF');
+});
