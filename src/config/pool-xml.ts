@@ -106,7 +106,11 @@ export function networkName(net: XmlElement, where: string): string {
  * A `<metadata><vfpool:pool>` inside it is accepted too, and then wins over `<forward>`'s members.
  */
 export function parsePoolXml(xml: string, where: string): PoolSpec {
-  const net = networkElement(parseXml(xml, where), where);
+  return poolFromDefinition(networkElement(parseXml(xml, where), where), where);
+}
+
+/** parsePoolXml on an already parsed `<network>` element. */
+export function poolFromDefinition(net: XmlElement, where: string): PoolSpec {
   const fromMeta = poolFromNetwork(net, where);
   if (fromMeta) return { ...fromMeta, origin: 'definition' };
   const name = networkName(net, where);

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { BadInputError, ConflictError, errnoOf } from '../errors.js';
 import { parseObjectName } from '../types.js';
-import { parsePoolXml, networkElement, poolFromNetwork, type PoolSpec } from '../config/pool-xml.js';
+import { parsePoolXml, networkElement, poolFromDefinition, poolFromNetwork, type PoolSpec } from '../config/pool-xml.js';
 import { parseXml } from '../util/xml.js';
 import type { StateStore, VfpoolState } from './state-store.js';
 
@@ -81,5 +81,5 @@ export class PoolRegistry {
 /** A pool from XML that is either a definition file or a libvirt network carrying metadata. */
 export function specFromXml(xml: string, where: string): PoolSpec {
   const net = networkElement(parseXml(xml, where), where);
-  return poolFromNetwork(net, where) ?? parsePoolXml(xml, where);
+  return poolFromNetwork(net, where) ?? poolFromDefinition(net, where);
 }

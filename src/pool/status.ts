@@ -1,6 +1,8 @@
 import { HostError } from '../errors.js';
 import type { Context } from './context.js';
 import type { PoolSpec } from '../config/pool-xml.js';
+import { resolvePoolMembers } from './allocation.js';
+import { findVfUses } from './in-use.js';
 
 export interface VfStatus {
   index: number;
@@ -83,25 +85,6 @@ export async function readStatus(ctx: Context): Promise<Status> {
   return { host: ctx.settings.host, pfs, pools: await listPools(ctx) };
 }
 
-/** Member VF addresses of a pool as the host has them now. */
-export async function poolMemberAddresses(ctx: Context, pool: PoolSpec): Promise<string[]> {
-  const out: string[] = [];
-  const addAllOf = async (pf: string) => {
-    for (const vf of await ctx.host.listVfs(pf as never)) out.push(vf.address);
-  };
-  for (const p of pool.pfs) await addAllOf(p.dev).catch(() => undefined);
-  for (const dev of pool.interfaces) {
-    const pf = await ctx.host.getPf(dev).catch((e) => (e instanceof HostError ? null : Promise.reject(e)));
-    if (pf) await addAllOf(dev);
-    else {
-      const addr = await ctx.host.netdevDevice(dev);
-      if (addr) out.push(addr);
-    }
-  }
-  out.push(...pool.addresses);
-  return [...new Set(out)];
-}
-
 /** `vfpool net-list --json`. */
 export async function listPools(ctx: Context): Promise<PoolListEntry[]> {
   const state = ctx.store.read();
@@ -113,14 +96,19 @@ export async function listPools(ctx: Context): Promise<PoolListEntry[]> {
     } catch {
       continue; // a broken definition file must not hide the others; net-dumpxml names its error
     }
-    const members = await poolMemberAddresses(ctx, pool);
+    // The members the allocator sees; a pool whose PF is missing has none to offer (start says why).
+    const vfs = await resolvePoolMembers(ctx.host, pool).then(
+      (members) => members.map((m) => m.vf),
+      (err) => (err instanceof HostError ? [] : Promise.reject(err)),
+    );
+    const uses = await findVfUses(ctx.host, state, vfs);
     out.push({
       name,
       mode: pool.mode,
       active: Boolean(state.pools[name]),
       persistent: ctx.registry.readDefinition(name) !== undefined,
-      vfs: members.length,
-      inUse: members.filter((m) => state.allocations.some((a) => a.vfAddr === m) || state.ports.some((p) => p.vfAddr === m)).length,
+      vfs: vfs.length,
+      inUse: vfs.filter((vf) => uses.has(vf.address)).length,
     });
   }
   return out;

@@ -32,10 +32,16 @@ export class Logger {
     const line = `${new Date().toISOString()} [${process.pid}] ${level} ${this.context}: ${msg}`;
     if (this.file) {
       try {
-        mkdirSync(join(this.file, '..'), { recursive: true, mode: 0o700 });
         appendFileSync(this.file, line + '\n', { mode: 0o600 });
-      } catch {
-        // Logging must never turn a working operation into a failed one.
+      } catch (err) {
+        // The state directory may not exist yet (the first operation creates it): once.
+        try {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+          mkdirSync(join(this.file, '..'), { recursive: true, mode: 0o700 });
+          appendFileSync(this.file, line + '\n', { mode: 0o600 });
+        } catch {
+          // Logging must never turn a working operation into a failed one.
+        }
       }
     }
     this.echo?.(`${level === 'warn' ? 'warning: ' : ''}${msg}`);

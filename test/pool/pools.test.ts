@@ -67,3 +67,19 @@ t.test('a VF whose owner is gone but whose release is still running counts as in
   await stopPool(w.ctx, 'sriov-pool', { refuse: false }).then(() => undefined);
   t.ok(true);
 });
+
+t.test('net-list counts a VF as in use by the same rule as the in-use guard (a vfio holder too)', async (t) => {
+  const w = makeSimEnv(t);
+  w.definePool('sriov-pool', SEED_000_POOL);
+  t.equal((await vfpoolCli(['net-start', 'sriov-pool'], { env: w.env })).exitCode, 0);
+  const vf = (await w.sim.listVfs('eth1' as NetdevName))[1]!;
+  const qemu = spawnSleeper();
+  t.teardown(qemu.kill);
+  await w.sim.holdVfioGroup(vf.address, qemu.pid);
+  const list = JSON.parse((await vfpoolCli(['net-list', '--json'], { env: w.env })).stdout);
+  t.match(list, [{ name: 'sriov-pool', vfs: 4, inUse: 1 }]);
+  const missing = makeSimEnv(t);
+  missing.definePool('ghost', `<network><name>ghost</name><forward mode='hostdev'><pf dev='eth9'/></forward></network>`);
+  const ghost = await vfpoolCli(['net-list', '--json'], { env: missing.env });
+  t.same([ghost.exitCode, JSON.parse(ghost.stdout)], [0, [{ name: 'ghost', mode: 'hostdev', active: false, persistent: true, vfs: 0, inUse: 0 }]], 'a pool whose PF is missing lists with no VFs');
+});
