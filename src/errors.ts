@@ -64,6 +64,18 @@ export class InternalError extends VfpoolError {
   }
 }
 
+/**
+ * Puts `where` ("domain 'vm1', pool 'p', VF …", "pool 'p': PF eth1") in front of a failure's
+ * message, keeping its exit code, errno and hint (or `hint`, if given) and the failure as the
+ * cause. A RollbackError (it names its own causes) and a message that already starts with
+ * `where` are returned as they are.
+ */
+export function prefixError(where: string, err: VfpoolError, hint?: string): VfpoolError {
+  if (err instanceof RollbackError || err.message.startsWith(where)) return err;
+  if (err instanceof HostError) return new HostError(`${where}: ${err.message}`, { code: err.code, hint: hint ?? err.hint, cause: err });
+  return new VfpoolError(`${where}: ${err.message}`, err.exitCode, hint ?? err.hint, { cause: err });
+}
+
 export function asVfpoolError(err: unknown): VfpoolError {
   if (err instanceof VfpoolError) return err;
   const message = err instanceof Error ? err.message : String(err);

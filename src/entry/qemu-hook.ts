@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { BadInputError, asVfpoolError } from '../errors.js';
 import { loadSettings } from '../config/settings.js';
-import { parseDomainXml } from '../config/domain-xml.js';
+import { parseDomainXml, type DomainSpec } from '../config/domain-xml.js';
 import { createContext } from '../pool/context.js';
 import { guestOptions, adoptGuest, prepareGuest, releaseGuest, startGuest } from '../pool/guests.js';
 import { parseObjectName } from '../types.js';
@@ -48,9 +48,13 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const where = `domain '${name}' (${op} ${sub})`;
+  const sameDomain = (spec: DomainSpec) => {
+    if (spec.name !== name) throw new BadInputError(`${where}: argv names domain '${name}' but stdin describes '${spec.name}'`);
+  };
   if (op === 'started' || op === 'reconnect' || op === 'attach') {
     try {
       const spec = parseDomainXml(stdin, where);
+      sameDomain(spec);
       await adoptGuest(ctx, spec, opts, op);
     } catch (err) {
       ctx.log.warn(`${op}: ${asVfpoolError(err).toLine()} (ignored: failing here would make libvirt kill the guest)`);
@@ -58,7 +62,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const spec = parseDomainXml(stdin, where);
-  if (spec.name !== name) throw new BadInputError(`${where}: argv names domain '${name}' but stdin describes '${spec.name}'`);
+  sameDomain(spec);
   if (op === 'prepare') await prepareGuest(ctx, spec, opts);
   else await startGuest(ctx, spec, opts);
   return 0;

@@ -1,4 +1,4 @@
-import { BadInputError, ConflictError, HostError } from '../errors.js';
+import { BadInputError, ConflictError, HostError, prefixError } from '../errors.js';
 import type { PoolMode, PoolSpec } from '../config/pool-xml.js';
 import type { VfRequest } from '../config/domain-xml.js';
 import type { Host, VfInfo } from '../host/host.js';
@@ -6,6 +6,7 @@ import type { NetdevName, PciAddress } from '../types.js';
 import { isAlive } from '../util/process.js';
 import type { VfpoolState } from './state-store.js';
 import { vfioHoldersOnce, type VfioHolderLookup } from './in-use.js';
+import type { PfReader } from './vf-config.js';
 
 /** A VF as a candidate for a request: where it is and what it is. */
 export interface Member {
@@ -22,10 +23,15 @@ export interface ResolvedRequest {
   named: Member | null;
 }
 
-async function memberOf(host: Host, addr: PciAddress): Promise<Member | null> {
+/** A pool's `<pf dev>` the host refused (no such netdev, no SR-IOV…): the error names pool and PF. */
+export function pfError(pool: PoolSpec, pf: NetdevName, err: unknown): unknown {
+  return err instanceof HostError ? prefixError(`pool '${pool.name}': PF ${pf}`, err, 'check the <pf dev> name against `ip link`') : err;
+}
+
+async function memberOf(host: Host, addr: PciAddress, reads: PfReader): Promise<Member | null> {
   const pf = await host.physfnOf(addr);
   if (!pf) return null;
-  const vf = (await host.listVfs(pf)).find((v) => v.address === addr);
+  const vf = (await reads.listVfs(pf)).find((v) => v.address === addr);
   return vf ? { pf, vf } : null;
 }
 
@@ -33,8 +39,9 @@ async function memberOf(host: Host, addr: PciAddress): Promise<Member | null> {
  * A pool's VFs as the host has them now, in the pool's order: each `<pf>` and each
  * `<interface dev>` naming a PF by VF index, then `<interface dev>` naming VFs and `<address>`es
  * in the order written (seed 004: an interface that is a PF stands for all its VFs).
+ * `reads` (a HostReads memo, in one planning pass) serves the per-PF reads.
  */
-export async function resolvePoolMembers(host: Host, pool: PoolSpec): Promise<Member[]> {
+export async function resolvePoolMembers(host: Host, pool: PoolSpec, reads: PfReader = host): Promise<Member[]> {
   const out: Member[] = [];
   const seen = new Set<string>();
   const push = (m: Member) => {
@@ -44,22 +51,19 @@ export async function resolvePoolMembers(host: Host, pool: PoolSpec): Promise<Me
     }
   };
   const allOf = async (pf: NetdevName) => {
-    for (const vf of await host.listVfs(pf)) push({ pf, vf });
+    for (const vf of await reads.listVfs(pf)) push({ pf, vf });
   };
   for (const p of pool.pfs) {
     try {
-      await host.getPf(p.dev);
+      await reads.getPf(p.dev);
     } catch (err) {
-      if (err instanceof HostError) {
-        throw new HostError(`pool '${pool.name}': PF ${p.dev}: ${err.message}`, { code: err.code, hint: 'check the <pf dev> name against `ip link`', cause: err });
-      }
-      throw err;
+      throw pfError(pool, p.dev, err);
     }
     await allOf(p.dev);
   }
   for (const dev of pool.interfaces) {
     // "Not a PF" is ENOENT (no such netdev) or ENOTSUP (no SR-IOV); any other failure is real.
-    const isPf = await host.getPf(dev).then(
+    const isPf = await reads.getPf(dev).then(
       () => true,
       (e) => (e instanceof HostError && (e.code === 'ENOENT' || e.code === 'ENOTSUP') ? false : Promise.reject(e)),
     );
@@ -68,13 +72,13 @@ export async function resolvePoolMembers(host: Host, pool: PoolSpec): Promise<Me
       continue;
     }
     const addr = await host.netdevDevice(dev);
-    const m = addr ? await memberOf(host, addr) : null;
+    const m = addr ? await memberOf(host, addr, reads) : null;
     if (m) push(m);
     // A listed VF netdev that is gone is not an error: it may be bound to vfio-pci right now
     // (no netdev), and then it is not free anyway.
   }
   for (const addr of pool.addresses) {
-    const m = await memberOf(host, addr);
+    const m = await memberOf(host, addr, reads);
     if (m) push(m);
   }
   return out;
@@ -86,7 +90,7 @@ export async function resolvePoolMembers(host: Host, pool: PoolSpec): Promise<Me
  * with both `netdev=` and `address=` must have them agree (step 2's check); a `netdev=` seen
  * before for this domain (`boundAddr`) must still resolve to the same address.
  */
-export async function resolveNamedVf(host: Host, r: VfRequest, boundAddr: PciAddress | null, domain: string): Promise<Member> {
+export async function resolveNamedVf(host: Host, r: VfRequest, boundAddr: PciAddress | null, domain: string, reads: PfReader = host): Promise<Member> {
   let addr = r.address;
   if (r.netdev !== null) {
     const resolved = await host.netdevDevice(r.netdev);
@@ -111,7 +115,7 @@ export async function resolveNamedVf(host: Host, r: VfRequest, boundAddr: PciAdd
     addr = resolved;
   }
   if (addr === null) throw new BadInputError(`${r.field}: names no device`);
-  const m = await memberOf(host, addr);
+  const m = await memberOf(host, addr, reads);
   if (!m) {
     throw new HostError(`${r.field}: ${addr}${r.netdev ? ` (netdev ${r.netdev})` : ''} is not a VF of a network PF (no physfn with a netdev), so vfpool cannot set its MAC`, {
       code: 'ENOTSUP',

@@ -1,7 +1,7 @@
 import type { Settings } from '../config/settings.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BadInputError, ConflictError, HostError, RollbackError, VfpoolError, asVfpoolError, errnoOf } from '../errors.js';
+import { BadInputError, ConflictError, HostError, RollbackError, VfpoolError, asVfpoolError, errnoOf, prefixError } from '../errors.js';
 import { domainRequests, type DacLabel, type DomainSpec, type VfRequest } from '../config/domain-xml.js';
 import { modeUsesVfio, type PoolMode, type PoolSpec } from '../config/pool-xml.js';
 import { parseObjectName, type NetdevName, type PciAddress } from '../types.js';
@@ -10,6 +10,7 @@ import { pickVfs, resolveNamedVf, resolvePoolMembers, type Member, type Resolved
 import type { Context } from './context.js';
 import type { Allocation, VfpoolState } from './state-store.js';
 import {
+  HostReads,
   applyVfSteps,
   describeVfStep,
   planVfConfigure,
@@ -100,15 +101,27 @@ function allocationsOf(state: VfpoolState, domain: string): Allocation[] {
   return state.allocations.filter((a) => a.owner.domain === domain);
 }
 
-/** The pool a name refers to in this state, or undefined if there is none by that name. */
-function lookupPool(ctx: Context, state: VfpoolState, name: string): PoolSpec | undefined {
-  if (!ctx.registry.names(state).includes(name)) return undefined;
-  return ctx.registry.get(name, state);
+/**
+ * The pool a name refers to in this state, or undefined if there is none by that name; for one
+ * pass (a domain's requests, one planPrepare) the pool names are listed and each definition
+ * parsed once, however many requests name it.
+ */
+function poolLookup(ctx: Context, state: VfpoolState): (name: string) => PoolSpec | undefined {
+  let names: string[] | undefined;
+  const memo = new Map<string, PoolSpec | undefined>();
+  return (name) => {
+    if (!memo.has(name)) {
+      names ??= ctx.registry.names(state);
+      memo.set(name, names.includes(name) ? ctx.registry.get(name, state) : undefined);
+    }
+    return memo.get(name);
+  };
 }
 
 /** The VF requests of a domain, validated against the pools that exist now. */
 export function requestsOf(ctx: Context, spec: DomainSpec, state: VfpoolState = ctx.store.read()): VfRequest[] {
-  return domainRequests(spec, (name) => lookupPool(ctx, state, name)?.mode);
+  const lookupPool = poolLookup(ctx, state);
+  return domainRequests(spec, (name) => lookupPool(name)?.mode);
 }
 
 function wantOf(r: VfRequest, mode: PoolMode): VfWant {
@@ -130,13 +143,6 @@ function whereOf(domain: string, pool: string | null, m: { pf: string; vfIndex: 
   return `domain '${domain}'${pool ? `, pool '${pool}'` : ''}, VF ${m.vfAddr} (${m.pf} VF ${m.vfIndex})`;
 }
 
-/** Puts the domain/pool/VF in front of a failure's message, keeping its exit code and hint. */
-function wrapFailure(where: string, cause: VfpoolError): VfpoolError {
-  if (cause instanceof RollbackError || cause.message.startsWith(where)) return cause;
-  if (cause instanceof HostError) return new HostError(`${where}: ${cause.message}`, { code: cause.code, hint: cause.hint, cause });
-  return new VfpoolError(`${where}: ${cause.message}`, cause.exitCode, cause.hint, { cause });
-}
-
 interface PlannedVf {
   rr: ResolvedRequest;
   member: Member;
@@ -148,22 +154,25 @@ interface PlannedVf {
 
 /**
  * Picks and plans, against `state` (the locked state for real, a plain read for --dry-run).
- * Throws before anything is written when a request cannot be served.
+ * Throws before anything is written when a request cannot be served. Nothing changes the host
+ * during the pass, so each PF is read once (`HostReads`) and each pool looked up once.
  */
 async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRequest[], state: VfpoolState, opts: GuestOptions, pid: number | null): Promise<PlannedVf[]> {
+  const reads = new HostReads(ctx.host);
+  const lookupPool = poolLookup(ctx, state);
   const memberCache = new Map<string, Promise<Member[]>>();
   const members = (pool: PoolSpec) => {
     let m = memberCache.get(pool.name);
-    if (!m) memberCache.set(pool.name, (m = resolvePoolMembers(ctx.host, pool)));
+    if (!m) memberCache.set(pool.name, (m = resolvePoolMembers(ctx.host, pool, reads)));
     return m;
   };
   const resolved: ResolvedRequest[] = [];
   for (const r of requests) {
-    const pool = r.pool ? lookupPool(ctx, state, r.pool) ?? null : null;
+    const pool = r.pool ? lookupPool(r.pool) ?? null : null;
     if (r.pool && !pool) throw new BadInputError(`${r.field}: unknown pool '${r.pool}'`, 'define it with `vfpool net-define FILE`');
     const mode: PoolMode = pool?.mode ?? 'hostdev';
     const bound = r.netdev ? ((state.bindings ?? []).find((b) => b.domain === spec.name && b.netdev === r.netdev)?.vfAddr ?? null) : null;
-    const named = r.netdev !== null || r.address !== null ? await resolveNamedVf(ctx.host, r, bound, spec.name) : null;
+    const named = r.netdev !== null || r.address !== null ? await resolveNamedVf(ctx.host, r, bound, spec.name, reads) : null;
     resolved.push({ request: r, pool, mode, named });
   }
   const picked = await pickVfs(ctx.host, state, resolved, members, spec.name);
@@ -172,7 +181,7 @@ async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRequest[]
   for (const rr of resolved) {
     const member = picked.get(rr.request.index)!;
     const where = whereOf(spec.name, rr.pool?.name ?? null, { pf: member.pf, vfIndex: member.vf.index, vfAddr: member.vf.address });
-    const facts = await readVfFacts(ctx.host, member.pf, member.vf.address);
+    const facts = await readVfFacts(ctx.host, member.pf, member.vf.address, reads);
     const { steps, applied } = planVfConfigure(facts, wantOf(rr.request, rr.mode), where);
     const r = rr.request;
     planned.push({
@@ -226,7 +235,7 @@ export async function prepareGuest(ctx: Context, spec: DomainSpec, opts: GuestOp
   } catch (err) {
     // Every failure is one line that starts with the domain (libvirt shows it as the start's error).
     const e = asVfpoolError(err);
-    return Promise.reject(e.message.startsWith(`domain '${spec.name}'`) ? e : wrapFailure(`domain '${spec.name}'`, e));
+    return Promise.reject(e.message.startsWith(`domain '${spec.name}'`) ? e : prefixError(`domain '${spec.name}'`, e));
   }
 }
 
@@ -282,7 +291,7 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: GuestOpti
       ctx.host,
       planned.flatMap((p) => p.steps),
       log,
-      { undo: true, label: 'Step 2 configure', wrap: (cause, step) => wrapFailure(whereByAddr.get(step.vfAddr) ?? `domain '${spec.name}'`, cause) },
+      { undo: true, label: 'Step 2 configure', wrap: (cause, step) => prefixError(whereByAddr.get(step.vfAddr) ?? `domain '${spec.name}'`, cause) },
     );
   } catch (err) {
     const cause = asVfpoolError(err);
@@ -387,11 +396,11 @@ export async function releaseGuest(
         result.vanished.push(a.vfAddr);
         continue;
       }
-      failures.push({ a, error: wrapFailure(where, e) });
+      failures.push({ a, error: prefixError(where, e) });
       continue;
     }
     try {
-      await applyVfSteps(ctx.host, planVfRestore(a, facts), log, { undo: false, label: 'Step 2 restore', wrap: (cause) => wrapFailure(where, cause) });
+      await applyVfSteps(ctx.host, planVfRestore(a, facts), log, { undo: false, label: 'Step 2 restore', wrap: (cause) => prefixError(where, cause) });
       done.add(a.vfAddr);
       if (!result.vanished.includes(a.vfAddr)) result.released.push(describeAllocation(a));
     } catch (err) {
@@ -493,21 +502,27 @@ export async function startGuest(ctx: Context, spec: DomainSpec, opts: GuestOpti
     steps.push({ kind: 'set-vfio-owner', vfAddr: a.vfAddr, group: vf.iommuGroup, owner, undo: current });
   }
 
-  // Step 1: record the previous owners (and the pid), then hand the groups over.
+  // Step 1: record the previous owners (and the pid), then hand the groups over. What each
+  // record said before is kept, so a failed hand-over puts the state back as it was (the undo
+  // puts the host back).
+  const previous = new Map<string, Allocation['vfioOwner']>();
   await ctx.store.update((state) => {
     for (const a of allocationsOf(state, spec.name)) {
       if (pid !== null) a.owner.pid = pid;
       const s = steps.find((x) => x.vfAddr === a.vfAddr);
-      if (s && s.kind === 'set-vfio-owner') a.vfioOwner = { saved: a.vfioOwner?.saved ?? s.undo, granted: s.owner };
+      if (s && s.kind === 'set-vfio-owner') {
+        previous.set(a.vfAddr, a.vfioOwner ? structuredClone(a.vfioOwner) : a.vfioOwner);
+        a.vfioOwner = { saved: a.vfioOwner?.saved ?? s.undo, granted: s.owner };
+      }
     }
   });
   if (!steps.length) return result;
   try {
     const byAddr = new Map(vfio.map((a) => [a.vfAddr as string, whereOf(spec.name, a.pool, a)]));
-    await applyVfSteps(ctx.host, steps, log, { undo: true, label: 'hand over', wrap: (cause, step) => wrapFailure(byAddr.get(step.vfAddr) ?? `domain '${spec.name}'`, cause) });
+    await applyVfSteps(ctx.host, steps, log, { undo: true, label: 'hand over', wrap: (cause, step) => prefixError(byAddr.get(step.vfAddr) ?? `domain '${spec.name}'`, cause) });
   } catch (err) {
     await ctx.store.update((state) => {
-      for (const a of allocationsOf(state, spec.name)) if (steps.some((s) => s.vfAddr === a.vfAddr) && a.vfioOwner && !a.vfioOwner.saved) a.vfioOwner = null;
+      for (const a of allocationsOf(state, spec.name)) if (previous.has(a.vfAddr)) a.vfioOwner = previous.get(a.vfAddr);
     });
     throw err;
   }
@@ -534,6 +549,13 @@ export async function adoptGuest(ctx: Context, spec: DomainSpec, opts: GuestOpti
   if (pid === null) {
     log.info(`${op}: no live pid in ${join(opts.libvirtRunDir, `${spec.name}.pid`)}; keeping ${before.length} VF(s) without one`);
     return { domain: spec.name, vfs: before.length, pid: null };
+  }
+  // The hot path: `start begin` usually recorded this pid already, and then there is nothing to
+  // write (no lock taken, state untouched).
+  const recorded = (a: Allocation) => a.owner.pid === pid && (!spec.uuid || a.owner.uuid === spec.uuid);
+  if (before.every(recorded)) {
+    log.info(`${op}: keeps ${before.length} VF(s), QEMU pid ${pid}`);
+    return { domain: spec.name, vfs: before.length, pid };
   }
   await ctx.store.update((state) => {
     for (const a of allocationsOf(state, spec.name)) {

@@ -1,6 +1,7 @@
 import { ConflictError, HostError } from '../errors.js';
 import type { PoolSpec } from '../config/pool-xml.js';
 import type { NetdevName } from '../types.js';
+import { pfError } from './allocation.js';
 import { planPoolStart, planPoolStop, type PfFacts, type StopPlan } from './activation.js';
 import type { Context } from './context.js';
 import { findVfUses } from './in-use.js';
@@ -23,10 +24,7 @@ async function gatherFacts(ctx: Context, pool: PoolSpec, pfs: NetdevName[], stat
         gone.push(pf);
         continue;
       }
-      if (err instanceof HostError) {
-        throw new HostError(`pool '${pool.name}': PF ${pf}: ${err.message}`, { code: err.code, hint: 'check the <pf dev> name against `ip link`', cause: err });
-      }
-      throw err;
+      throw pfError(pool, pf, err);
     }
     const vfs = await ctx.host.listVfs(pf);
     facts.set(pf, { info, vfs, uses: await findVfUses(ctx.host, state, vfs) });

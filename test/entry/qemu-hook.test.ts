@@ -140,6 +140,23 @@ t.test('reconnect keeps the VFs and learns the pid; it never fails; migrate and 
   t.equal((await status(w)).pfs[0]!.vfs[0]!.owner?.domain, 'vm1', 'still held');
 });
 
+t.test('started/reconnect/attach check the argv domain against stdin too, and still exit 0 when they differ', async (t) => {
+  const w = await setup(t);
+  t.equal((await hook(w, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }))).exitCode, 0);
+  writeFileSync(join(w.runDir, 'vm1.pid'), `${process.pid}\n`);
+  writeFileSync(join(w.runDir, 'vm2.pid'), `${process.pid}\n`);
+  for (const op of ['started', 'reconnect', 'attach']) {
+    const r = await hook(w, ['vm2', op, 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
+    t.same([r.exitCode, r.stdout], [0, ''], `${op}: exit 0, empty stdout`);
+    const log = readFileSync(join(w.settings.stateDir, 'vfpool.log'), 'utf8');
+    t.match(log, new RegExp(`qemu-hook vm2 ${op} begin.*${op}: domain 'vm2' \\(${op} begin\\): argv names domain 'vm2' but stdin describes 'vm1' \\(ignored`), `${op}: the mismatch is logged`);
+    t.match((await status(w)).pfs[0]!.vfs[0]!.owner, { domain: 'vm1', pid: null }, `${op}: vm1's record is left alone`);
+  }
+  const ok = await hook(w, ['vm1', 'started', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
+  t.same([ok.exitCode, ok.stdout, ok.stderr], [0, '', '']);
+  t.match((await status(w)).pfs[0]!.vfs[0]!.owner, { domain: 'vm1', pid: process.pid }, 'the matching call records the pid');
+});
+
 t.test('network hook: port-created records libvirt\'s VF, vetoes one vfpool holds for another domain; port-deleted drops it', async (t) => {
   const w = await setup(t);
   const net = (op: string, stdin: string) => spawnEntry('hooks/network', ['sriov-pool', op, 'begin', '-'], { env: w.hookEnv, stdin });
