@@ -205,7 +205,8 @@ export class LinuxHost implements Host {
     const current = await this.linkName(join(dir, 'driver'));
     // Before any change: a driver that is not loaded would leave the device unbound, with no
     // driver and no netdev, once Step 2 has run (the callers undo only completed steps).
-    if (driver !== null && (await this.readText(join(this.opts.sysfsRoot, 'bus/pci/drivers', driver, 'bind'))) === null) {
+    // The driver's directory, not its `bind` file: that attribute is write-only (EACCES on read).
+    if (driver !== null && !(await stat(join(this.opts.sysfsRoot, 'bus/pci/drivers', driver)).then((st) => st.isDirectory(), () => false))) {
       throw new HostError(`${dev}: driver ${driver} is not loaded (no ${join(this.opts.sysfsRoot, 'bus/pci/drivers', driver)})`, {
         code: 'ENODEV',
         hint: `load it with \`modprobe ${driver}\``,

@@ -10,7 +10,9 @@
  * argv and answers `-j -d link show` and `link set … vf …` like iproute2 on that kernel, and a
  * fake /proc whose fd links make a pid look like QEMU holding /dev/vfio/GROUP.
  * What it does not model: timing (writes take effect at once), udev renames, real errno from
- * drivers other than the sim kernel's.
+ * drivers other than the sim kernel's, and write-only attributes: the kernel's `bind`, `unbind`
+ * and `drivers_probe` are EACCES to read even for root, while these plain files are readable
+ * (only the lab catches code that reads them).
  */
 import { chmodSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
