@@ -5,7 +5,7 @@ import type { Host, VfInfo } from '../host/host.js';
 import type { NetdevName, PciAddress } from '../types.js';
 import { isAlive } from '../util/process.js';
 import type { VfpoolState } from './state-store.js';
-import { vfioHoldersOnce, type VfioHolderLookup } from './in-use.js';
+import { portHoldsVf, vfioHoldersOnce, type VfioHolderLookup } from './in-use.js';
 import type { PfReader } from './vf-config.js';
 
 /** A VF as a candidate for a request: where it is and what it is. */
@@ -134,7 +134,7 @@ export async function holdersOf(state: VfpoolState, vf: VfInfo, vfioHolders: Vfi
     who.push(`domain '${a.owner.domain}'${a.owner.pid ? ` (pid ${a.owner.pid}${dead ? ', gone: run `vfpool reconcile`' : ''})` : ''}`);
   }
   for (const p of state.ports) {
-    if (p.vfAddr === vf.address || (p.netdev !== null && p.netdev === vf.netdev)) who.push(`domain '${p.domain}' through libvirt network '${p.network}'`);
+    if (portHoldsVf(p, vf)) who.push(`domain '${p.domain}' through libvirt network '${p.network}'`);
   }
   if (who.length === 0 && vf.driver === 'vfio-pci' && vf.iommuGroup !== null) {
     for (const pid of await vfioHolders(vf.iommuGroup)) who.push(`pid ${pid} holding /dev/vfio/${vf.iommuGroup}`);

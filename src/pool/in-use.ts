@@ -1,6 +1,6 @@
 import { isAlive } from '../util/process.js';
 import type { Host, VfInfo } from '../host/host.js';
-import type { VfpoolState } from './state-store.js';
+import type { PortRecord, VfpoolState } from './state-store.js';
 
 /** Why a VF may not be touched: DESIGN.md's three meanings of "in use". */
 export interface VfUse {
@@ -16,6 +16,11 @@ export interface VfUse {
  * 2. a port libvirt's own hostdev network handed out (recorded at `port-created`);
  * 3. a process holding `/dev/vfio/GROUP` of a VF bound to vfio-pci (QEMU started by anyone).
  */
+/** Whether a port libvirt's own network handed out is this VF (by PCI address, or a direct plug's netdev). */
+export function portHoldsVf(p: PortRecord, vf: Pick<VfInfo, 'address' | 'netdev'>): boolean {
+  return p.vfAddr === vf.address || (p.netdev !== null && p.netdev === vf.netdev);
+}
+
 /** `/dev/vfio` holders, read from /proc at most once per operation and only when asked. */
 export type VfioHolderLookup = (group: string) => Promise<number[]>;
 
@@ -37,7 +42,7 @@ export async function findVfUses(host: Host, state: VfpoolState, vfs: VfInfo[], 
       }
     }
     for (const p of state.ports) {
-      if (p.vfAddr === vf.address || (p.netdev !== null && p.netdev === vf.netdev)) {
+      if (portHoldsVf(p, vf)) {
         add(vf.address, { by: 'libvirt-port', who: `domain '${p.domain}' through libvirt network '${p.network}'` });
       }
     }

@@ -2,7 +2,7 @@ import { HostError } from '../errors.js';
 import type { Context } from './context.js';
 import type { PoolSpec } from '../config/pool-xml.js';
 import { resolvePoolMembers } from './allocation.js';
-import { findVfUses } from './in-use.js';
+import { findVfUses, portHoldsVf } from './in-use.js';
 
 export interface VfStatus {
   index: number;
@@ -61,7 +61,7 @@ export async function readStatus(ctx: Context): Promise<Status> {
       vfs: vfs.map((vf) => {
         const link = links.get(vf.index);
         const alloc = state.allocations.find((a) => a.vfAddr === vf.address);
-        const port = state.ports.find((p) => p.vfAddr === vf.address || (p.netdev !== null && p.netdev === vf.netdev));
+        const port = state.ports.find((p) => portHoldsVf(p, vf));
         return {
           index: vf.index,
           address: vf.address,
