@@ -1,4 +1,4 @@
-import { HostError, RollbackError, asVfpoolError } from '../errors.js';
+import { HostError, RollbackError, asVfpoolError, type VfpoolError } from '../errors.js';
 import type { Host, VfInfo } from '../host/host.js';
 import type { NetdevName, PciAddress } from '../types.js';
 import type { Logger } from '../util/log.js';
@@ -51,7 +51,7 @@ async function awaitVfs(host: Host, a: Extract<Action, { kind: 'await-vfs' }>, o
 
 /** Applies actions in order; on failure undoes the completed ones in reverse and rethrows. */
 export async function applyPlan(host: Host, actions: Action[], log: Logger, opts: ApplyOptions = DEFAULT_APPLY): Promise<void> {
-  const undo: Array<{ what: string; run: () => Promise<void> }> = [];
+  const undo: Undo[] = [];
   let step = 0;
   try {
     for (const a of actions) {
@@ -79,17 +79,31 @@ export async function applyPlan(host: Host, actions: Action[], log: Logger, opts
   } catch (err) {
     const cause = asVfpoolError(err);
     log.warn(`Step ${step} failed: ${cause.toLine()}; undoing ${undo.length} change(s)`);
-    const failures: string[] = [];
-    for (const u of undo.reverse()) {
-      try {
-        await u.run();
-      } catch (e) {
-        failures.push(`${u.what}: ${asVfpoolError(e).message}`);
-      }
-    }
-    if (failures.length) throw new RollbackError(cause, failures);
-    throw cause;
+    return undoInReverse(cause, undo);
   }
+}
+
+export interface Undo {
+  what: string;
+  run: () => Promise<void>;
+}
+
+/**
+ * The rollback both executors share (pool activation here, VF configuration in vf-config.ts):
+ * runs the undos newest first, every one even when some fail, then throws the original cause,
+ * or a RollbackError naming the undos that failed too.
+ */
+export async function undoInReverse(cause: VfpoolError, undos: Undo[]): Promise<never> {
+  const failures: string[] = [];
+  for (const u of [...undos].reverse()) {
+    try {
+      await u.run();
+    } catch (e) {
+      failures.push(`${u.what}: ${asVfpoolError(e).message}`);
+    }
+  }
+  if (failures.length) throw new RollbackError(cause, failures);
+  throw cause;
 }
 
 /** Puts a PF's VF count back: through 0, since the kernel refuses N -> M (EBUSY). */

@@ -1,8 +1,9 @@
-import { HostError, RollbackError, asVfpoolError, type VfpoolError } from '../errors.js';
+import { HostError, asVfpoolError, type VfpoolError } from '../errors.js';
 import type { Host, PfInfo, VfInfo, VfLinkChange, VfLinkConfig } from '../host/host.js';
 import type { NetdevName, PciAddress, VfIndex } from '../types.js';
 import type { Logger } from '../util/log.js';
 import type { Allocation, AppliedVfConfig, SavedVfConfig } from './state-store.js';
+import { undoInReverse } from './plan.js';
 
 /**
  * A VF's configuration for a guest, as plan-then-apply (the pattern of plan.ts): a pure planner
@@ -382,19 +383,13 @@ export async function applyVfSteps(
       const cause = opts.wrap ? opts.wrap(asVfpoolError(err), s) : asVfpoolError(err);
       log.warn(`${label} ${n} failed: ${cause.toLine()}${opts.undo ? `; undoing ${done.length} step(s)` : ''}`);
       if (!opts.undo) throw cause;
-      const failures: string[] = [];
-      for (const d of done.reverse()) {
+      const undos = done.flatMap((d) => {
         const u = undoOf(d);
-        if (!u) continue;
-        try {
-          log.info(`undo: ${describeVfStep(u)}`);
-          await runStep(host, u);
-        } catch (e) {
-          failures.push(`${describeVfStep(u)}: ${asVfpoolError(e).message}`);
-        }
-      }
-      if (failures.length) throw new RollbackError(cause, failures);
-      throw cause;
+        if (!u) return [];
+        const what = describeVfStep(u);
+        return [{ what, run: () => (log.info(`undo: ${what}`), runStep(host, u)) }];
+      });
+      return undoInReverse(cause, undos);
     }
     done.push(s);
   }
