@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BadInputError, errnoOf } from '../errors.js';
+import { fsError } from '../util/fs-errors.js';
 
 /**
  * Everything vfpool learns from its environment, resolved once at an entry point and passed
@@ -86,7 +87,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   try {
     fromFile = parseConfFile(readFileSync(confFile, 'utf8'), confFile);
   } catch (err) {
-    if (errnoOf(err) !== 'ENOENT') throw err;
+    if (errnoOf(err) !== 'ENOENT') throw fsError(err, confFile, 'the configuration file', 'VFPOOL_CONFIG_DIR');
   }
   const settings: Settings = { ...DEFAULT_SETTINGS };
   for (const [key, field] of Object.entries(SETTING_KEYS) as [keyof typeof SETTING_KEYS, keyof Settings][]) {
