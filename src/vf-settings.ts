@@ -25,8 +25,11 @@ interface SettingDef<K extends VfSettingKey> {
   /** The attribute of `<vfpool:hostdev>` that asks for it. */
   attr: string;
   parse: (raw: string, field: string) => NonNullable<VfSettings[K]>;
-  /** A VF link attribute (IFLA_VF_*), or the VF netdev's MTU (set on the netdev itself). */
-  link: boolean;
+  /**
+   * The keyword of `ip link set dev PF vf N KEYWORD VALUE` for a VF link attribute (IFLA_VF_*);
+   * null for the VF netdev's MTU, which is set on the netdev itself.
+   */
+  ip: string | null;
   /** How a value reads in a plan line ("VLAN 10", "spoofchk on"). */
   describe: (v: NonNullable<VfSettings[K]>) => string;
 }
@@ -49,22 +52,22 @@ function onOff(raw: string, field: string, what: string): boolean {
 const onOffText = (v: boolean) => (v ? 'on' : 'off');
 
 export const VF_SETTINGS: { [K in VfSettingKey]: SettingDef<K> } = {
-  vlan: { attr: 'vlan', link: true, parse: (r, f) => intIn(0, 4095, 'a VLAN id is 0 (none) to 4095')(r, f, 'vlan'), describe: (v) => `VLAN ${v}` },
-  qos: { attr: 'qos', link: true, parse: (r, f) => intIn(0, 7, 'qos is the 802.1p priority, 0 to 7')(r, f, 'qos'), describe: (v) => `qos ${v}` },
-  spoofchk: { attr: 'spoofchk', link: true, parse: (r, f) => onOff(r, f, 'spoofchk'), describe: (v) => `spoofchk ${onOffText(v)}` },
-  trust: { attr: 'trust', link: true, parse: (r, f) => onOff(r, f, 'trust'), describe: (v) => `trust ${onOffText(v)}` },
+  vlan: { attr: 'vlan', ip: 'vlan', parse: (r, f) => intIn(0, 4095, 'a VLAN id is 0 (none) to 4095')(r, f, 'vlan'), describe: (v) => `VLAN ${v}` },
+  qos: { attr: 'qos', ip: 'qos', parse: (r, f) => intIn(0, 7, 'qos is the 802.1p priority, 0 to 7')(r, f, 'qos'), describe: (v) => `qos ${v}` },
+  spoofchk: { attr: 'spoofchk', ip: 'spoofchk', parse: (r, f) => onOff(r, f, 'spoofchk'), describe: (v) => `spoofchk ${onOffText(v)}` },
+  trust: { attr: 'trust', ip: 'trust', parse: (r, f) => onOff(r, f, 'trust'), describe: (v) => `trust ${onOffText(v)}` },
   linkState: {
     attr: 'link-state',
-    link: true,
+    ip: 'state',
     parse: (raw, field) => {
       if (raw === 'auto' || raw === 'enable' || raw === 'disable') return raw;
       throw new BadInputError(`${field}: link-state='${raw}' must be 'auto', 'enable' or 'disable'`);
     },
     describe: (v) => `link-state ${v}`,
   },
-  minTxRate: { attr: 'min-tx-rate', link: true, parse: (r, f) => intIn(0, 1_000_000, 'rates are in Mbit/s')(r, f, 'min-tx-rate'), describe: (v) => `min_tx_rate ${v}` },
-  maxTxRate: { attr: 'max-tx-rate', link: true, parse: (r, f) => intIn(0, 1_000_000, 'rates are in Mbit/s')(r, f, 'max-tx-rate'), describe: (v) => `max_tx_rate ${v}` },
-  mtu: { attr: 'mtu', link: false, parse: (r, f) => intIn(68, 65535)(r, f, 'mtu'), describe: (v) => `MTU ${v}` },
+  minTxRate: { attr: 'min-tx-rate', ip: 'min_tx_rate', parse: (r, f) => intIn(0, 1_000_000, 'rates are in Mbit/s')(r, f, 'min-tx-rate'), describe: (v) => `min_tx_rate ${v}` },
+  maxTxRate: { attr: 'max-tx-rate', ip: 'max_tx_rate', parse: (r, f) => intIn(0, 1_000_000, 'rates are in Mbit/s')(r, f, 'max-tx-rate'), describe: (v) => `max_tx_rate ${v}` },
+  mtu: { attr: 'mtu', ip: null, parse: (r, f) => intIn(68, 65535)(r, f, 'mtu'), describe: (v) => `MTU ${v}` },
 };
 
 export const VF_SETTING_KEYS = Object.keys(VF_SETTINGS) as VfSettingKey[];
@@ -108,7 +111,7 @@ export function parseVfSettings(get: (attr: string) => string | undefined, field
 export function linkChangeOf(s: VfSettings): VfLinkChange {
   const c: Record<string, unknown> = {};
   for (const k of VF_SETTING_KEYS) {
-    if (!VF_SETTINGS[k].link || k === 'qos' || s[k] === null) continue;
+    if (VF_SETTINGS[k].ip === null || k === 'qos' || s[k] === null) continue;
     c[k] = s[k];
     if (k === 'vlan') c.qos = s.qos ?? 0;
   }
@@ -120,7 +123,7 @@ export function describeLinkChange(c: VfLinkChange): string {
   const parts: string[] = [];
   if (c.mac !== undefined) parts.push(`admin MAC ${c.mac}`);
   for (const k of VF_SETTING_KEYS) {
-    if (k === 'qos' || !VF_SETTINGS[k].link) continue;
+    if (k === 'qos' || VF_SETTINGS[k].ip === null) continue;
     const v = c[k as keyof VfLinkChange];
     if (v === undefined || v === null) continue;
     let text = (VF_SETTINGS[k].describe as (x: unknown) => string)(v);
@@ -128,4 +131,17 @@ export function describeLinkChange(c: VfLinkChange): string {
     parts.push(text);
   }
   return parts.join(', ') || 'nothing';
+}
+
+/** The `ip link set dev PF vf N …` words for a link change, in the kernel's order; qos only travels with a vlan. */
+export function ipLinkWords(c: VfLinkChange): string[] {
+  const words: string[] = [];
+  if (c.mac !== undefined) words.push('mac', c.mac);
+  for (const k of VF_SETTING_KEYS) {
+    const keyword = VF_SETTINGS[k].ip;
+    const v = c[k as keyof VfLinkChange];
+    if (keyword === null || v === undefined || v === null || (k === 'qos' && c.vlan === undefined)) continue;
+    words.push(keyword, typeof v === 'boolean' ? onOffText(v) : String(v));
+  }
+  return words;
 }

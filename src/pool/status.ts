@@ -53,7 +53,8 @@ export async function readStatus(ctx: Context): Promise<Status> {
     const vfs = await ctx.host.listVfs(name);
     // A PF that went away between listing and reading has no links to show; any other failure
     // to read them (ip missing, a driver error) is reported, not shown as VFs without settings.
-    const links = vfs.length ? await ctx.host.getVfLinks(name).catch((err) => (vanished(err) ? new Map<number, VfLinkConfig>() : Promise.reject(err))) : new Map<number, VfLinkConfig>();
+    const none = new Map<number, VfLinkConfig>();
+    const links = vfs.length ? await ctx.host.getVfLinks(name).catch((err) => (vanished(err) ? none : Promise.reject(err))) : none;
     pfs.push({
       name,
       address: info.address,

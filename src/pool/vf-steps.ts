@@ -6,10 +6,10 @@ import { executeSteps, type StepKind } from './executor.js';
 import { describeLinkChange } from '../vf-settings.js';
 
 /**
- * A VF's configuration for a guest, as plan-then-apply: a pure planner (vf-plan.ts)
- * turns what the VF looks like now (`VfFacts`) and what the guest wants into `VfStep`s that carry
- * their own inverse; `applyVfSteps` carries them out through the one executor (executor.ts) and, on a failure, undoes the completed
- * ones in reverse. Every check happens in the planner, before the first change.
+ * A VF's configuration for a guest, as plan-then-apply: a pure planner (vf-plan.ts) turns what
+ * the VF looks like now (`VfFacts`) and what the guest wants into `VfStep`s that carry their
+ * own inverse; `applyVfSteps` carries them out through the one executor (executor.ts) and, on
+ * a failure, undoes the completed ones in reverse. Every check happens in the planner.
  *
  * Each `set-link` step changes one kernel attribute (IFLA_VF_MAC, _VLAN, _SPOOFCHK, _TRUST,
  * _LINK_STATE, _RATE): one `ip link set … vf N …` with several settings is several netlink
@@ -48,7 +48,7 @@ export function describeVfStep(s: VfStep): string {
 }
 
 /** A link change in plan words (the wording of each setting is in src/vf-settings.ts). */
-export const describeChange = describeLinkChange;
+const describeChange = describeLinkChange;
 
 /** Which requested settings the PF reports differently now (empty: all read back). */
 export function compareLink(expect: VfLinkChange, got: VfLinkConfig): string[] {

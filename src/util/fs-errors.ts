@@ -1,4 +1,4 @@
-import { BadInputError, HostError, errnoOf, type VfpoolError } from '../errors.js';
+import { BadInputError, HostError, VfpoolError, errnoOf } from '../errors.js';
 
 /**
  * A file-system failure on a path the person configured (state dir, config dir, conf file) as
@@ -8,6 +8,7 @@ import { BadInputError, HostError, errnoOf, type VfpoolError } from '../errors.j
  * (exit 2); a refusal of the machine (permissions, I/O) is a HostError (exit 1).
  */
 export function fsError(err: unknown, path: string, what: string, setting?: string): VfpoolError {
+  if (err instanceof VfpoolError) return err; // already one line with its fix (a bad name, say)
   const code = errnoOf(err);
   const moveIt = setting ? `, or point ${setting} elsewhere` : '';
   switch (code) {
