@@ -2,8 +2,10 @@ import { asVfpoolError } from '../errors.js';
 import { isAlive } from '../util/process.js';
 import type { Context } from './context.js';
 import { releaseGuest } from './guest-release.js';
+import { mendPools } from './pools.js';
 import { readLibvirtPid } from './libvirt-runtime.js';
-import type { Allocation, PortRecord, VfpoolState } from '../state/schema.js';
+import type { Allocation, VfpoolState } from '../state/schema.js';
+import { judgeAllocation, judgePort } from './owners.js';
 
 /**
  * `vfpool reconcile`: after a crash, a killed hook or a daemon restart, put vfpool's records
@@ -46,44 +48,7 @@ export interface ReconcileResult {
   portsKept: number;
 }
 
-export const DEFAULT_RECONCILE_GRACE_MS = 120_000;
-
-export interface Verdict {
-  keep: boolean;
-  reason: string;
-  /** A pid learnt from libvirt's pid file, to record. */
-  adoptPid?: number;
-}
-
-/** The policy above, for one allocation. Pure but for the liveness checks it is given. */
-export function judgeAllocation(
-  a: Allocation,
-  env: { alive: (pid: number) => boolean; libvirtPid: (domain: string) => number | null; now: number; graceMs: number; self: number },
-): Verdict {
-  if (a.worker && a.worker !== env.self && env.alive(a.worker)) return { keep: true, reason: `vfpool (pid ${a.worker}) is working on it now` };
-  if (a.phase === 'releasing') return { keep: false, reason: `its release did not finish${a.lastError ? ` (${a.lastError})` : ''}` };
-  if (a.phase === 'preparing') return { keep: false, reason: `its prepare was interrupted${a.worker ? ` (vfpool pid ${a.worker} is gone)` : ''}` };
-  if (a.owner.pid !== null) {
-    return env.alive(a.owner.pid) ? { keep: true, reason: `QEMU pid ${a.owner.pid} runs` } : { keep: false, reason: `QEMU pid ${a.owner.pid} is gone` };
-  }
-  if (a.owner.via === 'cli') {
-    return { keep: true, reason: `prepared with \`vfpool prepare\` and no --pid: free it with \`vfpool release ${a.owner.domain}\`` };
-  }
-  const pid = env.libvirtPid(a.owner.domain);
-  if (pid !== null) return { keep: true, reason: `QEMU pid ${pid} (libvirt's pid file) runs`, adoptPid: pid };
-  const age = env.now - Date.parse(a.createdAt);
-  if (Number.isFinite(age) && age < env.graceMs) {
-    return { keep: true, reason: `prepared ${Math.round(age / 1000)} s ago and libvirt may still be starting it (grace ${Math.round(env.graceMs / 1000)} s)` };
-  }
-  return { keep: false, reason: `no QEMU pid was ever recorded and libvirt has no pid file for it` };
-}
-
-function judgePort(p: PortRecord, env: { libvirtPid: (domain: string) => number | null; now: number; graceMs: number }): Verdict {
-  if (env.libvirtPid(p.domain) !== null) return { keep: true, reason: 'the domain runs' };
-  const age = p.createdAt ? env.now - Date.parse(p.createdAt) : Infinity;
-  if (age < env.graceMs) return { keep: true, reason: 'recorded moments ago; the domain may be starting' };
-  return { keep: false, reason: `domain '${p.domain}' does not run (no live pid in libvirt's pid file)` };
-}
+export { DEFAULT_RECONCILE_GRACE_MS, judgeAllocation, judgePort, type Verdict } from './owners.js';
 
 /** Runs the policy over the state; frees what is gone (unless dry-run) and reports both. */
 export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<ReconcileResult> {
@@ -96,6 +61,8 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
     self: process.pid,
   };
   const result: ReconcileResult = { dryRun: Boolean(opts.dryRun), kept: [], freed: [], failed: [], portsDropped: [], portsKept: 0 };
+  // Pools whose start or stop was killed half-way first: their PFs may hold VFs no pool owns.
+  if (!opts.dryRun) for (const line of await mendPools(ctx)) log.info(line);
   const state: VfpoolState = ctx.store.read();
   const toFree = new Map<string, Array<{ a: Allocation; reason: string }>>();
   const adopt = new Map<string, number>();
@@ -142,7 +109,7 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
       s.ports = s.ports.filter((p) => !dropped.has(`${p.network}/${p.portUuid}`));
     });
   }
-  ctx.store.rebuildIndex();
+  await ctx.store.rebuildIndex();
   log.info(`kept ${result.kept.length}, freed ${result.freed.length}, failed ${result.failed.length}, dropped ${result.portsDropped.length} port record(s)`);
   return result;
 }
