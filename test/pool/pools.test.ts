@@ -64,8 +64,18 @@ t.test('a VF whose owner is gone but whose release is still running counts as in
   } as never);
   const uses = await findVfUses(w.sim, state, [vf]);
   t.match(uses.get(vf.address), [{ by: 'allocation', who: new RegExp(`vfpool process ${worker.pid} working on domain 'gone'`) }]);
-  await stopPool(w.ctx, 'sriov-pool', { refuse: false }).then(() => undefined);
-  t.ok(true);
+  // The stop reads the same state: a person's net-destroy is refused, libvirt's stop keeps the VFs.
+  await w.ctx.store.update((s) => {
+    s.allocations = state.allocations;
+  });
+  await t.rejects(stopPool(w.ctx, 'sriov-pool', { refuse: true }), {
+    exitCode: 3,
+    message: new RegExp(`^pool 'sriov-pool': cannot remove VFs: eth1 keeps its 2 VFs: .*vfpool process ${worker.pid} working on domain 'gone'`),
+  });
+  const stopped = await stopPool(w.ctx, 'sriov-pool', { refuse: false });
+  t.same(stopped.actions, [], 'nothing removed');
+  t.match(stopped.kept, [{ pf: 'eth1', reason: new RegExp(`vfpool process ${worker.pid}`) }]);
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 2, 'the VFs stay');
 });
 
 t.test('net-list counts a VF as in use by the same rule as the in-use guard (a vfio holder too)', async (t) => {
