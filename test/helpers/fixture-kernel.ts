@@ -6,8 +6,9 @@
  * and links LinuxHost reads — /sys/class/net/PF/device/{sriov_totalvfs,sriov_numvfs,virtfnN},
  * VF {physfn,driver,net/,iommu_group,driver_override}, /sys/bus/pci/{devices,drivers_probe,
  * drivers/D/{bind,unbind}}, class/net/X/{mtu,flags,ifindex} — and the side effects of writes to
- * them, through LinuxHost's injectable sysfs writer; plus an `ip` executable that records its
- * argv and answers `-j -d link show` and `link set … vf …` like iproute2 on that kernel, and a
+ * them, through LinuxHost's injectable sysfs writer; plus a fake `ip` that records its argv and
+ * answers `-j -d link show` and `link set … vf …` like iproute2 on that kernel, in-process
+ * through LinuxHost's injectable runner (`runIp`) or as an executable at `ipPath`, and a
  * fake /proc whose fd links make a pid look like QEMU holding /dev/vfio/GROUP.
  * What it does not model: timing (writes take effect at once), udev renames, real errno from
  * drivers other than the sim kernel's, and write-only attributes: the kernel's `bind`, `unbind`
