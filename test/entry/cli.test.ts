@@ -17,6 +17,9 @@ t.test('define, start, list, status, destroy, undefine', async (t) => {
   t.match(dry.stdout, /1\. eth1: write 4 to sriov_numvfs \(now 0\)/);
   t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 0, '--dry-run changed nothing');
   t.equal((await cli('net-start', 'sriov-pool')).exitCode, 0);
+  t.equal(statSync(w.settings.stateDir).mode & 0o777, 0o700, 'state is root\'s: a 0700 directory');
+  t.equal(statSync(join(w.settings.stateDir, 'state.json')).mode & 0o777, 0o600, '0600 files');
+  t.equal(statSync(join(w.settings.stateDir, 'vfpool.log')).mode & 0o777, 0o600);
 
   const list = await cli('net-list', '--json');
   t.same(JSON.parse(list.stdout), [{ name: 'sriov-pool', mode: 'hostdev', active: true, persistent: true, vfs: 4, inUse: 0 }]);
@@ -37,15 +40,6 @@ t.test('define, start, list, status, destroy, undefine', async (t) => {
   t.equal((await cli('net-destroy', 'sriov-pool')).exitCode, 3, 'not active');
   t.equal((await cli('net-undefine', 'sriov-pool')).exitCode, 0);
   t.same(JSON.parse((await cli('net-list', '--json')).stdout), []);
-});
-
-t.test('state is root\'s: 0700 directory, 0600 files', async (t) => {
-  const w = makeSimEnv(t);
-  w.definePool('sriov-pool', SEED_000_POOL);
-  await vfpoolCli(['net-start', 'sriov-pool'], { env: w.env });
-  t.equal(statSync(w.settings.stateDir).mode & 0o777, 0o700);
-  t.equal(statSync(join(w.settings.stateDir, 'state.json')).mode & 0o777, 0o600);
-  t.equal(statSync(join(w.settings.stateDir, 'vfpool.log')).mode & 0o777, 0o600);
 });
 
 t.test('bad input: exit 2, one line, nothing written', async (t) => {

@@ -1,6 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Test } from 'tap';
+import { scratchDir } from './scratch.js';
 import { DEFAULT_SETTINGS, type Settings } from '../../src/config/settings.js';
 import { createContext, type Context } from '../../src/pool/context.js';
 import { SimHost } from '../../src/host/sim-host.js';
@@ -20,7 +21,7 @@ export interface SimEnv {
 }
 
 export function makeSimEnv(t: Test, seed: SimSeed = { pfs: [{ name: 'eth1', totalVfs: 8 }] }): SimEnv {
-  const dir = t.testdir({});
+  const dir = scratchDir(t);
   const hostFile = join(dir, 'host.json');
   writeFileSync(hostFile, JSON.stringify(seed));
   const settings: Settings = {
