@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
     --dest-dir) destdir=${2:?--dest-dir needs a directory}; shift 2 ;;
     --dest-dir=*) destdir=${1#*=}; shift ;;
     --uninstall) uninstall=1; shift ;;
-    -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument '$1' (expected --prefix DIR, --dest-dir DIR, --uninstall)" >&2; exit 2 ;;
   esac
 done
