@@ -87,8 +87,12 @@ if (!existsSync(QEMU)) {
     t.notOk(periph.includes('vfpool-vf0'), 'the failover primary is hidden until the guest acks STANDBY');
     t.equal(await qomGet(qmp, 'net0', 'failover'), true, 'failover=on on libvirt\'s virtio-net');
     t.equal(await qomGet(qmp, 'vfpool-vf1', 'mac'), MAC2, 'the emulated VF carries the VF\'s MAC');
-    await qmp.execute('quit').catch(() => undefined);
+    await t.rejects(qmp.execute('device_add', { driver: 'e1000e', id: 'x' }), { name: 'QmpCommandError', errorClass: 'GenericError', message: "QMP device_add failed: GenericError: Bus 'pcie.0' does not support hotplugging" }, 'QEMU\'s error class reaches the caller (and why VFs get root ports)');
+    const shutdown = qmp.events.waitFor('SHUTDOWN', (d) => d.reason === 'host-qmp-quit', { timeoutMs: 10_000 });
+    await qmp.execute('quit');
+    t.match((await shutdown.promise).data, { guest: false, reason: 'host-qmp-quit' }, 'an event waited for from before the command');
     t.equal(await exited, 0, 'QEMU\'s exit status is the wrapper\'s');
+    await t.rejects(qmp.execute('query-status'), { name: 'QmpClosedError' }, 'QEMU gone: a clear error');
   });
 
   t.test('hotplug delivery: empty root ports at start, the VF device_added into its port and seen on the guest\'s PCI bus', async (t) => {
