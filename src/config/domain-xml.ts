@@ -9,6 +9,7 @@ import {
   type NetdevName,
   type PciAddress,
 } from '../types.js';
+import { MAX_SRIOV_NIC_VFS, validateBackend } from '../state/domain-plan.js';
 import { attr, child, children, findNsElement, parseXml, text, type XmlElement } from '../util/xml.js';
 
 /**
@@ -32,6 +33,16 @@ export interface DomainSpec {
   interfaceMacs: Array<{ field: string; mac: MacAddress }>;
   /** The DAC label QEMU runs under (`<seclabel model='dac'><label>+64055:+64055</label>`), once libvirt filled it in. */
   dacLabel: DacLabel | null;
+  /** `<vfpool:sriov-nic>` elements in document order (seed 003: emulated virtio-net SR-IOV). */
+  sriovNics: SriovNicRequest[];
+}
+
+/** `<vfpool:sriov-nic vfs='N' backend='user' [backend-options='k=v,…']/>`: needs no VF, only QEMU >= 10.1. */
+export interface SriovNicRequest {
+  field: string;
+  vfs: number;
+  backend: string;
+  backendOptions: string | null;
 }
 
 /** Settings a request may ask for; `null` = leave as the VF has it. */
@@ -53,6 +64,8 @@ export interface HostdevRequest extends VfSettings {
   netdev: NetdevName | null;
   address: PciAddress | null;
   mac: MacAddress;
+  /** `guest-slot='0x1a'`: the slot of the guest's root bus the VF (its root port, on q35) is pinned to. */
+  guestSlot: number | null;
 }
 
 export interface NetworkInterface {
@@ -80,11 +93,14 @@ export interface VfRequest extends VfSettings {
   mac: MacAddress;
   /** For an `<interface>` on a pci-passthrough-hybrid pool: the virtio-net NIC it partners (same MAC). */
   pairedMac: MacAddress | null;
+  /** A guest slot pinned by the metadata (`guest-slot`); null: generated, stable per command line. */
+  guestSlot: number | null;
 }
 
 const HOSTDEV_ATTRS = new Set([
-  'pool', 'netdev', 'address', 'mac', 'vlan', 'qos', 'spoofchk', 'trust', 'link-state', 'min-tx-rate', 'max-tx-rate', 'mtu',
+  'pool', 'netdev', 'address', 'mac', 'vlan', 'qos', 'spoofchk', 'trust', 'link-state', 'min-tx-rate', 'max-tx-rate', 'mtu', 'guest-slot',
 ]);
+const SRIOV_NIC_ATTRS = new Set(['vfs', 'backend', 'backend-options']);
 /** Children of `<vfpool:domain>` that other parts of vfpool read (seed 003's emulated SR-IOV NIC). */
 const OTHER_VFPOOL_ELEMENTS = new Set(['sriov-nic']);
 
@@ -159,8 +175,34 @@ function parseHostdev(el: XmlElement, field: string): HostdevRequest {
     netdev: netdev === undefined ? null : parseNetdevName(netdev, `${field}: netdev`),
     address: address === undefined ? null : parsePciAddress(address, `${field}: address`),
     mac: parseGuestMac(mac, `${field}: mac`),
+    guestSlot: parseGuestSlot(attr(el, 'guest-slot'), field),
     ...parseSettings(el, field),
   };
+}
+
+/** A slot of the guest's root PCI bus: 0 is the host bridge, 0x1f the q35 chipset. */
+function parseGuestSlot(raw: string | undefined, field: string): number | null {
+  if (raw === undefined) return null;
+  const n = /^0x[0-9a-f]{1,2}$/i.test(raw) ? parseInt(raw, 16) : /^[0-9]{1,2}$/.test(raw) ? Number(raw) : NaN;
+  if (!(n >= 1 && n <= 0x1e)) throw new BadInputError(`${field}: guest-slot='${raw}' is not a slot from 0x1 to 0x1e`, "slot 0 is the host bridge and 0x1f the q35 chipset: pick e.g. guest-slot='0x10'");
+  return n;
+}
+
+function parseSriovNic(el: XmlElement, field: string): SriovNicRequest {
+  for (const key of Object.keys(el)) {
+    if (!key.startsWith('@_')) {
+      if (key !== '#text') throw new BadInputError(`${field}: unexpected child <${key}>`, 'vfpool:sriov-nic takes attributes only');
+      continue;
+    }
+    if (key.startsWith('@_xmlns')) continue;
+    if (!SRIOV_NIC_ATTRS.has(key.slice(2))) throw new BadInputError(`${field}: unknown attribute '${key.slice(2)}'`, `known: ${[...SRIOV_NIC_ATTRS].join(', ')}`);
+  }
+  const vfs = attr(el, 'vfs');
+  if (vfs === undefined) throw new BadInputError(`${field}: has no vfs`, "give the number of VFs, e.g. vfs='3'");
+  const backend = attr(el, 'backend') ?? 'user';
+  const backendOptions = attr(el, 'backend-options') ?? null;
+  validateBackend(backend, backendOptions, field);
+  return { field, vfs: intIn(vfs, field, 'vfs', 1, MAX_SRIOV_NIC_VFS, `ARI gives a device 256 functions: the PF and at most ${MAX_SRIOV_NIC_VFS} VFs`), backend, backendOptions };
 }
 
 function parseDacLabel(domain: XmlElement, where: string): DacLabel | null {
@@ -226,6 +268,7 @@ export function parseDomainXml(xml: string, where: string): DomainSpec {
   }
 
   const hostdevs: HostdevRequest[] = [];
+  const sriovNics: SriovNicRequest[] = [];
   const found = findNsElement(child(domain, 'metadata'), 'domain');
   if (found) {
     for (const key of Object.keys(found.el)) {
@@ -237,9 +280,10 @@ export function parseDomainXml(xml: string, where: string): DomainSpec {
       }
     }
     children(found.el, found.tag('hostdev')).forEach((el, i) => hostdevs.push(parseHostdev(el, `${dwhere}: vfpool:hostdev #${i + 1}`)));
+    children(found.el, found.tag('sriov-nic')).forEach((el, i) => sriovNics.push(parseSriovNic(el, `${dwhere}: vfpool:sriov-nic #${i + 1}`)));
   }
   const { nets, macs } = parseInterfaces(child(domain, 'devices'), dwhere);
-  return { name, uuid: uuid?.toLowerCase() ?? null, hostdevs, networkInterfaces: nets, interfaceMacs: macs, dacLabel: parseDacLabel(domain, dwhere) };
+  return { name, uuid: uuid?.toLowerCase() ?? null, hostdevs, networkInterfaces: nets, interfaceMacs: macs, dacLabel: parseDacLabel(domain, dwhere), sriovNics };
 }
 
 /** What `domainRequests` needs to know about a pool: whether it exists, and its mode. */
@@ -277,6 +321,7 @@ export function domainRequests(spec: DomainSpec, poolMode: PoolModeLookup): VfRe
       address: null,
       mac: n.mac,
       pairedMac: n.mac,
+      guestSlot: null,
       vlan: n.vlan,
       qos: null,
       spoofchk: null,

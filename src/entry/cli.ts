@@ -13,6 +13,7 @@ import { parseDomainXml } from '../config/domain-xml.js';
 import { guestOptions, prepareGuest, planReleaseGuest, releaseGuest } from '../pool/guests.js';
 import { DEFAULT_RECONCILE_GRACE_MS, reconcile } from '../pool/reconcile.js';
 import { parseObjectName } from '../types.js';
+import { printQemuArgs, qemuArgsCommand } from './qemu-args-command.js';
 
 function readInputFile(file: string): string {
   try {
@@ -180,6 +181,16 @@ await yargs(hideBin(process.argv))
         for (const v of r.released) out(`Domain ${name}: VF ${v.vfAddr} restored and freed`);
         for (const v of r.vanished) out(`Domain ${name}: VF ${v} is gone from the host; its record was dropped`);
       }
+      return 0;
+    }))
+  .command('qemu-args [domain]', 'print the QEMU arguments the wrapper adds for a domain (a prepared one, or --xml for requests that need no VF)',
+    (y) => json(y.positional('domain', { type: 'string', describe: 'a domain prepared by vfpool' })
+      .option('xml', { type: 'string', describe: 'a domain XML whose requests need no VF (<vfpool:sriov-nic>)' })
+      .option('machine', { type: 'string', default: 'q35', describe: 'the machine type of the command line to add to' })),
+    withContext('qemu-args', async (ctx, a: { domain?: string; xml?: string; machine: string; json: boolean }) => {
+      const r = await qemuArgsCommand(ctx.settings, a);
+      if (a.json) out(JSON.stringify(r));
+      else printQemuArgs(r);
       return 0;
     }))
   .command('reconcile', 'free and restore the VFs of guests that no longer run; keep the others; report both',
