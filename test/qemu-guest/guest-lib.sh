@@ -1,4 +1,4 @@
-# Sourced by the test/qemu guest scripts (they run inside run-in-guest.sh's guest). One check =
+# Sourced by the test/qemu-guest guest scripts (they run inside run-in-guest.sh's guest). One check =
 # one row: printed for people, and appended as STATUS \t NAME \t DETAIL to
 # $VFPOOL_LAB_OUT/checks.tsv for run-qemu.sh's table. A guest script refuses to run on a host.
 if [ "${VFPOOL_LAB_GUEST:-}" != 1 ] || [ -z "${VFPOOL_LAB_OUT:-}" ]; then
