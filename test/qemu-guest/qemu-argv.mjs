@@ -32,7 +32,7 @@ function parseDevice(arg) {
   }
   return dev;
 }
-const devicesOf = (argv) => argv.flatMap((a, i) => (argv[i - 1] === '-device' ? [{ ...parseDevice(a), argIndex: i }] : []));
+const devicesOf = (argv) => argv.flatMap((a, i) => (argv[i - 1] === '-device' ? [{ ...parseDevice(a), argIndex: i, json: a.startsWith('{') }] : []));
 const isOn = (v) => v === true || v === 'on' || v === 'true' || v === 'yes';
 const lines = (file) => readFileSync(file, 'utf8').split('\n').filter((l) => l.trim() !== '');
 
@@ -61,8 +61,14 @@ if (mode === 'failover') {
   if (p.mac !== mac) fail(`primary ${p.id} has mac ${p.mac}, want the standby's ${mac}`);
   const port = devs.find((d) => d.id === p.bus);
   if (!port || port.driver !== 'pcie-root-port') fail(`primary ${p.id} sits on bus '${p.bus}', not on a pcie-root-port (QEMU needs a hotpluggable bus)`);
+  // QEMU creates every `driver,k=v` device before any JSON one, whatever the order on the command
+  // line: a kv primary next to libvirt's JSON standby is realized before the standby can hide it.
+  if (person.some((d) => d.json)) {
+    const kv = devs.filter((d) => !d.json && String(d.id).startsWith('vfpool-')).map((d) => d.id);
+    if (kv.length) fail(`the command line uses JSON -device but vfpool added ${kv.join(', ')} as driver,k=v (QEMU would create them before every JSON device)`);
+  }
   const qmp = argv.some((a, i) => argv[i - 1] === '-chardev' && /(^|,)path=[^,]*qmp\.sock/.test(a) || /"path":"[^"]*qmp\.sock"/.test(a));
-  console.log(`standby ${standby.id} failover=on; primary ${p.id} ${p.driver} mac=${p.mac} failover_pair_id=${standby.id} on ${port.id} (pcie-root-port chassis ${port.chassis} at ${port.bus ?? '?'} ${port.addr ?? ''})${qmp ? '; vfpool QMP socket added' : ''}`);
+  console.log(`standby ${standby.id} failover=on; primary ${p.id} ${p.driver} mac=${p.mac} failover_pair_id=${standby.id} on ${port.id} (pcie-root-port chassis ${port.chassis} at ${port.bus ?? '?'} ${port.addr ?? ''})${qmp ? '; vfpool QMP socket added' : ''}${person.some((d) => d.json) ? '; all JSON like libvirt\'s' : ''}`);
 } else if (mode === 'sriov') {
   const [jsonFile, nText, devicesOut, expectOut] = args;
   const n = Number(nText);
