@@ -212,3 +212,23 @@ export function planQemuArgs(plan: DomainPlanV1, cmd: ParsedCmdline, opts: PlanQ
   argv.push(...added);
   return { argv, added, edits, hotplug, placements };
 }
+
+/**
+ * For the `started` hook of a hotplug delivery: the `device_add` objects for a QEMU that runs
+ * with the command line the wrapper produced (read from /proc/PID/cmdline). They are the ones
+ * `planQemuArgs(...).hotplug` gave the wrapper: on q35 each VF goes into the root port the
+ * wrapper reserved (`vfpool-rpN`, refused if missing: QEMU was not started through the
+ * wrapper); on i440fx the slot choice is replayed (the wrapper added no device there).
+ */
+export function planHotplugDevices(plan: DomainPlanV1, running: ParsedCmdline): QmpDeviceAdd[] {
+  if (running.machine.kind !== 'q35') return planQemuArgs({ ...plan, delivery: 'hotplug', sriovNics: [] }, running, { qmpSocketPath: null }).hotplug;
+  return plan.vfs.map((vf) => {
+    const where = `domain '${plan.domain}': ${vf.id}`;
+    const rootPort = `vfpool-rp${vfIndex(vf.id)}`;
+    if (!running.devices.some((d) => d.id === rootPort && d.driver === 'pcie-root-port')) {
+      throw new BadInputError(`${where}: the running QEMU has no root port ${rootPort} on its command line`, "start the domain through vfpool-qemu (its <emulator>), which reserves the port");
+    }
+    const pairId = vf.failoverStandbyMac === null ? null : findStandby(running, vf, where).id ?? `${vf.id}-standby`;
+    return vfDevice(vf, where, rootPort, '0x0', pairId);
+  });
+}

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { planQemuArgs, type QemuCaps } from '../../src/qemu/args.js';
+import { planHotplugDevices, planQemuArgs, type QemuCaps } from '../../src/qemu/args.js';
 import { parseQemuArgv } from '../../src/qemu/cmdline.js';
 import { planSriovNic } from '../../src/qemu/sriov-nic.js';
 import { sriovNicPlans, type DomainPlanV1, type DomainPlanVf } from '../../src/state/domain-plan.js';
@@ -189,4 +189,16 @@ t.test('SR-IOV NIC refusals: VF counts outside what ARI allows, a bad backend', 
   t.throws(() => planSriovNic(nic(0), at), /vfs='0' is not 1..255/);
   t.throws(() => planSriovNic(nic(2, 'slirp'), at), { name: 'BadInputError', message: /backend='slirp' is not a QEMU netdev type vfpool knows/ });
   t.throws(() => planSriovNic({ ...nic(2), macs: [MAC] }, at), /1 MACs for a PF and 2 VFs/);
+});
+
+t.test('started hook: the device_adds for the running QEMU equal what the wrapper planned; no reserved port, a sentence', async (t) => {
+  const hot = plan([vf(0, { mac: MAC, failoverStandbyMac: MAC }), vf(1, { guestAddress: { slot: 0x10 } })], { delivery: 'hotplug' });
+  for (const argv of [libvirtQ35Argv(), libvirtArgv().map((a) => a.replace('acpi=off', 'acpi=on')).concat('-device', `virtio-net-pci,id=net0,mac=${MAC}`)]) {
+    const wrapped = run(hot, argv);
+    t.same(planHotplugDevices(hot, parseQemuArgv(wrapped.argv)), wrapped.hotplug, parseQemuArgv(argv).machine.kind);
+  }
+  t.throws(() => planHotplugDevices(hot, parseQemuArgv(libvirtQ35Argv())), {
+    name: 'BadInputError',
+    message: "domain 'vm1': vfpool-vf0: the running QEMU has no root port vfpool-rp0 on its command line",
+  });
 });
