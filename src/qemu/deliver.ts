@@ -1,7 +1,7 @@
 import { lchown, lstat, mkdir, readFile, readlink, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { errnoOf, HostError, BadInputError } from '../errors.js';
-import { allowDeviceInCgroup, type CgroupAllowStep, type CgroupDeps, type CharDevice } from './device-cgroup.js';
+import { applyCgroupAllow, planCgroupAllow, type CgroupAllowStep, type CgroupDeps, type CharDevice } from './device-cgroup.js';
 
 /**
  * Gives a running QEMU what libvirt gives it before it hotplugs a `<hostdev>` it knows of, so
@@ -9,9 +9,10 @@ import { allowDeviceInCgroup, type CgroupAllowStep, type CgroupDeps, type CharDe
  * root, libvirt's default qemu.conf). Measured with libvirt 11.3 (docs/libvirt-delivery.md):
  * at `started` QEMU runs as libvirt-qemu in its own mount namespace whose /dev has no
  * /dev/vfio, in a device cgroup that allows only libvirt's default ACL, with RLIMIT_MEMLOCK
- * 8 MiB. vfio-pci then fails with "Could not open '/dev/vfio/N'" (no node), "Operation not
- * permitted" (cgroup), or "VFIO_MAP_DMA failed: Cannot allocate memory" (memlock). This module
- * fixes the three, in that order of cost, and nothing else: the caller does the `device_add`.
+ * 8 MiB. device_add vfio-pci then fails with "Could not open '/dev/vfio/N': No such file or
+ * directory" (no node), "Operation not permitted" (cgroup), or "memory listener initialization
+ * failed: … vfio_container_dma_map(…) = -12 (Cannot allocate memory)" (memlock). This module
+ * fixes the three and nothing else: the caller does the `device_add`.
  *
  * Everything it changes belongs to the QEMU process (its rlimit, its private /dev, its cgroup)
  * and goes away with it, so there is nothing to restore at release.
@@ -234,9 +235,10 @@ export async function deliverVfioToQemu(req: VfioDeliveryRequest, deps: DeliverD
         ...(await Promise.all(groups.map((g) => planNode(deps, req.pid, g, { uid: req.uid, gid: req.gid, mode: 0o600 })))),
       ]
     : [];
+  const cgroup = await planCgroupAllow(req.pid, [container, ...groups], deps);
   const steps: DeliveryStep[] = [];
 
-  // Step 2: memlock. Without it the device_add itself succeeds only to fail at VFIO_MAP_DMA.
+  // Step 2: memlock. Without it vfio cannot pin the guest's RAM for DMA and device_add fails.
   await raiseMemlock(deps, req, steps);
 
   // Step 3: the nodes. With namespaces = [] QEMU sees the host's /dev, where vfpool's start
@@ -250,9 +252,9 @@ export async function deliverVfioToQemu(req: VfioDeliveryRequest, deps: DeliverD
   }
 
   // Step 4: the device cgroup (v1 devices.allow, or libvirt's BPF map on v2).
-  const cg = await allowDeviceInCgroup(req.pid, [container, ...groups], deps);
-  steps.push(...cg.steps);
-  return { steps, privateMountNamespace, cgroup: cg.version };
+  await applyCgroupAllow(cgroup.steps, deps);
+  steps.push(...cgroup.steps);
+  return { steps, privateMountNamespace, cgroup: cgroup.version };
 }
 
 /** The production dependencies: /proc, /dev, the cgroup mounts of this machine, execa. */

@@ -23,11 +23,6 @@ export type CgroupAllowStep =
   | { kind: 'cgroup-v1-allow'; file: string; rule: string }
   | { kind: 'cgroup-v2-map'; cgroup: string; mapId: number; key: string; value: string };
 
-export interface CgroupAllowResult {
-  version: 'v1' | 'v2' | 'none';
-  steps: CgroupAllowStep[];
-}
-
 interface CgroupLine {
   controllers: string[];
   path: string;
@@ -86,28 +81,14 @@ async function read(path: string, what: string): Promise<string> {
  * leaves every QEMU thread in the domain's devices cgroup (its emulator/vcpu sub-cgroups are for
  * cpu/cpuset only), so QEMU's main pid names the right one.
  */
-async function allowV1(pid: number, relPath: string, devices: CharDevice[], deps: CgroupDeps): Promise<CgroupAllowResult> {
+async function planV1(pid: number, relPath: string, devices: CharDevice[], deps: CgroupDeps): Promise<CgroupAllowStep[]> {
   const mount = findMount(await read(deps.mountsFile, 'the mount table'), 'cgroup', (o) => o.includes('devices'));
   if (!mount) throw new HostError(`QEMU process ${pid} is in a v1 devices cgroup '${relPath}' but no devices controller is mounted here`, { code: 'ENOENT' });
   const dir = join(mount, relPath);
   const list = await read(join(dir, 'devices.list'), `the device list of QEMU process ${pid}`);
-  const steps: CgroupAllowStep[] = [];
-  for (const dev of devices) {
-    if (v1ListAllows(list, dev)) continue;
-    const rule = `c ${dev.major}:${dev.minor} rw`;
-    const file = join(dir, 'devices.allow');
-    try {
-      await writeFile(file, rule);
-    } catch (err) {
-      throw new HostError(`allowing ${dev.path} (${rule}) in ${file} failed: ${(err as Error).message}`, {
-        code: errnoOf(err),
-        hint: 'a parent cgroup denies the device; vfpool must run as root in the host cgroup namespace',
-        cause: err,
-      });
-    }
-    steps.push({ kind: 'cgroup-v1-allow', file, rule });
-  }
-  return { version: 'v1', steps };
+  return devices
+    .filter((dev) => !v1ListAllows(list, dev))
+    .map((dev) => ({ kind: 'cgroup-v1-allow' as const, file: join(dir, 'devices.allow'), rule: `c ${dev.major}:${dev.minor} rw` }));
 }
 
 /** libvirt's BPF map key: (major << 32) | minor, as the little-endian bytes bpftool takes. */
@@ -147,9 +128,9 @@ async function bpftoolJson(deps: CgroupDeps, args: string[], what: string): Prom
  * bpftool from QEMU's cgroup upwards (QEMU sits in the domain's `emulator` child) and add one key
  * per device. No device program anywhere up the tree: nothing restricts QEMU.
  */
-async function allowV2(pid: number, relPath: string, devices: CharDevice[], deps: CgroupDeps): Promise<CgroupAllowResult> {
+async function planV2(relPath: string, devices: CharDevice[], deps: CgroupDeps): Promise<CgroupAllowStep[] | null> {
   const mount = findMount(await read(deps.mountsFile, 'the mount table'), 'cgroup2', () => true);
-  if (!mount) return { version: 'none', steps: [] };
+  if (!mount) return null;
   for (let rel = relPath; ; rel = dirname(rel)) {
     const cgroup = join(mount, rel);
     const attached = (await bpftoolJson(deps, ['cgroup', 'show', cgroup], `listing the BPF programs of ${cgroup}`)) as Array<{ id?: number; attach_type?: string }> | null;
@@ -158,32 +139,50 @@ async function allowV2(pid: number, relPath: string, devices: CharDevice[], deps
       const info = (await bpftoolJson(deps, ['prog', 'show', 'id', String(prog.id)], `reading BPF program ${prog.id} of ${cgroup}`)) as { map_ids?: number[] } | null;
       const mapId = info?.map_ids?.[0];
       if (typeof mapId !== 'number') throw new HostError(`the device BPF program ${prog.id} of ${cgroup} has no map: not libvirt's program`, { code: 'EPROTO', hint: 'vfpool can only extend the device ACL libvirt attached' });
-      const steps: CgroupAllowStep[] = [];
-      for (const dev of devices) {
-        const key = bpfDeviceKey(dev);
-        await bpftoolJson(deps, ['map', 'update', 'id', String(mapId), 'key', 'hex', ...key, 'value', 'hex', ...BPF_CHAR_RW_VALUE], `allowing ${dev.path} in the device map ${mapId} of ${cgroup}`);
-        steps.push({ kind: 'cgroup-v2-map', cgroup, mapId, key: key.join(' '), value: BPF_CHAR_RW_VALUE.join(' ') });
-      }
-      return { version: 'v2', steps };
+      // Always written (an update of an existing key is a no-op): a lookup would cost as many processes.
+      return devices.map((dev) => ({ kind: 'cgroup-v2-map' as const, cgroup, mapId, key: bpfDeviceKey(dev).join(' '), value: BPF_CHAR_RW_VALUE.join(' ') }));
     }
-    if (rel === '/' || rel === '.' || rel === '') return { version: 'none', steps: [] };
+    if (rel === '/' || rel === '.' || rel === '') return null;
   }
 }
 
+export interface CgroupAllowPlan {
+  /** The hierarchy that restricts QEMU: a BPF program wins over an unrestricted v1 root. */
+  version: 'v1' | 'v2' | 'none';
+  steps: CgroupAllowStep[];
+}
+
 /**
- * Lets QEMU process PID read and write DEVICES, in whichever device cgroup this machine has.
- * Both are checked: on a "hybrid" host (v1 controllers plus cgroup2 at /sys/fs/cgroup/unified)
- * libvirt 11.3 leaves QEMU at the v1 devices root ('a *:* rwm') and restricts it with a BPF
- * program on the cgroup2 side instead (measured here: docs/libvirt-delivery.md).
+ * What lets QEMU process PID read and write DEVICES, in whichever device cgroup this machine
+ * has. Reads only (files and `bpftool … show`), so a caller can plan it before any change.
+ * Both hierarchies are checked: on a "hybrid" host (v1 controllers plus cgroup2 at
+ * /sys/fs/cgroup/unified) libvirt 11.3 leaves QEMU at the v1 devices root ('a *:* rwm') and
+ * restricts it with a BPF program on the cgroup2 side instead (measured: docs/libvirt-delivery.md).
  */
-export async function allowDeviceInCgroup(pid: number, devices: CharDevice[], deps: CgroupDeps): Promise<CgroupAllowResult> {
+export async function planCgroupAllow(pid: number, devices: CharDevice[], deps: CgroupDeps): Promise<CgroupAllowPlan> {
   const lines = parseProcCgroup(await read(join(deps.procRoot, String(pid), 'cgroup'), `the cgroups of QEMU process ${pid}`));
   const v1Line = lines.find((l) => l.controllers.includes('devices'));
   const v2Line = lines.find((l) => l.controllers.length === 0 && l.path.startsWith('/'));
-  const v1 = v1Line ? await allowV1(pid, v1Line.path, devices, deps) : null;
-  const v2 = v2Line ? await allowV2(pid, v2Line.path, devices, deps) : null;
-  const steps = [...(v1?.steps ?? []), ...(v2?.steps ?? [])];
-  // The version that actually restricts QEMU: a BPF program wins over an unrestricted v1 root.
-  const version = v2?.version === 'v2' ? 'v2' : v1 ? 'v1' : 'none';
-  return { version, steps };
+  const v1 = v1Line ? await planV1(pid, v1Line.path, devices, deps) : null;
+  const v2 = v2Line ? await planV2(v2Line.path, devices, deps) : null;
+  return { version: v2 ? 'v2' : v1 ? 'v1' : 'none', steps: [...(v1 ?? []), ...(v2 ?? [])] };
+}
+
+/** Carries out a plan of planCgroupAllow. */
+export async function applyCgroupAllow(steps: CgroupAllowStep[], deps: CgroupDeps): Promise<void> {
+  for (const step of steps) {
+    if (step.kind === 'cgroup-v1-allow') {
+      try {
+        await writeFile(step.file, step.rule);
+      } catch (err) {
+        throw new HostError(`writing '${step.rule}' to ${step.file} failed: ${(err as Error).message}`, {
+          code: errnoOf(err),
+          hint: 'a parent cgroup denies the device; vfpool must run as root in the host cgroup namespace',
+          cause: err,
+        });
+      }
+    } else {
+      await bpftoolJson(deps, ['map', 'update', 'id', String(step.mapId), 'key', 'hex', ...step.key.split(' '), 'value', 'hex', ...step.value.split(' ')], `allowing key ${step.key} in the device map ${step.mapId} of ${step.cgroup}`);
+    }
+  }
 }

@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap';
-import { mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync, existsSync, appendFileSync, lstatSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, existsSync, appendFileSync, lstatSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { deliverVfioToQemu, memlockForVfio, parseMemlockLimit, splitRdev, type CommandRunner, type DeliverDeps } from '../../src/qemu/deliver.js';
@@ -301,6 +301,21 @@ t.test('cgroup v2 without bpftool: the hint says what to install', async (t) => 
     return run(file, args);
   };
   await t.rejects(deliverVfioToQemu(request(), w.deps), { exitCode: 1, code: 'ENOENT', hint: /apt-get install bpftool/ });
+  t.same(w.calls, [], 'found out before any change: no prlimit, no mknod');
+  t.notOk(existsSync(join(w.pidDir, 'root/dev/vfio')));
+});
+
+t.test('cgroup v1 refusing the rule: the file, the rule and what to do', async (t) => {
+  const w = world(t, { cgroup: 'v1' });
+  const allow = join(w.cg, 'devices', w.domain, 'devices.allow');
+  rmSync(allow);
+  mkdirSync(allow); // a write the kernel refuses, as a parent cgroup's deny would
+  await t.rejects(deliverVfioToQemu(request(), w.deps), {
+    exitCode: 1,
+    code: 'EISDIR',
+    message: new RegExp(`^writing 'c 1:5 rw' to ${allow.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} failed`),
+    hint: /parent cgroup denies the device/,
+  });
 });
 
 t.test('the nodes are made with the host\'s numbers and modes, and the QEMU user owns the group node', async (t) => {
