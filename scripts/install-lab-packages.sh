@@ -19,6 +19,7 @@ if [ $want_lab = 1 ]; then
 fi
 if [ $want_libvirt = 1 ]; then
   bp+=(qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-network libvirt-clients)
+  plain+=(bpftool) # the started hook extends libvirt's cgroup2 device map (src/qemu/device-cgroup.ts)
 fi
 
 # Fast path: every package already installed, the backports ones from bookworm-backports
