@@ -1,3 +1,4 @@
+import { journal } from '../ops/journal-entries.js';
 import type { Settings } from '../config/settings.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -235,6 +236,7 @@ export async function prepareGuest(ctx: Context, spec: DomainSpec, opts: GuestOp
   } catch (err) {
     // Every failure is one line that starts with the domain (libvirt shows it as the start's error).
     const e = asVfpoolError(err);
+    if (!opts.dryRun) journal.prepareFailed(ctx, spec.name, e);
     return Promise.reject(e.message.startsWith(`domain '${spec.name}'`) ? e : prefixError(`domain '${spec.name}'`, e));
   }
 }
@@ -282,6 +284,7 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: GuestOpti
     state.allocations.push(...p.map((x) => x.record));
     return p;
   });
+  journal.allocated(ctx, planned.map((p) => p.record));
   for (const p of planned) log.info(`Step 1: ${p.where}: allocated to request #${p.rr.request.index + 1} (${p.rr.request.field}), original config saved`);
 
   // Step 2: configure, without the lock; undo everything on failure.
@@ -331,6 +334,7 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: GuestOpti
     }
     return out;
   });
+  journal.configured(ctx, ready);
   log.info(`Step 3: prepared ${ready.length} VF(s): ${ready.map((a) => `${a.vfAddr} mac ${a.mac}`).join(', ')}`);
   result.vfs = ready.map(describeAllocation);
   return result;
@@ -402,6 +406,7 @@ export async function releaseGuest(
     try {
       await applyVfSteps(ctx.host, planVfRestore(a, facts), log, { undo: false, label: 'Step 2 restore', wrap: (cause) => prefixError(where, cause) });
       done.add(a.vfAddr);
+      journal.restored(ctx, a);
       if (!result.vanished.includes(a.vfAddr)) result.released.push(describeAllocation(a));
     } catch (err) {
       failures.push({ a, error: asVfpoolError(err) });
@@ -416,6 +421,8 @@ export async function releaseGuest(
       if (a) Object.assign(a, { worker: null, lastError: f.error.message });
     }
   });
+  journal.released(ctx, claimed.filter((a) => done.has(a.vfAddr)), new Set(result.vanished));
+  for (const f of failures) journal.releaseFailed(ctx, f.a, f.error);
   if (failures.length) {
     const first = failures[0]!.error;
     log.warn(`release left ${failures.length} VF(s) recorded: ${failures.map((f) => f.error.message).join('; ')}`);

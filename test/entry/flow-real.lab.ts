@@ -72,6 +72,7 @@ const dir = labTempDir('vfpool-flow');
 const env = {
   VFPOOL_HOST: 'linux',
   VFPOOL_STATE_DIR: join(dir, 'run'),
+  VFPOOL_JOURNAL_DIR: join(dir, 'journal'),
   VFPOOL_CONFIG_DIR: join(dir, 'etc'),
   VFPOOL_LIBVIRT_RUN_DIR: join(dir, 'libvirt-run'),
 };
