@@ -1,5 +1,5 @@
-import { lstatSync, realpathSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { lstatSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { parseConfFile, type Settings } from '../config/settings.js';
 import { fail, listDir, pass, readText, type Check } from './doctor-check.js';
@@ -24,9 +24,14 @@ export function checkHooks(settings: Settings, installDir: string | null): { che
       return fail(id, `${link} does not exist`, installDir ? `bash ${join(installDir, 'install.sh')}` : 'run install.sh from the vfpool build');
     }
     newest = Math.max(newest ?? 0, st.mtimeMs);
+    // hooks/network and hooks/qemu are links to one shim, which tells the two apart by the path
+    // libvirt ran; so "this install's hook" is the directory the link leads into, not the file.
     let target: string;
+    let shim: string;
     try {
-      target = realpathSync(link);
+      const first = resolve(dirname(link), readlinkSync(link));
+      target = join(realpathSync(dirname(first)), basename(first));
+      shim = realpathSync(link);
     } catch {
       return fail(id, `${link} is a dangling link`, installDir ? `bash ${join(installDir, 'install.sh')}` : 'run install.sh again');
     }
@@ -34,13 +39,13 @@ export function checkHooks(settings: Settings, installDir: string | null): { che
       const mine = join(installDir, 'hooks', driver);
       let expected: string;
       try {
-        expected = realpathSync(mine);
+        expected = join(realpathSync(join(installDir, 'hooks')), driver);
       } catch {
         expected = mine;
       }
       if (target !== expected) return fail(id, `${link} leads to ${target}, not to this install's ${mine}`, `ln -sfn ${mine} ${link}`);
     }
-    if (!(statSync(target).mode & 0o111)) return fail(id, `${target} is not executable`, `chmod 0755 ${target}`);
+    if (!(statSync(shim).mode & 0o111)) return fail(id, `${shim} is not executable`, `chmod 0755 ${shim}`);
     return pass(id, `${link} -> ${target}`);
   });
   return { checks, newest };
