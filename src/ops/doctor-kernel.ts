@@ -39,7 +39,8 @@ export function checkIommu(settings: Settings): Check[] {
   const param = iommuParam(settings);
   const out: Check[] = [];
   if (units.length === 0 || groups.length === 0) {
-    out.push(fail('iommu', `no IOMMU: ${units.length} unit(s) in /sys/class/iommu, ${groups.length} IOMMU group(s); kernel command line '${cmdline}'`, GRUB_FIX(param)));
+    const iommuParams = cmdline.split(/\s+/).filter((p) => /^(intel_iommu|amd_iommu|iommu)=/.test(p));
+    out.push(fail('iommu', `no IOMMU: ${units.length} unit(s) in /sys/class/iommu, ${groups.length} IOMMU group(s); kernel command line: ${iommuParams.length ? iommuParams.join(' ') : 'no iommu parameter'}`, GRUB_FIX(param)));
   } else {
     out.push(pass('iommu', `${units.join(', ')}; ${groups.length} IOMMU group(s)`));
   }
