@@ -20,7 +20,8 @@ function usageError(line: string): never {
 }
 
 /** yargs' messages, made into vfpool's one-line errors that name what is missing or unknown. */
-function explain(msg: string, argv: string[], defs: CommandDef[]): string {
+function explain(yargsMsg: string, argv: string[], defs: CommandDef[]): string {
+  const msg = yargsMsg.replace(/\s*\n\s*/g, ' ').trim(); // one line, as every vfpool error
   const first = argv.find((x) => !x.startsWith('-'));
   const def = defs.find((d) => d.name === first);
   if (/^Unknown arguments?:/.test(msg) && first !== undefined && !def && first !== COMPLETION.name) {
