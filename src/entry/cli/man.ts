@@ -38,6 +38,9 @@ function commandSection(def: Pick<CommandDef, 'name' | 'args' | 'describe' | 'po
 export function renderManPage(version: string, date: string, defs: CommandDef[] = COMMANDS): string {
   const lines = [
     `.TH VFPOOL 1 "${date}" "vfpool ${troff(version)}" "User Commands"`,
+    // Left-aligned and unhyphenated: command lines and paths must read exactly as typed.
+    '.ad l',
+    '.nh',
     '.SH NAME',
     `vfpool \\- ${troff(SUMMARY.replace(/\.$/, ''))}`,
     '.SH SYNOPSIS',

@@ -6,10 +6,12 @@ import { createContext, type Context } from '../../pool/context.js';
 import type { Status } from '../../pool/status.js';
 
 export function out(line = ''): void {
+  progress.done();
   process.stdout.write(line + '\n');
 }
 
 export function warn(line: string): void {
+  progress.done();
   process.stderr.write(`vfpool: warning: ${line}\n`);
 }
 
@@ -34,7 +36,7 @@ export class Progress {
   }
   show = (line: string): void => {
     if (!this.enabled) return;
-    const width = Math.max(20, (this.stream.columns ?? 80) - 1);
+    const width = Math.max(20, (this.stream.columns || 80) - 1); // a pty without a size says 0
     this.stream.write(`\r\x1b[K${`vfpool: ${line}`.slice(0, width)}`);
     this.shown = true;
   };
