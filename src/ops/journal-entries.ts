@@ -53,6 +53,11 @@ export const journal = {
       ...allocations.map((a): JournalInput => ({ op: 'release', ...where(a), before: { owner: a.owner.domain }, after: { owner: null }, ...(vanished.has(a.vfAddr) ? { error: 'the VF was gone from the host', exitCode: 0 } : {}) })),
     );
   },
+  /** A release refused before anything was restored (the guest still runs, another vfpool works on it). */
+  releaseRefused(ctx: JournalCtx, domain: string, err: unknown): void {
+    const e = asVfpoolError(err);
+    journalOf(ctx).record({ op: 'release-failed', domain, error: e.message, exitCode: e.exitCode });
+  },
   releaseFailed(ctx: JournalCtx, a: Allocation, err: unknown): void {
     const e = asVfpoolError(err);
     journalOf(ctx).record({ op: 'release-failed', ...where(a), error: e.message, exitCode: e.exitCode });

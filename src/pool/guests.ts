@@ -381,7 +381,7 @@ export async function releaseGuest(
     for (const a of list) Object.assign(a, { phase: 'releasing', worker: process.pid });
     if (opts.forgetNetdevs) state.bindings = (state.bindings ?? []).filter((b) => b.domain !== domain);
     return structuredClone(list);
-  });
+  }).catch((e) => Promise.reject((journal.releaseRefused(ctx, domain, e), e)));
   if (claimed.length) log.info(`releasing ${claimed.length} VF(s) (${opts.reason})`);
 
   // Step 2: restore each VF.

@@ -89,3 +89,14 @@ t.test('a journal write never fails an operation: the error goes to the log', as
   t.equal(r.exitCode, 0, 'the pool started');
   t.match(readFileSync(join(w.settings.stateDir, 'vfpool.log'), 'utf8'), /warn .*history journal .* not written/);
 });
+
+t.test('a refused release is in the history too', async (t) => {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
+  w.definePool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
+  const file = join(w.dir, 'vm1.xml');
+  writeFileSync(file, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:01'/>` }));
+  t.equal((await vfpoolCli(['prepare', '--xml', file, '--pid', String(process.pid)], { env: w.env })).exitCode, 0);
+  t.equal((await vfpoolCli(['release', 'vm1'], { env: w.env })).exitCode, 3, 'its QEMU (this test) still runs');
+  const last = JSON.parse((await vfpoolCli(['history', 'vm1', '--json'], { env: w.env })).stdout.trim().split('\n').at(-1)!);
+  t.match(last, { op: 'release-failed', domain: 'vm1', exitCode: 3, error: /still runs/ });
+});

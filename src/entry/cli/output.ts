@@ -36,6 +36,12 @@ export class Progress {
   }
   show = (line: string): void => {
     if (!this.enabled) return;
+    if (line.startsWith('warning: ')) {
+      // A warning must stay on screen: it is printed as a line of its own, not overwritten.
+      this.done();
+      this.stream.write(`vfpool: ${line}\n`);
+      return;
+    }
     const width = Math.max(20, (this.stream.columns || 80) - 1); // a pty without a size says 0
     this.stream.write(`\r\x1b[K${`vfpool: ${line}`.slice(0, width)}`);
     this.shown = true;
