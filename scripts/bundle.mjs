@@ -30,6 +30,10 @@ await build({
   splitting: true,
   chunkNames: 'chunks/[name]-[hash]',
   logLevel: 'warning',
+  // yargs' ESM build lays out --help with cliui's ESM build, whose wrap breaks lines at the
+  // column width in the middle of words ("inacti-ve"); cliui's CommonJS build wraps at word
+  // boundaries (wrap-ansi). Both have the same API.
+  alias: { cliui: join(root, 'node_modules/cliui/build/index.cjs') },
   // CommonJS dependencies (proper-lockfile, graceful-fs, signal-exit) expect require, __filename
   // and __dirname; yargs declares its own __dirname, so the free ones are renamed, not redeclared.
   define: { __filename: '__vfpool_filename', __dirname: '__vfpool_dirname' },

@@ -23,6 +23,12 @@ export interface Settings {
   libvirtRunDir: string;
   /** Where /etc/passwd and /etc/group are, for a DAC label given by user name. */
   etcDir: string;
+  /** The VF history (`vfpool history`): kept across reboots, unlike the state directory. */
+  journalDir: string;
+  /** `/lib/modules`: `vfpool doctor` looks for vfio modules under `RELEASE/` there. */
+  modulesDir: string;
+  /** `/etc/libvirt`: hooks and qemu.conf, read by `vfpool doctor`. */
+  libvirtConfDir: string;
 }
 
 export const SETTING_KEYS = {
@@ -36,6 +42,9 @@ export const SETTING_KEYS = {
   VFPOOL_DEV: 'devRoot',
   VFPOOL_LIBVIRT_RUN_DIR: 'libvirtRunDir',
   VFPOOL_ETC: 'etcDir',
+  VFPOOL_JOURNAL_DIR: 'journalDir',
+  VFPOOL_MODULES_DIR: 'modulesDir',
+  VFPOOL_LIBVIRT_CONF_DIR: 'libvirtConfDir',
 } as const satisfies Record<string, keyof Settings>;
 
 export const DEFAULT_SETTINGS: Settings = {
@@ -51,6 +60,9 @@ export const DEFAULT_SETTINGS: Settings = {
   devRoot: '/dev',
   libvirtRunDir: '/run/libvirt/qemu',
   etcDir: '/etc',
+  journalDir: '/var/lib/vfpool',
+  modulesDir: '/lib/modules',
+  libvirtConfDir: '/etc/libvirt',
 };
 
 /**
@@ -91,6 +103,11 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     if (errnoOf(err) !== 'ENOENT') throw fsError(err, confFile, 'the configuration file', 'VFPOOL_CONFIG_DIR');
   }
   if (text !== undefined) fromFile = parseConfFile(text, confFile);
+  return settingsFrom(env, fromFile);
+}
+
+/** Defaults, overridden by the conf file's keys, overridden by the environment's. */
+export function settingsFrom(env: NodeJS.ProcessEnv, fromFile: ReturnType<typeof parseConfFile>): Settings {
   const settings: Settings = { ...DEFAULT_SETTINGS };
   for (const [key, field] of Object.entries(SETTING_KEYS) as [keyof typeof SETTING_KEYS, keyof Settings][]) {
     const v = env[key] || fromFile[key];
@@ -98,3 +115,20 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   }
   return settings;
 }
+
+/** What each setting is for, in `vfpool --help` and the man page. */
+export const SETTING_DOCS: Record<keyof typeof SETTING_KEYS, string> = {
+  VFPOOL_CONFIG_DIR: 'pool definitions and vfpool.conf',
+  VFPOOL_STATE_DIR: 'allocations, running pools, the log (0700)',
+  VFPOOL_SYSFS: 'where sysfs is',
+  VFPOOL_HOST: "'linux', or 'sim:FILE' for a simulated SR-IOV host",
+  VFPOOL_IP: "iproute2's ip, at a fixed path",
+  VFPOOL_QEMU: 'the real QEMU the wrapper runs',
+  VFPOOL_PROC: 'where /proc is',
+  VFPOOL_DEV: 'where /dev is',
+  VFPOOL_LIBVIRT_RUN_DIR: "libvirt's QEMU pid files",
+  VFPOOL_ETC: 'where passwd and group are',
+  VFPOOL_JOURNAL_DIR: 'the VF history (vfpool history), kept across reboots',
+  VFPOOL_MODULES_DIR: 'kernel modules, for vfpool doctor',
+  VFPOOL_LIBVIRT_CONF_DIR: "libvirt's configuration (hooks, qemu.conf), for vfpool doctor",
+};
