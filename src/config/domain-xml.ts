@@ -10,6 +10,7 @@ import {
   type PciAddress,
 } from '../types.js';
 import { attr, child, children, findNsElement, parseXml, text, type XmlElement } from '../util/xml.js';
+import { escapeControl, quoteInput } from '../util/quote.js';
 
 /**
  * A libvirt domain as vfpool needs it, parsed once at the boundary (the hook's stdin, or
@@ -90,7 +91,7 @@ const OTHER_VFPOOL_ELEMENTS = new Set(['sriov-nic']);
 
 function intIn(raw: string, field: string, what: string, min: number, max: number, hint?: string): number {
   if (!/^[0-9]+$/.test(raw.trim()) || Number(raw) < min || Number(raw) > max) {
-    throw new BadInputError(`${field}: ${what}='${raw}' is not a whole number from ${min} to ${max}`, hint);
+    throw new BadInputError(`${field}: ${what}=${quoteInput(raw)} is not a whole number from ${min} to ${max}`, hint);
   }
   return Number(raw);
 }
@@ -98,12 +99,12 @@ function intIn(raw: string, field: string, what: string, min: number, max: numbe
 function onOff(raw: string, field: string, what: string): boolean {
   if (raw === 'on' || raw === 'yes') return true;
   if (raw === 'off' || raw === 'no') return false;
-  throw new BadInputError(`${field}: ${what}='${raw}' must be 'on' or 'off' ('yes'/'no' also accepted)`);
+  throw new BadInputError(`${field}: ${what}=${quoteInput(raw)} must be 'on' or 'off' ('yes'/'no' also accepted)`);
 }
 
 function parseLinkState(raw: string, field: string): LinkState {
   if (raw === 'auto' || raw === 'enable' || raw === 'disable') return raw;
-  throw new BadInputError(`${field}: link-state='${raw}' must be 'auto', 'enable' or 'disable'`);
+  throw new BadInputError(`${field}: link-state=${quoteInput(raw)} must be 'auto', 'enable' or 'disable'`);
 }
 
 function parseSettings(el: XmlElement, field: string): VfSettings {
@@ -135,12 +136,12 @@ function parseSettings(el: XmlElement, field: string): VfSettings {
 function parseHostdev(el: XmlElement, field: string): HostdevRequest {
   for (const key of Object.keys(el)) {
     if (!key.startsWith('@_') || key.startsWith('@_xmlns')) {
-      if (!key.startsWith('@_') && key !== '#text') throw new BadInputError(`${field}: unexpected child <${key}>`, 'vfpool:hostdev takes attributes only');
+      if (!key.startsWith('@_') && key !== '#text') throw new BadInputError(`${field}: unexpected child <${escapeControl(key)}>`, 'vfpool:hostdev takes attributes only');
       continue;
     }
     const name = key.slice(2);
     if (!HOSTDEV_ATTRS.has(name)) {
-      throw new BadInputError(`${field}: unknown attribute '${name}'`, `known: ${[...HOSTDEV_ATTRS].join(', ')}`);
+      throw new BadInputError(`${field}: unknown attribute ${quoteInput(name)}`, `known: ${[...HOSTDEV_ATTRS].join(', ')}`);
     }
   }
   const pool = attr(el, 'pool');
@@ -169,11 +170,11 @@ function parseDacLabel(domain: XmlElement, where: string): DacLabel | null {
     const raw = text(child(sl, 'label'), '#text');
     if (raw === undefined || raw === '') return null;
     const m = /^([^:]+):([^:]+)$/.exec(raw.trim());
-    if (!m) throw new BadInputError(`${where}: DAC <label>${raw}</label> is not USER:GROUP`);
+    if (!m) throw new BadInputError(`${where}: DAC label ${quoteInput(raw)} is not USER:GROUP`);
     const part = (s: string, kind: 'user' | 'group') => {
       const num = /^\+?([0-9]+)$/.exec(s);
       if (num) return kind === 'user' ? { uid: Number(num[1]) } : { gid: Number(num[1]) };
-      if (!/^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/.test(s)) throw new BadInputError(`${where}: DAC label ${kind} '${s}' is not a name or +NUMBER`);
+      if (!/^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/.test(s)) throw new BadInputError(`${where}: DAC label ${kind} ${quoteInput(s)} is not a name or +NUMBER`);
       return { name: s };
     };
     return { user: part(m[1]!, 'user') as DacLabel['user'], group: part(m[2]!, 'group') as DacLabel['group'] };
@@ -222,18 +223,18 @@ export function parseDomainXml(xml: string, where: string): DomainSpec {
   const dwhere = `domain '${name}'`;
   const uuid = text(domain, 'uuid') ?? null;
   if (uuid !== null && !/^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i.test(uuid)) {
-    throw new BadInputError(`${dwhere}: <uuid>${uuid}</uuid> is not a UUID`);
+    throw new BadInputError(`${dwhere}: <uuid> ${quoteInput(uuid)} is not a UUID`);
   }
 
   const hostdevs: HostdevRequest[] = [];
-  const found = findNsElement(child(domain, 'metadata'), 'domain');
+  const found = findNsElement(child(domain, 'metadata'), 'domain', [domain]);
   if (found) {
     for (const key of Object.keys(found.el)) {
       if (key.startsWith('@_') || key === '#text') continue;
       const local = key.includes(':') ? key.slice(key.indexOf(':') + 1) : key;
       const prefixOk = key === found.tag(local);
       if (!prefixOk || (local !== 'hostdev' && !OTHER_VFPOOL_ELEMENTS.has(local))) {
-        throw new BadInputError(`${dwhere}: unknown element <${key}> in vfpool:domain`, 'vfpool:domain holds vfpool:hostdev and vfpool:sriov-nic');
+        throw new BadInputError(`${dwhere}: unknown element <${escapeControl(key)}> in vfpool:domain`, 'vfpool:domain holds vfpool:hostdev and vfpool:sriov-nic');
       }
     }
     children(found.el, found.tag('hostdev')).forEach((el, i) => hostdevs.push(parseHostdev(el, `${dwhere}: vfpool:hostdev #${i + 1}`)));

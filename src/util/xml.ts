@@ -1,5 +1,6 @@
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { BadInputError } from '../errors.js';
+import { escapeControl } from './quote.js';
 
 /** An element as fast-xml-parser gives it: attributes under `@_name`, children by tag name. */
 export type XmlElement = { [key: string]: unknown };
@@ -10,7 +11,11 @@ export const VFPOOL_NS = 'https://vfpool.dev/xmlns/1';
 // ten look the same to the code (STYLE: configure repeatable elements as arrays).
 const REPEATABLE = new Set(['pf', 'interface', 'address', 'hostdev', 'sriov-nic', 'vf', 'seclabel', 'label']);
 
+// fast-xml-parser's own limit, named so the message can say it.
+const MAX_DEPTH = 100;
+
 const parser = new XMLParser({
+  maxNestedTags: MAX_DEPTH,
   ignoreAttributes: false,
   attributeNamePrefix: '@_',
   // Entities off: hooks run as root on XML from libvirt, and no entity is ever expanded.
@@ -34,9 +39,18 @@ export function parseXml(text: string, what: string): XmlElement {
   }
   const valid = XMLValidator.validate(text);
   if (valid !== true) {
-    throw new BadInputError(`${what}: not well-formed XML at line ${valid.err.line}: ${valid.err.msg}`);
+    throw new BadInputError(`${what}: not well-formed XML at line ${valid.err.line}: ${escapeControl(valid.err.msg)}`);
   }
-  return parser.parse(text) as XmlElement;
+  try {
+    return parser.parse(text) as XmlElement;
+  } catch (err) {
+    // The validator accepts what the parser then refuses; fast-xml-parser stops at 100 levels.
+    const msg = err instanceof Error ? err.message : String(err);
+    if (/nested/i.test(msg)) {
+      throw new BadInputError(`${what}: elements nested more than ${MAX_DEPTH} deep`, 'libvirt XML is never that deep; check the input');
+    }
+    throw new BadInputError(`${what}: cannot be read as XML: ${msg}`);
+  }
 }
 
 /** The element itself as an object: `<x/>` parses to '' and text-only elements to strings. */
@@ -69,13 +83,30 @@ export function text(el: XmlElement | undefined, tag: string): string | undefine
 }
 
 /**
+ * The namespace URI a prefix ('' for the default namespace) means on `el`, by XML's scoping
+ * rule: the nearest declaration, on the element itself or else on its ancestors (`scope`,
+ * nearest first). libvirt re-serialises `<metadata>` with the declaration on the element, but
+ * an author may declare `xmlns:vfpool` once on `<domain>` or `<network>`, and XML says it applies.
+ */
+function resolvePrefix(prefix: string, el: XmlElement, scope: XmlElement[]): string | undefined {
+  const name = prefix ? `xmlns:${prefix}` : 'xmlns';
+  for (const e of [el, ...scope]) {
+    const declared = attr(e, name);
+    if (declared !== undefined) return declared;
+  }
+  return undefined;
+}
+
+/**
  * The child of `<metadata>` in vfpool's namespace, whatever prefix the author (or libvirt,
- * which re-serialises metadata) gave it. Returns the element and a function that maps local
+ * which re-serialises metadata) gave it and wherever it was declared: `scope` is `<metadata>`'s
+ * ancestors, nearest first (`[domain]`). Returns the element and a function that maps local
  * names to the prefixed keys used inside it.
  */
 export function findNsElement(
   parent: XmlElement | undefined,
   local: string,
+  scope: XmlElement[] = [],
   ns = VFPOOL_NS,
 ): { el: XmlElement; tag: (l: string) => string } | undefined {
   if (!parent) return undefined;
@@ -83,8 +114,7 @@ export function findNsElement(
     if (key.startsWith('@_') || localName(key) !== local) continue;
     const prefix = key.includes(':') ? key.slice(0, key.indexOf(':')) : '';
     for (const el of children(parent, key)) {
-      const declared = prefix ? attr(el, `xmlns:${prefix}`) : attr(el, 'xmlns');
-      if (declared === ns) return { el, tag: (l) => (prefix ? `${prefix}:${l}` : l) };
+      if (resolvePrefix(prefix, el, [parent, ...scope]) === ns) return { el, tag: (l) => (prefix ? `${prefix}:${l}` : l) };
     }
   }
   return undefined;
