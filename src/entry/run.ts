@@ -1,4 +1,5 @@
-import { asVfpoolError, type VfpoolError } from '../errors.js';
+import { fstatSync, readFileSync } from 'node:fs';
+import { asVfpoolError, errnoOf, type VfpoolError } from '../errors.js';
 
 /**
  * The one exit-code boundary: every entry point's main runs inside it. A VfpoolError becomes
@@ -16,8 +17,24 @@ export async function runEntry(main: () => Promise<number>, onError?: (e: Vfpool
   }
 }
 
+/**
+ * The whole of stdin. Read with readFileSync on fd 0, not through process.stdin: libvirt hands
+ * hooks a pipe, and the stream machinery behind process.stdin (net, stream, tty: even
+ * node:tty's isatty loads net) is a good part of a hook's start-up. A terminal (a character
+ * device: a person ran the hook by hand) or a closed stdin gives nothing.
+ */
 export async function readStdin(): Promise<string> {
-  if (process.stdin.isTTY) return '';
+  try {
+    if (fstatSync(0).isCharacterDevice()) return '';
+  } catch {
+    return '';
+  }
+  try {
+    return readFileSync(0, 'utf8');
+  } catch (err) {
+    // EAGAIN: a parent left stdin non-blocking; the stream copes with that, readFileSync not.
+    if (errnoOf(err) !== 'EAGAIN') throw err;
+  }
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
   return Buffer.concat(chunks).toString('utf8');
