@@ -6,6 +6,16 @@ import { asVfpoolError, errnoOf, type VfpoolError } from '../errors.js';
  * its exit code and one line on stderr (libvirt shows a hook's stderr to the user verbatim).
  */
 export async function runEntry(main: () => Promise<number>, onError?: (e: VfpoolError) => void): Promise<void> {
+  // The hooks are CommonJS bundles (no top-level await): should main ever wait on a promise
+  // that nothing can settle, Node would exit with status 0 and libvirt would go on as if the
+  // work were done. Say so and fail instead.
+  let settled = false;
+  const unfinished = () => {
+    if (settled) return;
+    process.stderr.write('vfpool: exited before the operation finished: this is a vfpool bug; please report it with the log\n');
+    process.exitCode = 1;
+  };
+  process.once('exit', unfinished);
   try {
     process.exitCode = await main();
   } catch (err) {
@@ -14,6 +24,8 @@ export async function runEntry(main: () => Promise<number>, onError?: (e: Vfpool
     process.stderr.write(`vfpool: ${e.toLine()}\n`);
     if (process.env.VFPOOL_DEBUG && e.stack) process.stderr.write(`${e.stack}\n`);
     process.exitCode = e.exitCode;
+  } finally {
+    settled = true;
   }
 }
 

@@ -13,6 +13,11 @@ const REPEATABLE = new Set(['pf', 'interface', 'address', 'hostdev', 'sriov-nic'
 
 // fast-xml-parser's own limit, named so the message can say it.
 const MAX_DEPTH = 100;
+// libvirt runs the hooks synchronously: a 10 MB document would hold a guest start for tens of
+// seconds of parsing. Real domain XML is a few kB; 20 000 lines of <description> is 2 MB.
+const MAX_XML_CHARS = 4 * 1048576;
+// eslint-disable-next-line no-control-regex
+const NOT_XML_CHAR = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/;
 
 const parser = new XMLParser({
   maxNestedTags: MAX_DEPTH,
@@ -34,6 +39,20 @@ export function localName(tag: string): string {
 
 /** Parses and checks well-formedness; `what` names the input in errors ("network XML in FILE"). */
 export function parseXml(text: string, what: string): XmlElement {
+  if (text.length > MAX_XML_CHARS) {
+    throw new BadInputError(
+      `${what}: ${(text.length / 1048576).toFixed(1)} MiB of XML, more than vfpool reads (${MAX_XML_CHARS / 1048576} MiB)`,
+      'libvirt domain and network XML is a few kB; check the input',
+    );
+  }
+  // XML 1.0 allows no C0 control but tab, LF and CR (nor U+FFFE/U+FFFF); fast-xml-parser
+  // passes a NUL in text through, and a name holding one would end a C string in libvirt.
+  const bad = NOT_XML_CHAR.exec(text);
+  if (bad) {
+    const line = text.slice(0, bad.index).split('\n').length;
+    const code = `U+${bad[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`;
+    throw new BadInputError(`${what}: character ${code} at line ${line} is not allowed in XML`, 'remove it; libvirt never writes one');
+  }
   if (/<!DOCTYPE|<!ENTITY/i.test(text)) {
     throw new BadInputError(`${what}: DOCTYPE and ENTITY declarations are not accepted`, 'remove them; libvirt XML never has them');
   }

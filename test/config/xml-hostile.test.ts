@@ -61,3 +61,9 @@ t.test('a domain name with a newline, through the hook: one line on stderr, exit
   t.equal(r.stderr.split('\n').length, 2, `exactly one line: ${JSON.stringify(r.stderr)}`);
   t.match(r.stderr, "'web\\nvm' is not a name vfpool accepts");
 });
+
+t.test('characters XML does not allow (NUL, other C0 controls) are refused, naming the line', async (t) => {
+  t.throws(() => parseXml('<domain>\n<name>vm\u0000</name></domain>', 'f.xml'), { constructor: BadInputError, message: 'f.xml: character U+0000 at line 2 is not allowed in XML' });
+  t.throws(() => parseXml('<domain><name>a\u001bb</name></domain>', 'f.xml'), { constructor: BadInputError, message: 'f.xml: character U+001B at line 1 is not allowed in XML' });
+  t.ok(parseXml('<domain>\t<name>a</name>\r\n</domain>', 'f.xml'), 'tab, CR and LF are fine');
+});
