@@ -35,15 +35,45 @@ for p in "${bp[@]}"; do installed "$p" bpo || all=0; done
 [ $all = 0 ] || exit 0
 
 if [ "$(id -u)" != 0 ]; then echo "install-lab-packages: needs root (apt-get)" >&2; exit 1; fi
+# The mirror this machine already uses for bookworm (a local mirror or an apt proxy keeps
+# working): the first URI of an enabled deb822 stanza whose Suites list bookworm, else the
+# first `deb URI bookworm` line of sources.list, else Debian's own address. VFPOOL_DEBIAN_MIRROR
+# overrides all three.
+debian_mirror() {
+  local m=""
+  if [ -n "${VFPOOL_DEBIAN_MIRROR:-}" ]; then echo "$VFPOOL_DEBIAN_MIRROR"; return; fi
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    m=$(awk '
+      function flush() { if (deb && suite && enabled && uri != "" && !found) { print uri; found = 1 } deb = 0; suite = 0; enabled = 1; uri = "" }
+      BEGIN { enabled = 1 }
+      /^[[:space:]]*$/ { flush(); next }
+      /^[[:space:]]*#/ { next }
+      tolower($1) == "types:" { for (i = 2; i <= NF; i++) if ($i == "deb") deb = 1 }
+      tolower($1) == "suites:" { for (i = 2; i <= NF; i++) if ($i == "bookworm") suite = 1 }
+      tolower($1) == "enabled:" { if (tolower($2) == "no") enabled = 0 }
+      tolower($1) == "uris:" { uri = $2 }
+      END { flush() }' "$f")
+    [ -z "$m" ] || break
+  done
+  if [ -z "$m" ] && [ -f /etc/apt/sources.list ]; then
+    # deb [option=value ...] URI SUITE COMPONENT...
+    m=$(sed -e 's/#.*//' -e 's/\[[^]]*\]//' /etc/apt/sources.list | awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }')
+  fi
+  echo "${m:-http://deb.debian.org/debian}"
+}
+
 src=/etc/apt/sources.list.d/backports.sources
 if [ ! -f "$src" ]; then
-  cat >"$src" <<'SRC'
+  mirror=$(debian_mirror)
+  cat >"$src" <<SRC
 Types: deb
-URIs: http://deb.debian.org/debian
+URIs: ${mirror%/}
 Suites: bookworm-backports
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
+  echo "install-lab-packages: bookworm-backports from $mirror (the machine's bookworm mirror)" >&2
   rm -f /var/lib/apt/.vfpool-updated
 fi
 if [ ! -f /var/lib/apt/.vfpool-updated ]; then

@@ -106,3 +106,28 @@ export function parseObjectName(value: string, field: string): string {
   }
   return value;
 }
+
+/** How a pool hands its VFs to guests (DESIGN "Pools"): by vfio-pci, or as the VF's host netdev. */
+export const POOL_MODES = ['hostdev', 'passthrough', 'pci-passthrough-hybrid'] as const;
+export type PoolMode = (typeof POOL_MODES)[number];
+
+export type LinkState = 'auto' | 'enable' | 'disable';
+
+/**
+ * A VF's settings as the PF reports them (`ip -d link show PF`, `vfinfo_list`): the admin MAC
+ * and the rest live in the PF driver, not in the VF, which is why they are set through the PF.
+ * `null` means the driver does not report that setting. (Here, below config/, host/ and state/,
+ * because all three speak of it.)
+ */
+export interface VfLinkConfig {
+  mac: MacAddress;
+  vlan: number;
+  qos: number;
+  spoofchk: boolean | null;
+  trust: boolean | null;
+  linkState: LinkState | null;
+  minTxRate: number;
+  maxTxRate: number;
+}
+
+export type VfLinkChange = Partial<VfLinkConfig>;

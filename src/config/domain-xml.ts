@@ -1,5 +1,4 @@
 import { BadInputError } from '../errors.js';
-import type { LinkState } from '../host/host.js';
 import {
   parseGuestMac,
   parseNetdevName,
@@ -11,6 +10,7 @@ import {
 } from '../types.js';
 import { attr, child, children, findNsElement, parseXml, text, type XmlElement } from '../util/xml.js';
 import { escapeControl, quoteInput } from '../util/quote.js';
+import { parseVfSettings, VF_SETTING_KEYS, VF_SETTINGS, type VfSettings } from '../vf-settings.js';
 
 /**
  * A libvirt domain as vfpool needs it, parsed once at the boundary (the hook's stdin, or
@@ -20,7 +20,7 @@ import { escapeControl, quoteInput } from '../util/quote.js';
  * - `<metadata><vfpool:domain><vfpool:hostdev pool=|netdev=|address= mac=…/>` (seed 001 steps 3, 2, 1);
  * - `<interface type='network'><source network='X'/>` where X is a vfpool pool: which of those
  *   become requests depends on the pool's mode, so they are kept here as `networkInterfaces`
- *   and turned into requests by `domainRequests()` once the pools are known.
+ *   and turned into requests by `domainRequests()` (src/pool/requests.ts) once the pools are known.
  */
 export interface DomainSpec {
   name: string;
@@ -35,17 +35,8 @@ export interface DomainSpec {
   dacLabel: DacLabel | null;
 }
 
-/** Settings a request may ask for; `null` = leave as the VF has it. */
-export interface VfSettings {
-  vlan: number | null;
-  qos: number | null;
-  spoofchk: boolean | null;
-  trust: boolean | null;
-  linkState: LinkState | null;
-  minTxRate: number | null;
-  maxTxRate: number | null;
-  mtu: number | null;
-}
+/** Settings a request may ask for; `null` = leave as the VF has it (defined in src/vf-settings.ts). */
+export type { VfSettings } from '../vf-settings.js';
 
 export interface HostdevRequest extends VfSettings {
   /** "vfpool:hostdev #2": how messages name the element. */
@@ -70,22 +61,7 @@ export interface DacLabel {
   group: { gid: number } | { name: string };
 }
 
-/** One VF the domain needs, whatever way it asked. `index` fixes its guest-side slot. */
-export interface VfRequest extends VfSettings {
-  index: number;
-  field: string;
-  source: 'metadata' | 'interface';
-  pool: string | null;
-  netdev: NetdevName | null;
-  address: PciAddress | null;
-  mac: MacAddress;
-  /** For an `<interface>` on a pci-passthrough-hybrid pool: the virtio-net NIC it partners (same MAC). */
-  pairedMac: MacAddress | null;
-}
-
-const HOSTDEV_ATTRS = new Set([
-  'pool', 'netdev', 'address', 'mac', 'vlan', 'qos', 'spoofchk', 'trust', 'link-state', 'min-tx-rate', 'max-tx-rate', 'mtu',
-]);
+const HOSTDEV_ATTRS = new Set(['pool', 'netdev', 'address', 'mac', ...VF_SETTING_KEYS.map((k) => VF_SETTINGS[k].attr)]);
 /** Children of `<vfpool:domain>` that other parts of vfpool read (seed 003's emulated SR-IOV NIC). */
 const OTHER_VFPOOL_ELEMENTS = new Set(['sriov-nic']);
 
@@ -94,43 +70,6 @@ function intIn(raw: string, field: string, what: string, min: number, max: numbe
     throw new BadInputError(`${field}: ${what}=${quoteInput(raw)} is not a whole number from ${min} to ${max}`, hint);
   }
   return Number(raw);
-}
-
-function onOff(raw: string, field: string, what: string): boolean {
-  if (raw === 'on' || raw === 'yes') return true;
-  if (raw === 'off' || raw === 'no') return false;
-  throw new BadInputError(`${field}: ${what}=${quoteInput(raw)} must be 'on' or 'off' ('yes'/'no' also accepted)`);
-}
-
-function parseLinkState(raw: string, field: string): LinkState {
-  if (raw === 'auto' || raw === 'enable' || raw === 'disable') return raw;
-  throw new BadInputError(`${field}: link-state=${quoteInput(raw)} must be 'auto', 'enable' or 'disable'`);
-}
-
-function parseSettings(el: XmlElement, field: string): VfSettings {
-  const get = (n: string) => attr(el, n);
-  const vlan = get('vlan');
-  const qos = get('qos');
-  const mtu = get('mtu');
-  const min = get('min-tx-rate');
-  const max = get('max-tx-rate');
-  const s: VfSettings = {
-    vlan: vlan === undefined ? null : intIn(vlan, field, 'vlan', 0, 4095, 'a VLAN id is 0 (none) to 4095'),
-    qos: qos === undefined ? null : intIn(qos, field, 'qos', 0, 7, 'qos is the 802.1p priority, 0 to 7'),
-    spoofchk: get('spoofchk') === undefined ? null : onOff(get('spoofchk')!, field, 'spoofchk'),
-    trust: get('trust') === undefined ? null : onOff(get('trust')!, field, 'trust'),
-    linkState: get('link-state') === undefined ? null : parseLinkState(get('link-state')!, field),
-    minTxRate: min === undefined ? null : intIn(min, field, 'min-tx-rate', 0, 1_000_000, 'rates are in Mbit/s'),
-    maxTxRate: max === undefined ? null : intIn(max, field, 'max-tx-rate', 0, 1_000_000, 'rates are in Mbit/s'),
-    mtu: mtu === undefined ? null : intIn(mtu, field, 'mtu', 68, 65535),
-  };
-  if (s.qos !== null && s.vlan === null) {
-    throw new BadInputError(`${field}: qos='${s.qos}' needs a vlan`, "the kernel sets the priority together with the VLAN: add vlan='…'");
-  }
-  if (s.minTxRate !== null && s.maxTxRate !== null && s.maxTxRate !== 0 && s.minTxRate > s.maxTxRate) {
-    throw new BadInputError(`${field}: min-tx-rate='${s.minTxRate}' is above max-tx-rate='${s.maxTxRate}'`);
-  }
-  return s;
 }
 
 function parseHostdev(el: XmlElement, field: string): HostdevRequest {
@@ -160,7 +99,7 @@ function parseHostdev(el: XmlElement, field: string): HostdevRequest {
     netdev: netdev === undefined ? null : parseNetdevName(netdev, `${field}: netdev`),
     address: address === undefined ? null : parsePciAddress(address, `${field}: address`),
     mac: parseGuestMac(mac, `${field}: mac`),
-    ...parseSettings(el, field),
+    ...parseVfSettings((name) => attr(el, name), field),
   };
 }
 
@@ -241,62 +180,4 @@ export function parseDomainXml(xml: string, where: string): DomainSpec {
   }
   const { nets, macs } = parseInterfaces(child(domain, 'devices'), dwhere);
   return { name, uuid: uuid?.toLowerCase() ?? null, hostdevs, networkInterfaces: nets, interfaceMacs: macs, dacLabel: parseDacLabel(domain, dwhere) };
-}
-
-/** What `domainRequests` needs to know about a pool: whether it exists, and its mode. */
-export type PoolModeLookup = (name: string) => 'hostdev' | 'passthrough' | 'pci-passthrough-hybrid' | undefined;
-
-/**
- * The VFs a domain needs, in a fixed order that gives each its guest-side slot: the
- * `<vfpool:hostdev>` elements in document order, then the `<interface type='network'>` on
- * pci-passthrough-hybrid pools in device order. An interface on a vfpool pool of another mode
- * is libvirt's own business (its hostdev/passthrough network hands out the VF, and the network
- * hook records it at port-created), so it is not a request. Pure: pools come from `poolMode`.
- *
- * Validation (one line each, exit 2): an unknown pool; a MAC used twice in the domain.
- */
-export function domainRequests(spec: DomainSpec, poolMode: PoolModeLookup): VfRequest[] {
-  const requests: VfRequest[] = [];
-  for (const h of spec.hostdevs) {
-    if (h.pool !== null && poolMode(h.pool) === undefined) {
-      throw new BadInputError(`${h.field}: unknown pool '${h.pool}'`, 'define it with `vfpool net-define FILE`, or start the libvirt network that carries it');
-    }
-    const { field, pool, netdev, address, mac, ...settings } = h;
-    requests.push({ index: requests.length, field, source: 'metadata', pool, netdev, address, mac, pairedMac: null, ...settings });
-  }
-  for (const n of spec.networkInterfaces) {
-    if (poolMode(n.network) !== 'pci-passthrough-hybrid') continue;
-    if (n.mac === null) {
-      throw new BadInputError(`${n.field}: has no <mac address>`, 'the VF partner takes the virtio-net NIC\'s MAC: give it one');
-    }
-    requests.push({
-      index: requests.length,
-      field: n.field,
-      source: 'interface',
-      pool: n.network,
-      netdev: null,
-      address: null,
-      mac: n.mac,
-      pairedMac: n.mac,
-      vlan: n.vlan,
-      qos: null,
-      spoofchk: null,
-      trust: null,
-      linkState: null,
-      minTxRate: null,
-      maxTxRate: null,
-      mtu: n.mtu,
-    });
-  }
-  // A MAC twice in one domain: two NICs the guest cannot tell apart. The hybrid partner shares
-  // its interface's MAC by design, so each interface MAC is counted once.
-  const seen = new Map<string, string>();
-  const claim = (mac: string, field: string) => {
-    const prev = seen.get(mac);
-    if (prev !== undefined) throw new BadInputError(`${field}: mac '${mac}' is already used by ${prev}`, 'give every NIC of the domain its own MAC');
-    seen.set(mac, field);
-  };
-  for (const m of spec.interfaceMacs) claim(m.mac, m.field);
-  for (const r of requests) if (r.source === 'metadata') claim(r.mac, r.field);
-  return requests;
 }

@@ -1,10 +1,9 @@
 import { BadInputError } from '../errors.js';
-import { parseNetdevName, parseObjectName, pciAddressFromParts, type NetdevName, type PciAddress } from '../types.js';
+import { parseNetdevName, parseObjectName, pciAddressFromParts, POOL_MODES, type NetdevName, type PciAddress, type PoolMode } from '../types.js';
 import { attr, child, children, findNsElement, parseXml, text, type XmlElement } from '../util/xml.js';
 import { quoteInput } from '../util/quote.js';
 
-export const POOL_MODES = ['hostdev', 'passthrough', 'pci-passthrough-hybrid'] as const;
-export type PoolMode = (typeof POOL_MODES)[number];
+export { POOL_MODES, type PoolMode } from '../types.js';
 
 export interface PoolPf {
   dev: NetdevName;

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BadInputError, errnoOf } from '../errors.js';
+import { fsError } from '../util/fs-errors.js';
 import { quoteInput } from '../util/quote.js';
 
 /**
@@ -84,11 +85,13 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   const confDir = env.VFPOOL_CONFIG_DIR || DEFAULT_SETTINGS.configDir;
   const confFile = join(confDir, 'vfpool.conf');
   let fromFile: ReturnType<typeof parseConfFile> = {};
+  let text: string | undefined;
   try {
-    fromFile = parseConfFile(readFileSync(confFile, 'utf8'), confFile);
+    text = readFileSync(confFile, 'utf8');
   } catch (err) {
-    if (errnoOf(err) !== 'ENOENT') throw err;
+    if (errnoOf(err) !== 'ENOENT') throw fsError(err, confFile, 'the configuration file', 'VFPOOL_CONFIG_DIR');
   }
+  if (text !== undefined) fromFile = parseConfFile(text, confFile);
   const settings: Settings = { ...DEFAULT_SETTINGS };
   for (const [key, field] of Object.entries(SETTING_KEYS) as [keyof typeof SETTING_KEYS, keyof Settings][]) {
     const v = env[key] || fromFile[key];

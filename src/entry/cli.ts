@@ -113,11 +113,7 @@ await yargs(hideBin(process.argv))
     }))
   .command('net-start <pool>', 'create the pool\'s VFs and mark it active', (y) => dryRun(y.positional('pool', { type: 'string', demandOption: true })),
     withContext('net-start', async (ctx, a: { pool: string; dryRun: boolean }) => {
-      // The definition file's text, and the spec parsed from that same text; without a file,
-      // get() names the error (unknown pool) or yields a pool libvirt runs (already active).
-      const def = ctx.registry.definition(a.pool);
-      const spec = def?.spec ?? ctx.registry.get(a.pool);
-      const xml = def?.xml ?? ctx.store.read().pools[a.pool]?.xml ?? '';
+      const { spec, xml } = ctx.registry.startSource(a.pool) ?? ctx.registry.unknown(a.pool);
       const r = await startPool(ctx, spec, xml, { dryRun: a.dryRun });
       if (a.dryRun) {
         out(`plan for net-start ${a.pool} (--dry-run, nothing changed):`);

@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 import { BadInputError } from '../errors.js';
 import { loadSettings } from '../config/settings.js';
-import { networkElement, networkName, poolFromNetwork, type PoolSpec } from '../config/pool-xml.js';
+import { networkElement, networkName } from '../config/pool-xml.js';
 import { createContext } from '../pool/context.js';
 import { startPool, stopPool } from '../pool/pools.js';
 import { parseObjectName } from '../types.js';
 import { child, parseXml } from '../util/xml.js';
-import { parseNetworkPort, recordPort, removePort } from '../pool/allocation-ports.js';
+import { parseNetworkPort } from '../config/network-port.js';
+import { recordPort, removePort } from '../pool/allocation-ports.js';
 import { readStdin, runEntry } from './run.js';
 
 /**
@@ -41,20 +42,9 @@ async function main(argv: string[]): Promise<number> {
   }
 
   if (op === 'start') {
-    const fromMeta = poolFromNetwork(net, where);
-    let pool: PoolSpec;
-    let xml: string;
-    if (fromMeta) {
-      pool = fromMeta;
-      xml = stdin;
-    } else {
-      // The definition file as it is now: what is planned is what is recorded.
-      const def = ctx.registry.definition(name);
-      if (def === undefined) return 0; // not ours
-      pool = def.spec;
-      xml = def.xml;
-    }
-    const r = await startPool(ctx, pool, xml, { allowActive: true });
+    const source = ctx.registry.startSource(name, { el: net, xml: stdin, where });
+    if (source === undefined) return 0; // not ours
+    const r = await startPool(ctx, source.spec, source.xml, { allowActive: true });
     ctx.log.info(`pool '${name}' started by libvirt (${r.actions.length} step(s))`);
     return 0;
   }

@@ -1,4 +1,4 @@
-import type { MacAddress, NetdevName, PciAddress, VfIndex } from '../types.js';
+import type { NetdevName, PciAddress, VfIndex, VfLinkChange, VfLinkConfig } from '../types.js';
 
 /** What `/sys/class/net/PF/device` and the PF's netdev say about a physical function. */
 export interface PfInfo {
@@ -22,25 +22,8 @@ export interface VfInfo {
   iommuGroup: string | null;
 }
 
-export type LinkState = 'auto' | 'enable' | 'disable';
-
-/**
- * A VF's settings as the PF reports them (`ip -d link show PF`, `vfinfo_list`): the admin MAC
- * and the rest live in the PF driver, not in the VF, which is why they are set through the PF.
- * `null` means the driver does not report that setting.
- */
-export interface VfLinkConfig {
-  mac: MacAddress;
-  vlan: number;
-  qos: number;
-  spoofchk: boolean | null;
-  trust: boolean | null;
-  linkState: LinkState | null;
-  minTxRate: number;
-  maxTxRate: number;
-}
-
-export type VfLinkChange = Partial<VfLinkConfig>;
+// The VF link settings are shared with config/ and state/, so they live in src/types.ts.
+export type { LinkState, VfLinkChange, VfLinkConfig } from '../types.js';
 
 /**
  * The one door to the machine. `LinuxHost` talks to sysfs and iproute2; `SimHost` keeps a

@@ -1,10 +1,19 @@
 import { BadInputError } from '../errors.js';
-import type { Settings } from '../config/settings.js';
 import type { Host } from './host.js';
 import { LinuxHost } from './linux-host.js';
 import { SimHost } from './sim-host.js';
 
-export function createHost(settings: Settings): Host {
+/** The settings a Host is built from (a subset of config/settings.ts' Settings, kept here so host/ needs nothing above it). */
+export interface HostSettings {
+  /** `linux` or `sim:FILE`. */
+  host: string;
+  sysfsRoot: string;
+  procRoot: string;
+  devRoot: string;
+  ipPath: string;
+}
+
+export function createHost(settings: HostSettings): Host {
   if (settings.host === 'linux') {
     return new LinuxHost({ sysfsRoot: settings.sysfsRoot, procRoot: settings.procRoot, devRoot: settings.devRoot, ipPath: settings.ipPath });
   }

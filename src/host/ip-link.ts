@@ -1,6 +1,7 @@
 import { HostError } from '../errors.js';
 import { macFromKernel } from '../types.js';
 import type { LinkState, VfLinkChange, VfLinkConfig } from './host.js';
+import { ipLinkWords } from '../vf-settings.js';
 
 /**
  * iproute2's JSON for `ip -j -d link show dev PF`: `vfinfo_list` holds one object per VF.
@@ -50,16 +51,5 @@ export function parseVfInfoList(json: string, pf: string): Map<number, VfLinkCon
 
 /** `ip link set dev PF vf N …` arguments for a change; qos only travels with a vlan. */
 export function vfLinkSetArgs(pf: string, vf: number, change: VfLinkChange): string[] {
-  const args = ['link', 'set', 'dev', pf, 'vf', String(vf)];
-  if (change.mac !== undefined) args.push('mac', change.mac);
-  if (change.vlan !== undefined) {
-    args.push('vlan', String(change.vlan));
-    if (change.qos !== undefined) args.push('qos', String(change.qos));
-  }
-  if (change.spoofchk != null) args.push('spoofchk', change.spoofchk ? 'on' : 'off');
-  if (change.trust != null) args.push('trust', change.trust ? 'on' : 'off');
-  if (change.linkState != null) args.push('state', change.linkState);
-  if (change.minTxRate !== undefined) args.push('min_tx_rate', String(change.minTxRate));
-  if (change.maxTxRate !== undefined) args.push('max_tx_rate', String(change.maxTxRate));
-  return args;
+  return ['link', 'set', 'dev', pf, 'vf', String(vf), ...ipLinkWords(change)];
 }

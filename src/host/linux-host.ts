@@ -111,7 +111,13 @@ export class LinuxHost implements Host {
   }
 
   async listPfs(): Promise<NetdevName[]> {
-    const names = await readdir(join(this.opts.sysfsRoot, 'class/net')).catch(() => [] as string[]);
+    const classNet = join(this.opts.sysfsRoot, 'class/net');
+    // No class/net at all: a machine (or fixture) without network devices. Anything else is a
+    // broken sysfs root, reported instead of shown as "no SR-IOV PFs".
+    const names = await readdir(classNet).catch((err) => {
+      if (errnoOf(err) === 'ENOENT') return [] as string[];
+      throw new HostError(`cannot list ${classNet}: ${errnoOf(err) ?? (err as Error).message}`, { code: errnoOf(err), hint: 'check VFPOOL_SYSFS names a sysfs tree', cause: err });
+    });
     const pfs: NetdevName[] = [];
     for (const n of names.sort()) {
       if ((await this.readText(join(this.opts.sysfsRoot, 'class/net', n, 'device/sriov_totalvfs'))) !== null) pfs.push(n as NetdevName);

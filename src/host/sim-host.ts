@@ -16,7 +16,7 @@ export class SimHost implements Host {
   constructor(readonly file: string) {}
 
   private readRaw(): kernel.SimState | kernel.SimSeed {
-    const raw = readJsonFile<kernel.SimState | kernel.SimSeed>(this.file);
+    const raw = readJsonFile<kernel.SimState | kernel.SimSeed>(this.file, 'the simulated host file', 'VFPOOL_HOST');
     if (raw === undefined) {
       throw new BadInputError(`simulated host file ${this.file} does not exist`, 'create it, e.g. {"pfs":[{"name":"eth1","totalVfs":16}]}');
     }
@@ -37,7 +37,7 @@ export class SimHost implements Host {
     if (!('version' in raw)) kernel.fillSimState(raw);
     return updateJsonFileLocked<kernel.SimState | kernel.SimSeed, R>(
       this.file,
-      () => ({ pfs: [] }),
+      () => readJsonFile<kernel.SimState | kernel.SimSeed>(this.file, 'the simulated host file', 'VFPOOL_HOST') ?? { pfs: [] },
       (raw) => {
         const state = 'version' in raw ? raw : kernel.fillSimState(raw);
         return { next: state, result: fn(state) };

@@ -5,6 +5,8 @@ import type { NetdevName, PciAddress } from '../types.js';
 import { describeUses, type VfUse } from './in-use.js';
 import type { Action } from './plan.js';
 
+const VFIO = 'vfio-pci';
+
 /** What the planners know about one PF: read from the host before planning. */
 export interface PfFacts {
   info: PfInfo;
@@ -30,7 +32,8 @@ function factsOf(facts: Map<NetdevName, PfFacts>, pf: NetdevName): PfFacts {
  * `sriov_totalvfs`; leave a PF that already has N VFs alone; otherwise refuse while any of its
  * VFs is in use (changing the count would hot-unplug them from guests), and write 0 then N
  * (the kernel answers EBUSY to a change between two non-zero counts). Then, for a managed pool
- * whose guests get VFs through vfio, bind its VFs to vfio-pci.
+ * whose guests get VFs through vfio, bind its VFs to vfio-pci: those not in use and not bound
+ * already, named here so a dry run shows them (VFs the writes create: all of them).
  * All checks happen here, before the first change.
  */
 export function planPoolStart(pool: PoolSpec, facts: Map<NetdevName, PfFacts>): Action[] {
@@ -56,8 +59,10 @@ export function planPoolStart(pool: PoolSpec, facts: Map<NetdevName, PfFacts>): 
       actions.push({ kind: 'await-vfs', pf: dev, count: numVfs, probed: f.info.autoprobe });
     }
     if (pool.managed && modeUsesVfio(pool.mode)) {
-      const skip = inUseVfs(f).map((u) => u.vf.address as PciAddress);
-      actions.push({ kind: 'bind-vfs', pf: dev, driver: 'vfio-pci', skip });
+      const created = numVfs !== null && numVfs !== f.info.numVfs;
+      const skip = created ? [] : inUseVfs(f).map((u) => u.vf.address as PciAddress);
+      const vfs = created ? 'created' : f.vfs.filter((vf) => vf.driver !== VFIO && !skip.includes(vf.address)).map((vf) => vf.address);
+      actions.push({ kind: 'bind-vfs', pf: dev, driver: VFIO, vfs, skip });
     }
   }
   return actions;

@@ -1,12 +1,12 @@
 import { BadInputError, ConflictError, HostError, prefixError } from '../errors.js';
 import type { PoolMode, PoolSpec } from '../config/pool-xml.js';
-import type { VfRequest } from '../config/domain-xml.js';
+import type { VfRequest } from './requests.js';
 import type { Host, VfInfo } from '../host/host.js';
 import type { NetdevName, PciAddress } from '../types.js';
 import { isAlive } from '../util/process.js';
-import type { VfpoolState } from './state-store.js';
+import type { VfpoolState } from '../state/schema.js';
 import { portHoldsVf, vfioHoldersOnce, type VfioHolderLookup } from './in-use.js';
-import type { PfReader } from './vf-config.js';
+import type { PfReader } from './vf-facts.js';
 
 /** A VF as a candidate for a request: where it is and what it is. */
 export interface Member {

@@ -4,7 +4,7 @@ import type { Host } from '../host/host.js';
 import { Logger } from '../util/log.js';
 import { DEFAULT_APPLY, type ApplyOptions } from './plan.js';
 import { PoolRegistry } from './pool-registry.js';
-import { StateStore } from './state-store.js';
+import { StateStore } from '../state/store.js';
 
 /** Everything a core operation needs, built once by an entry point. */
 export interface Context {

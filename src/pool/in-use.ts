@@ -1,6 +1,6 @@
 import { isAlive } from '../util/process.js';
 import type { Host, VfInfo } from '../host/host.js';
-import type { PortRecord, VfpoolState } from './state-store.js';
+import type { PortRecord, VfpoolState } from '../state/schema.js';
 
 /** Why a VF may not be touched: DESIGN.md's three meanings of "in use". */
 export interface VfUse {

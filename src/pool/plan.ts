@@ -1,16 +1,21 @@
-import { HostError, RollbackError, asVfpoolError, type VfpoolError } from '../errors.js';
+import { HostError } from '../errors.js';
 import type { Host, VfInfo } from '../host/host.js';
 import type { NetdevName, PciAddress } from '../types.js';
 import type { Logger } from '../util/log.js';
+import { executeSteps, type StepKind } from './executor.js';
 
 /**
- * Plan, then apply: planners are pure and return these actions; `applyPlan` is the only code
- * that carries them out, and undoes what it did, in reverse, when a later step fails.
+ * Pool activation, plan then apply: the planners (activation.ts) are pure and return these
+ * actions; `applyPlan` carries them out through the one executor, which undoes what was done,
+ * in reverse, when a later step fails.
+ *
+ * `bind-vfs` names its VFs, decided at plan time so `--dry-run` shows them; only VFs that the
+ * writes before it create have no address yet (`'created'`: all of them, once they exist).
  */
 export type Action =
   | { kind: 'write-numvfs'; pf: NetdevName; from: number; to: number }
   | { kind: 'await-vfs'; pf: NetdevName; count: number; probed: boolean }
-  | { kind: 'bind-vfs'; pf: NetdevName; driver: string; skip: PciAddress[] };
+  | { kind: 'bind-vfs'; pf: NetdevName; driver: string; vfs: PciAddress[] | 'created'; skip: PciAddress[] };
 
 export function describeAction(a: Action): string {
   switch (a.kind) {
@@ -18,8 +23,12 @@ export function describeAction(a: Action): string {
       return `${a.pf}: write ${a.to} to sriov_numvfs (now ${a.from})`;
     case 'await-vfs':
       return `${a.pf}: wait until ${a.count} VFs exist${a.probed && a.count > 0 ? ' with their host driver' : ''}`;
-    case 'bind-vfs':
-      return `${a.pf}: bind its VFs to ${a.driver}${a.skip.length ? ` (except ${a.skip.join(', ')}, in use)` : ''}`;
+    case 'bind-vfs': {
+      const inUse = a.skip.length ? ` (${a.skip.join(', ')} in use, left alone)` : '';
+      if (a.vfs === 'created') return `${a.pf}: bind the VFs just created to ${a.driver}`;
+      if (a.vfs.length === 0) return `${a.pf}: its VFs are on ${a.driver} already${inUse}`;
+      return `${a.pf}: bind VF${a.vfs.length > 1 ? 's' : ''} ${a.vfs.join(', ')} to ${a.driver}${inUse}`;
+    }
   }
 }
 
@@ -49,61 +58,37 @@ async function awaitVfs(host: Host, a: Extract<Action, { kind: 'await-vfs' }>, o
   );
 }
 
-/** Applies actions in order; on failure undoes the completed ones in reverse and rethrows. */
-export async function applyPlan(host: Host, actions: Action[], log: Logger, opts: ApplyOptions = DEFAULT_APPLY): Promise<void> {
-  const undo: Undo[] = [];
-  let step = 0;
-  try {
-    for (const a of actions) {
-      step++;
-      log.info(`Step ${step}: ${describeAction(a)}`);
+/** How pool actions are carried out, and what undoes each change. */
+export function poolStepKind(host: Host, opts: ApplyOptions = DEFAULT_APPLY): StepKind<Action> {
+  return {
+    describe: describeAction,
+    async run(a, did) {
       switch (a.kind) {
         case 'write-numvfs':
           await host.writeNumVfs(a.pf, a.to);
-          undo.push({ what: `${a.pf}: restore sriov_numvfs ${a.from}`, run: () => restoreNumVfs(host, a.pf, a.from) });
-          break;
+          did({ what: `${a.pf}: restore sriov_numvfs ${a.from}`, run: () => restoreNumVfs(host, a.pf, a.from) });
+          return;
         case 'await-vfs':
-          await awaitVfs(host, a, opts);
-          break;
+          return awaitVfs(host, a, opts);
         case 'bind-vfs': {
-          for (const vf of await host.listVfs(a.pf)) {
-            if (vf.driver === a.driver || a.skip.includes(vf.address)) continue;
+          const now = await host.listVfs(a.pf);
+          const wanted = a.vfs === 'created' ? now.filter((vf) => !a.skip.includes(vf.address)) : now.filter((vf) => (a.vfs as PciAddress[]).includes(vf.address));
+          for (const vf of wanted) {
+            if (vf.driver === a.driver) continue;
             const previous = vf.driver;
             await host.bindDriver(vf.address, a.driver);
-            undo.push({ what: `${vf.address}: rebind ${previous ?? 'no driver'}`, run: () => host.bindDriver(vf.address, previous) });
+            did({ what: `${vf.address}: rebind ${previous ?? 'no driver'}`, run: () => host.bindDriver(vf.address, previous) });
           }
-          break;
+          return;
         }
       }
-    }
-  } catch (err) {
-    const cause = asVfpoolError(err);
-    log.warn(`Step ${step} failed: ${cause.toLine()}; undoing ${undo.length} change(s)`);
-    return undoInReverse(cause, undo);
-  }
+    },
+  };
 }
 
-export interface Undo {
-  what: string;
-  run: () => Promise<void>;
-}
-
-/**
- * The rollback both executors share (pool activation here, VF configuration in vf-config.ts):
- * runs the undos newest first, every one even when some fail, then throws the original cause,
- * or a RollbackError naming the undos that failed too.
- */
-export async function undoInReverse(cause: VfpoolError, undos: Undo[]): Promise<never> {
-  const failures: string[] = [];
-  for (const u of [...undos].reverse()) {
-    try {
-      await u.run();
-    } catch (e) {
-      failures.push(`${u.what}: ${asVfpoolError(e).message}`);
-    }
-  }
-  if (failures.length) throw new RollbackError(cause, failures);
-  throw cause;
+/** Applies actions in order; on failure undoes the completed ones in reverse and rethrows. */
+export async function applyPlan(host: Host, actions: Action[], log: Logger, opts: ApplyOptions = DEFAULT_APPLY): Promise<void> {
+  await executeSteps(actions, poolStepKind(host, opts), log, { label: 'Step', undo: true });
 }
 
 /** Puts a PF's VF count back: through 0, since the kernel refuses N -> M (EBUSY). */

@@ -4,8 +4,10 @@ import writeFileAtomic from 'write-file-atomic';
 import { BadInputError, ConflictError, errnoOf } from '../errors.js';
 import { parseObjectName } from '../types.js';
 import { parsePoolXml, networkElement, poolFromDefinition, poolFromNetwork, type PoolSpec } from '../config/pool-xml.js';
-import { parseXml } from '../util/xml.js';
-import type { StateStore, VfpoolState } from './state-store.js';
+import { fsError } from '../util/fs-errors.js';
+import { parseXml, type XmlElement } from '../util/xml.js';
+import type { StateStore } from '../state/store.js';
+import type { VfpoolState } from '../state/schema.js';
 
 /**
  * Pool definitions: persistent ones in `$VFPOOL_CONFIG_DIR/networks/NAME.xml` (like libvirt's
@@ -28,7 +30,7 @@ export class PoolRegistry {
       return readFileSync(this.fileOf(name), 'utf8');
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') return undefined;
-      throw err;
+      throw fsError(err, this.fileOf(name), 'the pool definition', 'VFPOOL_CONFIG_DIR');
     }
   }
 
@@ -43,16 +45,43 @@ export class PoolRegistry {
     const active = state.pools[name];
     if (active) return specFromXml(active.xml, `pool '${name}' (as started)`);
     const xml = this.readDefinition(name);
-    if (xml === undefined) {
-      throw new BadInputError(`unknown pool '${name}'`, `define it with \`vfpool net-define FILE\` (no ${this.fileOf(name)})`);
-    }
+    if (xml === undefined) this.unknown(name);
     return parsePoolXml(xml, this.fileOf(name));
+  }
+
+  /** The error for a name that is neither defined nor running. */
+  unknown(name: string): never {
+    throw new BadInputError(`unknown pool '${name}'`, `define it with \`vfpool net-define FILE\` (no ${this.fileOf(name)})`);
+  }
+
+  /**
+   * What a start of pool `name` starts, and the XML recorded for it: the one decision between a
+   * libvirt network's metadata, vfpool's definition file and the XML a running pool was started
+   * with. With `network` (libvirt's network hook: the network XML as libvirt runs it), its
+   * `<metadata>` pool wins, else the definition file as it is now; without (`vfpool net-start`),
+   * the definition file, else the running pool's XML. undefined: no such pool (for the hook: a
+   * network that is not vfpool's).
+   */
+  startSource(name: string, network?: { el: XmlElement; xml: string; where: string }): { spec: PoolSpec; xml: string } | undefined {
+    if (network) {
+      const fromMeta = poolFromNetwork(network.el, network.where);
+      if (fromMeta) return { spec: fromMeta, xml: network.xml };
+    }
+    // The definition file's text, and the spec parsed from that same text: what is planned is what is recorded.
+    const def = this.definition(name);
+    if (def || network) return def;
+    const active = this.store.read().pools[name];
+    return active ? { spec: specFromXml(active.xml, `pool '${name}' (as started)`), xml: active.xml } : undefined;
   }
 
   /** Validates and stores a definition; returns it. Nothing is written if it does not parse. */
   async define(xml: string, where: string): Promise<PoolSpec> {
     const spec = parsePoolXml(xml, where);
-    mkdirSync(this.dir, { recursive: true, mode: 0o755 });
+    try {
+      mkdirSync(this.dir, { recursive: true, mode: 0o755 });
+    } catch (err) {
+      throw fsError(err, this.dir, 'the pool definitions directory', 'VFPOOL_CONFIG_DIR');
+    }
     await writeFileAtomic(this.fileOf(spec.name), xml.endsWith('\n') ? xml : xml + '\n', { mode: 0o644 });
     return spec;
   }
@@ -72,7 +101,7 @@ export class PoolRegistry {
     try {
       files = readdirSync(this.dir).filter((f) => f.endsWith('.xml')).map((f) => f.slice(0, -4));
     } catch (err) {
-      if (errnoOf(err) !== 'ENOENT') throw err;
+      if (errnoOf(err) !== 'ENOENT') throw fsError(err, this.dir, 'the pool definitions directory', 'VFPOOL_CONFIG_DIR');
     }
     return [...new Set([...files, ...Object.keys(state.pools)])].sort();
   }

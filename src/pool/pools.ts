@@ -6,7 +6,7 @@ import { planPoolStart, planPoolStop, type PfFacts, type StopPlan } from './acti
 import type { Context } from './context.js';
 import { findVfUses } from './in-use.js';
 import { applyPlan, describeAction, type Action } from './plan.js';
-import type { VfpoolState } from './state-store.js';
+import type { VfpoolState } from '../state/schema.js';
 
 /**
  * Reads what the planners need about each PF; a missing PF is an error naming the pool, except

@@ -1,8 +1,9 @@
 import { asVfpoolError } from '../errors.js';
 import { isAlive } from '../util/process.js';
 import type { Context } from './context.js';
-import { readLibvirtPid, releaseGuest } from './guests.js';
-import type { Allocation, PortRecord, VfpoolState } from './state-store.js';
+import { releaseGuest } from './guest-release.js';
+import { readLibvirtPid } from './libvirt-runtime.js';
+import type { Allocation, PortRecord, VfpoolState } from '../state/schema.js';
 
 /**
  * `vfpool reconcile`: after a crash, a killed hook or a daemon restart, put vfpool's records

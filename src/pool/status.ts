@@ -1,4 +1,5 @@
-import { HostError } from '../errors.js';
+import { BadInputError, HostError, errnoOf } from '../errors.js';
+import type { VfLinkConfig } from '../types.js';
 import type { Context } from './context.js';
 import type { PoolSpec } from '../config/pool-xml.js';
 import { resolvePoolMembers } from './allocation.js';
@@ -50,7 +51,10 @@ export async function readStatus(ctx: Context): Promise<Status> {
   for (const name of await ctx.host.listPfs()) {
     const info = await ctx.host.getPf(name);
     const vfs = await ctx.host.listVfs(name);
-    const links = vfs.length ? await ctx.host.getVfLinks(name).catch(() => new Map()) : new Map();
+    // A PF that went away between listing and reading has no links to show; any other failure
+    // to read them (ip missing, a driver error) is reported, not shown as VFs without settings.
+    const none = new Map<number, VfLinkConfig>();
+    const links = vfs.length ? await ctx.host.getVfLinks(name).catch((err) => (vanished(err) ? none : Promise.reject(err))) : none;
     pfs.push({
       name,
       address: info.address,
@@ -93,8 +97,11 @@ export async function listPools(ctx: Context): Promise<PoolListEntry[]> {
     let pool: PoolSpec;
     try {
       pool = ctx.registry.get(name, state);
-    } catch {
-      continue; // a broken definition file must not hide the others; net-dumpxml names its error
+    } catch (err) {
+      // A broken definition file must not hide the others (net-dumpxml names its error); a
+      // failure to read one at all is no broken definition, and is reported.
+      if (err instanceof BadInputError && !(err.cause && errnoOf(err.cause))) continue;
+      throw err;
     }
     // The members the allocator sees; a pool whose PF is missing has none to offer (start says why).
     const vfs = await resolvePoolMembers(ctx.host, pool).then(
@@ -112,4 +119,8 @@ export async function listPools(ctx: Context): Promise<PoolListEntry[]> {
     });
   }
   return out;
+}
+
+function vanished(err: unknown): boolean {
+  return err instanceof HostError && (err.code === 'ENOENT' || err.code === 'ENODEV');
 }

@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import lockfile from 'proper-lockfile';
 import writeFileAtomic from 'write-file-atomic';
 import { BadInputError, errnoOf, LockTimeoutError } from '../errors.js';
+import { fsError } from './fs-errors.js';
 
 export interface LockOptions {
   /** How long to wait for another vfpool process before giving up with exit 3. */
@@ -13,14 +14,17 @@ export interface LockOptions {
 
 export const DEFAULT_LOCK: LockOptions = { timeoutMs: 30_000, staleMs: 10_000 };
 
-/** Reads a JSON file; `undefined` when it does not exist. */
-export function readJsonFile<T>(file: string): T | undefined {
+/**
+ * Reads a JSON file; `undefined` when it does not exist. Any other failure to read it (a
+ * directory, no permission) is one line naming `what` (`the state file`) and the fix.
+ */
+export function readJsonFile<T>(file: string, what = 'the file', setting?: string): T | undefined {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     if (errnoOf(err) === 'ENOENT') return undefined;
-    throw err;
+    throw fsError(err, file, what, setting);
   }
   try {
     return JSON.parse(text) as T;
@@ -42,19 +46,24 @@ export interface JsonUpdate<T, R> {
 }
 
 /**
- * The one read-modify-write path: lock, read, apply `fn`, write atomically, unlock in finally.
+ * The one read-modify-write path: lock, `read` (which parses and validates the file, or gives the
+ * initial value when there is none), apply `fn`, write atomically, unlock in finally.
  * `fn` returning `undefined` means "nothing to write". The lock is a directory next to the file
  * (proper-lockfile), refreshed while held, so a process killed mid-update leaves a lock that
  * goes stale and is reclaimed after `staleMs`.
  */
 export async function updateJsonFileLocked<T, R>(
   file: string,
-  initial: () => T,
+  read: () => T,
   fn: (current: T) => Promise<JsonUpdate<T, R>> | JsonUpdate<T, R>,
   opts: LockOptions = DEFAULT_LOCK,
   mode = 0o600,
 ): Promise<R> {
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  try {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw fsError(err, dirname(file), 'the directory of', undefined);
+  }
   let release: () => Promise<void>;
   try {
     release = await lockfile.lock(file, {
@@ -71,10 +80,10 @@ export async function updateJsonFileLocked<T, R>(
         { cause: err },
       );
     }
-    throw err;
+    throw fsError(err, `${file}.lock`, 'the lock of');
   }
   try {
-    const current = readJsonFile<T>(file) ?? initial();
+    const current = read();
     const { next, result, afterWrite } = await fn(current);
     if (next !== undefined) await writeJsonFileAtomic(file, next, mode);
     afterWrite?.();

@@ -1,5 +1,6 @@
 import t from 'tap';
-import { domainRequests, parseDomainXml, type PoolModeLookup } from '../../src/config/domain-xml.js';
+import { parseDomainXml } from '../../src/config/domain-xml.js';
+import { domainRequests, type PoolModeLookup } from '../../src/pool/requests.js';
 import { BadInputError } from '../../src/errors.js';
 import { domainXml, PLAIN_DOMAIN } from '../helpers/libvirt-domains.js';
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { parseDomainXml } from '../../src/config/domain-xml.js';
 import { prepareGuest } from '../../src/pool/guests.js';
 import { judgeAllocation, reconcile } from '../../src/pool/reconcile.js';
-import type { Allocation } from '../../src/pool/state-store.js';
+import type { Allocation } from '../../src/state/schema.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
 import { makeGuestWorld, POOLS } from '../helpers/guest-world.js';
 import { vfpoolCli } from '../helpers/spawn.js';
@@ -78,8 +78,8 @@ t.test('reconcile frees and restores what is gone, keeps what runs, drops dead p
       if (a.owner.domain === 'pidfile') a.createdAt = new Date(Date.now() - 3600_000).toISOString();
     }
     s.ports.push(
-      { network: 'n', portUuid: 'u1', domain: 'gone', domainUuid: null, vfAddr: null, netdev: 'x' as never, createdAt: new Date(Date.now() - 3600_000).toISOString() },
-      { network: 'n', portUuid: 'u2', domain: 'pidfile', domainUuid: null, vfAddr: null, netdev: 'y' as never, createdAt: new Date(Date.now() - 3600_000).toISOString() },
+      { network: 'n', portUuid: 'u1', domain: 'gone', domainUuid: null, vfAddr: null, netdev: 'x' as never, plug: 'direct', mac: null, createdAt: new Date(Date.now() - 3600_000).toISOString() },
+      { network: 'n', portUuid: 'u2', domain: 'pidfile', domainUuid: null, vfAddr: null, netdev: 'y' as never, plug: 'direct', mac: null, createdAt: new Date(Date.now() - 3600_000).toISOString() },
     );
   });
   writeFileSync(join(w.opts.libvirtRunDir, 'pidfile.pid'), `${process.pid}\n`);

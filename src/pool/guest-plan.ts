@@ -1,0 +1,118 @@
+import { BadInputError } from '../errors.js';
+import type { DomainSpec } from '../config/domain-xml.js';
+import { domainRequests, type VfRequest } from './requests.js';
+import { modeUsesVfio, type PoolSpec } from '../config/pool-xml.js';
+import type { PoolMode } from '../types.js';
+import { pickVfs, resolveNamedVf, resolvePoolMembers, type Member, type ResolvedRequest } from './allocation.js';
+import type { Context } from './context.js';
+import type { Allocation, VfpoolState } from '../state/schema.js';
+import { whereOf, type GuestOptions } from './guest-model.js';
+import { HostReads, readVfFacts } from './vf-facts.js';
+import { planVfConfigure, savedFromFacts, type VfFacts, type VfWant } from './vf-plan.js';
+import type { VfStep } from './vf-steps.js';
+import { vfSettingsOf } from '../vf-settings.js';
+
+/** The planning half of prepare: which VF serves each request, and the steps that configure it. */
+
+/**
+ * The pool a name refers to in this state, or undefined if there is none by that name; for one
+ * pass (a domain's requests, one planPrepare) the pool names are listed and each definition
+ * parsed once, however many requests name it.
+ */
+function poolLookup(ctx: Context, state: VfpoolState): (name: string) => PoolSpec | undefined {
+  let names: string[] | undefined;
+  const memo = new Map<string, PoolSpec | undefined>();
+  return (name) => {
+    if (!memo.has(name)) {
+      names ??= ctx.registry.names(state);
+      memo.set(name, names.includes(name) ? ctx.registry.get(name, state) : undefined);
+    }
+    return memo.get(name);
+  };
+}
+
+/** The VF requests of a domain, validated against the pools that exist now. */
+export function requestsOf(ctx: Context, spec: DomainSpec, state: VfpoolState = ctx.store.read()): VfRequest[] {
+  const lookupPool = poolLookup(ctx, state);
+  return domainRequests(spec, (name) => lookupPool(name)?.mode);
+}
+
+function wantOf(r: VfRequest, mode: PoolMode): VfWant {
+  return { ...vfSettingsOf(r), mac: r.mac, vfio: modeUsesVfio(mode) };
+}
+
+export interface PlannedVf {
+  rr: ResolvedRequest;
+  member: Member;
+  facts: VfFacts;
+  steps: VfStep[];
+  record: Allocation;
+  where: string;
+}
+
+/**
+ * Picks and plans, against `state` (the locked state for real, a plain read for --dry-run).
+ * Throws before anything is written when a request cannot be served. Nothing changes the host
+ * during the pass, so each PF is read once (`HostReads`) and each pool looked up once.
+ */
+export async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRequest[], state: VfpoolState, opts: GuestOptions, pid: number | null): Promise<PlannedVf[]> {
+  const reads = new HostReads(ctx.host);
+  const lookupPool = poolLookup(ctx, state);
+  const memberCache = new Map<string, Promise<Member[]>>();
+  const members = (pool: PoolSpec) => {
+    let m = memberCache.get(pool.name);
+    if (!m) memberCache.set(pool.name, (m = resolvePoolMembers(ctx.host, pool, reads)));
+    return m;
+  };
+  const resolved: ResolvedRequest[] = [];
+  for (const r of requests) {
+    const pool = r.pool ? lookupPool(r.pool) ?? null : null;
+    if (r.pool && !pool) throw new BadInputError(`${r.field}: unknown pool '${r.pool}'`, 'define it with `vfpool net-define FILE`');
+    const mode: PoolMode = pool?.mode ?? 'hostdev';
+    const bound = r.netdev ? (state.bindings.find((b) => b.domain === spec.name && b.netdev === r.netdev)?.vfAddr ?? null) : null;
+    const named = r.netdev !== null || r.address !== null ? await resolveNamedVf(ctx.host, r, bound, spec.name, reads) : null;
+    resolved.push({ request: r, pool, mode, named });
+  }
+  const picked = await pickVfs(ctx.host, state, resolved, members, spec.name);
+  const now = new Date().toISOString();
+  const planned: PlannedVf[] = [];
+  for (const rr of resolved) {
+    const member = picked.get(rr.request.index)!;
+    const where = whereOf(spec.name, rr.pool?.name ?? null, { pf: member.pf, vfIndex: member.vf.index, vfAddr: member.vf.address });
+    const facts = await readVfFacts(ctx.host, member.pf, member.vf.address, reads);
+    const { steps, applied } = planVfConfigure(facts, wantOf(rr.request, rr.mode), where);
+    const r = rr.request;
+    planned.push({
+      rr,
+      member,
+      facts,
+      steps,
+      where,
+      record: {
+        pool: rr.pool?.name ?? null,
+        mode: rr.mode,
+        pf: member.pf,
+        vfIndex: member.vf.index,
+        vfAddr: member.vf.address,
+        netdev: member.vf.netdev,
+        iommuGroup: member.vf.iommuGroup,
+        owner: { domain: spec.name, uuid: spec.uuid, pid, via: opts.via },
+        mac: r.mac,
+        vlan: r.vlan,
+        alias: `vfpool-vf${r.index}`,
+        pairedMac: r.pairedMac,
+        phase: 'preparing',
+        worker: process.pid,
+        saved: savedFromFacts(facts),
+        applied,
+        vfioOwner: null,
+        guestSlot: r.index,
+        requestedNetdev: r.netdev,
+        createdAt: now,
+        lastError: null,
+      },
+    });
+  }
+  return planned;
+}
+

@@ -1,0 +1,154 @@
+import { ConflictError, RollbackError, asVfpoolError, prefixError } from '../errors.js';
+import type { DomainSpec } from '../config/domain-xml.js';
+import type { VfRequest } from './requests.js';
+import type { NetdevName } from '../types.js';
+import { isAlive } from '../util/process.js';
+import type { Logger } from '../util/log.js';
+import type { Allocation } from '../state/schema.js';
+import type { Context } from './context.js';
+import { allocationsOf, describeAllocation, type GuestOptions, type PrepareResult } from './guest-model.js';
+import { planPrepare, requestsOf, type PlannedVf } from './guest-plan.js';
+import { releaseGuest } from './guest-release.js';
+import { applyVfSteps, describeVfStep } from './vf-steps.js';
+
+/**
+ * Prepare as three steps that can be called on their own (migration's prepare is reserve +
+ * configure, its confirm a commit or a release):
+ * - `reserveVfs`: under the state lock, pick a free VF per request, plan its configuration and
+ *   record it `preparing` with everything that will change (saved before the first change);
+ * - `configureVfs`: without the lock, apply the plans on the host; a failure undoes every step
+ *   in reverse and drops the records (or, if the undo failed too, leaves them for reconcile);
+ * - `commitVfs`: record the VFs `ready`, with their final netdev and any netdev= binding.
+ */
+export interface Reservation {
+  domain: string;
+  planned: PlannedVf[];
+}
+
+export async function reserveVfs(ctx: Context, spec: DomainSpec, requests: VfRequest[], opts: GuestOptions, pid: number | null): Promise<Reservation> {
+  const planned = await ctx.store.update(async (state) => {
+    const p = await planPrepare(ctx, spec, requests, state, opts, pid);
+    state.allocations.push(...p.map((x) => x.record));
+    return p;
+  });
+  return { domain: spec.name, planned };
+}
+
+export async function configureVfs(ctx: Context, r: Reservation, log: Logger = ctx.log.child(`domain '${r.domain}'`)): Promise<void> {
+  const whereByAddr = new Map(r.planned.map((p) => [p.member.vf.address as string, p.where]));
+  try {
+    await applyVfSteps(
+      ctx.host,
+      r.planned.flatMap((p) => p.steps),
+      log,
+      { undo: true, label: 'Step 2 configure', wrap: (cause, step) => prefixError(whereByAddr.get(step.vfAddr) ?? `domain '${r.domain}'`, cause) },
+    );
+  } catch (err) {
+    const cause = asVfpoolError(err);
+    const rolledBack = !(cause instanceof RollbackError);
+    await ctx.store.update((state) => {
+      const mine = (a: Allocation) => a.owner.domain === r.domain && a.worker === process.pid && whereByAddr.has(a.vfAddr);
+      if (rolledBack) state.allocations = state.allocations.filter((a) => !mine(a));
+      else for (const a of state.allocations.filter(mine)) Object.assign(a, { phase: 'releasing', worker: null, lastError: cause.message });
+    });
+    log.warn(rolledBack ? 'prepare failed; every change was undone and the VFs are free again' : 'prepare failed and so did part of the undo; the VFs stay recorded for `vfpool reconcile`');
+    throw cause;
+  }
+}
+
+export async function commitVfs(ctx: Context, r: Reservation, log: Logger = ctx.log.child(`domain '${r.domain}'`)): Promise<Allocation[]> {
+  const { planned, domain } = r;
+  // The final netdev: a driver reload may have renamed it.
+  const netdevs = new Map<string, NetdevName | null>(planned.map((p) => [p.member.vf.address, p.member.vf.netdev]));
+  try {
+    for (const pf of new Set(planned.map((p) => p.member.pf))) {
+      for (const vf of await ctx.host.listVfs(pf)) netdevs.set(vf.address, vf.netdev);
+    }
+  } catch (err) {
+    log.warn(`Step 3: could not read the VFs' netdevs back (${asVfpoolError(err).message}); keeping the names from before`);
+  }
+  return ctx.store.update((state) => {
+    const out: Allocation[] = [];
+    for (const p of planned) {
+      const a = state.allocations.find((x) => x.owner.domain === domain && x.vfAddr === p.record.vfAddr && x.worker === process.pid);
+      if (!a) continue;
+      Object.assign(a, { phase: 'ready', worker: null, netdev: netdevs.get(a.vfAddr) ?? null });
+      out.push(structuredClone(a));
+      const nd = p.rr.request.netdev;
+      if (nd && !state.bindings.some((b) => b.domain === domain && b.netdev === nd)) {
+        state.bindings.push({ domain, netdev: nd, vfAddr: p.record.vfAddr, since: new Date().toISOString() });
+      }
+    }
+    return out;
+  });
+}
+
+/**
+ * `prepare begin` (and `vfpool prepare`): for each VF request, pick a free VF under the lock
+ * and record it with everything about it that will change (Step 1); then, without the lock,
+ * set the MAC and the rest through the PF, read it back and bind vfio-pci (Step 2); then mark
+ * it ready (Step 3). Any failure in Step 2 undoes what was done, in reverse, and removes the
+ * records, so the VFs and the pool are exactly as before (HostError, exit 1, one line naming
+ * domain, pool, VF and cause). A domain asking for nothing returns without touching state.
+ *
+ * Allocations left by an earlier run of the same domain (QEMU gone, no release seen) are
+ * restored and freed first; a domain whose QEMU still runs is a ConflictError.
+ */
+export async function prepareGuest(ctx: Context, spec: DomainSpec, opts: GuestOptions & { dryRun?: boolean; pid?: number | null }): Promise<PrepareResult> {
+  try {
+    return await prepareGuestSteps(ctx, spec, opts);
+  } catch (err) {
+    // Every failure is one line that starts with the domain (libvirt shows it as the start's error).
+    const e = asVfpoolError(err);
+    return Promise.reject(e.message.startsWith(`domain '${spec.name}'`) ? e : prefixError(`domain '${spec.name}'`, e));
+  }
+}
+
+async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: GuestOptions & { dryRun?: boolean; pid?: number | null }): Promise<PrepareResult> {
+  const log = ctx.log.child(`domain '${spec.name}'`);
+  const before = ctx.store.read();
+  const requests = requestsOf(ctx, spec, before);
+  const existing = allocationsOf(before, spec.name);
+  const result: PrepareResult = { domain: spec.name, vfs: [], plan: [], releasedStale: [] };
+
+  // Step 0: an earlier run's allocations.
+  if (existing.length) {
+    const live = existing.find((a) => a.owner.pid !== null && isAlive(a.owner.pid));
+    if (live) {
+      throw new ConflictError(`domain '${spec.name}' already holds VF ${live.vfAddr} and its QEMU (pid ${live.owner.pid}) still runs`, 'stop it first; `vfpool status` shows what it holds');
+    }
+    if (opts.via === 'cli' && existing.every((a) => a.phase === 'ready' && a.owner.pid === null)) {
+      throw new ConflictError(`domain '${spec.name}' is already prepared (VF ${existing.map((a) => a.vfAddr).join(', ')})`, `release it first: \`vfpool release ${spec.name}\``);
+    }
+    if (opts.dryRun) {
+      result.plan.push(`release ${existing.length} allocation(s) left by an earlier run of domain '${spec.name}'`);
+    } else {
+      log.info(`Step 0: ${existing.length} allocation(s) from an earlier run, whose QEMU is gone: restoring and freeing them first`);
+      const r = await releaseGuest(ctx, spec.name, { reason: 'stale' });
+      result.releasedStale = r.released.map((a) => a.vfAddr);
+    }
+  }
+  if (requests.length === 0) return result;
+
+  const pid = opts.pid ?? null;
+  if (opts.dryRun) {
+    const planned = await planPrepare(ctx, spec, requests, ctx.store.read(), opts, pid);
+    for (const p of planned) {
+      result.vfs.push(describeAllocation(p.record));
+      result.plan.push(`${p.where}: allocate (guest slot ${p.record.guestSlot})`);
+      for (const s of p.steps) result.plan.push(describeVfStep(s));
+    }
+    return result;
+  }
+
+  // Step 1: pick and record, under the lock, before the first change to any VF.
+  const reservation = await reserveVfs(ctx, spec, requests, opts, pid);
+  for (const p of reservation.planned) log.info(`Step 1: ${p.where}: allocated to request #${p.rr.request.index + 1} (${p.rr.request.field}), original config saved`);
+  // Step 2: configure, without the lock; undo everything on failure.
+  await configureVfs(ctx, reservation, log);
+  // Step 3: ready.
+  const ready = await commitVfs(ctx, reservation, log);
+  log.info(`Step 3: prepared ${ready.length} VF(s): ${ready.map((a) => `${a.vfAddr} mac ${a.mac}`).join(', ')}`);
+  result.vfs = ready.map(describeAllocation);
+  return result;
+}

@@ -1,0 +1,140 @@
+import { ConflictError, HostError, asVfpoolError, prefixError, type VfpoolError } from '../errors.js';
+import { isAlive } from '../util/process.js';
+import type { Logger } from '../util/log.js';
+import type { Allocation } from '../state/schema.js';
+import type { Context } from './context.js';
+import { allocationsOf, describeAllocation, whereOf, type GuestVf, type ReleaseResult } from './guest-model.js';
+import { readVfFacts } from './vf-facts.js';
+import { planVfRestore, type VfFacts } from './vf-plan.js';
+import { applyVfSteps, describeVfStep } from './vf-steps.js';
+
+/**
+ * `release end` (any reason, `failed` included) and `vfpool release`: restore each VF of the
+ * domain as it was (admin MAC before the host driver is bound again, then the rest) and free
+ * it. Idempotent: a domain with nothing recorded is success, without taking the lock. A record
+ * is deleted only after its restore succeeded; a failed one stays (phase `releasing`) for a
+ * later release or `vfpool reconcile`, and the error (exit 1) names the domain, VF and cause.
+ * `vfAddrs` limits it to some VFs (reconcile); `refuseIfRunning` makes a live QEMU a conflict.
+ */
+export async function releaseGuest(
+  ctx: Context,
+  domain: string,
+  opts: { reason: string; vfAddrs?: Set<string>; refuseIfRunning?: boolean; forgetNetdevs?: boolean },
+): Promise<ReleaseResult> {
+  const log = ctx.log.child(`domain '${domain}'`);
+  const result: ReleaseResult = { domain, released: [], vanished: [] };
+  const selected = (a: Allocation) => a.owner.domain === domain && (!opts.vfAddrs || opts.vfAddrs.has(a.vfAddr));
+  const peek = ctx.store.read();
+  const hasBindings = opts.forgetNetdevs && peek.bindings.some((b) => b.domain === domain);
+  if (!peek.allocations.some(selected) && !hasBindings) return result;
+
+  // Step 1: claim the records.
+  const claimed = await ctx.store.update((state) => {
+    const list = state.allocations.filter(selected);
+    for (const a of list) {
+      if (a.worker && a.worker !== process.pid && isAlive(a.worker)) {
+        throw new ConflictError(`domain '${domain}': VF ${a.vfAddr} is being ${a.phase === 'preparing' ? 'prepared' : 'released'} by vfpool (pid ${a.worker})`, 'wait for it to finish, then try again');
+      }
+      if (opts.refuseIfRunning && a.owner.pid !== null && isAlive(a.owner.pid)) {
+        throw new ConflictError(`domain '${domain}' still runs (QEMU pid ${a.owner.pid}) and uses VF ${a.vfAddr}`, 'stop the guest first');
+      }
+    }
+    for (const a of list) Object.assign(a, { phase: 'releasing', worker: process.pid });
+    if (opts.forgetNetdevs) state.bindings = state.bindings.filter((b) => b.domain !== domain);
+    return structuredClone(list);
+  });
+  if (claimed.length) log.info(`releasing ${claimed.length} VF(s) (${opts.reason})`);
+
+  // Step 2: restore each VF.
+  const restored = await restoreVfs(ctx, domain, claimed, log);
+  result.released = restored.released;
+  result.vanished = restored.vanished;
+  const { done, failures } = restored;
+
+  // Step 3: delete the restored records; keep the others with their error.
+  await freeVfs(ctx, selected, restored);
+  if (failures.length) {
+    const first = failures[0]!.error;
+    log.warn(`release left ${failures.length} VF(s) recorded: ${failures.map((f) => f.error.message).join('; ')}`);
+    throw new HostError(`${first.message}; the VF stays allocated until a release succeeds`, {
+      code: first instanceof HostError ? first.code : undefined,
+      hint: first.hint ?? `fix the cause, then run \`vfpool release ${domain}\` or \`vfpool reconcile\``,
+      cause: first,
+    });
+  }
+  log.info(`released ${done.size} VF(s)`);
+  return result;
+}
+
+/** `vfpool release --dry-run`: what a release would do, one line per step; nothing changes. */
+export async function planReleaseGuest(ctx: Context, domain: string): Promise<{ domain: string; vfs: GuestVf[]; plan: string[] }> {
+  const mine = allocationsOf(ctx.store.read(), domain);
+  const plan: string[] = [];
+  for (const a of mine) {
+    const where = whereOf(domain, a.pool, a);
+    try {
+      const steps = planVfRestore(a, await readVfFacts(ctx.host, a.pf, a.vfAddr));
+      plan.push(`${where}: restore (${steps.length} step(s)) and free`);
+      for (const s of steps) plan.push(describeVfStep(s));
+    } catch (err) {
+      plan.push(`${where}: cannot plan the restore: ${asVfpoolError(err).message}`);
+    }
+  }
+  return { domain, vfs: mine.map(describeAllocation), plan };
+}
+
+/** The outcome of restoring claimed VFs: which are done (restored, or gone), which failed and why. */
+export interface Restored {
+  done: Set<string>;
+  released: GuestVf[];
+  vanished: string[];
+  failures: Array<{ a: Allocation; error: VfpoolError }>;
+}
+
+/**
+ * Release's host half: puts each claimed VF back as it was (admin MAC before the host driver is
+ * bound again, then the rest). A VF that vanished has nothing left to restore and counts as done.
+ * Touches no state: `freeVfs` records the outcome.
+ */
+export async function restoreVfs(ctx: Context, domain: string, claimed: Allocation[], log: Logger): Promise<Restored> {
+  const result: Restored = { done: new Set(), released: [], vanished: [], failures: [] };
+  const { done, failures } = result;
+  for (const a of claimed) {
+    const where = whereOf(domain, a.pool, a);
+    let facts: VfFacts;
+    try {
+      facts = await readVfFacts(ctx.host, a.pf, a.vfAddr);
+    } catch (err) {
+      const e = asVfpoolError(err);
+      if (e instanceof HostError && (e.code === 'ENODEV' || e.code === 'ENOENT')) {
+        log.warn(`${where}: the VF is gone (${e.message}); nothing left to restore`);
+        done.add(a.vfAddr);
+        result.vanished.push(a.vfAddr);
+        continue;
+      }
+      failures.push({ a, error: prefixError(where, e) });
+      continue;
+    }
+    try {
+      await applyVfSteps(ctx.host, planVfRestore(a, facts), log, { undo: false, label: 'Step 2 restore', wrap: (cause) => prefixError(where, cause) });
+      done.add(a.vfAddr);
+      if (!result.vanished.includes(a.vfAddr)) result.released.push(describeAllocation(a));
+    } catch (err) {
+      failures.push({ a, error: asVfpoolError(err) });
+    }
+  }
+
+  return result;
+}
+
+/** Release's state half: deletes the records of the VFs restored, keeps the failed ones with their error. */
+export async function freeVfs(ctx: Context, selected: (a: Allocation) => boolean, r: Pick<Restored, 'done' | 'failures'>): Promise<void> {
+  const { done, failures } = r;
+  await ctx.store.update((state) => {
+    state.allocations = state.allocations.filter((a) => !(selected(a) && done.has(a.vfAddr) && a.worker === process.pid));
+    for (const f of failures) {
+      const a = state.allocations.find((x) => selected(x) && x.vfAddr === f.a.vfAddr);
+      if (a) Object.assign(a, { worker: null, lastError: f.error.message });
+    }
+  });
+}

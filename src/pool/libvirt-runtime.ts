@@ -1,0 +1,56 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { HostError, errnoOf } from '../errors.js';
+import type { DacLabel } from '../config/domain-xml.js';
+import { parseObjectName } from '../types.js';
+import { isAlive } from '../util/process.js';
+import type { Owner } from './vf-steps.js';
+
+/**
+ * What vfpool reads of libvirt's runtime, outside the Host door because it is libvirt's, not
+ * the kernel's: the `NAME.pid` files of running domains and the users a DAC label names.
+ */
+
+/** The uid/gid of a DAC label; names are looked up in ETC/passwd and ETC/group. */
+export function resolveDacLabel(label: DacLabel, etcDir = '/etc'): Owner {
+  const lookup = (file: string, name: string, what: string): number => {
+    let text: string;
+    try {
+      text = readFileSync(join(etcDir, file), 'utf8');
+    } catch (err) {
+      throw new HostError(`cannot read ${join(etcDir, file)} to find ${what} '${name}': ${errnoOf(err)}`, { code: errnoOf(err) });
+    }
+    for (const line of text.split('\n')) {
+      const f = line.split(':');
+      if (f[0] === name && f[2] !== undefined && /^[0-9]+$/.test(f[2])) return Number(f[2]);
+    }
+    throw new HostError(`the domain's DAC label names ${what} '${name}', which ${join(etcDir, file)} does not list`, { code: 'ENOENT' });
+  };
+  const uid = 'uid' in label.user ? label.user.uid : lookup('passwd', label.user.name, 'user');
+  const gid = 'gid' in label.group ? label.group.gid : lookup('group', label.group.name, 'group');
+  return { uid, gid };
+}
+
+/**
+ * libvirt's pid file for a running domain (`RUNDIR/NAME.pid`): the pid, if that process lives;
+ * null when there is no such file. A file that cannot be read is a HostError.
+ */
+export function readLibvirtPid(runDir: string, domain: string): number | null {
+  const file = join(runDir, `${parseObjectName(domain, 'domain name')}.pid`);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    // No pid file: the domain does not run. Anything else (a directory, no permission) is not
+    // "not running", and is reported rather than taken as that.
+    if (errnoOf(err) === 'ENOENT') return null;
+    throw new HostError(`cannot read libvirt's pid file ${file}: ${errnoOf(err) ?? (err as Error).message}`, {
+      code: errnoOf(err),
+      hint: 'run vfpool as root, and check VFPOOL_LIBVIRT_RUN_DIR names libvirt\'s QEMU runtime directory',
+      cause: err,
+    });
+  }
+  const pid = Number(text.trim());
+  return Number.isInteger(pid) && pid > 1 && isAlive(pid) ? pid : null;
+}
+

@@ -1,0 +1,126 @@
+import { BadInputError } from '../errors.js';
+import { POOL_MODES } from '../types.js';
+import { ALLOCATION_PHASES, STATE_VERSION, type Allocation, type PortRecord, type VfpoolState } from './schema.js';
+
+/**
+ * The one way a state file becomes a `VfpoolState`: checks the version and the shape, and
+ * upgrades older versions to the current one. A file it cannot read is refused (one line naming
+ * the file, the field and what to do), never read as "nothing allocated": that would hand out
+ * VFs that guests still hold.
+ *
+ * Version 1 (vfpool 0.1): the fields added after its first release were optional; records that
+ * lack them predate them and get the value the code of that time assumed when absent.
+ */
+export function normaliseState(raw: unknown, file: string): VfpoolState {
+  const bad = (what: string): never => {
+    throw new BadInputError(
+      `state file ${file}: ${what}`,
+      "vfpool will not read it as 'nothing allocated' (that would hand out VFs guests hold): restore it, or stop every guest using vfpool, move it aside and run `vfpool reconcile`",
+    );
+  };
+  if (!isObject(raw)) return bad(`expected a JSON object, found ${describe(raw)}`);
+  const version = raw.version;
+  if (typeof version !== 'number' || !Number.isInteger(version) || version < 1) return bad(`'version' is ${describe(version)}, expected a whole number from 1 to ${STATE_VERSION}`);
+  if (version > STATE_VERSION) {
+    throw new BadInputError(
+      `state file ${file}: was written by a newer vfpool (state version ${version}; this vfpool reads versions 1 to ${STATE_VERSION})`,
+      'run the vfpool that wrote it, or upgrade this one',
+    );
+  }
+  const f = new Fields(bad);
+  const pools = f.object(raw, 'pools', '');
+  for (const [name, p] of Object.entries(pools)) {
+    const at = `pools['${name}']`;
+    const po = isObject(p) ? p : bad(`${at} is ${describe(p)}, expected an object`);
+    f.string(po, 'xml', at);
+    f.oneOf(po, 'origin', at, ['definition', 'libvirt-metadata']);
+    f.array(po, 'activated', at);
+  }
+  const allocations = f.array(raw, 'allocations', '').map((a, i) => upgradeAllocation(a, `allocations[${i}]`, f));
+  const ports = f.array(raw, 'ports', '').map((p, i) => upgradePort(p, `ports[${i}]`, f));
+  const bindings = raw.bindings === undefined && version === 1 ? [] : f.array(raw, 'bindings', '');
+  bindings.forEach((b, i) => {
+    const at = `bindings[${i}]`;
+    const bo = isObject(b) ? b : bad(`${at} is ${describe(b)}, expected an object`);
+    for (const k of ['domain', 'netdev', 'vfAddr']) f.string(bo, k, at);
+  });
+  return { version: STATE_VERSION, pools: pools as VfpoolState['pools'], allocations, ports, bindings: bindings as VfpoolState['bindings'] };
+}
+
+function upgradeAllocation(raw: unknown, at: string, f: Fields): Allocation {
+  if (!isObject(raw)) return f.bad(`${at} is ${describe(raw)}, expected an object`);
+  for (const k of ['pf', 'vfAddr', 'alias', 'createdAt']) f.string(raw, k, at);
+  f.number(raw, 'vfIndex', at);
+  f.oneOf(raw, 'phase', at, ALLOCATION_PHASES);
+  const owner = f.object(raw, 'owner', at);
+  f.string(owner, 'domain', `${at}.owner`);
+  const a = raw as unknown as Allocation & Record<string, unknown>;
+  // Absent in version 1 records written before the field existed: the value the code then assumed.
+  a.mode ??= 'hostdev';
+  f.oneOf(a, 'mode', at, POOL_MODES);
+  a.owner.via ??= 'libvirt';
+  a.owner.uuid ??= null;
+  a.owner.pid ??= null;
+  a.iommuGroup ??= null;
+  a.pairedMac ??= null;
+  a.worker ??= null;
+  a.vfioOwner ??= null;
+  a.lastError ??= null;
+  a.saved ??= null;
+  // Before `applied` was recorded, a restore put back the admin MAC only.
+  a.applied ??= a.saved ? { link: { mac: a.saved.link.mac }, mtu: null, driver: null } : null;
+  return a;
+}
+
+function upgradePort(raw: unknown, at: string, f: Fields): PortRecord {
+  if (!isObject(raw)) return f.bad(`${at} is ${describe(raw)}, expected an object`);
+  for (const k of ['network', 'portUuid', 'domain']) f.string(raw, k, at);
+  const p = raw as unknown as PortRecord;
+  p.vfAddr ??= null;
+  p.netdev ??= null;
+  p.domainUuid ??= null;
+  // Version 1 recorded a VF address only for hostdev-pci plugs, a netdev only for direct ones.
+  p.plug ??= p.vfAddr !== null ? 'hostdev-pci' : 'direct';
+  p.mac ??= null;
+  p.createdAt ??= null;
+  return p;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function describe(v: unknown): string {
+  if (v === undefined) return 'missing';
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  return typeof v === 'object' ? 'an object' : `${typeof v} ${JSON.stringify(v)}`;
+}
+
+/** Field checks that name the path of what is wrong ("allocations[2].vfAddr is missing"). */
+class Fields {
+  constructor(readonly bad: (what: string) => never) {}
+  private path(at: string, key: string): string {
+    return at ? `${at}.${key}` : `'${key}'`;
+  }
+  string(o: Record<string, unknown>, key: string, at: string): string {
+    const v = o[key];
+    return typeof v === 'string' ? v : this.bad(`${this.path(at, key)} is ${describe(v)}, expected a string`);
+  }
+  number(o: Record<string, unknown>, key: string, at: string): number {
+    const v = o[key];
+    return typeof v === 'number' ? v : this.bad(`${this.path(at, key)} is ${describe(v)}, expected a number`);
+  }
+  oneOf(o: Record<string, unknown>, key: string, at: string, allowed: readonly string[]): string {
+    const v = o[key];
+    return typeof v === 'string' && allowed.includes(v) ? v : this.bad(`${this.path(at, key)} is ${describe(v)}, expected one of ${allowed.join(', ')}`);
+  }
+  object(o: Record<string, unknown>, key: string, at: string): Record<string, unknown> {
+    const v = o[key];
+    return isObject(v) ? v : this.bad(`${this.path(at, key)} is ${describe(v)}, expected an object`);
+  }
+  array(o: Record<string, unknown>, key: string, at: string): unknown[] {
+    const v = o[key];
+    return Array.isArray(v) ? v : this.bad(`${this.path(at, key)} is ${describe(v)}, expected a list`);
+  }
+}

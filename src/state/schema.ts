@@ -1,0 +1,130 @@
+import type { MacAddress, NetdevName, PciAddress, PoolMode, VfLinkChange, VfLinkConfig } from '../types.js';
+
+/**
+ * The schema of `$VFPOOL_STATE_DIR/state.json`: what vfpool holds, in the current version.
+ * Files of older versions are upgraded on read by `normaliseState` (src/state/normalise.ts), so
+ * every field here is present: callers never patch around a field that came later.
+ */
+export const STATE_VERSION = 2;
+
+/** A pool that is running: its definition is kept so a libvirt-carried pool can be stopped later. */
+export interface ActivePool {
+  /** The XML it was started from (a definition file, or the libvirt network with metadata). */
+  xml: string;
+  origin: 'definition' | 'libvirt-metadata';
+  startedAt: string;
+  /** PFs whose VF count vfpool set, and to what: only these are removed at stop. */
+  activated: Array<{ pf: NetdevName; numVfs: number }>;
+}
+
+/** What a VF looked like before vfpool touched it: restored at release. */
+export interface SavedVfConfig {
+  /** Everything the PF reports for the VF (admin MAC, VLAN, qos, spoofchk, trust, link-state, rates). */
+  link: VfLinkConfig;
+  /** The VF's driver (null: none bound). */
+  driver: string | null;
+  /** The VF netdev's MTU, if it had a netdev. */
+  mtu: number | null;
+  netdev: NetdevName | null;
+}
+
+/** What vfpool changed on the VF (only these are put back at release). */
+export interface AppliedVfConfig {
+  link: VfLinkChange;
+  mtu: number | null;
+  driver: string | null;
+}
+
+export interface AllocationOwner {
+  domain: string;
+  uuid: string | null;
+  /** QEMU's pid once known (start/started/reconnect); until then the domain counts as running. */
+  pid: number | null;
+  /** Who prepared it: libvirt's qemu hook, or `vfpool prepare` (no libvirt pid file to check). */
+  via: 'libvirt' | 'cli';
+}
+
+/**
+ * `preparing` while being configured; `ready` once everything was set and read back;
+ * `releasing` once a restore began. (Migration will add its own phases here; until it exists,
+ * a phase this vfpool cannot act on is refused on read rather than guessed at.)
+ */
+export const ALLOCATION_PHASES = ['preparing', 'ready', 'releasing'] as const;
+export type AllocationPhase = (typeof ALLOCATION_PHASES)[number];
+
+export interface VfioOwnerRecord {
+  /** The owner of `/dev/vfio/GROUP` before vfpool handed it over (null: the node did not exist). */
+  saved: { uid: number; gid: number } | null;
+  granted: { uid: number; gid: number };
+}
+
+/** One VF handed to one guest. Written before the first change to the VF, deleted after restore. */
+export interface Allocation {
+  pool: string | null;
+  /** The pool's forward mode (`hostdev` for a request that names a device): vfio or host netdev. */
+  mode: PoolMode;
+  pf: NetdevName;
+  vfIndex: number;
+  vfAddr: PciAddress;
+  /** The VF's host netdev (what a `passthrough` pool hands out for macvtap); null on vfio-pci. */
+  netdev: NetdevName | null;
+  iommuGroup: string | null;
+  owner: AllocationOwner;
+  mac: MacAddress | null;
+  vlan: number | null;
+  /** The device id in the guest (`vfpool-vfN`), for the QEMU arguments. */
+  alias: string;
+  /** For a pci-passthrough-hybrid `<interface>`: the virtio-net NIC (by MAC) it partners. */
+  pairedMac: MacAddress | null;
+  phase: AllocationPhase;
+  /** The vfpool process configuring or restoring it right now (others leave it alone while it lives). */
+  worker: number | null;
+  saved: SavedVfConfig | null;
+  /** What vfpool changed; null exactly when `saved` is (nothing was taken from the VF yet). */
+  applied: AppliedVfConfig | null;
+  /** `/dev/vfio/GROUP` handed to QEMU's user at `start`, and its owner before. */
+  vfioOwner: VfioOwnerRecord | null;
+  /** Guest-side PCI slot on its own root port, stable across boots. */
+  guestSlot: number | null;
+  /** What the request asked for by name (seed 001 step 2): checked again on later starts. */
+  requestedNetdev: NetdevName | null;
+  createdAt: string;
+  /** Why the last restore failed (phase `releasing`). */
+  lastError: string | null;
+}
+
+/** Seed 001 step 2: the PCI address a `netdev=` request resolved to, checked on later starts. */
+export interface NetdevBinding {
+  domain: string;
+  netdev: NetdevName;
+  vfAddr: PciAddress;
+  since: string;
+}
+
+/** A VF that libvirt's own hostdev network handed out (recorded from `port-created`). */
+export interface PortRecord {
+  network: string;
+  portUuid: string;
+  domain: string;
+  domainUuid: string | null;
+  vfAddr: PciAddress | null;
+  netdev: NetdevName | null;
+  /** `hostdev-pci` (a VF by address) or `direct` (a netdev for macvtap). */
+  plug: 'hostdev-pci' | 'direct';
+  mac: MacAddress | null;
+  /** null in records upgraded from version 1 files that did not say. */
+  createdAt: string | null;
+}
+
+export interface VfpoolState {
+  version: typeof STATE_VERSION;
+  pools: Record<string, ActivePool>;
+  allocations: Allocation[];
+  ports: PortRecord[];
+  /** netdev= resolutions kept across releases. */
+  bindings: NetdevBinding[];
+}
+
+export function emptyState(): VfpoolState {
+  return { version: STATE_VERSION, pools: {}, allocations: [], ports: [], bindings: [] };
+}

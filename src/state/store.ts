@@ -1,0 +1,84 @@
+import { chmodSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DEFAULT_LOCK, readJsonFile, updateJsonFileLocked, type LockOptions } from '../util/json-file.js';
+import { fsError } from '../util/fs-errors.js';
+import { normaliseState } from './normalise.js';
+import { emptyState, type VfpoolState } from './schema.js';
+
+/**
+ * The runtime state in `$VFPOOL_STATE_DIR` (default /run/vfpool: VFs vanish at reboot, so does
+ * this): the mechanism (lock, atomic write, index markers); what the file holds is schema.ts,
+ * and every read goes through `normaliseState` (version check, upgrade). The only write path is
+ * `update(fn)`: lock, read, apply, atomic replace, unlock.
+ *
+ * Beside `state.json` it keeps `index/pool.NAME` and `index/domain.NAME` marker files: the
+ * hook shims test them with plain `[ -e ]` to decide, without starting Node, whether a call
+ * concerns vfpool at all. Markers are a superset of the truth: added before the state that
+ * needs them is written, removed after the state that dropped them is written.
+ */
+export class StateStore {
+  readonly file: string;
+  readonly indexDir: string;
+  constructor(readonly dir: string, private readonly lock: LockOptions = DEFAULT_LOCK) {
+    this.file = join(dir, 'state.json');
+    this.indexDir = join(dir, 'index');
+  }
+
+  /** Creates the directory 0700 (state holds saved MACs and who owns what: root's business). */
+  ensureDir(): void {
+    try {
+      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      chmodSync(this.dir, 0o700);
+    } catch (err) {
+      throw fsError(err, this.dir, 'the state directory', 'VFPOOL_STATE_DIR');
+    }
+    try {
+      mkdirSync(this.indexDir, { recursive: true, mode: 0o700 });
+    } catch (err) {
+      throw fsError(err, this.indexDir, 'the state index directory', 'VFPOOL_STATE_DIR');
+    }
+  }
+
+  /** The state, upgraded to the current version; empty when there is no file yet. */
+  read(): VfpoolState {
+    const raw = readJsonFile<unknown>(this.file, 'the state file', 'VFPOOL_STATE_DIR');
+    return raw === undefined ? emptyState() : normaliseState(raw, this.file);
+  }
+
+  async update<R>(fn: (s: VfpoolState) => Promise<R> | R): Promise<R> {
+    this.ensureDir();
+    return updateJsonFileLocked<VfpoolState, R>(
+      this.file,
+      () => this.read(),
+      async (current) => {
+        const before = this.markersOf(current);
+        const result = await fn(current);
+        const after = this.markersOf(current);
+        for (const m of after) if (!before.has(m)) this.touchMarker(m);
+        const stale = [...before].filter((m) => !after.has(m));
+        return { next: current, result, afterWrite: () => stale.forEach((m) => rmSync(join(this.indexDir, m), { force: true })) };
+      },
+      this.lock,
+    );
+  }
+
+  private markersOf(s: VfpoolState): Set<string> {
+    const m = new Set<string>();
+    for (const name of Object.keys(s.pools)) m.add(`pool.${name}`);
+    for (const a of s.allocations) m.add(`domain.${a.owner.domain}`);
+    for (const p of s.ports) m.add(`domain.${p.domain}`);
+    return m;
+  }
+
+  private touchMarker(m: string): void {
+    writeFileSync(join(this.indexDir, m), '', { mode: 0o600 });
+  }
+
+  /** Rebuilds the markers from the state (reconcile, and after a crash between the two writes). */
+  rebuildIndex(): void {
+    this.ensureDir();
+    const want = this.markersOf(this.read());
+    for (const f of readdirSync(this.indexDir)) if (!want.has(f)) rmSync(join(this.indexDir, f), { force: true });
+    for (const m of want) this.touchMarker(m);
+  }
+}

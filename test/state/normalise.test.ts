@@ -1,0 +1,131 @@
+import t from 'tap';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BadInputError } from '../../src/errors.js';
+import { normaliseState } from '../../src/state/normalise.js';
+import { STATE_VERSION } from '../../src/state/schema.js';
+import { StateStore } from '../../src/state/store.js';
+
+/**
+ * A state.json as vfpool 0.1 wrote it (version 1): the first allocation predates `mode`,
+ * `iommuGroup`, `pairedMac`, `worker`, `applied`, `vfioOwner`, `lastError` and `owner.via`;
+ * the port predates `plug`, `mac` and `createdAt`; there is no `bindings` list.
+ */
+const V1_FILE = `{
+  "version": 1,
+  "pools": {
+    "p": { "xml": "<network><name>p</name></network>", "origin": "definition", "startedAt": "2026-01-01T10:00:00.000Z", "activated": [{ "pf": "eth1", "numVfs": 4 }] }
+  },
+  "allocations": [
+    {
+      "pool": "p", "pf": "eth1", "vfIndex": 1, "vfAddr": "0000:3b:02.1", "netdev": null,
+      "owner": { "domain": "vm1", "uuid": null, "pid": 4242 },
+      "mac": "52:54:00:00:00:01", "vlan": 10, "alias": "vfpool-vf0", "phase": "ready",
+      "saved": { "link": { "mac": "aa:bb:cc:00:00:01", "vlan": 0, "qos": 0, "spoofchk": true, "trust": false, "linkState": "auto", "minTxRate": 0, "maxTxRate": 0 }, "driver": "igbvf", "mtu": 1500, "netdev": "eth1v1" },
+      "guestSlot": 0, "requestedNetdev": null, "createdAt": "2026-01-01T10:01:00.000Z"
+    },
+    {
+      "pool": null, "mode": "passthrough", "pf": "eth1", "vfIndex": 2, "vfAddr": "0000:3b:02.2", "netdev": "eth1v2", "iommuGroup": "12",
+      "owner": { "domain": "vm2", "uuid": "8f0c4a4e-7d1b-4f7e-9a51-0c1d2e3f4a5b", "pid": null, "via": "cli" },
+      "mac": "52:54:00:00:00:02", "vlan": null, "alias": "vfpool-vf0", "pairedMac": null, "phase": "releasing", "worker": null,
+      "saved": null, "applied": null, "vfioOwner": null, "guestSlot": 0, "requestedNetdev": "eth1v2",
+      "createdAt": "2026-01-01T10:02:00.000Z", "lastError": "ip exited 2"
+    }
+  ],
+  "ports": [
+    { "network": "hostnet", "portUuid": "0b6f5c3e-1111-2222-3333-444455556666", "domain": "vm3", "domainUuid": null, "vfAddr": "0000:3b:02.3", "netdev": null }
+  ]
+}`;
+
+t.test('a version 1 file is upgraded to the current version, every field present', async (t) => {
+  const s = normaliseState(JSON.parse(V1_FILE), '/run/vfpool/state.json');
+  t.equal(s.version, STATE_VERSION);
+  t.equal(STATE_VERSION, 2);
+  t.same(s.bindings, [], 'no bindings list in version 1: an empty one');
+  const [old, newer] = s.allocations;
+  t.equal(old!.mode, 'hostdev', 'a record from before modes was a hostdev allocation');
+  t.equal(old!.owner.via, 'libvirt', 'before `via`, only the qemu hook prepared');
+  t.equal(old!.iommuGroup, null);
+  t.equal(old!.pairedMac, null);
+  t.equal(old!.worker, null);
+  t.equal(old!.vfioOwner, null);
+  t.equal(old!.lastError, null);
+  t.same(old!.applied, { link: { mac: 'aa:bb:cc:00:00:01' }, mtu: null, driver: null }, 'before `applied`, a restore put back the admin MAC only');
+  t.equal(newer!.mode, 'passthrough', 'fields that are there are kept');
+  t.equal(newer!.owner.via, 'cli');
+  t.equal(newer!.lastError, 'ip exited 2');
+  t.equal(newer!.applied, null, 'nothing saved: nothing applied');
+  t.same(s.ports[0], {
+    network: 'hostnet', portUuid: '0b6f5c3e-1111-2222-3333-444455556666', domain: 'vm3', domainUuid: null,
+    vfAddr: '0000:3b:02.3', netdev: null, plug: 'hostdev-pci', mac: null, createdAt: null,
+  });
+  t.same(s.pools.p!.activated, [{ pf: 'eth1', numVfs: 4 }]);
+});
+
+t.test('a current file reads back as written', async (t) => {
+  const once = normaliseState(JSON.parse(V1_FILE), 'f');
+  t.same(normaliseState(JSON.parse(JSON.stringify(once)), 'f'), once);
+});
+
+t.test('a file of the wrong shape is refused with one line naming the file and the field', async (t) => {
+  const cases: Array<[string, unknown, RegExp]> = [
+    ['null', null, /state file F: expected a JSON object, found null/],
+    ['a list', [], /expected a JSON object, found a list/],
+    ['no version', {}, /'version' is missing, expected a whole number from 1 to 2/],
+    ['version 0', { version: 0, pools: {}, allocations: [], ports: [] }, /'version' is number 0/],
+    ['no allocations', { version: 1, pools: {}, ports: [] }, /'allocations' is missing, expected a list/],
+    ['pools a list', { version: 2, pools: [], allocations: [], ports: [], bindings: [] }, /'pools' is a list, expected an object/],
+    ['v2 without bindings', { version: 2, pools: {}, allocations: [], ports: [] }, /'bindings' is missing, expected a list/],
+    ['an allocation without its VF', { version: 1, pools: {}, allocations: [{ pf: 'eth1' }], ports: [] }, /allocations\[0\]\.vfAddr is missing, expected a string/],
+    ['an unknown phase', { version: 1, pools: {}, allocations: [{ ...JSON.parse(V1_FILE).allocations[0], phase: 'migrating' }], ports: [] }, /allocations\[0\]\.phase is string "migrating", expected one of preparing, ready, releasing/],
+    ['a port without a domain', { version: 1, pools: {}, allocations: [], ports: [{ network: 'n', portUuid: 'u' }] }, /ports\[0\]\.domain is missing/],
+  ];
+  for (const [name, raw, re] of cases) {
+    const err = t.throws(() => normaliseState(raw, 'F'), name) as unknown;
+    t.ok(err instanceof BadInputError, `${name}: exit 2`);
+    t.match((err as BadInputError).toLine(), re, name);
+    t.match((err as BadInputError).toLine(), /will not read it as 'nothing allocated'/, `${name}: says why and what to do`);
+  }
+});
+
+t.test('a file from a newer vfpool is refused, naming both versions', async (t) => {
+  const err = t.throws(() => normaliseState({ version: 3, pools: {}, allocations: [], ports: [], bindings: [] }, 'F')) as BadInputError;
+  t.equal(err.exitCode, 2);
+  t.equal(err.toLine(), 'state file F: was written by a newer vfpool (state version 3; this vfpool reads versions 1 to 2): run the vfpool that wrote it, or upgrade this one');
+});
+
+t.test('the store reads through the normaliser and writes the current version', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vfpool-state-'));
+  writeFileSync(join(dir, 'state.json'), V1_FILE);
+  const store = new StateStore(dir);
+  t.equal(store.read().allocations[0]!.mode, 'hostdev');
+  await store.update((s) => {
+    s.bindings.push({ domain: 'vm1', netdev: 'eth1v1' as never, vfAddr: '0000:3b:02.1' as never, since: 'now' });
+  });
+  const { readFileSync } = await import('node:fs');
+  const written = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8'));
+  t.equal(written.version, 2, 'the upgrade is written back with the next update');
+  t.equal(written.allocations[0].owner.via, 'libvirt');
+  t.equal(written.bindings.length, 1);
+
+  writeFileSync(join(dir, 'state.json'), 'null');
+  t.throws(() => store.read(), { exitCode: 2, message: /state\.json: expected a JSON object, found null/ }, "null is not 'nothing allocated'");
+  const upd = await store.update(() => undefined).then(() => null, (e: unknown) => e as BadInputError);
+  t.equal(upd?.exitCode, 2, 'nor is it overwritten by an update');
+  t.equal(readFileSync(join(dir, 'state.json'), 'utf8'), 'null', 'the file is left as it was');
+});
+
+t.test('a state file that is a directory, a state dir that is a file: a sentence with the fix', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vfpool-state-'));
+  mkdirSync(join(dir, 'state.json'));
+  const err = t.throws(() => new StateStore(dir).read()) as BadInputError;
+  t.equal(err.exitCode, 2);
+  t.equal(err.toLine(), `the state file ${join(dir, 'state.json')} is a directory: remove or rename that directory, or point VFPOOL_STATE_DIR elsewhere`);
+
+  const file = join(dir, 'plain');
+  writeFileSync(file, '');
+  const e2 = await new StateStore(file).update(() => undefined).then(() => null, (e: unknown) => e as BadInputError);
+  t.equal(e2?.exitCode, 2);
+  t.equal(e2?.message, `the state directory ${file} exists and is not a directory`);
+});
