@@ -59,7 +59,7 @@ mkdir -p "$stage/dist"
 # The bundles in dist/bin carry their dependencies (scripts/bundle.mjs): no node_modules needed.
 cp -R "$src/dist/bin" "$stage/dist/"
 cp -R "$src/hooks" "$src/qemu-args" "$src/package.json" "$stage/"
-chmod 0755 "$stage/dist/bin/"*.mjs "$stage/hooks/vfpool-hook" "$stage/qemu-args/vfpool-qemu"
+chmod 0755 "$stage/dist/bin/"*.mjs "$stage/dist/bin/"*-hook.cjs "$stage/hooks/vfpool-hook" "$stage/qemu-args/vfpool-qemu"
 ln -sfn "$release" "$destdir$libdir.tmp"
 # An install from before vfpool used a link is a directory, which a rename cannot replace.
 if [ -d "$destdir$libdir" ] && [ ! -L "$destdir$libdir" ]; then rm -rf "$destdir$libdir"; fi

@@ -18,7 +18,9 @@ t.test('install.sh --dest-dir stages a complete, idempotent install and --uninst
   t.ok(lstatSync(join(lib, 'qemu-args/vfpool-qemu')).mode & 0o100, 'the wrapper is executable');
   t.ok(existsSync(join(lib, 'dist/bin/qemu-wrapper.mjs')), 'and its Node half is bundled');
   t.ok(lstatSync(join(lib, 'hooks/vfpool-hook')).mode & 0o100, 'the shim is executable');
-  t.ok(existsSync(join(lib, 'dist/bin/network-hook.mjs')) && existsSync(join(lib, 'dist/bin/qemu-hook.mjs')), 'bundled entry points');
+  for (const f of ['network-hook.cjs', 'network-hook.bundle.cjs', 'network-hook.bundle.cjs.v8cache', 'qemu-hook.cjs', 'qemu-hook.bundle.cjs', 'qemu-hook.bundle.cjs.v8cache']) {
+    t.ok(existsSync(join(lib, 'dist/bin', f)), `bundled entry point: ${f}`);
+  }
   t.notOk(existsSync(join(lib, 'node_modules')), 'no node_modules: the bundles carry their dependencies');
   t.notOk(existsSync(join(lib, 'dist/test')), 'no tests installed');
 

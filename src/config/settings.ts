@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BadInputError, errnoOf } from '../errors.js';
 import { fsError } from '../util/fs-errors.js';
+import { quoteInput } from '../util/quote.js';
 
 /**
  * Everything vfpool learns from its environment, resolved once at an entry point and passed
@@ -75,12 +76,12 @@ export function parseConfFile(text: string, file: string): Partial<Record<keyof 
     const line = raw.trim();
     if (line === '' || line.startsWith('#')) return;
     const m = /^([A-Z_]+)\s*=\s*(.*)$/.exec(line);
-    if (!m) throw new BadInputError(`${file}:${i + 1}: '${line}' is not a KEY=value line`);
+    if (!m) throw new BadInputError(`${file}:${i + 1}: ${quoteInput(line)} is not a KEY=value line`);
     const key = m[1]!;
     let value = m[2]!;
     if (/^(['"]).*\1$/.test(value)) value = value.slice(1, -1);
     if (!(key in SETTING_KEYS)) {
-      throw new BadInputError(`${file}:${i + 1}: unknown setting '${key}'`, `known: ${Object.keys(SETTING_KEYS).join(', ')}`);
+      throw new BadInputError(`${file}:${i + 1}: unknown setting ${quoteInput(key)}`, `known: ${Object.keys(SETTING_KEYS).join(', ')}`);
     }
     out[key as keyof typeof SETTING_KEYS] = value;
   });
