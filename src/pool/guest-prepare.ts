@@ -1,5 +1,5 @@
 import { ConflictError, RollbackError, asVfpoolError, prefixError } from '../errors.js';
-import { journal } from '../ops/journal-entries.js';
+import { journal } from './journal-entries.js';
 import type { DomainSpec } from '../config/domain-xml.js';
 import type { VfRequest } from './requests.js';
 import type { NetdevName } from '../types.js';

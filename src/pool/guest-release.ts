@@ -1,5 +1,5 @@
 import { ConflictError, HostError, asVfpoolError, prefixError, type VfpoolError } from '../errors.js';
-import { journal } from '../ops/journal-entries.js';
+import { journal } from './journal-entries.js';
 import { isAlive } from '../util/process.js';
 import type { Logger } from '../util/log.js';
 import type { Allocation } from '../state/schema.js';

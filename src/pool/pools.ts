@@ -1,4 +1,4 @@
-import { journal } from '../ops/journal-entries.js';
+import { journal } from './journal-entries.js';
 import { ConflictError, HostError } from '../errors.js';
 import type { PoolSpec } from '../config/pool-xml.js';
 import type { NetdevName } from '../types.js';

@@ -3,7 +3,7 @@ import { loadSettings, settingsFrom } from '../../config/settings.js';
 import { createContext } from '../../pool/context.js';
 import { DEFAULT_RECONCILE_GRACE_MS } from '../../pool/reconcile.js';
 import { formatDoctor, runDoctor } from '../../ops/doctor.js';
-import { Journal, filterHistory, formatHistoryLine } from '../../ops/journal.js';
+import { Journal, filterHistory, formatHistoryLine } from '../../state/journal.js';
 import { parseObjectName, parsePciAddress } from '../../types.js';
 import { JSON_OUT, type CommandDef } from './define.js';
 import { cliContext, out, warn } from './output.js';

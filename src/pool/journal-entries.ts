@@ -1,8 +1,8 @@
 import type { Settings } from '../config/settings.js';
 import { asVfpoolError } from '../errors.js';
-import type { Action } from '../pool/plan.js';
+import type { Action } from './plan.js';
 import type { Allocation } from '../state/schema.js';
-import { Journal, type JournalInput, type JournalLog, type VfValues } from './journal.js';
+import { Journal, type JournalInput, type JournalLog, type VfValues } from '../state/journal.js';
 
 /**
  * The journal's vocabulary for the pool code: one call per event, each a single line at its

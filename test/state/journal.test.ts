@@ -1,7 +1,7 @@
 import t from 'tap';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Journal, JOURNAL_FILE } from '../../src/ops/journal.js';
+import { Journal, JOURNAL_FILE } from '../../src/state/journal.js';
 import { makeSimEnv } from '../helpers/env.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
 import { vfpoolCli } from '../helpers/spawn.js';
