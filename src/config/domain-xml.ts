@@ -8,7 +8,7 @@ import {
   type NetdevName,
   type PciAddress,
 } from '../types.js';
-import { MAX_SRIOV_NIC_VFS, validateBackend } from '../state/domain-plan.js';
+import { MAX_SRIOV_NIC_VFS, validateBackend } from '../sriov-nic-settings.js';
 import { attr, child, children, findNsElement, parseXml, text, type XmlElement } from '../util/xml.js';
 import { escapeControl, quoteInput } from '../util/quote.js';
 import { parseVfSettings, VF_SETTING_KEYS, VF_SETTINGS, type VfSettings } from '../vf-settings.js';
