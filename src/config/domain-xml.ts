@@ -8,7 +8,9 @@ import {
   type NetdevName,
   type PciAddress,
 } from '../types.js';
+import { MAX_SRIOV_NIC_VFS, validateBackend } from '../sriov-nic-settings.js';
 import { attr, child, children, findNsElement, parseXml, text, type XmlElement } from '../util/xml.js';
+import { escapeControl, quoteInput } from '../util/quote.js';
 import { parseVfSettings, VF_SETTING_KEYS, VF_SETTINGS, type VfSettings } from '../vf-settings.js';
 
 /**
@@ -32,6 +34,16 @@ export interface DomainSpec {
   interfaceMacs: Array<{ field: string; mac: MacAddress }>;
   /** The DAC label QEMU runs under (`<seclabel model='dac'><label>+64055:+64055</label>`), once libvirt filled it in. */
   dacLabel: DacLabel | null;
+  /** `<vfpool:sriov-nic>` elements in document order (seed 003: emulated virtio-net SR-IOV). */
+  sriovNics: SriovNicRequest[];
+}
+
+/** `<vfpool:sriov-nic vfs='N' backend='user' [backend-options='k=v,…']/>`: needs no VF, only QEMU >= 10.1. */
+export interface SriovNicRequest {
+  field: string;
+  vfs: number;
+  backend: string;
+  backendOptions: string | null;
 }
 
 /** Settings a request may ask for; `null` = leave as the VF has it (defined in src/vf-settings.ts). */
@@ -44,6 +56,8 @@ export interface HostdevRequest extends VfSettings {
   netdev: NetdevName | null;
   address: PciAddress | null;
   mac: MacAddress;
+  /** `guest-slot='0x1a'`: the slot of the guest's root bus the VF (its root port, on q35) is pinned to. */
+  guestSlot: number | null;
 }
 
 export interface NetworkInterface {
@@ -60,13 +74,14 @@ export interface DacLabel {
   group: { gid: number } | { name: string };
 }
 
-const HOSTDEV_ATTRS = new Set(['pool', 'netdev', 'address', 'mac', ...VF_SETTING_KEYS.map((k) => VF_SETTINGS[k].attr)]);
+const HOSTDEV_ATTRS = new Set(['pool', 'netdev', 'address', 'mac', 'guest-slot', ...VF_SETTING_KEYS.map((k) => VF_SETTINGS[k].attr)]);
+const SRIOV_NIC_ATTRS = new Set(['vfs', 'backend', 'backend-options']);
 /** Children of `<vfpool:domain>` that other parts of vfpool read (seed 003's emulated SR-IOV NIC). */
 const OTHER_VFPOOL_ELEMENTS = new Set(['sriov-nic']);
 
 function intIn(raw: string, field: string, what: string, min: number, max: number, hint?: string): number {
   if (!/^[0-9]+$/.test(raw.trim()) || Number(raw) < min || Number(raw) > max) {
-    throw new BadInputError(`${field}: ${what}='${raw}' is not a whole number from ${min} to ${max}`, hint);
+    throw new BadInputError(`${field}: ${what}=${quoteInput(raw)} is not a whole number from ${min} to ${max}`, hint);
   }
   return Number(raw);
 }
@@ -74,12 +89,12 @@ function intIn(raw: string, field: string, what: string, min: number, max: numbe
 function parseHostdev(el: XmlElement, field: string): HostdevRequest {
   for (const key of Object.keys(el)) {
     if (!key.startsWith('@_') || key.startsWith('@_xmlns')) {
-      if (!key.startsWith('@_') && key !== '#text') throw new BadInputError(`${field}: unexpected child <${key}>`, 'vfpool:hostdev takes attributes only');
+      if (!key.startsWith('@_') && key !== '#text') throw new BadInputError(`${field}: unexpected child <${escapeControl(key)}>`, 'vfpool:hostdev takes attributes only');
       continue;
     }
     const name = key.slice(2);
     if (!HOSTDEV_ATTRS.has(name)) {
-      throw new BadInputError(`${field}: unknown attribute '${name}'`, `known: ${[...HOSTDEV_ATTRS].join(', ')}`);
+      throw new BadInputError(`${field}: unknown attribute ${quoteInput(name)}`, `known: ${[...HOSTDEV_ATTRS].join(', ')}`);
     }
   }
   const pool = attr(el, 'pool');
@@ -98,8 +113,34 @@ function parseHostdev(el: XmlElement, field: string): HostdevRequest {
     netdev: netdev === undefined ? null : parseNetdevName(netdev, `${field}: netdev`),
     address: address === undefined ? null : parsePciAddress(address, `${field}: address`),
     mac: parseGuestMac(mac, `${field}: mac`),
+    guestSlot: parseGuestSlot(attr(el, 'guest-slot'), field),
     ...parseVfSettings((name) => attr(el, name), field),
   };
+}
+
+/** A slot of the guest's root PCI bus: 0 is the host bridge, 0x1f the q35 chipset. */
+function parseGuestSlot(raw: string | undefined, field: string): number | null {
+  if (raw === undefined) return null;
+  const n = /^0x[0-9a-f]{1,2}$/i.test(raw) ? parseInt(raw, 16) : /^[0-9]{1,2}$/.test(raw) ? Number(raw) : NaN;
+  if (!(n >= 1 && n <= 0x1e)) throw new BadInputError(`${field}: guest-slot='${raw}' is not a slot from 0x1 to 0x1e`, "slot 0 is the host bridge and 0x1f the q35 chipset: pick e.g. guest-slot='0x10'");
+  return n;
+}
+
+function parseSriovNic(el: XmlElement, field: string): SriovNicRequest {
+  for (const key of Object.keys(el)) {
+    if (!key.startsWith('@_')) {
+      if (key !== '#text') throw new BadInputError(`${field}: unexpected child <${key}>`, 'vfpool:sriov-nic takes attributes only');
+      continue;
+    }
+    if (key.startsWith('@_xmlns')) continue;
+    if (!SRIOV_NIC_ATTRS.has(key.slice(2))) throw new BadInputError(`${field}: unknown attribute '${key.slice(2)}'`, `known: ${[...SRIOV_NIC_ATTRS].join(', ')}`);
+  }
+  const vfs = attr(el, 'vfs');
+  if (vfs === undefined) throw new BadInputError(`${field}: has no vfs`, "give the number of VFs, e.g. vfs='3'");
+  const backend = attr(el, 'backend') ?? 'user';
+  const backendOptions = attr(el, 'backend-options') ?? null;
+  validateBackend(backend, backendOptions, field);
+  return { field, vfs: intIn(vfs, field, 'vfs', 1, MAX_SRIOV_NIC_VFS, `ARI gives a device 256 functions: the PF and at most ${MAX_SRIOV_NIC_VFS} VFs`), backend, backendOptions };
 }
 
 function parseDacLabel(domain: XmlElement, where: string): DacLabel | null {
@@ -108,11 +149,11 @@ function parseDacLabel(domain: XmlElement, where: string): DacLabel | null {
     const raw = text(child(sl, 'label'), '#text');
     if (raw === undefined || raw === '') return null;
     const m = /^([^:]+):([^:]+)$/.exec(raw.trim());
-    if (!m) throw new BadInputError(`${where}: DAC <label>${raw}</label> is not USER:GROUP`);
+    if (!m) throw new BadInputError(`${where}: DAC label ${quoteInput(raw)} is not USER:GROUP`);
     const part = (s: string, kind: 'user' | 'group') => {
       const num = /^\+?([0-9]+)$/.exec(s);
       if (num) return kind === 'user' ? { uid: Number(num[1]) } : { gid: Number(num[1]) };
-      if (!/^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/.test(s)) throw new BadInputError(`${where}: DAC label ${kind} '${s}' is not a name or +NUMBER`);
+      if (!/^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/.test(s)) throw new BadInputError(`${where}: DAC label ${kind} ${quoteInput(s)} is not a name or +NUMBER`);
       return { name: s };
     };
     return { user: part(m[1]!, 'user') as DacLabel['user'], group: part(m[2]!, 'group') as DacLabel['group'] };
@@ -161,22 +202,24 @@ export function parseDomainXml(xml: string, where: string): DomainSpec {
   const dwhere = `domain '${name}'`;
   const uuid = text(domain, 'uuid') ?? null;
   if (uuid !== null && !/^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i.test(uuid)) {
-    throw new BadInputError(`${dwhere}: <uuid>${uuid}</uuid> is not a UUID`);
+    throw new BadInputError(`${dwhere}: <uuid> ${quoteInput(uuid)} is not a UUID`);
   }
 
   const hostdevs: HostdevRequest[] = [];
-  const found = findNsElement(child(domain, 'metadata'), 'domain');
+  const sriovNics: SriovNicRequest[] = [];
+  const found = findNsElement(child(domain, 'metadata'), 'domain', [domain]);
   if (found) {
     for (const key of Object.keys(found.el)) {
       if (key.startsWith('@_') || key === '#text') continue;
       const local = key.includes(':') ? key.slice(key.indexOf(':') + 1) : key;
       const prefixOk = key === found.tag(local);
       if (!prefixOk || (local !== 'hostdev' && !OTHER_VFPOOL_ELEMENTS.has(local))) {
-        throw new BadInputError(`${dwhere}: unknown element <${key}> in vfpool:domain`, 'vfpool:domain holds vfpool:hostdev and vfpool:sriov-nic');
+        throw new BadInputError(`${dwhere}: unknown element <${escapeControl(key)}> in vfpool:domain`, 'vfpool:domain holds vfpool:hostdev and vfpool:sriov-nic');
       }
     }
     children(found.el, found.tag('hostdev')).forEach((el, i) => hostdevs.push(parseHostdev(el, `${dwhere}: vfpool:hostdev #${i + 1}`)));
+    children(found.el, found.tag('sriov-nic')).forEach((el, i) => sriovNics.push(parseSriovNic(el, `${dwhere}: vfpool:sriov-nic #${i + 1}`)));
   }
   const { nets, macs } = parseInterfaces(child(domain, 'devices'), dwhere);
-  return { name, uuid: uuid?.toLowerCase() ?? null, hostdevs, networkInterfaces: nets, interfaceMacs: macs, dacLabel: parseDacLabel(domain, dwhere) };
+  return { name, uuid: uuid?.toLowerCase() ?? null, hostdevs, networkInterfaces: nets, interfaceMacs: macs, dacLabel: parseDacLabel(domain, dwhere), sriovNics };
 }

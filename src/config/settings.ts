@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { BadInputError, errnoOf } from '../errors.js';
 import { fsError } from '../util/fs-errors.js';
+import { quoteInput } from '../util/quote.js';
 
 /**
  * Everything vfpool learns from its environment, resolved once at an entry point and passed
@@ -23,6 +24,12 @@ export interface Settings {
   libvirtRunDir: string;
   /** Where /etc/passwd and /etc/group are, for a DAC label given by user name. */
   etcDir: string;
+  /** The VF history (`vfpool history`): kept across reboots, unlike the state directory. */
+  journalDir: string;
+  /** `/lib/modules`: `vfpool doctor` looks for vfio modules under `RELEASE/` there. */
+  modulesDir: string;
+  /** `/etc/libvirt`: hooks and qemu.conf, read by `vfpool doctor`. */
+  libvirtConfDir: string;
 }
 
 export const SETTING_KEYS = {
@@ -36,6 +43,9 @@ export const SETTING_KEYS = {
   VFPOOL_DEV: 'devRoot',
   VFPOOL_LIBVIRT_RUN_DIR: 'libvirtRunDir',
   VFPOOL_ETC: 'etcDir',
+  VFPOOL_JOURNAL_DIR: 'journalDir',
+  VFPOOL_MODULES_DIR: 'modulesDir',
+  VFPOOL_LIBVIRT_CONF_DIR: 'libvirtConfDir',
 } as const satisfies Record<string, keyof Settings>;
 
 export const DEFAULT_SETTINGS: Settings = {
@@ -51,6 +61,9 @@ export const DEFAULT_SETTINGS: Settings = {
   devRoot: '/dev',
   libvirtRunDir: '/run/libvirt/qemu',
   etcDir: '/etc',
+  journalDir: '/var/lib/vfpool',
+  modulesDir: '/lib/modules',
+  libvirtConfDir: '/etc/libvirt',
 };
 
 /**
@@ -63,12 +76,12 @@ export function parseConfFile(text: string, file: string): Partial<Record<keyof 
     const line = raw.trim();
     if (line === '' || line.startsWith('#')) return;
     const m = /^([A-Z_]+)\s*=\s*(.*)$/.exec(line);
-    if (!m) throw new BadInputError(`${file}:${i + 1}: '${line}' is not a KEY=value line`);
+    if (!m) throw new BadInputError(`${file}:${i + 1}: ${quoteInput(line)} is not a KEY=value line`);
     const key = m[1]!;
     let value = m[2]!;
     if (/^(['"]).*\1$/.test(value)) value = value.slice(1, -1);
     if (!(key in SETTING_KEYS)) {
-      throw new BadInputError(`${file}:${i + 1}: unknown setting '${key}'`, `known: ${Object.keys(SETTING_KEYS).join(', ')}`);
+      throw new BadInputError(`${file}:${i + 1}: unknown setting ${quoteInput(key)}`, `known: ${Object.keys(SETTING_KEYS).join(', ')}`);
     }
     out[key as keyof typeof SETTING_KEYS] = value;
   });
@@ -92,17 +105,25 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     if (errnoOf(err) !== 'ENOENT') throw fsError(err, confFile, 'the configuration file', 'VFPOOL_CONFIG_DIR');
   }
   if (text !== undefined) fromFile = parseConfFile(text, confFile);
+  return settingsFrom(env, fromFile);
+}
+
+/** Defaults, overridden by the conf file's keys, overridden by the environment's. */
+export function settingsFrom(env: NodeJS.ProcessEnv, fromFile: ReturnType<typeof parseConfFile>): Settings {
   const settings: Settings = { ...DEFAULT_SETTINGS };
   for (const [key, field] of Object.entries(SETTING_KEYS) as [keyof typeof SETTING_KEYS, keyof Settings][]) {
     const v = env[key] || fromFile[key];
-    if (v && PATH_KEYS.has(key)) refuseRelative(key, v, env[key] ? 'the environment' : confFile);
+    if (v && PATH_KEYS.has(key)) refuseRelative(key, v, env[key] ? 'the environment' : 'vfpool.conf');
     if (v) settings[field] = v;
   }
   return settings;
 }
 
 /** The settings that are directories or files vfpool opens. */
-const PATH_KEYS = new Set<string>(['VFPOOL_CONFIG_DIR', 'VFPOOL_STATE_DIR', 'VFPOOL_SYSFS', 'VFPOOL_IP', 'VFPOOL_QEMU', 'VFPOOL_PROC', 'VFPOOL_DEV', 'VFPOOL_LIBVIRT_RUN_DIR', 'VFPOOL_ETC']);
+const PATH_KEYS = new Set<string>([
+  'VFPOOL_CONFIG_DIR', 'VFPOOL_STATE_DIR', 'VFPOOL_SYSFS', 'VFPOOL_IP', 'VFPOOL_QEMU', 'VFPOOL_PROC', 'VFPOOL_DEV',
+  'VFPOOL_LIBVIRT_RUN_DIR', 'VFPOOL_ETC', 'VFPOOL_JOURNAL_DIR', 'VFPOOL_MODULES_DIR', 'VFPOOL_LIBVIRT_CONF_DIR',
+]);
 
 /**
  * libvirt runs the hooks with cwd `/`, a person runs the CLI from anywhere: a relative path
@@ -111,6 +132,23 @@ const PATH_KEYS = new Set<string>(['VFPOOL_CONFIG_DIR', 'VFPOOL_STATE_DIR', 'VFP
  */
 function refuseRelative(key: string, value: string, where: string): void {
   if (!isAbsolute(value)) {
-    throw new BadInputError(`${key} '${JSON.stringify(value).slice(1, -1)}' (from ${where}) is a relative path`, `give an absolute path: the hooks run with cwd /, the CLI with yours`);
+    throw new BadInputError(`${key} ${quoteInput(value)} (from ${where}) is a relative path`, `give an absolute path: the hooks run with cwd /, the CLI with yours`);
   }
 }
+
+/** What each setting is for, in `vfpool --help` and the man page. */
+export const SETTING_DOCS: Record<keyof typeof SETTING_KEYS, string> = {
+  VFPOOL_CONFIG_DIR: 'pool definitions and vfpool.conf',
+  VFPOOL_STATE_DIR: 'allocations, running pools, the log (0700)',
+  VFPOOL_SYSFS: 'where sysfs is',
+  VFPOOL_HOST: "'linux', or 'sim:FILE' for a simulated SR-IOV host",
+  VFPOOL_IP: "iproute2's ip, at a fixed path",
+  VFPOOL_QEMU: 'the real QEMU the wrapper runs',
+  VFPOOL_PROC: 'where /proc is',
+  VFPOOL_DEV: 'where /dev is',
+  VFPOOL_LIBVIRT_RUN_DIR: "libvirt's QEMU pid files",
+  VFPOOL_ETC: 'where passwd and group are',
+  VFPOOL_JOURNAL_DIR: 'the VF history (vfpool history), kept across reboots',
+  VFPOOL_MODULES_DIR: 'kernel modules, for vfpool doctor',
+  VFPOOL_LIBVIRT_CONF_DIR: "libvirt's configuration (hooks, qemu.conf), for vfpool doctor",
+};

@@ -8,12 +8,36 @@ import { parseVfInfoList, vfLinkSetArgs } from './ip-link.js';
 /** Writes one sysfs attribute. Injected so tests can put a fake kernel behind a fixture tree. */
 export type SysfsWriter = (path: string, value: string) => Promise<void>;
 
+/** What running iproute2 once gives back; `exitCode` null when it died of a signal. */
+export interface IpResult {
+  exitCode: number | null;
+  signal?: string;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `ip ARGS` (argument array, never a shell). Injected so tests can answer in-process from
+ * the fixture kernel instead of starting a process per call.
+ */
+export type IpRunner = (ipPath: string, args: string[]) => Promise<IpResult>;
+
+/** The real one: iproute2 in the C locale, which is what errnoOfIpError parses. */
+export const execIp: IpRunner = async (ipPath, args) => {
+  // Loaded on first use: hooks that only read sysfs (or run on the simulated host) must not
+  // pay for execa's load time; libvirt waits for every hook call.
+  const { execa } = await import('execa');
+  const r = await execa(ipPath, args, { env: { LC_ALL: 'C' }, extendEnv: false, reject: false, stdin: 'ignore' });
+  return { exitCode: r.exitCode ?? null, signal: r.signal, stdout: String(r.stdout), stderr: String(r.stderr) };
+};
+
 export interface LinuxHostOptions {
   sysfsRoot: string;
   procRoot: string;
   devRoot: string;
   ipPath: string;
   writeSysfs?: SysfsWriter;
+  runIp?: IpRunner;
 }
 
 const KERNEL_ERRNO_SENTENCES: Record<string, string> = {
@@ -54,8 +78,10 @@ export function errnoOfIpError(stderr: string): string {
 export class LinuxHost implements Host {
   readonly kind = 'linux' as const;
   private readonly writeSysfs: SysfsWriter;
+  private readonly runIp: IpRunner;
   constructor(private readonly opts: LinuxHostOptions) {
     this.writeSysfs = opts.writeSysfs ?? ((p, v) => writeFile(p, v));
+    this.runIp = opts.runIp ?? execIp;
   }
 
   private netDir(netdev: NetdevName): string {
@@ -97,17 +123,14 @@ export class LinuxHost implements Host {
   }
 
   private async ip(args: string[]): Promise<string> {
-    // Loaded on first use: hooks that only read sysfs (or run on the simulated host) must not
-    // pay for execa's load time; libvirt waits for every hook call.
-    const { execa } = await import('execa');
-    const r = await execa(this.opts.ipPath, args, { env: { LC_ALL: 'C' }, extendEnv: false, reject: false, stdin: 'ignore' });
+    const r = await this.runIp(this.opts.ipPath, args);
     if (r.exitCode !== 0) {
       const stderr = String(r.stderr).trim().split('\n')[0] ?? '';
       throw new HostError(`${this.opts.ipPath} ${args.join(' ')} failed (exit ${r.exitCode ?? r.signal}): ${stderr}`, {
         code: errnoOfIpError(stderr),
       });
     }
-    return String(r.stdout);
+    return r.stdout;
   }
 
   async listPfs(): Promise<NetdevName[]> {

@@ -1,4 +1,5 @@
 import { ConflictError, RollbackError, asVfpoolError, prefixError } from '../errors.js';
+import { journal } from './journal-entries.js';
 import type { DomainSpec } from '../config/domain-xml.js';
 import type { VfRequest } from './requests.js';
 import type { NetdevName } from '../types.js';
@@ -149,6 +150,7 @@ export async function prepareGuest(ctx: Context, spec: DomainSpec, opts: GuestOp
   } catch (err) {
     // Every failure is one line that starts with the domain (libvirt shows it as the start's error).
     const e = asVfpoolError(err);
+    if (!opts.dryRun) journal.prepareFailed(ctx, spec.name, e);
     return Promise.reject(e.message.startsWith(`domain '${spec.name}'`) ? e : prefixError(`domain '${spec.name}'`, e));
   }
 }
@@ -213,11 +215,13 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: GuestOpti
   await freeGoneOwners(ctx, spec.name, log);
   // Step 1: pick and record, under the lock, before the first change to any VF.
   const reservation = await reserveVfs(ctx, spec, requests, opts, pid);
+  journal.allocated(ctx, reservation.planned.map((p) => p.record));
   for (const p of reservation.planned) log.info(`Step 1: ${p.where}: allocated to request #${p.rr.request.index + 1} (${p.rr.request.field}), original config saved`);
   // Step 2: configure, without the lock; undo everything on failure.
   await configureVfs(ctx, reservation, log);
   // Step 3: ready.
   const ready = await commitVfs(ctx, reservation, log);
+  journal.configured(ctx, ready);
   log.info(`Step 3: prepared ${ready.length} VF(s): ${ready.map((a) => `${a.vfAddr} mac ${a.mac}`).join(', ')}`);
   result.vfs = ready.map(describeAllocation);
   return result;

@@ -1,3 +1,4 @@
+import { journal } from './journal-entries.js';
 import { ConflictError, HostError } from '../errors.js';
 import type { PoolSpec } from '../config/pool-xml.js';
 import type { NetdevName } from '../types.js';
@@ -112,6 +113,9 @@ export async function startPool(
     return planPoolStart(pool, await gatherFacts(ctx, pool, pfs, state, undefined, env));
   };
   if (opts.dryRun) return { pool, actions: await plan(ctx.store.read()), applied: false };
+  return startPoolNow().then((r) => (journal.pool(ctx, 'pool-start', pool.name, r.actions), r), (e) => Promise.reject((journal.poolRefused(ctx, pool.name, 'start', e), e)));
+
+  async function startPoolNow(): Promise<StartResult> {
   const log = ctx.log.child(`pool '${pool.name}'`);
   const record = (state: VfpoolState, change: ActivePool['change']) => {
     const previous = state.pools[pool.name]?.activated ?? [];
@@ -155,6 +159,7 @@ export async function startPool(
   });
   log.info('started');
   return { pool, actions, applied: true };
+  }
 }
 
 export interface StopResult extends StopPlan {
@@ -190,6 +195,9 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
     return { pool: name, wasActive: true, applied: false, gone, ...plan };
   };
   if (opts.dryRun) return decide(ctx.store.read());
+  return stopPoolNow().then((r) => (r.wasActive && journal.pool(ctx, 'pool-stop', name, r.actions), r), (e) => Promise.reject((journal.poolRefused(ctx, name, 'stop', e), e)));
+
+  async function stopPoolNow(): Promise<StopResult> {
   const log = ctx.log.child(`pool '${name}'`);
   const r = await ctx.store.update(async (state) => {
     const d = await decide(state, healPorts(ctx, state));
@@ -221,6 +229,7 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
   for (const pf of r.gone) log.warn(`PF ${pf} no longer exists: nothing to remove on it`);
   log.info('stopped');
   return { ...r, applied: true };
+  }
 }
 
 /**

@@ -14,6 +14,8 @@ export interface VfRequest extends VfSettings {
   mac: MacAddress;
   /** For an `<interface>` on a pci-passthrough-hybrid pool: the virtio-net NIC it partners (same MAC). */
   pairedMac: MacAddress | null;
+  /** A guest slot pinned by the metadata (`guest-slot`); null: generated, stable per command line. */
+  guestSlot: number | null;
 }
 
 /** What `domainRequests` needs to know about a pool: whether it exists, and its mode. */
@@ -51,6 +53,7 @@ export function domainRequests(spec: DomainSpec, poolMode: PoolModeLookup): VfRe
       address: null,
       mac: n.mac,
       pairedMac: n.mac,
+      guestSlot: null,
       ...noVfSettings(),
       vlan: n.vlan,
       mtu: n.mtu,

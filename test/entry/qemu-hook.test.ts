@@ -1,41 +1,16 @@
 import t from 'tap';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Test } from 'tap';
 import type { SimState } from '../../src/host/sim-kernel.js';
-import { makeSimEnv, SEED_000_POOL, type SimEnv } from '../helpers/env.js';
-import { domainXml, PLAIN_DOMAIN, portHookData } from '../helpers/libvirt-domains.js';
-import { spawnEntry, vfpoolCli } from '../helpers/spawn.js';
+import { makeSimEnv } from '../helpers/env.js';
+import { domainXml, PLAIN_DOMAIN } from '../helpers/libvirt-domains.js';
+import { spawnEntry } from '../helpers/spawn.js';
+import { hookStatus as status, META, qemuHook as hook, setupHookWorld as setup, type HookEnv } from '../helpers/hook-world.js';
 
 /**
  * The qemu hook as libvirt runs it: hooks/qemu (the shell shim) spawned with libvirt's argv,
  * its almost empty environment and the domain XML libvirt 11.3 writes at each stage on stdin.
  */
-const META = `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33' vlan='100'/>`;
-
-interface HookEnv extends SimEnv {
-  hookEnv: Record<string, string>;
-  runDir: string;
-}
-
-async function setup(t: Test): Promise<HookEnv> {
-  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
-  w.definePool('sriov-pool', SEED_000_POOL);
-  const r = await vfpoolCli(['net-start', 'sriov-pool'], { env: w.env });
-  t.equal(r.exitCode, 0, `net-start: ${r.stderr}`);
-  const runDir = join(w.dir, 'libvirt-run');
-  mkdirSync(runDir, { recursive: true });
-  return { ...w, runDir, hookEnv: { ...w.env, VFPOOL_LIBVIRT_RUN_DIR: runDir } };
-}
-
-const hook = (w: HookEnv, args: string[], stdin: string) => spawnEntry('hooks/qemu', args, { env: w.hookEnv, stdin });
-
-async function status(w: HookEnv) {
-  const r = await vfpoolCli(['status', '--json'], { env: w.env });
-  if (r.exitCode !== 0) throw new Error(r.stderr);
-  return JSON.parse(r.stdout) as { pfs: Array<{ vfs: Array<{ address: string; mac: string; vlan: number; driver: string; owner: null | { domain: string; pool: string; via: string; pid?: number | null } }> }> };
-}
-
 function simState(w: HookEnv): SimState {
   return JSON.parse(readFileSync(w.hostFile, 'utf8')) as SimState;
 }
@@ -155,95 +130,4 @@ t.test('started/reconnect/attach check the argv domain against stdin too, and st
   const ok = await hook(w, ['vm1', 'started', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
   t.same([ok.exitCode, ok.stdout, ok.stderr], [0, '', '']);
   t.match((await status(w)).pfs[0]!.vfs[0]!.owner, { domain: 'vm1', pid: process.pid }, 'the matching call records the pid');
-});
-
-t.test('network hook: port-created records libvirt\'s VF, vetoes one vfpool holds for another domain; port-deleted drops it', async (t) => {
-  const w = await setup(t);
-  const net = (op: string, stdin: string) => spawnEntry('hooks/network', ['sriov-pool', op, 'begin', '-'], { env: w.hookEnv, stdin });
-  const forward = `<forward mode='hostdev' managed='yes'><pf dev='eth1'/></forward>`;
-  const plug = (fn: number) => `<plug type='hostdev-pci' managed='yes'><driver name='vfio'/><address domain='0x0000' bus='0x3b' slot='0x02' function='0x${fn}'/></plug>`;
-  const port = (domain: string, fn: number, uuid: string) => portHookData({ network: 'sriov-pool', forward, portUuid: uuid, domain, mac: '52:54:00:12:34:56', plug: plug(fn) });
-
-  const created = await net('port-created', port('lvguest', 1, '6ae23074-a30a-4c60-afde-fd10f4b211c2'));
-  t.same([created.exitCode, created.stdout, created.stderr], [0, '', '']);
-  t.match((await status(w)).pfs[0]!.vfs[1]!.owner, { domain: 'lvguest', via: 'libvirt', pool: 'sriov-pool' });
-  t.ok(existsSync(join(w.settings.stateDir, 'index/domain.lvguest')));
-
-  // vfpool gives VF 0 to vm1; libvirt then hands the same VF to another guest: refused.
-  t.equal((await hook(w, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }))).exitCode, 0);
-  const veto = await net('port-created', port('other', 0, '11111111-2222-3333-4444-555555555555'));
-  t.equal(veto.exitCode, 3);
-  t.match(veto.stderr, /^vfpool: libvirt network 'sriov-pool' hands VF 0000:3b:02\.0 to domain 'other', but vfpool holds it for domain 'vm1' \(pool 'sriov-pool'\)/);
-
-  // vfpool's first fit skips the VF libvirt handed out.
-  const vm2 = await hook(w, ['vm2', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm2', vfpool: META.replace('11:22:33', '11:22:44') }));
-  t.equal(vm2.exitCode, 0, vm2.stderr);
-  t.equal((await status(w)).pfs[0]!.vfs[2]!.owner?.domain, 'vm2', 'VF 1 (libvirt\'s) was skipped');
-
-  for (const n of [1, 2]) {
-    const del = await net('port-deleted', port('lvguest', 1, '6ae23074-a30a-4c60-afde-fd10f4b211c2'));
-    t.same([del.exitCode, del.stderr], [0, ''], `port-deleted #${n}`);
-  }
-  t.equal((await status(w)).pfs[0]!.vfs[1]!.owner, null);
-});
-
-t.test('network hook: a passthrough network\'s direct plug on a VF netdev is recorded by PCI address', async (t) => {
-  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 4 }] });
-  await w.sim.writeNumVfs('eth1' as never, 4);
-  w.definePool('mvtap-net', `<network><name>mvtap-net</name><forward mode='passthrough'><interface dev='eth1'/></forward></network>`);
-  const stdin = portHookData({
-    network: 'mvtap-net',
-    forward: `<forward dev='eth1' mode='passthrough'><pf dev='eth1'/><interface dev='eth1v2' connections='1'/></forward>`,
-    portUuid: '6ae23074-a30a-4c60-afde-fd10f4b211c2',
-    domain: 'pttest',
-    mac: '52:54:00:12:34:56',
-    plug: `<plug type='direct' dev='eth1v2' mode='passthrough'/>`,
-  });
-  const r = await spawnEntry('hooks/network', ['mvtap-net', 'port-created', 'begin', '-'], { env: w.env, stdin });
-  t.same([r.exitCode, r.stderr], [0, '']);
-  const port = JSON.parse(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8')).ports[0];
-  t.match(port, { network: 'mvtap-net', domain: 'pttest', netdev: 'eth1v2', vfAddr: '0000:3b:02.2', plug: 'direct', mac: '52:54:00:12:34:56' });
-  // vfpool's own passthrough allocation now skips that VF.
-  const p = await spawnEntry('hooks/qemu', ['vm1', 'prepare', 'begin', '-'], {
-    env: w.env,
-    stdin: domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev address='0000:3b:02.2' mac='52:54:00:00:00:01'/>` }),
-  });
-  t.equal(p.exitCode, 3);
-  t.match(p.stderr, /VF 0000:3b:02\.2 \(eth1v2\) is in use by domain 'pttest' through libvirt network 'mvtap-net'/);
-});
-
-t.test('network hook: a libvirt hostdev network that is not a vfpool pool still has its VF ports recorded', async (t) => {
-  const w = await setup(t);
-  const forward = `<forward mode='hostdev' managed='yes'><pf dev='eth1'/></forward>`;
-  const hostdevPlug = `<plug type='hostdev-pci' managed='yes'><driver name='vfio'/><address domain='0x0000' bus='0x3b' slot='0x02' function='0x3'/></plug>`;
-  const net = (op: string, plug: string, network = 'libvirt-only') =>
-    spawnEntry('hooks/network', [network, op, 'begin', '-'], {
-      env: w.hookEnv,
-      stdin: portHookData({ network, forward, portUuid: '0b5a2f9e-9a55-4d2b-8a47-3f0e2d1c6b7a', domain: 'lvguest', mac: '52:54:00:12:34:57', plug }),
-    });
-  const created = await net('port-created', hostdevPlug);
-  t.same([created.exitCode, created.stderr], [0, '']);
-  t.match((await status(w)).pfs[0]!.vfs[3]!.owner, { domain: 'lvguest', via: 'libvirt', pool: 'libvirt-only' }, 'in-use guard sees it');
-  t.equal((await net('port-deleted', hostdevPlug)).exitCode, 0);
-  t.equal((await status(w)).pfs[0]!.vfs[3]!.owner, null);
-  const stateBefore = existsSync(join(w.settings.stateDir, 'state.json')) ? readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8') : '';
-  const bridge = await net('port-created', `<plug type='network' bridge='virbr0'/>`, 'default');
-  t.same([bridge.exitCode, bridge.stdout, bridge.stderr], [0, '', ''], 'a bridge port on a network that is not a pool costs nothing');
-  const stateAfter = existsSync(join(w.settings.stateDir, 'state.json')) ? readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8') : '';
-  t.equal(stateAfter, stateBefore, 'and changes no state');
-});
-
-t.test('network hook: a macvtap port on a plain NIC (no VF) is not recorded and writes no state', async (t) => {
-  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
-  const stdin = portHookData({
-    network: 'bridge-mvtap',
-    forward: `<forward mode='bridge'><interface dev='eth1'/></forward>`,
-    portUuid: '0c1d2e3f-4a5b-4c6d-8e7f-901a2b3c4d5e',
-    domain: 'plainguest',
-    mac: '52:54:00:12:34:58',
-    plug: `<plug type='direct' dev='eth1' mode='bridge'/>`,
-  });
-  const r = await spawnEntry('hooks/network', ['bridge-mvtap', 'port-created', 'begin', '-'], { env: w.env, stdin });
-  t.same([r.exitCode, r.stdout, r.stderr], [0, '', '']);
-  t.notOk(existsSync(join(w.settings.stateDir, 'state.json')), 'no state written for a port that involves no VF');
 });

@@ -1,6 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Test } from 'tap';
+import { scratchDir } from './scratch.js';
 import { DEFAULT_SETTINGS, type Settings } from '../../src/config/settings.js';
 import { createContext, type Context } from '../../src/pool/context.js';
 import { SimHost } from '../../src/host/sim-host.js';
@@ -20,13 +21,14 @@ export interface SimEnv {
 }
 
 export function makeSimEnv(t: Test, seed: SimSeed = { pfs: [{ name: 'eth1', totalVfs: 8 }] }): SimEnv {
-  const dir = t.testdir({});
+  const dir = scratchDir(t);
   const hostFile = join(dir, 'host.json');
   writeFileSync(hostFile, JSON.stringify(seed));
   const settings: Settings = {
     ...DEFAULT_SETTINGS,
     configDir: join(dir, 'etc'),
     stateDir: join(dir, 'run'),
+    journalDir: join(dir, 'journal'),
     host: `sim:${hostFile}`,
   };
   mkdirSync(join(settings.configDir, 'networks'), { recursive: true });
@@ -40,6 +42,7 @@ export function makeSimEnv(t: Test, seed: SimSeed = { pfs: [{ name: 'eth1', tota
       VFPOOL_CONFIG_DIR: settings.configDir,
       VFPOOL_STATE_DIR: settings.stateDir,
       VFPOOL_HOST: settings.host,
+      VFPOOL_JOURNAL_DIR: settings.journalDir,
     },
     ctx,
     sim: new SimHost(hostFile),

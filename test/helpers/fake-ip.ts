@@ -27,13 +27,20 @@ function vfJson(vf: kernel.SimVf): Record<string, unknown> {
   };
 }
 
-export function fakeIp(root: string, argv: string[]): number {
+export interface FakeIpResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * One `ip` call, in-process: what the spawned fake prints and the exit code it ends with. The
+ * argv is recorded first, whether the call is then refused or not, as a process's would be.
+ */
+export function fakeIp(root: string, argv: string[]): FakeIpResult {
   appendFileSync(join(root, 'ip-calls.jsonl'), JSON.stringify(argv) + '\n');
   const state = loadKernel(root);
-  const fail = (msg: string, code = 2) => {
-    process.stderr.write(msg + '\n');
-    return code;
-  };
+  const fail = (msg: string, exitCode = 2): FakeIpResult => ({ exitCode, stdout: '', stderr: msg + '\n' });
   const a = [...argv];
   const json = a[0] === '-j' ? (a.shift(), true) : false;
   if (a[0] === '-d') a.shift();
@@ -42,8 +49,7 @@ export function fakeIp(root: string, argv: string[]): number {
     const pf = state.pfs.find((p) => p.name === a[3]);
     if (!pf) return fail(`Device "${a[3]}" does not exist.`, 1);
     if (!json) return fail('fake ip: only -j output is implemented');
-    process.stdout.write(JSON.stringify([{ ifname: pf.name, mtu: pf.mtu, num_vf: pf.numVfs, vfinfo_list: pf.vfs.map(vfJson) }]) + '\n');
-    return 0;
+    return { exitCode: 0, stderr: '', stdout: JSON.stringify([{ ifname: pf.name, mtu: pf.mtu, num_vf: pf.numVfs, vfinfo_list: pf.vfs.map(vfJson) }]) + '\n' };
   }
   if (a[1] === 'set' && a[2] === 'dev' && a[3]) {
     const dev = a[3];
@@ -87,7 +93,7 @@ export function fakeIp(root: string, argv: string[]): number {
     } else return fail(`fake ip: unsupported: ${argv.join(' ')}`);
     saveAndRender(root, state);
     if (refused) return fail(`RTNETLINK answers: ${strerror(refused)}`);
-    return 0;
+    return { exitCode: 0, stdout: '', stderr: '' };
   }
   return fail(`fake ip: unsupported: ${argv.join(' ')}`);
 }

@@ -6,8 +6,9 @@
  * and links LinuxHost reads — /sys/class/net/PF/device/{sriov_totalvfs,sriov_numvfs,virtfnN},
  * VF {physfn,driver,net/,iommu_group,driver_override}, /sys/bus/pci/{devices,drivers_probe,
  * drivers/D/{bind,unbind}}, class/net/X/{mtu,flags,ifindex} — and the side effects of writes to
- * them, through LinuxHost's injectable sysfs writer; plus an `ip` executable that records its
- * argv and answers `-j -d link show` and `link set … vf …` like iproute2 on that kernel, and a
+ * them, through LinuxHost's injectable sysfs writer; plus a fake `ip` that records its argv and
+ * answers `-j -d link show` and `link set … vf …` like iproute2 on that kernel, in-process
+ * through LinuxHost's injectable runner (`runIp`) or as an executable at `ipPath`, and a
  * fake /proc whose fd links make a pid look like QEMU holding /dev/vfio/GROUP.
  * What it does not model: timing (writes take effect at once), udev renames, real errno from
  * drivers other than the sim kernel's, and write-only attributes: the kernel's `bind`, `unbind`
@@ -19,6 +20,8 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as kernel from '../../src/host/sim-kernel.js';
 import { HostError } from '../../src/errors.js';
+import type { IpRunner } from '../../src/host/linux-host.js';
+import { fakeIp } from './fake-ip.js';
 
 export interface FixtureKernel {
   root: string;
@@ -28,6 +31,8 @@ export interface FixtureKernel {
   ipPath: string;
   ipLog: string;
   writeSysfs: (path: string, value: string) => Promise<void>;
+  /** The fake `ip` in-process (same answers, same ip-calls.jsonl record), for LinuxHost's runIp. */
+  runIp: IpRunner;
   state(): kernel.SimState;
 }
 
@@ -39,59 +44,105 @@ export function loadKernel(root: string): kernel.SimState {
   return JSON.parse(readFileSync(stateFile(root), 'utf8')) as kernel.SimState;
 }
 
-function ln(target: string, path: string): void {
-  mkdirSync(dirname(path), { recursive: true });
-  symlinkSync(target, path);
+type Entry = { kind: 'dir' } | { kind: 'file'; content: string } | { kind: 'link'; target: string };
+/** The rendered tree as path (relative to the fixture root) -> what is there. */
+type Tree = Record<string, Entry>;
+
+function treeFile(root: string): string {
+  return join(root, 'tree.json');
 }
 
-function file(path: string, content: string): void {
-  mkdirSync(dirname(path), { recursive: true });
-  writeFileSync(path, content);
-}
-
-/** Re-renders the whole tree from the state (small: a few hundred files at most). */
-export function saveAndRender(root: string, state: kernel.SimState): void {
-  writeFileSync(stateFile(root), JSON.stringify(state));
-  const sys = join(root, 'sys');
-  rmSync(sys, { recursive: true, force: true });
-  const devices = join(sys, 'devices/pci0000:00');
-  const drivers = new Set<string>(state.drivers);
-  for (const d of drivers) {
-    file(join(sys, 'bus/pci/drivers', d, 'bind'), '');
-    file(join(sys, 'bus/pci/drivers', d, 'unbind'), '');
+/** What the tree must hold for a state: files and links under sys/, and dev/vfio nodes. */
+function renderTree(state: kernel.SimState): Tree {
+  const tree: Tree = {};
+  const dir = (path: string) => {
+    for (let d = path; d !== '.' && !tree[d]; d = dirname(d)) tree[d] = { kind: 'dir' };
+  };
+  const file = (path: string, content: string) => {
+    dir(dirname(path));
+    tree[path] = { kind: 'file', content };
+  };
+  const ln = (target: string, path: string) => {
+    dir(dirname(path));
+    tree[path] = { kind: 'link', target };
+  };
+  const devices = 'sys/devices/pci0000:00';
+  for (const d of new Set<string>(state.drivers)) {
+    file(join('sys/bus/pci/drivers', d, 'bind'), '');
+    file(join('sys/bus/pci/drivers', d, 'unbind'), '');
   }
-  file(join(sys, 'bus/pci/drivers_probe'), '');
+  file('sys/bus/pci/drivers_probe', '');
   let ifindex = 2;
   const netdev = (name: string, devDir: string, mtu: number, up: boolean) => {
-    const dir = join(sys, 'class/net', name);
-    file(join(dir, 'ifindex'), `${ifindex++}\n`);
-    file(join(dir, 'mtu'), `${mtu}\n`);
-    file(join(dir, 'flags'), up ? '0x1003\n' : '0x1002\n');
-    ln(devDir, join(dir, 'device'));
-    mkdirSync(join(devDir, 'net', name), { recursive: true });
+    const d = join('sys/class/net', name);
+    file(join(d, 'ifindex'), `${ifindex++}\n`);
+    file(join(d, 'mtu'), `${mtu}\n`);
+    file(join(d, 'flags'), up ? '0x1003\n' : '0x1002\n');
+    ln(devDir, join(d, 'device'));
+    dir(join(devDir, 'net', name));
   };
   for (const pf of state.pfs) {
     const pfDir = join(devices, pf.address);
     file(join(pfDir, 'sriov_totalvfs'), `${pf.totalVfs}\n`);
     file(join(pfDir, 'sriov_numvfs'), `${pf.numVfs}\n`);
     file(join(pfDir, 'sriov_drivers_autoprobe'), pf.autoprobe ? '1\n' : '0\n');
-    ln(join(sys, 'bus/pci/drivers', pf.driver), join(pfDir, 'driver'));
-    ln(pfDir, join(sys, 'bus/pci/devices', pf.address));
+    ln(join('sys/bus/pci/drivers', pf.driver), join(pfDir, 'driver'));
+    ln(pfDir, join('sys/bus/pci/devices', pf.address));
     netdev(pf.name, pfDir, pf.mtu, pf.up);
     for (const vf of pf.vfs) {
       const vfDir = join(devices, vf.address);
-      mkdirSync(vfDir, { recursive: true });
+      dir(vfDir);
       ln(relative(pfDir, vfDir), join(pfDir, `virtfn${vf.index}`));
       ln(relative(vfDir, pfDir), join(vfDir, 'physfn'));
-      ln(vfDir, join(sys, 'bus/pci/devices', vf.address));
+      ln(vfDir, join('sys/bus/pci/devices', vf.address));
       file(join(vfDir, 'driver_override'), `${vf.driverOverride ?? '(null)'}\n`);
-      ln(join(sys, 'kernel/iommu_groups', vf.iommuGroup), join(vfDir, 'iommu_group'));
-      ln(vfDir, join(sys, 'kernel/iommu_groups', vf.iommuGroup, 'devices', vf.address));
-      if (vf.driver) ln(join(sys, 'bus/pci/drivers', vf.driver), join(vfDir, 'driver'));
+      ln(join('sys/kernel/iommu_groups', vf.iommuGroup), join(vfDir, 'iommu_group'));
+      ln(vfDir, join('sys/kernel/iommu_groups', vf.iommuGroup, 'devices', vf.address));
+      if (vf.driver) ln(join('sys/bus/pci/drivers', vf.driver), join(vfDir, 'driver'));
       if (vf.netdev) netdev(vf.netdev, vfDir, vf.mtu, true);
-      if (vf.driver === 'vfio-pci') file(join(root, 'dev/vfio', vf.iommuGroup), '');
+      // A group node, like the kernel's, appears with vfio-pci; unlike it, it stays afterwards
+      // (kept out of the tree, so neither a re-render nor a driver change resets its owner).
+      if (vf.driver === 'vfio-pci') tree[join('dev/vfio', vf.iommuGroup)] = { kind: 'file', content: '' };
     }
   }
+  return tree;
+}
+
+const same = (a: Entry | undefined, b: Entry): boolean =>
+  a !== undefined && a.kind === b.kind && (a.kind !== 'file' || a.content === (b as typeof a).content) && (a.kind !== 'link' || a.target === (b as typeof a).target);
+
+/**
+ * Saves the state and brings the tree on disk to it, touching only what changed: a VF setting
+ * changes a file or two, not the few hundred a full re-render rewrote. The previous tree is
+ * read from disk, not memory, because the spawned fake `ip` changes the kernel as well.
+ */
+export function saveAndRender(root: string, state: kernel.SimState): void {
+  writeFileSync(stateFile(root), JSON.stringify(state));
+  const old: Tree = existsSync(treeFile(root)) ? JSON.parse(readFileSync(treeFile(root), 'utf8')) : {};
+  const next = renderTree(state);
+  const abs = (p: string) => join(root, p);
+  // Children before parents when removing; a removed directory takes its contents with it.
+  for (const p of Object.keys(old).sort().reverse()) {
+    if (p.startsWith('dev/') || same(next[p], old[p]!)) continue;
+    rmSync(abs(p), { recursive: true, force: true });
+  }
+  // Parents before children when creating.
+  for (const p of Object.keys(next).sort()) {
+    const e = next[p]!;
+    if (same(old[p], e)) continue;
+    if (e.kind === 'dir') mkdirSync(abs(p), { recursive: true });
+    else if (e.kind === 'link') {
+      mkdirSync(dirname(abs(p)), { recursive: true });
+      // Absolute targets are relative to the fixture root; virtfn/physfn links are relative.
+      symlinkSync(e.target.startsWith('sys/') ? abs(e.target) : e.target, abs(p));
+    } else if (!(p.startsWith('dev/') && existsSync(abs(p)))) {
+      mkdirSync(dirname(abs(p)), { recursive: true });
+      writeFileSync(abs(p), e.content);
+    }
+  }
+  // dev/ nodes are never removed: remember them so they are not created twice.
+  for (const [p, e] of Object.entries(old)) if (p.startsWith('dev/') && !next[p]) next[p] = e;
+  writeFileSync(treeFile(root), JSON.stringify(next));
 }
 
 function errnoError(err: unknown): Error {
@@ -138,7 +189,9 @@ export function makeFixtureKernel(root: string, seed: kernel.SimSeed): FixtureKe
   const ipLog = join(root, 'ip-calls.jsonl');
   writeFileSync(
     join(root, 'ip-main.mjs'),
-    `import { fakeIp } from ${JSON.stringify(join(HERE, 'fake-ip.js'))};\nprocess.exitCode = fakeIp(${JSON.stringify(root)}, process.argv.slice(2));\n`,
+    `import { fakeIp } from ${JSON.stringify(join(HERE, 'fake-ip.js'))};\n` +
+      `const r = fakeIp(${JSON.stringify(root)}, process.argv.slice(2));\n` +
+      'process.stdout.write(r.stdout);\nprocess.stderr.write(r.stderr);\nprocess.exitCode = r.exitCode;\n',
   );
   // A sh wrapper: node-tap puts its loader into every child's NODE_OPTIONS, which breaks an
   // extensionless ESM script; and `ip` must be an executable at a path, as iproute2's is.
@@ -153,6 +206,7 @@ export function makeFixtureKernel(root: string, seed: kernel.SimSeed): FixtureKe
     ipPath,
     ipLog,
     writeSysfs: async (path, value) => kernelWrite(root, path, value),
+    runIp: async (_ipPath, args) => fakeIp(root, args),
     state: () => loadKernel(root),
   };
 }

@@ -1,33 +1,32 @@
 /**
- * The failure-injection suite for guest prepare and release, shared by the simulated-host run
- * (a failure at every host call, reads included) and the fixture-sysfs run (a failure at every
- * call that changes something: each fake `ip` is a process start, so reads are left to the sim).
+ * The failure-injection suite for guest prepare and release, on the simulated host: a failure at
+ * every host call, reads included (the Host suite holds LinuxHost to the same kernel behaviour).
  */
 import type { Test } from 'tap';
 import { parseDomainXml } from '../../src/config/domain-xml.js';
 import { prepareGuest, releaseGuest } from '../../src/pool/guests.js';
 import { domainXml } from './libvirt-domains.js';
 import { faultyHost, isMutator } from './faulty-host.js';
-import { makeGuestWorld, POOLS, type GuestWorld, type HostKind } from './guest-world.js';
+import { makeGuestWorld, POOLS, type GuestWorld } from './guest-world.js';
 
 export interface FaultCase {
   name: string;
   vfpool: string;
 }
 
-function world(t: Test, kind: HostKind): GuestWorld {
-  const w = makeGuestWorld(t, kind);
+function world(t: Test): GuestWorld {
+  const w = makeGuestWorld(t, 'sim');
   for (const [n, x] of Object.entries(POOLS)) w.definePool(n, x);
   return w;
 }
 
 const spec = (vfpool: string) => parseDomainXml(domainXml('prepare', { name: 'vm1', vfpool }), 'vm1');
 
-export function faultSuite(t: Test, kind: HostKind, c: FaultCase, opts: { mutatorsOnly: boolean }): void {
-  const targets = (calls: string[]) => calls.flatMap((m, i) => (!opts.mutatorsOnly || isMutator(m) ? [i + 1] : []));
+export function faultSuite(t: Test, c: FaultCase): void {
+  const targets = (calls: string[]) => calls.map((_, i) => i + 1);
 
-  t.test(`${kind}: prepare (${c.name}) failing at each host ${opts.mutatorsOnly ? 'change' : 'call'} leaves everything as before`, async (t) => {
-    const base = world(t, kind);
+  t.test(`prepare (${c.name}) failing at each host call leaves everything as before`, async (t) => {
+    const base = world(t);
     const counting = faultyHost(base.host, 0);
     await prepareGuest({ ...base.ctx, host: counting.host }, spec(c.vfpool), base.opts);
     const calls = counting.calls;
@@ -35,7 +34,7 @@ export function faultSuite(t: Test, kind: HostKind, c: FaultCase, opts: { mutato
     t.ok(lastMutation > 0, `${calls.length} host calls, the last change at call ${lastMutation}: ${calls.join(' ')}`);
     let failed = 0;
     for (const k of targets(calls)) {
-      const w = world(t, kind);
+      const w = world(t);
       const before = await w.snapshot();
       const f = faultyHost(w.host, k);
       const err = await prepareGuest({ ...w.ctx, host: f.host }, spec(c.vfpool), w.opts).then(
@@ -61,15 +60,15 @@ export function faultSuite(t: Test, kind: HostKind, c: FaultCase, opts: { mutato
     t.ok(failed >= mutations, `${failed} injected failures failed the prepare (${mutations} changes)`);
   });
 
-  t.test(`${kind}: release (${c.name}) failing at each host ${opts.mutatorsOnly ? 'change' : 'call'} keeps the record; the next release finishes`, async (t) => {
-    const base = world(t, kind);
+  t.test(`release (${c.name}) failing at each host call keeps the record; the next release finishes`, async (t) => {
+    const base = world(t);
     const before0 = await base.snapshot();
     await prepareGuest(base.ctx, spec(c.vfpool), base.opts);
     const counting = faultyHost(base.host, 0);
     await releaseGuest({ ...base.ctx, host: counting.host }, 'vm1', { reason: 'count' });
     t.same(await base.snapshot(), before0);
     for (const k of targets(counting.calls)) {
-      const w = world(t, kind);
+      const w = world(t);
       const before = await w.snapshot();
       await prepareGuest(w.ctx, spec(c.vfpool), w.opts);
       const f = faultyHost(w.host, k);

@@ -1,11 +1,13 @@
 /**
- * One vfpool world for the guest tests, on either kind of machine, so the same assertions run
- * against the simulated host and against LinuxHost on a fixture sysfs tree (fixture-kernel.ts,
- * with the fake `ip`): config and state in a testdir, a PF eth1 with 4 VFs on their host driver.
+ * One vfpool world for the guest tests, on either kind of machine: the simulated host (where the
+ * guest behaviour is tested), or LinuxHost on a fixture sysfs tree (fixture-kernel.ts, with the
+ * fake `ip`) for the end-to-end path: config and state in a testdir, a PF eth1 with 4 VFs on
+ * their host driver.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Test } from 'tap';
+import { scratchDir } from './scratch.js';
 import { DEFAULT_SETTINGS, type Settings } from '../../src/config/settings.js';
 import type { Host } from '../../src/host/host.js';
 import { LinuxHost } from '../../src/host/linux-host.js';
@@ -17,7 +19,6 @@ import type { NetdevName } from '../../src/types.js';
 import { fakeVfioHolder, loadKernel, makeFixtureKernel, saveAndRender } from './fixture-kernel.js';
 
 export type HostKind = 'sim' | 'fixture';
-export const HOST_KINDS: HostKind[] = ['sim', 'fixture'];
 
 export interface GuestWorld {
   kind: HostKind;
@@ -48,12 +49,14 @@ export const POOLS = {
   hy: `<network><name>hy</name><forward mode='pci-passthrough-hybrid'><pf dev='eth1'/></forward></network>`,
 };
 
-export function makeGuestWorld(t: Test, kind: HostKind, seed: kernel.SimSeed = SEED): GuestWorld {
-  const dir = t.testdir({});
+/** `spawnIp`: on the fixture, run the fake `ip` as a process (LinuxHost's real runner), not in-process. */
+export function makeGuestWorld(t: Test, kind: HostKind, seed: kernel.SimSeed = SEED, opts: { spawnIp?: boolean } = {}): GuestWorld {
+  const dir = scratchDir(t);
   const settings: Settings = {
     ...DEFAULT_SETTINGS,
     configDir: join(dir, 'etc'),
     stateDir: join(dir, 'run'),
+    journalDir: join(dir, 'journal'),
     host: kind === 'sim' ? `sim:${join(dir, 'host.json')}` : 'linux',
   };
   mkdirSync(join(settings.configDir, 'networks'), { recursive: true });
@@ -74,7 +77,14 @@ export function makeGuestWorld(t: Test, kind: HostKind, seed: kernel.SimSeed = S
     holdVfio = (addr, pid) => sim.holdVfioGroup(addr as never, pid);
   } else {
     const fx = makeFixtureKernel(join(dir, 'fx'), seed);
-    host = new LinuxHost({ sysfsRoot: fx.sysfs, procRoot: fx.proc, devRoot: fx.dev, ipPath: fx.ipPath, writeSysfs: fx.writeSysfs });
+    host = new LinuxHost({
+      sysfsRoot: fx.sysfs,
+      procRoot: fx.proc,
+      devRoot: fx.dev,
+      ipPath: fx.ipPath,
+      writeSysfs: fx.writeSysfs,
+      runIp: opts.spawnIp ? undefined : fx.runIp,
+    });
     editKernel = async (fn) => {
       const s = loadKernel(fx.root);
       fn(s);

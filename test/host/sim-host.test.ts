@@ -1,4 +1,5 @@
 import t from 'tap';
+import { scratchDir } from '../helpers/scratch.js';
 import { join } from 'node:path';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { SimHost } from '../../src/host/sim-host.js';
@@ -8,7 +9,7 @@ import { hostSuite, IGB_FACTS, type HostFactory, type PfDriverFacts } from './ho
 import { spawnSleeper } from '../helpers/processes.js';
 
 function simUnderTest(t: Parameters<HostFactory>[0], pf: Record<string, unknown>, facts: PfDriverFacts) {
-  const file = join(t.testdir({}), 'host.json');
+  const file = join(scratchDir(t), 'host.json');
   writeFileSync(file, JSON.stringify({ pfs: [{ name: 'eth1', totalVfs: 7, ...pf }] }));
   const host = new SimHost(file);
   return {
@@ -46,7 +47,7 @@ t.test('simulated host, a driver pair other than igb/igbvf', async (t) => {
 });
 
 t.test('simulated host specifics', async (t) => {
-  const dir = t.testdir({});
+  const dir = scratchDir(t);
   const file = join(dir, 'host.json');
   writeFileSync(file, JSON.stringify({ pfs: [{ name: 'eth1', totalVfs: 7, address: '0000:01:00.0', offset: 128, stride: 2 }] }));
   const host = new SimHost(file);
@@ -60,7 +61,7 @@ t.test('simulated host specifics', async (t) => {
 });
 
 t.test('concurrent writers to one sim file see one machine', async (t) => {
-  const file = join(t.testdir({}), 'host.json');
+  const file = join(scratchDir(t), 'host.json');
   writeFileSync(file, JSON.stringify({ pfs: [{ name: 'eth1', totalVfs: 64 }] }));
   const host = new SimHost(file);
   await host.writeNumVfs('eth1' as NetdevName, 16);
@@ -71,7 +72,7 @@ t.test('concurrent writers to one sim file see one machine', async (t) => {
 });
 
 t.test('a seed is filled in once: what one reader sees, the next sees too', async (t) => {
-  const file = join(t.testdir({}), 'host.json');
+  const file = join(scratchDir(t), 'host.json');
   writeFileSync(file, JSON.stringify({ pfs: [{ name: 'eth1', totalVfs: 4, numVfs: 2 }] }));
   const first = [...(await new SimHost(file).getVfLinks('eth1' as NetdevName)).values()].map((l) => l.mac);
   const second = [...(await new SimHost(file).getVfLinks('eth1' as NetdevName)).values()].map((l) => l.mac);

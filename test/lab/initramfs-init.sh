@@ -13,6 +13,9 @@
 #   vfpool.out=ABS     host path of the "out" share; mounted at the same path inside the root
 #   vfpool.modules=a,b modules loaded with the host's modprobe before the script
 #   vfpool.keep=ABS    a directory under /tmp or /run (the project) kept visible over the tmpfs
+#   vfpool.switchroot=1 switch_root into the shared root instead of chroot: the script runs as PID 1
+#                      of the real root (libvirt's per-domain mount namespace fails inside a chroot:
+#                      "Failed to create PTY"), writes its own status and powers off
 # Writes OUT/guest.log (script stdout+stderr, also on the console) and OUT/status (exit code),
 # then powers off. Any failure of our own ends in poweroff without a status file: the host
 # reports that as "no status" and shows console.log.
@@ -31,7 +34,7 @@ uptime_s() { read -r up _ </proc/uptime; echo "${up}s"; }
 say "started (uptime $(uptime_s))"
 die() { say "FATAL: $*"; sync; poweroff -f; sleep 5; exit 1; }   # exit -> panic -> reboot -> qemu -no-reboot quits
 
-script= cwd=/ outdir= modules= keep=
+script= cwd=/ outdir= modules= keep= switchroot=
 for w in $(cat /proc/cmdline); do
   case "$w" in
     vfpool.script=*) script=${w#*=} ;;
@@ -39,6 +42,7 @@ for w in $(cat /proc/cmdline); do
     vfpool.out=*) outdir=${w#*=} ;;
     vfpool.modules=*) modules=$(echo "${w#*=}" | tr , ' ') ;;
     vfpool.keep=*) keep=${w#*=} ;;
+    vfpool.switchroot=*) switchroot=${w#*=} ;;
   esac
 done
 [ -n "$script" ] || die "no vfpool.script= on the kernel command line"
@@ -97,6 +101,18 @@ fi
 
 mkdir -p "$R/tmp/home"
 say "running $script in $cwd (uptime $(uptime_s))"
+if [ "$switchroot" = 1 ]; then
+  # The shared root's busybox powers off; /run is a tmpfs there, so the runner can live in it.
+  cat >"$R/run/vfpool-lab-pid1.sh" <<PID1
+cd "$cwd" || exit 126
+( env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp/home TERM=dumb LANG=C.UTF-8 \\
+    VFPOOL_LAB_GUEST=1 VFPOOL_LAB_OUT="$outdir" /bin/bash "$script" </dev/null; echo \$? >/run/vfpool-lab-status ) 2>&1 | tee "$outdir/guest.log"
+cp /run/vfpool-lab-status "$outdir/status"
+sync
+/bin/busybox poweroff -f
+PID1
+  exec switch_root "$R" /bin/bash /run/vfpool-lab-pid1.sh
+fi
 # stdin from /dev/null: a script waiting on the console would hang until the host's timeout.
 ( chroot "$R" /usr/bin/env -i \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \

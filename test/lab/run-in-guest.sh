@@ -3,12 +3,20 @@
 # SR-IOV PF (emulated Intel igb: 7 VFs) behind an emulated Intel IOMMU. The guest chroots into
 # the host's / (shared read-only over 9p), so the script uses the host's node/ip/modprobe/qemu.
 #
-# usage: run-in-guest.sh [--timeout SECS] [--cwd DIR] SCRIPT OUTDIR
+# usage: run-in-guest.sh [--timeout SECS] [--cwd DIR] [--qemu CMD] [--devices FILE]
+#                        [--modules a,b] SCRIPT OUTDIR
 #   SCRIPT  runs as `/bin/bash SCRIPT` in the guest, cwd DIR (default: the repo root).
 #   OUTDIR  writable in the guest at the same path; gets guest.log (script stdout+stderr),
-#           status, console.log (serial console: kernel + init) and qemu.log.
+#           status, console.log (serial console: kernel + init) and qemu.log. Other files the
+#           caller put there (expectations for SCRIPT) stay and are readable in the guest.
+#   --qemu CMD      what to run instead of the host's qemu-system-x86_64: another QEMU (e.g.
+#                   scripts/qemu-sriov) or vfpool's wrapper (qemu-args/vfpool-qemu, which finds
+#                   the domain by `-name guest=…` in --devices and execs $VFPOOL_QEMU).
+#   --devices FILE  the guest's own hardware: QEMU arguments, one argv element per line (empty
+#                   lines ignored), in place of the default igb PF on a root port (chassis 1).
+#   --modules a,b   modules loaded before SCRIPT (default: igb,igbvf,vfio,vfio_pci,vfio_iommu_type1).
 # In the guest: / is read-only, /tmp /run /dev/shm are tmpfs, HOME=/tmp/home,
-# VFPOOL_LAB_GUEST=1 and VFPOOL_LAB_OUT=OUTDIR; igb igbvf vfio-pci vfio_iommu_type1 are loaded.
+# VFPOOL_LAB_GUEST=1 and VFPOOL_LAB_OUT=OUTDIR; the modules above are loaded.
 # Prints guest.log live on stdout. Exit: the script's status; 124 timeout (default 600 s,
 # counted from QEMU's start); 125 the guest never wrote a status (reason on stderr, console.log
 # tail shown); 2 bad arguments.
@@ -21,18 +29,23 @@ repo=$(cd "$here/../.." && pwd)
 err() { echo "run-in-guest: $*" >&2; exit 125; }     # the lab itself is broken: no guest status
 usage() { echo "run-in-guest: $*" >&2; exit 2; }     # the caller asked for something impossible
 
-timeout_s=600 cwd=$repo
+timeout_s=600 cwd=$repo qemu= devices= modules=igb,igbvf,vfio,vfio_pci,vfio_iommu_type1
 while [ $# -gt 0 ]; do
   case "$1" in
     --timeout) [ $# -ge 2 ] || usage "--timeout needs seconds"; timeout_s=$2; shift 2 ;;
     --cwd) [ $# -ge 2 ] || usage "--cwd needs a directory"; cwd=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --qemu) [ $# -ge 2 ] || usage "--qemu needs a command"; qemu=$2; shift 2 ;;
+    --devices) [ $# -ge 2 ] || usage "--devices needs a file"; devices=$2; shift 2 ;;
+    --modules) [ $# -ge 2 ] || usage "--modules needs a comma-separated list"; modules=$2; shift 2 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     --) shift; break ;;
     -*) usage "unknown option $1" ;;
     *) break ;;
   esac
 done
-[ $# -eq 2 ] || usage "usage: run-in-guest.sh [--timeout SECS] [--cwd DIR] SCRIPT OUTDIR"
+[ $# -eq 2 ] || usage "usage: run-in-guest.sh [--timeout SECS] [--cwd DIR] [--qemu CMD] [--devices FILE] [--modules a,b] SCRIPT OUTDIR"
+[[ "$modules" =~ ^[A-Za-z0-9_,-]+$ ]] || usage "--modules wants module names separated by commas, got '$modules'"
+[ -z "$devices" ] || [ -f "$devices" ] || usage "no such devices file: $devices"
 [[ "$timeout_s" =~ ^[1-9][0-9]*$ ]] || usage "--timeout wants whole seconds, got '$timeout_s'"
 [ -f "$1" ] || usage "no such script: $1"
 [ -d "$cwd" ] || usage "no such directory: $cwd"
@@ -69,8 +82,20 @@ kver=${VFPOOL_LAB_KVER:-$(ls /boot/vmlinuz-* 2>/dev/null | sed 's|^/boot/vmlinuz
 [ -n "$kver" ] && [ -r "/boot/vmlinuz-$kver" ] || err "no readable /boot/vmlinuz-${kver:-*}"
 # The guest loads its modules with the host's modprobe from the shared /lib/modules.
 [ -f "/lib/modules/$kver/modules.dep" ] || err "no /lib/modules/$kver/modules.dep"
-qemu=$(command -v qemu-system-x86_64) || err "qemu-system-x86_64 not installed"
-"$qemu" -device help 2>/dev/null | grep -q '"igb"' || err "$qemu has no igb device (need QEMU >= 8, bookworm-backports)"
+if [ -n "$qemu" ]; then
+  qemu=$(command -v "$qemu") || usage "--qemu: no such command: $qemu"
+else
+  qemu=$(command -v qemu-system-x86_64) || err "qemu-system-x86_64 not installed"
+fi
+if [ -n "$devices" ]; then
+  mapfile -t guest_devices < <(grep -v '^[[:space:]]*$' "$devices")
+else
+  "$qemu" -device help 2>/dev/null | grep -q '"igb"' || err "$qemu has no igb device (need QEMU >= 8, bookworm-backports)"
+  # The igb PF must sit behind a PCIe root port: SR-IOV needs PCI Express (no VFs on pcie.0),
+  # and its VFs appear on the port's bus (01:10.0, 01:10.2, ...).
+  guest_devices=(-netdev user,id=n0 -device pcie-root-port,id=rp0,chassis=1,slot=1
+    -device igb,netdev=n0,bus=rp0,mac=52:54:00:aa:bb:01)
+fi
 
 # Initramfs cache: keyed by kernel version and the builder's own files, so editing the init
 # rebuilds it. Built to a temp name and renamed, so parallel runs never see half a file.
@@ -106,7 +131,6 @@ esac
 rm -f "$out/status" "$out/guest.log" "$out/console.log" "$out/qemu.log"
 : >"$out/guest.log"
 
-modules=igb,igbvf,vfio,vfio_pci,vfio_iommu_type1
 args=(
   -machine q35 "${accel_args[@]}" -m 2048 -smp 2
   -nodefaults -no-reboot -display none -monitor none
@@ -117,16 +141,17 @@ args=(
   -device intel-iommu,intremap=on,caching-mode=on
   -kernel "/boot/vmlinuz-$kver" -initrd "$initrd"
   # panic=-1 + -no-reboot: if /init dies the kernel panics, "reboots", and QEMU exits at once.
-  -append "console=ttyS0 panic=-1 loglevel=4 intel_iommu=on vfpool.script=$script vfpool.cwd=$cwd vfpool.out=$out vfpool.modules=$modules${keep:+ vfpool.keep=$keep}${VFPOOL_LAB_APPEND:+ $VFPOOL_LAB_APPEND}"
+  # no_timer_check: under TCG on a loaded host (several guests on 2 shared cores) the kernel's
+  # early check that the timer IRQ arrives through the interrupt-remapped IO-APIC can miss its
+  # window, and with intremap on that is a panic at 0.07 s ("timer doesn't work through
+  # Interrupt-remapped IO-APIC"; seen here with three guests booting at once).
+  -append "console=ttyS0 panic=-1 loglevel=4 intel_iommu=on no_timer_check vfpool.script=$script vfpool.cwd=$cwd vfpool.out=$out vfpool.modules=$modules${keep:+ vfpool.keep=$keep}${VFPOOL_LAB_APPEND:+ $VFPOOL_LAB_APPEND}"
   # multidevs=remap: / spans several host filesystems; without it inode numbers can collide.
   -fsdev local,id=fs0,path=/,security_model=none,readonly=on,multidevs=remap
   -device virtio-9p-pci,fsdev=fs0,mount_tag=hostroot
   -fsdev "local,id=fs1,path=$out,security_model=none,multidevs=remap"
   -device virtio-9p-pci,fsdev=fs1,mount_tag=out
-  # The igb PF must sit behind a PCIe root port: SR-IOV needs PCI Express (no VFs on pcie.0),
-  # and its VFs appear on the port's bus (01:10.0, 01:10.2, ...).
-  -netdev user,id=n0 -device pcie-root-port,id=rp0,chassis=1,slot=1
-  -device igb,netdev=n0,bus=rp0,mac=52:54:00:aa:bb:01
+  "${guest_devices[@]}"
 )
 
 qpid= tpid=

@@ -1,6 +1,7 @@
 /**
  * Pool activation and removal (seed 000) through the core, on any Host: the same assertions run
- * on the simulated host, on LinuxHost over a fixture sysfs, and in the lab on a real igb PF.
+ * on the simulated host and in the lab on a real igb PF (LinuxHost over a fixture sysfs runs one
+ * activation end to end: test/host/linux-host-flow.test.ts).
  */
 import type { Test } from 'tap';
 import { eachWithFresh } from '../helpers/suite.js';

@@ -1,12 +1,9 @@
 import t from 'tap';
-import { join } from 'node:path';
-import { LinuxHost } from '../../src/host/linux-host.js';
 import { parsePoolXml } from '../../src/config/pool-xml.js';
 import { startPool } from '../../src/pool/pools.js';
 import { HostError } from '../../src/errors.js';
 import type { NetdevName } from '../../src/types.js';
 import { makeSimEnv } from '../helpers/env.js';
-import { fakeVfioHolder, makeFixtureKernel } from '../helpers/fixture-kernel.js';
 import { numVfsWrites, recordingHost } from '../helpers/recording-host.js';
 import { spawnSleeper } from '../helpers/processes.js';
 import { activationSuite, poolXml } from './activation-suite.js';
@@ -22,25 +19,6 @@ t.test('on the simulated host', async (t) => {
         const s = spawnSleeper();
         await w.sim.holdVfioGroup(vf.address, s.pid);
         return { pid: s.pid, release: s.kill };
-      },
-    };
-  });
-});
-
-t.test('on LinuxHost over a fixture sysfs', async (t) => {
-  activationSuite(t, async (t) => {
-    const w = makeSimEnv(t);
-    const fx = makeFixtureKernel(join(w.dir, 'fixture'), { pfs: [{ name: 'eth0', totalVfs: 7, vfDriver: 'igbvf' }] });
-    w.ctx.host = new LinuxHost({ sysfsRoot: fx.sysfs, procRoot: fx.proc, devRoot: fx.dev, ipPath: fx.ipPath, writeSysfs: fx.writeSysfs });
-    let pid = 5000;
-    return {
-      ctx: w.ctx,
-      pf: 'eth0' as NetdevName,
-      totalVfs: 7,
-      holdVfio: async (vf) => {
-        const p = pid++;
-        const release = fakeVfioHolder(fx, p, vf.iommuGroup!);
-        return { pid: p, release: async () => release() };
       },
     };
   });

@@ -4,11 +4,13 @@ import { domainXml } from '../helpers/libvirt-domains.js';
 import { spawnEntry, vfpoolCli } from '../helpers/spawn.js';
 
 /**
- * libvirt runs the hooks of different domains in parallel. 64 guests started at once on a pool
- * of 64 VFs, each through the real hook (its own process), must end with 64 different VFs and
- * no error; a 65th then finds the pool exhausted (exit 3).
+ * libvirt runs the hooks of different domains in parallel. N guests started at once on a pool
+ * of N VFs, each through the real hook (its own process), must end with N different VFs and
+ * no error; one more then finds the pool exhausted (exit 3). N = 16 is eight hook processes
+ * per core on the 2-core CI machine, all contending for the state lock at once; 64 took the
+ * same lock path and were a third of all the processes the suite starts.
  */
-const N = 64;
+const N = 16;
 const mac = (i: number) => `52:54:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 0xff).toString(16).padStart(2, '0')}`;
 
 t.test(`${N} prepares at once on a ${N}-VF pool: ${N} distinct VFs; the ${N + 1}th gets exit 3`, async (t) => {

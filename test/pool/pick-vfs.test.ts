@@ -16,7 +16,7 @@ const member = (i: number, driver: string | null = 'vfio-pci'): Member => ({
 const POOL: PoolSpec = { name: 'p', mode: 'hostdev', managed: true, pfs: [{ dev: PF, numVfs: 4 }], interfaces: [], addresses: [], origin: 'definition' };
 const MEMBERS = [member(0), member(1), member(2)];
 const request = (index: number): VfRequest => ({
-  ...noVfSettings(), index, field: `vfpool:hostdev #${index + 1}`, source: 'metadata', pool: 'p', netdev: null, address: null, mac: `52:54:00:00:00:0${index}` as MacAddress, pairedMac: null,
+  ...noVfSettings(), index, field: `vfpool:hostdev #${index + 1}`, source: 'metadata', pool: 'p', netdev: null, address: null, mac: `52:54:00:00:00:0${index}` as MacAddress, pairedMac: null, guestSlot: null,
 });
 const fromPool = (index: number): ResolvedRequest => ({ request: request(index), pool: POOL, mode: 'hostdev', named: null });
 const named = (index: number, m: Member, pool: PoolSpec | null = null): ResolvedRequest => ({ request: request(index), pool, mode: 'hostdev', named: m });

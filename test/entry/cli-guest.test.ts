@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { makeSimEnv } from '../helpers/env.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
 import { vfpoolCli } from '../helpers/spawn.js';
+import { readStatus } from '../../src/pool/status.js';
 
 /** `vfpool prepare|release --xml FILE`: the guest steps without libvirt. */
 t.test('prepare and release a domain from an XML file', async (t) => {
@@ -12,7 +13,8 @@ t.test('prepare and release a domain from an XML file', async (t) => {
   await w.sim.writeNumVfs('eth1' as never, 2); // materialise the seed: a seed file is filled in (random MACs) on every read until then
   const file = join(w.dir, 'vm1.xml');
   writeFileSync(file, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:01' vlan='12'/>` }));
-  const status = async () => JSON.parse((await vfpoolCli(['status', '--json'], { env: w.env })).stdout).pfs[0].vfs;
+  // What `vfpool status --json` prints (cli.test.ts runs that command), read in-process.
+  const status = async () => JSON.parse(JSON.stringify(await readStatus(w.ctx))).pfs[0].vfs;
   const before = await status();
 
   const dry = await vfpoolCli(['prepare', '--xml', file, '--dry-run'], { env: w.env });

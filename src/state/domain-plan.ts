@@ -1,0 +1,220 @@
+import { createHash } from 'node:crypto';
+import { chmodSync, chownSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import writeFileAtomic from 'write-file-atomic';
+import { BadInputError, errnoOf, HostError } from '../errors.js';
+import { parseGuestMac, parseObjectName, parsePciAddress, type MacAddress, type PciAddress } from '../types.js';
+
+/**
+ * The per-domain wrapper file: what `prepare` (root) decided for one domain, read by the QEMU
+ * wrapper, which under libvirt runs as the domain's QEMU user and cannot read root's state.
+ *
+ *   $VFPOOL_STATE_DIR/qemu/<domain>/plan.json   (dir 0700, file 0600, both owned by QEMU's uid:gid)
+ *
+ * The QEMU user may write the directory (QEMU creates vfpool's QMP socket there), so the
+ * wrapper validates everything it reads: a plan is data that ends up in QEMU's argv.
+ */
+export interface DomainPlanVf {
+  /** QEMU device id, stable: `vfpool-vf0`, `vfpool-vf1`, … (request order). */
+  id: string;
+  /** The VF's BDF (vfio-pci host=); null when emulated. */
+  host: PciAddress | null;
+  /** Simulated host + VFPOOL_SIM_VF_DEVICE: a QEMU NIC model (e.g. `e1000e`) instead of vfio-pci. */
+  emulatedModel: string | null;
+  /** The MAC set on the VF (an emulated NIC carries it as mac=). */
+  mac: MacAddress | null;
+  /** Hybrid: the virtio-net standby on libvirt's command line, found by this MAC. */
+  failoverStandbyMac: MacAddress | null;
+  /** Pinned by metadata (`guest-slot`), else generated deterministically from the command line. */
+  guestAddress: { slot: number } | null;
+}
+
+export interface DomainPlanSriovNic {
+  /** `vfpool-sriov0`, … : the PF is `ID-pf`, VF M is `ID-vfM`, netdev K is `ID-netK` (0 = PF). */
+  id: string;
+  vfs: number;
+  /** The netdev type every function gets (`user`, `tap`, `socket`, …). */
+  backend: string;
+  /** Extra `-netdev` options (kv, no id), the same for every function. */
+  backendOptions: string | null;
+  /** PF first, then VF 0..N-1; stable per domain. */
+  macs: MacAddress[];
+}
+
+export interface DomainPlanV1 {
+  version: 1;
+  domain: string;
+  uuid: string | null;
+  /** 'cmdline': devices go on QEMU's command line; 'hotplug': the wrapper reserves root ports, the `started` hook device_adds. */
+  delivery: 'cmdline' | 'hotplug';
+  vfs: DomainPlanVf[];
+  sriovNics: DomainPlanSriovNic[];
+}
+
+export { MAX_SRIOV_NIC_VFS, SRIOV_BACKENDS, validateBackend } from '../sriov-nic-settings.js';
+import { MAX_SRIOV_NIC_VFS, validateBackend } from '../sriov-nic-settings.js';
+const MODEL_RE = /^[a-z0-9][a-z0-9_-]{0,31}$/;
+
+
+function fail(file: string, what: string): never {
+  throw new BadInputError(`${file}: ${what}`, 'this file is written by vfpool at prepare: run `vfpool release DOMAIN` and start the domain again');
+}
+
+/** Checks a parsed plan field by field; everything in it may end up in QEMU's argv. */
+export function validateDomainPlan(value: unknown, file: string): DomainPlanV1 {
+  const o = value as Record<string, unknown>;
+  if (!o || typeof o !== 'object' || Array.isArray(o)) fail(file, 'is not a JSON object');
+  if (o.version !== 1) fail(file, `has version ${JSON.stringify(o.version)}, this vfpool reads version 1`);
+  if (typeof o.domain !== 'string') fail(file, 'has no domain name');
+  const domain = parseObjectName(o.domain, `${file}: domain`);
+  if (o.uuid !== null && (typeof o.uuid !== 'string' || !/^[0-9a-f-]{32,36}$/.test(o.uuid))) fail(file, `uuid ${JSON.stringify(o.uuid)} is not a UUID`);
+  if (o.delivery !== 'cmdline' && o.delivery !== 'hotplug') fail(file, `delivery ${JSON.stringify(o.delivery)} is not 'cmdline' or 'hotplug'`);
+  if (!Array.isArray(o.vfs) || !Array.isArray(o.sriovNics)) fail(file, 'needs the arrays vfs and sriovNics');
+  const mac = (v: unknown, f: string): MacAddress | null => (v === null ? null : typeof v === 'string' ? parseGuestMac(v, `${file}: ${f}`) : fail(file, `${f} is not a MAC`));
+  const seenIds = new Set<string>();
+  const vfs = (o.vfs as unknown[]).map((raw, i): DomainPlanVf => {
+    const v = raw as Record<string, unknown>;
+    const f = `vfs[${i}]`;
+    if (!v || typeof v !== 'object') fail(file, `${f} is not an object`);
+    if (typeof v.id !== 'string' || !/^vfpool-vf[0-9]{1,3}$/.test(v.id) || seenIds.has(v.id)) fail(file, `${f}.id ${JSON.stringify(v.id)} is not a unique 'vfpool-vfN'`);
+    seenIds.add(v.id);
+    const host = v.host === null ? null : typeof v.host === 'string' ? parsePciAddress(v.host, `${file}: ${f}.host`) : fail(file, `${f}.host is not a PCI address`);
+    const model = v.emulatedModel;
+    if (model !== null && (typeof model !== 'string' || !MODEL_RE.test(model))) fail(file, `${f}.emulatedModel ${JSON.stringify(model)} is not a QEMU device name`);
+    if (host === null && model === null) fail(file, `${f} has neither host nor emulatedModel`);
+    const ga = v.guestAddress as { slot?: unknown } | null;
+    if (ga !== null && (typeof ga !== 'object' || !Number.isInteger(ga.slot) || (ga.slot as number) < 1 || (ga.slot as number) > 31)) fail(file, `${f}.guestAddress ${JSON.stringify(ga)} is not {slot: 1..31}`);
+    return {
+      id: v.id,
+      host,
+      emulatedModel: model as string | null,
+      mac: mac(v.mac, `${f}.mac`),
+      failoverStandbyMac: mac(v.failoverStandbyMac, `${f}.failoverStandbyMac`),
+      guestAddress: ga === null ? null : { slot: ga.slot as number },
+    };
+  });
+  const sriovNics = (o.sriovNics as unknown[]).map((raw, i): DomainPlanSriovNic => {
+    const n = raw as Record<string, unknown>;
+    const f = `sriovNics[${i}]`;
+    if (!n || typeof n !== 'object') fail(file, `${f} is not an object`);
+    if (n.id !== `vfpool-sriov${i}`) fail(file, `${f}.id ${JSON.stringify(n.id)} is not 'vfpool-sriov${i}'`);
+    if (!Number.isInteger(n.vfs) || (n.vfs as number) < 1 || (n.vfs as number) > MAX_SRIOV_NIC_VFS) fail(file, `${f}.vfs ${JSON.stringify(n.vfs)} is not 1..${MAX_SRIOV_NIC_VFS}`);
+    if (typeof n.backend !== 'string') fail(file, `${f}.backend is missing`);
+    if (n.backendOptions !== null && typeof n.backendOptions !== 'string') fail(file, `${f}.backendOptions is not a string`);
+    validateBackend(n.backend, n.backendOptions as string | null, `${file}: ${f}`);
+    if (!Array.isArray(n.macs) || n.macs.length !== (n.vfs as number) + 1) fail(file, `${f}.macs must list ${(n.vfs as number) + 1} MACs (PF, then each VF)`);
+    return { id: n.id, vfs: n.vfs as number, backend: n.backend, backendOptions: n.backendOptions as string | null, macs: (n.macs as unknown[]).map((m, k) => mac(m, `${f}.macs[${k}]`)!) };
+  });
+  return { version: 1, domain, uuid: (o.uuid as string | null) ?? null, delivery: o.delivery as DomainPlanV1['delivery'], vfs, sriovNics };
+}
+
+/**
+ * Stable MACs for an emulated SR-IOV NIC's functions (virtio-net VFs take no MAC through the
+ * PF: each needs its own mac= on the command line). Derived from the domain's identity, so the
+ * guest sees the same MACs on every boot: 52:54:00 (QEMU's prefix) + 3 bytes of a hash.
+ */
+export function sriovNicMacs(domain: string, uuid: string | null, nicIndex: number, vfs: number, avoid: Iterable<string> = []): MacAddress[] {
+  const taken = new Set<string>(avoid);
+  const macs: MacAddress[] = [];
+  for (let fn = 0; fn <= vfs; fn++) {
+    for (let attempt = 0; ; attempt++) {
+      const h = createHash('sha256').update(`${uuid ?? domain}/sriov-nic/${nicIndex}/${fn}/${attempt}`).digest();
+      const mac = `52:54:00:${[h[0]!, h[1]!, h[2]!].map((b) => b.toString(16).padStart(2, '0')).join(':')}`;
+      if (taken.has(mac)) continue;
+      taken.add(mac);
+      macs.push(mac as MacAddress);
+      break;
+    }
+  }
+  return macs;
+}
+
+function domainDir(stateDir: string, domain: string): string {
+  return join(stateDir, 'qemu', parseObjectName(domain, 'domain'));
+}
+
+export function domainPlanPath(stateDir: string, domain: string): string {
+  return join(domainDir(stateDir, domain), 'plan.json');
+}
+
+/** vfpool's QMP socket for the domain (created by QEMU itself, as the QEMU user). */
+export function domainQmpSocketPath(stateDir: string, domain: string): string {
+  return join(domainDir(stateDir, domain), 'qmp.sock');
+}
+
+/** The domain's wrapper directory (owned by its QEMU user): the plan, the QMP socket, the capability cache. */
+export function domainRunDir(stateDir: string, domain: string): string {
+  return domainDir(stateDir, domain);
+}
+
+/**
+ * Writes the plan atomically (temp file + fsync + rename), 0600, in a 0700 directory, both
+ * owned by `owner` (the domain's QEMU uid:gid from its DAC label; root without libvirt).
+ * `$VFPOOL_STATE_DIR` and its `qemu/` get o+x (0711): the QEMU user must traverse them, never list.
+ */
+export async function writeDomainPlan(stateDir: string, plan: DomainPlanV1, owner: { uid: number; gid: number }): Promise<string> {
+  const checked = validateDomainPlan(plan, `plan of domain '${plan.domain}'`);
+  const dir = domainDir(stateDir, checked.domain);
+  try {
+    mkdirSync(join(stateDir, 'qemu'), { recursive: true, mode: 0o711 });
+    for (const d of [stateDir, join(stateDir, 'qemu')]) {
+      const mode = statSync(d).mode & 0o777;
+      if ((mode & 0o711) !== 0o711) chmodSync(d, mode | 0o711);
+    }
+    mkdirSync(dir, { mode: 0o700, recursive: true });
+    const st = lstatSync(dir);
+    if (!st.isDirectory()) throw new HostError(`${dir} is not a directory`, { hint: 'remove it' });
+    chmodSync(dir, 0o700);
+    chownSync(dir, owner.uid, owner.gid);
+    const file = join(dir, 'plan.json');
+    await writeFileAtomic(file, JSON.stringify(checked, null, 2) + '\n', { mode: 0o600, fsync: true, chown: { uid: owner.uid, gid: owner.gid } });
+    return file;
+  } catch (err) {
+    if (err instanceof HostError) throw err;
+    throw new HostError(`cannot write the QEMU plan of domain '${checked.domain}' in ${dir}: ${errnoOf(err) ?? (err as Error).message}`, { code: errnoOf(err), cause: err });
+  }
+}
+
+/** Reads and validates the plan; null when the domain has none (vfpool adds nothing to its QEMU). */
+export function readDomainPlan(stateDir: string, domain: string): DomainPlanV1 | null {
+  const file = domainPlanPath(stateDir, domain);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return null;
+    throw new HostError(`cannot read ${file}: ${errnoOf(err) ?? (err as Error).message}`, { code: errnoOf(err), hint: 'it must be readable by the user QEMU runs as', cause: err });
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    fail(file, `is not valid JSON: ${(err as Error).message}`);
+  }
+  const plan = validateDomainPlan(value, file);
+  if (plan.domain !== domain) fail(file, `is the plan of domain '${plan.domain}', not '${domain}'`);
+  return plan;
+}
+
+/** Removes the domain's wrapper directory (plan, socket, cache). Idempotent. */
+export function removeDomainPlan(stateDir: string, domain: string): void {
+  rmSync(domainDir(stateDir, domain), { recursive: true, force: true });
+}
+
+/**
+ * The plan entries of a domain's `<vfpool:sriov-nic>` requests, ids and MACs filled in (MACs
+ * stable per domain, none equal to `avoidMacs`: the domain's other NICs).
+ */
+export function sriovNicPlans(
+  domain: string,
+  uuid: string | null,
+  nics: Array<{ vfs: number; backend: string; backendOptions: string | null }>,
+  avoidMacs: Iterable<string> = [],
+): DomainPlanSriovNic[] {
+  const taken = new Set<string>(avoidMacs);
+  return nics.map((n, i) => {
+    const macs = sriovNicMacs(domain, uuid, i, n.vfs, taken);
+    macs.forEach((m) => taken.add(m));
+    return { id: `vfpool-sriov${i}`, vfs: n.vfs, backend: n.backend, backendOptions: n.backendOptions, macs };
+  });
+}

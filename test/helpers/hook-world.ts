@@ -1,0 +1,39 @@
+/**
+ * A world for the hooks as libvirt runs them (test/entry): the seed-000 pool started on a
+ * simulated eth1, libvirt's run directory, and the environment a spawned hook sees.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Test } from 'tap';
+import { parsePoolXml } from '../../src/config/pool-xml.js';
+import { startPool } from '../../src/pool/pools.js';
+import { readStatus } from '../../src/pool/status.js';
+import { makeSimEnv, SEED_000_POOL, type SimEnv } from './env.js';
+import { spawnEntry, type Spawned } from './spawn.js';
+
+export const META = `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33' vlan='100'/>`;
+
+export interface HookEnv extends SimEnv {
+  hookEnv: Record<string, string>;
+  runDir: string;
+}
+
+export async function setupHookWorld(t: Test): Promise<HookEnv> {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
+  w.definePool('sriov-pool', SEED_000_POOL);
+  // In-process: the hooks are what these tests run as libvirt does (net-start's CLI: cli.test.ts).
+  await startPool(w.ctx, parsePoolXml(SEED_000_POOL, 'sriov-pool'), SEED_000_POOL);
+  const runDir = join(w.dir, 'libvirt-run');
+  mkdirSync(runDir, { recursive: true });
+  return { ...w, runDir, hookEnv: { ...w.env, VFPOOL_LIBVIRT_RUN_DIR: runDir } };
+}
+
+/** hooks/qemu with libvirt's argv and the domain XML on stdin. */
+export const qemuHook = (w: HookEnv, args: string[], stdin: string): Promise<Spawned> => spawnEntry('hooks/qemu', args, { env: w.hookEnv, stdin });
+
+/** What `vfpool status --json` prints, read in-process (the hooks' effects, from disk). */
+export async function hookStatus(w: HookEnv) {
+  return JSON.parse(JSON.stringify(await readStatus(w.ctx))) as {
+    pfs: Array<{ vfs: Array<{ address: string; mac: string; vlan: number; driver: string; owner: null | { domain: string; pool: string; via: string; pid?: number | null } }> }>;
+  };
+}

@@ -1,0 +1,62 @@
+import t from 'tap';
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PoolRegistry } from '../../src/pool/pool-registry.js';
+import { StateStore } from '../../src/state/store.js';
+import { poolXml } from './activation-suite.js';
+import { scratchDir } from '../helpers/scratch.js';
+
+function registry(t: Parameters<typeof scratchDir>[0]) {
+  const dir = scratchDir(t);
+  const store = new StateStore(join(dir, 'run'));
+  return { dir, store, reg: new PoolRegistry(join(dir, 'etc'), store) };
+}
+
+t.test('define writes NAME.xml (0644, one trailing newline), get and names find it, undefine removes it', async (t) => {
+  const { dir, reg } = registry(t);
+  t.same(reg.names(), [], 'no networks directory yet: no pools');
+  const xml = poolXml('eth1', 2, { name: 'p1' });
+  const spec = await reg.define(xml, 'p1.xml');
+  t.equal(spec.name, 'p1');
+  const file = join(dir, 'etc/networks/p1.xml');
+  t.equal(readFileSync(file, 'utf8'), xml + '\n');
+  t.equal(statSync(file).mode & 0o777, 0o644);
+  t.equal(reg.get('p1').name, 'p1');
+  t.same(reg.definition('p1')?.xml, xml + '\n');
+  t.equal(reg.definition('p2'), undefined);
+  writeFileSync(join(dir, 'etc/networks/README'), 'not a pool');
+  t.same(reg.names(), ['p1'], 'only *.xml files are pools');
+  reg.undefine('p1');
+  t.same(reg.names(), []);
+});
+
+t.test('refusals: unknown pool (exit 2), a bad name (exit 2, no file read), undefining an active pool (exit 3)', async (t) => {
+  const { dir, store, reg } = registry(t);
+  t.throws(() => reg.get('nope'), { exitCode: 2, message: "unknown pool 'nope'", hint: /define it with `vfpool net-define FILE` \(no .*nope\.xml\)/ });
+  t.throws(() => reg.undefine('nope'), { exitCode: 2, message: "unknown pool 'nope'" });
+  t.throws(() => reg.get('../etc/passwd'), { exitCode: 2, message: /pool name '\.\.\/etc\/passwd' is not a name vfpool accepts/ });
+  await t.rejects(reg.define('<network><name>p</name></network>', 'bad.xml'), { exitCode: 2, message: /^bad\.xml: / });
+  t.same(reg.names(), [], 'an invalid definition is not written');
+  const xml = poolXml('eth1', 2, { name: 'p1' });
+  await reg.define(xml, 'p1.xml');
+  await store.update((s) => {
+    s.pools.p1 = { xml, origin: 'definition', startedAt: new Date().toISOString(), activated: [] } as never;
+  });
+  t.throws(() => reg.undefine('p1'), { exitCode: 3, message: "pool 'p1' is active", hint: 'stop it first with `vfpool net-destroy p1`' });
+  t.ok(reg.definition('p1'), 'still defined');
+  mkdirSync(join(dir, 'etc/networks/p2.xml'));
+  t.throws(() => reg.readDefinition('p2'), { exitCode: 2, message: /p2\.xml is a directory/ }, 'a definition that cannot be read is not taken for a missing one');
+});
+
+t.test('a running pool is planned from the XML it was started with, and is listed without a file', async (t) => {
+  const { store, reg } = registry(t);
+  const started = poolXml('eth1', 2, { name: 'p1' });
+  await store.update((s) => {
+    s.pools.p1 = { xml: started, origin: 'definition', startedAt: new Date().toISOString(), activated: [] } as never;
+  });
+  t.same(reg.names(), ['p1']);
+  t.equal(reg.get('p1').pfs[0]!.numVfs, 2);
+  await reg.define(poolXml('eth1', 5, { name: 'p1' }), 'p1.xml');
+  t.equal(reg.get('p1').pfs[0]!.numVfs, 2, 'the running definition, not the edited file');
+  t.equal(reg.get('p1', { ...store.read(), pools: {} }).pfs[0]!.numVfs, 5, 'the file once it is stopped');
+});
