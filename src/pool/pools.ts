@@ -116,49 +116,49 @@ export async function startPool(
   return startPoolNow().then((r) => (journal.pool(ctx, 'pool-start', pool.name, r.actions), r), (e) => Promise.reject((journal.poolRefused(ctx, pool.name, 'start', e), e)));
 
   async function startPoolNow(): Promise<StartResult> {
-  const log = ctx.log.child(`pool '${pool.name}'`);
-  const record = (state: VfpoolState, change: ActivePool['change']) => {
-    const previous = state.pools[pool.name]?.activated ?? [];
-    state.pools[pool.name] = {
-      xml,
-      origin: pool.origin,
-      startedAt: new Date().toISOString(),
-      activated: [...previous.filter((a) => !activatedNow.some((b) => b.pf === a.pf)), ...activatedNow],
-      change,
+    const log = ctx.log.child(`pool '${pool.name}'`);
+    const record = (state: VfpoolState, change: ActivePool['change']) => {
+      const previous = state.pools[pool.name]?.activated ?? [];
+      state.pools[pool.name] = {
+        xml,
+        origin: pool.origin,
+        startedAt: new Date().toISOString(),
+        activated: [...previous.filter((a) => !activatedNow.some((b) => b.pf === a.pf)), ...activatedNow],
+        change,
+      };
     };
-  };
-  // 1. Under the lock: check, plan, record the intent.
-  const actions = await ctx.store.update(async (state) => {
-    const a = await plan(state, healPorts(ctx, state));
-    const changes = a.some((x) => x.kind === 'write-numvfs' || x.kind === 'bind-vfs');
-    const from = changes ? await pfCounts(ctx, pfs) : [];
-    record(state, changes ? { kind: 'starting', worker: process.pid, since: new Date().toISOString(), from } : null);
-    return a;
-  });
-  crashPoint('net-start:intent');
-  if (!actions.some((x) => x.kind === 'write-numvfs' || x.kind === 'bind-vfs')) {
-    log.info('started (nothing to change)');
-    return { pool, actions, applied: true };
-  }
-  // 2. Without the lock: change the PFs (undone in reverse on failure).
-  log.info(`starting: ${actions.length} step(s)`);
-  try {
-    await applyPlan(ctx.host, actions, log, ctx.apply);
-  } catch (err) {
-    await ctx.store.update((state) => {
-      if (state.pools[pool.name]?.change?.worker === process.pid) delete state.pools[pool.name];
+    // 1. Under the lock: check, plan, record the intent.
+    const actions = await ctx.store.update(async (state) => {
+      const a = await plan(state, healPorts(ctx, state));
+      const changes = a.some((x) => x.kind === 'write-numvfs' || x.kind === 'bind-vfs');
+      const from = changes ? await pfCounts(ctx, pfs) : [];
+      record(state, changes ? { kind: 'starting', worker: process.pid, since: new Date().toISOString(), from } : null);
+      return a;
     });
-    throw err;
-  }
-  crashPoint('net-start:applied');
-  // 3. Under the lock: settled.
-  await ctx.store.update((state) => {
-    const p = state.pools[pool.name];
-    if (p) p.change = null;
-    else record(state, null);
-  });
-  log.info('started');
-  return { pool, actions, applied: true };
+    crashPoint('net-start:intent');
+    if (!actions.some((x) => x.kind === 'write-numvfs' || x.kind === 'bind-vfs')) {
+      log.info('started (nothing to change)');
+      return { pool, actions, applied: true };
+    }
+    // 2. Without the lock: change the PFs (undone in reverse on failure).
+    log.info(`starting: ${actions.length} step(s)`);
+    try {
+      await applyPlan(ctx.host, actions, log, ctx.apply);
+    } catch (err) {
+      await ctx.store.update((state) => {
+        if (state.pools[pool.name]?.change?.worker === process.pid) delete state.pools[pool.name];
+      });
+      throw err;
+    }
+    crashPoint('net-start:applied');
+    // 3. Under the lock: settled.
+    await ctx.store.update((state) => {
+      const p = state.pools[pool.name];
+      if (p) p.change = null;
+      else record(state, null);
+    });
+    log.info('started');
+    return { pool, actions, applied: true };
   }
 }
 
@@ -198,37 +198,37 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
   return stopPoolNow().then((r) => (r.wasActive && journal.pool(ctx, 'pool-stop', name, r.actions), r), (e) => Promise.reject((journal.poolRefused(ctx, name, 'stop', e), e)));
 
   async function stopPoolNow(): Promise<StopResult> {
-  const log = ctx.log.child(`pool '${name}'`);
-  const r = await ctx.store.update(async (state) => {
-    const d = await decide(state, healPorts(ctx, state));
-    if (!d.wasActive) return d;
-    const p = state.pools[name]!;
-    if (d.actions.length === 0) delete state.pools[name];
-    else p.change = { kind: 'stopping', worker: process.pid, since: new Date().toISOString(), from: await pfCounts(ctx, d.actions.flatMap((a) => (a.kind === 'write-numvfs' ? [a.pf] : []))) };
-    return d;
-  });
-  if (!r.wasActive) return r;
-  crashPoint('net-destroy:intent');
-  if (r.actions.length) {
-    log.info(`stopping: ${r.actions.length} step(s)`);
-    try {
-      await applyPlan(ctx.host, r.actions, log, ctx.apply);
-    } catch (err) {
-      await ctx.store.update((state) => {
-        const p = state.pools[name];
-        if (p?.change?.worker === process.pid) p.change = null;
-      });
-      throw err;
-    }
-    crashPoint('net-destroy:applied');
-    await ctx.store.update((state) => {
-      if (state.pools[name]?.change?.worker === process.pid) delete state.pools[name];
+    const log = ctx.log.child(`pool '${name}'`);
+    const r = await ctx.store.update(async (state) => {
+      const d = await decide(state, healPorts(ctx, state));
+      if (!d.wasActive) return d;
+      const p = state.pools[name]!;
+      if (d.actions.length === 0) delete state.pools[name];
+      else p.change = { kind: 'stopping', worker: process.pid, since: new Date().toISOString(), from: await pfCounts(ctx, d.actions.flatMap((a) => (a.kind === 'write-numvfs' ? [a.pf] : []))) };
+      return d;
     });
-  }
-  for (const k of r.kept) log.warn(k.reason);
-  for (const pf of r.gone) log.warn(`PF ${pf} no longer exists: nothing to remove on it`);
-  log.info('stopped');
-  return { ...r, applied: true };
+    if (!r.wasActive) return r;
+    crashPoint('net-destroy:intent');
+    if (r.actions.length) {
+      log.info(`stopping: ${r.actions.length} step(s)`);
+      try {
+        await applyPlan(ctx.host, r.actions, log, ctx.apply);
+      } catch (err) {
+        await ctx.store.update((state) => {
+          const p = state.pools[name];
+          if (p?.change?.worker === process.pid) p.change = null;
+        });
+        throw err;
+      }
+      crashPoint('net-destroy:applied');
+      await ctx.store.update((state) => {
+        if (state.pools[name]?.change?.worker === process.pid) delete state.pools[name];
+      });
+    }
+    for (const k of r.kept) log.warn(k.reason);
+    for (const pf of r.gone) log.warn(`PF ${pf} no longer exists: nothing to remove on it`);
+    log.info('stopped');
+    return { ...r, applied: true };
   }
 }
 
