@@ -10,8 +10,8 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const entryDir = join(root, 'dist/src/entry');
-// run.js and qemu-args-command.js are helpers of the entry points, not entry points.
-const entries = readdirSync(entryDir).filter((f) => f.endsWith('.js') && f !== 'run.js' && f !== 'qemu-args-command.js');
+// run.js, qemu-args-command.js, migrate-command.js and migrate-pool.js are helpers of the entry points, not entry points.
+const entries = readdirSync(entryDir).filter((f) => f.endsWith('.js') && !['run.js', 'qemu-args-command.js', 'migrate-command.js', 'migrate-pool.js'].includes(f));
 
 // A bundle left from an entry point that no longer exists must not be installed.
 rmSync(join(root, 'dist/bin'), { recursive: true, force: true });

@@ -14,6 +14,7 @@ import { guestOptions, prepareGuest, planReleaseGuest, releaseGuest } from '../p
 import { DEFAULT_RECONCILE_GRACE_MS, reconcile } from '../pool/reconcile.js';
 import { parseObjectName } from '../types.js';
 import { printQemuArgs, qemuArgsCommand } from './qemu-args-command.js';
+import { migrateCommand } from './migrate-command.js';
 
 function readInputFile(file: string): string {
   try {
@@ -67,7 +68,7 @@ function withContext<T>(what: string, fn: (ctx: Context, args: T) => Promise<num
 const dryRun = (y: Argv) => y.option('dry-run', { type: 'boolean', default: false, describe: 'print the plan, change nothing' });
 const json = (y: Argv) => y.option('json', { type: 'boolean', default: false, describe: 'machine-readable output' });
 
-await yargs(hideBin(process.argv))
+await migrateCommand(yargs(hideBin(process.argv)).parserConfiguration({ 'populate--': true }), withContext)
   .scriptName('vfpool')
   .usage('$0 <command> [options]\n\nSR-IOV virtual-function pools for QEMU and libvirt.')
   .command('net-define <file>', 'define (or redefine) a pool from network XML', (y) => dryRun(y.positional('file', { type: 'string', demandOption: true })),
