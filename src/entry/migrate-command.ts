@@ -98,12 +98,15 @@ export function migrateCommand(y: Argv, withContext: WithContext): Argv {
       .option('json', { type: 'boolean', default: false }),
     withContext('migrate', async (ctx, a: { first: string; second?: string; xml?: string; description?: string; to?: string; role?: 'source' | 'destination'; failed: boolean; waitIncoming?: number; timeout: number; json: boolean; '--'?: string[]; _: unknown[] }) => {
       if (!STAGES.has(a.first)) return migrateWithLibvirt(ctx, a.first, a.second, (a['--'] ?? []).map(String), a.timeout);
-      const domain = a.second === undefined ? null : parseObjectName(a.second, 'domain');
+      // yargs reads `--xml -` (stdin, as the libvirt hook passes it) as --xml '' and an empty positional.
+      const xml = a.xml === '' ? '-' : a.xml;
+      const second = a.second === '' ? undefined : a.second;
+      const domain = second === undefined ? null : parseObjectName(second, 'domain');
       const needDomain = () => { if (domain === null) throw new BadInputError(`vfpool migrate ${a.first}: name the domain`); return domain; };
       switch (a.first) {
         case 'begin': {
-          if (a.xml !== undefined) {
-            const r = migrateBeginXml(readInput(a.xml, 'a domain XML'), () => null, a.xml);
+          if (xml !== undefined) {
+            const r = migrateBeginXml(readInput(xml, 'a domain XML'), () => null, xml === '-' ? 'migrate begin (stdin)' : xml);
             for (const m of r.mapped) ctx.log.info(m);
             process.stdout.write(r.xml);
             return 0;

@@ -11,7 +11,9 @@ total_p=0 total_f=0
 for t in qemu-loopback failover-guest libvirt-pair; do
   [ -f "$here/$t.test.sh" ] || continue
   echo "== $t"
-  out=$(bash "$here/$t.test.sh" 2>&1 | tee /dev/stderr | tail -n 1)
+  all=$(bash "$here/$t.test.sh" 2>&1)
+  printf '%s\n' "$all"
+  out=$(tail -n 1 <<<"$all")
   if [[ $out =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
     total_p=$((total_p + BASH_REMATCH[1])); total_f=$((total_f + BASH_REMATCH[2]))
   else
