@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs vfpool: the built tool under PREFIX/lib/vfpool, the CLI as PREFIX/bin/vfpool, and
-# libvirt's hooks as links in /etc/libvirt/hooks/{network,qemu}.d/vfpool. Idempotent.
+# Installs vfpool: the built tool under PREFIX/lib/vfpool, the CLI as PREFIX/bin/vfpool, the
+# QEMU wrapper as PREFIX/bin/vfpool-qemu (a domain's <emulator>), and libvirt's hooks as links
+# in /etc/libvirt/hooks/{network,qemu}.d/vfpool. Idempotent.
 #
 #   bash install.sh [--prefix /usr/local] [--dest-dir DIR] [--uninstall]
 #
@@ -31,7 +32,7 @@ hookdir=/etc/libvirt/hooks
 confdir=/etc/vfpool
 
 if [ $uninstall = 1 ]; then
-  rm -f "$destdir$hookdir/network.d/vfpool" "$destdir$hookdir/qemu.d/vfpool" "$destdir$prefix/bin/vfpool"
+  rm -f "$destdir$hookdir/network.d/vfpool" "$destdir$hookdir/qemu.d/vfpool" "$destdir$prefix/bin/vfpool" "$destdir$prefix/bin/vfpool-qemu"
   rm -rf "$destdir$libdir" "$destdir$prefix/lib"/vfpool.*
   echo "vfpool removed from $prefix (pool definitions in $confdir are kept)"
   exit 0
@@ -50,8 +51,8 @@ stage=$destdir$prefix/lib/$release
 mkdir -p "$stage/dist"
 # The bundles in dist/bin carry their dependencies (scripts/bundle.mjs): no node_modules needed.
 cp -R "$src/dist/bin" "$stage/dist/"
-cp -R "$src/hooks" "$src/package.json" "$stage/"
-chmod 0755 "$stage/dist/bin/"*.mjs "$stage/hooks/vfpool-hook"
+cp -R "$src/hooks" "$src/qemu-args" "$src/package.json" "$stage/"
+chmod 0755 "$stage/dist/bin/"*.mjs "$stage/hooks/vfpool-hook" "$stage/qemu-args/vfpool-qemu"
 ln -sfn "$release" "$destdir$libdir.tmp"
 # An install from before vfpool used a link is a directory, which a rename cannot replace.
 if [ -d "$destdir$libdir" ] && [ ! -L "$destdir$libdir" ]; then rm -rf "$destdir$libdir"; fi
@@ -62,6 +63,7 @@ done
 
 mkdir -p "$destdir$prefix/bin"
 ln -sfn "$libdir/dist/bin/cli.mjs" "$destdir$prefix/bin/vfpool"
+ln -sfn "$libdir/qemu-args/vfpool-qemu" "$destdir$prefix/bin/vfpool-qemu"
 
 new_hooks=0
 for driver in network qemu; do
@@ -83,7 +85,9 @@ CONF
   chmod 0644 "$destdir$confdir/vfpool.conf"
 fi
 if [ -z "$destdir" ]; then
-  install -d -m 0700 /run/vfpool
+  # 0711: the QEMU wrapper runs as the QEMU user and must reach qemu/NAME/ (its own 0700
+  # directory); it may traverse the state directory, never list or read it.
+  install -d -m 0711 /run/vfpool
 fi
 
 echo "vfpool installed in $libdir; hooks linked in $hookdir/network.d and $hookdir/qemu.d"

@@ -14,6 +14,9 @@ t.test('install.sh --dest-dir stages a complete, idempotent install and --uninst
   t.equal(readlinkSync(join(dest, 'etc/libvirt/hooks/network.d/vfpool')), '/opt/vfpool/lib/vfpool/hooks/network', 'links point at PREFIX, not the staging dir');
   t.equal(readlinkSync(join(dest, 'etc/libvirt/hooks/qemu.d/vfpool')), '/opt/vfpool/lib/vfpool/hooks/qemu');
   t.equal(readlinkSync(join(dest, 'opt/vfpool/bin/vfpool')), '/opt/vfpool/lib/vfpool/dist/bin/cli.mjs');
+  t.equal(readlinkSync(join(dest, 'opt/vfpool/bin/vfpool-qemu')), '/opt/vfpool/lib/vfpool/qemu-args/vfpool-qemu', 'the QEMU wrapper, for <emulator>');
+  t.ok(lstatSync(join(lib, 'qemu-args/vfpool-qemu')).mode & 0o100, 'the wrapper is executable');
+  t.ok(existsSync(join(lib, 'dist/bin/qemu-wrapper.mjs')), 'and its Node half is bundled');
   t.ok(lstatSync(join(lib, 'hooks/vfpool-hook')).mode & 0o100, 'the shim is executable');
   t.ok(existsSync(join(lib, 'dist/bin/network-hook.mjs')) && existsSync(join(lib, 'dist/bin/qemu-hook.mjs')), 'bundled entry points');
   t.notOk(existsSync(join(lib, 'node_modules')), 'no node_modules: the bundles carry their dependencies');
@@ -30,7 +33,7 @@ t.test('install.sh --dest-dir stages a complete, idempotent install and --uninst
 
   const un = await install('--dest-dir', dest, '--prefix', '/opt/vfpool', '--uninstall');
   t.equal(un.exitCode, 0);
-  for (const p of ['etc/libvirt/hooks/network.d/vfpool', 'etc/libvirt/hooks/qemu.d/vfpool', 'opt/vfpool/bin/vfpool', 'opt/vfpool/lib/vfpool']) {
+  for (const p of ['etc/libvirt/hooks/network.d/vfpool', 'etc/libvirt/hooks/qemu.d/vfpool', 'opt/vfpool/bin/vfpool', 'opt/vfpool/bin/vfpool-qemu', 'opt/vfpool/lib/vfpool']) {
     t.notOk(existsSync(join(dest, p)), `${p} removed`);
   }
   t.same(readdirSync(join(dest, 'opt/vfpool/lib')), [], 'and every install directory');

@@ -8,7 +8,7 @@ import { qemuArgvBySocket } from '../migrate/devices.js';
 import { migrateOverQmp } from '../migrate/failover.js';
 import type { MigrationQmp, PlanStore } from '../migrate/ports.js';
 import { DEFAULT_TIMEOUTS, peripheralIds } from '../migrate/qmp-steps.js';
-import { connectQmp, virshQmp } from '../migrate/qmp-unix.js';
+import { connectQmp, virshQmp } from '../migrate/qmp-port.js';
 import { fileRecordStore } from '../migrate/record.js';
 import { confirmStage, performStage, prepareStage, type StageDeps, type StageResult } from '../migrate/stages.js';
 import { domainQmpSocketPath, readDomainPlan, removeDomainPlan, writeDomainPlan } from '../state/domain-plan.js';

@@ -39,7 +39,7 @@ export async function qemuArgsCommand(settings: Settings, a: { domain?: string; 
     domain = spec.name;
     if (spec.hostdevs.length > 0) {
       throw new BadInputError(
-        `domain '${spec.name}': ${spec.hostdevs[0]!.field} needs a VF allocated first`,
+        `${spec.hostdevs[0]!.field} needs a VF allocated first`,
         `run \`vfpool prepare --xml ${a.xml}\`, then \`vfpool qemu-args ${spec.name}\``,
       );
     }

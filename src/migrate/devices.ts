@@ -1,15 +1,14 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BadInputError, HostError } from '../errors.js';
-import { planQemuArgs, type QmpDeviceAdd } from '../qemu/args.js';
+import { planHotplugDevices, type QmpDeviceAdd } from '../qemu/args.js';
 import { parseQemuArgv } from '../qemu/cmdline.js';
 import type { DomainPlanV1 } from '../state/domain-plan.js';
 
 /**
  * The device the wrapper gave (or, on a migration target, left off for) each VF of a plan,
- * as QMP device_add takes it. The generator is pure and places VFs from the plan and the
- * command line alone, so asking it again with the QEMU's own argv (minus -incoming, which makes
- * it leave plain VFs off) gives the same bus, slot and properties the wrapper computed.
+ * as QMP device_add takes it: src/qemu's planHotplugDevices over the QEMU's own argv (minus
+ * -incoming), the same bus, slot and properties the wrapper computed.
  */
 export function generatedDevices(plan: DomainPlanV1, argv: string[]): Map<string, QmpDeviceAdd> {
   const withoutIncoming: string[] = [];
@@ -20,10 +19,11 @@ export function generatedDevices(plan: DomainPlanV1, argv: string[]): Map<string
     }
     withoutIncoming.push(argv[i]!);
   }
-  // The wrapper already added vfpool's devices to this argv: drop them, or the generator refuses its own ids.
-  const own = stripVfpoolDevices(withoutIncoming);
-  const r = planQemuArgs({ ...plan, delivery: 'hotplug' }, parseQemuArgv(own), { qmpSocketPath: null });
-  return new Map(r.hotplug.map((d) => [d.id, d]));
+  // q35: the wrapper's root ports are on the running command line and say where each VF goes.
+  // i440fx: vfpool's own devices are dropped first, or the generator refuses its own ids.
+  const running = parseQemuArgv(withoutIncoming);
+  const devices = planHotplugDevices(plan, running.machine.kind === 'q35' ? running : parseQemuArgv(stripVfpoolDevices(withoutIncoming)));
+  return new Map(devices.map((d) => [d.id, d]));
 }
 
 /** Removes what the wrapper appended (vfpool-* devices, root ports, its QMP monitor) from a QEMU argv. */

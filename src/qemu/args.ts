@@ -51,8 +51,14 @@ export interface QemuArgsResult {
 
 export const QMP_CHARDEV_ID = 'vfpool-qmp';
 
-function deviceArg(d: QmpDeviceAdd): string {
-  return formatKv({ ...d } as Record<string, OptValue>, 'driver');
+/**
+ * One `-device` value in the form the command line already uses. QEMU creates every kv
+ * `-device` before every JSON one (qemu_create_cli_devices()), whatever their argv order:
+ * a kv failover primary added to libvirt's JSON command line would be created before its
+ * standby and not be hidden (tried on QEMU 10.0). So vfpool speaks JSON wherever libvirt does.
+ */
+export function deviceArg(props: Record<string, OptValue>, json: boolean): string {
+  return json ? JSON.stringify(props) : formatKv(props, 'driver');
 }
 
 function vfIndex(id: string): number {
@@ -101,6 +107,7 @@ function findStandby(cmd: ParsedCmdline, vf: DomainPlanVf, where: string): QemuD
 export function planQemuArgs(plan: DomainPlanV1, cmd: ParsedCmdline, opts: PlanQemuArgsOptions): QemuArgsResult {
   const dom = `domain '${plan.domain}'`;
   const q35 = cmd.machine.kind === 'q35';
+  const json = cmd.devices.some((d) => d.opts.form === 'json');
   const ids = new Set(cmd.ids);
   const claimId = (id: string) => {
     if (ids.has(id)) throw new ConflictError(`${dom}: QEMU's command line already has the id '${id}'`, 'vfpool names its own devices vfpool-*: remove them from the command line (the wrapper adds them)');
@@ -156,7 +163,7 @@ export function planQemuArgs(plan: DomainPlanV1, cmd: ParsedCmdline, opts: PlanQ
     if (q35) {
       rootPort = `vfpool-rp${vfIndex(vf.id)}`;
       claimId(rootPort);
-      added.push('-device', formatKv({ driver: 'pcie-root-port', id: rootPort, bus: cmd.rootBus, addr: hex(slot), chassis: takeChassis(chassis), slot: 0 }, 'driver'));
+      added.push('-device', deviceArg({ driver: 'pcie-root-port', id: rootPort, bus: cmd.rootBus, addr: hex(slot), chassis: takeChassis(chassis), slot: 0 }, json));
       bus = rootPort;
       addr = '0x0';
     } else if (plan.delivery === 'hotplug' && cmd.machine.acpi === false) {
@@ -174,7 +181,7 @@ export function planQemuArgs(plan: DomainPlanV1, cmd: ParsedCmdline, opts: PlanQ
     else devices.push(device);
     placements.push({ id: vf.id, bus, slot, rootPort, delivered: plan.delivery });
   }
-  for (const d of devices) added.push('-device', deviceArg(d));
+  for (const d of devices) added.push('-device', deviceArg({ ...d }, json));
 
   // Step 4: emulated SR-IOV NICs, always on the command line (nothing to hand over).
   plan.sriovNics.forEach((nic) => {
@@ -186,7 +193,7 @@ export function planQemuArgs(plan: DomainPlanV1, cmd: ParsedCmdline, opts: PlanQ
         'install QEMU 10.1 or later and point VFPOOL_QEMU at it',
       );
     }
-    added.push(...planSriovNic(nic, { rootBus: cmd.rootBus, slot: takeFreeSlot(slots, cmd, `${nic.id} of ${dom}`), chassis: takeChassis(chassis), claimId }));
+    added.push(...planSriovNic(nic, { rootBus: cmd.rootBus, slot: takeFreeSlot(slots, cmd, `${nic.id} of ${dom}`), chassis: takeChassis(chassis), claimId, json }));
   });
 
   // Step 5: vfpool's own QMP monitor, for hotplug at `started` and unplug before migration.
@@ -204,4 +211,24 @@ export function planQemuArgs(plan: DomainPlanV1, cmd: ParsedCmdline, opts: PlanQ
   }
   argv.push(...added);
   return { argv, added, edits, hotplug, placements };
+}
+
+/**
+ * For the `started` hook of a hotplug delivery: the `device_add` objects for a QEMU that runs
+ * with the command line the wrapper produced (read from /proc/PID/cmdline). They are the ones
+ * `planQemuArgs(...).hotplug` gave the wrapper: on q35 each VF goes into the root port the
+ * wrapper reserved (`vfpool-rpN`, refused if missing: QEMU was not started through the
+ * wrapper); on i440fx the slot choice is replayed (the wrapper added no device there).
+ */
+export function planHotplugDevices(plan: DomainPlanV1, running: ParsedCmdline): QmpDeviceAdd[] {
+  if (running.machine.kind !== 'q35') return planQemuArgs({ ...plan, delivery: 'hotplug', sriovNics: [] }, running, { qmpSocketPath: null }).hotplug;
+  return plan.vfs.map((vf) => {
+    const where = `domain '${plan.domain}': ${vf.id}`;
+    const rootPort = `vfpool-rp${vfIndex(vf.id)}`;
+    if (!running.devices.some((d) => d.id === rootPort && d.driver === 'pcie-root-port')) {
+      throw new BadInputError(`${where}: the running QEMU has no root port ${rootPort} on its command line`, "start the domain through vfpool-qemu (its <emulator>), which reserves the port");
+    }
+    const pairId = vf.failoverStandbyMac === null ? null : findStandby(running, vf, where).id ?? `${vf.id}-standby`;
+    return vfDevice(vf, where, rootPort, '0x0', pairId);
+  });
 }

@@ -1,5 +1,5 @@
 import { statSync } from 'node:fs';
-import { execa } from 'execa';
+import { execFile } from 'node:child_process';
 import { errnoOf, HostError } from '../errors.js';
 import { readJsonFile, writeJsonFileAtomic } from '../util/json-file.js';
 import type { QemuCaps } from './args.js';
@@ -30,11 +30,16 @@ export async function probeQemuCaps(qemu: string, cacheFile: string | null): Pro
       // A damaged cache is asked again and rewritten.
     }
   }
-  const r = await execa(qemu, ['-nodefaults', '-machine', 'none', '-device', 'virtio-net-pci,help'], { reject: false, env: { LC_ALL: 'C' }, extendEnv: true, stdin: 'ignore', timeout: 30_000 });
-  if (r.exitCode !== 0 && !/failover/.test(String(r.stdout))) {
-    throw new HostError(`QEMU '${qemu}' did not list virtio-net-pci's properties (exit ${r.exitCode ?? r.signal}): ${String(r.stderr).trim().split('\n')[0] ?? ''}`, { hint: 'check VFPOOL_QEMU' });
+  // node:child_process, not execa: the wrapper's bundle stays small (it runs at every guest start).
+  const r = await new Promise<{ code: number | string | null; stdout: string; stderr: string }>((resolve) => {
+    execFile(qemu, ['-nodefaults', '-machine', 'none', '-device', 'virtio-net-pci,help'], { env: { ...process.env, LC_ALL: 'C' }, timeout: 30_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number | string }).code ?? err.signal ?? 'error') : 0, stdout: String(stdout), stderr: String(stderr) });
+    });
+  });
+  if (r.code !== 0 && !/failover/.test(r.stdout)) {
+    throw new HostError(`QEMU '${qemu}' did not list virtio-net-pci's properties (exit ${r.code}): ${r.stderr.trim().split('\n')[0] ?? ''}`, { hint: 'check VFPOOL_QEMU' });
   }
-  const caps: QemuCaps = { qemu, sriovPf: /^\s*sriov-pf=/m.test(String(r.stdout)) };
+  const caps: QemuCaps = { qemu, sriovPf: /^\s*sriov-pf=/m.test(r.stdout) };
   if (cacheFile !== null) {
     await writeJsonFileAtomic(cacheFile, { ...caps, mtimeMs: st.mtimeMs, size: st.size } satisfies CachedCaps).catch(() => undefined);
   }

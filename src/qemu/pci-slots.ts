@@ -6,9 +6,9 @@ import { hex } from './qemu-opts.js';
  * The slots of the root PCI bus (pcie.0 on q35, pci.0 on i440fx) as QEMU will fill them from
  * the command line, so a device vfpool adds with an explicit `addr` collides with nothing.
  *
- * QEMU creates devices in argv order: one with `addr` takes that slot, one without takes the
- * lowest slot whose function 0 is free at that moment (pci_bus_devfn_available()). vfpool's
- * devices come last, so it replays that order and picks from the top of the bus downwards:
+ * QEMU creates the kv `-device`s in argv order, then the JSON ones in argv order: one with
+ * `addr` takes that slot, one without takes the lowest slot whose function 0 is free at that
+ * moment. vfpool's devices come last, so it replays that order and picks from the top of the bus downwards:
  * libvirt and people fill it from the bottom, and a guest's address then does not move when
  * a device is added below it.
  */
@@ -47,7 +47,8 @@ export function rootBusSlots(cmd: ParsedCmdline): SlotMap {
     autoPlace("QEMU's default VGA card (no -nodefaults)");
     autoPlace("QEMU's default NIC (no -nodefaults)");
   }
-  for (const d of cmd.devices) {
+  const creationOrder = [...cmd.devices.filter((d) => d.opts.form === 'kv'), ...cmd.devices.filter((d) => d.opts.form === 'json')];
+  for (const d of creationOrder) {
     if (!onRootBus(d, cmd)) continue;
     if (d.addr !== null) {
       if (!owner.has(d.addr.slot) || reserved.has(d.addr.slot)) owner.set(d.addr.slot, describe(d));
@@ -64,7 +65,7 @@ export function takeFreeSlot(slots: SlotMap, cmd: ParsedCmdline, forWhat: string
       return s;
     }
   }
-  throw new ConflictError(`no free slot left on ${cmd.rootBus} for ${forWhat}`, 'the guest has 31 devices on its root bus already: remove some, or ask for fewer VFs');
+  throw new ConflictError(`no free slot left on ${cmd.rootBus} for ${forWhat}`, "every slot of the guest's root bus is taken: remove devices, or ask for fewer VFs");
 }
 
 /** A slot pinned by the metadata: refused if the chipset or a device on the command line has it. */

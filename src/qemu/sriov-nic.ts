@@ -16,7 +16,7 @@ import { formatKv, hex } from './qemu-opts.js';
  */
 export function planSriovNic(
   nic: DomainPlanSriovNic,
-  at: { rootBus: string; slot: number; chassis: number; claimId: (id: string) => void },
+  at: { rootBus: string; slot: number; chassis: number; claimId: (id: string) => void; json: boolean },
 ): string[] {
   const where = `<vfpool:sriov-nic> ${nic.id}`;
   if (!Number.isInteger(nic.vfs) || nic.vfs < 1 || nic.vfs > MAX_SRIOV_NIC_VFS) {
@@ -34,11 +34,12 @@ export function planSriovNic(
     return nic.backendOptions ? `${base},${nic.backendOptions}` : base;
   };
   const addr = (fn: number) => `${hex(fn >> 3)}.${hex(fn & 7)}`;
-  const out: string[] = ['-device', formatKv({ driver: 'pcie-root-port', id: rp, bus: at.rootBus, addr: hex(at.slot), chassis: at.chassis, slot: 0 }, 'driver')];
+  const dev = (props: Record<string, string | number>) => (at.json ? JSON.stringify(props) : formatKv(props, 'driver'));
+  const out: string[] = ['-device', dev({ driver: 'pcie-root-port', id: rp, bus: at.rootBus, addr: hex(at.slot), chassis: at.chassis, slot: 0 })];
   for (let k = 0; k <= nic.vfs; k++) out.push('-netdev', netdev(k));
   for (let m = 0; m < nic.vfs; m++) {
-    out.push('-device', formatKv({ driver: 'virtio-net-pci', id: `${nic.id}-vf${m}`, netdev: net(m + 1), mac: nic.macs[m + 1]!, bus: rp, addr: addr(m + 1), 'sriov-pf': pf }, 'driver'));
+    out.push('-device', dev({ driver: 'virtio-net-pci', id: `${nic.id}-vf${m}`, netdev: net(m + 1), mac: nic.macs[m + 1]!, bus: rp, addr: addr(m + 1), 'sriov-pf': pf }));
   }
-  out.push('-device', formatKv({ driver: 'virtio-net-pci', id: pf, netdev: net(0), mac: nic.macs[0]!, bus: rp, addr: addr(0) }, 'driver'));
+  out.push('-device', dev({ driver: 'virtio-net-pci', id: pf, netdev: net(0), mac: nic.macs[0]!, bus: rp, addr: addr(0) }));
   return out;
 }

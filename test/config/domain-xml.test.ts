@@ -114,3 +114,25 @@ t.test('name and uuid are validated', async (t) => {
   t.throws(() => parseDomainXml(`<domain><name>a</name><uuid>nope</uuid></domain>`, 'x'), { exitCode: 2, message: /is not a UUID/ });
   t.throws(() => parseDomainXml(`<network/>`, 'x'), { exitCode: 2, message: /no <domain> element/ });
 });
+
+t.test('<vfpool:sriov-nic> (seed 003) and a pinned guest-slot are parsed; every bad value refused in one line', async (t) => {
+  const spec = parseDomainXml(meta(`<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33' guest-slot='0x10'/>
+      <vfpool:sriov-nic vfs='3' backend='user'/><vfpool:sriov-nic vfs='9' backend='socket' backend-options='listen=:1234'/><vfpool:sriov-nic vfs='1'/>`), 'x');
+  t.same(spec.sriovNics.map(({ vfs, backend, backendOptions }) => [vfs, backend, backendOptions]), [[3, 'user', null], [9, 'socket', 'listen=:1234'], [1, 'user', null]]);
+  t.equal(spec.hostdevs[0]!.guestSlot, 0x10);
+  t.equal(domainRequests(spec, pools)[0]!.guestSlot, 0x10, 'the pin reaches the request');
+  t.equal(requests(meta(`<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33' guest-slot='12'/>`))[0]!.guestSlot, 12);
+  const cases: Array<[string, string, RegExp]> = [
+    ['guest slot 0', `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33' guest-slot='0'/>`, /vfpool:hostdev #1: guest-slot='0' is not a slot from 0x1 to 0x1e/],
+    ['guest slot of the chipset', `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33' guest-slot='0x1f'/>`, /guest-slot='0x1f' is not a slot from 0x1 to 0x1e/],
+    ['guest slot not a number', `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33' guest-slot='ten'/>`, /guest-slot='ten'/],
+    ['no vfs', `<vfpool:sriov-nic backend='user'/>`, /vfpool:sriov-nic #1: has no vfs/],
+    ['0 VFs', `<vfpool:sriov-nic vfs='0'/>`, /vfpool:sriov-nic #1: vfs='0' is not a whole number from 1 to 255/],
+    ['256 VFs (past ARI)', `<vfpool:sriov-nic vfs='256'/>`, /vfs='256' is not a whole number from 1 to 255/],
+    ['unknown backend', `<vfpool:sriov-nic vfs='2' backend='carrier'/>`, /vfpool:sriov-nic #1: backend='carrier' is not a QEMU netdev type vfpool knows/],
+    ['backend options naming an id', `<vfpool:sriov-nic vfs='2' backend-options='id=x'/>`, /backend-options='id=x' is not a list of key=value without id=/],
+    ['backend options with a comma escape', `<vfpool:sriov-nic vfs='2' backend-options='a=b,,c'/>`, /backend-options='a=b,,c'/],
+    ['unknown attribute', `<vfpool:sriov-nic vfs='2' pf='x'/>`, /vfpool:sriov-nic #1: unknown attribute 'pf'/],
+  ];
+  for (const [name, inner, msg] of cases) t.throws(() => parseDomainXml(meta(inner), 'x'), { name: 'BadInputError', exitCode: 2, message: msg }, name);
+});

@@ -1,6 +1,6 @@
 // A QMP command from a shell test: `node qmp-cli.js SOCKET COMMAND [JSON-ARGUMENTS]` prints
 // QEMU's return value as JSON (exit 1 and QMP's error on stderr). Uses src/migrate's client.
-import { connectQmp } from '../../src/migrate/qmp-unix.js';
+import { connectQmp } from '../../src/migrate/qmp-port.js';
 
 const [sock, command, args] = process.argv.slice(2);
 if (!sock || !command) {

@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { HostError, RollbackError, type VfpoolError } from '../../src/errors.js';
 import { migrateBeginXml, describeForMigration, validateDescription } from '../../src/migrate/begin.js';
 import { generatedDevices } from '../../src/migrate/devices.js';
+import { planQemuArgs } from '../../src/qemu/args.js';
+import { parseQemuArgv } from '../../src/qemu/cmdline.js';
 import { migrateOverQmp } from '../../src/migrate/failover.js';
 import type { MigrationPool, MigrationQmp, MigrationRecordStore, PlanStore, QmpEvent, ReservedVf } from '../../src/migrate/ports.js';
 import type { MigrationRecordV1 } from '../../src/migrate/record.js';
@@ -81,7 +83,8 @@ function world(plan: DomainPlanV1 | null, qemu: FakeQemu, argv = BASE) {
     write: async (r) => { writes.push(`${r.stage} ${r.vfs.map((v) => `${v.id}:${v.unplugged ? 'u' : ''}${v.plugged ? 'p' : ''}`).join(' ')}`); records.set(r.domain, structuredClone(r)); },
     remove: (d) => { records.delete(d); },
   };
-  const deps: StageDeps = { plans: planStore, records: recordStore, pool, qmp: qemu, readArgv: () => argv, timeouts: { command: 1000, unplug: 200 } };
+  const deps: StageDeps = { plans: planStore, records: recordStore, pool, qmp: qemu, // What the wrapper exec'd: the given command line with vfpool's additions (its root ports, QMP monitor).
+    readArgv: (d) => planQemuArgs(plans.get(d)!, parseQemuArgv(argv), { qmpSocketPath: '/run/vfpool/qemu/vm1/qmp.sock' }).argv, timeouts: { command: 1000, unplug: 200 } };
   return { deps, plans, records, writes, poolLog, failPlanWrite: () => { failPlanWrite = true; } };
 }
 

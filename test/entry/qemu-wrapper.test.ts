@@ -1,0 +1,113 @@
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { planQemuArgs } from '../../src/qemu/args.js';
+import { parseQemuArgv } from '../../src/qemu/cmdline.js';
+import { decodeArgv, encodeArgv } from '../../src/qemu/wrapper-argv.js';
+import { domainQmpSocketPath, writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
+import type { MacAddress, PciAddress } from '../../src/types.js';
+import { libvirtQ35Argv } from '../helpers/qemu-argv.js';
+import { REPO } from '../helpers/spawn.js';
+
+/**
+ * The wrapper as libvirt runs it: a process with argv, an inherited descriptor (libvirt's
+ * monitor fd), and an environment of its own. A stand-in QEMU records the argv it got (NUL
+ * separated), its pid, the descriptor and exits 7; a stand-in Node records each start, so
+ * the fast path is proven not to start Node.
+ */
+const SHIM = join(REPO, 'qemu-args/vfpool-qemu');
+const MAC = '52:54:00:aa:bb:01' as MacAddress;
+
+function world(dir: string) {
+  const record = join(dir, 'qemu-record');
+  const nodeStarts = join(dir, 'node-starts');
+  const qemu = join(dir, 'fake-qemu');
+  writeFileSync(qemu, `#!/bin/sh
+{ printf '%s\\0' "pid=$$" "fd3=$(readlink /proc/$$/fd/3)"; for a do printf '%s\\0' "$a"; done; } >'${record}'
+exit 7
+`);
+  const node = join(dir, 'fake-node');
+  writeFileSync(node, `#!/bin/sh\necho start >>'${nodeStarts}'\nexec '${process.execPath}' "$@"\n`);
+  chmodSync(qemu, 0o755);
+  chmodSync(node, 0o755);
+  const env = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C', HOME: '/root', VFPOOL_CONFIG_DIR: join(dir, 'etc'), VFPOOL_STATE_DIR: join(dir, 'run'), VFPOOL_QEMU: qemu, VFPOOL_NODE: node };
+  const fd3File = join(dir, 'monitor-fd');
+  writeFileSync(fd3File, '');
+  const run = async (argv: string[], envOver: Record<string, string | undefined> = {}) => {
+    const fd = openSync(fd3File, 'r');
+    try {
+      // node:child_process, not execa: execa cannot hand a child a descriptor above 2.
+      const child = spawn(SHIM, argv, { env: { ...env, ...envOver }, stdio: ['ignore', 'ignore', 'pipe', fd] });
+      let stderr = '';
+      child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exitCode = await new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+      const r = { exitCode, stderr };
+      const rec = existsSync(record) ? readFileSync(record, 'utf8').split('\0').slice(0, -1) : null;
+      return { exitCode: r.exitCode, stderr: r.stderr, shimPid: child.pid, qemuPid: rec ? Number(rec[0]!.slice(4)) : null, fd3: rec?.[1]?.slice(4) ?? null, argv: rec?.slice(2) ?? null, nodeStarts: existsSync(nodeStarts) ? readFileSync(nodeStarts, 'utf8').split('\n').length - 1 : 0 };
+    } finally {
+      closeSync(fd);
+      for (const f of [record, nodeStarts]) if (existsSync(f)) writeFileSync(f, ''), (await import('node:fs')).rmSync(f);
+    }
+  };
+  return { dir, env, run, fd3File, state: join(dir, 'run'), qemu };
+}
+
+const hostile = ['with space', '$(touch /tmp/vfpool-pwned)', '`id`', 'a\nb\n', '', '*', '\\n\\', "'\"", '-'];
+
+t.test('fast path: no -name, or a domain without a plan, reaches QEMU untouched, same pid and fds, without starting Node', async (t) => {
+  const w = world(t.testdir({ etc: {}, run: {} }));
+  for (const argv of [['-version'], ['-S', '-name', 'guest=plain,debug-threads=on', ...hostile], ['-machine', 'none', '-qmp', 'unix:/x'], ['-name', 'guest=../etc,x=1']]) {
+    const r = await w.run(argv);
+    t.equal(r.exitCode, 7, 'QEMU\'s exit status');
+    t.same(r.argv, argv, 'argv byte for byte');
+    t.equal(r.qemuPid, r.shimPid, 'exec: QEMU has the pid libvirt started');
+    t.equal(r.fd3, w.fd3File, 'the inherited descriptor reaches QEMU');
+    t.equal(r.nodeStarts, 0, 'no Node start');
+  }
+  t.notOk(existsSync('/tmp/vfpool-pwned'), 'nothing was evaluated');
+});
+
+t.test('a planned domain: Node edits, the shim execs QEMU with exactly the generated argv (hostile arguments intact)', async (t) => {
+  const w = world(t.testdir({ etc: {}, run: {} }));
+  const plan: DomainPlanV1 = {
+    version: 1, domain: 'vm1', uuid: null, delivery: 'cmdline', sriovNics: [],
+    vfs: [{ id: 'vfpool-vf0', host: '0000:3b:02.0' as PciAddress, emulatedModel: null, mac: MAC, failoverStandbyMac: MAC, guestAddress: null }],
+  };
+  await writeDomainPlan(w.state, plan, { uid: process.getuid!(), gid: process.getgid!() });
+  const argv = [...libvirtQ35Argv('vm1', MAC), '-append', hostile.join(' '), ...hostile.flatMap((h) => ['-fw_cfg', h])];
+  const r = await w.run(argv);
+  t.equal(r.exitCode, 7, r.stderr);
+  t.equal(r.nodeStarts, 1, 'Node started once');
+  t.same(r.argv, planQemuArgs(plan, parseQemuArgv(argv), { qmpSocketPath: domainQmpSocketPath(w.state, 'vm1') }).argv, 'the generator\'s argv, exactly');
+  t.equal(r.qemuPid, r.shimPid, 'still exec: same pid');
+  t.equal(r.fd3, w.fd3File, 'the inherited descriptor survives the Node round trip');
+  t.notOk(existsSync('/tmp/vfpool-pwned'), 'nothing was evaluated');
+
+  const refused = await w.run(libvirtQ35Argv('vm1', '52:54:00:00:00:99'));
+  t.equal(refused.exitCode, 2, 'a refusal is the wrapper\'s exit status');
+  t.equal(refused.argv, null, 'QEMU not started');
+  t.match(refused.stderr, /^vfpool: domain 'vm1': vfpool-vf0: no virtio-net device with mac=52:54:00:aa:bb:01 on QEMU's command line to pair with: [^\n]*\n$/);
+});
+
+t.test('settings from vfpool.conf when the environment has none (libvirt runs the wrapper with its own)', async (t) => {
+  const w = world(t.testdir({ etc: {}, run: {} }));
+  const other = join(w.dir, 'state-from-conf');
+  mkdirSync(other);
+  await writeDomainPlan(other, { version: 1, domain: 'vm1', uuid: null, delivery: 'hotplug', vfs: [], sriovNics: [] }, { uid: process.getuid!(), gid: process.getgid!() });
+  writeFileSync(join(w.dir, 'etc/vfpool.conf'), `# comment\nVFPOOL_STATE_DIR = "${other}"\nVFPOOL_QEMU=${w.qemu}\n`);
+  const r = await w.run(['-name', 'vm1', '-machine', 'q35'], { VFPOOL_STATE_DIR: undefined, VFPOOL_QEMU: undefined });
+  t.equal(r.exitCode, 7, r.stderr);
+  t.same(r.argv?.slice(4), ['-chardev', `socket,id=vfpool-qmp,path=${other}/qemu/vm1/qmp.sock,server=on,wait=off`, '-mon', 'chardev=vfpool-qmp,mode=control']);
+});
+
+t.test('VFPOOL_QEMU pointing at the wrapper itself is refused, not an endless exec loop', async (t) => {
+  const w = world(t.testdir({ etc: {}, run: {} }));
+  const r = await w.run(['-version'], { VFPOOL_QEMU: SHIM });
+  t.same([r.exitCode, r.stderr], [1, `vfpool: VFPOOL_QEMU (${SHIM}) is the vfpool-qemu wrapper itself: point it at the real QEMU\n`]);
+});
+
+t.test('the argv encoding round-trips every argument', async (t) => {
+  t.same(decodeArgv(encodeArgv(hostile)), hostile);
+  t.same(decodeArgv(encodeArgv([])), []);
+});

@@ -1,0 +1,74 @@
+import t from 'tap';
+import { chmodSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { domainPlanPath, readDomainPlan, removeDomainPlan, sriovNicMacs, sriovNicPlans, validateDomainPlan, writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
+import type { MacAddress, PciAddress } from '../../src/types.js';
+
+const plan = (over: Partial<DomainPlanV1> = {}): DomainPlanV1 => ({
+  version: 1, domain: 'vm1', uuid: 'ebf70da1-98bb-421a-9158-82e2fa151c6c', delivery: 'hotplug',
+  vfs: [{ id: 'vfpool-vf0', host: '0000:3b:02.0' as PciAddress, emulatedModel: null, mac: '52:54:00:11:22:33' as MacAddress, failoverStandbyMac: null, guestAddress: { slot: 0x10 } }],
+  sriovNics: sriovNicPlans('vm1', null, [{ vfs: 3, backend: 'user', backendOptions: null }]),
+  ...over,
+});
+
+t.test('written atomically 0600 in a 0700 directory owned by the QEMU user; state dir and qemu/ traversable (0711); read back equal', async (t) => {
+  const state = join(t.testdir({}), 'run');
+  mkdirSync(state, { mode: 0o700 });
+  chmodSync(state, 0o700);
+  const owner = process.getuid!() === 0 ? { uid: 64055, gid: 64055 } : { uid: process.getuid!(), gid: process.getgid!() };
+  const file = await writeDomainPlan(state, plan(), owner);
+  t.equal(file, domainPlanPath(state, 'vm1'));
+  const f = statSync(file);
+  const d = statSync(join(state, 'qemu/vm1'));
+  t.same([f.mode & 0o777, f.uid, f.gid], [0o600, owner.uid, owner.gid], 'plan.json 0600, the QEMU user\'s');
+  t.same([d.mode & 0o777, d.uid, d.gid], [0o700, owner.uid, owner.gid], 'its directory 0700, the QEMU user\'s (QEMU creates the QMP socket there)');
+  t.equal(statSync(state).mode & 0o777, 0o711, 'the state dir: others may traverse, never list');
+  t.equal(statSync(join(state, 'qemu')).mode & 0o777, 0o711);
+  t.same(readDomainPlan(state, 'vm1'), plan());
+  await writeDomainPlan(state, plan({ delivery: 'cmdline' }), owner);
+  t.equal(readDomainPlan(state, 'vm1')?.delivery, 'cmdline', 'rewritten in place');
+  t.equal(readDomainPlan(state, 'other'), null, 'no plan: null (the wrapper adds nothing)');
+  removeDomainPlan(state, 'vm1');
+  removeDomainPlan(state, 'vm1');
+  t.equal(readDomainPlan(state, 'vm1'), null, 'removed, idempotently');
+});
+
+t.test('validated on read: the wrapper takes nothing from the file on trust', async (t) => {
+  const state = t.testdir({ qemu: { vm1: {} } });
+  const put = (v: unknown) => writeFileSync(join(state, 'qemu/vm1/plan.json'), typeof v === 'string' ? v : JSON.stringify(v));
+  const vf = plan().vfs[0]!;
+  const cases: Array<[string, unknown, RegExp]> = [
+    ['not JSON', '{', /plan.json: is not valid JSON/],
+    ['another version', { ...plan(), version: 2 }, /has version 2, this vfpool reads version 1/],
+    ['another domain\'s plan', plan({ domain: 'vm2' }), /is the plan of domain 'vm2', not 'vm1'/],
+    ['a bad delivery', { ...plan(), delivery: 'carrier-pigeon' }, /delivery "carrier-pigeon" is not 'cmdline' or 'hotplug'/],
+    ['an id that is not vfpool-vfN', plan({ vfs: [{ ...vf, id: 'x,bus=pci.0' }] }), /vfs\[0\]\.id "x,bus=pci.0" is not a unique 'vfpool-vfN'/],
+    ['two VFs with one id', plan({ vfs: [vf, vf] }), /vfs\[1\]\.id "vfpool-vf0" is not a unique/],
+    ['a host that is no BDF', plan({ vfs: [{ ...vf, host: '0000:3b:02.0,x=1' as PciAddress }] }), /vfs\[0\]\.host '0000:3b:02.0,x=1' is not a PCI address/],
+    ['a model with a comma', plan({ vfs: [{ ...vf, emulatedModel: 'e1000e,romfile=/etc/shadow' }] }), /emulatedModel "e1000e,romfile=\/etc\/shadow" is not a QEMU device name/],
+    ['neither host nor model', plan({ vfs: [{ ...vf, host: null }] }), /vfs\[0\] has neither host nor emulatedModel/],
+    ['a bad MAC', plan({ vfs: [{ ...vf, mac: 'ff:ff:ff:ff:ff:ff' as MacAddress }] }), /multicast MAC/],
+    ['slot 0', plan({ vfs: [{ ...vf, guestAddress: { slot: 0 } }] }), /guestAddress \{"slot":0\} is not \{slot: 1..31\}/],
+    ['256 VFs', plan({ sriovNics: [{ ...plan().sriovNics[0]!, vfs: 256 }] }), /sriovNics\[0\]\.vfs 256 is not 1..255/],
+    ['too few MACs', plan({ sriovNics: [{ ...plan().sriovNics[0]!, macs: [] }] }), /macs must list 4 MACs/],
+    ['backend options with an id', plan({ sriovNics: [{ ...plan().sriovNics[0]!, backendOptions: 'id=x' }] }), /backend-options='id=x' is not a list of key=value without id=/],
+  ];
+  for (const [name, v, msg] of cases) {
+    put(v);
+    t.throws(() => readDomainPlan(state, 'vm1'), { name: 'BadInputError', message: msg }, name);
+  }
+  t.throws(() => validateDomainPlan(null, 'f'), /f: is not a JSON object/);
+  t.throws(() => readDomainPlan(state, '../etc'), /is not a name vfpool accepts/, 'a domain name never leaves the state dir');
+});
+
+t.test('emulated SR-IOV MACs: stable per domain, distinct, locally administered, clear of the domain\'s other NICs', async (t) => {
+  const a = sriovNicMacs('vm1', null, 0, 8);
+  t.same(sriovNicMacs('vm1', null, 0, 8), a, 'same every boot');
+  t.equal(new Set(a).size, 9);
+  t.ok(a.every((m) => m.startsWith('52:54:00:')));
+  t.notSame(sriovNicMacs('vm2', null, 0, 8), a, 'another domain, other MACs');
+  t.notOk(sriovNicMacs('vm1', null, 0, 8, [a[3]!]).includes(a[3]!), 'a MAC the domain already uses is skipped');
+  const two = sriovNicPlans('vm1', null, [{ vfs: 2, backend: 'user', backendOptions: null }, { vfs: 2, backend: 'tap', backendOptions: null }]);
+  t.same(two.map((n) => n.id), ['vfpool-sriov0', 'vfpool-sriov1']);
+  t.equal(new Set(two.flatMap((n) => n.macs)).size, 6);
+});
