@@ -118,6 +118,7 @@ export function migrateCommand(y: Argv, withContext: WithContext): Argv {
           return 0;
         }
         case 'prepare': {
+          if (a.description === '') a.description = '-';
           if (a.description === undefined) throw new BadInputError('vfpool migrate prepare: give --description FILE (the output of `vfpool migrate begin DOMAIN` on the source)');
           let value: unknown;
           try { value = JSON.parse(readInput(a.description, 'a migration description')); } catch (err) {
