@@ -1,6 +1,6 @@
 import { HostError } from '../errors.js';
 import type { QmpDeviceAdd } from '../qemu/args.js';
-import type { DomainPlanV1, DomainPlanVf } from '../state/domain-plan.js';
+import type { DomainPlanVf } from '../state/domain-plan.js';
 import type { MigrationQmp, QmpEvent, QmpEventWaiter } from './ports.js';
 import type { QmpTimeouts } from './qmp-steps.js';
 
@@ -11,7 +11,7 @@ import type { QmpTimeouts } from './qmp-steps.js';
  * failover (a reboot into another OS) leaves it plugged but not negotiated: vfpool unplugs it.
  */
 export async function failoverState(
-  qmp: MigrationQmp, _plan: DomainPlanV1, vf: DomainPlanVf, devices: Map<string, QmpDeviceAdd>, _argv: string[], present: Set<string>, t: QmpTimeouts,
+  qmp: MigrationQmp, vf: DomainPlanVf, devices: Map<string, QmpDeviceAdd>, present: Set<string>, t: QmpTimeouts,
 ): Promise<'hidden' | 'negotiated' | 'not-negotiated'> {
   if (!present.has(vf.id)) return 'hidden';
   const standby = devices.get(vf.id)?.failover_pair_id;

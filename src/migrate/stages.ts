@@ -119,7 +119,7 @@ export async function performStage(deps: StageDeps, domain: string): Promise<Sta
     let mode: 'device_del' | 'failover' | 'hidden' = 'device_del';
     if (vf.kind === 'failover') {
       const pv = plan.vfs.find((p) => p.id === vf.id)!;
-      const state = await failoverState(qmp, plan, pv, devices, deps.readArgv!(domain), present, t);
+      const state = await failoverState(qmp, pv, devices, present, t);
       if (state === 'hidden') mode = 'hidden';
       else if (state === 'negotiated') { failoverPrimaries.push(vf.id); continue; }
     }

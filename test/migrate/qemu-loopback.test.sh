@@ -98,6 +98,10 @@ PORT=$(free_port)
 check "destination QEMU starts with -incoming tcp:127.0.0.1:$PORT" start_qemu dst vm1 -incoming "tcp:127.0.0.1:$PORT"
 no_vf_dst() { ! has_vf dst vm1 || { why="vfpool-vf0 already on the incoming QEMU"; return 1; }; qmp "$(sock dst vm1)" qom-list '{"path":"/machine/peripheral"}' | grep -q vfpool-rp0 || { why="no root port vfpool-rp0"; return 1; }; }
 check "destination starts without the plain VF, its root port reserved" no_vf_dst
+# The destination confirms by itself once the incoming migration ends (what its `started` hook
+# arms under libvirt): started before the source performs.
+vfpool_at dst migrate confirm vm1 --role destination --wait-incoming 120 >"$work/cd.log" 2>&1 &
+waiter=$!
 perform() { vfpool_at src migrate perform vm1 --to "tcp:127.0.0.1:$PORT" >"$work/perform.log" 2>&1 || { why="$(tr '\n' ' ' <"$work/perform.log")"; return 1; }
   grep -q 'device_del vfpool-vf0' "$work/perform.log" && grep -q 'migrated to' "$work/perform.log" || { why="$(tr '\n' ' ' <"$work/perform.log")"; return 1; }; }
 check "perform: device_del + DEVICE_DELETED on the source, QMP migrate completes" perform
@@ -106,8 +110,8 @@ src_gone() { ! has_vf src vm1 || { why="vfpool-vf0 still on the source"; return 
 check "source: the VF left the guest before its state moved" src_gone
 dst_status() { local s; s=$(qmp "$(sock dst vm1)" query-status); [[ $s == *'"status":"running"'* ]] || { why="$s"; return 1; }; }
 check "destination QEMU runs after the migration" dst_status
-confirm_dst() { vfpool_at dst migrate confirm vm1 --role destination >"$work/cd.log" 2>&1 || { why="$(cat "$work/cd.log")"; return 1; }; }
-check "confirm (destination): device_add of the generated device" confirm_dst
+confirm_dst() { wait "$waiter" || { why="exit $?: $(cat "$work/cd.log")"; return 1; }; grep -q 'device_add vfpool-vf0' "$work/cd.log" || { why="$(cat "$work/cd.log")"; return 1; }; }
+check "confirm --wait-incoming (destination): saw the migration end, device_add of the generated device" confirm_dst
 check "destination: qom-get mac = $MAC1 (same MAC)" check_mac dst vm1 $MAC1
 check "destination: query-pci shows the e1000e" pci_has_e1000e dst vm1
 confirm_src() { vfpool_at src migrate confirm vm1 --role source >"$work/cs.log" 2>&1 || { why="$(cat "$work/cs.log")"; return 1; }
