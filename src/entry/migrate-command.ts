@@ -74,7 +74,9 @@ async function waitIncoming(qmp: MigrationQmp, seconds: number): Promise<'succes
     } catch {
       return 'failure';
     }
-    if (status !== 'inmigrate') return status === 'running' || status === 'paused' || status === 'postmigrate' ? 'success' : 'failure';
+    // libvirt starts the destination paused (-S) and resumes it after the migration: paused counts.
+    // A failed incoming migration ends QEMU (its QMP socket closes: the catch above).
+    if (status !== 'inmigrate' && status !== 'prelaunch') return ['internal-error', 'shutdown', 'guest-panicked'].includes(status) ? 'failure' : 'success';
     if (Date.now() > end) throw new HostError(`the incoming migration did not finish within ${seconds} s`, { hint: 'run `vfpool migrate confirm DOMAIN --role destination` once it has' });
     await sleep(200);
   }
