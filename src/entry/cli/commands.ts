@@ -3,9 +3,10 @@ import { GUEST_COMMANDS } from './commands-guests.js';
 import { OPS_COMMANDS } from './commands-ops.js';
 import { POOL_COMMANDS } from './commands-pools.js';
 import { QEMU_COMMANDS } from './commands-qemu.js';
+import { MIGRATE_COMMANDS } from './commands-migrate.js';
 
 /** Every `vfpool` command, in the order --help and the man page list them. */
-export const COMMANDS: CommandDef[] = [...POOL_COMMANDS, ...GUEST_COMMANDS, ...QEMU_COMMANDS, ...OPS_COMMANDS];
+export const COMMANDS: CommandDef[] = [...POOL_COMMANDS, ...GUEST_COMMANDS, ...QEMU_COMMANDS, ...MIGRATE_COMMANDS, ...OPS_COMMANDS];
 
 /** yargs' own completion command, declared here so the man page lists it like the others. */
 export const COMPLETION: Pick<CommandDef, 'name' | 'describe' | 'examples'> = {

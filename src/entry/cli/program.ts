@@ -37,6 +37,8 @@ function explain(yargsMsg: string, argv: string[], defs: CommandDef[]): string {
 export function buildProgram(argv: string[], defs: CommandDef[] = COMMANDS): Argv {
   const y = yargs(argv)
     .scriptName('vfpool')
+    // `vfpool migrate DOMAIN URI -- OPTIONS`: what follows -- goes to virsh, kept apart from vfpool's own.
+    .parserConfiguration({ 'populate--': true })
     .usage(`$0 <command> [options]\n\n${SUMMARY}`)
     .wrap(helpWidth())
     .epilogue(epilogue());
