@@ -12,8 +12,7 @@
  * - the interrupted operation can then be completed.
  * On the simulated host, one process per step, so the run time is bounded by the step count.
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Test } from 'tap';
 import type { SimState } from '../../src/host/sim-kernel.js';
@@ -62,10 +61,8 @@ function runOp(w: CrashWorld, op: CrashOp, env: Record<string, string> = {}): Pr
 
 /** A world in the state the operation starts from. */
 async function worldFor(t: Test, op: CrashOp): Promise<CrashWorld> {
-  // A directory of its own per world (t.testdir is one per test, and worlds run side by side).
-  const own = { testdir: () => mkdtempSync(join(tmpdir(), 'vfpool-crash-')) } as unknown as Test;
-  const w = makeSimEnv(own, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
-  t.teardown(() => rmSync(w.dir, { recursive: true, force: true }));
+  // makeSimEnv gives each world a directory of its own (scratchDir), so worlds run side by side.
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
   await w.sim.writeNumVfs('eth1' as never, BEFORE_COUNT);
   w.definePool('p', POOL);
   const owner = spawnSleeper();
