@@ -45,6 +45,8 @@ XML
   run net-destroy sriov-pool
   run net-undefine sriov-pool
   run status
+  step 'The VF history: who had which VF, and what it was set to (survives reboots)'
+  run history
 }
 
 [ -f "$repo/dist/bin/cli.mjs" ] || { echo "demo: run \`npm run build\` first (npm run demo does)" >&2; exit 1; }
@@ -54,7 +56,7 @@ trap 'rm -rf "$work"' EXIT
 step "On a simulated host (VFPOOL_HOST=sim:$work/host.json, an igb-like PF eth1 with 7 VFs)"
 echo '{"pfs":[{"name":"eth1","totalVfs":7,"address":"0000:01:00.0","vfDriver":"igbvf","offset":128,"stride":2}]}' >"$work/host.json"
 (
-  export VFPOOL_HOST=sim:$work/host.json VFPOOL_CONFIG_DIR=$work/etc VFPOOL_STATE_DIR=$work/run
+  export VFPOOL_HOST=sim:$work/host.json VFPOOL_CONFIG_DIR=$work/etc VFPOOL_STATE_DIR=$work/run VFPOOL_JOURNAL_DIR=$work/journal
   walkthrough eth1 4 "$work"
 )
 
@@ -67,7 +69,7 @@ if [ -n "${VFPOOL_DEMO_PF:-}" ]; then
   [ "$(id -u)" = 0 ] || { echo "demo: the real-host walkthrough needs root" >&2; exit 1; }
   mkdir -p "$work/real"
   (
-    export VFPOOL_HOST=linux VFPOOL_CONFIG_DIR=$work/real/etc VFPOOL_STATE_DIR=$work/real/run
+    export VFPOOL_HOST=linux VFPOOL_CONFIG_DIR=$work/real/etc VFPOOL_STATE_DIR=$work/real/run VFPOOL_JOURNAL_DIR=$work/real/journal
     walkthrough "$VFPOOL_DEMO_PF" 2 "$work/real"
   )
 elif [ -n "$real_pfs" ]; then

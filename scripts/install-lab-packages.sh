@@ -11,7 +11,9 @@ case "${1:-all}" in
   *) echo "usage: $0 [all|lab|libvirt]" >&2; exit 2 ;;
 esac
 bp=()
-plain=(iproute2 kmod)
+# man-db/groff-base: the man page test renders with `man -l`; systemd: `systemd-analyze verify`
+# of vfpool-reconcile.service (the package installs fine without systemd as PID 1).
+plain=(iproute2 kmod man-db groff-base systemd)
 if [ $want_lab = 1 ]; then
   bp+=(qemu-system-x86 linux-image-amd64)
   # bpftool: the cgroup v2 device ACL libvirt attaches is a BPF map (src/qemu/device-cgroup.ts).

@@ -107,9 +107,9 @@ install_vfpool() {
 }
 
 # write_conf: libvirt gives hooks no environment, so vfpool.conf is how the hook learns the
-# simulated host and the private state directory.
+# simulated host and the private state and history directories.
 write_conf() {
-  printf 'VFPOOL_HOST=sim:%s\nVFPOOL_STATE_DIR=%s\n' "$work/host.json" "$work/state" >"$CONF"
+  printf 'VFPOOL_HOST=sim:%s\nVFPOOL_STATE_DIR=%s\nVFPOOL_JOURNAL_DIR=%s\n' "$work/host.json" "$work/state" "$work/journal" >"$CONF"
 }
 
 start_daemon() {
