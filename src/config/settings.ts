@@ -24,6 +24,12 @@ export interface Settings {
   libvirtRunDir: string;
   /** Where /etc/passwd and /etc/group are, for a DAC label given by user name. */
   etcDir: string;
+  /**
+   * Simulated host only: a QEMU NIC model (e.g. `e1000e`) the wrapper puts, with the VF's MAC,
+   * where a VF's vfio-pci device would go, so the guest path runs without SR-IOV hardware.
+   * Empty: the simulated host's VFs get `vfio-pci,host=BDF` like real ones.
+   */
+  simVfDevice: string;
   /** The VF history (`vfpool history`): kept across reboots, unlike the state directory. */
   journalDir: string;
   /** `/lib/modules`: `vfpool doctor` looks for vfio modules under `RELEASE/` there. */
@@ -43,6 +49,7 @@ export const SETTING_KEYS = {
   VFPOOL_DEV: 'devRoot',
   VFPOOL_LIBVIRT_RUN_DIR: 'libvirtRunDir',
   VFPOOL_ETC: 'etcDir',
+  VFPOOL_SIM_VF_DEVICE: 'simVfDevice',
   VFPOOL_JOURNAL_DIR: 'journalDir',
   VFPOOL_MODULES_DIR: 'modulesDir',
   VFPOOL_LIBVIRT_CONF_DIR: 'libvirtConfDir',
@@ -61,10 +68,14 @@ export const DEFAULT_SETTINGS: Settings = {
   devRoot: '/dev',
   libvirtRunDir: '/run/libvirt/qemu',
   etcDir: '/etc',
+  simVfDevice: '',
   journalDir: '/var/lib/vfpool',
   modulesDir: '/lib/modules',
   libvirtConfDir: '/etc/libvirt',
 };
+
+/** A QEMU device (driver) name, as `-device help` lists them: it ends up in QEMU's argv. */
+const QEMU_DRIVER_RE = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 
 /**
  * Parses `vfpool.conf`: `KEY=value` lines, `#` comments, optional quotes around the value.
@@ -116,6 +127,12 @@ export function settingsFrom(env: NodeJS.ProcessEnv, fromFile: ReturnType<typeof
     if (v && PATH_KEYS.has(key)) refuseRelative(key, v, env[key] ? 'the environment' : 'vfpool.conf');
     if (v) settings[field] = v;
   }
+  if (settings.simVfDevice !== '' && !QEMU_DRIVER_RE.test(settings.simVfDevice)) {
+    throw new BadInputError(
+      `VFPOOL_SIM_VF_DEVICE='${settings.simVfDevice}' is not a QEMU device name`,
+      'name a QEMU NIC model such as e1000e (`qemu-system-x86_64 -device help` lists them), or leave it empty',
+    );
+  }
   return settings;
 }
 
@@ -144,6 +161,7 @@ export const SETTING_DOCS: Record<keyof typeof SETTING_KEYS, string> = {
   VFPOOL_HOST: "'linux', or 'sim:FILE' for a simulated SR-IOV host",
   VFPOOL_IP: "iproute2's ip, at a fixed path",
   VFPOOL_QEMU: 'the real QEMU the wrapper runs',
+  VFPOOL_SIM_VF_DEVICE: "simulated host: a QEMU NIC model (e.g. 'e1000e') standing in for each VF",
   VFPOOL_PROC: 'where /proc is',
   VFPOOL_DEV: 'where /dev is',
   VFPOOL_LIBVIRT_RUN_DIR: "libvirt's QEMU pid files",

@@ -12,7 +12,7 @@ import { BadInputError, ConflictError } from '../errors.js';
  * nothing left; once src/pool is split into reserve/configure/commit, each maps to its stage.
  */
 export function migrationPool(ctx: Context): MigrationPool {
-  const emulated = ctx.settings.host.startsWith('sim:') ? (process.env.VFPOOL_SIM_VF_DEVICE ?? null) : null;
+  const emulated = ctx.settings.host.startsWith('sim:') ? (ctx.settings.simVfDevice || null) : null;
   return {
     async reserve(domain, requests: MigrationVfRequest[]): Promise<ReservedVf[]> {
       const hostdevs: HostdevRequest[] = requests.map((r, i) => {
@@ -34,7 +34,7 @@ export function migrationPool(ctx: Context): MigrationPool {
           return { id: req.id, host: emulated ? null : a.vfAddr, emulatedModel: emulated, mac: a.mac ?? req.mac };
         });
       }
-      const spec: DomainSpec = { name: domain, uuid: null, hostdevs, networkInterfaces: [], interfaceMacs: [], dacLabel: null, sriovNics: [] };
+      const spec: DomainSpec = { name: domain, uuid: null, hostdevs, networkInterfaces: [], interfaceMacs: [], dacLabel: null, sriovNics: [], memoryKiB: null, hardLimitKiB: null };
       const r = await prepareGuest(ctx, spec, guestOptions('cli', ctx.settings));
       const byAlias = new Map(r.vfs.map((v) => [v.alias, v]));
       return requests.map((req, i) => {

@@ -21,7 +21,15 @@ export interface Verdict {
 /** The policy above, for one allocation. Pure but for the liveness checks it is given. */
 export function judgeAllocation(
   a: Allocation,
-  env: { alive: (pid: number) => boolean; libvirtPid: (domain: string) => number | null; now: number; graceMs: number; self: number },
+  env: {
+    alive: (pid: number) => boolean;
+    libvirtPid: (domain: string) => number | null;
+    now: number;
+    graceMs: number;
+    self: number;
+    /** A `vfpool prepare`d domain whose QEMU ran through the wrapper and is gone (its QMP socket refuses). */
+    cliQemuGone?: (domain: string) => boolean;
+  },
 ): Verdict {
   if (a.worker && a.worker !== env.self && env.alive(a.worker)) return { keep: true, reason: `vfpool (pid ${a.worker}) is working on it now` };
   if (a.phase === 'releasing') return { keep: false, reason: `its release did not finish${a.lastError ? ` (${a.lastError})` : ''}` };
@@ -30,6 +38,7 @@ export function judgeAllocation(
     return env.alive(a.owner.pid) ? { keep: true, reason: `QEMU pid ${a.owner.pid} runs` } : { keep: false, reason: `QEMU pid ${a.owner.pid} is gone` };
   }
   if (a.owner.via === 'cli') {
+    if (env.cliQemuGone?.(a.owner.domain)) return { keep: false, reason: `its QEMU, run through vfpool-qemu, is gone (nobody serves its QMP socket)` };
     return { keep: true, reason: `prepared with \`vfpool prepare\` and no --pid: free it with \`vfpool release ${a.owner.domain}\`` };
   }
   const pid = env.libvirtPid(a.owner.domain);
