@@ -26,6 +26,9 @@ export async function runEntry(main: () => Promise<number>, onError?: (e: Vfpool
     process.exitCode = e.exitCode;
   } finally {
     settled = true;
+    // Settled: the guard has nothing left to say (and a process that runs several mains, such
+    // as the in-process CLI tests, must not collect one listener per run).
+    process.off('exit', unfinished);
   }
 }
 

@@ -1,0 +1,46 @@
+#!/usr/bin/env node
+// Per-file line coverage gate, run by `npm test` after tap. tap 21 checks its thresholds
+// (--lines, --statements, …) against the total only, so one well-covered module can hide an
+// untested one: this reads the json-summary tap writes (.taprc: coverage-report) and fails when
+// any file under src/ is below MIN_LINES, naming each.
+import { readFileSync } from 'node:fs';
+import { relative, resolve } from 'node:path';
+
+const MIN_LINES = 85;
+const ROOT = resolve(new URL('..', import.meta.url).pathname);
+const SUMMARY = resolve(ROOT, '.tap/report/coverage-summary.json');
+
+// Files known to be below MIN_LINES, each with why; not enforced until tested in-process.
+// Remove an entry once its file is covered (the gate then says it may go).
+const NOT_YET = new Map([
+  ['src/entry/migrate-command.ts', 'perform, confirm with a running QEMU and `migrate DOMAIN URI` need a QMP socket or virsh: covered by test/migrate/*.test.sh, not yet in-process (a fake QMP on the domain socket would do)'],
+  ['src/entry/run.ts', 'readStdin and the unsettled-main guard run only in the spawned hooks (test/entry/*-hook.test.ts); 68%'],
+  ['src/migrate/devices.ts', 'reads the running argv over a real QMP socket: test/migrate/qemu-loopback.test.sh'],
+  ['src/migrate/qmp-port.ts', 'connects to QEMU\'s QMP socket or virsh qemu-monitor-command: test/migrate/*.test.sh'],
+]);
+
+let summary;
+try {
+  summary = JSON.parse(readFileSync(SUMMARY, 'utf8'));
+} catch (err) {
+  console.error(`check-coverage: cannot read ${SUMMARY}: ${err.code ?? err.message}: run tap with coverage first (npm test)`);
+  process.exit(1);
+}
+const below = [];
+const nowCovered = [];
+for (const [file, s] of Object.entries(summary)) {
+  if (file === 'total') continue;
+  const rel = relative(ROOT, file);
+  if (!rel.startsWith('src/')) continue;
+  const pct = Number(s.lines.pct);
+  if (pct >= MIN_LINES) {
+    if (NOT_YET.has(rel)) nowCovered.push(rel);
+  } else if (!NOT_YET.has(rel)) below.push(`${rel}: ${pct}% of lines (${s.lines.covered}/${s.lines.total})`);
+}
+for (const f of nowCovered) console.error(`check-coverage: ${f} is now at or above ${MIN_LINES}%: remove it from NOT_YET in scripts/check-coverage.mjs`);
+for (const [f, why] of NOT_YET) if (!nowCovered.includes(f)) console.error(`check-coverage: not enforced: ${f} (${why})`);
+if (below.length) {
+  for (const b of below) console.error(`check-coverage: ${b}, below the ${MIN_LINES}% every src/ file must reach: test it`);
+  process.exit(1);
+}
+console.log(`check-coverage: every enforced src/ file has at least ${MIN_LINES}% of its lines covered`);

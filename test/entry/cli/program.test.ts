@@ -1,0 +1,100 @@
+import t from 'tap';
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { helpWidth } from '../../../src/entry/cli/program.js';
+import { installRoot } from '../../../src/entry/cli/install-root.js';
+import { Progress, readInputFile } from '../../../src/entry/cli/output.js';
+import { environmentDocs, positionalNames } from '../../../src/entry/cli/define.js';
+import { COMMANDS } from '../../../src/entry/cli/commands.js';
+import { BadInputError } from '../../../src/errors.js';
+import { runCliInProcess } from '../../helpers/cli-in-process.js';
+import { scratchDir } from '../../helpers/scratch.js';
+import { REPO } from '../../helpers/spawn.js';
+
+t.test('help width: the terminal\'s, between 60 and 100 columns; 100 off a terminal', async (t) => {
+  t.same([helpWidth(undefined), helpWidth(0), helpWidth(40), helpWidth(80), helpWidth(200)], [100, 100, 60, 80, 100]);
+});
+
+t.test('--help lists every command and the epilogue; usage errors name the command and its help', async (t) => {
+  const env = { VFPOOL_CONFIG_DIR: scratchDir(t) };
+  const help = await runCliInProcess(['--help'], env);
+  t.equal(help.exitCode, 0);
+  for (const def of COMMANDS) t.match(help.stdout, new RegExp(`vfpool ${def.name}\\b`), def.name);
+  t.match(help.stdout, /^Environment \(also KEY=value lines in \/etc\/vfpool\/vfpool\.conf; the environment wins\):$/m);
+  for (const [key] of environmentDocs()) t.match(help.stdout, new RegExp(`^  ${key}: `, 'm'), key);
+  t.match(help.stdout, /\nManual: man vfpool\n$/);
+  t.match(help.stdout, /^ {2}3 {2}conflict: a VF in use/m);
+
+  const unknownOption = await runCliInProcess(['net-list', '--bogus'], env);
+  t.same(unknownOption, { exitCode: 2, stdout: '', stderr: 'vfpool: net-list: Unknown argument: bogus: see `vfpool net-list --help`\n' });
+  const badChoice = await runCliInProcess(['status', '--format', 'xml'], env);
+  t.equal(badChoice.exitCode, 2);
+  t.match(badChoice.stderr, /^vfpool: status: Invalid values: Argument: format, Given: "xml", Choices: "table", "json", "prometheus": see `vfpool status --help`\n$/);
+  t.same(await runCliInProcess([], env), { exitCode: 2, stdout: '', stderr: 'vfpool: name a command: `vfpool --help` lists them\n' });
+});
+
+t.test('--version: the package.json of the install the script belongs to', async (t) => {
+  const saved = process.argv[1];
+  t.teardown(() => void (process.argv[1] = saved!));
+  process.argv[1] = join(REPO, 'dist/bin/cli.mjs');
+  const version = (JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string }).version;
+  t.same(await runCliInProcess(['--version'], {}), { exitCode: 0, stdout: `${version}\n`, stderr: '' });
+});
+
+t.test('installRoot: follows the bin link to the install, null when there is none', async (t) => {
+  const dir = scratchDir(t);
+  t.equal(installRoot(join(REPO, 'dist/bin/cli.mjs')), REPO);
+  // PREFIX/bin/vfpool -> PREFIX/lib/vfpool/dist/bin/cli.mjs, as install.sh links it.
+  const lib = join(dir, 'lib/vfpool');
+  mkdirSync(join(lib, 'dist/bin'), { recursive: true });
+  mkdirSync(join(lib, 'hooks'));
+  writeFileSync(join(lib, 'hooks/vfpool-hook'), '');
+  writeFileSync(join(lib, 'package.json'), '{"version":"9.9.9"}');
+  writeFileSync(join(lib, 'dist/bin/cli.mjs'), '');
+  mkdirSync(join(dir, 'bin'));
+  symlinkSync(join(lib, 'dist/bin/cli.mjs'), join(dir, 'bin/vfpool'));
+  t.equal(installRoot(join(dir, 'bin/vfpool')), lib);
+  t.equal(installRoot(join(dir, 'bin/missing')), null, 'a script that does not exist');
+  t.equal(installRoot(''), null);
+  writeFileSync(join(dir, 'loose.mjs'), '');
+  t.equal(installRoot(join(dir, 'loose.mjs')), null, 'no package.json and hooks above it');
+});
+
+t.test('progress on a terminal: one line replaced in place, warnings kept, cleared at the end', async (t) => {
+  const written: string[] = [];
+  const tty = { isTTY: true, columns: 30, write: (s: string) => written.push(s) } as unknown as NodeJS.WriteStream;
+  const p = new Progress(tty);
+  t.equal(p.enabled, true);
+  p.show('eth1: write 4 to sriov_numvfs and wait for the VFs');
+  p.show('warning: eth1 is down');
+  p.done();
+  p.show('step 2');
+  p.done();
+  p.done();
+  t.same(written, [
+    '\r\x1b[Kvfpool: eth1: write 4 to srio', // cut at the terminal's width less one
+    '\r\x1b[K', 'vfpool: warning: eth1 is down\n',
+    '\r\x1b[Kvfpool: step 2', '\r\x1b[K',
+  ]);
+  const sized0 = { isTTY: true, columns: 0, write: (s: string) => written.push(s) } as unknown as NodeJS.WriteStream;
+  written.length = 0;
+  new Progress(sized0).show('x'.repeat(100));
+  t.equal(written[0]!.length, '\r\x1b[K'.length + 79, 'a pty without a size: 80 columns');
+  const pipe = { isTTY: false, write: (s: string) => written.push(s) } as unknown as NodeJS.WriteStream;
+  written.length = 0;
+  const quiet = new Progress(pipe);
+  quiet.show('anything');
+  quiet.show('warning: anything');
+  quiet.done();
+  t.same(written, [], 'not on a pipe');
+});
+
+t.test('readInputFile: a directory is bad input with the errno', async (t) => {
+  const dir = scratchDir(t);
+  t.throws(() => readInputFile(dir), new BadInputError(`cannot read ${dir}: EISDIR`, 'give the path of an XML file'));
+});
+
+t.test('positional names and whether they are required', async (t) => {
+  t.same(positionalNames({ name: 'x', args: '<pool> [domain]', describe: '', examples: [], run: async () => 0 }), [{ name: 'pool', required: true }, { name: 'domain', required: false }]);
+  t.same(positionalNames({ name: 'x', describe: '', examples: [], run: async () => 0 }), []);
+});

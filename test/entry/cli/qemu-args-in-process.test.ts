@@ -1,0 +1,60 @@
+import t from 'tap';
+import type { Test } from 'tap';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeDomainPlan } from '../../../src/state/domain-plan.js';
+import type { MacAddress, PciAddress } from '../../../src/types.js';
+import { domainXml } from '../../helpers/libvirt-domains.js';
+import { scratchDir } from '../../helpers/scratch.js';
+import { runCliInProcess } from '../../helpers/cli-in-process.js';
+
+/** `vfpool qemu-args` in-process: the text form of each kind of line, and unreadable input. */
+function world(t: Test) {
+  const dir = scratchDir(t);
+  mkdirSync(join(dir, 'etc'));
+  const qemu = join(dir, 'qemu');
+  writeFileSync(qemu, "#!/bin/sh\necho 'virtio-net-pci options:'\necho '  sriov-pf=<str>'\n");
+  chmodSync(qemu, 0o755);
+  return { dir, env: { VFPOOL_CONFIG_DIR: join(dir, 'etc'), VFPOOL_STATE_DIR: join(dir, 'run'), VFPOOL_QEMU: qemu } };
+}
+
+t.test('a hotplug plan as text: the reserved port, the QMP monitor and the device_add at started', async (t) => {
+  const { env } = world(t);
+  await writeDomainPlan(env.VFPOOL_STATE_DIR, {
+    version: 1, domain: 'vm1', uuid: null, delivery: 'hotplug', sriovNics: [],
+    vfs: [{ id: 'vfpool-vf0', host: '0000:3b:02.0' as PciAddress, emulatedModel: null, mac: '52:54:00:11:22:33' as MacAddress, failoverStandbyMac: null, guestAddress: null }],
+  }, { uid: process.getuid!(), gid: process.getgid!() });
+  const r = await runCliInProcess(['qemu-args', 'vm1'], env);
+  t.same([r.exitCode, r.stderr], [0, '']);
+  t.equal(r.stdout, [
+    '-device pcie-root-port,id=vfpool-rp0,bus=pcie.0,addr=0x1e,chassis=128,slot=0',
+    `-chardev socket,id=vfpool-qmp,path=${env.VFPOOL_STATE_DIR}/qemu/vm1/qmp.sock,server=on,wait=off`,
+    '-mon chardev=vfpool-qmp,mode=control',
+    `# at 'started', device_add {"driver":"vfio-pci","id":"vfpool-vf0","bus":"vfpool-rp0","addr":"0x0","host":"0000:3b:02.0"}`,
+    '',
+  ].join('\n'));
+});
+
+t.test('no plan: one comment line saying the command line passes untouched', async (t) => {
+  const { env } = world(t);
+  t.same(await runCliInProcess(['qemu-args', 'vm9'], env), {
+    exitCode: 0,
+    stdout: '# domain vm9 has no vfpool plan: the wrapper passes its command line to QEMU untouched\n',
+    stderr: '',
+  });
+});
+
+t.test('--xml that cannot be read, or asks for no device', async (t) => {
+  const { dir, env } = world(t);
+  const r = await runCliInProcess(['qemu-args', '--xml', join(dir, 'missing.xml')], env);
+  t.equal(r.exitCode, 2);
+  t.equal(r.stderr, `vfpool: cannot read ${join(dir, 'missing.xml')}: ENOENT: give the path of a domain XML file\n`);
+  const plain = join(dir, 'plain.xml');
+  writeFileSync(plain, domainXml('prepare', { name: 'vm2' }));
+  const j = await runCliInProcess(['qemu-args', '--xml', plain, '--json'], env);
+  t.equal(j.exitCode, 0, j.stderr);
+  // Planned, with nothing to add but the QMP monitor the hooks talk to.
+  const qmp = `socket,id=vfpool-qmp,path=${env.VFPOOL_STATE_DIR}/qemu/vm2/qmp.sock,server=on,wait=off`;
+  t.same(JSON.parse(j.stdout), { domain: 'vm2', args: ['-chardev', qmp, '-mon', 'chardev=vfpool-qmp,mode=control'], edits: [], hotplug: [], placements: [], planned: true });
+  t.equal((await runCliInProcess(['qemu-args', '--xml', plain], env)).stdout, `-chardev ${qmp}\n-mon chardev=vfpool-qmp,mode=control\n`);
+});

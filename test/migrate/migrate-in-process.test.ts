@@ -1,0 +1,84 @@
+import t from 'tap';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeDomainPlan } from '../../src/state/domain-plan.js';
+import type { MacAddress } from '../../src/types.js';
+import { makeSimEnv } from '../helpers/env.js';
+import { domainXml } from '../helpers/libvirt-domains.js';
+import { runCliInProcess } from '../helpers/cli-in-process.js';
+
+/**
+ * `vfpool migrate begin|prepare|confirm` in-process between two simulated hosts (the stages
+ * that need no running QEMU): the description carries pool, MAC and VLAN but no address, the
+ * destination reserves a VF with the same MAC, and a failed migration frees it again.
+ */
+const POOL = `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`;
+
+t.test('begin on the source, prepare and a failed confirm on the destination', async (t) => {
+  const src = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
+  const dst = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2, address: '0000:5e:00.0' }] });
+  for (const w of [src, dst]) {
+    w.definePool('p', POOL);
+    await w.sim.writeNumVfs('eth1' as never, 2);
+  }
+  const xml = join(src.dir, 'vm1.xml');
+  writeFileSync(xml, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:01' vlan='12'/>` }));
+  t.equal((await runCliInProcess(['prepare', '--xml', xml], src.env)).exitCode, 0);
+  // The plan the qemu hook writes at prepare under libvirt (`vfpool prepare` alone writes none).
+  const vf = src.ctx.store.read().allocations[0]!;
+  await writeDomainPlan(src.settings.stateDir, {
+    version: 1, domain: 'vm1', uuid: null, delivery: 'hotplug', sriovNics: [],
+    vfs: [{ id: 'vfpool-vf0', host: vf.vfAddr, emulatedModel: null, mac: '52:54:00:aa:00:01' as MacAddress, failoverStandbyMac: null, guestAddress: null }],
+  }, { uid: process.getuid!(), gid: process.getgid!() });
+
+  const begin = await runCliInProcess(['migrate', 'begin', 'vm1'], src.env);
+  t.equal(begin.exitCode, 0, begin.stderr);
+  const desc = JSON.parse(begin.stdout);
+  t.match(desc, { version: 1, domain: 'vm1', vfs: [{ id: 'vfpool-vf0', pool: 'p', mac: '52:54:00:aa:00:01', settings: { vlan: 12 } }] });
+  t.notMatch(begin.stdout, /0000:3b/, 'no source address in the description');
+  const file = join(dst.dir, 'vm1.json');
+  writeFileSync(file, begin.stdout);
+
+  const wrong = await runCliInProcess(['migrate', 'prepare', 'vm2', '--description', file], dst.env);
+  t.same([wrong.exitCode, wrong.stderr], [2, `vfpool: ${file} describes domain 'vm1', not 'vm2'\n`]);
+
+  const prep = await runCliInProcess(['migrate', 'prepare', '--description', file, '--json'], dst.env);
+  t.equal(prep.exitCode, 0, prep.stderr);
+  t.match(JSON.parse(prep.stdout), { domain: 'vm1' });
+  const held = dst.ctx.store.read().allocations.filter((a) => a.owner.domain === 'vm1');
+  t.match(held, [{ vfAddr: /^0000:5e:/, mac: '52:54:00:aa:00:01', vlan: 12 }], 'the same MAC and VLAN on a VF of this host');
+  const again = await runCliInProcess(['migrate', 'prepare', '--description', file], dst.env);
+  t.equal(again.exitCode, 0, 're-running prepare keeps the reservation');
+  t.match(again.stdout, /^vm1: /m);
+  t.equal(dst.ctx.store.read().allocations.filter((a) => a.owner.domain === 'vm1').length, 1);
+
+  const undo = await runCliInProcess(['migrate', 'confirm', 'vm1', '--role', 'destination', '--failed'], dst.env);
+  t.equal(undo.exitCode, 0, undo.stderr);
+  t.match(undo.stdout, /^vm1: /m);
+  t.same(dst.ctx.store.read().allocations.filter((a) => a.owner.domain === 'vm1'), [], 'freed');
+  t.equal(src.ctx.store.read().allocations.filter((a) => a.owner.domain === 'vm1').length, 1, 'the source keeps its VF');
+});
+
+t.test('begin --xml FILE, and the refusals', async (t) => {
+  const w = makeSimEnv(t);
+  const file = join(w.dir, 'in.xml');
+  const xml = `<domain type='qemu'><name>vm1</name><metadata><vfpool:domain xmlns:vfpool='https://vfpool.dev/xmlns/1'><vfpool:hostdev pool='p1' address='0000:01:10.0' mac='52:54:00:9a:00:01'/></vfpool:domain></metadata></domain>`;
+  writeFileSync(file, xml);
+  t.same(await runCliInProcess(['migrate', 'begin', '--xml', file], w.env), { exitCode: 0, stdout: xml.replace(" pool='p1' address='0000:01:10.0'", " pool='p1'"), stderr: '' });
+  const notJson = join(w.dir, 'x.json');
+  writeFileSync(notJson, 'not json');
+  const cases: Array<[string[], RegExp]> = [
+    [['migrate', 'begin', '--xml', join(w.dir, 'missing.xml')], /^vfpool: cannot read .*missing\.xml: ENOENT: give the path of a domain XML, or - for stdin\n$/],
+    [['migrate', 'begin'], /^vfpool: vfpool migrate begin: name the domain\n$/],
+    [['migrate', 'prepare', '--description', notJson], /^vfpool: .*x\.json: is not JSON: /],
+    [['migrate', 'confirm', 'vm1'], /give --role source or --role destination/],
+    [['migrate', 'vm1'], /^vfpool: vfpool migrate vm1: '' is not a libvirt URI/],
+  ];
+  for (const [argv, re] of cases) {
+    const r = await runCliInProcess(argv, w.env);
+    t.equal(r.exitCode, 2, argv.join(' '));
+    t.match(r.stderr, re, argv.join(' '));
+  }
+  const c = await runCliInProcess(['migrate', 'confirm', 'vm1', '--role', 'source'], w.env);
+  t.same([c.exitCode, c.stdout], [0, 'vm1: nothing-to-do\n'], 'nothing recorded: an idempotent no-op');
+});
