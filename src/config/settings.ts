@@ -30,6 +30,12 @@ export interface Settings {
   modulesDir: string;
   /** `/etc/libvirt`: hooks and qemu.conf, read by `vfpool doctor`. */
   libvirtConfDir: string;
+  /**
+   * Simulated host only: a QEMU NIC model (e.g. `e1000e`) the wrapper puts, with the VF's MAC,
+   * where a VF's vfio-pci device would go, so the guest path runs without SR-IOV hardware.
+   * Empty: the simulated host's VFs get `vfio-pci,host=BDF` like real ones.
+   */
+  simVfDevice: string;
 }
 
 export const SETTING_KEYS = {
@@ -46,6 +52,7 @@ export const SETTING_KEYS = {
   VFPOOL_JOURNAL_DIR: 'journalDir',
   VFPOOL_MODULES_DIR: 'modulesDir',
   VFPOOL_LIBVIRT_CONF_DIR: 'libvirtConfDir',
+  VFPOOL_SIM_VF_DEVICE: 'simVfDevice',
 } as const satisfies Record<string, keyof Settings>;
 
 export const DEFAULT_SETTINGS: Settings = {
@@ -64,7 +71,11 @@ export const DEFAULT_SETTINGS: Settings = {
   journalDir: '/var/lib/vfpool',
   modulesDir: '/lib/modules',
   libvirtConfDir: '/etc/libvirt',
+  simVfDevice: '',
 };
+
+/** A QEMU device (driver) name, as `-device help` lists them: it ends up in QEMU's argv. */
+const QEMU_DRIVER_RE = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 
 /**
  * Parses `vfpool.conf`: `KEY=value` lines, `#` comments, optional quotes around the value.
@@ -114,6 +125,12 @@ export function settingsFrom(env: NodeJS.ProcessEnv, fromFile: ReturnType<typeof
     const v = env[key] || fromFile[key];
     if (v) settings[field] = v;
   }
+  if (settings.simVfDevice !== '' && !QEMU_DRIVER_RE.test(settings.simVfDevice)) {
+    throw new BadInputError(
+      `VFPOOL_SIM_VF_DEVICE='${settings.simVfDevice}' is not a QEMU device name`,
+      'name a QEMU NIC model such as e1000e (`qemu-system-x86_64 -device help` lists them), or leave it empty',
+    );
+  }
   return settings;
 }
 
@@ -132,4 +149,5 @@ export const SETTING_DOCS: Record<keyof typeof SETTING_KEYS, string> = {
   VFPOOL_JOURNAL_DIR: 'the VF history (vfpool history), kept across reboots',
   VFPOOL_MODULES_DIR: 'kernel modules, for vfpool doctor',
   VFPOOL_LIBVIRT_CONF_DIR: "libvirt's configuration (hooks, qemu.conf), for vfpool doctor",
+  VFPOOL_SIM_VF_DEVICE: 'simulated host only: a QEMU NIC model (e1000e) standing in for each VF',
 };

@@ -81,7 +81,7 @@ function migratedSpec(domain: string, requests: MigrationVfRequest[]): DomainSpe
       vlan: (vlan as number | null | undefined) ?? null, qos: null, spoofchk: null, trust: null, linkState: null, minTxRate: null, maxTxRate: null, mtu: null,
     };
   });
-  return { name: domain, uuid: null, hostdevs, networkInterfaces: [], interfaceMacs: [], dacLabel: null, sriovNics: [] };
+  return { name: domain, uuid: null, hostdevs, networkInterfaces: [], interfaceMacs: [], dacLabel: null, sriovNics: [], memoryKiB: null, hardLimitKiB: null };
 }
 
 /** The source's requests behind each plan id, from its allocations (pool and VLAN). */
