@@ -16,7 +16,7 @@ import { migrationPool, requestLookup } from '../migrate/pool-port.js';
 
 /** A simulated host's stand-in NIC model for a VF (VFPOOL_SIM_VF_DEVICE), else null (vfio-pci). */
 function emulatedVfModel(ctx: Context): string | null {
-  return ctx.settings.host.startsWith('sim:') ? (process.env.VFPOOL_SIM_VF_DEVICE ?? null) : null;
+  return ctx.host.kind === 'sim' && ctx.settings.simVfDevice !== '' ? ctx.settings.simVfDevice : null;
 }
 
 const STAGES = new Set(['begin', 'prepare', 'perform', 'confirm']);
