@@ -24,18 +24,18 @@ export interface Settings {
   libvirtRunDir: string;
   /** Where /etc/passwd and /etc/group are, for a DAC label given by user name. */
   etcDir: string;
-  /** The VF history (`vfpool history`): kept across reboots, unlike the state directory. */
-  journalDir: string;
-  /** `/lib/modules`: `vfpool doctor` looks for vfio modules under `RELEASE/` there. */
-  modulesDir: string;
-  /** `/etc/libvirt`: hooks and qemu.conf, read by `vfpool doctor`. */
-  libvirtConfDir: string;
   /**
    * Simulated host only: a QEMU NIC model (e.g. `e1000e`) the wrapper puts, with the VF's MAC,
    * where a VF's vfio-pci device would go, so the guest path runs without SR-IOV hardware.
    * Empty: the simulated host's VFs get `vfio-pci,host=BDF` like real ones.
    */
   simVfDevice: string;
+  /** The VF history (`vfpool history`): kept across reboots, unlike the state directory. */
+  journalDir: string;
+  /** `/lib/modules`: `vfpool doctor` looks for vfio modules under `RELEASE/` there. */
+  modulesDir: string;
+  /** `/etc/libvirt`: hooks and qemu.conf, read by `vfpool doctor`. */
+  libvirtConfDir: string;
 }
 
 export const SETTING_KEYS = {
@@ -49,10 +49,10 @@ export const SETTING_KEYS = {
   VFPOOL_DEV: 'devRoot',
   VFPOOL_LIBVIRT_RUN_DIR: 'libvirtRunDir',
   VFPOOL_ETC: 'etcDir',
+  VFPOOL_SIM_VF_DEVICE: 'simVfDevice',
   VFPOOL_JOURNAL_DIR: 'journalDir',
   VFPOOL_MODULES_DIR: 'modulesDir',
   VFPOOL_LIBVIRT_CONF_DIR: 'libvirtConfDir',
-  VFPOOL_SIM_VF_DEVICE: 'simVfDevice',
 } as const satisfies Record<string, keyof Settings>;
 
 export const DEFAULT_SETTINGS: Settings = {
@@ -68,10 +68,10 @@ export const DEFAULT_SETTINGS: Settings = {
   devRoot: '/dev',
   libvirtRunDir: '/run/libvirt/qemu',
   etcDir: '/etc',
+  simVfDevice: '',
   journalDir: '/var/lib/vfpool',
   modulesDir: '/lib/modules',
   libvirtConfDir: '/etc/libvirt',
-  simVfDevice: '',
 };
 
 /** A QEMU device (driver) name, as `-device help` lists them: it ends up in QEMU's argv. */
@@ -142,6 +142,7 @@ export const SETTING_DOCS: Record<keyof typeof SETTING_KEYS, string> = {
   VFPOOL_HOST: "'linux', or 'sim:FILE' for a simulated SR-IOV host",
   VFPOOL_IP: "iproute2's ip, at a fixed path",
   VFPOOL_QEMU: 'the real QEMU the wrapper runs',
+  VFPOOL_SIM_VF_DEVICE: "simulated host: a QEMU NIC model (e.g. 'e1000e') standing in for each VF",
   VFPOOL_PROC: 'where /proc is',
   VFPOOL_DEV: 'where /dev is',
   VFPOOL_LIBVIRT_RUN_DIR: "libvirt's QEMU pid files",
@@ -149,5 +150,4 @@ export const SETTING_DOCS: Record<keyof typeof SETTING_KEYS, string> = {
   VFPOOL_JOURNAL_DIR: 'the VF history (vfpool history), kept across reboots',
   VFPOOL_MODULES_DIR: 'kernel modules, for vfpool doctor',
   VFPOOL_LIBVIRT_CONF_DIR: "libvirt's configuration (hooks, qemu.conf), for vfpool doctor",
-  VFPOOL_SIM_VF_DEVICE: 'simulated host only: a QEMU NIC model (e1000e) standing in for each VF',
 };

@@ -23,6 +23,8 @@ export interface DeliverGuestDeps {
   deliver: DeliverDeps;
   /** How long each device may take to show in query-pci (nested TCG in the lab: ~6 s). */
   timeoutMs: number;
+  /** deliverVfioToQemu; replaced in unit tests, whose QEMU is a fake QMP server. */
+  deliverVfio?: typeof deliverVfioToQemu;
 }
 
 export function defaultDeliverGuestDeps(procRoot: string, devRoot: string): DeliverGuestDeps {
@@ -67,7 +69,7 @@ export async function deliverGuestVfs(ctx: Context, spec: DomainSpec, opts: Gues
     }
     const owner = spec.dacLabel ? resolveDacLabel(spec.dacLabel, opts.etcDir) : { uid: 0, gid: 0 };
     if (spec.memoryKiB === null) throw new HostError(`the domain XML has no <memory>, so vfio's locked-memory need is unknown`, { hint: "libvirt always writes <memory unit='KiB'>: is this libvirt's XML?" });
-    const delivered = await deliverVfioToQemu(
+    const delivered = await (deps.deliverVfio ?? deliverVfioToQemu)(
       { pid, groups: groups as string[], uid: owner.uid, gid: owner.gid, memlockBytes: memlockForVfio(spec.memoryKiB * 1024n) },
       deps.deliver,
     );

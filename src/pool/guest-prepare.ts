@@ -161,7 +161,7 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: PrepareOp
     const plan = buildDomainPlan(ctx, spec, reservation.planned.map((p) => p.record), requests, opts.via);
     const groups = reservation.planned.map((p) => p.record.iommuGroup).filter((g): g is string => g !== null);
     // The simulated host's VFs never reach a real QEMU through vfio: the checks are the real host's.
-    if (plan && ctx.host.kind === 'linux') checkDeliveryPossible(plan, spec, groups, opts.via, opts.deliveryFacts ?? defaultDeliveryHostFacts(ctx.settings.procRoot));
+    if (plan && ctx.host.kind === 'linux') checkDeliveryPossible(plan, spec, groups, opts.via, opts.deliveryFacts ?? defaultDeliveryHostFacts(ctx.settings.procRoot, ctx.settings.libvirtConfDir));
   } catch (err) {
     await ctx.store.update((state) => {
       state.allocations = state.allocations.filter((a) => !(a.owner.domain === spec.name && a.worker === process.pid && a.phase === 'preparing'));
