@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import { BadInputError, errnoOf } from '../errors.js';
 import { fsError } from '../util/fs-errors.js';
 import { quoteInput } from '../util/quote.js';
@@ -106,6 +106,7 @@ export function parseConfFile(text: string, file: string): Partial<Record<keyof 
  */
 export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   const confDir = env.VFPOOL_CONFIG_DIR || DEFAULT_SETTINGS.configDir;
+  refuseRelative('VFPOOL_CONFIG_DIR', confDir, 'the environment');
   const confFile = join(confDir, 'vfpool.conf');
   let fromFile: ReturnType<typeof parseConfFile> = {};
   let text: string | undefined;
@@ -123,6 +124,7 @@ export function settingsFrom(env: NodeJS.ProcessEnv, fromFile: ReturnType<typeof
   const settings: Settings = { ...DEFAULT_SETTINGS };
   for (const [key, field] of Object.entries(SETTING_KEYS) as [keyof typeof SETTING_KEYS, keyof Settings][]) {
     const v = env[key] || fromFile[key];
+    if (v && PATH_KEYS.has(key)) refuseRelative(key, v, env[key] ? 'the environment' : 'vfpool.conf');
     if (v) settings[field] = v;
   }
   if (settings.simVfDevice !== '' && !QEMU_DRIVER_RE.test(settings.simVfDevice)) {
@@ -132,6 +134,23 @@ export function settingsFrom(env: NodeJS.ProcessEnv, fromFile: ReturnType<typeof
     );
   }
   return settings;
+}
+
+/** The settings that are directories or files vfpool opens. */
+const PATH_KEYS = new Set<string>([
+  'VFPOOL_CONFIG_DIR', 'VFPOOL_STATE_DIR', 'VFPOOL_SYSFS', 'VFPOOL_IP', 'VFPOOL_QEMU', 'VFPOOL_PROC', 'VFPOOL_DEV',
+  'VFPOOL_LIBVIRT_RUN_DIR', 'VFPOOL_ETC', 'VFPOOL_JOURNAL_DIR', 'VFPOOL_MODULES_DIR', 'VFPOOL_LIBVIRT_CONF_DIR',
+]);
+
+/**
+ * libvirt runs the hooks with cwd `/`, a person runs the CLI from anywhere: a relative path
+ * would name one directory for the hooks and another for the CLI (two states, VFs handed out
+ * twice), so it is refused rather than resolved against whichever cwd came first.
+ */
+function refuseRelative(key: string, value: string, where: string): void {
+  if (!isAbsolute(value)) {
+    throw new BadInputError(`${key} ${quoteInput(value)} (from ${where}) is a relative path`, `give an absolute path: the hooks run with cwd /, the CLI with yours`);
+  }
 }
 
 /** What each setting is for, in `vfpool --help` and the man page. */

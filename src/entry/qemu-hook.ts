@@ -4,6 +4,7 @@ import { loadSettings } from '../config/settings.js';
 import { parseDomainXml, type DomainSpec } from '../config/domain-xml.js';
 import { createContext } from '../pool/context.js';
 import { guestOptions, adoptGuest, defaultDeliverGuestDeps, deliverGuestVfs, prepareGuest, releaseGuest, startGuest } from '../pool/guests.js';
+import { dropPortsOfDomain } from '../pool/allocation-ports.js';
 import { parseObjectName } from '../types.js';
 import { migrateBeginXml } from '../migrate/begin.js';
 import { incomingConfirmArgv, isIncomingQemu, recordIncoming, spawnDetached } from '../migrate/incoming.js';
@@ -73,7 +74,7 @@ async function main(argv: string[]): Promise<number> {
   if (name === undefined || op === undefined || sub === undefined) {
     throw new BadInputError('usage: qemu DOMAIN OP SUBOP EXTRA (as libvirt calls it), with the domain XML on stdin');
   }
-  if (OPS[op] !== sub) return 0;
+  if (!Object.hasOwn(OPS, op) || OPS[op] !== sub) return 0;
   parseObjectName(name, 'domain name argument');
   const ctx = createContext(loadSettings(), `qemu-hook ${name} ${op} ${sub}${extra && extra !== '-' ? ` ${extra}` : ''}`);
   const opts = guestOptions('libvirt', ctx.settings);
@@ -90,6 +91,7 @@ async function main(argv: string[]): Promise<number> {
   if (op === 'release') {
     // By name alone: freeing must not depend on XML that might not parse any more.
     await releaseGuest(ctx, name, { reason: `libvirt release end ${extra ?? '-'}` });
+    await dropPortsOfDomain(ctx, name);
     return 0;
   }
   const where = `domain '${name}' (${op} ${sub})`;

@@ -96,7 +96,13 @@ export class SimHost implements Host {
   }
 
   async writeNumVfs(pf: NetdevName, count: number): Promise<void> {
-    await this.mutate((s) => kernel.writeNumVfs(s, pf, count));
+    let settleMs = 0;
+    await this.mutate((s) => {
+      kernel.writeNumVfs(s, pf, count);
+      settleMs = count > 0 ? (kernel.findPf(s, pf).settleMs ?? 0) : 0;
+    });
+    // Like the kernel's write, which returns once the VFs are probed (outside the sim's lock).
+    if (settleMs > 0) await new Promise((r) => setTimeout(r, settleMs));
   }
 
   async getVfLinks(pf: NetdevName): Promise<Map<number, VfLinkConfig>> {

@@ -59,6 +59,11 @@ export interface SimPf {
   stride: number;
   autoprobe: boolean;
   vfs: SimVf[];
+  /**
+   * Test knob: how long a write of a non-zero `sriov_numvfs` blocks (the real write returns
+   * only once the PF driver has enabled and probed every VF: seconds on a big PF). Absent: 0.
+   */
+  settleMs?: number;
 }
 
 export interface SimState {
@@ -191,6 +196,7 @@ export function fillSimState(seed: SimSeed): SimState {
       stride: p.stride ?? 1,
       autoprobe: p.autoprobe ?? true,
       vfs: [],
+      ...(p.settleMs ? { settleMs: p.settleMs } : {}),
     };
     ridOf(pf.address);
     state.pfs.push(pf);

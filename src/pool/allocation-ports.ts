@@ -3,6 +3,7 @@ import type { NetworkPort } from '../config/network-port.js';
 import { parseObjectName, type NetdevName, type PciAddress } from '../types.js';
 import type { Context } from './context.js';
 import type { PortRecord } from '../state/schema.js';
+import { allocationPinsVf, ownerEnv } from './owners.js';
 
 /**
  * VFs that libvirt's own networks hand out: `port-created` records them so vfpool's in-use guard
@@ -36,10 +37,13 @@ export async function recordPort(ctx: Context, network: string, port: NetworkPor
     plug: port.plug.type,
     mac: port.mac,
     createdAt: new Date().toISOString(),
+    pid: null,
   };
   return ctx.store.update((state) => {
+    const env = ownerEnv(ctx.settings.libvirtRunDir);
+    // A record whose owner is gone does not veto (owners.ts): libvirt skipped its release.
     const held = state.allocations.find(
-      (a) => a.owner.domain !== port.domain && ((vfAddr !== null && a.vfAddr === vfAddr) || (netdev !== null && a.netdev === netdev)),
+      (a) => a.owner.domain !== port.domain && ((vfAddr !== null && a.vfAddr === vfAddr) || (netdev !== null && a.netdev === netdev)) && allocationPinsVf(a, env),
     );
     if (held) {
       throw new ConflictError(
@@ -51,6 +55,21 @@ export async function recordPort(ctx: Context, network: string, port: NetworkPor
     state.ports.push(record);
     ctx.log.info(`libvirt network '${network}': port ${port.uuid} gives ${vfAddr ?? netdev} to domain '${port.domain}'`);
     return record;
+  });
+}
+
+/**
+ * `release end` of a domain: its QEMU is gone, so are its ports. libvirt sends `port-deleted`
+ * only while the network is active: after `net-destroy` under a running guest it never comes,
+ * and the record would pin the VF. Idempotent, without the lock when there is nothing.
+ */
+export async function dropPortsOfDomain(ctx: Context, domain: string): Promise<number> {
+  if (!ctx.store.read().ports.some((p) => p.domain === domain)) return 0;
+  return ctx.store.update((state) => {
+    const gone = state.ports.filter((p) => p.domain === domain);
+    state.ports = state.ports.filter((p) => p.domain !== domain);
+    for (const p of gone) ctx.log.info(`released: dropped libvirt network '${p.network}' port ${p.portUuid} (${p.vfAddr ?? p.netdev}) of domain '${domain}'`);
+    return gone.length;
   });
 }
 

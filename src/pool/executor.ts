@@ -1,4 +1,5 @@
 import { RollbackError, asVfpoolError, type VfpoolError } from '../errors.js';
+import { crashPoint } from '../util/crash-point.js';
 import type { Logger } from '../util/log.js';
 
 /**
@@ -41,11 +42,16 @@ export interface ExecuteOptions<S> {
 export async function executeSteps<S>(steps: S[], kind: StepKind<S>, log: Logger, opts: ExecuteOptions<S>): Promise<void> {
   const undos: Undo[] = [];
   let n = 0;
+  // Crash points around every step (test-only): the crash suite kills here to prove that a
+  // process killed between any two kernel changes leaves nothing `vfpool reconcile` cannot mend.
+  const point = (s: S, when: string) => crashPoint(`${opts.label.toLowerCase().replace(/[^a-z0-9]+/g, '-')}:${(s as { kind?: string }).kind ?? 'step'}:${when}`);
   for (const s of steps) {
     n++;
     log.info(`${opts.label} ${n}${opts.showTotal ? `/${steps.length}` : ''}: ${kind.describe(s)}`);
     try {
+      point(s, 'before');
       await kind.run(s, (u) => undos.push(u));
+      point(s, 'after');
     } catch (err) {
       const cause = opts.wrap ? opts.wrap(asVfpoolError(err), s) : asVfpoolError(err);
       log.warn(`${opts.label} ${n} failed: ${cause.toLine()}${opts.undo ? `; undoing ${undos.length} change(s)` : ''}`);

@@ -13,6 +13,28 @@ import { releaseGuest } from './guest-release.js';
 import { applyVfSteps, describeVfStep } from './vf-steps.js';
 import { buildDomainPlan, checkDeliveryPossible, defaultDeliveryHostFacts, writeGuestPlan, type DeliveryHostFacts } from './guest-qemu-plan.js';
 import type { VfRequest as Request } from './requests.js';
+import { crashPoint } from '../util/crash-point.js';
+import { describeGonePort, judgeAllocation, ownerEnv, pruneGonePorts } from './owners.js';
+import { changingPfs, pfChangingError } from './pools.js';
+
+/** Restores and frees the allocations of other domains that are judged gone (owners.ts). */
+async function freeGoneOwners(ctx: Context, self: string, log: Logger): Promise<void> {
+  const env = ownerEnv(ctx.settings.libvirtRunDir);
+  const gone = new Map<string, Set<string>>();
+  for (const a of ctx.store.read().allocations) {
+    if (a.owner.domain === self || judgeAllocation(a, env).keep) continue;
+    gone.set(a.owner.domain, (gone.get(a.owner.domain) ?? new Set()).add(a.vfAddr));
+  }
+  for (const [domain, vfAddrs] of gone) {
+    try {
+      await releaseGuest(ctx, domain, { reason: 'its owner is gone', vfAddrs });
+      log.info(`freed ${[...vfAddrs].join(', ')} of domain '${domain}', whose owner is gone`);
+    } catch (err) {
+      // Not this guest's failure: the VFs stay recorded (and held) for reconcile.
+      log.warn(`could not free the VFs of domain '${domain}', whose owner is gone: ${asVfpoolError(err).message}`);
+    }
+  }
+}
 
 /**
  * Prepare as three steps that can be called on their own (migration's prepare is reserve +
@@ -30,10 +52,36 @@ export interface Reservation {
 
 export async function reserveVfs(ctx: Context, spec: DomainSpec, requests: VfRequest[], opts: GuestOptions, pid: number | null): Promise<Reservation> {
   const planned = await ctx.store.update(async (state) => {
+    // Checked again here, under the lock: two prepares of one domain that both passed Step 0
+    // would otherwise give it two VFs with the same MAC.
+    const held = allocationsOf(state, spec.name);
+    if (held.length) {
+      const busy = held.find((a) => a.worker && a.worker !== process.pid && isAlive(a.worker));
+      throw new ConflictError(
+        busy
+          ? `domain '${spec.name}' is being prepared or released by vfpool (pid ${busy.worker}) right now`
+          : `domain '${spec.name}' already holds VF ${held.map((a) => a.vfAddr).join(', ')}`,
+        busy ? 'wait for it to finish; `vfpool status` shows what the domain holds' : `release it first: \`vfpool release ${spec.name}\``,
+      );
+    }
+    for (const p of pruneGonePorts(state, ownerEnv(ctx.settings.libvirtRunDir))) ctx.log.info(describeGonePort(p));
+    const changing = changingPfs(state);
+    for (const r of requests) {
+      const pool = r.pool ? ctx.registry.get(r.pool, state) : null;
+      for (const pf of [...(pool?.pfs.map((x) => x.dev) ?? []), ...(pool?.interfaces ?? [])]) {
+        const c = changing.get(pf);
+        if (c) throw pfChangingError(pf, c);
+      }
+    }
     const p = await planPrepare(ctx, spec, requests, state, opts, pid);
+    for (const x of p) {
+      const c = changing.get(x.member.pf);
+      if (c) throw pfChangingError(x.member.pf, c);
+    }
     state.allocations.push(...p.map((x) => x.record));
     return p;
   });
+  crashPoint('prepare:reserved');
   return { domain: spec.name, planned };
 }
 
@@ -57,6 +105,7 @@ export async function configureVfs(ctx: Context, r: Reservation, log: Logger = c
     log.warn(rolledBack ? 'prepare failed; every change was undone and the VFs are free again' : 'prepare failed and so did part of the undo; the VFs stay recorded for `vfpool reconcile`');
     throw cause;
   }
+  crashPoint('prepare:configured');
 }
 
 export async function commitVfs(ctx: Context, r: Reservation, log: Logger = ctx.log.child(`domain '${r.domain}'`)): Promise<Allocation[]> {
@@ -123,6 +172,23 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: PrepareOp
     if (live) {
       throw new ConflictError(`domain '${spec.name}' already holds VF ${live.vfAddr} and its QEMU (pid ${live.owner.pid}) still runs`, 'stop it first; `vfpool status` shows what it holds');
     }
+    // Another vfpool process preparing this domain right now: its records are not stale, and
+    // freeing them would tell that caller of VFs it no longer holds.
+    const working = existing.find((a) => a.worker && a.worker !== process.pid && isAlive(a.worker));
+    if (working) {
+      throw new ConflictError(`domain '${spec.name}' is being prepared or released by vfpool (pid ${working.worker}) right now`, 'wait for it to finish; `vfpool status` shows what the domain holds');
+    }
+    // Only records judged gone are stale: a ready record younger than the grace period may be
+    // another caller's prepare that libvirt has not started yet, and freeing it would tell that
+    // caller of a VF it no longer holds.
+    const env = ownerEnv(ctx.settings.libvirtRunDir);
+    const held = existing.find((a) => opts.via !== 'cli' && judgeAllocation(a, env).keep);
+    if (held) {
+      throw new ConflictError(
+        `domain '${spec.name}' already holds VF ${held.vfAddr} (${judgeAllocation(held, env).reason})`,
+        `release it first (\`vfpool release ${spec.name}\`) if the domain does not run`,
+      );
+    }
     if (opts.via === 'cli' && existing.every((a) => a.phase === 'ready' && a.owner.pid === null)) {
       throw new ConflictError(`domain '${spec.name}' is already prepared (VF ${existing.map((a) => a.vfAddr).join(', ')})`, `release it first: \`vfpool release ${spec.name}\``);
     }
@@ -152,6 +218,10 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: PrepareOp
     return result;
   }
 
+  // Other domains' records whose owner is gone (libvirt skipped their release: a daemon crash,
+  // a failed start, a domain undefined while it ran) are restored and freed before picking,
+  // instead of pinning their VFs until someone runs `vfpool reconcile`.
+  await freeGoneOwners(ctx, spec.name, log);
   // Step 1: pick and record, under the lock, before the first change to any VF.
   const reservation = await reserveVfs(ctx, spec, requests, opts, pid);
   journal.allocated(ctx, reservation.planned.map((p) => p.record));

@@ -2,6 +2,7 @@ import { ConflictError, HostError, asVfpoolError, prefixError, type VfpoolError 
 import { journal } from './journal-entries.js';
 import { isAlive } from '../util/process.js';
 import type { Logger } from '../util/log.js';
+import { crashPoint } from '../util/crash-point.js';
 import type { Allocation } from '../state/schema.js';
 import type { Context } from './context.js';
 import { allocationsOf, describeAllocation, whereOf, type GuestVf, type ReleaseResult } from './guest-model.js';
@@ -49,12 +50,14 @@ export async function releaseGuest(
     return structuredClone(list);
   }).catch((e) => Promise.reject((journal.releaseRefused(ctx, domain, e), e)));
   if (claimed.length) log.info(`releasing ${claimed.length} VF(s) (${opts.reason})`);
+  crashPoint('release:claimed');
 
   // Step 2: restore each VF.
   const restored = await restoreVfs(ctx, domain, claimed, log);
   result.released = restored.released;
   result.vanished = restored.vanished;
   const { done, failures } = restored;
+  crashPoint('release:restored');
 
   // Step 3: delete the restored records; keep the others with their error.
   await freeVfs(ctx, selected, restored);

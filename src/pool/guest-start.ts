@@ -83,8 +83,10 @@ export async function startGuest(ctx: Context, spec: DomainSpec, opts: GuestOpti
  */
 export async function adoptGuest(ctx: Context, spec: DomainSpec, opts: GuestOptions, op: string): Promise<{ domain: string; vfs: number; pid: number | null }> {
   const log = ctx.log.child(`domain '${spec.name}'`);
-  const before = allocationsOf(ctx.store.read(), spec.name);
-  if (!before.length) {
+  const snapshot = ctx.store.read();
+  const before = allocationsOf(snapshot, spec.name);
+  const ports = snapshot.ports.filter((p) => p.domain === spec.name);
+  if (!before.length && !ports.length) {
     if (op !== 'started' && requestsOf(ctx, spec).length) {
       log.warn(`${op}: the domain asks for VFs but vfpool has no record of it (state lost?); it keeps running without vfpool's bookkeeping`);
     }
@@ -105,7 +107,7 @@ export async function adoptGuest(ctx: Context, spec: DomainSpec, opts: GuestOpti
   // The hot path: `start begin` usually recorded this pid already, and then there is nothing to
   // write (no lock taken, state untouched).
   const recorded = (a: Allocation) => a.owner.pid === pid && (!spec.uuid || a.owner.uuid === spec.uuid);
-  if (before.every(recorded)) {
+  if (before.every(recorded) && ports.every((p) => p.pid === pid)) {
     log.info(`${op}: keeps ${before.length} VF(s), QEMU pid ${pid}`);
     return { domain: spec.name, vfs: before.length, pid };
   }
@@ -114,6 +116,8 @@ export async function adoptGuest(ctx: Context, spec: DomainSpec, opts: GuestOpti
       a.owner.pid = pid;
       if (spec.uuid) a.owner.uuid = spec.uuid;
     }
+    // Its libvirt network ports too: then they pin their VFs exactly while this QEMU lives.
+    for (const p of state.ports) if (p.domain === spec.name) p.pid = pid;
   });
   log.info(`${op}: keeps ${before.length} VF(s), QEMU pid ${pid}`);
   return { domain: spec.name, vfs: before.length, pid };

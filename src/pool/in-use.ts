@@ -1,6 +1,7 @@
 import { isAlive } from '../util/process.js';
 import type { Host, VfInfo } from '../host/host.js';
 import type { PortRecord, VfpoolState } from '../state/schema.js';
+import { allocationPinsVf, type OwnerEnv } from './owners.js';
 
 /** Why a VF may not be touched: DESIGN.md's three meanings of "in use". */
 export interface VfUse {
@@ -29,12 +30,15 @@ export function vfioHoldersOnce(host: Host): VfioHolderLookup {
   return async (group) => (await (all ??= host.vfioHolders())).get(group) ?? [];
 }
 
-export async function findVfUses(host: Host, state: VfpoolState, vfs: VfInfo[], holders = vfioHoldersOnce(host)): Promise<Map<string, VfUse[]>> {
+export async function findVfUses(host: Host, state: VfpoolState, vfs: VfInfo[], holders = vfioHoldersOnce(host), env?: OwnerEnv): Promise<Map<string, VfUse[]>> {
   const uses = new Map<string, VfUse[]>();
   const add = (addr: string, u: VfUse) => uses.set(addr, [...(uses.get(addr) ?? []), u]);
   for (const vf of vfs) {
     for (const a of state.allocations) {
       if (a.vfAddr !== vf.address) continue;
+      // With `env` (every decision that changes VFs), the full owner policy: a libvirt guest
+      // with no pid file past the grace period, or a prepare/release whose vfpool died, is gone.
+      if (env && !allocationPinsVf(a, env)) continue;
       if (a.owner.pid === null || isAlive(a.owner.pid)) {
         add(vf.address, { by: 'allocation', who: `domain '${a.owner.domain}'${a.owner.pid ? ` (pid ${a.owner.pid})` : ''}` });
       } else if (a.worker && isAlive(a.worker)) {

@@ -7,14 +7,17 @@ import { planPoolStart, planPoolStop, type PfFacts, type StopPlan } from './acti
 import type { Context } from './context.js';
 import { findVfUses } from './in-use.js';
 import { applyPlan, describeAction, type Action } from './plan.js';
-import type { VfpoolState } from '../state/schema.js';
+import type { ActivePool, VfpoolState } from '../state/schema.js';
+import { crashPoint } from '../util/crash-point.js';
+import { isAlive } from '../util/process.js';
+import { describeGonePort, ownerEnv, pruneGonePorts, type OwnerEnv } from './owners.js';
 
 /**
  * Reads what the planners need about each PF; a missing PF is an error naming the pool, except
  * with `gone` (stopping), where a PF that no longer exists has no VFs left to remove: it is
  * listed there instead, so a pool whose NIC was unplugged can still be stopped.
  */
-async function gatherFacts(ctx: Context, pool: PoolSpec, pfs: NetdevName[], state: VfpoolState, gone?: NetdevName[]): Promise<Map<NetdevName, PfFacts>> {
+async function gatherFacts(ctx: Context, pool: PoolSpec, pfs: NetdevName[], state: VfpoolState, gone?: NetdevName[], env?: OwnerEnv): Promise<Map<NetdevName, PfFacts>> {
   const facts = new Map<NetdevName, PfFacts>();
   for (const pf of pfs) {
     let info;
@@ -28,7 +31,7 @@ async function gatherFacts(ctx: Context, pool: PoolSpec, pfs: NetdevName[], stat
       throw pfError(pool, pf, err);
     }
     const vfs = await ctx.host.listVfs(pf);
-    facts.set(pf, { info, vfs, uses: await findVfUses(ctx.host, state, vfs) });
+    facts.set(pf, { info, vfs, uses: await findVfUses(ctx.host, state, vfs, undefined, env) });
   }
   return facts;
 }
@@ -40,9 +43,57 @@ export interface StartResult {
 }
 
 /**
+ * The PFs a live vfpool process is changing right now (a start or stop between its intent and
+ * its end), with who: a guest of such a PF gets a clear "try again" instead of a VF that is
+ * about to vanish. Changes whose worker died are not listed: they are mended, not waited for.
+ */
+export function changingPfs(state: VfpoolState): Map<string, { pool: string; worker: number; kind: string }> {
+  const out = new Map<string, { pool: string; worker: number; kind: string }>();
+  for (const [name, p] of Object.entries(state.pools)) {
+    if (!p.change || p.change.worker === process.pid || !isAlive(p.change.worker)) continue;
+    for (const f of p.change.from) out.set(f.pf, { pool: name, worker: p.change.worker, kind: p.change.kind });
+  }
+  return out;
+}
+
+export function pfChangingError(pf: string, c: { pool: string; worker: number }): ConflictError {
+  return new ConflictError(`PF ${pf} is being reconfigured by pool '${c.pool}' (vfpool pid ${c.worker})`, 'try again in a few seconds');
+}
+
+function refuseChanging(state: VfpoolState, pfs: string[]): void {
+  const changing = changingPfs(state);
+  for (const pf of pfs) {
+    const c = changing.get(pf);
+    if (c) throw pfChangingError(pf, c);
+  }
+}
+
+/** Decisions about VFs heal the records whose owner is gone (see owners.ts). */
+function healPorts(ctx: Context, state: VfpoolState): OwnerEnv {
+  const env = ownerEnv(ctx.settings.libvirtRunDir);
+  for (const p of pruneGonePorts(state, env)) ctx.log.info(describeGonePort(p));
+  return env;
+}
+
+async function pfCounts(ctx: Context, pfs: NetdevName[]): Promise<Array<{ pf: NetdevName; numVfs: number }>> {
+  const out: Array<{ pf: NetdevName; numVfs: number }> = [];
+  for (const pf of pfs) {
+    const n = await ctx.host.getPf(pf).then((i) => i.numVfs, () => null);
+    if (n !== null) out.push({ pf, numVfs: n });
+  }
+  return out;
+}
+
+/**
  * Starts a pool: activates its VFs (seed 000) and records it as running. Already running is an
  * error for a person (`net-start`, like virsh) but not for libvirt's hook, which may call start
  * for a pool that vfpool itself started before (then the plan is usually empty: N -> N).
+ *
+ * The state lock is held only to check, plan and record the intent (`change`: these PFs are
+ * changing, from these counts), never while VFs are created (up to the settle wait): guests
+ * of other PFs proceed, guests of these PFs are told to try again. A process killed between
+ * the intent and the end leaves the intent, which `vfpool reconcile` or the next start/stop
+ * of the pool mends (crash points `net-start:*`).
  */
 export async function startPool(
   ctx: Context,
@@ -51,29 +102,64 @@ export async function startPool(
   opts: { dryRun?: boolean; allowActive?: boolean } = {},
 ): Promise<StartResult> {
   const pfs = pool.pfs.map((p) => p.dev);
-  // One path for --dry-run and the real run, so the plan shown is checked like the real one.
-  const run = async (state: VfpoolState, apply: boolean): Promise<StartResult> => {
-    if (state.pools[pool.name] && !opts.allowActive) {
+  const activatedNow = pool.pfs.filter((p) => p.numVfs !== null).map((p) => ({ pf: p.dev, numVfs: p.numVfs! }));
+  const plan = async (state: VfpoolState, env?: OwnerEnv): Promise<Action[]> => {
+    const existing = state.pools[pool.name];
+    const mendable = existing?.change && !isAlive(existing.change.worker);
+    if (existing && !opts.allowActive && !mendable) {
       throw new ConflictError(`pool '${pool.name}' is already active`, `stop it with \`vfpool net-destroy ${pool.name}\` first`);
     }
-    const actions = planPoolStart(pool, await gatherFacts(ctx, pool, pfs, state));
-    if (!apply) return { pool, actions, applied: false };
+    refuseChanging(state, pfs);
+    return planPoolStart(pool, await gatherFacts(ctx, pool, pfs, state, undefined, env));
+  };
+  if (opts.dryRun) return { pool, actions: await plan(ctx.store.read()), applied: false };
+  return startPoolNow().then((r) => (journal.pool(ctx, 'pool-start', pool.name, r.actions), r), (e) => Promise.reject((journal.poolRefused(ctx, pool.name, 'start', e), e)));
+
+  async function startPoolNow(): Promise<StartResult> {
     const log = ctx.log.child(`pool '${pool.name}'`);
-    log.info(`starting: ${actions.length} step(s)`);
-    await applyPlan(ctx.host, actions, log, ctx.apply);
-    const previous = state.pools[pool.name]?.activated ?? [];
-    const activated = pool.pfs.filter((p) => p.numVfs !== null).map((p) => ({ pf: p.dev, numVfs: p.numVfs! }));
-    state.pools[pool.name] = {
-      xml,
-      origin: pool.origin,
-      startedAt: new Date().toISOString(),
-      activated: [...previous.filter((a) => !activated.some((b) => b.pf === a.pf)), ...activated],
+    const record = (state: VfpoolState, change: ActivePool['change']) => {
+      const previous = state.pools[pool.name]?.activated ?? [];
+      state.pools[pool.name] = {
+        xml,
+        origin: pool.origin,
+        startedAt: new Date().toISOString(),
+        activated: [...previous.filter((a) => !activatedNow.some((b) => b.pf === a.pf)), ...activatedNow],
+        change,
+      };
     };
+    // 1. Under the lock: check, plan, record the intent.
+    const actions = await ctx.store.update(async (state) => {
+      const a = await plan(state, healPorts(ctx, state));
+      const changes = a.some((x) => x.kind === 'write-numvfs' || x.kind === 'bind-vfs');
+      const from = changes ? await pfCounts(ctx, pfs) : [];
+      record(state, changes ? { kind: 'starting', worker: process.pid, since: new Date().toISOString(), from } : null);
+      return a;
+    });
+    crashPoint('net-start:intent');
+    if (!actions.some((x) => x.kind === 'write-numvfs' || x.kind === 'bind-vfs')) {
+      log.info('started (nothing to change)');
+      return { pool, actions, applied: true };
+    }
+    // 2. Without the lock: change the PFs (undone in reverse on failure).
+    log.info(`starting: ${actions.length} step(s)`);
+    try {
+      await applyPlan(ctx.host, actions, log, ctx.apply);
+    } catch (err) {
+      await ctx.store.update((state) => {
+        if (state.pools[pool.name]?.change?.worker === process.pid) delete state.pools[pool.name];
+      });
+      throw err;
+    }
+    crashPoint('net-start:applied');
+    // 3. Under the lock: settled.
+    await ctx.store.update((state) => {
+      const p = state.pools[pool.name];
+      if (p) p.change = null;
+      else record(state, null);
+    });
     log.info('started');
     return { pool, actions, applied: true };
-  };
-  if (opts.dryRun) return run(ctx.store.read(), false);
-  return ctx.store.update((state) => run(state, true)).then((r) => (journal.pool(ctx, 'pool-start', pool.name, r.actions), r), (e) => Promise.reject((journal.poolRefused(ctx, pool.name, 'start', e), e)));
+  }
 }
 
 export interface StopResult extends StopPlan {
@@ -87,31 +173,94 @@ export interface StopResult extends StopPlan {
 /**
  * Stops a pool: removes the VFs vfpool created for it unless one is in use. `refuse` makes a VF
  * in use an error (a person's `net-destroy`); libvirt's `stopped end` cannot fail, so there the
- * PF is kept, the pool is marked stopped, and the caller reports what was kept.
+ * PF is kept, the pool is marked stopped, and the caller reports what was kept. Like the start,
+ * the lock is held to decide and record the intent, not while the VFs are removed. A pool whose
+ * start was killed half-way (its intent left behind) is stopped like an active one: its
+ * recorded PFs are cleared.
  */
 export async function stopPool(ctx: Context, name: string, opts: { refuse: boolean; dryRun?: boolean }): Promise<StopResult> {
-  const run = async (state: VfpoolState, apply: boolean): Promise<StopResult> => {
+  const decide = async (state: VfpoolState, env?: OwnerEnv): Promise<StopResult> => {
     const active = state.pools[name];
     if (!active) {
       if (opts.refuse) throw new ConflictError(`pool '${name}' is not active`, `start it with \`vfpool net-start ${name}\``);
       return { pool: name, wasActive: false, applied: false, actions: [], kept: [], gone: [] };
     }
+    if (active.change && active.change.worker !== process.pid && isAlive(active.change.worker)) {
+      throw new ConflictError(`pool '${name}' is being ${active.change.kind === 'starting' ? 'started' : 'stopped'} by vfpool pid ${active.change.worker}`, 'try again once it is done');
+    }
     const pool = ctx.registry.get(name, state);
     const gone: NetdevName[] = [];
-    const facts = await gatherFacts(ctx, pool, active.activated.map((a) => a.pf), state, gone);
+    const facts = await gatherFacts(ctx, pool, active.activated.map((a) => a.pf), state, gone, env);
     const plan = planPoolStop(pool, [...facts.keys()], facts, { refuse: opts.refuse });
-    if (!apply) return { pool: name, wasActive: true, applied: false, gone, ...plan };
-    const log = ctx.log.child(`pool '${name}'`);
-    log.info(`stopping: ${plan.actions.length} step(s)`);
-    await applyPlan(ctx.host, plan.actions, log, ctx.apply);
-    for (const k of plan.kept) log.warn(k.reason);
-    for (const pf of gone) log.warn(`PF ${pf} no longer exists: nothing to remove on it`);
-    delete state.pools[name];
-    log.info('stopped');
-    return { pool: name, wasActive: true, applied: true, gone, ...plan };
+    return { pool: name, wasActive: true, applied: false, gone, ...plan };
   };
-  if (opts.dryRun) return run(ctx.store.read(), false);
-  return ctx.store.update((state) => run(state, true)).then((r) => (r.wasActive && journal.pool(ctx, 'pool-stop', name, r.actions), r), (e) => Promise.reject((journal.poolRefused(ctx, name, 'stop', e), e)));
+  if (opts.dryRun) return decide(ctx.store.read());
+  return stopPoolNow().then((r) => (r.wasActive && journal.pool(ctx, 'pool-stop', name, r.actions), r), (e) => Promise.reject((journal.poolRefused(ctx, name, 'stop', e), e)));
+
+  async function stopPoolNow(): Promise<StopResult> {
+    const log = ctx.log.child(`pool '${name}'`);
+    const r = await ctx.store.update(async (state) => {
+      const d = await decide(state, healPorts(ctx, state));
+      if (!d.wasActive) return d;
+      const p = state.pools[name]!;
+      if (d.actions.length === 0) delete state.pools[name];
+      else p.change = { kind: 'stopping', worker: process.pid, since: new Date().toISOString(), from: await pfCounts(ctx, d.actions.flatMap((a) => (a.kind === 'write-numvfs' ? [a.pf] : []))) };
+      return d;
+    });
+    if (!r.wasActive) return r;
+    crashPoint('net-destroy:intent');
+    if (r.actions.length) {
+      log.info(`stopping: ${r.actions.length} step(s)`);
+      try {
+        await applyPlan(ctx.host, r.actions, log, ctx.apply);
+      } catch (err) {
+        await ctx.store.update((state) => {
+          const p = state.pools[name];
+          if (p?.change?.worker === process.pid) p.change = null;
+        });
+        throw err;
+      }
+      crashPoint('net-destroy:applied');
+      await ctx.store.update((state) => {
+        if (state.pools[name]?.change?.worker === process.pid) delete state.pools[name];
+      });
+    }
+    for (const k of r.kept) log.warn(k.reason);
+    for (const pf of r.gone) log.warn(`PF ${pf} no longer exists: nothing to remove on it`);
+    log.info('stopped');
+    return { ...r, applied: true };
+  }
+}
+
+/**
+ * Mends the pools whose start or stop was killed half-way (their `change` left by a dead
+ * process): a start is undone (each PF back to the count it had, when none of its VFs is in
+ * use), a stop is finished. For `vfpool reconcile`.
+ */
+export async function mendPools(ctx: Context): Promise<string[]> {
+  const done: string[] = [];
+  const state = ctx.store.read();
+  for (const [name, p] of Object.entries(state.pools)) {
+    if (!p.change || isAlive(p.change.worker)) continue;
+    if (p.change.kind === 'stopping') {
+      const r = await stopPool(ctx, name, { refuse: false });
+      done.push(`pool '${name}': finished its interrupted stop${r.kept.length ? ` (${r.kept.map((k) => k.reason).join('; ')})` : ''}`);
+      continue;
+    }
+    const from = p.change.from;
+    const counted = new Set(p.activated.map((a) => a.pf));
+    const r = await stopPool(ctx, name, { refuse: false });
+    // The start had replaced other VFs on a PF it counts: put that count back.
+    for (const f of from) {
+      if (f.numVfs === 0 || !counted.has(f.pf) || r.kept.some((k) => k.pf === f.pf) || r.gone.includes(f.pf)) continue;
+      await applyPlan(ctx.host, [
+        { kind: 'write-numvfs', pf: f.pf, from: 0, to: f.numVfs },
+        { kind: 'await-vfs', pf: f.pf, count: f.numVfs, probed: (await ctx.host.getPf(f.pf)).autoprobe },
+      ], ctx.log.child(`pool '${name}'`), ctx.apply);
+    }
+    done.push(`pool '${name}': undid its interrupted start${r.kept.length ? ` (${r.kept.map((k) => k.reason).join('; ')})` : ''}`);
+  }
+  return done;
 }
 
 export function formatPlan(actions: Action[]): string[] {

@@ -2,8 +2,10 @@ import { asVfpoolError } from '../errors.js';
 import { isAlive } from '../util/process.js';
 import type { Context } from './context.js';
 import { releaseGuest } from './guest-release.js';
+import { mendPools } from './pools.js';
 import { readLibvirtPid } from './libvirt-runtime.js';
-import type { Allocation, PortRecord, VfpoolState } from '../state/schema.js';
+import type { Allocation, VfpoolState } from '../state/schema.js';
+import { judgeAllocation, judgePort } from './owners.js';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { errnoOf } from '../errors.js';
@@ -59,53 +61,7 @@ export interface ReconcileResult {
   migrationsKept: Array<{ domain: string; role: string; stage: string; reason: string }>;
 }
 
-export const DEFAULT_RECONCILE_GRACE_MS = 120_000;
-
-export interface Verdict {
-  keep: boolean;
-  reason: string;
-  /** A pid learnt from libvirt's pid file, to record. */
-  adoptPid?: number;
-}
-
-/** The policy above, for one allocation. Pure but for the liveness checks it is given. */
-export function judgeAllocation(
-  a: Allocation,
-  env: {
-    alive: (pid: number) => boolean;
-    libvirtPid: (domain: string) => number | null;
-    now: number;
-    graceMs: number;
-    self: number;
-    /** A `vfpool prepare`d domain whose QEMU ran through the wrapper and is gone (its QMP socket refuses). */
-    cliQemuGone?: (domain: string) => boolean;
-  },
-): Verdict {
-  if (a.worker && a.worker !== env.self && env.alive(a.worker)) return { keep: true, reason: `vfpool (pid ${a.worker}) is working on it now` };
-  if (a.phase === 'releasing') return { keep: false, reason: `its release did not finish${a.lastError ? ` (${a.lastError})` : ''}` };
-  if (a.phase === 'preparing') return { keep: false, reason: `its prepare was interrupted${a.worker ? ` (vfpool pid ${a.worker} is gone)` : ''}` };
-  if (a.owner.pid !== null) {
-    return env.alive(a.owner.pid) ? { keep: true, reason: `QEMU pid ${a.owner.pid} runs` } : { keep: false, reason: `QEMU pid ${a.owner.pid} is gone` };
-  }
-  if (a.owner.via === 'cli') {
-    if (env.cliQemuGone?.(a.owner.domain)) return { keep: false, reason: `its QEMU, run through vfpool-qemu, is gone (nobody serves its QMP socket)` };
-    return { keep: true, reason: `prepared with \`vfpool prepare\` and no --pid: free it with \`vfpool release ${a.owner.domain}\`` };
-  }
-  const pid = env.libvirtPid(a.owner.domain);
-  if (pid !== null) return { keep: true, reason: `QEMU pid ${pid} (libvirt's pid file) runs`, adoptPid: pid };
-  const age = env.now - Date.parse(a.createdAt);
-  if (Number.isFinite(age) && age < env.graceMs) {
-    return { keep: true, reason: `prepared ${Math.round(age / 1000)} s ago and libvirt may still be starting it (grace ${Math.round(env.graceMs / 1000)} s)` };
-  }
-  return { keep: false, reason: `no QEMU pid was ever recorded and libvirt has no pid file for it` };
-}
-
-function judgePort(p: PortRecord, env: { libvirtPid: (domain: string) => number | null; now: number; graceMs: number }): Verdict {
-  if (env.libvirtPid(p.domain) !== null) return { keep: true, reason: 'the domain runs' };
-  const age = p.createdAt ? env.now - Date.parse(p.createdAt) : Infinity;
-  if (age < env.graceMs) return { keep: true, reason: 'recorded moments ago; the domain may be starting' };
-  return { keep: false, reason: `domain '${p.domain}' does not run (no live pid in libvirt's pid file)` };
-}
+export { DEFAULT_RECONCILE_GRACE_MS, judgeAllocation, judgePort, type Verdict } from './owners.js';
 
 /** Runs the policy over the state; frees what is gone (unless dry-run) and reports both. */
 export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<ReconcileResult> {
@@ -120,6 +76,8 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
     self: process.pid,
   };
   const result: ReconcileResult = { dryRun: Boolean(opts.dryRun), kept: [], freed: [], failed: [], portsDropped: [], portsKept: 0, plansRemoved: [], migrationsDropped: [], migrationsKept: [] };
+  // Pools whose start or stop was killed half-way first: their PFs may hold VFs no pool owns.
+  if (!opts.dryRun) for (const line of await mendPools(ctx)) log.info(line);
   const state: VfpoolState = ctx.store.read();
   // Without libvirt no pid file says whether QEMU runs; the wrapper's QMP socket does.
   for (const d of new Set(state.allocations.filter((a) => a.owner.via === 'cli' && a.owner.pid === null).map((a) => a.owner.domain))) {
@@ -181,7 +139,7 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
   await judgeMigrations(ctx, env.libvirtPid, new Set(ctx.store.read().allocations.map((a) => a.owner.domain)), result, false);
   for (const m of result.migrationsDropped) log.info(`dropped the migration record of domain '${m.domain}' (${m.role}, ${m.stage}): ${m.reason}`);
   for (const m of result.migrationsKept) log.info(`kept the migration record of domain '${m.domain}' (${m.role}, ${m.stage}): ${m.reason}`);
-  ctx.store.rebuildIndex();
+  await ctx.store.rebuildIndex();
   log.info(`kept ${result.kept.length}, freed ${result.freed.length}, failed ${result.failed.length}, dropped ${result.portsDropped.length} port record(s)`);
   return result;
 }

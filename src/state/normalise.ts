@@ -28,13 +28,25 @@ export function normaliseState(raw: unknown, file: string): VfpoolState {
     );
   }
   const f = new Fields(bad);
-  const pools = f.object(raw, 'pools', '');
-  for (const [name, p] of Object.entries(pools)) {
+  // Keyed by pool name, which is user input: no prototype, so `constructor`, `toString` or
+  // `__proto__` are names like any other (JSON.parse makes `__proto__` an own key; copying it
+  // into a prototype-less object keeps it one).
+  const pools = Object.create(null) as Record<string, unknown>;
+  for (const [name, p] of Object.entries(f.object(raw, 'pools', ''))) {
+    pools[name] = p;
     const at = `pools['${name}']`;
     const po = isObject(p) ? p : bad(`${at} is ${describe(p)}, expected an object`);
     f.string(po, 'xml', at);
     f.oneOf(po, 'origin', at, ['definition', 'libvirt-metadata']);
     f.array(po, 'activated', at);
+    // Added within version 2 (the start/stop intent); absent means settled.
+    po.change ??= null;
+    if (po.change !== null) {
+      const c = isObject(po.change) ? po.change : bad(`${at}.change is ${describe(po.change)}, expected an object or null`);
+      f.oneOf(c, 'kind', `${at}.change`, ['starting', 'stopping']);
+      f.number(c, 'worker', `${at}.change`);
+      f.array(c, 'from', `${at}.change`);
+    }
   }
   const allocations = f.array(raw, 'allocations', '').map((a, i) => upgradeAllocation(a, `allocations[${i}]`, f));
   const ports = f.array(raw, 'ports', '').map((p, i) => upgradePort(p, `ports[${i}]`, f));
@@ -83,6 +95,8 @@ function upgradePort(raw: unknown, at: string, f: Fields): PortRecord {
   p.plug ??= p.vfAddr !== null ? 'hostdev-pci' : 'direct';
   p.mac ??= null;
   p.createdAt ??= null;
+  // Added within version 2: absent means not known yet.
+  p.pid ??= null;
   return p;
 }
 

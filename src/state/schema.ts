@@ -15,6 +15,22 @@ export interface ActivePool {
   startedAt: string;
   /** PFs whose VF count vfpool set, and to what: only these are removed at stop. */
   activated: Array<{ pf: NetdevName; numVfs: number }>;
+  /**
+   * Set while a start or stop changes VF counts (outside the state lock, which is held only to
+   * record this intent): guests of these PFs are refused meanwhile, and a process killed
+   * mid-way leaves it for `vfpool reconcile` / the next start or stop, which undo the start
+   * (back to `from`) or finish the stop. null when the pool is settled.
+   */
+  change: PoolChange | null;
+}
+
+export interface PoolChange {
+  kind: 'starting' | 'stopping';
+  /** The vfpool process making the change. */
+  worker: number;
+  since: string;
+  /** The PFs being changed and their VF count before the change. */
+  from: Array<{ pf: NetdevName; numVfs: number }>;
 }
 
 /** What a VF looked like before vfpool touched it: restored at release. */
@@ -114,6 +130,12 @@ export interface PortRecord {
   mac: MacAddress | null;
   /** null in records upgraded from version 1 files that did not say. */
   createdAt: string | null;
+  /**
+   * The domain's QEMU pid, learnt at the qemu hook's `started`/`reconnect`: once known, the
+   * record pins its VF exactly while that process lives (libvirt sends no `port-deleted` for a
+   * network that is no longer active, nor after a daemon crash). null until then.
+   */
+  pid: number | null;
 }
 
 export interface VfpoolState {
@@ -126,5 +148,7 @@ export interface VfpoolState {
 }
 
 export function emptyState(): VfpoolState {
-  return { version: STATE_VERSION, pools: {}, allocations: [], ports: [], bindings: [] };
+  // Pool names are user input: a plain object would find `constructor` or `toString` in every
+  // state, so `pools` never has a prototype (see normalise.ts, which builds it the same way).
+  return { version: STATE_VERSION, pools: Object.create(null) as VfpoolState['pools'], allocations: [], ports: [], bindings: [] };
 }

@@ -1,4 +1,5 @@
-import { chmodSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, lstatSync, mkdirSync, openSync, readdirSync, rmSync } from 'node:fs';
+import { BadInputError, errnoOf } from '../errors.js';
 import { join } from 'node:path';
 import { DEFAULT_LOCK, readJsonFile, updateJsonFileLocked, type LockOptions } from '../util/json-file.js';
 import { fsError } from '../util/fs-errors.js';
@@ -24,18 +25,31 @@ export class StateStore {
     this.indexDir = join(dir, 'index');
   }
 
-  /** Creates the directory 0700 (state holds saved MACs and who owns what: root's business). */
+  /**
+   * Creates the directory 0700 (state holds saved MACs and who owns what: root's business).
+   * A symlink is refused, never followed: chmod through it would change its target (`/tmp`
+   * losing its sticky bit), and whoever can replace the link redirects root's writes.
+   */
   ensureDir(): void {
-    try {
-      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-      chmodSync(this.dir, 0o700);
-    } catch (err) {
-      throw fsError(err, this.dir, 'the state directory', 'VFPOOL_STATE_DIR');
-    }
-    try {
-      mkdirSync(this.indexDir, { recursive: true, mode: 0o700 });
-    } catch (err) {
-      throw fsError(err, this.indexDir, 'the state index directory', 'VFPOOL_STATE_DIR');
+    for (const [dir, what] of [[this.dir, 'the state directory'], [this.indexDir, 'the state index directory']] as const) {
+      try {
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        const st = lstatSync(dir);
+        if (st.isSymbolicLink()) {
+          throw new BadInputError(`${what} ${dir} is a symbolic link; vfpool does not follow links in its state directory`, 'point VFPOOL_STATE_DIR at the real directory');
+        }
+        if (!st.isDirectory()) throw new BadInputError(`${what} ${dir} exists and is not a directory`, 'remove or rename it, or point VFPOOL_STATE_DIR elsewhere');
+        // O_NOFOLLOW|O_DIRECTORY: the chmod is of this directory, even if it were swapped for a link since the lstat.
+        const fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+        try {
+          if ((st.mode & 0o777) !== 0o700) fchmodSync(fd, 0o700);
+        } finally {
+          closeSync(fd);
+        }
+      } catch (err) {
+        if (errnoOf(err) === 'ELOOP') throw new BadInputError(`${what} ${dir} is a symbolic link; vfpool does not follow links in its state directory`, 'point VFPOOL_STATE_DIR at the real directory');
+        throw fsError(err, dir, what, 'VFPOOL_STATE_DIR');
+      }
     }
   }
 
@@ -59,6 +73,8 @@ export class StateStore {
         return { next: current, result, afterWrite: () => stale.forEach((m) => rmSync(join(this.indexDir, m), { force: true })) };
       },
       this.lock,
+      0o600,
+      'state',
     );
   }
 
@@ -70,15 +86,26 @@ export class StateStore {
     return m;
   }
 
+  /** An empty marker; a symlink planted in its place is not followed (O_NOFOLLOW: ELOOP, reported). */
   private touchMarker(m: string): void {
-    writeFileSync(join(this.indexDir, m), '', { mode: 0o600 });
+    const file = join(this.indexDir, m);
+    try {
+      closeSync(openSync(file, constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW, 0o600));
+    } catch (err) {
+      throw fsError(err, file, 'the index marker', 'VFPOOL_STATE_DIR');
+    }
   }
 
-  /** Rebuilds the markers from the state (reconcile, and after a crash between the two writes). */
-  rebuildIndex(): void {
-    this.ensureDir();
-    const want = this.markersOf(this.read());
-    for (const f of readdirSync(this.indexDir)) if (!want.has(f)) rmSync(join(this.indexDir, f), { force: true });
-    for (const m of want) this.touchMarker(m);
+  /**
+   * Rebuilds the markers from the state (reconcile, and after a crash between the two writes),
+   * under the lock: a prepare that runs meanwhile adds its marker before its state, and a
+   * rebuild from an older read would delete it (markers must stay a superset of the state).
+   */
+  async rebuildIndex(): Promise<void> {
+    await this.update((state) => {
+      const want = this.markersOf(state);
+      for (const m of want) this.touchMarker(m);
+      for (const f of readdirSync(this.indexDir)) if (!want.has(f)) rmSync(join(this.indexDir, f), { force: true });
+    });
   }
 }

@@ -1,9 +1,11 @@
-import { mkdirSync, readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { closeSync, constants, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import writeFileAtomic from 'write-file-atomic';
 import { BadInputError, errnoOf, LockTimeoutError } from '../errors.js';
+import { crashPoint } from './crash-point.js';
 import { fsError } from './fs-errors.js';
+import { isAlive } from './process.js';
 
 export interface LockOptions {
   /** How long to wait for another vfpool process before giving up with exit 3. */
@@ -21,15 +23,28 @@ export const DEFAULT_LOCK: LockOptions = { timeoutMs: 30_000, staleMs: 10_000 };
 export function readJsonFile<T>(file: string, what = 'the file', setting?: string): T | undefined {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    // O_NOFOLLOW: a symlink planted in root's state directory is refused (ELOOP), not read through.
+    const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+    try {
+      text = readFileSync(fd, 'utf8');
+    } finally {
+      closeSync(fd);
+    }
   } catch (err) {
     if (errnoOf(err) === 'ENOENT') return undefined;
+    if (errnoOf(err) === 'ELOOP') throw new BadInputError(`${what} ${file} is a symbolic link; vfpool does not follow links there`, 'replace the link with the file itself', { cause: err });
     throw fsError(err, file, what, setting);
   }
   try {
     return JSON.parse(text) as T;
   } catch (err) {
-    throw new BadInputError(`${file} is not valid JSON: ${(err as Error).message}`, 'fix or remove the file', { cause: err });
+    // Never "remove the file": an empty state reads as "nothing allocated" and hands out VFs
+    // that guests still hold (a truncated state.json is the usual cause).
+    throw new BadInputError(
+      `${file} is not valid JSON: ${(err as Error).message}`,
+      'restore it from a copy; only if no guest uses what it records, move it aside and run `vfpool reconcile`',
+      { cause: err },
+    );
   }
 }
 
@@ -58,12 +73,15 @@ export async function updateJsonFileLocked<T, R>(
   fn: (current: T) => Promise<JsonUpdate<T, R>> | JsonUpdate<T, R>,
   opts: LockOptions = DEFAULT_LOCK,
   mode = 0o600,
+  /** Names this file's crash points (`NAME:locked`, `NAME:written`); none without it. */
+  crashName?: string,
 ): Promise<R> {
   try {
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   } catch (err) {
     throw fsError(err, dirname(file), 'the directory of', undefined);
   }
+  clearAbandonedLock(file, opts);
   let release: () => Promise<void>;
   try {
     release = await lockfile.lock(file, {
@@ -74,21 +92,104 @@ export async function updateJsonFileLocked<T, R>(
     });
   } catch (err) {
     if (errnoOf(err) === 'ELOCKED') {
+      const holder = readHolder(file);
+      const who = holder ? `vfpool pid ${holder.pid}${holder.alive ? '' : ' (gone)'} (${holder.what})` : 'another vfpool process';
       throw new LockTimeoutError(
-        `lock ${file}.lock is held by another vfpool process (waited ${Math.round(opts.timeoutMs / 1000)} s)`,
-        'try again; if no vfpool process runs, the lock goes stale and is reclaimed',
+        `lock ${file}.lock is held by ${who} (waited ${Math.round(opts.timeoutMs / 1000)} s)`,
+        holder?.alive ? `try again once pid ${holder.pid} is done` : `try again; a lock whose holder is gone goes stale after ${Math.round(opts.staleMs / 1000)} s and is reclaimed`,
         { cause: err },
       );
     }
     throw fsError(err, `${file}.lock`, 'the lock of');
   }
   try {
+    writeHolder(file);
+    removeKilledWritersTemps(file);
+    if (crashName) crashPoint(`${crashName}:locked`);
     const current = read();
     const { next, result, afterWrite } = await fn(current);
     if (next !== undefined) await writeJsonFileAtomic(file, next, mode);
+    if (crashName) crashPoint(`${crashName}:written`);
     afterWrite?.();
     return result;
   } finally {
+    // The holder file exists only while its writer holds the lock (or was killed holding it).
+    rmSync(holderFile(file), { force: true });
     await release().catch(() => undefined);
+  }
+}
+
+/**
+ * Who holds the lock, for the timeout message: written by the holder right after locking, in a
+ * file beside the lock directory (proper-lockfile removes the directory with rmdir, so nothing
+ * may go inside it). One line: the pid, then what it is doing.
+ */
+function holderFile(file: string): string {
+  return `${file}.holder`;
+}
+
+function writeHolder(file: string): void {
+  const what = process.argv.slice(2).join(' ').replace(/[^\x20-\x7e]/g, '?').slice(0, 200) || basename(process.argv[1] ?? 'vfpool');
+  try {
+    const fd = openSync(holderFile(file), constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
+    try {
+      writeFileSync(fd, `${process.pid} ${what}\n`);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // Only the timeout message of another process reads it.
+  }
+}
+
+function readHolder(file: string): { pid: number; what: string; alive: boolean; writtenMs: number } | null {
+  try {
+    const writtenMs = lstatSync(holderFile(file)).mtimeMs;
+    const m = /^([0-9]+) (.*)$/.exec(readFileSync(holderFile(file), 'utf8').trim());
+    if (!m) return null;
+    const pid = Number(m[1]);
+    return { pid, what: m[2] || '?', alive: isAlive(pid), writtenMs };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * proper-lockfile takes a lock over only once its mtime is older than `staleMs`; a lock directory
+ * whose mtime lies in the future (a clock set back, a copied tree) would block every caller for
+ * the whole timeout. A live holder refreshes the mtime to its own "now", so one more than the
+ * stale period ahead is no live holder's, unless the holder file names a live process.
+ */
+function clearAbandonedLock(file: string, opts: LockOptions): void {
+  const dir = `${file}.lock`;
+  try {
+    const st = lstatSync(dir);
+    const holder = readHolder(file);
+    if (st.mtimeMs > Date.now() + opts.staleMs && !holder?.alive) {
+      rmdirSync(dir);
+      return;
+    }
+    // A holder killed with the lock (SIGKILL, OOM): its holder file, written after it took this
+    // lock directory (ctime not newer than the file), names a dead pid. Taking the lock over
+    // now spares every hook the stale wait; a lock taken since has a newer ctime and is kept.
+    if (holder && !holder.alive && st.ctimeMs <= holder.writtenMs) rmdirSync(dir);
+  } catch {
+    // No lock directory, or it went away meanwhile: nothing to clear.
+  }
+}
+
+/**
+ * A writer killed between creating its temp file and the rename leaves `FILE.NNNN` behind
+ * (write-file-atomic's names). Under the lock nobody else writes, so every such file is a leftover.
+ */
+function removeKilledWritersTemps(file: string): void {
+  const dir = dirname(file);
+  const prefix = basename(file) + '.';
+  try {
+    for (const f of readdirSync(dir)) {
+      if (f.startsWith(prefix) && /^[0-9]+$/.test(f.slice(prefix.length))) rmSync(join(dir, f), { force: true });
+    }
+  } catch {
+    // Best effort: a leftover temp file costs space, not correctness.
   }
 }

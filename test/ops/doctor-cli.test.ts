@@ -1,7 +1,7 @@
 import t from 'tap';
+import { spawnSleeper } from '../helpers/processes.js';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { makeSimEnv } from '../helpers/env.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
 import { vfpoolCli } from '../helpers/spawn.js';
@@ -38,11 +38,13 @@ t.test('simulated host: PF and pool checks pass, and fail for a pool that asks t
 t.test('simulated host: allocations of a guest that is gone are what reconcile would free', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
   w.definePool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
-  const dead = (await execa('sh', ['-c', 'echo $$'])).stdout.trim(); // a pid that has exited
+  // --pid must name a live process: QEMU stands in as a sleeper, which then exits.
+  const qemu = spawnSleeper();
   const file = join(w.dir, 'vm1.xml');
   const { writeFileSync } = await import('node:fs');
   writeFileSync(file, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:01'/>` }));
-  t.equal((await vfpoolCli(['prepare', '--xml', file, '--pid', dead], { env: w.env })).exitCode, 0);
+  t.equal((await vfpoolCli(['prepare', '--xml', file, '--pid', String(qemu.pid)], { env: w.env })).exitCode, 0);
+  await qemu.kill();
   const stale = rows((await vfpoolCli(['doctor', '--json'], { env: w.env })).stdout).find((c) => c.id === 'stale-allocations')!;
   t.match(stale, { ok: false, found: /1 VF\(s\) held for guests that are gone: 0000:3b:02\.0 \(domain vm1: /, fix: 'vfpool reconcile' });
   t.equal((await vfpoolCli(['reconcile'], { env: w.env })).exitCode, 0);

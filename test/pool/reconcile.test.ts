@@ -78,8 +78,8 @@ t.test('reconcile frees and restores what is gone, keeps what runs, drops dead p
       if (a.owner.domain === 'pidfile') a.createdAt = new Date(Date.now() - 3600_000).toISOString();
     }
     s.ports.push(
-      { network: 'n', portUuid: 'u1', domain: 'gone', domainUuid: null, vfAddr: null, netdev: 'x' as never, plug: 'direct', mac: null, createdAt: new Date(Date.now() - 3600_000).toISOString() },
-      { network: 'n', portUuid: 'u2', domain: 'pidfile', domainUuid: null, vfAddr: null, netdev: 'y' as never, plug: 'direct', mac: null, createdAt: new Date(Date.now() - 3600_000).toISOString() },
+      { network: 'n', portUuid: 'u1', domain: 'gone', domainUuid: null, vfAddr: null, netdev: 'x' as never, plug: 'direct', mac: null, createdAt: new Date(Date.now() - 3600_000).toISOString(), pid: null },
+      { network: 'n', portUuid: 'u2', domain: 'pidfile', domainUuid: null, vfAddr: null, netdev: 'y' as never, plug: 'direct', mac: null, createdAt: new Date(Date.now() - 3600_000).toISOString(), pid: null },
     );
   });
   writeFileSync(join(w.opts.libvirtRunDir, 'pidfile.pid'), `${process.pid}\n`);

@@ -58,9 +58,11 @@ t.test('a version 1 file is upgraded to the current version, every field present
   t.equal(newer!.applied, null, 'nothing saved: nothing applied');
   t.same(s.ports[0], {
     network: 'hostnet', portUuid: '0b6f5c3e-1111-2222-3333-444455556666', domain: 'vm3', domainUuid: null,
-    vfAddr: '0000:3b:02.3', netdev: null, plug: 'hostdev-pci', mac: null, createdAt: null,
+    vfAddr: '0000:3b:02.3', netdev: null, plug: 'hostdev-pci', mac: null, createdAt: null, pid: null,
   });
   t.same(s.pools.p!.activated, [{ pf: 'eth1', numVfs: 4 }]);
+  t.equal(s.pools.p!.change, null, 'a pool without a start/stop intent is settled');
+  t.equal(Object.getPrototypeOf(s.pools), null, 'pools is keyed by name without a prototype');
 });
 
 t.test('a current file reads back as written', async (t) => {

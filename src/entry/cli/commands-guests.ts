@@ -3,8 +3,22 @@ import { parseDomainXml } from '../../config/domain-xml.js';
 import { guestOptions, prepareGuest, planReleaseGuest, releaseGuest } from '../../pool/guests.js';
 import { DEFAULT_RECONCILE_GRACE_MS, reconcile } from '../../pool/reconcile.js';
 import { parseObjectName } from '../../types.js';
+import { isAlive } from '../../util/process.js';
+import { quoteInput } from '../../util/quote.js';
 import { DRY_RUN, JSON_OUT, type CommandDef } from './define.js';
 import { cliContext, out, readInputFile } from './output.js';
+
+/**
+ * `--pid`: read as text (yargs' number type turns `abc` into NaN) and checked to be a live
+ * process, since the allocation is freed once that process is gone: a dead or mistyped pid
+ * would let the next reconcile free VFs a guest is about to use.
+ */
+function parsePid(raw: string): number {
+  if (!/^[0-9]{1,10}$/.test(raw) || Number(raw) < 2) throw new BadInputError(`--pid ${quoteInput(raw)} is not a process id`, 'give the pid of the QEMU process that uses the VFs, a whole number above 1');
+  const pid = Number(raw);
+  if (!isAlive(pid)) throw new BadInputError(`--pid ${pid}: no such process`, 'start QEMU first and give its pid, or prepare without --pid and release with `vfpool release`');
+  return pid;
+}
 
 export const GUEST_COMMANDS: CommandDef[] = [
   {
@@ -12,7 +26,7 @@ export const GUEST_COMMANDS: CommandDef[] = [
     describe: 'allocate and configure the VFs a domain asks for (what the qemu hook does at prepare)',
     options: {
       xml: { type: 'string', demandOption: true, describe: 'the domain XML (- for stdin)' },
-      pid: { type: 'number', describe: 'the QEMU pid that uses them (lets `vfpool reconcile` free them when it exits)' },
+      pid: { type: 'string', describe: 'the QEMU pid that uses them (lets `vfpool reconcile` free them when it exits)' },
       ...DRY_RUN,
       ...JSON_OUT,
     },
@@ -20,11 +34,11 @@ export const GUEST_COMMANDS: CommandDef[] = [
       ['prepare --xml vm1.xml', 'give domain vm1 the VFs its <vfpool:hostdev> elements ask for'],
       ['prepare --xml vm1.xml --dry-run', 'print which VFs it would get and the steps'],
     ],
-    async run(a: { xml: string; pid?: number; dryRun: boolean; json: boolean }) {
+    async run(a: { xml: string; pid?: string; dryRun: boolean; json: boolean }) {
+      const pid = a.pid === undefined ? null : parsePid(String(a.pid));
       const spec = parseDomainXml(readInputFile(a.xml), a.xml);
-      if (a.pid !== undefined && (!Number.isInteger(a.pid) || a.pid < 2)) throw new BadInputError(`--pid '${a.pid}' is not a process id`);
       const ctx = cliContext('prepare');
-      const r = await prepareGuest(ctx, spec, { ...guestOptions('cli', ctx.settings), dryRun: a.dryRun, pid: a.pid ?? null });
+      const r = await prepareGuest(ctx, spec, { ...guestOptions('cli', ctx.settings), dryRun: a.dryRun, pid });
       if (a.json) out(JSON.stringify({ ...r, dryRun: a.dryRun }));
       else if (a.dryRun) {
         out(`plan for prepare of domain ${spec.name} (--dry-run, nothing changed):`);

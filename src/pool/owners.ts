@@ -1,0 +1,116 @@
+import type { Allocation, PortRecord } from '../state/schema.js';
+import { isAlive } from '../util/process.js';
+import { readLibvirtPid } from './libvirt-runtime.js';
+
+/**
+ * Whether the owner of a record that makes a VF "in use" still exists. Decided wherever "in use"
+ * is decided (the allocator, a pool's start and stop, reconcile), not only by `vfpool
+ * reconcile`: libvirt skips hook calls (no `port-deleted` for a network that is no longer
+ * active, none at all after a daemon crash, a failed start or a domain undefined while it
+ * ran), and a record whose owner is gone would otherwise pin its VF until someone reconciles.
+ */
+export const DEFAULT_RECONCILE_GRACE_MS = 120_000;
+
+export interface Verdict {
+  keep: boolean;
+  reason: string;
+  /** A pid learnt from libvirt's pid file, to record. */
+  adoptPid?: number;
+}
+
+/** The policy above, for one allocation. Pure but for the liveness checks it is given. */
+export function judgeAllocation(
+  a: Allocation,
+  env: {
+    alive: (pid: number) => boolean; libvirtPid: (domain: string) => number | null; now: number; graceMs: number; self: number;
+    /** A `vfpool prepare`d domain whose QEMU ran through the wrapper and is gone (its QMP socket refuses). */
+    cliQemuGone?: (domain: string) => boolean;
+  },
+): Verdict {
+  if (a.worker && a.worker !== env.self && env.alive(a.worker)) return { keep: true, reason: `vfpool (pid ${a.worker}) is working on it now` };
+  if (a.phase === 'releasing') return { keep: false, reason: `its release did not finish${a.lastError ? ` (${a.lastError})` : ''}` };
+  if (a.phase === 'preparing') return { keep: false, reason: `its prepare was interrupted${a.worker ? ` (vfpool pid ${a.worker} is gone)` : ''}` };
+  if (a.owner.pid !== null) {
+    return env.alive(a.owner.pid) ? { keep: true, reason: `QEMU pid ${a.owner.pid} runs` } : { keep: false, reason: `QEMU pid ${a.owner.pid} is gone` };
+  }
+  if (a.owner.via === 'cli') {
+    if (env.cliQemuGone?.(a.owner.domain)) return { keep: false, reason: `its QEMU, run through vfpool-qemu, is gone (nobody serves its QMP socket)` };
+    return { keep: true, reason: `prepared with \`vfpool prepare\` and no --pid: free it with \`vfpool release ${a.owner.domain}\`` };
+  }
+  const pid = env.libvirtPid(a.owner.domain);
+  if (pid !== null) return { keep: true, reason: `QEMU pid ${pid} (libvirt's pid file) runs`, adoptPid: pid };
+  const age = env.now - Date.parse(a.createdAt);
+  if (Number.isFinite(age) && age < env.graceMs) {
+    return { keep: true, reason: `prepared ${Math.round(age / 1000)} s ago and libvirt may still be starting it (grace ${Math.round(env.graceMs / 1000)} s)` };
+  }
+  return { keep: false, reason: `no QEMU pid was ever recorded and libvirt has no pid file for it` };
+}
+
+export function judgePort(p: PortRecord, env: { alive?: (pid: number) => boolean; libvirtPid: (domain: string) => number | null; now: number; graceMs: number }): Verdict {
+  if (p.pid !== null && env.alive) {
+    return env.alive(p.pid) ? { keep: true, reason: `QEMU pid ${p.pid} runs` } : { keep: false, reason: `domain '${p.domain}' QEMU pid ${p.pid} is gone` };
+  }
+  if (env.libvirtPid(p.domain) !== null) return { keep: true, reason: 'the domain runs' };
+  const age = p.createdAt ? env.now - Date.parse(p.createdAt) : Infinity;
+  if (age < env.graceMs) return { keep: true, reason: 'recorded moments ago; the domain may be starting' };
+  return { keep: false, reason: `domain '${p.domain}' does not run (no live pid in libvirt's pid file)` };
+}
+
+
+export interface OwnerEnv {
+  alive: (pid: number) => boolean;
+  libvirtPid: (domain: string) => number | null;
+  now: number;
+  graceMs: number;
+  self: number;
+}
+
+/** The liveness checks against this machine; libvirt's pid files are read at most once per domain. */
+export function ownerEnv(libvirtRunDir: string, graceMs = DEFAULT_RECONCILE_GRACE_MS): OwnerEnv {
+  const pids = new Map<string, number | null>();
+  return {
+    alive: isAlive,
+    libvirtPid: (d) => {
+      if (!pids.has(d)) {
+        let pid: number | null = null;
+        // A pid file vfpool cannot read is not proof that the domain is gone: keep its records.
+        try {
+          pid = readLibvirtPid(libvirtRunDir, d);
+        } catch {
+          pid = -1;
+        }
+        pids.set(d, pid);
+      }
+      const pid = pids.get(d)!;
+      return pid === -1 ? process.pid : pid;
+    },
+    now: Date.now(),
+    graceMs,
+    self: process.pid,
+  };
+}
+
+/** Whether a libvirt port record still pins its VF. */
+export function portPinsVf(p: PortRecord, env: OwnerEnv): boolean {
+  return judgePort(p, env).keep;
+}
+
+/** Whether an allocation still pins its VF (its guest runs, or a live vfpool works on it). */
+export function allocationPinsVf(a: Allocation, env: OwnerEnv): boolean {
+  return judgeAllocation(a, env).keep;
+}
+
+/**
+ * Drops, in a state being updated under the lock, the libvirt port records whose domain no
+ * longer runs, and returns them (for the log): the healing half of judging owners where "in
+ * use" is decided, so the record does not outlive this decision either.
+ */
+export function pruneGonePorts(state: { ports: PortRecord[] }, env: OwnerEnv): PortRecord[] {
+  const gone = state.ports.filter((p) => !portPinsVf(p, env));
+  if (gone.length) state.ports = state.ports.filter((p) => !gone.includes(p));
+  return gone;
+}
+
+export function describeGonePort(p: PortRecord): string {
+  return `dropped libvirt network '${p.network}' port of domain '${p.domain}' (${p.vfAddr ?? p.netdev ?? 'no VF'}): the domain no longer runs and libvirt sent no port-deleted`;
+}

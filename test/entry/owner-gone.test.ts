@@ -1,0 +1,114 @@
+import t from 'tap';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Test } from 'tap';
+import type { NetdevName } from '../../src/types.js';
+import { makeSimEnv, type SimEnv } from '../helpers/env.js';
+import { domainXml, portHookData } from '../helpers/libvirt-domains.js';
+import { spawnSleeper } from '../helpers/processes.js';
+import { REPO, spawnEntry, vfpoolCli } from '../helpers/spawn.js';
+
+/**
+ * Records whose owner is gone must not pin VFs, judged where "in use" is decided (a pool's
+ * start and stop, the allocator, the port veto), not only in `vfpool reconcile`: libvirt skips
+ * hook calls. The hooks run as processes on the simulated host, with a fake libvirt pid
+ * directory (VFPOOL_LIBVIRT_RUN_DIR) standing for libvirt's /run/libvirt/qemu.
+ */
+const sample = (name: string) => readFileSync(join(REPO, 'test/libvirt/samples', name), 'utf8');
+const NET_START = sample('stdin-network-vfp-net-start-begin.xml'); // pool vfp-net: 4 VFs on eth1, hostdev
+const NET_STOPPED = sample('stdin-network-vfp-net-stopped-end.xml');
+const PORT_UUID = '6ae23074-a30a-4c60-afde-fd10f4b211c2';
+
+interface World extends SimEnv {
+  hookEnv: Record<string, string>;
+  runDir: string;
+}
+
+function world(t: Test): World {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
+  const runDir = join(w.dir, 'libvirt-run');
+  mkdirSync(runDir, { recursive: true });
+  return { ...w, runDir, hookEnv: { ...w.env, VFPOOL_LIBVIRT_RUN_DIR: runDir } };
+}
+
+const net = (w: World, op: string, stdin: string) => spawnEntry('hooks/network', ['vfp-net', ...op.split(' '), '-'], { env: w.hookEnv, stdin });
+const qemu = (w: World, domain: string, op: string, stdin: string) => spawnEntry('hooks/qemu', [domain, ...op.split(' '), '-'], { env: w.hookEnv, stdin });
+const simMacs = (w: World) => (JSON.parse(readFileSync(w.hostFile, 'utf8')) as { pfs: Array<{ vfs: Array<{ mac: string }> }> }).pfs[0]!.vfs.map((v) => v.mac);
+const numVfs = async (w: World) => (await w.sim.getPf('eth1' as NetdevName)).numVfs;
+const portHook = (domain: string) =>
+  portHookData({
+    network: 'vfp-net',
+    forward: `<forward mode='hostdev' managed='yes'><pf dev='eth1'/></forward>`,
+    portUuid: PORT_UUID,
+    domain,
+    mac: '52:54:00:12:34:56',
+    plug: `<plug type='hostdev-pci' managed='yes'><driver name='vfio'/><address domain='0x0000' bus='0x3b' slot='0x02' function='0x1'/></plug>`,
+  });
+
+/**
+ * The lab's finding, step by step: a guest on a libvirt hostdev network; `net-destroy` while it
+ * runs (the VFs are kept, rightly); then the guest goes away without `port-deleted` (libvirt
+ * sends none for an inactive network); `net-start` and `net-destroy` again must remove the VFs.
+ * How the guest goes away: `virsh destroy` (libvirt runs the qemu hook's `release end`), or a
+ * libvirtd crash during which QEMU died (no hook at all: only the dead pid tells).
+ */
+for (const how of ['release end', 'no hook at all (daemon crash)'] as const) {
+  t.test(`a port record of a guest that is gone no longer pins its VF: ${how}`, async (t) => {
+    const w = world(t);
+    t.equal((await net(w, 'start begin', NET_START)).exitCode, 0, 'net-start');
+    t.equal(await numVfs(w), 4);
+    const created = await net(w, 'port-created begin', portHook('lvguest'));
+    t.same([created.exitCode, created.stderr], [0, ''], 'port-created');
+    const guest = spawnSleeper();
+    t.teardown(guest.kill);
+    writeFileSync(join(w.runDir, 'lvguest.pid'), `${guest.pid}\n`);
+    const started = await qemu(w, 'lvguest', 'started begin', domainXml('started', { name: 'lvguest' }));
+    t.equal(started.exitCode, 0, 'started: the QEMU pid is learnt');
+
+    const kept = await net(w, 'stopped end', NET_STOPPED);
+    t.equal(kept.exitCode, 0);
+    t.match(kept.stderr, /eth1 keeps its 4 VFs: VF 1 \(0000:3b:02\.1.*\) is in use by domain 'lvguest' through libvirt network 'vfp-net'/, 'net-destroy under the running guest keeps the VFs');
+    t.equal(await numVfs(w), 4);
+
+    // The guest goes away; libvirt sends no port-deleted (the network is not active).
+    await guest.kill();
+    rmSync(join(w.runDir, 'lvguest.pid'));
+    if (how === 'release end') t.equal((await qemu(w, 'lvguest', 'release end', domainXml('release', { name: 'lvguest' }))).exitCode, 0, 'release end');
+
+    t.equal((await net(w, 'start begin', NET_START)).exitCode, 0, 'net-start again');
+    const stopped = await net(w, 'stopped end', NET_STOPPED);
+    t.same([stopped.exitCode, stopped.stderr], [0, ''], 'net-destroy again: nothing kept');
+    t.equal(await numVfs(w), 0, 'the VFs are removed');
+    const state = JSON.parse(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8')) as { ports: unknown[]; pools: object };
+    t.same([state.ports, Object.keys(state.pools)], [[], []], 'no port record, no pool left');
+  });
+}
+
+t.test('the allocator frees a VF whose guest died without a release (daemon crash) instead of calling the pool exhausted', async (t) => {
+  const w = world(t);
+  w.definePool('one', `<network><name>one</name><forward mode='hostdev' managed='yes'><pf dev='eth1'><vf num='1'/></pf></forward></network>`);
+  t.equal((await vfpoolCli(['net-start', 'one'], { env: w.env })).exitCode, 0);
+  const macBefore = simMacs(w)[0];
+  const vfpool = (mac: string) => `<vfpool:hostdev pool='one' mac='${mac}'/>`;
+  t.equal((await qemu(w, 'vm1', 'prepare begin', domainXml('prepare', { name: 'vm1', vfpool: vfpool('52:54:00:00:00:01') }))).exitCode, 0);
+  const guest = spawnSleeper();
+  writeFileSync(join(w.runDir, 'vm1.pid'), `${guest.pid}\n`);
+  t.equal((await qemu(w, 'vm1', 'started begin', domainXml('started', { name: 'vm1', vfpool: vfpool('52:54:00:00:00:01') }))).exitCode, 0);
+
+  // While vm1 runs, vm2 finds the pool exhausted.
+  const busy = await qemu(w, 'vm2', 'prepare begin', domainXml('prepare', { name: 'vm2', vfpool: vfpool('52:54:00:00:00:02') }));
+  t.equal(busy.exitCode, 3);
+  t.match(busy.stderr, /pool 'one' is exhausted/);
+
+  // QEMU dies with libvirtd down: no release end ever comes.
+  await guest.kill();
+  rmSync(join(w.runDir, 'vm1.pid'));
+  const vm2 = await qemu(w, 'vm2', 'prepare begin', domainXml('prepare', { name: 'vm2', vfpool: vfpool('52:54:00:00:00:02') }));
+  t.same([vm2.exitCode, vm2.stderr], [0, ''], 'vm2 gets the VF');
+  const s = JSON.parse((await vfpoolCli(['status', '--json'], { env: w.env })).stdout) as { pfs: Array<{ vfs: Array<{ mac: string; owner: { domain: string } | null }> }> };
+  t.match(s.pfs[0]!.vfs[0], { mac: '52:54:00:00:00:02', owner: { domain: 'vm2' } });
+  t.match(readFileSync(join(w.settings.stateDir, 'vfpool.log'), 'utf8'), /freed 0000:3b:02\.0 of domain 'vm1', whose owner is gone/, 'vm1\'s VF was restored and freed first');
+  // vm2's release restores the MAC vm1 found, not vm1's.
+  t.equal((await qemu(w, 'vm2', 'release end', domainXml('release', { name: 'vm2' }))).exitCode, 0);
+  t.equal(simMacs(w)[0], macBefore, 'the original MAC is back');
+});
