@@ -22,7 +22,11 @@ export interface Verdict {
 export function judgeAllocation(
   a: Allocation,
   env: {
-    alive: (pid: number) => boolean; libvirtPid: (domain: string) => number | null; now: number; graceMs: number; self: number;
+    alive: (pid: number) => boolean;
+    libvirtPid: (domain: string) => number | null;
+    now: number;
+    graceMs: number;
+    self: number;
     /** A `vfpool prepare`d domain whose QEMU ran through the wrapper and is gone (its QMP socket refuses). */
     cliQemuGone?: (domain: string) => boolean;
   },

@@ -1,3 +1,4 @@
+import { guestDevicesCommand, printGuestDevices } from '../guest-devices-command.js';
 import { printQemuArgs, qemuArgsCommand } from '../qemu-args-command.js';
 import { JSON_OUT, type CommandDef } from './define.js';
 import { cliContext, out } from './output.js';
@@ -22,6 +23,23 @@ export const QEMU_COMMANDS: CommandDef[] = [
       const r = await qemuArgsCommand(ctx.settings, a);
       if (a.json) out(JSON.stringify(r));
       else printQemuArgs(r);
+      return 0;
+    },
+  },
+  {
+    name: 'guest-devices',
+    args: '<domain>',
+    describe: "ask a running guest's QEMU (over vfpool's QMP socket) what is on its PCI bus, with each NIC's MAC",
+    positionals: { domain: { describe: 'a domain whose QEMU runs through vfpool-qemu' } },
+    options: { ...JSON_OUT },
+    examples: [
+      ['guest-devices vm1', "vm1's PCI devices as its QEMU shows them: vfpool-vf0 and its MAC among them"],
+      ['guest-devices vm1 --json', '[{"id","address","vendor","device","class","mac"}]'],
+    ],
+    async run(a: { domain: string; json: boolean }) {
+      const ctx = cliContext('guest-devices');
+      const devices = await guestDevicesCommand(ctx.settings, a.domain);
+      out(a.json ? JSON.stringify(devices) : printGuestDevices(a.domain, devices).trimEnd());
       return 0;
     },
   },
