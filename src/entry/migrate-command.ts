@@ -8,11 +8,16 @@ import { migrateOverQmp } from '../migrate/failover.js';
 import type { MigrationQmp, PlanStore } from '../migrate/ports.js';
 import { DEFAULT_TIMEOUTS, peripheralIds } from '../migrate/qmp-steps.js';
 import { connectQmp, virshQmp } from '../migrate/qmp-port.js';
-import { fileRecordStore } from '../migrate/record.js';
+import { fileRecordStore } from '../state/migration-record.js';
 import { confirmStage, performStage, prepareStage, type StageDeps, type StageResult } from '../migrate/stages.js';
 import { domainQmpSocketPath, readDomainPlan, removeDomainPlan, writeDomainPlan } from '../state/domain-plan.js';
 import { parseObjectName } from '../types.js';
-import { migrationPool, requestLookup } from './migrate-pool.js';
+import { migrationPool, requestLookup } from '../migrate/pool-port.js';
+
+/** A simulated host's stand-in NIC model for a VF (VFPOOL_SIM_VF_DEVICE), else null (vfio-pci). */
+function emulatedVfModel(ctx: Context): string | null {
+  return ctx.host.kind === 'sim' && ctx.settings.simVfDevice !== '' ? ctx.settings.simVfDevice : null;
+}
 
 const STAGES = new Set(['begin', 'prepare', 'perform', 'confirm']);
 // virsh migrate options vfpool passes on; anything else is refused (the list is the argv, never a shell line).
@@ -43,7 +48,7 @@ async function withDeps<T>(ctx: Context, domain: string | null, fn: (deps: Stage
     return await fn({
       plans: planStore(ctx),
       records: fileRecordStore(stateDir),
-      pool: migrationPool(ctx),
+      pool: migrationPool(ctx, emulatedVfModel(ctx)),
       qmp,
       readArgv: (d) => qemuArgvBySocket(domainQmpSocketPath(stateDir, d)),
       timeouts: DEFAULT_TIMEOUTS,

@@ -6,6 +6,14 @@ import { createContext } from '../pool/context.js';
 import { guestOptions, adoptGuest, defaultDeliverGuestDeps, deliverGuestVfs, prepareGuest, releaseGuest, startGuest } from '../pool/guests.js';
 import { dropPortsOfDomain } from '../pool/allocation-ports.js';
 import { parseObjectName } from '../types.js';
+import { migrateBeginXml } from '../migrate/begin.js';
+import { incomingConfirmArgv, isIncomingQemu, recordIncoming, spawnDetached } from '../migrate/incoming.js';
+import { readDomainPlan } from '../state/domain-plan.js';
+import { fileRecordStore } from '../state/migration-record.js';
+import { readLibvirtPid } from '../pool/guests.js';
+import type { Context } from '../pool/context.js';
+import type { GuestOptions } from '../pool/guests.js';
+import { dirname, join } from 'node:path';
 import { readStdin, runEntry } from './run.js';
 
 /**
@@ -19,8 +27,10 @@ import { readStdin, runEntry } from './run.js';
  * | start begin -                | hand /dev/vfio/GROUP to QEMU's user (DAC label)              |
  * | started begin                | record QEMU's pid; with hotplug delivery, hand QEMU the vfio groups and device_add the VFs (a failure: exit 1, libvirt stops the guest and calls release) |
  * | reconnect/attach begin       | keep the VFs, record QEMU's pid; never fails (a failing reconnect kills the guest) |
- * | release end REASON           | restore and free, idempotent (REASON may be `failed`)       |
- * | anything else (migrate, restore…) | exit 0, print nothing (empty stdout = XML unchanged)   |
+ * | started begin (incoming)     | a domain arriving by migration: record it, spawn a detached `vfpool migrate confirm DOMAIN --role destination --wait-incoming S` (plugs the VFs left off once the migration ended) |
+ * | migrate begin -              | destination: map a request naming a source-only device to its pool, or refuse (exit 2 cancels the migration); the mapped XML on stdout, nothing when unchanged |
+ * | release end REASON           | restore and free, idempotent (REASON may be `failed`, `migrated`) |
+ * | anything else (restore…)     | exit 0, print nothing (empty stdout = XML unchanged)        |
  *
  * stdout stays empty: libvirt reads it as replacement XML at migrate/restore.
  */
@@ -31,7 +41,33 @@ const OPS: Record<string, string> = {
   reconnect: 'begin',
   attach: 'begin',
   release: 'end',
+  migrate: 'begin',
 };
+
+/** How long the detached destination confirm waits for the incoming migration to end. */
+const INCOMING_WAIT_S = 600;
+
+/**
+ * `started` of a QEMU started with -incoming: record the migration and hand over to a detached
+ * confirm (libvirt calls no hook once the migration ends). Never throws: a failing `started`
+ * would make libvirt kill the incoming guest; the confirm's own failures go to vfpool.log.
+ */
+async function armIncomingConfirm(ctx: Context, name: string, opts: GuestOptions): Promise<void> {
+  try {
+    const pid = readLibvirtPid(opts.libvirtRunDir, name);
+    if (pid === null || !isIncomingQemu(ctx.settings.procRoot, pid)) return;
+    const plan = readDomainPlan(ctx.settings.stateDir, name);
+    if (plan === null) return;
+    const record = await recordIncoming(fileRecordStore(ctx.settings.stateDir), plan);
+    if (record === null) return;
+    // The CLI bundle sits beside this hook's bundle (dist/bin/); settings travel in the env.
+    const argv = incomingConfirmArgv(join(dirname(process.argv[1]!), 'cli.mjs'), name, INCOMING_WAIT_S);
+    const child = spawnDetached(process.execPath, argv, process.env);
+    ctx.log.info(`started (incoming migration): ${record.vfs.filter((v) => v.kind === 'plain').map((v) => v.id).join(', ')} left off; confirm --wait-incoming runs as pid ${child}`);
+  } catch (err) {
+    ctx.log.warn(`started (incoming migration): ${asVfpoolError(err).toLine()} (ignored: run \`vfpool migrate confirm ${name} --role destination\` once it arrived)`);
+  }
+}
 
 async function main(argv: string[]): Promise<number> {
   const [name, op, sub, extra] = argv;
@@ -44,6 +80,14 @@ async function main(argv: string[]): Promise<number> {
   const opts = guestOptions('libvirt', ctx.settings);
   const stdin = await readStdin();
 
+  if (op === 'migrate') {
+    // libvirt reads stdout as the XML to use; empty keeps its own. A refusal exits non-zero,
+    // which cancels the migration before the destination reserves anything.
+    const r = migrateBeginXml(stdin, () => null, `domain '${name}' (migrate begin)`);
+    for (const m of r.mapped) ctx.log.info(m);
+    if (r.mapped.length > 0) process.stdout.write(r.xml);
+    return 0;
+  }
   if (op === 'release') {
     // By name alone: freeing must not depend on XML that might not parse any more.
     await releaseGuest(ctx, name, { reason: `libvirt release end ${extra ?? '-'}` });
@@ -65,7 +109,10 @@ async function main(argv: string[]): Promise<number> {
     }
     // The VFs of a hotplug plan reach QEMU now; without them the guest must not run (exit 1:
     // libvirt stops it and calls release, which restores the VFs).
-    if (op === 'started' && spec !== null) await deliverGuestVfs(ctx, spec, opts, defaultDeliverGuestDeps(ctx.settings.procRoot, ctx.settings.devRoot));
+    if (op === 'started' && spec !== null) {
+      await deliverGuestVfs(ctx, spec, opts, defaultDeliverGuestDeps(ctx.settings.procRoot, ctx.settings.devRoot));
+      await armIncomingConfirm(ctx, name, opts);
+    }
     return 0;
   }
   const spec = parseDomainXml(stdin, where);

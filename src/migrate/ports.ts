@@ -1,6 +1,6 @@
 import type { DomainPlanV1 } from '../state/domain-plan.js';
 import type { MacAddress, PciAddress } from '../types.js';
-import type { MigrationRecordV1 } from './record.js';
+export type { MigrationRecordStore } from '../state/migration-record.js';
 
 /**
  * What the migration stages need from the rest of vfpool, injected so the stages stay pure
@@ -62,14 +62,6 @@ export interface MigrationPool {
 export interface PlanStore {
   read(domain: string): DomainPlanV1 | null;
   write(plan: DomainPlanV1): Promise<void>;
-  remove(domain: string): void;
-}
-
-/** The per-domain migration record (proposed for src/state/; see record.ts). */
-export interface MigrationRecordStore {
-  read(domain: string): MigrationRecordV1 | null;
-  /** Atomic, 0600; the record is the crash-recovery log of a migration. */
-  write(record: MigrationRecordV1): Promise<void>;
   remove(domain: string): void;
 }
 

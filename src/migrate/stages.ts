@@ -5,7 +5,7 @@ import { requestsOf } from './begin.js';
 import { deviceOf, generatedDevices } from './devices.js';
 import type { MigrationPool, MigrationQmp, MigrationRecordStore, PlanStore, QemuArgvReader } from './ports.js';
 import { DEFAULT_TIMEOUTS, peripheralIds, plugDevice, unplugDevice, type QmpTimeouts } from './qmp-steps.js';
-import { newRecord, type MigrationRecordV1, type VfMigrationRecord } from './record.js';
+import { newRecord, type MigrationRecordV1, type VfMigrationRecord } from '../state/migration-record.js';
 import { applySteps, type MigrationStep } from './steps.js';
 import { failoverState } from './failover.js';
 
@@ -198,6 +198,6 @@ export async function confirmStage(deps: StageDeps, domain: string, role: 'sourc
     steps.push({ describe: `'${domain}' stays on the source`, run: async () => {}, done: (r) => { r.stage = 'confirmed-failure'; }, undo: null });
   }
   const res = await applySteps(steps, record, deps.records);
-  deps.records.remove(domain);
+  await deps.records.remove(domain);
   return { domain, stage: record.stage, steps: res.applied };
 }

@@ -1,6 +1,6 @@
 import { asVfpoolError, RollbackError, type VfpoolError } from '../errors.js';
 import type { MigrationRecordStore } from './ports.js';
-import type { MigrationRecordV1 } from './record.js';
+import type { MigrationRecordV1 } from '../state/migration-record.js';
 
 /**
  * A migration stage is planned as steps, then applied. Each step carries its own undo, and

@@ -75,6 +75,12 @@ export async function deliverGuestVfs(ctx: Context, spec: DomainSpec, opts: Gues
     );
     log.info(`started: gave QEMU pid ${pid} vfio group(s) ${groups.join(', ')}: ${delivered.steps.map((s) => s.kind).join(', ') || 'nothing was missing'}`);
 
+    // An incoming QEMU takes no device the migration stream does not carry: the VFs are
+    // plugged by `vfpool migrate confirm --role destination` once the migration ended.
+    if (argv.includes('-incoming')) {
+      log.info(`started: QEMU waits for an incoming migration; ${devices.map((d) => d.id).join(', ')} are plugged when it arrived`);
+      return result;
+    }
     // Step 3: device_add over vfpool's QMP socket, and wait until QEMU shows each VF.
     const qmp = await QmpClient.connect(domainQmpSocketPath(ctx.settings.stateDir, spec.name), { timeoutMs: 10_000 });
     try {

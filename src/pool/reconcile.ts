@@ -13,6 +13,7 @@ import { probeQmpSocket } from '../qemu/qmp-probe.js';
 import { domainQmpSocketPath, readDomainPlan } from '../state/domain-plan.js';
 import { parseObjectName } from '../types.js';
 import { dropGuestPlan } from './guest-qemu-plan.js';
+import { fileRecordStore } from '../state/migration-record.js';
 
 /**
  * `vfpool reconcile`: after a crash, a killed hook or a daemon restart, put vfpool's records
@@ -55,6 +56,9 @@ export interface ReconcileResult {
   portsKept: number;
   /** Domains whose QEMU plan was removed (no allocation left, and no QEMU serving its socket). */
   plansRemoved: string[];
+  /** Migration records (`migrate/DOMAIN.json`): dropped when nothing of the migration is left. */
+  migrationsDropped: Array<{ domain: string; role: string; stage: string; reason: string }>;
+  migrationsKept: Array<{ domain: string; role: string; stage: string; reason: string }>;
 }
 
 export { DEFAULT_RECONCILE_GRACE_MS, judgeAllocation, judgePort, type Verdict } from './owners.js';
@@ -71,7 +75,7 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
     graceMs: opts.graceMs,
     self: process.pid,
   };
-  const result: ReconcileResult = { dryRun: Boolean(opts.dryRun), kept: [], freed: [], failed: [], portsDropped: [], portsKept: 0, plansRemoved: [] };
+  const result: ReconcileResult = { dryRun: Boolean(opts.dryRun), kept: [], freed: [], failed: [], portsDropped: [], portsKept: 0, plansRemoved: [], migrationsDropped: [], migrationsKept: [] };
   // Pools whose start or stop was killed half-way first: their PFs may hold VFs no pool owns.
   if (!opts.dryRun) for (const line of await mendPools(ctx)) log.info(line);
   const state: VfpoolState = ctx.store.read();
@@ -101,6 +105,7 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
     for (const list of toFree.values()) for (const { a, reason } of list) result.freed.push({ domain: a.owner.domain, vfAddr: a.vfAddr, pool: a.pool, reason });
     // A domain being freed loses its plan with its release; these are the others.
     result.plansRemoved = await stalePlans(ctx, new Set(state.allocations.map((a) => a.owner.domain)));
+    await judgeMigrations(ctx, env.libvirtPid, new Set(state.allocations.filter((a) => !toFree.has(a.owner.domain)).map((a) => a.owner.domain)), result, true);
     return result;
   }
 
@@ -131,9 +136,48 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
     dropGuestPlan(ctx, d);
     log.info(`removed the QEMU plan of domain '${d}': it holds no VF and no QEMU serves its socket`);
   }
+  await judgeMigrations(ctx, env.libvirtPid, new Set(ctx.store.read().allocations.map((a) => a.owner.domain)), result, false);
+  for (const m of result.migrationsDropped) log.info(`dropped the migration record of domain '${m.domain}' (${m.role}, ${m.stage}): ${m.reason}`);
+  for (const m of result.migrationsKept) log.info(`kept the migration record of domain '${m.domain}' (${m.role}, ${m.stage}): ${m.reason}`);
   await ctx.store.rebuildIndex();
   log.info(`kept ${result.kept.length}, freed ${result.freed.length}, failed ${result.failed.length}, dropped ${result.portsDropped.length} port record(s)`);
   return result;
+}
+
+/**
+ * A migration record is the recovery log of a migration killed half-way. One whose domain has
+ * no live QEMU here (no libvirt pid, nobody on vfpool's QMP socket) and no allocation left
+ * describes nothing that still exists: dropped. One whose QEMU runs is kept and reported (a
+ * source mid-perform may have its VF unplugged: `vfpool migrate confirm --role source --failed`
+ * plugs it back); so is one whose domain still holds VFs (confirm frees them).
+ */
+async function judgeMigrations(ctx: Context, libvirtPid: (d: string) => number | null, holding: Set<string>, result: ReconcileResult, dryRun: boolean): Promise<void> {
+  const records = fileRecordStore(ctx.settings.stateDir);
+  for (const domain of records.list().sort()) {
+    let rec;
+    try {
+      rec = records.read(domain);
+    } catch (err) {
+      result.migrationsKept.push({ domain, role: '?', stage: '?', reason: `unreadable: ${asVfpoolError(err).toLine()}` });
+      continue;
+    }
+    if (rec === null) continue;
+    const pid = libvirtPid(domain);
+    const live = pid !== null || (await probeQmpSocket(domainQmpSocketPath(ctx.settings.stateDir, domain))) === 'live';
+    const what = { domain, role: rec.role, stage: rec.stage };
+    const unplugged = rec.vfs.filter((v) => v.unplugged && !v.plugged).map((v) => v.id);
+    if (live) {
+      const midPerform = rec.role === 'source' && unplugged.length > 0;
+      result.migrationsKept.push({ ...what, reason: midPerform
+        ? `its QEMU runs with ${unplugged.join(', ')} unplugged by an unfinished migration: \`vfpool migrate confirm ${domain} --role source --failed\` plugs them back, or \`--role source\` if it arrived elsewhere`
+        : `its QEMU runs: finish with \`vfpool migrate confirm ${domain} --role ${rec.role}\` (add --failed if the migration failed)` });
+    } else if (holding.has(domain)) {
+      result.migrationsKept.push({ ...what, reason: `no QEMU runs but the domain holds VFs here: \`vfpool migrate confirm ${domain} --role ${rec.role} --failed\` frees them` });
+    } else {
+      result.migrationsDropped.push({ ...what, reason: 'no QEMU runs and the domain holds no VF here' });
+      if (!dryRun) await records.remove(domain);
+    }
+  }
 }
 
 /**

@@ -13,6 +13,8 @@ export interface QmpDeviceAdd {
   addr?: string;
   host?: string;
   mac?: string;
+  /** '' on an emulated stand-in: no option ROM (see vfDevice). */
+  romfile?: string;
   failover_pair_id?: string;
 }
 
@@ -73,6 +75,12 @@ function vfDevice(vf: DomainPlanVf, where: string, bus: string, addr: string, pa
   if (vf.emulatedModel !== null) {
     if (vf.mac === null) throw new BadInputError(`${where}: the emulated ${vf.emulatedModel} stands in for a VF but has no MAC`, 'the plan must carry the VF\'s MAC');
     d.mac = vf.mac;
+    // An emulated NIC loads its option ROM into a RAM block that QEMU sends at a migration's
+    // setup; a destination that left the device off (plain VF under -incoming) or keeps it
+    // hidden (failover primary) has no such block and refuses the stream ('Unknown ramblock
+    // "…/e1000e.rom", cannot accept migration', measured on QEMU 10.0). A VF's vfio-pci ROM
+    // is no RAM block, so only the stand-in goes without one.
+    d.romfile = '';
   }
   if (pairId !== null) d.failover_pair_id = pairId;
   return d;

@@ -63,12 +63,10 @@ for h in src dst; do
 done
 base=(-name guest=fo1 -machine q35 -accel tcg -cpu max -m 256 -smp 1 -nodefaults -display none -monitor none -no-reboot
   -kernel "/boot/vmlinuz-$KVER" -initrd "$work/initramfs.cpio.gz" -append "console=ttyS0 loglevel=4 no_timer_check panic=-1"
-  -netdev user,id=n0 -device "virtio-net-pci,id=net0,netdev=n0,mac=$MAC,bus=pcie.0,addr=0x3"
-  # An emulated primary loads its option ROM into a RAM block that QEMU lists at the migration's
-  # setup, before it waits for the unplug; the destination keeps the primary hidden, has no such
-  # block and refuses the stream ('Unknown ramblock "…/e1000e.rom", cannot accept migration',
-  # measured). A VF's vfio-pci ROM is no RAM block, so only the stand-in needs this.
-  -global e1000e.romfile=)
+  -netdev user,id=n0 -device "virtio-net-pci,id=net0,netdev=n0,mac=$MAC,bus=pcie.0,addr=0x3")
+# No -global e1000e.romfile= here: the generator gives an emulated stand-in romfile= itself (an
+# option ROM is a RAM block the destination, with the primary hidden, would not have: 'Unknown
+# ramblock "…/e1000e.rom", cannot accept migration'); this proof depends on it.
 vfpool_at() { local h=$1; shift; VFPOOL_HOST=sim:$work/$h/host.json VFPOOL_CONFIG_DIR=$work/$h/etc VFPOOL_STATE_DIR=$work/$h/run node "$repo/dist/bin/cli.mjs" "$@"; }
 for h in src dst; do echo '{"pfs":[]}' >"$work/$h/host.json"; done
 start() { # start HOST [EXTRA...]: the argv vfpool's wrapper would exec
@@ -81,10 +79,11 @@ start() { # start HOST [EXTRA...]: the argv vfpool's wrapper would exec
   for _ in $(seq 100); do [ -S "$work/$h/run/qemu/fo1/qmp.sock" ] && return 0; sleep 0.1; done
   why="no QMP socket"; return 1
 }
-generated() { grep -q 'failover=on' "$work/src-argv.txt" && grep -q "failover_pair_id=net0" "$work/src-argv.txt" || { why="$(grep -- vfpool-vf0 "$work/src-argv.txt")"; return 1; }; }
+generated() { grep -q 'failover=on' "$work/src-argv.txt" && grep -q "failover_pair_id=net0" "$work/src-argv.txt" || { why="$(grep -- vfpool-vf0 "$work/src-argv.txt")"; return 1; }
+  grep -- 'id=vfpool-vf0' "$work/src-argv.txt" | grep -qE '(^|,)romfile=(,|$)' || { why="the stand-in has no romfile=: $(grep -- id=vfpool-vf0 "$work/src-argv.txt")"; return 1; }; }
 t0=$(now_ms)
 start src || setup_fail "source QEMU: $why $(cat "$work/src-qemu.log" 2>/dev/null)"
-check "source QEMU runs the generated failover pair (failover=on on net0, e1000e primary with failover_pair_id=net0)" generated
+check "source QEMU runs the generated failover pair (failover=on on net0, e1000e primary with failover_pair_id=net0 and romfile=)" generated
 src_sock=$work/src/run/qemu/fo1/qmp.sock dst_sock=$work/dst/run/qemu/fo1/qmp.sock
 wait_line() { # wait_line FILE REGEX SECONDS
   local end=$(( $(date +%s) + $3 ))

@@ -3,7 +3,8 @@
 # its own mount namespace, own host UUID, on 127.0.0.1), `virsh migrate --live` of a plain TCG
 # domain there and back, and vfpool's `migrate begin` hook on the destination: a request naming
 # a source-only device is mapped to its pool, or refused with vfpool's sentence while the source
-# keeps running. Root only. The lead wires vfpool's prepare/release hooks into the same pair.
+# keeps running; the destination's prepare hook reserves a VF with the same MAC, and refuses
+# (pool exhausted) with the source left running. Root only.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PAIR=$repo/test/libvirt/libvirtd-pair.sh
@@ -19,15 +20,22 @@ A=qemu+tcp://127.0.0.1:$SRC_PORT/system B=qemu+tcp://127.0.0.1:$DST_PORT/system
 MIGOPTS=(--listen-address 127.0.0.1 --migrateuri tcp://127.0.0.1)
 
 bash "$PAIR" purge $SRC >/dev/null 2>&1; bash "$PAIR" purge $DST >/dev/null 2>&1
-# The destination's qemu hook: vfpool's `migrate begin` (XML on stdin, XML to use on stdout,
-# non-zero cancels), nothing else (prepare/release are the lead's wiring). Installed BEFORE start.
+# The destination's qemu hook is vfpool's own shim (hooks/qemu, as installed), on a simulated
+# host of its own (dst/: one pool of one VF, an e1000e standing in for it): `migrate begin`
+# maps or refuses, `prepare` reserves, `started` of the incoming QEMU arms confirm, `release`
+# frees. The shim finds its vfpool.conf through VFPOOL_CONFIG_DIR (libvirt clears the
+# environment, so this one-line wrapper sets it). Installed BEFORE start.
+mkdir -p "$work/dst/etc"
+echo '{"pfs":[{"name":"eth1","totalVfs":4,"address":"0000:01:00.0"}]}' >"$work/dst/host.json"
+printf 'VFPOOL_HOST=sim:%s\nVFPOOL_STATE_DIR=%s\nVFPOOL_SIM_VF_DEVICE=e1000e\n' "$work/dst/host.json" "$work/dst/run" >"$work/dst/etc/vfpool.conf"
+echo "<network><name>sriov-pool</name><forward mode='hostdev' managed='yes'><pf dev='eth1'><vf num='1'/></pf></forward></network>" >"$work/dst/pool.xml"
+vfpool_at dst net-define "$work/dst/pool.xml" >/dev/null && vfpool_at dst net-start sriov-pool >/dev/null || setup_fail "pool on the destination's simulated host"
 mkdir -p "/tmp/vfpool-libvirtd-$DST"
 cp -a /etc/libvirt "/tmp/vfpool-libvirtd-$DST/etc"
 mkdir -p "/tmp/vfpool-libvirtd-$DST/etc/hooks"
 cat >"/tmp/vfpool-libvirtd-$DST/etc/hooks/qemu" <<HOOK
 #!/bin/sh
-[ "\$2" = migrate ] || exit 0
-exec node "$repo/dist/bin/cli.mjs" migrate begin --xml -
+VFPOOL_CONFIG_DIR=$work/dst/etc exec "$repo/hooks/qemu" "\$@"
 HOOK
 chmod 0755 "/tmp/vfpool-libvirtd-$DST/etc/hooks/qemu"
 
@@ -82,6 +90,23 @@ refused() { virsh -q -c $A create "$work/refused.xml" >/dev/null 2>"$work/err" |
   [ "$(state_on $A vfpool-mig-refused)" = running ] || { why="source state: '$(state_on $A vfpool-mig-refused)'"; return 1; }
   [ -z "$(state_on $B vfpool-mig-refused)" ] || { why="destination has it: '$(state_on $B vfpool-mig-refused)'"; return 1; }; }
 check "migrate begin hook refuses netdev= with vfpool's sentence; the source keeps running" refused
+held_by() { vfpool_at dst status --json | node -e 'let s="";process.stdin.on("data",c=>s+=c).on("end",()=>{const j=JSON.parse(s);console.log(j.pfs.flatMap(p=>p.vfs).filter(v=>v.owner&&v.owner.domain===process.argv[1]).map(v=>v.mac).join(","))})' "$1"; }
+reserved_dst() { local m; m=$(held_by vfpool-mig-mapped); [ "$m" = 52:54:00:9a:00:11 ] || { why="destination holds '$m' for vfpool-mig-mapped"; return 1; }; }
+check "destination prepare hook: the arriving domain holds a VF with the source's MAC (vfpool status)" reserved_dst
+armed() { grep -q "started (incoming migration): vfpool-vf0 left off; confirm --wait-incoming runs as pid" "$work/dst/run/vfpool.log" || { why="$(grep -i 'started' "$work/dst/run/vfpool.log" | tail -n 3)"; return 1; }; }
+check "destination started hook: the incoming QEMU's VF was left off and confirm --wait-incoming armed (vfpool.log)" armed
+dom_xml vfpool-mig-full "<vfpool:hostdev pool='sriov-pool' mac='52:54:00:9a:00:13'/>" >"$work/full.xml"
+exhausted() { virsh -q -c $A create "$work/full.xml" >/dev/null 2>"$work/err" || { why="create: $(cat "$work/err")"; return 1; }
+  if virsh -q -c $A migrate --live vfpool-mig-full $B "${MIGOPTS[@]}" >"$work/mig.out" 2>&1; then why="migration was not refused"; return 1; fi
+  grep -q "pool 'sriov-pool' is exhausted" "$work/mig.out" || { why="virsh said: $(cat "$work/mig.out")"; return 1; }
+  echo "     $(tr '\n' ' ' <"$work/mig.out" | cut -c1-220)"
+  [ "$(state_on $A vfpool-mig-full)" = running ] || { why="source state: '$(state_on $A vfpool-mig-full)'"; return 1; }
+  [ -z "$(state_on $B vfpool-mig-full)" ] || { why="destination has it: '$(state_on $B vfpool-mig-full)'"; return 1; }
+  [ -z "$(held_by vfpool-mig-full)" ] || { why="destination holds $(held_by vfpool-mig-full)"; return 1; }; }
+check "destination pool exhausted: prepare refuses, the migration fails, the source keeps running, nothing held there" exhausted
+released() { virsh -q -c $B destroy vfpool-mig-mapped >/dev/null 2>"$work/err" || { why="destroy: $(cat "$work/err")"; return 1; }
+  [ -z "$(held_by vfpool-mig-mapped)" ] || { why="still held after release: $(held_by vfpool-mig-mapped)"; return 1; }; }
+check "destination release hook: destroying the domain frees its VF" released
 stop_pair() { bash "$PAIR" stop $SRC >/dev/null && bash "$PAIR" stop $DST >/dev/null || { why="stop failed"; return 1; }
   ! bash "$PAIR" status $SRC >/dev/null 2>&1 && ! bash "$PAIR" status $DST >/dev/null 2>&1 || { why="an instance still answers"; return 1; }
   ! pgrep -f "guest=vfpool-mig-" >/dev/null || { why="a QEMU outlived its daemon: $(pgrep -af 'guest=vfpool-mig-')"; return 1; }; }

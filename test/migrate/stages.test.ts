@@ -8,7 +8,7 @@ import { planQemuArgs } from '../../src/qemu/args.js';
 import { parseQemuArgv } from '../../src/qemu/cmdline.js';
 import { migrateOverQmp } from '../../src/migrate/failover.js';
 import type { MigrationPool, MigrationQmp, MigrationRecordStore, PlanStore, QmpEvent, ReservedVf } from '../../src/migrate/ports.js';
-import type { MigrationRecordV1 } from '../../src/migrate/record.js';
+import type { MigrationRecordV1 } from '../../src/state/migration-record.js';
 import { confirmStage, performStage, prepareStage, type StageDeps } from '../../src/migrate/stages.js';
 import type { DomainPlanV1 } from '../../src/state/domain-plan.js';
 import type { MacAddress } from '../../src/types.js';
@@ -81,7 +81,9 @@ function world(plan: DomainPlanV1 | null, qemu: FakeQemu, argv = BASE) {
   const recordStore: MigrationRecordStore = {
     read: (d) => structuredClone(records.get(d) ?? null),
     write: async (r) => { writes.push(`${r.stage} ${r.vfs.map((v) => `${v.id}:${v.unplugged ? 'u' : ''}${v.plugged ? 'p' : ''}`).join(' ')}`); records.set(r.domain, structuredClone(r)); },
-    remove: (d) => { records.delete(d); },
+    update: async (d, fn) => { const n = fn(structuredClone(records.get(d) ?? null)); if (n === null) records.delete(d); else if (n) records.set(d, structuredClone(n)); return n ?? null; },
+    remove: async (d) => { records.delete(d); },
+    list: () => [...records.keys()],
   };
   const deps: StageDeps = { plans: planStore, records: recordStore, pool, qmp: qemu, // What the wrapper exec'd: the given command line with vfpool's additions (its root ports, QMP monitor).
     readArgv: (d) => planQemuArgs(plans.get(d)!, parseQemuArgv(argv), { qmpSocketPath: '/run/vfpool/qemu/vm1/qmp.sock' }).argv, timeouts: { command: 1000, unplug: 200 } };
@@ -226,5 +228,5 @@ t.test('an undo that fails too is reported with both causes', async (t) => {
 t.test('generatedDevices: the device the wrapper would give, from the running argv (vfpool\'s own parts and -incoming stripped)', async (t) => {
   const plan = planOf([PLAIN]);
   const d = generatedDevices(plan, [...BASE, '-incoming', 'defer', '-device', 'pcie-root-port,id=vfpool-rp0,bus=pcie.0,addr=0x2,chassis=1,slot=0', '-chardev', 'socket,id=vfpool-qmp,path=/x,server=on,wait=off', '-mon', 'chardev=vfpool-qmp,mode=control']);
-  t.same(d.get('vfpool-vf0'), { driver: 'e1000e', id: 'vfpool-vf0', bus: 'vfpool-rp0', addr: '0x0', mac: MAC });
+  t.same(d.get('vfpool-vf0'), { driver: 'e1000e', id: 'vfpool-vf0', bus: 'vfpool-rp0', addr: '0x0', mac: MAC, romfile: '' });
 });

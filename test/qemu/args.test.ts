@@ -70,12 +70,30 @@ t.test('failover: failover=on on libvirt\'s virtio-net found by MAC (any id), fa
   const kv = ['-machine', 'q35', '-nodefaults', '-netdev', 'user,id=n0', '-device', `virtio-net-pci,netdev=n0,mac=${MAC}`];
   const r = run(plan([vf(0, { mac: MAC, failoverStandbyMac: MAC, emulatedModel: 'e1000e' })]), kv);
   t.equal(r.argv[6], `virtio-net-pci,netdev=n0,mac=${MAC},failover=on,id=vfpool-vf0-standby`, 'a kv standby without id gets one');
-  t.same(devicesOf(r.added)[1], `e1000e,id=vfpool-vf0,bus=vfpool-rp0,addr=0x0,mac=${MAC},failover_pair_id=vfpool-vf0-standby`, 'an emulated primary carries the MAC');
+  t.same(devicesOf(r.added)[1], `e1000e,id=vfpool-vf0,bus=vfpool-rp0,addr=0x0,mac=${MAC},romfile=,failover_pair_id=vfpool-vf0-standby`, 'an emulated primary carries the MAC, without option ROM');
 });
 
 t.test('simulated host: the NIC model with the VF\'s MAC where vfio-pci would go (same root port, same id)', async (t) => {
   const r = run(plan([vf(0, { emulatedModel: 'e1000e', mac: MAC })]), libvirtQ35Argv());
-  t.same(devicesOf(r.added)[1], { driver: 'e1000e', id: 'vfpool-vf0', bus: 'vfpool-rp0', addr: '0x0', mac: MAC });
+  t.same(devicesOf(r.added)[1], { driver: 'e1000e', id: 'vfpool-vf0', bus: 'vfpool-rp0', addr: '0x0', mac: MAC, romfile: '' });
+});
+
+t.test('romfile= (no option ROM RAM block, or a migration destination refuses the stream) on an emulated stand-in only', async (t) => {
+  const rows: Array<[string, Parameters<typeof vf>[1], string[], string | undefined]> = [
+    ['emulated e1000e, JSON command line', { emulatedModel: 'e1000e', mac: MAC }, libvirtQ35Argv(), ''],
+    ['emulated e1000e, kv command line', { emulatedModel: 'e1000e', mac: MAC }, ['-machine', 'q35'], ''],
+    ['emulated failover primary', { emulatedModel: 'e1000e', mac: MAC, failoverStandbyMac: MAC }, libvirtQ35Argv('vm1', MAC, 'net0'), ''],
+    ['emulated, hotplug delivery', { emulatedModel: 'igb', mac: MAC }, libvirtQ35Argv(), ''],
+    ['vfio-pci VF', { mac: MAC }, libvirtQ35Argv(), undefined],
+    ['vfio-pci failover primary', { mac: MAC, failoverStandbyMac: MAC }, libvirtQ35Argv('vm1', MAC, 'net0'), undefined],
+  ];
+  for (const [name, over, argv, want] of rows) {
+    const r = run(plan([vf(0, over)], name.includes('hotplug') ? { delivery: 'hotplug' } : {}), argv);
+    const dev = name.includes('hotplug') ? r.hotplug[0] : devicesOf(r.added).find((d) => (typeof d === 'string' ? d.includes('id=vfpool-vf0') : (d as { id: string }).id === 'vfpool-vf0'));
+    t.ok(dev, `${name}: device generated`);
+    const romfile = typeof dev === 'string' ? (/(^|,)romfile=([^,]*)/.exec(dev)?.[2]) : (dev as { romfile?: string }).romfile;
+    t.equal(romfile, want, name);
+  }
 });
 
 t.test('hotplug delivery: only the empty root ports and the QMP socket; the devices for device_add', async (t) => {

@@ -106,6 +106,8 @@ export const GUEST_COMMANDS: CommandDef[] = [
       for (const e of r.failed) out(`FAILED ${e.vfAddr} of domain ${e.domain}: ${e.reason}`);
       for (const e of r.kept) out(`kept ${e.vfAddr} of domain ${e.domain}: ${e.reason}`);
       for (const p of r.portsDropped) out(`${a.dryRun ? 'would drop' : 'dropped'} libvirt port of network ${p.network} for domain ${p.domain} (${p.vf ?? '-'}): ${p.reason}`);
+      for (const m of r.migrationsDropped) out(`${a.dryRun ? 'would drop' : 'dropped'} the migration record of domain ${m.domain} (${m.role}, ${m.stage}): ${m.reason}`);
+      for (const m of r.migrationsKept) out(`kept the migration record of domain ${m.domain} (${m.role}, ${m.stage}): ${m.reason}`);
       out(`${r.kept.length} kept, ${r.freed.length} ${verb}, ${r.failed.length} failed${a.dryRun ? ' (--dry-run, nothing changed)' : ''}`);
       return r.failed.length ? 1 : 0;
     },

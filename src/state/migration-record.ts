@@ -1,17 +1,16 @@
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import writeFileAtomic from 'write-file-atomic';
 import { BadInputError, errnoOf, HostError } from '../errors.js';
 import { parseObjectName } from '../types.js';
-import type { MigrationRecordStore } from './ports.js';
+import { DEFAULT_LOCK, updateJsonFileLocked, type LockOptions } from '../util/json-file.js';
 
 /**
  * The per-domain migration record: the crash-recovery log of one migration on one host. Every
  * step writes it BEFORE it touches QEMU or the pool (intent) and after (done), so a re-run of
  * the same stage after a crash knows what was unplugged, plugged, reserved.
  *
- * Proposed home: src/state/ (schema + store beside state.json). Until the lead moves it, it
- * lives at `$VFPOOL_STATE_DIR/migrate/<domain>.json` (dir 0700, file 0600).
+ * It lives at `$VFPOOL_STATE_DIR/migrate/<domain>.json` (dir 0700, file 0600), beside
+ * state.json and written the same way: under a lock, temp file + fsync + rename.
  */
 export type MigrationRole = 'source' | 'destination';
 export type MigrationStage = 'begun' | 'prepared' | 'performed' | 'confirmed-success' | 'confirmed-failure';
@@ -68,38 +67,77 @@ export function validateRecord(value: unknown, file: string): MigrationRecordV1 
   return o as unknown as MigrationRecordV1;
 }
 
-/** The file store: one record per domain, written atomically (temp + fsync + rename), 0600. */
-export function fileRecordStore(stateDir: string): MigrationRecordStore {
-  const dir = join(stateDir, 'migrate');
+/** The store of migration records (the stages write whole records; reconcile reads and drops them). */
+export interface MigrationRecordStore {
+  read(domain: string): MigrationRecordV1 | null;
+  /** Atomic, 0600, under the record's lock; the record is the crash-recovery log of a migration. */
+  write(record: MigrationRecordV1): Promise<void>;
+  /** Lock, read, apply, write (or remove when `fn` returns null), unlock. */
+  update(domain: string, fn: (current: MigrationRecordV1 | null) => MigrationRecordV1 | null | undefined): Promise<MigrationRecordV1 | null>;
+  remove(domain: string): Promise<void>;
+  /** The domains with a record on this host. */
+  list(): string[];
+}
+
+export function migrationRecordDir(stateDir: string): string {
+  return join(stateDir, 'migrate');
+}
+
+/** The file store: one record per domain, each behind its own lock (proper-lockfile), 0600. */
+export function fileRecordStore(stateDir: string, lock: LockOptions = DEFAULT_LOCK): MigrationRecordStore {
+  const dir = migrationRecordDir(stateDir);
   const path = (domain: string) => join(dir, `${parseObjectName(domain, 'domain')}.json`);
+  const read = (domain: string): MigrationRecordV1 | null => {
+    const file = path(domain);
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') return null;
+      throw new HostError(`cannot read ${file}: ${errnoOf(err) ?? (err as Error).message}`, { code: errnoOf(err), cause: err });
+    }
+    try {
+      return validateRecord(JSON.parse(text), file);
+    } catch (err) {
+      if (err instanceof SyntaxError) throw new BadInputError(`${file}: is not valid JSON: ${err.message}`, 'remove it if no migration of this domain is under way');
+      throw err;
+    }
+  };
+  const update: MigrationRecordStore['update'] = (domain, fn) => {
+    const file = path(domain);
+    return updateJsonFileLocked<MigrationRecordV1 | null, MigrationRecordV1 | null>(file, () => read(domain), (current) => {
+      const next = fn(current);
+      if (next === undefined) return { result: current };
+      if (next === null) return { result: null, afterWrite: () => rmSync(file, { force: true }) };
+      const stamped = { ...next, updatedAt: new Date().toISOString() };
+      return { next: stamped, result: stamped };
+    }, lock);
+  };
   return {
-    read(domain) {
-      const file = path(domain);
-      let text: string;
-      try {
-        text = readFileSync(file, 'utf8');
-      } catch (err) {
-        if (errnoOf(err) === 'ENOENT') return null;
-        throw new HostError(`cannot read ${file}: ${errnoOf(err) ?? (err as Error).message}`, { code: errnoOf(err), cause: err });
-      }
-      try {
-        return validateRecord(JSON.parse(text), file);
-      } catch (err) {
-        if (err instanceof SyntaxError) throw new BadInputError(`${file}: is not valid JSON: ${err.message}`, 'remove it if no migration of this domain is under way');
-        throw err;
-      }
-    },
+    read,
+    update,
     async write(record) {
-      const file = path(record.domain);
       try {
-        mkdirSync(dir, { recursive: true, mode: 0o700 });
-        await writeFileAtomic(file, JSON.stringify({ ...record, updatedAt: new Date().toISOString() }, null, 2) + '\n', { mode: 0o600, fsync: true });
+        await update(record.domain, () => record);
       } catch (err) {
-        throw new HostError(`cannot write the migration record ${file}: ${errnoOf(err) ?? (err as Error).message}`, { code: errnoOf(err), cause: err });
+        if (err instanceof BadInputError) throw err;
+        throw new HostError(`cannot write the migration record ${path(record.domain)}: ${errnoOf(err) ?? (err as Error).message}`, { code: errnoOf(err), cause: err });
       }
     },
-    remove(domain) {
-      rmSync(path(domain), { force: true });
+    async remove(domain) {
+      await update(domain, () => null);
+    },
+    list() {
+      let names: string[];
+      try {
+        names = readdirSync(dir);
+      } catch (err) {
+        if (errnoOf(err) === 'ENOENT') return [];
+        throw new HostError(`cannot list ${dir}: ${errnoOf(err) ?? (err as Error).message}`, { code: errnoOf(err), cause: err });
+      }
+      return names.filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -'.json'.length)).filter((d) => {
+        try { parseObjectName(d, 'domain'); return true; } catch { return false; }
+      });
     },
   };
 }

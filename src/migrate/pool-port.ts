@@ -1,0 +1,95 @@
+import type { DomainSpec, HostdevRequest } from '../config/domain-xml.js';
+import { BadInputError, ConflictError } from '../errors.js';
+import type { Context } from '../pool/context.js';
+import { commitVfs, configureVfs, guestOptions, releaseGuest, requestsOf, reserveVfs, type Reservation } from '../pool/guests.js';
+import { journal } from '../pool/journal-entries.js';
+import type { Allocation } from '../state/schema.js';
+import { parseGuestMac, type MacAddress } from '../types.js';
+import { isAlive } from '../util/process.js';
+import type { RequestLookup } from './begin.js';
+import type { MigrationPool, MigrationVfRequest, ReservedVf } from './ports.js';
+
+/**
+ * The pool's staged prepare behind src/migrate's MigrationPool: `reserve` is the pool's
+ * reserveVfs (pick under the lock, record `preparing` with what will change), `configure` its
+ * configureVfs + commitVfs (set MAC/VLAN, bind vfio-pci, record `ready`; a failure undoes every
+ * step), `release` its releaseGuest (restore and free, idempotent).
+ */
+export function migrationPool(ctx: Context, emulatedModel: string | null): MigrationPool {
+  // reserve → configure run in one process (prepareStage's one step); the reservation between them
+  // is the pool's own in-memory plan. A crash between leaves `preparing` records that reconcile frees.
+  const reservations = new Map<string, Reservation>();
+  const reservedOf = (a: Allocation, id: string, req: MigrationVfRequest): ReservedVf =>
+    ({ id, host: emulatedModel ? null : a.vfAddr, emulatedModel, mac: (a.mac as MacAddress | null) ?? req.mac });
+
+  return {
+    async reserve(domain, requests) {
+      const held = ctx.store.read().allocations.filter((a) => a.owner.domain === domain);
+      if (held.length > 0) return existingReservation(domain, requests, held, reservedOf);
+      const spec = migratedSpec(domain, requests);
+      const reservation = await reserveVfs(ctx, spec, requestsOf(ctx, spec), guestOptions('cli', ctx.settings), null);
+      reservations.set(domain, reservation);
+      journal.allocated(ctx, reservation.planned.map((p) => p.record));
+      // Requests are planned in order, one VF each: the n-th planned VF serves the n-th request.
+      return requests.map((req, i) => reservedOf(reservation.planned[i]!.record, req.id, req));
+    },
+    async configure(domain) {
+      const reservation = reservations.get(domain);
+      if (!reservation) {
+        // A re-run: `reserve` handed back what an earlier run committed (only `ready` is returned).
+        return;
+      }
+      await configureVfs(ctx, reservation);
+      const ready = await commitVfs(ctx, reservation);
+      reservations.delete(domain);
+      journal.configured(ctx, ready);
+    },
+    async release(domain, reason) {
+      reservations.delete(domain);
+      await releaseGuest(ctx, domain, { reason: reason === 'migrated' ? 'migrated' : 'migration failed' });
+    },
+  };
+}
+
+/** What an earlier prepare of the same migration reserved and committed, handed back as is. */
+function existingReservation(
+  domain: string, requests: MigrationVfRequest[], held: Allocation[],
+  reservedOf: (a: Allocation, id: string, req: MigrationVfRequest) => ReservedVf,
+): ReservedVf[] {
+  const unfinished = held.filter((a) => a.phase !== 'ready');
+  if (held.length !== requests.length || unfinished.length > 0) {
+    const busy = unfinished.find((a) => a.worker !== null && isAlive(a.worker));
+    throw new ConflictError(
+      `domain '${domain}' holds ${held.length} VF(s) here (${held.map((a) => `${a.vfAddr} ${a.phase}`).join(', ')}), the migration asks for ${requests.length}`,
+      busy ? `another vfpool process (pid ${busy.worker}) is preparing it: wait for it` : `undo the earlier attempt: \`vfpool migrate confirm ${domain} --role destination --failed\``,
+    );
+  }
+  const byMac = new Map(held.map((a) => [a.mac, a]));
+  return requests.map((req, i) => reservedOf((req.mac !== null ? byMac.get(req.mac) : undefined) ?? held[i]!, req.id, req));
+}
+
+/** The incoming domain's requests as pool requests: its pool, its MAC, the settings the source recorded. */
+function migratedSpec(domain: string, requests: MigrationVfRequest[]): DomainSpec {
+  const hostdevs: HostdevRequest[] = requests.map((r, i) => {
+    if (r.mac === null) throw new BadInputError(`domain '${domain}': ${r.id} has no MAC`, 'a migrated VF keeps its MAC: the source must send it');
+    const vlan = r.settings.vlan;
+    if (vlan !== undefined && vlan !== null && !(Number.isInteger(vlan) && (vlan as number) >= 0 && (vlan as number) <= 4095)) {
+      throw new BadInputError(`domain '${domain}': ${r.id}: VLAN ${JSON.stringify(vlan)} is not 0..4095`, 'give the output of `vfpool migrate begin DOMAIN` on the source');
+    }
+    return {
+      field: `migrated ${r.id} (#${i + 1})`, pool: r.pool, netdev: null, address: null, mac: parseGuestMac(r.mac, `${r.id}: mac`) as MacAddress, guestSlot: null,
+      vlan: (vlan as number | null | undefined) ?? null, qos: null, spoofchk: null, trust: null, linkState: null, minTxRate: null, maxTxRate: null, mtu: null,
+    };
+  });
+  return { name: domain, uuid: null, hostdevs, networkInterfaces: [], interfaceMacs: [], dacLabel: null, sriovNics: [], memoryKiB: null, hardLimitKiB: null };
+}
+
+/** The source's requests behind each plan id, from its allocations (pool and VLAN). */
+export function requestLookup(ctx: Context): RequestLookup {
+  const state = ctx.store.read();
+  return (domain, vfId) => {
+    const a = state.allocations.find((x) => x.owner.domain === domain && x.alias === vfId);
+    if (!a || a.pool === null) return null;
+    return { pool: a.pool, settings: { vlan: a.vlan } };
+  };
+}
