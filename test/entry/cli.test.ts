@@ -65,7 +65,10 @@ t.test('bad input: exit 2, one line, nothing written', async (t) => {
   mkdirSync(conf);
   writeFileSync(join(conf, 'vfpool.conf'), 'VFPOOL_HOST=sim:/x\nVFPOOL_BOGUS=1\n');
   const r = await vfpoolCli(['status'], { env: { VFPOOL_CONFIG_DIR: conf } });
-  t.same([r.exitCode, r.stderr], [2, `vfpool: ${join(conf, 'vfpool.conf')}:2: unknown setting 'VFPOOL_BOGUS': known: VFPOOL_CONFIG_DIR, VFPOOL_STATE_DIR, VFPOOL_SYSFS, VFPOOL_HOST, VFPOOL_IP, VFPOOL_QEMU, VFPOOL_PROC, VFPOOL_DEV, VFPOOL_LIBVIRT_RUN_DIR, VFPOOL_ETC, VFPOOL_JOURNAL_DIR, VFPOOL_MODULES_DIR, VFPOOL_LIBVIRT_CONF_DIR\n`]);
+  t.equal(r.exitCode, 2);
+  // One line naming file, line and key, then every key vfpool knows (the list grows with the settings table).
+  t.match(r.stderr, new RegExp(`^vfpool: ${join(conf, 'vfpool.conf').replace(/[.]/g, '\\.')}:2: unknown setting 'VFPOOL_BOGUS': known: VFPOOL_CONFIG_DIR, VFPOOL_STATE_DIR, .*VFPOOL_SIM_VF_DEVICE.*\n$`));
+  t.equal(r.stderr.split('\n').length, 2, 'one line');
   const badHost = await vfpoolCli(['status'], { env: { ...w.env, VFPOOL_HOST: 'xen' } });
   t.same([badHost.exitCode, badHost.stderr], [2, "vfpool: VFPOOL_HOST 'xen' is not 'linux' or 'sim:FILE': set it in the environment or in vfpool.conf\n"]);
 });

@@ -28,7 +28,7 @@ function world(t: Test): World {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
   const runDir = join(w.dir, 'libvirt-run');
   mkdirSync(runDir, { recursive: true });
-  return { ...w, runDir, hookEnv: { ...w.env, VFPOOL_LIBVIRT_RUN_DIR: runDir } };
+  return { ...w, runDir, hookEnv: { ...w.env, VFPOOL_LIBVIRT_RUN_DIR: runDir, VFPOOL_SIM_VF_DEVICE: 'e1000e' } };
 }
 
 const net = (w: World, op: string, stdin: string) => spawnEntry('hooks/network', ['vfp-net', ...op.split(' '), '-'], { env: w.hookEnv, stdin });
