@@ -35,6 +35,10 @@ export interface DomainSpec {
   dacLabel: DacLabel | null;
   /** `<vfpool:sriov-nic>` elements in document order (seed 003: emulated virtio-net SR-IOV). */
   sriovNics: SriovNicRequest[];
+  /** The guest's maximum memory in KiB (`<memory>`, else `<currentMemory>`): vfio pins all of it. */
+  memoryKiB: bigint | null;
+  /** `<memtune><hard_limit>` in KiB: libvirt sets QEMU's memlock limit to it. */
+  hardLimitKiB: bigint | null;
 }
 
 /** `<vfpool:sriov-nic vfs='N' backend='user' [backend-options='k=v,…']/>`: needs no VF, only QEMU >= 10.1. */
@@ -220,5 +224,19 @@ export function parseDomainXml(xml: string, where: string): DomainSpec {
     children(found.el, found.tag('sriov-nic')).forEach((el, i) => sriovNics.push(parseSriovNic(el, `${dwhere}: vfpool:sriov-nic #${i + 1}`)));
   }
   const { nets, macs } = parseInterfaces(child(domain, 'devices'), dwhere);
-  return { name, uuid: uuid?.toLowerCase() ?? null, hostdevs, networkInterfaces: nets, interfaceMacs: macs, dacLabel: parseDacLabel(domain, dwhere), sriovNics };
+  const memoryKiB = parseKiB(child(domain, 'memory'), `${dwhere}: <memory>`) ?? parseKiB(child(domain, 'currentMemory'), `${dwhere}: <currentMemory>`);
+  const hardLimitKiB = parseKiB(child(child(domain, 'memtune') ?? {}, 'hard_limit'), `${dwhere}: <memtune><hard_limit>`);
+  return { name, uuid: uuid?.toLowerCase() ?? null, hostdevs, networkInterfaces: nets, interfaceMacs: macs, dacLabel: parseDacLabel(domain, dwhere), sriovNics, memoryKiB, hardLimitKiB };
+}
+
+const UNIT_KIB: Record<string, bigint> = { b: 0n, bytes: 0n, k: 1n, kib: 1n, kb: 1n, m: 1024n, mib: 1024n, mb: 1024n, g: 1048576n, gib: 1048576n, gb: 1048576n, t: 1073741824n, tib: 1073741824n, tb: 1073741824n };
+
+/** A libvirt size element (`<memory unit='KiB'>131072</memory>`) in KiB (libvirt's default unit). */
+function parseKiB(el: XmlElement | undefined, field: string): bigint | null {
+  if (el === undefined) return null;
+  const raw = (typeof el === 'string' || typeof el === 'number' ? String(el) : text(el, '#text') ?? '').trim();
+  const unit = (typeof el === 'object' ? attr(el, 'unit') ?? 'KiB' : 'KiB').toLowerCase();
+  if (!/^[0-9]{1,18}$/.test(raw) || !(unit in UNIT_KIB)) throw new BadInputError(`${field}: '${raw}' ${unit} is not a size libvirt writes`, "e.g. <memory unit='KiB'>131072</memory>");
+  const n = BigInt(raw);
+  return unit === 'b' || unit === 'bytes' ? (n + 1023n) / 1024n : n * UNIT_KIB[unit]!;
 }

@@ -23,6 +23,12 @@ export interface Settings {
   libvirtRunDir: string;
   /** Where /etc/passwd and /etc/group are, for a DAC label given by user name. */
   etcDir: string;
+  /**
+   * Simulated host only: a QEMU NIC model (e.g. `e1000e`) the wrapper puts, with the VF's MAC,
+   * where a VF's vfio-pci device would go, so the guest path runs without SR-IOV hardware.
+   * Empty: the simulated host's VFs get `vfio-pci,host=BDF` like real ones.
+   */
+  simVfDevice: string;
 }
 
 export const SETTING_KEYS = {
@@ -36,6 +42,7 @@ export const SETTING_KEYS = {
   VFPOOL_DEV: 'devRoot',
   VFPOOL_LIBVIRT_RUN_DIR: 'libvirtRunDir',
   VFPOOL_ETC: 'etcDir',
+  VFPOOL_SIM_VF_DEVICE: 'simVfDevice',
 } as const satisfies Record<string, keyof Settings>;
 
 export const DEFAULT_SETTINGS: Settings = {
@@ -51,7 +58,11 @@ export const DEFAULT_SETTINGS: Settings = {
   devRoot: '/dev',
   libvirtRunDir: '/run/libvirt/qemu',
   etcDir: '/etc',
+  simVfDevice: '',
 };
+
+/** A QEMU device (driver) name, as `-device help` lists them: it ends up in QEMU's argv. */
+const QEMU_DRIVER_RE = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 
 /**
  * Parses `vfpool.conf`: `KEY=value` lines, `#` comments, optional quotes around the value.
@@ -95,6 +106,12 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   for (const [key, field] of Object.entries(SETTING_KEYS) as [keyof typeof SETTING_KEYS, keyof Settings][]) {
     const v = env[key] || fromFile[key];
     if (v) settings[field] = v;
+  }
+  if (settings.simVfDevice !== '' && !QEMU_DRIVER_RE.test(settings.simVfDevice)) {
+    throw new BadInputError(
+      `VFPOOL_SIM_VF_DEVICE='${settings.simVfDevice}' is not a QEMU device name`,
+      'name a QEMU NIC model such as e1000e (`qemu-system-x86_64 -device help` lists them), or leave it empty',
+    );
   }
   return settings;
 }

@@ -3,7 +3,7 @@ import { BadInputError, asVfpoolError } from '../errors.js';
 import { loadSettings } from '../config/settings.js';
 import { parseDomainXml, type DomainSpec } from '../config/domain-xml.js';
 import { createContext } from '../pool/context.js';
-import { guestOptions, adoptGuest, prepareGuest, releaseGuest, startGuest } from '../pool/guests.js';
+import { guestOptions, adoptGuest, defaultDeliverGuestDeps, deliverGuestVfs, prepareGuest, releaseGuest, startGuest } from '../pool/guests.js';
 import { parseObjectName } from '../types.js';
 import { readStdin, runEntry } from './run.js';
 
@@ -16,7 +16,8 @@ import { readStdin, runEntry } from './run.js';
  * |------------------------------|-------------------------------------------------------------|
  * | prepare begin -              | allocate and configure the VFs; any failure undoes all, exit 1 |
  * | start begin -                | hand /dev/vfio/GROUP to QEMU's user (DAC label)              |
- * | started/reconnect/attach begin | keep the VFs, record QEMU's pid; never fails (a failing reconnect kills the guest) |
+ * | started begin                | record QEMU's pid; with hotplug delivery, hand QEMU the vfio groups and device_add the VFs (a failure: exit 1, libvirt stops the guest and calls release) |
+ * | reconnect/attach begin       | keep the VFs, record QEMU's pid; never fails (a failing reconnect kills the guest) |
  * | release end REASON           | restore and free, idempotent (REASON may be `failed`)       |
  * | anything else (migrate, restore…) | exit 0, print nothing (empty stdout = XML unchanged)   |
  *
@@ -52,13 +53,17 @@ async function main(argv: string[]): Promise<number> {
     if (spec.name !== name) throw new BadInputError(`${where}: argv names domain '${name}' but stdin describes '${spec.name}'`);
   };
   if (op === 'started' || op === 'reconnect' || op === 'attach') {
+    let spec: DomainSpec | null = null;
     try {
-      const spec = parseDomainXml(stdin, where);
+      spec = parseDomainXml(stdin, where);
       sameDomain(spec);
       await adoptGuest(ctx, spec, opts, op);
     } catch (err) {
       ctx.log.warn(`${op}: ${asVfpoolError(err).toLine()} (ignored: failing here would make libvirt kill the guest)`);
     }
+    // The VFs of a hotplug plan reach QEMU now; without them the guest must not run (exit 1:
+    // libvirt stops it and calls release, which restores the VFs).
+    if (op === 'started' && spec !== null) await deliverGuestVfs(ctx, spec, opts, defaultDeliverGuestDeps(ctx.settings.procRoot, ctx.settings.devRoot));
     return 0;
   }
   const spec = parseDomainXml(stdin, where);

@@ -10,6 +10,8 @@ import { allocationsOf, describeAllocation, type GuestOptions, type PrepareResul
 import { planPrepare, requestsOf, type PlannedVf } from './guest-plan.js';
 import { releaseGuest } from './guest-release.js';
 import { applyVfSteps, describeVfStep } from './vf-steps.js';
+import { buildDomainPlan, checkDeliveryPossible, defaultDeliveryHostFacts, writeGuestPlan, type DeliveryHostFacts } from './guest-qemu-plan.js';
+import type { VfRequest as Request } from './requests.js';
 
 /**
  * Prepare as three steps that can be called on their own (migration's prepare is reserve +
@@ -94,7 +96,9 @@ export async function commitVfs(ctx: Context, r: Reservation, log: Logger = ctx.
  * Allocations left by an earlier run of the same domain (QEMU gone, no release seen) are
  * restored and freed first; a domain whose QEMU still runs is a ConflictError.
  */
-export async function prepareGuest(ctx: Context, spec: DomainSpec, opts: GuestOptions & { dryRun?: boolean; pid?: number | null }): Promise<PrepareResult> {
+export type PrepareOptions = GuestOptions & { dryRun?: boolean; pid?: number | null; deliveryFacts?: DeliveryHostFacts };
+
+export async function prepareGuest(ctx: Context, spec: DomainSpec, opts: PrepareOptions): Promise<PrepareResult> {
   try {
     return await prepareGuestSteps(ctx, spec, opts);
   } catch (err) {
@@ -104,7 +108,7 @@ export async function prepareGuest(ctx: Context, spec: DomainSpec, opts: GuestOp
   }
 }
 
-async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: GuestOptions & { dryRun?: boolean; pid?: number | null }): Promise<PrepareResult> {
+async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: PrepareOptions): Promise<PrepareResult> {
   const log = ctx.log.child(`domain '${spec.name}'`);
   const before = ctx.store.read();
   const requests = requestsOf(ctx, spec, before);
@@ -128,7 +132,12 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: GuestOpti
       result.releasedStale = r.released.map((a) => a.vfAddr);
     }
   }
-  if (requests.length === 0) return result;
+  if (requests.length === 0) {
+    // Only an emulated SR-IOV NIC (or nothing): no VF, but the wrapper still has work.
+    const plan = opts.dryRun ? null : buildDomainPlan(ctx, spec, [], [], opts.via);
+    if (plan) log.info(`wrote the QEMU plan ${await writeGuestPlan(ctx, plan)} (${plan.sriovNics.length} emulated SR-IOV NIC(s))`);
+    return result;
+  }
 
   const pid = opts.pid ?? null;
   if (opts.dryRun) {
@@ -144,11 +153,42 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: GuestOpti
   // Step 1: pick and record, under the lock, before the first change to any VF.
   const reservation = await reserveVfs(ctx, spec, requests, opts, pid);
   for (const p of reservation.planned) log.info(`Step 1: ${p.where}: allocated to request #${p.rr.request.index + 1} (${p.rr.request.field}), original config saved`);
+  // What cannot reach QEMU is refused now, before the first change to a VF.
+  try {
+    const plan = buildDomainPlan(ctx, spec, reservation.planned.map((p) => p.record), requests, opts.via);
+    const groups = reservation.planned.map((p) => p.record.iommuGroup).filter((g): g is string => g !== null);
+    // The simulated host's VFs never reach a real QEMU through vfio: the checks are the real host's.
+    if (plan && ctx.host.kind === 'linux') checkDeliveryPossible(plan, spec, groups, opts.via, opts.deliveryFacts ?? defaultDeliveryHostFacts(ctx.settings.procRoot));
+  } catch (err) {
+    await ctx.store.update((state) => {
+      state.allocations = state.allocations.filter((a) => !(a.owner.domain === spec.name && a.worker === process.pid && a.phase === 'preparing'));
+    });
+    throw err;
+  }
   // Step 2: configure, without the lock; undo everything on failure.
   await configureVfs(ctx, reservation, log);
   // Step 3: ready.
   const ready = await commitVfs(ctx, reservation, log);
   log.info(`Step 3: prepared ${ready.length} VF(s): ${ready.map((a) => `${a.vfAddr} mac ${a.mac}`).join(', ')}`);
+  // Step 4: the QEMU plan. A failure here undoes the prepare like any step before it.
+  await writePlanOrUndo(ctx, spec, ready, requests, opts);
   result.vfs = ready.map(describeAllocation);
   return result;
+}
+
+async function writePlanOrUndo(ctx: Context, spec: DomainSpec, ready: Allocation[], requests: Request[], opts: PrepareOptions): Promise<void> {
+  const log = ctx.log.child(`domain '${spec.name}'`);
+  try {
+    const plan = buildDomainPlan(ctx, spec, ready, requests, opts.via);
+    if (plan) log.info(`Step 4: wrote the QEMU plan ${await writeGuestPlan(ctx, plan)} (delivery ${plan.delivery}, ${plan.vfs.length} VF(s))`);
+  } catch (err) {
+    const cause = asVfpoolError(err);
+    log.warn(`Step 4 failed: ${cause.message}; undoing the prepare`);
+    try {
+      await releaseGuest(ctx, spec.name, { reason: 'prepare failed writing the QEMU plan' });
+    } catch (undoErr) {
+      throw new RollbackError(cause, [`release: ${asVfpoolError(undoErr).message}`]);
+    }
+    throw cause;
+  }
 }

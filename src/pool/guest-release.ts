@@ -7,6 +7,7 @@ import { allocationsOf, describeAllocation, whereOf, type GuestVf, type ReleaseR
 import { readVfFacts } from './vf-facts.js';
 import { planVfRestore, type VfFacts } from './vf-plan.js';
 import { applyVfSteps, describeVfStep } from './vf-steps.js';
+import { dropGuestPlan } from './guest-qemu-plan.js';
 
 /**
  * `release end` (any reason, `failed` included) and `vfpool release`: restore each VF of the
@@ -26,7 +27,10 @@ export async function releaseGuest(
   const selected = (a: Allocation) => a.owner.domain === domain && (!opts.vfAddrs || opts.vfAddrs.has(a.vfAddr));
   const peek = ctx.store.read();
   const hasBindings = opts.forgetNetdevs && peek.bindings.some((b) => b.domain === domain);
-  if (!peek.allocations.some(selected) && !hasBindings) return result;
+  if (!peek.allocations.some(selected) && !hasBindings) {
+    if (!opts.vfAddrs) dropGuestPlan(ctx, domain);
+    return result;
+  }
 
   // Step 1: claim the records.
   const claimed = await ctx.store.update((state) => {
@@ -62,6 +66,8 @@ export async function releaseGuest(
       cause: first,
     });
   }
+  // The wrapper must not put VFs the domain no longer holds on a later command line.
+  if (!ctx.store.read().allocations.some((a) => a.owner.domain === domain)) dropGuestPlan(ctx, domain);
   log.info(`released ${done.size} VF(s)`);
   return result;
 }

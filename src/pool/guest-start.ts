@@ -8,6 +8,7 @@ import { allocationsOf, whereOf, type GuestOptions, type StartResult } from './g
 import { requestsOf } from './guest-plan.js';
 import { readLibvirtPid, resolveDacLabel } from './libvirt-runtime.js';
 import { applyVfSteps, type VfStep } from './vf-steps.js';
+import { handPlanTo } from './guest-qemu-plan.js';
 
 /**
  * `start begin`: libvirt has labelled what it knows and is about to let QEMU run. For each of the
@@ -19,11 +20,14 @@ export async function startGuest(ctx: Context, spec: DomainSpec, opts: GuestOpti
   const log = ctx.log.child(`domain '${spec.name}'`);
   const result: StartResult = { domain: spec.name, handedOver: [], pid: null };
   const mine = allocationsOf(ctx.store.read(), spec.name);
+  const planOwner = spec.dacLabel ? resolveDacLabel(spec.dacLabel, opts.etcDir) : null;
+  // The wrapper runs as QEMU's user and must read its plan (an emulated SR-IOV NIC has one too).
+  if (planOwner && handPlanTo(ctx, spec.name, planOwner)) log.info(`handed the QEMU plan to uid ${planOwner.uid}`);
   if (!mine.length) return result;
   const pid = readLibvirtPid(opts.libvirtRunDir, spec.name);
   result.pid = pid;
   const vfio = mine.filter((a) => modeUsesVfio(a.mode));
-  const owner = spec.dacLabel ? resolveDacLabel(spec.dacLabel, opts.etcDir) : null;
+  const owner = planOwner;
   if (!owner && vfio.length) log.info('the domain XML has no DAC label: /dev/vfio groups keep their owner (QEMU runs as root?)');
 
   // Checks, before any change: each vfio VF still bound to vfio-pci.

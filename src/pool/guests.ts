@@ -18,3 +18,5 @@ export { prepareGuest, reserveVfs, configureVfs, commitVfs, type Reservation } f
 export { releaseGuest, planReleaseGuest, restoreVfs, freeVfs } from './guest-release.js';
 export { startGuest, adoptGuest } from './guest-start.js';
 export { readLibvirtPid, resolveDacLabel } from './libvirt-runtime.js';
+export { deliverGuestVfs, defaultDeliverGuestDeps, type DeliverGuestDeps, type DeliverGuestResult } from './guest-deliver.js';
+export { handPlanTo, type DeliveryHostFacts } from './guest-qemu-plan.js';

@@ -4,6 +4,13 @@ import type { Context } from './context.js';
 import { releaseGuest } from './guest-release.js';
 import { readLibvirtPid } from './libvirt-runtime.js';
 import type { Allocation, PortRecord, VfpoolState } from '../state/schema.js';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { errnoOf } from '../errors.js';
+import { probeQmpSocket } from '../qemu/qmp-probe.js';
+import { domainQmpSocketPath, readDomainPlan } from '../state/domain-plan.js';
+import { parseObjectName } from '../types.js';
+import { dropGuestPlan } from './guest-qemu-plan.js';
 
 /**
  * `vfpool reconcile`: after a crash, a killed hook or a daemon restart, put vfpool's records
@@ -44,6 +51,8 @@ export interface ReconcileResult {
   failed: ReconcileEntry[];
   portsDropped: Array<{ network: string; domain: string; vf: string | null; reason: string }>;
   portsKept: number;
+  /** Domains whose QEMU plan was removed (no allocation left, and no QEMU serving its socket). */
+  plansRemoved: string[];
 }
 
 export const DEFAULT_RECONCILE_GRACE_MS = 120_000;
@@ -58,7 +67,15 @@ export interface Verdict {
 /** The policy above, for one allocation. Pure but for the liveness checks it is given. */
 export function judgeAllocation(
   a: Allocation,
-  env: { alive: (pid: number) => boolean; libvirtPid: (domain: string) => number | null; now: number; graceMs: number; self: number },
+  env: {
+    alive: (pid: number) => boolean;
+    libvirtPid: (domain: string) => number | null;
+    now: number;
+    graceMs: number;
+    self: number;
+    /** A `vfpool prepare`d domain whose QEMU ran through the wrapper and is gone (its QMP socket refuses). */
+    cliQemuGone?: (domain: string) => boolean;
+  },
 ): Verdict {
   if (a.worker && a.worker !== env.self && env.alive(a.worker)) return { keep: true, reason: `vfpool (pid ${a.worker}) is working on it now` };
   if (a.phase === 'releasing') return { keep: false, reason: `its release did not finish${a.lastError ? ` (${a.lastError})` : ''}` };
@@ -67,6 +84,7 @@ export function judgeAllocation(
     return env.alive(a.owner.pid) ? { keep: true, reason: `QEMU pid ${a.owner.pid} runs` } : { keep: false, reason: `QEMU pid ${a.owner.pid} is gone` };
   }
   if (a.owner.via === 'cli') {
+    if (env.cliQemuGone?.(a.owner.domain)) return { keep: false, reason: `its QEMU, run through vfpool-qemu, is gone (nobody serves its QMP socket)` };
     return { keep: true, reason: `prepared with \`vfpool prepare\` and no --pid: free it with \`vfpool release ${a.owner.domain}\`` };
   }
   const pid = env.libvirtPid(a.owner.domain);
@@ -88,15 +106,21 @@ function judgePort(p: PortRecord, env: { libvirtPid: (domain: string) => number 
 /** Runs the policy over the state; frees what is gone (unless dry-run) and reports both. */
 export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<ReconcileResult> {
   const log = ctx.log.child('reconcile');
+  const gone = new Set<string>();
   const env = {
+    cliQemuGone: (d: string) => gone.has(d),
     alive: isAlive,
     libvirtPid: (d: string) => readLibvirtPid(opts.libvirtRunDir, d),
     now: opts.now ?? Date.now(),
     graceMs: opts.graceMs,
     self: process.pid,
   };
-  const result: ReconcileResult = { dryRun: Boolean(opts.dryRun), kept: [], freed: [], failed: [], portsDropped: [], portsKept: 0 };
+  const result: ReconcileResult = { dryRun: Boolean(opts.dryRun), kept: [], freed: [], failed: [], portsDropped: [], portsKept: 0, plansRemoved: [] };
   const state: VfpoolState = ctx.store.read();
+  // Without libvirt no pid file says whether QEMU runs; the wrapper's QMP socket does.
+  for (const d of new Set(state.allocations.filter((a) => a.owner.via === 'cli' && a.owner.pid === null).map((a) => a.owner.domain))) {
+    if ((await probeQmpSocket(domainQmpSocketPath(ctx.settings.stateDir, d))) === 'dead') gone.add(d);
+  }
   const toFree = new Map<string, Array<{ a: Allocation; reason: string }>>();
   const adopt = new Map<string, number>();
   for (const a of state.allocations) {
@@ -117,6 +141,8 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
 
   if (opts.dryRun) {
     for (const list of toFree.values()) for (const { a, reason } of list) result.freed.push({ domain: a.owner.domain, vfAddr: a.vfAddr, pool: a.pool, reason });
+    // A domain being freed loses its plan with its release; these are the others.
+    result.plansRemoved = await stalePlans(ctx, new Set(state.allocations.map((a) => a.owner.domain)));
     return result;
   }
 
@@ -142,7 +168,47 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
       s.ports = s.ports.filter((p) => !dropped.has(`${p.network}/${p.portUuid}`));
     });
   }
+  result.plansRemoved = await stalePlans(ctx, new Set(ctx.store.read().allocations.map((a) => a.owner.domain)));
+  for (const d of result.plansRemoved) {
+    dropGuestPlan(ctx, d);
+    log.info(`removed the QEMU plan of domain '${d}': it holds no VF and no QEMU serves its socket`);
+  }
   ctx.store.rebuildIndex();
   log.info(`kept ${result.kept.length}, freed ${result.freed.length}, failed ${result.failed.length}, dropped ${result.portsDropped.length} port record(s)`);
   return result;
+}
+
+/**
+ * Plans no allocation backs any more: a plan with VFs whose domain holds none, or an
+ * emulated-SR-IOV-only plan whose QEMU is gone (socket refuses). A plan whose domain was
+ * prepared but not started yet (no socket) is kept, as is one a live QEMU serves.
+ */
+async function stalePlans(ctx: Context, holding: Set<string>): Promise<string[]> {
+  let names: string[];
+  try {
+    names = readdirSync(join(ctx.settings.stateDir, 'qemu'));
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return [];
+    throw err;
+  }
+  const out: string[] = [];
+  for (const name of names.sort()) {
+    let domain: string;
+    try {
+      domain = parseObjectName(name, 'domain');
+    } catch {
+      continue;
+    }
+    if (holding.has(domain)) continue;
+    const socket = await probeQmpSocket(domainQmpSocketPath(ctx.settings.stateDir, domain));
+    if (socket === 'live' || socket === 'unknown') continue;
+    let hasVfs = true;
+    try {
+      hasVfs = (readDomainPlan(ctx.settings.stateDir, domain)?.vfs.length ?? 0) > 0;
+    } catch {
+      // An unreadable plan is removed as well: prepare writes a new one.
+    }
+    if (hasVfs || socket === 'dead') out.push(domain);
+  }
+  return out;
 }

@@ -131,3 +131,21 @@ t.test('started/reconnect/attach check the argv domain against stdin too, and st
   t.same([ok.exitCode, ok.stdout, ok.stderr], [0, '', '']);
   t.match((await status(w)).pfs[0]!.vfs[0]!.owner, { domain: 'vm1', pid: process.pid }, 'the matching call records the pid');
 });
+
+t.test('started with a hotplug plan and no QEMU serving vfpool\'s QMP socket: exit 1, one line (libvirt then stops the guest and calls release)', async (t) => {
+  const w = await setup(t);
+  delete w.hookEnv.VFPOOL_SIM_VF_DEVICE;
+  t.equal((await hook(w, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }))).exitCode, 0);
+  const plan = JSON.parse(readFileSync(join(w.settings.stateDir, 'qemu/vm1/plan.json'), 'utf8')) as { delivery: string; vfs: Array<{ host: string | null }> };
+  t.equal(plan.delivery, 'hotplug');
+  t.ok(plan.vfs[0]!.host, 'vfio-pci host=BDF, as on a real host');
+  writeFileSync(join(w.runDir, 'vm1.pid'), `${process.pid}\n`);
+  const r = await hook(w, ['vm1', 'started', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
+  t.equal(r.exitCode, 1);
+  t.match(r.stderr, /^vfpool: domain 'vm1': its VFs could not be hotplugged at 'started': [^\n]+\n$/);
+  t.equal(r.stdout, '');
+  const rel = await hook(w, ['vm1', 'release', 'end', '-'], domainXml('release', { name: 'vm1', vfpool: META }));
+  t.equal(rel.exitCode, 0);
+  t.equal(existsSync(join(w.settings.stateDir, 'qemu/vm1')), false, 'release removed the plan');
+  t.equal((await status(w)).pfs[0]!.vfs[0]!.owner, null, 'and freed the VF');
+});

@@ -76,6 +76,12 @@ export function makeGuestWorld(t: Test, kind: HostKind, seed: kernel.SimSeed = S
     holdVfio = (addr, pid) => sim.holdVfioGroup(addr as never, pid);
   } else {
     const fx = makeFixtureKernel(join(dir, 'fx'), seed);
+    // What prepare reads of this process for a libvirt guest's hotplug delivery: root with every
+    // capability, no cgroup2 (tests of the refusals pass their own facts).
+    settings.procRoot = fx.proc;
+    mkdirSync(join(fx.proc, 'self'), { recursive: true });
+    writeFileSync(join(fx.proc, 'self/status'), 'Name:\tnode\nUid:\t0\t0\t0\t0\nCapEff:\t000001ffffffffff\n');
+    writeFileSync(join(fx.proc, 'self/mounts'), 'proc /proc proc rw 0 0\n');
     host = new LinuxHost({
       sysfsRoot: fx.sysfs,
       procRoot: fx.proc,

@@ -25,7 +25,9 @@ export async function setupHookWorld(t: Test): Promise<HookEnv> {
   await startPool(w.ctx, parsePoolXml(SEED_000_POOL, 'sriov-pool'), SEED_000_POOL);
   const runDir = join(w.dir, 'libvirt-run');
   mkdirSync(runDir, { recursive: true });
-  return { ...w, runDir, hookEnv: { ...w.env, VFPOOL_LIBVIRT_RUN_DIR: runDir } };
+  // The simulated VFs reach the (absent) QEMU as emulated NICs on its command line: `started`
+  // then has nothing to hotplug. A test of the hotplug path deletes the setting.
+  return { ...w, runDir, hookEnv: { ...w.env, VFPOOL_LIBVIRT_RUN_DIR: runDir, VFPOOL_SIM_VF_DEVICE: 'e1000e' } };
 }
 
 /** hooks/qemu with libvirt's argv and the domain XML on stdin. */

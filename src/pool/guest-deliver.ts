@@ -1,0 +1,90 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { HostError, asVfpoolError, errnoOf, prefixError } from '../errors.js';
+import type { DomainSpec } from '../config/domain-xml.js';
+import { planHotplugDevices } from '../qemu/args.js';
+import { parseQemuArgv } from '../qemu/cmdline.js';
+import { defaultDeliverDeps, deliverVfioToQemu, memlockForVfio, type DeliverDeps } from '../qemu/deliver.js';
+import { hotplugDevices } from '../qemu/hotplug.js';
+import { QmpClient } from '../qemu/qmp.js';
+import { domainQmpSocketPath, readDomainPlan } from '../state/domain-plan.js';
+import type { Context } from './context.js';
+import { allocationsOf, type GuestOptions } from './guest-model.js';
+import { readLibvirtPid, resolveDacLabel } from './libvirt-runtime.js';
+
+export interface DeliverGuestResult {
+  domain: string;
+  /** Device ids device_add'ed now (empty when nothing was to be hotplugged, or all were there). */
+  added: string[];
+  pid: number | null;
+}
+
+export interface DeliverGuestDeps {
+  deliver: DeliverDeps;
+  /** How long each device may take to show in query-pci (nested TCG in the lab: ~6 s). */
+  timeoutMs: number;
+  /** deliverVfioToQemu; replaced in unit tests, whose QEMU is a fake QMP server. */
+  deliverVfio?: typeof deliverVfioToQemu;
+}
+
+export function defaultDeliverGuestDeps(procRoot: string, devRoot: string): DeliverGuestDeps {
+  return { deliver: { ...defaultDeliverDeps(), procRoot, devRoot }, timeoutMs: 30_000 };
+}
+
+/**
+ * `started begin` of a domain whose plan says `hotplug` (docs/libvirt-delivery.md, option H):
+ * QEMU runs (its pid in libvirt's pid file) in its own mount namespace and device cgroup with
+ * an 8 MiB memlock limit. As root: give that process what vfio needs for each VF's IOMMU group
+ * (memlock = guest memory + 1 GiB, /dev/vfio nodes, the cgroup rule), then `device_add` each VF
+ * into the root port the wrapper reserved, over vfpool's QMP socket, and wait until query-pci
+ * shows it. Any failure throws one sentence: the hook exits 1, libvirt stops QEMU and calls
+ * release, which restores the VFs. A plan with `cmdline` delivery, or none, does nothing.
+ */
+export async function deliverGuestVfs(ctx: Context, spec: DomainSpec, opts: GuestOptions, deps: DeliverGuestDeps): Promise<DeliverGuestResult> {
+  const dom = `domain '${spec.name}'`;
+  const log = ctx.log.child(dom);
+  const result: DeliverGuestResult = { domain: spec.name, added: [], pid: null };
+  const plan = readDomainPlan(ctx.settings.stateDir, spec.name);
+  if (plan === null || plan.delivery !== 'hotplug' || plan.vfs.length === 0) return result;
+  try {
+    const pid = readLibvirtPid(opts.libvirtRunDir, spec.name);
+    if (pid === null) throw new HostError(`libvirt's pid file ${join(opts.libvirtRunDir, `${spec.name}.pid`)} names no running QEMU`, { hint: 'the guest stopped while starting; start it again' });
+    result.pid = pid;
+
+    // Step 1: what QEMU runs with, and so where each VF goes (the wrapper's reserved root ports).
+    const cmdlineFile = join(deps.deliver.procRoot, String(pid), 'cmdline');
+    let argv: string[];
+    try {
+      argv = readFileSync(cmdlineFile, 'utf8').split('\0').slice(1, -1);
+    } catch (err) {
+      throw new HostError(`cannot read QEMU's command line ${cmdlineFile}: ${errnoOf(err) ?? (err as Error).message}`, { code: errnoOf(err), cause: err });
+    }
+    const devices = planHotplugDevices(plan, parseQemuArgv(argv));
+
+    // Step 2: the vfio groups of the real VFs, handed into QEMU's namespace and cgroup.
+    const hostVfs = new Set(plan.vfs.flatMap((v) => (v.host === null ? [] : [v.host as string])));
+    const groups = [...new Set(allocationsOf(ctx.store.read(), spec.name).filter((a) => hostVfs.has(a.vfAddr)).map((a) => a.iommuGroup))];
+    if (groups.some((g) => g === null) || groups.length === 0) {
+      throw new HostError(`vfpool's state has no IOMMU group for its VFs ${[...hostVfs].join(', ')}`, { hint: `run \`vfpool release ${spec.name}\` and start the domain again` });
+    }
+    const owner = spec.dacLabel ? resolveDacLabel(spec.dacLabel, opts.etcDir) : { uid: 0, gid: 0 };
+    if (spec.memoryKiB === null) throw new HostError(`the domain XML has no <memory>, so vfio's locked-memory need is unknown`, { hint: "libvirt always writes <memory unit='KiB'>: is this libvirt's XML?" });
+    const delivered = await (deps.deliverVfio ?? deliverVfioToQemu)(
+      { pid, groups: groups as string[], uid: owner.uid, gid: owner.gid, memlockBytes: memlockForVfio(spec.memoryKiB * 1024n) },
+      deps.deliver,
+    );
+    log.info(`started: gave QEMU pid ${pid} vfio group(s) ${groups.join(', ')}: ${delivered.steps.map((s) => s.kind).join(', ') || 'nothing was missing'}`);
+
+    // Step 3: device_add over vfpool's QMP socket, and wait until QEMU shows each VF.
+    const qmp = await QmpClient.connect(domainQmpSocketPath(ctx.settings.stateDir, spec.name), { timeoutMs: 10_000 });
+    try {
+      result.added = await hotplugDevices(qmp, devices, { timeoutMs: deps.timeoutMs, log: (l) => log.info(`started: ${l}`) });
+    } finally {
+      qmp.close();
+    }
+    return result;
+  } catch (err) {
+    const e = asVfpoolError(err);
+    throw e.message.startsWith(dom) ? e : prefixError(`${dom}: its VFs could not be hotplugged at 'started'`, e);
+  }
+}

@@ -1,0 +1,90 @@
+import { HostError, asVfpoolError } from '../errors.js';
+import type { QmpDeviceAdd } from './args.js';
+import { QmpClient, QmpCommandError } from './qmp.js';
+
+/** One device of QEMU's `query-pci`, flattened (bridges and root ports walked into). */
+export interface PciDeviceSeen {
+  qdevId: string;
+  bus: number;
+  slot: number;
+  function: number;
+  vendor: number;
+  device: number;
+  className: string | null;
+}
+
+interface QueryPciDevice {
+  bus: number;
+  slot: number;
+  function: number;
+  qdev_id?: string;
+  id?: { vendor: number; device: number };
+  class_info?: { desc?: string };
+  pci_bridge?: { bus?: { number?: number }; devices?: QueryPciDevice[] };
+}
+
+/** Every device `query-pci` lists, behind bridges too (a VF sits behind its pcie-root-port). */
+export function flattenQueryPci(result: unknown): PciDeviceSeen[] {
+  const out: PciDeviceSeen[] = [];
+  const walk = (devs: QueryPciDevice[] | undefined) => {
+    for (const d of devs ?? []) {
+      out.push({
+        qdevId: d.qdev_id ?? '',
+        bus: d.bus,
+        slot: d.slot,
+        function: d.function,
+        vendor: d.id?.vendor ?? 0,
+        device: d.id?.device ?? 0,
+        className: d.class_info?.desc ?? null,
+      });
+      walk(d.pci_bridge?.devices);
+    }
+  };
+  for (const bus of (Array.isArray(result) ? result : []) as Array<{ devices?: QueryPciDevice[] }>) walk(bus.devices);
+  return out;
+}
+
+export interface HotplugOptions {
+  /** How long to wait for each device to show in query-pci after device_add. */
+  timeoutMs: number;
+  pollMs?: number;
+  log?: (line: string) => void;
+}
+
+/**
+ * `device_add`s each device over `qmp` and waits (bounded) until `query-pci` lists its id, the
+ * way libvirt waits for a hostdev it hotplugs. A device already there is left alone (a second
+ * `started` hook, or a reconnect, adds nothing). A failover primary (`failover_pair_id`) is not
+ * waited for: QEMU keeps it hidden, out of query-pci, until the guest's virtio-net acks
+ * STANDBY, which may be long after the hook returned.
+ */
+export async function hotplugDevices(qmp: QmpClient, devices: QmpDeviceAdd[], opts: HotplugOptions): Promise<string[]> {
+  const pollMs = opts.pollMs ?? 100;
+  const seen = async () => new Set(flattenQueryPci(await qmp.execute('query-pci')).map((d) => d.qdevId));
+  const added: string[] = [];
+  const present = await seen();
+  for (const d of devices) {
+    if (present.has(d.id)) {
+      opts.log?.(`${d.id} is already on the guest's PCI bus`);
+      continue;
+    }
+    try {
+      await qmp.execute('device_add', { ...d });
+    } catch (err) {
+      // The QEMU answer names the cause (no /dev/vfio/N, memlock, the bus): keep it whole.
+      const why = err instanceof QmpCommandError ? err.message : asVfpoolError(err).message;
+      throw new HostError(`device_add of ${d.id} (${d.driver}${d.host ? ` host=${d.host}` : ''}) into ${d.bus} failed: ${why}`, { hint: 'see the domain log; the VF goes back to the pool when libvirt releases the domain' });
+    }
+    added.push(d.id);
+    opts.log?.(`device_add ${d.id} (${d.driver}) into ${d.bus}`);
+    if (d.failover_pair_id !== undefined) continue;
+    const deadline = Date.now() + opts.timeoutMs;
+    while (!(await seen()).has(d.id)) {
+      if (Date.now() > deadline) {
+        throw new HostError(`${d.id} (${d.driver}) was added but did not show in QEMU's query-pci within ${Math.round(opts.timeoutMs / 1000)} s`, { code: 'ETIMEDOUT', hint: 'QEMU may be overloaded; look at the domain log and try starting it again' });
+      }
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
+  }
+  return added;
+}
