@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_LOCK, readJsonFile, updateJsonFileLocked, type LockOptions } from '../util/json-file.js';
 import { fsError } from '../util/fs-errors.js';
@@ -24,11 +24,18 @@ export class StateStore {
     this.indexDir = join(dir, 'index');
   }
 
-  /** Creates the directory 0700 (state holds saved MACs and who owns what: root's business). */
+  /**
+   * Creates the directory 0700 (state holds saved MACs and who owns what: root's business), or
+   * leaves it 0711 once a domain's QEMU plan lives under it (writeDomainPlan): the QEMU user
+   * must traverse it to reach qemu/NAME/. Seen in the lab under libvirt: resetting it to 0700 at
+   * `start begin` (a state write between prepare and QEMU's exec) hid the plan from the wrapper,
+   * which then added nothing, and `started` found no root port to hotplug the VF into.
+   */
   ensureDir(): void {
     try {
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-      chmodSync(this.dir, 0o700);
+      const mode = statSync(this.dir).mode & 0o777;
+      if (mode !== 0o700 && mode !== 0o711) chmodSync(this.dir, 0o700);
     } catch (err) {
       throw fsError(err, this.dir, 'the state directory', 'VFPOOL_STATE_DIR');
     }
