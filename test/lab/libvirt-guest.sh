@@ -17,8 +17,8 @@
 #
 # Needs the guest booted with vfpool.switchroot=1 (libvirt's per-domain mount namespace fails
 # inside a chroot). Writes $VFPOOL_LAB_OUT/libvirt.tsv (STATUS \t CHECK \t DETAIL; INFO lines
-# are timings), read by lab-report.mjs. The vfpool it installs is the snapshot run-lab.sh took
-# of the build before the boot ($VFPOOL_LAB_SNAPSHOT, default OUT/../libvirt-snap).
+# are timings), read by lab-report.mjs. The vfpool it installs is the copy of the build that
+# run-lab.sh took before the boot, which is this script's working directory (--cwd).
 set -uo pipefail
 
 # In a chroot, PID 1 (the initramfs's init) has another root than ours.
@@ -28,7 +28,7 @@ if [ "${VFPOOL_LAB_GUEST:-}" != 1 ] || [ -z "${VFPOOL_LAB_OUT:-}" ] || ! [ /proc
 fi
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 out=$VFPOOL_LAB_OUT
-snap=${VFPOOL_LAB_SNAPSHOT:-$(dirname "$out")/libvirt-snap}
+snap=$PWD
 tsv=$out/libvirt.tsv
 : >"$tsv"
 fails=0
@@ -102,7 +102,7 @@ info "guest setup" "PF $PF ($(basename "$(readlink /sys/class/net/$PF/device/dri
 
 # ---- install, pools, daemon --------------------------------------------------------------------
 install_vfpool() {
-  [ -f "$snap/install.sh" ] && [ -f "$snap/dist/bin/cli.mjs" ] || { why="no snapshot of the build at $snap (run-lab.sh takes it)"; return 1; }
+  [ -f "$snap/install.sh" ] && [ -f "$snap/dist/bin/cli.mjs" ] || { why="no build at $snap (run-lab.sh runs this in its copy of the build: --cwd)"; return 1; }
   bash "$snap/install.sh" --prefix "$PREFIX" >"$out/install.out" 2>&1 || { why=$(tail -n 3 "$out/install.out"); return 1; }
   chmod 755 /run/vfplab "$PREFIX"
   [ -x "$WRAPPER" ] && [ -x "$VFPOOL" ] || { why="no $WRAPPER or $VFPOOL after install.sh"; return 1; }

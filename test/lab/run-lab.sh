@@ -21,29 +21,23 @@ start=$SECONDS
 mkdir -p "$out" || { echo "run-lab: cannot create $out" >&2; exit 1; }
 rm -f "$out/probe.exit" "$out/suites.exit" "$out/libvirt.exit"
 
-# The libvirt boot installs vfpool from a copy of the build taken now: a rebuild on the host
-# while the guest runs (it reads the host's files over 9p) must not hand install.sh or a hook
-# half a dist/. install.sh needs dist/bin (self-contained bundles), hooks/, qemu-args/, package.json.
-snap=$out/libvirt-snap
-rm -rf "$snap" && mkdir -p "$snap/dist" \
-  && cp -R "$repo/dist/bin" "$snap/dist/" && cp -R "$repo/hooks" "$repo/qemu-args" "$repo/install.sh" "$repo/package.json" "$snap/" \
-  || { echo "FAIL  lab  snapshot of the build for the libvirt boot ($repo/dist/bin: run npm run build)"; echo "0 passed, 1 failed"; exit 1; }
+# The guests run vfpool from a copy of the build taken now, not from dist/ itself: they read the
+# host's files over 9p for minutes, and a rebuild meanwhile (`rm -rf dist` first) would hand a
+# suite, install.sh or a hook half a dist/. The copy is laid out like the repository (what
+# install.sh and test/helpers/spawn.ts's REPO expect), node_modules linked, not copied.
+snap=$out/snap
+rm -rf "$snap" "$out/libvirt-snap" && mkdir -p "$snap" \
+  && cp -R "$repo/dist" "$repo/hooks" "$repo/qemu-args" "$repo/install.sh" "$repo/package.json" "$snap/" \
+  && ln -s "$repo/node_modules" "$snap/node_modules" \
+  || { echo "FAIL  lab  snapshot of the build into $snap (run npm run build first)"; echo "0 passed, 1 failed"; exit 1; }
 
-# Packages once, before any boot: two boots installing at once on a fresh machine would fight
-# over apt's lock (run-in-guest.sh checks again, which then costs a dpkg-query).
-if ! bash "$repo/scripts/install-lab-packages.sh" lab; then
-  echo "FAIL  lab  installing the lab packages: scripts/install-lab-packages.sh lab failed"
-  echo "0 passed, 1 failed"
-  exit 1
-fi
-
-boot() { # NAME SCRIPT TIMEOUT_SECS [KERNEL_APPEND]
+boot() { # NAME SCRIPT TIMEOUT_SECS [KERNEL_APPEND]: the script runs in the snapshot
   local name=$1 script=$2 timeout=$3 append=${4:-}
   # A fresh OUTDIR: results left by an earlier run must never stand in for this one's.
   rm -rf "${out:?}/$name"
   echo "run-lab: booting $name ($script)"
   VFPOOL_LAB_APPEND="${VFPOOL_LAB_APPEND:-}${append:+ $append}" \
-    bash "$here/run-in-guest.sh" --timeout "$timeout" "$script" "$out/$name" 2>&1 | sed -u "s/^/[$name] /"
+    bash "$here/run-in-guest.sh" --timeout "$timeout" --cwd "$snap" "$script" "$out/$name" 2>&1 | sed -u "s/^/[$name] /"
   echo "${PIPESTATUS[0]}" >"$out/$name.exit"
   echo "run-lab: $name exited $(cat "$out/$name.exit") after $(( SECONDS - start )) s"
 }
