@@ -44,7 +44,8 @@ boot() { # NAME SCRIPT TIMEOUT_SECS [KERNEL_APPEND]: the script runs in the snap
 
 parallel=${VFPOOL_LAB_PARALLEL:-}
 [ -n "$parallel" ] || { [ "$(nproc)" -ge 2 ] && parallel=1 || parallel=0; }
-# Timeouts: ~3x what a 2-core machine needs (probe ~60 s, suites ~260 s, libvirt ~TODO s).
+# Timeouts: ~3-4x what a 2-core machine needs with three guests at once (probe ~175 s,
+# suites ~440 s, libvirt ~435 s).
 # libvirt's per-domain mount namespace fails in a chroot: that boot's script runs as PID 1 of
 # the shared root (vfpool.switchroot=1, see initramfs-init.sh).
 if [ "$parallel" = 1 ]; then
