@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs vfpool: the built tool under PREFIX/lib/vfpool, the CLI as PREFIX/bin/vfpool, the
-# QEMU wrapper as PREFIX/bin/vfpool-qemu (a domain's <emulator>), and libvirt's hooks as links
-# in /etc/libvirt/hooks/{network,qemu}.d/vfpool. Idempotent.
+# QEMU wrapper as PREFIX/bin/vfpool-qemu (a domain's <emulator>), libvirt's hooks as links in
+# /etc/libvirt/hooks/{network,qemu}.d/vfpool, the man page, bash completion, and
+# vfpool-reconcile.service (runs `vfpool reconcile` whenever the libvirt daemon starts). Idempotent.
 #
 #   bash install.sh [--prefix /usr/local] [--dest-dir DIR] [--uninstall]
 #
@@ -20,7 +21,7 @@ while [ $# -gt 0 ]; do
     --dest-dir) destdir=${2:?--dest-dir needs a directory}; shift 2 ;;
     --dest-dir=*) destdir=${1#*=}; shift ;;
     --uninstall) uninstall=1; shift ;;
-    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument '$1' (expected --prefix DIR, --dest-dir DIR, --uninstall)" >&2; exit 2 ;;
   esac
 done
@@ -30,15 +31,21 @@ src=$(cd "$(dirname "$0")" && pwd)
 libdir=$prefix/lib/vfpool
 hookdir=/etc/libvirt/hooks
 confdir=/etc/vfpool
+unitdir=/etc/systemd/system
+unit=vfpool-reconcile.service
+mandir=$prefix/share/man/man1
+compdir=$prefix/share/bash-completion/completions
 
 if [ $uninstall = 1 ]; then
+  if [ -z "$destdir" ] && [ -d /run/systemd/system ]; then systemctl disable --now "$unit" >/dev/null 2>&1 || true; fi
   rm -f "$destdir$hookdir/network.d/vfpool" "$destdir$hookdir/qemu.d/vfpool" "$destdir$prefix/bin/vfpool" "$destdir$prefix/bin/vfpool-qemu"
+  rm -f "$destdir$unitdir/$unit" "$destdir$mandir/vfpool.1" "$destdir$compdir/vfpool"
   rm -rf "$destdir$libdir" "$destdir$prefix/lib"/vfpool.*
   echo "vfpool removed from $prefix (pool definitions in $confdir are kept)"
   exit 0
 fi
 
-if [ ! -f "$src/dist/bin/cli.mjs" ]; then
+if [ ! -f "$src/dist/bin/cli.mjs" ] || [ ! -f "$src/dist/man/vfpool.1" ]; then
   echo "install.sh: $src/dist is missing: run \`npm ci && npm run build\` first" >&2
   exit 1
 fi
@@ -52,7 +59,7 @@ mkdir -p "$stage/dist"
 # The bundles in dist/bin carry their dependencies (scripts/bundle.mjs): no node_modules needed.
 cp -R "$src/dist/bin" "$stage/dist/"
 cp -R "$src/hooks" "$src/qemu-args" "$src/package.json" "$stage/"
-chmod 0755 "$stage/dist/bin/"*.mjs "$stage/hooks/vfpool-hook" "$stage/qemu-args/vfpool-qemu"
+chmod 0755 "$stage/dist/bin/"*.mjs "$stage/dist/bin/"*-hook.cjs "$stage/hooks/vfpool-hook" "$stage/qemu-args/vfpool-qemu"
 ln -sfn "$release" "$destdir$libdir.tmp"
 # An install from before vfpool used a link is a directory, which a rename cannot replace.
 if [ -d "$destdir$libdir" ] && [ ! -L "$destdir$libdir" ]; then rm -rf "$destdir$libdir"; fi
@@ -68,9 +75,24 @@ ln -sfn "$libdir/qemu-args/vfpool-qemu" "$destdir$prefix/bin/vfpool-qemu"
 new_hooks=0
 for driver in network qemu; do
   mkdir -p "$destdir$hookdir/$driver.d"
-  [ -e "$destdir$hookdir/$driver.d/vfpool" ] || new_hooks=1
-  ln -sfn "$libdir/hooks/$driver" "$destdir$hookdir/$driver.d/vfpool"
+  # Replaced only when it leads elsewhere: `vfpool doctor` compares the link's age with the
+  # libvirt daemon's start, and a reinstall must not make a running daemon look stale.
+  if [ "$(readlink "$destdir$hookdir/$driver.d/vfpool" 2>/dev/null)" != "$libdir/hooks/$driver" ]; then
+    [ -e "$destdir$hookdir/$driver.d/vfpool" ] || new_hooks=1
+    ln -sfn "$libdir/hooks/$driver" "$destdir$hookdir/$driver.d/vfpool"
+  fi
 done
+
+install -d "$destdir$mandir" "$destdir$compdir" "$destdir$unitdir"
+install -m 0644 "$src/dist/man/vfpool.1" "$destdir$mandir/vfpool.1"
+# yargs writes the completion script for the command's own declarations.
+SHELL=/bin/bash node "$src/dist/bin/cli.mjs" completion >"$destdir$compdir/vfpool"
+sed "s#@PREFIX@#$prefix#g" "$src/systemd/$unit" >"$destdir$unitdir/$unit"
+chmod 0644 "$destdir$unitdir/$unit"
+if [ -z "$destdir" ] && [ -d /run/systemd/system ]; then
+  systemctl daemon-reload
+  systemctl enable "$unit" >/dev/null
+fi
 
 mkdir -p "$destdir$confdir/networks"
 if [ ! -e "$destdir$confdir/vfpool.conf" ]; then
@@ -81,6 +103,7 @@ if [ ! -e "$destdir$confdir/vfpool.conf" ]; then
 #VFPOOL_HOST=linux
 #VFPOOL_IP=/usr/sbin/ip
 #VFPOOL_QEMU=/usr/bin/qemu-system-x86_64
+#VFPOOL_JOURNAL_DIR=/var/lib/vfpool
 CONF
   chmod 0644 "$destdir$confdir/vfpool.conf"
 fi
@@ -88,6 +111,7 @@ if [ -z "$destdir" ]; then
   # 0711: the QEMU wrapper runs as the QEMU user and must reach qemu/NAME/ (its own 0700
   # directory); it may traverse the state directory, never list or read it.
   install -d -m 0711 /run/vfpool
+  install -d -m 0700 /var/lib/vfpool
 fi
 
 echo "vfpool installed in $libdir; hooks linked in $hookdir/network.d and $hookdir/qemu.d"

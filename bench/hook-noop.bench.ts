@@ -8,7 +8,7 @@
  *   npm run bench [-- --runs 40]
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync, chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -72,20 +72,28 @@ const cases: Case[] = [
   { name: 'qemu hook, operation vfpool ignores (stopped end)', cmd: [hook('qemu'), 'seqtest', 'stopped', 'end', '-'], stdin: domainXml },
   { name: 'qemu hook, prepare of a guest with no VF', cmd: [hook('qemu'), 'seqtest', 'prepare', 'begin', '-'], stdin: domainXml },
   { name: 'network hook, a network that is not a pool', cmd: [hook('network'), 'seqnet', 'start', 'begin', '-'], stdin: netXml },
-  {
-    name: 'network hook, real work: start a 4-VF pool',
-    cmd: [hook('network'), 'bench-pool', 'start', 'begin', '-'],
-    stdin: poolNetXml,
-    before: () => {
-      rmSync(join(dir, 'run'), { recursive: true, force: true });
-      writeFileSync(join(dir, 'host.json'), JSON.stringify({ pfs: [{ name: 'eth1', totalVfs: 8 }] }));
-    },
-  },
 ];
+const freshHost = () => {
+  rmSync(join(dir, 'run'), { recursive: true, force: true });
+  writeFileSync(join(dir, 'host.json'), JSON.stringify({ pfs: [{ name: 'eth1', totalVfs: 8 }] }));
+};
+// The hook bundles run with the V8 code cache the build wrote (scripts/hook-loader.cjs); a
+// copy without it shows what the cache is worth.
+const noCache = join(dir, 'bin-no-code-cache');
+cpSync(join(REPO, 'dist/bin'), noCache, { recursive: true });
+rmSync(join(noCache, 'network-hook.bundle.cjs.v8cache'));
+cases.push(
+  { name: 'network hook, real work: start a 4-VF pool', cmd: [hook('network'), 'bench-pool', 'start', 'begin', '-'], stdin: poolNetXml, before: freshHost },
+  { name: '  same, node on the bundle (no shim)', cmd: [process.execPath, join(REPO, 'dist/bin/network-hook.cjs'), 'bench-pool', 'start', 'begin', '-'], stdin: poolNetXml, before: freshHost },
+  { name: '  same, no shim, without the V8 code cache', cmd: [process.execPath, join(noCache, 'network-hook.cjs'), 'bench-pool', 'start', 'begin', '-'], stdin: poolNetXml, before: freshHost },
+);
 
-// Warm the page cache and Node's compile cache before measuring anything.
+// Warm the page cache before measuring anything; then interleave the cases round by round,
+// so a busy moment of the (shared) machine hits every row alike.
 for (const c of cases) timeOnce(c);
-const results = cases.map((c) => ({ name: c.name, ms: median(Array.from({ length: RUNS }, () => timeOnce(c))) }));
+const samples = cases.map(() => [] as number[]);
+for (let r = 0; r < RUNS; r++) cases.forEach((c, i) => samples[i]!.push(timeOnce(c)));
+const results = cases.map((c, i) => ({ name: c.name, ms: median(samples[i]!) }));
 const shell = results[0]!.ms;
 const node = results[1]!.ms;
 console.log(`vfpool hook cost, median of ${RUNS} runs each (${execFileSync('uname', ['-m']).toString().trim()}, ${process.version})`);

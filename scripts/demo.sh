@@ -14,8 +14,8 @@ vfpool() { node "$repo/dist/bin/cli.mjs" "$@"; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ vfpool %s\n' "$*"; vfpool "$@"; }
 
-walkthrough() { # walkthrough PF NUM: the same steps on whatever host VFPOOL_HOST names
-  local pf=$1 num=$2 work=$3
+walkthrough() { # walkthrough PF NUM WORK [qemu]: the same steps on whatever host VFPOOL_HOST names
+  local pf=$1 num=$2 work=$3 with_qemu=${4:-}
   cat >"$work/sriov-pool.xml" <<XML
 <network><name>sriov-pool</name>
   <forward mode='hostdev' managed='yes'><pf dev='$pf'><vf num='$num'/></pf></forward></network>
@@ -37,6 +37,7 @@ XML
   step 'A guest asks for a VF with a pinned MAC and VLAN (what the qemu hook does at prepare)'
   run prepare --xml "$work/vm1.xml"
   run status
+  if [ -n "$with_qemu" ]; then guest_runs "$work"; fi
   step 'The guest stops: its VF is restored and freed (release is idempotent: twice)'
   run release vm1
   run release vm1
@@ -45,7 +46,44 @@ XML
   run net-destroy sriov-pool
   run net-undefine sriov-pool
   run status
+  step 'The VF history: who had which VF, and what it was set to (survives reboots)'
+  run history
 }
+
+# The guest itself: a real QEMU started through the wrapper, which reads the plan prepare wrote
+# and puts the VF on the command line (here the emulated e1000e VFPOOL_SIM_VF_DEVICE names,
+# carrying the VF's MAC, where vfio-pci would go on real hardware).
+guest_runs() { # WORK
+  local work=$1 qpid i
+  local argv=(-name guest=vm1 -S -display none -nodefaults -machine q35 -m 64 -monitor none -serial none)
+  step 'The guest runs: QEMU started through the wrapper vfpool-qemu, which adds the VF from the plan prepare wrote'
+  run qemu-args vm1
+  printf '$ vfpool-qemu %s &\n' "${argv[*]}"
+  "$repo/qemu-args/vfpool-qemu" "${argv[@]}" </dev/null >"$work/qemu.log" 2>&1 &
+  qpid=$!
+  for i in $(seq 1 100); do
+    [ -S "$VFPOOL_STATE_DIR/qemu/vm1/qmp.sock" ] && break
+    kill -0 "$qpid" 2>/dev/null || { echo "demo: QEMU exited at start: $(tail -n 3 "$work/qemu.log")" >&2; exit 1; }
+    sleep 0.1
+  done
+  step "QEMU's own view of the guest's PCI bus, over vfpool's QMP socket: the VF (vfpool-vf0) with its pinned MAC"
+  run guest-devices vm1
+  step 'The guest stops (QEMU quits)'
+  printf '$ kill %s\n' "$qpid"
+  kill "$qpid"; wait "$qpid" || true
+}
+
+# The quick start is on Debian 12, where the project installs QEMU 10 from bookworm-backports.
+qemu_bin=/usr/bin/qemu-system-x86_64
+if [ ! -x "$qemu_bin" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "demo: installing QEMU (qemu-system-x86 from bookworm-backports) for the guest step" >&2
+    bash "$repo/scripts/install-lab-packages.sh" qemu >&2
+  else
+    echo "demo: the guest step needs QEMU at $qemu_bin: install the Debian package qemu-system-x86 (as root: bash scripts/install-lab-packages.sh qemu)" >&2
+    exit 1
+  fi
+fi
 
 [ -f "$repo/dist/bin/cli.mjs" ] || { echo "demo: run \`npm run build\` first (npm run demo does)" >&2; exit 1; }
 
@@ -54,8 +92,9 @@ trap 'rm -rf "$work"' EXIT
 step "On a simulated host (VFPOOL_HOST=sim:$work/host.json, an igb-like PF eth1 with 7 VFs)"
 echo '{"pfs":[{"name":"eth1","totalVfs":7,"address":"0000:01:00.0","vfDriver":"igbvf","offset":128,"stride":2}]}' >"$work/host.json"
 (
-  export VFPOOL_HOST=sim:$work/host.json VFPOOL_CONFIG_DIR=$work/etc VFPOOL_STATE_DIR=$work/run
-  walkthrough eth1 4 "$work"
+  export VFPOOL_HOST=sim:$work/host.json VFPOOL_CONFIG_DIR=$work/etc VFPOOL_STATE_DIR=$work/run VFPOOL_JOURNAL_DIR=$work/journal
+  export VFPOOL_SIM_VF_DEVICE=e1000e VFPOOL_QEMU=$qemu_bin
+  walkthrough eth1 4 "$work" qemu
 )
 
 real_pfs=
@@ -67,7 +106,7 @@ if [ -n "${VFPOOL_DEMO_PF:-}" ]; then
   [ "$(id -u)" = 0 ] || { echo "demo: the real-host walkthrough needs root" >&2; exit 1; }
   mkdir -p "$work/real"
   (
-    export VFPOOL_HOST=linux VFPOOL_CONFIG_DIR=$work/real/etc VFPOOL_STATE_DIR=$work/real/run
+    export VFPOOL_HOST=linux VFPOOL_CONFIG_DIR=$work/real/etc VFPOOL_STATE_DIR=$work/real/run VFPOOL_JOURNAL_DIR=$work/real/journal
     walkthrough "$VFPOOL_DEMO_PF" 2 "$work/real"
   )
 elif [ -n "$real_pfs" ]; then

@@ -4,14 +4,19 @@
 # Idempotent: a machine that has them already only pays for a dpkg-query (see the fast path).
 set -euo pipefail
 want_libvirt=1; want_lab=1
+want_qemu=0
 case "${1:-all}" in
+  qemu) want_lab=0; want_libvirt=0; want_qemu=1 ;; # npm run demo: only QEMU 10
   libvirt) want_lab=0 ;;
   lab) want_libvirt=0 ;;
   all) ;;
-  *) echo "usage: $0 [all|lab|libvirt]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|lab|libvirt|qemu]" >&2; exit 2 ;;
 esac
 bp=()
-plain=(iproute2 kmod)
+# man-db/groff-base: the man page test renders with `man -l`; systemd: `systemd-analyze verify`
+# of vfpool-reconcile.service (the package installs fine without systemd as PID 1).
+plain=(iproute2 kmod man-db groff-base systemd)
+[ $want_qemu = 0 ] || bp+=(qemu-system-x86)
 if [ $want_lab = 1 ]; then
   bp+=(qemu-system-x86 linux-image-amd64)
   # bpftool: the cgroup v2 device ACL libvirt attaches is a BPF map (src/qemu/device-cgroup.ts).

@@ -1,3 +1,5 @@
+import { escapeControl } from './util/quote.js';
+
 /**
  * vfpool's error hierarchy. Every failure a user can see is one of these: it carries the exit
  * code DESIGN.md fixes (1 failed, 2 bad input, 3 conflict) and a hint saying what to do next.
@@ -12,9 +14,12 @@ export class VfpoolError extends Error {
     this.exitCode = exitCode;
     this.hint = hint;
   }
-  /** The one line an entry point prints: what failed, then what to do. */
+  /**
+   * The one line an entry point prints: what failed, then what to do. Messages quote input
+   * through quoteInput; escaping here too keeps a message that quoted it raw on one line.
+   */
   toLine(): string {
-    return this.hint ? `${this.message}: ${this.hint}` : this.message;
+    return escapeControl(this.hint ? `${this.message}: ${this.hint}` : this.message);
   }
 }
 

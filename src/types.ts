@@ -1,4 +1,5 @@
 import { BadInputError, HostError } from './errors.js';
+import { quoteInput } from './util/quote.js';
 
 /**
  * Branded identifiers: a PCI address, a MAC and a VF index are all strings or numbers, and
@@ -24,7 +25,7 @@ const NETDEV_RE = /^[A-Za-z0-9_.@+-]{1,15}$/;
 export function parsePciAddress(value: string, field = 'address'): PciAddress {
   const v = value.trim().toLowerCase();
   if (!PCI_RE.test(v)) {
-    throw new BadInputError(`${field} '${value}' is not a PCI address`, "write it as DDDD:BB:SS.F, e.g. '0000:3b:02.0'");
+    throw new BadInputError(`${field} ${quoteInput(value)} is not a PCI address`, "write it as DDDD:BB:SS.F, e.g. '0000:3b:02.0'");
   }
   return v as PciAddress;
 }
@@ -38,7 +39,7 @@ export function pciAddressFromParts(parts: { domain?: string; bus?: string; slot
     }
     const n = /^0x[0-9a-f]+$/i.test(raw) ? parseInt(raw, 16) : /^[0-9]+$/.test(raw) ? parseInt(raw, 10) : NaN;
     if (!Number.isInteger(n) || n < 0 || n > max) {
-      throw new BadInputError(`${field}: ${name}='${raw}' is not a number from 0 to 0x${max.toString(16)}`);
+      throw new BadInputError(`${field}: ${name}=${quoteInput(raw)} is not a number from 0 to 0x${max.toString(16)}`);
     }
     return n;
   };
@@ -53,7 +54,7 @@ export function pciAddressFromParts(parts: { domain?: string; bus?: string; slot
 export function parseMac(value: string, field = 'mac'): MacAddress {
   const v = value.trim().toLowerCase();
   if (!MAC_RE.test(v)) {
-    throw new BadInputError(`${field} '${value}' is not a MAC address`, "write six hex bytes, e.g. '52:54:00:11:22:33'");
+    throw new BadInputError(`${field} ${quoteInput(value)} is not a MAC address`, "write six hex bytes, e.g. '52:54:00:11:22:33'");
   }
   return v as MacAddress;
 }
@@ -62,10 +63,10 @@ export function parseMac(value: string, field = 'mac'): MacAddress {
 export function parseGuestMac(value: string, field = 'mac'): MacAddress {
   const mac = parseMac(value, field);
   if (mac === '00:00:00:00:00:00') {
-    throw new BadInputError(`${field} '${value}' is the zero MAC`, "pick a unicast address, e.g. '52:54:00:xx:xx:xx'");
+    throw new BadInputError(`${field} ${quoteInput(value)} is the zero MAC`, "pick a unicast address, e.g. '52:54:00:xx:xx:xx'");
   }
   if (parseInt(mac.slice(0, 2), 16) & 1) {
-    throw new BadInputError(`${field} '${value}' is a multicast MAC (low bit of the first byte set)`, "pick a unicast address, e.g. '52:54:00:xx:xx:xx'");
+    throw new BadInputError(`${field} ${quoteInput(value)} is a multicast MAC (low bit of the first byte set)`, "pick a unicast address, e.g. '52:54:00:xx:xx:xx'");
   }
   return mac;
 }
@@ -81,23 +82,27 @@ export function macFromKernel(value: string): MacAddress {
  */
 export function netdevFromKernel(value: string): NetdevName {
   if (value === '' || value === '.' || value === '..' || value.includes('/')) {
-    throw new HostError(`the kernel reported a network interface named '${value}'`, { code: 'EINVAL' });
+    throw new HostError(`the kernel reported a network interface named ${quoteInput(value)}`, { code: 'EINVAL' });
   }
   return value as NetdevName;
 }
 
 export function parseNetdevName(value: string, field = 'dev'): NetdevName {
   if (!NETDEV_RE.test(value) || value === '.' || value === '..') {
-    throw new BadInputError(`${field} '${value}' is not a valid network interface name`, 'use 1-15 characters from A-Z a-z 0-9 _ . - + @');
+    throw new BadInputError(`${field} ${quoteInput(value)} is not a valid network interface name`, 'use 1-15 characters from A-Z a-z 0-9 _ . - + @');
   }
   return value as NetdevName;
 }
 
-/** libvirt object names (networks, domains) also name files in our state: keep them path-safe. */
-const OBJECT_NAME_RE = /^[A-Za-z0-9_+-][A-Za-z0-9_.+:-]{0,127}$/;
+/**
+ * libvirt object names (networks, domains) also name files in our state: keep them path-safe.
+ * Not starting with '.' (hidden files, '..') nor '-': `vfpool net-undefine -x` reads it as an
+ * option, so such a pool could be defined but never named on the command line again.
+ */
+const OBJECT_NAME_RE = /^[A-Za-z0-9_+][A-Za-z0-9_.+:-]{0,127}$/;
 export function parseObjectName(value: string, field: string): string {
   if (!OBJECT_NAME_RE.test(value)) {
-    throw new BadInputError(`${field} '${value}' is not a name vfpool accepts`, 'use letters, digits and _ . + : - (not starting with a dot), at most 128 characters');
+    throw new BadInputError(`${field} ${quoteInput(value)} is not a name vfpool accepts`, 'use letters, digits and _ . + : - (not starting with a dot or a dash), at most 128 characters');
   }
   return value;
 }

@@ -1,4 +1,5 @@
 import { BadInputError } from './errors.js';
+import { quoteInput } from './util/quote.js';
 import type { LinkState, VfLinkChange } from './types.js';
 
 /**
@@ -37,7 +38,7 @@ interface SettingDef<K extends VfSettingKey> {
 function intIn(min: number, max: number, hint?: string) {
   return (raw: string, field: string, what: string): number => {
     if (!/^[0-9]+$/.test(raw.trim()) || Number(raw) < min || Number(raw) > max) {
-      throw new BadInputError(`${field}: ${what}='${raw}' is not a whole number from ${min} to ${max}`, hint);
+      throw new BadInputError(`${field}: ${what}=${quoteInput(raw)} is not a whole number from ${min} to ${max}`, hint);
     }
     return Number(raw);
   };
@@ -46,7 +47,7 @@ function intIn(min: number, max: number, hint?: string) {
 function onOff(raw: string, field: string, what: string): boolean {
   if (raw === 'on' || raw === 'yes') return true;
   if (raw === 'off' || raw === 'no') return false;
-  throw new BadInputError(`${field}: ${what}='${raw}' must be 'on' or 'off' ('yes'/'no' also accepted)`);
+  throw new BadInputError(`${field}: ${what}=${quoteInput(raw)} must be 'on' or 'off' ('yes'/'no' also accepted)`);
 }
 
 const onOffText = (v: boolean) => (v ? 'on' : 'off');
@@ -61,7 +62,7 @@ export const VF_SETTINGS: { [K in VfSettingKey]: SettingDef<K> } = {
     ip: 'state',
     parse: (raw, field) => {
       if (raw === 'auto' || raw === 'enable' || raw === 'disable') return raw;
-      throw new BadInputError(`${field}: link-state='${raw}' must be 'auto', 'enable' or 'disable'`);
+      throw new BadInputError(`${field}: link-state=${quoteInput(raw)} must be 'auto', 'enable' or 'disable'`);
     },
     describe: (v) => `link-state ${v}`,
   },

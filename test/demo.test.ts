@@ -13,4 +13,5 @@ t.test('the README\'s main job (scripts/demo.sh) walks pool -> guest -> release 
   t.match(out, /Domain vm1: VF 0000:01:10\.0 restored and freed/);
   t.match(out, /Domain vm1 holds no VF \(nothing to release\)/, 'a second release is a no-op');
   t.match(out, /Pool sriov-pool destroyed[\s\S]*eth1 0000:01:00\.0 driver igb up: 0 of 7 VFs/, 'and the VFs are gone at the end');
+  t.match(out, /configure domain vm1, pool sriov-pool, VF 0000:01:10\.0: mac=\S+ vlan=0 driver=vfio-pci -> mac=52:54:00:11:22:33 vlan=100 driver=vfio-pci/, 'the history tells what the guest\'s VF was set to');
 });

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { execa } from 'execa';
-import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO } from './helpers/spawn.js';
 
@@ -18,7 +18,9 @@ t.test('install.sh --dest-dir stages a complete, idempotent install and --uninst
   t.ok(lstatSync(join(lib, 'qemu-args/vfpool-qemu')).mode & 0o100, 'the wrapper is executable');
   t.ok(existsSync(join(lib, 'dist/bin/qemu-wrapper.mjs')), 'and its Node half is bundled');
   t.ok(lstatSync(join(lib, 'hooks/vfpool-hook')).mode & 0o100, 'the shim is executable');
-  t.ok(existsSync(join(lib, 'dist/bin/network-hook.mjs')) && existsSync(join(lib, 'dist/bin/qemu-hook.mjs')), 'bundled entry points');
+  for (const f of ['network-hook.cjs', 'network-hook.bundle.cjs', 'network-hook.bundle.cjs.v8cache', 'qemu-hook.cjs', 'qemu-hook.bundle.cjs', 'qemu-hook.bundle.cjs.v8cache']) {
+    t.ok(existsSync(join(lib, 'dist/bin', f)), `bundled entry point: ${f}`);
+  }
   t.notOk(existsSync(join(lib, 'node_modules')), 'no node_modules: the bundles carry their dependencies');
   t.notOk(existsSync(join(lib, 'dist/test')), 'no tests installed');
 
@@ -46,4 +48,38 @@ t.test('install.sh refuses bad arguments with one line and exit 2', async (t) =>
   t.same([r.exitCode, r.stderr], [2, "install.sh: unknown argument '--frobnicate' (expected --prefix DIR, --dest-dir DIR, --uninstall)"]);
   const rel = await install('--prefix', 'usr');
   t.same([rel.exitCode, rel.stderr], [2, "install.sh: --prefix must be an absolute path, got 'usr'"]);
+});
+
+t.test('install.sh installs vfpool-reconcile.service, which passes systemd-analyze verify, the man page and completion', async (t) => {
+  // systemd-analyze ships with Debian's systemd package (scripts/install-lab-packages.sh installs it).
+  const dest = t.testdir({});
+  t.equal((await install('--dest-dir', dest, '--prefix', '/opt/vfpool')).exitCode, 0);
+  const unitFile = join(dest, 'etc/systemd/system/vfpool-reconcile.service');
+  const unit = readFileSync(unitFile, 'utf8');
+  t.match(unit, /^ExecStart=\/opt\/vfpool\/bin\/vfpool reconcile$/m, 'runs the installed CLI');
+  t.match(unit, /^After=libvirtd\.service virtqemud\.service$/m);
+  t.match(unit, /^PartOf=libvirtd\.service virtqemud\.service$/m, 'a daemon restart reruns it');
+  t.match(unit, /^WantedBy=libvirtd\.service virtqemud\.service$/m, 'enabled with the daemon');
+
+  // verify checks that ExecStart is an executable: point it at the staged install's CLI (the
+  // staged bin/vfpool links to /opt/vfpool, which does not exist here).
+  const verify = async (text: string) => {
+    const file = join(dest, 'verify', 'vfpool-reconcile.service');
+    mkdirSync(join(dest, 'verify'), { recursive: true });
+    writeFileSync(file, text.replace('ExecStart=/opt/vfpool/bin/vfpool', `ExecStart=${dest}/opt/vfpool/lib/vfpool/dist/bin/cli.mjs`));
+    return execa('systemd-analyze', ['verify', '--man=no', file], { reject: false, env: { PATH: process.env.PATH!, SYSTEMD_LOG_COLOR: '0' } });
+  };
+  const ok = await verify(unit);
+  t.same([ok.exitCode, ok.stderr], [0, ''], 'systemd-analyze verify: no error, no warning');
+  const broken = await verify(unit.replace('Type=oneshot', 'Type=oneshoot'));
+  t.match(broken.stderr, /Failed to parse service type, ignoring: oneshoot/, 'and verify does catch a broken unit');
+
+  const man = await execa('man', ['-l', join(dest, 'opt/vfpool/share/man/man1/vfpool.1')], { env: { MANPAGER: 'cat', PAGER: 'cat', PATH: process.env.PATH! }, reject: false });
+  t.match(man.stdout, /vfpool doctor/, 'the man page is installed');
+  t.match(readFileSync(join(dest, 'opt/vfpool/share/bash-completion/completions/vfpool'), 'utf8'), /complete -o bashdefault -o default -F _vfpool_yargs_completions vfpool/);
+
+  t.equal((await install('--dest-dir', dest, '--prefix', '/opt/vfpool', '--uninstall')).exitCode, 0);
+  for (const p of ['etc/systemd/system/vfpool-reconcile.service', 'opt/vfpool/share/man/man1/vfpool.1', 'opt/vfpool/share/bash-completion/completions/vfpool']) {
+    t.notOk(existsSync(join(dest, p)), `${p} removed`);
+  }
 });

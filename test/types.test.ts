@@ -31,8 +31,10 @@ t.test('the branded parsers: refusals, one line each, exit 2', async (t) => {
     [() => parseNetdevName('../etc'), "dev '../etc' is not a valid network interface name: use 1-15 characters from A-Z a-z 0-9 _ . - + @"],
     [() => parseNetdevName('a234567890123456'), "dev 'a234567890123456' is not a valid network interface name: use 1-15 characters from A-Z a-z 0-9 _ . - + @"],
     [() => parseNetdevName('..'), "dev '..' is not a valid network interface name: use 1-15 characters from A-Z a-z 0-9 _ . - + @"],
-    [() => parseObjectName('.hidden', 'domain'), "domain '.hidden' is not a name vfpool accepts: use letters, digits and _ . + : - (not starting with a dot), at most 128 characters"],
-    [() => parseObjectName('a/b', 'network'), "network 'a/b' is not a name vfpool accepts: use letters, digits and _ . + : - (not starting with a dot), at most 128 characters"],
+    [() => parseObjectName('.hidden', 'domain'), "domain '.hidden' is not a name vfpool accepts: use letters, digits and _ . + : - (not starting with a dot or a dash), at most 128 characters"],
+    [() => parseObjectName('-x', 'network'), "network '-x' is not a name vfpool accepts: use letters, digits and _ . + : - (not starting with a dot or a dash), at most 128 characters"],
+    [() => parseObjectName('web\nvm', 'domain'), "domain 'web\\nvm' is not a name vfpool accepts: use letters, digits and _ . + : - (not starting with a dot or a dash), at most 128 characters"],
+    [() => parseObjectName('a/b', 'network'), "network 'a/b' is not a name vfpool accepts: use letters, digits and _ . + : - (not starting with a dot or a dash), at most 128 characters"],
   ];
   for (const [fn, line] of bad) {
     const err = t.throws(fn, line) as BadInputError;

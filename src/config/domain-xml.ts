@@ -8,8 +8,9 @@ import {
   type NetdevName,
   type PciAddress,
 } from '../types.js';
-import { MAX_SRIOV_NIC_VFS, validateBackend } from '../state/domain-plan.js';
+import { MAX_SRIOV_NIC_VFS, validateBackend } from '../sriov-nic-settings.js';
 import { attr, child, children, findNsElement, parseXml, text, type XmlElement } from '../util/xml.js';
+import { escapeControl, quoteInput } from '../util/quote.js';
 import { parseVfSettings, VF_SETTING_KEYS, VF_SETTINGS, type VfSettings } from '../vf-settings.js';
 
 /**
@@ -84,7 +85,7 @@ const OTHER_VFPOOL_ELEMENTS = new Set(['sriov-nic']);
 
 function intIn(raw: string, field: string, what: string, min: number, max: number, hint?: string): number {
   if (!/^[0-9]+$/.test(raw.trim()) || Number(raw) < min || Number(raw) > max) {
-    throw new BadInputError(`${field}: ${what}='${raw}' is not a whole number from ${min} to ${max}`, hint);
+    throw new BadInputError(`${field}: ${what}=${quoteInput(raw)} is not a whole number from ${min} to ${max}`, hint);
   }
   return Number(raw);
 }
@@ -92,12 +93,12 @@ function intIn(raw: string, field: string, what: string, min: number, max: numbe
 function parseHostdev(el: XmlElement, field: string): HostdevRequest {
   for (const key of Object.keys(el)) {
     if (!key.startsWith('@_') || key.startsWith('@_xmlns')) {
-      if (!key.startsWith('@_') && key !== '#text') throw new BadInputError(`${field}: unexpected child <${key}>`, 'vfpool:hostdev takes attributes only');
+      if (!key.startsWith('@_') && key !== '#text') throw new BadInputError(`${field}: unexpected child <${escapeControl(key)}>`, 'vfpool:hostdev takes attributes only');
       continue;
     }
     const name = key.slice(2);
     if (!HOSTDEV_ATTRS.has(name)) {
-      throw new BadInputError(`${field}: unknown attribute '${name}'`, `known: ${[...HOSTDEV_ATTRS].join(', ')}`);
+      throw new BadInputError(`${field}: unknown attribute ${quoteInput(name)}`, `known: ${[...HOSTDEV_ATTRS].join(', ')}`);
     }
   }
   const pool = attr(el, 'pool');
@@ -152,11 +153,11 @@ function parseDacLabel(domain: XmlElement, where: string): DacLabel | null {
     const raw = text(child(sl, 'label'), '#text');
     if (raw === undefined || raw === '') return null;
     const m = /^([^:]+):([^:]+)$/.exec(raw.trim());
-    if (!m) throw new BadInputError(`${where}: DAC <label>${raw}</label> is not USER:GROUP`);
+    if (!m) throw new BadInputError(`${where}: DAC label ${quoteInput(raw)} is not USER:GROUP`);
     const part = (s: string, kind: 'user' | 'group') => {
       const num = /^\+?([0-9]+)$/.exec(s);
       if (num) return kind === 'user' ? { uid: Number(num[1]) } : { gid: Number(num[1]) };
-      if (!/^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/.test(s)) throw new BadInputError(`${where}: DAC label ${kind} '${s}' is not a name or +NUMBER`);
+      if (!/^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/.test(s)) throw new BadInputError(`${where}: DAC label ${kind} ${quoteInput(s)} is not a name or +NUMBER`);
       return { name: s };
     };
     return { user: part(m[1]!, 'user') as DacLabel['user'], group: part(m[2]!, 'group') as DacLabel['group'] };
@@ -205,19 +206,19 @@ export function parseDomainXml(xml: string, where: string): DomainSpec {
   const dwhere = `domain '${name}'`;
   const uuid = text(domain, 'uuid') ?? null;
   if (uuid !== null && !/^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i.test(uuid)) {
-    throw new BadInputError(`${dwhere}: <uuid>${uuid}</uuid> is not a UUID`);
+    throw new BadInputError(`${dwhere}: <uuid> ${quoteInput(uuid)} is not a UUID`);
   }
 
   const hostdevs: HostdevRequest[] = [];
   const sriovNics: SriovNicRequest[] = [];
-  const found = findNsElement(child(domain, 'metadata'), 'domain');
+  const found = findNsElement(child(domain, 'metadata'), 'domain', [domain]);
   if (found) {
     for (const key of Object.keys(found.el)) {
       if (key.startsWith('@_') || key === '#text') continue;
       const local = key.includes(':') ? key.slice(key.indexOf(':') + 1) : key;
       const prefixOk = key === found.tag(local);
       if (!prefixOk || (local !== 'hostdev' && !OTHER_VFPOOL_ELEMENTS.has(local))) {
-        throw new BadInputError(`${dwhere}: unknown element <${key}> in vfpool:domain`, 'vfpool:domain holds vfpool:hostdev and vfpool:sriov-nic');
+        throw new BadInputError(`${dwhere}: unknown element <${escapeControl(key)}> in vfpool:domain`, 'vfpool:domain holds vfpool:hostdev and vfpool:sriov-nic');
       }
     }
     children(found.el, found.tag('hostdev')).forEach((el, i) => hostdevs.push(parseHostdev(el, `${dwhere}: vfpool:hostdev #${i + 1}`)));

@@ -1,6 +1,7 @@
 import { BadInputError } from '../errors.js';
 import { parseNetdevName, parseObjectName, pciAddressFromParts, POOL_MODES, type NetdevName, type PciAddress, type PoolMode } from '../types.js';
 import { attr, child, children, findNsElement, parseXml, text, type XmlElement } from '../util/xml.js';
+import { quoteInput } from '../util/quote.js';
 
 export { POOL_MODES, type PoolMode } from '../types.js';
 
@@ -33,7 +34,7 @@ function parseMode(value: string | undefined, where: string): PoolMode {
     throw new BadInputError(`${where}: <forward> has no mode`, `use mode='${POOL_MODES.join("', '")}'`);
   }
   if (!(POOL_MODES as readonly string[]).includes(value)) {
-    throw new BadInputError(`${where}: forward mode '${value}' is not a vfpool mode`, `use one of '${POOL_MODES.join("', '")}'`);
+    throw new BadInputError(`${where}: forward mode ${quoteInput(value)} is not a vfpool mode`, `use one of '${POOL_MODES.join("', '")}'`);
   }
   return value as PoolMode;
 }
@@ -41,17 +42,17 @@ function parseMode(value: string | undefined, where: string): PoolMode {
 function parseManaged(value: string | undefined, where: string): boolean {
   if (value === undefined || value === 'no') return false;
   if (value === 'yes') return true;
-  throw new BadInputError(`${where}: managed='${value}' must be 'yes' or 'no'`);
+  throw new BadInputError(`${where}: managed=${quoteInput(value)} must be 'yes' or 'no'`);
 }
 
 function parseVfNum(pfEl: XmlElement, vfTag: string, where: string): number | null {
   const vfs = children(pfEl, vfTag);
   if (vfs.length === 0) return null;
-  if (vfs.length > 1) throw new BadInputError(`${where}: more than one <vf> in <pf dev='${attr(pfEl, 'dev')}'>`, 'give one <vf num=.../>');
+  if (vfs.length > 1) throw new BadInputError(`${where}: more than one <vf> in <pf dev=${quoteInput(attr(pfEl, 'dev') ?? '')}>`, 'give one <vf num=.../>');
   const raw = attr(vfs[0], 'num');
-  if (raw === undefined) throw new BadInputError(`${where}: <vf> in <pf dev='${attr(pfEl, 'dev')}'> has no num`, "write <vf num='N'/>");
+  if (raw === undefined) throw new BadInputError(`${where}: <vf> in <pf dev=${quoteInput(attr(pfEl, 'dev') ?? '')}> has no num`, "write <vf num='N'/>");
   if (!/^[0-9]+$/.test(raw) || Number(raw) < 1 || Number(raw) > 4096) {
-    throw new BadInputError(`${where}: vf num='${raw}' is not a number from 1 to 4096`);
+    throw new BadInputError(`${where}: vf num=${quoteInput(raw)} is not a number from 1 to 4096`);
   }
   return Number(raw);
 }
@@ -70,7 +71,7 @@ function parseMembers(el: XmlElement, tag: (l: string) => string, where: string)
   });
   const addresses = children(el, tag('address')).map((a) => {
     const type = attr(a, 'type');
-    if (type !== 'pci') throw new BadInputError(`${where}: <address type='${type ?? ''}'> must be type='pci'`);
+    if (type !== 'pci') throw new BadInputError(`${where}: <address type=${quoteInput(type ?? '')}> must be type='pci'`);
     return pciAddressFromParts({ domain: attr(a, 'domain'), bus: attr(a, 'bus'), slot: attr(a, 'slot'), function: attr(a, 'function') }, `${where}: address`);
   });
   const seen = new Set<string>();
@@ -132,7 +133,7 @@ export function poolFromDefinition(net: XmlElement, where: string): PoolSpec {
  * The mode is the network's own forward mode unless `<vfpool:pool mode='…'>` says otherwise.
  */
 export function poolFromNetwork(net: XmlElement, where: string): PoolSpec | undefined {
-  const found = findNsElement(child(net, 'metadata'), 'pool');
+  const found = findNsElement(child(net, 'metadata'), 'pool', [net]);
   if (!found) return undefined;
   const name = networkName(net, where);
   const forward = child(net, 'forward');

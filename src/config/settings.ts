@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BadInputError, errnoOf } from '../errors.js';
 import { fsError } from '../util/fs-errors.js';
+import { quoteInput } from '../util/quote.js';
 
 /**
  * Everything vfpool learns from its environment, resolved once at an entry point and passed
@@ -29,6 +30,12 @@ export interface Settings {
    * Empty: the simulated host's VFs get `vfio-pci,host=BDF` like real ones.
    */
   simVfDevice: string;
+  /** The VF history (`vfpool history`): kept across reboots, unlike the state directory. */
+  journalDir: string;
+  /** `/lib/modules`: `vfpool doctor` looks for vfio modules under `RELEASE/` there. */
+  modulesDir: string;
+  /** `/etc/libvirt`: hooks and qemu.conf, read by `vfpool doctor`. */
+  libvirtConfDir: string;
 }
 
 export const SETTING_KEYS = {
@@ -43,6 +50,9 @@ export const SETTING_KEYS = {
   VFPOOL_LIBVIRT_RUN_DIR: 'libvirtRunDir',
   VFPOOL_ETC: 'etcDir',
   VFPOOL_SIM_VF_DEVICE: 'simVfDevice',
+  VFPOOL_JOURNAL_DIR: 'journalDir',
+  VFPOOL_MODULES_DIR: 'modulesDir',
+  VFPOOL_LIBVIRT_CONF_DIR: 'libvirtConfDir',
 } as const satisfies Record<string, keyof Settings>;
 
 export const DEFAULT_SETTINGS: Settings = {
@@ -59,6 +69,9 @@ export const DEFAULT_SETTINGS: Settings = {
   libvirtRunDir: '/run/libvirt/qemu',
   etcDir: '/etc',
   simVfDevice: '',
+  journalDir: '/var/lib/vfpool',
+  modulesDir: '/lib/modules',
+  libvirtConfDir: '/etc/libvirt',
 };
 
 /** A QEMU device (driver) name, as `-device help` lists them: it ends up in QEMU's argv. */
@@ -74,12 +87,12 @@ export function parseConfFile(text: string, file: string): Partial<Record<keyof 
     const line = raw.trim();
     if (line === '' || line.startsWith('#')) return;
     const m = /^([A-Z_]+)\s*=\s*(.*)$/.exec(line);
-    if (!m) throw new BadInputError(`${file}:${i + 1}: '${line}' is not a KEY=value line`);
+    if (!m) throw new BadInputError(`${file}:${i + 1}: ${quoteInput(line)} is not a KEY=value line`);
     const key = m[1]!;
     let value = m[2]!;
     if (/^(['"]).*\1$/.test(value)) value = value.slice(1, -1);
     if (!(key in SETTING_KEYS)) {
-      throw new BadInputError(`${file}:${i + 1}: unknown setting '${key}'`, `known: ${Object.keys(SETTING_KEYS).join(', ')}`);
+      throw new BadInputError(`${file}:${i + 1}: unknown setting ${quoteInput(key)}`, `known: ${Object.keys(SETTING_KEYS).join(', ')}`);
     }
     out[key as keyof typeof SETTING_KEYS] = value;
   });
@@ -102,6 +115,11 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     if (errnoOf(err) !== 'ENOENT') throw fsError(err, confFile, 'the configuration file', 'VFPOOL_CONFIG_DIR');
   }
   if (text !== undefined) fromFile = parseConfFile(text, confFile);
+  return settingsFrom(env, fromFile);
+}
+
+/** Defaults, overridden by the conf file's keys, overridden by the environment's. */
+export function settingsFrom(env: NodeJS.ProcessEnv, fromFile: ReturnType<typeof parseConfFile>): Settings {
   const settings: Settings = { ...DEFAULT_SETTINGS };
   for (const [key, field] of Object.entries(SETTING_KEYS) as [keyof typeof SETTING_KEYS, keyof Settings][]) {
     const v = env[key] || fromFile[key];
@@ -115,3 +133,21 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   }
   return settings;
 }
+
+/** What each setting is for, in `vfpool --help` and the man page. */
+export const SETTING_DOCS: Record<keyof typeof SETTING_KEYS, string> = {
+  VFPOOL_CONFIG_DIR: 'pool definitions and vfpool.conf',
+  VFPOOL_STATE_DIR: 'allocations, running pools, the log (0700)',
+  VFPOOL_SYSFS: 'where sysfs is',
+  VFPOOL_HOST: "'linux', or 'sim:FILE' for a simulated SR-IOV host",
+  VFPOOL_IP: "iproute2's ip, at a fixed path",
+  VFPOOL_QEMU: 'the real QEMU the wrapper runs',
+  VFPOOL_SIM_VF_DEVICE: "simulated host: a QEMU NIC model (e.g. 'e1000e') standing in for each VF",
+  VFPOOL_PROC: 'where /proc is',
+  VFPOOL_DEV: 'where /dev is',
+  VFPOOL_LIBVIRT_RUN_DIR: "libvirt's QEMU pid files",
+  VFPOOL_ETC: 'where passwd and group are',
+  VFPOOL_JOURNAL_DIR: 'the VF history (vfpool history), kept across reboots',
+  VFPOOL_MODULES_DIR: 'kernel modules, for vfpool doctor',
+  VFPOOL_LIBVIRT_CONF_DIR: "libvirt's configuration (hooks, qemu.conf), for vfpool doctor",
+};

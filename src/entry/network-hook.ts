@@ -56,4 +56,4 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-await runEntry(() => main(process.argv.slice(2)));
+void runEntry(() => main(process.argv.slice(2)));

@@ -1,10 +1,21 @@
-import { asVfpoolError, type VfpoolError } from '../errors.js';
+import { fstatSync, readFileSync } from 'node:fs';
+import { asVfpoolError, errnoOf, type VfpoolError } from '../errors.js';
 
 /**
  * The one exit-code boundary: every entry point's main runs inside it. A VfpoolError becomes
  * its exit code and one line on stderr (libvirt shows a hook's stderr to the user verbatim).
  */
 export async function runEntry(main: () => Promise<number>, onError?: (e: VfpoolError) => void): Promise<void> {
+  // The hooks are CommonJS bundles (no top-level await): should main ever wait on a promise
+  // that nothing can settle, Node would exit with status 0 and libvirt would go on as if the
+  // work were done. Say so and fail instead.
+  let settled = false;
+  const unfinished = () => {
+    if (settled) return;
+    process.stderr.write('vfpool: exited before the operation finished: this is a vfpool bug; please report it with the log\n');
+    process.exitCode = 1;
+  };
+  process.once('exit', unfinished);
   try {
     process.exitCode = await main();
   } catch (err) {
@@ -13,11 +24,29 @@ export async function runEntry(main: () => Promise<number>, onError?: (e: Vfpool
     process.stderr.write(`vfpool: ${e.toLine()}\n`);
     if (process.env.VFPOOL_DEBUG && e.stack) process.stderr.write(`${e.stack}\n`);
     process.exitCode = e.exitCode;
+  } finally {
+    settled = true;
   }
 }
 
+/**
+ * The whole of stdin. Read with readFileSync on fd 0, not through process.stdin: libvirt hands
+ * hooks a pipe, and the stream machinery behind process.stdin (net, stream, tty: even
+ * node:tty's isatty loads net) is a good part of a hook's start-up. A terminal (a character
+ * device: a person ran the hook by hand) or a closed stdin gives nothing.
+ */
 export async function readStdin(): Promise<string> {
-  if (process.stdin.isTTY) return '';
+  try {
+    if (fstatSync(0).isCharacterDevice()) return '';
+  } catch {
+    return '';
+  }
+  try {
+    return readFileSync(0, 'utf8');
+  } catch (err) {
+    // EAGAIN: a parent left stdin non-blocking; the stream copes with that, readFileSync not.
+    if (errnoOf(err) !== 'EAGAIN') throw err;
+  }
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
   return Buffer.concat(chunks).toString('utf8');

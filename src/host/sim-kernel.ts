@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { BadInputError, HostError } from '../errors.js';
 import type { LinkState, VfLinkChange } from './host.js';
 import { isAlive } from '../util/process.js';
@@ -155,7 +154,9 @@ function addressOfRid(domain: string, rid: number): string {
 }
 
 function randomMac(): string {
-  const b = randomBytes(6);
+  // Web Crypto's global, loaded on first use: a static import of node:crypto would load it in
+  // every hook call (the hook bundles load their imports eagerly), on real hosts too.
+  const b = crypto.getRandomValues(new Uint8Array(6));
   // Locally administered unicast, as drivers generate for a VF with no admin MAC.
   b[0] = (b[0]! & 0xfe) | 0x02;
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');

@@ -1,4 +1,5 @@
 import { ConflictError, RollbackError, asVfpoolError, prefixError } from '../errors.js';
+import { journal } from './journal-entries.js';
 import type { DomainSpec } from '../config/domain-xml.js';
 import type { VfRequest } from './requests.js';
 import type { NetdevName } from '../types.js';
@@ -104,6 +105,7 @@ export async function prepareGuest(ctx: Context, spec: DomainSpec, opts: Prepare
   } catch (err) {
     // Every failure is one line that starts with the domain (libvirt shows it as the start's error).
     const e = asVfpoolError(err);
+    if (!opts.dryRun) journal.prepareFailed(ctx, spec.name, e);
     return Promise.reject(e.message.startsWith(`domain '${spec.name}'`) ? e : prefixError(`domain '${spec.name}'`, e));
   }
 }
@@ -152,13 +154,14 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: PrepareOp
 
   // Step 1: pick and record, under the lock, before the first change to any VF.
   const reservation = await reserveVfs(ctx, spec, requests, opts, pid);
+  journal.allocated(ctx, reservation.planned.map((p) => p.record));
   for (const p of reservation.planned) log.info(`Step 1: ${p.where}: allocated to request #${p.rr.request.index + 1} (${p.rr.request.field}), original config saved`);
   // What cannot reach QEMU is refused now, before the first change to a VF.
   try {
     const plan = buildDomainPlan(ctx, spec, reservation.planned.map((p) => p.record), requests, opts.via);
     const groups = reservation.planned.map((p) => p.record.iommuGroup).filter((g): g is string => g !== null);
     // The simulated host's VFs never reach a real QEMU through vfio: the checks are the real host's.
-    if (plan && ctx.host.kind === 'linux') checkDeliveryPossible(plan, spec, groups, opts.via, opts.deliveryFacts ?? defaultDeliveryHostFacts(ctx.settings.procRoot));
+    if (plan && ctx.host.kind === 'linux') checkDeliveryPossible(plan, spec, groups, opts.via, opts.deliveryFacts ?? defaultDeliveryHostFacts(ctx.settings.procRoot, ctx.settings.libvirtConfDir));
   } catch (err) {
     await ctx.store.update((state) => {
       state.allocations = state.allocations.filter((a) => !(a.owner.domain === spec.name && a.worker === process.pid && a.phase === 'preparing'));
@@ -169,6 +172,7 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: PrepareOp
   await configureVfs(ctx, reservation, log);
   // Step 3: ready.
   const ready = await commitVfs(ctx, reservation, log);
+  journal.configured(ctx, ready);
   log.info(`Step 3: prepared ${ready.length} VF(s): ${ready.map((a) => `${a.vfAddr} mac ${a.mac}`).join(', ')}`);
   // Step 4: the QEMU plan. A failure here undoes the prepare like any step before it.
   await writePlanOrUndo(ctx, spec, ready, requests, opts);

@@ -1,4 +1,5 @@
 import { ConflictError, HostError, asVfpoolError, prefixError, type VfpoolError } from '../errors.js';
+import { journal } from './journal-entries.js';
 import { isAlive } from '../util/process.js';
 import type { Logger } from '../util/log.js';
 import type { Allocation } from '../state/schema.js';
@@ -46,7 +47,7 @@ export async function releaseGuest(
     for (const a of list) Object.assign(a, { phase: 'releasing', worker: process.pid });
     if (opts.forgetNetdevs) state.bindings = state.bindings.filter((b) => b.domain !== domain);
     return structuredClone(list);
-  });
+  }).catch((e) => Promise.reject((journal.releaseRefused(ctx, domain, e), e)));
   if (claimed.length) log.info(`releasing ${claimed.length} VF(s) (${opts.reason})`);
 
   // Step 2: restore each VF.
@@ -57,6 +58,8 @@ export async function releaseGuest(
 
   // Step 3: delete the restored records; keep the others with their error.
   await freeVfs(ctx, selected, restored);
+  journal.released(ctx, claimed.filter((a) => done.has(a.vfAddr)), new Set(result.vanished));
+  for (const f of failures) journal.releaseFailed(ctx, f.a, f.error);
   if (failures.length) {
     const first = failures[0]!.error;
     log.warn(`release left ${failures.length} VF(s) recorded: ${failures.map((f) => f.error.message).join('; ')}`);
@@ -124,6 +127,7 @@ export async function restoreVfs(ctx: Context, domain: string, claimed: Allocati
     try {
       await applyVfSteps(ctx.host, planVfRestore(a, facts), log, { undo: false, label: 'Step 2 restore', wrap: (cause) => prefixError(where, cause) });
       done.add(a.vfAddr);
+      journal.restored(ctx, a);
       if (!result.vanished.includes(a.vfAddr)) result.released.push(describeAllocation(a));
     } catch (err) {
       failures.push({ a, error: asVfpoolError(err) });

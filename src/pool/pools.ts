@@ -1,3 +1,4 @@
+import { journal } from './journal-entries.js';
 import { ConflictError, HostError } from '../errors.js';
 import type { PoolSpec } from '../config/pool-xml.js';
 import type { NetdevName } from '../types.js';
@@ -72,7 +73,7 @@ export async function startPool(
     return { pool, actions, applied: true };
   };
   if (opts.dryRun) return run(ctx.store.read(), false);
-  return ctx.store.update((state) => run(state, true));
+  return ctx.store.update((state) => run(state, true)).then((r) => (journal.pool(ctx, 'pool-start', pool.name, r.actions), r), (e) => Promise.reject((journal.poolRefused(ctx, pool.name, 'start', e), e)));
 }
 
 export interface StopResult extends StopPlan {
@@ -110,7 +111,7 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
     return { pool: name, wasActive: true, applied: true, gone, ...plan };
   };
   if (opts.dryRun) return run(ctx.store.read(), false);
-  return ctx.store.update((state) => run(state, true));
+  return ctx.store.update((state) => run(state, true)).then((r) => (r.wasActive && journal.pool(ctx, 'pool-stop', name, r.actions), r), (e) => Promise.reject((journal.poolRefused(ctx, name, 'stop', e), e)));
 }
 
 export function formatPlan(actions: Action[]): string[] {

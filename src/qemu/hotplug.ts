@@ -11,6 +11,8 @@ export interface PciDeviceSeen {
   vendor: number;
   device: number;
   className: string | null;
+  /** A bridge's (root port's) secondary bus number; 0 until the guest firmware numbered it. */
+  secondaryBus: number | null;
 }
 
 interface QueryPciDevice {
@@ -20,7 +22,7 @@ interface QueryPciDevice {
   qdev_id?: string;
   id?: { vendor: number; device: number };
   class_info?: { desc?: string };
-  pci_bridge?: { bus?: { number?: number }; devices?: QueryPciDevice[] };
+  pci_bridge?: { bus?: { number?: number; secondary?: number }; devices?: QueryPciDevice[] };
 }
 
 /** Every device `query-pci` lists, behind bridges too (a VF sits behind its pcie-root-port). */
@@ -36,6 +38,7 @@ export function flattenQueryPci(result: unknown): PciDeviceSeen[] {
         vendor: d.id?.vendor ?? 0,
         device: d.id?.device ?? 0,
         className: d.class_info?.desc ?? null,
+        secondaryBus: d.pci_bridge ? d.pci_bridge.bus?.secondary ?? 0 : null,
       });
       walk(d.pci_bridge?.devices);
     }
@@ -60,7 +63,19 @@ export interface HotplugOptions {
  */
 export async function hotplugDevices(qmp: QmpClient, devices: QmpDeviceAdd[], opts: HotplugOptions): Promise<string[]> {
   const pollMs = opts.pollMs ?? 100;
-  const seen = async () => new Set(flattenQueryPci(await qmp.execute('query-pci')).map((d) => d.qdevId));
+  // QEMU's query-pci lists what is behind a bridge only once the guest firmware gave the bridge
+  // a secondary bus number; before that (a guest still in its firmware, or started with -S) a
+  // device behind an unnumbered root port counts as there when QOM says it is realized.
+  const seen = async () => {
+    const all = flattenQueryPci(await qmp.execute('query-pci'));
+    const ids = new Set(all.map((d) => d.qdevId));
+    for (const d of devices) {
+      if (ids.has(d.id) || !all.some((b) => b.qdevId === d.bus && b.secondaryBus === 0)) continue;
+      const realized = await qmp.execute('qom-get', { path: `/machine/peripheral/${d.id}`, property: 'realized' }).catch(() => false);
+      if (realized === true) ids.add(d.id);
+    }
+    return ids;
+  };
   const added: string[] = [];
   const present = await seen();
   for (const d of devices) {

@@ -51,22 +51,10 @@ export interface DomainPlanV1 {
   sriovNics: DomainPlanSriovNic[];
 }
 
-/** ARI's 8-bit function number: the PF is function 0, so at most 255 VFs. */
-export const MAX_SRIOV_NIC_VFS = 255;
-export const SRIOV_BACKENDS = ['user', 'tap', 'bridge', 'socket', 'stream', 'dgram', 'vde', 'l2tpv3', 'vhost-user', 'hubport'] as const;
+export { MAX_SRIOV_NIC_VFS, SRIOV_BACKENDS, validateBackend } from '../sriov-nic-settings.js';
+import { MAX_SRIOV_NIC_VFS, validateBackend } from '../sriov-nic-settings.js';
 const MODEL_RE = /^[a-z0-9][a-z0-9_-]{0,31}$/;
-// Backend options stand in a QEMU -netdev argument: no commas escaped (`,,`), no id=.
-const BACKEND_OPTIONS_RE = /^[A-Za-z0-9_.:/@=+-]+(,[A-Za-z0-9_.:/@=+-]+)*$/;
 
-export function validateBackend(backend: string, options: string | null, field: string): void {
-  if (!(SRIOV_BACKENDS as readonly string[]).includes(backend)) {
-    throw new BadInputError(`${field}: backend='${backend}' is not a QEMU netdev type vfpool knows`, `use one of ${SRIOV_BACKENDS.join(', ')}`);
-  }
-  if (options === null) return;
-  if (!BACKEND_OPTIONS_RE.test(options) || /(^|,)id=/.test(options)) {
-    throw new BadInputError(`${field}: backend-options='${options}' is not a list of key=value without id=`, "e.g. backend-options='restrict=on'; vfpool gives every function its own id");
-  }
-}
 
 function fail(file: string, what: string): never {
   throw new BadInputError(`${file}: ${what}`, 'this file is written by vfpool at prepare: run `vfpool release DOMAIN` and start the domain again');

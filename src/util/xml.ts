@@ -1,5 +1,6 @@
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { BadInputError } from '../errors.js';
+import { escapeControl } from './quote.js';
 
 /** An element as fast-xml-parser gives it: attributes under `@_name`, children by tag name. */
 export type XmlElement = { [key: string]: unknown };
@@ -10,7 +11,16 @@ export const VFPOOL_NS = 'https://vfpool.dev/xmlns/1';
 // ten look the same to the code (STYLE: configure repeatable elements as arrays).
 const REPEATABLE = new Set(['pf', 'interface', 'address', 'hostdev', 'sriov-nic', 'vf', 'seclabel', 'label']);
 
+// fast-xml-parser's own limit, named so the message can say it.
+const MAX_DEPTH = 100;
+// libvirt runs the hooks synchronously: a 10 MB document would hold a guest start for tens of
+// seconds of parsing. Real domain XML is a few kB; 20 000 lines of <description> is 2 MB.
+const MAX_XML_CHARS = 4 * 1048576;
+// eslint-disable-next-line no-control-regex
+const NOT_XML_CHAR = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/;
+
 const parser = new XMLParser({
+  maxNestedTags: MAX_DEPTH,
   ignoreAttributes: false,
   attributeNamePrefix: '@_',
   // Entities off: hooks run as root on XML from libvirt, and no entity is ever expanded.
@@ -29,14 +39,37 @@ export function localName(tag: string): string {
 
 /** Parses and checks well-formedness; `what` names the input in errors ("network XML in FILE"). */
 export function parseXml(text: string, what: string): XmlElement {
+  if (text.length > MAX_XML_CHARS) {
+    throw new BadInputError(
+      `${what}: ${(text.length / 1048576).toFixed(1)} MiB of XML, more than vfpool reads (${MAX_XML_CHARS / 1048576} MiB)`,
+      'libvirt domain and network XML is a few kB; check the input',
+    );
+  }
+  // XML 1.0 allows no C0 control but tab, LF and CR (nor U+FFFE/U+FFFF); fast-xml-parser
+  // passes a NUL in text through, and a name holding one would end a C string in libvirt.
+  const bad = NOT_XML_CHAR.exec(text);
+  if (bad) {
+    const line = text.slice(0, bad.index).split('\n').length;
+    const code = `U+${bad[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`;
+    throw new BadInputError(`${what}: character ${code} at line ${line} is not allowed in XML`, 'remove it; libvirt never writes one');
+  }
   if (/<!DOCTYPE|<!ENTITY/i.test(text)) {
     throw new BadInputError(`${what}: DOCTYPE and ENTITY declarations are not accepted`, 'remove them; libvirt XML never has them');
   }
   const valid = XMLValidator.validate(text);
   if (valid !== true) {
-    throw new BadInputError(`${what}: not well-formed XML at line ${valid.err.line}: ${valid.err.msg}`);
+    throw new BadInputError(`${what}: not well-formed XML at line ${valid.err.line}: ${escapeControl(valid.err.msg)}`);
   }
-  return parser.parse(text) as XmlElement;
+  try {
+    return parser.parse(text) as XmlElement;
+  } catch (err) {
+    // The validator accepts what the parser then refuses; fast-xml-parser stops at 100 levels.
+    const msg = err instanceof Error ? err.message : String(err);
+    if (/nested/i.test(msg)) {
+      throw new BadInputError(`${what}: elements nested more than ${MAX_DEPTH} deep`, 'libvirt XML is never that deep; check the input');
+    }
+    throw new BadInputError(`${what}: cannot be read as XML: ${msg}`);
+  }
 }
 
 /** The element itself as an object: `<x/>` parses to '' and text-only elements to strings. */
@@ -69,13 +102,30 @@ export function text(el: XmlElement | undefined, tag: string): string | undefine
 }
 
 /**
+ * The namespace URI a prefix ('' for the default namespace) means on `el`, by XML's scoping
+ * rule: the nearest declaration, on the element itself or else on its ancestors (`scope`,
+ * nearest first). libvirt re-serialises `<metadata>` with the declaration on the element, but
+ * an author may declare `xmlns:vfpool` once on `<domain>` or `<network>`, and XML says it applies.
+ */
+function resolvePrefix(prefix: string, el: XmlElement, scope: XmlElement[]): string | undefined {
+  const name = prefix ? `xmlns:${prefix}` : 'xmlns';
+  for (const e of [el, ...scope]) {
+    const declared = attr(e, name);
+    if (declared !== undefined) return declared;
+  }
+  return undefined;
+}
+
+/**
  * The child of `<metadata>` in vfpool's namespace, whatever prefix the author (or libvirt,
- * which re-serialises metadata) gave it. Returns the element and a function that maps local
+ * which re-serialises metadata) gave it and wherever it was declared: `scope` is `<metadata>`'s
+ * ancestors, nearest first (`[domain]`). Returns the element and a function that maps local
  * names to the prefixed keys used inside it.
  */
 export function findNsElement(
   parent: XmlElement | undefined,
   local: string,
+  scope: XmlElement[] = [],
   ns = VFPOOL_NS,
 ): { el: XmlElement; tag: (l: string) => string } | undefined {
   if (!parent) return undefined;
@@ -83,8 +133,7 @@ export function findNsElement(
     if (key.startsWith('@_') || localName(key) !== local) continue;
     const prefix = key.includes(':') ? key.slice(0, key.indexOf(':')) : '';
     for (const el of children(parent, key)) {
-      const declared = prefix ? attr(el, `xmlns:${prefix}`) : attr(el, 'xmlns');
-      if (declared === ns) return { el, tag: (l) => (prefix ? `${prefix}:${l}` : l) };
+      if (resolvePrefix(prefix, el, [parent, ...scope]) === ns) return { el, tag: (l) => (prefix ? `${prefix}:${l}` : l) };
     }
   }
   return undefined;

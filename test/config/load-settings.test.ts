@@ -23,5 +23,5 @@ t.test('loadSettings: a broken vfpool.conf is bad input naming file and line; on
   });
   const dirConf = scratchDir(t);
   mkdirSync(join(dirConf, 'vfpool.conf'));
-  t.throws(() => loadSettings({ VFPOOL_CONFIG_DIR: dirConf }), { code: 'EISDIR' });
+  t.throws(() => loadSettings({ VFPOOL_CONFIG_DIR: dirConf }), { exitCode: 2, message: /vfpool\.conf is a directory/ });
 });

@@ -51,8 +51,8 @@ t.test('bad input: exit 2, one line, nothing written', async (t) => {
     [['net-define', join(w.dir, 'missing.xml')], /^vfpool: cannot read .*missing\.xml: ENOENT/],
     [['net-start', 'nope'], /^vfpool: unknown pool 'nope': define it with `vfpool net-define FILE`/],
     [['net-start', '../x'], /^vfpool: pool name '..\/x' is not a name vfpool accepts/],
-    [['frobnicate'], /^vfpool: Unknown argument: frobnicate/],
-    [[], /^vfpool: name a command/],
+    [['frobnicate'], /^vfpool: unknown command 'frobnicate': `vfpool --help` lists the commands\n$/],
+    [[], /^vfpool: name a command: `vfpool --help` lists them\n$/],
   ];
   for (const [args, msg] of cases) {
     const r = await vfpoolCli(args, { env: w.env });
@@ -65,7 +65,7 @@ t.test('bad input: exit 2, one line, nothing written', async (t) => {
   mkdirSync(conf);
   writeFileSync(join(conf, 'vfpool.conf'), 'VFPOOL_HOST=sim:/x\nVFPOOL_BOGUS=1\n');
   const r = await vfpoolCli(['status'], { env: { VFPOOL_CONFIG_DIR: conf } });
-  t.same([r.exitCode, r.stderr], [2, `vfpool: ${join(conf, 'vfpool.conf')}:2: unknown setting 'VFPOOL_BOGUS': known: VFPOOL_CONFIG_DIR, VFPOOL_STATE_DIR, VFPOOL_SYSFS, VFPOOL_HOST, VFPOOL_IP, VFPOOL_QEMU, VFPOOL_PROC, VFPOOL_DEV, VFPOOL_LIBVIRT_RUN_DIR, VFPOOL_ETC\n`]);
+  t.same([r.exitCode, r.stderr], [2, `vfpool: ${join(conf, 'vfpool.conf')}:2: unknown setting 'VFPOOL_BOGUS': known: VFPOOL_CONFIG_DIR, VFPOOL_STATE_DIR, VFPOOL_SYSFS, VFPOOL_HOST, VFPOOL_IP, VFPOOL_QEMU, VFPOOL_PROC, VFPOOL_DEV, VFPOOL_LIBVIRT_RUN_DIR, VFPOOL_ETC, VFPOOL_JOURNAL_DIR, VFPOOL_MODULES_DIR, VFPOOL_LIBVIRT_CONF_DIR\n`]);
   const badHost = await vfpoolCli(['status'], { env: { ...w.env, VFPOOL_HOST: 'xen' } });
   t.same([badHost.exitCode, badHost.stderr], [2, "vfpool: VFPOOL_HOST 'xen' is not 'linux' or 'sim:FILE': set it in the environment or in vfpool.conf\n"]);
 });

@@ -72,6 +72,7 @@ const dir = labTempDir('vfpool-flow');
 const env = {
   VFPOOL_HOST: 'linux',
   VFPOOL_STATE_DIR: join(dir, 'run'),
+  VFPOOL_JOURNAL_DIR: join(dir, 'journal'),
   VFPOOL_CONFIG_DIR: join(dir, 'etc'),
   VFPOOL_LIBVIRT_RUN_DIR: join(dir, 'libvirt-run'),
 };
@@ -97,6 +98,18 @@ t.test(`network start begin: ${NUM} VFs on ${lab.pf}, on igbvf`, async (t) => {
   t.equal(before.length, NUM, `${NUM} virtfn links`);
   t.ok(before.every((v) => v.driver === 'igbvf'), `every VF on igbvf (unmanaged pool): ${before.map((v) => v.driver).join(', ')}`);
   t.ok(before.every((v) => v.mac !== '00:00:00:00:00:00'), 'every VF has a MAC the PF knows (probed with the PF up)');
+});
+
+t.test(`vfpool doctor on the real kernel: IOMMU, interrupt remapping, vfio and the PF ${lab.pf} pass`, async (t) => {
+  // The lab guest has an emulated VT-d with intremap=on, Debian's vfio modules and the igb PF;
+  // no libvirt daemon or hooks, so doctor as a whole still exits 1 there.
+  const r = await spawnEntry('dist/bin/cli.mjs', ['doctor', '--json'], { env });
+  const checks = (JSON.parse(r.stdout) as { checks: Array<{ id: string; ok: boolean; found: string; fix: string | null }> }).checks;
+  for (const id of ['sr-iov', 'iommu', 'interrupt-remapping', 'vfio-pci', 'vfio-iommu-type1', `pf:${lab.pf}`]) {
+    const c = checks.find((x) => x.id === id);
+    t.ok(c?.ok, `${id}: ${c?.found ?? 'missing'}${c?.fix ? ` (fix: ${c.fix})` : ''}`);
+  }
+  t.equal(r.exitCode, checks.every((c) => c.ok) ? 0 : 1, 'exit 1 exactly when a check failed');
 });
 
 t.test(`qemu prepare begin: one VF gets ${MAC} and VLAN 100 on the real PF, and vfio-pci`, async (t) => {

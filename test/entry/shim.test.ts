@@ -37,7 +37,7 @@ t.test('a domain name vfpool cannot use is refused when the domain asks for a VF
   mkdirSync(w.settings.stateDir, { recursive: true });
   const asks = await spawnEntry('hooks/qemu', ['web 1', 'prepare', 'begin', '-'], { env: w.env, stdin: domainXml('prepare', { name: 'web 1', vfpool: META }) });
   t.equal(asks.exitCode, 2, 'not silently started without its VF');
-  t.equal(asks.stderr, "vfpool: domain name argument 'web 1' is not a name vfpool accepts: use letters, digits and _ . + : - (not starting with a dot), at most 128 characters\n");
+  t.equal(asks.stderr, "vfpool: domain name argument 'web 1' is not a name vfpool accepts: use letters, digits and _ . + : - (not starting with a dot or a dash), at most 128 characters\n");
   const plain = await spawnEntry('hooks/qemu', ['web 1', 'prepare', 'begin', '-'], { env: w.env, stdin: domainXml('prepare', { name: 'web 1' }) });
   t.same([plain.exitCode, plain.stdout, plain.stderr], [0, '', ''], 'a guest with nothing from vfpool is none of its business');
 });

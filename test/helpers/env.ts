@@ -28,6 +28,7 @@ export function makeSimEnv(t: Test, seed: SimSeed = { pfs: [{ name: 'eth1', tota
     ...DEFAULT_SETTINGS,
     configDir: join(dir, 'etc'),
     stateDir: join(dir, 'run'),
+    journalDir: join(dir, 'journal'),
     host: `sim:${hostFile}`,
   };
   mkdirSync(join(settings.configDir, 'networks'), { recursive: true });
@@ -41,6 +42,7 @@ export function makeSimEnv(t: Test, seed: SimSeed = { pfs: [{ name: 'eth1', tota
       VFPOOL_CONFIG_DIR: settings.configDir,
       VFPOOL_STATE_DIR: settings.stateDir,
       VFPOOL_HOST: settings.host,
+      VFPOOL_JOURNAL_DIR: settings.journalDir,
     },
     ctx,
     sim: new SimHost(hostFile),

@@ -56,6 +56,7 @@ export function makeGuestWorld(t: Test, kind: HostKind, seed: kernel.SimSeed = S
     ...DEFAULT_SETTINGS,
     configDir: join(dir, 'etc'),
     stateDir: join(dir, 'run'),
+    journalDir: join(dir, 'journal'),
     host: kind === 'sim' ? `sim:${join(dir, 'host.json')}` : 'linux',
   };
   mkdirSync(join(settings.configDir, 'networks'), { recursive: true });

@@ -29,7 +29,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # the harness: settings, check, c
 POOL=vfpgpool
 POOL_DEF=$CONF_DIR/networks/$POOL.xml
 wrote_pool_def=0
-DOMS=(vfpguest vfpfail vfpbig vfpplain)
+DOMS=(vfpguest vfpfail vfpbig vfpplain vfpwrap)
 MAC=52:54:00:76:66:01
 pool_started=0
 
@@ -149,10 +149,13 @@ dom_xml vfpfail "<vfpool:hostdev pool='$POOL' mac='52:54:00:76:66:02'/>" \
 big=""
 for i in 1 2 3 4; do big+="<vfpool:hostdev pool='$POOL' mac='52:54:00:76:67:0$i'/>"; done
 dom_xml vfpbig "$big" >"$work/vfpbig.xml"
+# vfpwrap: the installed wrapper as <emulator> on q35; its VF (emulated e1000e, vfpool.conf's
+# VFPOOL_SIM_VF_DEVICE) goes on QEMU's command line with the domain's MAC.
+dom_xml vfpwrap "<vfpool:hostdev pool='$POOL' mac='52:54:00:76:68:01'/>" | sed -e "s|<type arch='x86_64'>hvm|<type arch='x86_64' machine='q35'>hvm|" -e "s|/usr/bin/qemu-system-x86_64|${VFPOOL%/vfpool}/vfpool-qemu|" >"$work/vfpwrap.xml"
 printf "<domain type='qemu'><name>vfpplain</name><memory unit='MiB'>64</memory><os><type arch='x86_64'>hvm</type></os><devices><emulator>/usr/bin/qemu-system-x86_64</emulator><memballoon model='none'/></devices></domain>\n" >"$work/vfpplain.xml"
 
 define_all() { local d; for d in "${DOMS[@]}"; do virsh_ok define "$work/$d.xml" || return 1; done; }
-check "virsh define of the four TCG domains" define_all
+check "virsh define of the five TCG domains" define_all
 
 qemu_pid() { cat /run/libvirt/qemu/vfpguest.pid 2>/dev/null; }
 
@@ -210,6 +213,18 @@ destroy_guest() {
 }
 check "virsh destroy vfpguest (release end destroyed): VF 0 free, original MAC, VLAN 0, group back to root" destroy_guest
 
+wrapped_guest() {
+  virsh_ok start vfpwrap || return 1
+  local devs
+  devs=$(vp guest-devices vfpwrap --json 2>"$work/gd.err") || { why="vfpool guest-devices: $(head -c 300 "$work/gd.err")"; return 1; }
+  node -e 'const d = JSON.parse(process.argv[1]).find((x) => x.id === "vfpool-vf0"); process.exit(d && d.mac === "52:54:00:76:68:01" ? 0 : 1)' "$devs" \
+    || { why="QEMU (over vfpool's QMP socket) shows no vfpool-vf0 with mac 52:54:00:76:68:01: $devs"; return 1; }
+  virsh_ok destroy vfpwrap || return 1
+  [ ! -e "$work/state/qemu/vfpwrap" ] || { why="the plan directory is still there after release"; return 1; }
+  expect_vf 0 'vf.owner' null
+}
+check "virsh start vfpwrap (<emulator> vfpool-qemu): QEMU shows the emulated VF vfpool-vf0 with the domain's MAC; virsh destroy frees it and removes the plan" wrapped_guest
+
 failed_start() {
   if v start vfpfail >"$work/virsh.out" 2>"$work/fail.err"; then why="virsh start vfpfail succeeded"; return 1; fi
   say "  virsh: $(head -n 2 "$work/fail.err" | tr '\n' ' ')"
@@ -249,6 +264,6 @@ undefine_all() {
   left=$(v list --all --name | grep -x 'vfp.*' | tr '\n' ' ')
   [ -z "$left" ] || { why="still defined: $left"; return 1; }
 }
-check "virsh undefine of the four domains" undefine_all
+check "virsh undefine of the five domains" undefine_all
 
 exit 0 # cleanup (trap) stops the pool and the daemon, uninstalls, restores the conf and prints the totals

@@ -107,9 +107,11 @@ install_vfpool() {
 }
 
 # write_conf: libvirt gives hooks no environment, so vfpool.conf is how the hook learns the
-# simulated host and the private state directory.
+# simulated host and the private state and history directories. VFPOOL_SIM_VF_DEVICE: the
+# simulated VFs reach QEMU as emulated e1000e NICs on the command line (delivery 'cmdline'), so
+# the 'started' hook has nothing to hotplug (a simulated VF has no /dev/vfio group to give QEMU).
 write_conf() {
-  printf 'VFPOOL_HOST=sim:%s\nVFPOOL_STATE_DIR=%s\n' "$work/host.json" "$work/state" >"$CONF"
+  printf 'VFPOOL_HOST=sim:%s\nVFPOOL_STATE_DIR=%s\nVFPOOL_JOURNAL_DIR=%s\nVFPOOL_SIM_VF_DEVICE=e1000e\n' "$work/host.json" "$work/state" "$work/journal" >"$CONF"
 }
 
 start_daemon() {

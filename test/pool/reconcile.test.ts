@@ -119,7 +119,7 @@ t.test('an interrupted prepare (killed half-way) is restored by reconcile', asyn
 t.test('vfpool reconcile and vfpool release through the CLI', async (t) => {
   const w = makeGuestWorld(t, 'sim');
   w.definePool('hd', POOLS.hd);
-  const env = { VFPOOL_CONFIG_DIR: w.settings.configDir, VFPOOL_STATE_DIR: w.settings.stateDir, VFPOOL_HOST: w.settings.host, VFPOOL_LIBVIRT_RUN_DIR: w.opts.libvirtRunDir };
+  const env = { VFPOOL_CONFIG_DIR: w.settings.configDir, VFPOOL_STATE_DIR: w.settings.stateDir, VFPOOL_HOST: w.settings.host, VFPOOL_LIBVIRT_RUN_DIR: w.opts.libvirtRunDir, VFPOOL_JOURNAL_DIR: w.settings.journalDir };
   await prepareGuest(w.ctx, parseDomainXml(domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01'/>` }), 'vm1'), w.opts);
   const dead = await deadPid();
   await w.ctx.store.update((s) => {

@@ -91,24 +91,6 @@ guest_rows() { # ROWS GROUP GUESTDIR EXIT MIN_CHECKS SECS
   fi
 }
 
-# STAND-IN, to be deleted once `vfpool prepare` writes $VFPOOL_STATE_DIR/qemu/DOM/plan.json
-# itself (CONTRACTS.md: written by root at prepare). Until then the failover boot still runs the
-# real wrapper and generator on the plan prepare should have written: the VF prepare allocated
-# (from `vfpool status --json`), emulated by VFPOOL_SIM_VF_DEVICE, paired with the standby by MAC.
-# The row "vfpool prepare wrote the wrapper's plan" FAILs whenever this is used.
-write_plan_prepare_should_have_written() { # DOMAIN MAC
-  cli status --json | node --input-type=module -e '
-    const [dom, mac, model, stateDir, lib] = process.argv.slice(1);
-    const { writeDomainPlan } = await import(lib);
-    let s = ""; for await (const c of process.stdin) s += c;
-    const vf = JSON.parse(s).pfs.flatMap((p) => p.vfs).find((v) => v.owner?.domain === dom);
-    if (!vf) { console.log(`no VF owned by ${dom} in vfpool status`); process.exit(1); }
-    const plan = { version: 1, domain: dom, uuid: null, delivery: "cmdline", sriovNics: [],
-      vfs: [{ id: "vfpool-vf0", host: vf.address, emulatedModel: model, mac, failoverStandbyMac: mac, guestAddress: null }] };
-    console.log(await writeDomainPlan(stateDir, plan, { uid: 0, gid: 0 }));
-  ' "$1" "$2" "$VFPOOL_SIM_VF_DEVICE" "$VFPOOL_STATE_DIR" "$repo/dist/src/state/domain-plan.js"
-}
-
 # ---- failover: QEMU 10.0 through vfpool's wrapper ----------------------------------------------
 proof_failover() {
   local d=$out/failover rows=$out/failover.rows mac=52:54:00:fa:11:01 dom=vfpool-failover
@@ -144,8 +126,8 @@ XML
     if [ -f "$plan" ]; then
       row "$rows" PASS failover "vfpool prepare wrote the wrapper's plan" "$plan: $(node -e 'const p = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(JSON.stringify(p.vfs))' "$plan")"
     else
-      row "$rows" FAIL failover "vfpool prepare wrote the wrapper's plan" "no $plan after prepare; the boot below runs on write_plan_prepare_should_have_written's plan"
-      msg=$(write_plan_prepare_should_have_written "$dom" "$mac" 2>&1) || { row "$rows" FAIL failover "stand-in plan" "$msg"; return; }
+      row "$rows" FAIL failover "vfpool prepare wrote the wrapper's plan" "no $plan after prepare"
+      return
     fi
     # The guest's command line as libvirt 11 writes it (JSON -device): the virtio-net NIC of the
     # <interface>, on a root port of its own, and nothing about failover.

@@ -36,7 +36,9 @@ t.test('updateJsonFileLocked: creates the directory, writes only when asked, run
   t.same(seen, [true], 'afterWrite ran while the lock was held');
   t.equal(statSync(join(file, '..')).mode & 0o777, 0o700, 'the state directory is root\'s');
   t.same(JSON.parse(readFileSync(file, 'utf8')), { n: 1 });
-  const unchanged = await updateJsonFileLocked(file, () => ({ n: 0 }), (cur: { n: number }) => ({ result: cur.n }));
+  // The caller's reader sees what the first update wrote.
+  const readState = () => JSON.parse(readFileSync(file, 'utf8')) as { n: number };
+  const unchanged = await updateJsonFileLocked(file, readState, (cur: { n: number }) => ({ result: cur.n }));
   t.equal(unchanged, 1);
   t.same(JSON.parse(readFileSync(file, 'utf8')), { n: 1 }, 'no next: nothing written');
   t.notOk(lockfile.checkSync(file, { realpath: false }), 'and the lock is released');

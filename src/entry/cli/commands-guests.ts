@@ -1,0 +1,99 @@
+import { BadInputError } from '../../errors.js';
+import { parseDomainXml } from '../../config/domain-xml.js';
+import { guestOptions, prepareGuest, planReleaseGuest, releaseGuest } from '../../pool/guests.js';
+import { DEFAULT_RECONCILE_GRACE_MS, reconcile } from '../../pool/reconcile.js';
+import { parseObjectName } from '../../types.js';
+import { DRY_RUN, JSON_OUT, type CommandDef } from './define.js';
+import { cliContext, out, readInputFile } from './output.js';
+
+export const GUEST_COMMANDS: CommandDef[] = [
+  {
+    name: 'prepare',
+    describe: 'allocate and configure the VFs a domain asks for (what the qemu hook does at prepare)',
+    options: {
+      xml: { type: 'string', demandOption: true, describe: 'the domain XML (- for stdin)' },
+      pid: { type: 'number', describe: 'the QEMU pid that uses them (lets `vfpool reconcile` free them when it exits)' },
+      ...DRY_RUN,
+      ...JSON_OUT,
+    },
+    examples: [
+      ['prepare --xml vm1.xml', 'give domain vm1 the VFs its <vfpool:hostdev> elements ask for'],
+      ['prepare --xml vm1.xml --dry-run', 'print which VFs it would get and the steps'],
+    ],
+    async run(a: { xml: string; pid?: number; dryRun: boolean; json: boolean }) {
+      const spec = parseDomainXml(readInputFile(a.xml), a.xml);
+      if (a.pid !== undefined && (!Number.isInteger(a.pid) || a.pid < 2)) throw new BadInputError(`--pid '${a.pid}' is not a process id`);
+      const ctx = cliContext('prepare');
+      const r = await prepareGuest(ctx, spec, { ...guestOptions('cli', ctx.settings), dryRun: a.dryRun, pid: a.pid ?? null });
+      if (a.json) out(JSON.stringify({ ...r, dryRun: a.dryRun }));
+      else if (a.dryRun) {
+        out(`plan for prepare of domain ${spec.name} (--dry-run, nothing changed):`);
+        (r.plan.length ? r.plan : ['nothing to do: the domain asks for no VF']).forEach((l, i) => out(`  ${i + 1}. ${l}`));
+      } else if (r.vfs.length === 0) out(`Domain ${spec.name} asks for no VF from vfpool`);
+      else for (const v of r.vfs) out(`Domain ${spec.name}: VF ${v.vfAddr} (${v.pf} VF ${v.vfIndex}${v.pool ? `, pool ${v.pool}` : ''}${v.netdev ? `, netdev ${v.netdev}` : ''}) mac ${v.mac}${v.vlan !== null ? ` vlan ${v.vlan}` : ''}, guest slot ${v.guestSlot}`);
+      return 0;
+    },
+  },
+  {
+    name: 'release',
+    args: '[domain]',
+    describe: 'restore and free a domain\'s VFs (what the qemu hook does at release); idempotent',
+    positionals: { domain: { describe: 'the domain whose VFs to release (or give --xml)' } },
+    options: {
+      xml: { type: 'string', describe: 'take the domain name from this domain XML (- for stdin)' },
+      'forget-netdevs': { type: 'boolean', default: false, describe: 'also forget which PCI address each of its netdev= requests resolved to, so the next start looks the netdev up again' },
+      ...DRY_RUN,
+      ...JSON_OUT,
+    },
+    examples: [['release vm1', 'restore MAC, VLAN and driver of vm1\'s VFs and free them'], ['release --xml vm1.xml --dry-run', 'print what would be restored']],
+    async run(a: { domain?: string; xml?: string; dryRun: boolean; json: boolean; forgetNetdevs: boolean }) {
+      if ((a.domain === undefined) === (a.xml === undefined)) throw new BadInputError('name the domain, or give --xml FILE (one of the two)');
+      const name = a.xml !== undefined ? parseDomainXml(readInputFile(a.xml), a.xml).name : parseObjectName(a.domain!, 'domain');
+      const ctx = cliContext('release');
+      if (a.dryRun) {
+        const p = await planReleaseGuest(ctx, name);
+        if (a.json) out(JSON.stringify({ ...p, dryRun: true }));
+        else {
+          out(`plan for release of domain ${name} (--dry-run, nothing changed):`);
+          (p.plan.length ? p.plan : ['nothing to do: vfpool holds nothing for it']).forEach((l, i) => out(`  ${i + 1}. ${l}`));
+        }
+        return 0;
+      }
+      const r = await releaseGuest(ctx, name, { reason: 'vfpool release', refuseIfRunning: true, forgetNetdevs: a.forgetNetdevs });
+      // The records carry the phase they had while being restored; once this returns they are freed.
+      if (a.json) out(JSON.stringify({ ...r, released: r.released.map((v) => ({ ...v, phase: 'released' })), dryRun: false }));
+      else if (r.released.length + r.vanished.length === 0) out(`Domain ${name} holds no VF (nothing to release)`);
+      else {
+        for (const v of r.released) out(`Domain ${name}: VF ${v.vfAddr} restored and freed`);
+        for (const v of r.vanished) out(`Domain ${name}: VF ${v} is gone from the host; its record was dropped`);
+      }
+      return 0;
+    },
+  },
+  {
+    name: 'reconcile',
+    describe: 'free and restore the VFs of guests that no longer run; keep the others; report both',
+    options: {
+      grace: { type: 'number', default: DEFAULT_RECONCILE_GRACE_MS / 1000, describe: 'seconds a libvirt guest may take from prepare to having a QEMU pid' },
+      ...DRY_RUN,
+      ...JSON_OUT,
+    },
+    examples: [['reconcile', 'after a crash or a daemon restart: free what dead guests held'], ['reconcile --dry-run', 'only say what would be freed']],
+    async run(a: { grace: number; dryRun: boolean; json: boolean }) {
+      if (!Number.isFinite(a.grace) || a.grace < 0) throw new BadInputError(`--grace '${a.grace}' is not a number of seconds`);
+      const ctx = cliContext('reconcile');
+      const r = await reconcile(ctx, { libvirtRunDir: guestOptions('cli', ctx.settings).libvirtRunDir, graceMs: a.grace * 1000, dryRun: a.dryRun });
+      if (a.json) {
+        out(JSON.stringify(r));
+        return r.failed.length ? 1 : 0;
+      }
+      const verb = a.dryRun ? 'would free' : 'freed';
+      for (const e of r.freed) out(`${verb} ${e.vfAddr} of domain ${e.domain}: ${e.reason}`);
+      for (const e of r.failed) out(`FAILED ${e.vfAddr} of domain ${e.domain}: ${e.reason}`);
+      for (const e of r.kept) out(`kept ${e.vfAddr} of domain ${e.domain}: ${e.reason}`);
+      for (const p of r.portsDropped) out(`${a.dryRun ? 'would drop' : 'dropped'} libvirt port of network ${p.network} for domain ${p.domain} (${p.vf ?? '-'}): ${p.reason}`);
+      out(`${r.kept.length} kept, ${r.freed.length} ${verb}, ${r.failed.length} failed${a.dryRun ? ' (--dry-run, nothing changed)' : ''}`);
+      return r.failed.length ? 1 : 0;
+    },
+  },
+];

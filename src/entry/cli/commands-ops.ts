@@ -1,0 +1,75 @@
+import { BadInputError, errnoOf } from '../../errors.js';
+import { loadSettings, settingsFrom } from '../../config/settings.js';
+import { createContext } from '../../pool/context.js';
+import { DEFAULT_RECONCILE_GRACE_MS } from '../../pool/reconcile.js';
+import { formatDoctor, runDoctor } from '../../ops/doctor.js';
+import { Journal, filterHistory, formatHistoryLine } from '../../state/journal.js';
+import { parseObjectName, parsePciAddress } from '../../types.js';
+import { JSON_OUT, type CommandDef } from './define.js';
+import { cliContext, out, warn } from './output.js';
+import { installRoot } from './install-root.js';
+
+export const OPS_COMMANDS: CommandDef[] = [
+  {
+    name: 'doctor',
+    describe: 'check every prerequisite on this host (IOMMU, vfio, PFs, pools, hooks, libvirt, QEMU); read-only',
+    options: JSON_OUT,
+    examples: [['doctor', 'one row per check, with the fix for each failed one'], ['doctor --json', '{"checks":[{"id","ok","found","fix"}]}']],
+    async run(a: { json: boolean }) {
+      // A broken vfpool.conf is one of the things doctor reports, so it must not stop doctor:
+      // then the environment and the defaults apply.
+      let settings;
+      try {
+        settings = loadSettings();
+      } catch (err) {
+        if (!(err instanceof BadInputError)) throw err;
+        settings = settingsFrom(process.env, {});
+      }
+      const ctx = createContext(settings, 'cli doctor');
+      const checks = await runDoctor(ctx, { installDir: installRoot(), env: process.env, graceMs: DEFAULT_RECONCILE_GRACE_MS });
+      if (a.json) out(JSON.stringify({ checks }));
+      else formatDoctor(checks).forEach((l) => out(l));
+      return checks.every((c) => c.ok) ? 0 : 1;
+    },
+  },
+  {
+    name: 'history',
+    args: '[domain]',
+    describe: 'the VF history: who had which VF, when, and what it was set to (oldest first)',
+    positionals: { domain: { describe: 'only this domain\'s entries' } },
+    options: {
+      pool: { type: 'string', describe: 'only this pool\'s entries' },
+      vf: { type: 'string', describe: 'only this VF\'s entries (PCI address, 0000:3b:02.0)' },
+      since: { type: 'string', describe: 'only entries at or after this time (ISO 8601, e.g. 2026-11-30T04:00:00Z)' },
+      ...JSON_OUT,
+    },
+    examples: [
+      ['history vm1', 'everything domain vm1 did with VFs'],
+      ['history --vf 0000:3b:02.0', 'who had this VF, and what MAC/VLAN it was given'],
+      ['history --pool sriov-pool --since 2026-11-30 --json', 'one JSON object per line'],
+    ],
+    async run(a: { domain?: string; pool?: string; vf?: string; since?: string; json: boolean }) {
+      const filter = {
+        domain: a.domain !== undefined ? parseObjectName(a.domain, 'domain') : undefined,
+        pool: a.pool !== undefined ? parseObjectName(a.pool, 'pool') : undefined,
+        vf: a.vf !== undefined ? parsePciAddress(a.vf, '--vf') : undefined,
+        since: a.since !== undefined ? Date.parse(a.since) : undefined,
+      };
+      if (filter.since !== undefined && Number.isNaN(filter.since)) throw new BadInputError(`--since '${a.since}' is not a time`, 'give an ISO 8601 time such as 2026-11-30T04:00:00Z');
+      const ctx = cliContext('history');
+      const journal = new Journal(ctx.settings.journalDir);
+      let read;
+      try {
+        read = journal.readAll();
+      } catch (err) {
+        if (errnoOf(err) === 'ENOENT') read = { entries: [], unreadable: 0 };
+        else throw new BadInputError(`cannot read the history in ${ctx.settings.journalDir}: ${errnoOf(err) ?? (err as Error).message}`, 'run as root');
+      }
+      if (read.unreadable) warn(`${read.unreadable} line(s) of ${journal.file}* are not JSON and were skipped`);
+      const entries = filterHistory(read.entries, filter);
+      for (const e of entries) out(a.json ? JSON.stringify(e) : formatHistoryLine(e));
+      if (!a.json && entries.length === 0) out(`no history entries${read.entries.length ? ' match' : ` in ${journal.file}`}`);
+      return 0;
+    },
+  },
+];

@@ -1,0 +1,153 @@
+import { join } from 'node:path';
+import { asVfpoolError } from '../../errors.js';
+import { parsePoolXml } from '../../config/pool-xml.js';
+import { formatPlan, startPool, stopPool } from '../../pool/pools.js';
+import { listPools, readStatus } from '../../pool/status.js';
+import { formatPrometheus } from '../../ops/metrics.js';
+import { DRY_RUN, JSON_OUT, type CommandDef } from './define.js';
+import { cliContext, compactTable, out, printStatusTable, readInputFile, warn } from './output.js';
+
+const POOL = { pool: { describe: 'the pool\'s name (its <name> in the network XML)' } };
+
+export const POOL_COMMANDS: CommandDef[] = [
+  {
+    name: 'net-define',
+    args: '<file>',
+    describe: 'define (or redefine) a pool from network XML',
+    positionals: { file: { describe: 'the pool\'s network XML file (- for stdin)' } },
+    options: { 'dry-run': { type: 'boolean', default: false, describe: 'only check the XML and say where it would be stored; write nothing' } },
+    examples: [
+      ['net-define sriov-pool.xml', 'store the pool as /etc/vfpool/networks/sriov-pool.xml'],
+      ['net-define --dry-run sriov-pool.xml', 'check the XML only'],
+    ],
+    async run(a: { file: string; dryRun: boolean }) {
+      const xml = readInputFile(a.file);
+      const ctx = cliContext('net-define');
+      if (a.dryRun) {
+        const name = parsePoolXml(xml, a.file).name;
+        out(`pool '${name}' is valid; would write ${join(ctx.registry.dir, `${name}.xml`)} (--dry-run, nothing written)`);
+        return 0;
+      }
+      const spec = await ctx.registry.define(xml, a.file);
+      out(`Pool ${spec.name} defined from ${a.file}`);
+      return 0;
+    },
+  },
+  {
+    name: 'net-undefine',
+    args: '<pool>',
+    describe: 'remove a stopped pool\'s definition',
+    positionals: POOL,
+    options: DRY_RUN,
+    examples: [['net-undefine sriov-pool', 'forget the pool (stop it first with net-destroy)']],
+    async run(a: { pool: string; dryRun: boolean }) {
+      const ctx = cliContext('net-undefine');
+      if (a.dryRun) {
+        ctx.registry.get(a.pool);
+        out(`would remove ${ctx.registry.dir}/${a.pool}.xml (--dry-run)`);
+        return 0;
+      }
+      ctx.registry.undefine(a.pool);
+      out(`Pool ${a.pool} has been undefined`);
+      return 0;
+    },
+  },
+  {
+    name: 'net-list',
+    describe: 'list pools: mode, state, VFs and how many are in use',
+    options: JSON_OUT,
+    examples: [['net-list', 'a table of every pool'], ['net-list --json', 'the same as JSON']],
+    async run(a: { json: boolean }) {
+      const ctx = cliContext('net-list');
+      const pools = await listPools(ctx);
+      // listPools leaves out a definition that does not parse (it must not hide the others): say so.
+      for (const name of ctx.registry.names()) {
+        if (pools.some((p) => p.name === name)) continue;
+        try {
+          ctx.registry.get(name);
+        } catch (err) {
+          warn(`pool '${name}' is not listed: ${asVfpoolError(err).message} (fix the file, or \`vfpool net-undefine ${name}\`)`);
+        }
+      }
+      if (a.json) {
+        out(JSON.stringify(pools));
+        return 0;
+      }
+      const t = compactTable(['Name', 'Mode', 'State', 'Persistent', 'VFs', 'In use']);
+      for (const p of pools) t.push([p.name, p.mode, p.active ? 'active' : 'inactive', p.persistent ? 'yes' : 'no', p.vfs, p.inUse]);
+      out(t.toString());
+      return 0;
+    },
+  },
+  {
+    name: 'net-dumpxml',
+    args: '<pool>',
+    describe: 'print a pool\'s XML (as started, if active)',
+    positionals: POOL,
+    examples: [['net-dumpxml sriov-pool > pool.xml', 'save the definition']],
+    async run(a: { pool: string }) {
+      const ctx = cliContext('net-dumpxml');
+      ctx.registry.get(a.pool); // validates, and names the error for an unknown pool
+      const active = ctx.store.read().pools[a.pool];
+      process.stdout.write(active?.xml ?? ctx.registry.readDefinition(a.pool) ?? '');
+      return 0;
+    },
+  },
+  {
+    name: 'net-start',
+    args: '<pool>',
+    describe: 'create the pool\'s VFs and mark it active',
+    positionals: POOL,
+    options: DRY_RUN,
+    examples: [['net-start sriov-pool', 'create the VFs (<vf num>) and bind them'], ['net-start --dry-run sriov-pool', 'print the steps only']],
+    async run(a: { pool: string; dryRun: boolean }) {
+      const ctx = cliContext('net-start', true);
+      const { spec, xml } = ctx.registry.startSource(a.pool) ?? ctx.registry.unknown(a.pool);
+      const r = await startPool(ctx, spec, xml, { dryRun: a.dryRun });
+      if (a.dryRun) {
+        out(`plan for net-start ${a.pool} (--dry-run, nothing changed):`);
+        formatPlan(r.actions).forEach((l) => out(`  ${l}`));
+      } else out(`Pool ${a.pool} started`);
+      return 0;
+    },
+  },
+  {
+    name: 'net-destroy',
+    args: '<pool>',
+    describe: 'remove the pool\'s VFs (refused while one is in use) and mark it inactive',
+    positionals: POOL,
+    options: DRY_RUN,
+    examples: [['net-destroy sriov-pool', 'remove the VFs vfpool created for the pool']],
+    async run(a: { pool: string; dryRun: boolean }) {
+      const ctx = cliContext('net-destroy', true);
+      const r = await stopPool(ctx, a.pool, { refuse: true, dryRun: a.dryRun });
+      if (a.dryRun) {
+        out(`plan for net-destroy ${a.pool} (--dry-run, nothing changed):`);
+        formatPlan(r.actions).forEach((l) => out(`  ${l}`));
+      } else out(`Pool ${a.pool} destroyed`);
+      for (const pf of r.gone) warn(`pool '${a.pool}': PF ${pf} no longer exists: nothing to remove on it`);
+      return 0;
+    },
+  },
+  {
+    name: 'status',
+    describe: 'PFs, their VFs and who holds them',
+    options: {
+      ...JSON_OUT,
+      format: { type: 'string', choices: ['table', 'json', 'prometheus'], default: 'table', describe: 'output format; prometheus is the text exposition format for node_exporter\'s textfile collector' },
+    },
+    examples: [
+      ['status', 'every PF and VF with its owner'],
+      ['status --json', 'the same as JSON (= --format json)'],
+      ['status --format prometheus > /var/lib/node_exporter/vfpool.prom', 'metrics for node_exporter'],
+    ],
+    async run(a: { json: boolean; format: string }) {
+      const ctx = cliContext('status');
+      const s = await readStatus(ctx);
+      if (a.format === 'prometheus') process.stdout.write(formatPrometheus(s, ctx.store.read().allocations));
+      else if (a.json || a.format === 'json') out(JSON.stringify(s));
+      else printStatusTable(s);
+      return 0;
+    },
+  },
+];

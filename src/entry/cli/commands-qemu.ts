@@ -1,0 +1,46 @@
+import { guestDevicesCommand, printGuestDevices } from '../guest-devices-command.js';
+import { printQemuArgs, qemuArgsCommand } from '../qemu-args-command.js';
+import { JSON_OUT, type CommandDef } from './define.js';
+import { cliContext, out } from './output.js';
+
+export const QEMU_COMMANDS: CommandDef[] = [
+  {
+    name: 'qemu-args',
+    args: '[domain]',
+    describe: 'print the QEMU arguments the wrapper adds for a domain (a prepared one, or --xml for requests that need no VF)',
+    positionals: { domain: { describe: 'a domain prepared by vfpool (its plan is read from the state directory)' } },
+    options: {
+      xml: { type: 'string', describe: 'a domain XML whose requests need no VF (<vfpool:sriov-nic>)' },
+      machine: { type: 'string', default: 'q35', describe: 'the machine type of the command line to add to' },
+      ...JSON_OUT,
+    },
+    examples: [
+      ['qemu-args vm1', 'what vfpool-qemu adds to vm1\'s command line after `vfpool prepare`'],
+      ['qemu-args --xml nic.xml --json', 'the arguments of an emulated SR-IOV NIC, one argv element each'],
+    ],
+    async run(a: { domain?: string; xml?: string; machine: string; json: boolean }) {
+      const ctx = cliContext('qemu-args');
+      const r = await qemuArgsCommand(ctx.settings, a);
+      if (a.json) out(JSON.stringify(r));
+      else printQemuArgs(r);
+      return 0;
+    },
+  },
+  {
+    name: 'guest-devices',
+    args: '<domain>',
+    describe: "ask a running guest's QEMU (over vfpool's QMP socket) what is on its PCI bus, with each NIC's MAC",
+    positionals: { domain: { describe: 'a domain whose QEMU runs through vfpool-qemu' } },
+    options: { ...JSON_OUT },
+    examples: [
+      ['guest-devices vm1', "vm1's PCI devices as its QEMU shows them: vfpool-vf0 and its MAC among them"],
+      ['guest-devices vm1 --json', '[{"id","address","vendor","device","class","mac"}]'],
+    ],
+    async run(a: { domain: string; json: boolean }) {
+      const ctx = cliContext('guest-devices');
+      const devices = await guestDevicesCommand(ctx.settings, a.domain);
+      out(a.json ? JSON.stringify(devices) : printGuestDevices(a.domain, devices).trimEnd());
+      return 0;
+    },
+  },
+];

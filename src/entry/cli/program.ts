@@ -1,0 +1,59 @@
+import yargs, { type Argv } from 'yargs';
+import { runEntry } from '../run.js';
+import { COMMANDS, COMPLETION, SUMMARY } from './commands.js';
+import { epilogue, positionalNames, registerCommands, type CommandDef } from './define.js';
+import { progress } from './output.js';
+import { vfpoolVersion } from './install-root.js';
+
+/**
+ * Help text wraps at the terminal's width, 100 columns at most (long lines are hard to read)
+ * and 100 when not on a terminal; never narrower than 60, below which cliui has to break
+ * words inside the description column.
+ */
+export function helpWidth(columns = process.stdout.columns): number {
+  return Math.max(60, Math.min(columns || 100, 100));
+}
+
+function usageError(line: string): never {
+  process.stderr.write(`vfpool: ${line}\n`);
+  process.exit(2);
+}
+
+/** yargs' messages, made into vfpool's one-line errors that name what is missing or unknown. */
+function explain(yargsMsg: string, argv: string[], defs: CommandDef[]): string {
+  const msg = yargsMsg.replace(/\s*\n\s*/g, ' ').trim(); // one line, as every vfpool error
+  const first = argv.find((x) => !x.startsWith('-'));
+  const def = defs.find((d) => d.name === first);
+  if (/^Unknown arguments?:/.test(msg) && first !== undefined && !def && first !== COMPLETION.name) {
+    return `unknown command '${first}': \`vfpool --help\` lists the commands`;
+  }
+  if (/^Not enough non-option arguments/.test(msg) && def) {
+    const missing = positionalNames(def).filter((p) => p.required).map((p) => `<${p.name}>, ${def.positionals?.[p.name]?.describe ?? p.name}`);
+    return `${def.name}: missing ${missing.join('; ')}: e.g. \`vfpool ${def.examples[0]![0]}\``;
+  }
+  return `${def ? `${def.name}: ` : ''}${msg.replace(/\.$/, '')}: see \`vfpool ${def ? `${def.name} ` : ''}--help\``;
+}
+
+export function buildProgram(argv: string[], defs: CommandDef[] = COMMANDS): Argv {
+  const y = yargs(argv)
+    .scriptName('vfpool')
+    // `vfpool migrate DOMAIN URI -- OPTIONS`: what follows -- goes to virsh, kept apart from vfpool's own.
+    .parserConfiguration({ 'populate--': true })
+    .usage(`$0 <command> [options]\n\n${SUMMARY}`)
+    .wrap(helpWidth())
+    .epilogue(epilogue());
+  registerCommands(y, defs, (def) => (args) => runEntry(() => def.run(args)).finally(() => progress.done()));
+  return y
+    .completion(COMPLETION.name, COMPLETION.describe)
+    .example(`$0 ${COMPLETION.examples[0]![0]}`, COMPLETION.examples[0]![1])
+    .demandCommand(1, 'name a command: `vfpool --help` lists them')
+    .strict()
+    .fail((msg, err) => {
+      if (err) throw err;
+      if (argv.length === 0 || /^name a command/.test(msg)) usageError('name a command: `vfpool --help` lists them');
+      usageError(explain(msg, argv, defs));
+    })
+    .help('help', 'show help (also: vfpool COMMAND --help)')
+    .alias('help', 'h')
+    .version('version', 'print vfpool\'s version', vfpoolVersion());
+}

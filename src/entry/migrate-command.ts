@@ -1,0 +1,209 @@
+import { readFileSync } from 'node:fs';
+import { execa } from 'execa';
+import type { Context } from '../pool/context.js';
+import { BadInputError, errnoOf, HostError } from '../errors.js';
+import { describeForMigration, migrateBeginXml, validateDescription } from '../migrate/begin.js';
+import { qemuArgvBySocket } from '../migrate/devices.js';
+import { migrateOverQmp } from '../migrate/failover.js';
+import type { MigrationQmp, PlanStore } from '../migrate/ports.js';
+import { DEFAULT_TIMEOUTS, peripheralIds } from '../migrate/qmp-steps.js';
+import { connectQmp, virshQmp } from '../migrate/qmp-port.js';
+import { fileRecordStore } from '../migrate/record.js';
+import { confirmStage, performStage, prepareStage, type StageDeps, type StageResult } from '../migrate/stages.js';
+import { domainQmpSocketPath, readDomainPlan, removeDomainPlan, writeDomainPlan } from '../state/domain-plan.js';
+import { parseObjectName } from '../types.js';
+import { migrationPool, requestLookup } from './migrate-pool.js';
+
+const STAGES = new Set(['begin', 'prepare', 'perform', 'confirm']);
+// virsh migrate options vfpool passes on; anything else is refused (the list is the argv, never a shell line).
+const VIRSH_OPT = /^--[a-z][a-z0-9-]*(=[A-Za-z0-9_.:/@,+=-]*)?$|^[A-Za-z0-9_.:/@,+=-]+$/;
+
+function readInput(file: string, what: string): string {
+  try {
+    return file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new BadInputError(`cannot read ${file}: ${errnoOf(err) ?? (err as Error).message}`, `give the path of ${what}, or - for stdin`);
+  }
+}
+
+function planStore(ctx: Context): PlanStore {
+  const s = ctx.settings.stateDir;
+  return {
+    read: (d) => readDomainPlan(s, d),
+    write: async (p) => { await writeDomainPlan(s, p, { uid: 0, gid: 0 }); },
+    remove: (d) => removeDomainPlan(s, d),
+  };
+}
+
+async function withDeps<T>(ctx: Context, domain: string | null, fn: (deps: StageDeps) => Promise<T>): Promise<T> {
+  const stateDir = ctx.settings.stateDir;
+  let qmp: (MigrationQmp & { close(): void }) | undefined;
+  if (domain !== null) qmp = await connectQmp(domainQmpSocketPath(stateDir, domain));
+  try {
+    return await fn({
+      plans: planStore(ctx),
+      records: fileRecordStore(stateDir),
+      pool: migrationPool(ctx),
+      qmp,
+      readArgv: (d) => qemuArgvBySocket(domainQmpSocketPath(stateDir, d)),
+      timeouts: DEFAULT_TIMEOUTS,
+    });
+  } finally {
+    qmp?.close();
+  }
+}
+
+function print(r: StageResult, json: boolean): void {
+  if (json) process.stdout.write(JSON.stringify(r) + '\n');
+  else {
+    for (const s of r.steps) process.stdout.write(`${r.domain}: ${s}\n`);
+    process.stdout.write(`${r.domain}: ${r.stage}\n`);
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Destination, after the incoming QEMU started: waits (bounded) until the migration ended, then confirms. */
+async function waitIncoming(qmp: MigrationQmp, seconds: number): Promise<'success' | 'failure'> {
+  const end = Date.now() + seconds * 1000;
+  for (;;) {
+    let status: string;
+    try {
+      status = ((await qmp.execute('query-status', {}, 5000)) as { status: string }).status;
+    } catch {
+      return 'failure';
+    }
+    // libvirt starts the destination paused (-S) and resumes it after the migration: paused counts.
+    // A failed incoming migration ends QEMU (its QMP socket closes: the catch above).
+    if (status !== 'inmigrate' && status !== 'prelaunch') return ['internal-error', 'shutdown', 'guest-panicked'].includes(status) ? 'failure' : 'success';
+    if (Date.now() > end) throw new HostError(`the incoming migration did not finish within ${seconds} s`, { hint: 'run `vfpool migrate confirm DOMAIN --role destination` once it has' });
+    await sleep(200);
+  }
+}
+
+export interface MigrateArgs {
+  first: string;
+  second?: string;
+  xml?: string;
+  description?: string;
+  to?: string;
+  role?: 'source' | 'destination';
+  failed: boolean;
+  waitIncoming?: number;
+  timeout: number;
+  json: boolean;
+  '--'?: string[];
+}
+
+/** `vfpool migrate begin|prepare|perform|confirm …` and `vfpool migrate DOMAIN DEST_URI [-- virsh options]`. */
+export async function runMigrate(ctx: Context, a: MigrateArgs): Promise<number> {
+      if (!STAGES.has(a.first)) return migrateWithLibvirt(ctx, a.first, a.second, (a['--'] ?? []).map(String), a.timeout);
+      // yargs reads `--xml -` (stdin, as the libvirt hook passes it) as --xml '' and an empty positional.
+      const xml = a.xml === '' ? '-' : a.xml;
+      const second = a.second === '' ? undefined : a.second;
+      const domain = second === undefined ? null : parseObjectName(second, 'domain');
+      const needDomain = () => { if (domain === null) throw new BadInputError(`vfpool migrate ${a.first}: name the domain`); return domain; };
+      switch (a.first) {
+        case 'begin': {
+          if (xml !== undefined) {
+            const r = migrateBeginXml(readInput(xml, 'a domain XML'), () => null, xml === '-' ? 'migrate begin (stdin)' : xml);
+            for (const m of r.mapped) ctx.log.info(m);
+            process.stdout.write(r.xml);
+            return 0;
+          }
+          const d = needDomain();
+          const plan = readDomainPlan(ctx.settings.stateDir, d);
+          if (!plan) throw new BadInputError(`domain '${d}' has no vfpool plan on this host`, 'run begin on the source host, where the domain was prepared');
+          process.stdout.write(JSON.stringify(describeForMigration(plan, requestLookup(ctx)), null, 2) + '\n');
+          return 0;
+        }
+        case 'prepare': {
+          if (a.description === '') a.description = '-';
+          if (a.description === undefined) throw new BadInputError('vfpool migrate prepare: give --description FILE (the output of `vfpool migrate begin DOMAIN` on the source)');
+          let value: unknown;
+          try { value = JSON.parse(readInput(a.description, 'a migration description')); } catch (err) {
+            if (err instanceof SyntaxError) throw new BadInputError(`${a.description}: is not JSON: ${err.message}`, 'give the output of `vfpool migrate begin DOMAIN`');
+            throw err;
+          }
+          const desc = validateDescription(value, a.description);
+          if (domain !== null && domain !== desc.domain) throw new BadInputError(`${a.description} describes domain '${desc.domain}', not '${domain}'`);
+          print(await withDeps(ctx, null, (deps) => prepareStage(deps, desc)), a.json);
+          return 0;
+        }
+        case 'perform': {
+          const d = needDomain();
+          return withDeps(ctx, d, async (deps) => {
+            const r = await performStage(deps, d);
+            print(r, a.json);
+            if (a.to === undefined) return 0;
+            try {
+              const m = await migrateOverQmp(deps.qmp!, a.to, r.failoverPrimaries, a.timeout * 1000);
+              process.stdout.write(`${d}: migrated to ${a.to} in ${m.ms} ms${m.unplugPrimary.length ? ` (QEMU unplugged failover primaries ${m.unplugPrimary.join(', ')})` : ''}\n`);
+              return 0;
+            } catch (err) {
+              print(await confirmStage(deps, d, 'source', 'failure'), a.json);
+              throw err;
+            }
+          });
+        }
+        case 'confirm': {
+          const d = needDomain();
+          if (a.role === undefined) throw new BadInputError('vfpool migrate confirm: give --role source or --role destination');
+          const record = fileRecordStore(ctx.settings.stateDir).read(d);
+          const needsQemu = (a.role === 'destination' && !a.failed) || (a.role === 'source' && a.failed && record?.vfs.some((v) => v.unplugged && v.unplugMode === 'device_del'));
+          return withDeps(ctx, needsQemu || a.waitIncoming !== undefined ? d : null, async (deps) => {
+            let failed = a.failed;
+            if (a.waitIncoming !== undefined) failed = (await waitIncoming(deps.qmp!, a.waitIncoming)) === 'failure';
+            print(await confirmStage(deps, d, a.role!, failed ? 'failure' : 'success'), a.json);
+            return 0;
+          });
+        }
+      }
+      return 2;
+}
+
+/**
+ * With libvirt: perform here (plain VFs unplugged over vfpool's QMP socket), `virsh migrate
+ * --live`, then confirm: the source's VFs restored and freed (libvirt's `release end migrated`
+ * does the same, idempotently), and the destination checked through its libvirt until its plain
+ * VFs are plugged (its own vfpool plugs them once the incoming migration ends). On a failed
+ * migration the source's VFs are plugged back.
+ */
+async function migrateWithLibvirt(ctx: Context, domainRaw: string, destUri: string | undefined, virshOpts: string[], timeout: number): Promise<number> {
+  const domain = parseObjectName(domainRaw, 'domain');
+  if (destUri === undefined || !/^[a-z0-9+]+:\/\/[A-Za-z0-9_.:@\[\]-]*\/[A-Za-z0-9_./?=&-]*$/.test(destUri)) {
+    throw new BadInputError(`vfpool migrate ${domain}: '${destUri ?? ''}' is not a libvirt URI`, 'e.g. qemu+tcp://dest.example/system or qemu+ssh://dest/system');
+  }
+  for (const o of virshOpts) if (!VIRSH_OPT.test(o)) throw new BadInputError(`vfpool migrate: '${o}' is not a virsh migrate option vfpool passes on`, 'give options as --name or --name=value');
+  return withDeps(ctx, domain, async (deps) => {
+    const performed = await performStage(deps, domain);
+    for (const s of performed.steps) process.stdout.write(`${domain}: ${s}\n`);
+    const t0 = Date.now();
+    const r = await execa('virsh', ['migrate', '--live', ...virshOpts, domain, destUri], { reject: false, timeout: timeout * 1000, env: { LC_ALL: 'C' } });
+    if (r.exitCode !== 0) {
+      const undo = await confirmStage(deps, domain, 'source', 'failure');
+      for (const s of undo.steps) process.stdout.write(`${domain}: ${s}\n`);
+      throw new HostError(`virsh migrate --live ${domain} ${destUri} failed: ${String(r.stderr).trim() || `exit ${r.exitCode}`}`, { hint: 'the domain stays on this host with its VFs plugged back' });
+    }
+    process.stdout.write(`${domain}: virsh migrate --live to ${destUri} took ${Date.now() - t0} ms\n`);
+    const plain = (deps.plans.read(domain)?.vfs ?? []).filter((v) => v.failoverStandbyMac === null).map((v) => v.id);
+    const done = await confirmStage(deps, domain, 'source', 'success');
+    for (const s of done.steps) process.stdout.write(`${domain}: ${s}\n`);
+    if (plain.length === 0) return 0;
+    // Destination: its own vfpool plugs the plain VFs once the incoming migration ends (it
+    // alone knows which VFs it reserved); check through its libvirt, bounded.
+    const dest = virshQmp(destUri, domain);
+    const end = Date.now() + 60_000;
+    for (;;) {
+      const ids = await peripheralIds(dest, DEFAULT_TIMEOUTS);
+      const missing = plain.filter((id) => !ids.has(id));
+      if (missing.length === 0) break;
+      if (Date.now() > end) {
+        throw new HostError(`${domain} runs on ${destUri} but ${missing.join(', ')} did not appear in its QEMU within 60 s`, { hint: `on the destination, run \`vfpool migrate confirm ${domain} --role destination\`` });
+      }
+      await sleep(500);
+    }
+    process.stdout.write(`${domain}: ${plain.join(', ')} plugged on ${destUri}\n`);
+    return 0;
+  });
+}

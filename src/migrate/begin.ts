@@ -1,0 +1,142 @@
+import { BadInputError } from '../errors.js';
+import { parseDomainXml, type HostdevRequest } from '../config/domain-xml.js';
+import type { DomainPlanV1 } from '../state/domain-plan.js';
+import type { MacAddress } from '../types.js';
+import type { MigrationVfRequest } from './ports.js';
+
+/**
+ * Begin. What leaves the source describes what the guest ASKED for (pool, MAC, VLAN, …),
+ * never what the source host GAVE it: its VFs' PCI addresses and the transient vfio-pci
+ * devices mean nothing on another host.
+ */
+
+/** How the destination maps a request that names a source-only device; null: it cannot. */
+export type SourceDeviceMapper = (req: HostdevRequest) => { pool: string } | null;
+
+export interface BeginXmlResult {
+  xml: string;
+  /** One line per request changed, for the log. */
+  mapped: string[];
+}
+
+// The vfpool:domain element inside <metadata>, whatever its prefix (libvirt keeps the
+// document's, or re-serialises with the default namespace).
+const HOSTDEV_TAG = /<((?:[A-Za-z_][\w.-]*:)?)hostdev\b([^>]*?)(\/?)>/g;
+
+function metadataRange(xml: string): { start: number; end: number } | null {
+  const open = /<metadata\b[^>]*>/.exec(xml);
+  if (!open) return null;
+  const close = xml.indexOf('</metadata>', open.index);
+  return close < 0 ? null : { start: open.index, end: close };
+}
+
+function dropAttrs(attrs: string, names: string[]): string {
+  let out = attrs;
+  for (const n of names) out = out.replace(new RegExp(`\\s+${n}\\s*=\\s*("[^"]*"|'[^']*')`), '');
+  return out;
+}
+
+function setAttr(attrs: string, name: string, value: string): string {
+  const re = new RegExp(`(\\s${name}\\s*=\\s*)("[^"]*"|'[^']*')`);
+  return re.test(attrs) ? attrs.replace(re, `$1'${value}'`) : `${attrs} ${name}='${value}'`;
+}
+
+/**
+ * libvirt's `migrate begin` hook on the destination: the domain XML in, the XML to use out.
+ * A `<vfpool:hostdev>` that names a source-only device (`netdev=`, `address=`) is mapped to a
+ * pool of this host (its own `pool=`, else `mapDevice`) or refused with one sentence, before
+ * anything is reserved: the refusal cancels the migration and leaves the source untouched.
+ */
+export function migrateBeginXml(xml: string, mapDevice: SourceDeviceMapper, where = 'migrate begin'): BeginXmlResult {
+  const spec = parseDomainXml(xml, where);
+  const dom = `domain '${spec.name}'`;
+  const changes = new Map<number, { pool: string; line: string }>();
+  spec.hostdevs.forEach((h, i) => {
+    if (h.netdev === null && h.address === null) return;
+    const named = h.address !== null ? `address='${h.address}'` : `netdev='${h.netdev}'`;
+    const pool = h.pool ?? mapDevice(h)?.pool ?? null;
+    if (pool === null) {
+      throw new BadInputError(
+        `${h.field}: names ${named}, a device of the source host, which the destination cannot hold`,
+        `give the request a pool (pool='POOL' beside ${named.split('=')[0]}) so that any VF of that pool will do after a migration`,
+      );
+    }
+    changes.set(i, { pool, line: `${dom}: vfpool:hostdev #${i + 1}: ${named} (source host) replaced by pool='${pool}'` });
+  });
+  if (changes.size === 0) return { xml, mapped: [] };
+  const range = metadataRange(xml);
+  if (!range) throw new BadInputError(`${dom}: vfpool:hostdev requests found but no <metadata> element in the XML text`);
+  const meta = xml.slice(range.start, range.end);
+  let k = -1;
+  let seen = 0;
+  const edited = meta.replace(HOSTDEV_TAG, (whole, prefix: string, attrs: string, selfClose: string) => {
+    // Only vfpool's hostdev elements count (libvirt's own <hostdev> lives in <devices>, not here).
+    k++;
+    const c = changes.get(k);
+    if (!c) return whole;
+    seen++;
+    return `<${prefix}hostdev${setAttr(dropAttrs(attrs, ['netdev', 'address']), 'pool', c.pool)}${selfClose}>`;
+  });
+  if (seen !== changes.size) throw new BadInputError(`${dom}: could not locate ${changes.size - seen} vfpool:hostdev element(s) in the XML text to map`);
+  return { xml: xml.slice(0, range.start) + edited + xml.slice(range.end), mapped: [...changes.values()].map((c) => c.line) };
+}
+
+/** What the source sends the destination in a migration without libvirt (`vfpool migrate begin`). */
+export interface MigrationDescriptionV1 {
+  version: 1;
+  domain: string;
+  uuid: string | null;
+  delivery: DomainPlanV1['delivery'];
+  vfs: Array<{
+    id: string;
+    pool: string;
+    mac: MacAddress | null;
+    failoverStandbyMac: MacAddress | null;
+    guestAddress: { slot: number } | null;
+    settings: Record<string, unknown>;
+  }>;
+  sriovNics: DomainPlanV1['sriovNics'];
+}
+
+/** The source's plan's requests, for the destination: pools and MACs, no host addresses. */
+export type RequestLookup = (domain: string, vfId: string) => { pool: string; settings: Record<string, unknown> } | null;
+
+/** `vfpool migrate begin DOMAIN` on the source: the description, from the plan and the requests behind it. */
+export function describeForMigration(plan: DomainPlanV1, requestOf: RequestLookup): MigrationDescriptionV1 {
+  return {
+    version: 1,
+    domain: plan.domain,
+    uuid: plan.uuid,
+    delivery: plan.delivery,
+    vfs: plan.vfs.map((vf) => {
+      const req = requestOf(plan.domain, vf.id);
+      if (!req) {
+        throw new BadInputError(
+          `domain '${plan.domain}': ${vf.id} was not given from a pool, so the destination has nothing to ask for`,
+          "only pool requests migrate: give the request pool='POOL' (a netdev= or address= names a device of this host)",
+        );
+      }
+      return { id: vf.id, pool: req.pool, mac: vf.mac, failoverStandbyMac: vf.failoverStandbyMac, guestAddress: vf.guestAddress, settings: req.settings };
+    }),
+    sriovNics: plan.sriovNics,
+  };
+}
+
+export function validateDescription(value: unknown, where: string): MigrationDescriptionV1 {
+  const o = value as MigrationDescriptionV1;
+  const bad = (what: string): never => {
+    throw new BadInputError(`${where}: ${what}`, 'give the output of `vfpool migrate begin DOMAIN` on the source');
+  };
+  if (!o || typeof o !== 'object' || o.version !== 1) bad('is not a version 1 migration description');
+  if (typeof o.domain !== 'string' || !Array.isArray(o.vfs) || !Array.isArray(o.sriovNics)) bad('needs domain, vfs and sriovNics');
+  for (const [i, v] of o.vfs.entries()) {
+    if (typeof v?.id !== 'string' || !/^vfpool-vf[0-9]{1,3}$/.test(v.id)) bad(`vfs[${i}].id is not 'vfpool-vfN'`);
+    if (typeof v.pool !== 'string') bad(`vfs[${i}] has no pool`);
+    if ('host' in (v as object)) bad(`vfs[${i}] carries a host address: a description never names the source's devices`);
+  }
+  return o;
+}
+
+export function requestsOf(d: MigrationDescriptionV1): MigrationVfRequest[] {
+  return d.vfs.map((v) => ({ id: v.id, pool: v.pool, mac: v.mac, settings: v.settings }));
+}

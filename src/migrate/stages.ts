@@ -1,0 +1,203 @@
+import { BadInputError, ConflictError } from '../errors.js';
+import type { DomainPlanV1 } from '../state/domain-plan.js';
+import type { MigrationDescriptionV1 } from './begin.js';
+import { requestsOf } from './begin.js';
+import { deviceOf, generatedDevices } from './devices.js';
+import type { MigrationPool, MigrationQmp, MigrationRecordStore, PlanStore, QemuArgvReader } from './ports.js';
+import { DEFAULT_TIMEOUTS, peripheralIds, plugDevice, unplugDevice, type QmpTimeouts } from './qmp-steps.js';
+import { newRecord, type MigrationRecordV1, type VfMigrationRecord } from './record.js';
+import { applySteps, type MigrationStep } from './steps.js';
+import { failoverState } from './failover.js';
+
+/** What every stage gets injected (the CLI builds it from the settings; tests from fakes). */
+export interface StageDeps {
+  plans: PlanStore;
+  records: MigrationRecordStore;
+  pool: MigrationPool;
+  /** The QEMU of the domain on this host; only perform and confirm talk to it. */
+  qmp?: MigrationQmp;
+  readArgv?: QemuArgvReader;
+  timeouts?: QmpTimeouts;
+}
+
+export interface StageResult {
+  domain: string;
+  stage: MigrationRecordV1['stage'] | 'nothing-to-do';
+  steps: string[];
+}
+
+function need<T>(v: T | undefined, what: string, domain: string): T {
+  if (v === undefined) throw new BadInputError(`domain '${domain}': this stage needs ${what}`, 'run it on the host where the domain\'s QEMU runs');
+  return v;
+}
+
+function vfRecords(plan: DomainPlanV1): VfMigrationRecord[] {
+  return plan.vfs.map((v) => ({ id: v.id, kind: v.failoverStandbyMac !== null ? 'failover' : 'plain', mac: v.mac, unplugged: false, unplugMode: null, plugged: false }));
+}
+
+/** A record of another, unfinished migration of the same domain blocks a new one. */
+function startRecord(deps: StageDeps, domain: string, role: 'source' | 'destination', plan: DomainPlanV1): MigrationRecordV1 {
+  const prev = deps.records.read(domain);
+  if (prev && prev.role !== role) {
+    throw new ConflictError(`domain '${domain}': a migration record says this host is the ${prev.role} of an unfinished migration (stage ${prev.stage})`, `finish it: \`vfpool migrate confirm ${domain} --role ${prev.role} --failed\``);
+  }
+  return prev ?? newRecord(domain, role, vfRecords(plan));
+}
+
+/**
+ * Prepare (destination): replacement VFs with the same ids and MACs reserved and configured,
+ * and the domain's plan written, so the wrapper of the incoming QEMU (-incoming) finds it:
+ * failover primaries go on its command line (hidden until the guest acks), plain VFs wait for
+ * confirm. Idempotent: `reserve` returns an existing reservation; the plan is rewritten.
+ */
+export async function prepareStage(deps: StageDeps, desc: MigrationDescriptionV1): Promise<StageResult> {
+  const domain = desc.domain;
+  const skeleton: DomainPlanV1 = {
+    version: 1, domain, uuid: desc.uuid, delivery: desc.delivery, sriovNics: desc.sriovNics,
+    vfs: desc.vfs.map((v) => ({ id: v.id, host: null, emulatedModel: 'pending', mac: v.mac, failoverStandbyMac: v.failoverStandbyMac, guestAddress: v.guestAddress })),
+  };
+  const existing = deps.plans.read(domain);
+  const record = startRecord(deps, domain, 'destination', skeleton);
+  if (existing && !record.reserved) {
+    throw new ConflictError(`domain '${domain}' already has a vfpool plan on this host, and no migration put it there`, 'a domain of that name runs here: migrate to another host, or release it first');
+  }
+  const requests = requestsOf(desc);
+  let plan: DomainPlanV1 | null = null;
+  const steps: MigrationStep[] = [
+    {
+      describe: `reserve ${requests.length} VF(s) for incoming domain '${domain}' (${requests.map((r) => `${r.id}: pool ${r.pool}, mac ${r.mac ?? '-'}`).join('; ')})`,
+      run: async () => {
+        const vfs = await deps.pool.reserve(domain, requests);
+        const byId = new Map(vfs.map((v) => [v.id, v]));
+        plan = {
+          ...skeleton,
+          vfs: skeleton.vfs.map((v) => {
+            const got = byId.get(v.id);
+            if (!got) throw new BadInputError(`domain '${domain}': the pool reserved nothing for ${v.id}`);
+            if (v.mac !== null && got.mac !== null && got.mac !== v.mac) throw new BadInputError(`domain '${domain}': ${v.id} reserved with MAC ${got.mac}, the source's is ${v.mac}`);
+            return { ...v, host: got.host, emulatedModel: got.emulatedModel, mac: v.mac ?? got.mac };
+          }),
+        };
+        await deps.pool.configure(domain, vfs);
+      },
+      done: (r) => { r.reserved = true; },
+      undo: async (r) => { await deps.pool.release(domain, 'migration-failed'); r.reserved = false; },
+    },
+    {
+      describe: `write the plan of '${domain}' for the incoming QEMU's wrapper`,
+      run: async () => { await deps.plans.write(plan!); },
+      done: (r) => { r.stage = 'prepared'; },
+      undo: async () => { deps.plans.remove(domain); },
+    },
+  ];
+  await deps.records.write(record);
+  const res = await applySteps(steps, record, deps.records);
+  return { domain, stage: record.stage, steps: res.applied };
+}
+
+/**
+ * Perform (source): every VF leaves the guest before its state moves (QEMU refuses to migrate
+ * a vfio device). A plain VF: device_del, DEVICE_DELETED, bounded. A failover primary: QEMU
+ * unplugs it itself when the migration starts (UNPLUG_PRIMARY, see `migrateWithFailover`) —
+ * unless the guest never negotiated failover, then it is unplugged here like a plain VF; a
+ * primary the guest never saw (still hidden) has nothing to unplug. Idempotent: a device already
+ * gone counts as unplugged.
+ */
+export async function performStage(deps: StageDeps, domain: string): Promise<StageResult & { failoverPrimaries: string[] }> {
+  const qmp = need(deps.qmp, "a QMP connection to the domain's QEMU", domain);
+  const t = deps.timeouts ?? DEFAULT_TIMEOUTS;
+  const plan = deps.plans.read(domain);
+  if (!plan) throw new BadInputError(`domain '${domain}' has no vfpool plan on this host`, 'run perform on the source host, where the domain was prepared');
+  const record = startRecord(deps, domain, 'source', plan);
+  const devices = generatedDevices(plan, need(deps.readArgv, "the QEMU's command line", domain)(domain));
+  const present = await peripheralIds(qmp, t);
+  const failoverPrimaries: string[] = [];
+  const steps: MigrationStep[] = [];
+  for (const vf of record.vfs) {
+    if (vf.unplugged) continue;
+    const where = `domain '${domain}': ${vf.id}`;
+    let mode: 'device_del' | 'failover' | 'hidden' = 'device_del';
+    if (vf.kind === 'failover') {
+      const pv = plan.vfs.find((p) => p.id === vf.id)!;
+      const state = await failoverState(qmp, pv, devices, present, t);
+      if (state === 'hidden') mode = 'hidden';
+      else if (state === 'negotiated') { failoverPrimaries.push(vf.id); continue; }
+    }
+    const device = deviceOf(devices, vf.id, where);
+    steps.push({
+      describe: mode === 'hidden' ? `${vf.id}: failover primary still hidden (the guest never acked failover): nothing to unplug` : `device_del ${vf.id} on the source QEMU, wait for DEVICE_DELETED (${t.unplug} ms)`,
+      run: async () => { if (mode === 'device_del') await unplugDevice(qmp, vf.id, where, t); },
+      done: (r) => { const x = r.vfs.find((y) => y.id === vf.id)!; x.unplugged = true; x.unplugMode = mode; },
+      undo: mode === 'hidden' ? null : async (r) => {
+        await plugDevice(qmp, device, where, t);
+        const x = r.vfs.find((y) => y.id === vf.id)!;
+        x.unplugged = false; x.unplugMode = null;
+      },
+    });
+  }
+  steps.push({ describe: `source of '${domain}' ready to migrate`, run: async () => {}, done: (r) => { r.stage = 'performed'; }, undo: null });
+  await deps.records.write(record);
+  const res = await applySteps(steps, record, deps.records);
+  return { domain, stage: record.stage, steps: res.applied, failoverPrimaries };
+}
+
+/**
+ * Confirm. Success on the source: its VFs restored and freed, plan and record gone. Success on
+ * the destination: the plain VFs plugged with the generated devices (failover primaries QEMU
+ * already re-plugs when the guest acks). Failure on the source: the VFs perform unplugged are
+ * plugged back (QEMU re-plugs failover primaries itself when a migration fails). Failure on the
+ * destination: its reservation restored and freed, plan gone. Re-runnable: each step checks QEMU
+ * and the record first; with no record left there is nothing to do but the idempotent release.
+ */
+export async function confirmStage(deps: StageDeps, domain: string, role: 'source' | 'destination', outcome: 'success' | 'failure'): Promise<StageResult> {
+  const t = deps.timeouts ?? DEFAULT_TIMEOUTS;
+  const record = deps.records.read(domain);
+  if (record && record.role !== role) {
+    throw new ConflictError(`domain '${domain}': this host is the ${record.role} of the migration, not the ${role}`, `run \`vfpool migrate confirm ${domain} --role ${record.role}\``);
+  }
+  const steps: MigrationStep[] = [];
+  const releaseHere = (reason: 'migrated' | 'migration-failed'): MigrationStep => ({
+    describe: `restore and free the VFs of '${domain}' on this host (${reason})`,
+    run: async () => { await deps.pool.release(domain, reason); deps.plans.remove(domain); },
+    done: (r) => { r.reserved = false; r.stage = outcome === 'success' ? 'confirmed-success' : 'confirmed-failure'; },
+    undo: null,
+  });
+  const plugAll = (ids: string[]): MigrationStep[] => {
+    if (ids.length === 0) return [];
+    const qmp = need(deps.qmp, "a QMP connection to the domain's QEMU", domain);
+    const plan = deps.plans.read(domain);
+    if (!plan) throw new BadInputError(`domain '${domain}' has no vfpool plan on this host`, `confirm ${role} runs where the domain's QEMU runs`);
+    const devices = generatedDevices(plan, need(deps.readArgv, "the QEMU's command line", domain)(domain));
+    return ids.map((id) => {
+      const device = deviceOf(devices, id, `domain '${domain}': ${id}`);
+      return {
+        describe: `device_add ${id} (${device.driver}${device.mac ? `, mac ${device.mac}` : ''}) on bus ${device.bus}`,
+        run: async () => { await plugDevice(qmp, device, `domain '${domain}': ${id}`, t); },
+        done: (r) => { const x = r.vfs.find((y) => y.id === id); if (x) { x.plugged = true; x.unplugged = false; } },
+        undo: async (r) => { await unplugDevice(qmp, id, `domain '${domain}': ${id}`, t); const x = r.vfs.find((y) => y.id === id); if (x) x.plugged = false; },
+      };
+    });
+  };
+
+  if (!record) {
+    // Nothing recorded: a finished confirm re-run. Releasing is idempotent; plugging needs the record.
+    if ((role === 'source' && outcome === 'success') || (role === 'destination' && outcome === 'failure')) {
+      await deps.pool.release(domain, outcome === 'success' ? 'migrated' : 'migration-failed');
+      deps.plans.remove(domain);
+    }
+    return { domain, stage: 'nothing-to-do', steps: [] };
+  }
+  if (role === 'source' && outcome === 'success') steps.push(releaseHere('migrated'));
+  if (role === 'destination' && outcome === 'failure') steps.push(releaseHere('migration-failed'));
+  if (role === 'destination' && outcome === 'success') {
+    steps.push(...plugAll(record.vfs.filter((v) => v.kind === 'plain' && !v.plugged).map((v) => v.id)));
+    steps.push({ describe: `'${domain}' arrived`, run: async () => {}, done: (r) => { r.stage = 'confirmed-success'; }, undo: null });
+  }
+  if (role === 'source' && outcome === 'failure') {
+    steps.push(...plugAll(record.vfs.filter((v) => v.unplugged && v.unplugMode === 'device_del' && !v.plugged).map((v) => v.id)));
+    steps.push({ describe: `'${domain}' stays on the source`, run: async () => {}, done: (r) => { r.stage = 'confirmed-failure'; }, undo: null });
+  }
+  const res = await applySteps(steps, record, deps.records);
+  deps.records.remove(domain);
+  return { domain, stage: record.stage, steps: res.applied };
+}

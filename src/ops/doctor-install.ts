@@ -1,0 +1,195 @@
+import { lstatSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { execa } from 'execa';
+import { parseConfFile, type Settings } from '../config/settings.js';
+import { fail, listDir, pass, readText, type Check } from './doctor-check.js';
+
+/** vfpool's own installation and what it needs from libvirt and QEMU, as found on this host. */
+
+const DAEMONS = ['libvirtd', 'virtqemud', 'virtnetworkd'];
+
+/**
+ * The hooks are installed and lead to this install (a stale link after a move would run an old
+ * vfpool, or nothing: libvirt then fails every guest start with "cannot execute hook").
+ */
+export function checkHooks(settings: Settings, installDir: string | null): { checks: Check[]; newest: number | null } {
+  let newest: number | null = null;
+  const checks = ['network', 'qemu'].map((driver) => {
+    const id = `hook:${driver}`;
+    const link = join(settings.libvirtConfDir, 'hooks', `${driver}.d`, 'vfpool');
+    let st;
+    try {
+      st = lstatSync(link);
+    } catch {
+      return fail(id, `${link} does not exist`, installDir ? `bash ${join(installDir, 'install.sh')}` : 'run install.sh from the vfpool build');
+    }
+    newest = Math.max(newest ?? 0, st.mtimeMs);
+    // hooks/network and hooks/qemu are links to one shim, which tells the two apart by the path
+    // libvirt ran; so "this install's hook" is the directory the link leads into, not the file.
+    let target: string;
+    let shim: string;
+    try {
+      const first = resolve(dirname(link), readlinkSync(link));
+      target = join(realpathSync(dirname(first)), basename(first));
+      shim = realpathSync(link);
+    } catch {
+      return fail(id, `${link} is a dangling link`, installDir ? `bash ${join(installDir, 'install.sh')}` : 'run install.sh again');
+    }
+    if (installDir) {
+      const mine = join(installDir, 'hooks', driver);
+      let expected: string;
+      try {
+        expected = join(realpathSync(join(installDir, 'hooks')), driver);
+      } catch {
+        expected = mine;
+      }
+      if (target !== expected) return fail(id, `${link} leads to ${target}, not to this install's ${mine}`, `ln -sfn ${mine} ${link}`);
+    }
+    if (!(statSync(shim).mode & 0o111)) return fail(id, `${shim} is not executable`, `chmod 0755 ${shim}`);
+    return pass(id, `${link} -> ${target}`);
+  });
+  return { checks, newest };
+}
+
+/** Start time of a process in ms since the epoch: /proc/PID/stat field 22 (clock ticks after boot) + btime. */
+function processStart(procRoot: string, pid: string): number | null {
+  const stat = readText(join(procRoot, pid, 'stat'));
+  const btime = /^btime (\d+)$/m.exec(readText(join(procRoot, 'stat')) ?? '');
+  if (!stat || !btime) return null;
+  // The command name (field 2) may hold spaces and parentheses: count fields after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[19]);
+  // USER_HZ is 100 on every architecture Linux exports to user space through /proc.
+  return Number.isFinite(ticks) ? Number(btime[1]) * 1000 + ticks * 10 : null;
+}
+
+/** libvirt looks for hook scripts only when its daemon starts: one started before them never runs them. */
+export function checkDaemon(settings: Settings, hooksAppeared: number | null): Check {
+  const running: Array<{ name: string; pid: string; start: number | null }> = [];
+  for (const pid of listDir(settings.procRoot).filter((p) => /^\d+$/.test(p))) {
+    const comm = (readText(join(settings.procRoot, pid, 'comm')) ?? '').trim();
+    if (DAEMONS.includes(comm)) running.push({ name: comm, pid, start: processStart(settings.procRoot, pid) });
+  }
+  const id = 'libvirt-daemon';
+  if (running.length === 0) return fail(id, `no libvirt daemon runs (${DAEMONS.join(', ')})`, 'systemctl start libvirtd (or virtqemud and virtnetworkd)');
+  const desc = running.map((d) => `${d.name} pid ${d.pid}${d.start ? ` since ${new Date(d.start).toISOString()}` : ''}`).join(', ');
+  if (hooksAppeared === null) return fail(id, `${desc}; no vfpool hook installed`, 'install the hooks (install.sh), then restart the daemon');
+  const stale = running.filter((d) => d.start === null || d.start < hooksAppeared);
+  if (stale.length) {
+    return fail(id, `${desc}: started before the hooks appeared (${new Date(hooksAppeared).toISOString()}), so it does not run them`, `systemctl restart ${[...new Set(stale.map((d) => d.name))].join(' ')}`);
+  }
+  return pass(id, `${desc}, after the hooks appeared`);
+}
+
+export function checkConf(settings: Settings, env: NodeJS.ProcessEnv): Check {
+  const confDir = env.VFPOOL_CONFIG_DIR || '/etc/vfpool';
+  const file = join(confDir, 'vfpool.conf');
+  const text = readText(file);
+  if (text === null) return pass('vfpool.conf', `${file} does not exist: defaults and the environment apply`);
+  try {
+    const keys = Object.keys(parseConfFile(text, file));
+    return pass('vfpool.conf', `${file}: ${keys.length ? keys.join(', ') : 'only comments'}`);
+  } catch (err) {
+    return fail('vfpool.conf', (err as Error).message, `edit ${file}: KEY=value lines with the keys \`vfpool --help\` lists`);
+  }
+}
+
+/** State and journal: root's own, 0700, files 0600 (they name guests and hold their MACs). */
+export function checkStateDirs(settings: Settings): Check[] {
+  const euid = process.geteuid?.() ?? 0;
+  return [
+    ['state-dir', settings.stateDir, ['state.json', 'vfpool.log']],
+    ['journal-dir', settings.journalDir, ['history.jsonl']],
+  ].map(([id, dir, files]) => {
+    const d = dir as string;
+    let st;
+    try {
+      st = statSync(d);
+    } catch {
+      return pass(id as string, `${d} does not exist yet (created 0700 at the first operation)`);
+    }
+    const bad: string[] = [];
+    if (st.uid !== euid) bad.push(`${d} is owned by uid ${st.uid}, not ${euid}`);
+    if ((st.mode & 0o077) !== 0) bad.push(`${d} has mode ${(st.mode & 0o777).toString(8)}, not 700`);
+    for (const f of files as string[]) {
+      try {
+        const fst = statSync(join(d, f));
+        if ((fst.mode & 0o077) !== 0) bad.push(`${join(d, f)} has mode ${(fst.mode & 0o777).toString(8)}, not 600`);
+      } catch {
+        // not written yet
+      }
+    }
+    return bad.length ? fail(id as string, bad.join('; '), `chown -R ${euid}:0 ${d} && chmod 0700 ${d} && chmod 0600 ${d}/*`) : pass(id as string, `${d} 0700, files 0600`);
+  });
+}
+
+/** The QEMU the wrapper execs, and the virtio-net properties the failover and sriov-pf modes need. */
+export async function checkQemu(settings: Settings): Promise<Check[]> {
+  const q = settings.qemuPath;
+  const version = await execa(q, ['--version'], { reject: false, timeout: 20_000, env: { LC_ALL: 'C' } });
+  if (version.exitCode !== 0) {
+    return [fail('qemu', `${q} does not run: ${String(version.stderr || version.message).split('\n')[0]}`, `apt-get install qemu-system-x86, or set VFPOOL_QEMU=/path/to/qemu-system-x86_64 in /etc/vfpool/vfpool.conf`)];
+  }
+  const out: Check[] = [pass('qemu', `${q}: ${String(version.stdout).split('\n')[0]}`)];
+  const props = await execa(q, ['-device', 'virtio-net-pci,help'], { reject: false, timeout: 20_000, env: { LC_ALL: 'C' } });
+  const text = String(props.stdout);
+  for (const [prop, mode, since] of [['failover', 'pci-passthrough-hybrid', '4.2'], ['sriov-pf', 'emulated virtio-net SR-IOV', '11.1']] as const) {
+    const has = new RegExp(`^\\s*${prop}=`, 'm').test(text);
+    out.push(has ? pass(`qemu:${prop}`, `virtio-net-pci has '${prop}'`) : fail(`qemu:${prop}`, `virtio-net-pci of ${q} has no '${prop}' property (needed by ${mode})`, `use a QEMU >= ${since}: set VFPOOL_QEMU to it in /etc/vfpool/vfpool.conf`));
+  }
+  return out;
+}
+
+/** A qemu.conf list setting (`name = [ "a", "b" ]`, possibly over several lines), or null if unset. */
+export function confList(text: string, name: string): string[] | null {
+  const m = new RegExp(`^\\s*${name}\\s*=\\s*\\[([^\\]]*)\\]`, 'm').exec(text.replace(/#.*$/gm, ''));
+  return m ? [...m[1]!.matchAll(/"([^"]*)"/g)].map((x) => x[1]!) : null;
+}
+
+/**
+ * What the QEMU wrapper needs from libvirt: it adds vfio-pci devices libvirt does not know of,
+ * so libvirt neither puts /dev/vfio/* into the guest's private /dev (mount namespace) nor allows
+ * them in its device cgroup (checkMemlock covers the third need).
+ */
+export function checkQemuConf(settings: Settings): Check[] {
+  const file = join(settings.libvirtConfDir, 'qemu.conf');
+  const text = readText(file);
+  const out: Check[] = [];
+  if (text === null) {
+    out.push(fail('qemu.conf', `${file} does not exist (libvirt's defaults: a private /dev per guest)`, `install libvirt-daemon-driver-qemu, then set namespaces = [ ] in ${file}`));
+    return out;
+  }
+  const ns = confList(text, 'namespaces');
+  out.push(ns !== null && !ns.includes('mount')
+    ? pass('qemu.conf:namespaces', `namespaces = [ ${ns.map((n) => `"${n}"`).join(', ')} ]: QEMU sees the host's /dev/vfio`)
+    : fail('qemu.conf:namespaces', `${ns === null ? 'namespaces unset (default [ "mount" ])' : 'namespaces includes "mount"'}: QEMU gets a private /dev without the VF's /dev/vfio/GROUP`, `namespaces = [ ] in ${file}, then restart the libvirt daemon`));
+  const ctrls = confList(text, 'cgroup_controllers');
+  const acl = confList(text, 'cgroup_device_acl');
+  const devicesOff = ctrls !== null && !ctrls.includes('devices');
+  out.push(devicesOff || (acl?.includes('/dev/vfio/vfio') ?? false)
+    ? pass('qemu.conf:device-cgroup', devicesOff ? 'cgroup_controllers without "devices"' : 'cgroup_device_acl allows /dev/vfio/vfio')
+    : fail('qemu.conf:device-cgroup', `cgroup_device_acl ${acl === null ? 'unset (default list)' : `= [ ${acl.join(', ')} ]`} does not allow /dev/vfio`, `add "/dev/vfio/vfio" and the VFs' "/dev/vfio/GROUP" to cgroup_device_acl in ${file} (or drop "devices" from cgroup_controllers), then restart the libvirt daemon`));
+  return out;
+}
+
+/**
+ * vfio pins all guest RAM. libvirt raises RLIMIT_MEMLOCK only for guests with devices it manages
+ * (or <memoryBacking><locked/>); otherwise QEMU inherits the daemon's limit (8 MiB by default,
+ * LAB.md), so devices the wrapper adds need the daemon's own limit raised.
+ */
+export function checkMemlock(settings: Settings): Check {
+  const found: string[] = [];
+  const low: string[] = [];
+  for (const pid of listDir(settings.procRoot).filter((p) => /^\d+$/.test(p))) {
+    const comm = (readText(join(settings.procRoot, pid, 'comm')) ?? '').trim();
+    if (comm !== 'libvirtd' && comm !== 'virtqemud') continue;
+    const m = /^Max locked memory\s+(\S+)\s+(\S+)/m.exec(readText(join(settings.procRoot, pid, 'limits')) ?? '');
+    if (!m) continue;
+    found.push(`${comm} pid ${pid}: memlock ${m[1]}/${m[2]}`);
+    if (m[1] !== 'unlimited' && Number(m[1]) < 1024 ** 3) low.push(comm);
+  }
+  if (found.length === 0) return fail('memlock', 'no libvirt daemon runs: cannot tell the memlock limit its QEMUs inherit', 'systemctl start libvirtd (or virtqemud)');
+  return low.length
+    ? fail('memlock', `${found.join(', ')}: QEMU inherits this for VFs the wrapper adds, and vfio pins all guest RAM`, `systemctl edit ${low[0]} → [Service] LimitMEMLOCK=infinity, then restart it; or give each guest <memoryBacking><locked/></memoryBacking>`)
+    : pass('memlock', found.join(', '));
+}

@@ -1,0 +1,70 @@
+import type { Context } from '../pool/context.js';
+import { reconcile } from '../pool/reconcile.js';
+import { asVfpoolError } from '../errors.js';
+import type { PoolSpec } from '../config/pool-xml.js';
+import { fail, pass, type Check } from './doctor-check.js';
+import { checkIommu, checkPfs, checkPools, checkVfio } from './doctor-kernel.js';
+import { checkConf, checkDaemon, checkHooks, checkMemlock, checkQemu, checkQemuConf, checkStateDirs } from './doctor-install.js';
+
+export type { Check } from './doctor-check.js';
+
+export interface DoctorOptions {
+  /** The vfpool install the running CLI belongs to (its hooks are what libvirt should run); null: unknown. */
+  installDir: string | null;
+  /** The environment the CLI was started with (vfpool.conf is looked for where it says). */
+  env: NodeJS.ProcessEnv;
+  /** Seconds a guest may take from prepare to its QEMU pid (as `vfpool reconcile --grace`). */
+  graceMs: number;
+}
+
+/**
+ * `vfpool doctor`: every prerequisite, read-only. The first row says whether this host has
+ * SR-IOV at all, because every other failure matters less than that one.
+ */
+export async function runDoctor(ctx: Context, opts: DoctorOptions): Promise<Check[]> {
+  const s = ctx.settings;
+  const { checks: pfChecks, pfs } = await checkPfs(ctx.host);
+  const checks: Check[] = [
+    pfs.size
+      ? pass('sr-iov', `${pfs.size} SR-IOV PF(s): ${[...pfs.keys()].join(', ')}`)
+      : fail('sr-iov', `no SR-IOV physical function on this host (${ctx.host.kind === 'sim' ? `simulated host ${s.host.slice(4)}` : `no sriov_totalvfs under ${s.sysfsRoot}/class/net`})`, 'use a NIC with SR-IOV (e.g. Intel 82576/X710, Mellanox ConnectX) and enable SR-IOV in the firmware'),
+  ];
+  checks.push(...checkIommu(s), ...checkVfio(s), ...pfChecks);
+
+  const state = ctx.store.read();
+  const pools = ctx.registry.names(state).map((name) => {
+    try {
+      return { name, spec: ctx.registry.get(name, state) as PoolSpec | null, error: null };
+    } catch (err) {
+      return { name, spec: null, error: asVfpoolError(err).message };
+    }
+  });
+  checks.push(...checkPools(pools, pfs));
+
+  const hooks = checkHooks(s, opts.installDir);
+  checks.push(...hooks.checks, checkDaemon(s, hooks.newest), checkConf(s, opts.env), ...checkStateDirs(s));
+  checks.push(...(await checkQemu(s)), ...checkQemuConf(s), checkMemlock(s));
+
+  try {
+    const r = await reconcile(ctx, { libvirtRunDir: s.libvirtRunDir, graceMs: opts.graceMs, dryRun: true });
+    checks.push(r.freed.length
+      ? fail('stale-allocations', `${r.freed.length} VF(s) held for guests that are gone: ${r.freed.map((e) => `${e.vfAddr} (domain ${e.domain}: ${e.reason})`).join('; ')}`, 'vfpool reconcile')
+      : pass('stale-allocations', `${r.kept.length} allocation(s), all of running guests`));
+  } catch (err) {
+    checks.push(fail('stale-allocations', `cannot judge the allocations: ${asVfpoolError(err).message}`, 'vfpool reconcile --dry-run'));
+  }
+  return checks;
+}
+
+/** The text form: one row per check, the fix under each failed one. */
+export function formatDoctor(checks: Check[]): string[] {
+  const width = Math.max(...checks.map((c) => c.id.length));
+  const lines: string[] = [];
+  for (const c of checks) {
+    lines.push(`${c.ok ? 'ok  ' : 'FAIL'} ${c.id.padEnd(width)}  ${c.found}`);
+    if (c.fix) lines.push(`     ${' '.repeat(width)}  fix: ${c.fix}`);
+  }
+  const failed = checks.filter((c) => !c.ok).length;
+  lines.push(failed ? `${failed} of ${checks.length} checks failed` : `all ${checks.length} checks passed`);
+  return lines;
+}

@@ -1,0 +1,200 @@
+import { appendFileSync, chmodSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import lockfile from 'proper-lockfile';
+
+/**
+ * The VF history: one JSON object per line in `$VFPOOL_JOURNAL_DIR/history.jsonl`, appended at
+ * every allocation, MAC/VLAN change, restore, release, pool start/stop and refusal. It answers
+ * "who had this VF, when, and what was it set to" after the guest, the state record and even
+ * the host's /run (a reboot) are gone, which is why it lives in /var/lib and not in the state
+ * directory.
+ *
+ * A journal write never fails an operation: the VF has already changed when it is written, and
+ * a full disk must not turn a working start into a failed one. Errors go to the log instead.
+ */
+
+export type JournalOp =
+  | 'allocate'
+  | 'configure'
+  | 'prepare-failed'
+  | 'restore'
+  | 'release'
+  | 'release-failed'
+  | 'pool-start'
+  | 'pool-stop'
+  | 'pool-refused';
+
+/** What a VF was set to: the values an administrator asks about. */
+export interface VfValues {
+  mac?: string | null;
+  vlan?: number | null;
+  driver?: string | null;
+  owner?: string | null;
+  numVfs?: number | null;
+}
+
+export interface JournalEntry {
+  time: string;
+  op: JournalOp;
+  domain: string | null;
+  pool: string | null;
+  /** The VF's PCI address, or for pool operations null (see `pf`). */
+  vf: string | null;
+  pf: string | null;
+  before: VfValues | null;
+  after: VfValues | null;
+  /** Why a refused or failed operation did not happen (its one line), with its exit code. */
+  error?: string;
+  exitCode?: number;
+}
+
+export type JournalInput = Partial<Omit<JournalEntry, 'time' | 'op'>> & { op: JournalOp };
+
+/** Bounds: the live file is rotated past `maxBytes`; `keep` older files are kept (history.jsonl.1 …). */
+export interface JournalLimits {
+  maxBytes: number;
+  keep: number;
+}
+export const DEFAULT_JOURNAL_LIMITS: JournalLimits = { maxBytes: 1024 * 1024, keep: 4 };
+
+export const JOURNAL_FILE = 'history.jsonl';
+
+/** Where a failed journal write is reported (the operation's own log). */
+export interface JournalLog {
+  warn(msg: string): void;
+}
+
+export class Journal {
+  readonly file: string;
+  constructor(
+    readonly dir: string,
+    private readonly log: JournalLog | null = null,
+    private readonly limits: JournalLimits = DEFAULT_JOURNAL_LIMITS,
+  ) {
+    this.file = join(dir, JOURNAL_FILE);
+  }
+
+  /** Appends entries; never throws (see the module comment). */
+  record(...inputs: JournalInput[]): void {
+    if (inputs.length === 0) return;
+    const time = new Date().toISOString();
+    const lines = inputs
+      .map((i) => JSON.stringify({ time, op: i.op, domain: i.domain ?? null, pool: i.pool ?? null, vf: i.vf ?? null, pf: i.pf ?? null, before: i.before ?? null, after: i.after ?? null, ...(i.error !== undefined ? { error: i.error, exitCode: i.exitCode } : {}) }))
+      .join('\n') + '\n';
+    try {
+      this.append(lines);
+    } catch (err) {
+      this.log?.warn(`history journal ${this.file} not written: ${(err as Error).message}`);
+    }
+  }
+
+  private append(lines: string): void {
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    // Several hooks may run at once (libvirt starts guests in parallel): rotation renames the
+    // file, so it and the append are done under one lock, or an entry could land in a file
+    // that was just rotated away or be lost with the oldest one.
+    if (!existsSync(this.file)) closeSync(openSync(this.file, 'a', 0o600));
+    const release = lockWithRetry(this.file);
+    try {
+      let size = 0;
+      try {
+        size = statSync(this.file).size;
+      } catch {
+        // rotated by another writer between the existsSync and the lock: appendFileSync recreates it
+      }
+      if (size > 0 && size + lines.length > this.limits.maxBytes) this.rotate();
+      appendFileSync(this.file, lines, { mode: 0o600 });
+      // An administrator's umask or a copy may have widened it; the history names guests.
+      chmodSync(this.file, 0o600);
+    } finally {
+      release();
+    }
+  }
+
+  private rotate(): void {
+    rmSync(`${this.file}.${this.limits.keep}`, { force: true });
+    for (let n = this.limits.keep - 1; n >= 1; n--) {
+      if (existsSync(`${this.file}.${n}`)) renameSync(`${this.file}.${n}`, `${this.file}.${n + 1}`);
+    }
+    if (this.limits.keep > 0) renameSync(this.file, `${this.file}.1`);
+    else rmSync(this.file, { force: true });
+  }
+
+  /** Every entry, oldest first, across the rotated files. A line that does not parse is skipped and counted. */
+  readAll(): { entries: JournalEntry[]; unreadable: number } {
+    const files = readdirSync(this.dir, { withFileTypes: true })
+      .map((d) => d.name)
+      .filter((n) => n === JOURNAL_FILE || new RegExp(`^${JOURNAL_FILE.replace('.', '\\.')}\\.\\d+$`).test(n))
+      .sort((a, b) => generation(b) - generation(a));
+    const entries: JournalEntry[] = [];
+    let unreadable = 0;
+    for (const f of files) {
+      for (const line of readFileSync(join(this.dir, f), 'utf8').split('\n')) {
+        if (!line) continue;
+        try {
+          entries.push(JSON.parse(line) as JournalEntry);
+        } catch {
+          unreadable++;
+        }
+      }
+    }
+    return { entries, unreadable };
+  }
+}
+
+/**
+ * proper-lockfile's sync lock has no retries, and the callers (hooks) are synchronous at this
+ * point by design (a journal write must not reorder with the operation's own steps): so retry
+ * here, briefly. A lock still held after ~2 s is reported as a failed write, not waited out.
+ */
+function lockWithRetry(file: string): () => void {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return lockfile.lockSync(file, { stale: 10_000, realpath: false });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ELOCKED' || attempt >= 200) throw err;
+      Atomics.wait(pause, 0, 0, 10);
+    }
+  }
+}
+
+/** history.jsonl is generation 0, history.jsonl.N is N (older). */
+function generation(name: string): number {
+  const m = /\.(\d+)$/.exec(name);
+  return m ? Number(m[1]) : 0;
+}
+
+export interface HistoryFilter {
+  domain?: string;
+  pool?: string;
+  vf?: string;
+  /** ISO time or anything Date.parse accepts. */
+  since?: number;
+}
+
+export function filterHistory(entries: JournalEntry[], f: HistoryFilter): JournalEntry[] {
+  return entries.filter(
+    (e) =>
+      (f.domain === undefined || e.domain === f.domain) &&
+      (f.pool === undefined || e.pool === f.pool) &&
+      (f.vf === undefined || e.vf === f.vf) &&
+      (f.since === undefined || Date.parse(e.time) >= f.since),
+  );
+}
+
+function fmtValues(v: VfValues | null): string {
+  if (!v) return '-';
+  return Object.entries(v)
+    .filter(([, x]) => x !== undefined)
+    .map(([k, x]) => `${k}=${x === null ? '-' : x}`)
+    .join(' ');
+}
+
+/** One line per entry for `vfpool history`. */
+export function formatHistoryLine(e: JournalEntry): string {
+  const who = [e.domain ? `domain ${e.domain}` : null, e.pool ? `pool ${e.pool}` : null, e.vf ? `VF ${e.vf}` : e.pf ? `PF ${e.pf}` : null].filter(Boolean).join(', ');
+  const change = e.before || e.after ? `: ${fmtValues(e.before)} -> ${fmtValues(e.after)}` : '';
+  const err = e.error ? `: ${e.error}` : '';
+  return `${e.time} ${e.op} ${who}${change}${err}`;
+}

@@ -1,0 +1,127 @@
+import t from 'tap';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { SETTING_KEYS } from '../../src/config/settings.js';
+import { COMMANDS } from '../../src/entry/cli/commands.js';
+import { positionalNames } from '../../src/entry/cli/define.js';
+import { makeSimEnv } from '../helpers/env.js';
+import { domainXml } from '../helpers/libvirt-domains.js';
+import { REPO, vfpoolCli } from '../helpers/spawn.js';
+
+/** The CLI as a new user meets it: --help, errors of usage, the man page and completion. */
+const env = { VFPOOL_HOST: 'sim:/nonexistent.json', VFPOOL_STATE_DIR: '/nonexistent/run', VFPOOL_JOURNAL_DIR: '/nonexistent/journal' };
+const words = (s: string) => s.split(/[\s(),;:]+/).filter((w) => /^[A-Za-z][A-Za-z'-]{5,}$/.test(w));
+
+t.test('--help of every command: whole words, described positionals, examples, no seed citation', async (t) => {
+  for (const def of COMMANDS) {
+    const r = await vfpoolCli([def.name, '--help'], { env });
+    t.equal(r.exitCode, 0, `${def.name} --help`);
+    const flat = r.stdout.replace(/\s+/g, ' ');
+    const texts = [def.describe, ...Object.values(def.options ?? {}).map((o) => o.describe), ...Object.values(def.positionals ?? {}).map((p) => p.describe)];
+    const broken = texts.flatMap(words).filter((w) => !new RegExp(`(^|[^A-Za-z'-])${w}([^A-Za-z'-]|$)`).test(flat));
+    t.same(broken, [], `${def.name}: no word is wrapped in the middle`);
+    for (const p of positionalNames(def)) {
+      t.match(r.stdout, new RegExp(`\\n  ${p.name} +\\S.*\\S`), `${def.name}: positional ${p.name} is described`);
+    }
+    t.match(r.stdout, /\nExamples:\n  vfpool /, `${def.name}: has examples`);
+    t.notMatch(r.stdout, /seed/i, `${def.name}: cites no seed document`);
+  }
+});
+
+t.test('--help names every environment variable and exit code; -h and --version work', async (t) => {
+  const r = await vfpoolCli(['--help'], { env });
+  t.equal(r.exitCode, 0);
+  for (const k of Object.keys(SETTING_KEYS)) t.match(r.stdout, new RegExp(`\\n  ${k}: `), k);
+  t.match(r.stdout, /\nExit codes:\n  0  success\n  1  .*\n  2  bad input.*\n  3  conflict/);
+  const h = await vfpoolCli(['-h'], { env });
+  t.same([h.exitCode, h.stdout], [0, r.stdout], '-h is --help');
+  const v = await vfpoolCli(['--version'], { env });
+  t.same([v.exitCode, v.stdout], [0, `${JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')).version}\n`]);
+});
+
+t.test('usage errors: one line each, exit 2, naming what is wrong', async (t) => {
+  const cases: Array<[string[], string]> = [
+    [[], 'vfpool: name a command: `vfpool --help` lists them\n'],
+    [['frobnicate'], "vfpool: unknown command 'frobnicate': `vfpool --help` lists the commands\n"],
+    [['net-start'], "vfpool: net-start: missing <pool>, the pool's name (its <name> in the network XML): e.g. `vfpool net-start sriov-pool`\n"],
+    [['net-define'], "vfpool: net-define: missing <file>, the pool's network XML file (- for stdin): e.g. `vfpool net-define sriov-pool.xml`\n"],
+    [['status', '--bogus'], 'vfpool: status: Unknown argument: bogus: see `vfpool status --help`\n'],
+  ];
+  for (const [args, stderr] of cases) {
+    const r = await vfpoolCli(args, { env });
+    t.same([r.exitCode, r.stderr, r.stdout], [2, stderr, ''], `vfpool ${args.join(' ')}`);
+  }
+});
+
+t.test('net-define --dry-run says what it did: checked the XML, wrote nothing', async (t) => {
+  const w = makeSimEnv(t);
+  const file = join(w.dir, 'p.xml');
+  writeFileSync(file, `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
+  const r = await vfpoolCli(['net-define', '--dry-run', file], { env: w.env });
+  t.same([r.exitCode, r.stdout], [0, `pool 'p' is valid; would write ${join(w.settings.configDir, 'networks/p.xml')} (--dry-run, nothing written)\n`]);
+  t.notOk(existsSync(join(w.settings.configDir, 'networks/p.xml')));
+  t.notMatch((await vfpoolCli(['net-define', '--help'], { env })).stdout, /plan/, 'its --help promises no plan');
+});
+
+t.test('release --json reports freed VFs as released', async (t) => {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
+  w.definePool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
+  const file = join(w.dir, 'vm1.xml');
+  writeFileSync(file, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:01'/>` }));
+  t.equal((await vfpoolCli(['prepare', '--xml', file], { env: w.env })).exitCode, 0);
+  const r = await vfpoolCli(['release', 'vm1', '--json'], { env: w.env });
+  t.equal(r.exitCode, 0, r.stderr);
+  t.match(JSON.parse(r.stdout), { domain: 'vm1', dryRun: false, released: [{ vfAddr: '0000:3b:02.0', phase: 'released' }] });
+});
+
+t.test('net-list warns about a definition that does not parse, and lists the others', async (t) => {
+  const w = makeSimEnv(t);
+  w.definePool('good', `<network><name>good</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
+  w.definePool('broken', `<network><name>broken</name><forward mode='bogus'/></network>`);
+  const r = await vfpoolCli(['net-list', '--json'], { env: w.env });
+  t.equal(r.exitCode, 0);
+  t.same(JSON.parse(r.stdout).map((p: { name: string }) => p.name), ['good']);
+  t.match(r.stderr, /^vfpool: warning: pool 'broken' is not listed: .*broken\.xml: .*\(fix the file, or `vfpool net-undefine broken`\)\n$/);
+});
+
+t.test('a progress line on a terminal while VFs are created and removed, none on a pipe', async (t) => {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
+  w.definePool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'><vf num='2'/></pf></forward></network>`);
+  const cli = join(REPO, 'dist/bin/cli.mjs');
+  // script(1) gives the command a pseudo-terminal, as an administrator's shell would.
+  const tty = async (args: string) =>
+    execa('script', ['-qec', `${process.execPath} ${cli} ${args}`, '/dev/null'], { env: { ...w.env, PATH: process.env.PATH!, NODE_OPTIONS: '' }, extendEnv: false, reject: false });
+  const start = await tty('net-start p');
+  t.equal(start.exitCode, 0, start.stderr);
+  t.match(start.stdout, /\r\x1b\[Kvfpool: Step 1: eth1: write 2 to sriov_numvfs/);
+  t.match(start.stdout, /\r\x1b\[KPool p started\r?\n?$/, 'the line is cleared before the result');
+  const stop = await tty('net-destroy p');
+  t.match(stop.stdout, /\r\x1b\[Kvfpool: Step 1: eth1: write 0 to sriov_numvfs/);
+  const piped = await vfpoolCli(['net-start', 'p'], { env: w.env });
+  t.same([piped.exitCode, piped.stdout, piped.stderr], [0, 'Pool p started\n', ''], 'on a pipe: the result only');
+});
+
+t.test('the man page comes from the same declarations and renders with man -l', async (t) => {
+  const page = join(REPO, 'dist/man/vfpool.1');
+  const r = await execa('man', ['-l', page], { env: { MANWIDTH: '80', MANPAGER: 'cat', PAGER: 'cat', LC_ALL: 'C.UTF-8', PATH: process.env.PATH!, MANROFFOPT: '-ww' }, reject: false });
+  t.equal(r.exitCode, 0, r.stderr);
+  t.equal(r.stderr, '', 'groff has no warning');
+  t.match(r.stdout, /^VFPOOL\(1\) +User Commands +VFPOOL\(1\)/);
+  for (const def of COMMANDS) {
+    t.match(r.stdout, new RegExp(`\\n {7}vfpool ${def.name}\\b`), `${def.name} is in the man page`);
+    for (const o of Object.keys(def.options ?? {})) t.match(r.stdout, new RegExp(`--${o}\\b`), `${def.name} --${o}`);
+    for (const [cmd] of def.examples) t.ok(r.stdout.replace(/\s+/g, ' ').includes(`vfpool ${cmd}`), `example: vfpool ${cmd}`);
+  }
+  t.match(r.stdout, /\nENVIRONMENT\n[\s\S]*VFPOOL_JOURNAL_DIR[\s\S]*\nEXIT STATUS\n {7}0 +success/);
+});
+
+t.test('completion: a bash script, and completions from the same declarations', async (t) => {
+  const script = await vfpoolCli(['completion'], { env: { ...env, SHELL: '/bin/bash' } });
+  t.equal(script.exitCode, 0);
+  t.match(script.stdout, /complete -o bashdefault -o default -F _vfpool_yargs_completions vfpool/);
+  const cmds = await vfpoolCli(['--get-yargs-completions', 'vfpool', ''], { env });
+  t.same(cmds.stdout.trim().split('\n'), [...COMMANDS.map((c) => c.name), 'completion']);
+  const opts = await vfpoolCli(['--get-yargs-completions', 'vfpool', 'history', '--'], { env });
+  for (const o of ['--pool', '--vf', '--since', '--json']) t.ok(opts.stdout.split('\n').includes(o), `history ${o}`);
+});

@@ -1,0 +1,140 @@
+/**
+ * Hostile input, fuzzed, through the real entry points as processes (as libvirt and a person
+ * run them): the qemu and network hooks through their shell shim, and the CLI. Each hostile
+ * call must exit 2 with exactly one line on stderr, no stack trace, and change nothing: the
+ * whole test directory (config, state, simulated host) is compared before and after.
+ * Fewer runs than the in-process fuzzing: every run starts Node.
+ */
+import t, { type Test } from 'tap';
+import fc from 'fast-check';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { makeSimEnv, SEED_000_POOL, type SimEnv } from '../helpers/env.js';
+import { checkProperty, invalidName } from '../helpers/fuzz.js';
+import { domainXml, NS } from '../helpers/libvirt-domains.js';
+import { spawnEntry, vfpoolCli, type Spawned } from '../helpers/spawn.js';
+
+const RUNS = 8;
+
+/** Every file under `dir` with its content and mode; the log is not state (it may grow). */
+function snapshot(dir: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (/^vfpool\.log(\.\d+)?$/.test(e.name)) continue;
+      const mode = (statSync(p).mode & 0o7777).toString(8);
+      if (e.isDirectory()) {
+        out.set(`${relative(dir, p)}/`, mode);
+        walk(p);
+      } else out.set(relative(dir, p), `${mode} ${readFileSync(p, 'base64')}`);
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+function assertRefused(r: Spawned, before: Map<string, string>, w: SimEnv, what: string): void {
+  const problems: string[] = [];
+  if (r.exitCode !== 2) problems.push(`exit ${r.exitCode}, expected 2`);
+  if (!/^vfpool: [^\n]+\n$/.test(r.stderr)) problems.push(`stderr is not one 'vfpool: …' line: ${JSON.stringify(r.stderr.slice(0, 400))}`);
+  if (/\n\s+at /.test(r.stderr) || /this is a vfpool bug/.test(r.stderr)) problems.push(`a bug report: ${JSON.stringify(r.stderr.slice(0, 400))}`);
+  const after = snapshot(w.dir);
+  for (const k of new Set([...before.keys(), ...after.keys()])) {
+    if (before.get(k) !== after.get(k)) problems.push(`${k} changed`);
+  }
+  if (problems.length) throw new Error(`${what}: ${problems.join('; ')}`);
+}
+
+/** A world with an active pool and a guest holding one of its VFs: there is state to damage. */
+async function world(t: Test): Promise<SimEnv> {
+  const w = makeSimEnv(t);
+  w.definePool('sriov-pool', SEED_000_POOL);
+  t.equal((await vfpoolCli(['net-start', 'sriov-pool'], { env: w.env })).exitCode, 0);
+  const xml = join(w.dir, 'vm1.xml');
+  writeFileSync(xml, domainXml('prepare', { name: 'vm1', vfpool: "<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33'/>" }));
+  t.equal((await vfpoolCli(['prepare', '--xml', xml], { env: w.env })).exitCode, 0);
+  return w;
+}
+
+// Never a kernel interface name vfpool accepts: a separator, a blank, too long, '.' or '..'.
+const badNetdev = fc.oneof(
+  fc.constantFrom('.', '..', '../eth1', 'eth1/x', 'a'.repeat(16), 'eth 1', 'eth1:0', '$(id)', 'a\nb', ''),
+  fc.string({ minLength: 16, maxLength: 40 }),
+);
+const xmlEscape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/'/g, '&apos;').replace(/\0/g, '');
+// One attribute of <vfpool:hostdev> made invalid; the rest is a request that would succeed.
+const badHostdev = fc.oneof(
+  invalidName.map((v) => ({ attr: 'pool', v })),
+  fc.constantFrom('52:54:00:11:22', 'zz:54:00:11:22:33', '01:00:5e:00:00:01', '00:00:00:00:00:00', '52:54:00:11:22:33:44', "$(reboot)").map((v) => ({ attr: 'mac', v })),
+  fc.oneof(fc.integer({ min: 4096, max: 1e9 }), fc.integer({ min: -1e6, max: -1 })).map((n) => ({ attr: 'vlan', v: String(n) })),
+  fc.integer({ min: 1_000_001, max: 2e9 }).map((n) => ({ attr: 'max-tx-rate', v: String(n) })),
+  fc.constantFrom('0000:00:00.8', '0000:100:00.0', '../../../../etc', '0000:06:02.0/../../x', '10000:06:02.0', '0000:06:20.0').map((v) => ({ attr: 'address', v })),
+  badNetdev.filter((v) => !v.includes('\0')).map((v) => ({ attr: 'netdev', v })),
+);
+
+t.test('qemu hook: hostile domain XML is refused in one line, changing nothing', async (t) => {
+  const w = await world(t);
+  const before = snapshot(w.dir);
+  await checkProperty(t, 'qemu hook prepare with one bad attribute', fc.asyncProperty(badHostdev, async ({ attr, v }) => {
+    const base = attr === 'pool' ? '' : " pool='sriov-pool'";
+    const extra = attr === 'mac' ? '' : " mac='52:54:00:aa:bb:cc'";
+    const xml = domainXml('prepare', { name: 'vm2', vfpool: `<vfpool:hostdev${base}${extra} ${attr}='${xmlEscape(v)}'/>` });
+    assertRefused(await spawnEntry('hooks/qemu', ['vm2', 'prepare', 'begin', '-'], { env: w.env, stdin: xml }), before, w, `${attr}=${JSON.stringify(v)}`);
+    return true;
+  }), RUNS);
+  await checkProperty(t, 'qemu hook prepare with a hostile domain name', fc.asyncProperty(invalidName.filter((n) => !n.includes('\0')), async (name) => {
+    const xml = domainXml('prepare', { name: xmlEscape(name), vfpool: "<vfpool:hostdev pool='sriov-pool' mac='52:54:00:aa:bb:cc'/>" });
+    assertRefused(await spawnEntry('hooks/qemu', [name, 'prepare', 'begin', '-'], { env: w.env, stdin: xml }), before, w, JSON.stringify(name));
+    return true;
+  }), RUNS);
+  const broken = [
+    `<!DOCTYPE domain [<!ENTITY x SYSTEM "file:///etc/shadow">]><domain xmlns:vfpool='${NS}'><name>vm2</name>&x;</domain>`,
+    `<domain><name>vm2</name><metadata><vfpool:domain xmlns:vfpool='${NS}'>${'<a>'.repeat(150)}`,
+    `<domain><name>vm2</name><metadata><vfpool:domain xmlns:vfpool='${NS}'>${'<d>x</d>'.repeat(600_000)}</vfpool:domain></metadata></domain>`,
+  ];
+  for (const xml of broken) {
+    assertRefused(await spawnEntry('hooks/qemu', ['vm2', 'prepare', 'begin', '-'], { env: w.env, stdin: xml }), before, w, xml.slice(0, 80));
+  }
+  t.pass('malformed, entity-laden, too deep and 10 MB documents refused');
+  // A NUL cannot come from libvirt (it hands hooks a C string), and the shim's `read` drops
+  // it; through the CLI it reaches the parser, which must refuse it.
+  const nul = join(w.dir, 'nul.xml');
+  writeFileSync(nul, `<domain><name>vm2</name><metadata><vfpool:domain xmlns:vfpool='${NS}'><vfpool:hostdev pool='sriov-pool' mac='52:54:00:aa:bb:cc'/>\0</vfpool:domain></metadata></domain>`);
+  const withNul = snapshot(w.dir);
+  assertRefused(await vfpoolCli(['prepare', '--xml', nul], { env: w.env }), withNul, w, 'XML with a NUL');
+});
+
+t.test('network hook: a hostile pool in a libvirt network is refused in one line, changing nothing', async (t) => {
+  const w = await world(t);
+  const before = snapshot(w.dir);
+  const member = fc.oneof(
+    badNetdev.map((v) => `<v:pf dev='${xmlEscape(v)}'/>`),
+    fc.integer({ min: 4097, max: 1e9 }).map((n) => `<v:pf dev='eth1'><v:vf num='${n}'/></v:pf>`),
+    fc.constantFrom('0x100', '0x20', '0x10000', '-1', '../x').map((b) => `<v:address type='pci' domain='0x0000' bus='${b}' slot='0x1f' function='0x0'/>`),
+    fc.constantFrom('0x0', '0x8', 'x').map((f) => `<v:address type='pci' domain='0x0000' bus='0x06' slot='0x02' function='${f}'/>`),
+  );
+  await checkProperty(t, 'network hook start with a bad member', fc.asyncProperty(member, async (m) => {
+    const xml = `<hookData><network><name>meta-pool</name><forward mode='hostdev'/><metadata><v:pool xmlns:v='${NS}'>${m}</v:pool></metadata></network></hookData>`;
+    assertRefused(await spawnEntry('hooks/network', ['meta-pool', 'start', 'begin', '-'], { env: w.env, stdin: xml }), before, w, m);
+    return true;
+  }), RUNS);
+});
+
+t.test('CLI: hostile names and pool files are refused in one line, changing nothing', async (t) => {
+  const w = await world(t);
+  const before = snapshot(w.dir);
+  const argvName = invalidName.filter((n) => !n.includes('\0'));
+  await checkProperty(t, 'CLI commands naming a hostile pool or domain', fc.asyncProperty(fc.constantFrom('net-start', 'net-destroy', 'net-undefine', 'net-dumpxml', 'release'), argvName, async (cmd, name) => {
+    // `--` so a name starting with '-' reaches vfpool as a name, as a careful script would pass it.
+    assertRefused(await vfpoolCli([cmd, '--', name], { env: w.env }), before, w, `${cmd} ${JSON.stringify(name)}`);
+    return true;
+  }), RUNS);
+  const file = join(w.dir, 'hostile.xml');
+  await checkProperty(t, 'net-define of a pool with a hostile name', fc.asyncProperty(argvName, async (name) => {
+    writeFileSync(file, `<network><name>${xmlEscape(name)}</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
+    const snap = snapshot(w.dir);
+    assertRefused(await vfpoolCli(['net-define', file], { env: w.env }), snap, w, JSON.stringify(name));
+    return true;
+  }), RUNS);
+});

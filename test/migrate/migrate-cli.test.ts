@@ -1,0 +1,50 @@
+import t from 'tap';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { makeSimEnv } from '../helpers/env.js';
+import { vfpoolCli } from '../helpers/spawn.js';
+
+/** `vfpool migrate …` as a process: every bad input is one line, exit 2, and changes nothing. */
+t.test('bad input: one line, exit 2, no state written', async (t) => {
+  const w = makeSimEnv(t);
+  const cases: Array<[string[], RegExp, string?]> = [
+    [['migrate', 'prepare'], /vfpool migrate prepare: give --description FILE/],
+    [['migrate', 'prepare', '--description', '-'], /is not JSON/, 'not json'],
+    [['migrate', 'prepare', '--description', '-'], /is not a version 1 migration description/, '{"version":2}'],
+    [['migrate', 'prepare', '--description', '-'], /vfs\[0\] carries a host address/, JSON.stringify({ version: 1, domain: 'vm1', uuid: null, delivery: 'cmdline', sriovNics: [], vfs: [{ id: 'vfpool-vf0', pool: 'p', mac: null, host: '0000:01:10.0' }] })],
+    [['migrate', 'perform'], /vfpool migrate perform: name the domain/],
+    [['migrate', 'confirm', 'vm1'], /give --role source or --role destination/],
+    [['migrate', 'vm1', 'not a uri'], /'not a uri' is not a libvirt URI/],
+    [['migrate', 'vm1', 'qemu+tcp://127.0.0.1:1/system', '--', '--live;rm'], /'--live;rm' is not a virsh migrate option/],
+    [['migrate', 'begin', '../x'], /domain.*is not a name vfpool accepts/],
+  ];
+  for (const [args, re, stdin] of cases) {
+    const r = await vfpoolCli(args, { env: w.env, stdin: stdin ?? '' });
+    t.equal(r.exitCode, 2, `${args.join(' ')}: exit 2 (${r.stderr.trim()})`);
+    t.match(r.stderr, re);
+    t.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+  }
+  t.notOk(existsSync(join(w.env.VFPOOL_STATE_DIR!, 'migrate')), 'no migration record written');
+});
+
+t.test('begin DOMAIN on a host where it has no plan, perform without a running QEMU: clear failures', async (t) => {
+  const w = makeSimEnv(t);
+  const b = await vfpoolCli(['migrate', 'begin', 'vm1'], { env: w.env });
+  t.equal(b.exitCode, 2);
+  t.match(b.stderr, /domain 'vm1' has no vfpool plan on this host/);
+  const p = await vfpoolCli(['migrate', 'perform', 'vm1'], { env: w.env });
+  t.equal(p.exitCode, 1, 'no QEMU: exit 1');
+  t.match(p.stderr, /QMP socket .*vm1\/qmp.sock.*is QEMU running/);
+  const c = await vfpoolCli(['migrate', 'confirm', 'vm1', '--role', 'source'], { env: w.env });
+  t.equal(c.exitCode, 0, 'confirm with nothing recorded: idempotent no-op');
+  t.match(c.stdout, /vm1: nothing-to-do/);
+});
+
+t.test('begin --xml - maps a source address to its pool (the migrate begin hook)', async (t) => {
+  const w = makeSimEnv(t);
+  const xml = `<domain type='qemu'><name>vm1</name><metadata><vfpool:domain xmlns:vfpool='https://vfpool.dev/xmlns/1'><vfpool:hostdev pool='p1' address='0000:01:10.0' mac='52:54:00:9a:00:01'/></vfpool:domain></metadata></domain>`;
+  const r = await vfpoolCli(['migrate', 'begin', '--xml', '-'], { env: w.env, stdin: xml });
+  t.equal(r.exitCode, 0, r.stderr);
+  t.equal(r.stdout, xml.replace(" pool='p1' address='0000:01:10.0'", " pool='p1'"));
+  writeFileSync(join(w.dir, 'x'), '');
+});

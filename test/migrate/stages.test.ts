@@ -1,0 +1,230 @@
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { HostError, RollbackError, type VfpoolError } from '../../src/errors.js';
+import { migrateBeginXml, describeForMigration, validateDescription } from '../../src/migrate/begin.js';
+import { generatedDevices } from '../../src/migrate/devices.js';
+import { planQemuArgs } from '../../src/qemu/args.js';
+import { parseQemuArgv } from '../../src/qemu/cmdline.js';
+import { migrateOverQmp } from '../../src/migrate/failover.js';
+import type { MigrationPool, MigrationQmp, MigrationRecordStore, PlanStore, QmpEvent, ReservedVf } from '../../src/migrate/ports.js';
+import type { MigrationRecordV1 } from '../../src/migrate/record.js';
+import { confirmStage, performStage, prepareStage, type StageDeps } from '../../src/migrate/stages.js';
+import type { DomainPlanV1 } from '../../src/state/domain-plan.js';
+import type { MacAddress } from '../../src/types.js';
+
+const MAC = '52:54:00:9a:00:01' as MacAddress;
+const MAC2 = '52:54:00:9a:00:02' as MacAddress;
+const BASE = ['-name', 'guest=vm1', '-machine', 'q35', '-nodefaults', '-netdev', 'user,id=n0', '-device', 'virtio-net-pci,id=net0,netdev=n0,mac=' + MAC2];
+
+function planOf(vfs: DomainPlanV1['vfs']): DomainPlanV1 {
+  return { version: 1, domain: 'vm1', uuid: null, delivery: 'cmdline', vfs, sriovNics: [] };
+}
+const PLAIN = { id: 'vfpool-vf0', host: null, emulatedModel: 'e1000e', mac: MAC, failoverStandbyMac: null, guestAddress: null };
+const PRIMARY = { id: 'vfpool-vf1', host: null, emulatedModel: 'e1000e', mac: MAC2, failoverStandbyMac: MAC2, guestAddress: null };
+
+/** A QEMU as QMP shows it: /machine/peripheral, device_del/add with their events, migrate. */
+class FakeQemu implements MigrationQmp {
+  log: string[] = [];
+  listeners: Array<{ event: string; match(d: Record<string, unknown>): boolean; resolve(e: QmpEvent): void; reject(e: Error): void }> = [];
+  constructor(public devices: Set<string>, public opts: { ack?: boolean; standbyNegotiated?: boolean; migrate?: 'completed' | 'failed' } = {}) {}
+  emit(event: string, data: Record<string, unknown>) {
+    for (const l of [...this.listeners]) if (l.event === event && l.match(data)) { this.listeners.splice(this.listeners.indexOf(l), 1); l.resolve({ event, data }); }
+  }
+  async execute(command: string, args: Record<string, unknown> = {}): Promise<unknown> {
+    this.log.push(command + (args.id ? ` ${String(args.id)}` : ''));
+    switch (command) {
+      case 'qom-list': return [...this.devices].map((name) => ({ name, type: 'child<e1000e>' })).concat([{ name: 'type', type: 'string' }]);
+      case 'device_del':
+        if (!this.devices.has(String(args.id))) throw new HostError(`QMP DeviceNotFound: Device '${String(args.id)}' not found`);
+        // Without a guest to ask, QEMU sends the event BEFORE its reply: a listener registered after the command misses it.
+        if (this.opts.ack !== false) { this.devices.delete(String(args.id)); this.emit('DEVICE_DELETED', { device: args.id }); }
+        return {};
+      case 'device_add': this.devices.add(String(args.id)); return {};
+      case 'x-query-virtio-status': return { 'guest-features': { 'dev-features': this.opts.standbyNegotiated ? ['VIRTIO_NET_F_STANDBY: …'] : ['VIRTIO_NET_F_MAC: …'] } };
+      case 'migrate':
+        for (const id of [...this.devices]) if (id === 'vfpool-vf1') { this.devices.delete(id); this.emit('UNPLUG_PRIMARY', { 'device-id': id }); }
+        return {};
+      case 'query-migrate': return { status: this.opts.migrate ?? 'completed', 'error-desc': 'Connection refused' };
+      default: throw new HostError(`QMP CommandNotFound: ${command}`);
+    }
+  }
+  listen(event: string, match: (d: Record<string, unknown>) => boolean, timeoutMs: number) {
+    let entry!: FakeQemu['listeners'][number];
+    let timer: NodeJS.Timeout | undefined;
+    const promise = new Promise<QmpEvent>((resolve, reject) => {
+      entry = { event, match, resolve: (e) => { clearTimeout(timer); resolve(e); }, reject };
+      this.listeners.push(entry);
+      timer = setTimeout(() => reject(new HostError(`no ${event} event within ${timeoutMs} ms`)), timeoutMs);
+    });
+    promise.catch(() => {});
+    return { promise, cancel: () => { clearTimeout(timer); this.listeners = this.listeners.filter((l) => l !== entry); } };
+  }
+}
+
+function world(plan: DomainPlanV1 | null, qemu: FakeQemu, argv = BASE) {
+  const plans = new Map<string, DomainPlanV1>(plan ? [[plan.domain, plan]] : []);
+  const records = new Map<string, MigrationRecordV1>();
+  const writes: string[] = [];
+  const poolLog: string[] = [];
+  let failPlanWrite = false;
+  const pool: MigrationPool = {
+    async reserve(domain, reqs) { poolLog.push(`reserve ${domain} ${reqs.map((r) => r.mac).join(',')}`); return reqs.map((r): ReservedVf => ({ id: r.id, host: null, emulatedModel: 'e1000e', mac: r.mac })); },
+    async configure(domain) { poolLog.push(`configure ${domain}`); },
+    async release(domain, reason) { poolLog.push(`release ${domain} ${reason}`); },
+  };
+  const planStore: PlanStore = {
+    read: (d) => plans.get(d) ?? null,
+    write: async (p) => { if (failPlanWrite) throw new HostError('cannot write plan: ENOSPC'); plans.set(p.domain, p); },
+    remove: (d) => { plans.delete(d); },
+  };
+  const recordStore: MigrationRecordStore = {
+    read: (d) => structuredClone(records.get(d) ?? null),
+    write: async (r) => { writes.push(`${r.stage} ${r.vfs.map((v) => `${v.id}:${v.unplugged ? 'u' : ''}${v.plugged ? 'p' : ''}`).join(' ')}`); records.set(r.domain, structuredClone(r)); },
+    remove: (d) => { records.delete(d); },
+  };
+  const deps: StageDeps = { plans: planStore, records: recordStore, pool, qmp: qemu, // What the wrapper exec'd: the given command line with vfpool's additions (its root ports, QMP monitor).
+    readArgv: (d) => planQemuArgs(plans.get(d)!, parseQemuArgv(argv), { qmpSocketPath: '/run/vfpool/qemu/vm1/qmp.sock' }).argv, timeouts: { command: 1000, unplug: 200 } };
+  return { deps, plans, records, writes, poolLog, failPlanWrite: () => { failPlanWrite = true; } };
+}
+
+t.test('begin (destination hook): source-only devices mapped to their pool or refused before anything is reserved', async (t) => {
+  const sample = readFileSync(join(process.cwd(), 'test/migrate/fixtures/nettest-migrate-begin.xml'), 'utf8');
+  const meta = (inner: string) => sample.replace('<resource>', `<metadata><vfpool:domain xmlns:vfpool="https://vfpool.dev/xmlns/1">${inner}</vfpool:domain></metadata>\n  <resource>`);
+  const plain = migrateBeginXml(sample, () => null);
+  t.equal(plain.xml, sample, 'no vfpool requests: the XML passes untouched');
+  const pooled = meta(`<vfpool:hostdev pool='p1' mac='${MAC}'/>`);
+  t.equal(migrateBeginXml(pooled, () => null).xml, pooled, 'a pool request passes untouched');
+  const withAddr = meta(`<vfpool:hostdev pool="p1" address="0000:3b:10.2" mac="${MAC}" vlan="100"/>`);
+  const r = migrateBeginXml(withAddr, () => null);
+  t.notMatch(r.xml, /address="0000:3b/, 'the source PCI address is gone');
+  t.match(r.xml, /<vfpool:hostdev pool=.p1. mac="52:54:00:9a:00:01" vlan="100"\/>/, 'pool, MAC and VLAN kept');
+  t.match(r.mapped[0], /address='0000:3b:10.2' \(source host\) replaced by pool='p1'/);
+  const netdevOnly = meta(`<vfpool:hostdev netdev='eth3' mac='${MAC}'/>`);
+  const mapped = migrateBeginXml(netdevOnly, (h) => (h.netdev === 'eth3' ? { pool: 'p9' } : null));
+  t.match(mapped.xml, /<vfpool:hostdev mac='52:54:00:9a:00:01' pool='p9'\/>/, 'mapped through the mapper');
+  t.match(mapped.xml, /<address type='pci' domain='0x0000' bus='0x00' slot='0x02'/, "libvirt's own device addresses are left alone");
+  try {
+    migrateBeginXml(netdevOnly, () => null);
+    t.fail('refusal expected');
+  } catch (err) {
+    const e = err as VfpoolError;
+    t.equal(e.exitCode, 2, 'bad input: exit 2');
+    t.match(e.toLine(), /vfpool:hostdev #1: names netdev='eth3', a device of the source host, which the destination cannot hold: give the request a pool/);
+  }
+});
+
+t.test('begin (source): the description carries requests, never host addresses', async (t) => {
+  const plan = planOf([{ ...PLAIN, host: '0000:01:10.0' as never, emulatedModel: null }]);
+  const d = describeForMigration(plan, () => ({ pool: 'p1', settings: { vlan: 100 } }));
+  t.notMatch(JSON.stringify(d), /0000:01/, 'no PCI address in the description');
+  t.same(d.vfs[0], { id: 'vfpool-vf0', pool: 'p1', mac: MAC, failoverStandbyMac: null, guestAddress: null, settings: { vlan: 100 } });
+  t.throws(() => describeForMigration(plan, () => null), /vfpool-vf0 was not given from a pool/, 'a netdev=/address= VF cannot migrate');
+  t.throws(() => validateDescription({ ...d, vfs: [{ ...d.vfs[0], host: '0000:01:10.0' }] }, 'desc.json'), /carries a host address/);
+});
+
+t.test('perform: device_del with the listener registered first, recorded; re-run is a no-op', async (t) => {
+  const q = new FakeQemu(new Set(['vfpool-vf0', 'net0']));
+  const w = world(planOf([PLAIN]), q);
+  const r = await performStage(w.deps, 'vm1');
+  t.equal(r.stage, 'performed');
+  t.notOk(q.devices.has('vfpool-vf0'), 'the VF left the guest');
+  t.same(w.records.get('vm1')!.vfs[0], { id: 'vfpool-vf0', kind: 'plain', mac: MAC, unplugged: true, unplugMode: 'device_del', plugged: false });
+  const again = await performStage(w.deps, 'vm1');
+  t.same(again.steps, ["source of 'vm1' ready to migrate"], 'nothing left to unplug');
+  t.equal(q.log.filter((c) => c.startsWith('device_del')).length, 1, 'device_del sent once');
+});
+
+t.test('perform: a guest that never lets go is a bounded failure with a sentence, nothing recorded as unplugged', async (t) => {
+  const q = new FakeQemu(new Set(['vfpool-vf0']), { ack: false });
+  const w = world(planOf([PLAIN]), q);
+  const err = (await performStage(w.deps, 'vm1').catch((e: unknown) => e)) as VfpoolError;
+  t.equal(err.exitCode, 1);
+  t.match(err.toLine(), /vfpool-vf0: QEMU did not delete vfpool-vf0 within 200 ms after device_del .*: the guest must acknowledge a PCI hot-unplug/);
+  t.equal(w.records.get('vm1')!.vfs[0]!.unplugged, false);
+});
+
+t.test('perform: failover primaries — hidden, negotiated (QEMU unplugs), not negotiated (vfpool unplugs)', async (t) => {
+  const argv = [...BASE, '-device', 'virtio-net-pci,id=net1,netdev=n0,mac=' + MAC2];
+  const hidden = world(planOf([PRIMARY]), new FakeQemu(new Set(['net0'])), BASE);
+  const h = await performStage(hidden.deps, 'vm1');
+  t.equal(hidden.records.get('vm1')!.vfs[0]!.unplugMode, 'hidden', 'never shown to the guest: nothing to unplug');
+  t.same(h.failoverPrimaries, []);
+  const qn = new FakeQemu(new Set(['net0', 'vfpool-vf1']), { standbyNegotiated: true });
+  const neg = world(planOf([PRIMARY]), qn, BASE);
+  const n = await performStage(neg.deps, 'vm1');
+  t.same(n.failoverPrimaries, ['vfpool-vf1'], 'left to QEMU');
+  t.ok(qn.devices.has('vfpool-vf1'), 'not unplugged by vfpool');
+  const m = await migrateOverQmp(qn, 'tcp:127.0.0.1:1', n.failoverPrimaries, 2000);
+  t.same(m.unplugPrimary, ['vfpool-vf1'], 'UNPLUG_PRIMARY seen (listener registered before migrate)');
+  const qx = new FakeQemu(new Set(['net0', 'vfpool-vf1']), { standbyNegotiated: false });
+  const not = world(planOf([PRIMARY]), qx, argv.slice(0, BASE.length));
+  await performStage(not.deps, 'vm1');
+  t.notOk(qx.devices.has('vfpool-vf1'), 'never negotiated: unplugged explicitly');
+  t.equal(not.records.get('vm1')!.vfs[0]!.unplugMode, 'device_del');
+});
+
+t.test('a failed migration: source confirm plugs back only what vfpool unplugged', async (t) => {
+  const q = new FakeQemu(new Set(['vfpool-vf0', 'net0']), { migrate: 'failed' });
+  const w = world(planOf([PLAIN]), q);
+  await performStage(w.deps, 'vm1');
+  await t.rejects(migrateOverQmp(q, 'tcp:127.0.0.1:1', [], 2000), /migration to tcp:127.0.0.1:1 failed: Connection refused/);
+  const c = await confirmStage(w.deps, 'vm1', 'source', 'failure');
+  t.equal(c.stage, 'confirmed-failure');
+  t.ok(q.devices.has('vfpool-vf0'), 'plugged back');
+  t.same(w.poolLog, [], 'the source keeps its VF');
+  t.notOk(w.records.has('vm1'), 'record gone once confirmed');
+  const again = await confirmStage(w.deps, 'vm1', 'source', 'failure');
+  t.equal(again.stage, 'nothing-to-do', 're-run: nothing to do');
+});
+
+t.test('prepare + confirm on the destination: same ids and MACs, plain VF plugged after; failure releases', async (t) => {
+  const desc = describeForMigration(planOf([PLAIN, PRIMARY]), () => ({ pool: 'p1', settings: {} }));
+  const q = new FakeQemu(new Set(['net0']));
+  const w = world(null, q, [...BASE, '-incoming', 'tcp:127.0.0.1:4444']);
+  const p = await prepareStage(w.deps, desc);
+  t.equal(p.stage, 'prepared');
+  t.same(w.poolLog, [`reserve vm1 ${MAC},${MAC2}`, 'configure vm1']);
+  t.same(w.plans.get('vm1')!.vfs.map((v) => [v.id, v.mac, v.failoverStandbyMac]), [['vfpool-vf0', MAC, null], ['vfpool-vf1', MAC2, MAC2]]);
+  const c = await confirmStage(w.deps, 'vm1', 'destination', 'success');
+  t.ok(q.devices.has('vfpool-vf0'), 'plain VF plugged');
+  t.notOk(q.devices.has('vfpool-vf1'), 'the failover primary is left to QEMU');
+  t.match(c.steps[0], /device_add vfpool-vf0 \(e1000e, mac 52:54:00:9a:00:01\) on bus vfpool-rp0/);
+
+  const w2 = world(null, new FakeQemu(new Set()));
+  await prepareStage(w2.deps, desc);
+  const f = await confirmStage(w2.deps, 'vm1', 'destination', 'failure');
+  t.equal(f.stage, 'confirmed-failure');
+  t.same(w2.poolLog.slice(-1), ['release vm1 migration-failed']);
+  t.notOk(w2.plans.has('vm1'), 'plan removed');
+});
+
+t.test('prepare undoes its reservation when a later step fails', async (t) => {
+  const desc = describeForMigration(planOf([PLAIN]), () => ({ pool: 'p1', settings: {} }));
+  const w = world(null, new FakeQemu(new Set()));
+  w.failPlanWrite();
+  await t.rejects(prepareStage(w.deps, desc), /cannot write plan: ENOSPC/);
+  t.same(w.poolLog, [`reserve vm1 ${MAC}`, 'configure vm1', 'release vm1 migration-failed'], 'reserved, then released');
+  t.equal(w.records.get('vm1')!.reserved, false, 'the record says nothing is reserved');
+});
+
+t.test('an undo that fails too is reported with both causes', async (t) => {
+  const q = new FakeQemu(new Set(['vfpool-vf0', 'vfpool-vf2']), {});
+  const plan = planOf([PLAIN, { ...PLAIN, id: 'vfpool-vf2', mac: MAC2 }]);
+  const w = world(plan, q);
+  const orig = q.execute.bind(q);
+  q.execute = async (c, a) => {
+    if (c === 'device_del' && a?.id === 'vfpool-vf2') throw new HostError('QMP GenericError: Bus busy');
+    if (c === 'device_add') throw new HostError('QMP GenericError: no slot');
+    return orig(c, a);
+  };
+  const err = await performStage(w.deps, 'vm1').catch((e: unknown) => e);
+  t.type(err, RollbackError);
+  t.match((err as RollbackError).message, /Bus busy; rollback also failed: undo of 'device_del vfpool-vf0.*no slot/);
+});
+
+t.test('generatedDevices: the device the wrapper would give, from the running argv (vfpool\'s own parts and -incoming stripped)', async (t) => {
+  const plan = planOf([PLAIN]);
+  const d = generatedDevices(plan, [...BASE, '-incoming', 'defer', '-device', 'pcie-root-port,id=vfpool-rp0,bus=pcie.0,addr=0x2,chassis=1,slot=0', '-chardev', 'socket,id=vfpool-qmp,path=/x,server=on,wait=off', '-mon', 'chardev=vfpool-qmp,mode=control']);
+  t.same(d.get('vfpool-vf0'), { driver: 'e1000e', id: 'vfpool-vf0', bus: 'vfpool-rp0', addr: '0x0', mac: MAC });
+});

@@ -1,0 +1,166 @@
+import t from 'tap';
+import type { Test } from 'tap';
+import { chmodSync, lutimesSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DEFAULT_SETTINGS, type Settings } from '../../src/config/settings.js';
+import { createContext } from '../../src/pool/context.js';
+import { runDoctor, type Check } from '../../src/ops/doctor.js';
+import { makeFixtureKernel } from '../helpers/fixture-kernel.js';
+import { REPO } from '../helpers/spawn.js';
+
+/**
+ * vfpool doctor on a fixture host: a sysfs tree (test/helpers/fixture-kernel.ts) with an Intel
+ * IOMMU, /proc with a libvirt daemon, /lib/modules, /etc/libvirt and a stand-in QEMU. The
+ * well-prepared host passes every check; each case then breaks one prerequisite the way a real
+ * host breaks it and expects exactly that check to fail, with its fix.
+ */
+interface World {
+  root: string;
+  settings: Settings;
+  env: Record<string, string>;
+}
+
+const RELEASE = '6.12.0-test';
+
+function fakeQemu(path: string, props: string[]): void {
+  writeFileSync(path, `#!/bin/sh\ncase "$1" in\n  --version) echo 'QEMU emulator version 10.0.2'; exit 0 ;;\n  -device) printf '%s\\n' 'virtio-net-pci options:' ${props.map((p) => `'  ${p}=<bool>'`).join(' ')}; exit 0 ;;\nesac\nexit 1\n`);
+  chmodSync(path, 0o755);
+}
+
+function wellPreparedHost(t: Test): World {
+  const root = t.testdir({});
+  const fx = makeFixtureKernel(join(root, 'fx'), { pfs: [{ name: 'eth1', totalVfs: 8, address: '0000:3b:00.0' }] });
+  const sys = fx.sysfs;
+  const proc = fx.proc;
+  const put = (path: string, text: string) => {
+    mkdirSync(join(path, '..'), { recursive: true });
+    writeFileSync(path, text);
+  };
+  put(join(sys, 'class/iommu/dmar0/intel-iommu/ecap'), 'f020de\n'); // bit 3 (IR) set, as on VT-d with interrupt remapping
+  mkdirSync(join(sys, 'kernel/iommu_groups/0/devices'), { recursive: true });
+  mkdirSync(join(sys, 'module/vfio_pci'), { recursive: true });
+  put(join(proc, 'cmdline'), 'BOOT_IMAGE=/vmlinuz root=/dev/sda1 intel_iommu=on iommu=pt\n');
+  put(join(proc, 'cpuinfo'), 'processor\t: 0\nvendor_id\t: GenuineIntel\n');
+  put(join(proc, 'sys/kernel/osrelease'), `${RELEASE}\n`);
+  const modules = join(root, 'lib/modules');
+  put(join(modules, RELEASE, 'modules.dep'), 'kernel/drivers/vfio/vfio_iommu_type1.ko.xz: kernel/drivers/vfio/vfio.ko.xz\nkernel/drivers/vfio/pci/vfio-pci.ko.xz: kernel/drivers/vfio/vfio.ko.xz\n');
+  put(join(modules, RELEASE, 'modules.builtin'), '');
+  const libvirt = join(root, 'etc/libvirt');
+  for (const d of ['network', 'qemu']) {
+    mkdirSync(join(libvirt, 'hooks', `${d}.d`), { recursive: true });
+    symlinkSync(join(REPO, 'hooks', d), join(libvirt, 'hooks', `${d}.d`, 'vfpool'));
+  }
+  put(join(libvirt, 'qemu.conf'), '# vfpool\nnamespaces = [ ]\ncgroup_device_acl = [\n  "/dev/null", "/dev/full", "/dev/zero",\n  "/dev/vfio/vfio"\n]\n');
+  // A virtqemud that started a minute after boot, and boot a minute from now: after the hooks.
+  const boot = Math.floor(Date.now() / 1000) + 60;
+  put(join(proc, 'stat'), `cpu  1 2 3\nbtime ${boot}\n`);
+  put(join(proc, '4242/comm'), 'virtqemud\n');
+  put(join(proc, '4242/stat'), `4242 (virtqemud) S 1 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 18 0 6000 0 0\n`);
+  put(join(proc, '4242/limits'), 'Limit                     Soft Limit           Hard Limit           Units\nMax locked memory         unlimited            unlimited            bytes\n');
+  const qemu = join(root, 'qemu-system-x86_64');
+  fakeQemu(qemu, ['failover', 'sriov-pf']);
+  const settings: Settings = {
+    ...DEFAULT_SETTINGS,
+    host: 'linux',
+    sysfsRoot: sys,
+    procRoot: proc,
+    devRoot: fx.dev,
+    ipPath: fx.ipPath,
+    configDir: join(root, 'etc/vfpool'),
+    stateDir: join(root, 'run/vfpool'),
+    journalDir: join(root, 'var/lib/vfpool'),
+    modulesDir: modules,
+    libvirtConfDir: libvirt,
+    libvirtRunDir: join(root, 'run/libvirt/qemu'),
+    qemuPath: qemu,
+  };
+  mkdirSync(join(settings.configDir, 'networks'), { recursive: true });
+  writeFileSync(join(settings.configDir, 'networks/p.xml'), `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'><vf num='4'/></pf></forward></network>`);
+  writeFileSync(join(settings.configDir, 'vfpool.conf'), '#VFPOOL_STATE_DIR=/run/vfpool\n');
+  mkdirSync(settings.stateDir, { recursive: true, mode: 0o700 });
+  writeFileSync(join(settings.stateDir, 'vfpool.log'), '', { mode: 0o600 });
+  return { root, settings, env: { VFPOOL_CONFIG_DIR: settings.configDir } };
+}
+
+async function doctor(w: World): Promise<Check[]> {
+  return runDoctor(createContext(w.settings, 'test doctor'), { installDir: REPO, env: w.env, graceMs: 0 });
+}
+
+const ALL_IDS = [
+  'sr-iov', 'iommu', 'interrupt-remapping', 'vfio-pci', 'vfio-iommu-type1', 'pf:eth1', 'pool:p', 'hook:network', 'hook:qemu',
+  'libvirt-daemon', 'vfpool.conf', 'state-dir', 'journal-dir', 'qemu', 'qemu:failover', 'qemu:sriov-pf', 'qemu.conf:namespaces',
+  'qemu.conf:device-cgroup', 'memlock', 'stale-allocations',
+];
+
+t.test('a well-prepared fixture host passes every check', async (t) => {
+  const checks = await doctor(wellPreparedHost(t));
+  t.same(checks.map((c) => c.id), ALL_IDS);
+  for (const c of checks) t.ok(c.ok && c.fix === null, `${c.id}: ${c.found}`);
+  t.match(checks.find((c) => c.id === 'vfio-iommu-type1')!.found, /not loaded but available/);
+  t.match(checks.find((c) => c.id === 'pf:eth1')!.found, '0000:3b:00.0 driver igb, link up, 0 of 8 VFs');
+});
+
+const s = (w: World) => w.settings;
+const cases: Array<[string, string, (w: World) => void, RegExp, RegExp?]> = [
+  ['no IOMMU registered', 'iommu', (w) => rmSync(join(s(w).sysfsRoot, 'class/iommu'), { recursive: true }), /intel_iommu=on iommu=pt.*GRUB_CMDLINE_LINUX.*update-grub/],
+  ['interrupt remapping off on the command line', 'interrupt-remapping', (w) => writeFileSync(join(s(w).procRoot, 'cmdline'), 'intel_iommu=on intremap=off\n'), /remove 'intremap=off'/],
+  ['a DMAR unit without the IR capability', 'interrupt-remapping', (w) => writeFileSync(join(s(w).sysfsRoot, 'class/iommu/dmar0/intel-iommu/ecap'), 'f020d6\n'), /intremap=on|Interrupt Remapping/, /dmar0: no interrupt-remapping capability/],
+  ['vfio-pci neither loaded nor installed', 'vfio-pci', (w) => {
+    rmSync(join(s(w).sysfsRoot, 'module/vfio_pci'), { recursive: true });
+    writeFileSync(join(s(w).modulesDir, RELEASE, 'modules.dep'), 'kernel/drivers/vfio/vfio_iommu_type1.ko.xz:\n');
+  }, /modprobe vfio_pci/],
+  ['vfio_iommu_type1 missing', 'vfio-iommu-type1', (w) => writeFileSync(join(s(w).modulesDir, RELEASE, 'modules.dep'), ''), /modprobe vfio_iommu_type1/],
+  ['the PF is down', 'pf:eth1', (w) => writeFileSync(join(s(w).sysfsRoot, 'class/net/eth1/flags'), '0x1002\n'), /ip link set eth1 up/],
+  ['a pool asks for more VFs than the PF has', 'pool:p', (w) => writeFileSync(join(s(w).configDir, 'networks/p.xml'), `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'><vf num='9'/></pf></forward></network>`), /lower <vf num> to at most 8/],
+  ['a pool on a PF this host lacks', 'pool:p', (w) => writeFileSync(join(s(w).configDir, 'networks/p.xml'), `<network><name>p</name><forward mode='hostdev'><pf dev='eth9'/></forward></network>`), /name an existing PF/],
+  ['a pool whose definition does not parse', 'pool:p', (w) => writeFileSync(join(s(w).configDir, 'networks/p.xml'), `<network><name>p</name>`), /vfpool net-undefine p/],
+  ['the qemu hook is not installed', 'hook:qemu', (w) => rmSync(join(s(w).libvirtConfDir, 'hooks/qemu.d/vfpool')), /install\.sh/],
+  ['a hook leads to another install', 'hook:network', (w) => {
+    // An older install elsewhere, its shim a copy of this one's.
+    mkdirSync(join(w.root, 'old/hooks'), { recursive: true });
+    symlinkSync(join(REPO, 'hooks/vfpool-hook'), join(w.root, 'old/hooks/network'));
+    rmSync(join(s(w).libvirtConfDir, 'hooks/network.d/vfpool'));
+    symlinkSync(join(w.root, 'old/hooks/network'), join(s(w).libvirtConfDir, 'hooks/network.d/vfpool'));
+  }, /^ln -sfn .*\/hooks\/network .*network\.d\/vfpool$/],
+  ['the daemon started before the hooks appeared', 'libvirt-daemon', (w) => {
+    for (const d of ['network', 'qemu']) {
+      const future = new Date(Date.now() + 3600_000);
+      utimesLink(join(s(w).libvirtConfDir, 'hooks', `${d}.d`, 'vfpool'), future);
+    }
+  }, /^systemctl restart virtqemud$/],
+  ['no libvirt daemon runs', 'libvirt-daemon', (w) => rmSync(join(s(w).procRoot, '4242'), { recursive: true }), /systemctl start libvirtd/],
+  ['vfpool.conf has a bad line', 'vfpool.conf', (w) => writeFileSync(join(s(w).configDir, 'vfpool.conf'), 'VFPOOL_STATE_DIR /x\n'), /edit .*vfpool\.conf/, /vfpool\.conf:1: 'VFPOOL_STATE_DIR \/x' is not a KEY=value line/],
+  ['the state directory is readable by all', 'state-dir', (w) => chmodSync(s(w).stateDir, 0o755), /chmod 0700/],
+  ['a journal file readable by all', 'journal-dir', (w) => {
+    mkdirSync(s(w).journalDir, { recursive: true, mode: 0o700 });
+    writeFileSync(join(s(w).journalDir, 'history.jsonl'), '', { mode: 0o644 });
+    chmodSync(join(s(w).journalDir, 'history.jsonl'), 0o644);
+  }, /chmod 0600/],
+  ['VFPOOL_QEMU does not run', 'qemu', (w) => (s(w).qemuPath = join(w.root, 'no-such-qemu')), /VFPOOL_QEMU=/],
+  ['a QEMU without failover', 'qemu:failover', (w) => fakeQemu(s(w).qemuPath, ['sriov-pf']), /QEMU >= 4\.2/],
+  ['a QEMU without sriov-pf', 'qemu:sriov-pf', (w) => fakeQemu(s(w).qemuPath, ['failover']), /QEMU >= 11\.1/],
+  ['qemu.conf keeps the mount namespace', 'qemu.conf:namespaces', (w) => writeFileSync(join(s(w).libvirtConfDir, 'qemu.conf'), 'cgroup_device_acl = [ "/dev/vfio/vfio" ]\n'), /namespaces = \[ \]/],
+  ['the device cgroup does not allow vfio', 'qemu.conf:device-cgroup', (w) => writeFileSync(join(s(w).libvirtConfDir, 'qemu.conf'), 'namespaces = [ ]\n#cgroup_device_acl = [ "/dev/vfio/vfio" ]\n'), /cgroup_device_acl/],
+  ['the daemon\'s memlock limit is 8 MiB', 'memlock', (w) => writeFileSync(join(s(w).procRoot, '4242/limits'), 'Max locked memory         8388608              8388608              bytes\n'), /LimitMEMLOCK=infinity/],
+];
+
+/** The link's own time (lutimes) is what install.sh's ln sets and what doctor reads. */
+function utimesLink(path: string, when: Date): void {
+  lutimesSync(path, when, when);
+}
+
+for (const [what, id, breakIt, fix, found] of cases) {
+  t.test(`fails '${id}' when ${what}`, async (t) => {
+    const w = wellPreparedHost(t);
+    breakIt(w);
+    const checks = await doctor(w);
+    const failed = checks.filter((c) => !c.ok);
+    t.same(failed.map((c) => c.id).filter((x) => x === id), [id], `${id} fails`);
+    const c = failed.find((x) => x.id === id)!;
+    t.match(c.fix, fix, 'with its fix');
+    if (found) t.match(c.found, found);
+    // Breaking one prerequisite fails its own check and, at most, the checks that depend on it.
+    const allowed: Record<string, string[]> = { iommu: ['interrupt-remapping'], 'libvirt-daemon': ['memlock'] };
+    t.same(failed.map((x) => x.id).filter((x) => x !== id && !(allowed[id] ?? []).includes(x)), [], 'nothing else fails');
+  });
+}
