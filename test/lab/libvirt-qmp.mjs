@@ -63,13 +63,22 @@ try {
   process.exit(0);
 }
 
-const pci = devices((await qmp.exec('query-pci')).return ?? []);
-const vf0 = pci.find((d) => d.id === 'vfpool-vf0');
+let pci = devices((await qmp.exec('query-pci')).return ?? []);
+let vf0 = pci.find((d) => d.id === 'vfpool-vf0');
+// query-pci lists a device behind a root port only once the guest's firmware has numbered the
+// port's bus; under nested TCG the firmware may still be running when virsh start returns.
+const t0 = Date.now();
+while (mode === 'vf' && (!vf0 || vf0.bus === undefined) && Date.now() - t0 < 60_000) {
+  await new Promise((r) => setTimeout(r, 500));
+  pci = devices((await qmp.exec('query-pci')).return ?? []);
+  vf0 = pci.find((d) => d.id === 'vfpool-vf0');
+}
+const waited = Date.now() - t0;
 
 if (mode === 'vf') {
   const ok = vf0 && vf0.vendor === 0x8086 && vf0.device === 0x10ca && /^vfpool-rp\d+$/.test(vf0.parent ?? '');
   row(ok, 'query-pci of the nested QEMU shows the VF vfpool-vf0 as 8086:10ca behind a vfpool root port',
-    vf0 ? `${hex(vf0.vendor)}:${hex(vf0.device)} at bus ${vf0.bus} slot ${vf0.slot}.${vf0.fn} behind ${vf0.parent}` : `not in query-pci (${pci.map((d) => d.id || `${hex(d.vendor)}:${hex(d.device)}`).join(', ')})`);
+    vf0 ? `${hex(vf0.vendor)}:${hex(vf0.device)} at bus ${vf0.bus} slot ${vf0.slot}.${vf0.fn} behind ${vf0.parent}${waited > 100 ? ` (after ${waited} ms)` : ''}` : `not in query-pci after ${waited} ms (${pci.map((d) => d.id || `${hex(d.vendor)}:${hex(d.device)}`).join(', ')})`);
   const host = await qmp.exec('qom-get', { path: '/machine/peripheral/vfpool-vf0', property: 'host' });
   row(host.return === vfAddr, `vfpool-vf0 is vfio-pci host=${vfAddr}`, host.error ? host.error.desc : `host=${host.return}`);
 } else {
