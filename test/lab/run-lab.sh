@@ -27,7 +27,7 @@ rm -f "$out/probe.exit" "$out/suites.exit" "$out/libvirt.exit"
 # install.sh and test/helpers/spawn.ts's REPO expect), node_modules linked, not copied.
 snap=$out/snap
 rm -rf "$snap" "$out/libvirt-snap" && mkdir -p "$snap" \
-  && cp -R "$repo/dist" "$repo/hooks" "$repo/qemu-args" "$repo/install.sh" "$repo/package.json" "$snap/" \
+  && cp -R "$repo/dist" "$repo/hooks" "$repo/qemu-args" "$repo/systemd" "$repo/install.sh" "$repo/package.json" "$snap/" \
   && ln -s "$repo/node_modules" "$snap/node_modules" \
   || { echo "FAIL  lab  snapshot of the build into $snap (run npm run build first)"; echo "0 passed, 1 failed"; exit 1; }
 
