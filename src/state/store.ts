@@ -26,7 +26,11 @@ export class StateStore {
   }
 
   /**
-   * Creates the directory 0700 (state holds saved MACs and who owns what: root's business).
+   * Creates the directory 0700 (state holds saved MACs and who owns what: root's business), or
+   * leaves it 0711 once a domain's QEMU plan lives under it (writeDomainPlan): the QEMU user
+   * must traverse it to reach qemu/NAME/. Seen in the lab under libvirt: resetting it to 0700 at
+   * `start begin` (a state write between prepare and QEMU's exec) hid the plan from the wrapper,
+   * which then added nothing, and `started` found no root port to hotplug the VF into.
    * A symlink is refused, never followed: chmod through it would change its target (`/tmp`
    * losing its sticky bit), and whoever can replace the link redirects root's writes.
    */
@@ -42,7 +46,8 @@ export class StateStore {
         // O_NOFOLLOW|O_DIRECTORY: the chmod is of this directory, even if it were swapped for a link since the lstat.
         const fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
         try {
-          if ((st.mode & 0o777) !== 0o700) fchmodSync(fd, 0o700);
+          const mode = st.mode & 0o777;
+          if (mode !== 0o700 && !(mode === 0o711 && dir === this.dir)) fchmodSync(fd, 0o700);
         } finally {
           closeSync(fd);
         }

@@ -1,8 +1,8 @@
 // The lab's per-check table (run-lab.sh calls this on the host after the guests have run):
 //   node test/lab/lab-report.mjs OUTDIR WALL_SECONDS
 // Reads OUTDIR/probe/probe.tsv (probe-kernel.sh's checks), OUTDIR/suites/NAME.tap and
-// NAME.status (guest-suites.sh's node-tap suites), and OUTDIR/BOOT.exit (run-in-guest.sh's exit
-// status per boot). Prints one PASS/FAIL line per check and, last, exactly "N passed, M failed".
+// NAME.status (guest-suites.sh's node-tap suites), OUTDIR/libvirt/libvirt.tsv (libvirt-guest.sh's
+// checks and timings), and OUTDIR/BOOT.exit (run-in-guest.sh's exit status per boot). Prints one PASS/FAIL line per check and, last, exactly "N passed, M failed".
 // Exit 1 if anything failed or nothing ran. Whatever is missing (a guest that timed out, a suite
 // that crashed, a skipped test) is a FAIL row with its reason: the lab never passes by silence.
 import { existsSync, readFileSync } from 'node:fs';
@@ -74,11 +74,34 @@ function tapRows(group, tap) {
   }
 }
 
+// ---- libvirt-guest.sh: STATUS \t NAME \t DETAIL, details shown for passes too (what QEMU
+// showed, how long a start took); INFO lines are printed under the table. Its last check is the
+// teardown: a table without it means the script died on the way.
+const infos = [];
+{
+  const tsv = read(join(out, 'libvirt', 'libvirt.tsv'));
+  const exit = bootExit('libvirt');
+  let failed = false;
+  let finished = false;
+  for (const line of (tsv ?? '').split('\n')) {
+    const [status, name, detail = ''] = line.split('\t');
+    if (status === 'INFO') infos.push(`libvirt: ${name}: ${detail}`);
+    if (status !== 'PASS' && status !== 'FAIL') continue;
+    row(status === 'PASS', 'libvirt', name, detail);
+    failed ||= status === 'FAIL';
+    finished ||= name.startsWith('pools stopped');
+  }
+  if (tsv === null) row(false, 'libvirt', 'libvirt boot', `no results (guest exit ${exit}); ${where('libvirt')}`);
+  else if (!finished && !failed) row(false, 'libvirt', 'libvirt boot', `never reached its teardown (guest exit ${exit}); ${where('libvirt')}`);
+  else if (exit !== '0' && !failed) row(false, 'libvirt', 'libvirt boot', `guest exit ${exit} with no failed check; ${where('libvirt')}`);
+}
+
 const passed = rows.filter((r) => r.ok).length;
 const failed = rows.length - passed;
 const width = Math.max(...rows.map((r) => r.group.length));
 console.log(`==== vfpool lab: ${rows.length} checks on a real kernel (${out}) ====`);
 for (const r of rows) console.log(`${r.ok ? 'PASS' : 'FAIL'}  ${r.group.padEnd(width)}  ${r.name}${r.reason ? `  -- ${r.reason}` : ''}`);
+for (const i of infos) console.log(`info  ${i}`);
 if (wall) console.log(`wall time: ${wall} s`);
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed > 0 || passed === 0 ? 1 : 0);

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# `npm run test:lab` (after `npm run build`): the whole real-kernel lab, two guest boots.
+# `npm run test:lab` (after `npm run build`): the whole real-kernel lab, three guest boots.
 #   probe   test/lab/probe-kernel.sh: the raw kernel facts vfpool is built on, on a PF as it
 #           comes up (down, no VFs)
 #   suites  test/lab/guest-suites.sh: the Host suite, the activation suite and the hook flow,
 #           vfpool's own code on the real igb PF
+#   libvirt test/lab/libvirt-guest.sh: vfpool installed with install.sh under a real libvirtd
+#           with its default qemu.conf; guests whose <emulator> is vfpool's wrapper get a VF of
+#           the igb PF (hostdev metadata, hybrid interface), read back from the nested QEMU
 # Each boot gets a fresh guest, so no SR-IOV state leaks from one to the other; on a machine with
-# two or more cores they run side by side (each TCG guest uses one host thread). Then it prints
-# one PASS/FAIL line per check, the wall time, and last exactly "N passed, M failed"; exit 1 on
-# any failure. Outputs: test/lab/.out/{probe,suites}/ (or $VFPOOL_LAB_OUTDIR).
+# two or more cores they run side by side (each TCG guest uses one host thread; probe is short,
+# so at most two run at once for most of the time). Then it prints one PASS/FAIL line per check,
+# the wall time, and last exactly "N passed, M failed"; exit 1 on any failure.
+# Outputs: test/lab/.out/{probe,suites,libvirt}/ (or $VFPOOL_LAB_OUTDIR).
 # Env: VFPOOL_LAB_PARALLEL=0|1 (default: 1 with >= 2 cores); run-in-guest.sh's VFPOOL_LAB_*.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -15,38 +19,47 @@ repo=$(cd "$here/../.." && pwd)
 out=${VFPOOL_LAB_OUTDIR:-$here/.out}
 start=$SECONDS
 mkdir -p "$out" || { echo "run-lab: cannot create $out" >&2; exit 1; }
-rm -f "$out/probe.exit" "$out/suites.exit"
+rm -f "$out/probe.exit" "$out/suites.exit" "$out/libvirt.exit"
 
-# Packages once, before any boot: two boots installing at once on a fresh machine would fight
-# over apt's lock (run-in-guest.sh checks again, which then costs a dpkg-query).
-if ! bash "$repo/scripts/install-lab-packages.sh" lab; then
-  echo "FAIL  lab  installing the lab packages: scripts/install-lab-packages.sh lab failed"
-  echo "0 passed, 1 failed"
-  exit 1
-fi
+# The guests run vfpool from a copy of the build taken now, not from dist/ itself: they read the
+# host's files over 9p for minutes, and a rebuild meanwhile (`rm -rf dist` first) would hand a
+# suite, install.sh or a hook half a dist/. The copy is laid out like the repository (what
+# install.sh and test/helpers/spawn.ts's REPO expect), node_modules linked, not copied.
+snap=$out/snap
+rm -rf "$snap" "$out/libvirt-snap" && mkdir -p "$snap" \
+  && cp -R "$repo/dist" "$repo/hooks" "$repo/qemu-args" "$repo/systemd" "$repo/install.sh" "$repo/package.json" "$snap/" \
+  && ln -s "$repo/node_modules" "$snap/node_modules" \
+  || { echo "FAIL  lab  snapshot of the build into $snap (run npm run build first)"; echo "0 passed, 1 failed"; exit 1; }
 
-boot() { # NAME SCRIPT TIMEOUT_SECS
-  local name=$1 script=$2 timeout=$3
+boot() { # NAME SCRIPT TIMEOUT_SECS [KERNEL_APPEND]: the script runs in the snapshot
+  local name=$1 script=$2 timeout=$3 append=${4:-}
   # A fresh OUTDIR: results left by an earlier run must never stand in for this one's.
   rm -rf "${out:?}/$name"
   echo "run-lab: booting $name ($script)"
-  bash "$here/run-in-guest.sh" --timeout "$timeout" "$script" "$out/$name" 2>&1 | sed -u "s/^/[$name] /"
+  VFPOOL_LAB_APPEND="${VFPOOL_LAB_APPEND:-}${append:+ $append}" \
+    bash "$here/run-in-guest.sh" --timeout "$timeout" --cwd "$snap" "$script" "$out/$name" 2>&1 | sed -u "s/^/[$name] /"
   echo "${PIPESTATUS[0]}" >"$out/$name.exit"
   echo "run-lab: $name exited $(cat "$out/$name.exit") after $(( SECONDS - start )) s"
 }
 
 parallel=${VFPOOL_LAB_PARALLEL:-}
 [ -n "$parallel" ] || { [ "$(nproc)" -ge 2 ] && parallel=1 || parallel=0; }
-# Timeouts: ~3x what a 2-core machine needs (probe ~60 s, suites ~260 s).
+# Timeouts: ~3-4x what a 2-core machine needs with three guests at once (probe ~175 s,
+# suites ~440 s, libvirt ~435 s).
+# libvirt's per-domain mount namespace fails in a chroot: that boot's script runs as PID 1 of
+# the shared root (vfpool.switchroot=1, see initramfs-init.sh).
 if [ "$parallel" = 1 ]; then
   boot probe "$here/probe-kernel.sh" 600 &
   p1=$!
   boot suites "$here/guest-suites.sh" 1500 &
   p2=$!
-  wait "$p1" "$p2"
+  boot libvirt "$here/libvirt-guest.sh" 1800 vfpool.switchroot=1 &
+  p3=$!
+  wait "$p1" "$p2" "$p3"
 else
   boot probe "$here/probe-kernel.sh" 600
   boot suites "$here/guest-suites.sh" 1500
+  boot libvirt "$here/libvirt-guest.sh" 1800 vfpool.switchroot=1
 fi
 
 echo

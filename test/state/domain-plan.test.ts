@@ -72,3 +72,18 @@ t.test('emulated SR-IOV MACs: stable per domain, distinct, locally administered,
   t.same(two.map((n) => n.id), ['vfpool-sriov0', 'vfpool-sriov1']);
   t.equal(new Set(two.flatMap((n) => n.macs)).size, 6);
 });
+
+t.test('a state write after the plan (start begin, between prepare and QEMU\'s exec) keeps the state dir traversable for the wrapper', async (t) => {
+  const { StateStore } = await import('../../src/state/store.js');
+  const state = join(t.testdir({}), 'run');
+  const store = new StateStore(state);
+  await store.update(() => undefined);
+  t.equal(statSync(state).mode & 0o777, 0o700, 'no plan yet: root\'s 0700');
+  const owner = { uid: process.getuid!(), gid: process.getgid!() };
+  await writeDomainPlan(state, plan(), owner);
+  await store.update(() => undefined);
+  t.equal(statSync(state).mode & 0o777, 0o711, 'still 0711 after the store wrote: the QEMU user reaches qemu/NAME/plan.json');
+  chmodSync(state, 0o755);
+  await store.update(() => undefined);
+  t.equal(statSync(state).mode & 0o777, 0o700, 'anything readable by others goes back to 0700');
+});
