@@ -6,7 +6,7 @@ set -euo pipefail
 want_libvirt=1; want_lab=1
 want_qemu=0
 case "${1:-all}" in
-  qemu) want_lab=0; want_libvirt=0; want_qemu=1 ;; # npm run demo: only QEMU 10
+  qemu) want_lab=0; want_libvirt=0; want_qemu=1 ;; # npm test and npm run demo: QEMU 10, man, systemd-analyze
   libvirt) want_lab=0 ;;
   lab) want_libvirt=0 ;;
   all) ;;

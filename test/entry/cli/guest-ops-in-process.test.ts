@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { makeSimEnv } from '../../helpers/env.js';
 import { domainXml } from '../../helpers/libvirt-domains.js';
 import { runCliInProcess } from '../../helpers/cli-in-process.js';
+import { spawnSleeper } from '../../helpers/processes.js';
 
 /** prepare / release / reconcile / history / doctor, in-process: their text outputs and refusals. */
 function world(t: Test) {
@@ -62,14 +63,16 @@ t.test('prepare of a domain that asks for nothing, and its dry run', async (t) =
 t.test('reconcile: text report and dry run', async (t) => {
   const { w, file, cli } = world(t);
   await w.sim.writeNumVfs('eth1' as never, 2);
-  // Prepared with the pid of a process that has exited: reconcile frees it.
-  t.equal((await cli('prepare', '--xml', file, '--pid', '999999')).exitCode, 0);
+  // Prepared for a QEMU (a sleeper standing in) that then exits: reconcile frees it.
+  const qemu = spawnSleeper();
+  t.equal((await cli('prepare', '--xml', file, '--pid', String(qemu.pid))).exitCode, 0);
+  await qemu.kill();
   const dry = await cli('reconcile', '--dry-run', '--grace', '0');
   t.equal(dry.exitCode, 0, dry.stderr);
   t.match(dry.stdout, /^would free 0000:3b:02\.0 of domain vm1: .*\n0 kept, 1 would free, 0 failed \(--dry-run, nothing changed\)\n$/);
   const real = await cli('reconcile', '--grace', '0');
   t.match(real.stdout, /^freed 0000:3b:02\.0 of domain vm1: .*\n0 kept, 1 freed, 0 failed\n$/);
-  t.same(JSON.parse((await cli('reconcile', '--json')).stdout), { kept: [], freed: [], failed: [], portsDropped: [], portsKept: 0, dryRun: false });
+  t.match(JSON.parse((await cli('reconcile', '--json')).stdout), { kept: [], freed: [], failed: [], portsDropped: [], portsKept: 0, plansRemoved: [], dryRun: false });
 });
 
 t.test('bad input: exit 2, one line naming the option', async (t) => {
