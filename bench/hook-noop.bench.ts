@@ -8,8 +8,8 @@
  *   npm run bench [-- --runs 40]
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { benchHost } from './bench-host.js';
+import { chmodSync, cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -23,17 +23,7 @@ function sample(name: string): string {
   return readFileSync(join(SAMPLES, name), 'utf8');
 }
 
-const dir = mkdtempSync(join(tmpdir(), 'vfpool-bench-'));
-const env = {
-  LC_ALL: 'C',
-  HOME: '/root',
-  PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
-  VFPOOL_CONFIG_DIR: join(dir, 'etc'),
-  VFPOOL_STATE_DIR: join(dir, 'run'),
-  VFPOOL_HOST: `sim:${join(dir, 'host.json')}`,
-};
-mkdirSync(join(dir, 'etc/networks'), { recursive: true });
-writeFileSync(join(dir, 'host.json'), JSON.stringify({ pfs: [{ name: 'eth1', totalVfs: 8 }] }));
+const { dir, env } = benchHost('vfpool-bench-', { pfs: [{ name: 'eth1', totalVfs: 8 }] });
 writeFileSync(join(dir, 'etc/networks/bench-pool.xml'), "<network><name>bench-pool</name><forward mode='hostdev'><pf dev='eth1'><vf num='4'/></pf></forward></network>\n");
 const baselineScript = join(dir, 'baseline-hook');
 // What an administrator's own hook that ignores the call looks like: read stdin, exit 0.

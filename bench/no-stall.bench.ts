@@ -9,8 +9,8 @@
  *   node dist/bench/no-stall.bench.js [--runs 10] [--settle 2000]
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { benchHost } from './bench-host.js';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -22,17 +22,7 @@ const arg = (name: string, dflt: number) => {
 const RUNS = arg('--runs', 10);
 const SETTLE = arg('--settle', 2000);
 
-const dir = mkdtempSync(join(tmpdir(), 'vfpool-bench-nostall-'));
-const env = {
-  LC_ALL: 'C',
-  HOME: '/root',
-  PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
-  VFPOOL_CONFIG_DIR: join(dir, 'etc'),
-  VFPOOL_STATE_DIR: join(dir, 'run'),
-  VFPOOL_HOST: `sim:${join(dir, 'host.json')}`,
-};
-mkdirSync(join(dir, 'etc/networks'), { recursive: true });
-writeFileSync(join(dir, 'host.json'), JSON.stringify({ pfs: [{ name: 'eth1', totalVfs: 64, settleMs: SETTLE }, { name: 'eth2', totalVfs: 8 }] }));
+const { dir, env } = benchHost('vfpool-bench-nostall-', { pfs: [{ name: 'eth1', totalVfs: 64, settleMs: SETTLE }, { name: 'eth2', totalVfs: 8 }] });
 writeFileSync(join(dir, 'etc/networks/big.xml'), "<network><name>big</name><forward mode='hostdev' managed='yes'><pf dev='eth1'><vf num='64'/></pf></forward></network>\n");
 writeFileSync(join(dir, 'etc/networks/g.xml'), "<network><name>g</name><forward mode='hostdev' managed='yes'><pf dev='eth2'><vf num='4'/></pf></forward></network>\n");
 

@@ -10,8 +10,8 @@
  *   npm run bench [-- --runs 10]
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { benchHost } from './bench-host.js';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -28,18 +28,8 @@ interface World {
 
 /** A simulated host with `pfs` PFs of `vfsPerPf` VFs each, all in one started pool 'p'. */
 function makeWorld(pfs: number, vfsPerPf: number): World {
-  const dir = mkdtempSync(join(tmpdir(), 'vfpool-scale-'));
-  const env = {
-    LC_ALL: 'C',
-    HOME: '/root',
-    PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
-    VFPOOL_CONFIG_DIR: join(dir, 'etc'),
-    VFPOOL_STATE_DIR: join(dir, 'run'),
-    VFPOOL_HOST: `sim:${join(dir, 'host.json')}`,
-  };
-  mkdirSync(join(dir, 'etc/networks'), { recursive: true });
   const names = Array.from({ length: pfs }, (_, i) => `eth${i + 1}`);
-  writeFileSync(join(dir, 'host.json'), JSON.stringify({ pfs: names.map((name) => ({ name, totalVfs: vfsPerPf })) }));
+  const { dir, env } = benchHost('vfpool-scale-', { pfs: names.map((name) => ({ name, totalVfs: vfsPerPf })) });
   const members = names.map((n) => `<pf dev='${n}'><vf num='${vfsPerPf}'/></pf>`).join('');
   writeFileSync(join(dir, 'etc/networks/p.xml'), `<network><name>p</name><forward mode='hostdev'>${members}</forward></network>\n`);
   const r = spawnSync(process.execPath, [join(REPO, 'dist/bin/cli.mjs'), 'net-start', 'p'], { env });
