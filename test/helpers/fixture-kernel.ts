@@ -15,6 +15,7 @@
  * and `drivers_probe` are EACCES to read even for root, while these plain files are readable
  * (only the lab catches code that reads them).
  */
+import { LinuxHost } from '../../src/host/linux-host.js';
 import { chmodSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -217,4 +218,19 @@ export function fakeVfioHolder(fx: FixtureKernel, pid: number, group: string): (
   mkdirSync(dir, { recursive: true });
   if (!existsSync(join(dir, '7'))) symlinkSync(`/dev/vfio/${group}`, join(dir, '7'));
   return () => rmSync(join(fx.proc, String(pid)), { recursive: true, force: true });
+}
+
+/**
+ * LinuxHost over this fixture kernel. The fake `ip` answers in-process unless `spawnIp`: then
+ * each call starts it as a process through LinuxHost's own runner (execa), as iproute2 runs.
+ */
+export function fixtureLinuxHost(fx: FixtureKernel, opts: { spawnIp?: boolean } = {}): LinuxHost {
+  return new LinuxHost({
+    sysfsRoot: fx.sysfs,
+    procRoot: fx.proc,
+    devRoot: fx.dev,
+    ipPath: fx.ipPath,
+    writeSysfs: fx.writeSysfs,
+    runIp: opts.spawnIp ? undefined : fx.runIp,
+  });
 }

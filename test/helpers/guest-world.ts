@@ -10,13 +10,12 @@ import type { Test } from 'tap';
 import { scratchDir } from './scratch.js';
 import { DEFAULT_SETTINGS, type Settings } from '../../src/config/settings.js';
 import type { Host } from '../../src/host/host.js';
-import { LinuxHost } from '../../src/host/linux-host.js';
 import { SimHost } from '../../src/host/sim-host.js';
 import * as kernel from '../../src/host/sim-kernel.js';
 import { createContext, type Context } from '../../src/pool/context.js';
 import type { GuestOptions } from '../../src/pool/guests.js';
 import type { NetdevName } from '../../src/types.js';
-import { fakeVfioHolder, loadKernel, makeFixtureKernel, saveAndRender } from './fixture-kernel.js';
+import { fakeVfioHolder, fixtureLinuxHost, loadKernel, makeFixtureKernel, saveAndRender } from './fixture-kernel.js';
 
 export type HostKind = 'sim' | 'fixture';
 
@@ -83,14 +82,7 @@ export function makeGuestWorld(t: Test, kind: HostKind, seed: kernel.SimSeed = S
     mkdirSync(join(fx.proc, 'self'), { recursive: true });
     writeFileSync(join(fx.proc, 'self/status'), 'Name:\tnode\nUid:\t0\t0\t0\t0\nCapEff:\t000001ffffffffff\n');
     writeFileSync(join(fx.proc, 'self/mounts'), 'proc /proc proc rw 0 0\n');
-    host = new LinuxHost({
-      sysfsRoot: fx.sysfs,
-      procRoot: fx.proc,
-      devRoot: fx.dev,
-      ipPath: fx.ipPath,
-      writeSysfs: fx.writeSysfs,
-      runIp: opts.spawnIp ? undefined : fx.runIp,
-    });
+    host = fixtureLinuxHost(fx, opts);
     editKernel = async (fn) => {
       const s = loadKernel(fx.root);
       fn(s);

@@ -4,26 +4,16 @@ import { join } from 'node:path';
 import { LinuxHost } from '../../src/host/linux-host.js';
 import type { SimSeed } from '../../src/host/sim-kernel.js';
 import type { NetdevName } from '../../src/types.js';
-import { fakeVfioHolder, makeFixtureKernel } from '../helpers/fixture-kernel.js';
+import { fakeVfioHolder, fixtureLinuxHost, makeFixtureKernel } from '../helpers/fixture-kernel.js';
 import { scratchDir } from '../helpers/scratch.js';
 import { hostSuite, IGB_FACTS } from './host-suite.js';
 
 const IGB_SEED: SimSeed = { pfs: [{ name: 'eth0', totalVfs: 7, vfDriver: 'igbvf', address: '0000:01:00.0', offset: 128, stride: 2 }] };
 
-/**
- * LinuxHost over a fixture tree. The fake `ip` answers in-process unless `spawnIp`: then each
- * call starts the fake as a process through LinuxHost's own runner (execa), as iproute2 runs.
- */
+/** A fixture kernel and LinuxHost over it (`spawnIp`: see fixtureLinuxHost). */
 function fixtureHost(dir: string, seed: SimSeed = IGB_SEED, opts: { spawnIp?: boolean } = {}) {
   const fx = makeFixtureKernel(dir, seed);
-  const host = new LinuxHost({
-    sysfsRoot: fx.sysfs,
-    procRoot: fx.proc,
-    devRoot: fx.dev,
-    ipPath: fx.ipPath,
-    writeSysfs: fx.writeSysfs,
-    runIp: opts.spawnIp ? undefined : fx.runIp,
-  });
+  const host = fixtureLinuxHost(fx, opts);
   return { fx, host };
 }
 
