@@ -36,18 +36,21 @@ export async function runEntry(main: () => Promise<number>, onError?: (e: Vfpool
  * The whole of stdin. Read with readFileSync on fd 0, not through process.stdin: libvirt hands
  * hooks a pipe, and the stream machinery behind process.stdin (net, stream, tty: even
  * node:tty's isatty loads net) is a good part of a hook's start-up. A terminal (a character
- * device: a person ran the hook by hand) or a closed stdin gives nothing.
+ * device: a person ran the hook by hand) or a closed stdin gives nothing, unless `terminal`
+ * (the CLI's `-`: a person may type or paste the XML).
  */
-export async function readStdin(): Promise<string> {
+export async function readStdin(opts: { terminal?: boolean } = {}): Promise<string> {
   try {
-    if (fstatSync(0).isCharacterDevice()) return '';
+    if (fstatSync(0).isCharacterDevice() && !opts.terminal) return '';
   } catch {
     return '';
   }
   try {
     return readFileSync(0, 'utf8');
   } catch (err) {
-    // EAGAIN: a parent left stdin non-blocking; the stream copes with that, readFileSync not.
+    // EAGAIN: stdin is non-blocking (a parent left it so, or anything in this process touched
+    // process.stdin, which makes libuv set O_NONBLOCK on a pipe) and the writer has not written
+    // yet: readFileSync gives up where the stream waits.
     if (errnoOf(err) !== 'EAGAIN') throw err;
   }
   const chunks: Buffer[] = [];

@@ -3,7 +3,9 @@ import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { NetdevName } from '../../src/types.js';
 import { makeSimEnv, SEED_000_POOL } from '../helpers/env.js';
-import { vfpoolCli } from '../helpers/spawn.js';
+import { execa } from 'execa';
+import { domainXml } from '../helpers/libvirt-domains.js';
+import { REPO, vfpoolCli } from '../helpers/spawn.js';
 
 t.test('define, start, list, status, destroy, undefine', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 16, address: '0000:3b:00.0' }] });
@@ -71,4 +73,31 @@ t.test('bad input: exit 2, one line, nothing written', async (t) => {
   t.equal(r.stderr.split('\n').length, 2, 'one line');
   const badHost = await vfpoolCli(['status'], { env: { ...w.env, VFPOOL_HOST: 'xen' } });
   t.same([badHost.exitCode, badHost.stderr], [2, "vfpool: VFPOOL_HOST 'xen' is not 'linux' or 'sim:FILE': set it in the environment or in vfpool.conf\n"]);
+});
+
+// Regression: yargs turned a positional `-` into '' (net-define read the file ''), and
+// readFileSync(0) failed with EAGAIN when the writer of a pipe was slower than vfpool: once
+// anything touches process.stdin, libuv makes fd 0 non-blocking. Seen in CI as a prepare that
+// exited 2 under load; here the writer waits before writing, as `ssh host cat vm1.xml | …` does.
+t.test('`-` reads stdin, also from a writer slower than vfpool', async (t) => {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 16, address: '0000:3b:00.0' }] });
+  const file = join(w.dir, 'pool.xml');
+  writeFileSync(file, SEED_000_POOL);
+  const domain = join(w.dir, 'vm1.xml');
+  writeFileSync(domain, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:00:00:01'/>` }));
+  const slowly = async (input: string, ...args: string[]) => {
+    // The input's path and the CLI's argv reach sh as "$@", never as script text.
+    const r = await execa('/bin/sh', ['-c', 'f=$1; shift; (sleep 0.4; cat "$f") | "$@"', 'sh', input, process.execPath, join(REPO, 'dist/bin/cli.mjs'), ...args], {
+      env: { PATH: '/usr/bin:/bin', ...w.env },
+      extendEnv: false,
+      reject: false,
+      stripFinalNewline: false,
+    });
+    return { exitCode: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
+  };
+  t.same(await slowly(file, 'net-define', '-'), { exitCode: 0, stdout: 'Pool sriov-pool defined from /dev/stdin\n', stderr: '' }, 'net-define -');
+  t.equal((await vfpoolCli(['net-start', 'sriov-pool'], { env: w.env })).exitCode, 0);
+  const r = await slowly(domain, 'prepare', '--xml=-');
+  t.same([r.exitCode, r.stderr], [0, ''], 'prepare --xml=-');
+  t.match((await vfpoolCli(['status', '--json'], { env: w.env })).stdout, /"domain":"vm1"/, 'vm1 holds a VF');
 });

@@ -62,7 +62,7 @@ t.test('reconcile rebuilds the index markers under the lock: a marker of a concu
     vfpoolCli(['prepare', '--xml=-'], { env: w.env, stdin: domainXml('prepare', { name: `vm${i}`, vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:00:00:0${i + 1}'/>` }) }));
   const reconciles = Array.from({ length: 6 }, () => vfpoolCli(['reconcile'], { env: w.env }));
   const all = await Promise.all([...prepares, ...reconciles]);
-  t.same(all.map((r) => r.exitCode), all.map(() => 0), 'all succeeded');
+  t.same(all.map((r) => [r.exitCode, r.stderr]), all.map(() => [0, '']), 'all succeeded');
   const markers = readdirSync(join(w.settings.stateDir, 'index'));
   for (const d of new Set(readState(w.settings.stateDir).allocations.map((a) => a.owner.domain))) t.ok(markers.includes(`domain.${d}`), `marker of ${d}`);
   t.ok(markers.includes('pool.p'));

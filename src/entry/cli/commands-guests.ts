@@ -36,7 +36,7 @@ export const GUEST_COMMANDS: CommandDef[] = [
     ],
     async run(a: { xml: string; pid?: string; dryRun: boolean; json: boolean }) {
       const pid = a.pid === undefined ? null : parsePid(String(a.pid));
-      const spec = parseDomainXml(readInputFile(a.xml), a.xml);
+      const spec = parseDomainXml(await readInputFile(a.xml), a.xml);
       const ctx = cliContext('prepare');
       const r = await prepareGuest(ctx, spec, { ...guestOptions('cli', ctx.settings), dryRun: a.dryRun, pid });
       if (a.json) out(JSON.stringify({ ...r, dryRun: a.dryRun }));
@@ -62,7 +62,7 @@ export const GUEST_COMMANDS: CommandDef[] = [
     examples: [['release vm1', 'restore MAC, VLAN and driver of vm1\'s VFs and free them'], ['release --xml vm1.xml --dry-run', 'print what would be restored']],
     async run(a: { domain?: string; xml?: string; dryRun: boolean; json: boolean; forgetNetdevs: boolean }) {
       if ((a.domain === undefined) === (a.xml === undefined)) throw new BadInputError('name the domain, or give --xml FILE (one of the two)');
-      const name = a.xml !== undefined ? parseDomainXml(readInputFile(a.xml), a.xml).name : parseObjectName(a.domain!, 'domain');
+      const name = a.xml !== undefined ? parseDomainXml(await readInputFile(a.xml), a.xml).name : parseObjectName(a.domain!, 'domain');
       const ctx = cliContext('release');
       if (a.dryRun) {
         const p = await planReleaseGuest(ctx, name);

@@ -21,7 +21,7 @@ export const POOL_COMMANDS: CommandDef[] = [
       ['net-define --dry-run sriov-pool.xml', 'check the XML only'],
     ],
     async run(a: { file: string; dryRun: boolean }) {
-      const xml = readInputFile(a.file);
+      const xml = await readInputFile(a.file);
       const ctx = cliContext('net-define');
       if (a.dryRun) {
         const name = parsePoolXml(xml, a.file).name;

@@ -2,7 +2,7 @@ import yargs, { type Argv } from 'yargs';
 import { runEntry } from '../run.js';
 import { COMMANDS, COMPLETION, SUMMARY } from './commands.js';
 import { epilogue, positionalNames, registerCommands, type CommandDef } from './define.js';
-import { progress } from './output.js';
+import { progress, STDIN_ARG } from './output.js';
 import { vfpoolVersion } from './install-root.js';
 
 /**
@@ -35,7 +35,9 @@ function explain(yargsMsg: string, argv: string[], defs: CommandDef[]): string {
 }
 
 export function buildProgram(argv: string[], defs: CommandDef[] = COMMANDS): Argv {
-  const y = yargs(argv)
+  const end = argv.indexOf('--');
+  const args = argv.map((x, i) => (x === '-' && (end === -1 || i < end) ? STDIN_ARG : x));
+  const y = yargs(args)
     .scriptName('vfpool')
     // `vfpool migrate DOMAIN URI -- OPTIONS`: what follows -- goes to virsh, kept apart from vfpool's own.
     .parserConfiguration({ 'populate--': true })
