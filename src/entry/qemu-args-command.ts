@@ -64,7 +64,7 @@ export function printQemuArgs(r: QemuArgsOutput): void {
   if (!r.planned) lines.push(`# domain ${r.domain} has no vfpool plan: the wrapper passes its command line to QEMU untouched`);
   for (let i = 0; i < r.args.length; i += 2) lines.push(`${r.args[i]} ${r.args[i + 1] ?? ''}`.trimEnd());
   for (const e of r.edits) lines.push(`# and on ${e.device}: ${Object.entries(e.set).map(([k, v]) => `${k}=${String(v)}`).join(',')}`);
-  for (const h of r.hotplug) lines.push(`# at 'started', device_add ${JSON.stringify(h)}`);
+  for (const h of r.hotplug) lines.push(`# once QEMU runs (the 'started' hook, or \`vfpool plug ${r.domain}\`), device_add ${JSON.stringify(h)}`);
   for (const p of r.placements) if (p.delivered === 'left-off-incoming') lines.push(`# ${p.id} left off: -incoming (it is plugged after the migration)`);
   process.stdout.write(lines.join('\n') + (lines.length ? '\n' : ''));
 }

@@ -6,6 +6,7 @@ import type { NetdevName } from '../types.js';
 import { isAlive } from '../util/process.js';
 import type { Logger } from '../util/log.js';
 import type { Allocation } from '../state/schema.js';
+import type { DomainPlanV1 } from '../state/domain-plan.js';
 import type { Context } from './context.js';
 import { allocationsOf, describeAllocation, type GuestOptions, type PrepareResult } from './guest-model.js';
 import { planPrepare, requestsOf, type PlannedVf } from './guest-plan.js';
@@ -146,7 +147,13 @@ export async function commitVfs(ctx: Context, r: Reservation, log: Logger = ctx.
  * Allocations left by an earlier run of the same domain (QEMU gone, no release seen) are
  * restored and freed first; a domain whose QEMU still runs is a ConflictError.
  */
-export type PrepareOptions = GuestOptions & { dryRun?: boolean; pid?: number | null; deliveryFacts?: DeliveryHostFacts };
+export type PrepareOptions = GuestOptions & {
+  dryRun?: boolean;
+  pid?: number | null;
+  deliveryFacts?: DeliveryHostFacts;
+  /** How the VFs reach QEMU, when the caller chooses (`vfpool prepare --delivery`); else chooseDelivery's default. */
+  delivery?: DomainPlanV1['delivery'];
+};
 
 export async function prepareGuest(ctx: Context, spec: DomainSpec, opts: PrepareOptions): Promise<PrepareResult> {
   try {
@@ -202,7 +209,7 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: PrepareOp
   }
   if (requests.length === 0) {
     // Only an emulated SR-IOV NIC (or nothing): no VF, but the wrapper still has work.
-    const plan = opts.dryRun ? null : buildDomainPlan(ctx, spec, [], [], opts.via);
+    const plan = opts.dryRun ? null : buildDomainPlan(ctx, spec, [], [], opts.via, opts.delivery);
     if (plan) log.info(`wrote the QEMU plan ${await writeGuestPlan(ctx, plan)} (${plan.sriovNics.length} emulated SR-IOV NIC(s))`);
     return result;
   }
@@ -228,7 +235,7 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: PrepareOp
   for (const p of reservation.planned) log.info(`Step 1: ${p.where}: allocated to request #${p.rr.request.index + 1} (${p.rr.request.field}), original config saved`);
   // What cannot reach QEMU is refused now, before the first change to a VF.
   try {
-    const plan = buildDomainPlan(ctx, spec, reservation.planned.map((p) => p.record), requests, opts.via);
+    const plan = buildDomainPlan(ctx, spec, reservation.planned.map((p) => p.record), requests, opts.via, opts.delivery);
     const groups = reservation.planned.map((p) => p.record.iommuGroup).filter((g): g is string => g !== null);
     // The simulated host's VFs never reach a real QEMU through vfio: the checks are the real host's.
     if (plan && ctx.host.kind === 'linux') checkDeliveryPossible(plan, spec, groups, opts.via, opts.deliveryFacts ?? defaultDeliveryHostFacts(ctx.settings.procRoot, ctx.settings.libvirtConfDir));
@@ -253,7 +260,7 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: PrepareOp
 async function writePlanOrUndo(ctx: Context, spec: DomainSpec, ready: Allocation[], requests: Request[], opts: PrepareOptions): Promise<void> {
   const log = ctx.log.child(`domain '${spec.name}'`);
   try {
-    const plan = buildDomainPlan(ctx, spec, ready, requests, opts.via);
+    const plan = buildDomainPlan(ctx, spec, ready, requests, opts.via, opts.delivery);
     if (plan) log.info(`Step 4: wrote the QEMU plan ${await writeGuestPlan(ctx, plan)} (delivery ${plan.delivery}, ${plan.vfs.length} VF(s))`);
   } catch (err) {
     const cause = asVfpoolError(err);

@@ -74,6 +74,17 @@ t.test('without VFPOOL_SIM_VF_DEVICE the VF is vfio-pci host=BDF: cmdline for vf
   t.equal(plan.delivery, 'hotplug');
 });
 
+t.test('vfpool prepare --delivery overrides the default: hotplug for an emulated stand-in, cmdline for a real VF', async (t) => {
+  const w = world(t, 'sim', 'e1000e');
+  await prepareGuest(w.ctx, spec('vm1', TWO), { ...w.opts, via: 'cli', delivery: 'hotplug' });
+  t.match(readDomainPlan(w.settings.stateDir, 'vm1'), { delivery: 'hotplug', vfs: [{ id: 'vfpool-vf0', emulatedModel: 'e1000e', mac: '52:54:00:11:22:33' }] });
+  const r = world(t);
+  await prepareGuest(r.ctx, spec('vm2', TWO), { ...r.opts, via: 'cli', delivery: 'hotplug' });
+  t.equal(readDomainPlan(r.settings.stateDir, 'vm2')!.delivery, 'hotplug', 'a person\'s root QEMU reaches /dev/vfio itself: no started hook needed');
+  await prepareGuest(r.ctx, spec('vm3', `<vfpool:hostdev pool='hd' mac='52:54:00:11:22:44'/>`), { ...r.opts, via: 'cli', delivery: 'cmdline' });
+  t.equal(readDomainPlan(r.settings.stateDir, 'vm3')!.delivery, 'cmdline');
+});
+
 t.test('a passthrough (macvtap) VF is not in the plan; a domain with only <vfpool:sriov-nic> gets a plan anyway', async (t) => {
   const w = world(t);
   await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='pt' mac='52:54:00:11:22:33'/>`), w.opts);

@@ -27,24 +27,29 @@ export const GUEST_COMMANDS: CommandDef[] = [
     options: {
       xml: { type: 'string', demandOption: true, describe: 'the domain XML (- for stdin)' },
       pid: { type: 'string', describe: 'the QEMU pid that uses them (lets `vfpool reconcile` free them when it exits)' },
+      delivery: { type: 'string', choices: ['cmdline', 'hotplug'], describe: "how the VFs reach QEMU: on vfpool-qemu's command line (cmdline, the default), or device_add'ed by `vfpool plug` once QEMU runs (hotplug: unpluggable without the guest's help, e.g. for a migration of a guest with no OS)" },
       ...DRY_RUN,
       ...JSON_OUT,
     },
     examples: [
       ['prepare --xml vm1.xml', 'give domain vm1 the VFs its <vfpool:hostdev> elements ask for'],
       ['prepare --xml vm1.xml --dry-run', 'print which VFs it would get and the steps'],
+      ['prepare --xml vm1.xml --delivery hotplug', 'the wrapper only reserves root ports; `vfpool plug vm1` adds the VFs to the running QEMU'],
     ],
-    async run(a: { xml: string; pid?: string; dryRun: boolean; json: boolean }) {
+    async run(a: { xml: string; pid?: string; delivery?: 'cmdline' | 'hotplug'; dryRun: boolean; json: boolean }) {
       const pid = a.pid === undefined ? null : parsePid(String(a.pid));
       const spec = parseDomainXml(await readInputFile(a.xml), a.xml);
       const ctx = cliContext('prepare');
-      const r = await prepareGuest(ctx, spec, { ...guestOptions('cli', ctx.settings), dryRun: a.dryRun, pid });
+      const r = await prepareGuest(ctx, spec, { ...guestOptions('cli', ctx.settings), dryRun: a.dryRun, pid, ...(a.delivery !== undefined ? { delivery: a.delivery } : {}) });
       if (a.json) out(JSON.stringify({ ...r, dryRun: a.dryRun }));
       else if (a.dryRun) {
         out(`plan for prepare of domain ${spec.name} (--dry-run, nothing changed):`);
         (r.plan.length ? r.plan : ['nothing to do: the domain asks for no VF']).forEach((l, i) => out(`  ${i + 1}. ${l}`));
       } else if (r.vfs.length === 0) out(`Domain ${spec.name} asks for no VF from vfpool`);
-      else for (const v of r.vfs) out(`Domain ${spec.name}: VF ${v.vfAddr} (${v.pf} VF ${v.vfIndex}${v.pool ? `, pool ${v.pool}` : ''}${v.netdev ? `, netdev ${v.netdev}` : ''}) mac ${v.mac}${v.vlan !== null ? ` vlan ${v.vlan}` : ''}, guest slot ${v.guestSlot}`);
+      else {
+        for (const v of r.vfs) out(`Domain ${spec.name}: VF ${v.vfAddr} (${v.pf} VF ${v.vfIndex}${v.pool ? `, pool ${v.pool}` : ''}${v.netdev ? `, netdev ${v.netdev}` : ''}) mac ${v.mac}${v.vlan !== null ? ` vlan ${v.vlan}` : ''}, guest slot ${v.guestSlot}`);
+        if (a.delivery === 'hotplug') out(`Domain ${spec.name}: delivery hotplug: once its QEMU runs (vfpool-qemu), \`vfpool plug ${spec.name}\` device_adds the VFs`);
+      }
       return 0;
     },
   },

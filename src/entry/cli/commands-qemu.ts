@@ -1,5 +1,8 @@
 import { guestDevicesCommand, printGuestDevices } from '../guest-devices-command.js';
 import { printQemuArgs, qemuArgsCommand } from '../qemu-args-command.js';
+import { qemuArgvBySocket } from '../../migrate/devices.js';
+import { plugPlannedVfs } from '../../qemu/plug.js';
+import { BadInputError } from '../../errors.js';
 import { JSON_OUT, type CommandDef } from './define.js';
 import { cliContext, out } from './output.js';
 
@@ -40,6 +43,30 @@ export const QEMU_COMMANDS: CommandDef[] = [
       const ctx = cliContext('guest-devices');
       const devices = await guestDevicesCommand(ctx.settings, a.domain);
       out(a.json ? JSON.stringify(devices) : printGuestDevices(a.domain, devices).trimEnd());
+      return 0;
+    },
+  },
+  {
+    name: 'plug',
+    args: '<domain>',
+    describe: "device_add a domain's VFs into its running QEMU over vfpool's QMP socket (a plan prepared with --delivery hotplug; what the started hook does under libvirt)",
+    positionals: { domain: { describe: 'a domain prepared with `vfpool prepare --delivery hotplug`, whose QEMU runs through vfpool-qemu' } },
+    options: {
+      timeout: { type: 'number', default: 30, describe: 'seconds each VF may take to show on the guest\'s PCI bus' },
+      ...JSON_OUT,
+    },
+    examples: [['plug vm1', "after `vfpool-qemu -name guest=vm1 …` started: vm1's VFs into the root ports the wrapper reserved"]],
+    async run(a: { domain: string; timeout: number; json: boolean }) {
+      if (!Number.isFinite(a.timeout) || a.timeout <= 0) throw new BadInputError(`--timeout '${a.timeout}' is not a number of seconds above 0`);
+      const ctx = cliContext('plug');
+      const lines: string[] = [];
+      const r = await plugPlannedVfs(ctx.settings.stateDir, a.domain, { readArgv: (socket) => qemuArgvBySocket(socket, ctx.settings.procRoot), timeoutMs: a.timeout * 1000, log: (l) => lines.push(l) });
+      if (a.json) out(JSON.stringify(r));
+      else {
+        for (const l of lines) if (l.startsWith('device_add ')) out(`Domain ${r.domain}: ${l}: on the guest's PCI bus`);
+        for (const id of r.present) out(`Domain ${r.domain}: ${id} is on the guest's PCI bus already`);
+        if (r.added.length + r.present.length === 0) out(`Domain ${r.domain} has no VF to plug`);
+      }
       return 0;
     },
   },
