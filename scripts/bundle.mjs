@@ -26,7 +26,22 @@ const others = entries.filter((f) => !hooks.includes(f));
 // A bundle left from an entry point that no longer exists must not be installed.
 rmSync(outdir, { recursive: true, force: true });
 
+// write-file-atomic requires worker_threads at load only to read threadId (0 on the main
+// thread) for its temp file names; loading it brings Node's worker and stream machinery, ~20 ms
+// of a hook call on a busy machine. vfpool never writes from a worker thread: the main thread's
+// answer is given without the module.
+const mainThreadOnly = {
+  name: 'write-file-atomic-main-thread',
+  setup(b) {
+    b.onResolve({ filter: /^worker_threads$/ }, (args) =>
+      /[\\/]write-file-atomic[\\/]/.test(args.importer) ? { path: 'worker_threads', namespace: 'main-thread' } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'main-thread' }, () => ({ contents: 'module.exports = { threadId: 0, isMainThread: true };', loader: 'js' }));
+  },
+};
+
 const common = {
+  plugins: [mainThreadOnly],
   bundle: true,
   platform: 'node',
   target: 'node20',
