@@ -14,6 +14,8 @@ export function benchHost(prefix: string, seed: unknown): { dir: string; env: Re
     PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
     VFPOOL_CONFIG_DIR: join(dir, 'etc'),
     VFPOOL_STATE_DIR: join(dir, 'run'),
+    // The VF history too: a benchmark must not write into the machine's /var/lib/vfpool.
+    VFPOOL_JOURNAL_DIR: join(dir, 'journal'),
     VFPOOL_HOST: `sim:${join(dir, 'host.json')}`,
   };
   mkdirSync(join(dir, 'etc/networks'), { recursive: true });
