@@ -1,5 +1,5 @@
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 /**
@@ -21,4 +21,13 @@ export function benchHost(prefix: string, seed: unknown): { dir: string; env: Re
   mkdirSync(join(dir, 'etc/networks'), { recursive: true });
   writeFileSync(join(dir, 'host.json'), JSON.stringify(seed));
   return { dir, env };
+}
+
+/**
+ * The machine a benchmark ran on, for its header line (the README quotes it): architecture,
+ * cores, CPU model, Node, and the load when it started (the ratios are what compare across
+ * machines; the milliseconds are this machine's at that load).
+ */
+export function machine(): string {
+  return `${process.arch}, ${availableParallelism()} cores, ${cpus()[0]?.model.trim() ?? 'unknown CPU'}, Node ${process.version}, load ${loadavg()[0]!.toFixed(1)}`;
 }
