@@ -7,8 +7,8 @@
  *
  *   npm run bench [-- --runs 40]
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { benchHost } from './bench-host.js';
+import { spawnSync } from 'node:child_process';
+import { benchHost, machine } from './bench-host.js';
 import { chmodSync, cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -86,7 +86,7 @@ for (let r = 0; r < RUNS; r++) cases.forEach((c, i) => samples[i]!.push(timeOnce
 const results = cases.map((c, i) => ({ name: c.name, ms: median(samples[i]!) }));
 const shell = results[0]!.ms;
 const node = results[1]!.ms;
-console.log(`vfpool hook cost, median of ${RUNS} runs each (${execFileSync('uname', ['-m']).toString().trim()}, ${process.version})`);
+console.log(`vfpool hook cost, median of ${RUNS} runs each (${machine()})`);
 for (const r of results) {
   console.log(`${r.name.padEnd(52)} ${r.ms.toFixed(2).padStart(8)} ms  ${(r.ms / shell).toFixed(2).padStart(6)}x shell  ${(r.ms / node).toFixed(2).padStart(5)}x node`);
 }

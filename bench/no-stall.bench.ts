@@ -9,7 +9,7 @@
  *   node dist/bench/no-stall.bench.js [--runs 10] [--settle 2000]
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { benchHost } from './bench-host.js';
+import { benchHost, machine } from './bench-host.js';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -81,7 +81,7 @@ const alone = median(Array.from({ length: RUNS }, guestStart));
 const during: number[] = [];
 for (let i = 0; i < RUNS; i++) during.push(await guestStartDuringPoolStart());
 const busy = median(during);
-console.log(`guest start on eth2 while a 64-VF pool starts on eth1 (VF creation ${SETTLE} ms), median of ${RUNS} runs each`);
+console.log(`guest start on eth2 while a 64-VF pool starts on eth1 (VF creation ${SETTLE} ms), median of ${RUNS} runs each (${machine()})`);
 console.log(`${'guest start alone'.padEnd(52)} ${alone.toFixed(2).padStart(8)} ms`);
 console.log(`${'guest start while the 64-VF pool starts'.padEnd(52)} ${busy.toFixed(2).padStart(8)} ms  ${(busy / alone).toFixed(2).padStart(5)}x alone`);
 rmSync(dir, { recursive: true, force: true });

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeDomainPlan } from '../src/state/domain-plan.js';
+import { machine } from './bench-host.js';
 import type { MacAddress, PciAddress } from '../src/types.js';
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -66,7 +67,7 @@ const results = cases.map((c) => {
 });
 const base = results[0]!.ms;
 const node = results[1]!.ms;
-console.log(`\nQEMU wrapper cost, median of ${RUNS} runs each (${QEMU})`);
+console.log(`\nQEMU wrapper cost, median of ${RUNS} runs each (${QEMU}; ${machine()})`);
 for (const r of results) {
   const starts = r.name.startsWith('wrapper') ? `  Node started ${r.nodeStarts} of ${RUNS} times` : '';
   const vsNode = r.name.includes('planned') ? `  ${(r.ms / node).toFixed(2)}x node` : '';

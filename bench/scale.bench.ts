@@ -10,7 +10,7 @@
  *   npm run bench [-- --runs 10]
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { benchHost } from './bench-host.js';
+import { benchHost, machine } from './bench-host.js';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -121,8 +121,7 @@ if (state.allocations.length !== 64 || distinct !== 64) throw new Error(`at once
 rows.push({ name: '64 prepares one after another, 64-VF pool', ms: serial });
 rows.push({ name: '64 prepares at once, 64-VF pool (64 distinct VFs)', ms: parallel, against: '64 prepares one after another, 64-VF pool' });
 
-const cores = spawnSync('nproc').stdout.toString().trim();
-console.log(`vfpool at scale, simulated host, qemu hook as a process; median of ${RUNS} runs (64-guest rows: one run each) (${process.arch}, ${cores} cores, ${process.version})`);
+console.log(`vfpool at scale, simulated host, qemu hook as a process; median of ${RUNS} runs (64-guest rows: one run each) (${machine()})`);
 for (const r of rows) {
   const base = r.against ? rows.find((x) => x.name === r.against)!.ms : undefined;
   const ratio = base ? `${(r.ms / base).toFixed(2)}x ${r.against}` : '';

@@ -1,4 +1,7 @@
-import { readdir, readFile, readlink, realpath, stat, chown, writeFile } from 'node:fs/promises';
+// fs.promises at each call, not node:fs/promises imported: the hook bundles run every import
+// at load, and fs/promises brings a dozen of Node's modules that a call on the simulated host
+// never uses (a network hook call now loads 2 of Node's modules beyond `node -e 0`, from 56).
+import { promises as fsp } from 'node:fs';
 import { basename, join } from 'node:path';
 import { errnoOf, HostError } from '../errors.js';
 import { netdevFromKernel, type NetdevName, type PciAddress, type VfIndex } from '../types.js';
@@ -80,7 +83,7 @@ export class LinuxHost implements Host {
   private readonly writeSysfs: SysfsWriter;
   private readonly runIp: IpRunner;
   constructor(private readonly opts: LinuxHostOptions) {
-    this.writeSysfs = opts.writeSysfs ?? ((p, v) => writeFile(p, v));
+    this.writeSysfs = opts.writeSysfs ?? ((p, v) => fsp.writeFile(p, v));
     this.runIp = opts.runIp ?? execIp;
   }
 
@@ -106,7 +109,7 @@ export class LinuxHost implements Host {
 
   private async readText(path: string): Promise<string | null> {
     try {
-      return (await readFile(path, 'utf8')).trim();
+      return (await fsp.readFile(path, 'utf8')).trim();
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') return null;
       throw err;
@@ -115,7 +118,7 @@ export class LinuxHost implements Host {
 
   private async linkName(path: string): Promise<string | null> {
     try {
-      return basename(await readlink(path));
+      return basename(await fsp.readlink(path));
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') return null;
       throw err;
@@ -137,7 +140,7 @@ export class LinuxHost implements Host {
     const classNet = join(this.opts.sysfsRoot, 'class/net');
     // No class/net at all: a machine (or fixture) without network devices. Anything else is a
     // broken sysfs root, reported instead of shown as "no SR-IOV PFs".
-    const names = await readdir(classNet).catch((err) => {
+    const names = await fsp.readdir(classNet).catch((err) => {
       if (errnoOf(err) === 'ENOENT') return [] as string[];
       throw new HostError(`cannot list ${classNet}: ${errnoOf(err) ?? (err as Error).message}`, { code: errnoOf(err), hint: 'check VFPOOL_SYSFS names a sysfs tree', cause: err });
     });
@@ -160,7 +163,7 @@ export class LinuxHost implements Host {
     const flags = parseInt((await this.readText(join(this.netDir(pf), 'flags'))) ?? '0', 16);
     return {
       name: pf,
-      address: basename(await realpath(dev)) as PciAddress,
+      address: basename(await fsp.realpath(dev)) as PciAddress,
       totalVfs: parseInt(total, 10),
       numVfs: parseInt((await this.readText(join(dev, 'sriov_numvfs'))) ?? '0', 10),
       driver: await this.linkName(join(dev, 'driver')),
@@ -171,7 +174,7 @@ export class LinuxHost implements Host {
 
   async listVfs(pf: NetdevName): Promise<VfInfo[]> {
     const dev = this.pfDeviceDir(pf);
-    const entries = await readdir(dev).catch((err) => {
+    const entries = await fsp.readdir(dev).catch((err) => {
       throw new HostError(`cannot list ${dev}: ${errnoOf(err)}`, { code: errnoOf(err) });
     });
     const vfs: VfInfo[] = [];
@@ -181,7 +184,7 @@ export class LinuxHost implements Host {
       const vfDir = join(dev, e);
       const address = await this.linkName(vfDir);
       if (!address) continue; // removed between readdir and readlink
-      const netdevs = await readdir(join(vfDir, 'net')).catch(() => [] as string[]);
+      const netdevs = await fsp.readdir(join(vfDir, 'net')).catch(() => [] as string[]);
       vfs.push({
         index: Number(m[1]) as VfIndex,
         address: address as PciAddress,
@@ -195,7 +198,7 @@ export class LinuxHost implements Host {
 
   async netdevDevice(netdev: NetdevName): Promise<PciAddress | null> {
     try {
-      return basename(await realpath(join(this.netDir(netdev), 'device'))) as PciAddress;
+      return basename(await fsp.realpath(join(this.netDir(netdev), 'device'))) as PciAddress;
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') return null;
       throw err;
@@ -203,7 +206,7 @@ export class LinuxHost implements Host {
   }
 
   async physfnOf(dev: PciAddress): Promise<NetdevName | null> {
-    const nets = await readdir(join(this.pciDir(dev), 'physfn/net')).catch(() => [] as string[]);
+    const nets = await fsp.readdir(join(this.pciDir(dev), 'physfn/net')).catch(() => [] as string[]);
     return nets[0] ? netdevFromKernel(nets[0]) : null;
   }
 
@@ -235,7 +238,7 @@ export class LinuxHost implements Host {
     // Before any change: a driver that is not loaded would leave the device unbound, with no
     // driver and no netdev, once Step 2 has run (the callers undo only completed steps).
     // The driver's directory, not its `bind` file: that attribute is write-only (EACCES on read).
-    if (driver !== null && !(await stat(join(this.opts.sysfsRoot, 'bus/pci/drivers', driver)).then((st) => st.isDirectory(), () => false))) {
+    if (driver !== null && !(await fsp.stat(join(this.opts.sysfsRoot, 'bus/pci/drivers', driver)).then((st) => st.isDirectory(), () => false))) {
       throw new HostError(`${dev}: driver ${driver} is not loaded (no ${join(this.opts.sysfsRoot, 'bus/pci/drivers', driver)})`, {
         code: 'ENODEV',
         hint: `load it with \`modprobe ${driver}\``,
@@ -269,13 +272,13 @@ export class LinuxHost implements Host {
 
   async vfioHolders(): Promise<Map<string, number[]>> {
     const holders = new Map<string, number[]>();
-    const procs = (await readdir(this.opts.procRoot).catch(() => [] as string[])).filter((p) => /^\d+$/.test(p));
+    const procs = (await fsp.readdir(this.opts.procRoot).catch(() => [] as string[])).filter((p) => /^\d+$/.test(p));
     await Promise.all(
       procs.map(async (p) => {
         const fdDir = join(this.opts.procRoot, p, 'fd');
-        const fds = await readdir(fdDir).catch(() => [] as string[]);
+        const fds = await fsp.readdir(fdDir).catch(() => [] as string[]);
         // A process that exits meanwhile, or one we may not look into, simply holds nothing.
-        const links = await Promise.all(fds.map((fd) => readlink(join(fdDir, fd)).catch(() => '')));
+        const links = await Promise.all(fds.map((fd) => fsp.readlink(join(fdDir, fd)).catch(() => '')));
         for (const group of new Set(links.filter((l) => /^\/dev\/vfio\/\d+$/.test(l)).map((l) => l.slice('/dev/vfio/'.length)))) {
           holders.set(group, [...(holders.get(group) ?? []), Number(p)]);
         }
@@ -288,20 +291,20 @@ export class LinuxHost implements Host {
   async setVfioGroupOwner(group: string, uid: number, gid: number): Promise<void> {
     const path = join(this.opts.devRoot, 'vfio', group);
     try {
-      await chown(path, uid, gid);
+      await fsp.chown(path, uid, gid);
     } catch (err) {
       throw new HostError(`cannot hand ${path} to uid ${uid}: ${errnoOf(err)}`, { code: errnoOf(err), cause: err });
     }
   }
 
   async getVfioGroupOwner(group: string): Promise<{ uid: number; gid: number } | null> {
-    const st = await stat(join(this.opts.devRoot, 'vfio', group)).catch(() => null);
+    const st = await fsp.stat(join(this.opts.devRoot, 'vfio', group)).catch(() => null);
     return st ? { uid: st.uid, gid: st.gid } : null;
   }
 
   async iommuGroupDevices(group: string): Promise<Array<{ address: PciAddress; driver: string | null }>> {
     const dir = join(this.opts.sysfsRoot, 'kernel/iommu_groups', group, 'devices');
-    const names = await readdir(dir).catch((err) => {
+    const names = await fsp.readdir(dir).catch((err) => {
       if (errnoOf(err) === 'ENOENT') return [] as string[];
       throw new HostError(`cannot list ${dir}: ${errnoOf(err)}`, { code: errnoOf(err) });
     });

@@ -159,9 +159,10 @@ function addressOfRid(domain: string, rid: number): string {
 }
 
 function randomMac(): string {
-  // Web Crypto's global, loaded on first use: a static import of node:crypto would load it in
-  // every hook call (the hook bundles load their imports eagerly), on real hosts too.
-  const b = crypto.getRandomValues(new Uint8Array(6));
+  // Math.random, not crypto: the MAC only has to differ from VF to VF and from probe to probe,
+  // like the kernel's eth_random_addr; loading Web Crypto (six of Node's modules) cost a
+  // simulated `sriov_numvfs` write more than the rest of it.
+  const b = Uint8Array.from({ length: 6 }, () => Math.floor(Math.random() * 256));
   // Locally administered unicast, as drivers generate for a VF with no admin MAC.
   b[0] = (b[0]! & 0xfe) | 0x02;
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');

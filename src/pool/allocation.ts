@@ -43,23 +43,28 @@ async function memberOf(host: Host, addr: PciAddress, reads: PfReader): Promise<
  */
 export async function resolvePoolMembers(host: Host, pool: PoolSpec, reads: PfReader = host): Promise<Member[]> {
   const out: Member[] = [];
+  for await (const m of poolMembers(host, pool, reads)) out.push(m);
+  return out;
+}
+
+/**
+ * The same members, one PF read at a time as they are consumed: a first-fit pick stops at the
+ * first free VF, so a prepare on a pool of 4 PFs x 128 VFs reads the PFs it needs, not all four
+ * (on Linux each PF is a sysfs walk and an `ip` process).
+ */
+export async function* poolMembers(host: Host, pool: PoolSpec, reads: PfReader = host): AsyncGenerator<Member> {
   const seen = new Set<string>();
-  const push = (m: Member) => {
-    if (!seen.has(m.vf.address)) {
-      seen.add(m.vf.address);
-      out.push(m);
-    }
-  };
-  const allOf = async (pf: NetdevName) => {
-    for (const vf of await reads.listVfs(pf)) push({ pf, vf });
-  };
+  const fresh = (m: Member) => !seen.has(m.vf.address) && (seen.add(m.vf.address), true);
+  async function* allOf(pf: NetdevName): AsyncGenerator<Member> {
+    for (const vf of await reads.listVfs(pf)) if (fresh({ pf, vf })) yield { pf, vf };
+  }
   for (const p of pool.pfs) {
     try {
       await reads.getPf(p.dev);
     } catch (err) {
       throw pfError(pool, p.dev, err);
     }
-    await allOf(p.dev);
+    yield* allOf(p.dev);
   }
   for (const dev of pool.interfaces) {
     // "Not a PF" is ENOENT (no such netdev) or ENOTSUP (no SR-IOV); any other failure is real.
@@ -68,20 +73,19 @@ export async function resolvePoolMembers(host: Host, pool: PoolSpec, reads: PfRe
       (e) => (e instanceof HostError && (e.code === 'ENOENT' || e.code === 'ENOTSUP') ? false : Promise.reject(e)),
     );
     if (isPf) {
-      await allOf(dev);
+      yield* allOf(dev);
       continue;
     }
     const addr = await host.netdevDevice(dev);
     const m = addr ? await memberOf(host, addr, reads) : null;
-    if (m) push(m);
+    if (m && fresh(m)) yield m;
     // A listed VF netdev that is gone is not an error: it may be bound to vfio-pci right now
     // (no netdev), and then it is not free anyway.
   }
   for (const addr of pool.addresses) {
     const m = await memberOf(host, addr, reads);
-    if (m) push(m);
+    if (m && fresh(m)) yield m;
   }
-  return out;
 }
 
 /**
@@ -153,7 +157,8 @@ export async function pickVfs(
   host: Host,
   state: VfpoolState,
   resolved: ResolvedRequest[],
-  members: (pool: PoolSpec) => Promise<Member[]>,
+  /** The pool's members in order, read as consumed (poolMembers). */
+  members: (pool: PoolSpec) => AsyncIterable<Member>,
   domain: string,
 ): Promise<Map<number, Member>> {
   const picked = new Map<number, Member>();
@@ -166,7 +171,7 @@ export async function pickVfs(
       if (taken.has(m.vf.address)) {
         throw new BadInputError(`${r.request.field}: ${m.vf.address} is asked for twice in domain '${domain}'`, 'name each VF once');
       }
-      if (r.pool && !(await members(r.pool)).some((x) => x.vf.address === m.vf.address)) {
+      if (r.pool && !(await isMember(members(r.pool), m.vf.address))) {
         throw new BadInputError(`${r.request.field}: ${m.vf.address} is not a member of pool '${r.pool.name}'`, 'drop pool= or name one of its VFs');
       }
       const who = await holdersOf(state, m.vf, vfioHolders);
@@ -178,10 +183,11 @@ export async function pickVfs(
       continue;
     }
     const pool = r.pool!;
-    const all = await members(pool);
     let found: Member | undefined;
+    let count = 0;
     const held: string[] = [];
-    for (const m of all) {
+    for await (const m of members(pool)) {
+      count++;
       if (taken.has(m.vf.address)) {
         held.push(`VF ${m.vf.address}: another request of this domain`);
         continue;
@@ -194,14 +200,19 @@ export async function pickVfs(
       held.push(`VF ${m.vf.address}: ${who.join(' and ')}`);
     }
     if (!found) {
-      if (all.length === 0) {
+      if (count === 0) {
         throw new ConflictError(`domain '${domain}': pool '${pool.name}' has no VFs on this host`, `start it (\`vfpool net-start ${pool.name}\`, or the libvirt network) so its VFs exist`);
       }
       const shown = held.slice(0, 8).join('; ') + (held.length > 8 ? `; and ${held.length - 8} more` : '');
-      throw new ConflictError(`domain '${domain}': pool '${pool.name}' is exhausted, all ${all.length} VFs are held (${shown})`, 'stop a guest, or add VFs to the pool');
+      throw new ConflictError(`domain '${domain}': pool '${pool.name}' is exhausted, all ${count} VFs are held (${shown})`, 'stop a guest, or add VFs to the pool');
     }
     picked.set(r.request.index, found);
     taken.add(found.vf.address);
   }
   return picked;
+}
+
+async function isMember(members: AsyncIterable<Member>, address: PciAddress): Promise<boolean> {
+  for await (const m of members) if (m.vf.address === address) return true;
+  return false;
 }

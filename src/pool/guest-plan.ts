@@ -3,7 +3,7 @@ import type { DomainSpec } from '../config/domain-xml.js';
 import { domainRequests, type VfRequest } from './requests.js';
 import { modeUsesVfio, type PoolSpec } from '../config/pool-xml.js';
 import type { PoolMode } from '../types.js';
-import { pickVfs, resolveNamedVf, resolvePoolMembers, type Member, type ResolvedRequest } from './allocation.js';
+import { pickVfs, poolMembers, resolveNamedVf, type Member, type ResolvedRequest } from './allocation.js';
 import type { Context } from './context.js';
 import type { Allocation, VfpoolState } from '../state/schema.js';
 import { whereOf, type GuestOptions } from './guest-model.js';
@@ -58,12 +58,8 @@ export interface PlannedVf {
 export async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRequest[], state: VfpoolState, opts: GuestOptions, pid: number | null): Promise<PlannedVf[]> {
   const reads = new HostReads(ctx.host);
   const lookupPool = poolLookup(ctx, state);
-  const memberCache = new Map<string, Promise<Member[]>>();
-  const members = (pool: PoolSpec) => {
-    let m = memberCache.get(pool.name);
-    if (!m) memberCache.set(pool.name, (m = resolvePoolMembers(ctx.host, pool, reads)));
-    return m;
-  };
+  // Read as consumed: a first-fit pick reads the PFs up to the first free VF (each PF once: `reads`).
+  const members = (pool: PoolSpec) => poolMembers(ctx.host, pool, reads);
   const resolved: ResolvedRequest[] = [];
   for (const r of requests) {
     const pool = r.pool ? lookupPool(r.pool) ?? null : null;

@@ -1,4 +1,4 @@
-import { appendFileSync, chmodSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { appendFileSync, chmodSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmdirSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 
@@ -143,6 +143,13 @@ export class Journal {
 }
 
 /**
+ * The file system calls proper-lockfile's sync lock makes. It copies the `fs` it is given with
+ * `{ ...fs }`, which on all of node:fs runs every lazy getter (fs.promises, the stream classes)
+ * and loads Node's stream machinery into every hook call that writes the journal.
+ */
+const LOCK_FS = { mkdirSync, realpathSync, statSync, rmdirSync, utimesSync };
+
+/**
  * proper-lockfile's sync lock has no retries, and the callers (hooks) are synchronous at this
  * point by design (a journal write must not reorder with the operation's own steps): so retry
  * here, briefly. A lock still held after ~2 s is reported as a failed write, not waited out.
@@ -151,7 +158,7 @@ function lockWithRetry(file: string): () => void {
   const pause = new Int32Array(new SharedArrayBuffer(4));
   for (let attempt = 0; ; attempt++) {
     try {
-      return lockfile.lockSync(file, { stale: 10_000, realpath: false });
+      return lockfile.lockSync(file, { stale: 10_000, realpath: false, fs: LOCK_FS });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ELOCKED' || attempt >= 200) throw err;
       Atomics.wait(pause, 0, 0, 10);

@@ -48,9 +48,13 @@ export function readJsonFile<T>(file: string, what = 'the file', setting?: strin
   }
 }
 
-/** Temp file + fsync + rename: a reader sees the old file or the new one, never half of one. */
-export async function writeJsonFileAtomic(file: string, value: unknown, mode = 0o600): Promise<void> {
-  await writeFileAtomic(file, JSON.stringify(value, null, 2) + '\n', { mode, fsync: true });
+/**
+ * Temp file + fsync + rename: a reader sees the old file or the new one, never half of one, and
+ * after a power cut the new one. `fsync: false` only for a file whose contents must not outlive
+ * the machine's memory anyway (the simulated host's kernel state): still atomic, not synced.
+ */
+export async function writeJsonFileAtomic(file: string, value: unknown, mode = 0o600, opts: { fsync?: boolean } = {}): Promise<void> {
+  await writeFileAtomic(file, JSON.stringify(value, null, 2) + '\n', { mode, fsync: opts.fsync ?? true });
 }
 
 export interface JsonUpdate<T, R> {
@@ -75,6 +79,7 @@ export async function updateJsonFileLocked<T, R>(
   mode = 0o600,
   /** Names this file's crash points (`NAME:locked`, `NAME:written`); none without it. */
   crashName?: string,
+  write: { fsync?: boolean } = {},
 ): Promise<R> {
   try {
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
@@ -88,7 +93,7 @@ export async function updateJsonFileLocked<T, R>(
       realpath: false,
       stale: opts.staleMs,
       update: Math.max(1000, Math.floor(opts.staleMs / 2)),
-      retries: { retries: Math.max(1, Math.ceil(opts.timeoutMs / 100)), minTimeout: 50, maxTimeout: 100, factor: 1.2 },
+      retries: lockRetries(opts.timeoutMs),
     });
   } catch (err) {
     if (errnoOf(err) === 'ELOCKED') {
@@ -108,7 +113,7 @@ export async function updateJsonFileLocked<T, R>(
     if (crashName) crashPoint(`${crashName}:locked`);
     const current = read();
     const { next, result, afterWrite } = await fn(current);
-    if (next !== undefined) await writeJsonFileAtomic(file, next, mode);
+    if (next !== undefined) await writeJsonFileAtomic(file, next, mode, write);
     if (crashName) crashPoint(`${crashName}:written`);
     afterWrite?.();
     return result;
@@ -117,6 +122,23 @@ export async function updateJsonFileLocked<T, R>(
     rmSync(holderFile(file), { force: true });
     await release().catch(() => undefined);
   }
+}
+
+/**
+ * Retries for a lock held by another process, adding up to about `timeoutMs`. The first come
+ * soon (5, 10, 20, 40, 80 ms, then every 100 ms): locks are held for a few milliseconds (a read,
+ * an fsynced write), and a first retry at 50 ms made a guest whose prepare met a pool start's
+ * short write wait 50 ms for nothing (bench/no-stall.bench.ts). A retry is one mkdir.
+ */
+export function lockRetries(timeoutMs: number): { retries: number; minTimeout: number; maxTimeout: number; factor: number } {
+  const minTimeout = 5;
+  const maxTimeout = 100;
+  let retries = 0;
+  for (let waited = 0, next = minTimeout; waited < timeoutMs; next = Math.min(maxTimeout, next * 2)) {
+    waited += next;
+    retries++;
+  }
+  return { retries: Math.max(1, retries), minTimeout, maxTimeout, factor: 2 };
 }
 
 /**

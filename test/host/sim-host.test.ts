@@ -1,7 +1,7 @@
 import t from 'tap';
 import { scratchDir } from '../helpers/scratch.js';
 import { join } from 'node:path';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { SimHost } from '../../src/host/sim-host.js';
 import type { NetdevName } from '../../src/types.js';
 import type { VfInfo } from '../../src/host/host.js';
@@ -79,4 +79,29 @@ t.test('a seed is filled in once: what one reader sees, the next sees too', asyn
   t.equal(first.length, 2);
   t.same(second, first, 'the random MACs the VF driver picked at fill-in are kept');
   t.match(JSON.parse(readFileSync(file, 'utf8')), { version: 1 }, 'the filled-in state was written back');
+});
+
+t.test('queries answer from the last version read, and never from a version the file no longer is', async (t) => {
+  const file = join(scratchDir(t), 'host.json');
+  writeFileSync(file, JSON.stringify({ pfs: [{ name: 'eth1', totalVfs: 8 }] }));
+  const eth1 = 'eth1' as NetdevName;
+  const mine = new SimHost(file);
+  const other = new SimHost(file); // another process: its own memory of the file
+  await mine.writeNumVfs(eth1, 2);
+  t.equal((await mine.getPf(eth1)).numVfs, 2, 'its own write');
+  await other.setLinkUp(eth1, false);
+  t.equal((await mine.getPf(eth1)).up, false, "another writer's change (a rename over the file) is seen");
+
+  // An edit in place (same inode, same size), as a test or a person makes, long after the
+  // version was read: the mtime tells it apart.
+  const past = new Date(Date.now() - 60_000);
+  utimesSync(file, past, past);
+  t.equal(await mine.getMtu(eth1), 1500, 'read (and kept: its mtime is old)');
+  writeFileSync(file, readFileSync(file, 'utf8').replace('"mtu": 1500', '"mtu": 1600'));
+  t.equal(await mine.getMtu(eth1), 1600, 'an edit in place of the same size is seen');
+
+  // A refused change leaves what queries see as the file has it.
+  await t.rejects(mine.writeNumVfs(eth1, 3), { code: 'EBUSY' });
+  t.equal((await mine.getPf(eth1)).numVfs, 2);
+  t.equal((await new SimHost(file).listVfs(eth1)).length, 2);
 });

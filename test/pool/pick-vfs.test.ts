@@ -24,7 +24,9 @@ const named = (index: number, m: Member, pool: PoolSpec | null = null): Resolved
 const hostWith = (groups: Array<[string, number[]]>) => ({ vfioHolders: async () => new Map(groups) }) as unknown as Host;
 const host = hostWith([]);
 const held42 = hostWith([['42', [777]]]);
-const members = async () => MEMBERS;
+const members = async function* () {
+  yield* MEMBERS;
+};
 
 function held(domain: string, i: number): VfpoolState {
   const s = emptyState();
@@ -60,6 +62,18 @@ t.test('pickVfs refusals', async (t) => {
   e = await run(held('a', 0), [fromPool(0), fromPool(1), fromPool(2)]);
   t.equal(e?.exitCode, 3);
   t.match(e?.message, /^domain 'vm1': pool 'p' is exhausted, all 3 VFs are held \(VF 0000:3b:02\.0: domain 'a'; VF 0000:3b:02\.1: another request of this domain;/);
-  e = await run(emptyState(), [fromPool(0)], async () => []);
+  e = await run(emptyState(), [fromPool(0)], async function* () {});
   t.equal(e?.message, "domain 'vm1': pool 'p' has no VFs on this host");
+});
+
+t.test('pickVfs reads the pool only up to the first free VF', async (t) => {
+  let consumed = 0;
+  const counting = async function* () {
+    for (const m of MEMBERS) {
+      consumed++;
+      yield m;
+    }
+  };
+  await pickVfs(host, held('other', 0), [fromPool(0)], counting, 'vm1');
+  t.equal(consumed, 2, 'the held VF 0, then the free VF 1: VF 2 (and any later PF) is never read');
 });

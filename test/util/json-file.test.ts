@@ -3,7 +3,7 @@ import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { LockTimeoutError } from '../../src/errors.js';
-import { readJsonFile, updateJsonFileLocked, writeJsonFileAtomic } from '../../src/util/json-file.js';
+import { lockRetries, readJsonFile, updateJsonFileLocked, writeJsonFileAtomic } from '../../src/util/json-file.js';
 import { scratchDir } from '../helpers/scratch.js';
 
 t.test('readJsonFile: absent is undefined, broken JSON is bad input naming the file (exit 2), never advice to remove it', async (t) => {
@@ -59,4 +59,15 @@ t.test('updateJsonFileLocked: a lock another process holds is exit 3 after the t
   t.match(err, { exitCode: 3, message: `lock ${file}.lock is held by another vfpool process (waited 0 s)`, hint: /try again/ });
   await t.rejects(updateJsonFileLocked(file, () => ({}), () => Promise.reject(new Error('boom'))), { message: 'boom' });
   t.notOk(lockfile.checkSync(file, { realpath: false }), 'the lock is released after a failed update');
+});
+
+t.test('lockRetries: the first retries come soon, and the waits add up to the timeout', async (t) => {
+  const waits = (r: ReturnType<typeof lockRetries>) =>
+    Array.from({ length: r.retries }, (_, i) => Math.min(r.maxTimeout, r.minTimeout * r.factor ** i));
+  for (const timeoutMs of [1, 200, 300, 30_000]) {
+    const w = waits(lockRetries(timeoutMs));
+    const total = w.reduce((a, b) => a + b, 0);
+    t.ok(total >= timeoutMs && total < timeoutMs + 100, `${timeoutMs} ms: ${w.length} retries waiting ${total} ms in all`);
+  }
+  t.same(waits(lockRetries(30_000)).slice(0, 6), [5, 10, 20, 40, 80, 100]);
 });
