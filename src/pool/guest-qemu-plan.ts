@@ -80,9 +80,13 @@ export function planVfsOf(allocations: Allocation[], requests: VfRequest[], emul
     });
 }
 
-/** `hotplug` for real vfio VFs of a libvirt guest, `cmdline` for a person's QEMU and for emulated stand-ins. */
-export function chooseDelivery(via: GuestOptions['via'], vfs: DomainPlanVf[]): DomainPlanV1['delivery'] {
-  return via === 'libvirt' && vfs.some((v) => v.host !== null) ? 'hotplug' : 'cmdline';
+/**
+ * `hotplug` for real vfio VFs of a libvirt guest, `cmdline` for a person's QEMU and for emulated
+ * stand-ins, unless the simulated host is told to hot-plug those too (VFPOOL_SIM_DELIVERY).
+ */
+export function chooseDelivery(via: GuestOptions['via'], vfs: DomainPlanVf[], hotplugStandIns = false): DomainPlanV1['delivery'] {
+  if (via !== 'libvirt') return 'cmdline';
+  return vfs.some((v) => v.host !== null || (hotplugStandIns && v.emulatedModel !== null)) ? 'hotplug' : 'cmdline';
 }
 
 export function buildDomainPlan(ctx: Context, spec: DomainSpec, allocations: Allocation[], requests: VfRequest[], via: GuestOptions['via']): DomainPlanV1 | null {
@@ -90,7 +94,7 @@ export function buildDomainPlan(ctx: Context, spec: DomainSpec, allocations: All
   const vfs = planVfsOf(allocations, requests, emulated);
   if (vfs.length === 0 && spec.sriovNics.length === 0) return null;
   const sriovNics = sriovNicPlans(spec.name, spec.uuid, spec.sriovNics, spec.interfaceMacs.map((m) => m.mac));
-  return { version: 1, domain: spec.name, uuid: spec.uuid, delivery: chooseDelivery(via, vfs), vfs, sriovNics };
+  return { version: 1, domain: spec.name, uuid: spec.uuid, delivery: chooseDelivery(via, vfs, emulated !== null && ctx.settings.simDelivery === 'hotplug'), vfs, sriovNics };
 }
 
 /**
