@@ -250,6 +250,15 @@ check "vfpool migrate, and the migrate begin hook: a source PCI address is dropp
 reserved_dst() { local m; m=$(held_by dst vfpool-mig-mapped); [ "$m" = 52:54:00:9a:00:11 ] || { why="destination holds '$m' for vfpool-mig-mapped"; return 1; }
   [ -z "$(held_by src vfpool-mig-mapped)" ] || { why="the source still holds $(held_by src vfpool-mig-mapped)"; return 1; }; }
 check "destination prepare hook: the arriving domain holds a VF with the source's MAC; the source's is freed" reserved_dst
+# The incoming QEMU's argv (from /proc: its pid file is in the destination's private /run).
+incoming_wrapped() {
+  local p a; p=$(pgrep -f "guest=vfpool-mig-mapped" | head -n 1)
+  [ -n "$p" ] || { why="no QEMU of vfpool-mig-mapped"; return 1; }
+  a=$(tr '\0' '\n' <"/proc/$p/cmdline")
+  grep -qx -- -incoming <<<"$a" || { why="QEMU $p has no -incoming"; return 1; }
+  grep -q "path=$work/dst/run/qemu/vfpool-mig-mapped/qmp.sock" <<<"$a" && grep -q 'vfpool-rp0' <<<"$a" || { why="QEMU $p lacks the wrapper's QMP socket or root port"; return 1; }
+  ! grep -q '"id":"vfpool-vf0"\|id=vfpool-vf0' <<<"$a" || { why="vfpool-vf0 is on the incoming command line"; return 1; }; }
+check "destination QEMU started through the wrapper with -incoming: vfpool's QMP socket and root port, no VF on its command line" incoming_wrapped
 armed() { grep -q "started (incoming migration): vfpool-vf0 left off; confirm --wait-incoming runs as pid" "$work/dst/run/vfpool.log" || { why="$(grep -i 'started' "$work/dst/run/vfpool.log" | tail -n 3)"; return 1; }
   local m i; for i in $(seq 60); do m=$(on_dst vfpool-mig-mapped qom-get '{"path":"/machine/peripheral/vfpool-vf0","property":"mac"}' 2>&1) && break; sleep 0.5; done
   [ "$m" = '"52:54:00:9a:00:11"' ] || { why="vfpool-vf0 on the destination after 30 s: $m"; return 1; }; }
