@@ -166,10 +166,10 @@ hy_migrate() {
   local ev="$work/hy-events.out" i
   : >"$ev"
   node "$repo/dist/test/migrate/qmp-events.js" "$(sock src vfpool-mig-hy)" 300 >"$ev" 2>&1 & pids+=($!)
-  for i in $(seq 100); do grep -q '^listening' "$ev" && break; sleep 0.1; done
+  for i in $(seq 300); do grep -q '^listening' "$ev" && break; sleep 0.1; done
   grep -q '^listening' "$ev" || { why="event listener: $(cat "$ev")"; return 1; }
   mig $A $B vfpool-mig-hy || return 1
-  for i in $(seq 100); do grep -q '^closed' "$ev" && break; sleep 0.1; done
+  for i in $(seq 300); do grep -q '^closed' "$ev" && break; sleep 0.1; done
   grep -q '^closed' "$ev" || { why="the source QEMU did not close vfpool's socket: $(tail -n 3 "$ev")"; return 1; }
   grep -q '"MIGRATION","data":{"status":"completed"}' "$ev" || { why="no MIGRATION completed event on the source: $(grep -o '"event":"[A-Z_]*"' "$ev" | sort | uniq -c | tr '\n' ' ')"; return 1; }
   ! grep -q 'UNPLUG_PRIMARY\|DEVICE_DELETED' "$ev" || { why="QEMU unplugged something: $(grep 'UNPLUG_PRIMARY\|DEVICE_DELETED' "$ev")"; return 1; }
@@ -237,7 +237,7 @@ virsh_plain_vf() { create_on $A "$work/mapped.xml" || return 1
   grep -q "load of migration failed" "$work/mig.out" || { why="virsh said: $(cat "$work/mig.out")"; return 1; }
   echo "     $(tr '\n' ' ' <"$work/mig.out" | cut -c1-260)"
   src_untouched vfpool-mig-mapped 52:54:00:9a:00:11 || return 1
-  local i; for i in $(seq 50); do [ -z "$(held_by dst vfpool-mig-mapped)" ] && [ ! -e "$work/dst/run/migrate/vfpool-mig-mapped.json" ] && break; sleep 0.2; done
+  local i; for i in $(seq 150); do [ -z "$(held_by dst vfpool-mig-mapped)" ] && [ ! -e "$work/dst/run/migrate/vfpool-mig-mapped.json" ] && break; sleep 0.2; done
   [ -z "$(held_by dst vfpool-mig-mapped)" ] || { why="the destination still holds $(held_by dst vfpool-mig-mapped)"; return 1; }
   [ ! -e "$work/dst/run/migrate/vfpool-mig-mapped.json" ] || { why="the destination's migration record is left: $(tr -d ' \n' <"$work/dst/run/migrate/vfpool-mig-mapped.json")"; return 1; }; }
 check "plain virsh migrate with a plain VF in the guest fails (QEMU's stream has a device the destination left off); source untouched, destination holds nothing" virsh_plain_vf
