@@ -30,6 +30,14 @@ export interface Settings {
    * Empty: the simulated host's VFs get `vfio-pci,host=BDF` like real ones.
    */
   simVfDevice: string;
+  /**
+   * Simulated host only: how a libvirt guest's stand-ins reach QEMU. `cmdline` (default): on
+   * the command line, which they can be (no vfio). `hotplug`: as real VFs do under libvirt
+   * (empty root ports from the wrapper, `device_add` at `started`), so the simulated host takes
+   * that path too; a stand-in hot-added into an unpowered slot can also be `device_del`ed
+   * without a guest OS, which a migration's perform needs.
+   */
+  simDelivery: 'cmdline' | 'hotplug';
   /** The VF history (`vfpool history`): kept across reboots, unlike the state directory. */
   journalDir: string;
   /** `/lib/modules`: `vfpool doctor` looks for vfio modules under `RELEASE/` there. */
@@ -50,6 +58,7 @@ export const SETTING_KEYS = {
   VFPOOL_LIBVIRT_RUN_DIR: 'libvirtRunDir',
   VFPOOL_ETC: 'etcDir',
   VFPOOL_SIM_VF_DEVICE: 'simVfDevice',
+  VFPOOL_SIM_DELIVERY: 'simDelivery',
   VFPOOL_JOURNAL_DIR: 'journalDir',
   VFPOOL_MODULES_DIR: 'modulesDir',
   VFPOOL_LIBVIRT_CONF_DIR: 'libvirtConfDir',
@@ -69,6 +78,7 @@ export const DEFAULT_SETTINGS: Settings = {
   libvirtRunDir: '/run/libvirt/qemu',
   etcDir: '/etc',
   simVfDevice: '',
+  simDelivery: 'cmdline',
   journalDir: '/var/lib/vfpool',
   modulesDir: '/lib/modules',
   libvirtConfDir: '/etc/libvirt',
@@ -125,7 +135,10 @@ export function settingsFrom(env: NodeJS.ProcessEnv, fromFile: ReturnType<typeof
   for (const [key, field] of Object.entries(SETTING_KEYS) as [keyof typeof SETTING_KEYS, keyof Settings][]) {
     const v = env[key] || fromFile[key];
     if (v && PATH_KEYS.has(key)) refuseRelative(key, v, env[key] ? 'the environment' : 'vfpool.conf');
-    if (v) settings[field] = v;
+    if (v) (settings as unknown as Record<string, string>)[field] = v;
+  }
+  if (settings.simDelivery !== 'cmdline' && settings.simDelivery !== 'hotplug') {
+    throw new BadInputError(`VFPOOL_SIM_DELIVERY='${settings.simDelivery as string}' is neither cmdline nor hotplug`, 'leave it empty (cmdline), or set hotplug to hot-plug the stand-ins at started like real VFs');
   }
   if (settings.simVfDevice !== '' && !QEMU_DRIVER_RE.test(settings.simVfDevice)) {
     throw new BadInputError(
@@ -162,6 +175,7 @@ export const SETTING_DOCS: Record<keyof typeof SETTING_KEYS, string> = {
   VFPOOL_IP: "iproute2's ip, at a fixed path",
   VFPOOL_QEMU: 'the real QEMU the wrapper runs',
   VFPOOL_SIM_VF_DEVICE: "simulated host: a QEMU NIC model (e.g. 'e1000e') standing in for each VF",
+  VFPOOL_SIM_DELIVERY: "simulated host, libvirt guests: 'cmdline' (default) or 'hotplug' (stand-ins added at started, as real VFs)",
   VFPOOL_PROC: 'where /proc is',
   VFPOOL_DEV: 'where /dev is',
   VFPOOL_LIBVIRT_RUN_DIR: "libvirt's QEMU pid files",

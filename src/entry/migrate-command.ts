@@ -1,13 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { execa } from 'execa';
 import type { Context } from '../pool/context.js';
-import { BadInputError, errnoOf, HostError } from '../errors.js';
+import { asVfpoolError, BadInputError, errnoOf, HostError } from '../errors.js';
 import { describeForMigration, migrateBeginXml, validateDescription } from '../migrate/begin.js';
 import { qemuArgvBySocket } from '../migrate/devices.js';
 import { migrateOverQmp } from '../migrate/failover.js';
 import type { MigrationQmp, PlanStore } from '../migrate/ports.js';
 import { DEFAULT_TIMEOUTS, peripheralIds } from '../migrate/qmp-steps.js';
 import { connectQmp, virshQmp } from '../migrate/qmp-port.js';
+import { QmpClosedError } from '../qemu/qmp.js';
 import { fileRecordStore } from '../state/migration-record.js';
 import { confirmStage, performStage, prepareStage, type StageDeps, type StageResult } from '../migrate/stages.js';
 import { domainQmpSocketPath, readDomainPlan, removeDomainPlan, writeDomainPlan } from '../state/domain-plan.js';
@@ -40,10 +41,13 @@ function planStore(ctx: Context): PlanStore {
   };
 }
 
-async function withDeps<T>(ctx: Context, domain: string | null, fn: (deps: StageDeps) => Promise<T>): Promise<T> {
+type ClosableQmp = MigrationQmp & { close(): void };
+
+/** The stages' dependencies; `connected`: a QMP connection already open to the domain's QEMU (closed here). */
+async function withDeps<T>(ctx: Context, domain: string | null, fn: (deps: StageDeps) => Promise<T>, connected?: ClosableQmp): Promise<T> {
   const stateDir = ctx.settings.stateDir;
-  let qmp: (MigrationQmp & { close(): void }) | undefined;
-  if (domain !== null) qmp = await connectQmp(domainQmpSocketPath(stateDir, domain));
+  let qmp: ClosableQmp | undefined = connected;
+  if (domain !== null && qmp === undefined) qmp = await connectQmp(domainQmpSocketPath(stateDir, domain));
   try {
     return await fn({
       plans: planStore(ctx),
@@ -58,12 +62,21 @@ async function withDeps<T>(ctx: Context, domain: string | null, fn: (deps: Stage
   }
 }
 
-function print(r: StageResult, json: boolean): void {
+/** The stage's steps on stdout, and in vfpool.log: the destination's confirm runs detached, stdout nowhere. */
+function print(ctx: Context, r: StageResult, json: boolean): void {
+  for (const s of r.steps) ctx.log.info(`migrate ${r.domain}: ${s}`);
+  ctx.log.info(`migrate ${r.domain}: ${r.stage}`);
   if (json) process.stdout.write(JSON.stringify(r) + '\n');
   else {
     for (const s of r.steps) process.stdout.write(`${r.domain}: ${s}\n`);
     process.stdout.write(`${r.domain}: ${r.stage}\n`);
   }
+}
+
+/** A line of `vfpool migrate DOMAIN DEST_URI`'s progress, on stdout and in vfpool.log. */
+function say(ctx: Context, line: string): void {
+  ctx.log.info(`migrate ${line}`);
+  process.stdout.write(`${line}\n`);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -83,6 +96,32 @@ async function waitIncoming(qmp: MigrationQmp, seconds: number): Promise<'succes
     if (status !== 'inmigrate' && status !== 'prelaunch') return ['internal-error', 'shutdown', 'guest-panicked'].includes(status) ? 'failure' : 'success';
     if (Date.now() > end) throw new HostError(`the incoming migration did not finish within ${seconds} s`, { hint: 'run `vfpool migrate confirm DOMAIN --role destination` once it has' });
     await sleep(200);
+  }
+}
+
+/**
+ * `confirm DOMAIN --role destination --wait-incoming S`, started detached by the `started` hook
+ * (its stderr goes nowhere: what it did and why it failed go to vfpool.log). QEMU removes its
+ * sockets when it exits, and an incoming QEMU whose stream does not load exits at once: a QEMU
+ * gone before this could connect is a failed migration, whose reservation is freed here.
+ */
+async function confirmIncoming(ctx: Context, domain: string, seconds: number, json: boolean): Promise<number> {
+  try {
+    let qmp: ClosableQmp | undefined;
+    try {
+      qmp = await connectQmp(domainQmpSocketPath(ctx.settings.stateDir, domain));
+    } catch (err) {
+      if (!(err instanceof QmpClosedError)) throw err;
+      ctx.log.info(`migrate ${domain}: the incoming QEMU is gone (${err.message}): the migration failed`);
+    }
+    return await withDeps(ctx, null, async (deps) => {
+      const outcome = deps.qmp === undefined ? 'failure' : await waitIncoming(deps.qmp, seconds);
+      print(ctx, await confirmStage(deps, domain, 'destination', outcome), json);
+      return 0;
+    }, qmp);
+  } catch (err) {
+    ctx.log.warn(`migrate confirm ${domain} --role destination --wait-incoming failed: ${asVfpoolError(err).toLine()}`);
+    throw err;
   }
 }
 
@@ -132,21 +171,21 @@ export async function runMigrate(ctx: Context, a: MigrateArgs): Promise<number> 
           }
           const desc = validateDescription(value, a.description);
           if (domain !== null && domain !== desc.domain) throw new BadInputError(`${a.description} describes domain '${desc.domain}', not '${domain}'`);
-          print(await withDeps(ctx, null, (deps) => prepareStage(deps, desc)), a.json);
+          print(ctx, await withDeps(ctx, null, (deps) => prepareStage(deps, desc)), a.json);
           return 0;
         }
         case 'perform': {
           const d = needDomain();
           return withDeps(ctx, d, async (deps) => {
             const r = await performStage(deps, d);
-            print(r, a.json);
+            print(ctx, r, a.json);
             if (a.to === undefined) return 0;
             try {
               const m = await migrateOverQmp(deps.qmp!, a.to, r.failoverPrimaries, a.timeout * 1000);
               process.stdout.write(`${d}: migrated to ${a.to} in ${m.ms} ms${m.unplugPrimary.length ? ` (QEMU unplugged failover primaries ${m.unplugPrimary.join(', ')})` : ''}\n`);
               return 0;
             } catch (err) {
-              print(await confirmStage(deps, d, 'source', 'failure'), a.json);
+              print(ctx, await confirmStage(deps, d, 'source', 'failure'), a.json);
               throw err;
             }
           });
@@ -156,10 +195,12 @@ export async function runMigrate(ctx: Context, a: MigrateArgs): Promise<number> 
           if (a.role === undefined) throw new BadInputError('vfpool migrate confirm: give --role source or --role destination');
           const record = fileRecordStore(ctx.settings.stateDir).read(d);
           const needsQemu = (a.role === 'destination' && !a.failed) || (a.role === 'source' && a.failed && record?.vfs.some((v) => v.unplugged && v.unplugMode === 'device_del'));
-          return withDeps(ctx, needsQemu || a.waitIncoming !== undefined ? d : null, async (deps) => {
-            let failed = a.failed;
-            if (a.waitIncoming !== undefined) failed = (await waitIncoming(deps.qmp!, a.waitIncoming)) === 'failure';
-            print(await confirmStage(deps, d, a.role!, failed ? 'failure' : 'success'), a.json);
+          if (a.waitIncoming !== undefined) {
+            if (a.role !== 'destination') throw new BadInputError(`vfpool migrate confirm ${d}: --wait-incoming waits for an incoming QEMU, so it goes with --role destination`);
+            return confirmIncoming(ctx, d, a.waitIncoming, a.json);
+          }
+          return withDeps(ctx, needsQemu ? d : null, async (deps) => {
+            print(ctx, await confirmStage(deps, d, a.role!, a.failed ? 'failure' : 'success'), a.json);
             return 0;
           });
         }
@@ -181,19 +222,20 @@ async function migrateWithLibvirt(ctx: Context, domainRaw: string, destUri: stri
   }
   for (const o of virshOpts) if (!VIRSH_OPT.test(o)) throw new BadInputError(`vfpool migrate: '${o}' is not a virsh migrate option vfpool passes on`, 'give options as --name or --name=value');
   return withDeps(ctx, domain, async (deps) => {
+    // Read before virsh runs: libvirt's `release end migrated` removes the plan meanwhile.
+    const plain = (deps.plans.read(domain)?.vfs ?? []).filter((v) => v.failoverStandbyMac === null).map((v) => v.id);
     const performed = await performStage(deps, domain);
-    for (const s of performed.steps) process.stdout.write(`${domain}: ${s}\n`);
+    for (const s of performed.steps) say(ctx, `${domain}: ${s}`);
     const t0 = Date.now();
     const r = await execa('virsh', ['migrate', '--live', ...virshOpts, domain, destUri], { reject: false, timeout: timeout * 1000, env: { LC_ALL: 'C' } });
     if (r.exitCode !== 0) {
       const undo = await confirmStage(deps, domain, 'source', 'failure');
-      for (const s of undo.steps) process.stdout.write(`${domain}: ${s}\n`);
+      for (const s of undo.steps) say(ctx, `${domain}: ${s}`);
       throw new HostError(`virsh migrate --live ${domain} ${destUri} failed: ${String(r.stderr).trim() || `exit ${r.exitCode}`}`, { hint: 'the domain stays on this host with its VFs plugged back' });
     }
-    process.stdout.write(`${domain}: virsh migrate --live to ${destUri} took ${Date.now() - t0} ms\n`);
-    const plain = (deps.plans.read(domain)?.vfs ?? []).filter((v) => v.failoverStandbyMac === null).map((v) => v.id);
+    say(ctx, `${domain}: virsh migrate --live to ${destUri} took ${Date.now() - t0} ms`);
     const done = await confirmStage(deps, domain, 'source', 'success');
-    for (const s of done.steps) process.stdout.write(`${domain}: ${s}\n`);
+    for (const s of done.steps) say(ctx, `${domain}: ${s}`);
     if (plain.length === 0) return 0;
     // Destination: its own vfpool plugs the plain VFs once the incoming migration ends (it
     // alone knows which VFs it reserved); check through its libvirt, bounded.
@@ -208,7 +250,7 @@ async function migrateWithLibvirt(ctx: Context, domainRaw: string, destUri: stri
       }
       await sleep(500);
     }
-    process.stdout.write(`${domain}: ${plain.join(', ')} plugged on ${destUri}\n`);
+    say(ctx, `${domain}: ${plain.join(', ')} plugged on ${destUri}`);
     return 0;
   });
 }

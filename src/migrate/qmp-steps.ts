@@ -41,11 +41,18 @@ export async function unplugDevice(qmp: MigrationQmp, id: string, where: string,
   return 'deleted';
 }
 
-/** device_add of the generated device, then checks QEMU shows it. A device already there is success. */
-export async function plugDevice(qmp: MigrationQmp, device: QmpDeviceAdd, where: string, t: QmpTimeouts): Promise<'added' | 'was-present'> {
+/**
+ * device_add of the generated device, then checks QEMU shows it. A device already there is
+ * success. A failover primary is the exception: QEMU accepts its device_add but creates it only
+ * once the guest's virtio-net acks VIRTIO_NET_F_STANDBY (virtio-net.c keeps its options as the
+ * standby's hidden primary), so until then it is in no /machine/peripheral: 'hidden'. Adding
+ * it again with the same id is accepted the same way (a re-run), another id is refused.
+ */
+export async function plugDevice(qmp: MigrationQmp, device: QmpDeviceAdd, where: string, t: QmpTimeouts): Promise<'added' | 'was-present' | 'hidden'> {
   if ((await peripheralIds(qmp, t)).has(device.id)) return 'was-present';
   await qmp.execute('device_add', { ...device }, t.command);
   if (!(await peripheralIds(qmp, t)).has(device.id)) {
+    if (device.failover_pair_id !== undefined) return 'hidden';
     throw new HostError(`${where}: device_add ${device.id} returned but QEMU does not list it under /machine/peripheral`, { hint: 'check QEMU\'s log' });
   }
   return 'added';

@@ -61,19 +61,22 @@ export async function deliverGuestVfs(ctx: Context, spec: DomainSpec, opts: Gues
     }
     const devices = planHotplugDevices(plan, parseQemuArgv(argv));
 
-    // Step 2: the vfio groups of the real VFs, handed into QEMU's namespace and cgroup.
+    // Step 2: the vfio groups of the real VFs, handed into QEMU's namespace and cgroup. Emulated
+    // stand-ins (a simulated host told to hot-plug them) need none.
     const hostVfs = new Set(plan.vfs.flatMap((v) => (v.host === null ? [] : [v.host as string])));
-    const groups = [...new Set(allocationsOf(ctx.store.read(), spec.name).filter((a) => hostVfs.has(a.vfAddr)).map((a) => a.iommuGroup))];
-    if (groups.some((g) => g === null) || groups.length === 0) {
-      throw new HostError(`vfpool's state has no IOMMU group for its VFs ${[...hostVfs].join(', ')}`, { hint: `run \`vfpool release ${spec.name}\` and start the domain again` });
+    if (hostVfs.size > 0) {
+      const groups = [...new Set(allocationsOf(ctx.store.read(), spec.name).filter((a) => hostVfs.has(a.vfAddr)).map((a) => a.iommuGroup))];
+      if (groups.some((g) => g === null) || groups.length === 0) {
+        throw new HostError(`vfpool's state has no IOMMU group for its VFs ${[...hostVfs].join(', ')}`, { hint: `run \`vfpool release ${spec.name}\` and start the domain again` });
+      }
+      const owner = spec.dacLabel ? resolveDacLabel(spec.dacLabel, opts.etcDir) : { uid: 0, gid: 0 };
+      if (spec.memoryKiB === null) throw new HostError(`the domain XML has no <memory>, so vfio's locked-memory need is unknown`, { hint: "libvirt always writes <memory unit='KiB'>: is this libvirt's XML?" });
+      const delivered = await (deps.deliverVfio ?? deliverVfioToQemu)(
+        { pid, groups: groups as string[], uid: owner.uid, gid: owner.gid, memlockBytes: memlockForVfio(spec.memoryKiB * 1024n) },
+        deps.deliver,
+      );
+      log.info(`started: gave QEMU pid ${pid} vfio group(s) ${groups.join(', ')}: ${delivered.steps.map((s) => s.kind).join(', ') || 'nothing was missing'}`);
     }
-    const owner = spec.dacLabel ? resolveDacLabel(spec.dacLabel, opts.etcDir) : { uid: 0, gid: 0 };
-    if (spec.memoryKiB === null) throw new HostError(`the domain XML has no <memory>, so vfio's locked-memory need is unknown`, { hint: "libvirt always writes <memory unit='KiB'>: is this libvirt's XML?" });
-    const delivered = await (deps.deliverVfio ?? deliverVfioToQemu)(
-      { pid, groups: groups as string[], uid: owner.uid, gid: owner.gid, memlockBytes: memlockForVfio(spec.memoryKiB * 1024n) },
-      deps.deliver,
-    );
-    log.info(`started: gave QEMU pid ${pid} vfio group(s) ${groups.join(', ')}: ${delivered.steps.map((s) => s.kind).join(', ') || 'nothing was missing'}`);
 
     // An incoming QEMU takes no device the migration stream does not carry: the VFs are
     // plugged by `vfpool migrate confirm --role destination` once the migration ended.

@@ -82,15 +82,21 @@ export function planVfsOf(allocations: Allocation[], requests: VfRequest[], emul
 
 /**
  * `hotplug` for real vfio VFs of a libvirt guest, `cmdline` for a person's QEMU and for emulated
- * stand-ins, unless the person asked (`vfpool prepare --delivery`). A person asks for `hotplug`
- * when the VFs must be unpluggable without the guest's help: a device on QEMU's command line sits
- * in a slot powered at reset, and QEMU completes its `device_del` (a migration's perform) only
- * once the guest OS acks the eject; a device hot-added into the empty, powered-off root port
- * (native PCIe hotplug) stays unpowered until a guest turns the slot on, and leaves at once.
+ * stand-ins, unless the person asked (`vfpool prepare --delivery`) or the simulated host is told
+ * to hot-plug a libvirt guest's stand-ins like real VFs (VFPOOL_SIM_DELIVERY). `hotplug` is what
+ * makes VFs unpluggable without the guest's help: a device on QEMU's command line sits in a slot
+ * powered at reset, and QEMU completes its `device_del` (a migration's perform) only once the
+ * guest OS acks the eject; a device hot-added into the empty, powered-off root port (native PCIe
+ * hotplug) stays unpowered until a guest turns the slot on, and leaves at once.
  */
-export function chooseDelivery(via: GuestOptions['via'], vfs: DomainPlanVf[], requested?: DomainPlanV1['delivery']): DomainPlanV1['delivery'] {
-  if (requested !== undefined) return requested;
-  return via === 'libvirt' && vfs.some((v) => v.host !== null) ? 'hotplug' : 'cmdline';
+export function chooseDelivery(
+  via: GuestOptions['via'],
+  vfs: DomainPlanVf[],
+  opts: { requested?: DomainPlanV1['delivery']; hotplugStandIns?: boolean } = {},
+): DomainPlanV1['delivery'] {
+  if (opts.requested !== undefined) return opts.requested;
+  if (via !== 'libvirt') return 'cmdline';
+  return vfs.some((v) => v.host !== null || (opts.hotplugStandIns === true && v.emulatedModel !== null)) ? 'hotplug' : 'cmdline';
 }
 
 export function buildDomainPlan(
@@ -100,7 +106,8 @@ export function buildDomainPlan(
   const vfs = planVfsOf(allocations, requests, emulated);
   if (vfs.length === 0 && spec.sriovNics.length === 0) return null;
   const sriovNics = sriovNicPlans(spec.name, spec.uuid, spec.sriovNics, spec.interfaceMacs.map((m) => m.mac));
-  return { version: 1, domain: spec.name, uuid: spec.uuid, delivery: chooseDelivery(via, vfs, requested), vfs, sriovNics };
+  const hotplugStandIns = emulated !== null && ctx.settings.simDelivery === 'hotplug';
+  return { version: 1, domain: spec.name, uuid: spec.uuid, delivery: chooseDelivery(via, vfs, { requested, hotplugStandIns }), vfs, sriovNics };
 }
 
 /**

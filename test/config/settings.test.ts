@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BadInputError } from '../../src/errors.js';
-import { DEFAULT_SETTINGS, loadSettings, parseConfFile } from '../../src/config/settings.js';
+import { DEFAULT_SETTINGS, loadSettings, parseConfFile, settingsFrom } from '../../src/config/settings.js';
 
 t.test('parseConfFile: KEY=value lines, comments, quotes; nothing evaluated', async (t) => {
   const cases: Array<[string, string, Record<string, string>]> = [
@@ -50,4 +50,13 @@ t.test('loadSettings: environment over file; a config dir that is a file is a se
   const err2 = t.throws(() => loadSettings({ VFPOOL_CONFIG_DIR: asDir })) as BadInputError;
   t.equal(err2.exitCode, 2);
   t.match(err2.message, /vfpool\.conf is a directory$/);
+});
+
+t.test('VFPOOL_SIM_DELIVERY: cmdline by default, hotplug when asked, anything else one sentence', async (t) => {
+  t.equal(settingsFrom({}, {}).simDelivery, 'cmdline');
+  t.equal(settingsFrom({}, { VFPOOL_SIM_DELIVERY: 'hotplug' }).simDelivery, 'hotplug');
+  t.equal(settingsFrom({ VFPOOL_SIM_DELIVERY: 'cmdline' }, { VFPOOL_SIM_DELIVERY: 'hotplug' }).simDelivery, 'cmdline', 'the environment wins');
+  const err = t.throws(() => settingsFrom({ VFPOOL_SIM_DELIVERY: 'hot plug' }, {})) as BadInputError;
+  t.ok(err instanceof BadInputError);
+  t.equal(err.message, "VFPOOL_SIM_DELIVERY='hot plug' is neither cmdline nor hotplug");
 });

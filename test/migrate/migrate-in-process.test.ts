@@ -1,5 +1,5 @@
 import t from 'tap';
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeDomainPlan } from '../../src/state/domain-plan.js';
 import type { MacAddress } from '../../src/types.js';
@@ -81,4 +81,23 @@ t.test('begin --xml FILE, and the refusals', async (t) => {
   }
   const c = await runCliInProcess(['migrate', 'confirm', 'vm1', '--role', 'source'], w.env);
   t.same([c.exitCode, c.stdout], [0, 'vm1: nothing-to-do\n'], 'nothing recorded: an idempotent no-op');
+});
+
+t.test('confirm --wait-incoming on the destination: an incoming QEMU already gone (its socket removed) is a failed migration, the reservation freed and logged', async (t) => {
+  const dst = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
+  dst.definePool('p', POOL);
+  await dst.sim.writeNumVfs('eth1' as never, 2);
+  const file = join(dst.dir, 'vm1.json');
+  writeFileSync(file, JSON.stringify({ version: 1, domain: 'vm1', uuid: null, delivery: 'hotplug', sriovNics: [], vfs: [{ id: 'vfpool-vf0', pool: 'p', mac: '52:54:00:aa:00:02', failoverStandbyMac: null, guestAddress: null, settings: {} }] }));
+  t.equal((await runCliInProcess(['migrate', 'prepare', '--description', file], dst.env)).exitCode, 0);
+  t.equal(dst.ctx.store.read().allocations.length, 1);
+  const wrongRole = await runCliInProcess(['migrate', 'confirm', 'vm1', '--role', 'source', '--wait-incoming', '5'], dst.env);
+  t.same([wrongRole.exitCode, wrongRole.stderr], [2, "vfpool: vfpool migrate confirm vm1: --wait-incoming waits for an incoming QEMU, so it goes with --role destination\n"]);
+  const r = await runCliInProcess(['migrate', 'confirm', 'vm1', '--role', 'destination', '--wait-incoming', '5'], dst.env);
+  t.equal(r.exitCode, 0, r.stderr);
+  t.same(dst.ctx.store.read().allocations, [], 'the reservation is freed');
+  t.notOk(existsSync(join(dst.settings.stateDir, 'migrate', 'vm1.json')), 'no migration record left');
+  const log = readFileSync(join(dst.settings.stateDir, 'vfpool.log'), 'utf8');
+  t.match(log, /migrate vm1: the incoming QEMU is gone \(cannot connect to QMP socket .*qmp\.sock: ENOENT/);
+  t.match(log, /migrate vm1: restore and free the VFs of 'vm1' on this host \(migration-failed\)/, 'the steps are in the log');
 });

@@ -10,6 +10,7 @@ import { migrateOverQmp } from '../../src/migrate/failover.js';
 import type { MigrationPool, MigrationQmp, MigrationRecordStore, PlanStore, QmpEvent, ReservedVf } from '../../src/migrate/ports.js';
 import type { MigrationRecordV1 } from '../../src/state/migration-record.js';
 import { confirmStage, performStage, prepareStage, type StageDeps } from '../../src/migrate/stages.js';
+import { DEFAULT_TIMEOUTS, plugDevice } from '../../src/migrate/qmp-steps.js';
 import type { DomainPlanV1 } from '../../src/state/domain-plan.js';
 import type { MacAddress } from '../../src/types.js';
 
@@ -27,7 +28,7 @@ const PRIMARY = { id: 'vfpool-vf1', host: null, emulatedModel: 'e1000e', mac: MA
 class FakeQemu implements MigrationQmp {
   log: string[] = [];
   listeners: Array<{ event: string; match(d: Record<string, unknown>): boolean; resolve(e: QmpEvent): void; reject(e: Error): void }> = [];
-  constructor(public devices: Set<string>, public opts: { ack?: boolean; standbyNegotiated?: boolean; migrate?: 'completed' | 'failed' } = {}) {}
+  constructor(public devices: Set<string>, public opts: { ack?: boolean; standbyNegotiated?: boolean; migrate?: 'completed' | 'failed'; hidePrimaries?: boolean } = {}) {}
   emit(event: string, data: Record<string, unknown>) {
     for (const l of [...this.listeners]) if (l.event === event && l.match(data)) { this.listeners.splice(this.listeners.indexOf(l), 1); l.resolve({ event, data }); }
   }
@@ -40,7 +41,11 @@ class FakeQemu implements MigrationQmp {
         // Without a guest to ask, QEMU sends the event BEFORE its reply: a listener registered after the command misses it.
         if (this.opts.ack !== false) { this.devices.delete(String(args.id)); this.emit('DEVICE_DELETED', { device: args.id }); }
         return {};
-      case 'device_add': this.devices.add(String(args.id)); return {};
+      case 'device_add':
+        // A failover primary before the guest acked STANDBY: QEMU accepts it and keeps it hidden.
+        if (this.opts.hidePrimaries && args.failover_pair_id !== undefined) return {};
+        this.devices.add(String(args.id));
+        return {};
       case 'x-query-virtio-status': return { 'guest-features': { 'dev-features': this.opts.standbyNegotiated ? ['VIRTIO_NET_F_STANDBY: …'] : ['VIRTIO_NET_F_MAC: …'] } };
       case 'migrate':
         for (const id of [...this.devices]) if (id === 'vfpool-vf1') { this.devices.delete(id); this.emit('UNPLUG_PRIMARY', { 'device-id': id }); }
@@ -229,4 +234,15 @@ t.test('generatedDevices: the device the wrapper would give, from the running ar
   const plan = planOf([PLAIN]);
   const d = generatedDevices(plan, [...BASE, '-incoming', 'defer', '-device', 'pcie-root-port,id=vfpool-rp0,bus=pcie.0,addr=0x2,chassis=1,slot=0', '-chardev', 'socket,id=vfpool-qmp,path=/x,server=on,wait=off', '-mon', 'chardev=vfpool-qmp,mode=control']);
   t.same(d.get('vfpool-vf0'), { driver: 'e1000e', id: 'vfpool-vf0', bus: 'vfpool-rp0', addr: '0x0', mac: MAC, romfile: '' });
+});
+
+t.test('plugDevice: a failover primary QEMU accepts but hides (no guest acked STANDBY) is plugged, hidden; a plain device QEMU does not list is an error', async (t) => {
+  const qemu = new FakeQemu(new Set(['net0']), { hidePrimaries: true });
+  const plan = planOf([PLAIN, PRIMARY]);
+  const devices = generatedDevices(plan, planQemuArgs(plan, parseQemuArgv(BASE), { qmpSocketPath: '/run/vfpool/qemu/vm1/qmp.sock' }).argv);
+  t.equal(await plugDevice(qemu, devices.get('vfpool-vf1')!, 'vm1', DEFAULT_TIMEOUTS), 'hidden');
+  t.equal(await plugDevice(qemu, devices.get('vfpool-vf1')!, 'vm1', DEFAULT_TIMEOUTS), 'hidden', 'a re-run adds it again, as QEMU accepts the same id');
+  const lost = new FakeQemu(new Set(['net0']));
+  lost.execute = async function (command, args = {}) { return command === 'device_add' ? {} : FakeQemu.prototype.execute.call(this, command, args); };
+  await t.rejects(plugDevice(lost, devices.get('vfpool-vf0')!, 'vm1', DEFAULT_TIMEOUTS), { message: /vm1: device_add vfpool-vf0 returned but QEMU does not list it under \/machine\/peripheral/ });
 });

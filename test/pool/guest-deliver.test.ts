@@ -121,3 +121,34 @@ t.test('started: a cmdline plan (vfpool prepare, emulated stand-ins) does nothin
   const r = await deliverGuestVfs(w.ctx, spec('started'), w.opts, { deliver: defaultDeliverDeps(), timeoutMs: 10, deliverVfio: () => Promise.reject(new Error('must not be called')) });
   t.same(r, { domain: 'vm1', added: [], pid: null });
 });
+
+t.test('started on a simulated host told to hot-plug its stand-ins (VFPOOL_SIM_DELIVERY=hotplug): no vfio step, the e1000e device_add\'ed with the MAC', async (t) => {
+  const w = makeGuestWorld(t, 'sim');
+  Object.assign(w.ctx.settings, { simVfDevice: 'e1000e', simDelivery: 'hotplug' });
+  w.definePool('hd', POOLS.hd);
+  await prepareGuest(w.ctx, spec('prepare'), w.opts);
+  const plan = readDomainPlan(w.settings.stateDir, 'vm1')!;
+  t.same([plan.delivery, plan.vfs[0]!.emulatedModel, plan.vfs[0]!.host], ['hotplug', 'e1000e', null], 'the libvirt path real VFs take');
+  const qemu = execa('sleep', ['60']);
+  qemu.catch(() => undefined);
+  t.teardown(() => void qemu.kill());
+  writeFileSync(join(w.opts.libvirtRunDir, 'vm1.pid'), `${qemu.pid!}\n`);
+  const argv = planQemuArgs(plan, parseQemuArgv(['-name', 'guest=vm1', '-machine', 'pc-q35-10.0']), { qmpSocketPath: domainQmpSocketPath(w.settings.stateDir, 'vm1') }).argv;
+  const proc = join(w.dir, 'proc');
+  mkdirSync(join(proc, String(qemu.pid!)), { recursive: true });
+  writeFileSync(join(proc, String(qemu.pid!), 'cmdline'), ['/usr/bin/qemu-system-x86_64', ...argv, ''].join('\0'));
+  const q = fakeQemu();
+  const qmp = await startFakeQmp(domainQmpSocketPath(w.settings.stateDir, 'vm1'), q.handler);
+  t.teardown(() => qmp.close());
+  const r = await deliverGuestVfs(w.ctx, spec('started'), w.opts, { deliver: { ...defaultDeliverDeps(), procRoot: proc }, timeoutMs: 1500, deliverVfio: () => Promise.reject(new Error('an emulated stand-in needs no vfio group')) });
+  t.same(r.added, ['vfpool-vf0']);
+  t.match(q.added, [{ driver: 'e1000e', id: 'vfpool-vf0', bus: 'vfpool-rp0', mac: '52:54:00:11:22:33' }]);
+});
+
+t.test('without VFPOOL_SIM_DELIVERY the stand-ins of a libvirt guest stay on the command line', async (t) => {
+  const w = makeGuestWorld(t, 'sim');
+  Object.assign(w.ctx.settings, { simVfDevice: 'e1000e' });
+  w.definePool('hd', POOLS.hd);
+  await prepareGuest(w.ctx, spec('prepare'), w.opts);
+  t.equal(readDomainPlan(w.settings.stateDir, 'vm1')!.delivery, 'cmdline');
+});
