@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { execa } from 'execa';
 import type { Context } from '../pool/context.js';
 import { BadInputError, errnoOf, HostError } from '../errors.js';
@@ -13,6 +12,7 @@ import { confirmStage, performStage, prepareStage, type StageDeps, type StageRes
 import { domainQmpSocketPath, readDomainPlan, removeDomainPlan, writeDomainPlan } from '../state/domain-plan.js';
 import { parseObjectName } from '../types.js';
 import { migrationPool, requestLookup } from '../migrate/pool-port.js';
+import { readFileOrStdin } from './run.js';
 
 /** A simulated host's stand-in NIC model for a VF (VFPOOL_SIM_VF_DEVICE), else null (vfio-pci). */
 function emulatedVfModel(ctx: Context): string | null {
@@ -25,7 +25,7 @@ const VIRSH_OPT = /^--[a-z][a-z0-9-]*(=[A-Za-z0-9_.:/@,+=-]*)?$|^[A-Za-z0-9_.:/@
 
 function readInput(file: string, what: string): string {
   try {
-    return file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
+    return readFileOrStdin(file);
   } catch (err) {
     throw new BadInputError(`cannot read ${file}: ${errnoOf(err) ?? (err as Error).message}`, `give the path of ${what}, or - for stdin`);
   }
@@ -50,7 +50,7 @@ async function withDeps<T>(ctx: Context, domain: string | null, fn: (deps: Stage
       records: fileRecordStore(stateDir),
       pool: migrationPool(ctx, emulatedVfModel(ctx)),
       qmp,
-      readArgv: (d) => qemuArgvBySocket(domainQmpSocketPath(stateDir, d)),
+      readArgv: (d) => qemuArgvBySocket(domainQmpSocketPath(stateDir, d), ctx.settings.procRoot),
       timeouts: DEFAULT_TIMEOUTS,
     });
   } finally {

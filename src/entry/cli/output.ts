@@ -1,9 +1,9 @@
-import { readFileSync } from 'node:fs';
 import Table from 'cli-table3';
 import { BadInputError, errnoOf } from '../../errors.js';
 import { loadSettings } from '../../config/settings.js';
 import { createContext, type Context } from '../../pool/context.js';
 import type { Status } from '../../pool/status.js';
+import { readFileOrStdin } from '../run.js';
 
 export function out(line = ''): void {
   progress.done();
@@ -17,7 +17,7 @@ export function warn(line: string): void {
 
 export function readInputFile(file: string): string {
   try {
-    return file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
+    return readFileOrStdin(file);
   } catch (err) {
     throw new BadInputError(`cannot read ${file}: ${errnoOf(err) ?? (err as Error).message}`, 'give the path of an XML file');
   }
