@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { execa } from 'execa';
 import type { Context } from '../pool/context.js';
 import { asVfpoolError, BadInputError, errnoOf, HostError } from '../errors.js';
@@ -14,6 +13,7 @@ import { confirmStage, performStage, prepareStage, type StageDeps, type StageRes
 import { domainQmpSocketPath, readDomainPlan, removeDomainPlan, writeDomainPlan } from '../state/domain-plan.js';
 import { parseObjectName } from '../types.js';
 import { migrationPool, requestLookup } from '../migrate/pool-port.js';
+import { readFileOrStdin } from './run.js';
 
 /** A simulated host's stand-in NIC model for a VF (VFPOOL_SIM_VF_DEVICE), else null (vfio-pci). */
 function emulatedVfModel(ctx: Context): string | null {
@@ -24,9 +24,9 @@ const STAGES = new Set(['begin', 'prepare', 'perform', 'confirm']);
 // virsh migrate options vfpool passes on; anything else is refused (the list is the argv, never a shell line).
 const VIRSH_OPT = /^--[a-z][a-z0-9-]*(=[A-Za-z0-9_.:/@,+=-]*)?$|^[A-Za-z0-9_.:/@,+=-]+$/;
 
-function readInput(file: string, what: string): string {
+async function readInput(file: string, what: string): Promise<string> {
   try {
-    return file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
+    return await readFileOrStdin(file);
   } catch (err) {
     throw new BadInputError(`cannot read ${file}: ${errnoOf(err) ?? (err as Error).message}`, `give the path of ${what}, or - for stdin`);
   }
@@ -54,7 +54,7 @@ async function withDeps<T>(ctx: Context, domain: string | null, fn: (deps: Stage
       records: fileRecordStore(stateDir),
       pool: migrationPool(ctx, emulatedVfModel(ctx)),
       qmp,
-      readArgv: (d) => qemuArgvBySocket(domainQmpSocketPath(stateDir, d)),
+      readArgv: (d) => qemuArgvBySocket(domainQmpSocketPath(stateDir, d), ctx.settings.procRoot),
       timeouts: DEFAULT_TIMEOUTS,
     });
   } finally {
@@ -150,7 +150,7 @@ export async function runMigrate(ctx: Context, a: MigrateArgs): Promise<number> 
       switch (a.first) {
         case 'begin': {
           if (xml !== undefined) {
-            const r = migrateBeginXml(readInput(xml, 'a domain XML'), () => null, xml === '-' ? 'migrate begin (stdin)' : xml);
+            const r = migrateBeginXml(await readInput(xml, 'a domain XML'), () => null, xml === '-' ? 'migrate begin (stdin)' : xml);
             for (const m of r.mapped) ctx.log.info(m);
             process.stdout.write(r.xml);
             return 0;
@@ -165,7 +165,7 @@ export async function runMigrate(ctx: Context, a: MigrateArgs): Promise<number> 
           if (a.description === '') a.description = '-';
           if (a.description === undefined) throw new BadInputError('vfpool migrate prepare: give --description FILE (the output of `vfpool migrate begin DOMAIN` on the source)');
           let value: unknown;
-          try { value = JSON.parse(readInput(a.description, 'a migration description')); } catch (err) {
+          try { value = JSON.parse(await readInput(a.description, 'a migration description')); } catch (err) {
             if (err instanceof SyntaxError) throw new BadInputError(`${a.description}: is not JSON: ${err.message}`, 'give the output of `vfpool migrate begin DOMAIN`');
             throw err;
           }

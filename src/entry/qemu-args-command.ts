@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Settings } from '../config/settings.js';
 import { parseDomainXml } from '../config/domain-xml.js';
@@ -7,6 +6,7 @@ import { generateQemuArgs } from '../qemu/generate.js';
 import type { QemuArgsResult } from '../qemu/args.js';
 import { readDomainPlan, sriovNicPlans, type DomainPlanV1 } from '../state/domain-plan.js';
 import { parseObjectName } from '../types.js';
+import { readFileOrStdin } from './run.js';
 
 export interface QemuArgsOutput {
   domain: string;
@@ -31,7 +31,7 @@ export async function qemuArgsCommand(settings: Settings, a: { domain?: string; 
   if (a.xml !== undefined) {
     let text: string;
     try {
-      text = a.xml === '-' ? readFileSync(0, 'utf8') : readFileSync(a.xml, 'utf8');
+      text = await readFileOrStdin(a.xml);
     } catch (err) {
       throw new BadInputError(`cannot read ${a.xml}: ${errnoOf(err) ?? (err as Error).message}`, 'give the path of a domain XML file');
     }

@@ -1,23 +1,5 @@
-import { loadSettings } from '../config/settings.js';
-import { parseQemuArgv } from '../qemu/cmdline.js';
-import { domainCapsCacheFile, generateQemuArgs } from '../qemu/generate.js';
-import { readDomainPlan } from '../state/domain-plan.js';
-import { encodeArgv } from '../qemu/wrapper-argv.js';
+import { qemuWrapper } from './main/qemu-wrapper.js';
 import { runEntry } from './run.js';
 
-/**
- * The Node half of the QEMU wrapper: qemu-args/vfpool-qemu runs it only for a domain that has
- * a plan file, and execs QEMU with the argv printed here (encoding in src/qemu/wrapper-argv.ts).
- * Any refusal is one line on stderr and the shim's exit status; QEMU is then not started.
- */
-await runEntry(async () => {
-  const argv = process.argv.slice(2);
-  const settings = loadSettings();
-  const name = parseQemuArgv(argv).name;
-  const plan = name === null ? null : readDomainPlan(settings.stateDir, name);
-  const out = plan === null
-    ? argv
-    : (await generateQemuArgs(plan, argv, { stateDir: settings.stateDir, qemuPath: settings.qemuPath, capsCacheFile: domainCapsCacheFile(settings.stateDir, plan.domain) })).argv;
-  process.stdout.write(encodeArgv(out));
-  return 0;
-});
+// The Node half of qemu-args/vfpool-qemu (bundled as dist/bin/qemu-wrapper.mjs); the work is in main/qemu-wrapper.ts.
+await runEntry(() => qemuWrapper(process.argv.slice(2)));

@@ -33,20 +33,93 @@ export async function runEntry(main: () => Promise<number>, onError?: (e: Vfpool
 }
 
 /**
+ * What an entry run in-process is given as stdin (runInProcess): fd 0 is then the test
+ * runner's, not the caller's. null: read fd 0.
+ */
+let givenStdin: string | null = null;
+
+/**
+ * What a lone `-` argument becomes before yargs sees it: yargs turns a positional `-` into an
+ * empty string (`net-define -` read the file ''), so the CLI hands it over as this path instead.
+ */
+export const STDIN_ARG = '/dev/stdin';
+
+/**
+ * A file argument's text, or stdin's for `-` (the CLI's `--xml -`, `--description -`) and for
+ * STDIN_ARG. Not readFileSync(0): it fails with EAGAIN on a non-blocking pipe whose writer is
+ * slower than vfpool (`ssh host cat vm1.xml | vfpool prepare --xml=-`); readStdin waits.
+ */
+export async function readFileOrStdin(file: string): Promise<string> {
+  if (file !== '-' && file !== STDIN_ARG) return readFileSync(file, 'utf8');
+  return readStdin(0, undefined, { terminal: true });
+}
+
+export interface InProcessRun {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs an entry's main inside the calling process, as its own process would run: `env` laid
+ * over process.env (without its VFPOOL_* settings), `stdin` as its standard input, stdout and stderr captured, process.exit
+ * and process.exitCode turned into the returned exitCode; everything restored after. For the
+ * tests (tap's coverage sees only its own process); runs must not overlap (env is global).
+ */
+export async function runInProcess(main: () => Promise<void>, opts: { env: Record<string, string>; stdin?: string }): Promise<InProcessRun> {
+  const savedEnv = { ...process.env };
+  const out: string[] = [];
+  const err: string[] = [];
+  const realOut = process.stdout.write;
+  const realErr = process.stderr.write;
+  const realExit = process.exit;
+  const savedStdin = givenStdin;
+  let exitCode: number | undefined;
+  class Exit extends Error {}
+  // Only the given VFPOOL_* settings count, as in a spawned entry's environment.
+  for (const k of Object.keys(process.env)) if (k.startsWith('VFPOOL_')) delete process.env[k];
+  Object.assign(process.env, opts.env);
+  givenStdin = opts.stdin ?? '';
+  process.stdout.write = ((chunk: string | Uint8Array) => (out.push(String(chunk)), true)) as typeof process.stdout.write;
+  process.stderr.write = ((chunk: string | Uint8Array) => (err.push(String(chunk)), true)) as typeof process.stderr.write;
+  process.exit = ((code?: number) => {
+    exitCode = code ?? 0;
+    throw new Exit();
+  }) as typeof process.exit;
+  process.exitCode = undefined;
+  try {
+    await main();
+  } catch (e) {
+    if (!(e instanceof Exit)) throw e;
+  } finally {
+    process.stdout.write = realOut;
+    process.stderr.write = realErr;
+    process.exit = realExit;
+    givenStdin = savedStdin;
+    for (const k of Object.keys(process.env)) if (!(k in savedEnv)) delete process.env[k];
+    Object.assign(process.env, savedEnv);
+  }
+  const code = exitCode ?? Number(process.exitCode ?? 0);
+  process.exitCode = undefined;
+  return { exitCode: code, stdout: out.join(''), stderr: err.join('') };
+}
+
+/**
  * The whole of stdin. Read with readFileSync on fd 0, not through process.stdin: libvirt hands
  * hooks a pipe, and the stream machinery behind process.stdin (net, stream, tty: even
  * node:tty's isatty loads net) is a good part of a hook's start-up. A terminal (a character
  * device: a person ran the hook by hand) or a closed stdin gives nothing, unless `terminal`
  * (the CLI's `-`: a person may type or paste the XML).
  */
-export async function readStdin(opts: { terminal?: boolean } = {}): Promise<string> {
+export async function readStdin(fd = 0, stream?: AsyncIterable<unknown>, opts: { terminal?: boolean } = {}): Promise<string> {
+  if (givenStdin !== null && fd === 0) return givenStdin;
   try {
-    if (fstatSync(0).isCharacterDevice() && !opts.terminal) return '';
+    if (fstatSync(fd).isCharacterDevice() && !opts.terminal) return '';
   } catch {
     return '';
   }
   try {
-    return readFileSync(0, 'utf8');
+    return readFileSync(fd, 'utf8');
   } catch (err) {
     // EAGAIN: stdin is non-blocking (a parent left it so, or anything in this process touched
     // process.stdin, which makes libuv set O_NONBLOCK on a pipe) and the writer has not written
@@ -54,6 +127,7 @@ export async function readStdin(opts: { terminal?: boolean } = {}): Promise<stri
     if (errnoOf(err) !== 'EAGAIN') throw err;
   }
   const chunks: Buffer[] = [];
-  for await (const c of process.stdin) chunks.push(c as Buffer);
+  // process.stdin only here: touching it loads the stream machinery the fast path avoids.
+  for await (const c of stream ?? process.stdin) chunks.push(c as Buffer);
   return Buffer.concat(chunks).toString('utf8');
 }

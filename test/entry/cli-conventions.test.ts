@@ -8,6 +8,7 @@ import { positionalNames } from '../../src/entry/cli/define.js';
 import { makeSimEnv } from '../helpers/env.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
 import { REPO, vfpoolCli } from '../helpers/spawn.js';
+import { cli } from '../helpers/cli-in-process.js';
 
 /** The CLI as a new user meets it: --help, errors of usage, the man page and completion. */
 const env = { VFPOOL_HOST: 'sim:/nonexistent.json', VFPOOL_STATE_DIR: '/nonexistent/run', VFPOOL_JOURNAL_DIR: '/nonexistent/journal' };
@@ -58,10 +59,10 @@ t.test('net-define --dry-run says what it did: checked the XML, wrote nothing', 
   const w = makeSimEnv(t);
   const file = join(w.dir, 'p.xml');
   writeFileSync(file, `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
-  const r = await vfpoolCli(['net-define', '--dry-run', file], { env: w.env });
+  const r = await cli(['net-define', '--dry-run', file], { env: w.env });
   t.same([r.exitCode, r.stdout], [0, `pool 'p' is valid; would write ${join(w.settings.configDir, 'networks/p.xml')} (--dry-run, nothing written)\n`]);
   t.notOk(existsSync(join(w.settings.configDir, 'networks/p.xml')));
-  t.notMatch((await vfpoolCli(['net-define', '--help'], { env })).stdout, /plan/, 'its --help promises no plan');
+  t.notMatch((await cli(['net-define', '--help'], { env })).stdout, /plan/, 'its --help promises no plan');
 });
 
 t.test('release --json reports freed VFs as released', async (t) => {
@@ -69,8 +70,8 @@ t.test('release --json reports freed VFs as released', async (t) => {
   w.definePool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
   const file = join(w.dir, 'vm1.xml');
   writeFileSync(file, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:01'/>` }));
-  t.equal((await vfpoolCli(['prepare', '--xml', file], { env: w.env })).exitCode, 0);
-  const r = await vfpoolCli(['release', 'vm1', '--json'], { env: w.env });
+  t.equal((await cli(['prepare', '--xml', file], { env: w.env })).exitCode, 0);
+  const r = await cli(['release', 'vm1', '--json'], { env: w.env });
   t.equal(r.exitCode, 0, r.stderr);
   t.match(JSON.parse(r.stdout), { domain: 'vm1', dryRun: false, released: [{ vfAddr: '0000:3b:02.0', phase: 'released' }] });
 });
@@ -79,7 +80,7 @@ t.test('net-list warns about a definition that does not parse, and lists the oth
   const w = makeSimEnv(t);
   w.definePool('good', `<network><name>good</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
   w.definePool('broken', `<network><name>broken</name><forward mode='bogus'/></network>`);
-  const r = await vfpoolCli(['net-list', '--json'], { env: w.env });
+  const r = await cli(['net-list', '--json'], { env: w.env });
   t.equal(r.exitCode, 0);
   t.same(JSON.parse(r.stdout).map((p: { name: string }) => p.name), ['good']);
   t.match(r.stderr, /^vfpool: warning: pool 'broken' is not listed: .*broken\.xml: .*\(fix the file, or `vfpool net-undefine broken`\)\n$/);
@@ -117,11 +118,11 @@ t.test('the man page comes from the same declarations and renders with man -l', 
 });
 
 t.test('completion: a bash script, and completions from the same declarations', async (t) => {
-  const script = await vfpoolCli(['completion'], { env: { ...env, SHELL: '/bin/bash' } });
+  const script = await cli(['completion'], { env: { ...env, SHELL: '/bin/bash' } });
   t.equal(script.exitCode, 0);
   t.match(script.stdout, /complete -o bashdefault -o default -F _vfpool_yargs_completions vfpool/);
-  const cmds = await vfpoolCli(['--get-yargs-completions', 'vfpool', ''], { env });
+  const cmds = await cli(['--get-yargs-completions', 'vfpool', ''], { env });
   t.same(cmds.stdout.trim().split('\n'), [...COMMANDS.map((c) => c.name), 'completion']);
-  const opts = await vfpoolCli(['--get-yargs-completions', 'vfpool', 'history', '--'], { env });
+  const opts = await cli(['--get-yargs-completions', 'vfpool', 'history', '--'], { env });
   for (const o of ['--pool', '--vf', '--since', '--json']) t.ok(opts.stdout.split('\n').includes(o), `history ${o}`);
 });

@@ -3,10 +3,10 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeSimEnv } from '../helpers/env.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
-import { vfpoolCli } from '../helpers/spawn.js';
+import { cli as vfpoolCli } from '../helpers/cli-in-process.js';
 import { readStatus } from '../../src/pool/status.js';
 
-/** `vfpool prepare|release --xml FILE`: the guest steps without libvirt. */
+/** `vfpool prepare|release --xml FILE`: the guest steps without libvirt, in-process (the CLI's process: cli.test.ts). */
 t.test('prepare and release a domain from an XML file', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
   w.definePool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);

@@ -6,6 +6,7 @@ import { makeSimEnv, SEED_000_POOL } from '../helpers/env.js';
 import { execa } from 'execa';
 import { domainXml } from '../helpers/libvirt-domains.js';
 import { REPO, vfpoolCli } from '../helpers/spawn.js';
+import { cli as inProcess } from '../helpers/cli-in-process.js';
 
 t.test('define, start, list, status, destroy, undefine', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 16, address: '0000:3b:00.0' }] });
@@ -57,7 +58,7 @@ t.test('bad input: exit 2, one line, nothing written', async (t) => {
     [[], /^vfpool: name a command: `vfpool --help` lists them\n$/],
   ];
   for (const [args, msg] of cases) {
-    const r = await vfpoolCli(args, { env: w.env });
+    const r = await inProcess(args, { env: w.env });
     t.equal(r.exitCode, 2, `${args.join(' ')}: exit 2`);
     t.match(r.stderr, msg, args.join(' '));
   }
@@ -66,12 +67,12 @@ t.test('bad input: exit 2, one line, nothing written', async (t) => {
   const { mkdirSync } = await import('node:fs');
   mkdirSync(conf);
   writeFileSync(join(conf, 'vfpool.conf'), 'VFPOOL_HOST=sim:/x\nVFPOOL_BOGUS=1\n');
-  const r = await vfpoolCli(['status'], { env: { VFPOOL_CONFIG_DIR: conf } });
+  const r = await inProcess(['status'], { env: { VFPOOL_CONFIG_DIR: conf } });
   t.equal(r.exitCode, 2);
   // One line naming file, line and key, then every key vfpool knows (the list grows with the settings table).
   t.match(r.stderr, new RegExp(`^vfpool: ${join(conf, 'vfpool.conf').replace(/[.]/g, '\\.')}:2: unknown setting 'VFPOOL_BOGUS': known: VFPOOL_CONFIG_DIR, VFPOOL_STATE_DIR, .*VFPOOL_SIM_VF_DEVICE.*\n$`));
   t.equal(r.stderr.split('\n').length, 2, 'one line');
-  const badHost = await vfpoolCli(['status'], { env: { ...w.env, VFPOOL_HOST: 'xen' } });
+  const badHost = await inProcess(['status'], { env: { ...w.env, VFPOOL_HOST: 'xen' } });
   t.same([badHost.exitCode, badHost.stderr], [2, "vfpool: VFPOOL_HOST 'xen' is not 'linux' or 'sim:FILE': set it in the environment or in vfpool.conf\n"]);
 });
 

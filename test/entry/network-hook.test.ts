@@ -9,11 +9,14 @@ import { parsePoolXml } from '../../src/config/pool-xml.js';
 import { startPool } from '../../src/pool/pools.js';
 import { poolXml } from '../pool/activation-suite.js';
 import { domainXml, portHookData } from '../helpers/libvirt-domains.js';
-import { hookStatus, META, qemuHook, setupHookWorld } from '../helpers/hook-world.js';
+import { hookStatus, META, networkHookInProcess, qemuHookInProcess, setupHookWorld } from '../helpers/hook-world.js';
 
 const sample = (name: string) => readFileSync(join(REPO, 'test/libvirt/samples', name), 'utf8');
 const SEQNET_START = sample('stdin-network-seqnet-start-begin.xml'); // libvirt 11.3, a plain bridge network
+/** hooks/network as libvirt runs it (the shim, then the Node bundle): where the shim's decision is part of the test. */
 const hook = (w: { env: Record<string, string> }, args: string[], stdin: string) => spawnEntry('hooks/network', args, { env: w.env, stdin });
+/** The Node half in-process, for calls the shim hands to Node anyway (a pool's name, vfpool's XML, a VF plug). */
+const node = (w: { env: Record<string, string> }, args: string[], stdin: string) => networkHookInProcess(w.env, args, stdin);
 
 t.test('a network that is not a vfpool pool costs nothing: exit 0, no state', async (t) => {
   const w = makeSimEnv(t);
@@ -41,22 +44,22 @@ t.test('libvirt network carrying a pool in metadata: start creates VFs, stopped 
 
 t.test('more VFs than the PF has: exit 2, vfpool\'s sentence on stderr for virsh, nothing changed', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
-  const r = await hook(w, ['vfp-big', 'start', 'begin', '-'], sample('stdin-network-vfp-big-start-begin.xml'));
+  const r = await node(w, ['vfp-big', 'start', 'begin', '-'], sample('stdin-network-vfp-big-start-begin.xml'));
   t.equal(r.exitCode, 2);
   t.equal(r.stderr, "vfpool: pool 'vfp-big': <vf num='99'> on PF eth1 is more than its sriov_totalvfs 8: lower num to at most 8\n");
   t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 0);
-  const after = await hook(w, ['vfp-big', 'stopped', 'end', '-'], sample('stdin-network-vfp-big-stopped-end.xml'));
+  const after = await node(w, ['vfp-big', 'stopped', 'end', '-'], sample('stdin-network-vfp-big-stopped-end.xml'));
   t.same([after.exitCode, after.stderr], [0, ''], 'libvirt\'s stopped end after the refused start is harmless');
 });
 
 t.test('stopped end with a VF in use: exit 0, the VFs stay, stderr says why', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
-  await hook(w, ['vfp-net', 'start', 'begin', '-'], sample('stdin-network-vfp-net-start-begin.xml'));
+  await node(w, ['vfp-net', 'start', 'begin', '-'], sample('stdin-network-vfp-net-start-begin.xml'));
   const vf = (await w.sim.listVfs('eth1' as NetdevName))[0]!;
   const qemu = spawnSleeper();
   t.teardown(qemu.kill);
   await w.sim.holdVfioGroup(vf.address, qemu.pid);
-  const r = await hook(w, ['vfp-net', 'stopped', 'end', '-'], sample('stdin-network-vfp-net-stopped-end.xml'));
+  const r = await node(w, ['vfp-net', 'stopped', 'end', '-'], sample('stdin-network-vfp-net-stopped-end.xml'));
   t.equal(r.exitCode, 0);
   t.match(r.stderr, new RegExp(`^vfpool: warning: pool 'vfp-net': eth1 keeps its 4 VFs: VF 0 \\(${vf.address}\\) is in use by pid ${qemu.pid} holding /dev/vfio/`));
   t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 4);
@@ -81,7 +84,7 @@ t.test('bad hook input is exit 2 with one line, and changes nothing', async (t) 
     ['missing dev', ['vfp-net', 'start', 'begin', '-'], good.replace('dev="eth1"', ''), /<pf> has no dev attribute/],
   ];
   for (const [name, args, stdin, msg] of cases) {
-    const r = await hook(w, args, stdin);
+    const r = await node(w, args, stdin);
     t.equal(r.exitCode, 2, `${name}: exit 2`);
     t.match(r.stderr, msg, name);
     t.equal(r.stderr.trim().split('\n').length, 1, `${name}: one line`);
@@ -92,7 +95,7 @@ t.test('bad hook input is exit 2 with one line, and changes nothing', async (t) 
 
 t.test('a missing PF is exit 1 naming the pool and the PF', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
-  const r = await hook(w, ['vfp-net', 'start', 'begin', '-'], sample('stdin-network-vfp-net-start-begin.xml').replace('dev="eth1"', 'dev="eth7"'));
+  const r = await node(w, ['vfp-net', 'start', 'begin', '-'], sample('stdin-network-vfp-net-start-begin.xml').replace('dev="eth1"', 'dev="eth7"'));
   t.equal(r.exitCode, 1);
   t.match(r.stderr, /^vfpool: pool 'vfp-net': PF eth7: no network interface 'eth7'/);
 });
@@ -116,10 +119,7 @@ t.test('libvirt restarting a running pool plans from the definition it records',
   const first = parsePoolXml(poolXml('eth1', 2, { managed: false }), 't');
   await startPool(w.ctx, first, poolXml('eth1', 2, { managed: false }));
   w.definePool('sriov-pool', poolXml('eth1', 3, { managed: false }));
-  const r = await spawnEntry('hooks/network', ['sriov-pool', 'start', 'begin', '-'], {
-    env: w.env,
-    stdin: '<hookData><network><name>sriov-pool</name><forward mode=\'hostdev\'/></network></hookData>',
-  });
+  const r = await node(w, ['sriov-pool', 'start', 'begin', '-'], '<hookData><network><name>sriov-pool</name><forward mode=\'hostdev\'/></network></hookData>');
   t.same([r.exitCode, r.stderr], [0, '']);
   t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 3, 'the new definition was applied');
   t.match(w.ctx.store.read().pools['sriov-pool']!.xml, /<vf num='3'\/>/, 'and is the one recorded');
@@ -127,7 +127,7 @@ t.test('libvirt restarting a running pool plans from the definition it records',
 
 t.test('port-created records libvirt\'s VF, vetoes one vfpool holds for another domain; port-deleted drops it', async (t) => {
   const w = await setupHookWorld(t);
-  const net = (op: string, stdin: string) => spawnEntry('hooks/network', ['sriov-pool', op, 'begin', '-'], { env: w.hookEnv, stdin });
+  const net = (op: string, stdin: string) => networkHookInProcess(w.hookEnv, ['sriov-pool', op, 'begin', '-'], stdin);
   const forward = `<forward mode='hostdev' managed='yes'><pf dev='eth1'/></forward>`;
   const plug = (fn: number) => `<plug type='hostdev-pci' managed='yes'><driver name='vfio'/><address domain='0x0000' bus='0x3b' slot='0x02' function='0x${fn}'/></plug>`;
   const port = (domain: string, fn: number, uuid: string) => portHookData({ network: 'sriov-pool', forward, portUuid: uuid, domain, mac: '52:54:00:12:34:56', plug: plug(fn) });
@@ -138,13 +138,13 @@ t.test('port-created records libvirt\'s VF, vetoes one vfpool holds for another 
   t.ok(existsSync(join(w.settings.stateDir, 'index/domain.lvguest')));
 
   // vfpool gives VF 0 to vm1; libvirt then hands the same VF to another guest: refused.
-  t.equal((await qemuHook(w, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }))).exitCode, 0);
+  t.equal((await qemuHookInProcess(w.hookEnv, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }))).exitCode, 0);
   const veto = await net('port-created', port('other', 0, '11111111-2222-3333-4444-555555555555'));
   t.equal(veto.exitCode, 3);
   t.match(veto.stderr, /^vfpool: libvirt network 'sriov-pool' hands VF 0000:3b:02\.0 to domain 'other', but vfpool holds it for domain 'vm1' \(pool 'sriov-pool'\)/);
 
   // vfpool's first fit skips the VF libvirt handed out.
-  const vm2 = await qemuHook(w, ['vm2', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm2', vfpool: META.replace('11:22:33', '11:22:44') }));
+  const vm2 = await qemuHookInProcess(w.hookEnv, ['vm2', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm2', vfpool: META.replace('11:22:33', '11:22:44') }));
   t.equal(vm2.exitCode, 0, vm2.stderr);
   t.equal((await hookStatus(w)).pfs[0]!.vfs[2]!.owner?.domain, 'vm2', 'VF 1 (libvirt\'s) was skipped');
 
@@ -167,15 +167,14 @@ t.test('a passthrough network\'s direct plug on a VF netdev is recorded by PCI a
     mac: '52:54:00:12:34:56',
     plug: `<plug type='direct' dev='eth1v2' mode='passthrough'/>`,
   });
-  const r = await spawnEntry('hooks/network', ['mvtap-net', 'port-created', 'begin', '-'], { env: w.env, stdin });
+  const r = await node(w, ['mvtap-net', 'port-created', 'begin', '-'], stdin);
   t.same([r.exitCode, r.stderr], [0, '']);
   const port = JSON.parse(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8')).ports[0];
   t.match(port, { network: 'mvtap-net', domain: 'pttest', netdev: 'eth1v2', vfAddr: '0000:3b:02.2', plug: 'direct', mac: '52:54:00:12:34:56' });
   // vfpool's own passthrough allocation now skips that VF.
-  const p = await spawnEntry('hooks/qemu', ['vm1', 'prepare', 'begin', '-'], {
-    env: w.env,
-    stdin: domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev address='0000:3b:02.2' mac='52:54:00:00:00:01'/>` }),
-  });
+  const p = await qemuHookInProcess(w.env, ['vm1', 'prepare', 'begin', '-'],
+    domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev address='0000:3b:02.2' mac='52:54:00:00:00:01'/>` }),
+  );
   t.equal(p.exitCode, 3);
   t.match(p.stderr, /VF 0000:3b:02\.2 \(eth1v2\) is in use by domain 'pttest' through libvirt network 'mvtap-net'/);
 });
@@ -214,4 +213,13 @@ t.test('a macvtap port on a plain NIC (no VF) is not recorded and writes no stat
   const r = await spawnEntry('hooks/network', ['bridge-mvtap', 'port-created', 'begin', '-'], { env: w.env, stdin });
   t.same([r.exitCode, r.stdout, r.stderr], [0, '', '']);
   t.notOk(existsSync(join(w.settings.stateDir, 'state.json')), 'no state written for a port that involves no VF');
+});
+
+t.test('the Node half on its own: usage, operations it ignores, a network that is not a pool', async (t) => {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
+  t.same(await node(w, ['vfp-net'], ''), { exitCode: 2, stdout: '', stderr: 'vfpool: usage: network NAME OP SUBOP EXTRA (as libvirt calls it), with <hookData> on stdin\n' });
+  t.same(await node(w, ['vfp-net', 'updated', 'begin', '-'], 'not even XML'), { exitCode: 0, stdout: '', stderr: '' }, 'an operation vfpool has nothing to do with: stdin never read');
+  t.same(await node(w, ['seqnet', 'start', 'begin', '-'], SEQNET_START), { exitCode: 0, stdout: '', stderr: '' }, 'called directly for a plain network');
+  t.notOk(existsSync(w.settings.stateDir), 'no state');
+  t.equal((await node(w, ['../x', 'start', 'begin', '-'], SEQNET_START)).exitCode, 2, 'a name that could leave a directory');
 });

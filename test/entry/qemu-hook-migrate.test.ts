@@ -2,7 +2,10 @@ import t from 'tap';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { domainXml } from '../helpers/libvirt-domains.js';
-import { hookStatus as status, META, qemuHook as hook, setupHookWorld as setup } from '../helpers/hook-world.js';
+import { hookStatus as status, META, qemuHook as hook, qemuHookInProcess, setupHookWorld as setup, type HookEnv } from '../helpers/hook-world.js';
+
+/** The Node half in-process (the first test runs the shim too: stdout must pass through it). */
+const node = (w: HookEnv, args: string[], stdin: string) => qemuHookInProcess(w.hookEnv, args, stdin);
 
 /**
  * The qemu hook's part in a migration libvirt drives: `migrate begin` on the destination (the
@@ -24,7 +27,7 @@ t.test('migrate begin: a source PCI address is dropped for the pool; the XML on 
 
 t.test('migrate begin: a request naming a netdev of the source with no pool is refused (exit 2 cancels), stdout empty', async (t) => {
   const w = await setup(t);
-  const r = await hook(w, ['vm1', 'migrate', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: REFUSED }));
+  const r = await node(w, ['vm1', 'migrate', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: REFUSED }));
   t.equal(r.exitCode, 2);
   t.equal(r.stdout, '');
   t.match(r.stderr, /^vfpool: .*names netdev='eth3', a device of the source host, which the destination cannot hold: give the request a pool/);
@@ -32,7 +35,7 @@ t.test('migrate begin: a request naming a netdev of the source with no pool is r
 
 t.test('migrate begin: a domain with only pool requests keeps its XML (empty stdout)', async (t) => {
   const w = await setup(t);
-  const r = await hook(w, ['vm1', 'migrate', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }));
+  const r = await node(w, ['vm1', 'migrate', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }));
   t.same([r.exitCode, r.stdout], [0, ''], r.stderr);
 });
 
@@ -44,17 +47,17 @@ t.test('started of an incoming QEMU: the destination side is recorded and a deta
   const cmdline = (extra: string[]) => writeFileSync(join(w.dir, 'proc', String(pid), 'cmdline'), ['qemu-system-x86_64', '-name', 'guest=vm1', ...extra, ''].join('\0'));
   writeFileSync(join(w.runDir, 'vm1.pid'), `${pid}\n`);
   const we = { ...w, hookEnv: env };
-  const prep = await hook(we, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }));
+  const prep = await node(we, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }));
   t.equal(prep.exitCode, 0, prep.stderr);
   const record = join(w.settings.stateDir, 'migrate', 'vm1.json');
 
   cmdline(['-S']);
-  const normal = await hook(we, ['vm1', 'started', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
+  const normal = await node(we, ['vm1', 'started', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
   t.same([normal.exitCode, normal.stdout], [0, ''], normal.stderr);
   t.notOk(existsSync(record), 'a QEMU without -incoming: no migration record');
 
   cmdline(['-S', '-incoming', 'defer']);
-  const incoming = await hook(we, ['vm1', 'started', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
+  const incoming = await node(we, ['vm1', 'started', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
   t.same([incoming.exitCode, incoming.stdout], [0, ''], incoming.stderr);
   const r = JSON.parse(readFileSync(record, 'utf8')) as { role: string; stage: string; reserved: boolean; vfs: Array<{ id: string; kind: string; mac: string }> };
   t.match(r, { role: 'destination', stage: 'prepared', reserved: true, vfs: [{ id: 'vfpool-vf0', kind: 'plain', mac: '52:54:00:11:22:33' }] });

@@ -5,7 +5,10 @@ import type { SimState } from '../../src/host/sim-kernel.js';
 import { makeSimEnv } from '../helpers/env.js';
 import { domainXml, PLAIN_DOMAIN } from '../helpers/libvirt-domains.js';
 import { spawnEntry } from '../helpers/spawn.js';
-import { hookStatus as status, META, qemuHook as hook, setupHookWorld as setup, type HookEnv } from '../helpers/hook-world.js';
+import { hookStatus as status, META, qemuHook as hook, qemuHookInProcess, setupHookWorld as setup, type HookEnv } from '../helpers/hook-world.js';
+
+/** The Node half in-process, for calls the shim hands to Node anyway (a domain with vfpool metadata or a marker). */
+const node = (w: HookEnv, args: string[], stdin: string) => qemuHookInProcess(w.hookEnv, args, stdin);
 
 /**
  * The qemu hook as libvirt runs it: hooks/qemu (the shell shim) spawned with libvirt's argv,
@@ -76,40 +79,40 @@ t.test('prepare failure: exit 1, one line naming domain, pool, VF and cause; not
   s.pfs[0]!.up = false;
   writeFileSync(w.hostFile, JSON.stringify(s));
   const before = await status(w);
-  const r = await hook(w, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }));
+  const r = await node(w, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }));
   t.equal(r.exitCode, 1);
   t.equal(r.stdout, '');
   t.match(r.stderr, /^vfpool: domain 'vm1', pool 'sriov-pool', VF 0000:3b:02\.0 \(eth1 VF 0\): PF eth1 is down.*: bring it up first: ip link set eth1 up\n$/);
   t.same(await status(w), before, 'VFs and pool unchanged');
-  const rel = await hook(w, ['vm1', 'release', 'end', 'failed'], domainXml('release', { name: 'vm1', vfpool: META }));
+  const rel = await node(w, ['vm1', 'release', 'end', 'failed'], domainXml('release', { name: 'vm1', vfpool: META }));
   t.same([rel.exitCode, rel.stderr], [0, ''], 'release end failed: nothing to do');
 });
 
 t.test('bad input is exit 2 naming the domain and field; an exhausted pool is exit 3', async (t) => {
   const w = await setup(t);
-  const bad = await hook(w, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='sriov-pool' mac='01:00:5e:00:00:01'/>` }));
+  const bad = await node(w, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='sriov-pool' mac='01:00:5e:00:00:01'/>` }));
   t.equal(bad.exitCode, 2);
   t.match(bad.stderr, /^vfpool: domain 'vm1': vfpool:hostdev #1: mac '01:00:5e:00:00:01' is a multicast MAC/);
   const four = [1, 2, 3, 4].map((i) => `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:00:00:0${i}'/>`).join('');
-  t.equal((await hook(w, ['big', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'big', vfpool: four }))).exitCode, 0);
-  const ex = await hook(w, ['vm2', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm2', vfpool: META }));
+  t.equal((await node(w, ['big', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'big', vfpool: four }))).exitCode, 0);
+  const ex = await node(w, ['vm2', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm2', vfpool: META }));
   t.equal(ex.exitCode, 3);
   t.match(ex.stderr, /^vfpool: domain 'vm2': pool 'sriov-pool' is exhausted, all 4 VFs are held \(VF 0000:3b:02\.0: domain 'big'/);
 });
 
 t.test('reconnect keeps the VFs and learns the pid; it never fails; migrate and restore print nothing', async (t) => {
   const w = await setup(t);
-  t.equal((await hook(w, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }))).exitCode, 0);
+  t.equal((await node(w, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }))).exitCode, 0);
   writeFileSync(join(w.runDir, 'vm1.pid'), `${process.pid}\n`);
-  const rc = await hook(w, ['vm1', 'reconnect', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
+  const rc = await node(w, ['vm1', 'reconnect', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
   t.same([rc.exitCode, rc.stdout, rc.stderr], [0, '', '']);
   t.match((await status(w)).pfs[0]!.vfs[0]!.owner, { domain: 'vm1', pid: process.pid });
-  const broken = await hook(w, ['vm1', 'reconnect', 'begin', '-'], '<domain><name>vm1</name>');
+  const broken = await node(w, ['vm1', 'reconnect', 'begin', '-'], '<domain><name>vm1</name>');
   t.equal(broken.exitCode, 0, 'a reconnect that cannot parse its input still exits 0 (else libvirt kills the guest)');
-  const attach = await hook(w, ['vm1', 'attach', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
+  const attach = await node(w, ['vm1', 'attach', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
   t.equal(attach.exitCode, 0);
   for (const op of ['migrate', 'restore']) {
-    const r = await hook(w, ['vm1', op, 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }));
+    const r = await node(w, ['vm1', op, 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }));
     t.same([r.exitCode, r.stdout], [0, ''], `${op} begin: exit 0, empty stdout (XML unchanged)`);
   }
   t.equal((await status(w)).pfs[0]!.vfs[0]!.owner?.domain, 'vm1', 'still held');
@@ -117,17 +120,17 @@ t.test('reconnect keeps the VFs and learns the pid; it never fails; migrate and 
 
 t.test('started/reconnect/attach check the argv domain against stdin too, and still exit 0 when they differ', async (t) => {
   const w = await setup(t);
-  t.equal((await hook(w, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }))).exitCode, 0);
+  t.equal((await node(w, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }))).exitCode, 0);
   writeFileSync(join(w.runDir, 'vm1.pid'), `${process.pid}\n`);
   writeFileSync(join(w.runDir, 'vm2.pid'), `${process.pid}\n`);
   for (const op of ['started', 'reconnect', 'attach']) {
-    const r = await hook(w, ['vm2', op, 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
+    const r = await node(w, ['vm2', op, 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
     t.same([r.exitCode, r.stdout], [0, ''], `${op}: exit 0, empty stdout`);
     const log = readFileSync(join(w.settings.stateDir, 'vfpool.log'), 'utf8');
     t.match(log, new RegExp(`qemu-hook vm2 ${op} begin.*${op}: domain 'vm2' \\(${op} begin\\): argv names domain 'vm2' but stdin describes 'vm1' \\(ignored`), `${op}: the mismatch is logged`);
     t.match((await status(w)).pfs[0]!.vfs[0]!.owner, { domain: 'vm1', pid: null }, `${op}: vm1's record is left alone`);
   }
-  const ok = await hook(w, ['vm1', 'started', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
+  const ok = await node(w, ['vm1', 'started', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
   t.same([ok.exitCode, ok.stdout, ok.stderr], [0, '', '']);
   t.match((await status(w)).pfs[0]!.vfs[0]!.owner, { domain: 'vm1', pid: process.pid }, 'the matching call records the pid');
 });
@@ -135,16 +138,16 @@ t.test('started/reconnect/attach check the argv domain against stdin too, and st
 t.test('started with a hotplug plan and no QEMU serving vfpool\'s QMP socket: exit 1, one line (libvirt then stops the guest and calls release)', async (t) => {
   const w = await setup(t);
   delete w.hookEnv.VFPOOL_SIM_VF_DEVICE;
-  t.equal((await hook(w, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }))).exitCode, 0);
+  t.equal((await node(w, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }))).exitCode, 0);
   const plan = JSON.parse(readFileSync(join(w.settings.stateDir, 'qemu/vm1/plan.json'), 'utf8')) as { delivery: string; vfs: Array<{ host: string | null }> };
   t.equal(plan.delivery, 'hotplug');
   t.ok(plan.vfs[0]!.host, 'vfio-pci host=BDF, as on a real host');
   writeFileSync(join(w.runDir, 'vm1.pid'), `${process.pid}\n`);
-  const r = await hook(w, ['vm1', 'started', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
+  const r = await node(w, ['vm1', 'started', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
   t.equal(r.exitCode, 1);
   t.match(r.stderr, /^vfpool: domain 'vm1': its VFs could not be hotplugged at 'started': [^\n]+\n$/);
   t.equal(r.stdout, '');
-  const rel = await hook(w, ['vm1', 'release', 'end', '-'], domainXml('release', { name: 'vm1', vfpool: META }));
+  const rel = await node(w, ['vm1', 'release', 'end', '-'], domainXml('release', { name: 'vm1', vfpool: META }));
   t.equal(rel.exitCode, 0);
   t.equal(existsSync(join(w.settings.stateDir, 'qemu/vm1')), false, 'release removed the plan');
   t.equal((await status(w)).pfs[0]!.vfs[0]!.owner, null, 'and freed the VF');

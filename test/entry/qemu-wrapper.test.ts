@@ -9,6 +9,8 @@ import { domainQmpSocketPath, writeDomainPlan, type DomainPlanV1 } from '../../s
 import type { MacAddress, PciAddress } from '../../src/types.js';
 import { libvirtQ35Argv } from '../helpers/qemu-argv.js';
 import { REPO } from '../helpers/spawn.js';
+import { qemuWrapper } from '../../src/entry/main/qemu-wrapper.js';
+import { runEntry, runInProcess } from '../../src/entry/run.js';
 
 /**
  * The wrapper as libvirt runs it: a process with argv, an inherited descriptor (libvirt's
@@ -110,4 +112,26 @@ t.test('VFPOOL_QEMU pointing at the wrapper itself is refused, not an endless ex
 t.test('the argv encoding round-trips every argument', async (t) => {
   t.same(decodeArgv(encodeArgv(hostile)), hostile);
   t.same(decodeArgv(encodeArgv([])), []);
+});
+
+t.test('the Node half in-process: the generated argv for a planned domain, the argv unchanged without a plan, a refusal as its exit code', async (t) => {
+  const dir = t.testdir({ etc: {}, run: {} });
+  const env = { VFPOOL_CONFIG_DIR: join(dir, 'etc'), VFPOOL_STATE_DIR: join(dir, 'run') };
+  const wrapper = (argv: string[]) => runInProcess(() => runEntry(() => qemuWrapper(argv)), { env });
+  const plan: DomainPlanV1 = {
+    version: 1, domain: 'vm1', uuid: null, delivery: 'cmdline', sriovNics: [],
+    vfs: [{ id: 'vfpool-vf0', host: '0000:3b:02.0' as PciAddress, emulatedModel: null, mac: MAC, failoverStandbyMac: null, guestAddress: null }],
+  };
+  await writeDomainPlan(join(dir, 'run'), plan, { uid: process.getuid!(), gid: process.getgid!() });
+  const argv = [...libvirtQ35Argv('vm1'), '-append', hostile.join(' ')];
+  const r = await wrapper(argv);
+  t.same([r.exitCode, r.stderr], [0, '']);
+  t.same(decodeArgv(r.stdout), planQemuArgs(plan, parseQemuArgv(argv), { qmpSocketPath: domainQmpSocketPath(join(dir, 'run'), 'vm1') }).argv);
+  const plain = ['-name', 'guest=other', ...hostile];
+  t.same(decodeArgv((await wrapper(plain)).stdout), plain, 'no plan: untouched');
+  t.same(decodeArgv((await wrapper(['-version'])).stdout), ['-version'], 'no -name: untouched');
+  const clash = await wrapper([...argv, '-device', 'e1000e,id=vfpool-vf0']);
+  t.equal(clash.exitCode, 3);
+  t.match(clash.stderr, /^vfpool: domain 'vm1': QEMU's command line already has the id 'vfpool-vf0'/);
+  t.equal(clash.stdout, '', 'nothing for the shim to exec');
 });

@@ -9,7 +9,10 @@ import { parsePoolXml } from '../../src/config/pool-xml.js';
 import { startPool } from '../../src/pool/pools.js';
 import { readStatus } from '../../src/pool/status.js';
 import { makeSimEnv, SEED_000_POOL, type SimEnv } from './env.js';
-import { spawnEntry, type Spawned } from './spawn.js';
+import { REPO, spawnEntry, type Spawned } from './spawn.js';
+import { networkHook } from '../../src/entry/main/network-hook.js';
+import { qemuHook as qemuHookMain } from '../../src/entry/main/qemu-hook.js';
+import { runEntry, runInProcess } from '../../src/entry/run.js';
 
 export const META = `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33' vlan='100'/>`;
 
@@ -32,6 +35,18 @@ export async function setupHookWorld(t: Test): Promise<HookEnv> {
 
 /** hooks/qemu with libvirt's argv and the domain XML on stdin. */
 export const qemuHook = (w: HookEnv, args: string[], stdin: string): Promise<Spawned> => spawnEntry('hooks/qemu', args, { env: w.hookEnv, stdin });
+
+/**
+ * The hooks' Node half run in-process (tap's coverage sees it), after the shim's decision:
+ * for a call the shim hands to Node (vfpool's domain, pool or XML), this is what the bundle
+ * does, without a Node start. The shim's filtering itself is tested through qemuHook/spawnEntry.
+ */
+export function qemuHookInProcess(env: Record<string, string>, args: string[], stdin: string): Promise<Spawned> {
+  return runInProcess(() => runEntry(() => qemuHookMain(args, join(REPO, 'dist/bin/cli.mjs'))), { env, stdin });
+}
+export function networkHookInProcess(env: Record<string, string>, args: string[], stdin: string): Promise<Spawned> {
+  return runInProcess(() => runEntry(() => networkHook(args)), { env, stdin });
+}
 
 /** What `vfpool status --json` prints, read in-process (the hooks' effects, from disk). */
 export async function hookStatus(w: HookEnv) {

@@ -3,8 +3,12 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeSimEnv } from '../helpers/env.js';
 import { vfpoolCli } from '../helpers/spawn.js';
+import { cli } from '../helpers/cli-in-process.js';
 
-/** `vfpool migrate …` as a process: every bad input is one line, exit 2, and changes nothing. */
+/**
+ * `vfpool migrate …`: every bad input is one line, exit 2, and changes nothing (in-process, stdin
+ * given); as a process: the clear failures without a QEMU, and `begin --xml -` on a real pipe.
+ */
 t.test('bad input: one line, exit 2, no state written', async (t) => {
   const w = makeSimEnv(t);
   const cases: Array<[string[], RegExp, string?]> = [
@@ -19,7 +23,7 @@ t.test('bad input: one line, exit 2, no state written', async (t) => {
     [['migrate', 'begin', '../x'], /domain.*is not a name vfpool accepts/],
   ];
   for (const [args, re, stdin] of cases) {
-    const r = await vfpoolCli(args, { env: w.env, stdin: stdin ?? '' });
+    const r = await cli(args, { env: w.env, stdin: stdin ?? '' });
     t.equal(r.exitCode, 2, `${args.join(' ')}: exit 2 (${r.stderr.trim()})`);
     t.match(r.stderr, re);
     t.equal(r.stderr.trim().split('\n').length, 1, 'one line');

@@ -5,17 +5,19 @@ import { join } from 'node:path';
 import { makeSimEnv } from '../helpers/env.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
 import { vfpoolCli } from '../helpers/spawn.js';
+import { cli } from '../helpers/cli-in-process.js';
 
 type Row = { id: string; ok: boolean; found: string; fix: string | null };
 const rows = (stdout: string): Row[] => (JSON.parse(stdout) as { checks: Row[] }).checks;
 
+/** The simulated host's cases run the CLI in-process; the real machine's through the bundle, as a person runs it. */
 t.test('simulated host without SR-IOV: the first line says so; exit 1', async (t) => {
   const w = makeSimEnv(t, { pfs: [] });
-  const text = await vfpoolCli(['doctor'], { env: w.env });
+  const text = await cli(['doctor'], { env: w.env });
   t.equal(text.exitCode, 1);
   t.match(text.stdout.split('\n')[0], /^FAIL sr-iov +no SR-IOV physical function on this host \(simulated host /);
   t.match(text.stdout, /\n +fix: use a NIC with SR-IOV/);
-  const json = await vfpoolCli(['doctor', '--json'], { env: w.env });
+  const json = await cli(['doctor', '--json'], { env: w.env });
   t.equal(json.exitCode, 1);
   const checks = rows(json.stdout);
   t.same(Object.keys(checks[0]!), ['id', 'ok', 'found', 'fix']);
@@ -27,7 +29,7 @@ t.test('simulated host: PF and pool checks pass, and fail for a pool that asks t
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
   w.definePool('good', `<network><name>good</name><forward mode='hostdev'><pf dev='eth1'><vf num='4'/></pf></forward></network>`);
   w.definePool('big', `<network><name>big</name><forward mode='hostdev'><pf dev='eth1'><vf num='16'/></pf></forward></network>`);
-  const checks = rows((await vfpoolCli(['doctor', '--json'], { env: w.env })).stdout);
+  const checks = rows((await cli(['doctor', '--json'], { env: w.env })).stdout);
   const byId = new Map(checks.map((c) => [c.id, c]));
   t.match(byId.get('sr-iov'), { ok: true, found: '1 SR-IOV PF(s): eth1' });
   t.match(byId.get('pf:eth1'), { ok: true, found: /driver igb, link up, 0 of 8 VFs/ });
@@ -43,12 +45,12 @@ t.test('simulated host: allocations of a guest that is gone are what reconcile w
   const file = join(w.dir, 'vm1.xml');
   const { writeFileSync } = await import('node:fs');
   writeFileSync(file, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:01'/>` }));
-  t.equal((await vfpoolCli(['prepare', '--xml', file, '--pid', String(qemu.pid)], { env: w.env })).exitCode, 0);
+  t.equal((await cli(['prepare', '--xml', file, '--pid', String(qemu.pid)], { env: w.env })).exitCode, 0);
   await qemu.kill();
-  const stale = rows((await vfpoolCli(['doctor', '--json'], { env: w.env })).stdout).find((c) => c.id === 'stale-allocations')!;
+  const stale = rows((await cli(['doctor', '--json'], { env: w.env })).stdout).find((c) => c.id === 'stale-allocations')!;
   t.match(stale, { ok: false, found: /1 VF\(s\) held for guests that are gone: 0000:3b:02\.0 \(domain vm1: /, fix: 'vfpool reconcile' });
-  t.equal((await vfpoolCli(['reconcile'], { env: w.env })).exitCode, 0);
-  t.match(rows((await vfpoolCli(['doctor', '--json'], { env: w.env })).stdout).find((c) => c.id === 'stale-allocations'), { ok: true });
+  t.equal((await cli(['reconcile'], { env: w.env })).exitCode, 0);
+  t.match(rows((await cli(['doctor', '--json'], { env: w.env })).stdout).find((c) => c.id === 'stale-allocations'), { ok: true });
 });
 
 t.test('this machine, for real: what it lacks is named with its fix, exit 1', async (t) => {

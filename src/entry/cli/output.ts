@@ -1,10 +1,9 @@
-import { readFileSync } from 'node:fs';
 import Table from 'cli-table3';
 import { BadInputError, errnoOf } from '../../errors.js';
-import { readStdin } from '../run.js';
 import { loadSettings } from '../../config/settings.js';
 import { createContext, type Context } from '../../pool/context.js';
 import type { Status } from '../../pool/status.js';
+import { readFileOrStdin } from '../run.js';
 
 export function out(line = ''): void {
   progress.done();
@@ -16,18 +15,10 @@ export function warn(line: string): void {
   process.stderr.write(`vfpool: warning: ${line}\n`);
 }
 
-/**
- * What a lone `-` argument becomes before yargs sees it: yargs turns a positional `-` into an
- * empty string (`net-define -` read the file ''), so it is handed over as this path instead.
- */
-export const STDIN_ARG = '/dev/stdin';
-
 /** An input file, or stdin for `-` (an option value) or STDIN_ARG (a positional `-`). */
 export async function readInputFile(file: string): Promise<string> {
   try {
-    // Not readFileSync(0): it fails with EAGAIN on a non-blocking pipe whose writer is slower
-    // than vfpool (`ssh host cat vm1.xml | vfpool prepare --xml=-`); readStdin waits.
-    return file === '-' || file === STDIN_ARG ? await readStdin({ terminal: true }) : readFileSync(file, 'utf8');
+    return await readFileOrStdin(file);
   } catch (err) {
     throw new BadInputError(`cannot read ${file}: ${errnoOf(err) ?? (err as Error).message}`, 'give the path of an XML file');
   }

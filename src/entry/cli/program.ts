@@ -1,8 +1,8 @@
 import yargs, { type Argv } from 'yargs';
-import { runEntry } from '../run.js';
+import { runEntry, STDIN_ARG } from '../run.js';
 import { COMMANDS, COMPLETION, SUMMARY } from './commands.js';
 import { epilogue, positionalNames, registerCommands, type CommandDef } from './define.js';
-import { progress, STDIN_ARG } from './output.js';
+import { progress } from './output.js';
 import { vfpoolVersion } from './install-root.js';
 
 /**

@@ -1,0 +1,58 @@
+import { BadInputError } from '../../errors.js';
+import { loadSettings } from '../../config/settings.js';
+import { networkElement, networkName } from '../../config/pool-xml.js';
+import { createContext } from '../../pool/context.js';
+import { startPool, stopPool } from '../../pool/pools.js';
+import { parseObjectName } from '../../types.js';
+import { child, parseXml } from '../../util/xml.js';
+import { parseNetworkPort } from '../../config/network-port.js';
+import { recordPort, removePort } from '../../pool/allocation-ports.js';
+import { readStdin } from '../run.js';
+
+/**
+ * libvirt's network hook: `network.d/vfpool NAME OP SUBOP -`, `<hookData><network>` on stdin.
+ * The shell shim in hooks/network already filtered out networks and operations vfpool has
+ * nothing to do with; this re-checks, because a person can call it directly too.
+ * Its entry point is src/entry/network-hook.ts (bundled as dist/bin/network-hook.cjs); the
+ * tests run this in-process too.
+ */
+export async function networkHook(argv: string[]): Promise<number> {
+  const [name, op, sub] = argv;
+  if (name === undefined || op === undefined || sub === undefined) {
+    throw new BadInputError('usage: network NAME OP SUBOP EXTRA (as libvirt calls it), with <hookData> on stdin');
+  }
+  const isPort = (op === 'port-created' || op === 'port-deleted') && sub === 'begin';
+  const wanted = (op === 'start' && sub === 'begin') || (op === 'stopped' && sub === 'end') || isPort;
+  if (!wanted) return 0;
+  parseObjectName(name, 'network name argument');
+  const settings = loadSettings();
+  const ctx = createContext(settings, `network-hook ${name} ${op} ${sub}`);
+  const where = `libvirt network '${name}' (${op} ${sub})`;
+  const stdin = await readStdin();
+  const doc = parseXml(stdin, where);
+  const net = networkElement(doc, where);
+  const xmlName = networkName(net, where);
+  if (xmlName !== name) throw new BadInputError(`${where}: argv names network '${name}' but stdin describes '${xmlName}'`);
+
+  if (isPort) {
+    // A VF libvirt's own hostdev/passthrough network hands to a guest: record (or veto) it.
+    const port = parseNetworkPort(child(doc, 'hookData') ?? doc, where);
+    if (op === 'port-created') await recordPort(ctx, name, port);
+    else await removePort(ctx, name, port.uuid);
+    return 0;
+  }
+
+  if (op === 'start') {
+    const source = ctx.registry.startSource(name, { el: net, xml: stdin, where });
+    if (source === undefined) return 0; // not ours
+    const r = await startPool(ctx, source.spec, source.xml, { allowActive: true });
+    ctx.log.info(`pool '${name}' started by libvirt (${r.actions.length} step(s))`);
+    return 0;
+  }
+
+  // stopped end: libvirt cannot be refused here; VFs in use stay and we say so.
+  const r = await stopPool(ctx, name, { refuse: false });
+  for (const k of r.kept) process.stderr.write(`vfpool: warning: pool '${name}': ${k.reason}; remove them later with \`vfpool reconcile\` or restart the network\n`);
+  for (const pf of r.gone) process.stderr.write(`vfpool: warning: pool '${name}': PF ${pf} no longer exists: nothing to remove on it\n`);
+  return 0;
+}

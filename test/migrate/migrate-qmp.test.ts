@@ -1,0 +1,236 @@
+import t, { type Test } from 'tap';
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { planQemuArgs } from '../../src/qemu/args.js';
+import { parseQemuArgv } from '../../src/qemu/cmdline.js';
+import { connectQmp, virshQmp } from '../../src/migrate/qmp-port.js';
+import { qemuArgvBySocket, stripVfpoolDevices } from '../../src/migrate/devices.js';
+import { domainQmpSocketPath, readDomainPlan, writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
+import type { MacAddress } from '../../src/types.js';
+import { makeSimEnv, type SimEnv } from '../helpers/env.js';
+import { domainXml } from '../helpers/libvirt-domains.js';
+import { libvirtQ35Argv } from '../helpers/qemu-argv.js';
+import { runCliInProcess as cli } from '../helpers/cli-in-process.js';
+import { startFakeQemu, type FakeQemu } from '../helpers/fake-qemu.js';
+
+/**
+ * The migration stages that talk to a running QEMU (perform, confirm with a plug, --wait-incoming,
+ * `migrate DOMAIN URI`), and `guest-devices`, in-process: QEMU is an in-process QMP server on
+ * the domain's socket (test/helpers/fake-qemu.ts), its argv in a /proc under VFPOOL_PROC, virsh
+ * a shell script on PATH. The real QEMU runs them in test/migrate/*.test.sh.
+ */
+const MAC = '52:54:00:aa:00:01' as MacAddress;
+const POOL = `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`;
+
+interface Source extends SimEnv {
+  qemu: FakeQemu;
+  cliEnv: Record<string, string>;
+  plan: DomainPlanV1;
+}
+
+/** A host where vm1 runs with one VF (an emulated e1000e on the simulated host), started through the wrapper. */
+async function runningGuest(t: Test): Promise<Source> {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
+  w.definePool('p', POOL);
+  await w.sim.writeNumVfs('eth1' as never, 2);
+  const xml = join(w.dir, 'vm1.xml');
+  writeFileSync(xml, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='${MAC}'/>` }));
+  t.equal((await cli(['prepare', '--xml', xml], w.env)).exitCode, 0, 'prepared');
+  const vf = w.ctx.store.read().allocations[0]!;
+  const plan: DomainPlanV1 = {
+    version: 1, domain: 'vm1', uuid: null, delivery: 'cmdline', sriovNics: [],
+    vfs: [{ id: 'vfpool-vf0', host: vf.vfAddr, emulatedModel: 'e1000e', mac: MAC, failoverStandbyMac: null, guestAddress: null }],
+  };
+  await writeDomainPlan(w.settings.stateDir, plan, { uid: process.getuid!(), gid: process.getgid!() });
+  const socket = domainQmpSocketPath(w.settings.stateDir, 'vm1');
+  const argv = planQemuArgs(plan, parseQemuArgv(libvirtQ35Argv('vm1')), { qmpSocketPath: socket }).argv;
+  const procRoot = join(w.dir, 'proc');
+  const qemu = await startFakeQemu(socket, {
+    procRoot, argv,
+    devices: { net0: { driver: 'virtio-net-pci', mac: '52:54:00:aa:bb:01', slot: 1 }, 'vfpool-rp0': { driver: 'pcie-root-port', slot: 3, bridge: true }, 'vfpool-vf0': { driver: 'e1000e', mac: MAC, behind: 'vfpool-rp0' } },
+  });
+  t.teardown(() => qemu.close());
+  return { ...w, qemu, plan, cliEnv: { ...w.env, VFPOOL_PROC: procRoot } };
+}
+
+const held = (w: SimEnv) => w.ctx.store.read().allocations.filter((a) => a.owner.domain === 'vm1');
+
+t.test('perform unplugs the VF (device_del, DEVICE_DELETED); a failed migration plugs the same device back', async (t) => {
+  const w = await runningGuest(t);
+  const perform = await cli(['migrate', 'perform', 'vm1'], w.cliEnv);
+  t.equal(perform.exitCode, 0, perform.stderr);
+  t.equal(perform.stdout, 'vm1: device_del vfpool-vf0 on the source QEMU, wait for DEVICE_DELETED (30000 ms)\nvm1: source of \'vm1\' ready to migrate\nvm1: performed\n');
+  t.notOk(w.qemu.devices.has('vfpool-vf0'), 'gone from the guest');
+  const again = await cli(['migrate', 'perform', 'vm1'], w.cliEnv);
+  t.same([again.exitCode, again.stdout], [0, 'vm1: source of \'vm1\' ready to migrate\nvm1: performed\n'], 're-run: nothing left to unplug');
+
+  const undo = await cli(['migrate', 'confirm', 'vm1', '--role', 'source', '--failed', '--json'], w.cliEnv);
+  t.equal(undo.exitCode, 0, undo.stderr);
+  t.match(JSON.parse(undo.stdout), { domain: 'vm1', stage: 'confirmed-failure', steps: [/^device_add vfpool-vf0 \(e1000e, mac 52:54:00:aa:00:01\) on bus vfpool-rp0$/, /stays on the source/] });
+  t.match(w.qemu.received.filter((c) => c.execute === 'device_add'), [{ arguments: { driver: 'e1000e', id: 'vfpool-vf0', bus: 'vfpool-rp0', mac: MAC } }], 'the device the wrapper generated');
+  t.ok(w.qemu.devices.has('vfpool-vf0'), 'back in the guest');
+  t.equal(held(w).length, 1, 'the VF stays allocated');
+});
+
+t.test('perform --to migrates over QMP; confirm on the source then frees the VF', async (t) => {
+  const w = await runningGuest(t);
+  const r = await cli(['migrate', 'perform', 'vm1', '--to', 'tcp:127.0.0.1:4444'], w.cliEnv);
+  t.equal(r.exitCode, 0, r.stderr);
+  t.match(r.stdout, /\nvm1: performed\nvm1: migrated to tcp:127\.0\.0\.1:4444 in \d+ ms\n$/);
+  t.match(w.qemu.received.filter((c) => c.execute === 'migrate'), [{ arguments: { uri: 'tcp:127.0.0.1:4444' } }]);
+  const done = await cli(['migrate', 'confirm', 'vm1', '--role', 'source'], w.cliEnv);
+  t.equal(done.exitCode, 0, done.stderr);
+  t.match(done.stdout, /restore and free the VFs of 'vm1' on this host \(migrated\)\nvm1: confirmed-success\n$/);
+  t.same(held(w), [], 'freed');
+  t.equal(readDomainPlan(w.settings.stateDir, 'vm1'), null, 'plan removed');
+});
+
+t.test('a migration QEMU reports failed: exit 1 with its reason, and the VF is plugged back', async (t) => {
+  const w = await runningGuest(t);
+  w.qemu.migrate = { status: 'failed', 'error-desc': 'Connection refused' };
+  const r = await cli(['migrate', 'perform', 'vm1', '--to', 'tcp:127.0.0.1:4444'], w.cliEnv);
+  t.equal(r.exitCode, 1);
+  t.match(r.stderr, /^vfpool: migration to tcp:127\.0\.0\.1:4444 failed: Connection refused/);
+  t.match(r.stdout, /vm1: device_add vfpool-vf0 .*\nvm1: 'vm1' stays on the source\nvm1: confirmed-failure\n$/);
+  t.ok(w.qemu.devices.has('vfpool-vf0'), 'plugged back');
+});
+
+t.test('perform when the QEMU is gone: exit 1, one line naming the socket, nothing recorded', async (t) => {
+  const w = await runningGuest(t);
+  await w.qemu.close();
+  const r = await cli(['migrate', 'perform', 'vm1'], w.cliEnv);
+  t.equal(r.exitCode, 1);
+  t.match(r.stderr, /^vfpool: .*vm1\/qmp\.sock/);
+  t.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+  t.notOk(existsSync(join(w.settings.stateDir, 'migrate')), 'no migration record');
+});
+
+t.test('destination: prepare from the description, confirm --wait-incoming plugs the VF once the migration ended', async (t) => {
+  const src = await runningGuest(t);
+  const begin = await cli(['migrate', 'begin', 'vm1'], src.cliEnv);
+  t.equal(begin.exitCode, 0, begin.stderr);
+  const dst = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2, address: '0000:5e:00.0' }] });
+  dst.definePool('p', POOL);
+  await dst.sim.writeNumVfs('eth1' as never, 2);
+  const prep = await cli(['migrate', 'prepare', '--description', '-'], { ...dst.env, VFPOOL_SIM_VF_DEVICE: 'e1000e' }, begin.stdout);
+  t.equal(prep.exitCode, 0, prep.stderr);
+  t.match(held(dst), [{ vfAddr: /^0000:5e:/, mac: MAC }], 'a VF of this host reserved with the source\'s MAC');
+  const plan = readDomainPlan(dst.settings.stateDir, 'vm1')!;
+  t.match(plan.vfs, [{ id: 'vfpool-vf0', host: null, emulatedModel: 'e1000e', mac: MAC }], 'the simulated VF reaches QEMU as an emulated NIC');
+  const socket = domainQmpSocketPath(dst.settings.stateDir, 'vm1');
+  const procRoot = join(dst.dir, 'proc');
+  // The incoming QEMU: the wrapper reserved the root port and left the VF off.
+  const argv = stripVfpoolDevices(planQemuArgs(plan, parseQemuArgv(['-incoming', 'defer', ...libvirtQ35Argv('vm1')]), { qmpSocketPath: socket }).argv)
+    .concat(['-device', 'pcie-root-port,id=vfpool-rp0,bus=pcie.0,chassis=40,addr=0x1f', '-chardev', `socket,id=vfpool-qmp,path=${socket},server=on,wait=off`]);
+  const qemu = await startFakeQemu(socket, { procRoot, argv, devices: { 'vfpool-rp0': { driver: 'pcie-root-port', slot: 0x1f, bridge: true } } });
+  t.teardown(() => qemu.close());
+  qemu.statuses = ['inmigrate', 'running'];
+  const env = { ...dst.env, VFPOOL_PROC: procRoot };
+  const r = await cli(['migrate', 'confirm', 'vm1', '--role', 'destination', '--wait-incoming', '60'], env);
+  t.equal(r.exitCode, 0, r.stderr);
+  t.match(r.stdout, /^vm1: device_add vfpool-vf0 \(e1000e, mac 52:54:00:aa:00:01\) on bus vfpool-rp0\nvm1: 'vm1' arrived\nvm1: confirmed-success\n$/);
+  t.ok(qemu.devices.has('vfpool-vf0'), 'plugged into the arrived guest');
+  t.equal(qemu.received.filter((c) => c.execute === 'query-status').length, 2, 'asked until the migration ended');
+});
+
+t.test('destination: an incoming migration that ends in a shut-down QEMU frees the reservation', async (t) => {
+  const src = await runningGuest(t);
+  const begin = await cli(['migrate', 'begin', 'vm1'], src.cliEnv);
+  const dst = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2, address: '0000:5e:00.0' }] });
+  dst.definePool('p', POOL);
+  await dst.sim.writeNumVfs('eth1' as never, 2);
+  t.equal((await cli(['migrate', 'prepare', '--description', '-'], dst.env, begin.stdout)).exitCode, 0);
+  t.equal(held(dst).length, 1, 'reserved');
+  const socket = domainQmpSocketPath(dst.settings.stateDir, 'vm1');
+  const qemu = await startFakeQemu(socket, { procRoot: join(dst.dir, 'proc'), argv: ['-name', 'guest=vm1'] });
+  t.teardown(() => qemu.close());
+  qemu.statuses = ['shutdown'];
+  const r = await cli(['migrate', 'confirm', 'vm1', '--role', 'destination', '--wait-incoming', '60'], dst.env);
+  t.equal(r.exitCode, 0, r.stderr);
+  t.match(r.stdout, /restore and free the VFs of 'vm1' on this host \(migration-failed\)\nvm1: confirmed-failure\n$/);
+  t.same(held(dst), [], 'reservation freed');
+});
+
+/** virsh as `vfpool migrate DOMAIN URI` runs it: `migrate --live …` and `-c URI qemu-monitor-command DOMAIN JSON`. */
+function fakeVirsh(dir: string, opts: { migrateFails?: boolean; destPeripherals: string[] }): string {
+  const bin = join(dir, 'bin');
+  mkdirSync(bin, { recursive: true });
+  const list = JSON.stringify({ return: opts.destPeripherals.map((name) => ({ name, type: 'child<e1000e>' })), id: 'libvirt-7' });
+  writeFileSync(join(bin, 'virsh'), `#!/bin/sh
+echo "$*" >> ${join(dir, 'virsh.log')}
+case $1 in
+  migrate) ${opts.migrateFails ? "echo 'error: operation failed: job: unexpectedly failed' >&2; exit 1" : 'exit 0'} ;;
+  -c) case $5 in
+        *qom-list*) echo '${list}' ;;
+        *query-bogus*) echo '{"id":"libvirt-8","error":{"class":"CommandNotFound","desc":"The command query-bogus has not been found"}}' ;;
+        *) echo "error: failed to connect to the hypervisor" >&2; exit 1 ;;
+      esac ;;
+esac
+`);
+  chmodSync(join(bin, 'virsh'), 0o755);
+  return `${bin}:${process.env.PATH}`;
+}
+
+t.test('migrate DOMAIN URI: perform, virsh migrate --live, confirm; the destination checked through its libvirt', async (t) => {
+  const w = await runningGuest(t);
+  const PATH = fakeVirsh(w.dir, { destPeripherals: ['net0', 'vfpool-vf0'] });
+  const r = await cli(['migrate', 'vm1', 'qemu+tcp://dest.example/system', '--', '--persistent'], { ...w.cliEnv, PATH });
+  t.equal(r.exitCode, 0, r.stderr);
+  t.match(r.stdout, /^vm1: device_del vfpool-vf0 [^\n]*\n(vm1: [^\n]*\n)*vm1: virsh migrate --live to qemu\+tcp:\/\/dest\.example\/system took \d+ ms\nvm1: restore and free [^\n]*\nvm1: vfpool-vf0 plugged on qemu\+tcp:\/\/dest\.example\/system\n$/);
+  t.same(held(w), [], 'the source freed its VF');
+});
+
+t.test('migrate DOMAIN URI: a failing virsh migrate plugs the VF back, exit 1 with virsh\'s reason', async (t) => {
+  const w = await runningGuest(t);
+  const PATH = fakeVirsh(w.dir, { migrateFails: true, destPeripherals: [] });
+  const r = await cli(['migrate', 'vm1', 'qemu+tcp://dest.example/system'], { ...w.cliEnv, PATH });
+  t.equal(r.exitCode, 1);
+  t.equal(r.stderr, 'vfpool: virsh migrate --live vm1 qemu+tcp://dest.example/system failed: error: operation failed: job: unexpectedly failed: the domain stays on this host with its VFs plugged back\n');
+  t.ok(w.qemu.devices.has('vfpool-vf0'), 'plugged back');
+  t.equal(held(w).length, 1);
+});
+
+t.test('virshQmp: a command\'s return, QMP\'s error class, virsh failing, and no events', async (t) => {
+  const dir = t.testdir({});
+  const saved = process.env.PATH;
+  process.env.PATH = fakeVirsh(dir, { destPeripherals: ['vfpool-vf0'] });
+  t.teardown(() => void (process.env.PATH = saved));
+  const q = virshQmp('qemu+tcp://dest/system', 'vm1');
+  t.same(await q.execute('qom-list', { path: '/machine/peripheral' }), [{ name: 'vfpool-vf0', type: 'child<e1000e>' }]);
+  await t.rejects(q.execute('query-bogus'), { message: 'QMP CommandNotFound from vm1 at qemu+tcp://dest/system: The command query-bogus has not been found', code: 'CommandNotFound' });
+  await t.rejects(q.execute('query-status'), { message: 'virsh -c qemu+tcp://dest/system qemu-monitor-command vm1 query-status: error: failed to connect to the hypervisor' });
+  t.throws(() => q.listen('DEVICE_DELETED', () => true, 1000), { message: /waiting for DEVICE_DELETED through virsh is not possible/ });
+});
+
+t.test('connectQmp: commands and events over the socket; qemuArgvBySocket finds its QEMU or says none runs', async (t) => {
+  const w = await runningGuest(t);
+  const socket = domainQmpSocketPath(w.settings.stateDir, 'vm1');
+  const q = await connectQmp(socket, 5000);
+  t.teardown(() => q.close());
+  const waiter = q.listen('DEVICE_DELETED', (d) => d.device === 'vfpool-vf0', 5000);
+  await q.execute('device_del', { id: 'vfpool-vf0' });
+  t.match(await waiter.promise, { event: 'DEVICE_DELETED', data: { device: 'vfpool-vf0' } });
+  t.match(qemuArgvBySocket(socket, w.cliEnv.VFPOOL_PROC), ['-name', 'guest=vm1,debug-threads=on']);
+  t.throws(() => qemuArgvBySocket(join(w.dir, 'other.sock'), w.cliEnv.VFPOOL_PROC), { message: /no running QEMU has vfpool's QMP socket .*other\.sock on its command line/ });
+});
+
+t.test('guest-devices: the PCI devices QEMU shows, with MACs; one behind a root port not numbered yet', async (t) => {
+  const w = await runningGuest(t);
+  const r = await cli(['guest-devices', 'vm1'], w.cliEnv);
+  t.equal(r.exitCode, 0, r.stderr);
+  t.equal(r.stdout, [
+    "# the PCI devices QEMU shows domain 'vm1' (bus:slot.function  vendor:device  id  mac)",
+    '00:01.0  8086:10d3  net0                   52:54:00:aa:bb:01',
+    '00:03.0  8086:000c  vfpool-rp0',
+    'vfpool-vf0             e1000e behind vfpool-rp0 (bus not numbered yet: the firmware has not run)  52:54:00:aa:00:01',
+  ].join('\n') + '\n');
+  const json = await cli(['guest-devices', 'vm1', '--json'], w.cliEnv);
+  t.match(JSON.parse(json.stdout), [{ id: 'net0', address: '00:01.0', mac: '52:54:00:aa:bb:01' }, { id: 'vfpool-rp0', mac: null, class: 'PCI bridge' }, { id: 'vfpool-vf0', mac: MAC }]);
+  await w.qemu.close();
+  const gone = await cli(['guest-devices', 'vm1'], w.cliEnv);
+  t.equal(gone.exitCode, 1);
+  t.match(gone.stderr, /^vfpool: domain 'vm1': no QEMU answers on vfpool's QMP socket: cannot connect to QMP socket .*vm1\/qmp\.sock: ENOENT \(is QEMU running\?\): start it through vfpool-qemu/);
+  const bad = await cli(['guest-devices', '../x'], w.cliEnv);
+  t.equal(bad.exitCode, 2);
+  t.notOk(existsSync(join(w.dir, 'x')));
+});
