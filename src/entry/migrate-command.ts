@@ -12,6 +12,7 @@ import { fileRecordStore } from '../state/migration-record.js';
 import { confirmStage, performStage, prepareStage, type StageDeps, type StageResult } from '../migrate/stages.js';
 import { domainQmpSocketPath, readDomainPlan, removeDomainPlan, writeDomainPlan } from '../state/domain-plan.js';
 import { parseObjectName } from '../types.js';
+import { crashPoint } from '../util/crash-point.js';
 import { migrationPool, requestLookup } from '../migrate/pool-port.js';
 import { readFileOrStdin } from './run.js';
 
@@ -158,7 +159,9 @@ export async function runMigrate(ctx: Context, a: MigrateArgs): Promise<number> 
           const d = needDomain();
           const plan = readDomainPlan(ctx.settings.stateDir, d);
           if (!plan) throw new BadInputError(`domain '${d}' has no vfpool plan on this host`, 'run begin on the source host, where the domain was prepared');
-          process.stdout.write(JSON.stringify(describeForMigration(plan, requestLookup(ctx)), null, 2) + '\n');
+          const desc = describeForMigration(plan, requestLookup(ctx));
+          crashPoint('migrate-begin:described');
+          process.stdout.write(JSON.stringify(desc, null, 2) + '\n');
           return 0;
         }
         case 'prepare': {

@@ -8,6 +8,7 @@ import { DEFAULT_TIMEOUTS, peripheralIds, plugDevice, unplugDevice, type QmpTime
 import { newRecord, type MigrationRecordV1, type VfMigrationRecord } from '../state/migration-record.js';
 import { applySteps, type MigrationStep } from './steps.js';
 import { failoverState } from './failover.js';
+import { crashPoint } from '../util/crash-point.js';
 
 /** What every stage gets injected (the CLI builds it from the settings; tests from fakes). */
 export interface StageDeps {
@@ -63,22 +64,42 @@ export async function prepareStage(deps: StageDeps, desc: MigrationDescriptionV1
   }
   const requests = requestsOf(desc);
   let plan: DomainPlanV1 | null = null;
+  const reserveAndConfigure = async () => {
+    const vfs = await deps.pool.reserve(domain, requests);
+    const byId = new Map(vfs.map((v) => [v.id, v]));
+    plan = {
+      ...skeleton,
+      vfs: skeleton.vfs.map((v) => {
+        const got = byId.get(v.id);
+        if (!got) throw new BadInputError(`domain '${domain}': the pool reserved nothing for ${v.id}`);
+        if (v.mac !== null && got.mac !== null && got.mac !== v.mac) throw new BadInputError(`domain '${domain}': ${v.id} reserved with MAC ${got.mac}, the source's is ${v.mac}`);
+        return { ...v, host: got.host, emulatedModel: got.emulatedModel, mac: v.mac ?? got.mac };
+      }),
+    };
+    await deps.pool.configure(domain, vfs);
+  };
   const steps: MigrationStep[] = [
     {
       describe: `reserve ${requests.length} VF(s) for incoming domain '${domain}' (${requests.map((r) => `${r.id}: pool ${r.pool}, mac ${r.mac ?? '-'}`).join('; ')})`,
       run: async () => {
-        const vfs = await deps.pool.reserve(domain, requests);
-        const byId = new Map(vfs.map((v) => [v.id, v]));
-        plan = {
-          ...skeleton,
-          vfs: skeleton.vfs.map((v) => {
-            const got = byId.get(v.id);
-            if (!got) throw new BadInputError(`domain '${domain}': the pool reserved nothing for ${v.id}`);
-            if (v.mac !== null && got.mac !== null && got.mac !== v.mac) throw new BadInputError(`domain '${domain}': ${v.id} reserved with MAC ${got.mac}, the source's is ${v.mac}`);
-            return { ...v, host: got.host, emulatedModel: got.emulatedModel, mac: v.mac ?? got.mac };
-          }),
-        };
-        await deps.pool.configure(domain, vfs);
+        // Intent first: a stage killed between the pool's commit and the record's `done` must
+        // not leave a record that says nothing is reserved while VFs are (found by the crash suite).
+        const intended = !record.reserved;
+        if (intended) {
+          record.reserved = true;
+          await deps.records.write(record);
+          crashPoint('migrate-prepare:intent');
+        }
+        try {
+          await reserveAndConfigure();
+        } catch (err) {
+          // The pool rolled its own reservation back; a reservation of an earlier run stays recorded.
+          if (intended) {
+            record.reserved = false;
+            await deps.records.write(record);
+          }
+          throw err;
+        }
       },
       done: (r) => { r.reserved = true; },
       undo: async (r) => { await deps.pool.release(domain, 'migration-failed'); r.reserved = false; },
@@ -91,7 +112,8 @@ export async function prepareStage(deps: StageDeps, desc: MigrationDescriptionV1
     },
   ];
   await deps.records.write(record);
-  const res = await applySteps(steps, record, deps.records);
+  crashPoint('migrate-prepare:begun');
+  const res = await applySteps(steps, record, deps.records, 'migrate-prepare');
   return { domain, stage: record.stage, steps: res.applied };
 }
 
@@ -137,7 +159,8 @@ export async function performStage(deps: StageDeps, domain: string): Promise<Sta
   }
   steps.push({ describe: `source of '${domain}' ready to migrate`, run: async () => {}, done: (r) => { r.stage = 'performed'; }, undo: null });
   await deps.records.write(record);
-  const res = await applySteps(steps, record, deps.records);
+  crashPoint('migrate-perform:begun');
+  const res = await applySteps(steps, record, deps.records, 'migrate-perform');
   return { domain, stage: record.stage, steps: res.applied, failoverPrimaries };
 }
 
@@ -197,7 +220,8 @@ export async function confirmStage(deps: StageDeps, domain: string, role: 'sourc
     steps.push(...plugAll(record.vfs.filter((v) => v.unplugged && v.unplugMode === 'device_del' && !v.plugged).map((v) => v.id)));
     steps.push({ describe: `'${domain}' stays on the source`, run: async () => {}, done: (r) => { r.stage = 'confirmed-failure'; }, undo: null });
   }
-  const res = await applySteps(steps, record, deps.records);
+  const res = await applySteps(steps, record, deps.records, `migrate-confirm-${role}`);
+  crashPoint(`migrate-confirm-${role}:applied`);
   await deps.records.remove(domain);
   return { domain, stage: record.stage, steps: res.applied };
 }

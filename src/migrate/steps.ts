@@ -1,6 +1,7 @@
 import { asVfpoolError, RollbackError, type VfpoolError } from '../errors.js';
 import type { MigrationRecordStore } from './ports.js';
 import type { MigrationRecordV1 } from '../state/migration-record.js';
+import { crashPoint } from '../util/crash-point.js';
 
 /**
  * A migration stage is planned as steps, then applied. Each step carries its own undo, and
@@ -24,9 +25,10 @@ export interface ApplyResult {
 /**
  * Runs the steps in order, saving the record after each. On a failure, undoes the completed
  * steps in reverse (saving the record after each undo) and throws the failure; if an undo fails
- * too, a RollbackError names both.
+ * too, a RollbackError names both. `stage` names the crash points (`STAGE:ran`, `STAGE:recorded`,
+ * once per step): the crash suite kills a stage between a step's effect and its record.
  */
-export async function applySteps(steps: MigrationStep[], record: MigrationRecordV1, store: MigrationRecordStore): Promise<ApplyResult> {
+export async function applySteps(steps: MigrationStep[], record: MigrationRecordV1, store: MigrationRecordStore, stage = 'migrate'): Promise<ApplyResult> {
   const completed: MigrationStep[] = [];
   for (const step of steps) {
     try {
@@ -46,8 +48,10 @@ export async function applySteps(steps: MigrationStep[], record: MigrationRecord
       if (rollbackFailures.length) throw new RollbackError(failure, rollbackFailures);
       throw failure;
     }
+    crashPoint(`${stage}:ran`);
     step.done(record);
     await store.write(record);
+    crashPoint(`${stage}:recorded`);
     completed.push(step);
   }
   return { applied: steps.map((s) => s.describe) };

@@ -11,6 +11,7 @@ import { domainQmpSocketPath, readDomainPlan } from '../state/domain-plan.js';
 import type { Context } from './context.js';
 import { allocationsOf, type GuestOptions } from './guest-model.js';
 import { readLibvirtPid, resolveDacLabel } from './libvirt-runtime.js';
+import { crashPoint } from '../util/crash-point.js';
 
 export interface DeliverGuestResult {
   domain: string;
@@ -75,6 +76,7 @@ export async function deliverGuestVfs(ctx: Context, spec: DomainSpec, opts: Gues
         { pid, groups: groups as string[], uid: owner.uid, gid: owner.gid, memlockBytes: memlockForVfio(spec.memoryKiB * 1024n) },
         deps.deliver,
       );
+      crashPoint('started:delivered');
       log.info(`started: gave QEMU pid ${pid} vfio group(s) ${groups.join(', ')}: ${delivered.steps.map((s) => s.kind).join(', ') || 'nothing was missing'}`);
     }
 

@@ -2,6 +2,7 @@ import { statSync } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { errnoOf, HostError } from '../errors.js';
 import { readJsonFile, writeJsonFileAtomic } from '../util/json-file.js';
+import { crashPoint } from '../util/crash-point.js';
 import type { QemuCaps } from './args.js';
 
 interface CachedCaps extends QemuCaps {
@@ -40,6 +41,7 @@ export async function probeQemuCaps(qemu: string, cacheFile: string | null): Pro
     throw new HostError(`QEMU '${qemu}' did not list virtio-net-pci's properties (exit ${r.code}): ${r.stderr.trim().split('\n')[0] ?? ''}`, { hint: 'check VFPOOL_QEMU' });
   }
   const caps: QemuCaps = { qemu, sriovPf: /^\s*sriov-pf=/m.test(r.stdout) };
+  crashPoint('wrapper:caps-probed');
   if (cacheFile !== null) {
     await writeJsonFileAtomic(cacheFile, { ...caps, mtimeMs: st.mtimeMs, size: st.size } satisfies CachedCaps).catch(() => undefined);
   }

@@ -1,6 +1,7 @@
 import { lchown, lstat, mkdir, readFile, readlink, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { errnoOf, HostError, BadInputError } from '../errors.js';
+import { crashPoint } from '../util/crash-point.js';
 import { applyCgroupAllow, planCgroupAllow, type CgroupAllowStep, type CgroupDeps, type CharDevice } from './device-cgroup.js';
 
 /**
@@ -240,6 +241,7 @@ export async function deliverVfioToQemu(req: VfioDeliveryRequest, deps: DeliverD
 
   // Step 2: memlock. Without it vfio cannot pin the guest's RAM for DMA and device_add fails.
   await raiseMemlock(deps, req, steps);
+  crashPoint('deliver:memlock');
 
   // Step 3: the nodes. With namespaces = [] QEMU sees the host's /dev, where vfpool's start
   // hook already gave the group node to the QEMU user.
@@ -248,11 +250,15 @@ export async function deliverVfioToQemu(req: VfioDeliveryRequest, deps: DeliverD
     await mkdir(dir, { mode: 0o755 }).catch((err: unknown) => {
       if (errnoOf(err) !== 'EEXIST') throw new HostError(`making ${dir} failed: ${(err as Error).message}`, { code: errnoOf(err), cause: err });
     });
-    for (const node of nodes) await makeNode(deps, req.pid, node, steps);
+    for (const node of nodes) {
+      await makeNode(deps, req.pid, node, steps);
+      crashPoint('deliver:node');
+    }
   }
 
   // Step 4: the device cgroup (v1 devices.allow, or libvirt's BPF map on v2).
   await applyCgroupAllow(cgroup.steps, deps);
+  crashPoint('deliver:cgroup');
   steps.push(...cgroup.steps);
   return { steps, privateMountNamespace, cgroup: cgroup.version };
 }

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
-import { chmodSync, chownSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { BadInputError, errnoOf, HostError } from '../errors.js';
 import { parseGuestMac, parseObjectName, parsePciAddress, type MacAddress, type PciAddress } from '../types.js';
+import { readTextNoFollow, symlinkRefused } from '../util/json-file.js';
 
 /**
  * The per-domain wrapper file: what `prepare` (root) decided for one domain, read by the QEMU
@@ -158,11 +159,15 @@ export async function writeDomainPlan(stateDir: string, plan: DomainPlanV1, owne
   try {
     mkdirSync(join(stateDir, 'qemu'), { recursive: true, mode: 0o711 });
     for (const d of [stateDir, join(stateDir, 'qemu')]) {
-      const mode = statSync(d).mode & 0o777;
+      // lstat: a chmod through a link planted for qemu/ would open its target to every user.
+      const st = lstatSync(d);
+      if (st.isSymbolicLink()) throw symlinkRefused('the QEMU plans directory', d);
+      const mode = st.mode & 0o777;
       if ((mode & 0o711) !== 0o711) chmodSync(d, mode | 0o711);
     }
     mkdirSync(dir, { mode: 0o700, recursive: true });
     const st = lstatSync(dir);
+    if (st.isSymbolicLink()) throw symlinkRefused(`the QEMU plan directory of domain '${checked.domain}'`, dir);
     if (!st.isDirectory()) throw new HostError(`${dir} is not a directory`, { hint: 'remove it' });
     chmodSync(dir, 0o700);
     chownSync(dir, owner.uid, owner.gid);
@@ -170,7 +175,7 @@ export async function writeDomainPlan(stateDir: string, plan: DomainPlanV1, owne
     await writeFileAtomic(file, JSON.stringify(checked, null, 2) + '\n', { mode: 0o600, fsync: true, chown: { uid: owner.uid, gid: owner.gid } });
     return file;
   } catch (err) {
-    if (err instanceof HostError) throw err;
+    if (err instanceof HostError || err instanceof BadInputError) throw err;
     throw new HostError(`cannot write the QEMU plan of domain '${checked.domain}' in ${dir}: ${errnoOf(err) ?? (err as Error).message}`, { code: errnoOf(err), cause: err });
   }
 }
@@ -180,9 +185,11 @@ export function readDomainPlan(stateDir: string, domain: string): DomainPlanV1 |
   const file = domainPlanPath(stateDir, domain);
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    // The QEMU user owns the directory: root (reconcile, migrate, started) must not read through a link it planted.
+    text = readTextNoFollow(file);
   } catch (err) {
     if (errnoOf(err) === 'ENOENT') return null;
+    if (errnoOf(err) === 'ELOOP') throw symlinkRefused(`the QEMU plan of domain '${domain}'`, file, err);
     throw new HostError(`cannot read ${file}: ${errnoOf(err) ?? (err as Error).message}`, { code: errnoOf(err), hint: 'it must be readable by the user QEMU runs as', cause: err });
   }
   let value: unknown;

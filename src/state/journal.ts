@@ -1,6 +1,7 @@
-import { appendFileSync, chmodSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmdirSync, rmSync, statSync, utimesSync } from 'node:fs';
+import { closeSync, constants, existsSync, fchmodSync, fstatSync, mkdirSync, openSync, readdirSync, realpathSync, renameSync, rmSync, rmdirSync, statSync, utimesSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
+import { readTextNoFollow } from '../util/json-file.js';
 
 /**
  * The VF history: one JSON object per line in `$VFPOOL_JOURNAL_DIR/history.jsonl`, appended at
@@ -64,6 +65,8 @@ export interface JournalLog {
   warn(msg: string): void;
 }
 
+const APPEND = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW;
+
 export class Journal {
   readonly file: string;
   constructor(
@@ -84,7 +87,8 @@ export class Journal {
     try {
       this.append(lines);
     } catch (err) {
-      this.log?.warn(`history journal ${this.file} not written: ${(err as Error).message}`);
+      const why = (err as NodeJS.ErrnoException).code === 'ELOOP' ? 'it is a symbolic link, which vfpool does not follow: remove the link' : (err as Error).message;
+      this.log?.warn(`history journal ${this.file} not written: ${why}`);
     }
   }
 
@@ -93,19 +97,26 @@ export class Journal {
     // Several hooks may run at once (libvirt starts guests in parallel): rotation renames the
     // file, so it and the append are done under one lock, or an entry could land in a file
     // that was just rotated away or be lost with the oldest one.
-    if (!existsSync(this.file)) closeSync(openSync(this.file, 'a', 0o600));
+    // O_NOFOLLOW throughout: root appends here, and a link planted for the journal must not
+    // make it create, extend or chmod a file elsewhere (ELOOP, reported by `record`).
+    if (!existsSync(this.file)) closeSync(openSync(this.file, APPEND, 0o600));
     const release = lockWithRetry(this.file);
     try {
-      let size = 0;
+      let fd = openSync(this.file, APPEND, 0o600);
       try {
-        size = statSync(this.file).size;
-      } catch {
-        // rotated by another writer between the existsSync and the lock: appendFileSync recreates it
+        const size = fstatSync(fd).size;
+        if (size > 0 && size + lines.length > this.limits.maxBytes) {
+          closeSync(fd);
+          fd = -1;
+          this.rotate();
+          fd = openSync(this.file, APPEND, 0o600);
+        }
+        writeSync(fd, lines);
+        // An administrator's umask or a copy may have widened it; the history names guests.
+        fchmodSync(fd, 0o600);
+      } finally {
+        if (fd >= 0) closeSync(fd);
       }
-      if (size > 0 && size + lines.length > this.limits.maxBytes) this.rotate();
-      appendFileSync(this.file, lines, { mode: 0o600 });
-      // An administrator's umask or a copy may have widened it; the history names guests.
-      chmodSync(this.file, 0o600);
     } finally {
       release();
     }
@@ -129,7 +140,16 @@ export class Journal {
     const entries: JournalEntry[] = [];
     let unreadable = 0;
     for (const f of files) {
-      for (const line of readFileSync(join(this.dir, f), 'utf8').split('\n')) {
+      let text: string;
+      try {
+        text = readTextNoFollow(join(this.dir, f));
+      } catch (err) {
+        // A link planted among the history files is not read through (it could quote any file).
+        if ((err as NodeJS.ErrnoException).code !== 'ELOOP') throw err;
+        unreadable++;
+        continue;
+      }
+      for (const line of text.split('\n')) {
         if (!line) continue;
         try {
           entries.push(JSON.parse(line) as JournalEntry);

@@ -1,8 +1,8 @@
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { lstatSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BadInputError, errnoOf, HostError } from '../errors.js';
 import { parseObjectName } from '../types.js';
-import { DEFAULT_LOCK, updateJsonFileLocked, type LockOptions } from '../util/json-file.js';
+import { DEFAULT_LOCK, readTextNoFollow, symlinkRefused, updateJsonFileLocked, type LockOptions } from '../util/json-file.js';
 
 /**
  * The per-domain migration record: the crash-recovery log of one migration on one host. Every
@@ -91,9 +91,10 @@ export function fileRecordStore(stateDir: string, lock: LockOptions = DEFAULT_LO
     const file = path(domain);
     let text: string;
     try {
-      text = readFileSync(file, 'utf8');
+      text = readTextNoFollow(file);
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') return null;
+      if (errnoOf(err) === 'ELOOP') throw symlinkRefused('the migration record', file, err);
       throw new HostError(`cannot read ${file}: ${errnoOf(err) ?? (err as Error).message}`, { code: errnoOf(err), cause: err });
     }
     try {
@@ -105,6 +106,12 @@ export function fileRecordStore(stateDir: string, lock: LockOptions = DEFAULT_LO
   };
   const update: MigrationRecordStore['update'] = (domain, fn) => {
     const file = path(domain);
+    // A link planted for migrate/ would send root's writes (and its lock) elsewhere.
+    try {
+      if (lstatSync(dir).isSymbolicLink()) throw symlinkRefused('the migration records directory', dir);
+    } catch (err) {
+      if (errnoOf(err) !== 'ENOENT') throw err;
+    }
     return updateJsonFileLocked<MigrationRecordV1 | null, MigrationRecordV1 | null>(file, () => read(domain), (current) => {
       const next = fn(current);
       if (next === undefined) return { result: current };

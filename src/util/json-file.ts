@@ -49,6 +49,25 @@ export function readJsonFile<T>(file: string, what = 'the file', setting?: strin
 }
 
 /**
+ * The whole of a file in root's state directory, read without following a symlink planted in
+ * its place (O_NOFOLLOW: ELOOP), so root never reads, and never quotes in an error, a file
+ * someone else pointed it at. Other errors are thrown as they are.
+ */
+export function readTextNoFollow(file: string): string {
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    return readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The one line for a symlink found where vfpool keeps one of its files (`what`: "the QEMU plan"). */
+export function symlinkRefused(what: string, path: string, cause?: unknown): BadInputError {
+  return new BadInputError(`${what} ${path} is a symbolic link; vfpool does not follow links in its state directory`, 'remove the link (vfpool writes the file itself)', { cause });
+}
+
+/**
  * Temp file + fsync + rename: a reader sees the old file or the new one, never half of one, and
  * after a power cut the new one. `fsync: false` only for a file whose contents must not outlive
  * the machine's memory anyway (the simulated host's kernel state): still atomic, not synced.

@@ -3,6 +3,7 @@ import { parseQemuArgv } from '../../qemu/cmdline.js';
 import { domainCapsCacheFile, generateQemuArgs } from '../../qemu/generate.js';
 import { readDomainPlan } from '../../state/domain-plan.js';
 import { encodeArgv } from '../../qemu/wrapper-argv.js';
+import { crashPoint } from '../../util/crash-point.js';
 
 /**
  * The Node half of the QEMU wrapper: qemu-args/vfpool-qemu runs it only for a domain that has
@@ -14,9 +15,11 @@ export async function qemuWrapper(argv: string[]): Promise<number> {
   const settings = loadSettings();
   const name = parseQemuArgv(argv).name;
   const plan = name === null ? null : readDomainPlan(settings.stateDir, name);
+  crashPoint('wrapper:read');
   const out = plan === null
     ? argv
     : (await generateQemuArgs(plan, argv, { stateDir: settings.stateDir, qemuPath: settings.qemuPath, capsCacheFile: domainCapsCacheFile(settings.stateDir, plan.domain) })).argv;
+  crashPoint('wrapper:generated');
   process.stdout.write(encodeArgv(out));
   return 0;
 }
