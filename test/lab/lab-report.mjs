@@ -126,10 +126,10 @@ if (ran('libvirt')) {
   for (const line of (tsv ?? '').split('\n')) {
     const [status, name, detail = ''] = line.split('\t');
     if (status === 'INFO') infos.push(`libvirt: ${name}: ${detail}`);
+    finished ||= status === 'INFO' && name === 'wall time in the guest';
     if (status !== 'PASS' && status !== 'FAIL') continue;
     row(status === 'PASS', 'libvirt', name, detail);
     failed ||= status === 'FAIL';
-    finished ||= status === 'INFO' && name === 'wall time in the guest';
   }
   if (tsv === null) row(false, 'libvirt', 'libvirt boot', `no results (guest exit ${exit}); ${where('libvirt')}`);
   else if (!finished && !failed) row(false, 'libvirt', 'libvirt boot', `never reached its end (guest exit ${exit}); ${where('libvirt')}`);
