@@ -13,7 +13,11 @@
 #       the standby virtio-net has failover=on and the domain's MAC (qom-get); the primary
 #       vfpool-vf0 is hidden (a guest without an OS never acks STANDBY), so QEMU is asked
 #       whether it holds it as the standby's primary (a second primary is refused naming it);
-#       the plan's VF carries the domain's MAC on the PF; destroy restores it.
+#       the plan's VF carries the domain's MAC on the PF; destroy restores it;
+#   (c) a libvirt hostdev network whose <metadata> is a vfpool pool (issue 10's finding): a guest
+#       on it holds a VF through libvirt's own port; `virsh net-destroy` while it runs keeps the
+#       VFs; `virsh destroy` of the guest (no port-deleted: the network is inactive); `virsh
+#       net-start` and `net-destroy` again remove the VFs (sriov_numvfs 0, no port record left).
 #
 # Needs the guest booted with vfpool.switchroot=1 (libvirt's per-domain mount namespace fails
 # inside a chroot). Writes $VFPOOL_LAB_OUT/libvirt.tsv (STATUS \t CHECK \t DETAIL; INFO lines
@@ -52,8 +56,9 @@ vp() { env -i LC_ALL=C HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin "$VFPOOL" "
 finish() {
   # Everything this script started goes, whatever failed: domains, pools, daemons.
   local d
-  for d in labvf-a labhy-b; do v destroy "$d" >/dev/null 2>&1; v undefine "$d" >/dev/null 2>&1; done
+  for d in labvf-a labhy-b labnet-c; do v destroy "$d" >/dev/null 2>&1; v undefine "$d" >/dev/null 2>&1; done
   [ -n "${net_started:-}" ] && v net-destroy labhy >/dev/null 2>&1
+  [ -n "${labnet_started:-}" ] && v net-destroy labnet >/dev/null 2>&1
   [ -n "${pool_started:-}" ] && vp net-destroy labvf >/dev/null 2>&1
   stop_daemons
   cp /var/log/libvirt/libvirtd.log "$out/libvirtd.log" 2>/dev/null
@@ -294,5 +299,82 @@ teardown() {
   why="sriov_numvfs 0"
 }
 check "pools stopped (libvirt net-destroy labhy, vfpool net-destroy labvf): the PF has no VFs" teardown
+
+# ---- (c) issue 10's finding: a libvirt hostdev network carrying the pool in its <metadata> -------
+# A guest holds a VF of it; `virsh net-destroy` while the guest runs (vfpool keeps the VFs);
+# `virsh destroy` of the guest (libvirt sends no port-deleted for an inactive network);
+# `virsh net-start` and `net-destroy` again must remove the VFs: the port record of a guest that
+# no longer runs must not count as "in use" (src/pool/owners.ts). libvirt itself gives the guest
+# the VF (its own hostdev network); vfpool only makes the VFs and judges who uses them.
+numvfs() { cat "/sys/class/net/$PF/device/sriov_numvfs"; }
+# state_ports: the port records in vfpool's state, "network/domain/VF" each.
+state_ports() { node -e 'const s=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"));console.log((s.ports??[]).map(p=>`${p.network}/${p.domain}/${p.vfAddr}`).join(" "))' "$STATE/state.json" 2>/dev/null; }
+# pool_active NAME: "true"/"false"/"absent", as vfpool status lists the pool.
+pool_active() { vp status --json 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const p=(JSON.parse(s).pools??[]).find(p=>p.name===process.argv[1]);console.log(p?String(p.active):"absent")})' "$1"; }
+cat >"$out/labnet-net.xml" <<XML
+<network><name>labnet</name>
+  <forward mode='hostdev' managed='yes'><pf dev='$PF'/></forward>
+  <metadata><vfpool:pool xmlns:vfpool='https://vfpool.dev/xmlns/1'><vfpool:pf dev='$PF'><vfpool:vf num='3'/></vfpool:pf></vfpool:pool></metadata>
+</network>
+XML
+MAC_C=52:54:00:1a:b0:33
+cat >"$out/labnet-c.xml" <<XML
+<domain type='qemu'>
+  <name>labnet-c</name>
+  <memory unit='MiB'>128</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <features><acpi/></features>
+  <devices>
+    <emulator>$WRAPPER</emulator>
+    <controller type='usb' model='none'/>
+    <interface type='network'><source network='labnet'/><mac address='$MAC_C'/></interface>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+XML
+labnet_start() {
+  v net-define "$out/labnet-net.xml" >/dev/null 2>"$out/net.err" || { why=$(cat "$out/net.err"); return 1; }
+  labnet_started=1
+  v net-start labnet >/dev/null 2>"$out/net.err" || { why=$(cat "$out/net.err"); return 1; }
+  [ "$(numvfs)" = 3 ] || { why="sriov_numvfs is $(numvfs)"; return 1; }
+  [ "$(pool_active labnet)" = true ] || { why="vfpool status lists pool labnet as $(pool_active labnet)"; return 1; }
+  why="sriov_numvfs 3, vfpool pool labnet active"
+}
+check "(c) virsh net-start of a hostdev network whose <metadata> is a vfpool pool creates its 3 VFs" labnet_start
+start_c() {
+  v define "$out/labnet-c.xml" >/dev/null 2>"$out/define.err" || { why=$(cat "$out/define.err"); return 1; }
+  timed_start labnet-c || { why="virsh start: $start_err"; return 1; }
+  vf_c=$(owner_vf labnet-c)
+  [ -n "$vf_c" ] || { why="started in $start_ms ms, but vfpool status gives labnet-c no VF (ports: $(state_ports))"; return 1; }
+  holds_group "$(qemu_pid labnet-c)" "$(group_of "$vf_c")" || { why="QEMU pid $(qemu_pid labnet-c) does not hold /dev/vfio/$(group_of "$vf_c")"; return 1; }
+  why="virsh start took $start_ms ms; VF $vf_c, owner labnet-c through libvirt (port record $(state_ports)); QEMU holds /dev/vfio/$(group_of "$vf_c")"
+}
+check "(c) virsh start of a guest with an <interface> on it: libvirt's port, owned in vfpool status" start_c
+net_destroy_kept() {
+  v net-destroy labnet >/dev/null 2>"$out/net.err" || { why="net-destroy: $(cat "$out/net.err")"; return 1; }
+  [ "$(numvfs)" = 3 ] || { why="sriov_numvfs is $(numvfs) with the guest running"; return 1; }
+  [ "$(owner_vf labnet-c)" = "$vf_c" ] || { why="vfpool status gives labnet-c '$(owner_vf labnet-c)', expected $vf_c"; return 1; }
+  why="sriov_numvfs 3, $vf_c still owned by labnet-c; pool labnet $(pool_active labnet | sed 's/^false$/inactive/;s/^true$/active/')"
+}
+check "(c) virsh net-destroy while the guest runs: vfpool keeps the VFs" net_destroy_kept
+destroy_c() {
+  v destroy labnet-c >/dev/null 2>"$out/destroy.err" || { why=$(cat "$out/destroy.err"); return 1; }
+  [ -z "$(qemu_pid labnet-c)" ] || { why="libvirt still has a pid file for labnet-c"; return 1; }
+  [ "$(numvfs)" = 3 ] || { why="sriov_numvfs is $(numvfs)"; return 1; }
+  why="guest gone; port records left: '$(state_ports)'"
+}
+check "(c) virsh destroy of the guest (no port-deleted: the network is inactive)" destroy_c
+restart_stop_labnet() {
+  v net-start labnet >/dev/null 2>"$out/net.err" || { why="net-start again: $(cat "$out/net.err")"; return 1; }
+  local n; n=$(numvfs)
+  v net-destroy labnet >/dev/null 2>"$out/net.err" || { why="net-destroy again: $(cat "$out/net.err")"; return 1; }
+  labnet_started=
+  [ "$(numvfs)" = 0 ] || { why="sriov_numvfs is $(numvfs) after net-destroy (was $n after net-start); port records: '$(state_ports)'; $(grep -i 'keeps its' "$STATE/vfpool.log" | tail -n 1)"; return 1; }
+  [ -z "$(state_ports)" ] || { why="port records left: $(state_ports)"; return 1; }
+  [ "$(pool_active labnet)" != true ] || { why="vfpool status lists pool labnet as active"; return 1; }
+  why="sriov_numvfs $n after net-start, 0 after net-destroy; no port record; pool labnet $(pool_active labnet)"
+}
+check "(c) virsh net-start and net-destroy again: the VFs are removed (the stale port record pins nothing)" restart_stop_labnet
 info "wall time in the guest" "$(( $(now_ms) - t_all )) ms"
 finish
