@@ -131,11 +131,20 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
       s.ports = s.ports.filter((p) => !dropped.has(`${p.network}/${p.portUuid}`));
     });
   }
-  result.plansRemoved = await stalePlans(ctx, new Set(ctx.store.read().allocations.map((a) => a.owner.domain)));
-  for (const d of result.plansRemoved) {
-    dropGuestPlan(ctx, d);
-    log.info(`removed the QEMU plan of domain '${d}': it holds no VF and no QEMU serves its socket`);
+  const candidates = await stalePlans(ctx, new Set(ctx.store.read().allocations.map((a) => a.owner.domain)));
+  // Removed under the lock, judged against the state read there: a prepare running meanwhile
+  // reserves (under the lock) before it writes its plan, so a plan whose domain holds a VF in
+  // the locked state is that prepare's, not a stale one, even if it was not yet when the
+  // candidates were listed.
+  if (candidates.length) {
+    result.plansRemoved = await ctx.store.update((s) => {
+      const holding = new Set(s.allocations.map((a) => a.owner.domain));
+      const stale = candidates.filter((d) => !holding.has(d));
+      for (const d of stale) dropGuestPlan(ctx, d);
+      return stale;
+    });
   }
+  for (const d of result.plansRemoved) log.info(`removed the QEMU plan of domain '${d}': it holds no VF and no QEMU serves its socket`);
   await judgeMigrations(ctx, env.libvirtPid, new Set(ctx.store.read().allocations.map((a) => a.owner.domain)), result, false);
   for (const m of result.migrationsDropped) log.info(`dropped the migration record of domain '${m.domain}' (${m.role}, ${m.stage}): ${m.reason}`);
   for (const m of result.migrationsKept) log.info(`kept the migration record of domain '${m.domain}' (${m.role}, ${m.stage}): ${m.reason}`);
