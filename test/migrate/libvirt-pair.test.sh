@@ -231,12 +231,16 @@ vf_release() { virsh -q -c $B destroy vfpool-mig-vf >/dev/null 2>"$work/err" || 
 check "destination release hook: destroying the migrated domain frees its VF" vf_release
 
 # ---- the destination's migrate begin hook, and refusals there ------------------------------------
-dom_xml vfpool-mig-mapped "<vfpool:hostdev pool='sriov-pool' address='0000:01:02.1' mac='52:54:00:9a:00:11'/>" >"$work/mapped.xml"
-virsh_plain_vf() { create_on $A "$work/mapped.xml" || return 1
-  if virsh -q -c $A migrate --live vfpool-mig-mapped $B "${MIGOPTS[@]}" >"$work/mig.out" 2>&1; then why="virsh migrate succeeded with a plain VF in the guest"; return 1; fi
-  grep -q "load of migration failed" "$work/mig.out" || { why="virsh said: $(cat "$work/mig.out")"; return 1; }
+# virsh migrate --live of NAME (created on the source from FILE) must fail, virsh saying TEXT; the
+# source keeps running with its VF held (MAC) and the device in the guest.
+migrate_refused() { local name=$1 file=$2 text=$3 mac=$4
+  create_on $A "$file" || return 1
+  if virsh -q -c $A migrate --live "$name" $B "${MIGOPTS[@]}" >"$work/mig.out" 2>&1; then why="virsh migrate of $name succeeded"; return 1; fi
+  grep -qF -- "$text" "$work/mig.out" || { why="virsh said: $(cat "$work/mig.out")"; return 1; }
   echo "     $(tr '\n' ' ' <"$work/mig.out" | cut -c1-260)"
-  src_untouched vfpool-mig-mapped 52:54:00:9a:00:11 || return 1
+  src_untouched "$name" "$mac"; }
+dom_xml vfpool-mig-mapped "<vfpool:hostdev pool='sriov-pool' address='0000:01:02.1' mac='52:54:00:9a:00:11'/>" >"$work/mapped.xml"
+virsh_plain_vf() { migrate_refused vfpool-mig-mapped "$work/mapped.xml" "load of migration failed" 52:54:00:9a:00:11 || return 1
   local i; for i in $(seq 150); do [ -z "$(held_by dst vfpool-mig-mapped)" ] && [ ! -e "$work/dst/run/migrate/vfpool-mig-mapped.json" ] && break; sleep 0.2; done
   [ -z "$(held_by dst vfpool-mig-mapped)" ] || { why="the destination still holds $(held_by dst vfpool-mig-mapped)"; return 1; }
   [ ! -e "$work/dst/run/migrate/vfpool-mig-mapped.json" ] || { why="the destination's migration record is left: $(tr -d ' \n' <"$work/dst/run/migrate/vfpool-mig-mapped.json")"; return 1; }; }
@@ -264,18 +268,10 @@ armed() { grep -q "started (incoming migration): vfpool-vf0 left off; confirm --
   [ "$m" = '"52:54:00:9a:00:11"' ] || { why="vfpool-vf0 on the destination after 30 s: $m"; return 1; }; }
 check "destination started hook: the VF left off the incoming QEMU, plugged by the armed confirm once it arrived (same MAC)" armed
 dom_xml vfpool-mig-refused "<vfpool:hostdev address='0000:01:02.1' mac='52:54:00:9a:00:12'/>" >"$work/refused.xml"
-refused() { create_on $A "$work/refused.xml" || return 1
-  if virsh -q -c $A migrate --live vfpool-mig-refused $B "${MIGOPTS[@]}" >"$work/mig.out" 2>&1; then why="migration was not refused"; return 1; fi
-  grep -q "address='0000:01:02.1', a device of the source host, which the destination cannot hold" "$work/mig.out" || { why="virsh said: $(cat "$work/mig.out")"; return 1; }
-  echo "     $(tr '\n' ' ' <"$work/mig.out" | cut -c1-220)"
-  src_untouched vfpool-mig-refused 52:54:00:9a:00:12; }
+refused() { migrate_refused vfpool-mig-refused "$work/refused.xml" "address='0000:01:02.1', a device of the source host, which the destination cannot hold" 52:54:00:9a:00:12; }
 check "migrate begin hook refuses a pool-less address= with vfpool's sentence; the source runs on, VF held, device in the guest" refused
 dom_xml vfpool-mig-full "<vfpool:hostdev pool='sriov-pool' mac='52:54:00:9a:00:13'/>" >"$work/full.xml"
-exhausted() { create_on $A "$work/full.xml" || return 1
-  if virsh -q -c $A migrate --live vfpool-mig-full $B "${MIGOPTS[@]}" >"$work/mig.out" 2>&1; then why="migration was not refused"; return 1; fi
-  grep -q "pool 'sriov-pool' is exhausted" "$work/mig.out" || { why="virsh said: $(cat "$work/mig.out")"; return 1; }
-  echo "     $(tr '\n' ' ' <"$work/mig.out" | cut -c1-220)"
-  src_untouched vfpool-mig-full 52:54:00:9a:00:13 || return 1
+exhausted() { migrate_refused vfpool-mig-full "$work/full.xml" "pool 'sriov-pool' is exhausted" 52:54:00:9a:00:13 || return 1
   [ -z "$(held_by dst vfpool-mig-full)" ] || { why="destination holds $(held_by dst vfpool-mig-full)"; return 1; }; }
 check "destination pool exhausted (virsh migrate): prepare refuses; the source runs on, VF held, device in the guest; nothing held there" exhausted
 exhausted_vfpool() {

@@ -91,7 +91,7 @@ t.test('progress on a terminal: one line replaced in place, warnings kept, clear
 
 t.test('readInputFile: a directory is bad input with the errno', async (t) => {
   const dir = scratchDir(t);
-  t.throws(() => readInputFile(dir), new BadInputError(`cannot read ${dir}: EISDIR`, 'give the path of an XML file'));
+  await t.rejects(readInputFile(dir), new BadInputError(`cannot read ${dir}: EISDIR`, 'give the path of an XML file'));
 });
 
 t.test('positional names and whether they are required', async (t) => {
