@@ -1,10 +1,9 @@
 import { BadInputError, ConflictError, HostError } from '../errors.js';
 import { domainQmpSocketPath, readDomainPlan } from '../state/domain-plan.js';
 import { parseObjectName } from '../types.js';
-import { planHotplugDevices } from './args.js';
-import { parseQemuArgv } from './cmdline.js';
 import { hotplugDevices } from './hotplug.js';
 import { QmpClient } from './qmp.js';
+import { generatedDevices } from './running-devices.js';
 
 /**
  * `vfpool plug DOMAIN`: for a QEMU run without libvirt, what the `started` hook does for a
@@ -30,11 +29,6 @@ export interface PlugResult {
   present: string[];
 }
 
-/** The argv minus `-incoming URI`: after a migration arrived, the running QEMU is an ordinary one. */
-function withoutIncoming(argv: string[]): string[] {
-  return argv.filter((a, i) => a !== '-incoming' && a !== '--incoming' && argv[i - 1] !== '-incoming' && argv[i - 1] !== '--incoming');
-}
-
 export async function plugPlannedVfs(stateDir: string, domainArg: string, deps: PlugDeps): Promise<PlugResult> {
   const domain = parseObjectName(domainArg, 'domain');
   const dom = `domain '${domain}'`;
@@ -56,7 +50,8 @@ export async function plugPlannedVfs(stateDir: string, domainArg: string, deps: 
     if (status === 'inmigrate') {
       throw new ConflictError(`${dom}: its QEMU waits for an incoming migration (status inmigrate)`, `its VFs are plugged when it arrived: \`vfpool migrate confirm ${domain} --role destination --wait-incoming SECONDS\``);
     }
-    const devices = planHotplugDevices(plan, parseQemuArgv(withoutIncoming(deps.readArgv(socket))));
+    // After a migration arrived, the running QEMU is an ordinary one: generatedDevices ignores -incoming.
+    const devices = [...generatedDevices(plan, deps.readArgv(socket)).values()];
     result.added = await hotplugDevices(qmp, devices, { timeoutMs: deps.timeoutMs, log: deps.log });
     result.present = devices.map((d) => d.id).filter((id) => !result.added.includes(id));
     return result;

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HostError, RollbackError, type VfpoolError } from '../../src/errors.js';
 import { migrateBeginXml, describeForMigration, validateDescription } from '../../src/migrate/begin.js';
-import { generatedDevices } from '../../src/migrate/devices.js';
+import { generatedDevices } from '../../src/qemu/running-devices.js';
 import { planQemuArgs } from '../../src/qemu/args.js';
 import { parseQemuArgv } from '../../src/qemu/cmdline.js';
 import { migrateOverQmp } from '../../src/migrate/failover.js';
