@@ -185,6 +185,14 @@ dom_xml() {
 XML
 }
 
+# define_and_start NAME: defines the domain from $out/NAME.xml and starts it (timed_start);
+# for a check: sets why.
+define_and_start() {
+  v define "$out/$1.xml" >/dev/null 2>"$out/define.err" || { why=$(cat "$out/define.err"); return 1; }
+  timed_start "$1" || { why="virsh start: $start_err"; return 1; }
+  why="virsh start took $start_ms ms"
+}
+
 # timed_start NAME: sets start_ms, start_err.
 timed_start() {
   local t0; t0=$(now_ms)
@@ -221,11 +229,7 @@ MAC_A=52:54:00:1a:b0:11
 dom_xml labvf-a "<vfpool:hostdev pool='labvf' mac='$MAC_A'/>" '' >"$out/labvf-a.xml"
 before_a=$(snapshot_vfs)
 info "VFs before (a)" "$(echo "$before_a" | tr '\n' ';')"
-start_a() {
-  v define "$out/labvf-a.xml" >/dev/null 2>"$out/define.err" || { why=$(cat "$out/define.err"); return 1; }
-  timed_start labvf-a || { why="virsh start: $start_err"; return 1; }
-  why="virsh start took $start_ms ms"
-}
+start_a() { define_and_start labvf-a; }
 check "(a) virsh start of a domain whose <emulator> is vfpool-qemu and whose metadata asks labvf for a VF" start_a
 vf_a=$(owner_vf labvf-a)
 if [ -n "$vf_a" ] && [ -n "$(qemu_pid labvf-a)" ]; then
@@ -261,11 +265,7 @@ check "(b) virsh net-start labhy starts the vfpool hybrid pool through the netwo
 MAC_B=52:54:00:1a:b0:22
 dom_xml labhy-b '' "<interface type='network'><source network='labhy'/><mac address='$MAC_B'/><model type='virtio'/></interface>" >"$out/labhy-b.xml"
 before_b=$(snapshot_vfs)
-start_b() {
-  v define "$out/labhy-b.xml" >/dev/null 2>"$out/define.err" || { why=$(cat "$out/define.err"); return 1; }
-  timed_start labhy-b || { why="virsh start: $start_err"; return 1; }
-  why="virsh start took $start_ms ms"
-}
+start_b() { define_and_start labhy-b; }
 check "(b) virsh start of a domain with an <interface> on the hybrid pool" start_b
 vf_b=$(owner_vf labhy-b)
 if [ -n "$vf_b" ] && [ -n "$(qemu_pid labhy-b)" ]; then
@@ -343,8 +343,7 @@ labnet_start() {
 }
 check "(c) virsh net-start of a hostdev network whose <metadata> is a vfpool pool creates its 3 VFs" labnet_start
 start_c() {
-  v define "$out/labnet-c.xml" >/dev/null 2>"$out/define.err" || { why=$(cat "$out/define.err"); return 1; }
-  timed_start labnet-c || { why="virsh start: $start_err"; return 1; }
+  define_and_start labnet-c || return 1
   vf_c=$(owner_vf labnet-c)
   [ -n "$vf_c" ] || { why="started in $start_ms ms, but vfpool status gives labnet-c no VF (ports: $(state_ports))"; return 1; }
   holds_group "$(qemu_pid labnet-c)" "$(group_of "$vf_c")" || { why="QEMU pid $(qemu_pid labnet-c) does not hold /dev/vfio/$(group_of "$vf_c")"; return 1; }
