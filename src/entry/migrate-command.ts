@@ -1,6 +1,6 @@
 import { execa } from 'execa';
 import type { Context } from '../pool/context.js';
-import { asVfpoolError, BadInputError, errnoOf, HostError } from '../errors.js';
+import { asVfpoolError, BadInputError, HostError } from '../errors.js';
 import { describeForMigration, migrateBeginXml, validateDescription } from '../migrate/begin.js';
 import { qemuArgvBySocket } from '../migrate/devices.js';
 import { migrateOverQmp } from '../migrate/failover.js';
@@ -14,7 +14,7 @@ import { domainQmpSocketPath, readDomainPlan, removeDomainPlan, writeDomainPlan 
 import { parseObjectName } from '../types.js';
 import { crashPoint } from '../util/crash-point.js';
 import { migrationPool, requestLookup } from '../migrate/pool-port.js';
-import { readFileOrStdin } from './run.js';
+import { readInputFile } from './run.js';
 
 /** A simulated host's stand-in NIC model for a VF (VFPOOL_SIM_VF_DEVICE), else null (vfio-pci). */
 function emulatedVfModel(ctx: Context): string | null {
@@ -24,14 +24,6 @@ function emulatedVfModel(ctx: Context): string | null {
 const STAGES = new Set(['begin', 'prepare', 'perform', 'confirm']);
 // virsh migrate options vfpool passes on; anything else is refused (the list is the argv, never a shell line).
 const VIRSH_OPT = /^--[a-z][a-z0-9-]*(=[A-Za-z0-9_.:/@,+=-]*)?$|^[A-Za-z0-9_.:/@,+=-]+$/;
-
-async function readInput(file: string, what: string): Promise<string> {
-  try {
-    return await readFileOrStdin(file);
-  } catch (err) {
-    throw new BadInputError(`cannot read ${file}: ${errnoOf(err) ?? (err as Error).message}`, `give the path of ${what}, or - for stdin`);
-  }
-}
 
 function planStore(ctx: Context): PlanStore {
   const s = ctx.settings.stateDir;
@@ -151,7 +143,7 @@ export async function runMigrate(ctx: Context, a: MigrateArgs): Promise<number> 
       switch (a.first) {
         case 'begin': {
           if (xml !== undefined) {
-            const r = migrateBeginXml(await readInput(xml, 'a domain XML'), () => null, xml === '-' ? 'migrate begin (stdin)' : xml);
+            const r = migrateBeginXml(await readInputFile(xml, 'give the path of a domain XML, or - for stdin'), () => null, xml === '-' ? 'migrate begin (stdin)' : xml);
             for (const m of r.mapped) ctx.log.info(m);
             process.stdout.write(r.xml);
             return 0;
@@ -168,7 +160,7 @@ export async function runMigrate(ctx: Context, a: MigrateArgs): Promise<number> 
           if (a.description === '') a.description = '-';
           if (a.description === undefined) throw new BadInputError('vfpool migrate prepare: give --description FILE (the output of `vfpool migrate begin DOMAIN` on the source)');
           let value: unknown;
-          try { value = JSON.parse(await readInput(a.description, 'a migration description')); } catch (err) {
+          try { value = JSON.parse(await readInputFile(a.description, 'give the path of a migration description, or - for stdin')); } catch (err) {
             if (err instanceof SyntaxError) throw new BadInputError(`${a.description}: is not JSON: ${err.message}`, 'give the output of `vfpool migrate begin DOMAIN`');
             throw err;
           }

@@ -1,12 +1,12 @@
 import { join } from 'node:path';
 import type { Settings } from '../config/settings.js';
 import { parseDomainXml } from '../config/domain-xml.js';
-import { BadInputError, errnoOf } from '../errors.js';
+import { BadInputError } from '../errors.js';
 import { generateQemuArgs } from '../qemu/generate.js';
 import type { QemuArgsResult } from '../qemu/args.js';
 import { readDomainPlan, sriovNicPlans, type DomainPlanV1 } from '../state/domain-plan.js';
 import { parseObjectName } from '../types.js';
-import { readFileOrStdin } from './run.js';
+import { readInputFile } from './run.js';
 
 export interface QemuArgsOutput {
   domain: string;
@@ -29,12 +29,7 @@ export async function qemuArgsCommand(settings: Settings, a: { domain?: string; 
   let plan: DomainPlanV1 | null;
   let domain: string;
   if (a.xml !== undefined) {
-    let text: string;
-    try {
-      text = await readFileOrStdin(a.xml);
-    } catch (err) {
-      throw new BadInputError(`cannot read ${a.xml}: ${errnoOf(err) ?? (err as Error).message}`, 'give the path of a domain XML file');
-    }
+    const text = await readInputFile(a.xml, 'give the path of a domain XML file');
     const spec = parseDomainXml(text, a.xml);
     domain = spec.name;
     if (spec.hostdevs.length > 0) {

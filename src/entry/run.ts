@@ -1,5 +1,5 @@
 import { fstatSync, readFileSync } from 'node:fs';
-import { asVfpoolError, errnoOf, type VfpoolError } from '../errors.js';
+import { asVfpoolError, BadInputError, errnoOf, type VfpoolError } from '../errors.js';
 
 /**
  * The one exit-code boundary: every entry point's main runs inside it. A VfpoolError becomes
@@ -52,6 +52,15 @@ export const STDIN_ARG = '/dev/stdin';
 export async function readFileOrStdin(file: string): Promise<string> {
   if (file !== '-' && file !== STDIN_ARG) return readFileSync(file, 'utf8');
   return readStdin(0, undefined, { terminal: true });
+}
+
+/** readFileOrStdin for a file argument: a file that cannot be read is bad input, one line ending in `hint`. */
+export async function readInputFile(file: string, hint = 'give the path of an XML file'): Promise<string> {
+  try {
+    return await readFileOrStdin(file);
+  } catch (err) {
+    throw new BadInputError(`cannot read ${file}: ${errnoOf(err) ?? (err as Error).message}`, hint);
+  }
 }
 
 export interface InProcessRun {

@@ -6,7 +6,8 @@ import { parseObjectName } from '../../types.js';
 import { isAlive } from '../../util/process.js';
 import { quoteInput } from '../../util/quote.js';
 import { DRY_RUN, JSON_OUT, type CommandDef } from './define.js';
-import { cliContext, out, readInputFile } from './output.js';
+import { cliContext, out } from './output.js';
+import { readInputFile } from '../run.js';
 
 /**
  * `--pid`: read as text (yargs' number type turns `abc` into NaN) and checked to be a live

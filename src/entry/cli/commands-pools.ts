@@ -5,7 +5,8 @@ import { formatPlan, startPool, stopPool } from '../../pool/pools.js';
 import { listPools, readStatus } from '../../pool/status.js';
 import { formatPrometheus } from '../../ops/metrics.js';
 import { DRY_RUN, JSON_OUT, type CommandDef } from './define.js';
-import { cliContext, compactTable, out, printStatusTable, readInputFile, warn } from './output.js';
+import { cliContext, compactTable, out, printStatusTable, warn } from './output.js';
+import { readInputFile } from '../run.js';
 
 const POOL = { pool: { describe: 'the pool\'s name (its <name> in the network XML)' } };
 

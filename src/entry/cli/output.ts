@@ -1,9 +1,7 @@
 import Table from 'cli-table3';
-import { BadInputError, errnoOf } from '../../errors.js';
 import { loadSettings } from '../../config/settings.js';
 import { createContext, type Context } from '../../pool/context.js';
 import type { Status } from '../../pool/status.js';
-import { readFileOrStdin } from '../run.js';
 
 export function out(line = ''): void {
   progress.done();
@@ -13,15 +11,6 @@ export function out(line = ''): void {
 export function warn(line: string): void {
   progress.done();
   process.stderr.write(`vfpool: warning: ${line}\n`);
-}
-
-/** An input file, or stdin for `-` (an option value) or STDIN_ARG (a positional `-`). */
-export async function readInputFile(file: string): Promise<string> {
-  try {
-    return await readFileOrStdin(file);
-  } catch (err) {
-    throw new BadInputError(`cannot read ${file}: ${errnoOf(err) ?? (err as Error).message}`, 'give the path of an XML file');
-  }
 }
 
 /**
