@@ -1,0 +1,109 @@
+#!/usr/bin/env node
+// Packs every compiled test file (dist/test/**/*.test.js) into a few groups that node-tap runs
+// (.taprc includes dist/test-groups/*.test.js; `npm test` runs this after the build).
+// Why: tap runs each file in its own Node with its coverage loader (@tapjs/processinfo's
+// module hooks, on a thread of their own in Node 20), ~1.5 s of CPU per file before the first
+// assertion; 89 files paid that 89 times on 2 cores. A group runs its files one after the
+// other in one Node (test/helpers/test-group.ts: each file alone, env and cwd checked after
+// each, tap's per-file timeout per file).
+//
+// Every test file lands in exactly one group (checked below), new files included: nothing is
+// left out. Groups are balanced by the files' measured seconds (WEIGHTS, from a tap run;
+// files not listed count as DEFAULT_SECONDS), longest file first, and numbered so that tap,
+// which starts files in name order, starts the heaviest group first: the last to end is then
+// a short one, not a crash suite started late.
+import { mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(fileURLToPath(new URL('.', import.meta.url)), '..');
+const testDir = join(root, 'dist/test');
+const outDir = join(root, 'dist/test-groups');
+
+// Seconds each file took in a full `npm test` (its `# time=` in .tap/test-results, 2 cores
+// under load); only the files above a second. Used only to balance the groups.
+const WEIGHTS = {
+  'pool/crash-release.test.js': 11.5,
+  'fuzz/processes.test.js': 11.4,
+  'pool/pool-no-stall.test.js': 11.0,
+  'fuzz/qemu-cmdline.test.js': 9.3,
+  'demo.test.js': 8.6,
+  'state/hostile-state.test.js': 8.0,
+  'pool/crash-prepare.test.js': 8.0,
+  'pool/crash-net-start.test.js': 7.0,
+  'entry/cli-conventions.test.js': 6.3,
+  'pool/crash-net-destroy.test.js': 5.4,
+  'entry/cli.test.js': 4.8,
+  'migrate/crash-confirm-destination.test.js': 4.8,
+  'migrate/crash-prepare.test.js': 4.6,
+  'migrate/crash-confirm-source.test.js': 4.5,
+  'pool/guest-faults.test.js': 4.4,
+  'state/journal.test.js': 4.1,
+  'install.test.js': 3.0,
+  'entry/qemu-wrapper-crash.test.js': 2.9,
+  'entry/shim-scale.test.js': 2.7,
+  'entry/owner-gone.test.js': 2.5,
+  'host/linux-host-flow.test.js': 2.3,
+  'pool/guest-deliver.test.js': 2.2,
+  'host/sim-host.test.js': 2.2,
+  'pool/guest-concurrency.test.js': 2.2,
+  'migrate/crash-begin.test.js': 1.9,
+  'entry/qemu-hook.test.js': 1.9,
+  'ops/doctor.test.js': 1.7,
+  'host/linux-host.test.js': 1.7,
+  'ops/doctor-cli.test.js': 1.5,
+  'qemu/qemu-real.test.js': 1.4,
+  'pool/guest-qemu-plan.test.js': 1.4,
+  'migrate/migrate-qmp.test.js': 1.3,
+  'entry/qemu-wrapper.test.js': 1.2,
+  'pool/pools.test.js': 1.2,
+  'entry/network-hook.test.js': 1.1,
+  'migrate/migrate-cli.test.js': 1.1,
+  'fuzz/parsers.test.js': 1.0,
+};
+const DEFAULT_SECONDS = 0.4;
+// Twice .taprc's `jobs`: few tap start-ups, and room to even out a group that runs long.
+const GROUPS = Number(process.env.VFPOOL_TEST_GROUPS ?? 6);
+
+function testFiles(dir) {
+  const out = [];
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) out.push(...testFiles(p));
+    else if (name.endsWith('.test.js')) out.push(relative(testDir, p));
+  }
+  return out;
+}
+
+const files = testFiles(testDir).sort();
+if (files.length === 0) throw new Error(`test-groups: no *.test.js under ${testDir}: run npm run build first`);
+const weight = (f) => WEIGHTS[f] ?? DEFAULT_SECONDS;
+// Longest processing time first: each file, heaviest first, to the lightest group so far.
+const groups = Array.from({ length: Math.min(GROUPS, files.length) }, () => ({ seconds: 0, files: [] }));
+for (const f of [...files].sort((a, b) => weight(b) - weight(a) || a.localeCompare(b))) {
+  const g = groups.reduce((min, x) => (x.seconds < min.seconds ? x : min));
+  g.files.push(f);
+  g.seconds += weight(f);
+}
+groups.sort((a, b) => b.seconds - a.seconds);
+
+const placed = groups.flatMap((g) => g.files).sort();
+if (placed.length !== files.length || placed.some((f, i) => f !== files[i])) {
+  throw new Error('test-groups: a test file is in no group or in two: this script is wrong');
+}
+
+rmSync(outDir, { recursive: true, force: true });
+mkdirSync(outDir, { recursive: true });
+groups.forEach((g, i) => {
+  const list = g.files.map((f) => `  ${JSON.stringify(`../test/${f}`)},`).join('\n');
+  writeFileSync(
+    join(outDir, `${String(i).padStart(2, '0')}.test.js`),
+    `// Written by scripts/test-groups.mjs (about ${g.seconds.toFixed(1)} s of tests): do not edit.
+import { runTestFiles } from '../test/helpers/test-group.js';
+await runTestFiles(import.meta.url, [
+${list}
+]);
+`,
+  );
+});
+console.log(`test-groups: ${files.length} test files in ${groups.length} groups (dist/test-groups/)`);

@@ -1,0 +1,33 @@
+import t from 'tap';
+
+/**
+ * Runs test files one after the other inside one Node process (a group written by
+ * scripts/test-groups.mjs). node-tap starts every file it runs in its own Node with its
+ * coverage loader, ~1.5 s of CPU before the first assertion; 89 files paid that 89 times.
+ *
+ * A file runs alone: it is imported only once every test of the file before it has ended
+ * (its top level runs then, not while another file's tests run), and each file is followed
+ * by a check that it left process.env and the working directory as it found them, so a
+ * file that would leak state into the next fails, named. Each file keeps the per-file
+ * timeout tap gives a file (.taprc `timeout`): the timer is restarted for every file.
+ */
+export async function runTestFiles(groupUrl: string, files: string[]): Promise<void> {
+  const perFileTimeout = Number(process.env.TAP_TIMEOUT ?? '30') * 1000;
+  for (const file of files) {
+    const envBefore = { ...process.env };
+    const cwdBefore = process.cwd();
+    t.setTimeout(perFileTimeout);
+    let loadError: unknown = null;
+    try {
+      await import(new URL(file, groupUrl).href);
+    } catch (err) {
+      loadError = err;
+    }
+    // Queued after every test the file queued, so it runs once they have all ended.
+    await t.test(`${file}: ran alone, left env and cwd as it found them`, async (tt) => {
+      tt.equal(loadError, null, `${file} loads`);
+      tt.same({ ...process.env }, envBefore, `${file} leaves process.env as it found it`);
+      tt.equal(process.cwd(), cwdBefore, `${file} leaves the working directory as it found it`);
+    });
+  }
+}
