@@ -1,4 +1,4 @@
-import { statSync, type BigIntStats } from 'node:fs';
+import { existsSync, statSync, type BigIntStats } from 'node:fs';
 import { BadInputError, HostError, errnoOf } from '../errors.js';
 import { macFromKernel, type NetdevName, type PciAddress, type VfIndex } from '../types.js';
 import { DEFAULT_LOCK, readJsonFile, updateJsonFileLocked } from '../util/json-file.js';
@@ -139,12 +139,16 @@ export class SimHost implements Host {
 
   async writeNumVfs(pf: NetdevName, count: number): Promise<void> {
     let settleMs = 0;
+    let settleUntilFile: string | undefined;
     await this.mutate((s) => {
       kernel.writeNumVfs(s, pf, count);
-      settleMs = count > 0 ? (kernel.findPf(s, pf).settleMs ?? 0) : 0;
+      const p = kernel.findPf(s, pf);
+      settleMs = count > 0 ? (p.settleMs ?? 0) : 0;
+      settleUntilFile = count > 0 ? p.settleUntilFile : undefined;
     });
     // Like the kernel's write, which returns once the VFs are probed (outside the sim's lock).
     if (settleMs > 0) await new Promise((r) => setTimeout(r, settleMs));
+    while (settleUntilFile !== undefined && !existsSync(settleUntilFile)) await new Promise((r) => setTimeout(r, 20));
   }
 
   async getVfLinks(pf: NetdevName): Promise<Map<number, VfLinkConfig>> {

@@ -64,6 +64,12 @@ export interface SimPf {
    * only once the PF driver has enabled and probed every VF: seconds on a big PF). Absent: 0.
    */
   settleMs?: number;
+  /**
+   * Test knob: such a write blocks until this file exists (after `settleMs`), so a test can
+   * hold a pool start in the middle of VF creation for as long as it needs, then let it end,
+   * without guessing how long the rest of the test takes on a loaded machine.
+   */
+  settleUntilFile?: string;
 }
 
 export interface SimState {
@@ -198,6 +204,7 @@ export function fillSimState(seed: SimSeed): SimState {
       autoprobe: p.autoprobe ?? true,
       vfs: [],
       ...(p.settleMs ? { settleMs: p.settleMs } : {}),
+      ...(p.settleUntilFile ? { settleUntilFile: p.settleUntilFile } : {}),
     };
     ridOf(pf.address);
     state.pfs.push(pf);

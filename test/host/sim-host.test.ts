@@ -105,3 +105,25 @@ t.test('queries answer from the last version read, and never from a version the 
   t.equal((await mine.getPf(eth1)).numVfs, 2);
   t.equal((await new SimHost(file).listVfs(eth1)).length, 2);
 });
+
+t.test('settle gate: a write of sriov_numvfs returns only once the gate file exists; the VFs are there meanwhile', async (t) => {
+  const dir = scratchDir(t);
+  const file = join(dir, 'host.json');
+  const gate = join(dir, 'vfs-probed');
+  writeFileSync(file, JSON.stringify({ pfs: [{ name: 'eth1', totalVfs: 8, settleUntilFile: gate }] }));
+  const eth1 = 'eth1' as NetdevName;
+  const host = new SimHost(file);
+  let returned = false;
+  const write = host.writeNumVfs(eth1, 3).then(() => (returned = true));
+  // Another process sees the VFs while the writer is still held (the kernel probes them
+  // before the write returns); the writer stays held as long as the gate is closed.
+  const other = new SimHost(file);
+  while ((await other.getPf(eth1)).numVfs !== 3) await new Promise((r) => setTimeout(r, 10));
+  t.equal((await other.listVfs(eth1)).length, 3, 'the VFs exist while the write is held');
+  t.notOk(returned, 'the write has not returned: the gate is closed');
+  writeFileSync(gate, '');
+  await write;
+  t.ok(returned, 'the write returns once the gate file exists');
+  await host.writeNumVfs(eth1, 0);
+  t.equal((await host.getPf(eth1)).numVfs, 0, 'a write of 0 is not held');
+});
