@@ -11,6 +11,12 @@
  * - the index markers are a superset of the state;
  * - the interrupted operation can then be completed.
  * On the simulated host, one process per step, so the run time is bounded by the step count.
+ * The process killed at each point is a real `vfpool` process, SIGKILLed by itself
+ * (crash-point.ts). Everything around it (the setup before, and reconcile, status and the
+ * completion after) is vfpool's CLI run in this test's own process (runCliInProcess): the
+ * process boundary is not what they are there for, and a spawned CLI costs a Node start-up
+ * each (4 to 6 of them per point before). In-process runs share process.env, so they take
+ * turns (inProcess); the killed processes still run two at a time.
  */
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -21,6 +27,7 @@ import { makeSimEnv, type SimEnv } from './env.js';
 import { domainXml } from './libvirt-domains.js';
 import { spawnSleeper } from './processes.js';
 import { vfpoolCli, type Spawned } from './spawn.js';
+import { runCliInProcess } from './cli-in-process.js';
 
 export type CrashOp = 'net-start' | 'prepare' | 'release' | 'net-destroy';
 
@@ -41,22 +48,36 @@ interface CrashWorld extends SimEnv {
   original: Map<string, string>;
 }
 
+/** `vfpool ARGS` as a process of its own (the one that is killed). */
 async function cli(w: SimEnv, args: string[], env: Record<string, string> = {}, stdin?: string): Promise<Spawned> {
   return vfpoolCli(args, { env: { ...w.env, ...env }, stdin });
 }
 
-/** The operation under test, as a person runs it (one process). */
-function runOp(w: CrashWorld, op: CrashOp, env: Record<string, string> = {}): Promise<Spawned> {
+let inProcessTurn: Promise<unknown> = Promise.resolve();
+/** `vfpool ARGS` in this process, one run at a time (process.env is global). */
+function inProcess(w: SimEnv, args: string[], stdin?: string): Promise<Spawned> {
+  const run = inProcessTurn.then(() => runCliInProcess(args, w.env, stdin));
+  inProcessTurn = run.catch(() => undefined);
+  return run;
+}
+
+function opArgs(w: CrashWorld, op: CrashOp): { args: string[]; stdin?: string } {
   switch (op) {
     case 'net-start':
-      return cli(w, ['net-start', 'p'], env);
+      return { args: ['net-start', 'p'] };
     case 'net-destroy':
-      return cli(w, ['net-destroy', 'p'], env);
+      return { args: ['net-destroy', 'p'] };
     case 'prepare':
-      return cli(w, ['prepare', '--xml=-', '--pid', String(w.owner.pid)], env, XML);
+      return { args: ['prepare', '--xml=-', '--pid', String(w.owner.pid)], stdin: XML };
     case 'release':
-      return cli(w, ['release', 'vm1'], env);
+      return { args: ['release', 'vm1'] };
   }
+}
+
+/** The operation under test, as a person runs it (one process). */
+function runOp(w: CrashWorld, op: CrashOp, env: Record<string, string> = {}): Promise<Spawned> {
+  const { args, stdin } = opArgs(w, op);
+  return cli(w, args, env, stdin);
 }
 
 /** A world in the state the operation starts from. */
@@ -71,10 +92,10 @@ async function worldFor(t: Test, op: CrashOp): Promise<CrashWorld> {
     const x = await r;
     if (x.exitCode !== 0) throw new Error(`${what}: exit ${x.exitCode}: ${x.stderr}`);
   };
-  if (op !== 'net-start') await must(cli(w, ['net-start', 'p']), 'setup net-start');
+  if (op !== 'net-start') await must(inProcess(w, ['net-start', 'p']), 'setup net-start');
   const original = vfConfigs(w);
   // release's guest is prepared without --pid: `vfpool release` refuses a guest whose QEMU runs.
-  if (op === 'release') await must(cli(w, ['prepare', '--xml=-'], {}, XML), 'setup prepare');
+  if (op === 'release') await must(inProcess(w, ['prepare', '--xml=-'], XML), 'setup prepare');
   return { ...w, owner, original };
 }
 
@@ -108,9 +129,9 @@ export async function crashAndCheck(t: Test, op: CrashOp, point: string): Promis
   const crashed = await runOp(w, op, { VFPOOL_TEST_CRASH_AT: point });
   const bad: string[] = [];
   if (crashed.exitCode !== -1) bad.push(`the process was not killed at ${point} (exit ${crashed.exitCode}: ${crashed.stderr.trim()})`);
-  const rec = await cli(w, ['reconcile']);
+  const rec = await inProcess(w, ['reconcile']);
   if (rec.exitCode !== 0) bad.push(`reconcile: exit ${rec.exitCode}: ${rec.stderr.trim()}`);
-  const status = await cli(w, ['status', '--json']);
+  const status = await inProcess(w, ['status', '--json']);
   if (status.exitCode !== 0) bad.push(`state not readable: ${status.stderr.trim()}`);
   if (existsSync(join(w.settings.stateDir, 'state.json.lock'))) bad.push('the state lock is still held');
   const state = JSON.parse(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8')) as State;
@@ -142,7 +163,8 @@ export async function crashAndCheck(t: Test, op: CrashOp, point: string): Promis
   // The interrupted operation can be completed now.
   const done = op === 'prepare' ? state.allocations.length > 0 : op === 'net-start' ? active : op === 'net-destroy' ? !active : false;
   if (!done) {
-    const again = await runOp(w, op);
+    const { args, stdin } = opArgs(w, op);
+    const again = await inProcess(w, args, stdin);
     if (again.exitCode !== 0) bad.push(`${op} after reconcile: exit ${again.exitCode}: ${again.stderr.trim()}`);
   }
   await w.owner.kill();
