@@ -2,9 +2,9 @@ import t from 'tap';
 import { execa } from 'execa';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO } from './helpers/spawn.js';
+import { REPO, WITHOUT_TAP_LOADER } from './helpers/spawn.js';
 
-const install = (...args: string[]) => execa('bash', [join(REPO, 'install.sh'), ...args], { reject: false, env: { PATH: process.env.PATH! } });
+const install = (...args: string[]) => execa(WITHOUT_TAP_LOADER[0], [...WITHOUT_TAP_LOADER.slice(1), 'bash', join(REPO, 'install.sh'), ...args], { reject: false, env: { PATH: process.env.PATH! } });
 
 t.test('install.sh --dest-dir stages a complete, idempotent install and --uninstall removes it', async (t) => {
   const dest = t.testdir({});

@@ -7,7 +7,7 @@ import { COMMANDS } from '../../src/entry/cli/commands.js';
 import { positionalNames } from '../../src/entry/cli/define.js';
 import { makeSimEnv } from '../helpers/env.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
-import { REPO, vfpoolCli } from '../helpers/spawn.js';
+import { REPO, vfpoolCli, WITHOUT_TAP_LOADER } from '../helpers/spawn.js';
 import { cli } from '../helpers/cli-in-process.js';
 
 /** The CLI as a new user meets it: --help, errors of usage, the man page and completion. */
@@ -92,7 +92,7 @@ t.test('a progress line on a terminal while VFs are created and removed, none on
   const cli = join(REPO, 'dist/bin/cli.mjs');
   // script(1) gives the command a pseudo-terminal, as an administrator's shell would.
   const tty = async (args: string) =>
-    execa('script', ['-qec', `${process.execPath} ${cli} ${args}`, '/dev/null'], { env: { ...w.env, PATH: process.env.PATH!, NODE_OPTIONS: '' }, extendEnv: false, reject: false });
+    execa(WITHOUT_TAP_LOADER[0], [...WITHOUT_TAP_LOADER.slice(1), 'script', '-qec', `${process.execPath} ${cli} ${args}`, '/dev/null'], { env: { ...w.env, PATH: process.env.PATH! }, extendEnv: false, reject: false });
   const start = await tty('net-start p');
   t.equal(start.exitCode, 0, start.stderr);
   t.match(start.stdout, /\r\x1b\[Kvfpool: Step 1: eth1: write 2 to sriov_numvfs/);

@@ -5,7 +5,7 @@ import type { NetdevName } from '../../src/types.js';
 import { makeSimEnv, SEED_000_POOL } from '../helpers/env.js';
 import { execa } from 'execa';
 import { domainXml } from '../helpers/libvirt-domains.js';
-import { REPO, vfpoolCli } from '../helpers/spawn.js';
+import { REPO, vfpoolCli, WITHOUT_TAP_LOADER } from '../helpers/spawn.js';
 import { cli as inProcess } from '../helpers/cli-in-process.js';
 
 t.test('define, start, list, status, destroy, undefine', async (t) => {
@@ -88,7 +88,8 @@ t.test('`-` reads stdin, also from a writer slower than vfpool', async (t) => {
   writeFileSync(domain, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:00:00:01'/>` }));
   const slowly = async (input: string, ...args: string[]) => {
     // The input's path and the CLI's argv reach sh as "$@", never as script text.
-    const r = await execa('/bin/sh', ['-c', 'f=$1; shift; (sleep 0.4; cat "$f") | "$@"', 'sh', input, process.execPath, join(REPO, 'dist/bin/cli.mjs'), ...args], {
+    const [envBin, ...unset] = WITHOUT_TAP_LOADER;
+    const r = await execa(envBin, [...unset, '/bin/sh', '-c', 'f=$1; shift; (sleep 0.4; cat "$f") | "$@"', 'sh', input, process.execPath, join(REPO, 'dist/bin/cli.mjs'), ...args], {
       env: { PATH: '/usr/bin:/bin', ...w.env },
       extendEnv: false,
       reject: false,

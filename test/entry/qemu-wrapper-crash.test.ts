@@ -6,7 +6,7 @@ import { sriovNicPlans, writeDomainPlan, type DomainPlanV1 } from '../../src/sta
 import type { MacAddress, PciAddress } from '../../src/types.js';
 import { libvirtQ35Argv } from '../helpers/qemu-argv.js';
 import { scratchDir } from '../helpers/scratch.js';
-import { REPO } from '../helpers/spawn.js';
+import { REPO, WITHOUT_TAP_LOADER } from '../helpers/spawn.js';
 
 /**
  * The wrapper killed (SIGKILL) at every crash point of its Node half (issue 10): the plan read,
@@ -44,7 +44,8 @@ if (!existsSync(REAL_QEMU)) {
     const env = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C', VFPOOL_CONFIG_DIR: join(dir, 'etc'), VFPOOL_STATE_DIR: state, VFPOOL_QEMU: qemu };
     const run = async (extra: Record<string, string> = {}) => {
       rmSync(record, { force: true });
-      const r = await execa(SHIM, argv, { env: { ...env, ...extra }, extendEnv: false, reject: false, stripFinalNewline: false });
+      const [envBin, ...unset] = WITHOUT_TAP_LOADER;
+      const r = await execa(envBin, [...unset, SHIM, ...argv], { env: { ...env, ...extra }, extendEnv: false, reject: false, stripFinalNewline: false });
       return { exitCode: r.exitCode, stderr: String(r.stderr), qemuArgv: existsSync(record) ? readFileSync(record, 'utf8').split('\0').slice(0, -1) : null };
     };
     const list = join(dir, 'points');

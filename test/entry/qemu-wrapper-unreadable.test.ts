@@ -3,7 +3,7 @@ import { execa } from 'execa';
 import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeDomainPlan } from '../../src/state/domain-plan.js';
-import { REPO } from '../helpers/spawn.js';
+import { REPO, WITHOUT_TAP_LOADER } from '../helpers/spawn.js';
 
 /**
  * The wrapper runs as the domain's QEMU user. A plan that user cannot read (a directory or file
@@ -31,7 +31,7 @@ if (process.getuid!() !== 0) {
     await plan('rootfile', NOBODY);
     chownSync(join(state, 'qemu/rootfile/plan.json'), 0, 0); // the directory is the QEMU user's, the file root's 0600
     const run = (argv: string[]) =>
-      execa('setpriv', ['--reuid', String(NOBODY), '--regid', String(NOBODY), '--clear-groups', SHIM, ...argv], {
+      execa(WITHOUT_TAP_LOADER[0], [...WITHOUT_TAP_LOADER.slice(1), 'setpriv', '--reuid', String(NOBODY), '--regid', String(NOBODY), '--clear-groups', SHIM, ...argv], {
         env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C', VFPOOL_CONFIG_DIR: join(dir, 'etc'), VFPOOL_STATE_DIR: state, VFPOOL_QEMU: qemu },
         extendEnv: false, reject: false, stripFinalNewline: false,
       });

@@ -8,7 +8,7 @@ import { decodeArgv, encodeArgv } from '../../src/qemu/wrapper-argv.js';
 import { domainQmpSocketPath, writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
 import type { MacAddress, PciAddress } from '../../src/types.js';
 import { libvirtQ35Argv } from '../helpers/qemu-argv.js';
-import { REPO } from '../helpers/spawn.js';
+import { REPO, WITHOUT_TAP_LOADER } from '../helpers/spawn.js';
 import { qemuWrapper } from '../../src/entry/main/qemu-wrapper.js';
 import { runEntry, runInProcess } from '../../src/entry/run.js';
 
@@ -40,7 +40,8 @@ exit 7
     const fd = openSync(fd3File, 'r');
     try {
       // node:child_process, not execa: execa cannot hand a child a descriptor above 2.
-      const child = spawn(SHIM, argv, { env: { ...env, ...envOver }, stdio: ['ignore', 'ignore', 'pipe', fd] });
+      const [envBin, ...unset] = WITHOUT_TAP_LOADER;
+      const child = spawn(envBin, [...unset, SHIM, ...argv], { env: { ...env, ...envOver }, stdio: ['ignore', 'ignore', 'pipe', fd] });
       let stderr = '';
       child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
       const exitCode = await new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));

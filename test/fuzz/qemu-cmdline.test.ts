@@ -18,7 +18,7 @@ import { domainQmpSocketPath, writeDomainPlan, type DomainPlanV1 } from '../../s
 import type { MacAddress, PciAddress } from '../../src/types.js';
 import { checkProperty, HOSTILE_STRINGS } from '../helpers/fuzz.js';
 import { scratchDir } from '../helpers/scratch.js';
-import { REPO } from '../helpers/spawn.js';
+import { REPO, WITHOUT_TAP_LOADER } from '../helpers/spawn.js';
 
 const MAC = '52:54:00:aa:bb:01' as MacAddress;
 const STATE = '/run/vfpool-fuzz';
@@ -105,7 +105,8 @@ t.test('through the wrapper as libvirt runs it: exit 2 and one line, or QEMU sta
   for (const argv of cases) {
     rmSync(record, { force: true });
     const before = snapshot();
-    const r = await execa(join(REPO, 'qemu-args/vfpool-qemu'), argv, { env, extendEnv: false, reject: false });
+    const [envBin, ...unset] = WITHOUT_TAP_LOADER;
+    const r = await execa(envBin, [...unset, join(REPO, 'qemu-args/vfpool-qemu'), ...argv], { env, extendEnv: false, reject: false });
     const stderr = String(r.stderr);
     // Printable ASCII only: a U+2028 in a test name breaks the TAP stream's lines.
     const what = JSON.stringify(argv).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`).slice(0, 200);

@@ -16,12 +16,21 @@ export interface Spawned {
  * environment holding only what is given (libvirt hands hooks LC_ALL, HOME and PATH alone).
  * `file` is relative to the repo: `hooks/network`, `hooks/qemu`, `dist/src/entry/cli.js`.
  */
+/**
+ * Prefix for any command that starts Node below it (a shim, a shell, script(1), install.sh):
+ * `/usr/bin/env -u NODE_OPTIONS CMD ARGS…` (env execs CMD: same pid). node-tap's
+ * processinfo adds its coverage loader to NODE_OPTIONS of every process a test spawns, even
+ * one given an environment of its own or NODE_OPTIONS='' (it is put back); under it each Node
+ * start costs ~0.75 s more CPU, and libvirt never starts vfpool that way.
+ */
+export const WITHOUT_TAP_LOADER = ['/usr/bin/env', '-u', 'NODE_OPTIONS'] as const;
+
 export async function spawnEntry(file: string, args: string[], opts: { env: Record<string, string>; stdin?: string }): Promise<Spawned> {
   const path = join(REPO, file);
   const argv = /\.m?js$/.test(file) ? [process.execPath, path, ...args] : [path, ...args];
-  // Through `env -u NODE_OPTIONS`: node-tap injects its loaders into every child's environment,
-  // which makes each Node start several times slower than libvirt's would be.
-  const r = await execa('/usr/bin/env', ['-u', 'NODE_OPTIONS', ...argv], {
+  // Without node-tap's loaders (WITHOUT_TAP_LOADER), as libvirt starts it.
+  const [envBin, ...unset] = WITHOUT_TAP_LOADER;
+  const r = await execa(envBin, [...unset, ...argv], {
     stripFinalNewline: false,
     env: { LC_ALL: 'C', HOME: '/root', PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...opts.env },
     extendEnv: false,

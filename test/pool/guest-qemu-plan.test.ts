@@ -1,5 +1,6 @@
 import t from 'tap';
 import { execa } from 'execa';
+import { WITHOUT_TAP_LOADER } from '../helpers/spawn.js';
 import { mkdirSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseDomainXml } from '../../src/config/domain-xml.js';
@@ -172,7 +173,7 @@ t.test('reconcile: a vfpool-prepared domain whose QEMU died (its QMP socket refu
   await prepareGuest(w.ctx, spec('notyet', `<vfpool:hostdev pool='hd' mac='52:54:00:11:22:44'/>`), { ...w.opts, via: 'cli' });
   // A QEMU that created its socket and was killed: the socket file stays, nobody accepts.
   const sock = domainQmpSocketPath(w.settings.stateDir, 'dead');
-  await execa(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(sock)}, () => process.kill(process.pid, 'SIGKILL'))`], { reject: false });
+  await execa(WITHOUT_TAP_LOADER[0], [...WITHOUT_TAP_LOADER.slice(1), process.execPath, '-e', `require('net').createServer().listen(${JSON.stringify(sock)}, () => process.kill(process.pid, 'SIGKILL'))`], { reject: false });
   t.ok(existsSync(sock), 'the dead QEMU left its socket');
   // A plan whose domain holds no VF any more (its state was lost).
   mkdirSync(domainRunDir(w.settings.stateDir, 'gone'), { recursive: true });

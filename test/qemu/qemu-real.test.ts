@@ -8,7 +8,7 @@ import { QmpClient } from '../../src/qemu/qmp.js';
 import { domainQmpSocketPath, writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
 import type { MacAddress } from '../../src/types.js';
 import { libvirtQ35Argv } from '../helpers/qemu-argv.js';
-import { REPO } from '../helpers/spawn.js';
+import { REPO, WITHOUT_TAP_LOADER } from '../helpers/spawn.js';
 
 /**
  * Needs QEMU 10 (qemu-system-x86 from bookworm-backports; scripts/install-lab-packages.sh).
@@ -42,7 +42,8 @@ if (!existsSync(QEMU)) {
     t.teardown(() => rmSync(state, { recursive: true, force: true }));
     await writeDomainPlan(state, plan, { uid: process.getuid!(), gid: process.getgid!() });
     const argv = baseArgv(plan.domain);
-    const qemu = spawn(SHIM, argv, { env: { PATH: '/usr/bin:/bin', VFPOOL_STATE_DIR: state, VFPOOL_QEMU: QEMU, VFPOOL_CONFIG_DIR: etc }, stdio: ['ignore', 'ignore', 'inherit'] });
+    const [envBin, ...unset] = WITHOUT_TAP_LOADER;
+    const qemu = spawn(envBin, [...unset, SHIM, ...argv], { env: { PATH: '/usr/bin:/bin', VFPOOL_STATE_DIR: state, VFPOOL_QEMU: QEMU, VFPOOL_CONFIG_DIR: etc }, stdio: ['ignore', 'ignore', 'inherit'] });
     const exited = new Promise<number | null>((resolve) => qemu.on('exit', (code) => resolve(code)));
     t.teardown(() => void qemu.kill('SIGKILL'));
     const sock = domainQmpSocketPath(state, plan.domain);
