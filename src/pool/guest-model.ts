@@ -25,22 +25,13 @@ export function guestOptions(via: GuestOptions['via'], settings: Settings): Gues
   return { via, libvirtRunDir: settings.libvirtRunDir, etcDir: settings.etcDir };
 }
 
-/** One VF of a prepared guest, as `vfpool prepare --json` prints it. */
-export interface GuestVf {
+/**
+ * One VF of a prepared guest, as `vfpool prepare --json` prints it: the allocation's public
+ * fields (not its saved config, worker or owner).
+ */
+export type GuestVf = Pick<Allocation, 'pool' | 'mode' | 'pf' | 'vfIndex' | 'vfAddr' | 'netdev' | 'mac' | 'vlan' | 'guestSlot' | 'alias' | 'pairedMac' | 'phase'> & {
   request: number;
-  pool: string | null;
-  mode: PoolMode;
-  pf: NetdevName;
-  vfIndex: number;
-  vfAddr: PciAddress;
-  netdev: NetdevName | null;
-  mac: string | null;
-  vlan: number | null;
-  guestSlot: number | null;
-  alias: string;
-  pairedMac: string | null;
-  phase: Allocation['phase'];
-}
+};
 
 export interface PrepareResult {
   domain: string;

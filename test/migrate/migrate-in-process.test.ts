@@ -73,6 +73,13 @@ t.test('begin --xml FILE, and the refusals', async (t) => {
     [['migrate', 'prepare', '--description', notJson], /^vfpool: .*x\.json: is not JSON: /],
     [['migrate', 'confirm', 'vm1'], /give --role source or --role destination/],
     [['migrate', 'vm1'], /^vfpool: vfpool migrate vm1: '' is not a libvirt URI/],
+    // yargs made these NaN once, and a NaN timeout never fires: a migration that never gives up.
+    [['migrate', 'perform', 'vm1', '--timeout', 'abc'], /^vfpool: --timeout 'abc' is not a number of seconds above 0 to 2147482: give --timeout a plain number of seconds, e\.g\. --timeout 30\n$/],
+    [['migrate', 'vm1', 'qemu+tcp://dst/system', '--timeout', '0'], /^vfpool: --timeout '0' is not a number of seconds above 0/],
+    // Node fires a timer above 2^31 ms at once.
+    [['migrate', 'perform', 'vm1', '--timeout', '3000000'], /^vfpool: --timeout '3000000' is not a number of seconds above 0 to 2147482/],
+    [['migrate', 'confirm', 'vm1', '--role', 'destination', '--wait-incoming', '-5'], /^vfpool: --wait-incoming '-5' is not a number of seconds above 0/],
+    [['migrate', 'confirm', 'vm1', '--role', 'destination', '--wait-incoming', ''], /^vfpool: --wait-incoming '' is not a number of seconds/],
   ];
   for (const [argv, re] of cases) {
     const r = await runCliInProcess(argv, w.env);

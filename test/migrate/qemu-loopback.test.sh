@@ -35,15 +35,6 @@ domain_xml() { cat <<XML
 XML
 }
 
-# The source plan prepare writes for the wrapper (the pool code writes it once the lead wires
-# prepare to src/state/domain-plan.ts; until then the test writes the same file).
-write_plan() { # write_plan HOST DOMAIN MAC
-  node --input-type=module -e "
-    const m = await import('$repo/dist/src/state/domain-plan.js');
-    await m.writeDomainPlan('$work/$1/run', { version: 1, domain: '$2', uuid: null, delivery: 'hotplug',
-      vfs: [{ id: 'vfpool-vf0', host: null, emulatedModel: 'e1000e', mac: '$3', failoverStandbyMac: null, guestAddress: null }], sriovNics: [] }, { uid: 0, gid: 0 });"
-}
-
 base_argv() { # the command line a person (or libvirt) gives; vfpool's args are added to it
   printf '%s\n' -name "guest=$1" -machine q35 -accel tcg -m 128 -nodefaults -display none -monitor none -serial none \
     -global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off
@@ -64,23 +55,18 @@ start_qemu() { # start_qemu HOST DOMAIN [EXTRA...]: base argv + what vfpool adds
 }
 sock() { echo "$work/$1/run/qemu/$2/qmp.sock"; }
 
-plug_at_started() { # what the `started` hook does with delivery 'hotplug': device_add the generated device
-  local dev
-  dev=$(vfpool_at $1 qemu-args "$2" --json | node -e 'let s="";process.stdin.on("data",c=>s+=c).on("end",()=>console.log(JSON.stringify(JSON.parse(s).hotplug[0])))')
-  qmp "$(sock $1 $2)" device_add "$dev" >/dev/null
-}
 qom_mac() { qmp "$(sock $1 $2)" qom-get '{"path":"/machine/peripheral/vfpool-vf0","property":"mac"}' 2>/dev/null | tr -d '"'; }
 has_vf() { qmp "$(sock $1 $2)" qom-list '{"path":"/machine/peripheral"}' | grep -q '"name":"vfpool-vf0"'; }
 pci_has_e1000e() { local id; id=$(pci_id "$(sock $1 $2)" vfpool-vf0); [ "$id" = 8086:10d3 ] || { why="query-pci: vfpool-vf0 is '$id'"; return 1; }; }
 held_by() { vfpool_at $1 status --json | node -e 'let s="";process.stdin.on("data",c=>s+=c).on("end",()=>{const j=JSON.parse(s);const v=j.pfs.flatMap(p=>p.vfs).filter(v=>v.owner&&v.owner.domain===process.argv[1]);console.log(v.map(x=>x.mac).join(","))})' "$2"; }
 
 # ---- success: vm1 moves from src to dst --------------------------------------------------
-vfpool_at src prepare --xml <(domain_xml vm1 $MAC1) >/dev/null || setup_fail "prepare vm1 on src"
-write_plan src vm1 $MAC1 || setup_fail "plan vm1"
+vfpool_at src prepare --delivery hotplug --xml <(domain_xml vm1 $MAC1) >/dev/null || setup_fail "prepare vm1 on src"
 check "source QEMU starts with vfpool's generated arguments" start_qemu src vm1
 # SeaBIOS numbers the buses behind the root port; wait until it has run.
 sleep 2
-check "source: the e1000e standing in for the VF is plugged with its MAC (qom-get)" bash -c "$(declare -f qmp sock plug_at_started vfpool_at); work=$work repo=$repo; plug_at_started src vm1" 
+plug_src() { vfpool_at src plug "$1" >"$work/plug-$1.log" 2>&1 || { why="exit $?: $(tr '\n' ' ' <"$work/plug-$1.log")"; return 1; }; }
+check "source: vfpool plug adds the e1000e standing in for the VF (what the started hook does)" plug_src vm1
 check_mac() { local m; m=$(qom_mac "$1" "$2"); [ "$m" = "$3" ] || { why="qom-get mac on $1 is '$m', expected $3"; return 1; }; }
 check "source: qom-get mac = $MAC1" check_mac src vm1 $MAC1
 check "source: query-pci shows the e1000e (8086:10d3)" pci_has_e1000e src vm1
@@ -122,11 +108,10 @@ again() { vfpool_at src migrate confirm vm1 --role source >/dev/null && vfpool_a
 check "confirm re-run on both sides: exit 0, nothing changes" again
 
 # ---- failure: the destination dies; vm2 stays on src with its VF --------------------------
-vfpool_at src prepare --xml <(domain_xml vm2 $MAC2) >/dev/null || setup_fail "prepare vm2 on src"
-write_plan src vm2 $MAC2 || setup_fail "plan vm2"
+vfpool_at src prepare --delivery hotplug --xml <(domain_xml vm2 $MAC2) >/dev/null || setup_fail "prepare vm2 on src"
 start_qemu src vm2 || setup_fail "source QEMU vm2: $why"
 sleep 2
-bash -c "$(declare -f qmp sock plug_at_started vfpool_at); work=$work repo=$repo; plug_at_started src vm2" || setup_fail "plug vm2"
+plug_src vm2 || setup_fail "plug vm2: $why"
 vfpool_at src migrate begin vm2 >"$work/desc2.json" || setup_fail "begin vm2"
 vfpool_at dst migrate prepare --description "$work/desc2.json" >/dev/null || setup_fail "prepare vm2 on dst"
 PORT2=$(free_port)

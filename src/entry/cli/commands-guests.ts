@@ -5,7 +5,7 @@ import { DEFAULT_RECONCILE_GRACE_MS, reconcile } from '../../pool/reconcile.js';
 import { parseObjectName } from '../../types.js';
 import { isAlive } from '../../util/process.js';
 import { quoteInput } from '../../util/quote.js';
-import { DRY_RUN, JSON_OUT, type CommandDef } from './define.js';
+import { DRY_RUN, JSON_OUT, parseSeconds, secondsOption, type CommandDef } from './define.js';
 import { cliContext, out } from './output.js';
 import { readInputFile } from '../run.js';
 
@@ -94,15 +94,15 @@ export const GUEST_COMMANDS: CommandDef[] = [
     name: 'reconcile',
     describe: 'free and restore the VFs of guests that no longer run; keep the others; report both',
     options: {
-      grace: { type: 'number', default: DEFAULT_RECONCILE_GRACE_MS / 1000, describe: 'seconds a libvirt guest may take from prepare to having a QEMU pid' },
+      grace: secondsOption('seconds a libvirt guest may take from prepare to having a QEMU pid', DEFAULT_RECONCILE_GRACE_MS / 1000),
       ...DRY_RUN,
       ...JSON_OUT,
     },
     examples: [['reconcile', 'after a crash or a daemon restart: free what dead guests held'], ['reconcile --dry-run', 'only say what would be freed']],
-    async run(a: { grace: number; dryRun: boolean; json: boolean }) {
-      if (!Number.isFinite(a.grace) || a.grace < 0) throw new BadInputError(`--grace '${a.grace}' is not a number of seconds`);
+    async run(a: { grace: string | number; dryRun: boolean; json: boolean }) {
+      const graceSeconds = parseSeconds('grace', a.grace, { zeroAllowed: true });
       const ctx = cliContext('reconcile');
-      const r = await reconcile(ctx, { libvirtRunDir: guestOptions('cli', ctx.settings).libvirtRunDir, graceMs: a.grace * 1000, dryRun: a.dryRun });
+      const r = await reconcile(ctx, { libvirtRunDir: guestOptions('cli', ctx.settings).libvirtRunDir, graceMs: graceSeconds * 1000, dryRun: a.dryRun });
       if (a.json) {
         out(JSON.stringify(r));
         return r.failed.length ? 1 : 0;

@@ -1,5 +1,5 @@
 import { runMigrate, type MigrateArgs } from '../migrate-command.js';
-import type { CommandDef } from './define.js';
+import { parseSeconds, secondsOption, type CommandDef } from './define.js';
 import { cliContext } from './output.js';
 
 export const MIGRATE_COMMANDS: CommandDef[] = [
@@ -17,8 +17,8 @@ export const MIGRATE_COMMANDS: CommandDef[] = [
       to: { type: 'string', describe: 'perform: also run the QMP migration to this QEMU URI (tcp:HOST:PORT, unix:PATH)' },
       role: { type: 'string', choices: ['source', 'destination'], describe: 'confirm: which side this host is' },
       failed: { type: 'boolean', default: false, describe: 'confirm: the migration failed (undo) instead of succeeded' },
-      'wait-incoming': { type: 'number', describe: 'confirm --role destination: wait up to S seconds for the incoming migration to end, then confirm its outcome' },
-      timeout: { type: 'number', default: 300, describe: 'seconds a migration may take' },
+      'wait-incoming': secondsOption('confirm --role destination: wait up to S seconds for the incoming migration to end, then confirm its outcome'),
+      timeout: secondsOption('seconds a migration may take', 300),
       json: { type: 'boolean', default: false, describe: 'machine-readable output (JSON)' },
     },
     examples: [
@@ -28,8 +28,10 @@ export const MIGRATE_COMMANDS: CommandDef[] = [
       ['migrate perform vm1 --to tcp:dest:4444', 'source: unplug the VFs, then migrate over QMP'],
       ['migrate confirm vm1 --role source', 'source: restore and free the VFs after a successful migration'],
     ],
-    async run(a: MigrateArgs) {
-      return runMigrate(cliContext('migrate'), a);
+    async run(a: Omit<MigrateArgs, 'timeout' | 'waitIncoming'> & { timeout: string | number; waitIncoming?: string | number }) {
+      const timeout = parseSeconds('timeout', a.timeout, { zeroAllowed: false });
+      const waitIncoming = a.waitIncoming === undefined ? undefined : parseSeconds('wait-incoming', a.waitIncoming, { zeroAllowed: false });
+      return runMigrate(cliContext('migrate'), { ...a, timeout, waitIncoming });
     },
   },
 ];

@@ -2,8 +2,7 @@ import { guestDevicesCommand, printGuestDevices } from '../guest-devices-command
 import { printQemuArgs, qemuArgsCommand } from '../qemu-args-command.js';
 import { qemuArgvBySocket } from '../../migrate/devices.js';
 import { plugPlannedVfs } from '../../qemu/plug.js';
-import { BadInputError } from '../../errors.js';
-import { JSON_OUT, type CommandDef } from './define.js';
+import { JSON_OUT, parseSeconds, secondsOption, type CommandDef } from './define.js';
 import { cliContext, out } from './output.js';
 
 export const QEMU_COMMANDS: CommandDef[] = [
@@ -52,15 +51,15 @@ export const QEMU_COMMANDS: CommandDef[] = [
     describe: "device_add a domain's VFs into its running QEMU over vfpool's QMP socket (a plan prepared with --delivery hotplug; what the started hook does under libvirt)",
     positionals: { domain: { describe: 'a domain prepared with `vfpool prepare --delivery hotplug`, whose QEMU runs through vfpool-qemu' } },
     options: {
-      timeout: { type: 'number', default: 30, describe: 'seconds each VF may take to show on the guest\'s PCI bus' },
+      timeout: secondsOption('seconds each VF may take to show on the guest\'s PCI bus', 30),
       ...JSON_OUT,
     },
     examples: [['plug vm1', "after `vfpool-qemu -name guest=vm1 …` started: vm1's VFs into the root ports the wrapper reserved"]],
-    async run(a: { domain: string; timeout: number; json: boolean }) {
-      if (!Number.isFinite(a.timeout) || a.timeout <= 0) throw new BadInputError(`--timeout '${a.timeout}' is not a number of seconds above 0`);
+    async run(a: { domain: string; timeout: string | number; json: boolean }) {
+      const timeoutSeconds = parseSeconds('timeout', a.timeout, { zeroAllowed: false });
       const ctx = cliContext('plug');
       const lines: string[] = [];
-      const r = await plugPlannedVfs(ctx.settings.stateDir, a.domain, { readArgv: (socket) => qemuArgvBySocket(socket, ctx.settings.procRoot), timeoutMs: a.timeout * 1000, log: (l) => lines.push(l) });
+      const r = await plugPlannedVfs(ctx.settings.stateDir, a.domain, { readArgv: (socket) => qemuArgvBySocket(socket, ctx.settings.procRoot), timeoutMs: timeoutSeconds * 1000, log: (l) => lines.push(l) });
       if (a.json) out(JSON.stringify(r));
       else {
         for (const l of lines) if (l.startsWith('device_add ')) out(`Domain ${r.domain}: ${l}: on the guest's PCI bus`);

@@ -1,5 +1,7 @@
 import type { Argv, Options } from 'yargs';
 import { DEFAULT_SETTINGS, SETTING_DOCS, SETTING_KEYS } from '../../config/settings.js';
+import { BadInputError } from '../../errors.js';
+import { quoteInput } from '../../util/quote.js';
 
 /**
  * One declaration per command, read by three consumers: the yargs parser (`--help` and the
@@ -32,6 +34,29 @@ export interface CommandDef {
   // handler states the arguments it reads.
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   run(args: any): Promise<number>;
+}
+
+// Node fires a timer longer than this at once (TimeoutOverflowWarning), so a longer wait would
+// not wait at all.
+const LONGEST_TIMER_S = Math.floor(2 ** 31 / 1000) - 1;
+
+/**
+ * A duration option in seconds. Declared as a string, not a yargs number: yargs turns
+ * `--timeout abc` into NaN, and the refusal must show what was typed.
+ */
+export function secondsOption(describe: string, defaultSeconds?: number): OptionDef {
+  return defaultSeconds === undefined ? { type: 'string', describe } : { type: 'string', describe, default: defaultSeconds };
+}
+
+/** The value of a `secondsOption`, or a BadInputError naming the option and what it takes. */
+export function parseSeconds(flag: string, raw: string | number, opts: { zeroAllowed: boolean }): number {
+  const text = String(raw).trim();
+  const seconds = /^[0-9]+(\.[0-9]+)?$/.test(text) ? Number(text) : NaN;
+  const least = opts.zeroAllowed ? 'from 0' : 'above 0';
+  if (Number.isNaN(seconds) || (!opts.zeroAllowed && seconds === 0) || seconds > LONGEST_TIMER_S) {
+    throw new BadInputError(`--${flag} ${quoteInput(String(raw))} is not a number of seconds ${least} to ${LONGEST_TIMER_S}`, `give --${flag} a plain number of seconds, e.g. --${flag} 30`);
+  }
+  return seconds;
 }
 
 export const DRY_RUN: Record<string, OptionDef> = { 'dry-run': { type: 'boolean', default: false, describe: 'print what would be done, change nothing' } };
