@@ -26,11 +26,12 @@ import { parseQemuArgv } from '../../src/qemu/cmdline.js';
 import { domainQmpSocketPath, readDomainPlan, writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
 import { fileRecordStore } from '../../src/state/migration-record.js';
 import type { MacAddress, PciAddress } from '../../src/types.js';
+import { runCliInProcess } from './cli-in-process.js';
 import { cli, DESCRIPTION, MAC, must, pointsToKill, POOL, reconcileAndCheck, recordInvariants, vfConfigs, XML, type State } from './crash-migrate.js';
 import { makeSimEnv, type SimEnv } from './env.js';
 import { startFakeQemu, type FakeQemu, type FakeQemuDevice } from './fake-qemu.js';
 import { libvirtQ35Argv } from './qemu-argv.js';
-import { vfpoolCli, type Spawned } from './spawn.js';
+import type { Spawned } from './spawn.js';
 
 export type QemuCrashOp = 'migrate-perform' | 'migrate-confirm-destination';
 /** After the crash and reconcile: the stage again, or (perform only) the migration given up. */
@@ -50,10 +51,23 @@ interface QemuWorld extends SimEnv {
 const VF_ID = 'vfpool-vf0';
 const ROOT_PORT = 'vfpool-rp0';
 
-function runOp(w: QemuWorld, op: QemuCrashOp, env: Record<string, string> = {}): Promise<Spawned> {
-  const args = op === 'migrate-perform' ? ['migrate', 'perform', 'vm1'] : ['migrate', 'confirm', 'vm1', '--role', 'destination'];
-  return cli(w, args, { ...w.qemuEnv, ...env });
+let inProcessQueue: Promise<unknown> = Promise.resolve();
+
+/**
+ * `vfpool ARGS` in this process, one at a time (an in-process run owns process.env while it
+ * runs). Only the run that is killed must be a process of its own; setting a host up, reconcile
+ * and the recovery run here, which keeps a suite of ~60 vfpool runs to a dozen Node starts.
+ */
+function inProcess(w: SimEnv, args: string[], env: Record<string, string> = {}, stdin?: string): Promise<Spawned> {
+  const run = inProcessQueue.then(() => runCliInProcess(args, { ...w.env, ...env }, stdin));
+  inProcessQueue = run.catch(() => undefined);
+  return run;
 }
+
+const OP_ARGS: Record<QemuCrashOp, string[]> = {
+  'migrate-perform': ['migrate', 'perform', 'vm1'],
+  'migrate-confirm-destination': ['migrate', 'confirm', 'vm1', '--role', 'destination'],
+};
 
 /**
  * The domain's QEMU, started with the argv the wrapper gives it (`incoming`: a migration's
@@ -88,11 +102,11 @@ function heldVf(w: SimEnv): string {
 async function worldFor(t: Test, op: QemuCrashOp): Promise<QemuWorld> {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
   w.definePool('p', POOL);
-  await must(cli(w, ['net-start', 'p']), 'setup net-start');
+  await must(inProcess(w, ['net-start', 'p']), 'setup net-start');
   const original = vfConfigs(w);
   let plan: DomainPlanV1;
   if (op === 'migrate-perform') {
-    await must(vfpoolCli(['prepare', '--xml=-'], { env: w.env, stdin: XML }), 'setup prepare');
+    await must(inProcess(w, ['prepare', '--xml=-'], {}, XML), 'setup prepare');
     plan = {
       version: 1, domain: 'vm1', uuid: null, delivery: 'cmdline', sriovNics: [],
       vfs: [{ id: VF_ID, host: heldVf(w) as PciAddress, emulatedModel: 'e1000e', mac: MAC as MacAddress, failoverStandbyMac: null, guestAddress: null }],
@@ -101,7 +115,7 @@ async function worldFor(t: Test, op: QemuCrashOp): Promise<QemuWorld> {
   } else {
     const description = join(w.dir, 'vm1.migration.json');
     writeFileSync(description, JSON.stringify({ ...DESCRIPTION, delivery: 'cmdline' }));
-    await must(cli(w, ['migrate', 'prepare', '--description', description], { VFPOOL_SIM_VF_DEVICE: 'e1000e' }), 'setup migrate prepare');
+    await must(inProcess(w, ['migrate', 'prepare', '--description', description], { VFPOOL_SIM_VF_DEVICE: 'e1000e' }), 'setup migrate prepare');
     plan = readDomainPlan(w.settings.stateDir, 'vm1')!;
   }
   const held = heldVf(w);
@@ -144,9 +158,9 @@ function endState(w: QemuWorld, op: QemuCrashOp, recovery: Recovery): string[] {
 export async function qemuCrashAndCheck(t: Test, op: QemuCrashOp, point: string, recovery: Recovery): Promise<string[]> {
   const w = await worldFor(t, op);
   const bad: string[] = [];
-  const crashed = await runOp(w, op, { VFPOOL_TEST_CRASH_AT: point });
+  const crashed = await cli(w, OP_ARGS[op], { ...w.qemuEnv, VFPOOL_TEST_CRASH_AT: point });
   if (crashed.exitCode !== -1) bad.push(`the process was not killed at ${point} (exit ${crashed.exitCode}: ${crashed.stderr.trim()})`);
-  const checked = await reconcileAndCheck(w, w.original);
+  const checked = await reconcileAndCheck(w, w.original, (args) => inProcess(w, args));
   bad.push(...checked.bad, ...guestInvariants(w, checked.state));
   const { bad: recordBad, record } = recordInvariants(w, checked.state);
   bad.push(...recordBad);
@@ -155,7 +169,7 @@ export async function qemuCrashAndCheck(t: Test, op: QemuCrashOp, point: string,
     if (v.plugged && !w.qemu.devices.has(v.id)) bad.push(`the record says ${v.id} was plugged, the guest has no such device`);
   }
 
-  const again = recovery === 'rerun' ? await runOp(w, op) : await cli(w, ['migrate', 'confirm', 'vm1', '--role', 'source', '--failed'], w.qemuEnv);
+  const again = await inProcess(w, recovery === 'rerun' ? OP_ARGS[op] : ['migrate', 'confirm', 'vm1', '--role', 'source', '--failed'], w.qemuEnv);
   if (again.exitCode !== 0) bad.push(`${recovery === 'rerun' ? op : 'migrate confirm --role source --failed'} after reconcile: exit ${again.exitCode}: ${again.stderr.trim()}`);
   else bad.push(...endState(w, op, recovery));
   await w.qemu.close();
@@ -167,7 +181,7 @@ export async function qemuCrashAndCheck(t: Test, op: QemuCrashOp, point: string,
 export async function listQemuCrashPoints(t: Test, op: QemuCrashOp): Promise<string[]> {
   const w = await worldFor(t, op);
   const list = join(w.dir, 'points');
-  const r = await runOp(w, op, { VFPOOL_TEST_CRASH_LIST: list });
+  const r = await cli(w, OP_ARGS[op], { ...w.qemuEnv, VFPOOL_TEST_CRASH_LIST: list });
   if (r.exitCode !== 0) throw new Error(`${op} without a crash: exit ${r.exitCode}: ${r.stderr}`);
   t.same(endState(w, op, 'rerun'), [], `${op} uninterrupted ends where the suite expects every recovery to end`);
   await w.qemu.close();

@@ -9,7 +9,9 @@
  * the state readable, no lock held, the markers a superset) and the migration record's own:
  * a record left after reconcile is valid and says what the host holds (reserved ⇔ the domain
  * holds VFs here; a `prepared` destination has its plan), and the re-run ends where an
- * uninterrupted stage ends.
+ * uninterrupted stage ends. The stages that need a QEMU (perform, confirm --role destination)
+ * are in crash-migrate-qemu.ts, which shares these invariants (`reconcileAndCheck`,
+ * `recordInvariants`).
  */
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -118,9 +120,9 @@ export async function listMigrateCrashPoints(t: Test, op: MigrateCrashOp): Promi
  * `vfpool` owner this host made (prepare or a migration's reservation, no pid), every VF nobody
  * holds as it was in `original`, the index markers a superset of the state.
  */
-export async function reconcileAndCheck(w: SimEnv, original: Map<string, string>): Promise<{ bad: string[]; state: State }> {
+export async function reconcileAndCheck(w: SimEnv, original: Map<string, string>, run: (args: string[]) => Promise<Spawned> = (args) => cli(w, args)): Promise<{ bad: string[]; state: State }> {
   const bad: string[] = [];
-  const rec = await cli(w, ['reconcile']);
+  const rec = await run(['reconcile']);
   if (rec.exitCode !== 0) bad.push(`reconcile: exit ${rec.exitCode}: ${rec.stderr.trim()}`);
   try {
     w.ctx.store.read();
