@@ -16,7 +16,8 @@
  * - perform: run again (the migration goes on), and, on a host of its own killed at the same
  *   point, `migrate confirm --role source --failed` (the migration is given up): the guest gets
  *   its VF back;
- * - confirm --role destination: run again: the VF is in the guest, the record gone.
+ * - confirm --role destination (as a person runs it, or as the `started` hook does, detached
+ *   with --wait-incoming): run again: the VF is in the guest, the record gone.
  */
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -33,7 +34,8 @@ import { startFakeQemu, type FakeQemu, type FakeQemuDevice } from './fake-qemu.j
 import { libvirtQ35Argv } from './qemu-argv.js';
 import type { Spawned } from './spawn.js';
 
-export type QemuCrashOp = 'migrate-perform' | 'migrate-confirm-destination';
+/** `-incoming`: the destination's confirm as the `started` hook runs it (detached, --wait-incoming). */
+export type QemuCrashOp = 'migrate-perform' | 'migrate-confirm-destination' | 'migrate-confirm-destination-incoming';
 /** After the crash and reconcile: the stage again, or (perform only) the migration given up. */
 type Recovery = 'rerun' | 'give-up';
 
@@ -67,6 +69,12 @@ function inProcess(w: SimEnv, args: string[], env: Record<string, string> = {}, 
 const OP_ARGS: Record<QemuCrashOp, string[]> = {
   'migrate-perform': ['migrate', 'perform', 'vm1'],
   'migrate-confirm-destination': ['migrate', 'confirm', 'vm1', '--role', 'destination'],
+  'migrate-confirm-destination-incoming': ['migrate', 'confirm', 'vm1', '--role', 'destination', '--wait-incoming', '60'],
+};
+/** The stage run again after reconcile: what reconcile's report tells a person to run. */
+const RERUN_ARGS: Record<QemuCrashOp, string[]> = {
+  ...OP_ARGS,
+  'migrate-confirm-destination-incoming': OP_ARGS['migrate-confirm-destination'],
 };
 
 /**
@@ -120,7 +128,7 @@ async function worldFor(t: Test, op: QemuCrashOp): Promise<QemuWorld> {
   }
   const held = heldVf(w);
   const heldConfig = vfConfigs(w).get(held)!;
-  return { ...w, ...(await startQemu(t, w, plan, op === 'migrate-confirm-destination')), original, held, heldConfig };
+  return { ...w, ...(await startQemu(t, w, plan, op !== 'migrate-perform')), original, held, heldConfig };
 }
 
 function readState(w: SimEnv): State {
@@ -169,7 +177,7 @@ export async function qemuCrashAndCheck(t: Test, op: QemuCrashOp, point: string,
     if (v.plugged && !w.qemu.devices.has(v.id)) bad.push(`the record says ${v.id} was plugged, the guest has no such device`);
   }
 
-  const again = await inProcess(w, recovery === 'rerun' ? OP_ARGS[op] : ['migrate', 'confirm', 'vm1', '--role', 'source', '--failed'], w.qemuEnv);
+  const again = await inProcess(w, recovery === 'rerun' ? RERUN_ARGS[op] : ['migrate', 'confirm', 'vm1', '--role', 'source', '--failed'], w.qemuEnv);
   if (again.exitCode !== 0) bad.push(`${recovery === 'rerun' ? op : 'migrate confirm --role source --failed'} after reconcile: exit ${again.exitCode}: ${again.stderr.trim()}`);
   else bad.push(...endState(w, op, recovery));
   await w.qemu.close();
@@ -190,7 +198,7 @@ export async function listQemuCrashPoints(t: Test, op: QemuCrashOp): Promise<str
 
 export async function qemuCrashSuite(t: Test, op: QemuCrashOp): Promise<void> {
   const all = await listQemuCrashPoints(t, op);
-  t.ok(all.some((p) => p.startsWith(`${op}:`)), `${op} passes ${all.length} crash points: ${all.join(' ')}`);
+  t.ok(all.some((p) => p.startsWith(op === 'migrate-perform' ? 'migrate-perform:' : 'migrate-confirm-destination:')), `${op} passes ${all.length} crash points: ${all.join(' ')}`);
   const runs = pointsToKill(all).flatMap((p) => (op === 'migrate-perform' ? ['rerun', 'give-up'] : ['rerun']).map((r) => ({ point: p, recovery: r as Recovery })));
   const results = new Map<string, string[]>();
   const queue = [...runs];
