@@ -8,7 +8,7 @@ import type { MigrationQmp, PlanStore } from '../migrate/ports.js';
 import { DEFAULT_TIMEOUTS, peripheralIds } from '../migrate/qmp-steps.js';
 import { connectQmp, virshQmp } from '../migrate/qmp-port.js';
 import { QmpClosedError } from '../qemu/qmp.js';
-import { fileRecordStore } from '../state/migration-record.js';
+import { fileRecordStore, unpluggedByVfpool } from '../state/migration-record.js';
 import { confirmStage, performStage, prepareStage, type StageDeps, type StageResult } from '../migrate/stages.js';
 import { domainQmpSocketPath, readDomainPlan, removeDomainPlan, writeDomainPlan } from '../state/domain-plan.js';
 import { parseObjectName } from '../types.js';
@@ -189,7 +189,7 @@ export async function runMigrate(ctx: Context, a: MigrateArgs): Promise<number> 
           const d = needDomain();
           if (a.role === undefined) throw new BadInputError('vfpool migrate confirm: give --role source or --role destination');
           const record = fileRecordStore(ctx.settings.stateDir).read(d);
-          const needsQemu = (a.role === 'destination' && !a.failed) || (a.role === 'source' && a.failed && record?.vfs.some((v) => v.unplugged && v.unplugMode === 'device_del'));
+          const needsQemu = (a.role === 'destination' && !a.failed) || (a.role === 'source' && a.failed && record !== null && unpluggedByVfpool(record).length > 0);
           if (a.waitIncoming !== undefined) {
             if (a.role !== 'destination') throw new BadInputError(`vfpool migrate confirm ${d}: --wait-incoming waits for an incoming QEMU, so it goes with --role destination`);
             return confirmIncoming(ctx, d, a.waitIncoming, a.json);

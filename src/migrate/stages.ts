@@ -6,7 +6,7 @@ import { deviceOf } from './devices.js';
 import { generatedDevices } from '../qemu/running-devices.js';
 import type { MigrationPool, MigrationQmp, MigrationRecordStore, PlanStore, QemuArgvReader } from './ports.js';
 import { DEFAULT_TIMEOUTS, peripheralIds, plugDevice, unplugDevice, type QmpTimeouts } from './qmp-steps.js';
-import { newRecord, type MigrationRecordV1, type VfMigrationRecord } from '../state/migration-record.js';
+import { newRecord, unpluggedByVfpool, type MigrationRecordV1, type VfMigrationRecord } from '../state/migration-record.js';
 import { applySteps, type MigrationStep } from './steps.js';
 import { failoverState } from './failover.js';
 import { crashPoint } from '../util/crash-point.js';
@@ -149,7 +149,18 @@ export async function performStage(deps: StageDeps, domain: string): Promise<Sta
     const device = deviceOf(devices, vf.id, where);
     steps.push({
       describe: mode === 'hidden' ? `${vf.id}: failover primary still hidden (the guest never acked failover): nothing to unplug` : `device_del ${vf.id} on the source QEMU, wait for DEVICE_DELETED (${t.unplug} ms)`,
-      run: async () => { if (mode === 'device_del') await unplugDevice(qmp, vf.id, where, t); },
+      run: async () => {
+        if (mode !== 'device_del') return;
+        // Intent first: a perform killed between device_del and its record must not leave a
+        // record that says the VF is in the guest while it is gone, or a failed migration's
+        // confirm would not plug it back (found by the crash suite).
+        if (vf.unplugMode !== 'device_del') {
+          vf.unplugMode = 'device_del';
+          await deps.records.write(record);
+          crashPoint('migrate-perform:intent');
+        }
+        await unplugDevice(qmp, vf.id, where, t);
+      },
       done: (r) => { const x = r.vfs.find((y) => y.id === vf.id)!; x.unplugged = true; x.unplugMode = mode; },
       undo: mode === 'hidden' ? null : async (r) => {
         await plugDevice(qmp, device, where, t);
@@ -218,7 +229,7 @@ export async function confirmStage(deps: StageDeps, domain: string, role: 'sourc
     steps.push({ describe: `'${domain}' arrived`, run: async () => {}, done: (r) => { r.stage = 'confirmed-success'; }, undo: null });
   }
   if (role === 'source' && outcome === 'failure') {
-    steps.push(...plugAll(record.vfs.filter((v) => v.unplugged && v.unplugMode === 'device_del' && !v.plugged).map((v) => v.id)));
+    steps.push(...plugAll(unpluggedByVfpool(record).map((v) => v.id)));
     steps.push({ describe: `'${domain}' stays on the source`, run: async () => {}, done: (r) => { r.stage = 'confirmed-failure'; }, undo: null });
   }
   const res = await applySteps(steps, record, deps.records, `migrate-confirm-${role}`);

@@ -174,7 +174,8 @@ async function judgeMigrations(ctx: Context, libvirtPid: (d: string) => number |
     const pid = libvirtPid(domain);
     const live = pid !== null || (await probeQmpSocket(domainQmpSocketPath(ctx.settings.stateDir, domain))) === 'live';
     const what = { domain, role: rec.role, stage: rec.stage };
-    const unplugged = rec.vfs.filter((v) => v.unplugged && !v.plugged).map((v) => v.id);
+    // A device_del begun but not seen through counts: the device may be gone from the guest.
+    const unplugged = rec.vfs.filter((v) => (v.unplugged || v.unplugMode === 'device_del') && !v.plugged).map((v) => v.id);
     if (live) {
       const midPerform = rec.role === 'source' && unplugged.length > 0;
       result.migrationsKept.push({ ...what, reason: midPerform

@@ -22,7 +22,12 @@ export interface VfMigrationRecord {
   mac: string | null;
   /** Source: the VF left the guest (device_del + DEVICE_DELETED, or QEMU's own failover unplug). */
   unplugged: boolean;
-  /** How it left: 'device_del', 'failover' (QEMU's UNPLUG_PRIMARY), 'hidden' (guest never negotiated: never plugged). */
+  /**
+   * How it left: 'device_del', 'failover' (QEMU's UNPLUG_PRIMARY), 'hidden' (guest never
+   * negotiated: never plugged). 'device_del' with `unplugged` false: perform sent (or was about
+   * to send) device_del and did not see it through (killed, or the guest did not ack in time),
+   * so the device may be gone from the guest: a failed migration's confirm plugs it back.
+   */
   unplugMode: 'device_del' | 'failover' | 'hidden' | null;
   /** Destination after success, or source after failure: device_add done and seen in QOM. */
   plugged: boolean;
@@ -45,6 +50,14 @@ const STAGES: readonly MigrationStage[] = ['begun', 'prepared', 'performed', 'co
 export function newRecord(domain: string, role: MigrationRole, vfs: VfMigrationRecord[], now = new Date()): MigrationRecordV1 {
   const t = now.toISOString();
   return { version: 1, domain, role, stage: 'begun', reserved: false, vfs, startedAt: t, updatedAt: t };
+}
+
+/**
+ * The VFs vfpool took out of the guest (device_del, done or begun) and has not plugged back:
+ * what `confirm --role source --failed` plugs back.
+ */
+export function unpluggedByVfpool(record: MigrationRecordV1): VfMigrationRecord[] {
+  return record.vfs.filter((v) => v.unplugMode === 'device_del' && !v.plugged);
 }
 
 export function validateRecord(value: unknown, file: string): MigrationRecordV1 {

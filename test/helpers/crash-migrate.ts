@@ -9,14 +9,16 @@
  * the state readable, no lock held, the markers a superset) and the migration record's own:
  * a record left after reconcile is valid and says what the host holds (reserved ⇔ the domain
  * holds VFs here; a `prepared` destination has its plan), and the re-run ends where an
- * uninterrupted stage ends.
+ * uninterrupted stage ends. The stages that need a QEMU (perform, confirm --role destination)
+ * are in crash-migrate-qemu.ts, which shares these invariants (`reconcileAndCheck`,
+ * `recordInvariants`).
  */
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Test } from 'tap';
 import type { SimState } from '../../src/host/sim-kernel.js';
 import { readDomainPlan, writeDomainPlan } from '../../src/state/domain-plan.js';
-import { fileRecordStore, newRecord } from '../../src/state/migration-record.js';
+import { fileRecordStore, newRecord, type MigrationRecordV1 } from '../../src/state/migration-record.js';
 import type { MacAddress, PciAddress } from '../../src/types.js';
 import { makeSimEnv, type SimEnv } from './env.js';
 import { domainXml } from './libvirt-domains.js';
@@ -24,15 +26,15 @@ import { vfpoolCli, type Spawned } from './spawn.js';
 
 export type MigrateCrashOp = 'migrate-begin' | 'migrate-prepare' | 'migrate-confirm-destination-failed' | 'migrate-confirm-source';
 
-const POOL = `<network><name>p</name><forward mode='hostdev' managed='yes'><pf dev='eth1'><vf num='4'/></pf></forward></network>`;
-const MAC = '52:54:00:aa:00:01';
-const XML = domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='${MAC}' vlan='7'/>` });
-const DESCRIPTION = {
+export const POOL = `<network><name>p</name><forward mode='hostdev' managed='yes'><pf dev='eth1'><vf num='4'/></pf></forward></network>`;
+export const MAC = '52:54:00:aa:00:01';
+export const XML = domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='${MAC}' vlan='7'/>` });
+export const DESCRIPTION = {
   version: 1, domain: 'vm1', uuid: null, delivery: 'hotplug', sriovNics: [],
   vfs: [{ id: 'vfpool-vf0', pool: 'p', mac: MAC, failoverStandbyMac: null, guestAddress: null, settings: { vlan: 7 } }],
 };
 
-interface State {
+export interface State {
   pools: Record<string, { change: unknown }>;
   allocations: Array<{ vfAddr: string; phase: string; worker: number | null; mac: string | null; owner: { domain: string; pid: number | null; via: string } }>;
   ports: Array<{ domain: string }>;
@@ -43,7 +45,7 @@ interface World extends SimEnv {
   descriptionFile: string;
 }
 
-function cli(w: SimEnv, args: string[], env: Record<string, string> = {}): Promise<Spawned> {
+export function cli(w: SimEnv, args: string[], env: Record<string, string> = {}): Promise<Spawned> {
   return vfpoolCli(args, { env: { ...w.env, ...env } });
 }
 
@@ -60,7 +62,8 @@ function runOp(w: World, op: MigrateCrashOp, env: Record<string, string> = {}): 
   }
 }
 
-function vfConfigs(w: SimEnv): Map<string, string> {
+/** Each VF's configuration as a restore must bring it back (not the netdev name or the MAC's provenance flag). */
+export function vfConfigs(w: SimEnv): Map<string, string> {
   const out = new Map<string, string>();
   for (const vf of (JSON.parse(readFileSync(w.hostFile, 'utf8')) as SimState).pfs[0]!.vfs) {
     const { mac, vlan, qos, spoofchk, trust, linkState, minTxRate, maxTxRate, mtu, driver, vfioOwner } = vf;
@@ -69,7 +72,7 @@ function vfConfigs(w: SimEnv): Map<string, string> {
   return out;
 }
 
-async function must(r: Promise<Spawned>, what: string): Promise<Spawned> {
+export async function must(r: Promise<Spawned>, what: string): Promise<Spawned> {
   const x = await r;
   if (x.exitCode !== 0) throw new Error(`${what}: exit ${x.exitCode}: ${x.stderr}`);
   return x;
@@ -111,6 +114,54 @@ export async function listMigrateCrashPoints(t: Test, op: MigrateCrashOp): Promi
   return { points: readFileSync(list, 'utf8').trim().split('\n'), reference: r.stdout };
 }
 
+/**
+ * `vfpool reconcile`, then the invariants every migration crash suite checks on this host: the
+ * state readable, no lock held, no VF owned twice, every record settled and owned by the living
+ * `vfpool` owner this host made (prepare or a migration's reservation, no pid), every VF nobody
+ * holds as it was in `original`, the index markers a superset of the state.
+ */
+export async function reconcileAndCheck(w: SimEnv, original: Map<string, string>, run: (args: string[]) => Promise<Spawned> = (args) => cli(w, args)): Promise<{ bad: string[]; state: State }> {
+  const bad: string[] = [];
+  const rec = await run(['reconcile']);
+  if (rec.exitCode !== 0) bad.push(`reconcile: exit ${rec.exitCode}: ${rec.stderr.trim()}`);
+  try {
+    w.ctx.store.read();
+  } catch (err) {
+    bad.push(`state not readable: ${(err as Error).message}`);
+  }
+  const stateDir = w.settings.stateDir;
+  for (const lock of ['state.json.lock', 'migrate/vm1.json.lock']) if (existsSync(join(stateDir, lock))) bad.push(`${lock} is still held`);
+  const state = JSON.parse(readFileSync(join(stateDir, 'state.json'), 'utf8')) as State;
+  const addrs = state.allocations.map((a) => a.vfAddr);
+  if (new Set(addrs).size !== addrs.length) bad.push(`a VF is owned twice: ${addrs.join(', ')}`);
+  for (const a of state.allocations) {
+    if (a.phase !== 'ready' || a.worker !== null) bad.push(`${a.vfAddr}: left ${a.phase} (worker ${a.worker})`);
+    if (a.owner.pid !== null || a.owner.via !== 'cli') bad.push(`${a.vfAddr}: owner ${JSON.stringify(a.owner)} is not the living \`vfpool\` owner this host made`);
+  }
+  const after = vfConfigs(w);
+  for (const [addr, cfg] of original) if (!addrs.includes(addr) && after.get(addr) !== cfg) bad.push(`${addr} is free but not restored: ${after.get(addr)} (was ${cfg})`);
+  const markers = readdirSync(join(stateDir, 'index'));
+  for (const m of [...Object.keys(state.pools).map((n) => `pool.${n}`), ...state.allocations.map((a) => `domain.${a.owner.domain}`)]) if (!markers.includes(m)) bad.push(`index marker ${m} missing`);
+
+  return { bad, state };
+}
+
+/** The record reconcile left (if any) is readable and tells the truth about this host. */
+export function recordInvariants(w: SimEnv, state: State): { bad: string[]; record: MigrationRecordV1 | null } {
+  const bad: string[] = [];
+  const stateDir = w.settings.stateDir;
+  let record: MigrationRecordV1 | null = null;
+  try {
+    record = fileRecordStore(stateDir).read('vm1');
+  } catch (err) {
+    bad.push(`the migration record is not readable: ${(err as Error).message}`);
+  }
+  const holds = state.allocations.some((a) => a.owner.domain === 'vm1');
+  if (record && record.role === 'destination' && record.reserved !== holds) bad.push(`the record says reserved=${record.reserved}, vm1 ${holds ? 'holds' : 'holds no'} VF here`);
+  if (record && record.role === 'destination' && record.stage === 'prepared' && readDomainPlan(stateDir, 'vm1') === null) bad.push('the record says prepared, the plan is missing');
+  return { bad, record };
+}
+
 /** What an uninterrupted stage leaves on this host; the lines that do not hold. */
 function endState(w: World, op: MigrateCrashOp, state: State): string[] {
   const bad: string[] = [];
@@ -135,37 +186,10 @@ export async function migrateCrashAndCheck(t: Test, op: MigrateCrashOp, point: s
   const bad: string[] = [];
   const crashed = await runOp(w, op, { VFPOOL_TEST_CRASH_AT: point });
   if (crashed.exitCode !== -1) bad.push(`the process was not killed at ${point} (exit ${crashed.exitCode}: ${crashed.stderr.trim()})`);
-  const rec = await cli(w, ['reconcile']);
-  if (rec.exitCode !== 0) bad.push(`reconcile: exit ${rec.exitCode}: ${rec.stderr.trim()}`);
-  try {
-    w.ctx.store.read();
-  } catch (err) {
-    bad.push(`state not readable: ${(err as Error).message}`);
-  }
+  const { bad: after, state } = await reconcileAndCheck(w, w.original);
+  bad.push(...after);
   const stateDir = w.settings.stateDir;
-  for (const lock of ['state.json.lock', 'migrate/vm1.json.lock']) if (existsSync(join(stateDir, lock))) bad.push(`${lock} is still held`);
-  const state = JSON.parse(readFileSync(join(stateDir, 'state.json'), 'utf8')) as State;
-  const addrs = state.allocations.map((a) => a.vfAddr);
-  if (new Set(addrs).size !== addrs.length) bad.push(`a VF is owned twice: ${addrs.join(', ')}`);
-  for (const a of state.allocations) {
-    if (a.phase !== 'ready' || a.worker !== null) bad.push(`${a.vfAddr}: left ${a.phase} (worker ${a.worker})`);
-    if (a.owner.pid !== null || a.owner.via !== 'cli') bad.push(`${a.vfAddr}: owner ${JSON.stringify(a.owner)} is not the living \`vfpool\` owner this host made`);
-  }
-  const after = vfConfigs(w);
-  for (const [addr, cfg] of w.original) if (!addrs.includes(addr) && after.get(addr) !== cfg) bad.push(`${addr} is free but not restored: ${after.get(addr)} (was ${cfg})`);
-  const markers = readdirSync(join(stateDir, 'index'));
-  for (const m of [...Object.keys(state.pools).map((n) => `pool.${n}`), ...state.allocations.map((a) => `domain.${a.owner.domain}`)]) if (!markers.includes(m)) bad.push(`index marker ${m} missing`);
-
-  // The record reconcile left (if any) is readable and tells the truth about this host.
-  let record = null;
-  try {
-    record = fileRecordStore(stateDir).read('vm1');
-  } catch (err) {
-    bad.push(`the migration record is not readable: ${(err as Error).message}`);
-  }
-  const holds = state.allocations.some((a) => a.owner.domain === 'vm1');
-  if (record && record.role === 'destination' && record.reserved !== holds) bad.push(`the record says reserved=${record.reserved}, vm1 ${holds ? 'holds' : 'holds no'} VF here`);
-  if (record && record.role === 'destination' && record.stage === 'prepared' && readDomainPlan(stateDir, 'vm1') === null) bad.push('the record says prepared, the plan is missing');
+  bad.push(...recordInvariants(w, state).bad);
 
   // The stage run again ends where an uninterrupted one ends.
   const again = await runOp(w, op);

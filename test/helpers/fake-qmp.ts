@@ -28,6 +28,9 @@ export async function startFakeQmp(path: string, handler: (cmd: string, args: un
   const server: Server = createServer((s) => {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
+    // A client killed mid-conversation (the crash suite's SIGKILL) resets the connection; QEMU's
+    // monitor drops such a client and goes on serving others, so does this one.
+    s.on('error', () => s.destroy());
     let negotiated = false;
     let buf = '';
     send(s, { QMP: { version: { qemu: { major: 10, minor: 0, micro: 2 }, package: 'fake' }, capabilities: ['oob'] } });

@@ -129,3 +129,17 @@ undo_dst() { vfpool_at dst migrate confirm vm2 --role destination --failed >"$wo
   [ -z "$(held_by dst vm2)" ] || { why="dst still holds $(held_by dst vm2)"; return 1; }
   [ ! -e "$work/dst/run/qemu/vm2/plan.json" ] || { why="dst plan of vm2 left"; return 1; }; }
 check "confirm --failed (destination): nothing reserved, no plan left" undo_dst
+
+# ---- crash: perform killed between device_del and its record, then the migration given up ----
+# (test/migrate/crash-perform.test.ts kills perform at every point against a QMP stand-in; this
+# is the point where the real QEMU's state and the record part: the VF is out of the guest.)
+killed() { VFPOOL_TEST_CRASH_AT='migrate-perform:ran#1' vfpool_at src migrate perform vm2 >"$work/perform3.log" 2>&1; local rc=$?
+  [ $rc = 137 ] || { why="exit $rc, expected 137 (SIGKILL): $(tr '\n' ' ' <"$work/perform3.log")"; return 1; }
+  ! has_vf src vm2 || { why="vfpool-vf0 is still in the guest: the kill came before device_del"; return 1; }; }
+check "perform killed (SIGKILL) after device_del, before recording it: the VF is out of the guest" killed
+given_up() { vfpool_at src reconcile >"$work/rec3.log" 2>&1 || { why="reconcile: $(tr '\n' ' ' <"$work/rec3.log")"; return 1; }
+  vfpool_at src migrate confirm vm2 --role source --failed >"$work/cf3.log" 2>&1 || { why="confirm --failed: $(tr '\n' ' ' <"$work/cf3.log")"; return 1; }
+  check_mac src vm2 $MAC2 || return 1
+  [ "$(held_by src vm2)" = "$MAC2" ] || { why="src holds '$(held_by src vm2)' for vm2"; return 1; }
+  [ ! -e "$work/src/run/migrate/vm2.json" ] || { why="the migration record of vm2 is left"; return 1; }; }
+check "reconcile, then confirm --role source --failed (the migration given up): the VF is back in the guest with its MAC" given_up

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # npm run test:migrate: the real migration proofs, one row per check, then `N passed, M failed`.
-#   qemu-loopback.test.sh   (a) vfpool's stages between two QEMU 10.0 processes on loopback
+#   qemu-loopback.test.sh   (a) vfpool's stages between two QEMU 10.0 processes on loopback, and a perform killed after its device_del
 #   failover-guest.test.sh  (b) a guest kernel's failover pair migrated between two QEMUs
 #   libvirt-pair.test.sh    (c) two libvirt daemons on one machine, vfpool hooks and wrapper on both: virsh migrate --live, vfpool migrate
 # Needs root (libvirtd) and the lab packages (scripts/install-lab-packages.sh); under CI=true a

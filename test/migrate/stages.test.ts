@@ -151,6 +151,16 @@ t.test('perform: a guest that never lets go is a bounded failure with a sentence
   t.equal(w.records.get('vm1')!.vfs[0]!.unplugged, false);
 });
 
+t.test('perform: a device_del the guest completes after vfpool gave up still counts: confirm --failed plugs the VF back', async (t) => {
+  const q = new FakeQemu(new Set(['vfpool-vf0']), { ack: false });
+  const w = world(planOf([PLAIN]), q);
+  await t.rejects(performStage(w.deps, 'vm1'), /QEMU did not delete vfpool-vf0/);
+  t.match(w.records.get('vm1')!.vfs[0], { unplugged: false, unplugMode: 'device_del' }, 'the device_del was recorded before it was sent');
+  q.devices.delete('vfpool-vf0'); // the guest's eject completes late
+  const c = await confirmStage(w.deps, 'vm1', 'source', 'failure');
+  t.same([c.stage, q.devices.has('vfpool-vf0')], ['confirmed-failure', true], 'the migration given up: the VF is back in the guest');
+});
+
 t.test('perform: failover primaries — hidden, negotiated (QEMU unplugs), not negotiated (vfpool unplugs)', async (t) => {
   const argv = [...BASE, '-device', 'virtio-net-pci,id=net1,netdev=n0,mac=' + MAC2];
   const hidden = world(planOf([PRIMARY]), new FakeQemu(new Set(['net0'])), BASE);

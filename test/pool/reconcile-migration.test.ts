@@ -13,7 +13,8 @@ t.test('a record with no live QEMU and no allocation is dropped; a source mid-pe
   const records = fileRecordStore(w.settings.stateDir);
   const vf = { id: 'vfpool-vf0', kind: 'plain' as const, mac: '52:54:00:9a:00:01', unplugged: false, unplugMode: null, plugged: false };
   await records.write({ ...newRecord('gone', 'destination', [vf]), stage: 'prepared', reserved: true });
-  const mid = newRecord('moving', 'source', [{ ...vf, unplugged: true, unplugMode: 'device_del' }]);
+  // vf1: perform was killed between its device_del and the record of it (the intent alone).
+  const mid = newRecord('moving', 'source', [{ ...vf, unplugged: true, unplugMode: 'device_del' }, { ...vf, id: 'vfpool-vf1', unplugMode: 'device_del' }]);
   await records.write({ ...mid, stage: 'performed' });
   writeFileSync(join(runDir, 'moving.pid'), `${process.pid}\n`); // its QEMU "runs" (a live pid in libvirt's pid file)
   t.equal(statSync(join(w.settings.stateDir, 'migrate', 'gone.json')).mode & 0o777, 0o600, 'records are 0600');
@@ -25,7 +26,7 @@ t.test('a record with no live QEMU and no allocation is dropped; a source mid-pe
   const r = await reconcile(w.ctx, { libvirtRunDir: runDir, graceMs: 0 });
   t.same(r.migrationsDropped, [{ domain: 'gone', role: 'destination', stage: 'prepared', reason: 'no QEMU runs and the domain holds no VF here' }]);
   t.equal(r.migrationsKept.length, 1);
-  t.match(r.migrationsKept[0], { domain: 'moving', role: 'source', stage: 'performed', reason: /its QEMU runs with vfpool-vf0 unplugged by an unfinished migration: `vfpool migrate confirm moving --role source --failed` plugs them back/ });
+  t.match(r.migrationsKept[0], { domain: 'moving', role: 'source', stage: 'performed', reason: /its QEMU runs with vfpool-vf0, vfpool-vf1 unplugged by an unfinished migration: `vfpool migrate confirm moving --role source --failed` plugs them back/ });
   t.equal(records.read('gone'), null, 'dropped');
   t.equal(records.read('moving')?.stage, 'performed', 'kept as it was');
 

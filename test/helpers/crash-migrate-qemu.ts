@@ -1,0 +1,214 @@
+/**
+ * The crash suite of the migration stages that talk to the domain's QEMU (issue 10): `migrate
+ * perform` on the source (device_del of the plain VF, DEVICE_DELETED) and `migrate confirm
+ * --role destination` after a successful migration (device_add of the VF into the arrived
+ * guest), each killed with SIGKILL at every crash point it passes (listed by the code itself:
+ * VFPOOL_TEST_CRASH_LIST; which of them are killed: `pointsToKill` of crash-migrate.ts).
+ *
+ * QEMU is test/helpers/fake-qemu.ts: a QMP server on the domain's socket in the test's own
+ * process, so the SIGKILL hits the vfpool process alone and QEMU keeps running with the devices
+ * the killed stage left, as a real one does. Then `vfpool reconcile`, then the invariants of
+ * crash-migrate.ts (state readable, no lock held, no VF owned twice, every record settled with a
+ * living owner, every free VF restored, markers a superset, the record readable and true), and
+ * the guest's own: vm1 still holds its VF, configured as the guest got it; its plan is kept
+ * while its QEMU runs; a record that says a device was unplugged (plugged) is right about QEMU.
+ * Then the recovery a person would run, which must end where an uninterrupted stage ends:
+ * - perform: run again (the migration goes on), and, on a host of its own killed at the same
+ *   point, `migrate confirm --role source --failed` (the migration is given up): the guest gets
+ *   its VF back;
+ * - confirm --role destination (as a person runs it, or as the `started` hook does, detached
+ *   with --wait-incoming): run again: the VF is in the guest, the record gone.
+ */
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Test } from 'tap';
+import { planQemuArgs } from '../../src/qemu/args.js';
+import { parseQemuArgv } from '../../src/qemu/cmdline.js';
+import { domainQmpSocketPath, readDomainPlan, writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
+import { fileRecordStore } from '../../src/state/migration-record.js';
+import type { MacAddress, PciAddress } from '../../src/types.js';
+import { runCliInProcess } from './cli-in-process.js';
+import { cli, DESCRIPTION, MAC, must, pointsToKill, POOL, reconcileAndCheck, recordInvariants, vfConfigs, XML, type State } from './crash-migrate.js';
+import { makeSimEnv, type SimEnv } from './env.js';
+import { startFakeQemu, type FakeQemu, type FakeQemuDevice } from './fake-qemu.js';
+import { libvirtQ35Argv } from './qemu-argv.js';
+import type { Spawned } from './spawn.js';
+
+/** `-incoming`: the destination's confirm as the `started` hook runs it (detached, --wait-incoming). */
+export type QemuCrashOp = 'migrate-perform' | 'migrate-confirm-destination' | 'migrate-confirm-destination-incoming';
+/** After the crash and reconcile: the stage again, or (perform only) the migration given up. */
+type Recovery = 'rerun' | 'give-up';
+
+interface QemuWorld extends SimEnv {
+  qemu: FakeQemu;
+  /** The environment of a vfpool that finds this QEMU (its /proc under VFPOOL_PROC). */
+  qemuEnv: Record<string, string>;
+  /** Every VF's configuration before any guest touched it. */
+  original: Map<string, string>;
+  /** The VF vm1 holds, and its configuration as the guest got it. */
+  held: string;
+  heldConfig: string;
+}
+
+const VF_ID = 'vfpool-vf0';
+const ROOT_PORT = 'vfpool-rp0';
+
+let inProcessQueue: Promise<unknown> = Promise.resolve();
+
+/**
+ * `vfpool ARGS` in this process, one at a time (an in-process run owns process.env while it
+ * runs). Only the run that is killed must be a process of its own; setting a host up, reconcile
+ * and the recovery run here, which keeps a suite of ~60 vfpool runs to a dozen Node starts.
+ */
+function inProcess(w: SimEnv, args: string[], env: Record<string, string> = {}, stdin?: string): Promise<Spawned> {
+  const run = inProcessQueue.then(() => runCliInProcess(args, { ...w.env, ...env }, stdin));
+  inProcessQueue = run.catch(() => undefined);
+  return run;
+}
+
+const OP_ARGS: Record<QemuCrashOp, string[]> = {
+  'migrate-perform': ['migrate', 'perform', 'vm1'],
+  'migrate-confirm-destination': ['migrate', 'confirm', 'vm1', '--role', 'destination'],
+  'migrate-confirm-destination-incoming': ['migrate', 'confirm', 'vm1', '--role', 'destination', '--wait-incoming', '60'],
+};
+/** The stage run again after reconcile: what reconcile's report tells a person to run. */
+const RERUN_ARGS: Record<QemuCrashOp, string[]> = {
+  ...OP_ARGS,
+  'migrate-confirm-destination-incoming': OP_ARGS['migrate-confirm-destination'],
+};
+
+/**
+ * The domain's QEMU, started with the argv the wrapper gives it (`incoming`: a migration's
+ * destination, whose wrapper leaves the plain VF off for confirm to plug), serving vfpool's socket.
+ */
+async function startQemu(t: Test, w: SimEnv, plan: DomainPlanV1, incoming: boolean): Promise<{ qemu: FakeQemu; qemuEnv: Record<string, string> }> {
+  const socket = domainQmpSocketPath(w.settings.stateDir, 'vm1');
+  const cmd = parseQemuArgv([...(incoming ? ['-incoming', 'defer'] : []), ...libvirtQ35Argv('vm1')]);
+  const planned = planQemuArgs(plan, cmd, { qmpSocketPath: socket });
+  const placed = planned.placements.find((p) => p.id === VF_ID);
+  const want = incoming ? 'left-off-incoming' : 'cmdline';
+  if (placed?.rootPort !== ROOT_PORT || placed.delivered !== want) throw new Error(`the wrapper placed ${VF_ID} ${JSON.stringify(placed)}, this suite expects it behind ${ROOT_PORT}, ${want}`);
+  const devices: Record<string, FakeQemuDevice> = { net0: { driver: 'virtio-net-pci', mac: '52:54:00:aa:bb:01', slot: 1 }, [ROOT_PORT]: { driver: 'pcie-root-port', slot: 3, bridge: true } };
+  if (!incoming) devices[VF_ID] = { driver: 'e1000e', mac: MAC, behind: ROOT_PORT };
+  const procRoot = join(w.dir, 'proc');
+  const qemu = await startFakeQemu(socket, { procRoot, argv: planned.argv, devices });
+  t.teardown(() => qemu.close());
+  return { qemu, qemuEnv: { VFPOOL_PROC: procRoot } };
+}
+
+function heldVf(w: SimEnv): string {
+  const held = w.ctx.store.read().allocations.filter((a) => a.owner.domain === 'vm1');
+  if (held.length !== 1) throw new Error(`setup: vm1 holds ${held.length} VFs, expected 1`);
+  return held[0]!.vfAddr;
+}
+
+/**
+ * The source: vm1 prepared by `vfpool prepare` (no --pid) with the plan its hook writes (the
+ * simulated VF reaches QEMU as an emulated e1000e), running with the VF plugged.
+ * The destination: vm1's VF reserved by `migrate prepare`, its incoming QEMU arrived (running).
+ */
+async function worldFor(t: Test, op: QemuCrashOp): Promise<QemuWorld> {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
+  w.definePool('p', POOL);
+  await must(inProcess(w, ['net-start', 'p']), 'setup net-start');
+  const original = vfConfigs(w);
+  let plan: DomainPlanV1;
+  if (op === 'migrate-perform') {
+    await must(inProcess(w, ['prepare', '--xml=-'], {}, XML), 'setup prepare');
+    plan = {
+      version: 1, domain: 'vm1', uuid: null, delivery: 'cmdline', sriovNics: [],
+      vfs: [{ id: VF_ID, host: heldVf(w) as PciAddress, emulatedModel: 'e1000e', mac: MAC as MacAddress, failoverStandbyMac: null, guestAddress: null }],
+    };
+    await writeDomainPlan(w.settings.stateDir, plan, { uid: process.getuid!(), gid: process.getgid!() });
+  } else {
+    const description = join(w.dir, 'vm1.migration.json');
+    writeFileSync(description, JSON.stringify({ ...DESCRIPTION, delivery: 'cmdline' }));
+    await must(inProcess(w, ['migrate', 'prepare', '--description', description], { VFPOOL_SIM_VF_DEVICE: 'e1000e' }), 'setup migrate prepare');
+    plan = readDomainPlan(w.settings.stateDir, 'vm1')!;
+  }
+  const held = heldVf(w);
+  const heldConfig = vfConfigs(w).get(held)!;
+  return { ...w, ...(await startQemu(t, w, plan, op !== 'migrate-perform')), original, held, heldConfig };
+}
+
+function readState(w: SimEnv): State {
+  return JSON.parse(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8')) as State;
+}
+
+/** The guest's own invariants: it holds its VF as it got it, its plan is there while QEMU runs. */
+function guestInvariants(w: QemuWorld, state: State): string[] {
+  const bad: string[] = [];
+  const held = state.allocations.filter((a) => a.owner.domain === 'vm1').map((a) => a.vfAddr);
+  if (held.length !== 1 || held[0] !== w.held) bad.push(`vm1 holds ${held.join(', ') || 'no VF'}, expected ${w.held}`);
+  const cfg = vfConfigs(w).get(w.held);
+  if (cfg !== w.heldConfig) bad.push(`${w.held}, held by the running vm1, is ${cfg} (the guest got ${w.heldConfig})`);
+  if (readDomainPlan(w.settings.stateDir, 'vm1') === null) bad.push('the plan of vm1 is gone while its QEMU runs');
+  return bad;
+}
+
+/** Where an uninterrupted stage (or the given-up migration) ends; the lines that do not hold. */
+function endState(w: QemuWorld, op: QemuCrashOp, recovery: Recovery): string[] {
+  const bad = guestInvariants(w, readState(w));
+  const record = fileRecordStore(w.settings.stateDir).read('vm1');
+  const inGuest = w.qemu.devices.get(VF_ID);
+  if (op === 'migrate-perform' && recovery === 'rerun') {
+    if (inGuest) bad.push(`${VF_ID} is still in the guest after perform`);
+    const vf = record?.vfs.find((v) => v.id === VF_ID);
+    if (record?.stage !== 'performed' || !vf?.unplugged || vf.unplugMode !== 'device_del') bad.push(`the record after perform: ${JSON.stringify(record)}`);
+  } else {
+    if (inGuest?.mac !== MAC || inGuest.driver !== 'e1000e') bad.push(`${VF_ID} in the guest after ${op}${recovery === 'give-up' ? ' --failed' : ''}: ${JSON.stringify(inGuest ?? null)}`);
+    if (record) bad.push(`the migration record is still there: stage ${record.stage}`);
+  }
+  return bad;
+}
+
+/** Kills `op` at `point`, reconciles, recovers; returns the invariants that do not hold. */
+export async function qemuCrashAndCheck(t: Test, op: QemuCrashOp, point: string, recovery: Recovery): Promise<string[]> {
+  const w = await worldFor(t, op);
+  const bad: string[] = [];
+  const crashed = await cli(w, OP_ARGS[op], { ...w.qemuEnv, VFPOOL_TEST_CRASH_AT: point });
+  if (crashed.exitCode !== -1) bad.push(`the process was not killed at ${point} (exit ${crashed.exitCode}: ${crashed.stderr.trim()})`);
+  const checked = await reconcileAndCheck(w, w.original, (args) => inProcess(w, args));
+  bad.push(...checked.bad, ...guestInvariants(w, checked.state));
+  const { bad: recordBad, record } = recordInvariants(w, checked.state);
+  bad.push(...recordBad);
+  for (const v of record?.vfs ?? []) {
+    if (record!.role === 'source' && v.unplugged && w.qemu.devices.has(v.id)) bad.push(`the record says ${v.id} was unplugged, it is in the guest`);
+    if (v.plugged && !w.qemu.devices.has(v.id)) bad.push(`the record says ${v.id} was plugged, the guest has no such device`);
+  }
+
+  const again = await inProcess(w, recovery === 'rerun' ? RERUN_ARGS[op] : ['migrate', 'confirm', 'vm1', '--role', 'source', '--failed'], w.qemuEnv);
+  if (again.exitCode !== 0) bad.push(`${recovery === 'rerun' ? op : 'migrate confirm --role source --failed'} after reconcile: exit ${again.exitCode}: ${again.stderr.trim()}`);
+  else bad.push(...endState(w, op, recovery));
+  await w.qemu.close();
+  rmSync(w.dir, { recursive: true, force: true });
+  return bad;
+}
+
+/** The points `op` passes uninterrupted, checked to end where it should (so the end state can fail). */
+export async function listQemuCrashPoints(t: Test, op: QemuCrashOp): Promise<string[]> {
+  const w = await worldFor(t, op);
+  const list = join(w.dir, 'points');
+  const r = await cli(w, OP_ARGS[op], { ...w.qemuEnv, VFPOOL_TEST_CRASH_LIST: list });
+  if (r.exitCode !== 0) throw new Error(`${op} without a crash: exit ${r.exitCode}: ${r.stderr}`);
+  t.same(endState(w, op, 'rerun'), [], `${op} uninterrupted ends where the suite expects every recovery to end`);
+  await w.qemu.close();
+  return readFileSync(list, 'utf8').trim().split('\n');
+}
+
+export async function qemuCrashSuite(t: Test, op: QemuCrashOp): Promise<void> {
+  const all = await listQemuCrashPoints(t, op);
+  t.ok(all.some((p) => p.startsWith(op === 'migrate-perform' ? 'migrate-perform:' : 'migrate-confirm-destination:')), `${op} passes ${all.length} crash points: ${all.join(' ')}`);
+  const runs = pointsToKill(all).flatMap((p) => (op === 'migrate-perform' ? ['rerun', 'give-up'] : ['rerun']).map((r) => ({ point: p, recovery: r as Recovery })));
+  const results = new Map<string, string[]>();
+  const queue = [...runs];
+  await Promise.all(
+    [0, 1].map(async () => {
+      for (let r = queue.shift(); r !== undefined; r = queue.shift()) results.set(`${r.point} ${r.recovery}`, await qemuCrashAndCheck(t, op, r.point, r.recovery));
+    }),
+  );
+  for (const r of runs) {
+    const how = r.recovery === 'rerun' ? 'the stage run again' : '`migrate confirm --role source --failed`';
+    t.same(results.get(`${r.point} ${r.recovery}`), [], `killed at ${r.point}: every invariant holds after reconcile, and after ${how}`);
+  }
+}
