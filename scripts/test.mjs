@@ -34,10 +34,12 @@ function sources(dir) {
   return out;
 }
 
+let typecheck = null;
 function run(cmd, args) {
   const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit' });
   if (r.status !== 0) {
     console.error(`npm test: ${[relative(root, cmd) || cmd, ...args].join(' ')} failed (exit ${r.status ?? r.signal})`);
+    typecheck?.kill();
     process.exit(1);
   }
 }
@@ -48,7 +50,7 @@ rmSync(join(root, 'dist'), { recursive: true, force: true });
 // The type check, alongside everything else; its output is kept and shown at the end.
 // --incremental keeps what it learnt in node_modules/.cache (gone with `npm ci`, so CI checks
 // from scratch): a second npm test on unchanged types checks in a few seconds.
-const typecheck = spawn(
+typecheck = spawn(
   bin('tsc'),
   ['--noEmit', '-p', 'tsconfig.json', '--incremental', '--tsBuildInfoFile', join(root, 'node_modules/.cache/vfpool/tsc-noemit.tsbuildinfo')],
   { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] },
