@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { REPO } from './helpers/spawn.js';
 
 // Two QEMUs under TCG, a live migration and some forty CLI runs: about a minute on 2 idle
-// cores, more under CI's coverage on busy ones; the file's 120 s default is too tight.
+// cores, more under CI's coverage on busy ones; the per-file default (.taprc timeout) is too tight.
 t.setTimeout(10 * 60_000);
 
 /** What `PROMPT$ vfpool ARGS` printed the `nth` time it ran (-1: the last), up to the next command or step. */
