@@ -84,12 +84,19 @@ export function symlinkRefused(what: string, path: string, cause?: unknown): Bad
  * after a power cut the new one. `fsync: false` only for a file whose contents must not outlive
  * the machine's memory anyway (the simulated host's kernel state): still atomic, not synced.
  */
-export async function writeJsonFileAtomic(file: string, value: unknown, mode = 0o600, opts: { fsync?: boolean } = {}): Promise<void> {
+export async function writeJsonFileAtomic(file: string, value: unknown, mode = 0o600, opts: WriteOptions = {}): Promise<void> {
   // The library's synchronous path: the same temp file, fsync, chown/chmod and rename, without
   // the asynchronous one's ten thread-pool round trips (its realpath alone lstats every path
   // component through the pool). Every caller awaits the write under the file's lock, so
   // nothing could run beside it anyway; on a busy host each round trip waits for a core.
-  writeFileAtomic.sync(file, JSON.stringify(value, null, 2) + '\n', { mode, fsync: opts.fsync ?? true });
+  writeFileAtomic.sync(file, JSON.stringify(value, null, opts.compact ? undefined : 2) + '\n', { mode, fsync: opts.fsync ?? true });
+}
+
+export interface WriteOptions {
+  /** false: atomic but not synced (see writeJsonFileAtomic). Default true. */
+  fsync?: boolean;
+  /** One line, no indentation: for a large file that programs read, not people. */
+  compact?: boolean;
 }
 
 export interface JsonUpdate<T, R> {
@@ -114,7 +121,7 @@ export async function updateJsonFileLocked<T, R>(
   mode = 0o600,
   /** Names this file's crash points (`NAME:locked`, `NAME:written`); none without it. */
   crashName?: string,
-  write: { fsync?: boolean } = {},
+  write: WriteOptions = {},
 ): Promise<R> {
   try {
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
