@@ -102,6 +102,10 @@ await build({
   outdir,
   outExtension: { '.js': '.bundle.cjs' },
   format: 'cjs',
+  // The loader compiles the bundles with vm.Script, where an `import()` left in the code (of a
+  // Node built-in such as node:net, loaded when first used) fails: "A dynamic import callback
+  // was not specified". esbuild turns each into a require() behind a promise instead.
+  supported: { 'dynamic-import': false },
 });
 
 // The CLI's loader is executable (`vfpool` links to it); cli.mjs stays a path that starts the
