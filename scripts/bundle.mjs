@@ -9,8 +9,7 @@
 //   by scripts/hook-loader.cjs with a V8 code cache written here by a real operation (see
 //   below). The CLI's loader is dist/bin/cli.cjs (what install.sh links as `vfpool`);
 //   dist/bin/cli.mjs, which scripts name, starts the same bundle.
-// - The QEMU wrapper's argv editor: an ES module (qemu-wrapper.mjs), with shared code split
-//   out as chunks.
+// - The QEMU wrapper's argv editor: an ES module (qemu-wrapper.mjs).
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
