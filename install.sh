@@ -45,7 +45,7 @@ if [ $uninstall = 1 ]; then
   exit 0
 fi
 
-if [ ! -f "$src/dist/bin/cli.mjs" ] || [ ! -f "$src/dist/man/vfpool.1" ]; then
+if [ ! -f "$src/dist/bin/cli.cjs" ] || [ ! -f "$src/dist/man/vfpool.1" ]; then
   echo "install.sh: $src/dist is missing: run \`npm ci && npm run build\` first" >&2
   exit 1
 fi
@@ -59,7 +59,7 @@ mkdir -p "$stage/dist"
 # The bundles in dist/bin carry their dependencies (scripts/bundle.mjs): no node_modules needed.
 cp -R "$src/dist/bin" "$stage/dist/"
 cp -R "$src/hooks" "$src/qemu-args" "$src/package.json" "$stage/"
-chmod 0755 "$stage/dist/bin/"*.mjs "$stage/dist/bin/"*-hook.cjs "$stage/hooks/vfpool-hook" "$stage/qemu-args/vfpool-qemu"
+chmod 0755 "$stage/dist/bin/"*.mjs "$stage/dist/bin/cli.cjs" "$stage/dist/bin/"*-hook.cjs "$stage/hooks/vfpool-hook" "$stage/qemu-args/vfpool-qemu"
 ln -sfn "$release" "$destdir$libdir.tmp"
 # An install from before vfpool used a link is a directory, which a rename cannot replace.
 if [ -d "$destdir$libdir" ] && [ ! -L "$destdir$libdir" ]; then rm -rf "$destdir$libdir"; fi
@@ -69,7 +69,8 @@ for old in "$destdir$prefix/lib"/vfpool.*; do
 done
 
 mkdir -p "$destdir$prefix/bin"
-ln -sfn "$libdir/dist/bin/cli.mjs" "$destdir$prefix/bin/vfpool"
+# cli.cjs: the CLI compiled with its V8 code cache (cli.mjs runs the same, after Node's ES-module loader).
+ln -sfn "$libdir/dist/bin/cli.cjs" "$destdir$prefix/bin/vfpool"
 ln -sfn "$libdir/qemu-args/vfpool-qemu" "$destdir$prefix/bin/vfpool-qemu"
 
 new_hooks=0
@@ -86,7 +87,7 @@ done
 install -d "$destdir$mandir" "$destdir$compdir" "$destdir$unitdir"
 install -m 0644 "$src/dist/man/vfpool.1" "$destdir$mandir/vfpool.1"
 # yargs writes the completion script for the command's own declarations.
-SHELL=/bin/bash node "$src/dist/bin/cli.mjs" completion >"$destdir$compdir/vfpool"
+SHELL=/bin/bash node "$src/dist/bin/cli.cjs" completion >"$destdir$compdir/vfpool"
 sed "s#@PREFIX@#$prefix#g" "$src/systemd/$unit" >"$destdir$unitdir/$unit"
 chmod 0644 "$destdir$unitdir/$unit"
 if [ -z "$destdir" ] && [ -d /run/systemd/system ]; then

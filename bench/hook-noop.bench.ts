@@ -76,6 +76,8 @@ cases.push(
   { name: 'network hook, real work: start a 4-VF pool', cmd: [hook('network'), 'bench-pool', 'start', 'begin', '-'], stdin: poolNetXml, before: freshHost },
   { name: '  same, node on the bundle (no shim)', cmd: [process.execPath, join(REPO, 'dist/bin/network-hook.cjs'), 'bench-pool', 'start', 'begin', '-'], stdin: poolNetXml, before: freshHost },
   { name: '  same, no shim, without the V8 code cache', cmd: [process.execPath, join(noCache, 'network-hook.cjs'), 'bench-pool', 'start', 'begin', '-'], stdin: poolNetXml, before: freshHost },
+  // The same start by a person or a script: the CLI, as install.sh links it (`vfpool`).
+  { name: 'CLI: vfpool net-start of the same pool', cmd: [process.execPath, join(REPO, 'dist/bin/cli.cjs'), 'net-start', 'bench-pool'], stdin: '', before: freshHost },
 );
 
 // Warm the page cache before measuring anything; then interleave the cases round by round,

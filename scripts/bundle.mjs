@@ -4,12 +4,15 @@
 // per entry point loads in a fraction of that (measured by `npm run bench`).
 // The bundles carry their dependencies, so an install needs no node_modules.
 //
-// - The CLI: an ES module (cli.mjs), with execa split out as a chunk loaded on demand.
-// - The hooks (the hot path, run by libvirt for every guest): CommonJS bundles started by
-//   scripts/hook-loader.cjs with a V8 code cache written here by a real operation (see below).
+// - The hooks (the hot path, run by libvirt for every guest) and the CLI (`virsh net-start`
+//   waits for the hook, a person or a script for `vfpool net-start`): CommonJS bundles started
+//   by scripts/hook-loader.cjs with a V8 code cache written here by a real operation (see
+//   below). The CLI's loader is dist/bin/cli.cjs (what install.sh links as `vfpool`);
+//   dist/bin/cli.mjs, which scripts name, starts the same bundle.
+// - The QEMU wrapper's argv editor: an ES module (qemu-wrapper.mjs).
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,7 +24,9 @@ const outdir = join(root, 'dist/bin');
 const HELPERS = ['run.js', 'qemu-args-command.js', 'guest-devices-command.js', 'migrate-command.js'];
 const entries = readdirSync(entryDir).filter((f) => f.endsWith('.js') && !HELPERS.includes(f));
 const hooks = entries.filter((f) => f.endsWith('-hook.js'));
-const others = entries.filter((f) => !hooks.includes(f));
+// Compiled with a code cache: the hooks, then the CLI.
+const cached = [...hooks, 'cli.js'];
+const others = entries.filter((f) => !cached.includes(f));
 
 // A bundle left from an entry point that no longer exists must not be installed.
 rmSync(outdir, { recursive: true, force: true });
@@ -40,16 +45,31 @@ const mainThreadOnly = {
   },
 };
 
+// yargs' node:assert, loaded when yargs calls it: scripts/assert-lazy.cjs.
+const yargsAssertLazy = {
+  name: 'yargs-assert-lazy',
+  setup(b) {
+    b.onResolve({ filter: /^(node:)?assert$/ }, (args) => (/[\\/]yargs[\\/]/.test(args.importer) ? { path: join(root, 'scripts/assert-lazy.cjs') } : undefined));
+  },
+};
+
 const common = {
-  plugins: [mainThreadOnly],
+  plugins: [mainThreadOnly, yargsAssertLazy],
   bundle: true,
   platform: 'node',
   target: 'node20',
   sourcemap: 'linked',
   minify: true,
   logLevel: 'warning',
-  // Two dependencies of proper-lockfile swapped for what costs a hook call less: see each file.
-  alias: { 'graceful-fs': join(root, 'scripts/node-fs.cjs'), 'signal-exit': join(root, 'scripts/signal-exit-v3.cjs') },
+  alias: {
+    // Two dependencies of proper-lockfile swapped for what costs a hook call less: see each file.
+    'graceful-fs': join(root, 'scripts/node-fs.cjs'),
+    'signal-exit': join(root, 'scripts/signal-exit-v3.cjs'),
+    // yargs' ESM build (what esbuild takes for vfpool's `import yargs`) lays out --help with
+    // cliui's ESM build, whose wrap breaks lines at the column width in the middle of words
+    // ("inacti-ve"); cliui's CommonJS build wraps at word boundaries (wrap-ansi). Same API.
+    cliui: join(root, 'node_modules/cliui/build/index.cjs'),
+  },
 };
 
 await build({
@@ -58,13 +78,8 @@ await build({
   outdir,
   outExtension: { '.js': '.mjs' },
   format: 'esm',
-  // Dynamic imports (execa, only needed when iproute2 runs) become chunks loaded on demand.
   splitting: true,
   chunkNames: 'chunks/[name]-[hash]',
-  // yargs' ESM build lays out --help with cliui's ESM build, whose wrap breaks lines at the
-  // column width in the middle of words ("inacti-ve"); cliui's CommonJS build wraps at word
-  // boundaries (wrap-ansi). Both have the same API.
-  alias: { ...common.alias, cliui: join(root, 'node_modules/cliui/build/index.cjs') },
   // CommonJS dependencies (proper-lockfile, graceful-fs, signal-exit) expect require, __filename
   // and __dirname; yargs declares its own __dirname, so the free ones are renamed, not redeclared.
   define: { __filename: '__vfpool_filename', __dirname: '__vfpool_dirname' },
@@ -82,11 +97,32 @@ await build({
 
 await build({
   ...common,
-  entryPoints: hooks.map((f) => join(entryDir, f)),
+  entryPoints: cached.map((f) => join(entryDir, f)),
   outdir,
   outExtension: { '.js': '.bundle.cjs' },
   format: 'cjs',
+  // The loader compiles the bundles with vm.Script, where an `import()` left in the code (of a
+  // Node built-in such as node:net, loaded when first used) fails: "A dynamic import callback
+  // was not specified". esbuild turns each into a require() behind a promise instead.
+  supported: { 'dynamic-import': false },
 });
+
+// The CLI's loader is executable (`vfpool` links to it); cli.mjs stays a path that starts the
+// CLI, for the scripts and habits that name it. It pays for Node's ES-module loader (an ES
+// module entry), not for compiling the CLI without its cache.
+const loaderSource = readFileSync(join(root, 'scripts/hook-loader.cjs'), 'utf8');
+writeFileSync(join(outdir, 'cli.cjs'), `#!/usr/bin/env node\n${loaderSource}`, { mode: 0o755 });
+writeFileSync(
+  join(outdir, 'cli.mjs'),
+  `#!/usr/bin/env node
+// vfpool's CLI is dist/bin/cli.cjs (a CommonJS bundle compiled with its V8 code cache, see
+// scripts/hook-loader.cjs); this ES-module path runs the same bundle.
+import { createRequire } from 'node:module';
+const loader = createRequire(import.meta.url)('./cli.cjs');
+loader.run(loader.compile(loader.bundle), loader.bundle);
+`,
+);
+chmodSync(join(outdir, 'cli.mjs'), 0o755);
 
 // The code cache holds the functions V8 compiled in the run that wrote it. A run without
 // arguments (the usage line) compiles only the top level; the work of a real call (XML parsing,
@@ -105,9 +141,12 @@ const trainingEnv = {
   VFPOOL_HOST: `sim:${join(training, 'host.json')}`,
 };
 mkdirSync(join(training, 'etc/networks'), { recursive: true });
-writeFileSync(join(training, 'host.json'), JSON.stringify({ pfs: [{ name: 'eth1', totalVfs: 8 }] }));
+writeFileSync(join(training, 'host.json'), JSON.stringify({ pfs: [{ name: 'eth1', totalVfs: 8 }, { name: 'eth2', totalVfs: 8 }] }));
 writeFileSync(join(training, 'etc/networks/train.xml'), "<network><name>train</name><forward mode='hostdev' managed='yes'><pf dev='eth1'><vf num='4'/></pf></forward></network>\n");
+writeFileSync(join(training, 'etc/networks/train-cli.xml'), "<network><name>train-cli</name><forward mode='hostdev' managed='yes'><pf dev='eth2'><vf num='4'/></pf></forward></network>\n");
 const TRAINING = {
+  // What `vfpool net-start` does (the lab's bench), on a PF of its own.
+  cli: { args: ['net-start', 'train-cli'], stdin: '' },
   'network-hook': {
     args: ['train', 'start', 'begin', '-'],
     stdin: "<hookData><network><name>train</name><forward mode='hostdev'/></network></hookData>",
@@ -122,9 +161,9 @@ const TRAINING = {
 
 try {
   // The network hook first: the qemu hook's guest takes a VF of the pool it starts.
-  for (const f of [...hooks].sort()) {
+  for (const f of [...hooks.sort(), 'cli.js']) {
     const name = f.replace(/\.js$/, '');
-    copyFileSync(join(root, 'scripts/hook-loader.cjs'), join(outdir, `${name}.cjs`));
+    if (hooks.includes(f)) copyFileSync(join(root, 'scripts/hook-loader.cjs'), join(outdir, `${name}.cjs`));
     const bundle = join(outdir, `${name}.bundle.cjs`);
     const writer = `const l = require(${JSON.stringify(join(outdir, `${name}.cjs`))});
 const s = l.compile(${JSON.stringify(bundle)});

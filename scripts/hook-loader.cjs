@@ -1,6 +1,7 @@
-// vfpool's hook loader, copied by scripts/bundle.mjs to dist/bin/{network,qemu}-hook.cjs.
-// libvirt waits for every hook call, and on a cold process most of a hook's own time is V8
-// compiling the bundle's functions. Node 20 has no module.enableCompileCache (Node >= 22.1),
+// vfpool's loader of its CommonJS bundles, copied by scripts/bundle.mjs to
+// dist/bin/{network,qemu}-hook.cjs and (with a #! line) dist/bin/cli.cjs. libvirt waits for
+// every hook call, and on a cold process most of a hook's own time is V8 compiling the bundle's
+// functions. Node 20 has no module.enableCompileCache (Node >= 22.1),
 // so the bundle (HOOK.bundle.cjs) is compiled here through vm.Script with the V8 code cache
 // the build wrote next to it (HOOK.bundle.cjs.v8cache). A cache from another Node or V8 is
 // rejected by V8 itself, and the bundle is then compiled from source as usual: same result.
@@ -30,4 +31,4 @@ function run(script, bundle) {
 
 const bundle = join(__dirname, basename(__filename, '.cjs') + '.bundle.cjs');
 if (require.main === module) run(compile(bundle), bundle);
-module.exports = { compile, run };
+module.exports = { bundle, compile, run };

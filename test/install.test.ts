@@ -13,7 +13,7 @@ t.test('install.sh --dest-dir stages a complete, idempotent install and --uninst
   const lib = join(dest, 'opt/vfpool/lib/vfpool');
   t.equal(readlinkSync(join(dest, 'etc/libvirt/hooks/network.d/vfpool')), '/opt/vfpool/lib/vfpool/hooks/network', 'links point at PREFIX, not the staging dir');
   t.equal(readlinkSync(join(dest, 'etc/libvirt/hooks/qemu.d/vfpool')), '/opt/vfpool/lib/vfpool/hooks/qemu');
-  t.equal(readlinkSync(join(dest, 'opt/vfpool/bin/vfpool')), '/opt/vfpool/lib/vfpool/dist/bin/cli.mjs');
+  t.equal(readlinkSync(join(dest, 'opt/vfpool/bin/vfpool')), '/opt/vfpool/lib/vfpool/dist/bin/cli.cjs');
   t.equal(readlinkSync(join(dest, 'opt/vfpool/bin/vfpool-qemu')), '/opt/vfpool/lib/vfpool/qemu-args/vfpool-qemu', 'the QEMU wrapper, for <emulator>');
   t.ok(lstatSync(join(lib, 'qemu-args/vfpool-qemu')).mode & 0o100, 'the wrapper is executable');
   t.ok(existsSync(join(lib, 'dist/bin/qemu-wrapper.mjs')), 'and its Node half is bundled');
@@ -66,7 +66,7 @@ t.test('install.sh installs vfpool-reconcile.service, which passes systemd-analy
   const verify = async (text: string) => {
     const file = join(dest, 'verify', 'vfpool-reconcile.service');
     mkdirSync(join(dest, 'verify'), { recursive: true });
-    writeFileSync(file, text.replace('ExecStart=/opt/vfpool/bin/vfpool', `ExecStart=${dest}/opt/vfpool/lib/vfpool/dist/bin/cli.mjs`));
+    writeFileSync(file, text.replace('ExecStart=/opt/vfpool/bin/vfpool', `ExecStart=${dest}/opt/vfpool/lib/vfpool/dist/bin/cli.cjs`));
     return execa('systemd-analyze', ['verify', '--man=no', file], { reject: false, env: { PATH: process.env.PATH!, SYSTEMD_LOG_COLOR: '0' } });
   };
   const ok = await verify(unit);

@@ -1,4 +1,3 @@
-import { execa } from 'execa';
 import type { Context } from '../pool/context.js';
 import { asVfpoolError, BadInputError, HostError } from '../errors.js';
 import { describeForMigration, migrateBeginXml, validateDescription } from '../migrate/begin.js';
@@ -222,6 +221,7 @@ async function migrateWithLibvirt(ctx: Context, domainRaw: string, destUri: stri
     const performed = await performStage(deps, domain);
     for (const s of performed.steps) say(ctx, `${domain}: ${s}`);
     const t0 = Date.now();
+    const { execa } = await import('execa'); // loaded only when used (CLI start-up)
     const r = await execa('virsh', ['migrate', '--live', ...virshOpts, domain, destUri], { reject: false, timeout: timeout * 1000, env: { LC_ALL: 'C' } });
     if (r.exitCode !== 0) {
       const undo = await confirmStage(deps, domain, 'source', 'failure');

@@ -1,4 +1,3 @@
-import { execa } from 'execa';
 import { HostError } from '../errors.js';
 import { QmpClient } from '../qemu/qmp.js';
 import type { MigrationQmp, QmpEventWaiter } from './ports.js';
@@ -21,6 +20,7 @@ export async function connectQmp(path: string, timeoutMs = 10_000): Promise<Migr
 export function virshQmp(uri: string, domain: string): MigrationQmp {
   return {
     async execute(command, args, ms = 30_000) {
+      const { execa } = await import('execa'); // loaded only when used (CLI start-up)
       const r = await execa('virsh', ['-c', uri, 'qemu-monitor-command', domain, JSON.stringify(args ? { execute: command, arguments: args } : { execute: command })], { reject: false, timeout: ms });
       if (r.exitCode !== 0) throw new HostError(`virsh -c ${uri} qemu-monitor-command ${domain} ${command}: ${String(r.stderr).trim() || `exit ${r.exitCode}`}`);
       const msg = JSON.parse(String(r.stdout)) as { return?: unknown; error?: { class?: string; desc?: string } };

@@ -1,6 +1,5 @@
 import { lstatSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { execa } from 'execa';
 import { parseConfFile, type Settings } from '../config/settings.js';
 import { fail, listDir, pass, readText, type Check } from './doctor-check.js';
 
@@ -126,6 +125,8 @@ export function checkStateDirs(settings: Settings): Check[] {
 /** The QEMU the wrapper execs, and the virtio-net properties the failover and sriov-pf modes need. */
 export async function checkQemu(settings: Settings): Promise<Check[]> {
   const q = settings.qemuPath;
+  // execa loaded only here: its module graph is a good part of a CLI start that does not run a process.
+  const { execa } = await import('execa');
   const version = await execa(q, ['--version'], { reject: false, timeout: 20_000, env: { LC_ALL: 'C' } });
   if (version.exitCode !== 0) {
     return [fail('qemu', `${q} does not run: ${String(version.stderr || version.message).split('\n')[0]}`, `apt-get install qemu-system-x86, or set VFPOOL_QEMU=/path/to/qemu-system-x86_64 in /etc/vfpool/vfpool.conf`)];

@@ -1,5 +1,4 @@
 import { statSync } from 'node:fs';
-import { execFile } from 'node:child_process';
 import { errnoOf, HostError } from '../errors.js';
 import { readJsonFile, writeJsonFileAtomic } from '../util/json-file.js';
 import { crashPoint } from '../util/crash-point.js';
@@ -31,7 +30,9 @@ export async function probeQemuCaps(qemu: string, cacheFile: string | null): Pro
       // A damaged cache is asked again and rewritten.
     }
   }
-  // node:child_process, not execa: the wrapper's bundle stays small (it runs at every guest start).
+  // node:child_process, not execa: the wrapper's bundle stays small (it runs at every guest start);
+  // loaded here, when QEMU is asked, not at the start of every CLI command.
+  const { execFile } = await import('node:child_process');
   const r = await new Promise<{ code: number | string | null; stdout: string; stderr: string }>((resolve) => {
     execFile(qemu, ['-nodefaults', '-machine', 'none', '-device', 'virtio-net-pci,help'], { env: { ...process.env, LC_ALL: 'C' }, timeout: 30_000 }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number | string }).code ?? err.signal ?? 'error') : 0, stdout: String(stdout), stderr: String(stderr) });

@@ -1,4 +1,3 @@
-import { connect } from 'node:net';
 import { errnoOf } from '../errors.js';
 
 /**
@@ -8,6 +7,7 @@ import { errnoOf } from '../errors.js';
  * serving another client still accepts the connection into its backlog, so it reads as live.
  */
 export async function probeQmpSocket(path: string, timeoutMs = 2000): Promise<'live' | 'dead' | 'absent' | 'unknown'> {
+  const { connect } = await import('node:net'); // loaded when used: the CLI's start-up stays without it
   return new Promise((resolve) => {
     const s = connect(path);
     const done = (v: 'live' | 'dead' | 'absent' | 'unknown') => {

@@ -1,4 +1,4 @@
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { errnoOf, HostError } from '../errors.js';
 
 /**
@@ -172,7 +172,9 @@ export class QmpClient {
    */
   static async connect(path: string, opts: { timeoutMs?: number } = {}): Promise<QmpClient> {
     const timeoutMs = opts.timeoutMs ?? 10_000;
-    const socket = connect(path);
+    // node:net loaded here, not at start-up: the CLI bundles every command, most never connect.
+    const { connect: netConnect } = await import('node:net');
+    const socket = netConnect(path);
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => (socket.destroy(), reject(new QmpTimeoutError(`cannot connect to QMP socket ${path} within ${timeoutMs} ms`))), timeoutMs);
       socket.once('connect', () => (clearTimeout(t), resolve()));

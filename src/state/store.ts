@@ -1,7 +1,7 @@
-import { closeSync, constants, fchmodSync, lstatSync, mkdirSync, openSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, lstatSync, mkdirSync, openSync, readdirSync } from 'node:fs';
 import { BadInputError, errnoOf } from '../errors.js';
 import { join } from 'node:path';
-import { DEFAULT_LOCK, readJsonFile, updateJsonFileLocked, type LockOptions } from '../util/json-file.js';
+import { DEFAULT_LOCK, readJsonFile, removeFile, updateJsonFileLocked, type LockOptions } from '../util/json-file.js';
 import { fsError } from '../util/fs-errors.js';
 import { normaliseState } from './normalise.js';
 import { emptyState, type VfpoolState } from './schema.js';
@@ -75,7 +75,7 @@ export class StateStore {
         const after = this.markersOf(current);
         for (const m of after) if (!before.has(m)) this.touchMarker(m);
         const stale = [...before].filter((m) => !after.has(m));
-        return { next: current, result, afterWrite: () => stale.forEach((m) => rmSync(join(this.indexDir, m), { force: true })) };
+        return { next: current, result, afterWrite: () => stale.forEach((m) => removeFile(join(this.indexDir, m))) };
       },
       this.lock,
       0o600,
@@ -110,7 +110,7 @@ export class StateStore {
     await this.update((state) => {
       const want = this.markersOf(state);
       for (const m of want) this.touchMarker(m);
-      for (const f of readdirSync(this.indexDir)) if (!want.has(f)) rmSync(join(this.indexDir, f), { force: true });
+      for (const f of readdirSync(this.indexDir)) if (!want.has(f)) removeFile(join(this.indexDir, f));
     });
   }
 }

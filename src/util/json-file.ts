@@ -1,4 +1,4 @@
-import { closeSync, constants, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, rmdirSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import writeFileAtomic from 'write-file-atomic';
@@ -62,6 +62,18 @@ export function readTextNoFollow(file: string): string {
   }
 }
 
+/**
+ * Removes a file; one that is already gone is fine. `rmSync(f, { force: true })` does the same
+ * with two lstats more, and loads Node's rimraf module on first use: on every lock release.
+ */
+export function removeFile(file: string): void {
+  try {
+    unlinkSync(file);
+  } catch (err) {
+    if (errnoOf(err) !== 'ENOENT') throw err;
+  }
+}
+
 /** The one line for a symlink found where vfpool keeps one of its files (`what`: "the QEMU plan"). */
 export function symlinkRefused(what: string, path: string, cause?: unknown): BadInputError {
   return new BadInputError(`${what} ${path} is a symbolic link; vfpool does not follow links in its state directory`, 'remove the link (vfpool writes the file itself)', { cause });
@@ -72,8 +84,19 @@ export function symlinkRefused(what: string, path: string, cause?: unknown): Bad
  * after a power cut the new one. `fsync: false` only for a file whose contents must not outlive
  * the machine's memory anyway (the simulated host's kernel state): still atomic, not synced.
  */
-export async function writeJsonFileAtomic(file: string, value: unknown, mode = 0o600, opts: { fsync?: boolean } = {}): Promise<void> {
-  await writeFileAtomic(file, JSON.stringify(value, null, 2) + '\n', { mode, fsync: opts.fsync ?? true });
+export async function writeJsonFileAtomic(file: string, value: unknown, mode = 0o600, opts: WriteOptions = {}): Promise<void> {
+  // The library's synchronous path: the same temp file, fsync, chown/chmod and rename, without
+  // the asynchronous one's ten thread-pool round trips (its realpath alone lstats every path
+  // component through the pool). Every caller awaits the write under the file's lock, so
+  // nothing could run beside it anyway; on a busy host each round trip waits for a core.
+  writeFileAtomic.sync(file, JSON.stringify(value, null, opts.compact ? undefined : 2) + '\n', { mode, fsync: opts.fsync ?? true });
+}
+
+export interface WriteOptions {
+  /** false: atomic but not synced (see writeJsonFileAtomic). Default true. */
+  fsync?: boolean;
+  /** One line, no indentation: for a large file that programs read, not people. */
+  compact?: boolean;
 }
 
 export interface JsonUpdate<T, R> {
@@ -98,7 +121,7 @@ export async function updateJsonFileLocked<T, R>(
   mode = 0o600,
   /** Names this file's crash points (`NAME:locked`, `NAME:written`); none without it. */
   crashName?: string,
-  write: { fsync?: boolean } = {},
+  write: WriteOptions = {},
 ): Promise<R> {
   try {
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
@@ -110,6 +133,7 @@ export async function updateJsonFileLocked<T, R>(
   try {
     release = await lockfile.lock(file, {
       realpath: false,
+      fs: LOCK_FS,
       stale: opts.staleMs,
       update: Math.max(1000, Math.floor(opts.staleMs / 2)),
       retries: lockRetries(opts.timeoutMs),
@@ -138,10 +162,45 @@ export async function updateJsonFileLocked<T, R>(
     return result;
   } finally {
     // The holder file exists only while its writer holds the lock (or was killed holding it).
-    rmSync(holderFile(file), { force: true });
+    removeFile(holderFile(file));
     await release().catch(() => undefined);
   }
 }
+
+type Callback = (err: Error | null, value?: unknown) => void;
+
+/** A node:fs call in proper-lockfile's callback convention, made synchronously (see LOCK_FS). */
+function syncCall<A extends unknown[]>(call: (...args: A) => unknown): (...args: [...A, Callback]) => void {
+  return (...args) => {
+    const callback = args.pop() as Callback;
+    let value: unknown;
+    try {
+      value = call(...(args as unknown as A));
+    } catch (err) {
+      callback(err as Error);
+      return;
+    }
+    callback(null, value);
+  };
+}
+
+/**
+ * The five file system calls proper-lockfile makes (taking, probing, refreshing and removing the
+ * lock directory), made synchronously: each is one system call on a local directory, and the
+ * asynchronous ones cost a thread-pool round trip each, which on a busy host waits for a core
+ * (a lock and its release were ~8 of them per file). The waits between retries stay
+ * asynchronous (proper-lockfile's retry timers).
+ */
+const LOCK_FS = {
+  mkdir: syncCall((path: string) => mkdirSync(path)),
+  realpath: syncCall((path: string) => realpathSync(path)),
+  stat: syncCall((path: string) => statSync(path)),
+  rmdir: syncCall((path: string) => rmdirSync(path)),
+  utimes: syncCall((path: string, atime: Date, mtime: Date) => utimesSync(path, atime, mtime)),
+  // What proper-lockfile's exit handler calls to remove the locks still held when the process
+  // is ended by a signal.
+  rmdirSync,
+};
 
 /**
  * Retries for a lock held by another process, adding up to about `timeoutMs`. The first come
@@ -228,7 +287,7 @@ function removeKilledWritersTemps(file: string): void {
   const prefix = basename(file) + '.';
   try {
     for (const f of readdirSync(dir)) {
-      if (f.startsWith(prefix) && /^[0-9]+$/.test(f.slice(prefix.length))) rmSync(join(dir, f), { force: true });
+      if (f.startsWith(prefix) && /^[0-9]+$/.test(f.slice(prefix.length))) removeFile(join(dir, f));
     }
   } catch {
     // Best effort: a leftover temp file costs space, not correctness.

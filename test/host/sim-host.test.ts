@@ -97,7 +97,7 @@ t.test('queries answer from the last version read, and never from a version the 
   const past = new Date(Date.now() - 60_000);
   utimesSync(file, past, past);
   t.equal(await mine.getMtu(eth1), 1500, 'read (and kept: its mtime is old)');
-  writeFileSync(file, readFileSync(file, 'utf8').replace('"mtu": 1500', '"mtu": 1600'));
+  writeFileSync(file, readFileSync(file, 'utf8').replace(/"mtu": ?1500/, (m) => m.replace('1500', '1600')));
   t.equal(await mine.getMtu(eth1), 1600, 'an edit in place of the same size is seen');
 
   // A refused change leaves what queries see as the file has it.

@@ -27,7 +27,8 @@ fi
 out=$VFPOOL_LAB_OUT
 tsv=$out/bench.tsv
 : >"$tsv"
-cli=$PWD/dist/bin/cli.mjs
+# What install.sh links as `vfpool`.
+cli=$PWD/dist/bin/cli.cjs
 rounds=${VFPOOL_LAB_BENCH_ROUNDS:-3}
 n=${VFPOOL_LAB_BENCH_VFS:-4}
 fails=0
