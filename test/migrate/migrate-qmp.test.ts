@@ -134,6 +134,28 @@ t.test('destination: prepare from the description, confirm --wait-incoming plugs
   t.equal(qemu.received.filter((c) => c.execute === 'query-status').length, 2, 'asked until the migration ended');
 });
 
+t.test('destination: confirm --wait-incoming plugs once libvirt resumed the arrived guest, not while it is still paused', async (t) => {
+  const src = await runningGuest(t);
+  const begin = await cli(['migrate', 'begin', 'vm1'], src.cliEnv);
+  const dst = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2, address: '0000:5e:00.0' }] });
+  dst.definePool('p', POOL);
+  await dst.sim.writeNumVfs('eth1' as never, 2);
+  t.equal((await cli(['migrate', 'prepare', '--description', '-'], { ...dst.env, VFPOOL_SIM_VF_DEVICE: 'e1000e' }, begin.stdout)).exitCode, 0);
+  const plan = readDomainPlan(dst.settings.stateDir, 'vm1')!;
+  const socket = domainQmpSocketPath(dst.settings.stateDir, 'vm1');
+  const procRoot = join(dst.dir, 'proc');
+  const argv = stripVfpoolDevices(planQemuArgs(plan, parseQemuArgv(['-incoming', 'defer', ...libvirtQ35Argv('vm1')]), { qmpSocketPath: socket }).argv)
+    .concat(['-device', 'pcie-root-port,id=vfpool-rp0,bus=pcie.0,chassis=40,addr=0x1f', '-chardev', `socket,id=vfpool-qmp,path=${socket},server=on,wait=off`]);
+  const qemu = await startFakeQemu(socket, { procRoot, argv, devices: { 'vfpool-rp0': { driver: 'pcie-root-port', slot: 0x1f, bridge: true } } });
+  t.teardown(() => qemu.close());
+  // The migration ends (paused: libvirt started it with -S), then libvirt's Finish resumes it.
+  qemu.statuses = ['inmigrate', 'paused', 'paused', 'running'];
+  const r = await cli(['migrate', 'confirm', 'vm1', '--role', 'destination', '--wait-incoming', '60'], { ...dst.env, VFPOOL_PROC: procRoot });
+  t.equal(r.exitCode, 0, r.stderr);
+  const asked = qemu.received.map((c) => c.execute).filter((e) => e === 'query-status' || e === 'device_add');
+  t.same(asked, ['query-status', 'query-status', 'query-status', 'query-status', 'device_add'], 'device_add only once the guest runs');
+});
+
 t.test('destination: an incoming migration that ends in a shut-down QEMU frees the reservation', async (t) => {
   const src = await runningGuest(t);
   const begin = await cli(['migrate', 'begin', 'vm1'], src.cliEnv);
