@@ -106,7 +106,8 @@ t.test('perform when the QEMU is gone: exit 1, one line naming the socket, nothi
   t.notOk(existsSync(join(w.settings.stateDir, 'migrate')), 'no migration record');
 });
 
-t.test('destination: prepare from the description, confirm --wait-incoming plugs the VF once the migration ended', async (t) => {
+/** The destination after `migrate prepare` of vm1: its incoming QEMU, the root port reserved and the VF left off (as the wrapper starts it). */
+async function incomingGuest(t: Test) {
   const src = await runningGuest(t);
   const begin = await cli(['migrate', 'begin', 'vm1'], src.cliEnv);
   t.equal(begin.exitCode, 0, begin.stderr);
@@ -115,18 +116,21 @@ t.test('destination: prepare from the description, confirm --wait-incoming plugs
   await dst.sim.writeNumVfs('eth1' as never, 2);
   const prep = await cli(['migrate', 'prepare', '--description', '-'], { ...dst.env, VFPOOL_SIM_VF_DEVICE: 'e1000e' }, begin.stdout);
   t.equal(prep.exitCode, 0, prep.stderr);
-  t.match(held(dst), [{ vfAddr: /^0000:5e:/, mac: MAC }], 'a VF of this host reserved with the source\'s MAC');
   const plan = readDomainPlan(dst.settings.stateDir, 'vm1')!;
-  t.match(plan.vfs, [{ id: 'vfpool-vf0', host: null, emulatedModel: 'e1000e', mac: MAC }], 'the simulated VF reaches QEMU as an emulated NIC');
   const socket = domainQmpSocketPath(dst.settings.stateDir, 'vm1');
   const procRoot = join(dst.dir, 'proc');
-  // The incoming QEMU: the wrapper reserved the root port and left the VF off.
   const argv = stripVfpoolDevices(planQemuArgs(plan, parseQemuArgv(['-incoming', 'defer', ...libvirtQ35Argv('vm1')]), { qmpSocketPath: socket }).argv)
     .concat(['-device', 'pcie-root-port,id=vfpool-rp0,bus=pcie.0,chassis=40,addr=0x1f', '-chardev', `socket,id=vfpool-qmp,path=${socket},server=on,wait=off`]);
   const qemu = await startFakeQemu(socket, { procRoot, argv, devices: { 'vfpool-rp0': { driver: 'pcie-root-port', slot: 0x1f, bridge: true } } });
   t.teardown(() => qemu.close());
+  return { dst, plan, qemu, env: { ...dst.env, VFPOOL_PROC: procRoot } };
+}
+
+t.test('destination: prepare from the description, confirm --wait-incoming plugs the VF once the migration ended', async (t) => {
+  const { dst, plan, qemu, env } = await incomingGuest(t);
+  t.match(held(dst), [{ vfAddr: /^0000:5e:/, mac: MAC }], 'a VF of this host reserved with the source\'s MAC');
+  t.match(plan.vfs, [{ id: 'vfpool-vf0', host: null, emulatedModel: 'e1000e', mac: MAC }], 'the simulated VF reaches QEMU as an emulated NIC');
   qemu.statuses = ['inmigrate', 'running'];
-  const env = { ...dst.env, VFPOOL_PROC: procRoot };
   const r = await cli(['migrate', 'confirm', 'vm1', '--role', 'destination', '--wait-incoming', '60'], env);
   t.equal(r.exitCode, 0, r.stderr);
   t.match(r.stdout, /^vm1: device_add vfpool-vf0 \(e1000e, mac 52:54:00:aa:00:01\) on bus vfpool-rp0\nvm1: 'vm1' arrived\nvm1: confirmed-success\n$/);
@@ -135,25 +139,14 @@ t.test('destination: prepare from the description, confirm --wait-incoming plugs
 });
 
 t.test('destination: confirm --wait-incoming plugs once libvirt resumed the arrived guest, not while it is still paused', async (t) => {
-  const src = await runningGuest(t);
-  const begin = await cli(['migrate', 'begin', 'vm1'], src.cliEnv);
-  const dst = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2, address: '0000:5e:00.0' }] });
-  dst.definePool('p', POOL);
-  await dst.sim.writeNumVfs('eth1' as never, 2);
-  t.equal((await cli(['migrate', 'prepare', '--description', '-'], { ...dst.env, VFPOOL_SIM_VF_DEVICE: 'e1000e' }, begin.stdout)).exitCode, 0);
-  const plan = readDomainPlan(dst.settings.stateDir, 'vm1')!;
-  const socket = domainQmpSocketPath(dst.settings.stateDir, 'vm1');
-  const procRoot = join(dst.dir, 'proc');
-  const argv = stripVfpoolDevices(planQemuArgs(plan, parseQemuArgv(['-incoming', 'defer', ...libvirtQ35Argv('vm1')]), { qmpSocketPath: socket }).argv)
-    .concat(['-device', 'pcie-root-port,id=vfpool-rp0,bus=pcie.0,chassis=40,addr=0x1f', '-chardev', `socket,id=vfpool-qmp,path=${socket},server=on,wait=off`]);
-  const qemu = await startFakeQemu(socket, { procRoot, argv, devices: { 'vfpool-rp0': { driver: 'pcie-root-port', slot: 0x1f, bridge: true } } });
-  t.teardown(() => qemu.close());
+  const { qemu, env } = await incomingGuest(t);
   // The migration ends (paused: libvirt started it with -S), then libvirt's Finish resumes it.
   qemu.statuses = ['inmigrate', 'paused', 'paused', 'running'];
-  const r = await cli(['migrate', 'confirm', 'vm1', '--role', 'destination', '--wait-incoming', '60'], { ...dst.env, VFPOOL_PROC: procRoot });
+  const r = await cli(['migrate', 'confirm', 'vm1', '--role', 'destination', '--wait-incoming', '60'], env);
   t.equal(r.exitCode, 0, r.stderr);
   const asked = qemu.received.map((c) => c.execute).filter((e) => e === 'query-status' || e === 'device_add');
   t.same(asked, ['query-status', 'query-status', 'query-status', 'query-status', 'device_add'], 'device_add only once the guest runs');
+  t.ok(qemu.devices.has('vfpool-vf0'), 'plugged');
 });
 
 t.test('destination: an incoming migration that ends in a shut-down QEMU frees the reservation', async (t) => {
