@@ -75,7 +75,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // libvirt keeps the destination paused until its Finish phase resumes it ('cont'). A device_add
 // of a hidden failover primary sent in that window wedged QEMU 10.0 under TCG (qmp_device_add
-// never came back from drain_call_rcu, and libvirt's monitor with it: 2 of 3 libvirt-pair runs
+// never came back from drain_call_rcu, and libvirt's monitor with it: 2 of 4 libvirt-pair runs
 // once the CLI started fast enough to land there). So the plug waits for the guest to run; a
 // destination left paused on purpose (`virsh migrate --suspend`, -S by hand) is confirmed once it
 // has stayed paused this long.

@@ -149,6 +149,19 @@ t.test('destination: confirm --wait-incoming plugs once libvirt resumed the arri
   t.ok(qemu.devices.has('vfpool-vf0'), 'plugged');
 });
 
+t.test('destination: a guest left paused after its migration (virsh migrate --suspend) is plugged once it has stayed paused 5 s', async (t) => {
+  const { qemu, env } = await incomingGuest(t);
+  qemu.statuses = ['inmigrate', 'paused'];
+  const r = await cli(['migrate', 'confirm', 'vm1', '--role', 'destination', '--wait-incoming', '60'], env);
+  t.equal(r.exitCode, 0, r.stderr);
+  t.match(r.stdout, /^vm1: device_add vfpool-vf0 .*\nvm1: confirmed-success\n$/s);
+  const asked = qemu.received.map((c) => c.execute).filter((e) => e === 'query-status' || e === 'device_add');
+  // The first 'paused' answer starts the 5 s; only a later one can end them.
+  t.ok(asked.filter((e) => e === 'query-status').length >= 3, `kept asking after the first 'paused' (${asked.length - 1} query-status)`);
+  t.equal(asked.at(-1), 'device_add', 'then plugged');
+  t.ok(qemu.devices.has('vfpool-vf0'), 'plugged');
+});
+
 t.test('destination: an incoming migration that ends in a shut-down QEMU frees the reservation', async (t) => {
   const src = await runningGuest(t);
   const begin = await cli(['migrate', 'begin', 'vm1'], src.cliEnv);
