@@ -130,13 +130,14 @@ export async function updateJsonFileLocked<T, R>(
   }
   const lastHolderMayHaveDied = clearAbandonedLock(file, opts);
   let release: () => Promise<void>;
+  const lockWith = (retries: number | ReturnType<typeof lockRetries>) =>
+    lockfile.lock(file, { realpath: false, fs: LOCK_FS, stale: opts.staleMs, update: Math.max(1000, Math.floor(opts.staleMs / 2)), retries });
   try {
-    release = await lockfile.lock(file, {
-      realpath: false,
-      fs: LOCK_FS,
-      stale: opts.staleMs,
-      update: Math.max(1000, Math.floor(opts.staleMs / 2)),
-      retries: lockRetries(opts.timeoutMs),
+    // A free lock is taken at the first mkdir. Only a held one needs the retry schedule, whose
+    // few hundred waits the retry package computes (and sorts) up front, on every lock.
+    release = await lockWith(0).catch((err: unknown) => {
+      if (errnoOf(err) !== 'ELOCKED') throw err;
+      return lockWith(lockRetries(opts.timeoutMs));
     });
   } catch (err) {
     if (errnoOf(err) === 'ELOCKED') {
