@@ -26,6 +26,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 case $prefix in /*) ;; *) echo "install.sh: --prefix must be an absolute path, got '$prefix'" >&2; exit 2 ;; esac
+# The prefix is written into the hook shim (below), which root runs for libvirt: a path of
+# plain characters only, so it stays a path when the shell reads it back.
+case $prefix in *[!A-Za-z0-9_./+-]*) echo "install.sh: --prefix '$prefix' has characters other than letters, digits and _ . / + -: choose a plain path" >&2; exit 2 ;; esac
 
 src=$(cd "$(dirname "$0")" && pwd)
 libdir=$prefix/lib/vfpool
@@ -59,6 +62,9 @@ mkdir -p "$stage/dist"
 # The bundles in dist/bin carry their dependencies (scripts/bundle.mjs): no node_modules needed.
 cp -R "$src/dist/bin" "$stage/dist/"
 cp -R "$src/hooks" "$src/qemu-args" "$src/package.json" "$stage/"
+# The hook shim learns where it is installed here, so that no hook call forks readlink to find out.
+sed -i "s|^vfpool_home=\$|vfpool_home=$libdir|" "$stage/hooks/vfpool-hook"
+grep -qx "vfpool_home=$libdir" "$stage/hooks/vfpool-hook" || { echo "install.sh: could not write the install path into $stage/hooks/vfpool-hook" >&2; exit 1; }
 chmod 0755 "$stage/dist/bin/"*.mjs "$stage/dist/bin/cli.cjs" "$stage/dist/bin/"*-hook.cjs "$stage/hooks/vfpool-hook" "$stage/qemu-args/vfpool-qemu"
 ln -sfn "$release" "$destdir$libdir.tmp"
 # An install from before vfpool used a link is a directory, which a rename cannot replace.

@@ -8,11 +8,10 @@
  */
 import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeDomainPlan } from '../src/state/domain-plan.js';
-import { machine } from './bench-host.js';
+import { machine, memoryDir } from './bench-host.js';
 import type { MacAddress, PciAddress } from '../src/types.js';
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -26,7 +25,8 @@ if (!existsSync(QEMU)) {
   process.exit(process.env.CI === 'true' ? 1 : 0);
 }
 
-const dir = mkdtempSync(join(tmpdir(), 'vfpool-qbench-'));
+// The state (the per-domain plans the wrapper reads) in memory, as /run/vfpool is (bench-host.ts).
+const dir = mkdtempSync(join(memoryDir(), 'vfpool-qbench-'));
 const state = join(dir, 'run');
 const nodeStarts = join(dir, 'node-starts');
 // A Node that counts its starts, then runs the real one: proves the fast path never starts it.

@@ -53,8 +53,39 @@ const yargsAssertLazy = {
   },
 };
 
+// yargs renders the whole help of a command after running it (usage.cacheHelpMessage), to
+// show it should the command's handler ask for help later or fail asynchronously. vfpool's
+// handlers never ask (no showHelp or getHelp in src/) and its .fail() handler prints one line,
+// never the help, so the text was laid out by cliui for nothing on every `vfpool` call: ~5% of
+// a `vfpool net-start`. `--help` itself renders on demand, as before.
+//
+// And yargs' factory guesses a version for every instance (yargs.version() with no argument)
+// by walking up from the working directory to the first package.json, reading each directory
+// on the way: from a hook's `/` or a user's home there is none (or someone else's), the check
+// that one was found fails, and node:assert with its AssertionError (util.inspect and the rest)
+// is loaded to throw it, caught by yargs: ~10% of a `vfpool net-start`. vfpool gives its own
+// version right after (buildProgram's .version()), so the guess is left out.
+function replaceOnce(path, source, from, to) {
+  const at = source.indexOf(from);
+  if (at < 0 || source.indexOf(from, at + 1) >= 0) throw new Error(`${path}: expected "${from}" once: check scripts/bundle.mjs against this yargs`);
+  return source.replace(from, to);
+}
+const yargsNoHelpCache = {
+  name: 'yargs-no-help-cache',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]yargs[\\/]build[\\/]lib[\\/]usage\.js$/ }, (args) => ({
+      contents: replaceOnce(args.path, readFileSync(args.path, 'utf8'), 'cachedHelpMessage = this.help();', 'cachedHelpMessage = undefined;'),
+      loader: 'js',
+    }));
+    b.onLoad({ filter: /[\\/]yargs[\\/]build[\\/]lib[\\/]yargs-factory\.js$/ }, (args) => ({
+      contents: replaceOnce(args.path, readFileSync(args.path, 'utf8'), 'yargs.version();', 'yargs.version(false);'),
+      loader: 'js',
+    }));
+  },
+};
+
 const common = {
-  plugins: [mainThreadOnly, yargsAssertLazy],
+  plugins: [mainThreadOnly, yargsAssertLazy, yargsNoHelpCache],
   bundle: true,
   platform: 'node',
   target: 'node20',
@@ -95,8 +126,21 @@ await build({
   },
 });
 
+// execa (and the twenty packages under it) is ~45% of a hook's bundle, and a hook call on the
+// simulated host, or one that changes no link, never runs it: only LinuxHost's `ip` and the
+// QEMU/QMP helpers do, each through `await import('execa')`. In the CommonJS bundles it is a
+// file of its own (dist/bin/execa.cjs), required on that first use, so the bundles a hook
+// call reads, and the code cache V8 deserializes for it, are about half the size.
+const execaOnDemand = {
+  name: 'execa-on-demand',
+  setup(b) {
+    b.onResolve({ filter: /^execa$/ }, () => ({ path: './execa.cjs', external: true }));
+  },
+};
+
 await build({
   ...common,
+  plugins: [...common.plugins, execaOnDemand],
   entryPoints: cached.map((f) => join(entryDir, f)),
   outdir,
   outExtension: { '.js': '.bundle.cjs' },
@@ -104,6 +148,14 @@ await build({
   // The loader compiles the bundles with vm.Script, where an `import()` left in the code (of a
   // Node built-in such as node:net, loaded when first used) fails: "A dynamic import callback
   // was not specified". esbuild turns each into a require() behind a promise instead.
+  supported: { 'dynamic-import': false },
+});
+// The loaders' require() finds it beside them (relative to dist/bin/*.cjs).
+await build({
+  ...common,
+  stdin: { contents: "export * from 'execa';", resolveDir: root, loader: 'js' },
+  outfile: join(outdir, 'execa.cjs'),
+  format: 'cjs',
   supported: { 'dynamic-import': false },
 });
 

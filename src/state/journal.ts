@@ -94,29 +94,40 @@ export class Journal {
 
   private append(lines: string): void {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    // Several hooks may run at once (libvirt starts guests in parallel): rotation renames the
-    // file, so it and the append are done under one lock, or an entry could land in a file
-    // that was just rotated away or be lost with the oldest one.
+    // No lock for the append itself: one write(2) on an O_APPEND file lands whole at the end
+    // whoever else appends (the kernel holds the inode's lock for it). A lock here was a lock
+    // directory made and removed in /var/lib at every entry (a disk's journal commit each),
+    // for every hook call. Only rotation, which renames files, takes the lock (rotateOnce).
     // O_NOFOLLOW throughout: root appends here, and a link planted for the journal must not
     // make it create, extend or chmod a file elsewhere (ELOOP, reported by `record`).
-    if (!existsSync(this.file)) closeSync(openSync(this.file, APPEND, 0o600));
+    let fd = openSync(this.file, APPEND, 0o600);
+    try {
+      const size = fstatSync(fd).size;
+      if (size > 0 && size + lines.length > this.limits.maxBytes) {
+        closeSync(fd);
+        fd = -1;
+        this.rotateOnce(lines.length);
+        fd = openSync(this.file, APPEND, 0o600);
+      }
+      writeSync(fd, lines);
+      // An administrator's umask or a copy may have widened it; the history names guests.
+      fchmodSync(fd, 0o600);
+    } finally {
+      if (fd >= 0) closeSync(fd);
+    }
+  }
+
+  /**
+   * Rotates under the lock, unless another process did while this one waited for it (the file
+   * it measured is then .1, and the new one has room). Two processes appending at the same
+   * moment may each find room and take the file one entry past the cap: bounded, not lost. An
+   * entry written to a file that is rotated right after it was opened lands in .1, in order.
+   */
+  private rotateOnce(incoming: number): void {
     const release = lockWithRetry(this.file);
     try {
-      let fd = openSync(this.file, APPEND, 0o600);
-      try {
-        const size = fstatSync(fd).size;
-        if (size > 0 && size + lines.length > this.limits.maxBytes) {
-          closeSync(fd);
-          fd = -1;
-          this.rotate();
-          fd = openSync(this.file, APPEND, 0o600);
-        }
-        writeSync(fd, lines);
-        // An administrator's umask or a copy may have widened it; the history names guests.
-        fchmodSync(fd, 0o600);
-      } finally {
-        if (fd >= 0) closeSync(fd);
-      }
+      const size = statSync(this.file, { throwIfNoEntry: false })?.size ?? 0;
+      if (size > 0 && size + incoming > this.limits.maxBytes) this.rotate();
     } finally {
       release();
     }

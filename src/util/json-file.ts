@@ -128,15 +128,16 @@ export async function updateJsonFileLocked<T, R>(
   } catch (err) {
     throw fsError(err, dirname(file), 'the directory of', undefined);
   }
-  clearAbandonedLock(file, opts);
+  const lastHolderMayHaveDied = clearAbandonedLock(file, opts);
   let release: () => Promise<void>;
+  const lockWith = (retries: number | ReturnType<typeof lockRetries>) =>
+    lockfile.lock(file, { realpath: false, fs: LOCK_FS, stale: opts.staleMs, update: Math.max(1000, Math.floor(opts.staleMs / 2)), retries });
   try {
-    release = await lockfile.lock(file, {
-      realpath: false,
-      fs: LOCK_FS,
-      stale: opts.staleMs,
-      update: Math.max(1000, Math.floor(opts.staleMs / 2)),
-      retries: lockRetries(opts.timeoutMs),
+    // A free lock is taken at the first mkdir. Only a held one needs the retry schedule, whose
+    // few hundred waits the retry package computes (and sorts) up front, on every lock.
+    release = await lockWith(0).catch((err: unknown) => {
+      if (errnoOf(err) !== 'ELOCKED') throw err;
+      return lockWith(lockRetries(opts.timeoutMs));
     });
   } catch (err) {
     if (errnoOf(err) === 'ELOCKED') {
@@ -152,7 +153,7 @@ export async function updateJsonFileLocked<T, R>(
   }
   try {
     writeHolder(file);
-    removeKilledWritersTemps(file);
+    if (lastHolderMayHaveDied) removeKilledWritersTemps(file);
     if (crashName) crashPoint(`${crashName}:locked`);
     const current = read();
     const { next, result, afterWrite } = await fn(current);
@@ -244,11 +245,13 @@ function writeHolder(file: string): void {
 
 function readHolder(file: string): { pid: number; what: string; alive: boolean; writtenMs: number } | null {
   try {
-    const writtenMs = lstatSync(holderFile(file)).mtimeMs;
+    // No holder file is the common case: no exception built for it.
+    const st = lstatSync(holderFile(file), { throwIfNoEntry: false });
+    if (!st) return null;
     const m = /^([0-9]+) (.*)$/.exec(readFileSync(holderFile(file), 'utf8').trim());
     if (!m) return null;
     const pid = Number(m[1]);
-    return { pid, what: m[2] || '?', alive: isAlive(pid), writtenMs };
+    return { pid, what: m[2] || '?', alive: isAlive(pid), writtenMs: st.mtimeMs };
   } catch {
     return null;
   }
@@ -259,23 +262,34 @@ function readHolder(file: string): { pid: number; what: string; alive: boolean; 
  * whose mtime lies in the future (a clock set back, a copied tree) would block every caller for
  * the whole timeout. A live holder refreshes the mtime to its own "now", so one more than the
  * stale period ahead is no live holder's, unless the holder file names a live process.
+ *
+ * Returns whether a writer may have been killed holding the lock since the last one that ended
+ * well: its lock directory or its holder file is still there (a holder removes its file, then
+ * the directory, as it ends). Only then can a killed writer's temp file be left to remove.
  */
-function clearAbandonedLock(file: string, opts: LockOptions): void {
+function clearAbandonedLock(file: string, opts: LockOptions): boolean {
   const dir = `${file}.lock`;
+  const holder = readHolder(file);
+  let st;
   try {
-    const st = lstatSync(dir);
-    const holder = readHolder(file);
+    st = lstatSync(dir, { throwIfNoEntry: false });
+  } catch {
+    return true;
+  }
+  if (!st) return holder !== null;
+  try {
     if (st.mtimeMs > Date.now() + opts.staleMs && !holder?.alive) {
       rmdirSync(dir);
-      return;
+      return true;
     }
     // A holder killed with the lock (SIGKILL, OOM): its holder file, written after it took this
     // lock directory (ctime not newer than the file), names a dead pid. Taking the lock over
     // now spares every hook the stale wait; a lock taken since has a newer ctime and is kept.
     if (holder && !holder.alive && st.ctimeMs <= holder.writtenMs) rmdirSync(dir);
   } catch {
-    // No lock directory, or it went away meanwhile: nothing to clear.
+    // It went away meanwhile: nothing to clear.
   }
+  return true;
 }
 
 /**

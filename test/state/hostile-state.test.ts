@@ -101,8 +101,14 @@ t.test('state files are 0600 in a 0700 directory; temp files of killed writers a
   const w = makeSimEnv(t);
   w.definePool('p', POOL('p'));
   mkdirSync(w.settings.stateDir, { recursive: true, mode: 0o755 });
+  // What a writer SIGKILLed between its temp file and the rename leaves: the temp file, and
+  // the holder file naming it (a pid that is gone).
+  const killed = spawnSleeper();
+  await killed.kill();
+  writeFileSync(join(w.settings.stateDir, 'state.json.holder'), `${killed.pid} net-start p\n`);
   writeFileSync(join(w.settings.stateDir, 'state.json.1234567'), '{"half":');
   t.equal((await vfpoolCli(['net-start', 'p'], { env: w.env })).exitCode, 0);
+  t.notOk(existsSync(join(w.settings.stateDir, 'state.json.holder')), 'the dead holder\'s file is gone');
   t.equal(lstatSync(w.settings.stateDir).mode & 0o777, 0o700, 'directory 0700');
   for (const f of ['state.json', 'index/pool.p']) t.equal(lstatSync(join(w.settings.stateDir, f)).mode & 0o777, 0o600, `${f} 0600`);
   t.notOk(existsSync(join(w.settings.stateDir, 'state.json.1234567')), 'the leftover temp file is gone');

@@ -1,0 +1,34 @@
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Journal, JOURNAL_FILE } from '../../src/state/journal.js';
+
+// The journal appends without a lock (one O_APPEND write per entry) and locks only to rotate:
+// entries of processes writing at once, across rotations, must all land whole and in each
+// writer's order. Real processes: the kernel's O_APPEND is what is relied upon.
+const journalModule = fileURLToPath(new URL('../../src/state/journal.js', import.meta.url));
+
+function writer(dir: string, name: string, count: number): Promise<number | null> {
+  const script = `import { Journal } from ${JSON.stringify(journalModule)};
+const j = new Journal(${JSON.stringify(dir)}, { warn: (m) => { console.error(m); process.exitCode = 1; } }, { maxBytes: 6000, keep: 1000 });
+for (let i = 0; i < ${count}; i++) j.record({ op: 'allocate', domain: ${JSON.stringify(name)} + '-' + i, vf: '0000:3b:02.0' });`;
+  const child = spawn('/usr/bin/env', ['-u', 'NODE_OPTIONS', process.execPath, '--input-type=module', '-e', script], { stdio: ['ignore', 'ignore', 'inherit'] });
+  return new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+}
+
+t.test('entries of three processes appending at once, across rotations: all there, whole, each writer in order', async (t) => {
+  const dir = join(t.testdir({}), 'journal');
+  const codes = await Promise.all(['a', 'b', 'c'].map((n) => writer(dir, n, 150)));
+  t.same(codes, [0, 0, 0], 'no writer reported a failed write');
+  const { entries, unreadable } = new Journal(dir).readAll();
+  t.equal(unreadable, 0, 'no line torn or interleaved');
+  for (const n of ['a', 'b', 'c']) {
+    const mine = entries.filter((e) => e.domain!.startsWith(`${n}-`)).map((e) => Number(e.domain!.slice(2)));
+    t.same(mine, Array.from({ length: 150 }, (_, i) => i), `writer ${n}: all 150 entries, in its order`);
+  }
+  const files = readdirSync(dir).filter((f) => f.startsWith(JOURNAL_FILE));
+  t.ok(files.length > 5, `rotated meanwhile (${files.length} files)`);
+  for (const f of files) t.ok(readFileSync(join(dir, f), 'utf8').endsWith('\n'), `${f} ends with a whole line`);
+});
