@@ -8,8 +8,9 @@
  * QEMU is test/helpers/fake-qemu.ts: a QMP server on the domain's socket in the test's own
  * process, so the SIGKILL hits the vfpool process alone and QEMU keeps running with the devices
  * the killed stage left, as a real one does. Then `vfpool reconcile`, then the invariants of
- * crash-migrate.ts (state readable, no lock held, no VF owned twice, every record settled with a
- * living owner, every free VF restored, markers a superset, the record readable and true), and
+ * crash-migrate.ts and crash-common.ts (state readable, no lock held, no VF owned twice, every
+ * record settled with a living owner, every free VF restored, markers a superset, the record
+ * readable and true), and
  * the guest's own: vm1 still holds its VF, configured as the guest got it; its plan is kept
  * while its QEMU runs; a record that says a device was unplugged (plugged) is right about QEMU.
  * Then the recovery a person would run, which must end where an uninterrupted stage ends:
@@ -19,7 +20,7 @@
  * - confirm --role destination (as a person runs it, or as the `started` hook does, detached
  *   with --wait-incoming): run again: the VF is in the guest, the record gone.
  */
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Test } from 'tap';
 import { planQemuArgs } from '../../src/qemu/args.js';
@@ -27,44 +28,34 @@ import { parseQemuArgv } from '../../src/qemu/cmdline.js';
 import { domainQmpSocketPath, readDomainPlan, writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
 import { fileRecordStore } from '../../src/state/migration-record.js';
 import type { MacAddress, PciAddress } from '../../src/types.js';
-import { runCliInProcess } from './cli-in-process.js';
-import { cli, DESCRIPTION, MAC, must, pointsToKill, POOL, reconcileAndCheck, recordInvariants, vfConfigs, XML, type State } from './crash-migrate.js';
-import { makeSimEnv, type SimEnv } from './env.js';
+import { inProcess, killAt, listPoints, MAC, must, POOL, readState, seededWorlds, twoAtATime, vfConfigs, XML, type State } from './crash-common.js';
+import { DESCRIPTION, migrationReconcileAndCheck, pointsToKill, recordInvariants } from './crash-migrate.js';
+import type { SimEnv } from './env.js';
 import { startFakeQemu, type FakeQemu, type FakeQemuDevice } from './fake-qemu.js';
 import { libvirtQ35Argv } from './qemu-argv.js';
-import type { Spawned } from './spawn.js';
 
 /** `-incoming`: the destination's confirm as the `started` hook runs it (detached, --wait-incoming). */
 export type QemuCrashOp = 'migrate-perform' | 'migrate-confirm-destination' | 'migrate-confirm-destination-incoming';
 /** After the crash and reconcile: the stage again, or (perform only) the migration given up. */
 type Recovery = 'rerun' | 'give-up';
 
-interface QemuWorld extends SimEnv {
+interface QemuWorld extends SimEnv, Seed {
   qemu: FakeQemu;
   /** The environment of a vfpool that finds this QEMU (its /proc under VFPOOL_PROC). */
   qemuEnv: Record<string, string>;
-  /** Every VF's configuration before any guest touched it. */
+}
+
+/** The host before QEMU starts: what every world of a suite shares (set up once, copied). */
+interface Seed {
   original: Map<string, string>;
-  /** The VF vm1 holds, and its configuration as the guest got it. */
+  plan: DomainPlanV1;
   held: string;
   heldConfig: string;
 }
+type Worlds = (t: Test) => Promise<QemuWorld>;
 
 const VF_ID = 'vfpool-vf0';
 const ROOT_PORT = 'vfpool-rp0';
-
-let inProcessQueue: Promise<unknown> = Promise.resolve();
-
-/**
- * `vfpool ARGS` in this process, one at a time (an in-process run owns process.env while it
- * runs). Only the run that is killed must be a process of its own; setting a host up, reconcile
- * and the recovery run here, which keeps a suite of ~60 vfpool runs to a dozen Node starts.
- */
-function inProcess(w: SimEnv, args: string[], env: Record<string, string> = {}, stdin?: string): Promise<Spawned> {
-  const run = inProcessQueue.then(() => runCliInProcess(args, { ...w.env, ...env }, stdin));
-  inProcessQueue = run.catch(() => undefined);
-  return run;
-}
 
 const OP_ARGS: Record<QemuCrashOp, string[]> = {
   'migrate-perform': ['migrate', 'perform', 'vm1'],
@@ -106,33 +97,34 @@ function heldVf(w: SimEnv): string {
  * The source: vm1 prepared by `vfpool prepare` (no --pid) with the plan its hook writes (the
  * simulated VF reaches QEMU as an emulated e1000e), running with the VF plugged.
  * The destination: vm1's VF reserved by `migrate prepare`, its incoming QEMU arrived (running).
+ * The host is set up once and copied for each world; each world's QEMU is its own.
  */
-async function worldFor(t: Test, op: QemuCrashOp): Promise<QemuWorld> {
-  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
-  w.definePool('p', POOL);
-  await must(inProcess(w, ['net-start', 'p']), 'setup net-start');
-  const original = vfConfigs(w);
-  let plan: DomainPlanV1;
-  if (op === 'migrate-perform') {
-    await must(inProcess(w, ['prepare', '--xml=-'], {}, XML), 'setup prepare');
-    plan = {
-      version: 1, domain: 'vm1', uuid: null, delivery: 'cmdline', sriovNics: [],
-      vfs: [{ id: VF_ID, host: heldVf(w) as PciAddress, emulatedModel: 'e1000e', mac: MAC as MacAddress, failoverStandbyMac: null, guestAddress: null }],
-    };
-    await writeDomainPlan(w.settings.stateDir, plan, { uid: process.getuid!(), gid: process.getgid!() });
-  } else {
-    const description = join(w.dir, 'vm1.migration.json');
-    writeFileSync(description, JSON.stringify({ ...DESCRIPTION, delivery: 'cmdline' }));
-    await must(inProcess(w, ['migrate', 'prepare', '--description', description], { VFPOOL_SIM_VF_DEVICE: 'e1000e' }), 'setup migrate prepare');
-    plan = readDomainPlan(w.settings.stateDir, 'vm1')!;
-  }
-  const held = heldVf(w);
-  const heldConfig = vfConfigs(w).get(held)!;
-  return { ...w, ...(await startQemu(t, w, plan, op !== 'migrate-perform')), original, held, heldConfig };
-}
-
-function readState(w: SimEnv): State {
-  return JSON.parse(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8')) as State;
+function worldsFor(t: Test, op: QemuCrashOp): Worlds {
+  const seeded = seededWorlds(t, async (w): Promise<Seed> => {
+    w.definePool('p', POOL);
+    await must(inProcess(w, ['net-start', 'p']), 'setup net-start');
+    const original = vfConfigs(w);
+    let plan: DomainPlanV1;
+    if (op === 'migrate-perform') {
+      await must(inProcess(w, ['prepare', '--xml=-'], {}, XML), 'setup prepare');
+      plan = {
+        version: 1, domain: 'vm1', uuid: null, delivery: 'cmdline', sriovNics: [],
+        vfs: [{ id: VF_ID, host: heldVf(w) as PciAddress, emulatedModel: 'e1000e', mac: MAC as MacAddress, failoverStandbyMac: null, guestAddress: null }],
+      };
+      await writeDomainPlan(w.settings.stateDir, plan, { uid: process.getuid!(), gid: process.getgid!() });
+    } else {
+      const description = join(w.dir, 'vm1.migration.json');
+      writeFileSync(description, JSON.stringify({ ...DESCRIPTION, delivery: 'cmdline' }));
+      await must(inProcess(w, ['migrate', 'prepare', '--description', description], { VFPOOL_SIM_VF_DEVICE: 'e1000e' }), 'setup migrate prepare');
+      plan = readDomainPlan(w.settings.stateDir, 'vm1')!;
+    }
+    const held = heldVf(w);
+    return { original, plan, held, heldConfig: vfConfigs(w).get(held)! };
+  });
+  return async (tt) => {
+    const w = await seeded(tt);
+    return { ...w, ...(await startQemu(t, w, w.plan, op !== 'migrate-perform')) };
+  };
 }
 
 /** The guest's own invariants: it holds its VF as it got it, its plan is there while QEMU runs. */
@@ -163,12 +155,10 @@ function endState(w: QemuWorld, op: QemuCrashOp, recovery: Recovery): string[] {
 }
 
 /** Kills `op` at `point`, reconciles, recovers; returns the invariants that do not hold. */
-export async function qemuCrashAndCheck(t: Test, op: QemuCrashOp, point: string, recovery: Recovery): Promise<string[]> {
-  const w = await worldFor(t, op);
-  const bad: string[] = [];
-  const crashed = await cli(w, OP_ARGS[op], { ...w.qemuEnv, VFPOOL_TEST_CRASH_AT: point });
-  if (crashed.exitCode !== -1) bad.push(`the process was not killed at ${point} (exit ${crashed.exitCode}: ${crashed.stderr.trim()})`);
-  const checked = await reconcileAndCheck(w, w.original, (args) => inProcess(w, args));
+async function qemuCrashAndCheck(t: Test, worlds: Worlds, op: QemuCrashOp, point: string, recovery: Recovery): Promise<string[]> {
+  const w = await worlds(t);
+  const bad = await killAt(w, point, OP_ARGS[op], w.qemuEnv);
+  const checked = await migrationReconcileAndCheck(w, w.original);
   bad.push(...checked.bad, ...guestInvariants(w, checked.state));
   const { bad: recordBad, record } = recordInvariants(w, checked.state);
   bad.push(...recordBad);
@@ -186,29 +176,22 @@ export async function qemuCrashAndCheck(t: Test, op: QemuCrashOp, point: string,
 }
 
 /** The points `op` passes uninterrupted, checked to end where it should (so the end state can fail). */
-export async function listQemuCrashPoints(t: Test, op: QemuCrashOp): Promise<string[]> {
-  const w = await worldFor(t, op);
-  const list = join(w.dir, 'points');
-  const r = await cli(w, OP_ARGS[op], { ...w.qemuEnv, VFPOOL_TEST_CRASH_LIST: list });
-  if (r.exitCode !== 0) throw new Error(`${op} without a crash: exit ${r.exitCode}: ${r.stderr}`);
+async function listQemuCrashPoints(t: Test, worlds: Worlds, op: QemuCrashOp): Promise<string[]> {
+  const w = await worlds(t);
+  const { points } = await listPoints(w, op, OP_ARGS[op], w.qemuEnv);
   t.same(endState(w, op, 'rerun'), [], `${op} uninterrupted ends where the suite expects every recovery to end`);
   await w.qemu.close();
-  return readFileSync(list, 'utf8').trim().split('\n');
+  return points;
 }
 
 export async function qemuCrashSuite(t: Test, op: QemuCrashOp): Promise<void> {
-  const all = await listQemuCrashPoints(t, op);
+  const worlds = worldsFor(t, op);
+  const all = await listQemuCrashPoints(t, worlds, op);
   t.ok(all.some((p) => p.startsWith(op === 'migrate-perform' ? 'migrate-perform:' : 'migrate-confirm-destination:')), `${op} passes ${all.length} crash points: ${all.join(' ')}`);
   const runs = pointsToKill(all).flatMap((p) => (op === 'migrate-perform' ? ['rerun', 'give-up'] : ['rerun']).map((r) => ({ point: p, recovery: r as Recovery })));
-  const results = new Map<string, string[]>();
-  const queue = [...runs];
-  await Promise.all(
-    [0, 1].map(async () => {
-      for (let r = queue.shift(); r !== undefined; r = queue.shift()) results.set(`${r.point} ${r.recovery}`, await qemuCrashAndCheck(t, op, r.point, r.recovery));
-    }),
-  );
-  for (const r of runs) {
+  const results = await twoAtATime(runs, (r) => qemuCrashAndCheck(t, worlds, op, r.point, r.recovery));
+  runs.forEach((r, i) => {
     const how = r.recovery === 'rerun' ? 'the stage run again' : '`migrate confirm --role source --failed`';
-    t.same(results.get(`${r.point} ${r.recovery}`), [], `killed at ${r.point}: every invariant holds after reconcile, and after ${how}`);
-  }
+    t.same(results[i], [], `killed at ${r.point}: every invariant holds after reconcile, and after ${how}`);
+  });
 }
