@@ -17,7 +17,7 @@
  * for every point (seededWorlds): every point starts from the same files, as before, without
  * running the same `net-start` and `prepare` once per point.
  */
-import { cpSync, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Test } from 'tap';
 import type { SimSeed, SimState } from '../../src/host/sim-kernel.js';
@@ -72,11 +72,19 @@ export function seededWorlds<X extends object>(t: Test, setup: (w: SimEnv) => Pr
       return { dir: w.dir, extra: await setup(w) };
     })();
     const { dir, extra } = await seeded;
-    const w = makeSimEnv(tt, SEED);
-    // With their modes (state files 0600, directories 0700), as vfpool left them.
-    cpSync(dir, w.dir, { recursive: true, force: true });
-    return { ...w, ...extra };
+    return { ...copyWorld(tt, dir), ...extra };
   };
+}
+
+/**
+ * A world whose files are a copy of those in `dir` (another world's), in a directory of its
+ * own. The files keep their modes (state files 0600, directories 0700), as vfpool left them; a
+ * socket is not copied (a QEMU's QMP socket belongs to the QEMU serving it).
+ */
+export function copyWorld(t: Test, dir: string): SimEnv {
+  const w = makeSimEnv(t, SEED);
+  cpSync(dir, w.dir, { recursive: true, force: true, filter: (src) => !lstatSync(src).isSocket() });
+  return w;
 }
 
 /** Each VF's configuration as a restore must bring it back (not the netdev name or the MAC's provenance flag). */
@@ -152,8 +160,8 @@ export async function reconcileAndCheck(w: SimEnv, original: Map<string, string>
 }
 
 /** `check` of every item, two at a time (the killed processes run side by side), results in order. */
-export async function twoAtATime<T>(items: T[], check: (item: T) => Promise<string[]>): Promise<string[][]> {
-  const results: string[][] = [];
+export async function twoAtATime<T, R>(items: T[], check: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = [];
   let next = 0;
   await Promise.all(
     [0, 1].map(async () => {

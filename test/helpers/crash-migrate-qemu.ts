@@ -10,13 +10,14 @@
  * the killed stage left, as a real one does. Then `vfpool reconcile`, then the invariants of
  * crash-migrate.ts and crash-common.ts (state readable, no lock held, no VF owned twice, every
  * record settled with a living owner, every free VF restored, markers a superset, the record
- * readable and true), and
- * the guest's own: vm1 still holds its VF, configured as the guest got it; its plan is kept
- * while its QEMU runs; a record that says a device was unplugged (plugged) is right about QEMU.
- * Then the recovery a person would run, which must end where an uninterrupted stage ends:
- * - perform: run again (the migration goes on), and, on a host of its own killed at the same
- *   point, `migrate confirm --role source --failed` (the migration is given up): the guest gets
- *   its VF back;
+ * readable and true), and the guest's own: vm1 still holds its VF, configured as the guest got
+ * it; its plan is kept while its QEMU runs; a record that says a device was unplugged (plugged)
+ * is right about QEMU. Then the recovery a person would run, which must end where an
+ * uninterrupted stage ends:
+ * - perform: run again (the migration goes on), and, on a copy of the reconciled host (its files,
+ *   and a QEMU holding the devices the killed stage left), `migrate confirm --role source
+ *   --failed` (the migration is given up): the guest gets its VF back. One kill serves both
+ *   recoveries: what they start from is what the kill and reconcile left, checked once;
  * - confirm --role destination (as a person runs it, or as the `started` hook does, detached
  *   with --wait-incoming): run again: the VF is in the guest, the record gone.
  */
@@ -28,7 +29,7 @@ import { parseQemuArgv } from '../../src/qemu/cmdline.js';
 import { domainQmpSocketPath, readDomainPlan, writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
 import { fileRecordStore } from '../../src/state/migration-record.js';
 import type { MacAddress, PciAddress } from '../../src/types.js';
-import { inProcess, killAt, listPoints, MAC, must, POOL, readState, seededWorlds, twoAtATime, vfConfigs, XML, type State } from './crash-common.js';
+import { copyWorld, inProcess, killAt, listPoints, MAC, must, POOL, readState, seededWorlds, twoAtATime, vfConfigs, XML, type State } from './crash-common.js';
 import { DESCRIPTION, migrationReconcileAndCheck, pointsToKill, recordInvariants } from './crash-migrate.js';
 import type { SimEnv } from './env.js';
 import { startFakeQemu, type FakeQemu, type FakeQemuDevice } from './fake-qemu.js';
@@ -72,7 +73,7 @@ const RERUN_ARGS: Record<QemuCrashOp, string[]> = {
  * The domain's QEMU, started with the argv the wrapper gives it (`incoming`: a migration's
  * destination, whose wrapper leaves the plain VF off for confirm to plug), serving vfpool's socket.
  */
-async function startQemu(t: Test, w: SimEnv, plan: DomainPlanV1, incoming: boolean): Promise<{ qemu: FakeQemu; qemuEnv: Record<string, string> }> {
+async function startQemu(t: Test, w: SimEnv, plan: DomainPlanV1, incoming: boolean, current?: Map<string, FakeQemuDevice>): Promise<{ qemu: FakeQemu; qemuEnv: Record<string, string> }> {
   const socket = domainQmpSocketPath(w.settings.stateDir, 'vm1');
   const cmd = parseQemuArgv([...(incoming ? ['-incoming', 'defer'] : []), ...libvirtQ35Argv('vm1')]);
   const planned = planQemuArgs(plan, cmd, { qmpSocketPath: socket });
@@ -82,7 +83,7 @@ async function startQemu(t: Test, w: SimEnv, plan: DomainPlanV1, incoming: boole
   const devices: Record<string, FakeQemuDevice> = { net0: { driver: 'virtio-net-pci', mac: '52:54:00:aa:bb:01', slot: 1 }, [ROOT_PORT]: { driver: 'pcie-root-port', slot: 3, bridge: true } };
   if (!incoming) devices[VF_ID] = { driver: 'e1000e', mac: MAC, behind: ROOT_PORT };
   const procRoot = join(w.dir, 'proc');
-  const qemu = await startFakeQemu(socket, { procRoot, argv: planned.argv, devices });
+  const qemu = await startFakeQemu(socket, { procRoot, argv: planned.argv, devices: current ? Object.fromEntries(current) : devices });
   t.teardown(() => qemu.close());
   return { qemu, qemuEnv: { VFPOOL_PROC: procRoot } };
 }
@@ -154,8 +155,12 @@ function endState(w: QemuWorld, op: QemuCrashOp, recovery: Recovery): string[] {
   return bad;
 }
 
-/** Kills `op` at `point`, reconciles, recovers; returns the invariants that do not hold. */
-async function qemuCrashAndCheck(t: Test, worlds: Worlds, op: QemuCrashOp, point: string, recovery: Recovery): Promise<string[]> {
+/**
+ * Kills `op` at `point`, reconciles, then each of `recoveries` on a host of its own: the killed
+ * one, and (for a second recovery) a copy of it made after reconcile, whose QEMU holds the
+ * devices the killed stage left. The invariants that do not hold, per recovery.
+ */
+async function qemuCrashAndCheck(t: Test, worlds: Worlds, op: QemuCrashOp, point: string, recoveries: Recovery[]): Promise<string[][]> {
   const w = await worlds(t);
   const bad = await killAt(w, point, OP_ARGS[op], w.qemuEnv);
   const checked = await migrationReconcileAndCheck(w, w.original);
@@ -167,12 +172,22 @@ async function qemuCrashAndCheck(t: Test, worlds: Worlds, op: QemuCrashOp, point
     if (v.plugged && !w.qemu.devices.has(v.id)) bad.push(`the record says ${v.id} was plugged, the guest has no such device`);
   }
 
-  const again = await inProcess(w, recovery === 'rerun' ? RERUN_ARGS[op] : ['migrate', 'confirm', 'vm1', '--role', 'source', '--failed'], w.qemuEnv);
-  if (again.exitCode !== 0) bad.push(`${recovery === 'rerun' ? op : 'migrate confirm --role source --failed'} after reconcile: exit ${again.exitCode}: ${again.stderr.trim()}`);
-  else bad.push(...endState(w, op, recovery));
-  await w.qemu.close();
-  rmSync(w.dir, { recursive: true, force: true });
-  return bad;
+  const hosts: QemuWorld[] = [w];
+  for (let i = 1; i < recoveries.length; i++) {
+    const copy = copyWorld(t, w.dir);
+    const seed: Seed = { original: w.original, plan: w.plan, held: w.held, heldConfig: w.heldConfig };
+    hosts.push({ ...copy, ...seed, ...(await startQemu(t, copy, w.plan, op !== 'migrate-perform', w.qemu.devices)) });
+  }
+  const results: string[][] = [];
+  for (const [i, recovery] of recoveries.entries()) {
+    const host = hosts[i]!;
+    const again = await inProcess(host, recovery === 'rerun' ? RERUN_ARGS[op] : ['migrate', 'confirm', 'vm1', '--role', 'source', '--failed'], host.qemuEnv);
+    if (again.exitCode !== 0) results.push([...bad, `${recovery === 'rerun' ? op : 'migrate confirm --role source --failed'} after reconcile: exit ${again.exitCode}: ${again.stderr.trim()}`]);
+    else results.push([...bad, ...endState(host, op, recovery)]);
+    await host.qemu.close();
+    rmSync(host.dir, { recursive: true, force: true });
+  }
+  return results;
 }
 
 /** The points `op` passes uninterrupted, checked to end where it should (so the end state can fail). */
@@ -188,10 +203,11 @@ export async function qemuCrashSuite(t: Test, op: QemuCrashOp): Promise<void> {
   const worlds = worldsFor(t, op);
   const all = await listQemuCrashPoints(t, worlds, op);
   t.ok(all.some((p) => p.startsWith(op === 'migrate-perform' ? 'migrate-perform:' : 'migrate-confirm-destination:')), `${op} passes ${all.length} crash points: ${all.join(' ')}`);
-  const runs = pointsToKill(all).flatMap((p) => (op === 'migrate-perform' ? ['rerun', 'give-up'] : ['rerun']).map((r) => ({ point: p, recovery: r as Recovery })));
-  const results = await twoAtATime(runs, (r) => qemuCrashAndCheck(t, worlds, op, r.point, r.recovery));
-  runs.forEach((r, i) => {
-    const how = r.recovery === 'rerun' ? 'the stage run again' : '`migrate confirm --role source --failed`';
-    t.same(results[i], [], `killed at ${r.point}: every invariant holds after reconcile, and after ${how}`);
-  });
+  const points = pointsToKill(all);
+  const recoveries: Recovery[] = op === 'migrate-perform' ? ['rerun', 'give-up'] : ['rerun'];
+  const results = await twoAtATime(points, (p) => qemuCrashAndCheck(t, worlds, op, p, recoveries));
+  points.forEach((p, i) => recoveries.forEach((r, j) => {
+    const how = r === 'rerun' ? 'the stage run again' : '`migrate confirm --role source --failed`';
+    t.same(results[i]![j], [], `killed at ${p}: every invariant holds after reconcile, and after ${how}`);
+  }));
 }
