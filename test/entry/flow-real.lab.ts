@@ -103,7 +103,7 @@ t.test(`network start begin: ${NUM} VFs on ${lab.pf}, on igbvf`, async (t) => {
 t.test(`vfpool doctor on the real kernel: IOMMU, interrupt remapping, vfio and the PF ${lab.pf} pass`, async (t) => {
   // The lab guest has an emulated VT-d with intremap=on, Debian's vfio modules and the igb PF;
   // no libvirt daemon or hooks, so doctor as a whole still exits 1 there.
-  const r = await spawnEntry('dist/bin/cli.mjs', ['doctor', '--json'], { env });
+  const r = await spawnEntry('dist/bin/cli.cjs', ['doctor', '--json'], { env });
   const checks = (JSON.parse(r.stdout) as { checks: Array<{ id: string; ok: boolean; found: string; fix: string | null }> }).checks;
   for (const id of ['sr-iov', 'iommu', 'interrupt-remapping', 'vfio-pci', 'vfio-iommu-type1', `pf:${lab.pf}`]) {
     const c = checks.find((x) => x.id === id);

@@ -59,7 +59,7 @@ t.test('a guest with no vfpool request: every operation exits 0 and creates no s
     t.same([r.exitCode, r.stdout, r.stderr], [0, '', ''], `${op} ${sub}`);
   }
   // Straight into the Node entry too (the shim would not even start Node for it).
-  const direct = await spawnEntry('dist/src/entry/qemu-hook.js', ['seqtest', 'prepare', 'begin', '-'], { env: w.hookEnv, stdin: PLAIN_DOMAIN });
+  const direct = await spawnEntry('dist/bin/qemu-hook.cjs', ['seqtest', 'prepare', 'begin', '-'], { env: w.hookEnv, stdin: PLAIN_DOMAIN });
   t.same([direct.exitCode, direct.stdout, direct.stderr], [0, '', '']);
   t.equal(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8'), before, 'state untouched');
   t.notOk(existsSync(join(w.settings.stateDir, 'index/domain.seqtest')));
@@ -68,7 +68,7 @@ t.test('a guest with no vfpool request: every operation exits 0 and creates no s
 t.test('no state directory at all: a plain guest does not create one', async (t) => {
   const w = makeSimEnv(t);
   const env = { ...w.env, VFPOOL_LIBVIRT_RUN_DIR: join(w.dir, 'x') };
-  const r = await spawnEntry('dist/src/entry/qemu-hook.js', ['seqtest', 'prepare', 'begin', '-'], { env, stdin: PLAIN_DOMAIN });
+  const r = await spawnEntry('dist/bin/qemu-hook.cjs', ['seqtest', 'prepare', 'begin', '-'], { env, stdin: PLAIN_DOMAIN });
   t.same([r.exitCode, r.stderr], [0, '']);
   t.notOk(existsSync(w.settings.stateDir), 'no state directory, no lock');
 });

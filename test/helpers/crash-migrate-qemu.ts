@@ -8,18 +8,20 @@
  * QEMU is test/helpers/fake-qemu.ts: a QMP server on the domain's socket in the test's own
  * process, so the SIGKILL hits the vfpool process alone and QEMU keeps running with the devices
  * the killed stage left, as a real one does. Then `vfpool reconcile`, then the invariants of
- * crash-migrate.ts (state readable, no lock held, no VF owned twice, every record settled with a
- * living owner, every free VF restored, markers a superset, the record readable and true), and
- * the guest's own: vm1 still holds its VF, configured as the guest got it; its plan is kept
- * while its QEMU runs; a record that says a device was unplugged (plugged) is right about QEMU.
- * Then the recovery a person would run, which must end where an uninterrupted stage ends:
- * - perform: run again (the migration goes on), and, on a host of its own killed at the same
- *   point, `migrate confirm --role source --failed` (the migration is given up): the guest gets
- *   its VF back;
+ * crash-migrate.ts and crash-common.ts (state readable, no lock held, no VF owned twice, every
+ * record settled with a living owner, every free VF restored, markers a superset, the record
+ * readable and true), and the guest's own: vm1 still holds its VF, configured as the guest got
+ * it; its plan is kept while its QEMU runs; a record that says a device was unplugged (plugged)
+ * is right about QEMU. Then the recovery a person would run, which must end where an
+ * uninterrupted stage ends:
+ * - perform: run again (the migration goes on), and, on a copy of the reconciled host (its files,
+ *   and a QEMU holding the devices the killed stage left), `migrate confirm --role source
+ *   --failed` (the migration is given up): the guest gets its VF back. One kill serves both
+ *   recoveries: what they start from is what the kill and reconcile left, checked once;
  * - confirm --role destination (as a person runs it, or as the `started` hook does, detached
  *   with --wait-incoming): run again: the VF is in the guest, the record gone.
  */
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Test } from 'tap';
 import { planQemuArgs } from '../../src/qemu/args.js';
@@ -27,44 +29,34 @@ import { parseQemuArgv } from '../../src/qemu/cmdline.js';
 import { domainQmpSocketPath, readDomainPlan, writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
 import { fileRecordStore } from '../../src/state/migration-record.js';
 import type { MacAddress, PciAddress } from '../../src/types.js';
-import { runCliInProcess } from './cli-in-process.js';
-import { cli, DESCRIPTION, MAC, must, pointsToKill, POOL, reconcileAndCheck, recordInvariants, vfConfigs, XML, type State } from './crash-migrate.js';
-import { makeSimEnv, type SimEnv } from './env.js';
+import { copyWorld, inProcess, killAt, listPoints, MAC, must, POOL, readState, seededWorlds, twoAtATime, vfConfigs, XML, type State } from './crash-common.js';
+import { DESCRIPTION, migrationReconcileAndCheck, pointsToKill, recordInvariants } from './crash-migrate.js';
+import type { SimEnv } from './env.js';
 import { startFakeQemu, type FakeQemu, type FakeQemuDevice } from './fake-qemu.js';
 import { libvirtQ35Argv } from './qemu-argv.js';
-import type { Spawned } from './spawn.js';
 
 /** `-incoming`: the destination's confirm as the `started` hook runs it (detached, --wait-incoming). */
 export type QemuCrashOp = 'migrate-perform' | 'migrate-confirm-destination' | 'migrate-confirm-destination-incoming';
 /** After the crash and reconcile: the stage again, or (perform only) the migration given up. */
 type Recovery = 'rerun' | 'give-up';
 
-interface QemuWorld extends SimEnv {
+interface QemuWorld extends SimEnv, Seed {
   qemu: FakeQemu;
   /** The environment of a vfpool that finds this QEMU (its /proc under VFPOOL_PROC). */
   qemuEnv: Record<string, string>;
-  /** Every VF's configuration before any guest touched it. */
+}
+
+/** The host before QEMU starts: what every world of a suite shares (set up once, copied). */
+interface Seed {
   original: Map<string, string>;
-  /** The VF vm1 holds, and its configuration as the guest got it. */
+  plan: DomainPlanV1;
   held: string;
   heldConfig: string;
 }
+type Worlds = (t: Test) => Promise<QemuWorld>;
 
 const VF_ID = 'vfpool-vf0';
 const ROOT_PORT = 'vfpool-rp0';
-
-let inProcessQueue: Promise<unknown> = Promise.resolve();
-
-/**
- * `vfpool ARGS` in this process, one at a time (an in-process run owns process.env while it
- * runs). Only the run that is killed must be a process of its own; setting a host up, reconcile
- * and the recovery run here, which keeps a suite of ~60 vfpool runs to a dozen Node starts.
- */
-function inProcess(w: SimEnv, args: string[], env: Record<string, string> = {}, stdin?: string): Promise<Spawned> {
-  const run = inProcessQueue.then(() => runCliInProcess(args, { ...w.env, ...env }, stdin));
-  inProcessQueue = run.catch(() => undefined);
-  return run;
-}
 
 const OP_ARGS: Record<QemuCrashOp, string[]> = {
   'migrate-perform': ['migrate', 'perform', 'vm1'],
@@ -81,7 +73,7 @@ const RERUN_ARGS: Record<QemuCrashOp, string[]> = {
  * The domain's QEMU, started with the argv the wrapper gives it (`incoming`: a migration's
  * destination, whose wrapper leaves the plain VF off for confirm to plug), serving vfpool's socket.
  */
-async function startQemu(t: Test, w: SimEnv, plan: DomainPlanV1, incoming: boolean): Promise<{ qemu: FakeQemu; qemuEnv: Record<string, string> }> {
+async function startQemu(t: Test, w: SimEnv, plan: DomainPlanV1, incoming: boolean, current?: Map<string, FakeQemuDevice>): Promise<{ qemu: FakeQemu; qemuEnv: Record<string, string> }> {
   const socket = domainQmpSocketPath(w.settings.stateDir, 'vm1');
   const cmd = parseQemuArgv([...(incoming ? ['-incoming', 'defer'] : []), ...libvirtQ35Argv('vm1')]);
   const planned = planQemuArgs(plan, cmd, { qmpSocketPath: socket });
@@ -91,7 +83,7 @@ async function startQemu(t: Test, w: SimEnv, plan: DomainPlanV1, incoming: boole
   const devices: Record<string, FakeQemuDevice> = { net0: { driver: 'virtio-net-pci', mac: '52:54:00:aa:bb:01', slot: 1 }, [ROOT_PORT]: { driver: 'pcie-root-port', slot: 3, bridge: true } };
   if (!incoming) devices[VF_ID] = { driver: 'e1000e', mac: MAC, behind: ROOT_PORT };
   const procRoot = join(w.dir, 'proc');
-  const qemu = await startFakeQemu(socket, { procRoot, argv: planned.argv, devices });
+  const qemu = await startFakeQemu(socket, { procRoot, argv: planned.argv, devices: current ? Object.fromEntries(current) : devices });
   t.teardown(() => qemu.close());
   return { qemu, qemuEnv: { VFPOOL_PROC: procRoot } };
 }
@@ -106,33 +98,34 @@ function heldVf(w: SimEnv): string {
  * The source: vm1 prepared by `vfpool prepare` (no --pid) with the plan its hook writes (the
  * simulated VF reaches QEMU as an emulated e1000e), running with the VF plugged.
  * The destination: vm1's VF reserved by `migrate prepare`, its incoming QEMU arrived (running).
+ * The host is set up once and copied for each world; each world's QEMU is its own.
  */
-async function worldFor(t: Test, op: QemuCrashOp): Promise<QemuWorld> {
-  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
-  w.definePool('p', POOL);
-  await must(inProcess(w, ['net-start', 'p']), 'setup net-start');
-  const original = vfConfigs(w);
-  let plan: DomainPlanV1;
-  if (op === 'migrate-perform') {
-    await must(inProcess(w, ['prepare', '--xml=-'], {}, XML), 'setup prepare');
-    plan = {
-      version: 1, domain: 'vm1', uuid: null, delivery: 'cmdline', sriovNics: [],
-      vfs: [{ id: VF_ID, host: heldVf(w) as PciAddress, emulatedModel: 'e1000e', mac: MAC as MacAddress, failoverStandbyMac: null, guestAddress: null }],
-    };
-    await writeDomainPlan(w.settings.stateDir, plan, { uid: process.getuid!(), gid: process.getgid!() });
-  } else {
-    const description = join(w.dir, 'vm1.migration.json');
-    writeFileSync(description, JSON.stringify({ ...DESCRIPTION, delivery: 'cmdline' }));
-    await must(inProcess(w, ['migrate', 'prepare', '--description', description], { VFPOOL_SIM_VF_DEVICE: 'e1000e' }), 'setup migrate prepare');
-    plan = readDomainPlan(w.settings.stateDir, 'vm1')!;
-  }
-  const held = heldVf(w);
-  const heldConfig = vfConfigs(w).get(held)!;
-  return { ...w, ...(await startQemu(t, w, plan, op !== 'migrate-perform')), original, held, heldConfig };
-}
-
-function readState(w: SimEnv): State {
-  return JSON.parse(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8')) as State;
+function worldsFor(t: Test, op: QemuCrashOp): Worlds {
+  const seeded = seededWorlds(t, async (w): Promise<Seed> => {
+    w.definePool('p', POOL);
+    await must(inProcess(w, ['net-start', 'p']), 'setup net-start');
+    const original = vfConfigs(w);
+    let plan: DomainPlanV1;
+    if (op === 'migrate-perform') {
+      await must(inProcess(w, ['prepare', '--xml=-'], {}, XML), 'setup prepare');
+      plan = {
+        version: 1, domain: 'vm1', uuid: null, delivery: 'cmdline', sriovNics: [],
+        vfs: [{ id: VF_ID, host: heldVf(w) as PciAddress, emulatedModel: 'e1000e', mac: MAC as MacAddress, failoverStandbyMac: null, guestAddress: null }],
+      };
+      await writeDomainPlan(w.settings.stateDir, plan, { uid: process.getuid!(), gid: process.getgid!() });
+    } else {
+      const description = join(w.dir, 'vm1.migration.json');
+      writeFileSync(description, JSON.stringify({ ...DESCRIPTION, delivery: 'cmdline' }));
+      await must(inProcess(w, ['migrate', 'prepare', '--description', description], { VFPOOL_SIM_VF_DEVICE: 'e1000e' }), 'setup migrate prepare');
+      plan = readDomainPlan(w.settings.stateDir, 'vm1')!;
+    }
+    const held = heldVf(w);
+    return { original, plan, held, heldConfig: vfConfigs(w).get(held)! };
+  });
+  return async (tt) => {
+    const w = await seeded(tt);
+    return { ...w, ...(await startQemu(t, w, w.plan, op !== 'migrate-perform')) };
+  };
 }
 
 /** The guest's own invariants: it holds its VF as it got it, its plan is there while QEMU runs. */
@@ -162,13 +155,15 @@ function endState(w: QemuWorld, op: QemuCrashOp, recovery: Recovery): string[] {
   return bad;
 }
 
-/** Kills `op` at `point`, reconciles, recovers; returns the invariants that do not hold. */
-export async function qemuCrashAndCheck(t: Test, op: QemuCrashOp, point: string, recovery: Recovery): Promise<string[]> {
-  const w = await worldFor(t, op);
-  const bad: string[] = [];
-  const crashed = await cli(w, OP_ARGS[op], { ...w.qemuEnv, VFPOOL_TEST_CRASH_AT: point });
-  if (crashed.exitCode !== -1) bad.push(`the process was not killed at ${point} (exit ${crashed.exitCode}: ${crashed.stderr.trim()})`);
-  const checked = await reconcileAndCheck(w, w.original, (args) => inProcess(w, args));
+/**
+ * Kills `op` at `point`, reconciles, then each of `recoveries` on a host of its own: the killed
+ * one, and (for a second recovery) a copy of it made after reconcile, whose QEMU holds the
+ * devices the killed stage left. The invariants that do not hold, per recovery.
+ */
+async function qemuCrashAndCheck(t: Test, worlds: Worlds, op: QemuCrashOp, point: string, recoveries: Recovery[]): Promise<string[][]> {
+  const w = await worlds(t);
+  const bad = await killAt(w, point, OP_ARGS[op], w.qemuEnv);
+  const checked = await migrationReconcileAndCheck(w, w.original);
   bad.push(...checked.bad, ...guestInvariants(w, checked.state));
   const { bad: recordBad, record } = recordInvariants(w, checked.state);
   bad.push(...recordBad);
@@ -177,38 +172,42 @@ export async function qemuCrashAndCheck(t: Test, op: QemuCrashOp, point: string,
     if (v.plugged && !w.qemu.devices.has(v.id)) bad.push(`the record says ${v.id} was plugged, the guest has no such device`);
   }
 
-  const again = await inProcess(w, recovery === 'rerun' ? RERUN_ARGS[op] : ['migrate', 'confirm', 'vm1', '--role', 'source', '--failed'], w.qemuEnv);
-  if (again.exitCode !== 0) bad.push(`${recovery === 'rerun' ? op : 'migrate confirm --role source --failed'} after reconcile: exit ${again.exitCode}: ${again.stderr.trim()}`);
-  else bad.push(...endState(w, op, recovery));
-  await w.qemu.close();
-  rmSync(w.dir, { recursive: true, force: true });
-  return bad;
+  const hosts: QemuWorld[] = [w];
+  for (let i = 1; i < recoveries.length; i++) {
+    const copy = copyWorld(t, w.dir);
+    const seed: Seed = { original: w.original, plan: w.plan, held: w.held, heldConfig: w.heldConfig };
+    hosts.push({ ...copy, ...seed, ...(await startQemu(t, copy, w.plan, op !== 'migrate-perform', w.qemu.devices)) });
+  }
+  const results: string[][] = [];
+  for (const [i, recovery] of recoveries.entries()) {
+    const host = hosts[i]!;
+    const again = await inProcess(host, recovery === 'rerun' ? RERUN_ARGS[op] : ['migrate', 'confirm', 'vm1', '--role', 'source', '--failed'], host.qemuEnv);
+    if (again.exitCode !== 0) results.push([...bad, `${recovery === 'rerun' ? op : 'migrate confirm --role source --failed'} after reconcile: exit ${again.exitCode}: ${again.stderr.trim()}`]);
+    else results.push([...bad, ...endState(host, op, recovery)]);
+    await host.qemu.close();
+    rmSync(host.dir, { recursive: true, force: true });
+  }
+  return results;
 }
 
 /** The points `op` passes uninterrupted, checked to end where it should (so the end state can fail). */
-export async function listQemuCrashPoints(t: Test, op: QemuCrashOp): Promise<string[]> {
-  const w = await worldFor(t, op);
-  const list = join(w.dir, 'points');
-  const r = await cli(w, OP_ARGS[op], { ...w.qemuEnv, VFPOOL_TEST_CRASH_LIST: list });
-  if (r.exitCode !== 0) throw new Error(`${op} without a crash: exit ${r.exitCode}: ${r.stderr}`);
+async function listQemuCrashPoints(t: Test, worlds: Worlds, op: QemuCrashOp): Promise<string[]> {
+  const w = await worlds(t);
+  const { points } = await listPoints(w, op, OP_ARGS[op], w.qemuEnv);
   t.same(endState(w, op, 'rerun'), [], `${op} uninterrupted ends where the suite expects every recovery to end`);
   await w.qemu.close();
-  return readFileSync(list, 'utf8').trim().split('\n');
+  return points;
 }
 
 export async function qemuCrashSuite(t: Test, op: QemuCrashOp): Promise<void> {
-  const all = await listQemuCrashPoints(t, op);
+  const worlds = worldsFor(t, op);
+  const all = await listQemuCrashPoints(t, worlds, op);
   t.ok(all.some((p) => p.startsWith(op === 'migrate-perform' ? 'migrate-perform:' : 'migrate-confirm-destination:')), `${op} passes ${all.length} crash points: ${all.join(' ')}`);
-  const runs = pointsToKill(all).flatMap((p) => (op === 'migrate-perform' ? ['rerun', 'give-up'] : ['rerun']).map((r) => ({ point: p, recovery: r as Recovery })));
-  const results = new Map<string, string[]>();
-  const queue = [...runs];
-  await Promise.all(
-    [0, 1].map(async () => {
-      for (let r = queue.shift(); r !== undefined; r = queue.shift()) results.set(`${r.point} ${r.recovery}`, await qemuCrashAndCheck(t, op, r.point, r.recovery));
-    }),
-  );
-  for (const r of runs) {
-    const how = r.recovery === 'rerun' ? 'the stage run again' : '`migrate confirm --role source --failed`';
-    t.same(results.get(`${r.point} ${r.recovery}`), [], `killed at ${r.point}: every invariant holds after reconcile, and after ${how}`);
-  }
+  const points = pointsToKill(all);
+  const recoveries: Recovery[] = op === 'migrate-perform' ? ['rerun', 'give-up'] : ['rerun'];
+  const results = await twoAtATime(points, (p) => qemuCrashAndCheck(t, worlds, op, p, recoveries));
+  points.forEach((p, i) => recoveries.forEach((r, j) => {
+    const how = r === 'rerun' ? 'the stage run again' : '`migrate confirm --role source --failed`';
+    t.same(results[i]![j], [], `killed at ${p}: every invariant holds after reconcile, and after ${how}`);
+  }));
 }

@@ -42,7 +42,7 @@ export const qemuHook = (w: HookEnv, args: string[], stdin: string): Promise<Spa
  * does, without a Node start. The shim's filtering itself is tested through qemuHook/spawnEntry.
  */
 export function qemuHookInProcess(env: Record<string, string>, args: string[], stdin: string): Promise<Spawned> {
-  return runInProcess(() => runEntry(() => qemuHookMain(args, join(REPO, 'dist/bin/cli.mjs'))), { env, stdin });
+  return runInProcess(() => runEntry(() => qemuHookMain(args, join(REPO, 'dist/bin/cli.cjs'))), { env, stdin });
 }
 export function networkHookInProcess(env: Record<string, string>, args: string[], stdin: string): Promise<Spawned> {
   return runInProcess(() => runEntry(() => networkHook(args)), { env, stdin });
