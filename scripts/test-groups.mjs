@@ -12,7 +12,7 @@
 // files not listed count as DEFAULT_SECONDS), longest file first, and numbered so that tap,
 // which starts files in name order, starts the heaviest group first: the last to end is then
 // a short one, not a crash suite started late.
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -21,10 +21,10 @@ const testDir = join(root, 'dist/test');
 const outDir = join(root, 'dist/test-groups');
 
 // Seconds each file takes (the files above ~1 s), used only to balance the groups: the wall
-// time of each file as the lead measured them at 12:45 on 2026-11-30 (/work/team's per-file
-// table, one file at a time), with migrate-qmp, guest-deliver and doctor as they are since
-// (their waits shortened, doctor on tmpfs). After the test files change, `node
-// scripts/test-groups.mjs --measured` prints these from the last npm test's results.
+// time of each file measured one file at a time on 2 cores (2026-11-30, one measurement of
+// all), with migrate-qmp, guest-deliver and doctor as they are since (their waits shortened,
+// doctor on tmpfs). After the test files change, `node scripts/test-groups.mjs --measured`
+// prints these from the last npm test's results.
 const WEIGHTS = {
   'fuzz/processes.test.js': 23.0,
   'demo.test.js': 12.7,
@@ -74,6 +74,10 @@ const GROUPS = Number(process.env.VFPOOL_TEST_GROUPS ?? 6);
 // results of the groups; under the run's load, so comparable with each other), as WEIGHTS lines.
 if (process.argv.includes('--measured')) {
   const results = join(root, '.tap/test-results/dist/test-groups');
+  if (!existsSync(results)) {
+    console.error(`test-groups --measured: no results of a grouped tap run in ${results}: run npm test first`);
+    process.exit(1);
+  }
   const seconds = {};
   for (const f of readdirSync(results)) {
     let sum = 0;
