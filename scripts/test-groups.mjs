@@ -12,7 +12,7 @@
 // files not listed count as DEFAULT_SECONDS), longest file first, and numbered so that tap,
 // which starts files in name order, starts the heaviest group first: the last to end is then
 // a short one, not a crash suite started late.
-import { mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -20,54 +20,79 @@ const root = join(fileURLToPath(new URL('.', import.meta.url)), '..');
 const testDir = join(root, 'dist/test');
 const outDir = join(root, 'dist/test-groups');
 
-// Seconds each file took in a full `npm test` (its `# time=` in .tap/test-results, 2 cores
-// under load, one file at a time; the crash suites and pool-no-stall as they are now); only
-// the files above a second. Used only to balance the groups.
+// Seconds each file takes (the files above ~1 s), used only to balance the groups: the wall
+// time of each file measured one file at a time on 2 cores (2026-11-30, one measurement of
+// all), with migrate-qmp, guest-deliver and doctor as they are since (their waits shortened,
+// doctor on tmpfs). After the test files change, `node scripts/test-groups.mjs --measured`
+// prints these from the last npm test's results.
 const WEIGHTS = {
-  'pool/crash-release.test.js': 5.5,
-  'fuzz/processes.test.js': 11.4,
-  'pool/pool-no-stall.test.js': 1.6,
-  'fuzz/qemu-cmdline.test.js': 9.3,
-  'demo.test.js': 8.6,
-  'state/hostile-state.test.js': 8.0,
-  'pool/crash-prepare.test.js': 4.0,
-  'pool/crash-net-start.test.js': 3.5,
-  'entry/cli-conventions.test.js': 6.3,
-  'pool/crash-net-destroy.test.js': 2.7,
-  'entry/cli.test.js': 4.8,
-  'migrate/crash-confirm-destination.test.js': 4.8,
-  'migrate/crash-prepare.test.js': 4.6,
-  'migrate/crash-confirm-source.test.js': 4.5,
-  // Added with their suites; weighed like their siblings until measured.
-  'migrate/crash-perform.test.js': 4.5,
-  'migrate/crash-confirm-destination-success.test.js': 4.5,
-  'pool/guest-faults.test.js': 4.4,
-  'state/journal.test.js': 4.1,
-  'install.test.js': 3.0,
-  'entry/qemu-wrapper-crash.test.js': 2.9,
-  'entry/shim-scale.test.js': 2.7,
-  'entry/owner-gone.test.js': 2.5,
-  'host/linux-host-flow.test.js': 2.3,
-  'pool/guest-deliver.test.js': 2.2,
-  'host/sim-host.test.js': 2.2,
+  'fuzz/processes.test.js': 23.0,
+  'demo.test.js': 12.7,
+  'entry/cli-conventions.test.js': 9.6,
+  'state/hostile-state.test.js': 9.4,
+  'migrate/crash-prepare.test.js': 7.5,
+  'migrate/crash-confirm-source.test.js': 7.2,
+  'pool/crash-release.test.js': 7.2,
+  'migrate/crash-confirm-destination.test.js': 6.9,
+  'migrate/crash-confirm-destination-success.test.js': 5.7,
+  'entry/cli.test.js': 5.7,
+  'pool/crash-prepare.test.js': 5.7,
+  'pool/guest-faults.test.js': 5.4,
+  'fuzz/qemu-cmdline.test.js': 5.2,
+  'migrate/crash-perform.test.js': 5.1,
+  'state/journal.test.js': 4.8,
+  'pool/crash-net-start.test.js': 4.3,
+  'entry/shim-scale.test.js': 4.3,
+  'entry/owner-gone.test.js': 4.2,
+  'host/linux-host-flow.test.js': 4.2,
+  'migrate/migrate-qmp.test.js': 3.5,
+  'pool/crash-net-destroy.test.js': 3.1,
+  'entry/qemu-hook.test.js': 3.0,
+  'install.test.js': 2.7,
+  'host/linux-host.test.js': 2.6,
+  'entry/network-hook.test.js': 2.4,
+  'migrate/crash-begin.test.js': 2.3,
   'pool/guest-concurrency.test.js': 2.2,
-  'migrate/crash-begin.test.js': 1.9,
-  'entry/qemu-hook.test.js': 1.9,
-  'ops/doctor.test.js': 1.7,
-  'host/linux-host.test.js': 1.7,
-  'ops/doctor-cli.test.js': 1.5,
-  'qemu/qemu-real.test.js': 1.4,
-  'pool/guest-qemu-plan.test.js': 1.4,
-  'migrate/migrate-qmp.test.js': 1.3,
-  'entry/qemu-wrapper.test.js': 1.2,
-  'pool/pools.test.js': 1.2,
-  'entry/network-hook.test.js': 1.1,
-  'migrate/migrate-cli.test.js': 1.1,
-  'fuzz/parsers.test.js': 1.0,
+  'fuzz/parsers.test.js': 2.1,
+  'ops/doctor-cli.test.js': 2.0,
+  'migrate/migrate-cli.test.js': 2.0,
+  'pool/guest-deliver.test.js': 1.7,
+  'ops/doctor.test.js': 1.6,
+  'entry/qemu-wrapper-crash.test.js': 1.6,
+  'pool/reconcile.test.js': 1.6,
+  'qemu/qemu-real.test.js': 1.6,
+  'qemu/deliver.test.js': 1.2,
+  'entry/cli/guest-ops-in-process.test.js': 1.1,
+  'entry/cli/qemu-args-in-process.test.js': 1.1,
+  'pool/guest.test.js': 1.0,
 };
 const DEFAULT_SECONDS = 0.4;
 // Twice .taprc's `jobs`: few tap start-ups, and room to even out a group that runs long.
 const GROUPS = Number(process.env.VFPOOL_TEST_GROUPS ?? 6);
+
+// `--measured`: each file's seconds in the last npm test (its tests' `# time=` in tap's saved
+// results of the groups; under the run's load, so comparable with each other), as WEIGHTS lines.
+if (process.argv.includes('--measured')) {
+  const results = join(root, '.tap/test-results/dist/test-groups');
+  if (!existsSync(results)) {
+    console.error(`test-groups --measured: no results of a grouped tap run in ${results}: run npm test first`);
+    process.exit(1);
+  }
+  const seconds = {};
+  for (const f of readdirSync(results)) {
+    let sum = 0;
+    for (const line of readFileSync(join(results, f), 'utf8').split('\n')) {
+      // A group's top-level tests are its files' tests, then each file's "ran alone" check.
+      const m = /^(?:not )?ok \d+ - (.*?)(?: # time=([\d.]+)ms)?$/.exec(line);
+      if (!m) continue;
+      sum += Number(m[2] ?? 0) / 1000;
+      const file = /^\.\.\/test\/(.*): ran alone/.exec(m[1]);
+      if (file) [seconds[file[1]], sum] = [sum, 0];
+    }
+  }
+  for (const [f, s] of Object.entries(seconds).sort((a, b) => b[1] - a[1])) if (s >= 1) console.log(`  '${f}': ${s.toFixed(1)},`);
+  process.exit(0);
+}
 
 function testFiles(dir) {
   const out = [];

@@ -2,6 +2,7 @@
  * The failure-injection suite for guest prepare and release, on the simulated host: a failure at
  * every host call, reads included (the Host suite holds LinuxHost to the same kernel behaviour).
  */
+import { isDeepStrictEqual } from 'node:util';
 import type { Test } from 'tap';
 import { parseDomainXml } from '../../src/config/domain-xml.js';
 import { prepareGuest, releaseGuest } from '../../src/pool/guests.js';
@@ -20,15 +21,26 @@ function world(t: Test): GuestWorld {
   return w;
 }
 
-const spec = (vfpool: string) => parseDomainXml(domainXml('prepare', { name: 'vm1', vfpool }), 'vm1');
+/**
+ * t.same, without its cost when the two are equal: tap formats both sides of every t.same, which
+ * over a suite's hundreds of whole-host snapshots was more CPU than the comparisons. Strictly
+ * deep-equal values are t.same too; anything else goes to t.same, which decides and shows the diff.
+ */
+function sameSnapshot(t: Test, found: unknown, wanted: unknown, message: string): void {
+  if (isDeepStrictEqual(found, wanted)) t.pass(message);
+  else t.same(found, wanted, message);
+}
 
 export function faultSuite(t: Test, c: FaultCase): void {
   const targets = (calls: string[]) => calls.map((_, i) => i + 1);
+  // Parsed once: every run gets its own copy of the same spec (the XML does not change).
+  const parsed = parseDomainXml(domainXml('prepare', { name: 'vm1', vfpool: c.vfpool }), 'vm1');
+  const spec = () => structuredClone(parsed);
 
   t.test(`prepare (${c.name}) failing at each host call leaves everything as before`, async (t) => {
     const base = world(t);
     const counting = faultyHost(base.host, 0);
-    await prepareGuest({ ...base.ctx, host: counting.host }, spec(c.vfpool), base.opts);
+    await prepareGuest({ ...base.ctx, host: counting.host }, spec(), base.opts);
     const calls = counting.calls;
     const lastMutation = calls.reduce((last, m, i) => (isMutator(m) ? i + 1 : last), 0);
     t.ok(lastMutation > 0, `${calls.length} host calls, the last change at call ${lastMutation}: ${calls.join(' ')}`);
@@ -37,7 +49,7 @@ export function faultSuite(t: Test, c: FaultCase): void {
       const w = world(t);
       const before = await w.snapshot();
       const f = faultyHost(w.host, k);
-      const err = await prepareGuest({ ...w.ctx, host: f.host }, spec(c.vfpool), w.opts).then(
+      const err = await prepareGuest({ ...w.ctx, host: f.host }, spec(), w.opts).then(
         () => null,
         (e: { exitCode?: number; message?: string }) => e,
       );
@@ -48,12 +60,12 @@ export function faultSuite(t: Test, c: FaultCase): void {
         t.match(err.message, /^domain 'vm1'/, `${what}: the line names the domain`);
         t.match(err.message, /injected failure/, `${what}: and the cause`);
         t.notMatch(err.message, /\n/, `${what}: one line`);
-        t.same(await w.snapshot(), before, `${what}: VFs and pool exactly as before`);
+        sameSnapshot(t, await w.snapshot(), before, `${what}: VFs and pool exactly as before`);
       } else {
         // Only a read after the last change may fail without failing the prepare (the final netdev lookup).
         t.ok(k > lastMutation && !isMutator(f.injected ?? ''), `${what}: absorbed, after every change was made`);
         await releaseGuest(w.ctx, 'vm1', { reason: 'test' });
-        t.same(await w.snapshot(), before, `${what}: release puts everything back`);
+        sameSnapshot(t, await w.snapshot(), before, `${what}: release puts everything back`);
       }
     }
     const mutations = calls.filter(isMutator).length;
@@ -63,14 +75,14 @@ export function faultSuite(t: Test, c: FaultCase): void {
   t.test(`release (${c.name}) failing at each host call keeps the record; the next release finishes`, async (t) => {
     const base = world(t);
     const before0 = await base.snapshot();
-    await prepareGuest(base.ctx, spec(c.vfpool), base.opts);
+    await prepareGuest(base.ctx, spec(), base.opts);
     const counting = faultyHost(base.host, 0);
     await releaseGuest({ ...base.ctx, host: counting.host }, 'vm1', { reason: 'count' });
-    t.same(await base.snapshot(), before0);
+    sameSnapshot(t, await base.snapshot(), before0, 'a release undoes the prepare');
     for (const k of targets(counting.calls)) {
       const w = world(t);
       const before = await w.snapshot();
-      await prepareGuest(w.ctx, spec(c.vfpool), w.opts);
+      await prepareGuest(w.ctx, spec(), w.opts);
       const f = faultyHost(w.host, k);
       await t.rejects(
         releaseGuest({ ...w.ctx, host: f.host }, 'vm1', { reason: 'test' }),
@@ -80,7 +92,7 @@ export function faultSuite(t: Test, c: FaultCase): void {
       const kept = w.ctx.store.read().allocations;
       t.ok(kept.some((a) => a.phase === 'releasing' && a.lastError), 'the record stays, with its error');
       await releaseGuest(w.ctx, 'vm1', { reason: 'retry' });
-      t.same(await w.snapshot(), before, `failure at call ${k}: the retry restores everything`);
+      sameSnapshot(t, await w.snapshot(), before, `failure at call ${k}: the retry restores everything`);
     }
   });
 }

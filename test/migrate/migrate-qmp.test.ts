@@ -3,6 +3,7 @@ import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { planQemuArgs } from '../../src/qemu/args.js';
 import { parseQemuArgv } from '../../src/qemu/cmdline.js';
+import { pausedSettleMs } from '../../src/entry/migrate-command.js';
 import { connectQmp, virshQmp } from '../../src/migrate/qmp-port.js';
 import { qemuArgvBySocket } from '../../src/migrate/devices.js';
 import { stripVfpoolDevices } from '../../src/qemu/running-devices.js';
@@ -149,14 +150,25 @@ t.test('destination: confirm --wait-incoming plugs once libvirt resumed the arri
   t.ok(qemu.devices.has('vfpool-vf0'), 'plugged');
 });
 
-t.test('destination: a guest left paused after its migration (virsh migrate --suspend) is plugged once it has stayed paused 5 s', async (t) => {
+t.test('the paused settle time is 5 s unless the test knob VFPOOL_TEST_PAUSED_SETTLE_MS gives whole milliseconds', async (t) => {
+  t.equal(pausedSettleMs({}), 5000, 'unset: 5 s');
+  t.equal(pausedSettleMs({ VFPOOL_TEST_PAUSED_SETTLE_MS: '600' }), 600);
+  t.equal(pausedSettleMs({ VFPOOL_TEST_PAUSED_SETTLE_MS: '0' }), 0);
+  for (const bad of ['', ' 600', '6e2', '-1', '1.5', 'abc', '1234567890']) t.equal(pausedSettleMs({ VFPOOL_TEST_PAUSED_SETTLE_MS: bad }), 5000, `${JSON.stringify(bad)}: 5 s`);
+});
+
+// The settle time of the next test: 600 ms instead of 5 s (VFPOOL_TEST_PAUSED_SETTLE_MS); at
+// least three 200 ms polls, the rule the same.
+const SETTLE_MS = 600;
+
+t.test('destination: a guest left paused after its migration (virsh migrate --suspend) is plugged once it has stayed paused the settle time', async (t) => {
   const { qemu, env } = await incomingGuest(t);
   qemu.statuses = ['inmigrate', 'paused'];
-  const r = await cli(['migrate', 'confirm', 'vm1', '--role', 'destination', '--wait-incoming', '60'], env);
+  const r = await cli(['migrate', 'confirm', 'vm1', '--role', 'destination', '--wait-incoming', '60'], { ...env, VFPOOL_TEST_PAUSED_SETTLE_MS: String(SETTLE_MS) });
   t.equal(r.exitCode, 0, r.stderr);
   t.match(r.stdout, /^vm1: device_add vfpool-vf0 .*\nvm1: confirmed-success\n$/s);
   const asked = qemu.received.map((c) => c.execute).filter((e) => e === 'query-status' || e === 'device_add');
-  // The first 'paused' answer starts the 5 s; only a later one can end them.
+  // The first 'paused' answer starts the settle time; only a later one can end it.
   t.ok(asked.filter((e) => e === 'query-status').length >= 3, `kept asking after the first 'paused' (${asked.length - 1} query-status)`);
   t.equal(asked.at(-1), 'device_add', 'then plugged');
   t.ok(qemu.devices.has('vfpool-vf0'), 'plugged');

@@ -6,6 +6,7 @@ import { DEFAULT_SETTINGS, type Settings } from '../../src/config/settings.js';
 import { createContext } from '../../src/pool/context.js';
 import { runDoctor, type Check } from '../../src/ops/doctor.js';
 import { makeFixtureKernel } from '../helpers/fixture-kernel.js';
+import { scratchDir } from '../helpers/scratch.js';
 import { REPO } from '../helpers/spawn.js';
 
 /**
@@ -28,7 +29,7 @@ function fakeQemu(path: string, props: string[]): void {
 }
 
 function wellPreparedHost(t: Test): World {
-  const root = t.testdir({});
+  const root = scratchDir(t);
   const fx = makeFixtureKernel(join(root, 'fx'), { pfs: [{ name: 'eth1', totalVfs: 8, address: '0000:3b:00.0' }] });
   const sys = fx.sysfs;
   const proc = fx.proc;
