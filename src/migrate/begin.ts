@@ -1,7 +1,7 @@
 import { BadInputError } from '../errors.js';
 import { parseDomainXml, type HostdevRequest } from '../config/domain-xml.js';
-import type { DomainPlanV1 } from '../state/domain-plan.js';
-import type { MacAddress } from '../types.js';
+import { validateDomainPlan, type DomainPlanV1 } from '../state/domain-plan.js';
+import { parseObjectName, type MacAddress } from '../types.js';
 import type { MigrationVfRequest } from './ports.js';
 
 /**
@@ -122,19 +122,33 @@ export function describeForMigration(plan: DomainPlanV1, requestOf: RequestLooku
   };
 }
 
+const DESCRIPTION_HINT = 'give the output of `vfpool migrate begin DOMAIN` on the source';
+
+/**
+ * A description comes from another host, and its fields become this host's plan, records and
+ * QEMU arguments: every one is checked here, the plan's part as the plan it becomes.
+ */
 export function validateDescription(value: unknown, where: string): MigrationDescriptionV1 {
   const o = value as MigrationDescriptionV1;
   const bad = (what: string): never => {
-    throw new BadInputError(`${where}: ${what}`, 'give the output of `vfpool migrate begin DOMAIN` on the source');
+    throw new BadInputError(`${where}: ${what}`, DESCRIPTION_HINT);
   };
   if (!o || typeof o !== 'object' || o.version !== 1) bad('is not a version 1 migration description');
   if (typeof o.domain !== 'string' || !Array.isArray(o.vfs) || !Array.isArray(o.sriovNics)) bad('needs domain, vfs and sriovNics');
   for (const [i, v] of o.vfs.entries()) {
-    if (typeof v?.id !== 'string' || !/^vfpool-vf[0-9]{1,3}$/.test(v.id)) bad(`vfs[${i}].id is not 'vfpool-vfN'`);
+    if (!v || typeof v !== 'object' || Array.isArray(v)) bad(`vfs[${i}] is not an object`);
+    if (typeof v.id !== 'string' || !/^vfpool-vf[0-9]{1,3}$/.test(v.id)) bad(`vfs[${i}].id is not 'vfpool-vfN'`);
     if (typeof v.pool !== 'string') bad(`vfs[${i}] has no pool`);
+    parseObjectName(v.pool, `${where}: vfs[${i}].pool`);
     if ('host' in (v as object)) bad(`vfs[${i}] carries a host address: a description never names the source's devices`);
+    if (!v.settings || typeof v.settings !== 'object' || Array.isArray(v.settings)) bad(`vfs[${i}].settings is not an object (the VF's settings on the source, such as {"vlan": 100})`);
   }
-  return o;
+  const plan = validateDomainPlan(
+    { version: 1, domain: o.domain, uuid: o.uuid, delivery: o.delivery, sriovNics: o.sriovNics, vfs: o.vfs.map((v) => ({ id: v.id, host: null, emulatedModel: 'pending', mac: v.mac, failoverStandbyMac: v.failoverStandbyMac, guestAddress: v.guestAddress })) },
+    where,
+    DESCRIPTION_HINT,
+  );
+  return { ...o, domain: plan.domain, uuid: plan.uuid, delivery: plan.delivery, sriovNics: plan.sriovNics };
 }
 
 export function requestsOf(d: MigrationDescriptionV1): MigrationVfRequest[] {

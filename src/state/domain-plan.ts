@@ -57,12 +57,20 @@ import { MAX_SRIOV_NIC_VFS, validateBackend } from '../sriov-nic-settings.js';
 const MODEL_RE = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 
 
-function fail(file: string, what: string): never {
-  throw new BadInputError(`${file}: ${what}`, 'this file is written by vfpool at prepare: run `vfpool release DOMAIN` and start the domain again');
-}
+const PLAN_FILE_HINT = 'this file is written by vfpool at prepare: run `vfpool release DOMAIN` and start the domain again';
 
-/** Checks a parsed plan field by field; everything in it may end up in QEMU's argv. */
-export function validateDomainPlan(value: unknown, file: string): DomainPlanV1 {
+function failWith(file: string, what: string, hint = PLAN_FILE_HINT): never {
+  throw new BadInputError(`${file}: ${what}`, hint);
+}
+const fail: (file: string, what: string) => never = failWith;
+
+/**
+ * Checks a parsed plan field by field; everything in it may end up in QEMU's argv. `hint` is
+ * what to do about a bad one: the default speaks of a plan file; a migration description,
+ * checked as the plan it becomes (src/migrate/begin.ts), gives its own.
+ */
+export function validateDomainPlan(value: unknown, file: string, hint = PLAN_FILE_HINT): DomainPlanV1 {
+  const fail: (where: string, what: string) => never = (where, what) => failWith(where, what, hint);
   const o = value as Record<string, unknown>;
   if (!o || typeof o !== 'object' || Array.isArray(o)) fail(file, 'is not a JSON object');
   if (o.version !== 1) fail(file, `has version ${JSON.stringify(o.version)}, this vfpool reads version 1`);

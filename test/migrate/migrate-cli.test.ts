@@ -9,6 +9,28 @@ import { cli } from '../helpers/cli-in-process.js';
  * `vfpool migrate …`: every bad input is one line, exit 2, and changes nothing (in-process, stdin
  * given); as a process: the clear failures without a QEMU, and `begin --xml -` on a real pipe.
  */
+/** A description `vfpool migrate begin` could have written, then one field made hostile at a time. */
+function hostileDescriptions(): Array<[string, unknown, RegExp]> {
+  const vf = { id: 'vfpool-vf0', pool: 'p', mac: '52:54:00:00:00:01', failoverStandbyMac: null, guestAddress: null, settings: { vlan: 7 } };
+  const base = { version: 1, domain: 'vm1', uuid: null, delivery: 'cmdline', sriovNics: [], vfs: [vf] };
+  const withVf = (change: Record<string, unknown>, drop?: string) => {
+    const v: Record<string, unknown> = { ...vf, ...change };
+    if (drop) delete v[drop];
+    return { ...base, vfs: [v] };
+  };
+  return [
+    ['a VF without settings', withVf({}, 'settings'), /vfs\[0\]\.settings is not an object/],
+    ['settings null', withVf({ settings: null }), /vfs\[0\]\.settings is not an object/],
+    ['a VF that is not an object', { ...base, vfs: [null] }, /vfs\[0\] is not an object/],
+    ['a domain name that is a path', { ...base, domain: '../../etc/x' }, /domain.*is not a name vfpool accepts/],
+    ['a pool name that is a path', withVf({ pool: '../p' }), /vfs\[0\]\.pool.*is not a name vfpool accepts/],
+    ['a MAC that is not one', withVf({ mac: 'zz:zz' }), /vfs\[0\]\.mac/],
+    ['a guest slot out of range', withVf({ guestAddress: { slot: 99 } }), /vfs\[0\]\.guestAddress .* is not \{slot: 1\.\.31\}/],
+    ['a delivery vfpool does not know', { ...base, delivery: 'ftp' }, /delivery "ftp" is not 'cmdline' or 'hotplug'/],
+    ['a uuid that is not one', { ...base, uuid: 'x; rm -rf /' }, /uuid .* is not a UUID/],
+  ];
+}
+
 t.test('bad input: one line, exit 2, no state written', async (t) => {
   const w = makeSimEnv(t);
   const cases: Array<[string[], RegExp, string?]> = [
@@ -16,6 +38,8 @@ t.test('bad input: one line, exit 2, no state written', async (t) => {
     [['migrate', 'prepare', '--description', '-'], /is not JSON/, 'not json'],
     [['migrate', 'prepare', '--description', '-'], /is not a version 1 migration description/, '{"version":2}'],
     [['migrate', 'prepare', '--description', '-'], /vfs\[0\] carries a host address/, JSON.stringify({ version: 1, domain: 'vm1', uuid: null, delivery: 'cmdline', sriovNics: [], vfs: [{ id: 'vfpool-vf0', pool: 'p', mac: null, host: '0000:01:10.0' }] })],
+    // Each field a description carries becomes this host's plan, records and QEMU arguments.
+    ...hostileDescriptions().map(([what, desc, re]): [string[], RegExp, string] => [['migrate', 'prepare', '--description', '-'], re, JSON.stringify(desc)]),
     [['migrate', 'perform'], /vfpool migrate perform: name the domain/],
     [['migrate', 'confirm', 'vm1'], /give --role source or --role destination/],
     [['migrate', 'vm1', 'not a uri'], /'not a uri' is not a libvirt URI/],

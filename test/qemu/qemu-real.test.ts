@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { planQemuArgs, type QmpDeviceAdd } from '../../src/qemu/args.js';
 import { parseQemuArgv } from '../../src/qemu/cmdline.js';
 import { QmpClient } from '../../src/qemu/qmp.js';
+import { errnoOf } from '../../src/errors.js';
 import { domainQmpSocketPath, writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
 import type { MacAddress } from '../../src/types.js';
 import { libvirtQ35Argv } from '../helpers/qemu-argv.js';
@@ -52,7 +53,18 @@ if (!existsSync(QEMU)) {
       if (Date.now() > deadline || qemu.exitCode !== null) throw new Error(`QEMU did not create ${sock} (exit ${qemu.exitCode})`);
       await new Promise((r) => setTimeout(r, 50));
     }
-    const qmp = await QmpClient.connect(sock);
+    // QEMU binds the socket file before it listens on it: a connect in between is refused
+    // (seen under load). Until it accepts, within the same deadline.
+    let qmp: QmpClient;
+    for (;;) {
+      try {
+        qmp = await QmpClient.connect(sock);
+        break;
+      } catch (err) {
+        if (errnoOf(err) !== 'ECONNREFUSED' || Date.now() > deadline || qemu.exitCode !== null) throw err;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
     t.teardown(() => qmp.close());
     return { qemu, qmp, argv, state, exited };
   }

@@ -1,4 +1,4 @@
-import { runMigrate, type MigrateArgs } from '../migrate-command.js';
+import type { MigrateArgs } from '../migrate-command.js';
 import { parseSeconds, secondsOption, type CommandDef } from './define.js';
 import { cliContext } from './output.js';
 
@@ -31,6 +31,8 @@ export const MIGRATE_COMMANDS: CommandDef[] = [
     async run(a: Omit<MigrateArgs, 'timeout' | 'waitIncoming'> & { timeout: string | number; waitIncoming?: string | number }) {
       const timeout = parseSeconds('timeout', a.timeout, { zeroAllowed: false });
       const waitIncoming = a.waitIncoming === undefined ? undefined : parseSeconds('wait-incoming', a.waitIncoming, { zeroAllowed: false });
+      // Loaded when the command runs: every other `vfpool` call starts without evaluating it.
+      const { runMigrate } = await import('../migrate-command.js');
       return runMigrate(cliContext('migrate'), { ...a, timeout, waitIncoming });
     },
   },

@@ -2,7 +2,6 @@ import { BadInputError, errnoOf } from '../../errors.js';
 import { loadSettings, settingsFrom } from '../../config/settings.js';
 import { createContext } from '../../pool/context.js';
 import { DEFAULT_RECONCILE_GRACE_MS } from '../../pool/reconcile.js';
-import { formatDoctor, runDoctor } from '../../ops/doctor.js';
 import { Journal, filterHistory, formatHistoryLine } from '../../state/journal.js';
 import { parseObjectName, parsePciAddress } from '../../types.js';
 import { JSON_OUT, type CommandDef } from './define.js';
@@ -26,6 +25,8 @@ export const OPS_COMMANDS: CommandDef[] = [
         settings = settingsFrom(process.env, {});
       }
       const ctx = createContext(settings, 'cli doctor');
+      // Loaded when the command runs: every other `vfpool` call starts without evaluating it.
+      const { formatDoctor, runDoctor } = await import('../../ops/doctor.js');
       const checks = await runDoctor(ctx, { installDir: installRoot(), env: process.env, graceMs: DEFAULT_RECONCILE_GRACE_MS });
       if (a.json) out(JSON.stringify({ checks }));
       else formatDoctor(checks).forEach((l) => out(l));

@@ -3,7 +3,6 @@ import { asVfpoolError } from '../../errors.js';
 import { parsePoolXml } from '../../config/pool-xml.js';
 import { formatPlan, startPool, stopPool } from '../../pool/pools.js';
 import { listPools, readStatus } from '../../pool/status.js';
-import { formatPrometheus } from '../../ops/metrics.js';
 import { DRY_RUN, JSON_OUT, type CommandDef } from './define.js';
 import { cliContext, compactTable, out, printStatusTable, warn } from './output.js';
 import { readInputFile } from '../run.js';
@@ -145,7 +144,8 @@ export const POOL_COMMANDS: CommandDef[] = [
     async run(a: { json: boolean; format: string }) {
       const ctx = cliContext('status');
       const s = await readStatus(ctx);
-      if (a.format === 'prometheus') process.stdout.write(formatPrometheus(s, ctx.store.read().allocations));
+      // Loaded when the command runs: every other `vfpool` call starts without evaluating it.
+      if (a.format === 'prometheus') process.stdout.write((await import('../../ops/metrics.js')).formatPrometheus(s, ctx.store.read().allocations));
       else if (a.json || a.format === 'json') out(JSON.stringify(s));
       else printStatusTable(s);
       return 0;

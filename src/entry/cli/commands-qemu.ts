@@ -1,7 +1,3 @@
-import { guestDevicesCommand, printGuestDevices } from '../guest-devices-command.js';
-import { printQemuArgs, qemuArgsCommand } from '../qemu-args-command.js';
-import { qemuArgvBySocket } from '../../migrate/devices.js';
-import { plugPlannedVfs } from '../../qemu/plug.js';
 import { JSON_OUT, parseSeconds, secondsOption, type CommandDef } from './define.js';
 import { cliContext, out } from './output.js';
 
@@ -22,6 +18,8 @@ export const QEMU_COMMANDS: CommandDef[] = [
     ],
     async run(a: { domain?: string; xml?: string; machine: string; json: boolean }) {
       const ctx = cliContext('qemu-args');
+      // Loaded when the command runs: every other `vfpool` call starts without evaluating it.
+      const { printQemuArgs, qemuArgsCommand } = await import('../qemu-args-command.js');
       const r = await qemuArgsCommand(ctx.settings, a);
       if (a.json) out(JSON.stringify(r));
       else printQemuArgs(r);
@@ -40,6 +38,7 @@ export const QEMU_COMMANDS: CommandDef[] = [
     ],
     async run(a: { domain: string; json: boolean }) {
       const ctx = cliContext('guest-devices');
+      const { guestDevicesCommand, printGuestDevices } = await import('../guest-devices-command.js');
       const devices = await guestDevicesCommand(ctx.settings, a.domain);
       out(a.json ? JSON.stringify(devices) : printGuestDevices(a.domain, devices).trimEnd());
       return 0;
@@ -58,6 +57,7 @@ export const QEMU_COMMANDS: CommandDef[] = [
     async run(a: { domain: string; timeout: string | number; json: boolean }) {
       const timeoutSeconds = parseSeconds('timeout', a.timeout, { zeroAllowed: false });
       const ctx = cliContext('plug');
+      const [{ plugPlannedVfs }, { qemuArgvBySocket }] = await Promise.all([import('../../qemu/plug.js'), import('../../migrate/devices.js')]);
       const lines: string[] = [];
       const r = await plugPlannedVfs(ctx.settings.stateDir, a.domain, { readArgv: (socket) => qemuArgvBySocket(socket, ctx.settings.procRoot), timeoutMs: timeoutSeconds * 1000, log: (l) => lines.push(l) });
       if (a.json) out(JSON.stringify(r));
