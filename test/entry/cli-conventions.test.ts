@@ -7,16 +7,24 @@ import { COMMANDS } from '../../src/entry/cli/commands.js';
 import { positionalNames } from '../../src/entry/cli/define.js';
 import { makeSimEnv } from '../helpers/env.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
-import { REPO, vfpoolCli, WITHOUT_TAP_LOADER } from '../helpers/spawn.js';
+import { REPO, spawnEntry, vfpoolCli, WITHOUT_TAP_LOADER } from '../helpers/spawn.js';
 import { cli } from '../helpers/cli-in-process.js';
 
 /** The CLI as a new user meets it: --help, errors of usage, the man page and completion. */
 const env = { VFPOOL_HOST: 'sim:/nonexistent.json', VFPOOL_STATE_DIR: '/nonexistent/run', VFPOOL_JOURNAL_DIR: '/nonexistent/journal' };
 const words = (s: string) => s.split(/[\s(),;:]+/).filter((w) => /^[A-Za-z][A-Za-z'-]{5,}$/.test(w));
 
+/**
+ * Help runs as a process: the bundle lays it out with cliui's CommonJS build, which wraps at
+ * word boundaries (scripts/bundle.mjs); run in-process from dist/src, yargs takes cliui's ESM
+ * build, whose wrap breaks words. `dist/bin/cli.cjs` is what an installed `vfpool` links to
+ * (the same bundle as cli.mjs, without the ES-module loader's start-up).
+ */
+const installedCli = (args: string[]) => spawnEntry('dist/bin/cli.cjs', args, { env });
+
 t.test('--help of every command: whole words, described positionals, examples, no seed citation', async (t) => {
   for (const def of COMMANDS) {
-    const r = await vfpoolCli([def.name, '--help'], { env });
+    const r = await installedCli([def.name, '--help']);
     t.equal(r.exitCode, 0, `${def.name} --help`);
     const flat = r.stdout.replace(/\s+/g, ' ');
     const texts = [def.describe, ...Object.values(def.options ?? {}).map((o) => o.describe), ...Object.values(def.positionals ?? {}).map((p) => p.describe)];
@@ -35,9 +43,10 @@ t.test('--help names every environment variable and exit code; -h and --version 
   t.equal(r.exitCode, 0);
   for (const k of Object.keys(SETTING_KEYS)) t.match(r.stdout, new RegExp(`\\n  ${k}: `), k);
   t.match(r.stdout, /\nExit codes:\n  0  success\n  1  .*\n  2  bad input.*\n  3  conflict/);
-  const h = await vfpoolCli(['-h'], { env });
-  t.same([h.exitCode, h.stdout], [0, r.stdout], '-h is --help');
-  const v = await vfpoolCli(['--version'], { env });
+  // In-process (same program; compared with its own --help, as the wrapping differs: above).
+  const h = await cli(['-h'], { env });
+  t.same([h.exitCode, h.stdout], [0, (await cli(['--help'], { env })).stdout], '-h is --help');
+  const v = await cli(['--version'], { env });
   t.same([v.exitCode, v.stdout], [0, `${JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')).version}\n`]);
 });
 
@@ -49,9 +58,12 @@ t.test('usage errors: one line each, exit 2, naming what is wrong', async (t) =>
     [['net-define'], "vfpool: net-define: missing <file>, the pool's network XML file (- for stdin): e.g. `vfpool net-define sriov-pool.xml`\n"],
     [['status', '--bogus'], 'vfpool: status: Unknown argument: bogus: see `vfpool status --help`\n'],
   ];
-  for (const [args, stderr] of cases) {
-    const r = await vfpoolCli(args, { env });
-    t.same([r.exitCode, r.stderr, r.stdout], [2, stderr, ''], `vfpool ${args.join(' ')}`);
+  // All in-process; the first two as processes too (yargs' exit(2) on the way out of the bundle).
+  for (const [i, [args, stderr]] of cases.entries()) {
+    for (const run of i < 2 ? [cli, vfpoolCli] : [cli]) {
+      const r = await run(args, { env });
+      t.same([r.exitCode, r.stderr, r.stdout], [2, stderr, ''], `vfpool ${args.join(' ')} (${run === cli ? 'in-process' : 'process'})`);
+    }
   }
 });
 

@@ -6,13 +6,18 @@ import type { NetdevName } from '../../src/types.js';
 import { makeSimEnv, type SimEnv } from '../helpers/env.js';
 import { domainXml, portHookData } from '../helpers/libvirt-domains.js';
 import { spawnSleeper } from '../helpers/processes.js';
-import { REPO, spawnEntry, vfpoolCli } from '../helpers/spawn.js';
+import { REPO, spawnEntry, type Spawned } from '../helpers/spawn.js';
+import { cli } from '../helpers/cli-in-process.js';
+import { networkHookInProcess, qemuHookInProcess } from '../helpers/hook-world.js';
 
 /**
  * Records whose owner is gone must not pin VFs, judged where "in use" is decided (a pool's
  * start and stop, the allocator, the port veto), not only in `vfpool reconcile`: libvirt skips
- * hook calls. The hooks run as processes on the simulated host, with a fake libvirt pid
- * directory (VFPOOL_LIBVIRT_RUN_DIR) standing for libvirt's /run/libvirt/qemu.
+ * hook calls. On the simulated host, with a fake libvirt pid directory (VFPOOL_LIBVIRT_RUN_DIR)
+ * standing for libvirt's /run/libvirt/qemu. The lab's scenario after `virsh destroy` runs the
+ * hooks as libvirt does, through the shims (whose markers decide that Node runs for a call
+ * without vfpool XML); the other cases run the hooks' and the CLI's mains in-process (the same
+ * main, env, stdin and exit codes, without a Node start per call).
  */
 const sample = (name: string) => readFileSync(join(REPO, 'test/libvirt/samples', name), 'utf8');
 const NET_START = sample('stdin-network-vfp-net-start-begin.xml'); // pool vfp-net: 4 VFs on eth1, hostdev
@@ -31,8 +36,18 @@ function world(t: Test): World {
   return { ...w, runDir, hookEnv: { ...w.env, VFPOOL_LIBVIRT_RUN_DIR: runDir, VFPOOL_SIM_VF_DEVICE: 'e1000e' } };
 }
 
-const net = (w: World, op: string, stdin: string) => spawnEntry('hooks/network', ['vfp-net', ...op.split(' '), '-'], { env: w.hookEnv, stdin });
-const qemu = (w: World, domain: string, op: string, stdin: string) => spawnEntry('hooks/qemu', [domain, ...op.split(' '), '-'], { env: w.hookEnv, stdin });
+type Run = (env: Record<string, string>, args: string[], stdin: string) => Promise<Spawned>;
+interface Hooks {
+  network: Run;
+  qemu: Run;
+}
+const SHIMS: Hooks = {
+  network: (env, args, stdin) => spawnEntry('hooks/network', args, { env, stdin }),
+  qemu: (env, args, stdin) => spawnEntry('hooks/qemu', args, { env, stdin }),
+};
+const IN_PROCESS: Hooks = { network: networkHookInProcess, qemu: qemuHookInProcess };
+const net = (w: World, op: string, stdin: string, hooks: Hooks) => hooks.network(w.hookEnv, ['vfp-net', ...op.split(' '), '-'], stdin);
+const qemu = (w: World, domain: string, op: string, stdin: string, hooks: Hooks) => hooks.qemu(w.hookEnv, [domain, ...op.split(' '), '-'], stdin);
 const simMacs = (w: World) => (JSON.parse(readFileSync(w.hostFile, 'utf8')) as { pfs: Array<{ vfs: Array<{ mac: string }> }> }).pfs[0]!.vfs.map((v) => v.mac);
 const numVfs = async (w: World) => (await w.sim.getPf('eth1' as NetdevName)).numVfs;
 const portHook = (domain: string) =>
@@ -55,17 +70,18 @@ const portHook = (domain: string) =>
 for (const how of ['release end', 'no hook at all (daemon crash)'] as const) {
   t.test(`a port record of a guest that is gone no longer pins its VF: ${how}`, async (t) => {
     const w = world(t);
-    t.equal((await net(w, 'start begin', NET_START)).exitCode, 0, 'net-start');
+    const hooks = how === 'release end' ? SHIMS : IN_PROCESS;
+    t.equal((await net(w, 'start begin', NET_START, hooks)).exitCode, 0, 'net-start');
     t.equal(await numVfs(w), 4);
-    const created = await net(w, 'port-created begin', portHook('lvguest'));
+    const created = await net(w, 'port-created begin', portHook('lvguest'), hooks);
     t.same([created.exitCode, created.stderr], [0, ''], 'port-created');
     const guest = spawnSleeper();
     t.teardown(guest.kill);
     writeFileSync(join(w.runDir, 'lvguest.pid'), `${guest.pid}\n`);
-    const started = await qemu(w, 'lvguest', 'started begin', domainXml('started', { name: 'lvguest' }));
+    const started = await qemu(w, 'lvguest', 'started begin', domainXml('started', { name: 'lvguest' }), hooks);
     t.equal(started.exitCode, 0, 'started: the QEMU pid is learnt');
 
-    const kept = await net(w, 'stopped end', NET_STOPPED);
+    const kept = await net(w, 'stopped end', NET_STOPPED, hooks);
     t.equal(kept.exitCode, 0);
     t.match(kept.stderr, /eth1 keeps its 4 VFs: VF 1 \(0000:3b:02\.1.*\) is in use by domain 'lvguest' through libvirt network 'vfp-net'/, 'net-destroy under the running guest keeps the VFs');
     t.equal(await numVfs(w), 4);
@@ -73,10 +89,10 @@ for (const how of ['release end', 'no hook at all (daemon crash)'] as const) {
     // The guest goes away; libvirt sends no port-deleted (the network is not active).
     await guest.kill();
     rmSync(join(w.runDir, 'lvguest.pid'));
-    if (how === 'release end') t.equal((await qemu(w, 'lvguest', 'release end', domainXml('release', { name: 'lvguest' }))).exitCode, 0, 'release end');
+    if (how === 'release end') t.equal((await qemu(w, 'lvguest', 'release end', domainXml('release', { name: 'lvguest' }), hooks)).exitCode, 0, 'release end');
 
-    t.equal((await net(w, 'start begin', NET_START)).exitCode, 0, 'net-start again');
-    const stopped = await net(w, 'stopped end', NET_STOPPED);
+    t.equal((await net(w, 'start begin', NET_START, hooks)).exitCode, 0, 'net-start again');
+    const stopped = await net(w, 'stopped end', NET_STOPPED, hooks);
     t.same([stopped.exitCode, stopped.stderr], [0, ''], 'net-destroy again: nothing kept');
     t.equal(await numVfs(w), 0, 'the VFs are removed');
     const state = JSON.parse(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8')) as { ports: unknown[]; pools: object };
@@ -87,28 +103,28 @@ for (const how of ['release end', 'no hook at all (daemon crash)'] as const) {
 t.test('the allocator frees a VF whose guest died without a release (daemon crash) instead of calling the pool exhausted', async (t) => {
   const w = world(t);
   w.definePool('one', `<network><name>one</name><forward mode='hostdev' managed='yes'><pf dev='eth1'><vf num='1'/></pf></forward></network>`);
-  t.equal((await vfpoolCli(['net-start', 'one'], { env: w.env })).exitCode, 0);
+  t.equal((await cli(['net-start', 'one'], { env: w.env })).exitCode, 0);
   const macBefore = simMacs(w)[0];
   const vfpool = (mac: string) => `<vfpool:hostdev pool='one' mac='${mac}'/>`;
-  t.equal((await qemu(w, 'vm1', 'prepare begin', domainXml('prepare', { name: 'vm1', vfpool: vfpool('52:54:00:00:00:01') }))).exitCode, 0);
+  t.equal((await qemu(w, 'vm1', 'prepare begin', domainXml('prepare', { name: 'vm1', vfpool: vfpool('52:54:00:00:00:01') }), IN_PROCESS)).exitCode, 0);
   const guest = spawnSleeper();
   writeFileSync(join(w.runDir, 'vm1.pid'), `${guest.pid}\n`);
-  t.equal((await qemu(w, 'vm1', 'started begin', domainXml('started', { name: 'vm1', vfpool: vfpool('52:54:00:00:00:01') }))).exitCode, 0);
+  t.equal((await qemu(w, 'vm1', 'started begin', domainXml('started', { name: 'vm1', vfpool: vfpool('52:54:00:00:00:01') }), IN_PROCESS)).exitCode, 0);
 
   // While vm1 runs, vm2 finds the pool exhausted.
-  const busy = await qemu(w, 'vm2', 'prepare begin', domainXml('prepare', { name: 'vm2', vfpool: vfpool('52:54:00:00:00:02') }));
+  const busy = await qemu(w, 'vm2', 'prepare begin', domainXml('prepare', { name: 'vm2', vfpool: vfpool('52:54:00:00:00:02') }), IN_PROCESS);
   t.equal(busy.exitCode, 3);
   t.match(busy.stderr, /pool 'one' is exhausted/);
 
   // QEMU dies with libvirtd down: no release end ever comes.
   await guest.kill();
   rmSync(join(w.runDir, 'vm1.pid'));
-  const vm2 = await qemu(w, 'vm2', 'prepare begin', domainXml('prepare', { name: 'vm2', vfpool: vfpool('52:54:00:00:00:02') }));
+  const vm2 = await qemu(w, 'vm2', 'prepare begin', domainXml('prepare', { name: 'vm2', vfpool: vfpool('52:54:00:00:00:02') }), IN_PROCESS);
   t.same([vm2.exitCode, vm2.stderr], [0, ''], 'vm2 gets the VF');
-  const s = JSON.parse((await vfpoolCli(['status', '--json'], { env: w.env })).stdout) as { pfs: Array<{ vfs: Array<{ mac: string; owner: { domain: string } | null }> }> };
+  const s = JSON.parse((await cli(['status', '--json'], { env: w.env })).stdout) as { pfs: Array<{ vfs: Array<{ mac: string; owner: { domain: string } | null }> }> };
   t.match(s.pfs[0]!.vfs[0], { mac: '52:54:00:00:00:02', owner: { domain: 'vm2' } });
   t.match(readFileSync(join(w.settings.stateDir, 'vfpool.log'), 'utf8'), /freed 0000:3b:02\.0 of domain 'vm1', whose owner is gone/, 'vm1\'s VF was restored and freed first');
   // vm2's release restores the MAC vm1 found, not vm1's.
-  t.equal((await qemu(w, 'vm2', 'release end', domainXml('release', { name: 'vm2' }))).exitCode, 0);
+  t.equal((await qemu(w, 'vm2', 'release end', domainXml('release', { name: 'vm2' }), IN_PROCESS)).exitCode, 0);
   t.equal(simMacs(w)[0], macBefore, 'the original MAC is back');
 });

@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import type { SimState } from '../../src/host/sim-kernel.js';
 import { makeSimEnv } from '../helpers/env.js';
 import { domainXml, PLAIN_DOMAIN } from '../helpers/libvirt-domains.js';
-import { spawnEntry } from '../helpers/spawn.js';
 import { hookStatus as status, META, qemuHook as hook, qemuHookInProcess, setupHookWorld as setup, type HookEnv } from '../helpers/hook-world.js';
 
 /** The Node half in-process, for calls the shim hands to Node anyway (a domain with vfpool metadata or a marker). */
@@ -58,8 +57,9 @@ t.test('a guest with no vfpool request: every operation exits 0 and creates no s
     const r = await hook(w, ['seqtest', op!, sub!, extra!], PLAIN_DOMAIN);
     t.same([r.exitCode, r.stdout, r.stderr], [0, '', ''], `${op} ${sub}`);
   }
-  // Straight into the Node entry too (the shim would not even start Node for it).
-  const direct = await spawnEntry('dist/bin/qemu-hook.cjs', ['seqtest', 'prepare', 'begin', '-'], { env: w.hookEnv, stdin: PLAIN_DOMAIN });
+  // Straight into the Node half too (the shim would not even start Node for it); in-process:
+  // the fuzz suite runs this entry point as a process.
+  const direct = await qemuHookInProcess(w.hookEnv, ['seqtest', 'prepare', 'begin', '-'], PLAIN_DOMAIN);
   t.same([direct.exitCode, direct.stdout, direct.stderr], [0, '', '']);
   t.equal(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8'), before, 'state untouched');
   t.notOk(existsSync(join(w.settings.stateDir, 'index/domain.seqtest')));
@@ -68,7 +68,7 @@ t.test('a guest with no vfpool request: every operation exits 0 and creates no s
 t.test('no state directory at all: a plain guest does not create one', async (t) => {
   const w = makeSimEnv(t);
   const env = { ...w.env, VFPOOL_LIBVIRT_RUN_DIR: join(w.dir, 'x') };
-  const r = await spawnEntry('dist/bin/qemu-hook.cjs', ['seqtest', 'prepare', 'begin', '-'], { env, stdin: PLAIN_DOMAIN });
+  const r = await qemuHookInProcess(env, ['seqtest', 'prepare', 'begin', '-'], PLAIN_DOMAIN);
   t.same([r.exitCode, r.stderr], [0, '']);
   t.notOk(existsSync(w.settings.stateDir), 'no state directory, no lock');
 });

@@ -7,9 +7,14 @@ import { makeSimEnv } from '../helpers/env.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
 import { spawnSleeper } from '../helpers/processes.js';
 import { spawnEntry, vfpoolCli } from '../helpers/spawn.js';
+import { cli } from '../helpers/cli-in-process.js';
+import { networkHookInProcess } from '../helpers/hook-world.js';
 
 /**
  * Defects found on the simulated host (issue 10), each a test that failed before its fix.
+ * What races between processes (prepares and reconciles at once) runs as real processes;
+ * the rest runs the CLI's and the hooks' mains in-process (cli, networkHookInProcess: the
+ * same main, env and exit-code boundary), one call at a time.
  */
 const POOL = (name: string, num = 4) => `<network><name>${name}</name><forward mode='hostdev' managed='yes'><pf dev='eth1'><vf num='${num}'/></pf></forward></network>`;
 const readState = (dir: string) => JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as {
@@ -20,7 +25,7 @@ const readState = (dir: string) => JSON.parse(readFileSync(join(dir, 'state.json
 t.test('several prepares of the same domain at once: one VF, one MAC; nobody is told of a VF another frees', async (t) => {
   const w = makeSimEnv(t);
   w.definePool('p', POOL('p', 8));
-  t.equal((await vfpoolCli(['net-start', 'p'], { env: w.env })).exitCode, 0);
+  t.equal((await cli(['net-start', 'p'], { env: w.env })).exitCode, 0);
   const xml = domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:00:00:01'/>` });
   const results = await Promise.all(Array.from({ length: 6 }, () => spawnEntry('hooks/qemu', ['vm1', 'prepare', 'begin', '-'], { env: w.env, stdin: xml })));
   const ok = results.filter((r) => r.exitCode === 0);
@@ -39,25 +44,25 @@ t.test('pool names that are JavaScript object keys are names like any other', as
   const names = ['constructor', 'toString', '__proto__'];
   names.forEach((n, i) => w.definePool(n, POOL(n, 2).replace('eth1', `eth${i + 1}`)));
   for (const n of names) {
-    const r = await vfpoolCli(['net-start', n], { env: w.env });
+    const r = await cli(['net-start', n], { env: w.env });
     t.same([r.exitCode, r.stderr], [0, ''], `net-start ${n}`);
   }
   t.same(Object.keys(readState(w.settings.stateDir).pools).sort(), [...names].sort(), 'each recorded as a pool');
   for (const n of names) {
-    const r = await vfpoolCli(['net-destroy', n], { env: w.env });
+    const r = await cli(['net-destroy', n], { env: w.env });
     t.same([r.exitCode, r.stderr], [0, ''], `net-destroy ${n}`);
   }
   for (const pf of ['eth1', 'eth2', 'eth3']) t.equal((await w.sim.getPf(pf as NetdevName)).numVfs, 0, `${pf}: VFs removed`);
   t.same(Object.keys(readState(w.settings.stateDir).pools), [], 'none left');
   // A network hook call for a network that is not a pool but is named like an object key.
-  const r = await spawnEntry('hooks/network', ['constructor', 'stopped', 'end', '-'], { env: w.env, stdin: `<hookData><network><name>constructor</name><forward mode='nat'/></network></hookData>` });
+  const r = await networkHookInProcess(w.env, ['constructor', 'stopped', 'end', '-'], `<hookData><network><name>constructor</name><forward mode='nat'/></network></hookData>`);
   t.same([r.exitCode, r.stderr], [0, '']);
 });
 
 t.test('reconcile rebuilds the index markers under the lock: a marker of a concurrent prepare survives', async (t) => {
   const w = makeSimEnv(t);
   w.definePool('p', POOL('p', 8));
-  t.equal((await vfpoolCli(['net-start', 'p'], { env: w.env })).exitCode, 0);
+  t.equal((await cli(['net-start', 'p'], { env: w.env })).exitCode, 0);
   const prepares = Array.from({ length: 6 }, (_, i) =>
     vfpoolCli(['prepare', '--xml=-'], { env: w.env, stdin: domainXml('prepare', { name: `vm${i}`, vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:00:00:0${i + 1}'/>` }) }));
   const reconciles = Array.from({ length: 6 }, () => vfpoolCli(['reconcile'], { env: w.env }));
@@ -77,13 +82,13 @@ t.test('a state directory that is a symlink is refused, its target untouched; a 
   const link = join(w.dir, 'link');
   symlinkSync(target, link);
   w.definePool('p', POOL('p'));
-  const r = await vfpoolCli(['net-start', 'p'], { env: { ...w.env, VFPOOL_STATE_DIR: link } });
+  const r = await cli(['net-start', 'p'], { env: { ...w.env, VFPOOL_STATE_DIR: link } });
   t.equal(r.exitCode, 2);
   t.match(r.stderr, /^vfpool: the state directory .*\/link is a symbolic link; vfpool does not follow links in its state directory: point VFPOOL_STATE_DIR at the real directory\n$/);
   t.equal(statSync(target).mode & 0o7777, 0o1777, 'the target keeps its mode (sticky bit)');
   t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 0, 'nothing changed');
 
-  const rel = await vfpoolCli(['status'], { env: { ...w.env, VFPOOL_STATE_DIR: 'run/vfpool' } });
+  const rel = await cli(['status'], { env: { ...w.env, VFPOOL_STATE_DIR: 'run/vfpool' } });
   t.equal(rel.exitCode, 2);
   t.match(rel.stderr, /^vfpool: VFPOOL_STATE_DIR 'run\/vfpool' \(from the environment\) is a relative path: give an absolute path/);
   t.throws(() => loadSettings({ VFPOOL_CONFIG_DIR: 'etc' }), /VFPOOL_CONFIG_DIR 'etc' \(from the environment\) is a relative path/);
@@ -92,7 +97,7 @@ t.test('a state directory that is a symlink is refused, its target untouched; a 
   mkdirSync(w.settings.stateDir, { recursive: true, mode: 0o700 });
   writeFileSync(join(w.dir, 'elsewhere.json'), '{}');
   symlinkSync(join(w.dir, 'elsewhere.json'), join(w.settings.stateDir, 'state.json'));
-  const s = await vfpoolCli(['status'], { env: w.env });
+  const s = await cli(['status'], { env: w.env });
   t.equal(s.exitCode, 2);
   t.match(s.stderr, /^vfpool: the state file .*state\.json is a symbolic link; vfpool does not follow links there/);
 });
@@ -107,7 +112,7 @@ t.test('state files are 0600 in a 0700 directory; temp files of killed writers a
   await killed.kill();
   writeFileSync(join(w.settings.stateDir, 'state.json.holder'), `${killed.pid} net-start p\n`);
   writeFileSync(join(w.settings.stateDir, 'state.json.1234567'), '{"half":');
-  t.equal((await vfpoolCli(['net-start', 'p'], { env: w.env })).exitCode, 0);
+  t.equal((await cli(['net-start', 'p'], { env: w.env })).exitCode, 0);
   t.notOk(existsSync(join(w.settings.stateDir, 'state.json.holder')), 'the dead holder\'s file is gone');
   t.equal(lstatSync(w.settings.stateDir).mode & 0o777, 0o700, 'directory 0700');
   for (const f of ['state.json', 'index/pool.p']) t.equal(lstatSync(join(w.settings.stateDir, f)).mode & 0o777, 0o600, `${f} 0600`);
@@ -117,19 +122,19 @@ t.test('state files are 0600 in a 0700 directory; temp files of killed writers a
 t.test('--pid is a live process id: `abc` and a dead pid are one line each, exit 2, nothing prepared', async (t) => {
   const w = makeSimEnv(t);
   w.definePool('p', POOL('p'));
-  t.equal((await vfpoolCli(['net-start', 'p'], { env: w.env })).exitCode, 0);
+  t.equal((await cli(['net-start', 'p'], { env: w.env })).exitCode, 0);
   const xml = domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:00:00:01'/>` });
   const dead = spawnSleeper();
   const deadPid = dead.pid;
   await dead.kill();
   for (const [pid, msg] of [['abc', /^vfpool: --pid 'abc' is not a process id: give the pid/], ['1.5', /--pid '1\.5' is not a process id/], [String(deadPid), new RegExp(`^vfpool: --pid ${deadPid}: no such process`)]] as const) {
-    const r = await vfpoolCli(['prepare', '--xml=-', '--pid', pid], { env: w.env, stdin: xml });
+    const r = await cli(['prepare', '--xml=-', '--pid', pid], { env: w.env, stdin: xml });
     t.equal(r.exitCode, 2, `--pid ${pid}: exit 2`);
     t.match(r.stderr, msg);
     t.equal(r.stderr.split('\n').length, 2, 'one line');
   }
   t.same(readState(w.settings.stateDir).allocations, [], 'nothing allocated');
-  const live = await vfpoolCli(['prepare', '--xml=-', '--pid', String(process.pid)], { env: w.env, stdin: xml });
+  const live = await cli(['prepare', '--xml=-', '--pid', String(process.pid)], { env: w.env, stdin: xml });
   t.same([live.exitCode, live.stderr], [0, ''], 'a live pid is taken');
 });
 
@@ -141,7 +146,7 @@ t.test('a lock with a future mtime or a dead holder does not block; a held lock 
   mkdirSync(lock);
   const future = new Date(Date.now() + 3600_000);
   utimesSync(lock, future, future);
-  const r = await vfpoolCli(['net-start', 'p'], { env: w.env });
+  const r = await cli(['net-start', 'p'], { env: w.env });
   t.same([r.exitCode, r.stderr], [0, ''], 'a future-dated lock without a live holder is cleared at once');
 
   // A holder killed with the lock: its holder file names a dead pid.
@@ -151,7 +156,7 @@ t.test('a lock with a future mtime or a dead holder does not block; a held lock 
   mkdirSync(lock);
   writeFileSync(join(w.settings.stateDir, 'state.json.holder'), `${deadPid} net-start p\n`);
   const started = Date.now();
-  const r2 = await vfpoolCli(['net-destroy', 'p'], { env: w.env });
+  const r2 = await cli(['net-destroy', 'p'], { env: w.env });
   t.same([r2.exitCode, r2.stderr], [0, ''], 'taken over from the dead holder');
   t.ok(Date.now() - started < 9000, 'without waiting for the lock to go stale (10 s)');
 });
@@ -179,7 +184,7 @@ t.test('a truncated state file is refused with advice that loses nothing (never 
   writeFileSync(join(w.settings.stateDir, 'state.json'), truncated);
   w.definePool('p', POOL('p'));
   for (const args of [['status'], ['net-start', 'p'], ['reconcile']]) {
-    const r = await vfpoolCli(args, { env: w.env });
+    const r = await cli(args, { env: w.env });
     t.equal(r.exitCode, 2, `${args[0]}: exit 2`);
     t.match(r.stderr, /^vfpool: .*state\.json is not valid JSON: .*: restore it from a copy; only if no guest uses what it records, move it aside and run `vfpool reconcile`\n$/);
     t.notMatch(r.stderr, /remove/);

@@ -4,12 +4,14 @@ import { join } from 'node:path';
 import { Journal, JOURNAL_FILE } from '../../src/state/journal.js';
 import { makeSimEnv } from '../helpers/env.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
-import { vfpoolCli } from '../helpers/spawn.js';
+import { cli as inProcessCli } from '../helpers/cli-in-process.js';
 
+// The CLI runs in-process (cli: the same program, env and exit-code boundary as the bundle,
+// without a Node start per command); cli.test.ts and the fuzz suite run the bundle itself.
 t.test('vfpool history: pool start, prepare, a refused prepare, release and pool stop, in order, with before and after', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
   w.definePool('p', `<network><name>p</name><forward mode='hostdev' managed='yes'><pf dev='eth1'><vf num='2'/></pf></forward></network>`);
-  const cli = (...args: string[]) => vfpoolCli(args, { env: w.env });
+  const cli = (...args: string[]) => inProcessCli(args, { env: w.env });
   const vm1 = join(w.dir, 'vm1.xml');
   writeFileSync(vm1, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:01' vlan='12'/>` }));
   const vm2 = join(w.dir, 'vm2.xml');
@@ -85,7 +87,7 @@ t.test('a journal write never fails an operation: the error goes to the log', as
   t.match(warnings, [/history journal .*file\/history\.jsonl not written: .*(ENOTDIR|EEXIST)/]);
 
   w.definePool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'><vf num='2'/></pf></forward></network>`);
-  const r = await vfpoolCli(['net-start', 'p'], { env: { ...w.env, VFPOOL_JOURNAL_DIR: notADir } });
+  const r = await inProcessCli(['net-start', 'p'], { env: { ...w.env, VFPOOL_JOURNAL_DIR: notADir } });
   t.equal(r.exitCode, 0, 'the pool started');
   t.match(readFileSync(join(w.settings.stateDir, 'vfpool.log'), 'utf8'), /warn .*history journal .* not written/);
 });
@@ -95,8 +97,8 @@ t.test('a refused release is in the history too', async (t) => {
   w.definePool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
   const file = join(w.dir, 'vm1.xml');
   writeFileSync(file, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:01'/>` }));
-  t.equal((await vfpoolCli(['prepare', '--xml', file, '--pid', String(process.pid)], { env: w.env })).exitCode, 0);
-  t.equal((await vfpoolCli(['release', 'vm1'], { env: w.env })).exitCode, 3, 'its QEMU (this test) still runs');
-  const last = JSON.parse((await vfpoolCli(['history', 'vm1', '--json'], { env: w.env })).stdout.trim().split('\n').at(-1)!);
+  t.equal((await inProcessCli(['prepare', '--xml', file, '--pid', String(process.pid)], { env: w.env })).exitCode, 0);
+  t.equal((await inProcessCli(['release', 'vm1'], { env: w.env })).exitCode, 3, 'its QEMU (this test) still runs');
+  const last = JSON.parse((await inProcessCli(['history', 'vm1', '--json'], { env: w.env })).stdout.trim().split('\n').at(-1)!);
   t.match(last, { op: 'release-failed', domain: 'vm1', exitCode: 3, error: /still runs/ });
 });
