@@ -1,7 +1,10 @@
-// fs.promises at each call, not node:fs/promises imported: the hook bundles run every import
-// at load, and fs/promises brings a dozen of Node's modules that a call on the simulated host
-// never uses (a network hook call now loads 2 of Node's modules beyond `node -e 0`, from 56).
-import { promises as fsp } from 'node:fs';
+// Synchronous calls throughout: sysfs and /proc are the kernel's memory, and a read or readlink
+// there returns at once. Asynchronous ones each went through libuv's thread pool (its four
+// threads started for the first, a handoff to one and back for every call: dozens per pool
+// start, for each poll of the VFs), which a hook pays for in full and which the lab's TCG guest
+// magnifies. A write to sriov_numvfs blocks while the kernel creates the VFs, as it does for a
+// shell; nothing else is running in a vfpool process meanwhile.
+import { chownSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { errnoOf, HostError } from '../errors.js';
 import { netdevFromKernel, type NetdevName, type PciAddress, type VfIndex } from '../types.js';
@@ -83,7 +86,7 @@ export class LinuxHost implements Host {
   private readonly writeSysfs: SysfsWriter;
   private readonly runIp: IpRunner;
   constructor(private readonly opts: LinuxHostOptions) {
-    this.writeSysfs = opts.writeSysfs ?? ((p, v) => fsp.writeFile(p, v));
+    this.writeSysfs = opts.writeSysfs ?? (async (p, v) => writeFileSync(p, v));
     this.runIp = opts.runIp ?? execIp;
   }
 
@@ -109,7 +112,7 @@ export class LinuxHost implements Host {
 
   private async readText(path: string): Promise<string | null> {
     try {
-      return (await fsp.readFile(path, 'utf8')).trim();
+      return readFileSync(path, 'utf8').trim();
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') return null;
       throw err;
@@ -118,7 +121,7 @@ export class LinuxHost implements Host {
 
   private async linkName(path: string): Promise<string | null> {
     try {
-      return basename(await fsp.readlink(path));
+      return basename(readlinkSync(path));
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') return null;
       throw err;
@@ -140,8 +143,8 @@ export class LinuxHost implements Host {
     const classNet = join(this.opts.sysfsRoot, 'class/net');
     // No class/net at all: a machine (or fixture) without network devices. Anything else is a
     // broken sysfs root, reported instead of shown as "no SR-IOV PFs".
-    const names = await fsp.readdir(classNet).catch((err) => {
-      if (errnoOf(err) === 'ENOENT') return [] as string[];
+    const names = listDir(classNet, (err) => {
+      if (errnoOf(err) === 'ENOENT') return [];
       throw new HostError(`cannot list ${classNet}: ${errnoOf(err) ?? (err as Error).message}`, { code: errnoOf(err), hint: 'check VFPOOL_SYSFS names a sysfs tree', cause: err });
     });
     const pfs: NetdevName[] = [];
@@ -163,7 +166,7 @@ export class LinuxHost implements Host {
     const flags = parseInt((await this.readText(join(this.netDir(pf), 'flags'))) ?? '0', 16);
     return {
       name: pf,
-      address: basename(await fsp.realpath(dev)) as PciAddress,
+      address: basename(realpathSync.native(dev)) as PciAddress,
       totalVfs: parseInt(total, 10),
       numVfs: parseInt((await this.readText(join(dev, 'sriov_numvfs'))) ?? '0', 10),
       driver: await this.linkName(join(dev, 'driver')),
@@ -174,7 +177,7 @@ export class LinuxHost implements Host {
 
   async listVfs(pf: NetdevName): Promise<VfInfo[]> {
     const dev = this.pfDeviceDir(pf);
-    const entries = await fsp.readdir(dev).catch((err) => {
+    const entries = listDir(dev, (err) => {
       throw new HostError(`cannot list ${dev}: ${errnoOf(err)}`, { code: errnoOf(err) });
     });
     const vfs: VfInfo[] = [];
@@ -184,7 +187,7 @@ export class LinuxHost implements Host {
       const vfDir = join(dev, e);
       const address = await this.linkName(vfDir);
       if (!address) continue; // removed between readdir and readlink
-      const netdevs = await fsp.readdir(join(vfDir, 'net')).catch(() => [] as string[]);
+      const netdevs = listDir(join(vfDir, 'net'), () => []);
       vfs.push({
         index: Number(m[1]) as VfIndex,
         address: address as PciAddress,
@@ -198,7 +201,7 @@ export class LinuxHost implements Host {
 
   async netdevDevice(netdev: NetdevName): Promise<PciAddress | null> {
     try {
-      return basename(await fsp.realpath(join(this.netDir(netdev), 'device'))) as PciAddress;
+      return basename(realpathSync.native(join(this.netDir(netdev), 'device'))) as PciAddress;
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') return null;
       throw err;
@@ -206,7 +209,7 @@ export class LinuxHost implements Host {
   }
 
   async physfnOf(dev: PciAddress): Promise<NetdevName | null> {
-    const nets = await fsp.readdir(join(this.pciDir(dev), 'physfn/net')).catch(() => [] as string[]);
+    const nets = listDir(join(this.pciDir(dev), 'physfn/net'), () => []);
     return nets[0] ? netdevFromKernel(nets[0]) : null;
   }
 
@@ -238,7 +241,7 @@ export class LinuxHost implements Host {
     // Before any change: a driver that is not loaded would leave the device unbound, with no
     // driver and no netdev, once Step 2 has run (the callers undo only completed steps).
     // The driver's directory, not its `bind` file: that attribute is write-only (EACCES on read).
-    if (driver !== null && !(await fsp.stat(join(this.opts.sysfsRoot, 'bus/pci/drivers', driver)).then((st) => st.isDirectory(), () => false))) {
+    if (driver !== null && !isDirectory(join(this.opts.sysfsRoot, 'bus/pci/drivers', driver))) {
       throw new HostError(`${dev}: driver ${driver} is not loaded (no ${join(this.opts.sysfsRoot, 'bus/pci/drivers', driver)})`, {
         code: 'ENODEV',
         hint: `load it with \`modprobe ${driver}\``,
@@ -272,18 +275,21 @@ export class LinuxHost implements Host {
 
   async vfioHolders(): Promise<Map<string, number[]>> {
     const holders = new Map<string, number[]>();
-    const procs = (await fsp.readdir(this.opts.procRoot).catch(() => [] as string[])).filter((p) => /^\d+$/.test(p));
-    await Promise.all(
-      procs.map(async (p) => {
-        const fdDir = join(this.opts.procRoot, p, 'fd');
-        const fds = await fsp.readdir(fdDir).catch(() => [] as string[]);
-        // A process that exits meanwhile, or one we may not look into, simply holds nothing.
-        const links = await Promise.all(fds.map((fd) => fsp.readlink(join(fdDir, fd)).catch(() => '')));
-        for (const group of new Set(links.filter((l) => /^\/dev\/vfio\/\d+$/.test(l)).map((l) => l.slice('/dev/vfio/'.length)))) {
-          holders.set(group, [...(holders.get(group) ?? []), Number(p)]);
+    const procs = listDir(this.opts.procRoot, () => []).filter((p) => /^\d+$/.test(p));
+    for (const p of procs) {
+      const fdDir = join(this.opts.procRoot, p, 'fd');
+      // A process that exits meanwhile, or one we may not look into, simply holds nothing.
+      const links = listDir(fdDir, () => []).map((fd) => {
+        try {
+          return readlinkSync(join(fdDir, fd));
+        } catch {
+          return '';
         }
-      }),
-    );
+      });
+      for (const group of new Set(links.filter((l) => /^\/dev\/vfio\/\d+$/.test(l)).map((l) => l.slice('/dev/vfio/'.length)))) {
+        holders.set(group, [...(holders.get(group) ?? []), Number(p)]);
+      }
+    }
     for (const pids of holders.values()) pids.sort((a, b) => a - b);
     return holders;
   }
@@ -291,21 +297,26 @@ export class LinuxHost implements Host {
   async setVfioGroupOwner(group: string, uid: number, gid: number): Promise<void> {
     const path = join(this.opts.devRoot, 'vfio', group);
     try {
-      await fsp.chown(path, uid, gid);
+      chownSync(path, uid, gid);
     } catch (err) {
       throw new HostError(`cannot hand ${path} to uid ${uid}: ${errnoOf(err)}`, { code: errnoOf(err), cause: err });
     }
   }
 
   async getVfioGroupOwner(group: string): Promise<{ uid: number; gid: number } | null> {
-    const st = await fsp.stat(join(this.opts.devRoot, 'vfio', group)).catch(() => null);
-    return st ? { uid: st.uid, gid: st.gid } : null;
+    let st;
+    try {
+      st = statSync(join(this.opts.devRoot, 'vfio', group));
+    } catch {
+      return null;
+    }
+    return { uid: st.uid, gid: st.gid };
   }
 
   async iommuGroupDevices(group: string): Promise<Array<{ address: PciAddress; driver: string | null }>> {
     const dir = join(this.opts.sysfsRoot, 'kernel/iommu_groups', group, 'devices');
-    const names = await fsp.readdir(dir).catch((err) => {
-      if (errnoOf(err) === 'ENOENT') return [] as string[];
+    const names = listDir(dir, (err) => {
+      if (errnoOf(err) === 'ENOENT') return [];
       throw new HostError(`cannot list ${dir}: ${errnoOf(err)}`, { code: errnoOf(err) });
     });
     const out: Array<{ address: PciAddress; driver: string | null }> = [];
@@ -313,5 +324,22 @@ export class LinuxHost implements Host {
       out.push({ address: n as PciAddress, driver: await this.linkName(join(this.opts.sysfsRoot, 'bus/pci/devices', n, 'driver')) });
     }
     return out;
+  }
+}
+
+/** A directory's entries, or what `onError` makes of the failure (it may throw). */
+function listDir(path: string, onError: (err: unknown) => string[]): string[] {
+  try {
+    return readdirSync(path);
+  } catch (err) {
+    return onError(err);
+  }
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
   }
 }
