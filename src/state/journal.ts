@@ -93,27 +93,37 @@ export class Journal {
   }
 
   private append(lines: string): void {
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     // No lock for the append itself: one write(2) on an O_APPEND file lands whole at the end
     // whoever else appends (the kernel holds the inode's lock for it). A lock here was a lock
     // directory made and removed in /var/lib at every entry (a disk's journal commit each),
     // for every hook call. Only rotation, which renames files, takes the lock (rotateOnce).
     // O_NOFOLLOW throughout: root appends here, and a link planted for the journal must not
     // make it create, extend or chmod a file elsewhere (ELOOP, reported by `record`).
-    let fd = openSync(this.file, APPEND, 0o600);
+    let fd = this.open();
     try {
       const size = fstatSync(fd).size;
       if (size > 0 && size + lines.length > this.limits.maxBytes) {
         closeSync(fd);
         fd = -1;
         this.rotateOnce(lines.length);
-        fd = openSync(this.file, APPEND, 0o600);
+        fd = this.open();
       }
       writeSync(fd, lines);
       // An administrator's umask or a copy may have widened it; the history names guests.
       fchmodSync(fd, 0o600);
     } finally {
       if (fd >= 0) closeSync(fd);
+    }
+  }
+
+  /** The live file for appending; its directory is made (0700) by the first entry only. */
+  private open(): number {
+    try {
+      return openSync(this.file, APPEND, 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      return openSync(this.file, APPEND, 0o600);
     }
   }
 
