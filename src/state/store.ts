@@ -20,8 +20,6 @@ import { emptyState, type VfpoolState } from './schema.js';
 export class StateStore {
   readonly file: string;
   readonly indexDir: string;
-  /** Checked once per process (a hook call updates the state two or three times). */
-  private dirsChecked = false;
   constructor(readonly dir: string, private readonly lock: LockOptions = DEFAULT_LOCK) {
     this.file = join(dir, 'state.json');
     this.indexDir = join(dir, 'index');
@@ -37,7 +35,6 @@ export class StateStore {
    * losing its sticky bit), and whoever can replace the link redirects root's writes.
    */
   ensureDir(): void {
-    if (this.dirsChecked) return;
     for (const [dir, what] of [[this.dir, 'the state directory'], [this.indexDir, 'the state index directory']] as const) {
       try {
         mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -59,7 +56,6 @@ export class StateStore {
         throw fsError(err, dir, what, 'VFPOOL_STATE_DIR');
       }
     }
-    this.dirsChecked = true;
   }
 
   /** The state, upgraded to the current version; empty when there is no file yet. */
