@@ -12,7 +12,7 @@ const journalModule = fileURLToPath(new URL('../../src/state/journal.js', import
 
 function writer(dir: string, name: string, count: number): Promise<number | null> {
   const script = `import { Journal } from ${JSON.stringify(journalModule)};
-const j = new Journal(${JSON.stringify(dir)}, { warn: (m) => { console.error(m); process.exitCode = 1; } }, { maxBytes: 6000, keep: 1000 });
+const j = new Journal(${JSON.stringify(dir)}, { warn: (m) => { console.error(m); process.exitCode = 1; } }, { maxBytes: 6000, keep: 100 });
 for (let i = 0; i < ${count}; i++) j.record({ op: 'allocate', domain: ${JSON.stringify(name)} + '-' + i, vf: '0000:3b:02.0' });`;
   const child = spawn('/usr/bin/env', ['-u', 'NODE_OPTIONS', process.execPath, '--input-type=module', '-e', script], { stdio: ['ignore', 'ignore', 'inherit'] });
   return new Promise((resolve) => child.on('exit', (code) => resolve(code)));
