@@ -4,9 +4,10 @@
 // start, for each poll of the VFs), which a hook pays for in full and which the lab's TCG guest
 // magnifies. A write to sriov_numvfs blocks while the kernel creates the VFs, as it does for a
 // shell; nothing else is running in a vfpool process meanwhile.
-import { chownSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync, writeFileSync } from 'node:fs';
+import { chownSync, readFileSync, readlinkSync, realpathSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { errnoOf, HostError } from '../errors.js';
+import { readdirOr } from '../util/fs-errors.js';
 import { netdevFromKernel, type NetdevName, type PciAddress, type VfIndex } from '../types.js';
 import type { Host, PfInfo, VfInfo, VfLinkChange, VfLinkConfig } from './host.js';
 import { parseVfInfoList, vfLinkSetArgs } from './ip-link.js';
@@ -143,7 +144,7 @@ export class LinuxHost implements Host {
     const classNet = join(this.opts.sysfsRoot, 'class/net');
     // No class/net at all: a machine (or fixture) without network devices. Anything else is a
     // broken sysfs root, reported instead of shown as "no SR-IOV PFs".
-    const names = listDir(classNet, (err) => {
+    const names = readdirOr(classNet, (err) => {
       if (errnoOf(err) === 'ENOENT') return [];
       throw new HostError(`cannot list ${classNet}: ${errnoOf(err) ?? (err as Error).message}`, { code: errnoOf(err), hint: 'check VFPOOL_SYSFS names a sysfs tree', cause: err });
     });
@@ -177,7 +178,7 @@ export class LinuxHost implements Host {
 
   async listVfs(pf: NetdevName): Promise<VfInfo[]> {
     const dev = this.pfDeviceDir(pf);
-    const entries = listDir(dev, (err) => {
+    const entries = readdirOr(dev, (err) => {
       throw new HostError(`cannot list ${dev}: ${errnoOf(err)}`, { code: errnoOf(err) });
     });
     const vfs: VfInfo[] = [];
@@ -187,7 +188,7 @@ export class LinuxHost implements Host {
       const vfDir = join(dev, e);
       const address = await this.linkName(vfDir);
       if (!address) continue; // removed between readdir and readlink
-      const netdevs = listDir(join(vfDir, 'net'), () => []);
+      const netdevs = readdirOr(join(vfDir, 'net'), () => []);
       vfs.push({
         index: Number(m[1]) as VfIndex,
         address: address as PciAddress,
@@ -209,7 +210,7 @@ export class LinuxHost implements Host {
   }
 
   async physfnOf(dev: PciAddress): Promise<NetdevName | null> {
-    const nets = listDir(join(this.pciDir(dev), 'physfn/net'), () => []);
+    const nets = readdirOr(join(this.pciDir(dev), 'physfn/net'), () => []);
     return nets[0] ? netdevFromKernel(nets[0]) : null;
   }
 
@@ -275,11 +276,11 @@ export class LinuxHost implements Host {
 
   async vfioHolders(): Promise<Map<string, number[]>> {
     const holders = new Map<string, number[]>();
-    const procs = listDir(this.opts.procRoot, () => []).filter((p) => /^\d+$/.test(p));
+    const procs = readdirOr(this.opts.procRoot, () => []).filter((p) => /^\d+$/.test(p));
     for (const p of procs) {
       const fdDir = join(this.opts.procRoot, p, 'fd');
       // A process that exits meanwhile, or one we may not look into, simply holds nothing.
-      const links = listDir(fdDir, () => []).map((fd) => {
+      const links = readdirOr(fdDir, () => []).map((fd) => {
         try {
           return readlinkSync(join(fdDir, fd));
         } catch {
@@ -315,7 +316,7 @@ export class LinuxHost implements Host {
 
   async iommuGroupDevices(group: string): Promise<Array<{ address: PciAddress; driver: string | null }>> {
     const dir = join(this.opts.sysfsRoot, 'kernel/iommu_groups', group, 'devices');
-    const names = listDir(dir, (err) => {
+    const names = readdirOr(dir, (err) => {
       if (errnoOf(err) === 'ENOENT') return [];
       throw new HostError(`cannot list ${dir}: ${errnoOf(err)}`, { code: errnoOf(err) });
     });
@@ -324,15 +325,6 @@ export class LinuxHost implements Host {
       out.push({ address: n as PciAddress, driver: await this.linkName(join(this.opts.sysfsRoot, 'bus/pci/devices', n, 'driver')) });
     }
     return out;
-  }
-}
-
-/** A directory's entries, or what `onError` makes of the failure (it may throw). */
-function listDir(path: string, onError: (err: unknown) => string[]): string[] {
-  try {
-    return readdirSync(path);
-  } catch (err) {
-    return onError(err);
   }
 }
 

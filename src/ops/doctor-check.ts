@@ -1,4 +1,5 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { readdirOr } from '../util/fs-errors.js';
 
 /** One row of `vfpool doctor`: what was checked, what was found, and the exact fix when it failed. */
 export interface Check {
@@ -22,9 +23,5 @@ export function readText(path: string): string | null {
 }
 
 export function listDir(path: string): string[] {
-  try {
-    return readdirSync(path).sort();
-  } catch {
-    return [];
-  }
+  return readdirOr(path, () => []).sort();
 }

@@ -1,4 +1,14 @@
+import { readdirSync } from 'node:fs';
 import { BadInputError, HostError, VfpoolError, errnoOf } from '../errors.js';
+
+/** A directory's entries (unsorted), or what `onError` makes of the failure (it may throw). */
+export function readdirOr(path: string, onError: (err: unknown) => string[]): string[] {
+  try {
+    return readdirSync(path);
+  } catch (err) {
+    return onError(err);
+  }
+}
 
 /**
  * A file-system failure on a path the person configured (state dir, config dir, conf file) as
