@@ -59,10 +59,9 @@ const MODEL_RE = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 
 const PLAN_FILE_HINT = 'this file is written by vfpool at prepare: run `vfpool release DOMAIN` and start the domain again';
 
-function failWith(file: string, what: string, hint = PLAN_FILE_HINT): never {
+function fail(file: string, what: string, hint = PLAN_FILE_HINT): never {
   throw new BadInputError(`${file}: ${what}`, hint);
 }
-const fail: (file: string, what: string) => never = failWith;
 
 /**
  * Checks a parsed plan field by field; everything in it may end up in QEMU's argv. `hint` is
@@ -70,29 +69,29 @@ const fail: (file: string, what: string) => never = failWith;
  * checked as the plan it becomes (src/migrate/begin.ts), gives its own.
  */
 export function validateDomainPlan(value: unknown, file: string, hint = PLAN_FILE_HINT): DomainPlanV1 {
-  const fail: (where: string, what: string) => never = (where, what) => failWith(where, what, hint);
+  const bad: (what: string) => never = (what) => fail(file, what, hint);
   const o = value as Record<string, unknown>;
-  if (!o || typeof o !== 'object' || Array.isArray(o)) fail(file, 'is not a JSON object');
-  if (o.version !== 1) fail(file, `has version ${JSON.stringify(o.version)}, this vfpool reads version 1`);
-  if (typeof o.domain !== 'string') fail(file, 'has no domain name');
+  if (!o || typeof o !== 'object' || Array.isArray(o)) bad('is not a JSON object');
+  if (o.version !== 1) bad(`has version ${JSON.stringify(o.version)}, this vfpool reads version 1`);
+  if (typeof o.domain !== 'string') bad('has no domain name');
   const domain = parseObjectName(o.domain, `${file}: domain`);
-  if (o.uuid !== null && (typeof o.uuid !== 'string' || !/^[0-9a-f-]{32,36}$/.test(o.uuid))) fail(file, `uuid ${JSON.stringify(o.uuid)} is not a UUID`);
-  if (o.delivery !== 'cmdline' && o.delivery !== 'hotplug') fail(file, `delivery ${JSON.stringify(o.delivery)} is not 'cmdline' or 'hotplug'`);
-  if (!Array.isArray(o.vfs) || !Array.isArray(o.sriovNics)) fail(file, 'needs the arrays vfs and sriovNics');
-  const mac = (v: unknown, f: string): MacAddress | null => (v === null ? null : typeof v === 'string' ? parseGuestMac(v, `${file}: ${f}`) : fail(file, `${f} is not a MAC`));
+  if (o.uuid !== null && (typeof o.uuid !== 'string' || !/^[0-9a-f-]{32,36}$/.test(o.uuid))) bad(`uuid ${JSON.stringify(o.uuid)} is not a UUID`);
+  if (o.delivery !== 'cmdline' && o.delivery !== 'hotplug') bad(`delivery ${JSON.stringify(o.delivery)} is not 'cmdline' or 'hotplug'`);
+  if (!Array.isArray(o.vfs) || !Array.isArray(o.sriovNics)) bad('needs the arrays vfs and sriovNics');
+  const mac = (v: unknown, f: string): MacAddress | null => (v === null ? null : typeof v === 'string' ? parseGuestMac(v, `${file}: ${f}`) : bad(`${f} is not a MAC`));
   const seenIds = new Set<string>();
   const vfs = (o.vfs as unknown[]).map((raw, i): DomainPlanVf => {
     const v = raw as Record<string, unknown>;
     const f = `vfs[${i}]`;
-    if (!v || typeof v !== 'object') fail(file, `${f} is not an object`);
-    if (typeof v.id !== 'string' || !/^vfpool-vf[0-9]{1,3}$/.test(v.id) || seenIds.has(v.id)) fail(file, `${f}.id ${JSON.stringify(v.id)} is not a unique 'vfpool-vfN'`);
+    if (!v || typeof v !== 'object') bad(`${f} is not an object`);
+    if (typeof v.id !== 'string' || !/^vfpool-vf[0-9]{1,3}$/.test(v.id) || seenIds.has(v.id)) bad(`${f}.id ${JSON.stringify(v.id)} is not a unique 'vfpool-vfN'`);
     seenIds.add(v.id);
-    const host = v.host === null ? null : typeof v.host === 'string' ? parsePciAddress(v.host, `${file}: ${f}.host`) : fail(file, `${f}.host is not a PCI address`);
+    const host = v.host === null ? null : typeof v.host === 'string' ? parsePciAddress(v.host, `${file}: ${f}.host`) : bad(`${f}.host is not a PCI address`);
     const model = v.emulatedModel;
-    if (model !== null && (typeof model !== 'string' || !MODEL_RE.test(model))) fail(file, `${f}.emulatedModel ${JSON.stringify(model)} is not a QEMU device name`);
-    if (host === null && model === null) fail(file, `${f} has neither host nor emulatedModel`);
+    if (model !== null && (typeof model !== 'string' || !MODEL_RE.test(model))) bad(`${f}.emulatedModel ${JSON.stringify(model)} is not a QEMU device name`);
+    if (host === null && model === null) bad(`${f} has neither host nor emulatedModel`);
     const ga = v.guestAddress as { slot?: unknown } | null;
-    if (ga !== null && (typeof ga !== 'object' || !Number.isInteger(ga.slot) || (ga.slot as number) < 1 || (ga.slot as number) > 31)) fail(file, `${f}.guestAddress ${JSON.stringify(ga)} is not {slot: 1..31}`);
+    if (ga !== null && (typeof ga !== 'object' || !Number.isInteger(ga.slot) || (ga.slot as number) < 1 || (ga.slot as number) > 31)) bad(`${f}.guestAddress ${JSON.stringify(ga)} is not {slot: 1..31}`);
     return {
       id: v.id,
       host,
@@ -105,13 +104,13 @@ export function validateDomainPlan(value: unknown, file: string, hint = PLAN_FIL
   const sriovNics = (o.sriovNics as unknown[]).map((raw, i): DomainPlanSriovNic => {
     const n = raw as Record<string, unknown>;
     const f = `sriovNics[${i}]`;
-    if (!n || typeof n !== 'object') fail(file, `${f} is not an object`);
-    if (n.id !== `vfpool-sriov${i}`) fail(file, `${f}.id ${JSON.stringify(n.id)} is not 'vfpool-sriov${i}'`);
-    if (!Number.isInteger(n.vfs) || (n.vfs as number) < 1 || (n.vfs as number) > MAX_SRIOV_NIC_VFS) fail(file, `${f}.vfs ${JSON.stringify(n.vfs)} is not 1..${MAX_SRIOV_NIC_VFS}`);
-    if (typeof n.backend !== 'string') fail(file, `${f}.backend is missing`);
-    if (n.backendOptions !== null && typeof n.backendOptions !== 'string') fail(file, `${f}.backendOptions is not a string`);
+    if (!n || typeof n !== 'object') bad(`${f} is not an object`);
+    if (n.id !== `vfpool-sriov${i}`) bad(`${f}.id ${JSON.stringify(n.id)} is not 'vfpool-sriov${i}'`);
+    if (!Number.isInteger(n.vfs) || (n.vfs as number) < 1 || (n.vfs as number) > MAX_SRIOV_NIC_VFS) bad(`${f}.vfs ${JSON.stringify(n.vfs)} is not 1..${MAX_SRIOV_NIC_VFS}`);
+    if (typeof n.backend !== 'string') bad(`${f}.backend is missing`);
+    if (n.backendOptions !== null && typeof n.backendOptions !== 'string') bad(`${f}.backendOptions is not a string`);
     validateBackend(n.backend, n.backendOptions as string | null, `${file}: ${f}`);
-    if (!Array.isArray(n.macs) || n.macs.length !== (n.vfs as number) + 1) fail(file, `${f}.macs must list ${(n.vfs as number) + 1} MACs (PF, then each VF)`);
+    if (!Array.isArray(n.macs) || n.macs.length !== (n.vfs as number) + 1) bad(`${f}.macs must list ${(n.vfs as number) + 1} MACs (PF, then each VF)`);
     return { id: n.id, vfs: n.vfs as number, backend: n.backend, backendOptions: n.backendOptions as string | null, macs: (n.macs as unknown[]).map((m, k) => mac(m, `${f}.macs[${k}]`)!) };
   });
   return { version: 1, domain, uuid: (o.uuid as string | null) ?? null, delivery: o.delivery as DomainPlanV1['delivery'], vfs, sriovNics };
