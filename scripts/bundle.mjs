@@ -70,8 +70,8 @@ function replaceOnce(path, source, from, to) {
   if (at < 0 || source.indexOf(from, at + 1) >= 0) throw new Error(`${path}: expected "${from}" once: check scripts/bundle.mjs against this yargs`);
   return source.replace(from, to);
 }
-const yargsNoHelpCache = {
-  name: 'yargs-no-help-cache',
+const yargsLeaner = {
+  name: 'yargs-leaner',
   setup(b) {
     b.onLoad({ filter: /[\\/]yargs[\\/]build[\\/]lib[\\/]usage\.js$/ }, (args) => ({
       contents: replaceOnce(args.path, readFileSync(args.path, 'utf8'), 'cachedHelpMessage = this.help();', 'cachedHelpMessage = undefined;'),
@@ -85,7 +85,7 @@ const yargsNoHelpCache = {
 };
 
 const common = {
-  plugins: [mainThreadOnly, yargsAssertLazy, yargsNoHelpCache],
+  plugins: [mainThreadOnly, yargsAssertLazy, yargsLeaner],
   bundle: true,
   platform: 'node',
   target: 'node20',
