@@ -18,6 +18,9 @@ t.test('install.sh --dest-dir stages a complete, idempotent install and --uninst
   t.ok(lstatSync(join(lib, 'qemu-args/vfpool-qemu')).mode & 0o100, 'the wrapper is executable');
   t.ok(existsSync(join(lib, 'dist/bin/qemu-wrapper.mjs')), 'and its Node half is bundled');
   t.ok(lstatSync(join(lib, 'hooks/vfpool-hook')).mode & 0o100, 'the shim is executable');
+  // So that no hook call forks readlink to find dist/bin (test/entry/shim-home.test.ts).
+  t.match(readFileSync(join(lib, 'hooks/vfpool-hook'), 'utf8'), /^vfpool_home=\/opt\/vfpool\/lib\/vfpool$/m, 'the shim knows where it is installed');
+  t.match(readFileSync(join(REPO, 'hooks/vfpool-hook'), 'utf8'), /^vfpool_home=$/m, 'the checkout\'s shim is left as it is');
   for (const f of ['network-hook.cjs', 'network-hook.bundle.cjs', 'network-hook.bundle.cjs.v8cache', 'qemu-hook.cjs', 'qemu-hook.bundle.cjs', 'qemu-hook.bundle.cjs.v8cache']) {
     t.ok(existsSync(join(lib, 'dist/bin', f)), `bundled entry point: ${f}`);
   }
@@ -48,6 +51,9 @@ t.test('install.sh refuses bad arguments with one line and exit 2', async (t) =>
   t.same([r.exitCode, r.stderr], [2, "install.sh: unknown argument '--frobnicate' (expected --prefix DIR, --dest-dir DIR, --uninstall)"]);
   const rel = await install('--prefix', 'usr');
   t.same([rel.exitCode, rel.stderr], [2, "install.sh: --prefix must be an absolute path, got 'usr'"]);
+  // The prefix is written into the hook shim root runs: a path the shell would split is refused.
+  const split = await install('--prefix', '/opt/a b');
+  t.same([split.exitCode, split.stderr], [2, "install.sh: --prefix '/opt/a b' has characters other than letters, digits and _ . / + -: choose a plain path"]);
 });
 
 t.test('install.sh installs vfpool-reconcile.service, which passes systemd-analyze verify, the man page and completion', async (t) => {

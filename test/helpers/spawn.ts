@@ -1,5 +1,5 @@
 import { execa } from 'execa';
-import { dirname, join } from 'node:path';
+import { dirname, isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The repository root (tests run from dist/test/..., the shims live in the source tree). */
@@ -23,11 +23,12 @@ export const WITHOUT_TAP_LOADER = ['/usr/bin/env', '-u', 'NODE_OPTIONS'] as cons
 /**
  * Runs a real entry point as a process, as libvirt or a person would: argv, stdin, and an
  * environment holding only what is given (libvirt hands hooks LC_ALL, HOME and PATH alone).
- * `file` is relative to the repo: `hooks/network`, `hooks/qemu`, `dist/bin/cli.cjs` (a `.js`,
- * `.cjs` or `.mjs` file is started with this Node, anything else executed).
+ * `file` is relative to the repo (`hooks/network`, `hooks/qemu`, `dist/bin/cli.cjs`) or absolute
+ * (a link to one, as libvirt finds it); a `.js`, `.cjs` or `.mjs` file is started with this
+ * Node, anything else executed.
  */
 export async function spawnEntry(file: string, args: string[], opts: { env: Record<string, string>; stdin?: string }): Promise<Spawned> {
-  const path = join(REPO, file);
+  const path = isAbsolute(file) ? file : join(REPO, file);
   const argv = /\.[cm]?js$/.test(file) ? [process.execPath, path, ...args] : [path, ...args];
   // Without node-tap's loaders (WITHOUT_TAP_LOADER), as libvirt starts it.
   const [envBin, ...unset] = WITHOUT_TAP_LOADER;

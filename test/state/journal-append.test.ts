@@ -4,6 +4,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Journal, JOURNAL_FILE } from '../../src/state/journal.js';
+import { WITHOUT_TAP_LOADER } from '../helpers/spawn.js';
 
 // The journal appends without a lock (one O_APPEND write per entry) and locks only to rotate:
 // entries of processes writing at once, across rotations, must all land whole and in each
@@ -14,7 +15,8 @@ function writer(dir: string, name: string, count: number): Promise<number | null
   const script = `import { Journal } from ${JSON.stringify(journalModule)};
 const j = new Journal(${JSON.stringify(dir)}, { warn: (m) => { console.error(m); process.exitCode = 1; } }, { maxBytes: 6000, keep: 100 });
 for (let i = 0; i < ${count}; i++) j.record({ op: 'allocate', domain: ${JSON.stringify(name)} + '-' + i, vf: '0000:3b:02.0' });`;
-  const child = spawn('/usr/bin/env', ['-u', 'NODE_OPTIONS', process.execPath, '--input-type=module', '-e', script], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const [envBin, ...unset] = WITHOUT_TAP_LOADER;
+  const child = spawn(envBin, [...unset, process.execPath, '--input-type=module', '-e', script], { stdio: ['ignore', 'ignore', 'inherit'] });
   return new Promise((resolve) => child.on('exit', (code) => resolve(code)));
 }
 
