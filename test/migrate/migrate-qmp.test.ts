@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap';
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { planQemuArgs } from '../../src/qemu/args.js';
 import { parseQemuArgv } from '../../src/qemu/cmdline.js';
@@ -30,20 +30,37 @@ interface Source extends SimEnv {
   plan: DomainPlanV1;
 }
 
+/**
+ * A host where vm1 holds one VF of pool p (prepared through the CLI) and has its domain plan:
+ * made once, and its files copied for each test (the prepare is not what these tests are about).
+ */
+let prepared: Promise<{ dir: string; plan: DomainPlanV1 }> | undefined;
+function preparedHost(): Promise<{ dir: string; plan: DomainPlanV1 }> {
+  prepared ??= (async () => {
+    const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
+    w.definePool('p', POOL);
+    await w.sim.writeNumVfs('eth1' as never, 2);
+    const xml = join(w.dir, 'vm1.xml');
+    writeFileSync(xml, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='${MAC}'/>` }));
+    const r = await cli(['prepare', '--xml', xml], w.env);
+    if (r.exitCode !== 0) throw new Error(`prepare: exit ${r.exitCode}: ${r.stderr}`);
+    const vf = w.ctx.store.read().allocations[0]!;
+    const plan: DomainPlanV1 = {
+      version: 1, domain: 'vm1', uuid: null, delivery: 'cmdline', sriovNics: [],
+      vfs: [{ id: 'vfpool-vf0', host: vf.vfAddr, emulatedModel: 'e1000e', mac: MAC, failoverStandbyMac: null, guestAddress: null }],
+    };
+    await writeDomainPlan(w.settings.stateDir, plan, { uid: process.getuid!(), gid: process.getgid!() });
+    return { dir: w.dir, plan };
+  })();
+  return prepared;
+}
+
 /** A host where vm1 runs with one VF (an emulated e1000e on the simulated host), started through the wrapper. */
 async function runningGuest(t: Test): Promise<Source> {
+  const { dir, plan } = await preparedHost();
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
-  w.definePool('p', POOL);
-  await w.sim.writeNumVfs('eth1' as never, 2);
-  const xml = join(w.dir, 'vm1.xml');
-  writeFileSync(xml, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='${MAC}'/>` }));
-  t.equal((await cli(['prepare', '--xml', xml], w.env)).exitCode, 0, 'prepared');
-  const vf = w.ctx.store.read().allocations[0]!;
-  const plan: DomainPlanV1 = {
-    version: 1, domain: 'vm1', uuid: null, delivery: 'cmdline', sriovNics: [],
-    vfs: [{ id: 'vfpool-vf0', host: vf.vfAddr, emulatedModel: 'e1000e', mac: MAC, failoverStandbyMac: null, guestAddress: null }],
-  };
-  await writeDomainPlan(w.settings.stateDir, plan, { uid: process.getuid!(), gid: process.getgid!() });
+  cpSync(dir, w.dir, { recursive: true, force: true });
+  t.same(held(w).map((a) => [a.mac, a.vfAddr]), [[MAC, plan.vfs[0]!.host]], 'prepared: vm1 holds its VF');
   const socket = domainQmpSocketPath(w.settings.stateDir, 'vm1');
   const argv = planQemuArgs(plan, parseQemuArgv(libvirtQ35Argv('vm1')), { qmpSocketPath: socket }).argv;
   const procRoot = join(w.dir, 'proc');
