@@ -12,9 +12,10 @@
  */
 import t, { type Test } from 'tap';
 import fc from 'fast-check';
-import { cpSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { makeSimEnv, SEED_000_POOL, type SimEnv } from '../helpers/env.js';
+import { readTree, writeTree, type FileTree } from '../helpers/file-tree.js';
 import { checkProperty, invalidName } from '../helpers/fuzz.js';
 import { domainXml, NS } from '../helpers/libvirt-domains.js';
 import { networkHookInProcess, qemuHookInProcess } from '../helpers/hook-world.js';
@@ -79,11 +80,12 @@ function assertRefused(r: Spawned, before: Map<string, string>, w: SimEnv, what:
 
 /**
  * A world with an active pool and a guest holding one of its VFs: there is state to damage.
- * Set up in-process once and copied for each test: the setup is not what these tests are about
- * (cli.test.ts runs it spawned).
+ * Set up in-process once, by the first test, and its files laid out again for each test
+ * (test/helpers/file-tree.ts): the setup is not what these tests are about (cli.test.ts runs
+ * it spawned).
  */
-let seeded: Promise<string> | undefined;
-async function world(test: Test): Promise<SimEnv> {
+let seeded: Promise<FileTree> | undefined;
+async function world(t: Test): Promise<SimEnv> {
   seeded ??= (async () => {
     const s = makeSimEnv(t);
     s.definePool('sriov-pool', SEED_000_POOL);
@@ -93,12 +95,12 @@ async function world(test: Test): Promise<SimEnv> {
     writeFileSync(xml, domainXml('prepare', { name: 'vm1', vfpool: "<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33'/>" }));
     const prepared = await runCliInProcess(['prepare', '--xml', xml], s.env);
     if (prepared.exitCode !== 0) throw new Error(`prepare: ${prepared.stderr}`);
-    return s.dir;
+    return readTree(s.dir);
   })();
-  const dir = await seeded;
-  const w = makeSimEnv(test);
-  cpSync(dir, w.dir, { recursive: true, force: true });
-  test.same(w.ctx.store.read().allocations.map((a) => [a.owner.domain, a.mac]), [['vm1', '52:54:00:11:22:33']], 'vm1 holds a VF of the active pool');
+  const tree = await seeded;
+  const w = makeSimEnv(t);
+  writeTree(tree, w.dir);
+  t.same(w.ctx.store.read().allocations.map((a) => [a.owner.domain, a.mac]), [['vm1', '52:54:00:11:22:33']], 'vm1 holds a VF of the active pool');
   return w;
 }
 

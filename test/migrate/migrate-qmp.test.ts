@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap';
-import { chmodSync, cpSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { planQemuArgs } from '../../src/qemu/args.js';
 import { parseQemuArgv } from '../../src/qemu/cmdline.js';
@@ -14,6 +14,7 @@ import { domainXml } from '../helpers/libvirt-domains.js';
 import { libvirtQ35Argv } from '../helpers/qemu-argv.js';
 import { runCliInProcess as cli } from '../helpers/cli-in-process.js';
 import { startFakeQemu, type FakeQemu } from '../helpers/fake-qemu.js';
+import { readTree, writeTree, type FileTree } from '../helpers/file-tree.js';
 
 /**
  * The migration stages that talk to a running QEMU (perform, confirm with a plug, --wait-incoming,
@@ -32,10 +33,11 @@ interface Source extends SimEnv {
 
 /**
  * A host where vm1 holds one VF of pool p (prepared through the CLI) and has its domain plan:
- * made once, and its files copied for each test (the prepare is not what these tests are about).
+ * made once, by the first test that asks, and its files laid out again for each test
+ * (test/helpers/file-tree.ts; the prepare is not what these tests are about).
  */
-let prepared: Promise<{ dir: string; plan: DomainPlanV1 }> | undefined;
-function preparedHost(): Promise<{ dir: string; plan: DomainPlanV1 }> {
+let prepared: Promise<{ tree: FileTree; plan: DomainPlanV1 }> | undefined;
+function preparedHost(t: Test): Promise<{ tree: FileTree; plan: DomainPlanV1 }> {
   prepared ??= (async () => {
     const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
     w.definePool('p', POOL);
@@ -50,16 +52,16 @@ function preparedHost(): Promise<{ dir: string; plan: DomainPlanV1 }> {
       vfs: [{ id: 'vfpool-vf0', host: vf.vfAddr, emulatedModel: 'e1000e', mac: MAC, failoverStandbyMac: null, guestAddress: null }],
     };
     await writeDomainPlan(w.settings.stateDir, plan, { uid: process.getuid!(), gid: process.getgid!() });
-    return { dir: w.dir, plan };
+    return { tree: readTree(w.dir), plan };
   })();
   return prepared;
 }
 
 /** A host where vm1 runs with one VF (an emulated e1000e on the simulated host), started through the wrapper. */
 async function runningGuest(t: Test): Promise<Source> {
-  const { dir, plan } = await preparedHost();
+  const { tree, plan } = await preparedHost(t);
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
-  cpSync(dir, w.dir, { recursive: true, force: true });
+  writeTree(tree, w.dir);
   t.same(held(w).map((a) => [a.mac, a.vfAddr]), [[MAC, plan.vfs[0]!.host]], 'prepared: vm1 holds its VF');
   const socket = domainQmpSocketPath(w.settings.stateDir, 'vm1');
   const argv = planQemuArgs(plan, parseQemuArgv(libvirtQ35Argv('vm1')), { qmpSocketPath: socket }).argv;
