@@ -15,16 +15,52 @@ const env = { VFPOOL_HOST: 'sim:/nonexistent.json', VFPOOL_STATE_DIR: '/nonexist
 const words = (s: string) => s.split(/[\s(),;:]+/).filter((w) => /^[A-Za-z][A-Za-z'-]{5,}$/.test(w));
 
 /**
- * Help runs as a process: the bundle lays it out with cliui's CommonJS build, which wraps at
+ * Help runs in the installed bundle: it lays it out with cliui's CommonJS build, which wraps at
  * word boundaries (scripts/bundle.mjs); run in-process from dist/src, yargs takes cliui's ESM
- * build, whose wrap breaks words. `dist/bin/cli.cjs` is what an installed `vfpool` links to
- * (the same bundle as cli.mjs, without the ES-module loader's start-up).
+ * build, whose wrap breaks words. `dist/bin/cli.cjs` is what an installed `vfpool` links to.
+ * Every command's --help is the bundle run once per command in ONE Node (bundleHelps: the
+ * loader's own compile and run, argv set as `vfpool CMD --help`, process.exit caught), not one
+ * Node start per command; the first command's --help also runs as a real process, and its
+ * output must be the same.
  */
 const installedCli = (args: string[]) => spawnEntry('dist/bin/cli.cjs', args, { env });
 
+/** `vfpool CMD --help` for each of `cmds`, each through dist/bin/cli.cjs's loader, all in one Node. */
+async function bundleHelps(cmds: string[]): Promise<Array<{ exitCode: number; stdout: string }>> {
+  // Each help's stdout, then NUL, its exit code, NUL: help text never holds a NUL.
+  const driver = `'use strict';
+const loader = require(process.argv[1]);
+const script = loader.compile(loader.bundle);
+const realExit = process.exit;
+process.on('unhandledRejection', (e) => { if (!e || !e.helpExit) { console.error(e); realExit(70); } });
+(async () => {
+  for (const cmd of JSON.parse(process.argv[2])) {
+    const code = await new Promise((resolve) => {
+      // yargs ends a --help with process.exit(0): here the run ends there, the process goes on.
+      process.exit = (c) => { resolve(c ?? 0); throw Object.assign(new Error('exit'), { helpExit: true }); };
+      process.argv = [process.argv[0], 'vfpool', cmd, '--help'];
+      loader.run(script, loader.bundle);
+    });
+    process.stdout.write('\\0' + code + '\\0');
+  }
+  process.exit = realExit;
+})();
+`;
+  const [envBin, ...unset] = WITHOUT_TAP_LOADER;
+  const r = await execa(envBin, [...unset, process.execPath, '-e', driver, join(REPO, 'dist/bin/cli.cjs'), JSON.stringify(cmds)], {
+    env: { LC_ALL: 'C', HOME: '/root', PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...env }, extendEnv: false, reject: false, stripFinalNewline: false, cwd: '/',
+  });
+  if (r.exitCode !== 0) throw new Error(`the help driver failed (exit ${r.exitCode}): ${String(r.stderr)}`);
+  const parts = String(r.stdout).split('\0');
+  return cmds.map((_, i) => ({ stdout: parts[2 * i]!, exitCode: Number(parts[2 * i + 1]) }));
+}
+
 t.test('--help of every command: whole words, described positionals, examples, no seed citation', async (t) => {
-  for (const def of COMMANDS) {
-    const r = await installedCli([def.name, '--help']);
+  const helps = await bundleHelps(COMMANDS.map((d) => d.name));
+  const first = await installedCli([COMMANDS[0]!.name, '--help']);
+  t.same([first.exitCode, first.stdout], [helps[0]!.exitCode, helps[0]!.stdout], `${COMMANDS[0]!.name} --help as a process of its own prints the same`);
+  for (const [i, def] of COMMANDS.entries()) {
+    const r = helps[i]!;
     t.equal(r.exitCode, 0, `${def.name} --help`);
     const flat = r.stdout.replace(/\s+/g, ' ');
     const texts = [def.describe, ...Object.values(def.options ?? {}).map((o) => o.describe), ...Object.values(def.positionals ?? {}).map((p) => p.describe)];

@@ -15,6 +15,7 @@ import fc from 'fast-check';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { makeSimEnv, SEED_000_POOL, type SimEnv } from '../helpers/env.js';
+import { readTree, writeTree, type FileTree } from '../helpers/file-tree.js';
 import { checkProperty, invalidName } from '../helpers/fuzz.js';
 import { domainXml, NS } from '../helpers/libvirt-domains.js';
 import { networkHookInProcess, qemuHookInProcess } from '../helpers/hook-world.js';
@@ -79,15 +80,27 @@ function assertRefused(r: Spawned, before: Map<string, string>, w: SimEnv, what:
 
 /**
  * A world with an active pool and a guest holding one of its VFs: there is state to damage.
- * Set up in-process: the setup is not what these tests are about (cli.test.ts runs it spawned).
+ * Set up in-process once, by the first test, and its files laid out again for each test
+ * (test/helpers/file-tree.ts): the setup is not what these tests are about (cli.test.ts runs
+ * it spawned).
  */
+let seeded: Promise<FileTree> | undefined;
 async function world(t: Test): Promise<SimEnv> {
+  seeded ??= (async () => {
+    const s = makeSimEnv(t);
+    s.definePool('sriov-pool', SEED_000_POOL);
+    const started = await runCliInProcess(['net-start', 'sriov-pool'], s.env);
+    if (started.exitCode !== 0) throw new Error(`net-start: ${started.stderr}`);
+    const xml = join(s.dir, 'vm1.xml');
+    writeFileSync(xml, domainXml('prepare', { name: 'vm1', vfpool: "<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33'/>" }));
+    const prepared = await runCliInProcess(['prepare', '--xml', xml], s.env);
+    if (prepared.exitCode !== 0) throw new Error(`prepare: ${prepared.stderr}`);
+    return readTree(s.dir);
+  })();
+  const tree = await seeded;
   const w = makeSimEnv(t);
-  w.definePool('sriov-pool', SEED_000_POOL);
-  t.equal((await runCliInProcess(['net-start', 'sriov-pool'], w.env)).exitCode, 0);
-  const xml = join(w.dir, 'vm1.xml');
-  writeFileSync(xml, domainXml('prepare', { name: 'vm1', vfpool: "<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33'/>" }));
-  t.equal((await runCliInProcess(['prepare', '--xml', xml], w.env)).exitCode, 0);
+  writeTree(tree, w.dir);
+  t.same(w.ctx.store.read().allocations.map((a) => [a.owner.domain, a.mac]), [['vm1', '52:54:00:11:22:33']], 'vm1 holds a VF of the active pool');
   return w;
 }
 
@@ -132,12 +145,13 @@ t.test('qemu hook: hostile domain XML is refused in one line, changing nothing',
   }
   t.pass('malformed, entity-laden, too deep and 10 MB documents refused (in-process)');
   // As processes: the entity-laden document through the shim, as libvirt runs the hook. The
-  // 10 MB one straight into the hook's Node entry point (as qemu-hook.test.ts runs it): it is
-  // one line of 4.8 MB, which the shim's `read` takes a byte at a time (~3.5 s of CPU, most of
-  // this file's); what is tested here is Node's refusal at the process boundary (a 4.6 MiB
+  // 10 MB one straight into the hook's Node entry point, the bundle the shim execs
+  // (dist/bin/qemu-hook.cjs; the unbundled dist/src one took three times its CPU to load): it
+  // is one line of 4.8 MB, which the shim's `read` takes a byte at a time (~3.5 s of CPU, most
+  // of this file's); what is tested here is Node's refusal at the process boundary (a 4.6 MiB
   // stdin pipe, one line, exit 2).
   assertRefused(await spawnEntry('hooks/qemu', ['vm2', 'prepare', 'begin', '-'], { env: w.env, stdin: entity }), before, w, 'entity, through the shim');
-  assertRefused(await spawnEntry('dist/src/entry/qemu-hook.js', ['vm2', 'prepare', 'begin', '-'], { env: w.env, stdin: huge }), before, w, '10 MB, into the Node entry point');
+  assertRefused(await spawnEntry('dist/bin/qemu-hook.cjs', ['vm2', 'prepare', 'begin', '-'], { env: w.env, stdin: huge }), before, w, '10 MB, into the Node entry point');
   t.pass('the entity-laden document (through the shim) and the 10 MB one (the Node entry point) refused by a process');
   // A NUL cannot come from libvirt (it hands hooks a C string), and the shim's `read` drops
   // it; through the CLI it reaches the parser, which must refuse it.

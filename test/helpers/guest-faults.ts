@@ -2,6 +2,7 @@
  * The failure-injection suite for guest prepare and release, on the simulated host: a failure at
  * every host call, reads included (the Host suite holds LinuxHost to the same kernel behaviour).
  */
+import { cpSync } from 'node:fs';
 import { isDeepStrictEqual } from 'node:util';
 import type { Test } from 'tap';
 import { parseDomainXml } from '../../src/config/domain-xml.js';
@@ -79,10 +80,14 @@ export function faultSuite(t: Test, c: FaultCase): void {
     const counting = faultyHost(base.host, 0);
     await releaseGuest({ ...base.ctx, host: counting.host }, 'vm1', { reason: 'count' });
     sameSnapshot(t, await base.snapshot(), before0, 'a release undoes the prepare');
+    // Every run starts from the same prepared host: prepared once, its files copied for each
+    // run (the prepare is not what these runs test; the prepare suite above is).
+    const prepared = world(t);
+    const before = await prepared.snapshot();
+    await prepareGuest(prepared.ctx, spec(), prepared.opts);
     for (const k of targets(counting.calls)) {
       const w = world(t);
-      const before = await w.snapshot();
-      await prepareGuest(w.ctx, spec(), w.opts);
+      cpSync(prepared.dir, w.dir, { recursive: true, force: true });
       const f = faultyHost(w.host, k);
       await t.rejects(
         releaseGuest({ ...w.ctx, host: f.host }, 'vm1', { reason: 'test' }),
