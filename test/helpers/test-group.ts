@@ -13,6 +13,21 @@ import t from 'tap';
  */
 export async function runTestFiles(groupUrl: string, files: string[]): Promise<void> {
   const perFileTimeout = Number(process.env.TAP_TIMEOUT ?? '30') * 1000;
+  // node-tap ends its root test as soon as it is idle once anything registered a teardown on
+  // it (a file's `t.teardown` on the root instead of on its own test): while the next file is
+  // being imported, the root is idle, ends, and every later file's tests are refused ("cannot
+  // create subtest after parent test ends", on stderr) while the process exits 0, so tap
+  // counted the group as passed with files never run. Each file's check below counts it as run;
+  // a group that ends short fails, saying which file was the first not to run.
+  let ran = 0;
+  process.on('exit', () => {
+    if (ran === files.length) return;
+    process.stderr.write(
+      `test group ${groupUrl}: ${files.length - ran} of ${files.length} test files did not run, from ${files[ran]} on: ` +
+        `tap's root test ended early (a teardown registered on the root test? register it on the file's own test)\n`,
+    );
+    process.exitCode = 1;
+  });
   for (const file of files) {
     const envBefore = { ...process.env };
     const cwdBefore = process.cwd();
@@ -28,6 +43,7 @@ export async function runTestFiles(groupUrl: string, files: string[]): Promise<v
       tt.equal(loadError, null, `${file} loads`);
       tt.same({ ...process.env }, envBefore, `${file} leaves process.env as it found it`);
       tt.equal(process.cwd(), cwdBefore, `${file} leaves the working directory as it found it`);
+      ran++;
     });
   }
 }
