@@ -67,8 +67,12 @@ const WEIGHTS = {
   'migrate/crash-confirm-destination.test.js': 1.0
 };
 const DEFAULT_SECONDS = 0.4;
-// Twice .taprc's `jobs`: few tap start-ups, and room to even out a group that runs long.
-const GROUPS = Number(process.env.VFPOOL_TEST_GROUPS ?? 6);
+// As many as .taprc's `jobs`: they all start at once and none waits for a free slot. A group
+// costs more than its start-up (~1.2 s of CPU for tap under processinfo's loader): each loads,
+// through that loader thread, compiles and warms up again the modules its files share (tap,
+// src/, the helpers). Whole tap runs, same tree, CPU (user+sys): 6 groups 93.2 s and 98.2 s,
+// 3 groups 80.1 s (the group processes themselves 47-50 s -> 36 s), 2 groups 76.2 s.
+const GROUPS = Number(process.env.VFPOOL_TEST_GROUPS ?? 3);
 
 // `--measured`: each file's seconds in the last npm test (its tests' `# time=` in tap's saved
 // results of the groups; under the run's load, so comparable with each other), as WEIGHTS lines.
