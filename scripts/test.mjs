@@ -77,13 +77,11 @@ const t0 = Date.now();
 rmSync(join(root, 'dist'), { recursive: true, force: true });
 
 // The type check, alongside everything else; its output is kept and shown at the end.
-// --incremental keeps what it learnt in node_modules/.cache (gone with `npm ci`, so CI checks
-// from scratch): a second npm test on unchanged types checks in a few seconds.
-typecheck = spawn(
-  bin('tsc'),
-  ['--noEmit', '-p', 'tsconfig.json', '--incremental', '--tsBuildInfoFile', join(root, 'node_modules/.cache/vfpool/tsc-noemit.tsbuildinfo')],
-  { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] },
-);
+// tsconfig.check.json: tsconfig.json's program, no output, tsc's record of the last check in
+// node_modules/.cache (gone with `npm ci`, so CI checks from scratch). In build mode (-b) a
+// run on inputs unchanged since a clean check ends after reading that record: 0.4 s of CPU,
+// against ~6 s for `tsc --noEmit --incremental`, which parsed every file again to find out.
+typecheck = spawn(bin('tsc'), ['-b', 'tsconfig.check.json'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
 let typecheckOutput = '';
 typecheck.stdout.on('data', (d) => (typecheckOutput += d));
 typecheck.stderr.on('data', (d) => (typecheckOutput += d));
@@ -118,9 +116,9 @@ const lag = (typecheckEnded - tapEnded) / 1000;
 const when = lag > 0 ? `${lag.toFixed(1)} s after the tests` : `${(-lag).toFixed(1)} s before the tests ended`;
 if (tc !== 0) {
   process.stderr.write(typecheckOutput);
-  console.error(`npm test: the type check (tsc --noEmit) failed (exit ${tc}, ended ${when})`);
+  console.error(`npm test: the type check (tsc -b tsconfig.check.json) failed (exit ${tc}, ended ${when})`);
 } else {
-  console.log(`npm test: type check (tsc --noEmit, strict) clean, ended ${when}`);
+  console.log(`npm test: type check (tsc -b tsconfig.check.json, strict) clean, ended ${when}`);
 }
 if (tapStatus !== 0) console.error(`npm test: tap failed (exit ${tapStatus})`);
 if (tc !== 0 || tapStatus !== 0) process.exit(1);
