@@ -64,6 +64,8 @@ t.test('validated on read: the wrapper takes nothing from the file on trust', as
 t.test('emulated SR-IOV MACs: stable per domain, distinct, locally administered, clear of the domain\'s other NICs', async (t) => {
   const a = sriovNicMacs('vm1', null, 0, 8);
   t.same(sriovNicMacs('vm1', null, 0, 8), a, 'same every boot');
+  // From one release to the next too: a guest's emulated NIC keeps its MACs across an upgrade.
+  t.equal(a[0], '52:54:00:ef:f0:6f', 'the PF of vm1\'s first emulated NIC: sha256 of its identity, as every release derives it');
   t.equal(new Set(a).size, 9);
   t.ok(a.every((m) => m.startsWith('52:54:00:')));
   t.notSame(sriovNicMacs('vm2', null, 0, 8), a, 'another domain, other MACs');
