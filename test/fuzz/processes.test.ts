@@ -15,7 +15,7 @@ import fc from 'fast-check';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { makeSimEnv, SEED_000_POOL, type SimEnv } from '../helpers/env.js';
-import { readTree, writeTree, type FileTree } from '../helpers/file-tree.js';
+import { seededWorlds } from '../helpers/file-tree.js';
 import { checkProperty, invalidName } from '../helpers/fuzz.js';
 import { domainXml, NS } from '../helpers/libvirt-domains.js';
 import { networkHookInProcess, qemuHookInProcess } from '../helpers/hook-world.js';
@@ -80,26 +80,21 @@ function assertRefused(r: Spawned, before: Map<string, string>, w: SimEnv, what:
 
 /**
  * A world with an active pool and a guest holding one of its VFs: there is state to damage.
- * Set up in-process once, by the first test, and its files laid out again for each test
- * (test/helpers/file-tree.ts): the setup is not what these tests are about (cli.test.ts runs
- * it spawned).
+ * Set up in-process once, by the first test, and laid out again for each test (seededWorlds):
+ * the setup is not what these tests are about (cli.test.ts runs it spawned).
  */
-let seeded: Promise<FileTree> | undefined;
+const seeded = seededWorlds(async (s) => {
+  s.definePool('sriov-pool', SEED_000_POOL);
+  const started = await runCliInProcess(['net-start', 'sriov-pool'], s.env);
+  if (started.exitCode !== 0) throw new Error(`net-start: ${started.stderr}`);
+  const xml = join(s.dir, 'vm1.xml');
+  writeFileSync(xml, domainXml('prepare', { name: 'vm1', vfpool: "<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33'/>" }));
+  const prepared = await runCliInProcess(['prepare', '--xml', xml], s.env);
+  if (prepared.exitCode !== 0) throw new Error(`prepare: ${prepared.stderr}`);
+  return {};
+});
 async function world(t: Test): Promise<SimEnv> {
-  seeded ??= (async () => {
-    const s = makeSimEnv(t);
-    s.definePool('sriov-pool', SEED_000_POOL);
-    const started = await runCliInProcess(['net-start', 'sriov-pool'], s.env);
-    if (started.exitCode !== 0) throw new Error(`net-start: ${started.stderr}`);
-    const xml = join(s.dir, 'vm1.xml');
-    writeFileSync(xml, domainXml('prepare', { name: 'vm1', vfpool: "<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33'/>" }));
-    const prepared = await runCliInProcess(['prepare', '--xml', xml], s.env);
-    if (prepared.exitCode !== 0) throw new Error(`prepare: ${prepared.stderr}`);
-    return readTree(s.dir);
-  })();
-  const tree = await seeded;
-  const w = makeSimEnv(t);
-  writeTree(tree, w.dir);
+  const w = await seeded(t);
   t.same(w.ctx.store.read().allocations.map((a) => [a.owner.domain, a.mac]), [['vm1', '52:54:00:11:22:33']], 'vm1 holds a VF of the active pool');
   return w;
 }

@@ -14,7 +14,7 @@
  * two at a time (twoAtATime).
  *
  * The host each crash point starts from is set up once per suite by vfpool itself and copied
- * for every point (seededWorlds): every point starts from the same files, as before, without
+ * for every point (seededWorlds, test/helpers/file-tree.ts): every point starts from the same files, as before, without
  * running the same `net-start` and `prepare` once per point.
  */
 import { cpSync, existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
@@ -56,24 +56,6 @@ export async function must(r: Promise<Spawned>, what: string): Promise<Spawned> 
   const x = await r;
   if (x.exitCode !== 0) throw new Error(`${what}: exit ${x.exitCode}: ${x.stderr}`);
   return x;
-}
-
-/**
- * A factory of hosts in the state an operation starts from: the first call makes one with
- * makeSimEnv and `setup` (vfpool's own commands), every call returns a fresh copy of it in a
- * directory of its own, so worlds run side by side. What `setup` returns is shared by every
- * copy: it must not name a path inside the world (a copy lives elsewhere).
- */
-export function seededWorlds<X extends object>(t: Test, setup: (w: SimEnv) => Promise<X>): (t: Test) => Promise<SimEnv & X> {
-  let seeded: Promise<{ dir: string; extra: X }> | undefined;
-  return async (tt) => {
-    seeded ??= (async () => {
-      const w = makeSimEnv(t, SEED);
-      return { dir: w.dir, extra: await setup(w) };
-    })();
-    const { dir, extra } = await seeded;
-    return { ...copyWorld(tt, dir), ...extra };
-  };
 }
 
 /**

@@ -29,7 +29,8 @@ import { parseQemuArgv } from '../../src/qemu/cmdline.js';
 import { domainQmpSocketPath, readDomainPlan, writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
 import { fileRecordStore } from '../../src/state/migration-record.js';
 import type { MacAddress, PciAddress } from '../../src/types.js';
-import { copyWorld, inProcess, killAt, listPoints, MAC, must, POOL, readState, seededWorlds, twoAtATime, vfConfigs, XML, type State } from './crash-common.js';
+import { copyWorld, inProcess, killAt, listPoints, MAC, must, POOL, readState, twoAtATime, vfConfigs, XML, type State } from './crash-common.js';
+import { seededWorlds } from './file-tree.js';
 import { DESCRIPTION, migrationReconcileAndCheck, pointsToKill, recordInvariants } from './crash-migrate.js';
 import type { SimEnv } from './env.js';
 import { startFakeQemu, type FakeQemu, type FakeQemuDevice } from './fake-qemu.js';
@@ -101,7 +102,7 @@ function heldVf(w: SimEnv): string {
  * The host is set up once and copied for each world; each world's QEMU is its own.
  */
 function worldsFor(t: Test, op: QemuCrashOp): Worlds {
-  const seeded = seededWorlds(t, async (w): Promise<Seed> => {
+  const seeded = seededWorlds(async (w): Promise<Seed> => {
     w.definePool('p', POOL);
     await must(inProcess(w, ['net-start', 'p']), 'setup net-start');
     const original = vfConfigs(w);

@@ -20,7 +20,8 @@ import type { Test } from 'tap';
 import { readDomainPlan, writeDomainPlan } from '../../src/state/domain-plan.js';
 import { fileRecordStore, newRecord, type MigrationRecordV1 } from '../../src/state/migration-record.js';
 import type { MacAddress, PciAddress } from '../../src/types.js';
-import { inProcess, killAt, listPoints, MAC, must, POOL, readState, reconcileAndCheck, seededWorlds, twoAtATime, vfConfigs, XML, type OwnerCheck, type State } from './crash-common.js';
+import { inProcess, killAt, listPoints, MAC, must, POOL, readState, reconcileAndCheck, twoAtATime, vfConfigs, XML, type OwnerCheck, type State } from './crash-common.js';
+import { seededWorlds } from './file-tree.js';
 import type { SimEnv } from './env.js';
 
 export type MigrateCrashOp = 'migrate-begin' | 'migrate-prepare' | 'migrate-confirm-destination-failed' | 'migrate-confirm-source';
@@ -51,8 +52,8 @@ function opArgs(w: SimEnv, op: MigrateCrashOp): string[] {
 }
 
 /** Hosts in the state the stage starts from (set up once, copied for each world). */
-function worldsFor(t: Test, op: MigrateCrashOp): Worlds {
-  return seededWorlds(t, async (w) => {
+function worldsFor(op: MigrateCrashOp): Worlds {
+  return seededWorlds(async (w) => {
     w.definePool('p', POOL);
     await must(inProcess(w, ['net-start', 'p']), 'setup net-start');
     const original = vfConfigs(w);
@@ -150,7 +151,7 @@ export function pointsToKill(points: string[]): string[] {
 }
 
 export async function migrateCrashSuite(t: Test, op: MigrateCrashOp): Promise<void> {
-  const worlds = worldsFor(t, op);
+  const worlds = worldsFor(op);
   const w = await worlds(t);
   const all = await listPoints(w, op, opArgs(w, op));
   t.ok(all.points.length >= 1, `${op} passes ${all.points.length} crash points: ${all.points.join(' ')}`);

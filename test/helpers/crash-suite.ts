@@ -17,7 +17,8 @@
 import { rmSync } from 'node:fs';
 import type { Test } from 'tap';
 import { isAlive } from '../../src/util/process.js';
-import { inProcess, killAt, listPoints, must, POOL, reconcileAndCheck, seededWorlds, simState, twoAtATime, vfConfigs, XML, type OwnerCheck } from './crash-common.js';
+import { inProcess, killAt, listPoints, must, POOL, reconcileAndCheck, simState, twoAtATime, vfConfigs, XML, type OwnerCheck } from './crash-common.js';
+import { seededWorlds } from './file-tree.js';
 import type { SimEnv } from './env.js';
 import { spawnSleeper } from './processes.js';
 
@@ -53,7 +54,7 @@ function opArgs(w: CrashWorld, op: CrashOp): { args: string[]; stdin?: string } 
 
 /** Hosts in the state the operation starts from (set up once, copied for each world). */
 function worldsFor(t: Test, op: CrashOp): Worlds {
-  const seeded = seededWorlds(t, async (w) => {
+  const seeded = seededWorlds(async (w) => {
     await w.sim.writeNumVfs('eth1' as never, BEFORE_COUNT);
     w.definePool('p', POOL);
     if (op !== 'net-start') await must(inProcess(w, ['net-start', 'p']), 'setup net-start');

@@ -1,5 +1,8 @@
 import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
+import type { Test } from 'tap';
+import type { SimSeed } from '../../src/host/sim-kernel.js';
+import { makeSimEnv, type SimEnv } from './env.js';
 
 /**
  * A directory's files and subdirectories, with their modes, held in memory: a world set up
@@ -43,4 +46,26 @@ export function writeTree(tree: FileTree, root: string): void {
   }
   // Modes of directories last: a directory without write permission still gets its files.
   for (const d of tree.dirs) chmodSync(join(root, d.path), d.mode);
+}
+
+/**
+ * A factory of simulated hosts in the state some tests start from: the first call makes one
+ * with makeSimEnv and `setup` (vfpool's own commands) and keeps its files (readTree); every
+ * call returns a fresh host laid out from them in a directory of the calling test's own, so
+ * hosts run side by side and outlive whichever test made the first. What `setup` returns is
+ * shared by every copy: it must not name a path inside the host (a copy lives elsewhere).
+ */
+export function seededWorlds<X extends object>(setup: (w: SimEnv) => Promise<X>, seed?: SimSeed): (t: Test) => Promise<SimEnv & X> {
+  let seeded: Promise<{ tree: FileTree; extra: X }> | undefined;
+  return async (t) => {
+    seeded ??= (async () => {
+      const w = makeSimEnv(t, seed);
+      const extra = await setup(w);
+      return { tree: readTree(w.dir), extra };
+    })();
+    const { tree, extra } = await seeded;
+    const w = makeSimEnv(t, seed);
+    writeTree(tree, w.dir);
+    return { ...w, ...extra };
+  };
 }

@@ -14,7 +14,7 @@ import { domainXml } from '../helpers/libvirt-domains.js';
 import { libvirtQ35Argv } from '../helpers/qemu-argv.js';
 import { runCliInProcess as cli } from '../helpers/cli-in-process.js';
 import { startFakeQemu, type FakeQemu } from '../helpers/fake-qemu.js';
-import { readTree, writeTree, type FileTree } from '../helpers/file-tree.js';
+import { seededWorlds } from '../helpers/file-tree.js';
 
 /**
  * The migration stages that talk to a running QEMU (perform, confirm with a plug, --wait-incoming,
@@ -31,37 +31,32 @@ interface Source extends SimEnv {
   plan: DomainPlanV1;
 }
 
+const HOST = { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] };
 /**
  * A host where vm1 holds one VF of pool p (prepared through the CLI) and has its domain plan:
  * made once, by the first test that asks, and its files laid out again for each test
- * (test/helpers/file-tree.ts; the prepare is not what these tests are about).
+ * (seededWorlds; the prepare is not what these tests are about).
  */
-let prepared: Promise<{ tree: FileTree; plan: DomainPlanV1 }> | undefined;
-function preparedHost(t: Test): Promise<{ tree: FileTree; plan: DomainPlanV1 }> {
-  prepared ??= (async () => {
-    const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
-    w.definePool('p', POOL);
-    await w.sim.writeNumVfs('eth1' as never, 2);
-    const xml = join(w.dir, 'vm1.xml');
-    writeFileSync(xml, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='${MAC}'/>` }));
-    const r = await cli(['prepare', '--xml', xml], w.env);
-    if (r.exitCode !== 0) throw new Error(`prepare: exit ${r.exitCode}: ${r.stderr}`);
-    const vf = w.ctx.store.read().allocations[0]!;
-    const plan: DomainPlanV1 = {
-      version: 1, domain: 'vm1', uuid: null, delivery: 'cmdline', sriovNics: [],
-      vfs: [{ id: 'vfpool-vf0', host: vf.vfAddr, emulatedModel: 'e1000e', mac: MAC, failoverStandbyMac: null, guestAddress: null }],
-    };
-    await writeDomainPlan(w.settings.stateDir, plan, { uid: process.getuid!(), gid: process.getgid!() });
-    return { tree: readTree(w.dir), plan };
-  })();
-  return prepared;
-}
+const preparedHost = seededWorlds(async (w) => {
+  w.definePool('p', POOL);
+  await w.sim.writeNumVfs('eth1' as never, 2);
+  const xml = join(w.dir, 'vm1.xml');
+  writeFileSync(xml, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='${MAC}'/>` }));
+  const r = await cli(['prepare', '--xml', xml], w.env);
+  if (r.exitCode !== 0) throw new Error(`prepare: exit ${r.exitCode}: ${r.stderr}`);
+  const vf = w.ctx.store.read().allocations[0]!;
+  const plan: DomainPlanV1 = {
+    version: 1, domain: 'vm1', uuid: null, delivery: 'cmdline', sriovNics: [],
+    vfs: [{ id: 'vfpool-vf0', host: vf.vfAddr, emulatedModel: 'e1000e', mac: MAC, failoverStandbyMac: null, guestAddress: null }],
+  };
+  await writeDomainPlan(w.settings.stateDir, plan, { uid: process.getuid!(), gid: process.getgid!() });
+  return { plan };
+}, HOST);
 
 /** A host where vm1 runs with one VF (an emulated e1000e on the simulated host), started through the wrapper. */
 async function runningGuest(t: Test): Promise<Source> {
-  const { tree, plan } = await preparedHost(t);
-  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
-  writeTree(tree, w.dir);
+  const w = await preparedHost(t);
+  const { plan } = w;
   t.same(held(w).map((a) => [a.mac, a.vfAddr]), [[MAC, plan.vfs[0]!.host]], 'prepared: vm1 holds its VF');
   const socket = domainQmpSocketPath(w.settings.stateDir, 'vm1');
   const argv = planQemuArgs(plan, parseQemuArgv(libvirtQ35Argv('vm1')), { qmpSocketPath: socket }).argv;
