@@ -5,13 +5,13 @@
 // - tsc took ~20 s of CPU before the first test could start, and nearly all of it is the type
 //   check (`tsc --noEmit` costs the same). Here the JavaScript is written by esbuild, file by
 //   file with source maps, as tsc lays it out (dist/src, dist/test, dist/bench: ~0.3 s), and
-//   the full strict type check runs at the same time as the tests (started right after the
-//   build, which it slowed down when started beside it), at their priority: niced
-//   (10), it got so little CPU beside three test groups and a busy machine that it ended
-//   after the tests (1.5 s and 9.9 s after them in two runs on 2 shared cores), one core
-//   checking types while the other idled; at the tests' priority it takes its share from the
-//   start (the same CPU in all) instead of trailing. npm test says when it ended, relative to
-//   the tests: it is on the run's critical path when that is after them.
+//   the full strict type check runs beside the tests (started once the build is done, see
+//   below), at their CPU priority: when it was niced (10) it got so little CPU beside the test
+//   groups on a busy machine that it ended after the tests (1.5 s and 9.9 s after them in two
+//   runs on 2 shared cores), one core checking types while the other idled; at the tests'
+//   priority it takes its share from the start (the same CPU in all) instead of trailing. npm
+//   test says when it ended, relative to the tests: it is on the run's critical path when that
+//   is after them.
 //   `npm test` fails if it fails, as before. tsconfig's
 //   `isolatedModules` makes tsc reject what a file-by-file compiler could get wrong.
 //   `npm run build` (demo, libvirt, lab, bench, install) still emits with tsc.

@@ -143,6 +143,9 @@ export function validateDescription(value: unknown, where: string): MigrationDes
     if ('host' in (v as object)) bad(`vfs[${i}] carries a host address: a description never names the source's devices`);
     if (!v.settings || typeof v.settings !== 'object' || Array.isArray(v.settings)) bad(`vfs[${i}].settings is not an object (the VF's settings on the source, such as {"vlan": 100})`);
   }
+  // The destination picks each VF's device only at prepare: a description has neither a host
+  // address nor a model, which a plan must. A placeholder model lets every other field be
+  // checked as the plan will check it; only the checked fields are taken from the result.
   const plan = validateDomainPlan(
     { version: 1, domain: o.domain, uuid: o.uuid, delivery: o.delivery, sriovNics: o.sriovNics, vfs: o.vfs.map((v) => ({ id: v.id, host: null, emulatedModel: 'pending', mac: v.mac, failoverStandbyMac: v.failoverStandbyMac, guestAddress: v.guestAddress })) },
     where,
