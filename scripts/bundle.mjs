@@ -11,7 +11,7 @@
 //   dist/bin/cli.mjs, which scripts name, starts the same bundle.
 // - The QEMU wrapper's argv editor: an ES module (qemu-wrapper.mjs).
 import { build } from 'esbuild';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -103,7 +103,7 @@ const common = {
   },
 };
 
-await build({
+const esmBuild = build({
   ...common,
   entryPoints: others.map((f) => join(entryDir, f)),
   outdir,
@@ -138,7 +138,7 @@ const execaOnDemand = {
   },
 };
 
-await build({
+const cjsBuild = build({
   ...common,
   plugins: [...common.plugins, execaOnDemand],
   entryPoints: cached.map((f) => join(entryDir, f)),
@@ -151,13 +151,15 @@ await build({
   supported: { 'dynamic-import': false },
 });
 // The loaders' require() finds it beside them (relative to dist/bin/*.cjs).
-await build({
+const execaBuild = build({
   ...common,
   stdin: { contents: "export * from 'execa';", resolveDir: root, loader: 'js' },
   outfile: join(outdir, 'execa.cjs'),
   format: 'cjs',
   supported: { 'dynamic-import': false },
 });
+// Independent of each other: esbuild runs them at once.
+await Promise.all([esmBuild, cjsBuild, execaBuild]);
 
 // The CLI's loader is executable (`vfpool` links to it); cli.mjs stays a path that starts the
 // CLI, for the scripts and habits that name it. It pays for Node's ES-module loader (an ES
@@ -211,21 +213,33 @@ const TRAINING = {
   },
 };
 
-try {
-  // The network hook first: the qemu hook's guest takes a VF of the pool it starts.
-  for (const f of [...hooks.sort(), 'cli.js']) {
-    const name = f.replace(/\.js$/, '');
-    if (hooks.includes(f)) copyFileSync(join(root, 'scripts/hook-loader.cjs'), join(outdir, `${name}.cjs`));
-    const bundle = join(outdir, `${name}.bundle.cjs`);
-    const writer = `const l = require(${JSON.stringify(join(outdir, `${name}.cjs`))});
+/** One entry's training run, writing its code cache; resolves when it has. */
+function train(f) {
+  const name = f.replace(/\.js$/, '');
+  if (hooks.includes(f)) copyFileSync(join(root, 'scripts/hook-loader.cjs'), join(outdir, `${name}.cjs`));
+  const bundle = join(outdir, `${name}.bundle.cjs`);
+  const writer = `const l = require(${JSON.stringify(join(outdir, `${name}.cjs`))});
 const s = l.compile(${JSON.stringify(bundle)});
 l.run(s, ${JSON.stringify(bundle)}); // argv[1] stands for the script, as when Node runs a file
 process.on('exit', (code) => { if (code === 0) require('node:fs').writeFileSync(${JSON.stringify(`${bundle}.v8cache`)}, s.createCachedData()); });`;
-    const run = TRAINING[name];
-    if (!run) throw new Error(`code cache for ${name}: no training run defined in scripts/bundle.mjs`);
-    const r = spawnSync(process.execPath, ['-e', writer, '--', bundle, ...run.args], { env: trainingEnv, input: run.stdin, stdio: ['pipe', 'ignore', 'pipe'] });
-    if (r.status !== 0) throw new Error(`code cache for ${name}: its training run (${run.args.join(' ')}) failed: ${r.stderr}`);
-  }
+  const run = TRAINING[name];
+  if (!run) throw new Error(`code cache for ${name}: no training run defined in scripts/bundle.mjs`);
+  const child = spawn(process.execPath, ['-e', writer, '--', bundle, ...run.args], { env: trainingEnv, stdio: ['pipe', 'ignore', 'pipe'] });
+  child.stdin.end(run.stdin);
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  return new Promise((resolve, reject) =>
+    child.on('close', (status) => (status === 0 ? resolve() : reject(new Error(`code cache for ${name}: its training run (${run.args.join(' ')}) failed: ${stderr}`)))),
+  );
+}
+
+try {
+  // The network hook before the qemu hook: the qemu hook's guest takes a VF of the pool it
+  // starts. The CLI's run has a PF of its own: it trains at the same time.
+  await Promise.all([
+    hooks.sort().reduce((before, f) => before.then(() => train(f)), Promise.resolve()),
+    train('cli.js'),
+  ]);
 } finally {
   rmSync(training, { recursive: true, force: true });
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
-// Per-file line coverage gate, run by `npm test` after tap. tap 21 checks its thresholds
-// (--lines, --statements, …) against the total only, so one well-covered module can hide an
-// untested one: this reads the json-summary tap writes (.taprc: coverage-report) and fails when
-// any file under src/ is below MIN_LINES, naming each.
+// Per-file line coverage gate, run by `npm test` after the tests. Coverage thresholds (tap's
+// --lines, c8's --lines) apply to the total, so one well-covered module can hide an untested
+// one: this reads the json-summary npm test writes (c8's, as tap's own with .taprc's
+// coverage-report) and fails when any file under src/ is below MIN_LINES, naming each. npm
+// test counts a src/ file that no test loads at 0%.
 import { readFileSync } from 'node:fs';
 import { relative, resolve } from 'node:path';
 
@@ -18,7 +19,7 @@ let summary;
 try {
   summary = JSON.parse(readFileSync(SUMMARY, 'utf8'));
 } catch (err) {
-  console.error(`check-coverage: cannot read ${SUMMARY}: ${err.code ?? err.message}: run tap with coverage first (npm test)`);
+  console.error(`check-coverage: cannot read ${SUMMARY}: ${err.code ?? err.message}: run npm test first`);
   process.exit(1);
 }
 const below = [];

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Packs every compiled test file (dist/test/**/*.test.js) into a few groups that node-tap runs
-// (.taprc includes dist/test-groups/*.test.js; `npm test` runs this after the build).
+// Packs every compiled test file (dist/test/**/*.test.js) into a few groups (`npm test` runs
+// this after the build, then the groups at once; .taprc includes them for a plain `npx tap`).
 // Why: tap runs each file in its own Node with its coverage loader (@tapjs/processinfo's
 // module hooks, on a thread of their own in Node 20), ~1.5 s of CPU per file before the first
 // assertion; 89 files paid that 89 times on 2 cores. A group runs its files one after the
@@ -8,10 +8,9 @@
 // each, tap's per-file timeout per file).
 //
 // Every test file lands in exactly one group (checked below), new files included: nothing is
-// left out. Groups are balanced by the files' measured seconds (WEIGHTS, from a tap run;
-// files not listed count as DEFAULT_SECONDS), longest file first, and numbered so that tap,
-// which starts files in name order, starts the heaviest group first: the last to end is then
-// a short one, not a crash suite started late.
+// left out. Groups are balanced by the files' measured seconds (WEIGHTS; files not listed count
+// as DEFAULT_SECONDS), longest file first, and numbered heaviest first (the order `npx tap`
+// starts them in; npm test starts them all at once).
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,57 +20,48 @@ const testDir = join(root, 'dist/test');
 const outDir = join(root, 'dist/test-groups');
 
 // Seconds each file takes (the files above ~1 s), used only to balance the groups: each file's
-// time in whole npm test runs on the 2-core machine shared with other work (2026-11-30, the
-// mean of two runs; a file's time varied up to 4x with the machine's load, so the balance is
-// rough). After the test files change, `node scripts/test-groups.mjs --measured` prints these
-// from the last npm test's results.
+// time in a whole npm test run on the 2-core machine shared with other work (2026-11-30; a
+// file's time varies up to 4x with the machine's load, so the balance is rough). After the test
+// files change, `node scripts/test-groups.mjs --measured` prints these from the last npm test's
+// results.
 const WEIGHTS = {
-  'demo.test.js': 6.8,
-  'entry/shim-scale.test.js': 6.5,
-  'fuzz/qemu-cmdline.test.js': 5.5,
-  'migrate/migrate-qmp.test.js': 5.1,
-  'entry/cli-conventions.test.js': 4.2,
-  'state/hostile-state.test.js': 3.5,
-  'pool/guest-faults.test.js': 3.2,
-  'pool/guest-concurrency.test.js': 3.1,
-  'fuzz/processes.test.js': 3.1,
-  'entry/cli.test.js': 3.0,
-  'install.test.js': 2.9,
-  'pool/crash-release.test.js': 2.8,
-  'migrate/crash-confirm-destination-success.test.js': 2.8,
-  'migrate/crash-prepare.test.js': 2.5,
-  'pool/crash-prepare.test.js': 2.5,
-  'pool/crash-net-start.test.js': 2.5,
-  'ops/doctor-cli.test.js': 2.5,
+  'demo.test.js': 5.2,
+  'migrate/migrate-qmp.test.js': 2.8,
+  'fuzz/qemu-cmdline.test.js': 2.7,
+  'entry/shim-scale.test.js': 2.6,
+  'state/hostile-state.test.js': 2.1,
   'host/linux-host-flow.test.js': 2.1,
-  'migrate/crash-perform.test.js': 2.0,
-  'fuzz/parsers.test.js': 1.9,
-  'host/linux-host.test.js': 1.8,
-  'ops/doctor.test.js': 1.7,
-  'entry/qemu-hook.test.js': 1.7,
-  'entry/qemu-wrapper-crash.test.js': 1.6,
-  'pool/crash-net-destroy.test.js': 1.3,
-  'entry/network-hook.test.js': 1.2,
-  'migrate/migrate-cli.test.js': 1.1,
-  'entry/owner-gone.test.js': 1.0,
-  'entry/qemu-wrapper.test.js': 1.0,
-  'migrate/crash-confirm-destination.test.js': 1.0,
-  'qemu/deliver.test.js': 0.9,
-  'pool/guest-qemu-plan.test.js': 0.9,
-  'state/journal-append.test.js': 0.8,
-  'pool/pool-no-stall.test.js': 0.8
+  'entry/cli-conventions.test.js': 2.0,
+  'pool/crash-prepare.test.js': 2.0,
+  'pool/crash-net-start.test.js': 1.9,
+  'migrate/crash-confirm-destination-success.test.js': 1.9,
+  'host/linux-host.test.js': 1.7,
+  'entry/cli.test.js': 1.6,
+  'pool/guest-concurrency.test.js': 1.6,
+  'fuzz/processes.test.js': 1.5,
+  'pool/guest-faults.test.js': 1.5,
+  'fuzz/parsers.test.js': 1.4,
+  'entry/qemu-hook.test.js': 1.3,
+  'migrate/crash-perform.test.js': 1.2,
+  'install.test.js': 1.2,
+  'entry/owner-gone.test.js': 1.2,
+  'pool/crash-release.test.js': 1.2,
+  'ops/doctor-cli.test.js': 1.1,
+  'pool/crash-net-destroy.test.js': 1.1,
+  'entry/qemu-wrapper-crash.test.js': 1.0,
+  'migrate/crash-prepare.test.js': 1.0
 };
-const DEFAULT_SECONDS = 0.4;
-// Two, one per core: a group costs more than its start-up (~1.2 s of CPU for tap under
-// processinfo's loader): each loads, through that loader thread, compiles and warms up again the
-// modules its files share (tap, src/, the helpers), ~3.5 s of CPU a group. Whole tap runs, same
-// tree, CPU (user+sys): 6 groups 93.2 s and 98.2 s, 3 groups 80.1 s (the group processes
-// themselves 47-50 s -> 36 s). Whole npm test runs, interleaved: 3 groups 86.5 s and 88.7 s of
-// CPU in 47.4 s and 49.8 s, 2 groups 82.2 s and 78.7 s in 48.6 s and 47.0 s: the tests wait on
-// their children often enough that two groups keep both cores busy.
-const GROUPS = Number(process.env.VFPOOL_TEST_GROUPS ?? 2);
+const DEFAULT_SECONDS = 0.25;
+// Three on 2 cores. Each group spends over half its time waiting for the processes its tests
+// start (a CPU profile of a whole run: 42 s idle of 75 s), and a third group fills those waits.
+// Under tap's runner a group cost ~3.5 s of CPU more than its files (everything it loaded went
+// through @tapjs/processinfo's loader thread), and two were best; npm test now runs the groups
+// as plain Nodes (scripts/test.mjs), where a group costs ~1 s (tap, src/ and the helpers).
+// Whole npm test runs, interleaved: 3 groups 38.97 s and 43.58 s, 2 groups 39.66 s and 43.88 s
+// (the machine's load moved between the pairs).
+const GROUPS = Number(process.env.VFPOOL_TEST_GROUPS ?? 3);
 
-// `--measured`: each file's seconds in the last npm test (its tests' `# time=` in tap's saved
+// `--measured`: each file's seconds in the last npm test (its tests' `# time=` in the saved
 // results of the groups; under the run's load, so comparable with each other), as WEIGHTS lines.
 if (process.argv.includes('--measured')) {
   const results = join(root, '.tap/test-results/dist/test-groups');

@@ -15,17 +15,22 @@
 //   `npm test` fails if it fails, as before. tsconfig's
 //   `isolatedModules` makes tsc reject what a file-by-file compiler could get wrong.
 //   `npm run build` (demo, libvirt, lab, bench, install) still emits with tsc.
-// - the test files run in groups (scripts/test-groups.mjs), not one Node each.
-// - tap reports with its plain `tap` reporter, filtered here (passing test points, subtest
-//   headers and plans left out; failures with their diagnostics, skips, todos, console output,
-//   the totals and the coverage report kept). .taprc's `terse` reporter (for `npx tap FILE`) is
-//   an ink/React app that re-renders on every assertion: over npm test's ~3700 assertions tap's
-//   own process took 14.1 s of CPU with it, 7.8 s with this (two full runs).
+// - the test files run in groups (scripts/test-groups.mjs), not one Node each, and the groups
+//   run here, each a plain Node, not under tap's runner (see runGroups() below): tap's runner started
+//   each under its coverage loader, which cost every group 3-4 s of wall time and the run 6 s
+//   more around them. The tests are node-tap tests as before; `npx tap dist/test/x.test.js`
+//   runs one file under tap's runner (.taprc).
+// - a group's TAP is filtered for the terminal (passing test points, subtest headers and plans
+//   left out; failures with their diagnostics, skips, todos, console output and the totals
+//   kept), and kept whole in .tap/test-results. tap's `terse` reporter (.taprc, for `npx tap
+//   FILE`) is an ink/React app that re-renders on every assertion: over npm test's ~3700
+//   assertions it took 14.1 s of CPU, 7.8 s without it (two full runs).
 // - the bundles (with their code-cache training runs), the man page and the test groups are
 //   independent of each other: built at the same time.
 import { build } from 'esbuild';
 import { spawn } from 'node:child_process';
-import { readdirSync, rmSync, statSync } from 'node:fs';
+import { Report } from 'c8';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -59,19 +64,94 @@ async function run(cmd, args) {
   }
 }
 
-// What of tap's TAP stream is left out: passing test points, subtest headers, plans, blank
+// What of a group's TAP stream is left out: passing test points, subtest headers, plans, blank
 // lines. A skip or todo is a passing point too, and is kept.
 const QUIET = /^\s*(ok \d+\b(?!.*#\s*(SKIP|TODO)\b)|# Subtest: |\d+\.\.\d+\s*$|# time=|TAP version |$)/i;
 
-/** tap with the plain TAP reporter, its stdout filtered to what a person reads (see above). */
-async function tap() {
-  const child = spawn(bin('tap'), ['--reporter', 'tap'], { cwd: root, stdio: ['inherit', 'pipe', 'inherit'] });
+// What the tap runner (`npx tap`) would take from .taprc, read from there so both agree: the
+// per-file timeout (test/helpers/test-group.ts restarts it for every file of a group), and
+// which compiled files are left out of the coverage report.
+const taprc = readFileSync(join(root, '.taprc'), 'utf8');
+const perFileTimeout = /^timeout:\s*(\d+)\s*$/m.exec(taprc)?.[1];
+const coverageExclude = /^coverage-exclude:\n((?:\s+(?:- .*|#.*)\n)+)/m.exec(taprc)?.[1].match(/(?<=- ")[^"]+(?=")/g);
+if (!perFileTimeout || !coverageExclude) throw new Error('npm test: .taprc has no `timeout:` or no `coverage-exclude:` list: scripts/test.mjs reads both');
+
+const GROUP_DIR = join(root, 'dist/test-groups');
+const V8_COVERAGE = join(root, '.tap/v8-coverage');
+// Where `node scripts/test-groups.mjs --measured` reads each group's TAP (tap's own layout).
+const RESULTS = join(root, '.tap/test-results/dist/test-groups');
+
+/**
+ * One group (dist/test-groups/NN.test.js) in a Node of its own, V8 recording its coverage
+ * (NODE_V8_COVERAGE; the group runner keeps it from the processes its tests start). Its TAP
+ * is kept whole in RESULTS and filtered for the terminal, where it is printed once the group
+ * has ended, so two groups' lines never interleave.
+ */
+async function runGroup(file) {
+  const started = Date.now();
+  const child = spawn(node, [join(GROUP_DIR, file)], {
+    cwd: root,
+    env: { ...process.env, NODE_V8_COVERAGE: V8_COVERAGE, TAP_TIMEOUT: perFileTimeout },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const closed = new Promise((resolve) => child.on('close', (code, signal) => resolve(code ?? signal)));
+  // What tap's runner did with its per-file timeout, for the whole process: a group that
+  // prints nothing for that long (a hang outside any test, or a handle that keeps it from
+  // exiting after its last test) is killed, and fails.
+  let silent = null;
+  const watchdog = () => {
+    clearTimeout(silent);
+    silent = setTimeout(() => {
+      console.error(`npm test: dist/test-groups/${file} printed nothing for ${perFileTimeout} s: killed`);
+      child.kill('SIGKILL');
+    }, perFileTimeout * 1000);
+  };
+  watchdog();
+  const lines = [];
   for await (const line of createInterface({ input: child.stdout, crlfDelay: Infinity })) {
-    // A group's own result line (not indented) says which group ended, and when.
-    if (!QUIET.test(line) || /^ok \d+ - dist\/test-groups\//.test(line)) process.stdout.write(`${line}\n`);
+    lines.push(line);
+    watchdog();
   }
-  return closed;
+  const status = await closed;
+  clearTimeout(silent);
+  writeFileSync(join(RESULTS, `${file}.tap`), `${lines.join('\n')}\n`);
+  // tap's last words in a group: `# { total: 1635, pass: 1635 }` (fail, skip, todo when any).
+  const counts = Object.fromEntries([...(lines.findLast((l) => l.startsWith('# { total: ')) ?? '').matchAll(/(\w+): (\d+)/g)].map((m) => [m[1], Number(m[2])]));
+  for (const line of lines) if (!QUIET.test(line)) process.stdout.write(`${line}\n`);
+  const seconds = ((Date.now() - started) / 1000).toFixed(1);
+  const ok = status === 0 && counts.total !== undefined && !counts.fail;
+  console.log(`${ok ? 'ok' : 'not ok'} - dist/test-groups/${file}: ${counts.pass ?? 0} of ${counts.total ?? '?'} assertions passed in ${seconds} s${status === 0 ? '' : ` (exit ${status})`}`);
+  return { ok, counts };
+}
+
+/**
+ * The groups at once, one per core (scripts/test-groups.mjs), then their coverage of src/:
+ * c8's report (tap's own coverage engine) of what V8 recorded, mapped back to src/*.ts through
+ * the build's source maps, a file no test loaded counted at 0%. This is `tap` without its
+ * runner: the runner started every group under @tapjs/processinfo's module loader, a thread of
+ * its own in Node 20 through which each group loaded tap, src/ and the helpers: 3-4 s more
+ * of a group's wall time, and 6 s more around the groups (tap's start-up and its report).
+ */
+async function runGroups() {
+  rmSync(V8_COVERAGE, { recursive: true, force: true });
+  rmSync(RESULTS, { recursive: true, force: true });
+  mkdirSync(RESULTS, { recursive: true });
+  const results = await Promise.all(readdirSync(GROUP_DIR).filter((f) => f.endsWith('.test.js')).sort().map(runGroup));
+  const total = {};
+  for (const { counts } of results) for (const [k, v] of Object.entries(counts)) total[k] = (total[k] ?? 0) + v;
+  await new Report({
+    reporter: ['text', 'json-summary'],
+    // check-coverage.mjs reads the json-summary here.
+    reportsDirectory: join(root, '.tap/report'),
+    tempDirectory: V8_COVERAGE,
+    include: ['dist/src/**'],
+    exclude: coverageExclude,
+    excludeNodeModules: true,
+    all: true,
+    src: [join(root, 'dist/src')],
+  }).run();
+  console.log(`# { ${Object.entries(total).map(([k, v]) => `${k}: ${v}`).join(', ')} }`);
+  return results.every((r) => r.ok) ? 0 : 1;
 }
 
 const t0 = Date.now();
@@ -111,11 +191,11 @@ const typecheckDone = new Promise((resolve) =>
   }),
 );
 
-const tapStatus = await tap();
-const tapEnded = Date.now();
+const testStatus = await runGroups();
+const testsEnded = Date.now();
 
 const tc = await typecheckDone;
-const lag = (typecheckEnded - tapEnded) / 1000;
+const lag = (typecheckEnded - testsEnded) / 1000;
 // Whether the type check is on the run's critical path: it is when it ends after the tests.
 const when = lag > 0 ? `${lag.toFixed(1)} s after the tests` : `${(-lag).toFixed(1)} s before the tests ended`;
 if (tc !== 0) {
@@ -124,7 +204,7 @@ if (tc !== 0) {
 } else {
   console.log(`npm test: type check (tsc -b tsconfig.check.json, strict) clean, ended ${when}`);
 }
-if (tapStatus !== 0) console.error(`npm test: tap failed (exit ${tapStatus})`);
-if (tc !== 0 || tapStatus !== 0) process.exit(1);
+if (testStatus !== 0) console.error("npm test: tests failed (see the groups' `not ok` lines above)");
+if (tc !== 0 || testStatus !== 0) process.exit(1);
 await run(node, [join(root, 'scripts/check-coverage.mjs')]);
 console.log(`npm test: ${((Date.now() - t0) / 1000).toFixed(1)} s in all`);

@@ -29,6 +29,12 @@ t.test('the vfpool namespace declared on <network> applies to its <metadata>', a
   t.same(parsePoolXml(xml, 'x').pfs, [{ dev: 'eth1', numVfs: null }], 'a definition file too');
 });
 
+t.test('entity and character references are left as written: none is ever expanded', async (t) => {
+  const parsed = parseXml("<a b='x&amp;y&#65;'>p&lt;q&#x41;</a>", 'x') as { a: { '#text': string; '@_b': string } };
+  t.same(parsed.a, { '#text': 'p&lt;q&#x41;', '@_b': 'x&amp;y&#65;' });
+  t.throws(() => parseXml("<!DOCTYPE a [<!ENTITY e 'boom'>]><a>&e;</a>", 'x'), { constructor: BadInputError, message: /DOCTYPE and ENTITY declarations are not accepted/ });
+});
+
 t.test('XML nested deeper than the parser goes is bad input, not a bug', async (t) => {
   const deep = `<domain><name>vm1</name>${'<a>'.repeat(150)}${'</a>'.repeat(150)}</domain>`;
   t.throws(() => parseDomainXml(deep, "domain 'vm1'"), { constructor: BadInputError, message: "domain 'vm1': elements nested more than 100 deep" });

@@ -5,6 +5,7 @@ import { execa } from 'execa';
 import { SETTING_KEYS } from '../../src/config/settings.js';
 import { COMMANDS } from '../../src/entry/cli/commands.js';
 import { positionalNames } from '../../src/entry/cli/define.js';
+import { renderManPage } from '../../src/entry/cli/man.js';
 import { makeSimEnv } from '../helpers/env.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
 import { REPO, spawnEntry, vfpoolCli, WITHOUT_TAP_LOADER } from '../helpers/spawn.js';
@@ -163,6 +164,13 @@ t.test('the man page comes from the same declarations and renders with man -l', 
     for (const [cmd] of def.examples) t.ok(r.stdout.replace(/\s+/g, ' ').includes(`vfpool ${cmd}`), `example: vfpool ${cmd}`);
   }
   t.match(r.stdout, /\nENVIRONMENT\n[\s\S]*VFPOOL_JOURNAL_DIR[\s\S]*\nEXIT STATUS\n {7}0 +success/);
+  // The installed page is what the declarations render, byte for byte (scripts/man.mjs wrote
+  // it at build time, in a process of its own).
+  const source = readFileSync(page, 'utf8');
+  const [, date = '', troffVersion = ''] = /^\.TH VFPOOL 1 "([^"]+)" "vfpool ([^"]+)"/.exec(source) ?? [];
+  const version = troffVersion.replace(/\\-/g, '-');
+  t.equal(version, JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')).version);
+  t.equal(renderManPage(version, date), source);
 });
 
 t.test('completion: a bash script, and completions from the same declarations', async (t) => {
