@@ -2,7 +2,8 @@ import t from 'tap';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { makeSimEnv } from './helpers/env.js';
+import { makeSimEnv, SEED_000_POOL } from './helpers/env.js';
+import { runCliInProcess } from './helpers/cli-in-process.js';
 import { domainXml } from './helpers/libvirt-domains.js';
 import { REPO, WITHOUT_TAP_LOADER } from './helpers/spawn.js';
 
@@ -20,18 +21,29 @@ t.test('the CommonJS bundles hold no import(): vm.Script, which loads them, cann
   }
 });
 
-// node:crypto (OpenSSL's binding and some twenty modules) costs ~9 ms of CPU to load, and only
-// an emulated SR-IOV NIC's MACs need it (src/state/domain-plan.ts requires it then): a CLI
-// command and a qemu hook call must not load it at their start.
-t.test('the CLI and the qemu hook start without loading node:crypto', async (t) => {
+// Built-ins that only some runs need cost every start that loads them (src/util/lazy-builtins.ts):
+// node:crypto (OpenSSL's binding and some twenty modules) ~9 ms of CPU; node:child_process,
+// which brings net, dgram and the stream machinery; node:fs/promises. A CLI command and a qemu
+// hook call, a guest's prepare with a VF included, must not load them at their start.
+t.test('the CLI and the qemu hook start without node:crypto, node:child_process, node:net or node:fs/promises', async (t) => {
+  // node:net too, for a hook that prints nothing; the CLI's stdout on a pipe is a net.Socket.
+  const LAZY = ['crypto', 'child_process', 'fs/promises', 'net'];
   const dir = t.testdir({
-    'report.cjs': "process.on('exit', () => process.stderr.write(`crypto loaded: ${process.moduleLoadList.includes('NativeModule crypto')}\\n`));\n",
+    // fs.writeSync, not process.stderr: stderr on a pipe is a net.Socket, and would load node:net.
+    'report.cjs': `process.on('exit', () => require('node:fs').writeSync(2, \`loaded: \${${JSON.stringify(LAZY)}.filter((m) => process.moduleLoadList.includes('NativeModule ' + m)).join(' ') || 'none'}\\n\`));\n`,
   });
   const w = makeSimEnv(t);
+  w.definePool('sriov-pool', SEED_000_POOL);
+  t.equal((await runCliInProcess(['net-start', 'sriov-pool'], w.env)).exitCode, 0);
   const starts: Array<[string, string[], string]> = [
     ['vfpool --version', ['dist/bin/cli.cjs', '--version'], ''],
     ['vfpool status', ['dist/bin/cli.cjs', 'status'], ''],
     ['the qemu hook, prepare of a guest without vfpool', ['dist/bin/qemu-hook.cjs', 'plain', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'plain' })],
+    [
+      'the qemu hook, prepare of a guest with a VF',
+      ['dist/bin/qemu-hook.cjs', 'vm1', 'prepare', 'begin', '-'],
+      domainXml('prepare', { name: 'vm1', vfpool: "<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33'/>" }),
+    ],
   ];
   const [envBin, ...unset] = WITHOUT_TAP_LOADER;
   for (const [what, [entry, ...args], stdin] of starts) {
@@ -39,6 +51,8 @@ t.test('the CLI and the qemu hook start without loading node:crypto', async (t) 
       env: { LC_ALL: 'C', HOME: '/root', PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...w.env }, extendEnv: false, input: stdin, reject: false,
     });
     t.equal(r.exitCode, 0, `${what}: ${r.stderr}`);
-    t.match(r.stderr, /crypto loaded: false$/, `${what}: node:crypto not loaded`);
+    const loaded = /loaded: (.*)/.exec(r.stderr)?.[1];
+    t.match(loaded, entry === 'dist/bin/cli.cjs' ? /^(none|net)$/ : /^none$/, `${what}: none of ${LAZY.join(', ')} loaded`);
   }
+  t.same(w.ctx.store.read().allocations.map((a) => a.owner.domain), ['vm1'], 'the prepare with a VF did its work');
 });

@@ -1,9 +1,9 @@
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { errnoOf, HostError } from '../errors.js';
 import type { DomainPlanV1 } from '../state/domain-plan.js';
 import { newRecord, type MigrationRecordStore, type MigrationRecordV1 } from '../state/migration-record.js';
+import { lazyChildProcess } from '../util/lazy-builtins.js';
 
 /**
  * The destination under libvirt. libvirt starts the incoming QEMU with `-incoming` and runs the
@@ -68,7 +68,7 @@ export function incomingConfirmArgv(cliPath: string, domain: string, waitSeconds
  * hook's stdout to close), and does not wait for it. Returns its pid.
  */
 export function spawnDetached(node: string, argv: string[], env: NodeJS.ProcessEnv): number {
-  const child = spawn(node, argv, { detached: true, stdio: 'ignore', env });
+  const child = lazyChildProcess().spawn(node, argv, { detached: true, stdio: 'ignore', env });
   if (child.pid === undefined) throw new HostError(`could not start ${node} ${argv.join(' ')}`);
   child.unref();
   return child.pid;

@@ -1,8 +1,8 @@
-import { lchown, lstat, mkdir, readFile, readlink, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { errnoOf, HostError, BadInputError } from '../errors.js';
 import { crashPoint } from '../util/crash-point.js';
 import { applyCgroupAllow, planCgroupAllow, type CgroupAllowStep, type CgroupDeps, type CharDevice } from './device-cgroup.js';
+import { lazyFsPromises as fsPromises } from '../util/lazy-builtins.js';
 
 /**
  * Gives a running QEMU what libvirt gives it before it hotplugs a `<hostdev>` it knows of, so
@@ -88,7 +88,7 @@ function validateRequest(req: VfioDeliveryRequest): void {
 async function hostCharDevice(path: string, hint: string): Promise<CharDevice> {
   let st;
   try {
-    st = await stat(path);
+    st = await fsPromises().stat(path);
   } catch (err) {
     throw new HostError(`${path} does not exist on the host`, { code: errnoOf(err), hint, cause: err });
   }
@@ -108,7 +108,7 @@ export function parseMemlockLimit(limits: string): bigint | 'unlimited' | null {
 async function readProc(deps: DeliverDeps, pid: number, file: string): Promise<string> {
   const path = join(deps.procRoot, String(pid), file);
   try {
-    return await readFile(path, 'utf8');
+    return await fsPromises().readFile(path, 'utf8');
   } catch (err) {
     if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ESRCH') {
       throw new HostError(`QEMU process ${pid} is gone (no ${path})`, { code: 'ESRCH', hint: 'the domain stopped while its VFs were being delivered; start it again', cause: err });
@@ -133,7 +133,7 @@ async function run(deps: DeliverDeps, file: string, args: string[], what: string
 async function checkNotConfined(deps: DeliverDeps, pid: number): Promise<void> {
   let label: string;
   try {
-    label = (await readFile(join(deps.procRoot, String(pid), 'attr/current'), 'utf8')).replace(/\0/g, '').trim();
+    label = (await fsPromises().readFile(join(deps.procRoot, String(pid), 'attr/current'), 'utf8')).replace(/\0/g, '').trim();
   } catch {
     return; // no LSM exposes a label: nothing confines QEMU
   }
@@ -164,8 +164,8 @@ async function raiseMemlock(deps: DeliverDeps, req: VfioDeliveryRequest, steps: 
 /** Whether PID lives in another mount namespace than ours (libvirt's default for QEMU). */
 async function hasPrivateMountNamespace(deps: DeliverDeps, pid: number): Promise<boolean> {
   const [theirs, ours] = await Promise.all([
-    readlink(join(deps.procRoot, String(pid), 'ns/mnt')),
-    readlink(join(deps.procRoot, 'self/ns/mnt')),
+    fsPromises().readlink(join(deps.procRoot, String(pid), 'ns/mnt')),
+    fsPromises().readlink(join(deps.procRoot, 'self/ns/mnt')),
   ]).catch((err: unknown) => {
     throw new HostError(`reading the mount namespace of QEMU process ${pid} failed: ${(err as Error).message}`, { code: errnoOf(err), cause: err });
   });
@@ -189,7 +189,7 @@ async function planNode(deps: DeliverDeps, pid: number, dev: CharDevice, owner: 
   const inside = join(deps.procRoot, String(pid), 'root/dev', relative(deps.devRoot, dev.path));
   let st;
   try {
-    st = await lstat(inside);
+    st = await fsPromises().lstat(inside);
   } catch (err) {
     if (errnoOf(err) === 'ENOENT') return { inside, device: dev, owner, state: 'absent' };
     throw new HostError(`checking ${inside} failed: ${(err as Error).message}`, { code: errnoOf(err), cause: err });
@@ -211,7 +211,7 @@ async function makeNode(deps: DeliverDeps, pid: number, node: PlannedNode, steps
   if (node.state === 'absent') {
     await run(deps, deps.mknodPath, ['-m', owner.mode.toString(8), inside, 'c', String(dev.major), String(dev.minor)], `making ${dev.path} in the mount namespace of QEMU process ${pid}`);
   }
-  await lchown(inside, owner.uid, owner.gid).catch((err: unknown) => {
+  await fsPromises().lchown(inside, owner.uid, owner.gid).catch((err: unknown) => {
     throw new HostError(`giving ${inside} to ${owner.uid}:${owner.gid} failed: ${(err as Error).message}`, { code: errnoOf(err), cause: err });
   });
   if (node.state === 'absent') steps.push({ kind: 'mknod', path: inside, device: dev, ...owner });
@@ -247,7 +247,7 @@ export async function deliverVfioToQemu(req: VfioDeliveryRequest, deps: DeliverD
   // hook already gave the group node to the QEMU user.
   if (nodes.length) {
     const dir = join(deps.procRoot, String(req.pid), 'root/dev/vfio');
-    await mkdir(dir, { mode: 0o755 }).catch((err: unknown) => {
+    await fsPromises().mkdir(dir, { mode: 0o755 }).catch((err: unknown) => {
       if (errnoOf(err) !== 'EEXIST') throw new HostError(`making ${dir} failed: ${(err as Error).message}`, { code: errnoOf(err), cause: err });
     });
     for (const node of nodes) {

@@ -1,7 +1,7 @@
-import { readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { errnoOf, HostError } from '../errors.js';
 import type { CommandRunner } from './deliver.js';
+import { lazyFsPromises as fsPromises } from '../util/lazy-builtins.js';
 
 /** A character device node: where it is on the host, its number, its mode there. */
 export interface CharDevice {
@@ -69,7 +69,7 @@ export function v1ListAllows(list: string, dev: CharDevice): boolean {
 
 async function read(path: string, what: string): Promise<string> {
   try {
-    return await readFile(path, 'utf8');
+    return await fsPromises().readFile(path, 'utf8');
   } catch (err) {
     throw new HostError(`reading ${what} (${path}) failed: ${(err as Error).message}`, { code: errnoOf(err), cause: err });
   }
@@ -173,7 +173,7 @@ export async function applyCgroupAllow(steps: CgroupAllowStep[], deps: CgroupDep
   for (const step of steps) {
     if (step.kind === 'cgroup-v1-allow') {
       try {
-        await writeFile(step.file, step.rule);
+        await fsPromises().writeFile(step.file, step.rule);
       } catch (err) {
         throw new HostError(`writing '${step.rule}' to ${step.file} failed: ${(err as Error).message}`, {
           code: errnoOf(err),

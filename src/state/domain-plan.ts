@@ -1,10 +1,10 @@
 import { chmodSync, chownSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { BadInputError, errnoOf, HostError } from '../errors.js';
 import { parseGuestMac, parseObjectName, parsePciAddress, type MacAddress, type PciAddress } from '../types.js';
 import { readTextNoFollow, symlinkRefused } from '../util/json-file.js';
+import { lazyCrypto } from '../util/lazy-builtins.js';
 
 /**
  * The per-domain wrapper file: what `prepare` (root) decided for one domain, read by the QEMU
@@ -116,19 +116,13 @@ export function validateDomainPlan(value: unknown, file: string, hint = PLAN_FIL
   return { version: 1, domain, uuid: (o.uuid as string | null) ?? null, delivery: o.delivery as DomainPlanV1['delivery'], vfs, sriovNics };
 }
 
-// node:crypto is required here when an emulated SR-IOV NIC's MACs are derived, not imported
-// with the module: loading it (OpenSSL's binding and some twenty modules) took ~9 ms of CPU at
-// the start of every CLI command and qemu hook call, all of which reach this file, and only a
-// domain with such a NIC hashes anything. A Node built-in resolves the same from any base.
-const requireBuiltin = createRequire('/');
-
 /**
  * Stable MACs for an emulated SR-IOV NIC's functions (virtio-net VFs take no MAC through the
  * PF: each needs its own mac= on the command line). Derived from the domain's identity, so the
  * guest sees the same MACs on every boot: 52:54:00 (QEMU's prefix) + 3 bytes of a hash.
  */
 export function sriovNicMacs(domain: string, uuid: string | null, nicIndex: number, vfs: number, avoid: Iterable<string> = []): MacAddress[] {
-  const { createHash } = requireBuiltin('node:crypto') as typeof import('node:crypto');
+  const { createHash } = lazyCrypto();
   const taken = new Set<string>(avoid);
   const macs: MacAddress[] = [];
   for (let fn = 0; fn <= vfs; fn++) {
