@@ -200,7 +200,7 @@ writeFileSync(join(training, 'etc/networks/train.xml'), "<network><name>train</n
 writeFileSync(join(training, 'etc/networks/train-cli.xml'), "<network><name>train-cli</name><forward mode='hostdev' managed='yes'><pf dev='eth2'><vf num='4'/></pf></forward></network>\n");
 const TRAINING = {
   // What `vfpool net-start` does (the lab's bench), on a PF of its own.
-  cli: { args: ['net-start', 'train-cli'], stdin: '' },
+  cli: { args: ['net-start', '--dry-run=false', 'train-cli'], stdin: '' },
   'network-hook': {
     args: ['train', 'start', 'begin', '-'],
     stdin: "<hookData><network><name>train</name><forward mode='hostdev'/></network></hookData>",

@@ -16,10 +16,10 @@
 //   `isolatedModules` makes tsc reject what a file-by-file compiler could get wrong.
 //   `npm run build` (demo, libvirt, lab, bench, install) still emits with tsc.
 // - the test files run in groups (scripts/test-groups.mjs), not one Node each, and the groups
-//   run here, each a plain Node, not under tap's runner (see runGroups() below): tap's runner started
-//   each under its coverage loader, which cost every group 3-4 s of wall time and the run 6 s
-//   more around them. The tests are node-tap tests as before; `npx tap dist/test/x.test.js`
-//   runs one file under tap's runner (.taprc).
+//   run here, each a plain Node, not under tap's runner (see runGroups() below): tap's runner
+//   started each under its coverage loader, which cost every group 3-4 s of wall time and the
+//   run 6 s more around them. The tests are node-tap tests as before; `npx tap
+//   dist/test/x.test.js` runs one file under tap's runner (.taprc).
 // - a group's TAP is filtered for the terminal (passing test points, subtest headers and plans
 //   left out; failures with their diagnostics, skips, todos, console output and the totals
 //   kept), and kept whole in .tap/test-results. tap's `terse` reporter (.taprc, for `npx tap
@@ -125,7 +125,7 @@ async function runGroup(file) {
 }
 
 /**
- * The groups at once, one per core (scripts/test-groups.mjs), then their coverage of src/:
+ * The groups at once (three on 2 cores: scripts/test-groups.mjs), then their coverage of src/:
  * c8's report (tap's own coverage engine) of what V8 recorded, mapped back to src/*.ts through
  * the build's source maps, a file no test loaded counted at 0%. This is `tap` without its
  * runner: the runner started every group under @tapjs/processinfo's module loader, a thread of

@@ -1,3 +1,4 @@
+import { runPlainCommand } from '../../src/entry/cli/fast-path.js';
 import { buildProgram } from '../../src/entry/cli/program.js';
 import { runInProcess, type InProcessRun } from '../../src/entry/run.js';
 
@@ -14,10 +15,13 @@ interface YargsInternals {
  * The spawned-process tests (cli.test.ts, cli-conventions.test.ts) cover the bundle; these
  * cover each command's branches quickly. A usage error ends in process.exit(2) in the real
  * CLI: here exit throws, and the code is kept. Runs must not overlap (env is global): a test
- * of several CLIs at once spawns them (vfpoolCli).
+ * of several CLIs at once spawns them (vfpoolCli). A plain command line takes the installed
+ * CLI's way, without yargs (src/entry/cli/fast-path.ts); the rest goes through yargs.
  */
 export function runCliInProcess(argv: string[], env: Record<string, string>, stdin?: string): Promise<CliResult> {
   return runInProcess(async () => {
+    const plain = runPlainCommand(argv);
+    if (plain) return plain;
     const program = buildProgram(argv).exitProcess(false);
     // As the installed bundle runs (scripts/bundle.mjs, yargsLeaner): yargs lays out the whole
     // help of a command after running it, in case the handler asks for it later; vfpool's never
