@@ -64,8 +64,13 @@ export function parsePlainCommand(argv: string[], defs: CommandDef[]): { def: Co
   return { def, args };
 }
 
-/** Runs a plain command line (parsePlainCommand) as its yargs handler would run; null when the line is not one. */
+/** A command's run, as both ways of reading its line end in it: its handler inside the exit-code boundary, then the progress line cleared. */
+export function runCommand(def: CommandDef, args: Record<string, unknown>): Promise<void> {
+  return runEntry(() => def.run(args)).finally(() => progress.done());
+}
+
+/** Runs a plain command line (parsePlainCommand); null when the line is not one. */
 export function runPlainCommand(argv: string[], defs: CommandDef[] = COMMANDS): Promise<void> | null {
   const plain = parsePlainCommand(argv, defs);
-  return plain && runEntry(() => plain.def.run(plain.args)).finally(() => progress.done());
+  return plain && runCommand(plain.def, plain.args);
 }

@@ -1,8 +1,8 @@
 import yargs, { type Argv } from 'yargs';
-import { runEntry, STDIN_ARG } from '../run.js';
+import { STDIN_ARG } from '../run.js';
 import { COMMANDS, COMPLETION, SUMMARY } from './commands.js';
 import { epilogue, positionalNames, registerCommands, type CommandDef } from './define.js';
-import { progress } from './output.js';
+import { runCommand } from './fast-path.js';
 import { vfpoolVersion } from './install-root.js';
 
 /**
@@ -44,7 +44,7 @@ export function buildProgram(argv: string[], defs: CommandDef[] = COMMANDS): Arg
     .usage(`$0 <command> [options]\n\n${SUMMARY}`)
     .wrap(helpWidth())
     .epilogue(epilogue());
-  registerCommands(y, defs, (def) => (args) => runEntry(() => def.run(args)).finally(() => progress.done()));
+  registerCommands(y, defs, (def) => (args) => runCommand(def, args as Record<string, unknown>));
   return y
     .completion(COMPLETION.name, COMPLETION.describe)
     .example(`$0 ${COMPLETION.examples[0]![0]}`, COMPLETION.examples[0]![1])
