@@ -21,7 +21,9 @@ die() { echo "libvirtd-pair.sh: $*" >&2; exit 1; }
 inst_dir() { [[ $1 =~ ^[a-z][a-z0-9-]{0,15}$ ]] || { echo "libvirtd-pair.sh: instance name '$1' must be [a-z][a-z0-9-]*" >&2; exit 2; }; echo "/tmp/vfpool-libvirtd-$1"; }
 pid_of() { local p; p=$(cat "$1" 2>/dev/null) || return 1; p=${p//[^0-9]/}; [ -n "$p" ] && [ "$(cat /proc/$p/comm 2>/dev/null)" = "$2" ] && echo "$p"; }
 uri_of() { echo "qemu+tcp://127.0.0.1:$(cat "$(inst_dir "$1")/port")/system"; }
-answers() { virsh -c "$(uri_of "$1")" version >/dev/null 2>&1; }
+# Every virsh call here is bounded: a daemon that stopped answering must not hang a stop or a
+# purge (they run from the tests' EXIT traps) beyond what it takes to kill it.
+answers() { timeout --foreground --kill-after=5 20 virsh -c "$(uri_of "$1")" version >/dev/null 2>&1; }
 
 cmd_start() {
   local name=$1 port=$2 dir
@@ -90,10 +92,22 @@ cmd_stop() {
   [ -d "$dir" ] || { echo "instance $name: nothing to stop"; return 0; }
   # Domains first: a QEMU of this instance must not outlive its daemon.
   if answers "$name"; then
-    for d in $(virsh -q -c "$(uri_of "$name")" list --name 2>/dev/null); do virsh -q -c "$(uri_of "$name")" destroy "$d" >/dev/null 2>&1 || true; done
+    for d in $(timeout --foreground --kill-after=5 30 virsh -q -c "$(uri_of "$name")" list --name 2>/dev/null); do
+      timeout --foreground --kill-after=5 60 virsh -q -c "$(uri_of "$name")" destroy "$d" >/dev/null 2>&1 || true
+    done
   fi
-  if p=$(pid_of "$dir/libvirtd.pid" libvirtd); then stop_pid "$p" libvirtd; fi
+  local ns=""
+  if p=$(pid_of "$dir/libvirtd.pid" libvirtd); then ns=$(readlink "/proc/$p/ns/mnt" 2>/dev/null || true); stop_pid "$p" libvirtd; fi
   if p=$(pid_of "$dir/virtlogd.pid" virtlogd); then stop_pid "$p" virtlogd; fi
+  # What a daemon that stopped answering could not destroy (a QEMU, a hook): every process left in
+  # the instance's mount namespace is the instance's.
+  if [ -n "$ns" ] && [ "$ns" != "$(readlink /proc/self/ns/mnt)" ]; then
+    for p in /proc/[0-9]*; do
+      [ "$(readlink "$p/ns/mnt" 2>/dev/null)" = "$ns" ] || continue
+      echo "instance $name: killing what is left in its namespace: ${p#/proc/} $(tr '\0' ' ' <"$p/cmdline" 2>/dev/null | cut -c1-120)"
+      kill -KILL "${p#/proc/}" 2>/dev/null || true
+    done
+  fi
   rm -f "$dir/libvirtd.pid" "$dir/virtlogd.pid"
   echo "instance $name stopped"
 }

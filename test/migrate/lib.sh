@@ -32,10 +32,12 @@ need() {
   if [ "${CI:-}" = true ]; then setup_fail "missing ${missing[*]} (scripts/install-lab-packages.sh installs them)"; fi
   echo "SKIP: missing ${missing[*]} (run scripts/install-lab-packages.sh; under CI=true this is a failure)"; passed=0; failed=0; exit 0
 }
-vfpool_at() { # vfpool_at HOST ARGS...: the CLI on one simulated host (src or dst)
+# vfpool_at HOST ARGS...: the CLI on one simulated host (src or dst). Bounded (VFPOOL_MIG_CLI_TIMEOUT,
+# default 400 s: above `vfpool migrate`'s own 300 s for virsh), so a hang fails a row, not the run.
+vfpool_at() {
   local h=$1; shift
   VFPOOL_HOST=sim:$work/$h/host.json VFPOOL_CONFIG_DIR=$work/$h/etc VFPOOL_STATE_DIR=$work/$h/run \
-    VFPOOL_SIM_VF_DEVICE=e1000e node "$repo/dist/bin/cli.mjs" "$@"
+    VFPOOL_SIM_VF_DEVICE=e1000e timeout --foreground --kill-after=10 "${VFPOOL_MIG_CLI_TIMEOUT:-400}" node "$repo/dist/bin/cli.mjs" "$@"
 }
 qmp() { node "$repo/dist/test/migrate/qmp-cli.js" "$@"; }
 free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }

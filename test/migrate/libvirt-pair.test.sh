@@ -19,11 +19,33 @@ SRC_PORT=${VFPOOL_MIG_SRC_PORT:-16520} DST_PORT=${VFPOOL_MIG_DST_PORT:-16521}
 BRIDGE=vfpmigbr0
 made_bridge=0
 cleanup() {
+  hang_report
   bash "$PAIR" purge $SRC >/dev/null 2>&1; bash "$PAIR" purge $DST >/dev/null 2>&1
   [ $made_bridge = 1 ] && ip link del "$BRIDGE" 2>/dev/null
   finish
 }
 trap cleanup EXIT
+# Every virsh call is bounded (VFPOOL_MIG_CALL_TIMEOUT seconds, default 180; the longest, a first
+# migration, takes ~8 s): libvirt waits without end for a hook or a QEMU that does not answer, and
+# a call that hangs must fail its row, naming itself, not run the proof into CI's own limit. What
+# ran and what the daemons logged at the first such call is shown at the end (hang_report).
+call_timeout=${VFPOOL_MIG_CALL_TIMEOUT:-180}
+virsh() {
+  local rc; timeout --foreground --kill-after=10 "$call_timeout" virsh "$@"; rc=$?
+  if [ $rc = 124 ] || [ $rc = 137 ]; then
+    echo "virsh $*: no answer within ${call_timeout}s (VFPOOL_MIG_CALL_TIMEOUT)" >&2
+    [ -e "$work/hang.txt" ] || hang_snapshot "virsh $*" >"$work/hang.txt" 2>&1
+  fi
+  return $rc
+}
+hang_snapshot() {
+  echo "no answer within ${call_timeout}s: $*"; echo "processes then:"
+  ps -eo pid,ppid,etimes,stat,args --forest | grep -E 'libvirtd|virtlogd|qemu|node|virsh|hooks' | grep -v grep | cut -c1-220
+  local l; for l in /tmp/vfpool-libvirtd-$SRC/log/libvirtd.log /tmp/vfpool-libvirtd-$DST/log/libvirtd.log "$work"/src/run/vfpool.log "$work"/dst/run/vfpool.log; do
+    [ -s "$l" ] && { echo "--- $l"; tail -n 20 "$l"; }
+  done
+}
+hang_report() { [ -n "$work" ] && [ -s "$work/hang.txt" ] && sed 's/^/     !! /' "$work/hang.txt"; }
 [ "$(id -u)" = 0 ] || { [ "${CI:-}" = true ] && setup_fail "needs root"; echo "SKIP: needs root (libvirtd); under CI=true this is a failure"; echo "0 passed, 0 failed"; trap - EXIT; exit 0; }
 need libvirtd virtlogd virsh qemu-system-x86_64 unshare node ip
 [ -f "$repo/dist/bin/cli.mjs" ] && [ -f "$repo/dist/test/migrate/qmp-events.js" ] || setup_fail "run npm run build first"
