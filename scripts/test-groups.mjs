@@ -10,7 +10,8 @@
 // Every test file lands in exactly one group (checked below), new files included: nothing is
 // left out. Groups are balanced by the files' measured seconds (WEIGHTS; files not listed count
 // as DEFAULT_SECONDS), longest file first, and numbered heaviest first (the order `npx tap`
-// starts them in; npm test starts them all at once).
+// starts them in). npm test starts GROUPS of them at once and hands the files out from one
+// queue, heaviest first (queue.json), each group taking the next when it is done with one.
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -102,8 +103,9 @@ const files = testFiles(testDir).sort();
 if (files.length === 0) throw new Error(`test-groups: no *.test.js under ${testDir}: run npm run build first`);
 const weight = (f) => WEIGHTS[f] ?? DEFAULT_SECONDS;
 // Longest processing time first: each file, heaviest first, to the lightest group so far.
+const heaviestFirst = [...files].sort((a, b) => weight(b) - weight(a) || a.localeCompare(b));
 const groups = Array.from({ length: Math.min(GROUPS, files.length) }, () => ({ seconds: 0, files: [] }));
-for (const f of [...files].sort((a, b) => weight(b) - weight(a) || a.localeCompare(b))) {
+for (const f of heaviestFirst) {
   const g = groups.reduce((min, x) => (x.seconds < min.seconds ? x : min));
   g.files.push(f);
   g.seconds += weight(f);
@@ -129,4 +131,6 @@ ${list}
 `,
   );
 });
+// npm test hands the files out from one queue in this order instead (test/helpers/test-group.ts).
+writeFileSync(join(outDir, 'queue.json'), `${JSON.stringify(heaviestFirst.map((f) => `../test/${f}`), null, 1)}\n`);
 console.log(`test-groups: ${files.length} test files in ${groups.length} groups (dist/test-groups/)`);

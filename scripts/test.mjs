@@ -6,15 +6,15 @@
 //   check (`tsc --noEmit` costs the same). Here the JavaScript is written by esbuild, file by
 //   file with source maps, as tsc lays it out (dist/src, dist/test, dist/bench: ~0.3 s), and
 //   the full strict type check runs beside the tests (started once the build is done, see
-//   below), at their CPU priority: when it was niced (10) it got so little CPU beside the test
-//   groups on a busy machine that it ended after the tests (1.5 s and 9.9 s after them in two
-//   runs on 2 shared cores), one core checking types while the other idled; at the tests'
-//   priority it takes its share from the start (the same CPU in all) instead of trailing. npm
-//   test says when it ended, relative to the tests: it is on the run's critical path when that
-//   is after them.
-//   `npm test` fails if it fails, as before. tsconfig's
-//   `isolatedModules` makes tsc reject what a file-by-file compiler could get wrong.
-//   `npm run build` (demo, libvirt, lab, bench, install) still emits with tsc.
+//   below), at their CPU priority (niced, it got so little CPU beside the test groups that it
+//   trailed them). npm test says when it ended, relative to the tests: it is on the run's
+//   critical path when that is after them. `npm test` fails if it fails, as before.
+//   The check is tsgo's (@typescript/native-preview, the TypeScript team's port of the same
+//   checker to Go, TypeScript 7): from scratch, as on a fresh clone and in CI, 2.3 s of CPU
+//   where tsc 5.9 took 17 s, the same diagnostics. `npm run build` (demo, libvirt, lab, bench,
+//   install) still emits with tsc, which type-checks as it does, so CI checks with both.
+//   tsconfig's `isolatedModules` makes the check reject what a file-by-file compiler could get
+//   wrong.
 // - the test files run in groups (scripts/test-groups.mjs), not one Node each, and the groups
 //   run here, each a plain Node, not under tap's runner (see runGroups() below): tap's runner
 //   started each under its coverage loader, which cost every group 3-4 s of wall time and the
@@ -87,13 +87,19 @@ const RESULTS = join(root, '.tap/test-results/dist/test-groups');
  * is kept whole in RESULTS and filtered for the terminal, where it is printed once the group
  * has ended, so two groups' lines never interleave.
  */
-async function runGroup(file) {
+async function runGroup(file, queue) {
   const started = Date.now();
   const child = spawn(node, [join(GROUP_DIR, file)], {
     cwd: root,
-    env: { ...process.env, NODE_V8_COVERAGE: V8_COVERAGE, TAP_TIMEOUT: perFileTimeout },
-    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, NODE_V8_COVERAGE: V8_COVERAGE, TAP_TIMEOUT: perFileTimeout, VFPOOL_TEST_QUEUE: 'ipc' },
+    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
   });
+  // The group asks for its next test file when it is done with one (test/helpers/test-group.ts).
+  child.on('message', (m) => {
+    if (m?.vfpoolNextTestFile === true) child.send({ vfpoolTestFile: queue.shift() ?? null });
+  });
+  // A group gone before it asked again leaves nothing to answer.
+  child.on('error', () => {});
   const closed = new Promise((resolve) => child.on('close', (code, signal) => resolve(code ?? signal)));
   // What tap's runner did with its per-file timeout, for the whole process: a group that
   // prints nothing for that long (a hang outside any test, or a handle that keeps it from
@@ -125,7 +131,8 @@ async function runGroup(file) {
 }
 
 /**
- * The groups at once (three on 2 cores: scripts/test-groups.mjs), then their coverage of src/:
+ * The groups at once (three on 2 cores: scripts/test-groups.mjs), taking the test files from one
+ * queue, heaviest first, then their coverage of src/:
  * c8's report (tap's own coverage engine) of what V8 recorded, mapped back to src/*.ts through
  * the build's source maps, a file no test loaded counted at 0%. This is `tap` without its
  * runner: the runner started every group under @tapjs/processinfo's module loader, a thread of
@@ -136,7 +143,10 @@ async function runGroups() {
   rmSync(V8_COVERAGE, { recursive: true, force: true });
   rmSync(RESULTS, { recursive: true, force: true });
   mkdirSync(RESULTS, { recursive: true });
-  const results = await Promise.all(readdirSync(GROUP_DIR).filter((f) => f.endsWith('.test.js')).sort().map(runGroup));
+  const queue = JSON.parse(readFileSync(join(GROUP_DIR, 'queue.json'), 'utf8'));
+  const results = await Promise.all(readdirSync(GROUP_DIR).filter((f) => f.endsWith('.test.js')).sort().map((f) => runGroup(f, queue)));
+  // Every group gone and files left: they never ran.
+  if (queue.length) console.log(`not ok - ${queue.length} test files never ran, from ${queue[0]} on: every group ended before taking them`);
   const total = {};
   for (const { counts } of results) for (const [k, v] of Object.entries(counts)) total[k] = (total[k] ?? 0) + v;
   await new Report({
@@ -151,7 +161,7 @@ async function runGroups() {
     src: [join(root, 'dist/src')],
   }).run();
   console.log(`# { ${Object.entries(total).map(([k, v]) => `${k}: ${v}`).join(', ')} }`);
-  return results.every((r) => r.ok) ? 0 : 1;
+  return results.every((r) => r.ok) && queue.length === 0 ? 0 : 1;
 }
 
 const t0 = Date.now();
@@ -175,11 +185,10 @@ console.log(`npm test: built in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 // the build is done: beside a check from scratch (CI's) the build took 3.6-3.9 s instead of
 // 1.7-1.8 s, and the build is on the run's critical path (the tests wait for it), the check
 // is not (it ended over a minute before the tests).
-// tsconfig.check.json: tsconfig.json's program, no output, tsc's record of the last check in
-// node_modules/.cache (gone with `npm ci`, so CI checks from scratch). In build mode (-b) a
-// run on inputs unchanged since a clean check ends after reading that record: 0.4 s of CPU,
-// against ~6 s for `tsc --noEmit --incremental`, which parsed every file again to find out.
-typecheck = spawn(bin('tsc'), ['-b', 'tsconfig.check.json'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+// tsconfig.check.json: tsconfig.json's program, no output, the checker's record of the last
+// check in node_modules/.cache (gone with `npm ci`, so CI checks from scratch). In build mode
+// (-b) a run on inputs unchanged since a clean check ends after reading that record (0.15 s).
+typecheck = spawn(bin('tsgo'), ['-b', 'tsconfig.check.json'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
 let typecheckOutput = '';
 typecheck.stdout.on('data', (d) => (typecheckOutput += d));
 typecheck.stderr.on('data', (d) => (typecheckOutput += d));
@@ -200,9 +209,9 @@ const lag = (typecheckEnded - testsEnded) / 1000;
 const when = lag > 0 ? `${lag.toFixed(1)} s after the tests` : `${(-lag).toFixed(1)} s before the tests ended`;
 if (tc !== 0) {
   process.stderr.write(typecheckOutput);
-  console.error(`npm test: the type check (tsc -b tsconfig.check.json) failed (exit ${tc}, ended ${when})`);
+  console.error(`npm test: the type check (tsgo -b tsconfig.check.json) failed (exit ${tc}, ended ${when})`);
 } else {
-  console.log(`npm test: type check (tsc -b tsconfig.check.json, strict) clean, ended ${when}`);
+  console.log(`npm test: type check (tsgo -b tsconfig.check.json, strict) clean, ended ${when}`);
 }
 if (testStatus !== 0) console.error("npm test: tests failed (see the groups' `not ok` lines above)");
 if (tc !== 0 || testStatus !== 0) process.exit(1);
