@@ -11,7 +11,7 @@
 //   dist/bin/cli.mjs, which scripts name, starts the same bundle.
 // - The QEMU wrapper's argv editor: an ES module (qemu-wrapper.mjs).
 import { build } from 'esbuild';
-import { spawn } from 'node:child_process';
+import { execa } from 'execa';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -227,13 +227,9 @@ l.run(s, ${JSON.stringify(bundle)}); // argv[1] stands for the script, as when N
 process.on('exit', (code) => { if (code === 0) require('node:fs').writeFileSync(${JSON.stringify(`${bundle}.v8cache`)}, s.createCachedData()); });`;
   const run = TRAINING[name];
   if (!run) throw new Error(`code cache for ${name}: no training run defined in scripts/bundle.mjs`);
-  const child = spawn(process.execPath, ['-e', writer, '--', bundle, ...run.args], { env: trainingEnv, stdio: ['pipe', 'ignore', 'pipe'] });
-  child.stdin.end(run.stdin);
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr += d));
-  return new Promise((resolve, reject) =>
-    child.on('close', (status) => (status === 0 ? resolve() : reject(new Error(`code cache for ${name}: its training run (${run.args.join(' ')}) failed: ${stderr}`)))),
-  );
+  return execa(process.execPath, ['-e', writer, '--', bundle, ...run.args], { env: trainingEnv, extendEnv: false, input: run.stdin, stdout: 'ignore', reject: false }).then((r) => {
+    if (r.exitCode !== 0) throw new Error(`code cache for ${name}: its training run (${run.args.join(' ')}) failed: ${r.stderr}`);
+  });
 }
 
 try {

@@ -98,8 +98,11 @@ async function runGroup(file, queue) {
   child.on('message', (m) => {
     if (m?.vfpoolNextTestFile === true) child.send({ vfpoolTestFile: queue.shift() ?? null });
   });
-  // A group gone before it asked again leaves nothing to answer.
-  child.on('error', () => {});
+  // A group gone before its answer arrived needs none; any other error is shown (the group's
+  // exit status then fails it).
+  child.on('error', (err) => {
+    if (err.code !== 'ERR_IPC_CHANNEL_CLOSED' && err.code !== 'EPIPE') console.error(`npm test: dist/test-groups/${file}: ${err.message}`);
+  });
   const closed = new Promise((resolve) => child.on('close', (code, signal) => resolve(code ?? signal)));
   // What tap's runner did with its per-file timeout, for the whole process: a group that
   // prints nothing for that long (a hang outside any test, or a handle that keeps it from
