@@ -9,7 +9,11 @@
 //   by scripts/hook-loader.cjs with a V8 code cache written here by a real operation (see
 //   below). The CLI's loader is dist/bin/cli.cjs (what install.sh links as `vfpool`);
 //   dist/bin/cli.mjs, which scripts name, starts the same bundle.
-// - The QEMU wrapper's argv editor: an ES module (qemu-wrapper.mjs).
+// - The QEMU wrapper's argv editor (qemu-args/vfpool-qemu runs it for every start of a guest
+//   vfpool has a plan for, and libvirt waits for QEMU): a CommonJS bundle with its code cache,
+//   as the hooks (dist/bin/qemu-wrapper.cjs). As an ES module without one, a planned guest's
+//   QEMU took 109-113 ms to start through the wrapper here, against 88-93 ms now (QEMU's own
+//   -version: 28-34 ms; `npm run bench`).
 import { build } from 'esbuild';
 import { execa } from 'execa';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,9 +28,10 @@ const outdir = join(root, 'dist/bin');
 const HELPERS = ['run.js', 'qemu-args-command.js', 'guest-devices-command.js', 'migrate-command.js'];
 const entries = readdirSync(entryDir).filter((f) => f.endsWith('.js') && !HELPERS.includes(f));
 const hooks = entries.filter((f) => f.endsWith('-hook.js'));
-// Compiled with a code cache: the hooks, then the CLI.
-const cached = [...hooks, 'cli.js'];
-const others = entries.filter((f) => !cached.includes(f));
+// Every entry point is a CommonJS bundle compiled with its code cache (each needs a training
+// run, TRAINING below: the build fails without one). Each but the CLI is started by a copy of
+// scripts/hook-loader.cjs named after it; the CLI's has a #! line.
+const loaded = entries.filter((f) => f !== 'cli.js');
 
 // A bundle left from an entry point that no longer exists must not be installed.
 rmSync(outdir, { recursive: true, force: true });
@@ -103,29 +108,6 @@ const common = {
   },
 };
 
-const esmBuild = build({
-  ...common,
-  entryPoints: others.map((f) => join(entryDir, f)),
-  outdir,
-  outExtension: { '.js': '.mjs' },
-  format: 'esm',
-  splitting: true,
-  chunkNames: 'chunks/[name]-[hash]',
-  // CommonJS dependencies (proper-lockfile, graceful-fs, signal-exit) expect require, __filename
-  // and __dirname; yargs declares its own __dirname, so the free ones are renamed, not redeclared.
-  define: { __filename: '__vfpool_filename', __dirname: '__vfpool_dirname' },
-  banner: {
-    js: [
-      "import { createRequire as __vfpoolCreateRequire } from 'node:module';",
-      "import { fileURLToPath as __vfpoolFileURLToPath } from 'node:url';",
-      "import { dirname as __vfpoolDirname } from 'node:path';",
-      'const require = __vfpoolCreateRequire(import.meta.url);',
-      'const __vfpool_filename = __vfpoolFileURLToPath(import.meta.url);',
-      'const __vfpool_dirname = __vfpoolDirname(__vfpool_filename);',
-    ].join('\n'),
-  },
-});
-
 // execa (and the twenty packages under it) is ~45% of a hook's bundle, and a hook call on the
 // simulated host, or one that changes no link, never runs it: only LinuxHost's `ip` and the
 // QEMU/QMP helpers do, each through `await import('execa')`. In the CommonJS bundles it is a
@@ -141,7 +123,7 @@ const execaOnDemand = {
 const cjsBuild = build({
   ...common,
   plugins: [...common.plugins, execaOnDemand],
-  entryPoints: cached.map((f) => join(entryDir, f)),
+  entryPoints: entries.map((f) => join(entryDir, f)),
   outdir,
   outExtension: { '.js': '.bundle.cjs' },
   format: 'cjs',
@@ -159,7 +141,7 @@ const execaBuild = build({
   supported: { 'dynamic-import': false },
 });
 // Independent of each other: esbuild runs them at once.
-await Promise.all([esmBuild, cjsBuild, execaBuild]);
+await Promise.all([cjsBuild, execaBuild]);
 
 // The CLI's loader is executable (`vfpool` links to it); cli.mjs stays a path that starts the
 // CLI, for the scripts and habits that name it. It pays for Node's ES-module loader (an ES
@@ -208,6 +190,13 @@ const TRAINING = {
     args: ['train', 'start', 'begin', '-'],
     stdin: "<hookData><network><name>train</name><forward mode='hostdev'/></network></hookData>",
   },
+  // libvirt's start of a guest that holds a VF on QEMU's command line: the wrapper reads the
+  // guest's plan (written here as the qemu hook's prepare writes one) and prints the edited argv.
+  'qemu-wrapper': {
+    args: ['-name', 'guest=train-wrapper,debug-threads=on', '-machine', 'pc-q35-10.0,usb=off,acpi=on', '-nodefaults', '-netdev', '{"type":"user","id":"hostnet0"}', '-device', '{"driver":"virtio-net-pci","netdev":"hostnet0","id":"net0","mac":"52:54:00:00:00:03"}'],
+    stdin: '',
+    plan: { version: 1, domain: 'train-wrapper', uuid: null, delivery: 'cmdline', sriovNics: [], vfs: [{ id: 'vfpool-vf0', host: '0000:3b:02.0', emulatedModel: null, mac: '52:54:00:00:00:02', failoverStandbyMac: null, guestAddress: null }] },
+  },
   'qemu-hook': {
     args: ['train-guest', 'prepare', 'begin', '-'],
     stdin: `<domain type='kvm'><name>train-guest</name><uuid>614dee8d-7799-4751-9066-5ae47f427da5</uuid>
@@ -219,7 +208,7 @@ const TRAINING = {
 /** One entry's training run, writing its code cache; resolves when it has. */
 function train(f) {
   const name = f.replace(/\.js$/, '');
-  if (hooks.includes(f)) copyFileSync(join(root, 'scripts/hook-loader.cjs'), join(outdir, `${name}.cjs`));
+  if (loaded.includes(f)) copyFileSync(join(root, 'scripts/hook-loader.cjs'), join(outdir, `${name}.cjs`));
   const bundle = join(outdir, `${name}.bundle.cjs`);
   const writer = `const l = require(${JSON.stringify(join(outdir, `${name}.cjs`))});
 const s = l.compile(${JSON.stringify(bundle)});
@@ -227,6 +216,11 @@ l.run(s, ${JSON.stringify(bundle)}); // argv[1] stands for the script, as when N
 process.on('exit', (code) => { if (code === 0) require('node:fs').writeFileSync(${JSON.stringify(`${bundle}.v8cache`)}, s.createCachedData()); });`;
   const run = TRAINING[name];
   if (!run) throw new Error(`code cache for ${name}: no training run defined in scripts/bundle.mjs`);
+  if (run.plan) {
+    const dir = join(trainingEnv.VFPOOL_STATE_DIR, 'qemu', run.plan.domain);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    writeFileSync(join(dir, 'plan.json'), JSON.stringify(run.plan), { mode: 0o600 });
+  }
   return execa(process.execPath, ['-e', writer, '--', bundle, ...run.args], { env: trainingEnv, extendEnv: false, input: run.stdin, stdout: 'ignore', reject: false }).then((r) => {
     if (r.exitCode !== 0) throw new Error(`code cache for ${name}: its training run (${run.args.join(' ')}) failed: ${r.stderr}`);
   });
@@ -234,10 +228,11 @@ process.on('exit', (code) => { if (code === 0) require('node:fs').writeFileSync(
 
 try {
   // The network hook before the qemu hook: the qemu hook's guest takes a VF of the pool it
-  // starts. The CLI's run has a PF of its own: it trains at the same time.
+  // starts. The CLI's run has a PF of its own, the wrapper's a plan of its own: they train at
+  // the same time.
   await Promise.all([
     hooks.sort().reduce((before, f) => before.then(() => train(f)), Promise.resolve()),
-    train('cli.js'),
+    ...entries.filter((f) => !hooks.includes(f)).map(train),
   ]);
 } finally {
   rmSync(training, { recursive: true, force: true });

@@ -1,7 +1,7 @@
 // vfpool's loader of its CommonJS bundles, copied by scripts/bundle.mjs to
-// dist/bin/{network,qemu}-hook.cjs and (with a #! line) dist/bin/cli.cjs. libvirt waits for
-// every hook call, and on a cold process most of a hook's own time is V8 compiling the bundle's
-// functions. Node 20 has no module.enableCompileCache (Node >= 22.1),
+// dist/bin/{network,qemu}-hook.cjs, dist/bin/qemu-wrapper.cjs and (with a #! line)
+// dist/bin/cli.cjs. libvirt waits for every hook call, and on a cold process most of a hook's
+// own time is V8 compiling the bundle's functions. Node 20 has no module.enableCompileCache (Node >= 22.1),
 // so the bundle (HOOK.bundle.cjs) is compiled here through vm.Script with the V8 code cache
 // the build wrote next to it (HOOK.bundle.cjs.v8cache). A cache from another Node or V8 is
 // rejected by V8 itself, and the bundle is then compiled from source as usual: same result.

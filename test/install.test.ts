@@ -16,7 +16,7 @@ t.test('install.sh --dest-dir stages a complete, idempotent install and --uninst
   t.equal(readlinkSync(join(dest, 'opt/vfpool/bin/vfpool')), '/opt/vfpool/lib/vfpool/dist/bin/cli.cjs');
   t.equal(readlinkSync(join(dest, 'opt/vfpool/bin/vfpool-qemu')), '/opt/vfpool/lib/vfpool/qemu-args/vfpool-qemu', 'the QEMU wrapper, for <emulator>');
   t.ok(lstatSync(join(lib, 'qemu-args/vfpool-qemu')).mode & 0o100, 'the wrapper is executable');
-  t.ok(existsSync(join(lib, 'dist/bin/qemu-wrapper.mjs')), 'and its Node half is bundled');
+  t.ok(existsSync(join(lib, 'dist/bin/qemu-wrapper.cjs')) && existsSync(join(lib, 'dist/bin/qemu-wrapper.bundle.cjs.v8cache')), 'and its Node half is bundled, with its code cache');
   t.ok(lstatSync(join(lib, 'hooks/vfpool-hook')).mode & 0o100, 'the shim is executable');
   // So that no hook call forks readlink to find dist/bin (test/entry/shim-home.test.ts).
   t.match(readFileSync(join(lib, 'hooks/vfpool-hook'), 'utf8'), /^vfpool_home=\/opt\/vfpool\/lib\/vfpool$/m, 'the shim knows where it is installed');

@@ -14,6 +14,7 @@ import { parseObjectName } from '../types.js';
 import { crashPoint } from '../util/crash-point.js';
 import { migrationPool, requestLookup } from '../migrate/pool-port.js';
 import { readInputFile } from './run.js';
+import { writeStdout } from '../util/stdio.js';
 
 /** A simulated host's stand-in NIC model for a VF (VFPOOL_SIM_VF_DEVICE), else null (vfio-pci). */
 function emulatedVfModel(ctx: Context): string | null {
@@ -58,17 +59,17 @@ async function withDeps<T>(ctx: Context, domain: string | null, fn: (deps: Stage
 function print(ctx: Context, r: StageResult, json: boolean): void {
   for (const s of r.steps) ctx.log.info(`migrate ${r.domain}: ${s}`);
   ctx.log.info(`migrate ${r.domain}: ${r.stage}`);
-  if (json) process.stdout.write(JSON.stringify(r) + '\n');
+  if (json) writeStdout(JSON.stringify(r) + '\n');
   else {
-    for (const s of r.steps) process.stdout.write(`${r.domain}: ${s}\n`);
-    process.stdout.write(`${r.domain}: ${r.stage}\n`);
+    for (const s of r.steps) writeStdout(`${r.domain}: ${s}\n`);
+    writeStdout(`${r.domain}: ${r.stage}\n`);
   }
 }
 
 /** A line of `vfpool migrate DOMAIN DEST_URI`'s progress, on stdout and in vfpool.log. */
 function say(ctx: Context, line: string): void {
   ctx.log.info(`migrate ${line}`);
-  process.stdout.write(`${line}\n`);
+  writeStdout(`${line}\n`);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -171,7 +172,7 @@ export async function runMigrate(ctx: Context, a: MigrateArgs): Promise<number> 
           if (xml !== undefined) {
             const r = migrateBeginXml(await readInputFile(xml, 'give the path of a domain XML, or - for stdin'), () => null, xml === '-' ? 'migrate begin (stdin)' : xml);
             for (const m of r.mapped) ctx.log.info(m);
-            process.stdout.write(r.xml);
+            writeStdout(r.xml);
             return 0;
           }
           const d = needDomain();
@@ -179,7 +180,7 @@ export async function runMigrate(ctx: Context, a: MigrateArgs): Promise<number> 
           if (!plan) throw new BadInputError(`domain '${d}' has no vfpool plan on this host`, 'run begin on the source host, where the domain was prepared');
           const desc = describeForMigration(plan, requestLookup(ctx));
           crashPoint('migrate-begin:described');
-          process.stdout.write(JSON.stringify(desc, null, 2) + '\n');
+          writeStdout(JSON.stringify(desc, null, 2) + '\n');
           return 0;
         }
         case 'prepare': {
@@ -203,7 +204,7 @@ export async function runMigrate(ctx: Context, a: MigrateArgs): Promise<number> 
             if (a.to === undefined) return 0;
             try {
               const m = await migrateOverQmp(deps.qmp!, a.to, r.failoverPrimaries, a.timeout * 1000);
-              process.stdout.write(`${d}: migrated to ${a.to} in ${m.ms} ms${m.unplugPrimary.length ? ` (QEMU unplugged failover primaries ${m.unplugPrimary.join(', ')})` : ''}\n`);
+              writeStdout(`${d}: migrated to ${a.to} in ${m.ms} ms${m.unplugPrimary.length ? ` (QEMU unplugged failover primaries ${m.unplugPrimary.join(', ')})` : ''}\n`);
               return 0;
             } catch (err) {
               print(ctx, await confirmStage(deps, d, 'source', 'failure'), a.json);

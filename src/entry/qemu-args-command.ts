@@ -7,6 +7,7 @@ import type { QemuArgsResult } from '../qemu/args.js';
 import { readDomainPlan, sriovNicPlans, type DomainPlanV1 } from '../state/domain-plan.js';
 import { parseObjectName } from '../types.js';
 import { readInputFile } from './run.js';
+import { writeStdout } from '../util/stdio.js';
 
 export interface QemuArgsOutput {
   domain: string;
@@ -61,5 +62,5 @@ export function printQemuArgs(r: QemuArgsOutput): void {
   for (const e of r.edits) lines.push(`# and on ${e.device}: ${Object.entries(e.set).map(([k, v]) => `${k}=${String(v)}`).join(',')}`);
   for (const h of r.hotplug) lines.push(`# once QEMU runs (the 'started' hook, or \`vfpool plug ${r.domain}\`), device_add ${JSON.stringify(h)}`);
   for (const p of r.placements) if (p.delivered === 'left-off-incoming') lines.push(`# ${p.id} left off: -incoming (it is plugged after the migration)`);
-  process.stdout.write(lines.join('\n') + (lines.length ? '\n' : ''));
+  writeStdout(lines.join('\n') + (lines.length ? '\n' : ''));
 }

@@ -1,5 +1,6 @@
 import { fstatSync, readFileSync } from 'node:fs';
 import { asVfpoolError, BadInputError, errnoOf, type VfpoolError } from '../errors.js';
+import { captureStdio, writeStderr } from '../util/stdio.js';
 
 /**
  * The one exit-code boundary: every entry point's main runs inside it. A VfpoolError becomes
@@ -12,7 +13,7 @@ export async function runEntry(main: () => Promise<number>, onError?: (e: Vfpool
   let settled = false;
   const unfinished = () => {
     if (settled) return;
-    process.stderr.write('vfpool: exited before the operation finished: this is a vfpool bug; please report it with the log\n');
+    writeStderr('vfpool: exited before the operation finished: this is a vfpool bug; please report it with the log\n');
     process.exitCode = 1;
   };
   process.once('exit', unfinished);
@@ -21,8 +22,8 @@ export async function runEntry(main: () => Promise<number>, onError?: (e: Vfpool
   } catch (err) {
     const e = asVfpoolError(err);
     onError?.(e);
-    process.stderr.write(`vfpool: ${e.toLine()}\n`);
-    if (process.env.VFPOOL_DEBUG && e.stack) process.stderr.write(`${e.stack}\n`);
+    writeStderr(`vfpool: ${e.toLine()}\n`);
+    if (process.env.VFPOOL_DEBUG && e.stack) writeStderr(`${e.stack}\n`);
     process.exitCode = e.exitCode;
   } finally {
     settled = true;
@@ -89,6 +90,8 @@ export async function runInProcess(main: () => Promise<void>, opts: { env: Recor
   for (const k of Object.keys(process.env)) if (k.startsWith('VFPOOL_')) delete process.env[k];
   Object.assign(process.env, opts.env);
   givenStdin = opts.stdin ?? '';
+  // vfpool writes to fds 1 and 2 itself (src/util/stdio.ts); yargs (help, completion) through process.stdout.
+  const uncapture = captureStdio({ out: (text) => out.push(text), err: (text) => err.push(text) });
   process.stdout.write = ((chunk: string | Uint8Array) => (out.push(String(chunk)), true)) as typeof process.stdout.write;
   process.stderr.write = ((chunk: string | Uint8Array) => (err.push(String(chunk)), true)) as typeof process.stderr.write;
   process.exit = ((code?: number) => {
@@ -101,6 +104,7 @@ export async function runInProcess(main: () => Promise<void>, opts: { env: Recor
   } catch (e) {
     if (!(e instanceof Exit)) throw e;
   } finally {
+    uncapture();
     process.stdout.write = realOut;
     process.stderr.write = realErr;
     process.exit = realExit;

@@ -6,6 +6,7 @@ import { listPools, readStatus } from '../../pool/status.js';
 import { DRY_RUN, JSON_OUT, type CommandDef } from './define.js';
 import { cliContext, compactTable, out, printStatusTable, warn } from './output.js';
 import { readInputFile } from '../run.js';
+import { writeStdout } from '../../util/stdio.js';
 
 const POOL = { pool: { describe: 'the pool\'s name (its <name> in the network XML)' } };
 
@@ -89,7 +90,7 @@ export const POOL_COMMANDS: CommandDef[] = [
       const ctx = cliContext('net-dumpxml');
       ctx.registry.get(a.pool); // validates, and names the error for an unknown pool
       const active = ctx.store.read().pools[a.pool];
-      process.stdout.write(active?.xml ?? ctx.registry.readDefinition(a.pool) ?? '');
+      writeStdout(active?.xml ?? ctx.registry.readDefinition(a.pool) ?? '');
       return 0;
     },
   },
@@ -145,7 +146,7 @@ export const POOL_COMMANDS: CommandDef[] = [
       const ctx = cliContext('status');
       const s = await readStatus(ctx);
       // Loaded when the command runs: every other `vfpool` call starts without evaluating it.
-      if (a.format === 'prometheus') process.stdout.write((await import('../../ops/metrics.js')).formatPrometheus(s, ctx.store.read().allocations));
+      if (a.format === 'prometheus') writeStdout((await import('../../ops/metrics.js')).formatPrometheus(s, ctx.store.read().allocations));
       else if (a.json || a.format === 'json') out(JSON.stringify(s));
       else printStatusTable(s);
       return 0;

@@ -2,15 +2,16 @@ import Table from 'cli-table3';
 import { loadSettings } from '../../config/settings.js';
 import { createContext, type Context } from '../../pool/context.js';
 import type { Status } from '../../pool/status.js';
+import { isTerminal, writeStderr, writeStdout } from '../../util/stdio.js';
 
 export function out(line = ''): void {
   progress.done();
-  process.stdout.write(line + '\n');
+  writeStdout(line + '\n');
 }
 
 export function warn(line: string): void {
   progress.done();
-  process.stderr.write(`vfpool: warning: ${line}\n`);
+  writeStderr(`vfpool: warning: ${line}\n`);
 }
 
 /**
@@ -20,9 +21,13 @@ export function warn(line: string): void {
  */
 export class Progress {
   private shown = false;
-  constructor(private readonly stream: NodeJS.WriteStream = process.stderr) {}
+  /** `stream`: stderr unless given, asked for (and so built: src/util/stdio.ts) only on a terminal. */
+  constructor(private readonly given?: NodeJS.WriteStream) {}
+  private get stream(): NodeJS.WriteStream {
+    return this.given ?? process.stderr;
+  }
   get enabled(): boolean {
-    return Boolean(this.stream.isTTY);
+    return this.given ? Boolean(this.given.isTTY) : isTerminal(2);
   }
   show = (line: string): void => {
     if (!this.enabled) return;

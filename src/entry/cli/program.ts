@@ -4,6 +4,7 @@ import { COMMANDS, COMPLETION, SUMMARY } from './commands.js';
 import { epilogue, positionalNames, registerCommands, type CommandDef } from './define.js';
 import { runCommand } from './fast-path.js';
 import { vfpoolVersion } from './install-root.js';
+import { writeStderr } from '../../util/stdio.js';
 
 /**
  * Help text wraps at the terminal's width, 100 columns at most (long lines are hard to read)
@@ -15,7 +16,7 @@ export function helpWidth(columns = process.stdout.columns): number {
 }
 
 function usageError(line: string): never {
-  process.stderr.write(`vfpool: ${line}\n`);
+  writeStderr(`vfpool: ${line}\n`);
   process.exit(2);
 }
 

@@ -8,6 +8,7 @@ import { child, parseXml } from '../../util/xml.js';
 import { parseNetworkPort } from '../../config/network-port.js';
 import { recordPort, removePort } from '../../pool/allocation-ports.js';
 import { readStdin } from '../run.js';
+import { writeStderr } from '../../util/stdio.js';
 
 /**
  * libvirt's network hook: `network.d/vfpool NAME OP SUBOP -`, `<hookData><network>` on stdin.
@@ -52,7 +53,7 @@ export async function networkHook(argv: string[]): Promise<number> {
 
   // stopped end: libvirt cannot be refused here; VFs in use stay and we say so.
   const r = await stopPool(ctx, name, { refuse: false });
-  for (const k of r.kept) process.stderr.write(`vfpool: warning: pool '${name}': ${k.reason}; remove them later with \`vfpool reconcile\` or restart the network\n`);
-  for (const pf of r.gone) process.stderr.write(`vfpool: warning: pool '${name}': PF ${pf} no longer exists: nothing to remove on it\n`);
+  for (const k of r.kept) writeStderr(`vfpool: warning: pool '${name}': ${k.reason}; remove them later with \`vfpool reconcile\` or restart the network\n`);
+  for (const pf of r.gone) writeStderr(`vfpool: warning: pool '${name}': PF ${pf} no longer exists: nothing to remove on it\n`);
   return 0;
 }

@@ -13,6 +13,7 @@ import { readLibvirtPid } from '../../pool/guests.js';
 import type { Context } from '../../pool/context.js';
 import type { GuestOptions } from '../../pool/guests.js';
 import { readStdin } from '../run.js';
+import { writeStdout } from '../../util/stdio.js';
 
 /**
  * libvirt's qemu hook: `qemu.d/vfpool DOMAIN OP SUBOP EXTRA`, the domain XML on stdin. The shell
@@ -88,7 +89,7 @@ export async function qemuHook(argv: string[], cliPath: string): Promise<number>
     // which cancels the migration before the destination reserves anything.
     const r = migrateBeginXml(stdin, () => null, `domain '${name}' (migrate begin)`);
     for (const m of r.mapped) ctx.log.info(m);
-    if (r.mapped.length > 0) process.stdout.write(r.xml);
+    if (r.mapped.length > 0) writeStdout(r.xml);
     return 0;
   }
   if (op === 'release') {

@@ -4,6 +4,7 @@ import { domainCapsCacheFile, generateQemuArgs } from '../../qemu/generate.js';
 import { readDomainPlan } from '../../state/domain-plan.js';
 import { encodeArgv } from '../../qemu/wrapper-argv.js';
 import { crashPoint } from '../../util/crash-point.js';
+import { writeStdout } from '../../util/stdio.js';
 
 /**
  * The Node half of the QEMU wrapper: qemu-args/vfpool-qemu runs it only for a domain that has
@@ -20,6 +21,6 @@ export async function qemuWrapper(argv: string[]): Promise<number> {
     ? argv
     : (await generateQemuArgs(plan, argv, { stateDir: settings.stateDir, qemuPath: settings.qemuPath, capsCacheFile: domainCapsCacheFile(settings.stateDir, plan.domain) })).argv;
   crashPoint('wrapper:generated');
-  process.stdout.write(encodeArgv(out));
+  writeStdout(encodeArgv(out));
   return 0;
 }
