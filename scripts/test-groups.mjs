@@ -20,37 +20,41 @@ const root = join(fileURLToPath(new URL('.', import.meta.url)), '..');
 const testDir = join(root, 'dist/test');
 const outDir = join(root, 'dist/test-groups');
 
-// Seconds each file takes (the files above ~1 s), used only to balance the groups: each file's
-// time in a whole npm test run on the 2-core machine shared with other work (2026-11-30; a
+// Seconds each file takes (the files above ~1 s), used only to order the queue and balance the
+// groups: each file's time in a whole npm test run on the 2-core machine (2026-11-30; a
 // file's time varies up to 4x with the machine's load, so the balance is rough). After the test
 // files change, `node scripts/test-groups.mjs --measured` prints these from the last npm test's
 // results.
 const WEIGHTS = {
-  'demo.test.js': 5.2,
+  'demo.test.js': 5.1,
+  'entry/shim-scale.test.js': 4.4,
+  'entry/cli-conventions.test.js': 2.9,
   'migrate/migrate-qmp.test.js': 2.8,
-  'fuzz/qemu-cmdline.test.js': 2.7,
-  'entry/shim-scale.test.js': 2.6,
-  'state/hostile-state.test.js': 2.1,
-  'host/linux-host-flow.test.js': 2.1,
-  'entry/cli-conventions.test.js': 2.0,
-  'pool/crash-prepare.test.js': 2.0,
-  'pool/crash-net-start.test.js': 1.9,
-  'migrate/crash-confirm-destination-success.test.js': 1.9,
-  'host/linux-host.test.js': 1.7,
-  'entry/cli.test.js': 1.6,
-  'pool/guest-concurrency.test.js': 1.6,
-  'fuzz/processes.test.js': 1.5,
-  'pool/guest-faults.test.js': 1.5,
-  'fuzz/parsers.test.js': 1.4,
+  'pool/guest-faults.test.js': 2.6,
+  'host/linux-host-flow.test.js': 2.6,
+  'state/hostile-state.test.js': 2.4,
+  'host/linux-host.test.js': 2.3,
+  'fuzz/parsers.test.js': 2.2,
+  'install.test.js': 2.2,
+  'entry/cli.test.js': 2.1,
+  'fuzz/qemu-cmdline.test.js': 2.0,
+  'migrate/crash-confirm-destination-success.test.js': 2.0,
+  'test-group.test.js': 1.8,
+  'pool/guest-concurrency.test.js': 1.7,
+  'ops/doctor-cli.test.js': 1.7,
+  'pool/crash-prepare.test.js': 1.6,
+  'pool/crash-net-start.test.js': 1.5,
+  'entry/qemu-wrapper-crash.test.js': 1.5,
+  'entry/network-hook.test.js': 1.5,
+  'pool/crash-release.test.js': 1.4,
+  'fuzz/processes.test.js': 1.3,
   'entry/qemu-hook.test.js': 1.3,
+  'entry/owner-gone.test.js': 1.3,
+  'ops/doctor.test.js': 1.3,
   'migrate/crash-perform.test.js': 1.2,
-  'install.test.js': 1.2,
-  'entry/owner-gone.test.js': 1.2,
-  'pool/crash-release.test.js': 1.2,
-  'ops/doctor-cli.test.js': 1.1,
-  'pool/crash-net-destroy.test.js': 1.1,
-  'entry/qemu-wrapper-crash.test.js': 1.0,
-  'migrate/crash-prepare.test.js': 1.0
+  'pool/guest-qemu-plan.test.js': 1.1,
+  'pool/guest-deliver.test.js': 1.1,
+  'bundles.test.js': 1.0
 };
 const DEFAULT_SECONDS = 0.25;
 // Three on 2 cores. Each group spends over half its time waiting for the processes its tests
