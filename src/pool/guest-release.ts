@@ -18,11 +18,13 @@ import { dropGuestPlan } from './guest-qemu-plan.js';
  * is deleted only after its restore succeeded; a failed one stays (phase `releasing`) for a
  * later release or `vfpool reconcile`, and the error (exit 1) names the domain, VF and cause.
  * `vfAddrs` limits it to some VFs (reconcile); `refuseIfRunning` makes a live QEMU a conflict.
+ * `keepReason` (reconcile) judges each record again under the lock, as it is then: a record it
+ * gives a reason to keep is left alone (and is in neither list of the result).
  */
 export async function releaseGuest(
   ctx: Context,
   domain: string,
-  opts: { reason: string; vfAddrs?: Set<string>; refuseIfRunning?: boolean; forgetNetdevs?: boolean },
+  opts: { reason: string; vfAddrs?: Set<string>; refuseIfRunning?: boolean; forgetNetdevs?: boolean; keepReason?: (a: Allocation) => string | null },
 ): Promise<ReleaseResult> {
   const log = ctx.log.child(`domain '${domain}'`);
   const result: ReleaseResult = { domain, released: [], vanished: [] };
@@ -36,7 +38,7 @@ export async function releaseGuest(
 
   // Step 1: claim the records.
   const claimed = await ctx.store.update((state) => {
-    const list = state.allocations.filter(selected);
+    const list = state.allocations.filter((a) => selected(a) && (opts.keepReason?.(a) ?? null) === null);
     for (const a of list) {
       if (a.worker && a.worker !== process.pid && isAlive(a.worker)) {
         throw new ConflictError(`domain '${domain}': VF ${a.vfAddr} is being ${a.phase === 'preparing' ? 'prepared' : 'released'} by vfpool (pid ${a.worker})`, 'wait for it to finish, then try again');

@@ -112,9 +112,32 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
   for (const [domain, list] of toFree) {
     const entries = list.map(({ a, reason }) => ({ domain, vfAddr: a.vfAddr, pool: a.pool, reason }));
     try {
-      await releaseGuest(ctx, domain, { reason: 'reconcile', vfAddrs: new Set(list.map((x) => x.a.vfAddr)) });
-      result.freed.push(...entries);
-      for (const e of entries) log.info(`freed ${e.vfAddr} of domain '${domain}': ${e.reason}`);
+      // Judged on the state read above, without the lock: a hook of the same domain may have
+      // changed the record since (a prepare that was running has finished). The release takes
+      // the verdict again on the record as it is under its lock, and frees only what still fails it.
+      const spared = new Map<string, string>();
+      const r = await releaseGuest(ctx, domain, {
+        reason: 'reconcile',
+        vfAddrs: new Set(list.map((x) => x.a.vfAddr)),
+        keepReason: (a) => {
+          const v = judgeAllocation(a, env);
+          if (v.keep) spared.set(a.vfAddr, v.reason);
+          else spared.delete(a.vfAddr);
+          return v.keep ? v.reason : null;
+        },
+      });
+      const gone = new Set([...r.released.map((v) => v.vfAddr), ...r.vanished]);
+      for (const e of entries) {
+        if (gone.has(e.vfAddr)) {
+          result.freed.push(e);
+          log.info(`freed ${e.vfAddr} of domain '${domain}': ${e.reason}`);
+        } else {
+          // Spared under the lock, or no longer recorded at all (released by its own hook meanwhile).
+          const keep = spared.get(e.vfAddr);
+          if (keep !== undefined) result.kept.push({ ...e, reason: `${keep} (no longer to free: it changed while reconcile ran)` });
+          log.info(`left ${e.vfAddr} of domain '${domain}': ${keep ?? 'released meanwhile'}`);
+        }
+      }
     } catch (err) {
       const msg = asVfpoolError(err).toLine();
       result.failed.push(...entries.map((e) => ({ ...e, reason: `${e.reason}; restoring failed: ${msg}` })));

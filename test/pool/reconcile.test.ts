@@ -1,6 +1,6 @@
 import t from 'tap';
 import { execa } from 'execa';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseDomainXml } from '../../src/config/domain-xml.js';
 import { prepareGuest } from '../../src/pool/guests.js';
@@ -114,6 +114,43 @@ t.test('an interrupted prepare (killed half-way) is restored by reconcile', asyn
   const r = await reconcile(w.ctx, { libvirtRunDir: w.opts.libvirtRunDir, graceMs: 120_000 });
   t.match(r.freed, [{ domain: 'vm1', reason: /prepare was interrupted/ }]);
   t.same(await w.snapshot(), before);
+});
+
+t.test('a prepare that ends while reconcile judges it is not freed: the verdict is taken again under the lock', async (t) => {
+  // reconcile reads the state, then judges each record, then frees: a prepare (libvirt's hooks
+  // run in parallel) can finish in between. Judged on the state it read, the record was
+  // 'preparing' by a worker that has since exited ("interrupted"); freed on that verdict, the
+  // guest would lose the VF its prepare was just told it has.
+  const w = makeGuestWorld(t, 'sim');
+  w.definePool('hd', POOLS.hd);
+  await prepareGuest(w.ctx, parseDomainXml(domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01' trust='on'/>` }), 'vm1'), w.opts);
+  const prepared = await w.snapshot();
+  const ready = w.ctx.store.read().allocations[0]!;
+  const dead = await deadPid();
+  await w.ctx.store.update((s) => Object.assign(s.allocations[0]!, { phase: 'preparing', worker: dead }));
+  // The prepare's last write lands right after the read reconcile judges (its second: the
+  // first looks for pools left mid-change).
+  const read = w.ctx.store.read.bind(w.ctx.store);
+  let reads = 0;
+  let judged: string | undefined;
+  w.ctx.store.read = () => {
+    const s = read();
+    if (reads++ === 1) {
+      judged = s.allocations[0]?.phase;
+      const file = join(w.settings.stateDir, 'state.json');
+      const now = JSON.parse(readFileSync(file, 'utf8')) as { allocations: Allocation[] };
+      Object.assign(now.allocations[0]!, { phase: ready.phase, worker: ready.worker });
+      writeFileSync(file, JSON.stringify(now));
+    }
+    return s;
+  };
+  const r = await reconcile(w.ctx, { libvirtRunDir: w.opts.libvirtRunDir, graceMs: 120_000 });
+  w.ctx.store.read = read;
+  t.equal(judged, 'preparing', 'reconcile judged the record as it was before the prepare ended');
+  t.same(r.freed, [], 'nothing freed');
+  t.match(r.kept, [{ domain: 'vm1', reason: /no longer|now/ }], 'reported kept, with the verdict taken again');
+  t.match(w.ctx.store.read().allocations, [{ owner: { domain: 'vm1' }, phase: 'ready', worker: null }], 'vm1 still holds its VF');
+  t.same(await w.snapshot(), prepared, 'its VF keeps the MAC and settings its prepare gave it');
 });
 
 t.test('vfpool reconcile and vfpool release through the CLI', async (t) => {

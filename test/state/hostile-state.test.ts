@@ -68,8 +68,12 @@ t.test('reconcile rebuilds the index markers under the lock: a marker of a concu
   const reconciles = Array.from({ length: 6 }, () => vfpoolCli(['reconcile'], { env: w.env }));
   const all = await Promise.all([...prepares, ...reconciles]);
   t.same(all.map((r) => [r.exitCode, r.stderr]), all.map(() => [0, '']), 'all succeeded');
+  // A reconcile that judged a prepare still running, from the state it read before that
+  // prepare ended, once freed its VF though the prepare had succeeded (reconcile.test.ts).
+  const holders = readState(w.settings.stateDir).allocations.map((a) => a.owner.domain).sort();
+  t.same(holders, ['vm0', 'vm1', 'vm2', 'vm3', 'vm4', 'vm5'], 'every prepared domain still holds its VF');
   const markers = readdirSync(join(w.settings.stateDir, 'index'));
-  for (const d of new Set(readState(w.settings.stateDir).allocations.map((a) => a.owner.domain))) t.ok(markers.includes(`domain.${d}`), `marker of ${d}`);
+  for (const d of new Set(holders)) t.ok(markers.includes(`domain.${d}`), `marker of ${d}`);
   t.ok(markers.includes('pool.p'));
 });
 
