@@ -28,8 +28,13 @@ async function freeGoneOwners(ctx: Context, self: string, log: Logger): Promise<
   }
   for (const [domain, vfAddrs] of gone) {
     try {
-      await releaseGuest(ctx, domain, { reason: 'its owner is gone', vfAddrs });
-      log.info(`freed ${[...vfAddrs].join(', ')} of domain '${domain}', whose owner is gone`);
+      // Judged on a read without the lock: taken again on each record under it (reconcile.ts).
+      const r = await releaseGuest(ctx, domain, { reason: 'its owner is gone', vfAddrs, keepReason: (a) => {
+        const v = judgeAllocation(a, env);
+        return v.keep ? v.reason : null;
+      } });
+      const freed = [...r.released.map((v) => v.vfAddr), ...r.vanished];
+      if (freed.length) log.info(`freed ${freed.join(', ')} of domain '${domain}', whose owner is gone`);
     } catch (err) {
       // Not this guest's failure: the VFs stay recorded (and held) for reconcile.
       log.warn(`could not free the VFs of domain '${domain}', whose owner is gone: ${asVfpoolError(err).message}`);

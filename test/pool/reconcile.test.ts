@@ -153,6 +153,33 @@ t.test('a prepare that ends while reconcile judges it is not freed: the verdict 
   t.same(await w.snapshot(), prepared, 'its VF keeps the MAC and settings its prepare gave it');
 });
 
+t.test('the same at another guest\'s prepare, which frees what owners that are gone hold', async (t) => {
+  const w = makeGuestWorld(t, 'sim');
+  w.definePool('hd', POOLS.hd);
+  await prepareGuest(w.ctx, parseDomainXml(domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01' trust='on'/>` }), 'vm1'), w.opts);
+  const ready = w.ctx.store.read().allocations[0]!;
+  const dead = await deadPid();
+  await w.ctx.store.update((s) => Object.assign(s.allocations[0]!, { phase: 'preparing', worker: dead }));
+  // vm1's prepare ends right after vm2's prepare read the state it judges other owners on.
+  const read = w.ctx.store.read.bind(w.ctx.store);
+  let judged: string | undefined;
+  w.ctx.store.read = () => {
+    const s = read();
+    if (judged === undefined && /freeGoneOwners/.test(new Error().stack ?? '')) {
+      judged = s.allocations[0]?.phase;
+      const file = join(w.settings.stateDir, 'state.json');
+      const now = JSON.parse(readFileSync(file, 'utf8')) as { allocations: Allocation[] };
+      Object.assign(now.allocations[0]!, { phase: ready.phase, worker: ready.worker });
+      writeFileSync(file, JSON.stringify(now));
+    }
+    return s;
+  };
+  await prepareGuest(w.ctx, parseDomainXml(domainXml('prepare', { name: 'vm2', vfpool: `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:02'/>` }), 'vm2'), w.opts);
+  w.ctx.store.read = read;
+  t.equal(judged, 'preparing', 'vm2\'s prepare judged vm1 as it was before vm1\'s prepare ended');
+  t.same(w.ctx.store.read().allocations.map((a) => [a.owner.domain, a.vfAddr, a.phase]), [['vm1', ready.vfAddr, 'ready'], ['vm2', '0000:3b:02.1', 'ready']], 'vm1 keeps its VF; vm2 gets another');
+});
+
 t.test('vfpool reconcile and vfpool release through the CLI', async (t) => {
   const w = makeGuestWorld(t, 'sim');
   w.definePool('hd', POOLS.hd);
