@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { execa } from 'execa';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -116,11 +116,13 @@ t.test('an interrupted prepare (killed half-way) is restored by reconcile', asyn
   t.same(await w.snapshot(), before);
 });
 
-t.test('a prepare that ends while reconcile judges it is not freed: the verdict is taken again under the lock', async (t) => {
-  // reconcile reads the state, then judges each record, then frees: a prepare (libvirt's hooks
-  // run in parallel) can finish in between. Judged on the state it read, the record was
-  // 'preparing' by a worker that has since exited ("interrupted"); freed on that verdict, the
-  // guest would lose the VF its prepare was just told it has.
+/**
+ * vm1 prepared, its record put back to 'preparing' by a worker that has exited; then vm1's
+ * prepare "ends" (its last write: 'ready', no worker) right after the first read of the state
+ * that `caller` (a function of src/, the frame that calls read()) makes. Returns what that
+ * read saw of vm1.
+ */
+async function vm1EndsAfterReadBy(t: Test, caller: string) {
   const w = makeGuestWorld(t, 'sim');
   w.definePool('hd', POOLS.hd);
   await prepareGuest(w.ctx, parseDomainXml(domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01' trust='on'/>` }), 'vm1'), w.opts);
@@ -128,15 +130,12 @@ t.test('a prepare that ends while reconcile judges it is not freed: the verdict 
   const ready = w.ctx.store.read().allocations[0]!;
   const dead = await deadPid();
   await w.ctx.store.update((s) => Object.assign(s.allocations[0]!, { phase: 'preparing', worker: dead }));
-  // The prepare's last write lands right after the read reconcile judges (its second: the
-  // first looks for pools left mid-change).
   const read = w.ctx.store.read.bind(w.ctx.store);
-  let reads = 0;
-  let judged: string | undefined;
+  const seen: { phase?: string } = {};
   w.ctx.store.read = () => {
     const s = read();
-    if (reads++ === 1) {
-      judged = s.allocations[0]?.phase;
+    if (seen.phase === undefined && new Error().stack?.split('\n')[2]?.includes(`at ${caller} `)) {
+      seen.phase = s.allocations[0]?.phase;
       const file = join(w.settings.stateDir, 'state.json');
       const now = JSON.parse(readFileSync(file, 'utf8')) as { allocations: Allocation[] };
       Object.assign(now.allocations[0]!, { phase: ready.phase, worker: ready.worker });
@@ -144,41 +143,37 @@ t.test('a prepare that ends while reconcile judges it is not freed: the verdict 
     }
     return s;
   };
+  t.teardown(() => {
+    w.ctx.store.read = read;
+  });
+  return { w, prepared, ready, seen };
+}
+
+t.test('a prepare that ends while reconcile judges it is not freed: the verdict is taken again under the lock', async (t) => {
+  // reconcile reads the state, then judges each record, then frees: a prepare (libvirt's hooks
+  // run in parallel) can finish in between. Judged on the state it read, the record was
+  // 'preparing' by a worker that has since exited ("interrupted"); freed on that verdict, the
+  // guest would lose the VF its prepare was just told it has.
+  const { w, prepared, seen } = await vm1EndsAfterReadBy(t, 'reconcile');
   const r = await reconcile(w.ctx, { libvirtRunDir: w.opts.libvirtRunDir, graceMs: 120_000 });
-  w.ctx.store.read = read;
-  t.equal(judged, 'preparing', 'reconcile judged the record as it was before the prepare ended');
+  t.equal(seen.phase, 'preparing', 'reconcile judged the record as it was before the prepare ended');
   t.same(r.freed, [], 'nothing freed');
-  t.match(r.kept, [{ domain: 'vm1', reason: /no longer|now/ }], 'reported kept, with the verdict taken again');
-  t.match(w.ctx.store.read().allocations, [{ owner: { domain: 'vm1' }, phase: 'ready', worker: null }], 'vm1 still holds its VF');
+  t.match(r.kept, [{ domain: 'vm1', reason: /no longer to free/ }], 'reported kept, with the verdict taken again');
+  t.match(allocationsOnDisk(w), [{ owner: { domain: 'vm1' }, phase: 'ready', worker: null }], 'vm1 still holds its VF');
   t.same(await w.snapshot(), prepared, 'its VF keeps the MAC and settings its prepare gave it');
 });
 
 t.test('the same at another guest\'s prepare, which frees what owners that are gone hold', async (t) => {
-  const w = makeGuestWorld(t, 'sim');
-  w.definePool('hd', POOLS.hd);
-  await prepareGuest(w.ctx, parseDomainXml(domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01' trust='on'/>` }), 'vm1'), w.opts);
-  const ready = w.ctx.store.read().allocations[0]!;
-  const dead = await deadPid();
-  await w.ctx.store.update((s) => Object.assign(s.allocations[0]!, { phase: 'preparing', worker: dead }));
-  // vm1's prepare ends right after vm2's prepare read the state it judges other owners on.
-  const read = w.ctx.store.read.bind(w.ctx.store);
-  let judged: string | undefined;
-  w.ctx.store.read = () => {
-    const s = read();
-    if (judged === undefined && /freeGoneOwners/.test(new Error().stack ?? '')) {
-      judged = s.allocations[0]?.phase;
-      const file = join(w.settings.stateDir, 'state.json');
-      const now = JSON.parse(readFileSync(file, 'utf8')) as { allocations: Allocation[] };
-      Object.assign(now.allocations[0]!, { phase: ready.phase, worker: ready.worker });
-      writeFileSync(file, JSON.stringify(now));
-    }
-    return s;
-  };
+  const { w, ready, seen } = await vm1EndsAfterReadBy(t, 'freeGoneOwners');
   await prepareGuest(w.ctx, parseDomainXml(domainXml('prepare', { name: 'vm2', vfpool: `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:02'/>` }), 'vm2'), w.opts);
-  w.ctx.store.read = read;
-  t.equal(judged, 'preparing', 'vm2\'s prepare judged vm1 as it was before vm1\'s prepare ended');
-  t.same(w.ctx.store.read().allocations.map((a) => [a.owner.domain, a.vfAddr, a.phase]), [['vm1', ready.vfAddr, 'ready'], ['vm2', '0000:3b:02.1', 'ready']], 'vm1 keeps its VF; vm2 gets another');
+  t.equal(seen.phase, 'preparing', 'vm2\'s prepare judged vm1 as it was before vm1\'s prepare ended');
+  t.same(allocationsOnDisk(w).map((a) => [a.owner.domain, a.vfAddr, a.phase]), [['vm1', ready.vfAddr, 'ready'], ['vm2', '0000:3b:02.1', 'ready']], 'vm1 keeps its VF; vm2 gets another');
 });
+
+/** The allocations as the state file holds them. */
+function allocationsOnDisk(w: { settings: { stateDir: string } }): Allocation[] {
+  return (JSON.parse(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8')) as { allocations: Allocation[] }).allocations;
+}
 
 t.test('vfpool reconcile and vfpool release through the CLI', async (t) => {
   const w = makeGuestWorld(t, 'sim');
