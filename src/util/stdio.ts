@@ -15,11 +15,11 @@ interface Capture {
 }
 let capture: Capture | null = null;
 /** A reader gone (EPIPE: `vfpool status | head -1`) ends that output, silently, as for cat(1) under a shell. */
-const readerGone = new Set<number>();
+const readerGone = { 1: false, 2: false };
 
 export function writeStdout(text: string): void {
   if (capture) capture.out(text);
-  else writeWhole(1, text);
+  else if (!readerGone[1]) readerGone[1] = !writeWhole(1, text);
 }
 
 export function writeStderr(text: string): void {
@@ -28,7 +28,7 @@ export function writeStderr(text: string): void {
     return;
   }
   try {
-    writeWhole(2, text);
+    if (!readerGone[2]) readerGone[2] = !writeWhole(2, text);
   } catch {
     // No stderr to say it on (closed, a full disk): the exit status still tells.
   }
@@ -45,24 +45,21 @@ export function captureStdio(to: Capture): () => void {
 
 const pause = new Int32Array(new SharedArrayBuffer(4));
 
-/** Writes all of `text` to `fd` (1 or 2; exported for its tests): see writeStdout. */
-export function writeWhole(fd: number, text: string): void {
-  if (readerGone.has(fd)) return;
+/** Writes all of `text` to `fd` (exported for its tests); false when the reader is gone (EPIPE). */
+export function writeWhole(fd: number, text: string): boolean {
   const bytes = Buffer.from(text, 'utf8');
   for (let done = 0; done < bytes.length; ) {
     try {
       done += writeSync(fd, bytes, done, bytes.length - done);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EPIPE') {
-        readerGone.add(fd);
-        return;
-      }
+      if (code === 'EPIPE') return false;
       // A pipe another process left non-blocking, full: wait for its reader as a blocking write would.
       if (code !== 'EAGAIN') throw err;
       Atomics.wait(pause, 0, 0, 2);
     }
   }
+  return true;
 }
 
 /**
