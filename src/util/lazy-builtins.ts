@@ -17,3 +17,5 @@ const requireBuiltin = createRequire('/');
 export const lazyCrypto = (): typeof import('node:crypto') => requireBuiltin('node:crypto') as typeof import('node:crypto');
 export const lazyChildProcess = (): typeof import('node:child_process') => requireBuiltin('node:child_process') as typeof import('node:child_process');
 export const lazyFsPromises = (): typeof import('node:fs/promises') => requireBuiltin('node:fs/promises') as typeof import('node:fs/promises');
+// node:tty loads node:net: asked only for a character device that may be a terminal (src/util/stdio.ts).
+export const lazyTty = (): typeof import('node:tty') => requireBuiltin('node:tty') as typeof import('node:tty');

@@ -1,5 +1,5 @@
 import { fstatSync, writeSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { lazyTty } from './lazy-builtins.js';
 
 // vfpool's own output goes to fds 1 and 2 by synchronous writes, not through process.stdout and
 // process.stderr: on a pipe or a socket (libvirt reading a hook, the QEMU wrapper's shim reading
@@ -76,5 +76,5 @@ export function isTerminal(fd: number): boolean {
   }
   const major = Number((BigInt(st.rdev) >> 8n) & 0xfffn);
   if (!st.isCharacterDevice() || major === 1) return false;
-  return (createRequire('/')('node:tty') as typeof import('node:tty')).isatty(fd);
+  return lazyTty().isatty(fd);
 }
