@@ -15,7 +15,7 @@ import { applyVfSteps, describeVfStep } from './vf-steps.js';
 import { buildDomainPlan, checkDeliveryPossible, defaultDeliveryHostFacts, writeGuestPlan, type DeliveryHostFacts } from './guest-qemu-plan.js';
 import type { VfRequest as Request } from './requests.js';
 import { crashPoint } from '../util/crash-point.js';
-import { describeGonePort, judgeAllocation, ownerEnv, pruneGonePorts } from './owners.js';
+import { allocationKeepReason, describeGonePort, judgeAllocation, ownerEnv, pruneGonePorts } from './owners.js';
 import { changingPfs, pfChangingError } from './pools.js';
 
 /** Restores and frees the allocations of other domains that are judged gone (owners.ts). */
@@ -29,10 +29,7 @@ async function freeGoneOwners(ctx: Context, self: string, log: Logger): Promise<
   for (const [domain, vfAddrs] of gone) {
     try {
       // Judged on a read without the lock: taken again on each record under it (reconcile.ts).
-      const r = await releaseGuest(ctx, domain, { reason: 'its owner is gone', vfAddrs, keepReason: (a) => {
-        const v = judgeAllocation(a, env);
-        return v.keep ? v.reason : null;
-      } });
+      const r = await releaseGuest(ctx, domain, { reason: 'its owner is gone', vfAddrs, keepReason: (a) => allocationKeepReason(a, env) });
       const freed = [...r.released.map((v) => v.vfAddr), ...r.vanished];
       if (freed.length) log.info(`freed ${freed.join(', ')} of domain '${domain}', whose owner is gone`);
     } catch (err) {

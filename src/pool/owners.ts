@@ -104,6 +104,12 @@ export function allocationPinsVf(a: Allocation, env: OwnerEnv): boolean {
   return judgeAllocation(a, env).keep;
 }
 
+/** Why an allocation is kept, or null when it is to be freed: releaseGuest's `keepReason`. */
+export function allocationKeepReason(a: Allocation, env: Parameters<typeof judgeAllocation>[1]): string | null {
+  const v = judgeAllocation(a, env);
+  return v.keep ? v.reason : null;
+}
+
 /**
  * Drops, in a state being updated under the lock, the libvirt port records whose domain no
  * longer runs, and returns them (for the log): the healing half of judging owners where "in

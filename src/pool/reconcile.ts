@@ -5,7 +5,7 @@ import { releaseGuest } from './guest-release.js';
 import { mendPools } from './pools.js';
 import { readLibvirtPid } from './libvirt-runtime.js';
 import type { Allocation, VfpoolState } from '../state/schema.js';
-import { judgeAllocation, judgePort } from './owners.js';
+import { allocationKeepReason, judgeAllocation, judgePort } from './owners.js';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { errnoOf } from '../errors.js';
@@ -120,10 +120,10 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
         reason: 'reconcile',
         vfAddrs: new Set(list.map((x) => x.a.vfAddr)),
         keepReason: (a) => {
-          const v = judgeAllocation(a, env);
-          if (v.keep) spared.set(a.vfAddr, v.reason);
+          const keep = allocationKeepReason(a, env);
+          if (keep !== null) spared.set(a.vfAddr, keep);
           else spared.delete(a.vfAddr);
-          return v.keep ? v.reason : null;
+          return keep;
         },
       });
       const gone = new Set([...r.released.map((v) => v.vfAddr), ...r.vanished]);
