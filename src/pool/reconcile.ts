@@ -4,7 +4,7 @@ import type { Context } from './context.js';
 import { releaseGuest } from './guest-release.js';
 import { mendPools } from './pools.js';
 import { readLibvirtPid } from './libvirt-runtime.js';
-import type { Allocation, VfpoolState } from '../state/schema.js';
+import type { Allocation, PortRecord, VfpoolState } from '../state/schema.js';
 import { allocationKeepReason, judgeAllocation, judgePort } from './owners.js';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -95,13 +95,17 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
       toFree.set(a.owner.domain, [...(toFree.get(a.owner.domain) ?? []), { a, reason: v.reason }]);
     }
   }
-  const dropPorts = state.ports.map((p) => ({ p, v: judgePort(p, env) }));
-  for (const { p, v } of dropPorts) {
+  const portKey = (p: PortRecord) => `${p.network}/${p.portUuid}`;
+  const deadPorts = new Map<string, { p: PortRecord; reason: string }>();
+  for (const p of state.ports) {
+    const v = judgePort(p, env);
     if (v.keep) result.portsKept++;
-    else result.portsDropped.push({ network: p.network, domain: p.domain, vf: p.vfAddr ?? p.netdev, reason: v.reason });
+    else deadPorts.set(portKey(p), { p, reason: v.reason });
   }
+  const portDropped = ({ p, reason }: { p: PortRecord; reason: string }) => ({ network: p.network, domain: p.domain, vf: p.vfAddr ?? p.netdev, reason });
 
   if (opts.dryRun) {
+    result.portsDropped = [...deadPorts.values()].map(portDropped);
     for (const list of toFree.values()) for (const { a, reason } of list) result.freed.push({ domain: a.owner.domain, vfAddr: a.vfAddr, pool: a.pool, reason });
     // A domain being freed loses its plan with its release; these are the others.
     result.plansRemoved = await stalePlans(ctx, new Set(state.allocations.map((a) => a.owner.domain)));
@@ -144,15 +148,27 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
       log.warn(`could not free the VFs of domain '${domain}': ${msg}`);
     }
   }
-  if (adopt.size || result.portsDropped.length) {
-    await ctx.store.update((s) => {
+  if (adopt.size || deadPorts.size) {
+    const dropped = await ctx.store.update((s) => {
       for (const a of s.allocations) {
         const pid = adopt.get(a.owner.domain);
         if (pid !== undefined && a.owner.pid === null) a.owner.pid = pid;
       }
-      const dropped = new Set(dropPorts.filter((x) => !x.v.keep).map((x) => `${x.p.network}/${x.p.portUuid}`));
-      s.ports = s.ports.filter((p) => !dropped.has(`${p.network}/${p.portUuid}`));
+      // Judged on the state read above, without the lock: libvirt's network hook may have
+      // recorded the same port again since (a port-created for a domain that is starting, in
+      // its grace). Dropped is what still fails the verdict on the record as it is now.
+      const gone: Array<{ p: PortRecord; reason: string }> = [];
+      s.ports = s.ports.filter((p) => {
+        if (!deadPorts.has(portKey(p))) return true;
+        const v = judgePort(p, env);
+        if (v.keep) result.portsKept++;
+        else gone.push({ p, reason: v.reason });
+        return v.keep;
+      });
+      return gone;
     });
+    // A port deleted meanwhile by its own port-deleted is neither: reconcile did not drop it.
+    result.portsDropped = dropped.map(portDropped);
   }
   const candidates = await stalePlans(ctx, new Set(ctx.store.read().allocations.map((a) => a.owner.domain)));
   // Removed under the lock, judged against the state read there: a prepare running meanwhile

@@ -170,6 +170,42 @@ t.test('the same at another guest\'s prepare, which frees what owners that are g
   t.same(allocationsOnDisk(w).map((a) => [a.owner.domain, a.vfAddr, a.phase]), [['vm1', ready.vfAddr, 'ready'], ['vm2', '0000:3b:02.1', 'ready']], 'vm1 keeps its VF; vm2 gets another');
 });
 
+t.test('a libvirt port recorded again while reconcile judges it is not dropped: the verdict is taken again under the lock', async (t) => {
+  // An old record of a port whose domain does not run is one to drop. libvirt's network hook
+  // (port-created, in parallel with reconcile) may record the same port again meanwhile, for a
+  // domain that is starting: the new record, in its grace, must survive.
+  const w = makeGuestWorld(t, 'sim');
+  const old = new Date(Date.now() - 3600_000).toISOString();
+  await w.ctx.store.update((s) => {
+    s.ports.push({ network: 'n', portUuid: 'u1', domain: 'vm9', domainUuid: null, vfAddr: null, netdev: 'x' as never, plug: 'direct', mac: null, createdAt: old, pid: null });
+  });
+  const read = w.ctx.store.read.bind(w.ctx.store);
+  let seen: string | undefined;
+  w.ctx.store.read = () => {
+    const s = read();
+    if (seen === undefined && new Error().stack?.split('\n')[2]?.includes('at reconcile ')) {
+      seen = s.ports[0]?.createdAt;
+      const file = join(w.settings.stateDir, 'state.json');
+      const now = JSON.parse(readFileSync(file, 'utf8')) as { ports: Array<{ createdAt: string }> };
+      now.ports[0]!.createdAt = new Date().toISOString();
+      writeFileSync(file, JSON.stringify(now));
+    }
+    return s;
+  };
+  t.teardown(() => {
+    w.ctx.store.read = read;
+  });
+  const r = await reconcile(w.ctx, { libvirtRunDir: w.opts.libvirtRunDir, graceMs: 120_000 });
+  t.equal(seen, old, 'reconcile judged the record as it was before the port was recorded again');
+  t.same(r.portsDropped, [], 'no port reported dropped');
+  t.equal(r.portsKept, 1);
+  t.same(
+    (JSON.parse(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8')) as { ports: Array<{ domain: string }> }).ports.map((p) => p.domain),
+    ['vm9'],
+    'the port record is still there',
+  );
+});
+
 /** The allocations as the state file holds them. */
 function allocationsOnDisk(w: { settings: { stateDir: string } }): Allocation[] {
   return (JSON.parse(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8')) as { allocations: Allocation[] }).allocations;
