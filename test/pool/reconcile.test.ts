@@ -180,7 +180,7 @@ t.test('a libvirt port recorded again while reconcile judges it is not dropped: 
     s.ports.push({ network: 'n', portUuid: 'u1', domain: 'vm9', domainUuid: null, vfAddr: null, netdev: 'x' as never, plug: 'direct', mac: null, createdAt: old, pid: null });
   });
   const read = w.ctx.store.read.bind(w.ctx.store);
-  let seen: string | undefined;
+  let seen: string | null | undefined;
   w.ctx.store.read = () => {
     const s = read();
     if (seen === undefined && new Error().stack?.split('\n')[2]?.includes('at reconcile ')) {
