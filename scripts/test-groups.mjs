@@ -27,7 +27,6 @@ const outDir = join(root, 'dist/test-groups');
 // results.
 const WEIGHTS = {
   'demo.test.js': 5.1,
-  'entry/shim-scale.test.js': 4.4,
   'entry/cli-conventions.test.js': 2.9,
   'migrate/migrate-qmp.test.js': 2.8,
   'pool/guest-faults.test.js': 2.6,
