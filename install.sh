@@ -65,6 +65,9 @@ cp -R "$src/hooks" "$src/qemu-args" "$src/package.json" "$stage/"
 # The hook shim learns where it is installed here, so that no hook call forks readlink to find out.
 sed -i "s|^vfpool_home=\$|vfpool_home=$libdir|" "$stage/hooks/vfpool-hook"
 grep -qx "vfpool_home=$libdir" "$stage/hooks/vfpool-hook" || { echo "install.sh: could not write the install path into $stage/hooks/vfpool-hook" >&2; exit 1; }
+# So does the QEMU wrapper, which libvirt runs through the bin/vfpool-qemu link.
+sed -i "s|^vfpool_home=\$|vfpool_home=$libdir|" "$stage/qemu-args/vfpool-qemu"
+grep -qx "vfpool_home=$libdir" "$stage/qemu-args/vfpool-qemu" || { echo "install.sh: could not write the install path into $stage/qemu-args/vfpool-qemu" >&2; exit 1; }
 chmod 0755 "$stage/dist/bin/"*.mjs "$stage/dist/bin/cli.cjs" "$stage/dist/bin/"*-hook.cjs "$stage/hooks/vfpool-hook" "$stage/qemu-args/vfpool-qemu"
 ln -sfn "$release" "$destdir$libdir.tmp"
 # An install from before vfpool used a link is a directory, which a rename cannot replace.

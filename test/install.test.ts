@@ -21,6 +21,9 @@ t.test('install.sh --dest-dir stages a complete, idempotent install and --uninst
   // So that no hook call forks readlink to find dist/bin (test/entry/shim-home.test.ts).
   t.match(readFileSync(join(lib, 'hooks/vfpool-hook'), 'utf8'), /^vfpool_home=\/opt\/vfpool\/lib\/vfpool$/m, 'the shim knows where it is installed');
   t.match(readFileSync(join(REPO, 'hooks/vfpool-hook'), 'utf8'), /^vfpool_home=$/m, 'the checkout\'s shim is left as it is');
+  // Nor any QEMU start forks it (test/entry/qemu-wrapper.test.ts).
+  t.match(readFileSync(join(lib, 'qemu-args/vfpool-qemu'), 'utf8'), /^vfpool_home=\/opt\/vfpool\/lib\/vfpool$/m, 'the QEMU wrapper knows where it is installed');
+  t.match(readFileSync(join(REPO, 'qemu-args/vfpool-qemu'), 'utf8'), /^vfpool_home=$/m, 'the checkout\'s wrapper is left as it is');
   for (const f of ['network-hook.cjs', 'network-hook.bundle.cjs', 'network-hook.bundle.cjs.v8cache', 'qemu-hook.cjs', 'qemu-hook.bundle.cjs', 'qemu-hook.bundle.cjs.v8cache']) {
     t.ok(existsSync(join(lib, 'dist/bin', f)), `bundled entry point: ${f}`);
   }

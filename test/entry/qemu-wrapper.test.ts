@@ -1,6 +1,6 @@
 import t from 'tap';
-import { spawn } from 'node:child_process';
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { planQemuArgs } from '../../src/qemu/args.js';
 import { parseQemuArgv } from '../../src/qemu/cmdline.js';
@@ -91,6 +91,35 @@ t.test('a planned domain: Node edits, the shim execs QEMU with exactly the gener
   t.equal(refused.exitCode, 2, 'a refusal is the wrapper\'s exit status');
   t.equal(refused.argv, null, 'QEMU not started');
   t.match(refused.stderr, /^vfpool: domain 'vm1': vfpool-vf0: no virtio-net device with mac=52:54:00:aa:bb:01 on QEMU's command line to pair with: [^\n]*\n$/);
+});
+
+t.test('the checkout\'s wrapper starts Node without forking readlink; a link to it elsewhere resolves the link', async (t) => {
+  // install.sh writes the install path into the installed wrapper (test/install.test.ts); a
+  // `readlink` first in PATH records every call of the shim's (the stand-in QEMU reads its
+  // descriptor with readlink too: only calls naming the wrapper count).
+  const w = world(t.testdir({ etc: {}, run: {} }));
+  await writeDomainPlan(w.state, { version: 1, domain: 'vm1', uuid: null, delivery: 'hotplug', vfs: [], sriovNics: [] }, { uid: process.getuid!(), gid: process.getgid!() });
+  const bin = join(w.dir, 'bin');
+  mkdirSync(bin);
+  const calls = join(w.dir, 'readlink-calls');
+  writeFileSync(join(bin, 'readlink'), `#!/bin/sh\necho "$*" >>${JSON.stringify(calls)}\nexec /usr/bin/readlink "$@"\n`);
+  chmodSync(join(bin, 'readlink'), 0o755);
+  const PATH = `${bin}:/usr/sbin:/usr/bin:/sbin:/bin`;
+  const wrapperCalls = () => (existsSync(calls) ? readFileSync(calls, 'utf8') : '').split('\n').filter((l) => l.includes('vfpool-qemu'));
+  const socket = ['-chardev', `socket,id=vfpool-qmp,path=${w.state}/qemu/vm1/qmp.sock,server=on,wait=off`, '-mon', 'chardev=vfpool-qmp,mode=control'];
+
+  const direct = await w.run(['-name', 'vm1', '-machine', 'q35'], { PATH });
+  t.equal(direct.exitCode, 7, direct.stderr);
+  t.same([direct.nodeStarts, direct.argv?.slice(4)], [1, socket], 'Node edited the argv');
+  t.same(wrapperCalls(), [], 'no readlink');
+
+  // As a person may link a checkout's wrapper into PATH, or name it in <emulator> through a link.
+  const link = join(w.dir, 'vfpool-qemu');
+  symlinkSync(SHIM, link);
+  const [envBin, ...unset] = WITHOUT_TAP_LOADER;
+  const linked = spawnSync(envBin, [...unset, link, '-name', 'vm1', '-machine', 'q35'], { env: { ...w.env, PATH }, stdio: ['ignore', 'ignore', 'pipe'] });
+  t.equal(linked.status, 7, String(linked.stderr));
+  t.match(wrapperCalls(), [new RegExp(`^-f ${link}$`)], 'the link was resolved, once');
 });
 
 t.test('settings from vfpool.conf when the environment has none (libvirt runs the wrapper with its own)', async (t) => {
