@@ -67,7 +67,7 @@ export async function reserveVfs(ctx: Context, spec: DomainSpec, requests: VfReq
         busy ? 'wait for it to finish; `vfpool status` shows what the domain holds' : `release it first: \`vfpool release ${spec.name}\``,
       );
     }
-    for (const p of pruneGonePorts(state, ownerEnv(ctx.settings.libvirtRunDir))) ctx.log.info(describeGonePort(p));
+    for (const { port } of pruneGonePorts(state, ownerEnv(ctx.settings.libvirtRunDir))) ctx.log.info(describeGonePort(port));
     const changing = changingPfs(state);
     for (const r of requests) {
       const pool = r.pool ? ctx.registry.get(r.pool, state) : null;

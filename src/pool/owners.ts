@@ -94,11 +94,6 @@ export function ownerEnv(libvirtRunDir: string, graceMs = DEFAULT_RECONCILE_GRAC
   };
 }
 
-/** Whether a libvirt port record still pins its VF. */
-export function portPinsVf(p: PortRecord, env: OwnerEnv): boolean {
-  return judgePort(p, env).keep;
-}
-
 /** Whether an allocation still pins its VF (its guest runs, or a live vfpool works on it). */
 export function allocationPinsVf(a: Allocation, env: OwnerEnv): boolean {
   return judgeAllocation(a, env).keep;
@@ -112,12 +107,18 @@ export function allocationKeepReason(a: Allocation, env: Parameters<typeof judge
 
 /**
  * Drops, in a state being updated under the lock, the libvirt port records whose domain no
- * longer runs, and returns them (for the log): the healing half of judging owners where "in
- * use" is decided, so the record does not outlive this decision either.
+ * longer runs, and returns them with the verdict's reason (for the log and reconcile's report):
+ * the healing half of judging owners where "in use" is decided, so the record does not
+ * outlive this decision either.
  */
-export function pruneGonePorts(state: { ports: PortRecord[] }, env: OwnerEnv): PortRecord[] {
-  const gone = state.ports.filter((p) => !portPinsVf(p, env));
-  if (gone.length) state.ports = state.ports.filter((p) => !gone.includes(p));
+export function pruneGonePorts(state: { ports: PortRecord[] }, env: OwnerEnv): Array<{ port: PortRecord; reason: string }> {
+  const gone: Array<{ port: PortRecord; reason: string }> = [];
+  const kept = state.ports.filter((port) => {
+    const v = judgePort(port, env);
+    if (!v.keep) gone.push({ port, reason: v.reason });
+    return v.keep;
+  });
+  if (gone.length) state.ports = kept;
   return gone;
 }
 

@@ -71,7 +71,7 @@ function refuseChanging(state: VfpoolState, pfs: string[]): void {
 /** Decisions about VFs heal the records whose owner is gone (see owners.ts). */
 function healPorts(ctx: Context, state: VfpoolState): OwnerEnv {
   const env = ownerEnv(ctx.settings.libvirtRunDir);
-  for (const p of pruneGonePorts(state, env)) ctx.log.info(describeGonePort(p));
+  for (const { port } of pruneGonePorts(state, env)) ctx.log.info(describeGonePort(port));
   return env;
 }
 

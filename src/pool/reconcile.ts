@@ -5,7 +5,7 @@ import { releaseGuest } from './guest-release.js';
 import { mendPools } from './pools.js';
 import { readLibvirtPid } from './libvirt-runtime.js';
 import type { Allocation, PortRecord, VfpoolState } from '../state/schema.js';
-import { allocationKeepReason, judgeAllocation, judgePort } from './owners.js';
+import { allocationKeepReason, judgeAllocation, judgePort, pruneGonePorts } from './owners.js';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { errnoOf } from '../errors.js';
@@ -95,17 +95,15 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
       toFree.set(a.owner.domain, [...(toFree.get(a.owner.domain) ?? []), { a, reason: v.reason }]);
     }
   }
-  const portKey = (p: PortRecord) => `${p.network}/${p.portUuid}`;
-  const deadPorts = new Map<string, { p: PortRecord; reason: string }>();
-  for (const p of state.ports) {
-    const v = judgePort(p, env);
-    if (v.keep) result.portsKept++;
-    else deadPorts.set(portKey(p), { p, reason: v.reason });
-  }
-  const portDropped = ({ p, reason }: { p: PortRecord; reason: string }) => ({ network: p.network, domain: p.domain, vf: p.vfAddr ?? p.netdev, reason });
+  const deadPorts = state.ports.flatMap((port) => {
+    const v = judgePort(port, env);
+    return v.keep ? [] : [{ port, reason: v.reason }];
+  });
+  result.portsKept = state.ports.length - deadPorts.length;
+  const portDropped = ({ port: p, reason }: { port: PortRecord; reason: string }) => ({ network: p.network, domain: p.domain, vf: p.vfAddr ?? p.netdev, reason });
 
   if (opts.dryRun) {
-    result.portsDropped = [...deadPorts.values()].map(portDropped);
+    result.portsDropped = deadPorts.map(portDropped);
     for (const list of toFree.values()) for (const { a, reason } of list) result.freed.push({ domain: a.owner.domain, vfAddr: a.vfAddr, pool: a.pool, reason });
     // A domain being freed loses its plan with its release; these are the others.
     result.plansRemoved = await stalePlans(ctx, new Set(state.allocations.map((a) => a.owner.domain)));
@@ -148,7 +146,7 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
       log.warn(`could not free the VFs of domain '${domain}': ${msg}`);
     }
   }
-  if (adopt.size || deadPorts.size) {
+  if (adopt.size || deadPorts.length) {
     const dropped = await ctx.store.update((s) => {
       for (const a of s.allocations) {
         const pid = adopt.get(a.owner.domain);
@@ -156,18 +154,12 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
       }
       // Judged on the state read above, without the lock: libvirt's network hook may have
       // recorded the same port again since (a port-created for a domain that is starting, in
-      // its grace). Dropped is what still fails the verdict on the record as it is now.
-      const gone: Array<{ p: PortRecord; reason: string }> = [];
-      s.ports = s.ports.filter((p) => {
-        if (!deadPorts.has(portKey(p))) return true;
-        const v = judgePort(p, env);
-        if (v.keep) result.portsKept++;
-        else gone.push({ p, reason: v.reason });
-        return v.keep;
-      });
+      // its grace). Pruned as every locked decision prunes them (owners.ts), on the records as
+      // they are now; kept is what is left.
+      const gone = pruneGonePorts(s, env);
+      result.portsKept = s.ports.length;
       return gone;
     });
-    // A port deleted meanwhile by its own port-deleted is neither: reconcile did not drop it.
     result.portsDropped = dropped.map(portDropped);
   }
   const candidates = await stalePlans(ctx, new Set(ctx.store.read().allocations.map((a) => a.owner.domain)));
