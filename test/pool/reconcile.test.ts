@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { parseDomainXml } from '../../src/config/domain-xml.js';
 import { prepareGuest } from '../../src/pool/guests.js';
 import { judgeAllocation, reconcile } from '../../src/pool/reconcile.js';
-import type { Allocation } from '../../src/state/schema.js';
+import type { Allocation, VfpoolState } from '../../src/state/schema.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
 import { makeGuestWorld, POOLS } from '../helpers/guest-world.js';
 import { vfpoolCli } from '../helpers/spawn.js';
@@ -116,11 +116,36 @@ t.test('an interrupted prepare (killed half-way) is restored by reconcile', asyn
   t.same(await w.snapshot(), before);
 });
 
+type GuestWorld = ReturnType<typeof makeGuestWorld>;
+
+/**
+ * Writes state.json through `change` (as another vfpool process would, in between) right after
+ * the first read of the state that `caller` (a function of src/, the frame that calls read())
+ * makes. Returns what that read saw (`seen.state`, once it happened).
+ */
+function changeAfterReadBy(t: Test, w: GuestWorld, caller: string, change: (onDisk: VfpoolState) => void): { state?: VfpoolState } {
+  const read = w.ctx.store.read.bind(w.ctx.store);
+  const seen: { state?: VfpoolState } = {};
+  w.ctx.store.read = () => {
+    const s = read();
+    if (seen.state === undefined && new Error().stack?.split('\n')[2]?.includes(`at ${caller} `)) {
+      seen.state = s;
+      const onDisk = stateOnDisk(w);
+      change(onDisk);
+      writeFileSync(join(w.settings.stateDir, 'state.json'), JSON.stringify(onDisk));
+    }
+    return s;
+  };
+  t.teardown(() => {
+    w.ctx.store.read = read;
+  });
+  return seen;
+}
+
 /**
  * vm1 prepared, its record put back to 'preparing' by a worker that has exited; then vm1's
  * prepare "ends" (its last write: 'ready', no worker) right after the first read of the state
- * that `caller` (a function of src/, the frame that calls read()) makes. Returns what that
- * read saw of vm1.
+ * that `caller` makes (changeAfterReadBy). Returns what that read saw.
  */
 async function vm1EndsAfterReadBy(t: Test, caller: string) {
   const w = makeGuestWorld(t, 'sim');
@@ -130,22 +155,7 @@ async function vm1EndsAfterReadBy(t: Test, caller: string) {
   const ready = w.ctx.store.read().allocations[0]!;
   const dead = await deadPid();
   await w.ctx.store.update((s) => Object.assign(s.allocations[0]!, { phase: 'preparing', worker: dead }));
-  const read = w.ctx.store.read.bind(w.ctx.store);
-  const seen: { phase?: string } = {};
-  w.ctx.store.read = () => {
-    const s = read();
-    if (seen.phase === undefined && new Error().stack?.split('\n')[2]?.includes(`at ${caller} `)) {
-      seen.phase = s.allocations[0]?.phase;
-      const file = join(w.settings.stateDir, 'state.json');
-      const now = JSON.parse(readFileSync(file, 'utf8')) as { allocations: Allocation[] };
-      Object.assign(now.allocations[0]!, { phase: ready.phase, worker: ready.worker });
-      writeFileSync(file, JSON.stringify(now));
-    }
-    return s;
-  };
-  t.teardown(() => {
-    w.ctx.store.read = read;
-  });
+  const seen = changeAfterReadBy(t, w, caller, (onDisk) => Object.assign(onDisk.allocations[0]!, { phase: ready.phase, worker: ready.worker }));
   return { w, prepared, ready, seen };
 }
 
@@ -156,7 +166,7 @@ t.test('a prepare that ends while reconcile judges it is not freed: the verdict 
   // guest would lose the VF its prepare was just told it has.
   const { w, prepared, seen } = await vm1EndsAfterReadBy(t, 'reconcile');
   const r = await reconcile(w.ctx, { libvirtRunDir: w.opts.libvirtRunDir, graceMs: 120_000 });
-  t.equal(seen.phase, 'preparing', 'reconcile judged the record as it was before the prepare ended');
+  t.equal(seen.state?.allocations[0]?.phase, 'preparing', 'reconcile judged the record as it was before the prepare ended');
   t.same(r.freed, [], 'nothing freed');
   t.match(r.kept, [{ domain: 'vm1', reason: /no longer to free/ }], 'reported kept, with the verdict taken again');
   t.match(allocationsOnDisk(w), [{ owner: { domain: 'vm1' }, phase: 'ready', worker: null }], 'vm1 still holds its VF');
@@ -166,7 +176,7 @@ t.test('a prepare that ends while reconcile judges it is not freed: the verdict 
 t.test('the same at another guest\'s prepare, which frees what owners that are gone hold', async (t) => {
   const { w, ready, seen } = await vm1EndsAfterReadBy(t, 'freeGoneOwners');
   await prepareGuest(w.ctx, parseDomainXml(domainXml('prepare', { name: 'vm2', vfpool: `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:02'/>` }), 'vm2'), w.opts);
-  t.equal(seen.phase, 'preparing', 'vm2\'s prepare judged vm1 as it was before vm1\'s prepare ended');
+  t.equal(seen.state?.allocations[0]?.phase, 'preparing', 'vm2\'s prepare judged vm1 as it was before vm1\'s prepare ended');
   t.same(allocationsOnDisk(w).map((a) => [a.owner.domain, a.vfAddr, a.phase]), [['vm1', ready.vfAddr, 'ready'], ['vm2', '0000:3b:02.1', 'ready']], 'vm1 keeps its VF; vm2 gets another');
 });
 
@@ -179,36 +189,24 @@ t.test('a libvirt port recorded again while reconcile judges it is not dropped: 
   await w.ctx.store.update((s) => {
     s.ports.push({ network: 'n', portUuid: 'u1', domain: 'vm9', domainUuid: null, vfAddr: null, netdev: 'x' as never, plug: 'direct', mac: null, createdAt: old, pid: null });
   });
-  const read = w.ctx.store.read.bind(w.ctx.store);
-  let seen: string | null | undefined;
-  w.ctx.store.read = () => {
-    const s = read();
-    if (seen === undefined && new Error().stack?.split('\n')[2]?.includes('at reconcile ')) {
-      seen = s.ports[0]?.createdAt;
-      const file = join(w.settings.stateDir, 'state.json');
-      const now = JSON.parse(readFileSync(file, 'utf8')) as { ports: Array<{ createdAt: string }> };
-      now.ports[0]!.createdAt = new Date().toISOString();
-      writeFileSync(file, JSON.stringify(now));
-    }
-    return s;
-  };
-  t.teardown(() => {
-    w.ctx.store.read = read;
+  const seen = changeAfterReadBy(t, w, 'reconcile', (onDisk) => {
+    onDisk.ports[0]!.createdAt = new Date().toISOString();
   });
   const r = await reconcile(w.ctx, { libvirtRunDir: w.opts.libvirtRunDir, graceMs: 120_000 });
-  t.equal(seen, old, 'reconcile judged the record as it was before the port was recorded again');
+  t.equal(seen.state?.ports[0]?.createdAt, old, 'reconcile judged the record as it was before the port was recorded again');
   t.same(r.portsDropped, [], 'no port reported dropped');
   t.equal(r.portsKept, 1);
-  t.same(
-    (JSON.parse(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8')) as { ports: Array<{ domain: string }> }).ports.map((p) => p.domain),
-    ['vm9'],
-    'the port record is still there',
-  );
+  t.same(stateOnDisk(w).ports.map((p) => p.domain), ['vm9'], 'the port record is still there');
 });
+
+/** The state as the state file holds it. */
+function stateOnDisk(w: { settings: { stateDir: string } }): VfpoolState {
+  return JSON.parse(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8')) as VfpoolState;
+}
 
 /** The allocations as the state file holds them. */
 function allocationsOnDisk(w: { settings: { stateDir: string } }): Allocation[] {
-  return (JSON.parse(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8')) as { allocations: Allocation[] }).allocations;
+  return stateOnDisk(w).allocations;
 }
 
 t.test('vfpool reconcile and vfpool release through the CLI', async (t) => {
