@@ -116,10 +116,10 @@ try {
     if (opts['from-scratch']) rmSync(typecheckCache, { force: true });
     const h = await npmTest(REPO, join(work, `head-${round}.log`));
     const load = loadavg()[0].toFixed(1);
-    for (const [what, r] of [[base, b], [head, h]]) {
+    for (const [what, r, side] of [[base, b, 'base'], [head, h, 'head']]) {
       if (r.status !== 0) {
         failed = true;
-        console.error(`bench test-time: npm test of ${what} failed (exit ${r.status}): see ${join(work, `${what === base ? 'base' : 'head'}-${round}.log`)}`);
+        console.error(`bench test-time: npm test of ${what} failed (exit ${r.status}): see ${join(work, `${side}-${round}.log`)}`);
       }
     }
     rows.push({ round, b, h, load });
