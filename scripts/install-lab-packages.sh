@@ -16,7 +16,9 @@ bp=()
 # man-db/groff-base: the man page test renders with `man -l`; systemd: `systemd-analyze verify`
 # of vfpool-reconcile.service (the package installs fine without systemd as PID 1).
 plain=(iproute2 kmod man-db groff-base systemd)
-[ $want_qemu = 0 ] || bp+=(qemu-system-x86)
+# bpftool with QEMU too: npm test's test/qemu/deliver-real.test.ts delivers vfio nodes to a real
+# QEMU, and on a host with cgroup2 mounted (hybrid too) that reads the BPF device programs.
+[ $want_qemu = 0 ] || { bp+=(qemu-system-x86); plain+=(bpftool); }
 if [ $want_lab = 1 ]; then
   bp+=(qemu-system-x86 linux-image-amd64)
   # bpftool: the cgroup v2 device ACL libvirt attaches is a BPF map (src/qemu/device-cgroup.ts).

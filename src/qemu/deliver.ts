@@ -4,6 +4,9 @@ import { crashPoint } from '../util/crash-point.js';
 import { applyCgroupAllow, planCgroupAllow, type CgroupAllowStep, type CgroupDeps, type CharDevice } from './device-cgroup.js';
 import { lazyFsPromises as fsPromises } from '../util/lazy-builtins.js';
 
+/** Where the production runner finds prlimit, mknod and bpftool: hooks run with libvirt's bare environment. */
+const COMMAND_PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
+
 /**
  * Gives a running QEMU what libvirt gives it before it hotplugs a `<hostdev>` it knows of, so
  * that a `device_add vfio-pci` of a VF libvirt does NOT know of can succeed (the `started` hook,
@@ -19,7 +22,11 @@ import { lazyFsPromises as fsPromises } from '../util/lazy-builtins.js';
  * and goes away with it, so there is nothing to restore at release.
  */
 
-/** Runs one command without a shell. Injected so unit tests see the exact argv. */
+/**
+ * Runs one command without a shell. Injected so unit tests see the exact argv. A command that
+ * could not be started at all (not installed) rejects, with the errno as `code`, as Node's spawn
+ * does; a command that ran resolves with its exit status, whatever it is.
+ */
 export type CommandRunner = (file: string, args: string[]) => Promise<{ exitCode: number; stdout: string; stderr: string }>;
 
 export interface DeliverDeps extends CgroupDeps {
@@ -117,8 +124,21 @@ async function readProc(deps: DeliverDeps, pid: number, file: string): Promise<s
   }
 }
 
+/** deps.run, a command that could not be started told as a sentence with what to install. */
+async function start(deps: DeliverDeps, file: string, args: string[], what: string) {
+  try {
+    return await deps.run(file, args);
+  } catch (err) {
+    throw new HostError(`${what}: running ${file} failed: ${(err as Error).message}`, {
+      code: errnoOf(err),
+      hint: `${file} is not installed where vfpool looks (${COMMAND_PATH}): install it (prlimit is in util-linux, mknod in coreutils)`,
+      cause: err,
+    });
+  }
+}
+
 async function run(deps: DeliverDeps, file: string, args: string[], what: string): Promise<void> {
-  const r = await deps.run(file, args);
+  const r = await start(deps, file, args, what);
   if (r.exitCode !== 0) {
     throw new HostError(`${what}: ${file} ${args.join(' ')} failed (exit ${r.exitCode}): ${r.stderr.trim().split('\n')[0] ?? ''}`, { code: 'ECOMMAND' });
   }
@@ -150,7 +170,7 @@ async function raiseMemlock(deps: DeliverDeps, req: VfioDeliveryRequest, steps: 
   if (current === 'unlimited' || current >= req.memlockBytes) return;
   // Soft and hard together, as libvirt's virProcessSetMaxMemLock does: QEMU never raises its own.
   const v = String(req.memlockBytes);
-  const r = await deps.run(deps.prlimitPath, [`--pid=${req.pid}`, `--memlock=${v}:${v}`]);
+  const r = await start(deps, deps.prlimitPath, [`--pid=${req.pid}`, `--memlock=${v}:${v}`], `raising the locked-memory limit of QEMU process ${req.pid}`);
   if (r.exitCode !== 0) {
     // Raising a hard limit needs CAP_SYS_RESOURCE, as it does for libvirt's own hostdevs.
     throw new HostError(`raising the locked-memory limit of QEMU process ${req.pid} from ${current} to ${v} bytes failed: ${r.stderr.trim().split('\n')[0] ?? ''}`, {
@@ -267,7 +287,10 @@ export async function deliverVfioToQemu(req: VfioDeliveryRequest, deps: DeliverD
 export function defaultDeliverDeps(): DeliverDeps {
   const runner: CommandRunner = async (file, args) => {
     const { execa } = await import('execa');
-    const r = await execa(file, args, { env: { LC_ALL: 'C', PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, extendEnv: false, reject: false, stdin: 'ignore' });
+    const r = await execa(file, args, { env: { LC_ALL: 'C', PATH: COMMAND_PATH }, extendEnv: false, reject: false, stdin: 'ignore' });
+    // reject:false also resolves for a command that never started (ENOENT, EACCES), with no
+    // exit code: reported as one, its cause (a missing bpftool on a hybrid cgroup host) was lost.
+    if (r.exitCode === undefined && !r.isTerminated) throw Object.assign(new Error(r.originalMessage || r.shortMessage), { code: r.code ?? 'ECOMMAND' });
     return { exitCode: r.exitCode ?? 128, stdout: String(r.stdout), stderr: String(r.stderr) };
   };
   return {

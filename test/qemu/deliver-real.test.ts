@@ -5,7 +5,8 @@
 // path inside its namespace, cgroup and uid: ENOENT before, EPERM while only the cgroup stands in
 // the way, ENODEV after delivery (this machine has no vfio driver behind 10:196: the open got
 // past the namespace and the cgroup). Needs root, qemu-system-x86_64, unshare/mknod/prlimit/
-// setpriv and a v1 devices controller (CI has all; scripts/install-lab-packages.sh).
+// setpriv, bpftool where cgroup2 is mounted (a hybrid host too) and a v1 devices controller (CI
+// has all; scripts/install-lab-packages.sh).
 import t from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
@@ -23,6 +24,7 @@ function missing(): string | null {
   if (process.getuid!() !== 0) return 'needs root (mknod, cgroups, namespaces)';
   if (!existsSync(QEMU)) return `needs ${QEMU} (scripts/install-lab-packages.sh)`;
   if (!existsSync(join(DEVICES_MOUNT, 'devices.allow'))) return `needs a v1 devices controller at ${DEVICES_MOUNT}`;
+  if (/ cgroup2 /.test(readFileSync('/proc/self/mounts', 'utf8')) && spawnSync('bpftool', ['version']).error) return 'needs bpftool: cgroup2 is mounted here, and delivery reads its BPF device programs';
   return null;
 }
 

@@ -2,7 +2,7 @@ import t, { type Test } from 'tap';
 import { mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, existsSync, appendFileSync, lstatSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { deliverVfioToQemu, memlockForVfio, parseMemlockLimit, splitRdev, type CommandRunner, type DeliverDeps } from '../../src/qemu/deliver.js';
+import { defaultDeliverDeps, deliverVfioToQemu, memlockForVfio, parseMemlockLimit, splitRdev, type CommandRunner, type DeliverDeps } from '../../src/qemu/deliver.js';
 import { bpfDeviceKey, findMount, parseProcCgroup, v1ListAllows } from '../../src/qemu/device-cgroup.js';
 
 const PID = 4242;
@@ -303,6 +303,34 @@ t.test('cgroup v2 without bpftool: the hint says what to install', async (t) => 
   await t.rejects(deliverVfioToQemu(request(), w.deps), { exitCode: 1, code: 'ENOENT', hint: /apt-get install bpftool/ });
   t.same(w.calls, [], 'found out before any change: no prlimit, no mknod');
   t.notOk(existsSync(join(w.pidDir, 'root/dev/vfio')));
+});
+
+// The production runner, not a fake: execa with reject:false resolves for a command that never
+// started, and the runner once passed that on as exit 128 with an empty stderr, so a hybrid
+// cgroup host without bpftool was told "bpftool … failed (exit 128): " and not what to install.
+t.test('the production runner: a command that is not installed rejects with its errno', async (t) => {
+  const { run } = defaultDeliverDeps();
+  await t.rejects(run('vfpool-test-no-such-command', []), { code: 'ENOENT', message: /vfpool-test-no-such-command/ });
+  t.same(await run('sh', ['-c', 'echo out; echo err >&2; exit 3']), { exitCode: 3, stdout: 'out', stderr: 'err' }, 'a command that ran: its status and output');
+});
+
+t.test('hybrid cgroups, bpftool not installed, the real runner: the hint says what to install', async (t) => {
+  const w = world(t, { cgroup: 'hybrid' });
+  const deps = { ...w.deps, run: defaultDeliverDeps().run, bpftoolPath: 'vfpool-test-no-bpftool' };
+  await t.rejects(deliverVfioToQemu(request(), deps), { exitCode: 1, code: 'ENOENT', hint: /apt-get install bpftool/ });
+  t.notOk(existsSync(join(w.pidDir, 'root/dev/vfio')), 'nothing done');
+});
+
+t.test('mknod not installed, the real runner: one sentence naming the step and the command', async (t) => {
+  const w = world(t, { cgroup: 'v1' });
+  // memlock already high enough: mknod is the first command the delivery runs.
+  const deps = { ...w.deps, run: defaultDeliverDeps().run, mknodPath: 'vfpool-test-no-mknod' };
+  await t.rejects(deliverVfioToQemu(request({ memlockBytes: 1024n }), deps), {
+    exitCode: 1,
+    code: 'ENOENT',
+    message: /^making .*vfio.* in the mount namespace of QEMU process \d+: running vfpool-test-no-mknod failed: spawn vfpool-test-no-mknod ENOENT$/,
+    hint: /not installed where vfpool looks/,
+  });
 });
 
 t.test('cgroup v1 refusing the rule: the file, the rule and what to do', async (t) => {
