@@ -120,9 +120,21 @@ const execaOnDemand = {
   },
 };
 
+// yargs (with cliui, y18n and the rest: half of the CLI's code cache when it was in the CLI's
+// bundle) is for the command lines the CLI's plain path leaves to it (src/entry/cli/fast-path.ts):
+// help, version, completion, errors. A file of its own too, dist/bin/yargs.bundle.cjs with a code
+// cache of its own (started by dist/bin/yargs.cjs, below), so that a plain `vfpool net-start`
+// deserializes only its own code: V8 deserializes a cache whole, used or not.
+const yargsOnDemand = {
+  name: 'yargs-on-demand',
+  setup(b) {
+    b.onResolve({ filter: /^yargs$/ }, () => ({ path: './yargs.cjs', external: true }));
+  },
+};
+
 const cjsBuild = build({
   ...common,
-  plugins: [...common.plugins, execaOnDemand],
+  plugins: [...common.plugins, execaOnDemand, yargsOnDemand],
   entryPoints: entries.map((f) => join(entryDir, f)),
   outdir,
   outExtension: { '.js': '.bundle.cjs' },
@@ -140,8 +152,28 @@ const execaBuild = build({
   format: 'cjs',
   supported: { 'dynamic-import': false },
 });
+const yargsBuild = build({
+  ...common,
+  stdin: { contents: "export { default } from 'yargs';", resolveDir: root, loader: 'js' },
+  outfile: join(outdir, 'yargs.bundle.cjs'),
+  format: 'cjs',
+  supported: { 'dynamic-import': false },
+});
 // Independent of each other: esbuild runs them at once.
-await Promise.all([cjsBuild, execaBuild]);
+await Promise.all([cjsBuild, execaBuild, yargsBuild]);
+// What the CLI bundle requires as ./yargs.cjs: yargs' bundle compiled with its code cache by the
+// CLI's loader (dist/bin/cli.cjs, already loaded: the process is the CLI). Its exports are
+// yargs' factory itself, as Node gives a CommonJS module's exports to an ES `import yargs`,
+// which is how the CLI bundle reads them.
+writeFileSync(
+  join(outdir, 'yargs.cjs'),
+  `'use strict';
+// yargs for vfpool's CLI bundle: dist/bin/yargs.bundle.cjs with its V8 code cache (scripts/bundle.mjs).
+const loader = require('./cli.cjs');
+const bundle = require('node:path').join(__dirname, 'yargs.bundle.cjs');
+module.exports = loader.run(loader.compile(bundle), bundle).default;
+`,
+);
 
 // The CLI's loader is executable (`vfpool` links to it); cli.mjs stays a path that starts the
 // CLI, for the scripts and habits that name it. It pays for Node's ES-module loader (an ES
@@ -181,11 +213,16 @@ writeFileSync(join(training, 'host.json'), JSON.stringify({ pfs: [{ name: 'eth1'
 writeFileSync(join(training, 'etc/networks/train.xml'), "<network><name>train</name><forward mode='hostdev' managed='yes'><pf dev='eth1'><vf num='4'/></pf></forward></network>\n");
 writeFileSync(join(training, 'etc/networks/train-cli.xml'), "<network><name>train-cli</name><forward mode='hostdev' managed='yes'><pf dev='eth2'><vf num='4'/></pf></forward></network>\n");
 const TRAINING = {
-  // What `vfpool net-start` does (the lab's bench), on a PF of its own. `--dry-run=false`: a
-  // boolean given inline is not a plain command line (src/entry/cli/fast-path.ts), so this run
-  // goes through yargs into the real start and both ways are compiled into the cache (trained
-  // on the plain line alone, `vfpool --version` cost 95 ms instead of 79).
-  cli: { args: ['net-start', '--dry-run=false', 'train-cli'], stdin: '' },
+  // Two runs, one after the other, each writing the caches of the bundles it compiled. First a
+  // line that goes through yargs (`--dry-run=true`: a boolean given inline is not a plain command
+  // line, src/entry/cli/fast-path.ts), which writes yargs' cache: trained on no yargs run at all,
+  // `vfpool --version` cost 95 ms instead of 79. Then what `vfpool net-start` does as scripts and
+  // the lab's bench run it, on a PF of its own, which writes the CLI bundle's cache again with
+  // the plain path only.
+  cli: [
+    { args: ['net-start', '--dry-run=true', 'train-cli'], stdin: '' },
+    { args: ['net-start', 'train-cli'], stdin: '' },
+  ],
   'network-hook': {
     args: ['train', 'start', 'begin', '-'],
     stdin: "<hookData><network><name>train</name><forward mode='hostdev'/></network></hookData>",
@@ -205,25 +242,25 @@ const TRAINING = {
   },
 };
 
-/** One entry's training run, writing its code cache; resolves when it has. */
-function train(f) {
+/** One entry's training runs, in order, each writing the code cache of every bundle it compiled; resolves when they have. */
+async function train(f) {
   const name = f.replace(/\.js$/, '');
   if (loaded.includes(f)) copyFileSync(join(root, 'scripts/hook-loader.cjs'), join(outdir, `${name}.cjs`));
   const bundle = join(outdir, `${name}.bundle.cjs`);
   const writer = `const l = require(${JSON.stringify(join(outdir, `${name}.cjs`))});
-const s = l.compile(${JSON.stringify(bundle)});
-l.run(s, ${JSON.stringify(bundle)}); // argv[1] stands for the script, as when Node runs a file
-process.on('exit', (code) => { if (code === 0) require('node:fs').writeFileSync(${JSON.stringify(`${bundle}.v8cache`)}, s.createCachedData()); });`;
-  const run = TRAINING[name];
-  if (!run) throw new Error(`code cache for ${name}: no training run defined in scripts/bundle.mjs`);
-  if (run.plan) {
-    const dir = join(trainingEnv.VFPOOL_STATE_DIR, 'qemu', run.plan.domain);
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    writeFileSync(join(dir, 'plan.json'), JSON.stringify(run.plan), { mode: 0o600 });
-  }
-  return execa(process.execPath, ['-e', writer, '--', bundle, ...run.args], { env: trainingEnv, extendEnv: false, input: run.stdin, stdout: 'ignore', reject: false }).then((r) => {
+l.run(l.compile(${JSON.stringify(bundle)}), ${JSON.stringify(bundle)}); // argv[1] stands for the script, as when Node runs a file
+process.on('exit', (code) => { if (code === 0) for (const [b, s] of l.compiled) require('node:fs').writeFileSync(b + '.v8cache', s.createCachedData()); });`;
+  const runs = TRAINING[name];
+  if (!runs) throw new Error(`code cache for ${name}: no training run defined in scripts/bundle.mjs`);
+  for (const run of [runs].flat()) {
+    if (run.plan) {
+      const dir = join(trainingEnv.VFPOOL_STATE_DIR, 'qemu', run.plan.domain);
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      writeFileSync(join(dir, 'plan.json'), JSON.stringify(run.plan), { mode: 0o600 });
+    }
+    const r = await execa(process.execPath, ['-e', writer, '--', bundle, ...run.args], { env: trainingEnv, extendEnv: false, input: run.stdin, stdout: 'ignore', reject: false });
     if (r.exitCode !== 0) throw new Error(`code cache for ${name}: its training run (${run.args.join(' ')}) failed: ${r.stderr}`);
-  });
+  }
 }
 
 try {

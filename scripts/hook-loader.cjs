@@ -12,6 +12,10 @@ const { wrap } = require('node:module');
 const { basename, dirname, join } = require('node:path');
 const { Script } = require('node:vm');
 
+// Every bundle compiled in this process, for the build's training run to write each one's code
+// cache (the CLI's yargs is a bundle of its own, dist/bin/yargs.bundle.cjs, compiled here too).
+const compiled = new Map();
+
 function compile(bundle) {
   // The bundle starts with a #! line, which is not JavaScript inside the module wrapper.
   const source = readFileSync(bundle, 'utf8').replace(/^#!.*/, '');
@@ -21,14 +25,17 @@ function compile(bundle) {
   } catch {
     // No cache (a build that could not write one): compile from source.
   }
-  return new Script(wrap(source), { filename: bundle, cachedData });
+  const script = new Script(wrap(source), { filename: bundle, cachedData });
+  compiled.set(bundle, script);
+  return script;
 }
 
 function run(script, bundle) {
   const module = { exports: {}, filename: bundle, id: bundle, loaded: false };
   script.runInThisContext().call(module.exports, module.exports, require, module, bundle, dirname(bundle));
+  return module.exports;
 }
 
 const bundle = join(__dirname, basename(__filename, '.cjs') + '.bundle.cjs');
 if (require.main === module) run(compile(bundle), bundle);
-module.exports = { bundle, compile, run };
+module.exports = { bundle, compile, run, compiled };

@@ -17,7 +17,7 @@ import { REPO, WITHOUT_TAP_LOADER } from './helpers/spawn.js';
 t.test('the CommonJS bundles hold no import(): vm.Script, which loads them, cannot run one', async (t) => {
   const dir = join(REPO, 'dist/bin');
   const bundles = readdirSync(dir).filter((f) => f.endsWith('.bundle.cjs'));
-  t.same(bundles.sort(), ['cli.bundle.cjs', 'network-hook.bundle.cjs', 'qemu-hook.bundle.cjs', 'qemu-wrapper.bundle.cjs'], 'the bundles the loader starts');
+  t.same(bundles.sort(), ['cli.bundle.cjs', 'network-hook.bundle.cjs', 'qemu-hook.bundle.cjs', 'qemu-wrapper.bundle.cjs', 'yargs.bundle.cjs'], 'the bundles the loader starts');
   for (const f of bundles) {
     const calls = readFileSync(join(dir, f), 'utf8').match(/\bimport\(\s*["'`][^"'`]*["'`]\s*\)/g) ?? [];
     t.same(calls, [], `${f}: no import() of a module`);
@@ -31,6 +31,30 @@ t.test('each bundle has a code cache, and V8 accepts it', async (t) => {
   const loader = createRequire(import.meta.url)(join(dir, 'network-hook.cjs')) as { compile: (bundle: string) => { cachedDataRejected?: boolean } };
   for (const f of readdirSync(dir).filter((f) => f.endsWith('.bundle.cjs'))) {
     t.equal(loader.compile(join(dir, f)).cachedDataRejected, false, `${f}: its .v8cache is used`);
+  }
+});
+
+// V8 deserializes a code cache whole, whatever the run uses of it: yargs, for the command lines
+// the CLI's plain path leaves to it, is a bundle of its own with its own cache
+// (scripts/bundle.mjs), so a plain `vfpool net-start` reads and deserializes only the CLI's.
+t.test('a plain CLI command line compiles only the CLI bundle; one left to yargs compiles yargs\' bundle too, from its cache', async (t) => {
+  const dir = t.testdir({
+    'report.cjs': `process.on('exit', () => { const l = require(${JSON.stringify(join(REPO, 'dist/bin/cli.cjs'))}); require('node:fs').writeSync(2, 'compiled: ' + [...l.compiled].map(([b, s]) => require('node:path').basename(b) + (s.cachedDataRejected === false ? '+cache' : '')).join(' ') + '\\n'); });\n`,
+  });
+  const w = makeSimEnv(t);
+  w.definePool('sriov-pool', SEED_000_POOL);
+  const [envBin, ...unset] = WITHOUT_TAP_LOADER;
+  const cli = (...args: string[]) =>
+    execa(envBin, [...unset, process.execPath, '--require', join(dir, 'report.cjs'), join(REPO, 'dist/bin/cli.cjs'), ...args], {
+      env: { LC_ALL: 'C', HOME: '/root', PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...w.env }, extendEnv: false, reject: false,
+    });
+  const plain = await cli('net-start', 'sriov-pool');
+  t.equal(plain.exitCode, 0, plain.stderr);
+  t.match(plain.stderr, /^compiled: cli\.bundle\.cjs\+cache$/m, 'net-start POOL: the CLI bundle alone');
+  t.ok(w.ctx.store.read().pools['sriov-pool'], 'and the pool started');
+  for (const args of [['--version'], ['net-destroy', '--dry-run=true', 'sriov-pool'], ['no-such-command']]) {
+    const r = await cli(...args);
+    t.match(r.stderr, /^compiled: cli\.bundle\.cjs\+cache yargs\.bundle\.cjs\+cache$/m, `${args.join(' ')}: yargs' bundle too, its cache accepted`);
   }
 });
 

@@ -40,6 +40,9 @@ process.on('unhandledRejection', (e) => { if (!e || !e.helpExit) { console.error
       // yargs ends a --help with process.exit(0): here the run ends there, the process goes on.
       process.exit = (c) => { resolve(c ?? 0); throw Object.assign(new Error('exit'), { helpExit: true }); };
       process.argv = [process.argv[0], 'vfpool', cmd, '--help'];
+      // yargs is a bundle of its own (dist/bin/yargs.cjs), which require() would hand every run
+      // as the first left it: a fresh one for each, as each real \`vfpool\` process gets.
+      delete require.cache[require.resolve(require('node:path').join(require('node:path').dirname(loader.bundle), 'yargs.cjs'))];
       loader.run(script, loader.bundle);
     });
     process.stdout.write('\\0' + code + '\\0');
