@@ -17,7 +17,8 @@
 # Writes $VFPOOL_LAB_OUT/bench.tsv: PASS/FAIL rows, BENCH rows (NAME \t MEDIAN_MS \t ROUNDS),
 # and an INFO row naming the machine; lab-report.mjs prints the ratio under the table.
 #
-#   VFPOOL_LAB_BENCH_ROUNDS (default 5, after one warm-up round: the by-hand arm alone moves by a third from round to round), VFPOOL_LAB_BENCH_VFS (default 4)
+#   VFPOOL_LAB_BENCH_ROUNDS (default 9, after one warm-up round: the by-hand arm alone moves by a
+#   third from round to round, and with 5 the CLI's median ratio ran 0.76-1.28x over five runs), VFPOOL_LAB_BENCH_VFS (default 4)
 set -uo pipefail
 
 if [ "${VFPOOL_LAB_GUEST:-}" != 1 ] || [ -z "${VFPOOL_LAB_OUT:-}" ]; then
@@ -29,7 +30,7 @@ tsv=$out/bench.tsv
 : >"$tsv"
 # What install.sh links as `vfpool`.
 cli=$PWD/dist/bin/cli.cjs
-rounds=${VFPOOL_LAB_BENCH_ROUNDS:-5}
+rounds=${VFPOOL_LAB_BENCH_ROUNDS:-9}
 n=${VFPOOL_LAB_BENCH_VFS:-4}
 fails=0
 row() { printf '%s\t%s\t%s\n' "$1" "$2" "${3:-}" | tee -a "$tsv"; [ "$1" != FAIL ] || fails=$((fails + 1)); }

@@ -55,7 +55,7 @@ parallel=${VFPOOL_LAB_PARALLEL:-}
 # Timeouts: ~3-4x what a 2-core machine needs with three guests at once (probe ~175 s,
 # suites ~440 s, libvirt ~435 s before its part (c)); the libvirt boot's is larger since (c) added
 # a guest start: on a host loaded by other work (load ~20 on 2 cores) it ran past 1800 s. The
-# probe boot's includes the net-start bench (four rounds of four arms, Node starts under TCG).
+# probe boot's includes the net-start bench (ten rounds of four arms, ~20 s a round under TCG).
 # libvirt's per-domain mount namespace fails in a chroot: that boot's script runs as PID 1 of
 # the shared root (vfpool.switchroot=1, see initramfs-init.sh).
 pids=()
