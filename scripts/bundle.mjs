@@ -144,23 +144,17 @@ const cjsBuild = build({
   // was not specified". esbuild turns each into a require() behind a promise instead.
   supported: { 'dynamic-import': false },
 });
-// The loaders' require() finds it beside them (relative to dist/bin/*.cjs).
-const execaBuild = build({
-  ...common,
-  stdin: { contents: "export * from 'execa';", resolveDir: root, loader: 'js' },
-  outfile: join(outdir, 'execa.cjs'),
-  format: 'cjs',
-  supported: { 'dynamic-import': false },
-});
-const yargsBuild = build({
-  ...common,
-  stdin: { contents: "export { default } from 'yargs';", resolveDir: root, loader: 'js' },
-  outfile: join(outdir, 'yargs.bundle.cjs'),
-  format: 'cjs',
-  supported: { 'dynamic-import': false },
-});
+/** A dependency bundled alone into dist/bin/FILE, where the loaders' require() finds it (relative to dist/bin/*.cjs). */
+const dependencyBuild = (contents, file) =>
+  build({
+    ...common,
+    stdin: { contents, resolveDir: root, loader: 'js' },
+    outfile: join(outdir, file),
+    format: 'cjs',
+    supported: { 'dynamic-import': false },
+  });
 // Independent of each other: esbuild runs them at once.
-await Promise.all([cjsBuild, execaBuild, yargsBuild]);
+await Promise.all([cjsBuild, dependencyBuild("export * from 'execa';", 'execa.cjs'), dependencyBuild("export { default } from 'yargs';", 'yargs.bundle.cjs')]);
 // What the CLI bundle requires as ./yargs.cjs: yargs' bundle compiled with its code cache by the
 // CLI's loader (dist/bin/cli.cjs, already loaded: the process is the CLI). Its exports are
 // yargs' factory itself, as Node gives a CommonJS module's exports to an ES `import yargs`,
