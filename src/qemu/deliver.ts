@@ -129,9 +129,13 @@ async function start(deps: DeliverDeps, file: string, args: string[], what: stri
   try {
     return await deps.run(file, args);
   } catch (err) {
+    const code = errnoOf(err);
     throw new HostError(`${what}: running ${file} failed: ${(err as Error).message}`, {
-      code: errnoOf(err),
-      hint: `${file} is not installed where vfpool looks (${COMMAND_PATH}): install it (prlimit is in util-linux, mknod in coreutils)`,
+      code,
+      hint:
+        code === 'ENOENT'
+          ? `${file} is not installed where vfpool looks (${COMMAND_PATH}): install it (prlimit is in util-linux, mknod in coreutils)`
+          : `${file} could not be started: it must be an executable vfpool's user can run, in ${COMMAND_PATH}`,
       cause: err,
     });
   }

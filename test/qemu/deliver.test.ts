@@ -331,6 +331,10 @@ t.test('mknod not installed, the real runner: one sentence naming the step and t
     message: /^making .*vfio.* in the mount namespace of QEMU process \d+: running vfpool-test-no-mknod failed: spawn vfpool-test-no-mknod ENOENT$/,
     hint: /not installed where vfpool looks/,
   });
+  // There but not executable: EACCES, for root too (execve wants an x bit), and not "not installed".
+  const notExecutable = join(w.dir, 'mknod-not-executable');
+  writeFileSync(notExecutable, '#!/bin/sh\n', { mode: 0o644 });
+  await t.rejects(deliverVfioToQemu(request({ memlockBytes: 1024n }), { ...deps, mknodPath: notExecutable }), { code: 'EACCES', hint: /could not be started: it must be an executable/ });
 });
 
 t.test('cgroup v1 refusing the rule: the file, the rule and what to do', async (t) => {
