@@ -5,7 +5,7 @@ import { releaseGuest } from './guest-release.js';
 import { mendPools } from './pools.js';
 import { readLibvirtPid } from './libvirt-runtime.js';
 import type { Allocation, PortRecord, VfpoolState } from '../state/schema.js';
-import { allocationKeepReason, judgeAllocation, judgePort, pruneGonePorts } from './owners.js';
+import { allocationKeepReason, judgeAllocation, pruneGonePorts } from './owners.js';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { errnoOf } from '../errors.js';
@@ -95,10 +95,9 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
       toFree.set(a.owner.domain, [...(toFree.get(a.owner.domain) ?? []), { a, reason: v.reason }]);
     }
   }
-  const deadPorts = state.ports.flatMap((port) => {
-    const v = judgePort(port, env);
-    return v.keep ? [] : [{ port, reason: v.reason }];
-  });
+  // Verdicts on the state read above, without the lock: pruned from a copy, since the update
+  // below prunes the state as it is by then.
+  const deadPorts = pruneGonePorts({ ports: [...state.ports] }, env);
   result.portsKept = state.ports.length - deadPorts.length;
   const portDropped = ({ port: p, reason }: { port: PortRecord; reason: string }) => ({ network: p.network, domain: p.domain, vf: p.vfAddr ?? p.netdev, reason });
 
