@@ -62,12 +62,12 @@ mkdir -p "$stage/dist"
 # The bundles in dist/bin carry their dependencies (scripts/bundle.mjs): no node_modules needed.
 cp -R "$src/dist/bin" "$stage/dist/"
 cp -R "$src/hooks" "$src/qemu-args" "$src/package.json" "$stage/"
-# The hook shim learns where it is installed here, so that no hook call forks readlink to find out.
-sed -i "s|^vfpool_home=\$|vfpool_home=$libdir|" "$stage/hooks/vfpool-hook"
-grep -qx "vfpool_home=$libdir" "$stage/hooks/vfpool-hook" || { echo "install.sh: could not write the install path into $stage/hooks/vfpool-hook" >&2; exit 1; }
-# So does the QEMU wrapper, which libvirt runs through the bin/vfpool-qemu link.
-sed -i "s|^vfpool_home=\$|vfpool_home=$libdir|" "$stage/qemu-args/vfpool-qemu"
-grep -qx "vfpool_home=$libdir" "$stage/qemu-args/vfpool-qemu" || { echo "install.sh: could not write the install path into $stage/qemu-args/vfpool-qemu" >&2; exit 1; }
+# The hook shim and the QEMU wrapper (which libvirt runs through the bin/vfpool-qemu link) learn
+# where they are installed here, so that no hook call or guest start forks readlink to find out.
+for f in hooks/vfpool-hook qemu-args/vfpool-qemu; do
+  sed -i "s|^vfpool_home=\$|vfpool_home=$libdir|" "$stage/$f"
+  grep -qx "vfpool_home=$libdir" "$stage/$f" || { echo "install.sh: could not write the install path into $stage/$f" >&2; exit 1; }
+done
 chmod 0755 "$stage/dist/bin/"*.mjs "$stage/dist/bin/cli.cjs" "$stage/dist/bin/"*-hook.cjs "$stage/hooks/vfpool-hook" "$stage/qemu-args/vfpool-qemu"
 ln -sfn "$release" "$destdir$libdir.tmp"
 # An install from before vfpool used a link is a directory, which a rename cannot replace.
