@@ -62,15 +62,21 @@ function childrenCpuMs() {
   return (Number(fields[13]) + Number(fields[14])) * 10;
 }
 
-/** `npm test` in `dir`, its output to a log: wall and CPU seconds, exit status. */
-async function npmTest(dir, log) {
+let failed = false;
+/** `npm test` of `what` in `dir`, its output to the log `name` in the work directory: wall and CPU seconds; a failure said, naming its log. */
+async function npmTest(what, dir, name) {
   const cpu0 = childrenCpuMs();
   const t0 = process.hrtime.bigint();
+  const log = join(work, name);
   const fd = openSync(log, 'w');
   const child = spawn('npm', ['test'], { cwd: dir, stdio: ['ignore', fd, fd] });
   const status = await new Promise((resolve) => child.on('close', (code, signal) => resolve(code ?? signal)));
   closeSync(fd);
-  return { wall: Number(process.hrtime.bigint() - t0) / 1e9, cpu: (childrenCpuMs() - cpu0) / 1000, status };
+  if (status !== 0) {
+    failed = true;
+    console.error(`bench test-time: npm test of ${what} failed (exit ${status}): see ${log}`);
+  }
+  return { wall: Number(process.hrtime.bigint() - t0) / 1e9, cpu: (childrenCpuMs() - cpu0) / 1000 };
 }
 
 const baseCommit = git(['rev-parse', `${opts.base}^{commit}`]);
@@ -99,29 +105,17 @@ if (!baseDir) {
 
 const typecheckCache = join(REPO, 'node_modules/.cache/vfpool/tsgo-check.tsbuildinfo');
 const rows = [];
-let failed = false;
 try {
   if (opts['warm-up']) {
     console.log('bench test-time: a round of both first, unmeasured (--no-warm-up leaves it out)');
-    for (const [what, dir, log] of [[base, baseDir, 'base-warm-up.log'], [head, REPO, 'head-warm-up.log']]) {
-      const r = await npmTest(dir, join(work, log));
-      if (r.status !== 0) {
-        failed = true;
-        console.error(`bench test-time: npm test of ${what} failed (exit ${r.status}): see ${join(work, log)}`);
-      }
-    }
+    await npmTest(base, baseDir, 'base-warm-up.log');
+    await npmTest(head, REPO, 'head-warm-up.log');
   }
   for (let round = 1; round <= runs && !failed; round++) {
-    const b = await npmTest(baseDir, join(work, `base-${round}.log`));
+    const b = await npmTest(base, baseDir, `base-${round}.log`);
     if (opts['from-scratch']) rmSync(typecheckCache, { force: true });
-    const h = await npmTest(REPO, join(work, `head-${round}.log`));
+    const h = await npmTest(head, REPO, `head-${round}.log`);
     const load = loadavg()[0].toFixed(1);
-    for (const [what, r, side] of [[base, b, 'base'], [head, h, 'head']]) {
-      if (r.status !== 0) {
-        failed = true;
-        console.error(`bench test-time: npm test of ${what} failed (exit ${r.status}): see ${join(work, `${side}-${round}.log`)}`);
-      }
-    }
     rows.push({ round, b, h, load });
     console.log(`round ${round}: ${base} ${b.wall.toFixed(1)} s (CPU ${b.cpu.toFixed(1)} s), ${head} ${h.wall.toFixed(1)} s (CPU ${h.cpu.toFixed(1)} s): ${(h.wall / b.wall).toFixed(3)}x, load ${load}`);
   }
