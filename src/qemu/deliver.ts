@@ -3,9 +3,8 @@ import { errnoOf, HostError, BadInputError } from '../errors.js';
 import { crashPoint } from '../util/crash-point.js';
 import { applyCgroupAllow, planCgroupAllow, type CgroupAllowStep, type CgroupDeps, type CharDevice } from './device-cgroup.js';
 import { lazyFsPromises as fsPromises } from '../util/lazy-builtins.js';
+import { COMMAND_PATH, startCommand, type CommandRunner } from './command.js';
 
-/** Where the production runner finds prlimit, mknod and bpftool: hooks run with libvirt's bare environment. */
-const COMMAND_PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
 
 /**
  * Gives a running QEMU what libvirt gives it before it hotplugs a `<hostdev>` it knows of, so
@@ -22,12 +21,6 @@ const COMMAND_PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
  * and goes away with it, so there is nothing to restore at release.
  */
 
-/**
- * Runs one command without a shell. Injected so unit tests see the exact argv. A command that
- * could not be started at all (not installed) rejects, with the errno as `code`, as Node's spawn
- * does; a command that ran resolves with its exit status, whatever it is.
- */
-export type CommandRunner = (file: string, args: string[]) => Promise<{ exitCode: number; stdout: string; stderr: string }>;
 
 export interface DeliverDeps extends CgroupDeps {
   /** '/proc' in production; a fixture tree in tests. */
@@ -125,20 +118,8 @@ async function readProc(deps: DeliverDeps, pid: number, file: string): Promise<s
 }
 
 /** deps.run, a command that could not be started told as a sentence with what to install. */
-async function start(deps: DeliverDeps, file: string, args: string[], what: string) {
-  try {
-    return await deps.run(file, args);
-  } catch (err) {
-    const code = errnoOf(err);
-    throw new HostError(`${what}: running ${file} failed: ${(err as Error).message}`, {
-      code,
-      hint:
-        code === 'ENOENT'
-          ? `${file} is not installed where vfpool looks (${COMMAND_PATH}): install it (prlimit is in util-linux, mknod in coreutils)`
-          : `${file} could not be started: it must be an executable vfpool's user can run, in ${COMMAND_PATH}`,
-      cause: err,
-    });
-  }
+function start(deps: DeliverDeps, file: string, args: string[], what: string) {
+  return startCommand(deps.run, file, args, what, 'install it (prlimit is in util-linux, mknod in coreutils)');
 }
 
 async function run(deps: DeliverDeps, file: string, args: string[], what: string): Promise<void> {

@@ -2,7 +2,8 @@ import t, { type Test } from 'tap';
 import { mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, existsSync, appendFileSync, lstatSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { defaultDeliverDeps, deliverVfioToQemu, memlockForVfio, parseMemlockLimit, splitRdev, type CommandRunner, type DeliverDeps } from '../../src/qemu/deliver.js';
+import { defaultDeliverDeps, deliverVfioToQemu, memlockForVfio, parseMemlockLimit, splitRdev, type DeliverDeps } from '../../src/qemu/deliver.js';
+import type { CommandRunner } from '../../src/qemu/command.js';
 import { bpfDeviceKey, findMount, parseProcCgroup, v1ListAllows } from '../../src/qemu/device-cgroup.js';
 
 const PID = 4242;
@@ -317,7 +318,12 @@ t.test('the production runner: a command that is not installed rejects with its 
 t.test('hybrid cgroups, bpftool not installed, the real runner: the hint says what to install', async (t) => {
   const w = world(t, { cgroup: 'hybrid' });
   const deps = { ...w.deps, run: defaultDeliverDeps().run, bpftoolPath: 'vfpool-test-no-bpftool' };
-  await t.rejects(deliverVfioToQemu(request(), deps), { exitCode: 1, code: 'ENOENT', hint: /apt-get install bpftool/ });
+  await t.rejects(deliverVfioToQemu(request(), deps), { exitCode: 1, code: 'ENOENT', hint: /not installed where vfpool looks .*: apt-get install bpftool/ });
+  t.notOk(existsSync(join(w.pidDir, 'root/dev/vfio')), 'nothing done');
+  // There but not executable: not "install it", which would send the administrator the wrong way.
+  const notExecutable = join(w.dir, 'bpftool-not-executable');
+  writeFileSync(notExecutable, '#!/bin/sh\n', { mode: 0o644 });
+  await t.rejects(deliverVfioToQemu(request(), { ...deps, bpftoolPath: notExecutable }), { code: 'EACCES', hint: /^(?!.*apt-get install).*could not be started: it must be an executable/ });
   t.notOk(existsSync(join(w.pidDir, 'root/dev/vfio')), 'nothing done');
 });
 
