@@ -5,7 +5,6 @@ import { applyCgroupAllow, planCgroupAllow, type CgroupAllowStep, type CgroupDep
 import { lazyFsPromises as fsPromises } from '../util/lazy-builtins.js';
 import { COMMAND_PATH, startCommand, type CommandRunner } from './command.js';
 
-
 /**
  * Gives a running QEMU what libvirt gives it before it hotplugs a `<hostdev>` it knows of, so
  * that a `device_add vfio-pci` of a VF libvirt does NOT know of can succeed (the `started` hook,
@@ -20,7 +19,6 @@ import { COMMAND_PATH, startCommand, type CommandRunner } from './command.js';
  * Everything it changes belongs to the QEMU process (its rlimit, its private /dev, its cgroup)
  * and goes away with it, so there is nothing to restore at release.
  */
-
 
 export interface DeliverDeps extends CgroupDeps {
   /** '/proc' in production; a fixture tree in tests. */
