@@ -27,3 +27,10 @@ export async function startCommand(run: CommandRunner, file: string, args: strin
     });
   }
 }
+
+/** startCommand, and a command that ran but failed told with its status and the first line it printed on stderr. */
+export async function runOrFail(run: CommandRunner, file: string, args: string[], what: string, install: string) {
+  const r = await startCommand(run, file, args, what, install);
+  if (r.exitCode !== 0) throw new HostError(`${what}: ${file} ${args.join(' ')} failed (exit ${r.exitCode}): ${r.stderr.trim().split('\n')[0] ?? ''}`, { code: 'ECOMMAND' });
+  return r;
+}

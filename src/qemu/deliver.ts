@@ -3,7 +3,7 @@ import { errnoOf, HostError, BadInputError } from '../errors.js';
 import { crashPoint } from '../util/crash-point.js';
 import { applyCgroupAllow, planCgroupAllow, type CgroupAllowStep, type CgroupDeps, type CharDevice } from './device-cgroup.js';
 import { lazyFsPromises as fsPromises } from '../util/lazy-builtins.js';
-import { COMMAND_PATH, startCommand, type CommandRunner } from './command.js';
+import { COMMAND_PATH, runOrFail, startCommand, type CommandRunner } from './command.js';
 
 /**
  * Gives a running QEMU what libvirt gives it before it hotplugs a `<hostdev>` it knows of, so
@@ -115,17 +115,8 @@ async function readProc(deps: DeliverDeps, pid: number, file: string): Promise<s
   }
 }
 
-/** deps.run, a command that could not be started told as a sentence with what to install. */
-function start(deps: DeliverDeps, file: string, args: string[], what: string) {
-  return startCommand(deps.run, file, args, what, 'install it (prlimit is in util-linux, mknod in coreutils)');
-}
-
-async function run(deps: DeliverDeps, file: string, args: string[], what: string): Promise<void> {
-  const r = await start(deps, file, args, what);
-  if (r.exitCode !== 0) {
-    throw new HostError(`${what}: ${file} ${args.join(' ')} failed (exit ${r.exitCode}): ${r.stderr.trim().split('\n')[0] ?? ''}`, { code: 'ECOMMAND' });
-  }
-}
+/** Where a prlimit or mknod that is not installed comes from (bpftool's: device-cgroup.ts). */
+const INSTALL_HINT = 'install it (prlimit is in util-linux, mknod in coreutils)';
 
 /**
  * AppArmor and SELinux confine QEMU per domain (virt-aa-helper / svirt labels); a node made
@@ -153,7 +144,7 @@ async function raiseMemlock(deps: DeliverDeps, req: VfioDeliveryRequest, steps: 
   if (current === 'unlimited' || current >= req.memlockBytes) return;
   // Soft and hard together, as libvirt's virProcessSetMaxMemLock does: QEMU never raises its own.
   const v = String(req.memlockBytes);
-  const r = await start(deps, deps.prlimitPath, [`--pid=${req.pid}`, `--memlock=${v}:${v}`], `raising the locked-memory limit of QEMU process ${req.pid}`);
+  const r = await startCommand(deps.run, deps.prlimitPath, [`--pid=${req.pid}`, `--memlock=${v}:${v}`], `raising the locked-memory limit of QEMU process ${req.pid}`, INSTALL_HINT);
   if (r.exitCode !== 0) {
     // Raising a hard limit needs CAP_SYS_RESOURCE, as it does for libvirt's own hostdevs.
     throw new HostError(`raising the locked-memory limit of QEMU process ${req.pid} from ${current} to ${v} bytes failed: ${r.stderr.trim().split('\n')[0] ?? ''}`, {
@@ -212,7 +203,7 @@ async function makeNode(deps: DeliverDeps, pid: number, node: PlannedNode, steps
   const { inside, device: dev, owner } = node;
   if (node.state === 'ok') return;
   if (node.state === 'absent') {
-    await run(deps, deps.mknodPath, ['-m', owner.mode.toString(8), inside, 'c', String(dev.major), String(dev.minor)], `making ${dev.path} in the mount namespace of QEMU process ${pid}`);
+    await runOrFail(deps.run, deps.mknodPath, ['-m', owner.mode.toString(8), inside, 'c', String(dev.major), String(dev.minor)], `making ${dev.path} in the mount namespace of QEMU process ${pid}`, INSTALL_HINT);
   }
   await fsPromises().lchown(inside, owner.uid, owner.gid).catch((err: unknown) => {
     throw new HostError(`giving ${inside} to ${owner.uid}:${owner.gid} failed: ${(err as Error).message}`, { code: errnoOf(err), cause: err });

@@ -1,6 +1,6 @@
 import { dirname, join } from 'node:path';
 import { errnoOf, HostError } from '../errors.js';
-import { startCommand, type CommandRunner } from './command.js';
+import { runOrFail, type CommandRunner } from './command.js';
 import { lazyFsPromises as fsPromises } from '../util/lazy-builtins.js';
 
 /** A character device node: where it is on the host, its number, its mode there. */
@@ -103,8 +103,7 @@ export function bpfDeviceKey(dev: CharDevice): string[] {
 export const BPF_CHAR_RW_VALUE = ['02', '00', '06', '00'];
 
 async function bpftoolJson(deps: CgroupDeps, args: string[], what: string): Promise<unknown> {
-  const r = await startCommand(deps.run, deps.bpftoolPath, ['-j', ...args], what, 'apt-get install bpftool (on cgroup v2 libvirt keeps the device ACL in a BPF map only bpftool can update)');
-  if (r.exitCode !== 0) throw new HostError(`${what}: ${deps.bpftoolPath} ${args.join(' ')} failed (exit ${r.exitCode}): ${r.stderr.trim().split('\n')[0] ?? ''}`, { code: 'ECOMMAND' });
+  const r = await runOrFail(deps.run, deps.bpftoolPath, ['-j', ...args], what, 'apt-get install bpftool (on cgroup v2 libvirt keeps the device ACL in a BPF map only bpftool can update)');
   try {
     return JSON.parse(r.stdout === '' ? 'null' : r.stdout);
   } catch (err) {

@@ -343,6 +343,24 @@ t.test('mknod not installed, the real runner: one sentence naming the step and t
   await t.rejects(deliverVfioToQemu(request({ memlockBytes: 1024n }), { ...deps, mknodPath: notExecutable }), { code: 'EACCES', hint: /could not be started: it must be an executable/ });
 });
 
+t.test('mknod and bpftool that run and fail: the step, the command line as run, its exit status and first stderr line', async (t) => {
+  const v1 = world(t, { cgroup: 'v1' });
+  const mknodFails: CommandRunner = async (file, args) => (file === 'mknod' ? { exitCode: 1, stdout: '', stderr: `mknod: ${args[2]}: Read-only file system\nmore` } : v1.run(file, args));
+  await t.rejects(deliverVfioToQemu(request({ memlockBytes: 1024n }), { ...v1.deps, run: mknodFails }), {
+    exitCode: 1,
+    code: 'ECOMMAND',
+    message: /^making .*\/dev\/vfio\/vfio in the mount namespace of QEMU process \d+: mknod -m 666 \S+\/root\/dev\/vfio\/vfio c 1 3 failed \(exit 1\): mknod: \S+: Read-only file system$/,
+  });
+  const v2 = world(t, { cgroup: 'v2' });
+  const bpftoolFails: CommandRunner = async (file, args) => (file === 'bpftool' ? { exitCode: 255, stdout: '', stderr: `Error: can't query cgroup ${args[3]}\nmore` } : v2.run(file, args));
+  await t.rejects(deliverVfioToQemu(request(), { ...v2.deps, run: bpftoolFails }), {
+    exitCode: 1,
+    code: 'ECOMMAND',
+    message: /^listing the BPF programs of (\S+): bpftool -j cgroup show \1 failed \(exit 255\): Error: can't query cgroup \1$/,
+  });
+  t.notOk(existsSync(join(v2.pidDir, 'root/dev/vfio')), 'bpftool fails before any node is made');
+});
+
 t.test('cgroup v1 refusing the rule: the file, the rule and what to do', async (t) => {
   const w = world(t, { cgroup: 'v1' });
   const allow = join(w.cg, 'devices', w.domain, 'devices.allow');
