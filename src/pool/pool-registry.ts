@@ -86,13 +86,24 @@ export class PoolRegistry {
     return spec;
   }
 
-  undefine(name: string): void {
+  /**
+   * The definition file `undefine` would remove, after the checks that refuse it (a dry run
+   * makes them too, so it predicts the refusal): a pool with no definition file (unknown, or
+   * transient: a libvirt network carries it) and an active pool are refused.
+   */
+  undefinable(name: string): string {
     const file = this.fileOf(name);
-    if (this.readDefinition(name) === undefined) throw new BadInputError(`unknown pool '${name}'`, `no ${file}`);
-    if (this.store.read().pools[name]) {
-      throw new ConflictError(`pool '${name}' is active`, `stop it first with \`vfpool net-destroy ${name}\``);
+    const active = this.store.read().pools[name];
+    if (this.readDefinition(name) === undefined) {
+      if (active) throw new BadInputError(`pool '${name}' is transient (no definition file: libvirt network '${name}' carries it)`, `stop it with \`vfpool net-destroy ${name}\` or \`virsh net-destroy ${name}\`; there is nothing to undefine`);
+      this.unknown(name);
     }
-    rmSync(file);
+    if (active) throw new ConflictError(`pool '${name}' is active`, `stop it first with \`vfpool net-destroy ${name}\``);
+    return file;
+  }
+
+  undefine(name: string): void {
+    rmSync(this.undefinable(name));
   }
 
   /** Names of every pool, defined or running. */

@@ -182,6 +182,8 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
   const decide = async (state: VfpoolState, env?: OwnerEnv): Promise<StopResult> => {
     const active = state.pools[name];
     if (!active) {
+      // A pool neither defined nor running is a typo, not a pool that happens to be stopped.
+      if (opts.refuse && ctx.registry.readDefinition(name) === undefined) ctx.registry.unknown(name);
       if (opts.refuse) throw new ConflictError(`pool '${name}' is not active`, `start it with \`vfpool net-start ${name}\``);
       return { pool: name, wasActive: false, applied: false, actions: [], kept: [], gone: [] };
     }

@@ -43,7 +43,12 @@ t.test('refusals: unknown pool (exit 2), a bad name (exit 2, no file read), unde
     s.pools.p1 = { xml, origin: 'definition', startedAt: new Date().toISOString(), activated: [] } as never;
   });
   t.throws(() => reg.undefine('p1'), { exitCode: 3, message: "pool 'p1' is active", hint: 'stop it first with `vfpool net-destroy p1`' });
+  t.throws(() => reg.undefinable('p1'), { exitCode: 3, message: "pool 'p1' is active" }, 'what a dry run checks is what undefine checks');
   t.ok(reg.definition('p1'), 'still defined');
+  await store.update((s) => {
+    s.pools.t1 = { xml: poolXml('eth2', 2, { name: 't1' }), origin: 'libvirt-metadata', startedAt: new Date().toISOString(), activated: [] } as never;
+  });
+  t.throws(() => reg.undefinable('t1'), { exitCode: 2, message: "pool 't1' is transient (no definition file: libvirt network 't1' carries it)", hint: /^stop it with `vfpool net-destroy t1`/ });
   mkdirSync(join(dir, 'etc/networks/p2.xml'));
   t.throws(() => reg.readDefinition('p2'), { exitCode: 2, message: /p2\.xml is a directory/ }, 'a definition that cannot be read is not taken for a missing one');
 });

@@ -44,8 +44,7 @@ export const POOL_COMMANDS: CommandDef[] = [
     async run(a: { pool: string; dryRun: boolean }) {
       const ctx = cliContext('net-undefine');
       if (a.dryRun) {
-        ctx.registry.get(a.pool);
-        out(`would remove ${ctx.registry.dir}/${a.pool}.xml (--dry-run)`);
+        out(`would remove ${ctx.registry.undefinable(a.pool)} (--dry-run)`);
         return 0;
       }
       ctx.registry.undefine(a.pool);

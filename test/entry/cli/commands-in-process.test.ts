@@ -49,6 +49,14 @@ t.test('pool commands: dry runs, tables, warnings and the unknown-pool errors', 
   t.same(JSON.parse((await cli('status', '--format', 'json')).stdout).pfs[0].numVfs, 4);
   t.match((await cli('net-dumpxml', 'sriov-pool')).stdout, /<vf num='4'\/>/, 'the XML it was started with');
 
+  // A dry run refuses what the real command refuses: an active pool is not undefined.
+  for (const argv of [['net-undefine', '--dry-run', 'sriov-pool'], ['net-undefine', 'sriov-pool']]) {
+    t.same(await cli(...argv), {
+      exitCode: 3,
+      stdout: '',
+      stderr: "vfpool: pool 'sriov-pool' is active: stop it first with `vfpool net-destroy sriov-pool`\n",
+    }, argv.join(' '));
+  }
   const destroy = await cli('net-destroy', '--dry-run', 'sriov-pool');
   t.match(destroy.stdout, /^plan for net-destroy sriov-pool \(--dry-run, nothing changed\):\n  1\. /);
   t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 4, 'the dry run removed nothing');
@@ -60,7 +68,7 @@ t.test('pool commands: dry runs, tables, warnings and the unknown-pool errors', 
   });
   t.same(await cli('net-undefine', 'sriov-pool'), { exitCode: 0, stdout: 'Pool sriov-pool has been undefined\n', stderr: '' });
 
-  for (const argv of [['net-undefine', '--dry-run', 'nope'], ['net-dumpxml', 'nope'], ['net-start', 'nope']]) {
+  for (const argv of [['net-undefine', '--dry-run', 'nope'], ['net-dumpxml', 'nope'], ['net-start', 'nope'], ['net-destroy', 'nope'], ['net-destroy', '--dry-run', 'nope']]) {
     const r = await cli(...argv);
     t.same([r.exitCode, r.stdout], [2, ''], argv.join(' '));
     t.match(r.stderr, /^vfpool: unknown pool 'nope': define it with `vfpool net-define FILE`/, argv.join(' '));
