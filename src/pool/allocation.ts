@@ -36,14 +36,31 @@ async function memberOf(host: Host, addr: PciAddress, reads: PfReader): Promise<
 }
 
 /**
+ * The VF netdev names vfpool has seen on VFs that may have no netdev now: a VF bound to vfio-pci
+ * loses it (the host driver's netdev goes with the driver), so an `<interface dev='eth1v0'>`
+ * member handed to a guest, or bound by its managed pool, would drop out of its pool (counted
+ * neither free nor in use, and "no VFs" once all are taken). Read from the state, where every
+ * such unbinding is recorded first.
+ */
+export function knownVfNetdevs(state: VfpoolState): Map<NetdevName, PciAddress> {
+  const known = new Map<NetdevName, PciAddress>();
+  for (const p of Object.values(state.pools)) for (const b of p.bound) if (b.netdev) known.set(b.netdev, b.vf);
+  for (const port of state.ports) if (port.netdev && port.vfAddr) known.set(port.netdev, port.vfAddr);
+  for (const a of state.allocations) {
+    for (const n of [a.saved?.netdev, a.netdev, a.requestedNetdev]) if (n) known.set(n, a.vfAddr);
+  }
+  return known;
+}
+
+/**
  * A pool's VFs as the host has them now, in the pool's order: each `<pf>` and each
  * `<interface dev>` naming a PF by VF index, then `<interface dev>` naming VFs and `<address>`es
  * in the order written (seed 004: an interface that is a PF stands for all its VFs).
  * `reads` (a HostReads memo, in one planning pass) serves the per-PF reads.
  */
-export async function resolvePoolMembers(host: Host, pool: PoolSpec, reads: PfReader = host): Promise<Member[]> {
+export async function resolvePoolMembers(host: Host, pool: PoolSpec, known: Map<NetdevName, PciAddress>, reads: PfReader = host): Promise<Member[]> {
   const out: Member[] = [];
-  for await (const m of poolMembers(host, pool, reads)) out.push(m);
+  for await (const m of poolMembers(host, pool, known, reads)) out.push(m);
   return out;
 }
 
@@ -52,7 +69,7 @@ export async function resolvePoolMembers(host: Host, pool: PoolSpec, reads: PfRe
  * first free VF, so a prepare on a pool of 4 PFs x 128 VFs reads the PFs it needs, not all four
  * (on Linux each PF is a sysfs walk and an `ip` process).
  */
-export async function* poolMembers(host: Host, pool: PoolSpec, reads: PfReader = host): AsyncGenerator<Member> {
+export async function* poolMembers(host: Host, pool: PoolSpec, known: Map<NetdevName, PciAddress>, reads: PfReader = host): AsyncGenerator<Member> {
   const seen = new Set<string>();
   const fresh = (m: Member) => !seen.has(m.vf.address) && (seen.add(m.vf.address), true);
   async function* allOf(pf: NetdevName): AsyncGenerator<Member> {
@@ -76,11 +93,12 @@ export async function* poolMembers(host: Host, pool: PoolSpec, reads: PfReader =
       yield* allOf(dev);
       continue;
     }
-    const addr = await host.netdevDevice(dev);
+    // A VF netdev that does not exist now is the VF vfpool saw under that name, if it saw one
+    // (on vfio-pci, see knownVfNetdevs), else not a member now: a typo or an unplugged NIC must
+    // not stop the rest of the pool from being used.
+    const addr = (await host.netdevDevice(dev)) ?? known.get(dev) ?? null;
     const m = addr ? await memberOf(host, addr, reads) : null;
     if (m && fresh(m)) yield m;
-    // A listed VF netdev that is gone is not an error: it may be bound to vfio-pci right now
-    // (no netdev), and then it is not free anyway.
   }
   for (const addr of pool.addresses) {
     const m = await memberOf(host, addr, reads);

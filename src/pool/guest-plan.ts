@@ -3,7 +3,7 @@ import type { DomainSpec } from '../config/domain-xml.js';
 import { domainRequests, type VfRequest } from './requests.js';
 import { modeUsesVfio, type PoolSpec } from '../config/pool-xml.js';
 import type { PoolMode } from '../types.js';
-import { pickVfs, poolMembers, resolveNamedVf, type Member, type ResolvedRequest } from './allocation.js';
+import { knownVfNetdevs, pickVfs, poolMembers, resolveNamedVf, type Member, type ResolvedRequest } from './allocation.js';
 import type { Context } from './context.js';
 import type { Allocation, VfpoolState } from '../state/schema.js';
 import { whereOf, type GuestOptions } from './guest-model.js';
@@ -59,7 +59,8 @@ export async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRe
   const reads = new HostReads(ctx.host);
   const lookupPool = poolLookup(ctx, state);
   // Read as consumed: a first-fit pick reads the PFs up to the first free VF (each PF once: `reads`).
-  const members = (pool: PoolSpec) => poolMembers(ctx.host, pool, reads);
+  const known = knownVfNetdevs(state);
+  const members = (pool: PoolSpec) => poolMembers(ctx.host, pool, known, reads);
   const resolved: ResolvedRequest[] = [];
   for (const r of requests) {
     const pool = r.pool ? lookupPool(r.pool) ?? null : null;

@@ -15,7 +15,7 @@ import { executeSteps, type StepKind } from './executor.js';
 export type Action =
   | { kind: 'write-numvfs'; pf: NetdevName; from: number; to: number }
   | { kind: 'await-vfs'; pf: NetdevName; count: number; probed: boolean }
-  | { kind: 'bind-vfs'; pf: NetdevName; driver: string; vfs: PciAddress[] | 'created'; skip: PciAddress[] };
+  | { kind: 'bind-vfs'; pf: NetdevName; driver: string | null; vfs: PciAddress[] | 'created'; skip: PciAddress[] };
 
 export function describeAction(a: Action): string {
   switch (a.kind) {
@@ -25,9 +25,10 @@ export function describeAction(a: Action): string {
       return `${a.pf}: wait until ${a.count} VFs exist${a.probed && a.count > 0 ? ' with their host driver' : ''}`;
     case 'bind-vfs': {
       const inUse = a.skip.length ? ` (${a.skip.join(', ')} in use, left alone)` : '';
-      if (a.vfs === 'created') return `${a.pf}: bind the VFs just created to ${a.driver}`;
-      if (a.vfs.length === 0) return `${a.pf}: its VFs are on ${a.driver} already${inUse}`;
-      return `${a.pf}: bind VF${a.vfs.length > 1 ? 's' : ''} ${a.vfs.join(', ')} to ${a.driver}${inUse}`;
+      const driver = a.driver ?? 'no driver (as before the start)';
+      if (a.vfs === 'created') return `${a.pf}: bind the VFs just created to ${driver}`;
+      if (a.vfs.length === 0) return `${a.pf}: its VFs are on ${driver} already${inUse}`;
+      return `${a.pf}: bind VF${a.vfs.length > 1 ? 's' : ''} ${a.vfs.join(', ')} to ${driver}${inUse}`;
     }
   }
 }

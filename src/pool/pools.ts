@@ -1,13 +1,13 @@
 import { journal } from './journal-entries.js';
 import { ConflictError, HostError } from '../errors.js';
 import type { PoolSpec } from '../config/pool-xml.js';
-import type { NetdevName } from '../types.js';
-import { pfError } from './allocation.js';
-import { planPoolStart, planPoolStop, type PfFacts, type StopPlan } from './activation.js';
+import type { NetdevName, PciAddress } from '../types.js';
+import { knownVfNetdevs, pfError } from './allocation.js';
+import { boundByPlan, planPoolStart, planPoolStop, type PfFacts, type PoolUse, type Sharers, type StopPlan } from './activation.js';
 import type { Context } from './context.js';
 import { findVfUses } from './in-use.js';
 import { applyPlan, describeAction, type Action } from './plan.js';
-import type { ActivePool, VfpoolState } from '../state/schema.js';
+import type { ActivePool, BoundVf, VfpoolState } from '../state/schema.js';
 import { crashPoint } from '../util/crash-point.js';
 import { isAlive } from '../util/process.js';
 import { describeGonePort, ownerEnv, pruneGonePorts, type OwnerEnv } from './owners.js';
@@ -34,6 +34,45 @@ async function gatherFacts(ctx: Context, pool: PoolSpec, pfs: NetdevName[], stat
     facts.set(pf, { info, vfs, uses: await findVfUses(ctx.host, state, vfs, undefined, env) });
   }
   return facts;
+}
+
+/**
+ * Which VFs of which PFs a pool draws from (see PoolUse): a member that does not resolve now (an
+ * unplugged NIC, a typo) draws from nothing; a `<pf>` that does not exist is the start's error.
+ */
+async function poolUse(ctx: Context, pool: PoolSpec, known: Map<NetdevName, PciAddress>): Promise<PoolUse> {
+  const use: PoolUse = new Map();
+  const some = (pf: NetdevName, vf: PciAddress) => {
+    const now = use.get(pf) ?? [];
+    if (now !== 'all' && !now.includes(vf)) use.set(pf, [...now, vf]);
+  };
+  for (const p of pool.pfs) use.set(p.dev, 'all');
+  for (const dev of pool.interfaces) {
+    if (await ctx.host.getPf(dev).then(() => true, () => false)) {
+      use.set(dev, 'all');
+      continue;
+    }
+    const addr = (await ctx.host.netdevDevice(dev)) ?? known.get(dev);
+    const pf = addr ? await ctx.host.physfnOf(addr) : null;
+    if (addr && pf) some(pf, addr);
+  }
+  for (const addr of pool.addresses) {
+    const pf = await ctx.host.physfnOf(addr);
+    if (pf) some(pf, addr);
+  }
+  return use;
+}
+
+/** The other active pools drawing from each PF: a PF's count is theirs too. */
+async function sharersOf(ctx: Context, name: string, state: VfpoolState, known: Map<NetdevName, PciAddress>): Promise<Sharers> {
+  const sharers: Sharers = new Map();
+  for (const [other, p] of Object.entries(state.pools)) {
+    if (other === name) continue;
+    const spec = ctx.registry.get(other, state);
+    const pfs = new Set([...(await poolUse(ctx, spec, known)).keys(), ...p.activated.map((a) => a.pf)]);
+    for (const pf of pfs) sharers.set(pf, [...(sharers.get(pf) ?? []), other]);
+  }
+  return sharers;
 }
 
 export interface StartResult {
@@ -101,16 +140,23 @@ export async function startPool(
   xml: string,
   opts: { dryRun?: boolean; allowActive?: boolean } = {},
 ): Promise<StartResult> {
-  const pfs = pool.pfs.map((p) => p.dev);
   const activatedNow = pool.pfs.filter((p) => p.numVfs !== null).map((p) => ({ pf: p.dev, numVfs: p.numVfs! }));
+  let pfs: NetdevName[] = pool.pfs.map((p) => p.dev);
+  let bound: BoundVf[] = [];
   const plan = async (state: VfpoolState, env?: OwnerEnv): Promise<Action[]> => {
     const existing = state.pools[pool.name];
     const mendable = existing?.change && !isAlive(existing.change.worker);
     if (existing && !opts.allowActive && !mendable) {
       throw new ConflictError(`pool '${pool.name}' is already active`, `stop it with \`vfpool net-destroy ${pool.name}\` first`);
     }
+    const known = knownVfNetdevs(state);
+    const use = await poolUse(ctx, pool, known);
+    pfs = [...new Set([...pfs, ...use.keys()])];
     refuseChanging(state, pfs);
-    return planPoolStart(pool, await gatherFacts(ctx, pool, pfs, state, undefined, env));
+    const facts = await gatherFacts(ctx, pool, pfs, state, undefined, env);
+    const actions = planPoolStart(pool, facts, use, await sharersOf(ctx, pool.name, state, known));
+    bound = boundByPlan(actions, facts);
+    return actions;
   };
   if (opts.dryRun) return { pool, actions: await plan(ctx.store.read()), applied: false };
   return startPoolNow().then((r) => (journal.pool(ctx, 'pool-start', pool.name, r.actions), r), (e) => Promise.reject((journal.poolRefused(ctx, pool.name, 'start', e), e)));
@@ -118,13 +164,15 @@ export async function startPool(
   async function startPoolNow(): Promise<StartResult> {
     const log = ctx.log.child(`pool '${pool.name}'`);
     const record = (state: VfpoolState, change: ActivePool['change']) => {
-      const previous = state.pools[pool.name]?.activated ?? [];
+      const previous = state.pools[pool.name];
       state.pools[pool.name] = {
         xml,
         origin: pool.origin,
         startedAt: new Date().toISOString(),
-        activated: [...previous.filter((a) => !activatedNow.some((b) => b.pf === a.pf)), ...activatedNow],
+        activated: [...(previous?.activated ?? []).filter((a) => !activatedNow.some((b) => b.pf === a.pf)), ...activatedNow],
         change,
+        // A start of a running pool (libvirt's hook) keeps what the first start bound: those VFs are on vfio-pci now.
+        bound: [...(previous?.bound ?? []).filter((b) => !bound.some((n) => n.vf === b.vf)), ...bound],
       };
     };
     // 1. Under the lock: check, plan, record the intent.
@@ -185,16 +233,19 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
       // A pool neither defined nor running is a typo, not a pool that happens to be stopped.
       if (opts.refuse && ctx.registry.readDefinition(name) === undefined) ctx.registry.unknown(name);
       if (opts.refuse) throw new ConflictError(`pool '${name}' is not active`, `start it with \`vfpool net-start ${name}\``);
-      return { pool: name, wasActive: false, applied: false, actions: [], kept: [], gone: [] };
+      return { pool: name, wasActive: false, applied: false, actions: [], kept: [], shared: [], gone: [] };
     }
     if (active.change && active.change.worker !== process.pid && isAlive(active.change.worker)) {
       throw new ConflictError(`pool '${name}' is being ${active.change.kind === 'starting' ? 'started' : 'stopped'} by vfpool pid ${active.change.worker}`, 'try again once it is done');
     }
     const pool = ctx.registry.get(name, state);
     const gone: NetdevName[] = [];
-    const facts = await gatherFacts(ctx, pool, active.activated.map((a) => a.pf), state, gone, env);
-    const plan = planPoolStop(pool, [...facts.keys()], facts, { refuse: opts.refuse });
-    return { pool: name, wasActive: true, applied: false, gone, ...plan };
+    const activated = active.activated.map((a) => a.pf);
+    const pfs = [...new Set([...activated, ...active.bound.map((b) => b.pf)])];
+    const facts = await gatherFacts(ctx, pool, pfs, state, gone, env);
+    const sharers = await sharersOf(ctx, name, state, knownVfNetdevs(state));
+    const plan = planPoolStop(pool, activated.filter((pf) => facts.has(pf)), facts, { refuse: opts.refuse, bound: active.bound, sharers });
+    return { pool: name, wasActive: true, applied: false, gone: gone.filter((pf) => activated.includes(pf)), ...plan };
   };
   if (opts.dryRun) return decide(ctx.store.read());
   return stopPoolNow().then((r) => (r.wasActive && journal.pool(ctx, 'pool-stop', name, r.actions), r), (e) => Promise.reject((journal.poolRefused(ctx, name, 'stop', e), e)));
@@ -228,6 +279,7 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
       });
     }
     for (const k of r.kept) log.warn(k.reason);
+    for (const k of r.shared) log.info(k.reason);
     for (const pf of r.gone) log.warn(`PF ${pf} no longer exists: nothing to remove on it`);
     log.info('stopped');
     return { ...r, applied: true };

@@ -2,7 +2,7 @@ import { BadInputError, HostError, errnoOf } from '../errors.js';
 import type { VfLinkConfig } from '../types.js';
 import type { Context } from './context.js';
 import type { PoolSpec } from '../config/pool-xml.js';
-import { resolvePoolMembers } from './allocation.js';
+import { knownVfNetdevs, resolvePoolMembers } from './allocation.js';
 import { findVfUses, portHoldsVf } from './in-use.js';
 
 export interface VfStatus {
@@ -93,6 +93,7 @@ export async function readStatus(ctx: Context): Promise<Status> {
 export async function listPools(ctx: Context): Promise<PoolListEntry[]> {
   const state = ctx.store.read();
   const out: PoolListEntry[] = [];
+  const known = knownVfNetdevs(state);
   for (const name of ctx.registry.names(state)) {
     let pool: PoolSpec;
     try {
@@ -104,7 +105,7 @@ export async function listPools(ctx: Context): Promise<PoolListEntry[]> {
       throw err;
     }
     // The members the allocator sees; a pool whose PF is missing has none to offer (start says why).
-    const vfs = await resolvePoolMembers(ctx.host, pool).then(
+    const vfs = await resolvePoolMembers(ctx.host, pool, known).then(
       (members) => members.map((m) => m.vf),
       (err) => (err instanceof HostError ? [] : Promise.reject(err)),
     );

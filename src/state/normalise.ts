@@ -39,6 +39,10 @@ export function normaliseState(raw: unknown, file: string): VfpoolState {
     f.string(po, 'xml', at);
     f.oneOf(po, 'origin', at, ['definition', 'libvirt-metadata']);
     f.array(po, 'activated', at);
+    // Added within version 2 (managed binding undone at stop); absent means the start bound none
+    // that existed before it.
+    po.bound ??= [];
+    f.array(po, 'bound', at);
     // Added within version 2 (the start/stop intent); absent means settled.
     po.change ??= null;
     if (po.change !== null) {

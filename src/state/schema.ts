@@ -22,6 +22,21 @@ export interface ActivePool {
    * (back to `from`) or finish the stop. null when the pool is settled.
    */
   change: PoolChange | null;
+  /**
+   * The VFs that existed before the start and that it bound to vfio-pci (`managed='yes'`), with
+   * what they had: the stop gives them back their driver (VFs the start created are removed
+   * instead). Recorded with the intent, before the first bind.
+   */
+  bound: BoundVf[];
+}
+
+export interface BoundVf {
+  pf: NetdevName;
+  vf: PciAddress;
+  /** Its driver before (null: none bound). */
+  driver: string | null;
+  /** Its netdev before (it has none on vfio-pci): how an `<interface dev>` member is still found. */
+  netdev: NetdevName | null;
 }
 
 export interface PoolChange {

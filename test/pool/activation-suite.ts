@@ -132,6 +132,7 @@ export function activationSuite(t: Test, make: (t: Test) => Promise<ActivationWo
 
   world('stop removes the VFs; stopping again is a conflict for a person, a no-op for libvirt', async (t, w) => {
     const xml = poolXml(w.pf, 2);
+    await w.ctx.registry.define(xml, 't');
     await startPool(w.ctx, parsePoolXml(xml, 't'), xml);
     await settle(w.ctx.host, w.pf, 2);
     await stopPool(w.ctx, 'sriov-pool', { refuse: true });
@@ -140,6 +141,8 @@ export function activationSuite(t: Test, make: (t: Test) => Promise<ActivationWo
     await t.rejects(stopPool(w.ctx, 'sriov-pool', { refuse: true }), { exitCode: 3, message: /is not active/ });
     const again = await stopPool(w.ctx, 'sriov-pool', { refuse: false });
     t.equal(again.wasActive, false);
+    w.ctx.registry.undefine('sriov-pool');
+    await t.rejects(stopPool(w.ctx, 'sriov-pool', { refuse: true }), { exitCode: 2, message: "unknown pool 'sriov-pool'" }, 'neither defined nor running: a typo, not a stopped pool');
   });
 
   world('a pool that only names a PF (no <vf num>) never changes its count', async (t, w) => {
