@@ -286,19 +286,36 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
   }
 }
 
+/** A pool whose start or stop was killed half-way, and what `vfpool reconcile` did (or would do) about it. */
+export interface MendedPool {
+  pool: string;
+  /** The interrupted change. */
+  interrupted: 'start' | 'stop';
+  what: string;
+}
+
 /**
  * Mends the pools whose start or stop was killed half-way (their `change` left by a dead
  * process): a start is undone (each PF back to the count it had, when none of its VFs is in
- * use), a stop is finished. For `vfpool reconcile`.
+ * use), a stop is finished. For `vfpool reconcile`, which reports them; with `dryRun`, only
+ * says what it would do.
  */
-export async function mendPools(ctx: Context): Promise<string[]> {
-  const done: string[] = [];
+export async function mendPools(ctx: Context, opts: { dryRun?: boolean } = {}): Promise<MendedPool[]> {
+  const done: MendedPool[] = [];
   const state = ctx.store.read();
   for (const [name, p] of Object.entries(state.pools)) {
     if (!p.change || isAlive(p.change.worker)) continue;
-    if (p.change.kind === 'stopping') {
+    const interrupted = p.change.kind === 'stopping' ? 'stop' : 'start';
+    const keptOf = (r: StopResult) => (r.kept.length ? ` (${r.kept.map((k) => k.reason).join('; ')})` : '');
+    if (opts.dryRun) {
+      const r = await stopPool(ctx, name, { refuse: false, dryRun: true });
+      const verb = interrupted === 'stop' ? 'would finish its interrupted stop' : 'would undo its interrupted start';
+      done.push({ pool: name, interrupted, what: `${verb} (vfpool pid ${p.change.worker} is gone)${keptOf(r)}` });
+      continue;
+    }
+    if (interrupted === 'stop') {
       const r = await stopPool(ctx, name, { refuse: false });
-      done.push(`pool '${name}': finished its interrupted stop${r.kept.length ? ` (${r.kept.map((k) => k.reason).join('; ')})` : ''}`);
+      done.push({ pool: name, interrupted, what: `finished its interrupted stop${keptOf(r)}` });
       continue;
     }
     const from = p.change.from;
@@ -306,13 +323,13 @@ export async function mendPools(ctx: Context): Promise<string[]> {
     const r = await stopPool(ctx, name, { refuse: false });
     // The start had replaced other VFs on a PF it counts: put that count back.
     for (const f of from) {
-      if (f.numVfs === 0 || !counted.has(f.pf) || r.kept.some((k) => k.pf === f.pf) || r.gone.includes(f.pf)) continue;
+      if (f.numVfs === 0 || !counted.has(f.pf) || r.kept.some((k) => k.pf === f.pf) || r.shared.some((k) => k.pf === f.pf) || r.gone.includes(f.pf)) continue;
       await applyPlan(ctx.host, [
         { kind: 'write-numvfs', pf: f.pf, from: 0, to: f.numVfs },
         { kind: 'await-vfs', pf: f.pf, count: f.numVfs, probed: (await ctx.host.getPf(f.pf)).autoprobe },
       ], ctx.log.child(`pool '${name}'`), ctx.apply);
     }
-    done.push(`pool '${name}': undid its interrupted start${r.kept.length ? ` (${r.kept.map((k) => k.reason).join('; ')})` : ''}`);
+    done.push({ pool: name, interrupted, what: `undid its interrupted start${keptOf(r)}` });
   }
   return done;
 }

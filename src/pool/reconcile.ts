@@ -2,7 +2,7 @@ import { asVfpoolError } from '../errors.js';
 import { isAlive } from '../util/process.js';
 import type { Context } from './context.js';
 import { releaseGuest } from './guest-release.js';
-import { mendPools } from './pools.js';
+import { mendPools, type MendedPool } from './pools.js';
 import { readLibvirtPid } from './libvirt-runtime.js';
 import type { Allocation, PortRecord, VfpoolState } from '../state/schema.js';
 import { allocationKeepReason, judgeAllocation, pruneGonePorts } from './owners.js';
@@ -59,6 +59,8 @@ export interface ReconcileResult {
   /** Migration records (`migrate/DOMAIN.json`): dropped when nothing of the migration is left. */
   migrationsDropped: Array<{ domain: string; role: string; stage: string; reason: string }>;
   migrationsKept: Array<{ domain: string; role: string; stage: string; reason: string }>;
+  /** Pools whose start or stop a killed vfpool left half-way: undone or finished (first, before the guests). */
+  pools: MendedPool[];
 }
 
 export { DEFAULT_RECONCILE_GRACE_MS, judgeAllocation, judgePort, type Verdict } from './owners.js';
@@ -75,9 +77,10 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
     graceMs: opts.graceMs,
     self: process.pid,
   };
-  const result: ReconcileResult = { dryRun: Boolean(opts.dryRun), kept: [], freed: [], failed: [], portsDropped: [], portsKept: 0, plansRemoved: [], migrationsDropped: [], migrationsKept: [] };
+  const result: ReconcileResult = { dryRun: Boolean(opts.dryRun), kept: [], freed: [], failed: [], portsDropped: [], portsKept: 0, plansRemoved: [], migrationsDropped: [], migrationsKept: [], pools: [] };
   // Pools whose start or stop was killed half-way first: their PFs may hold VFs no pool owns.
-  if (!opts.dryRun) for (const line of await mendPools(ctx)) log.info(line);
+  result.pools = await mendPools(ctx, { dryRun: opts.dryRun });
+  if (!opts.dryRun) for (const m of result.pools) log.info(`pool '${m.pool}': ${m.what}`);
   const state: VfpoolState = ctx.store.read();
   // Without libvirt no pid file says whether QEMU runs; the wrapper's QMP socket does.
   for (const d of new Set(state.allocations.filter((a) => a.owner.via === 'cli' && a.owner.pid === null).map((a) => a.owner.domain))) {

@@ -1,5 +1,6 @@
 import t from 'tap';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parsePoolXml } from '../../src/config/pool-xml.js';
 import { startPool, stopPool } from '../../src/pool/pools.js';
 import { findVfUses } from '../../src/pool/in-use.js';
@@ -8,6 +9,7 @@ import type { NetdevName } from '../../src/types.js';
 import { makeSimEnv, SEED_000_POOL } from '../helpers/env.js';
 import { spawnSleeper } from '../helpers/processes.js';
 import { vfpoolCli } from '../helpers/spawn.js';
+import { runCliInProcess } from '../helpers/cli-in-process.js';
 import { poolXml } from './activation-suite.js';
 
 t.test('a pool whose PF was unplugged can still be stopped: nothing to remove there, said so', async (t) => {
@@ -76,4 +78,26 @@ t.test('net-list counts a VF as in use by the same rule as the in-use guard (a v
   missing.definePool('ghost', `<network><name>ghost</name><forward mode='hostdev'><pf dev='eth9'/></forward></network>`);
   const ghost = await vfpoolCli(['net-list', '--json'], { env: missing.env });
   t.same([ghost.exitCode, JSON.parse(ghost.stdout)], [0, [{ name: 'ghost', mode: 'hostdev', active: false, persistent: true, vfs: 0, inUse: 0 }]], 'a pool whose PF is missing lists with no VFs');
+});
+
+t.test('reconcile reports the pool start a killed vfpool left half-way, and --dry-run says so without undoing it', async (t) => {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
+  w.definePool('sriov-pool', SEED_000_POOL);
+  await startPool(w.ctx, parsePoolXml(SEED_000_POOL, 't'), SEED_000_POOL);
+  // What a `net-start` killed between its writes and its end leaves: its intent, from 2 VFs.
+  const gone = spawnSleeper();
+  await gone.kill();
+  await w.ctx.store.update((s) => {
+    s.pools['sriov-pool']!.change = { kind: 'starting', worker: gone.pid, since: new Date().toISOString(), from: [{ pf: 'eth1' as NetdevName, numVfs: 2 }] };
+  });
+  const before = readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8');
+  const dry = await runCliInProcess(['reconcile', '--dry-run'], w.env);
+  t.equal(dry.exitCode, 0);
+  t.match(dry.stdout, new RegExp(`^pool sriov-pool: would undo its interrupted start \\(vfpool pid ${gone.pid} is gone\\)\n`));
+  t.equal(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8'), before, 'the dry run changed nothing');
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 4);
+  const r = JSON.parse((await runCliInProcess(['reconcile', '--json'], w.env)).stdout) as { pools: unknown[] };
+  t.same(r.pools, [{ pool: 'sriov-pool', interrupted: 'start', what: 'undid its interrupted start' }]);
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 2, 'the PF has its count from before the start');
+  t.notOk(w.ctx.store.read().pools['sriov-pool'], 'the pool is not active');
 });

@@ -108,6 +108,7 @@ export const GUEST_COMMANDS: CommandDef[] = [
         return r.failed.length ? 1 : 0;
       }
       const verb = a.dryRun ? 'would free' : 'freed';
+      for (const m of r.pools) out(`pool ${m.pool}: ${m.what}`);
       for (const e of r.freed) out(`${verb} ${e.vfAddr} of domain ${e.domain}: ${e.reason}`);
       for (const e of r.failed) out(`FAILED ${e.vfAddr} of domain ${e.domain}: ${e.reason}`);
       for (const e of r.kept) out(`kept ${e.vfAddr} of domain ${e.domain}: ${e.reason}`);
