@@ -3,7 +3,7 @@ import type { VfLinkConfig } from '../types.js';
 import type { Context } from './context.js';
 import type { PoolSpec } from '../config/pool-xml.js';
 import { knownVfNetdevs, resolvePoolMembers } from './allocation.js';
-import { findVfUses, portHoldsVf } from './in-use.js';
+import { findVfUses, portHoldsVf, vfioHoldersOnce } from './in-use.js';
 
 export interface VfStatus {
   index: number;
@@ -16,7 +16,12 @@ export interface VfStatus {
   qos: number | null;
   spoofchk: boolean | null;
   trust: boolean | null;
-  owner: { domain: string; uuid: string | null; pool: string | null; pid?: number | null; via: 'vfpool' | 'libvirt' } | null;
+  /**
+   * Who holds the VF, null when it is free. `via: 'vfio'` is a process holding its
+   * `/dev/vfio/GROUP` open that neither vfpool nor libvirt's network handed it to (a QEMU started
+   * by hand): no domain is known, its pid is.
+   */
+  owner: { domain: string | null; uuid: string | null; pool: string | null; pid?: number | null; via: 'vfpool' | 'libvirt' | 'vfio' } | null;
 }
 
 export interface PfStatus {
@@ -48,6 +53,7 @@ export interface PoolListEntry {
 export async function readStatus(ctx: Context): Promise<Status> {
   const state = ctx.store.read();
   const pfs: PfStatus[] = [];
+  const vfioHolders = vfioHoldersOnce(ctx.host);
   for (const name of await ctx.host.listPfs()) {
     const info = await ctx.host.getPf(name);
     const vfs = await ctx.host.listVfs(name);
@@ -62,10 +68,12 @@ export async function readStatus(ctx: Context): Promise<Status> {
       up: info.up,
       totalVfs: info.totalVfs,
       numVfs: info.numVfs,
-      vfs: vfs.map((vf) => {
+      vfs: await Promise.all(vfs.map(async (vf) => {
         const link = links.get(vf.index);
         const alloc = state.allocations.find((a) => a.vfAddr === vf.address);
         const port = state.ports.find((p) => portHoldsVf(p, vf));
+        // The in-use guard counts an open /dev/vfio group too (net-list, net-destroy): so does status.
+        const holder = !alloc && !port && vf.driver === 'vfio-pci' && vf.iommuGroup !== null ? (await vfioHolders(vf.iommuGroup))[0] : undefined;
         return {
           index: vf.index,
           address: vf.address,
@@ -81,9 +89,11 @@ export async function readStatus(ctx: Context): Promise<Status> {
             ? { domain: alloc.owner.domain, uuid: alloc.owner.uuid, pool: alloc.pool, pid: alloc.owner.pid, via: 'vfpool' }
             : port
               ? { domain: port.domain, uuid: port.domainUuid, pool: port.network, via: 'libvirt' }
-              : null,
+              : holder !== undefined
+                ? { domain: null, uuid: null, pool: null, pid: holder, via: 'vfio' }
+                : null,
         };
-      }),
+      })),
     });
   }
   return { host: ctx.settings.host, pfs, pools: await listPools(ctx) };

@@ -74,6 +74,10 @@ t.test('net-list counts a VF as in use by the same rule as the in-use guard (a v
   await w.sim.holdVfioGroup(vf.address, qemu.pid);
   const list = JSON.parse((await vfpoolCli(['net-list', '--json'], { env: w.env })).stdout);
   t.match(list, [{ name: 'sriov-pool', vfs: 4, inUse: 1 }]);
+  // status names the same holder: a VF net-list counts in use is not shown free.
+  const status = JSON.parse((await runCliInProcess(['status', '--json'], w.env)).stdout);
+  t.same(status.pfs[0].vfs.map((v: { owner: unknown }) => v.owner), [null, { domain: null, uuid: null, pool: null, pid: qemu.pid, via: 'vfio' }, null, null]);
+  t.match((await runCliInProcess(['status'], w.env)).stdout, new RegExp(`${vf.address}\\s.*vfio-pci\\s.*pid ${qemu.pid} \\(/dev/vfio/${vf.iommuGroup}\\)`));
   const missing = makeSimEnv(t);
   missing.definePool('ghost', `<network><name>ghost</name><forward mode='hostdev'><pf dev='eth9'/></forward></network>`);
   const ghost = await vfpoolCli(['net-list', '--json'], { env: missing.env });

@@ -76,7 +76,7 @@ export function printStatusTable(s: Status): void {
         v.driver ?? '-',
         v.mac ?? '-',
         v.vlan ? String(v.vlan) : '-',
-        v.owner ? `${v.owner.domain}${v.owner.pool ? ` (${v.owner.pool})` : ''}` : 'free',
+        v.owner ? (v.owner.domain === null ? `pid ${v.owner.pid} (/dev/vfio/${v.iommuGroup})` : `${v.owner.domain}${v.owner.pool ? ` (${v.owner.pool})` : ''}`) : 'free',
       ]);
     }
     out(t.toString());
