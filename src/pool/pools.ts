@@ -63,11 +63,11 @@ async function poolUse(ctx: Context, pool: PoolSpec, known: Map<NetdevName, PciA
   return use;
 }
 
-/** The other active pools drawing from each PF: a PF's count is theirs too. */
-async function sharersOf(ctx: Context, name: string, state: VfpoolState, known: Map<NetdevName, PciAddress>): Promise<Sharers> {
+/** The active pools drawing from each PF, but `except`: a PF's count is theirs too. */
+export async function activeDrawers(ctx: Context, state: VfpoolState, except?: string, known = knownVfNetdevs(state)): Promise<Sharers> {
   const sharers: Sharers = new Map();
   for (const [other, p] of Object.entries(state.pools)) {
-    if (other === name) continue;
+    if (other === except) continue;
     const spec = ctx.registry.get(other, state);
     const pfs = new Set([...(await poolUse(ctx, spec, known)).keys(), ...p.activated.map((a) => a.pf)]);
     for (const pf of pfs) sharers.set(pf, [...(sharers.get(pf) ?? []), other]);
@@ -154,7 +154,7 @@ export async function startPool(
     pfs = [...new Set([...pfs, ...use.keys()])];
     refuseChanging(state, pfs);
     const facts = await gatherFacts(ctx, pool, pfs, state, undefined, env);
-    const actions = planPoolStart(pool, facts, use, await sharersOf(ctx, pool.name, state, known));
+    const actions = planPoolStart(pool, facts, use, await activeDrawers(ctx, state, pool.name, known));
     bound = boundByPlan(actions, facts);
     return actions;
   };
@@ -243,7 +243,7 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
     const activated = active.activated.map((a) => a.pf);
     const pfs = [...new Set([...activated, ...active.bound.map((b) => b.pf)])];
     const facts = await gatherFacts(ctx, pool, pfs, state, gone, env);
-    const sharers = await sharersOf(ctx, name, state, knownVfNetdevs(state));
+    const sharers = await activeDrawers(ctx, state, name);
     const plan = planPoolStop(pool, activated.filter((pf) => facts.has(pf)), facts, { refuse: opts.refuse, bound: active.bound, sharers });
     return { pool: name, wasActive: true, applied: false, gone: gone.filter((pf) => activated.includes(pf)), ...plan };
   };
@@ -255,6 +255,10 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
     const r = await ctx.store.update(async (state) => {
       const d = await decide(state, healPorts(ctx, state));
       if (!d.wasActive) return d;
+      // libvirt's stop kept these (a VF in use): `vfpool reconcile` removes them once none is.
+      for (const { pf } of d.kept) {
+        state.leftovers = [...state.leftovers.filter((l) => l.pf !== pf), { pool: name, pf, since: new Date().toISOString() }];
+      }
       const p = state.pools[name]!;
       if (d.actions.length === 0) delete state.pools[name];
       else p.change = { kind: 'stopping', worker: process.pid, since: new Date().toISOString(), from: await pfCounts(ctx, d.actions.flatMap((a) => (a.kind === 'write-numvfs' ? [a.pf] : []))) };

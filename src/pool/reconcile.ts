@@ -3,6 +3,7 @@ import { isAlive } from '../util/process.js';
 import type { Context } from './context.js';
 import { releaseGuest } from './guest-release.js';
 import { mendPools, type MendedPool } from './pools.js';
+import { clearLeftovers, type LeftoverOutcome } from './leftovers.js';
 import { readLibvirtPid } from './libvirt-runtime.js';
 import type { Allocation, PortRecord, VfpoolState } from '../state/schema.js';
 import { allocationKeepReason, judgeAllocation, pruneGonePorts } from './owners.js';
@@ -61,6 +62,8 @@ export interface ReconcileResult {
   migrationsKept: Array<{ domain: string; role: string; stage: string; reason: string }>;
   /** Pools whose start or stop a killed vfpool left half-way: undone or finished (first, before the guests). */
   pools: MendedPool[];
+  /** VFs stopped pools left behind (a VF was in use at libvirt's stop): removed once none is, else kept. */
+  leftovers: LeftoverOutcome[];
 }
 
 export { DEFAULT_RECONCILE_GRACE_MS, judgeAllocation, judgePort, type Verdict } from './owners.js';
@@ -77,7 +80,7 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
     graceMs: opts.graceMs,
     self: process.pid,
   };
-  const result: ReconcileResult = { dryRun: Boolean(opts.dryRun), kept: [], freed: [], failed: [], portsDropped: [], portsKept: 0, plansRemoved: [], migrationsDropped: [], migrationsKept: [], pools: [] };
+  const result: ReconcileResult = { dryRun: Boolean(opts.dryRun), kept: [], freed: [], failed: [], portsDropped: [], portsKept: 0, plansRemoved: [], migrationsDropped: [], migrationsKept: [], pools: [], leftovers: [] };
   // Pools whose start or stop was killed half-way first: their PFs may hold VFs no pool owns.
   result.pools = await mendPools(ctx, { dryRun: opts.dryRun });
   if (!opts.dryRun) for (const m of result.pools) log.info(`pool '${m.pool}': ${m.what}`);
@@ -110,6 +113,7 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
     // A domain being freed loses its plan with its release; these are the others.
     result.plansRemoved = await stalePlans(ctx, new Set(state.allocations.map((a) => a.owner.domain)));
     await judgeMigrations(ctx, env.libvirtPid, new Set(state.allocations.filter((a) => !toFree.has(a.owner.domain)).map((a) => a.owner.domain)), result, true);
+    result.leftovers = await clearLeftovers(ctx, env, { dryRun: true });
     return result;
   }
 
@@ -181,6 +185,9 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
   await judgeMigrations(ctx, env.libvirtPid, new Set(ctx.store.read().allocations.map((a) => a.owner.domain)), result, false);
   for (const m of result.migrationsDropped) log.info(`dropped the migration record of domain '${m.domain}' (${m.role}, ${m.stage}): ${m.reason}`);
   for (const m of result.migrationsKept) log.info(`kept the migration record of domain '${m.domain}' (${m.role}, ${m.stage}): ${m.reason}`);
+  // Last: the VFs of the guests freed above count as free here.
+  result.leftovers = await clearLeftovers(ctx, env, { dryRun: false });
+  for (const l of result.leftovers) log.info(`pool '${l.pool}': ${l.what}`);
   await ctx.store.rebuildIndex();
   log.info(`kept ${result.kept.length}, freed ${result.freed.length}, failed ${result.failed.length}, dropped ${result.portsDropped.length} port record(s)`);
   return result;

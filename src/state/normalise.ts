@@ -60,7 +60,21 @@ export function normaliseState(raw: unknown, file: string): VfpoolState {
     const bo = isObject(b) ? b : bad(`${at} is ${describe(b)}, expected an object`);
     for (const k of ['domain', 'netdev', 'vfAddr']) f.string(bo, k, at);
   });
-  return { version: STATE_VERSION, pools: pools as VfpoolState['pools'], allocations, ports, bindings: bindings as VfpoolState['bindings'] };
+  // Added within version 2: absent means no stopped pool left VFs behind.
+  const leftovers = raw.leftovers === undefined ? [] : f.array(raw, 'leftovers', '');
+  leftovers.forEach((l, i) => {
+    const at = `leftovers[${i}]`;
+    const lo = isObject(l) ? l : bad(`${at} is ${describe(l)}, expected an object`);
+    for (const k of ['pool', 'pf', 'since']) f.string(lo, k, at);
+  });
+  return {
+    version: STATE_VERSION,
+    pools: pools as VfpoolState['pools'],
+    allocations,
+    ports,
+    bindings: bindings as VfpoolState['bindings'],
+    leftovers: leftovers as VfpoolState['leftovers'],
+  };
 }
 
 function upgradeAllocation(raw: unknown, at: string, f: Fields): Allocation {

@@ -160,10 +160,23 @@ export interface VfpoolState {
   ports: PortRecord[];
   /** netdev= resolutions kept across releases. */
   bindings: NetdevBinding[];
+  /** VFs a stopped pool left because they were in use (libvirt's `stopped end` cannot refuse). */
+  leftovers: LeftoverVfs[];
+}
+
+/**
+ * A PF whose VFs vfpool created for a pool that libvirt stopped while a guest used one of them:
+ * `vfpool reconcile` removes them once none is in use (or forgets them once another pool starts
+ * on the PF: they are that pool's then).
+ */
+export interface LeftoverVfs {
+  pool: string;
+  pf: NetdevName;
+  since: string;
 }
 
 export function emptyState(): VfpoolState {
   // Pool names are user input: a plain object would find `constructor` or `toString` in every
   // state, so `pools` never has a prototype (see normalise.ts, which builds it the same way).
-  return { version: STATE_VERSION, pools: Object.create(null) as VfpoolState['pools'], allocations: [], ports: [], bindings: [] };
+  return { version: STATE_VERSION, pools: Object.create(null) as VfpoolState['pools'], allocations: [], ports: [], bindings: [], leftovers: [] };
 }

@@ -105,3 +105,45 @@ t.test('reconcile reports the pool start a killed vfpool left half-way, and --dr
   t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 2, 'the PF has its count from before the start');
   t.notOk(w.ctx.store.read().pools['sriov-pool'], 'the pool is not active');
 });
+
+t.test('VFs libvirt\'s stop had to keep (one in use) are removed by reconcile once none is', async (t) => {
+  const w = makeSimEnv(t);
+  w.definePool('sriov-pool', SEED_000_POOL);
+  const cli = (argv: string[], stdin?: string) => runCliInProcess(argv, w.env, stdin);
+  t.equal((await cli(['net-start', 'sriov-pool'])).exitCode, 0);
+  const xml = `<domain type='kvm'><name>vm1</name><metadata><vfpool:domain xmlns:vfpool='https://vfpool.dev/xmlns/1'><vfpool:hostdev pool='sriov-pool' mac='52:54:00:00:00:01'/></vfpool:domain></metadata></domain>`;
+  t.equal((await cli(['prepare', '--xml=-'], xml)).exitCode, 0);
+  // libvirt's `stopped end` cannot refuse: the VFs stay, and are recorded as left.
+  const stopped = await stopPool(w.ctx, 'sriov-pool', { refuse: false });
+  t.equal(stopped.kept.length, 1);
+  t.match(w.ctx.store.read().leftovers, [{ pool: 'sriov-pool', pf: 'eth1' }]);
+
+  const inUse = await cli(['reconcile']);
+  t.match(inUse.stdout, /^pool sriov-pool \(stopped\): eth1 keeps its 4 VFs: VF 0 \(0000:3b:02\.0\) is in use by domain 'vm1'$/m);
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 4, 'kept while vm1 holds one');
+  t.equal((await cli(['release', 'vm1'])).exitCode, 0);
+  const before = readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8');
+  t.match((await cli(['reconcile', '--dry-run'])).stdout, /^pool sriov-pool \(stopped\): would remove the 4 VFs of eth1 it left when libvirt stopped it: none is in use now$/m);
+  t.equal(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8'), before, 'the dry run changed nothing');
+  const json = JSON.parse((await cli(['reconcile', '--json'])).stdout) as { leftovers: unknown[] };
+  t.same(json.leftovers, [{ pool: 'sriov-pool', pf: 'eth1', what: 'removed the 4 VFs of eth1 it left when libvirt stopped it: none is in use now', kept: false }]);
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 0);
+  t.same(w.ctx.store.read().leftovers, [], 'nothing left to remember');
+  t.same(JSON.parse((await cli(['reconcile', '--json'])).stdout).leftovers, [], 'a second reconcile has nothing to do');
+});
+
+t.test('VFs left by a stopped pool are the business of an active pool that draws from their PF', async (t) => {
+  const w = makeSimEnv(t);
+  w.definePool('sriov-pool', SEED_000_POOL);
+  w.definePool('other', `<network><name>other</name><forward mode='passthrough'><pf dev='eth1'/></forward></network>`);
+  await w.ctx.store.update((s) => {
+    s.leftovers = [{ pool: 'gone-pool', pf: 'eth1' as NetdevName, since: new Date().toISOString() }];
+  });
+  await w.sim.writeNumVfs('eth1' as NetdevName, 2);
+  t.equal((await runCliInProcess(['net-start', 'other'], w.env)).exitCode, 0);
+  t.match((await runCliInProcess(['reconcile'], w.env)).stdout, /^pool gone-pool \(stopped\): eth1 keeps its 2 VFs: active pool 'other' draws from it$/m);
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 2);
+  t.equal((await runCliInProcess(['net-destroy', 'other'], w.env)).exitCode, 0);
+  t.match((await runCliInProcess(['reconcile'], w.env)).stdout, /^pool gone-pool \(stopped\): removed the 2 VFs of eth1/m);
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 0);
+});

@@ -115,6 +115,7 @@ export const GUEST_COMMANDS: CommandDef[] = [
       for (const p of r.portsDropped) out(`${a.dryRun ? 'would drop' : 'dropped'} libvirt port of network ${p.network} for domain ${p.domain} (${p.vf ?? '-'}): ${p.reason}`);
       for (const m of r.migrationsDropped) out(`${a.dryRun ? 'would drop' : 'dropped'} the migration record of domain ${m.domain} (${m.role}, ${m.stage}): ${m.reason}`);
       for (const m of r.migrationsKept) out(`kept the migration record of domain ${m.domain} (${m.role}, ${m.stage}): ${m.reason}`);
+      for (const l of r.leftovers) out(`pool ${l.pool} (stopped): ${l.what}`);
       out(`${r.kept.length} kept, ${r.freed.length} ${verb}, ${r.failed.length} failed${a.dryRun ? ' (--dry-run, nothing changed)' : ''}`);
       return r.failed.length ? 1 : 0;
     },

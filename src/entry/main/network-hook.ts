@@ -53,7 +53,7 @@ export async function networkHook(argv: string[]): Promise<number> {
 
   // stopped end: libvirt cannot be refused here; VFs in use stay and we say so.
   const r = await stopPool(ctx, name, { refuse: false });
-  for (const k of r.kept) writeStderr(`vfpool: warning: pool '${name}': ${k.reason}; remove them later with \`vfpool reconcile\` or restart the network\n`);
+  for (const k of r.kept) writeStderr(`vfpool: warning: pool '${name}': ${k.reason}; \`vfpool reconcile\` removes them once none is in use\n`);
   for (const pf of r.gone) writeStderr(`vfpool: warning: pool '${name}': PF ${pf} no longer exists: nothing to remove on it\n`);
   return 0;
 }
