@@ -1,3 +1,4 @@
+import { fsError } from '../../util/fs-errors.js';
 import { BadInputError, errnoOf } from '../../errors.js';
 import { loadSettings, settingsFrom } from '../../config/settings.js';
 import { createContext } from '../../pool/context.js';
@@ -64,7 +65,7 @@ export const OPS_COMMANDS: CommandDef[] = [
         read = journal.readAll();
       } catch (err) {
         if (errnoOf(err) === 'ENOENT') read = { entries: [], unreadable: 0 };
-        else throw new BadInputError(`cannot read the history in ${ctx.settings.journalDir}: ${errnoOf(err) ?? (err as Error).message}`, 'run as root');
+        else throw fsError(err, journal.file, 'the VF history', 'VFPOOL_JOURNAL_DIR');
       }
       if (read.unreadable) warn(`${read.unreadable} line(s) of ${journal.file}* are not JSON and were skipped`);
       const entries = filterHistory(read.entries, filter);

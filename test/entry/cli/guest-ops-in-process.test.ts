@@ -99,7 +99,12 @@ t.test('bad input: exit 2, one line naming the option', async (t) => {
   writeFileSync(join(w.dir, 'jfile'), '');
   const r = await runCliInProcess(['history'], { ...w.env, VFPOOL_JOURNAL_DIR: join(w.dir, 'jfile') });
   t.equal(r.exitCode, 2);
-  t.match(r.stderr, /^vfpool: cannot read the history in .*jfile: ENOTDIR/);
+  t.match(r.stderr, /^vfpool: the VF history .*jfile\/history\.jsonl: a part of that path is a file, not a directory: remove or rename that file, or point VFPOOL_JOURNAL_DIR elsewhere\n$/);
+  // A directory where the history file belongs: named, with the fix, not "run as root" (it is root).
+  mkdirSync(join(w.dir, 'jdir/history.jsonl'), { recursive: true });
+  const isDir = await runCliInProcess(['history'], { ...w.env, VFPOOL_JOURNAL_DIR: join(w.dir, 'jdir') });
+  t.equal(isDir.exitCode, 2);
+  t.match(isDir.stderr, /^vfpool: the VF history .*jdir\/history\.jsonl is a directory: remove or rename that directory, or point VFPOOL_JOURNAL_DIR elsewhere\n$/);
 });
 
 t.test('history with no journal yet, and doctor with a broken vfpool.conf', async (t) => {
