@@ -48,6 +48,8 @@ export function flattenQueryPci(result: unknown): PciDeviceSeen[] {
 }
 
 export interface HotplugOptions {
+  /** Only say which devices are missing and would be added (read-only QMP commands). */
+  dryRun?: boolean;
   /** How long to wait for each device to show in query-pci after device_add. */
   timeoutMs: number;
   pollMs?: number;
@@ -81,6 +83,11 @@ export async function hotplugDevices(qmp: QmpClient, devices: QmpDeviceAdd[], op
   for (const d of devices) {
     if (present.has(d.id)) {
       opts.log?.(`${d.id} is already on the guest's PCI bus`);
+      continue;
+    }
+    if (opts.dryRun) {
+      added.push(d.id);
+      opts.log?.(`would device_add ${d.id} (${d.driver}) into ${d.bus}`);
       continue;
     }
     try {

@@ -19,6 +19,8 @@ export interface PlugDeps {
   /** How long each device may take to show in query-pci. */
   timeoutMs: number;
   log?: (line: string) => void;
+  /** Everything but the device_add: `added` lists what would be added. */
+  dryRun?: boolean;
 }
 
 export interface PlugResult {
@@ -52,7 +54,7 @@ export async function plugPlannedVfs(stateDir: string, domainArg: string, deps: 
     }
     // After a migration arrived, the running QEMU is an ordinary one: generatedDevices ignores -incoming.
     const devices = [...generatedDevices(plan, deps.readArgv(socket)).values()];
-    result.added = await hotplugDevices(qmp, devices, { timeoutMs: deps.timeoutMs, log: deps.log });
+    result.added = await hotplugDevices(qmp, devices, { timeoutMs: deps.timeoutMs, log: deps.log, dryRun: deps.dryRun });
     result.present = devices.map((d) => d.id).filter((id) => !result.added.includes(id));
     return result;
   } finally {

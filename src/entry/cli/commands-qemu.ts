@@ -1,4 +1,4 @@
-import { JSON_OUT, parseSeconds, secondsOption, type CommandDef } from './define.js';
+import { DRY_RUN, JSON_OUT, parseSeconds, secondsOption, type CommandDef } from './define.js';
 import { cliContext, out } from './output.js';
 
 export const QEMU_COMMANDS: CommandDef[] = [
@@ -51,18 +51,23 @@ export const QEMU_COMMANDS: CommandDef[] = [
     positionals: { domain: { describe: 'a domain prepared with `vfpool prepare --delivery hotplug`, whose QEMU runs through vfpool-qemu' } },
     options: {
       timeout: secondsOption('seconds each VF may take to show on the guest\'s PCI bus', 30),
+      ...DRY_RUN,
       ...JSON_OUT,
     },
-    examples: [['plug vm1', "after `vfpool-qemu -name guest=vm1 …` started: vm1's VFs into the root ports the wrapper reserved"]],
-    async run(a: { domain: string; timeout: string | number; json: boolean }) {
+    examples: [
+      ['plug vm1', "after `vfpool-qemu -name guest=vm1 …` started: vm1's VFs into the root ports the wrapper reserved"],
+      ['plug --dry-run vm1', 'say which VFs are missing from the guest and would be added (QEMU is only asked, not changed)'],
+    ],
+    async run(a: { domain: string; timeout: string | number; json: boolean; dryRun: boolean }) {
       const timeoutSeconds = parseSeconds('timeout', a.timeout, { zeroAllowed: false });
       const ctx = cliContext('plug');
       const [{ plugPlannedVfs }, { qemuArgvBySocket }] = await Promise.all([import('../../qemu/plug.js'), import('../../migrate/devices.js')]);
       const lines: string[] = [];
-      const r = await plugPlannedVfs(ctx.settings.stateDir, a.domain, { readArgv: (socket) => qemuArgvBySocket(socket, ctx.settings.procRoot), timeoutMs: timeoutSeconds * 1000, log: (l) => lines.push(l) });
-      if (a.json) out(JSON.stringify(r));
+      const r = await plugPlannedVfs(ctx.settings.stateDir, a.domain, { readArgv: (socket) => qemuArgvBySocket(socket, ctx.settings.procRoot), timeoutMs: timeoutSeconds * 1000, log: (l) => lines.push(l), dryRun: a.dryRun });
+      if (a.json) out(JSON.stringify(a.dryRun ? { ...r, dryRun: true } : r));
       else {
         for (const l of lines) if (l.startsWith('device_add ')) out(`Domain ${r.domain}: ${l}: on the guest's PCI bus`);
+        for (const l of lines) if (l.startsWith('would device_add ')) out(`Domain ${r.domain}: ${l} (--dry-run, nothing changed)`);
         for (const id of r.present) out(`Domain ${r.domain}: ${id} is on the guest's PCI bus already`);
         if (r.added.length + r.present.length === 0) out(`Domain ${r.domain} has no VF to plug`);
       }

@@ -59,6 +59,10 @@ t.test('prepare --delivery hotplug, qemu-args, plug (text and JSON), refusals', 
   });
   t.teardown(() => server.close());
 
+  // A dry run asks QEMU (status, query-pci) and adds nothing.
+  t.same(await cli('plug', '--dry-run', 'vm1'), { exitCode: 0, stdout: 'Domain vm1: would device_add vfpool-vf0 (e1000e) into vfpool-rp0 (--dry-run, nothing changed)\n', stderr: '' });
+  t.same(JSON.parse((await cli('plug', '--dry-run', '--json', 'vm1')).stdout), { domain: 'vm1', added: ['vfpool-vf0'], present: [], dryRun: true });
+  t.same(added, [], 'no device_add reached QEMU');
   t.same(await cli('plug', 'vm1'), { exitCode: 0, stdout: "Domain vm1: device_add vfpool-vf0 (e1000e) into vfpool-rp0: on the guest's PCI bus\n", stderr: '' });
   t.match(added, [{ driver: 'e1000e', id: 'vfpool-vf0', bus: 'vfpool-rp0', mac: '52:54:00:aa:00:01' }]);
   t.same(await cli('plug', 'vm1'), { exitCode: 0, stdout: "Domain vm1: vfpool-vf0 is on the guest's PCI bus already\n", stderr: '' });
