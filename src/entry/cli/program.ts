@@ -28,11 +28,24 @@ function explain(yargsMsg: string, argv: string[], defs: CommandDef[]): string {
   if (/^Unknown arguments?:/.test(msg) && first !== undefined && !def && first !== COMPLETION.name) {
     return `unknown command '${first}': \`vfpool --help\` lists the commands`;
   }
+  // yargs reads `--bogus x` as an option with a value, so an unknown option before the
+  // positional shows as "missing <pool>": name the unknown option instead, it is the mistake.
+  const known = new Set(['help', 'h', 'version', ...Object.keys(def?.options ?? {})]);
+  const unknown = argv.filter((x) => x.startsWith('--') && x !== '--' && !known.has(x.slice(2).split('=')[0]!.replace(/^no-/, '')));
+  if (/^Not enough non-option arguments/.test(msg) && def && unknown.length) {
+    return `${def.name}: unknown option ${unknown.map((x) => x.split('=')[0]).join(', ')}: see \`vfpool ${def.name} --help\``;
+  }
   if (/^Not enough non-option arguments/.test(msg) && def) {
     const missing = positionalNames(def).filter((p) => p.required).map((p) => `<${p.name}>, ${def.positionals?.[p.name]?.describe ?? p.name}`);
     return `${def.name}: missing ${missing.join('; ')}: e.g. \`vfpool ${def.examples[0]![0]}\``;
   }
-  return `${def ? `${def.name}: ` : ''}${msg.replace(/\.$/, '')}: see \`vfpool ${def ? `${def.name} ` : ''}--help\``;
+  // yargs names an unknown `--dry-run` twice, as itself and camelCased (`dry-run, dryRun`).
+  const once = msg.replace(/^(Unknown arguments?): (.*)$/, (_, head: string, list: string) => {
+    const names = list.split(', ');
+    const kept = names.filter((n) => !names.some((o) => o !== n && o.includes('-') && o.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase()) === n));
+    return `${kept.length === 1 ? 'Unknown argument' : head}: ${kept.join(', ')}`;
+  });
+  return `${def ? `${def.name}: ` : ''}${once.replace(/\.$/, '')}: see \`vfpool ${def ? `${def.name} ` : ''}--help\``;
 }
 
 export function buildProgram(argv: string[], defs: CommandDef[] = COMMANDS): Argv {
