@@ -9,6 +9,7 @@ import { parsePoolXml } from '../../src/config/pool-xml.js';
 import { startPool } from '../../src/pool/pools.js';
 import { poolXml } from '../pool/activation-suite.js';
 import { domainXml, portHookData } from '../helpers/libvirt-domains.js';
+import { runCliInProcess } from '../helpers/cli-in-process.js';
 import { hookStatus, META, networkHookInProcess, qemuHookInProcess, setupHookWorld } from '../helpers/hook-world.js';
 
 const sample = (name: string) => readFileSync(join(REPO, 'test/libvirt/samples', name), 'utf8');
@@ -33,6 +34,11 @@ t.test('libvirt network carrying a pool in metadata: start creates VFs, stopped 
   t.same([start.exitCode, start.stdout, start.stderr], [0, '', ''], 'start begin');
   t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 4);
   t.ok(existsSync(join(w.settings.stateDir, 'index/pool.vfp-net')), 'the shim\'s marker exists');
+  // net-dumpxml shows the network libvirt runs, not the hook's <hookData> around it.
+  const dump = await runCliInProcess(['net-dumpxml', 'vfp-net'], w.env);
+  t.match(dump.stdout, /^<network[\s>][\s\S]*<\/network>\n$/);
+  t.notMatch(dump.stdout, /hookData/);
+  t.same(parsePoolXml(dump.stdout, 'dumped').pfs, [{ dev: 'eth1', numVfs: 4 }], 'what it prints defines the same pool');
   const started = await hook(w, ['vfp-net', 'started', 'begin', '-'], sample('stdin-network-vfp-net-started-begin.xml'));
   t.equal(started.exitCode, 0, 'started begin: nothing to do');
   const stopped = await hook(w, ['vfp-net', 'stopped', 'end', '-'], sample('stdin-network-vfp-net-stopped-end.xml'));

@@ -89,7 +89,7 @@ export const POOL_COMMANDS: CommandDef[] = [
       const ctx = cliContext('net-dumpxml');
       ctx.registry.get(a.pool); // validates, and names the error for an unknown pool
       const active = ctx.store.read().pools[a.pool];
-      writeStdout(active?.xml ?? ctx.registry.readDefinition(a.pool) ?? '');
+      writeStdout(active ? networkOf(active.xml) : (ctx.registry.readDefinition(a.pool) ?? ''));
       return 0;
     },
   },
@@ -152,3 +152,15 @@ export const POOL_COMMANDS: CommandDef[] = [
     },
   },
 ];
+
+/**
+ * The `<network>` a pool runs with. A pool libvirt started through the network hook keeps the
+ * hook's whole stdin, `<hookData><network>…</network></hookData>` (its `<metadata>` carries the
+ * pool): what net-dumpxml prints is the network, as `virsh net-dumpxml` would.
+ */
+function networkOf(xml: string): string {
+  if (!/^\s*(<\?xml[^>]*\?>\s*)?<hookData[\s>]/.test(xml)) return xml;
+  const start = xml.search(/<network[\s>]/);
+  const end = xml.lastIndexOf('</network>');
+  return start >= 0 && end > start ? `${xml.slice(start, end + '</network>'.length)}\n` : xml;
+}
