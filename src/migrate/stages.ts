@@ -66,7 +66,7 @@ export async function prepareStage(deps: StageDeps, desc: MigrationDescriptionV1
   const requests = requestsOf(desc);
   let plan: DomainPlanV1 | null = null;
   const reserveAndConfigure = async () => {
-    const vfs = await deps.pool.reserve(domain, requests);
+    const vfs = await deps.pool.reserve(domain, requests, desc.uuid);
     const byId = new Map(vfs.map((v) => [v.id, v]));
     plan = {
       ...skeleton,
