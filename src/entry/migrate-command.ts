@@ -13,6 +13,7 @@ import { domainQmpSocketPath, readDomainPlan, removeDomainPlan, writeDomainPlan 
 import { parseObjectName } from '../types.js';
 import { crashPoint } from '../util/crash-point.js';
 import { migrationPool, requestLookup } from '../migrate/pool-port.js';
+import { journal } from '../pool/journal-entries.js';
 import { readInputFile } from './run.js';
 import { writeStdout } from '../util/stdio.js';
 
@@ -193,7 +194,15 @@ export async function runMigrate(ctx: Context, a: MigrateArgs): Promise<number> 
           }
           const desc = validateDescription(value, a.description);
           if (domain !== null && domain !== desc.domain) throw new BadInputError(`${a.description} describes domain '${desc.domain}', not '${domain}'`);
-          print(ctx, await withDeps(ctx, null, (deps) => prepareStage(deps, desc)), a.json);
+          let prepared: StageResult;
+          try {
+            prepared = await withDeps(ctx, null, (deps) => prepareStage(deps, desc));
+          } catch (err) {
+            // In the history as a plain prepare's refusal is: the destination's side of a refused migration.
+            journal.prepareFailed(ctx, desc.domain, err);
+            throw err;
+          }
+          print(ctx, prepared, a.json);
           return 0;
         }
         case 'perform': {

@@ -1,4 +1,4 @@
-import { BadInputError, ConflictError } from '../errors.js';
+import { BadInputError, ConflictError, RollbackError } from '../errors.js';
 import type { DomainPlanV1 } from '../state/domain-plan.js';
 import type { MigrationDescriptionV1 } from './begin.js';
 import { requestsOf } from './begin.js';
@@ -114,8 +114,17 @@ export async function prepareStage(deps: StageDeps, desc: MigrationDescriptionV1
   ];
   await deps.records.write(record);
   crashPoint('migrate-prepare:begun');
-  const res = await applySteps(steps, record, deps.records, 'migrate-prepare');
-  return { domain, stage: record.stage, steps: res.applied };
+  try {
+    const res = await applySteps(steps, record, deps.records, 'migrate-prepare');
+    return { domain, stage: record.stage, steps: res.applied };
+  } catch (err) {
+    // Rolled back, nothing is held: a record left behind would outlive the refusal and block
+    // or mislead the domain's later migrations. After a failed rollback it is what recovers.
+    if (!(err instanceof RollbackError)) {
+      await deps.records.update(domain, (cur) => (cur !== null && cur.role === 'destination' && !cur.reserved ? null : undefined));
+    }
+    throw err;
+  }
 }
 
 /**

@@ -144,3 +144,25 @@ t.test('every VF setting the request had, and the uuid, reach the destination: d
   const link = (await dst.sim.getVfLinks('eth1' as never)).get(a!.vfIndex)!;
   t.match(link, { mac: '52:54:00:aa:00:01', vlan: 100, qos: 3, spoofchk: false, trust: true, maxTxRate: 500 }, "the destination's VF set as the source's was");
 });
+
+t.test('a prepare the destination refuses (pool exhausted): exit 3, no migration record left, the refusal in the history', async (t) => {
+  const dst = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 1 }] });
+  dst.definePool('p', POOL);
+  await dst.sim.writeNumVfs('eth1' as never, 1);
+  const other = join(dst.dir, 'other.xml');
+  writeFileSync(other, domainXml('prepare', { name: 'other', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:09'/>` }));
+  t.equal((await runCliInProcess(['prepare', '--xml', other], dst.env)).exitCode, 0, 'the only VF taken');
+  const desc = JSON.stringify({ version: 1, domain: 'vm1', uuid: null, delivery: 'hotplug', sriovNics: [], vfs: [{ id: 'vfpool-vf0', pool: 'p', mac: '52:54:00:aa:00:02', failoverStandbyMac: null, guestAddress: null, settings: { vlan: 7 } }] });
+  const r = await runCliInProcess(['migrate', 'prepare', '--description', '-'], dst.env, desc);
+  t.equal(r.exitCode, 3, r.stderr);
+  t.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+  t.notOk(existsSync(join(dst.settings.stateDir, 'migrate', 'vm1.json')), 'no migration record left');
+  t.equal(dst.ctx.store.read().allocations.filter((x) => x.owner.domain === 'vm1').length, 0, 'nothing held');
+  const hist = await runCliInProcess(['history', 'vm1', '--json'], dst.env);
+  t.match(hist.stdout.trim().split('\n').map((l) => JSON.parse(l)), [{ op: 'prepare-failed', domain: 'vm1', exitCode: 3, error: /vm1/ }], 'journaled like a plain prepare refusal');
+  // Later, with the VF free, the same migration prepares as if the refusal never happened.
+  t.equal((await runCliInProcess(['release', 'other'], dst.env)).exitCode, 0);
+  const again = await runCliInProcess(['migrate', 'prepare', '--description', '-'], dst.env, desc);
+  t.equal(again.exitCode, 0, again.stderr);
+  t.match(JSON.parse(readFileSync(join(dst.settings.stateDir, 'migrate', 'vm1.json'), 'utf8')), { role: 'destination', stage: 'prepared', reserved: true });
+});

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { HostError, RollbackError, type VfpoolError } from '../../src/errors.js';
+import { ConflictError, HostError, RollbackError, type VfpoolError } from '../../src/errors.js';
 import { migrateBeginXml, describeForMigration, validateDescription } from '../../src/migrate/begin.js';
 import { generatedDevices } from '../../src/qemu/running-devices.js';
 import { planQemuArgs } from '../../src/qemu/args.js';
@@ -222,7 +222,17 @@ t.test('prepare undoes its reservation when a later step fails', async (t) => {
   w.failPlanWrite();
   await t.rejects(prepareStage(w.deps, desc), /cannot write plan: ENOSPC/);
   t.same(w.poolLog, [`reserve vm1 ${MAC}`, 'configure vm1', 'release vm1 migration-failed'], 'reserved, then released');
-  t.equal(w.records.get('vm1')!.reserved, false, 'the record says nothing is reserved');
+  t.notOk(w.records.has('vm1'), 'no record left: the stage undid everything it did');
+});
+
+t.test('a prepare the pool refuses leaves no migration record (a failed stage undoes its own steps)', async (t) => {
+  const desc = describeForMigration(planOf([PLAIN]), () => ({ pool: 'p1', settings: {} }));
+  const w = world(null, new FakeQemu(new Set()));
+  w.deps.pool.reserve = async () => { throw new ConflictError("pool 'p1' has no free VF"); };
+  const err = (await prepareStage(w.deps, desc).catch((e: unknown) => e)) as VfpoolError;
+  t.equal(err.exitCode, 3);
+  t.same([...w.records.keys()], [], 'no record');
+  t.notOk(w.plans.has('vm1'), 'no plan');
 });
 
 t.test('an undo that fails too is reported with both causes', async (t) => {
