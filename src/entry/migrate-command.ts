@@ -1,10 +1,10 @@
 import type { Context } from '../pool/context.js';
-import { asVfpoolError, BadInputError, HostError } from '../errors.js';
+import { asVfpoolError, BadInputError, ConflictError, HostError } from '../errors.js';
 import { describeForMigration, migrateBeginXml, validateDescription } from '../migrate/begin.js';
 import { qemuArgvBySocket } from '../migrate/devices.js';
 import { migrateOverQmp } from '../migrate/failover.js';
 import type { MigrationQmp, PlanStore } from '../migrate/ports.js';
-import { DEFAULT_TIMEOUTS, peripheralIds } from '../migrate/qmp-steps.js';
+import { DEFAULT_TIMEOUTS, peripheralIds, runState } from '../migrate/qmp-steps.js';
 import { connectQmp, virshQmp } from '../migrate/qmp-port.js';
 import { QmpClosedError } from '../qemu/qmp.js';
 import { fileRecordStore, unpluggedByVfpool } from '../state/migration-record.js';
@@ -146,6 +146,20 @@ async function confirmIncoming(ctx: Context, domain: string, seconds: number, js
   }
 }
 
+/**
+ * `vfpool plug` refuses an incoming QEMU the same way: what the stream carries is not loaded yet,
+ * so a VF plugged now would be a device the migration's state does not know, and "arrived" untrue.
+ */
+async function refuseBeforeArrival(qmp: MigrationQmp, domain: string): Promise<void> {
+  const status = await runState(qmp, DEFAULT_TIMEOUTS);
+  if (status === 'inmigrate') {
+    throw new ConflictError(
+      `domain '${domain}': the migration has not arrived yet (its QEMU is in status inmigrate)`,
+      `run \`vfpool migrate confirm ${domain} --role destination\` once it completed, or add --wait-incoming SECONDS to wait for it`,
+    );
+  }
+}
+
 export interface MigrateArgs {
   first: string;
   second?: string;
@@ -224,14 +238,17 @@ export async function runMigrate(ctx: Context, a: MigrateArgs): Promise<number> 
         case 'confirm': {
           const d = needDomain();
           if (a.role === undefined) throw new BadInputError('vfpool migrate confirm: give --role source or --role destination');
-          const record = fileRecordStore(ctx.settings.stateDir).read(d);
-          const needsQemu = (a.role === 'destination' && !a.failed) || (a.role === 'source' && a.failed && record !== null && unpluggedByVfpool(record).length > 0);
           if (a.waitIncoming !== undefined) {
             if (a.role !== 'destination') throw new BadInputError(`vfpool migrate confirm ${d}: --wait-incoming waits for an incoming QEMU, so it goes with --role destination`);
             return confirmIncoming(ctx, d, a.waitIncoming, a.json);
           }
+          const role = a.role;
+          const record = fileRecordStore(ctx.settings.stateDir).read(d);
+          const needsQemu = record !== null
+            && ((role === 'destination' && !a.failed && record.reserved) || (role === 'source' && a.failed && unpluggedByVfpool(record).length > 0));
           return withDeps(ctx, needsQemu ? d : null, async (deps) => {
-            print(ctx, await confirmStage(deps, d, a.role!, a.failed ? 'failure' : 'success'), a.json);
+            if (needsQemu && role === 'destination') await refuseBeforeArrival(deps.qmp!, d);
+            print(ctx, await confirmStage(deps, d, role, a.failed ? 'failure' : 'success'), a.json);
             return 0;
           });
         }

@@ -191,7 +191,8 @@ export async function performStage(deps: StageDeps, domain: string): Promise<Sta
  * already re-plugs when the guest acks). Failure on the source: the VFs perform unplugged are
  * plugged back (QEMU re-plugs failover primaries itself when a migration fails). Failure on the
  * destination: its reservation restored and freed, plan gone. Re-runnable: each step checks QEMU
- * and the record first; with no record left there is nothing to do but the idempotent release.
+ * and the record first, and the record goes last, so a record gone means the confirm finished
+ * (or reconcile found nothing left to confirm).
  */
 export async function confirmStage(deps: StageDeps, domain: string, role: 'source' | 'destination', outcome: 'success' | 'failure'): Promise<StageResult> {
   const t = deps.timeouts ?? DEFAULT_TIMEOUTS;
@@ -224,16 +225,23 @@ export async function confirmStage(deps: StageDeps, domain: string, role: 'sourc
   };
 
   if (!record) {
-    // Nothing recorded: a finished confirm re-run. Releasing is idempotent; plugging needs the record.
-    if ((role === 'source' && outcome === 'success') || (role === 'destination' && outcome === 'failure')) {
-      await deps.pool.release(domain, outcome === 'success' ? 'migrated' : 'migration-failed');
-      deps.plans.remove(domain);
-    }
+    // A confirm that finished, run again, or a domain that never migrated: nothing says its VFs
+    // belong to a migration, and freeing them would pull them from under a running guest.
     return { domain, stage: 'nothing-to-do', steps: [] };
   }
   if (role === 'source' && outcome === 'success') steps.push(releaseHere('migrated'));
-  if (role === 'destination' && outcome === 'failure') steps.push(releaseHere('migration-failed'));
-  if (role === 'destination' && outcome === 'success') {
+  if (role === 'destination' && !record.reserved) {
+    // A prepare that reserved nothing (refused: an older vfpool kept such records), or a failed
+    // migration's confirm run again after its release was recorded: whatever the domain holds
+    // here now, this migration does not, and a guest of that name may run on it.
+    steps.push({
+      describe: `nothing is reserved on this host for the migration of '${domain}': its VFs, if any, are left as they are`,
+      run: async () => {},
+      done: (r) => { r.stage = outcome === 'success' ? 'confirmed-success' : 'confirmed-failure'; },
+      undo: null,
+    });
+  } else if (role === 'destination' && outcome === 'failure') steps.push(releaseHere('migration-failed'));
+  else if (role === 'destination' && outcome === 'success') {
     steps.push(...plugAll(record.vfs.filter((v) => v.kind === 'plain' && !v.plugged).map((v) => v.id)));
     steps.push({ describe: `'${domain}' arrived`, run: async () => {}, done: (r) => { r.stage = 'confirmed-success'; }, undo: null });
   }

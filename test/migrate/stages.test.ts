@@ -235,6 +235,18 @@ t.test('a prepare the pool refuses leaves no migration record (a failed stage un
   t.notOk(w.plans.has('vm1'), 'no plan');
 });
 
+t.test('confirm with no migration record touches nothing: neither the pool nor the plan nor QEMU', async (t) => {
+  for (const [role, outcome] of [['source', 'success'], ['source', 'failure'], ['destination', 'success'], ['destination', 'failure']] as const) {
+    const q = new FakeQemu(new Set(['vfpool-vf0', 'net0']));
+    const w = world(planOf([PLAIN]), q);
+    const r = await confirmStage(w.deps, 'vm1', role, outcome);
+    t.same([r.stage, r.steps], ['nothing-to-do', []], `${role} ${outcome}`);
+    t.same(w.poolLog, [], `${role} ${outcome}: the pool untouched`);
+    t.ok(w.plans.has('vm1'), `${role} ${outcome}: the plan kept`);
+    t.same(q.log, [], `${role} ${outcome}: QEMU not asked`);
+  }
+});
+
 t.test('an undo that fails too is reported with both causes', async (t) => {
   const q = new FakeQemu(new Set(['vfpool-vf0', 'vfpool-vf2']), {});
   const plan = planOf([PLAIN, { ...PLAIN, id: 'vfpool-vf2', mac: MAC2 }]);

@@ -1,0 +1,58 @@
+import t from 'tap';
+import { existsSync } from 'node:fs';
+import { domainQmpSocketPath, readDomainPlan } from '../../src/state/domain-plan.js';
+import { fileRecordStore } from '../../src/state/migration-record.js';
+import { runCliInProcess as cli } from '../helpers/cli-in-process.js';
+import { vfConfigs } from '../helpers/crash-common.js';
+import { held, incomingGuest, MAC, runningGuest } from '../helpers/migrate-world.js';
+
+/**
+ * What `vfpool migrate confirm` must refuse or leave alone, on hosts with a running QEMU (an
+ * in-process QMP server, test/helpers/migrate-world.ts): a confirm with no migration recorded,
+ * a destination confirm before the migration arrived.
+ */
+
+const record = (stateDir: string) => fileRecordStore(stateDir).read('vm1');
+
+t.test('confirm with no migration recorded leaves a running guest and its VF alone, whatever the role and outcome', async (t) => {
+  const w = await runningGuest(t);
+  const before = vfConfigs(w);
+  const socket = domainQmpSocketPath(w.settings.stateDir, 'vm1');
+  for (const args of [['--role', 'source'], ['--role', 'destination', '--failed'], ['--role', 'source', '--failed'], ['--role', 'destination']]) {
+    const r = await cli(['migrate', 'confirm', 'vm1', ...args, '--json'], w.cliEnv);
+    t.equal(r.exitCode, 0, `${args.join(' ')}: ${r.stderr}`);
+    t.same(JSON.parse(r.stdout), { domain: 'vm1', stage: 'nothing-to-do', steps: [] }, `${args.join(' ')}: nothing to do`);
+    t.equal(held(w).length, 1, `${args.join(' ')}: vm1 still holds its VF`);
+    t.same(vfConfigs(w), before, `${args.join(' ')}: the VF configured as the guest got it`);
+    t.not(readDomainPlan(w.settings.stateDir, 'vm1'), null, `${args.join(' ')}: the plan is kept`);
+    t.ok(existsSync(socket), `${args.join(' ')}: QEMU's QMP socket is kept`);
+    t.ok(w.qemu.devices.has('vfpool-vf0'), `${args.join(' ')}: the VF stays in the guest`);
+  }
+  t.same(w.qemu.received.filter((c) => c.execute === 'device_add' || c.execute === 'device_del'), [], 'no device plugged or unplugged');
+});
+
+t.test('a confirm run again after it finished is a no-op, exit 0', async (t) => {
+  const w = await runningGuest(t);
+  t.equal((await cli(['migrate', 'perform', 'vm1', '--to', 'tcp:127.0.0.1:4444'], w.cliEnv)).exitCode, 0);
+  t.equal((await cli(['migrate', 'confirm', 'vm1', '--role', 'source'], w.cliEnv)).exitCode, 0);
+  t.same(held(w), [], 'freed by the first confirm');
+  const again = await cli(['migrate', 'confirm', 'vm1', '--role', 'source'], w.cliEnv);
+  t.same([again.exitCode, again.stdout, again.stderr], [0, 'vm1: nothing-to-do\n', '']);
+});
+
+t.test('confirm --role destination while the incoming QEMU still waits for the migration: exit 3, one line, nothing changed', async (t) => {
+  const { dst, qemu, env } = await incomingGuest(t);
+  qemu.statuses = ['inmigrate'];
+  const recorded = record(dst.settings.stateDir);
+  const r = await cli(['migrate', 'confirm', 'vm1', '--role', 'destination'], env);
+  t.equal(r.exitCode, 3, r.stderr);
+  t.equal(r.stderr, "vfpool: domain 'vm1': the migration has not arrived yet (its QEMU is in status inmigrate): run `vfpool migrate confirm vm1 --role destination` once it completed, or add --wait-incoming SECONDS to wait for it\n");
+  t.equal(r.stdout, '');
+  t.same(qemu.received.filter((c) => c.execute === 'device_add'), [], 'nothing plugged into the incoming QEMU');
+  t.same(record(dst.settings.stateDir), recorded, 'the migration record as it was');
+  t.match(held(dst), [{ mac: MAC }], 'the reservation kept');
+  qemu.statuses = ['running'];
+  const arrived = await cli(['migrate', 'confirm', 'vm1', '--role', 'destination'], env);
+  t.equal(arrived.exitCode, 0, arrived.stderr);
+  t.ok(qemu.devices.has('vfpool-vf0'), 'once it arrived, the VF is plugged');
+});
