@@ -14,6 +14,7 @@ import { parseObjectName } from '../types.js';
 import { crashPoint } from '../util/crash-point.js';
 import { migrationPool, requestLookup } from '../migrate/pool-port.js';
 import { journal } from '../pool/journal-entries.js';
+import { probeQmpSocket } from '../qemu/qmp-probe.js';
 import { readInputFile } from './run.js';
 import { writeStdout } from '../util/stdio.js';
 
@@ -244,11 +245,15 @@ export async function runMigrate(ctx: Context, a: MigrateArgs): Promise<number> 
           }
           const role = a.role;
           const record = fileRecordStore(ctx.settings.stateDir).read(d);
-          const needsQemu = record !== null
+          // A source whose QEMU is gone has no guest to plug its VFs back into: --failed frees
+          // them, without QMP (reconcile points here when no QEMU runs but VFs are held).
+          const qemuGone = role === 'source' && a.failed && record !== null
+            && ['dead', 'absent'].includes(await probeQmpSocket(domainQmpSocketPath(ctx.settings.stateDir, d)));
+          const needsQemu = record !== null && !qemuGone
             && ((role === 'destination' && !a.failed && record.reserved) || (role === 'source' && a.failed && unpluggedByVfpool(record).length > 0));
           return withDeps(ctx, needsQemu ? d : null, async (deps) => {
             if (needsQemu && role === 'destination') await refuseBeforeArrival(deps.qmp!, d);
-            print(ctx, await confirmStage(deps, d, role, a.failed ? 'failure' : 'success'), a.json);
+            print(ctx, await confirmStage({ ...deps, qemuGone }, d, role, a.failed ? 'failure' : 'success'), a.json);
             return 0;
           });
         }

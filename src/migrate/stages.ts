@@ -20,6 +20,11 @@ export interface StageDeps {
   qmp?: MigrationQmp;
   readArgv?: QemuArgvReader;
   timeouts?: QmpTimeouts;
+  /**
+   * The domain's QEMU no longer runs on this host (its QMP socket is gone or refuses): a failed
+   * migration's source confirm then has no guest to plug the VFs back into, and frees them.
+   */
+  qemuGone?: boolean;
 }
 
 export interface StageResult {
@@ -189,10 +194,10 @@ export async function performStage(deps: StageDeps, domain: string): Promise<Sta
  * Confirm. Success on the source: its VFs restored and freed, plan and record gone. Success on
  * the destination: the plain VFs plugged with the generated devices (failover primaries QEMU
  * already re-plugs when the guest acks). Failure on the source: the VFs perform unplugged are
- * plugged back (QEMU re-plugs failover primaries itself when a migration fails). Failure on the
- * destination: its reservation restored and freed, plan gone. Re-runnable: each step checks QEMU
- * and the record first, and the record goes last, so a record gone means the confirm finished
- * (or reconcile found nothing left to confirm).
+ * plugged back (QEMU re-plugs failover primaries itself when a migration fails), or, if its
+ * QEMU is gone, restored and freed. Failure on the destination: its reservation restored and
+ * freed, plan gone. Re-runnable: each step checks QEMU and the record first, and the record goes
+ * last, so a record gone means the confirm finished (or reconcile found nothing left to confirm).
  */
 export async function confirmStage(deps: StageDeps, domain: string, role: 'source' | 'destination', outcome: 'success' | 'failure'): Promise<StageResult> {
   const t = deps.timeouts ?? DEFAULT_TIMEOUTS;
@@ -245,7 +250,10 @@ export async function confirmStage(deps: StageDeps, domain: string, role: 'sourc
     steps.push(...plugAll(record.vfs.filter((v) => v.kind === 'plain' && !v.plugged).map((v) => v.id)));
     steps.push({ describe: `'${domain}' arrived`, run: async () => {}, done: (r) => { r.stage = 'confirmed-success'; }, undo: null });
   }
-  if (role === 'source' && outcome === 'failure') {
+  if (role === 'source' && outcome === 'failure' && deps.qemuGone) {
+    steps.push({ describe: `no QEMU of '${domain}' runs on this host: nothing to plug its VFs back into`, run: async () => {}, done: () => {}, undo: null });
+    steps.push(releaseHere('migration-failed'));
+  } else if (role === 'source' && outcome === 'failure') {
     steps.push(...plugAll(unpluggedByVfpool(record).map((v) => v.id)));
     steps.push({ describe: `'${domain}' stays on the source`, run: async () => {}, done: (r) => { r.stage = 'confirmed-failure'; }, undo: null });
   }

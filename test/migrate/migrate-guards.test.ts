@@ -1,5 +1,6 @@
 import t from 'tap';
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { domainQmpSocketPath, readDomainPlan } from '../../src/state/domain-plan.js';
 import { fileRecordStore } from '../../src/state/migration-record.js';
 import { runCliInProcess as cli } from '../helpers/cli-in-process.js';
@@ -9,7 +10,8 @@ import { held, incomingGuest, MAC, runningGuest } from '../helpers/migrate-world
 /**
  * What `vfpool migrate confirm` must refuse or leave alone, on hosts with a running QEMU (an
  * in-process QMP server, test/helpers/migrate-world.ts): a confirm with no migration recorded,
- * a destination confirm before the migration arrived.
+ * a destination confirm before the migration arrived; and what it must do once the source's
+ * QEMU is gone: free its VFs as the advice reconcile prints says.
  */
 
 const record = (stateDir: string) => fileRecordStore(stateDir).read('vm1');
@@ -55,4 +57,33 @@ t.test('confirm --role destination while the incoming QEMU still waits for the m
   const arrived = await cli(['migrate', 'confirm', 'vm1', '--role', 'destination'], env);
   t.equal(arrived.exitCode, 0, arrived.stderr);
   t.ok(qemu.devices.has('vfpool-vf0'), 'once it arrived, the VF is plugged');
+});
+
+t.test('the source QEMU gone after perform: reconcile advises a confirm that frees the VF without QMP', async (t) => {
+  const w = await runningGuest(t);
+  t.equal((await cli(['migrate', 'perform', 'vm1'], w.cliEnv)).exitCode, 0);
+  await w.qemu.close(); // QEMU exits and removes its socket
+  const rec = await cli(['reconcile', '--json'], w.cliEnv);
+  t.equal(rec.exitCode, 0, rec.stderr);
+  const kept = (JSON.parse(rec.stdout) as { migrationsKept: Array<{ domain: string; reason: string }> }).migrationsKept;
+  t.equal(kept.length, 1, 'the record is kept: the domain still holds its VF');
+  const advised = /`(vfpool migrate confirm [^`]+)`/.exec(kept[0]!.reason)?.[1];
+  t.ok(advised, `reconcile names a command: ${kept[0]!.reason}`);
+  const r = await cli(advised!.split(' ').slice(1), w.cliEnv);
+  t.equal(r.exitCode, 0, `${advised}: ${r.stderr}`);
+  t.same(held(w), [], 'the VF is restored and freed');
+  t.equal(record(w.settings.stateDir), null, 'no migration record left');
+  t.equal(readDomainPlan(w.settings.stateDir, 'vm1'), null, 'no plan left');
+});
+
+t.test('confirm --role source --failed with the source QEMU gone frees the VFs: there is no guest to plug them back into', async (t) => {
+  const w = await runningGuest(t);
+  t.equal((await cli(['migrate', 'perform', 'vm1'], w.cliEnv)).exitCode, 0);
+  await w.qemu.close();
+  const r = await cli(['migrate', 'confirm', 'vm1', '--role', 'source', '--failed'], w.cliEnv);
+  t.equal(r.exitCode, 0, r.stderr);
+  t.match(r.stdout, /no QEMU of 'vm1' runs on this host: nothing to plug its VFs back into\nvm1: restore and free the VFs of 'vm1' on this host \(migration-failed\)\nvm1: confirmed-failure\n$/);
+  t.same(held(w), [], 'freed');
+  t.equal(record(w.settings.stateDir), null);
+  t.notOk(existsSync(join(w.settings.stateDir, 'qemu', 'vm1', 'plan.json')), 'plan removed');
 });

@@ -247,6 +247,18 @@ t.test('confirm with no migration record touches nothing: neither the pool nor t
   }
 });
 
+t.test('confirm --failed on a source whose QEMU is gone frees its VFs without QMP (no guest to plug them back into)', async (t) => {
+  const q = new FakeQemu(new Set(['vfpool-vf0', 'net0']));
+  const w = world(planOf([PLAIN]), q);
+  await performStage(w.deps, 'vm1');
+  const gone: StageDeps = { ...w.deps, qmp: undefined, readArgv: undefined, qemuGone: true };
+  const c = await confirmStage(gone, 'vm1', 'source', 'failure');
+  t.equal(c.stage, 'confirmed-failure');
+  t.same(w.poolLog, ['release vm1 migration-failed'], 'restored and freed');
+  t.notOk(w.plans.has('vm1'), 'plan removed');
+  t.notOk(w.records.has('vm1'), 'record removed');
+});
+
 t.test('an undo that fails too is reported with both causes', async (t) => {
   const q = new FakeQemu(new Set(['vfpool-vf0', 'vfpool-vf2']), {});
   const plan = planOf([PLAIN, { ...PLAIN, id: 'vfpool-vf2', mac: MAC2 }]);
