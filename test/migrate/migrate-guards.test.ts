@@ -8,10 +8,11 @@ import { vfConfigs } from '../helpers/crash-common.js';
 import { held, incomingGuest, MAC, runningGuest } from '../helpers/migrate-world.js';
 
 /**
- * What `vfpool migrate confirm` must refuse or leave alone, on hosts with a running QEMU (an
- * in-process QMP server, test/helpers/migrate-world.ts): a confirm with no migration recorded,
- * a destination confirm before the migration arrived; and what it must do once the source's
- * QEMU is gone: free its VFs as the advice reconcile prints says.
+ * What `vfpool migrate` must refuse or leave alone, on hosts with a running QEMU (an in-process
+ * QMP server, test/helpers/migrate-world.ts): a confirm with no migration recorded, a destination
+ * confirm before the migration arrived, a `--to` that is not a migration transport; and what it
+ * must print and do: one JSON document with --json, advice that works after a failed migration
+ * or a crash (the source's QEMU gone: its VFs freed without QMP).
  */
 
 const record = (stateDir: string) => fileRecordStore(stateDir).read('vm1');
@@ -57,6 +58,38 @@ t.test('confirm --role destination while the incoming QEMU still waits for the m
   const arrived = await cli(['migrate', 'confirm', 'vm1', '--role', 'destination'], env);
   t.equal(arrived.exitCode, 0, arrived.stderr);
   t.ok(qemu.devices.has('vfpool-vf0'), 'once it arrived, the VF is plugged');
+});
+
+t.test('perform --to accepts only the transports vfpool documents: anything else is exit 2 before the VF leaves the guest', async (t) => {
+  const w = await runningGuest(t);
+  for (const to of ['exec:touch /tmp/vfpool-pwned', 'fd:3', 'file:/tmp/x', 'rdma:127.0.0.1:4444', 'tcp:127.0.0.1', 'tcp:127.0.0.1:0', 'tcp:127.0.0.1:65536', 'tcp:a b:4444', 'tcp:h:4444,ipv4=on', 'unix:relative.sock', 'unix:/x,y', '']) {
+    const r = await cli(['migrate', 'perform', 'vm1', '--to', to], w.cliEnv);
+    t.equal(r.exitCode, 2, `${JSON.stringify(to)}: ${r.stderr}`);
+    t.match(r.stderr, /^vfpool: vfpool migrate perform vm1: --to '.*' is not a migration URI vfpool accepts: give tcp:HOST:PORT or unix:\/PATH\n$/, JSON.stringify(to));
+  }
+  t.ok(w.qemu.devices.has('vfpool-vf0'), 'the VF is still in the guest');
+  t.same(w.qemu.received.filter((c) => ['device_del', 'migrate'].includes(c.execute)), [], 'neither device_del nor migrate sent');
+  t.equal(record(w.settings.stateDir), null, 'no migration record');
+  const ok = await cli(['migrate', 'perform', 'vm1', '--to', 'tcp:[::1]:4444'], w.cliEnv);
+  t.equal(ok.exitCode, 0, `an IPv6 address in brackets is a TCP URI: ${ok.stderr}`);
+});
+
+t.test('perform --to --json: stdout is one JSON document, the migration in it', async (t) => {
+  const w = await runningGuest(t);
+  const r = await cli(['migrate', 'perform', 'vm1', '--to', 'tcp:127.0.0.1:4444', '--json'], w.cliEnv);
+  t.equal(r.exitCode, 0, r.stderr);
+  const doc = JSON.parse(r.stdout) as Record<string, unknown>;
+  t.match(doc, { domain: 'vm1', stage: 'performed', steps: [/device_del vfpool-vf0/, /ready to migrate/], migration: { to: 'tcp:127.0.0.1:4444', ms: Number, unplugPrimary: [] } });
+});
+
+t.test('perform --to that fails: the VF plugged back, and the hint is a command that works (--json: still one document)', async (t) => {
+  const w = await runningGuest(t);
+  w.qemu.migrate = { status: 'failed', 'error-desc': 'Connection refused' };
+  const r = await cli(['migrate', 'perform', 'vm1', '--to', 'tcp:127.0.0.1:4444', '--json'], w.cliEnv);
+  t.equal(r.exitCode, 1);
+  t.equal(r.stderr, 'vfpool: migration to tcp:127.0.0.1:4444 failed: Connection refused: vm1 stays on this host with its VFs plugged back; on the destination, run `vfpool migrate confirm vm1 --role destination --failed`\n');
+  t.match(JSON.parse(r.stdout), { domain: 'vm1', stage: 'confirmed-failure', migration: { to: 'tcp:127.0.0.1:4444', error: /Connection refused/ }, steps: [/device_del/, /ready to migrate/, /device_add vfpool-vf0/, /stays on the source/] });
+  t.ok(w.qemu.devices.has('vfpool-vf0'), 'plugged back');
 });
 
 t.test('the source QEMU gone after perform: reconcile advises a confirm that frees the VF without QMP', async (t) => {

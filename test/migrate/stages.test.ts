@@ -172,7 +172,7 @@ t.test('perform: failover primaries — hidden, negotiated (QEMU unplugs), not n
   const n = await performStage(neg.deps, 'vm1');
   t.same(n.failoverPrimaries, ['vfpool-vf1'], 'left to QEMU');
   t.ok(qn.devices.has('vfpool-vf1'), 'not unplugged by vfpool');
-  const m = await migrateOverQmp(qn, 'tcp:127.0.0.1:1', n.failoverPrimaries, 2000);
+  const m = await migrateOverQmp(qn, 'vm1', 'tcp:127.0.0.1:1', n.failoverPrimaries, 2000);
   t.same(m.unplugPrimary, ['vfpool-vf1'], 'UNPLUG_PRIMARY seen (listener registered before migrate)');
   const qx = new FakeQemu(new Set(['net0', 'vfpool-vf1']), { standbyNegotiated: false });
   const not = world(planOf([PRIMARY]), qx, argv.slice(0, BASE.length));
@@ -185,7 +185,12 @@ t.test('a failed migration: source confirm plugs back only what vfpool unplugged
   const q = new FakeQemu(new Set(['vfpool-vf0', 'net0']), { migrate: 'failed' });
   const w = world(planOf([PLAIN]), q);
   await performStage(w.deps, 'vm1');
-  await t.rejects(migrateOverQmp(q, 'tcp:127.0.0.1:1', [], 2000), /migration to tcp:127.0.0.1:1 failed: Connection refused/);
+  await t.rejects(migrateOverQmp(q, 'vm1', 'tcp:127.0.0.1:1', [], 2000), {
+    message: 'migration to tcp:127.0.0.1:1 failed: Connection refused',
+    // Commands that work as written: confirm refuses to guess the role.
+    hint: 'the domain stays on the source: give the migration up with `vfpool migrate confirm vm1 --role source --failed` there and `vfpool migrate confirm vm1 --role destination --failed` on the destination',
+  });
+  await t.rejects(migrateOverQmp(q, 'vm1', 'exec:touch /tmp/x', [], 2000), { message: /--to 'exec:touch \/tmp\/x' is not a migration URI vfpool accepts/ }, 'refused here too, whoever calls it');
   const c = await confirmStage(w.deps, 'vm1', 'source', 'failure');
   t.equal(c.stage, 'confirmed-failure');
   t.ok(q.devices.has('vfpool-vf0'), 'plugged back');
