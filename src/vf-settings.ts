@@ -1,5 +1,5 @@
 import { BadInputError } from './errors.js';
-import { quoteInput } from './util/quote.js';
+import { escapeControl, quoteInput } from './util/quote.js';
 import type { LinkState, VfLinkChange } from './types.js';
 
 /**
@@ -33,6 +33,8 @@ interface SettingDef<K extends VfSettingKey> {
   ip: string | null;
   /** How a value reads in a plan line ("VLAN 10", "spoofchk on"). */
   describe: (v: NonNullable<VfSettings[K]>) => string;
+  /** Its JSON type in a migration description (the parsed value's type). */
+  json: 'number' | 'boolean' | 'string';
 }
 
 function intIn(min: number, max: number, hint?: string) {
@@ -53,22 +55,23 @@ function onOff(raw: string, field: string, what: string): boolean {
 const onOffText = (v: boolean) => (v ? 'on' : 'off');
 
 export const VF_SETTINGS: { [K in VfSettingKey]: SettingDef<K> } = {
-  vlan: { attr: 'vlan', ip: 'vlan', parse: (r, f) => intIn(0, 4095, 'a VLAN id is 0 (none) to 4095')(r, f, 'vlan'), describe: (v) => `VLAN ${v}` },
-  qos: { attr: 'qos', ip: 'qos', parse: (r, f) => intIn(0, 7, 'qos is the 802.1p priority, 0 to 7')(r, f, 'qos'), describe: (v) => `qos ${v}` },
-  spoofchk: { attr: 'spoofchk', ip: 'spoofchk', parse: (r, f) => onOff(r, f, 'spoofchk'), describe: (v) => `spoofchk ${onOffText(v)}` },
-  trust: { attr: 'trust', ip: 'trust', parse: (r, f) => onOff(r, f, 'trust'), describe: (v) => `trust ${onOffText(v)}` },
+  vlan: { attr: 'vlan', ip: 'vlan', json: 'number', parse: (r, f) => intIn(0, 4095, 'a VLAN id is 0 (none) to 4095')(r, f, 'vlan'), describe: (v) => `VLAN ${v}` },
+  qos: { attr: 'qos', ip: 'qos', json: 'number', parse: (r, f) => intIn(0, 7, 'qos is the 802.1p priority, 0 to 7')(r, f, 'qos'), describe: (v) => `qos ${v}` },
+  spoofchk: { attr: 'spoofchk', ip: 'spoofchk', json: 'boolean', parse: (r, f) => onOff(r, f, 'spoofchk'), describe: (v) => `spoofchk ${onOffText(v)}` },
+  trust: { attr: 'trust', ip: 'trust', json: 'boolean', parse: (r, f) => onOff(r, f, 'trust'), describe: (v) => `trust ${onOffText(v)}` },
   linkState: {
     attr: 'link-state',
     ip: 'state',
+    json: 'string',
     parse: (raw, field) => {
       if (raw === 'auto' || raw === 'enable' || raw === 'disable') return raw;
       throw new BadInputError(`${field}: link-state=${quoteInput(raw)} must be 'auto', 'enable' or 'disable'`);
     },
     describe: (v) => `link-state ${v}`,
   },
-  minTxRate: { attr: 'min-tx-rate', ip: 'min_tx_rate', parse: (r, f) => intIn(0, 1_000_000, 'rates are in Mbit/s')(r, f, 'min-tx-rate'), describe: (v) => `min_tx_rate ${v}` },
-  maxTxRate: { attr: 'max-tx-rate', ip: 'max_tx_rate', parse: (r, f) => intIn(0, 1_000_000, 'rates are in Mbit/s')(r, f, 'max-tx-rate'), describe: (v) => `max_tx_rate ${v}` },
-  mtu: { attr: 'mtu', ip: null, parse: (r, f) => intIn(68, 65535)(r, f, 'mtu'), describe: (v) => `MTU ${v}` },
+  minTxRate: { attr: 'min-tx-rate', ip: 'min_tx_rate', json: 'number', parse: (r, f) => intIn(0, 1_000_000, 'rates are in Mbit/s')(r, f, 'min-tx-rate'), describe: (v) => `min_tx_rate ${v}` },
+  maxTxRate: { attr: 'max-tx-rate', ip: 'max_tx_rate', json: 'number', parse: (r, f) => intIn(0, 1_000_000, 'rates are in Mbit/s')(r, f, 'max-tx-rate'), describe: (v) => `max_tx_rate ${v}` },
+  mtu: { attr: 'mtu', ip: null, json: 'number', parse: (r, f) => intIn(68, 65535)(r, f, 'mtu'), describe: (v) => `MTU ${v}` },
 };
 
 export const VF_SETTING_KEYS = Object.keys(VF_SETTINGS) as VfSettingKey[];
@@ -103,6 +106,44 @@ export function parseVfSettings(get: (attr: string) => string | undefined, field
     throw new BadInputError(`${field}: min-tx-rate='${v.minTxRate}' is above max-tx-rate='${v.maxTxRate}'`);
   }
   return v;
+}
+
+/** Settings as JSON (a migration description): only those asked for, keyed as VfSettings. */
+export type VfSettingsJson = { [K in VfSettingKey]?: NonNullable<VfSettings[K]> };
+
+export function vfSettingsToJson(s: VfSettings): VfSettingsJson {
+  const out: Record<string, unknown> = {};
+  for (const k of VF_SETTING_KEYS) if (s[k] !== null) out[k] = s[k];
+  return out as VfSettingsJson;
+}
+
+function jsonKind(v: unknown): string {
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'an object';
+  return `the ${typeof v} ${quoteInput(String(v))}`;
+}
+
+/**
+ * Settings that came as JSON from another host (`vfSettingsToJson`'s form), checked by the
+ * parsers and rules of `<vfpool:hostdev>`'s attributes: another host's vfpool is input like any
+ * XML. An unknown key, a value of the wrong type or out of range is bad input naming it; null is
+ * "leave as the VF has it".
+ */
+export function parseVfSettingsJson(value: Record<string, unknown>, field: string): VfSettings {
+  const attrs = new Map<string, string>();
+  for (const [k, v] of Object.entries(value)) {
+    if (!(VF_SETTING_KEYS as string[]).includes(k)) {
+      throw new BadInputError(`${field}.${escapeControl(k.slice(0, 64))} is not a VF setting`, `the settings are ${VF_SETTING_KEYS.join(', ')}`);
+    }
+    if (v === null) continue;
+    const def = VF_SETTINGS[k as VfSettingKey];
+    if (typeof v !== def.json) throw new BadInputError(`${field}.${k} is ${jsonKind(v)}, expected a ${def.json}`);
+    const raw = typeof v === 'boolean' ? onOffText(v) : String(v);
+    // Parsed here too so that a bad value names its key; parseVfSettings adds the rules between them.
+    def.parse(raw, `${field}.${k}`);
+    attrs.set(def.attr, raw);
+  }
+  return parseVfSettings((attr) => attrs.get(attr), field);
 }
 
 /**

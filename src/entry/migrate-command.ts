@@ -1,10 +1,10 @@
 import type { Context } from '../pool/context.js';
-import { asVfpoolError, BadInputError, HostError } from '../errors.js';
+import { asVfpoolError, BadInputError, ConflictError, HostError } from '../errors.js';
 import { describeForMigration, migrateBeginXml, validateDescription } from '../migrate/begin.js';
 import { qemuArgvBySocket } from '../migrate/devices.js';
-import { migrateOverQmp } from '../migrate/failover.js';
+import { checkMigrationUri, migrateOverQmp } from '../migrate/failover.js';
 import type { MigrationQmp, PlanStore } from '../migrate/ports.js';
-import { DEFAULT_TIMEOUTS, peripheralIds } from '../migrate/qmp-steps.js';
+import { DEFAULT_TIMEOUTS, peripheralIds, runState } from '../migrate/qmp-steps.js';
 import { connectQmp, virshQmp } from '../migrate/qmp-port.js';
 import { QmpClosedError } from '../qemu/qmp.js';
 import { fileRecordStore, unpluggedByVfpool } from '../state/migration-record.js';
@@ -13,6 +13,8 @@ import { domainQmpSocketPath, readDomainPlan, removeDomainPlan, writeDomainPlan 
 import { parseObjectName } from '../types.js';
 import { crashPoint } from '../util/crash-point.js';
 import { migrationPool, requestLookup } from '../migrate/pool-port.js';
+import { journal } from '../pool/journal-entries.js';
+import { probeQmpSocket } from '../qemu/qmp-probe.js';
 import { readInputFile } from './run.js';
 import { writeStdout } from '../util/stdio.js';
 
@@ -55,11 +57,14 @@ async function withDeps<T>(ctx: Context, domain: string | null, fn: (deps: Stage
   }
 }
 
-/** The stage's steps on stdout, and in vfpool.log: the destination's confirm runs detached, stdout nowhere. */
-function print(ctx: Context, r: StageResult, json: boolean): void {
+/**
+ * The stage's steps on stdout, and in vfpool.log: the destination's confirm runs detached, stdout
+ * nowhere. With --json, one document (`extra`: what else the command has to say goes in it).
+ */
+function print(ctx: Context, r: StageResult, json: boolean, extra: Record<string, unknown> = {}): void {
   for (const s of r.steps) ctx.log.info(`migrate ${r.domain}: ${s}`);
   ctx.log.info(`migrate ${r.domain}: ${r.stage}`);
-  if (json) writeStdout(JSON.stringify(r) + '\n');
+  if (json) writeStdout(JSON.stringify({ ...r, ...extra }) + '\n');
   else {
     for (const s of r.steps) writeStdout(`${r.domain}: ${s}\n`);
     writeStdout(`${r.domain}: ${r.stage}\n`);
@@ -145,6 +150,54 @@ async function confirmIncoming(ctx: Context, domain: string, seconds: number, js
   }
 }
 
+/**
+ * `vfpool plug` refuses an incoming QEMU the same way: what the stream carries is not loaded yet,
+ * so a VF plugged now would be a device the migration's state does not know, and "arrived" untrue.
+ */
+async function refuseBeforeArrival(qmp: MigrationQmp, domain: string): Promise<void> {
+  const status = await runState(qmp, DEFAULT_TIMEOUTS);
+  if (status === 'inmigrate') {
+    throw new ConflictError(
+      `domain '${domain}': the migration has not arrived yet (its QEMU is in status inmigrate)`,
+      `run \`vfpool migrate confirm ${domain} --role destination\` once it completed, or add --wait-incoming SECONDS to wait for it`,
+    );
+  }
+}
+
+/**
+ * `perform --to`: QEMU's migration once the VFs are out. A failure plugs them back here (the
+ * source confirm of a failed migration); the destination's reservation is its own to free.
+ * With --json everything goes in one document, the migration's outcome in `migration`.
+ */
+async function migratePerformed(ctx: Context, deps: StageDeps, r: StageResult & { failoverPrimaries: string[] }, to: string, timeout: number, json: boolean): Promise<number> {
+  const d = r.domain;
+  try {
+    const m = await migrateOverQmp(deps.qmp!, d, to, r.failoverPrimaries, timeout * 1000);
+    const line = `migrated to ${to} in ${m.ms} ms${m.unplugPrimary.length ? ` (QEMU unplugged failover primaries ${m.unplugPrimary.join(', ')})` : ''}`;
+    if (json) print(ctx, r, true, { migration: { to, ms: m.ms, unplugPrimary: m.unplugPrimary } });
+    else writeStdout(`${d}: ${line}\n`);
+    ctx.log.info(`migrate ${d}: ${line}`);
+    return 0;
+  } catch (err) {
+    const failure = asVfpoolError(err);
+    const migration = { to, error: failure.message };
+    let undo: StageResult;
+    try {
+      undo = await confirmStage(deps, d, 'source', 'failure');
+    } catch (undoErr) {
+      if (json) print(ctx, r, true, { migration });
+      throw undoErr;
+    }
+    if (json) print(ctx, { ...undo, steps: [...r.steps, ...undo.steps] }, true, { migration });
+    else print(ctx, undo, false);
+    if (!(failure instanceof HostError)) throw failure;
+    throw new HostError(failure.message, {
+      code: failure.code, cause: failure,
+      hint: `${d} stays on this host with its VFs plugged back; on the destination, run \`vfpool migrate confirm ${d} --role destination --failed\``,
+    });
+  }
+}
+
 export interface MigrateArgs {
   first: string;
   second?: string;
@@ -193,36 +246,50 @@ export async function runMigrate(ctx: Context, a: MigrateArgs): Promise<number> 
           }
           const desc = validateDescription(value, a.description);
           if (domain !== null && domain !== desc.domain) throw new BadInputError(`${a.description} describes domain '${desc.domain}', not '${domain}'`);
-          print(ctx, await withDeps(ctx, null, (deps) => prepareStage(deps, desc)), a.json);
+          let prepared: StageResult;
+          try {
+            prepared = await withDeps(ctx, null, (deps) => prepareStage(deps, desc));
+          } catch (err) {
+            // In the history as a plain prepare's refusal is: the destination's side of a refused migration.
+            journal.prepareFailed(ctx, desc.domain, err);
+            throw err;
+          }
+          print(ctx, prepared, a.json);
           return 0;
         }
         case 'perform': {
           const d = needDomain();
+          // Checked before anything changes: QEMU would run an exec: URI as a shell command.
+          if (a.to !== undefined) checkMigrationUri(a.to, `vfpool migrate perform ${d}`);
           return withDeps(ctx, d, async (deps) => {
             const r = await performStage(deps, d);
-            print(ctx, r, a.json);
-            if (a.to === undefined) return 0;
-            try {
-              const m = await migrateOverQmp(deps.qmp!, a.to, r.failoverPrimaries, a.timeout * 1000);
-              writeStdout(`${d}: migrated to ${a.to} in ${m.ms} ms${m.unplugPrimary.length ? ` (QEMU unplugged failover primaries ${m.unplugPrimary.join(', ')})` : ''}\n`);
+            if (a.to === undefined) {
+              print(ctx, r, a.json);
               return 0;
-            } catch (err) {
-              print(ctx, await confirmStage(deps, d, 'source', 'failure'), a.json);
-              throw err;
             }
+            // Without --json the steps are shown as they are done, before the migration's wait.
+            if (!a.json) print(ctx, r, false);
+            return migratePerformed(ctx, deps, r, a.to, a.timeout, a.json);
           });
         }
         case 'confirm': {
           const d = needDomain();
           if (a.role === undefined) throw new BadInputError('vfpool migrate confirm: give --role source or --role destination');
-          const record = fileRecordStore(ctx.settings.stateDir).read(d);
-          const needsQemu = (a.role === 'destination' && !a.failed) || (a.role === 'source' && a.failed && record !== null && unpluggedByVfpool(record).length > 0);
           if (a.waitIncoming !== undefined) {
             if (a.role !== 'destination') throw new BadInputError(`vfpool migrate confirm ${d}: --wait-incoming waits for an incoming QEMU, so it goes with --role destination`);
             return confirmIncoming(ctx, d, a.waitIncoming, a.json);
           }
+          const role = a.role;
+          const record = fileRecordStore(ctx.settings.stateDir).read(d);
+          // A source whose QEMU is gone has no guest to plug its VFs back into: --failed frees
+          // them, without QMP (reconcile points here when no QEMU runs but VFs are held).
+          const qemuGone = role === 'source' && a.failed && record !== null
+            && ['dead', 'absent'].includes(await probeQmpSocket(domainQmpSocketPath(ctx.settings.stateDir, d)));
+          const needsQemu = record !== null && !qemuGone
+            && ((role === 'destination' && !a.failed && record.reserved) || (role === 'source' && a.failed && unpluggedByVfpool(record).length > 0));
           return withDeps(ctx, needsQemu ? d : null, async (deps) => {
-            print(ctx, await confirmStage(deps, d, a.role!, a.failed ? 'failure' : 'success'), a.json);
+            if (needsQemu && role === 'destination') await refuseBeforeArrival(deps.qmp!, d);
+            print(ctx, await confirmStage({ ...deps, qemuGone }, d, role, a.failed ? 'failure' : 'success'), a.json);
             return 0;
           });
         }

@@ -3,6 +3,7 @@ import { parseDomainXml, type HostdevRequest } from '../config/domain-xml.js';
 import { validateDomainPlan, type DomainPlanV1 } from '../state/domain-plan.js';
 import { parseObjectName, type MacAddress } from '../types.js';
 import type { MigrationVfRequest } from './ports.js';
+import { noVfSettings, parseVfSettingsJson, vfSettingsToJson, type VfSettingsJson } from '../vf-settings.js';
 
 /**
  * Begin. What leaves the source describes what the guest ASKED for (pool, MAC, VLAN, …),
@@ -93,13 +94,14 @@ export interface MigrationDescriptionV1 {
     mac: MacAddress | null;
     failoverStandbyMac: MacAddress | null;
     guestAddress: { slot: number } | null;
-    settings: Record<string, unknown>;
+    /** What the request asked for beyond pool and MAC (src/vf-settings.ts), only what it named. */
+    settings: VfSettingsJson;
   }>;
   sriovNics: DomainPlanV1['sriovNics'];
 }
 
 /** The source's plan's requests, for the destination: pools and MACs, no host addresses. */
-export type RequestLookup = (domain: string, vfId: string) => { pool: string; settings: Record<string, unknown> } | null;
+export type RequestLookup = (domain: string, vfId: string) => { pool: string; settings: VfSettingsJson } | null;
 
 /** `vfpool migrate begin DOMAIN` on the source: the description, from the plan and the requests behind it. */
 export function describeForMigration(plan: DomainPlanV1, requestOf: RequestLookup): MigrationDescriptionV1 {
@@ -143,6 +145,8 @@ export function validateDescription(value: unknown, where: string): MigrationDes
     if ('host' in (v as object)) bad(`vfs[${i}] carries a host address: a description never names the source's devices`);
     if (!v.settings || typeof v.settings !== 'object' || Array.isArray(v.settings)) bad(`vfs[${i}].settings is not an object (the VF's settings on the source, such as {"vlan": 100})`);
   }
+  // Checked as the XML's attributes are, and kept as parsed: these become the destination's VF settings.
+  const vfs = o.vfs.map((v, i) => ({ ...v, settings: vfSettingsToJson(parseVfSettingsJson(v.settings as Record<string, unknown>, `${where}: vfs[${i}].settings`)) }));
   // The destination picks each VF's device only at prepare: a description has neither a host
   // address nor a model, which a plan must. A placeholder model lets every other field be
   // checked as the plan will check it; only the checked fields are taken from the result.
@@ -151,9 +155,9 @@ export function validateDescription(value: unknown, where: string): MigrationDes
     where,
     DESCRIPTION_HINT,
   );
-  return { ...o, domain: plan.domain, uuid: plan.uuid, delivery: plan.delivery, sriovNics: plan.sriovNics };
+  return { ...o, domain: plan.domain, uuid: plan.uuid, delivery: plan.delivery, sriovNics: plan.sriovNics, vfs };
 }
 
 export function requestsOf(d: MigrationDescriptionV1): MigrationVfRequest[] {
-  return d.vfs.map((v) => ({ id: v.id, pool: v.pool, mac: v.mac, settings: v.settings }));
+  return d.vfs.map((v) => ({ id: v.id, pool: v.pool, mac: v.mac, settings: { ...noVfSettings(), ...v.settings } }));
 }

@@ -1,4 +1,5 @@
-import { HostError } from '../errors.js';
+import { BadInputError, HostError } from '../errors.js';
+import { quoteInput } from '../util/quote.js';
 import type { QmpDeviceAdd } from '../qemu/args.js';
 import type { DomainPlanVf } from '../state/domain-plan.js';
 import type { MigrationQmp, QmpEvent, QmpEventWaiter } from './ports.js';
@@ -21,6 +22,18 @@ export async function failoverState(
   return features.includes('VIRTIO_NET_F_STANDBY') ? 'negotiated' : 'not-negotiated';
 }
 
+// QEMU's migration URI also takes exec: (a shell command run by QEMU), fd:, file: and options
+// after a comma; vfpool documents a host and port, or a socket path, and passes nothing else.
+const TCP_URI = /^tcp:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?):([1-9][0-9]{0,4})$/;
+const UNIX_URI = /^unix:\/[A-Za-z0-9_.@+/-]*$/;
+
+/** A migration URI vfpool hands QEMU: `tcp:HOST:PORT` or `unix:/PATH`; anything else is bad input. */
+export function checkMigrationUri(uri: string, where: string): string {
+  const tcp = TCP_URI.exec(uri);
+  if ((tcp && Number(tcp[2]) <= 65535) || UNIX_URI.test(uri)) return uri;
+  throw new BadInputError(`${where}: --to ${quoteInput(uri)} is not a migration URI vfpool accepts`, 'give tcp:HOST:PORT or unix:/PATH');
+}
+
 export interface MigrateOutcome {
   status: 'completed';
   unplugPrimary: string[];
@@ -35,8 +48,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * waits for the guest to let the primary go), then `query-migrate` is polled to the end.
  * Throws a HostError naming QEMU's reason when the migration fails.
  */
-export async function migrateOverQmp(qmp: MigrationQmp, uri: string, failoverPrimaries: string[], timeoutMs: number): Promise<MigrateOutcome> {
+export async function migrateOverQmp(qmp: MigrationQmp, domain: string, uri: string, failoverPrimaries: string[], timeoutMs: number): Promise<MigrateOutcome> {
+  checkMigrationUri(uri, `domain '${domain}'`);
   const t0 = Date.now();
+  const giveUp = `the domain stays on the source: give the migration up with \`vfpool migrate confirm ${domain} --role source --failed\` there and \`vfpool migrate confirm ${domain} --role destination --failed\` on the destination`;
   const waiters: Array<[string, QmpEventWaiter]> = failoverPrimaries.map((id) => [id, qmp.listen('UNPLUG_PRIMARY', (d) => d['device-id'] === id, timeoutMs)]);
   const seen: string[] = [];
   for (const [id, w] of waiters) w.promise.then((e: QmpEvent) => { if (e) seen.push(id); }, () => {});
@@ -46,11 +61,11 @@ export async function migrateOverQmp(qmp: MigrationQmp, uri: string, failoverPri
       const q = (await qmp.execute('query-migrate', {}, 10_000)) as { status?: string; 'error-desc'?: string };
       if (q.status === 'completed') break;
       if (q.status === 'failed' || q.status === 'cancelled') {
-        throw new HostError(`migration to ${uri} ${q.status}${q['error-desc'] ? `: ${q['error-desc']}` : ''}`, { hint: 'the source keeps running: run `vfpool migrate confirm DOMAIN --failed` on both hosts' });
+        throw new HostError(`migration to ${uri} ${q.status}${q['error-desc'] ? `: ${q['error-desc']}` : ''}`, { hint: giveUp });
       }
       if (Date.now() - t0 > timeoutMs) {
         await qmp.execute('migrate_cancel', {}, 10_000).catch(() => {});
-        throw new HostError(`migration to ${uri} did not complete within ${timeoutMs} ms (status ${q.status ?? '?'}); cancelled`, { hint: 'run `vfpool migrate confirm DOMAIN --failed` on both hosts' });
+        throw new HostError(`migration to ${uri} did not complete within ${timeoutMs} ms (status ${q.status ?? '?'}); cancelled`, { hint: giveUp });
       }
       await sleep(100);
     }

@@ -5,6 +5,7 @@ import { commitVfs, configureVfs, guestOptions, releaseGuest, requestsOf, reserv
 import { journal } from '../pool/journal-entries.js';
 import type { Allocation } from '../state/schema.js';
 import { parseGuestMac, type MacAddress } from '../types.js';
+import { noVfSettings, VF_SETTING_KEYS, VF_SETTINGS, vfSettingsOf, vfSettingsToJson, type VfSettingKey, type VfSettings, type VfSettingsJson } from '../vf-settings.js';
 import { isAlive } from '../util/process.js';
 import type { RequestLookup } from './begin.js';
 import type { MigrationPool, MigrationVfRequest, ReservedVf } from './ports.js';
@@ -23,10 +24,10 @@ export function migrationPool(ctx: Context, emulatedModel: string | null): Migra
     ({ id, host: emulatedModel ? null : a.vfAddr, emulatedModel, mac: (a.mac as MacAddress | null) ?? req.mac });
 
   return {
-    async reserve(domain, requests) {
+    async reserve(domain, requests, uuid) {
       const held = ctx.store.read().allocations.filter((a) => a.owner.domain === domain);
       if (held.length > 0) return existingReservation(domain, requests, held, reservedOf);
-      const spec = migratedSpec(domain, requests);
+      const spec = migratedSpec(domain, uuid, requests);
       const reservation = await reserveVfs(ctx, spec, requestsOf(ctx, spec), guestOptions('cli', ctx.settings), null);
       reservations.set(domain, reservation);
       journal.allocated(ctx, reservation.planned.map((p) => p.record));
@@ -68,28 +69,42 @@ function existingReservation(
   return requests.map((req, i) => reservedOf((req.mac !== null ? byMac.get(req.mac) : undefined) ?? held[i]!, req.id, req));
 }
 
-/** The incoming domain's requests as pool requests: its pool, its MAC, the settings the source recorded. */
-function migratedSpec(domain: string, requests: MigrationVfRequest[]): DomainSpec {
+/**
+ * The incoming domain's requests as pool requests: its pool, its MAC, every setting the source
+ * recorded (checked when the description was read), its uuid for the owner.
+ */
+function migratedSpec(domain: string, uuid: string | null, requests: MigrationVfRequest[]): DomainSpec {
   const hostdevs: HostdevRequest[] = requests.map((r, i) => {
     if (r.mac === null) throw new BadInputError(`domain '${domain}': ${r.id} has no MAC`, 'a migrated VF keeps its MAC: the source must send it');
-    const vlan = r.settings.vlan;
-    if (vlan !== undefined && vlan !== null && !(Number.isInteger(vlan) && (vlan as number) >= 0 && (vlan as number) <= 4095)) {
-      throw new BadInputError(`domain '${domain}': ${r.id}: VLAN ${JSON.stringify(vlan)} is not 0..4095`, 'give the output of `vfpool migrate begin DOMAIN` on the source');
-    }
     return {
       field: `migrated ${r.id} (#${i + 1})`, pool: r.pool, netdev: null, address: null, mac: parseGuestMac(r.mac, `${r.id}: mac`) as MacAddress, guestSlot: null,
-      vlan: (vlan as number | null | undefined) ?? null, qos: null, spoofchk: null, trust: null, linkState: null, minTxRate: null, maxTxRate: null, mtu: null,
+      ...vfSettingsOf(r.settings),
     };
   });
-  return { name: domain, uuid: null, hostdevs, networkInterfaces: [], interfaceMacs: [], dacLabel: null, sriovNics: [], memoryKiB: null, hardLimitKiB: null };
+  return { name: domain, uuid, hostdevs, networkInterfaces: [], interfaceMacs: [], dacLabel: null, sriovNics: [], memoryKiB: null, hardLimitKiB: null };
 }
 
-/** The source's requests behind each plan id, from its allocations (pool and VLAN). */
+/**
+ * The settings a VF's request asked for. A record from before `requested` was kept: what
+ * prepare set on the VF is the request's link settings (`applied.link`, qos with a VLAN), and
+ * the MTU only if it was set.
+ */
+function requestedSettings(a: Allocation): VfSettingsJson {
+  if (a.requested !== null) return vfSettingsToJson(a.requested);
+  const s = noVfSettings() as Record<VfSettingKey, unknown>;
+  const link = (a.applied?.link ?? {}) as Record<string, unknown>;
+  for (const k of VF_SETTING_KEYS) if (VF_SETTINGS[k].ip !== null && link[k] !== undefined) s[k] = link[k];
+  s.vlan ??= a.vlan;
+  s.mtu = a.applied?.mtu ?? null;
+  return vfSettingsToJson(s as unknown as VfSettings);
+}
+
+/** The source's requests behind each plan id, from its allocations (pool and settings). */
 export function requestLookup(ctx: Context): RequestLookup {
   const state = ctx.store.read();
   return (domain, vfId) => {
     const a = state.allocations.find((x) => x.owner.domain === domain && x.alias === vfId);
     if (!a || a.pool === null) return null;
-    return { pool: a.pool, settings: { vlan: a.vlan } };
+    return { pool: a.pool, settings: requestedSettings(a) };
   };
 }

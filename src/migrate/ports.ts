@@ -1,5 +1,6 @@
 import type { DomainPlanV1 } from '../state/domain-plan.js';
 import type { MacAddress, PciAddress } from '../types.js';
+import type { VfSettings } from '../vf-settings.js';
 export type { MigrationRecordStore } from '../state/migration-record.js';
 
 /**
@@ -36,7 +37,7 @@ export interface MigrationVfRequest {
   pool: string;
   mac: MacAddress | null;
   /** The pool request's other settings (VLAN, QoS, spoofchk, …) as the source recorded them. */
-  settings: Record<string, unknown>;
+  settings: VfSettings;
 }
 
 /** A VF the destination's pool reserved and configured for the incoming domain. */
@@ -50,8 +51,11 @@ export interface ReservedVf {
 
 /** The pool code's part (reserve → configure → commit; release restores and frees). */
 export interface MigrationPool {
-  /** Reserves VFs for the requests; idempotent: a domain that already holds a reservation gets it back. Refusal: ConflictError (exhausted), BadInputError (unknown pool). */
-  reserve(domain: string, requests: MigrationVfRequest[]): Promise<ReservedVf[]>;
+  /**
+   * Reserves VFs for the requests, owned by the domain and its uuid; idempotent: a domain that
+   * already holds a reservation gets it back. Refusal: ConflictError (exhausted), BadInputError (unknown pool).
+   */
+  reserve(domain: string, requests: MigrationVfRequest[], uuid: string | null): Promise<ReservedVf[]>;
   /** Sets MAC/VLAN/… and binds vfio-pci on what `reserve` gave; saved first, so `release` restores. Idempotent. */
   configure(domain: string, vfs: ReservedVf[]): Promise<void>;
   /** Restores and frees every VF the domain holds on this host. Idempotent (nothing held: no-op). */

@@ -15,6 +15,11 @@ export async function peripheralIds(qmp: MigrationQmp, t: QmpTimeouts): Promise<
   return new Set(list.filter((p) => p.type.startsWith('child<')).map((p) => p.name));
 }
 
+/** QEMU's run state (`query-status`): `running`, `paused`, `inmigrate` (an incoming QEMU the migration has not reached yet), … */
+export async function runState(qmp: MigrationQmp, t: QmpTimeouts): Promise<string> {
+  return String(((await qmp.execute('query-status', {}, t.command)) as { status?: unknown }).status);
+}
+
 /**
  * device_del, then DEVICE_DELETED for that id, bounded. The listener is registered before the
  * command: QEMU may send the event before its reply when nothing has to ask the guest.

@@ -1,4 +1,4 @@
-import { BadInputError, ConflictError } from '../errors.js';
+import { BadInputError, ConflictError, RollbackError } from '../errors.js';
 import type { DomainPlanV1 } from '../state/domain-plan.js';
 import type { MigrationDescriptionV1 } from './begin.js';
 import { requestsOf } from './begin.js';
@@ -20,6 +20,11 @@ export interface StageDeps {
   qmp?: MigrationQmp;
   readArgv?: QemuArgvReader;
   timeouts?: QmpTimeouts;
+  /**
+   * The domain's QEMU no longer runs on this host (its QMP socket is gone or refuses): a failed
+   * migration's source confirm then has no guest to plug the VFs back into, and frees them.
+   */
+  qemuGone?: boolean;
 }
 
 export interface StageResult {
@@ -66,7 +71,7 @@ export async function prepareStage(deps: StageDeps, desc: MigrationDescriptionV1
   const requests = requestsOf(desc);
   let plan: DomainPlanV1 | null = null;
   const reserveAndConfigure = async () => {
-    const vfs = await deps.pool.reserve(domain, requests);
+    const vfs = await deps.pool.reserve(domain, requests, desc.uuid);
     const byId = new Map(vfs.map((v) => [v.id, v]));
     plan = {
       ...skeleton,
@@ -114,8 +119,17 @@ export async function prepareStage(deps: StageDeps, desc: MigrationDescriptionV1
   ];
   await deps.records.write(record);
   crashPoint('migrate-prepare:begun');
-  const res = await applySteps(steps, record, deps.records, 'migrate-prepare');
-  return { domain, stage: record.stage, steps: res.applied };
+  try {
+    const res = await applySteps(steps, record, deps.records, 'migrate-prepare');
+    return { domain, stage: record.stage, steps: res.applied };
+  } catch (err) {
+    // Rolled back, nothing is held: a record left behind would outlive the refusal and block
+    // or mislead the domain's later migrations. After a failed rollback it is what recovers.
+    if (!(err instanceof RollbackError)) {
+      await deps.records.update(domain, (cur) => (cur !== null && cur.role === 'destination' && !cur.reserved ? null : undefined));
+    }
+    throw err;
+  }
 }
 
 /**
@@ -180,9 +194,10 @@ export async function performStage(deps: StageDeps, domain: string): Promise<Sta
  * Confirm. Success on the source: its VFs restored and freed, plan and record gone. Success on
  * the destination: the plain VFs plugged with the generated devices (failover primaries QEMU
  * already re-plugs when the guest acks). Failure on the source: the VFs perform unplugged are
- * plugged back (QEMU re-plugs failover primaries itself when a migration fails). Failure on the
- * destination: its reservation restored and freed, plan gone. Re-runnable: each step checks QEMU
- * and the record first; with no record left there is nothing to do but the idempotent release.
+ * plugged back (QEMU re-plugs failover primaries itself when a migration fails), or, if its
+ * QEMU is gone, restored and freed. Failure on the destination: its reservation restored and
+ * freed, plan gone. Re-runnable: each step checks QEMU and the record first, and the record goes
+ * last, so a record gone means the confirm finished (or reconcile found nothing left to confirm).
  */
 export async function confirmStage(deps: StageDeps, domain: string, role: 'source' | 'destination', outcome: 'success' | 'failure'): Promise<StageResult> {
   const t = deps.timeouts ?? DEFAULT_TIMEOUTS;
@@ -215,20 +230,30 @@ export async function confirmStage(deps: StageDeps, domain: string, role: 'sourc
   };
 
   if (!record) {
-    // Nothing recorded: a finished confirm re-run. Releasing is idempotent; plugging needs the record.
-    if ((role === 'source' && outcome === 'success') || (role === 'destination' && outcome === 'failure')) {
-      await deps.pool.release(domain, outcome === 'success' ? 'migrated' : 'migration-failed');
-      deps.plans.remove(domain);
-    }
+    // A confirm that finished, run again, or a domain that never migrated: nothing says its VFs
+    // belong to a migration, and freeing them would pull them from under a running guest.
     return { domain, stage: 'nothing-to-do', steps: [] };
   }
   if (role === 'source' && outcome === 'success') steps.push(releaseHere('migrated'));
-  if (role === 'destination' && outcome === 'failure') steps.push(releaseHere('migration-failed'));
-  if (role === 'destination' && outcome === 'success') {
+  if (role === 'destination' && !record.reserved) {
+    // A prepare that reserved nothing (refused: an older vfpool kept such records), or a failed
+    // migration's confirm run again after its release was recorded: whatever the domain holds
+    // here now, this migration does not, and a guest of that name may run on it.
+    steps.push({
+      describe: `nothing is reserved on this host for the migration of '${domain}': its VFs, if any, are left as they are`,
+      run: async () => {},
+      done: (r) => { r.stage = outcome === 'success' ? 'confirmed-success' : 'confirmed-failure'; },
+      undo: null,
+    });
+  } else if (role === 'destination' && outcome === 'failure') steps.push(releaseHere('migration-failed'));
+  else if (role === 'destination' && outcome === 'success') {
     steps.push(...plugAll(record.vfs.filter((v) => v.kind === 'plain' && !v.plugged).map((v) => v.id)));
     steps.push({ describe: `'${domain}' arrived`, run: async () => {}, done: (r) => { r.stage = 'confirmed-success'; }, undo: null });
   }
-  if (role === 'source' && outcome === 'failure') {
+  if (role === 'source' && outcome === 'failure' && deps.qemuGone) {
+    steps.push({ describe: `no QEMU of '${domain}' runs on this host: nothing to plug its VFs back into`, run: async () => {}, done: () => {}, undo: null });
+    steps.push(releaseHere('migration-failed'));
+  } else if (role === 'source' && outcome === 'failure') {
     steps.push(...plugAll(unpluggedByVfpool(record).map((v) => v.id)));
     steps.push({ describe: `'${domain}' stays on the source`, run: async () => {}, done: (r) => { r.stage = 'confirmed-failure'; }, undo: null });
   }

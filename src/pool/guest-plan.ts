@@ -105,6 +105,7 @@ export async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRe
         vfioOwner: null,
         guestSlot: r.index,
         requestedNetdev: r.netdev,
+        requested: vfSettingsOf(r),
         createdAt: now,
         lastError: null,
       },

@@ -222,7 +222,11 @@ async function judgeMigrations(ctx: Context, libvirtPid: (d: string) => number |
         ? `its QEMU runs with ${unplugged.join(', ')} unplugged by an unfinished migration: \`vfpool migrate confirm ${domain} --role source --failed\` plugs them back, or \`--role source\` if it arrived elsewhere`
         : `its QEMU runs: finish with \`vfpool migrate confirm ${domain} --role ${rec.role}\` (add --failed if the migration failed)` });
     } else if (holding.has(domain)) {
-      result.migrationsKept.push({ ...what, reason: `no QEMU runs but the domain holds VFs here: \`vfpool migrate confirm ${domain} --role ${rec.role} --failed\` frees them` });
+      // On the source --failed alone would mean "plug them back", but with no QEMU left either
+      // outcome frees them (migrate-command.ts): named both ways, since only the user knows which it was.
+      result.migrationsKept.push({ ...what, reason: rec.role === 'source'
+        ? `no QEMU runs but the domain holds VFs here: \`vfpool migrate confirm ${domain} --role source\` restores and frees them if it arrived elsewhere, \`vfpool migrate confirm ${domain} --role source --failed\` if the migration failed`
+        : `no QEMU runs but the domain holds VFs here: \`vfpool migrate confirm ${domain} --role destination --failed\` frees them` });
     } else {
       result.migrationsDropped.push({ ...what, reason: 'no QEMU runs and the domain holds no VF here' });
       if (!dryRun) await records.remove(domain);

@@ -62,7 +62,8 @@ export function unpluggedByVfpool(record: MigrationRecordV1): VfMigrationRecord[
 
 export function validateRecord(value: unknown, file: string): MigrationRecordV1 {
   const bad = (what: string): never => {
-    throw new BadInputError(`${file}: ${what}`, 'this is vfpool\'s migration record: finish the migration with `vfpool migrate confirm DOMAIN --failed` or remove the file');
+    // Not "finish it with confirm": confirm reads this record too, and would stop at the same line.
+    throw new BadInputError(`${file}: ${what}`, 'this is vfpool\'s record of a migration in progress, which `vfpool migrate confirm` needs: restore it, or remove it and finish by hand (`vfpool status` shows what the domain holds here; `vfpool release DOMAIN` frees it once no guest uses it)');
   };
   const o = value as Record<string, unknown>;
   if (!o || typeof o !== 'object') bad('is not a JSON object');

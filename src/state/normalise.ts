@@ -99,6 +99,8 @@ function upgradeAllocation(raw: unknown, at: string, f: Fields): Allocation {
   a.saved ??= null;
   // Before `applied` was recorded, a restore put back the admin MAC only.
   a.applied ??= a.saved ? { link: { mac: a.saved.link.mac }, mtu: null, driver: null } : null;
+  // Added within version 2: absent means not kept (a migration then reads `applied`).
+  a.requested ??= null;
   return a;
 }
 

@@ -1,4 +1,5 @@
 import type { MacAddress, NetdevName, PciAddress, PoolMode, VfLinkChange, VfLinkConfig } from '../types.js';
+import type { VfSettings } from '../vf-settings.js';
 
 /**
  * The schema of `$VFPOOL_STATE_DIR/state.json`: what vfpool holds, in the current version.
@@ -119,6 +120,13 @@ export interface Allocation {
   guestSlot: number | null;
   /** What the request asked for by name (seed 001 step 2): checked again on later starts. */
   requestedNetdev: NetdevName | null;
+  /**
+   * The settings the request asked for (VLAN, qos, spoofchk, …, MTU), as parsed: what a
+   * migration asks the destination for. `applied` holds only what was set on the VF, which
+   * leaves out a vfio VF's MTU (checked against the PF's, never set). null in records written
+   * before it was kept.
+   */
+  requested: VfSettings | null;
   createdAt: string;
   /** Why the last restore failed (phase `releasing`). */
   lastError: string | null;

@@ -28,6 +28,15 @@ function hostileDescriptions(): Array<[string, unknown, RegExp]> {
     ['a guest slot out of range', withVf({ guestAddress: { slot: 99 } }), /vfs\[0\]\.guestAddress .* is not \{slot: 1\.\.31\}/],
     ['a delivery vfpool does not know', { ...base, delivery: 'ftp' }, /delivery "ftp" is not 'cmdline' or 'hotplug'/],
     ['a uuid that is not one', { ...base, uuid: 'x; rm -rf /' }, /uuid .* is not a UUID/],
+    // Each VF's settings are checked by the parsers of <vfpool:hostdev>'s attributes.
+    ['a spoofchk neither on nor off', withVf({ settings: { spoofchk: 'maybe' } }), /vfs\[0\]\.settings\.spoofchk is the string 'maybe', expected a boolean/],
+    ['a setting vfpool does not know', withVf({ settings: { foo: 1 } }), /vfs\[0\]\.settings\.foo is not a VF setting: the settings are vlan, qos, spoofchk, trust, linkState, minTxRate, maxTxRate, mtu/],
+    ['a VLAN out of range', withVf({ settings: { vlan: 5000 } }), /vfs\[0\]\.settings\.vlan: vlan='5000' is not a whole number from 0 to 4095/],
+    ['qos without a VLAN', withVf({ settings: { qos: 3 } }), /vfs\[0\]\.settings: qos='3' needs a vlan/],
+    ['a boolean setting given as text', withVf({ settings: { trust: 'on' } }), /vfs\[0\]\.settings\.trust is the string 'on', expected a boolean/],
+    ['a rate that is a fraction', withVf({ settings: { maxTxRate: 1.5 } }), /vfs\[0\]\.settings\.maxTxRate: max-tx-rate='1\.5' is not a whole number/],
+    ['a setting that is an object', withVf({ settings: { mtu: { x: 1 } } }), /vfs\[0\]\.settings\.mtu is an object, expected a number/],
+    ['a link-state vfpool does not know', withVf({ settings: { linkState: 'up' } }), /vfs\[0\]\.settings\.linkState: link-state='up' must be 'auto', 'enable' or 'disable'/],
   ];
 }
 

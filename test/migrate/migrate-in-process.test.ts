@@ -108,3 +108,61 @@ t.test('confirm --wait-incoming on the destination: an incoming QEMU already gon
   t.match(log, /migrate vm1: the incoming QEMU is gone \(cannot connect to QMP socket .*qmp\.sock: ENOENT/);
   t.match(log, /migrate vm1: restore and free the VFs of 'vm1' on this host \(migration-failed\)/, 'the steps are in the log');
 });
+
+t.test('every VF setting the request had, and the uuid, reach the destination: described, reserved, applied', async (t) => {
+  const uuid = '0b7f6e2a-4c1d-4a8e-9f3b-2d5c6e7f8a91';
+  const src = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
+  const dst = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2, address: '0000:5e:00.0' }] });
+  for (const w of [src, dst]) {
+    w.definePool('p', POOL);
+    await w.sim.writeNumVfs('eth1' as never, 2);
+  }
+  const xml = join(src.dir, 'vm1.xml');
+  writeFileSync(xml, domainXml('prepare', { name: 'vm1', uuid, vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:01' vlan='100' qos='3' spoofchk='off' trust='on' max-tx-rate='500' mtu='1500'/>` }));
+  t.equal((await runCliInProcess(['prepare', '--xml', xml], src.env)).exitCode, 0);
+  const vf = src.ctx.store.read().allocations[0]!;
+  await writeDomainPlan(src.settings.stateDir, {
+    version: 1, domain: 'vm1', uuid, delivery: 'hotplug', sriovNics: [],
+    vfs: [{ id: 'vfpool-vf0', host: vf.vfAddr, emulatedModel: null, mac: '52:54:00:aa:00:01' as MacAddress, failoverStandbyMac: null, guestAddress: null }],
+  }, { uid: process.getuid!(), gid: process.getgid!() });
+
+  const begin = await runCliInProcess(['migrate', 'begin', 'vm1'], src.env);
+  t.equal(begin.exitCode, 0, begin.stderr);
+  const settings = { vlan: 100, qos: 3, spoofchk: false, trust: true, maxTxRate: 500, mtu: 1500 };
+  t.match(JSON.parse(begin.stdout), { uuid, vfs: [{ settings }] });
+  t.same(JSON.parse(begin.stdout).vfs[0].settings, settings, 'the settings asked for, and only those');
+  // A record from before `requested` was kept: what prepare set on the VF (the MTU of a vfio VF never is).
+  await src.ctx.store.update((s) => { s.allocations[0]!.requested = null; });
+  const older = await runCliInProcess(['migrate', 'begin', 'vm1'], src.env);
+  t.same(JSON.parse(older.stdout).vfs[0].settings, { vlan: 100, qos: 3, spoofchk: false, trust: true, maxTxRate: 500 }, 'an older record: its applied link settings');
+
+  const prep = await runCliInProcess(['migrate', 'prepare', '--description', '-'], dst.env, begin.stdout);
+  t.equal(prep.exitCode, 0, prep.stderr);
+  const [a] = dst.ctx.store.read().allocations;
+  t.equal(a!.owner.uuid, uuid, 'the owner keeps its uuid');
+  t.same(a!.requested, { vlan: 100, qos: 3, spoofchk: false, trust: true, linkState: null, minTxRate: null, maxTxRate: 500, mtu: 1500 }, 'recorded as asked, so it migrates on');
+  const link = (await dst.sim.getVfLinks('eth1' as never)).get(a!.vfIndex)!;
+  t.match(link, { mac: '52:54:00:aa:00:01', vlan: 100, qos: 3, spoofchk: false, trust: true, maxTxRate: 500 }, "the destination's VF set as the source's was");
+});
+
+t.test('a prepare the destination refuses (pool exhausted): exit 3, no migration record left, the refusal in the history', async (t) => {
+  const dst = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 1 }] });
+  dst.definePool('p', POOL);
+  await dst.sim.writeNumVfs('eth1' as never, 1);
+  const other = join(dst.dir, 'other.xml');
+  writeFileSync(other, domainXml('prepare', { name: 'other', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:09'/>` }));
+  t.equal((await runCliInProcess(['prepare', '--xml', other], dst.env)).exitCode, 0, 'the only VF taken');
+  const desc = JSON.stringify({ version: 1, domain: 'vm1', uuid: null, delivery: 'hotplug', sriovNics: [], vfs: [{ id: 'vfpool-vf0', pool: 'p', mac: '52:54:00:aa:00:02', failoverStandbyMac: null, guestAddress: null, settings: { vlan: 7 } }] });
+  const r = await runCliInProcess(['migrate', 'prepare', '--description', '-'], dst.env, desc);
+  t.equal(r.exitCode, 3, r.stderr);
+  t.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+  t.notOk(existsSync(join(dst.settings.stateDir, 'migrate', 'vm1.json')), 'no migration record left');
+  t.equal(dst.ctx.store.read().allocations.filter((x) => x.owner.domain === 'vm1').length, 0, 'nothing held');
+  const hist = await runCliInProcess(['history', 'vm1', '--json'], dst.env);
+  t.match(hist.stdout.trim().split('\n').map((l) => JSON.parse(l)), [{ op: 'prepare-failed', domain: 'vm1', exitCode: 3, error: /vm1/ }], 'journaled like a plain prepare refusal');
+  // Later, with the VF free, the same migration prepares as if the refusal never happened.
+  t.equal((await runCliInProcess(['release', 'other'], dst.env)).exitCode, 0);
+  const again = await runCliInProcess(['migrate', 'prepare', '--description', '-'], dst.env, desc);
+  t.equal(again.exitCode, 0, again.stderr);
+  t.match(JSON.parse(readFileSync(join(dst.settings.stateDir, 'migrate', 'vm1.json'), 'utf8')), { role: 'destination', stage: 'prepared', reserved: true });
+});

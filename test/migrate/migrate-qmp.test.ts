@@ -1,76 +1,22 @@
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { planQemuArgs } from '../../src/qemu/args.js';
-import { parseQemuArgv } from '../../src/qemu/cmdline.js';
 import { pausedSettleMs } from '../../src/entry/migrate-command.js';
 import { connectQmp, virshQmp } from '../../src/migrate/qmp-port.js';
 import { qemuArgvBySocket } from '../../src/migrate/devices.js';
-import { stripVfpoolDevices } from '../../src/qemu/running-devices.js';
-import { domainQmpSocketPath, readDomainPlan, writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
-import type { MacAddress } from '../../src/types.js';
-import { makeSimEnv, type SimEnv } from '../helpers/env.js';
-import { domainXml } from '../helpers/libvirt-domains.js';
-import { libvirtQ35Argv } from '../helpers/qemu-argv.js';
+import { domainQmpSocketPath, readDomainPlan } from '../../src/state/domain-plan.js';
+import { makeSimEnv } from '../helpers/env.js';
 import { runCliInProcess as cli } from '../helpers/cli-in-process.js';
-import { startFakeQemu, type FakeQemu } from '../helpers/fake-qemu.js';
-import { seededWorlds } from '../helpers/file-tree.js';
+import { startFakeQemu } from '../helpers/fake-qemu.js';
+import { held, incomingGuest, MAC, POOL, runningGuest } from '../helpers/migrate-world.js';
 
 /**
  * The migration stages that talk to a running QEMU (perform, confirm with a plug, --wait-incoming,
  * `migrate DOMAIN URI`), and `guest-devices`, in-process: QEMU is an in-process QMP server on
  * the domain's socket (test/helpers/fake-qemu.ts), its argv in a /proc under VFPOOL_PROC, virsh
- * a shell script on PATH. The real QEMU runs them in test/migrate/*.test.sh.
+ * a shell script on PATH (the hosts: test/helpers/migrate-world.ts). The real QEMU runs them in
+ * test/migrate/*.test.sh.
  */
-const MAC = '52:54:00:aa:00:01' as MacAddress;
-const POOL = `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`;
-
-interface Source extends SimEnv {
-  qemu: FakeQemu;
-  cliEnv: Record<string, string>;
-  plan: DomainPlanV1;
-}
-
-const HOST = { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] };
-/**
- * A host where vm1 holds one VF of pool p (prepared through the CLI) and has its domain plan:
- * made once, by the first test that asks, and its files laid out again for each test
- * (seededWorlds; the prepare is not what these tests are about).
- */
-const preparedHost = seededWorlds(async (w) => {
-  w.definePool('p', POOL);
-  await w.sim.writeNumVfs('eth1' as never, 2);
-  const xml = join(w.dir, 'vm1.xml');
-  writeFileSync(xml, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='${MAC}'/>` }));
-  const r = await cli(['prepare', '--xml', xml], w.env);
-  if (r.exitCode !== 0) throw new Error(`prepare: exit ${r.exitCode}: ${r.stderr}`);
-  const vf = w.ctx.store.read().allocations[0]!;
-  const plan: DomainPlanV1 = {
-    version: 1, domain: 'vm1', uuid: null, delivery: 'cmdline', sriovNics: [],
-    vfs: [{ id: 'vfpool-vf0', host: vf.vfAddr, emulatedModel: 'e1000e', mac: MAC, failoverStandbyMac: null, guestAddress: null }],
-  };
-  await writeDomainPlan(w.settings.stateDir, plan, { uid: process.getuid!(), gid: process.getgid!() });
-  return { plan };
-}, HOST);
-
-/** A host where vm1 runs with one VF (an emulated e1000e on the simulated host), started through the wrapper. */
-async function runningGuest(t: Test): Promise<Source> {
-  const w = await preparedHost(t);
-  const { plan } = w;
-  t.same(held(w).map((a) => [a.mac, a.vfAddr]), [[MAC, plan.vfs[0]!.host]], 'prepared: vm1 holds its VF');
-  const socket = domainQmpSocketPath(w.settings.stateDir, 'vm1');
-  const argv = planQemuArgs(plan, parseQemuArgv(libvirtQ35Argv('vm1')), { qmpSocketPath: socket }).argv;
-  const procRoot = join(w.dir, 'proc');
-  const qemu = await startFakeQemu(socket, {
-    procRoot, argv,
-    devices: { net0: { driver: 'virtio-net-pci', mac: '52:54:00:aa:bb:01', slot: 1 }, 'vfpool-rp0': { driver: 'pcie-root-port', slot: 3, bridge: true }, 'vfpool-vf0': { driver: 'e1000e', mac: MAC, behind: 'vfpool-rp0' } },
-  });
-  t.teardown(() => qemu.close());
-  return { ...w, qemu, plan, cliEnv: { ...w.env, VFPOOL_PROC: procRoot } };
-}
-
-const held = (w: SimEnv) => w.ctx.store.read().allocations.filter((a) => a.owner.domain === 'vm1');
-
 t.test('perform unplugs the VF (device_del, DEVICE_DELETED); a failed migration plugs the same device back', async (t) => {
   const w = await runningGuest(t);
   const perform = await cli(['migrate', 'perform', 'vm1'], w.cliEnv);
@@ -120,26 +66,6 @@ t.test('perform when the QEMU is gone: exit 1, one line naming the socket, nothi
   t.equal(r.stderr.trim().split('\n').length, 1, 'one line');
   t.notOk(existsSync(join(w.settings.stateDir, 'migrate')), 'no migration record');
 });
-
-/** The destination after `migrate prepare` of vm1: its incoming QEMU, the root port reserved and the VF left off (as the wrapper starts it). */
-async function incomingGuest(t: Test) {
-  const src = await runningGuest(t);
-  const begin = await cli(['migrate', 'begin', 'vm1'], src.cliEnv);
-  t.equal(begin.exitCode, 0, begin.stderr);
-  const dst = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2, address: '0000:5e:00.0' }] });
-  dst.definePool('p', POOL);
-  await dst.sim.writeNumVfs('eth1' as never, 2);
-  const prep = await cli(['migrate', 'prepare', '--description', '-'], { ...dst.env, VFPOOL_SIM_VF_DEVICE: 'e1000e' }, begin.stdout);
-  t.equal(prep.exitCode, 0, prep.stderr);
-  const plan = readDomainPlan(dst.settings.stateDir, 'vm1')!;
-  const socket = domainQmpSocketPath(dst.settings.stateDir, 'vm1');
-  const procRoot = join(dst.dir, 'proc');
-  const argv = stripVfpoolDevices(planQemuArgs(plan, parseQemuArgv(['-incoming', 'defer', ...libvirtQ35Argv('vm1')]), { qmpSocketPath: socket }).argv)
-    .concat(['-device', 'pcie-root-port,id=vfpool-rp0,bus=pcie.0,chassis=40,addr=0x1f', '-chardev', `socket,id=vfpool-qmp,path=${socket},server=on,wait=off`]);
-  const qemu = await startFakeQemu(socket, { procRoot, argv, devices: { 'vfpool-rp0': { driver: 'pcie-root-port', slot: 0x1f, bridge: true } } });
-  t.teardown(() => qemu.close());
-  return { dst, plan, qemu, env: { ...dst.env, VFPOOL_PROC: procRoot } };
-}
 
 t.test('destination: prepare from the description, confirm --wait-incoming plugs the VF once the migration ended', async (t) => {
   const { dst, plan, qemu, env } = await incomingGuest(t);

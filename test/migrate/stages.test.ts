@@ -1,7 +1,7 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { HostError, RollbackError, type VfpoolError } from '../../src/errors.js';
+import { ConflictError, HostError, RollbackError, type VfpoolError } from '../../src/errors.js';
 import { migrateBeginXml, describeForMigration, validateDescription } from '../../src/migrate/begin.js';
 import { generatedDevices } from '../../src/qemu/running-devices.js';
 import { planQemuArgs } from '../../src/qemu/args.js';
@@ -172,7 +172,7 @@ t.test('perform: failover primaries — hidden, negotiated (QEMU unplugs), not n
   const n = await performStage(neg.deps, 'vm1');
   t.same(n.failoverPrimaries, ['vfpool-vf1'], 'left to QEMU');
   t.ok(qn.devices.has('vfpool-vf1'), 'not unplugged by vfpool');
-  const m = await migrateOverQmp(qn, 'tcp:127.0.0.1:1', n.failoverPrimaries, 2000);
+  const m = await migrateOverQmp(qn, 'vm1', 'tcp:127.0.0.1:1', n.failoverPrimaries, 2000);
   t.same(m.unplugPrimary, ['vfpool-vf1'], 'UNPLUG_PRIMARY seen (listener registered before migrate)');
   const qx = new FakeQemu(new Set(['net0', 'vfpool-vf1']), { standbyNegotiated: false });
   const not = world(planOf([PRIMARY]), qx, argv.slice(0, BASE.length));
@@ -185,7 +185,12 @@ t.test('a failed migration: source confirm plugs back only what vfpool unplugged
   const q = new FakeQemu(new Set(['vfpool-vf0', 'net0']), { migrate: 'failed' });
   const w = world(planOf([PLAIN]), q);
   await performStage(w.deps, 'vm1');
-  await t.rejects(migrateOverQmp(q, 'tcp:127.0.0.1:1', [], 2000), /migration to tcp:127.0.0.1:1 failed: Connection refused/);
+  await t.rejects(migrateOverQmp(q, 'vm1', 'tcp:127.0.0.1:1', [], 2000), {
+    message: 'migration to tcp:127.0.0.1:1 failed: Connection refused',
+    // Commands that work as written: confirm refuses to guess the role.
+    hint: 'the domain stays on the source: give the migration up with `vfpool migrate confirm vm1 --role source --failed` there and `vfpool migrate confirm vm1 --role destination --failed` on the destination',
+  });
+  await t.rejects(migrateOverQmp(q, 'vm1', 'exec:touch /tmp/x', [], 2000), { message: /--to 'exec:touch \/tmp\/x' is not a migration URI vfpool accepts/ }, 'refused here too, whoever calls it');
   const c = await confirmStage(w.deps, 'vm1', 'source', 'failure');
   t.equal(c.stage, 'confirmed-failure');
   t.ok(q.devices.has('vfpool-vf0'), 'plugged back');
@@ -222,7 +227,41 @@ t.test('prepare undoes its reservation when a later step fails', async (t) => {
   w.failPlanWrite();
   await t.rejects(prepareStage(w.deps, desc), /cannot write plan: ENOSPC/);
   t.same(w.poolLog, [`reserve vm1 ${MAC}`, 'configure vm1', 'release vm1 migration-failed'], 'reserved, then released');
-  t.equal(w.records.get('vm1')!.reserved, false, 'the record says nothing is reserved');
+  t.notOk(w.records.has('vm1'), 'no record left: the stage undid everything it did');
+});
+
+t.test('a prepare the pool refuses leaves no migration record (a failed stage undoes its own steps)', async (t) => {
+  const desc = describeForMigration(planOf([PLAIN]), () => ({ pool: 'p1', settings: {} }));
+  const w = world(null, new FakeQemu(new Set()));
+  w.deps.pool.reserve = async () => { throw new ConflictError("pool 'p1' has no free VF"); };
+  const err = (await prepareStage(w.deps, desc).catch((e: unknown) => e)) as VfpoolError;
+  t.equal(err.exitCode, 3);
+  t.same([...w.records.keys()], [], 'no record');
+  t.notOk(w.plans.has('vm1'), 'no plan');
+});
+
+t.test('confirm with no migration record touches nothing: neither the pool nor the plan nor QEMU', async (t) => {
+  for (const [role, outcome] of [['source', 'success'], ['source', 'failure'], ['destination', 'success'], ['destination', 'failure']] as const) {
+    const q = new FakeQemu(new Set(['vfpool-vf0', 'net0']));
+    const w = world(planOf([PLAIN]), q);
+    const r = await confirmStage(w.deps, 'vm1', role, outcome);
+    t.same([r.stage, r.steps], ['nothing-to-do', []], `${role} ${outcome}`);
+    t.same(w.poolLog, [], `${role} ${outcome}: the pool untouched`);
+    t.ok(w.plans.has('vm1'), `${role} ${outcome}: the plan kept`);
+    t.same(q.log, [], `${role} ${outcome}: QEMU not asked`);
+  }
+});
+
+t.test('confirm --failed on a source whose QEMU is gone frees its VFs without QMP (no guest to plug them back into)', async (t) => {
+  const q = new FakeQemu(new Set(['vfpool-vf0', 'net0']));
+  const w = world(planOf([PLAIN]), q);
+  await performStage(w.deps, 'vm1');
+  const gone: StageDeps = { ...w.deps, qmp: undefined, readArgv: undefined, qemuGone: true };
+  const c = await confirmStage(gone, 'vm1', 'source', 'failure');
+  t.equal(c.stage, 'confirmed-failure');
+  t.same(w.poolLog, ['release vm1 migration-failed'], 'restored and freed');
+  t.notOk(w.plans.has('vm1'), 'plan removed');
+  t.notOk(w.records.has('vm1'), 'record removed');
 });
 
 t.test('an undo that fails too is reported with both causes', async (t) => {

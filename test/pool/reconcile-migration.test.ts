@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { reconcile } from '../../src/pool/reconcile.js';
 import { fileRecordStore, newRecord } from '../../src/state/migration-record.js';
 import { makeSimEnv } from '../helpers/env.js';
+import { runCliInProcess } from '../helpers/cli-in-process.js';
 
 /** `vfpool reconcile` and the migration records left by a migration killed half-way. */
 t.test('a record with no live QEMU and no allocation is dropped; a source mid-perform whose QEMU runs is kept and reported', async (t) => {
@@ -47,4 +48,9 @@ t.test('the record store: update is a locked read-modify-write; null removes; a 
   t.equal(records.read('vm1'), null);
   writeFileSync(join(w.settings.stateDir, 'migrate', 'vm2.json'), '{"version":2}');
   t.throws(() => records.read('vm2'), { name: 'BadInputError', message: /vm2\.json: has version 2, this vfpool reads version 1/ });
+  // The advice must not be a confirm: it reads the same record and stops at the same line.
+  const r = await runCliInProcess(['migrate', 'confirm', 'vm2', '--role', 'destination', '--failed'], w.env);
+  t.equal(r.exitCode, 2);
+  t.match(r.stderr, /^vfpool: .*vm2\.json: has version 2, this vfpool reads version 1: this is vfpool's record of a migration in progress, which `vfpool migrate confirm` needs: restore it, or remove it and finish by hand/);
+  t.notMatch(r.stderr, /finish the migration with `vfpool migrate confirm/);
 });

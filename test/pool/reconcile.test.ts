@@ -33,6 +33,7 @@ const alloc = (o: Partial<Omit<Allocation, 'owner'>> & { owner?: Partial<Allocat
     saved: null,
     guestSlot: 0,
     requestedNetdev: null,
+    requested: null,
     createdAt: new Date(NOW - 600_000).toISOString(),
     ...o,
     owner: { domain: 'vm1', uuid: null, pid: null, via: 'libvirt', ...o.owner },

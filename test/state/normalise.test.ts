@@ -52,6 +52,7 @@ t.test('a version 1 file is upgraded to the current version, every field present
   t.equal(old!.vfioOwner, null);
   t.equal(old!.lastError, null);
   t.same(old!.applied, { link: { mac: 'aa:bb:cc:00:00:01' }, mtu: null, driver: null }, 'before `applied`, a restore put back the admin MAC only');
+  t.equal(old!.requested, null, 'before `requested` was kept: null (a migration reads `applied`)');
   t.equal(newer!.mode, 'passthrough', 'fields that are there are kept');
   t.equal(newer!.owner.via, 'cli');
   t.equal(newer!.lastError, 'ip exited 2');

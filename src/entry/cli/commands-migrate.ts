@@ -14,7 +14,7 @@ export const MIGRATE_COMMANDS: CommandDef[] = [
     options: {
       xml: { type: 'string', describe: 'begin: a domain XML (libvirt `migrate begin` hook): print it with source-only requests mapped' },
       description: { type: 'string', describe: 'prepare: the output of `migrate begin DOMAIN` on the source (file or -)' },
-      to: { type: 'string', describe: 'perform: also run the QMP migration to this QEMU URI (tcp:HOST:PORT, unix:PATH)' },
+      to: { type: 'string', describe: 'perform: also run the QMP migration to this URI: tcp:HOST:PORT or unix:/PATH (no other transport)' },
       role: { type: 'string', choices: ['source', 'destination'], describe: 'confirm: which side this host is' },
       failed: { type: 'boolean', default: false, describe: 'confirm: the migration failed (undo) instead of succeeded' },
       'wait-incoming': secondsOption('confirm --role destination: wait up to S seconds for the incoming migration to end, then confirm its outcome'),
