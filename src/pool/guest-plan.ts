@@ -1,4 +1,4 @@
-import { BadInputError } from '../errors.js';
+import { BadInputError, ConflictError } from '../errors.js';
 import type { DomainSpec } from '../config/domain-xml.js';
 import { domainRequests, type VfRequest } from './requests.js';
 import { modeUsesVfio, type PoolSpec } from '../config/pool-xml.js';
@@ -37,6 +37,20 @@ export function requestsOf(ctx: Context, spec: DomainSpec, state: VfpoolState = 
   return domainRequests(spec, (name) => lookupPool(name)?.mode);
 }
 
+/**
+ * A request by pool (`vfpool:hostdev pool=`, a hybrid pool's `<interface>`) needs the pool
+ * started: libvirt refuses a guest on a network that is not active, and a pool that is only
+ * defined has made no promise about its VFs (their count, their vfio binding, the in-use guard
+ * of its stop). A device named without pool= asks for no pool.
+ */
+export function checkPoolsActive(requests: VfRequest[], state: VfpoolState): void {
+  for (const r of requests) {
+    if (r.pool !== null && state.pools[r.pool] === undefined) {
+      throw new ConflictError(`${r.field}: pool '${r.pool}' is not active`, `start it with \`vfpool net-start ${r.pool}\``);
+    }
+  }
+}
+
 function wantOf(r: VfRequest, mode: PoolMode): VfWant {
   return { ...vfSettingsOf(r), mac: r.mac, vfio: modeUsesVfio(mode) };
 }
@@ -56,6 +70,7 @@ export interface PlannedVf {
  * during the pass, so each PF is read once (`HostReads`) and each pool looked up once.
  */
 export async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRequest[], state: VfpoolState, opts: GuestOptions, pid: number | null): Promise<PlannedVf[]> {
+  checkPoolsActive(requests, state);
   const reads = new HostReads(ctx.host);
   const lookupPool = poolLookup(ctx, state);
   // Read as consumed: a first-fit pick reads the PFs up to the first free VF (each PF once: `reads`).

@@ -13,7 +13,7 @@ const spec = () => parseDomainXml(domainXml('prepare', { name: 'vm1', vfpool: VF
 
 t.test(`preparing 3 VFs on one PF reads the PF once while planning`, async (t) => {
   const w = makeGuestWorld(t, 'sim');
-  for (const [n, x] of Object.entries(POOLS)) w.definePool(n, x);
+  for (const [n, x] of Object.entries(POOLS)) await w.addPool(n, x);
   const before = await w.snapshot();
   const rec = recordingHost(w.host);
   const ctx = { ...w.ctx, host: rec.host };

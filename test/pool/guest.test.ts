@@ -24,14 +24,14 @@ async function deadPid(): Promise<number> {
  * Guest behaviour on the simulated host; LinuxHost is held to the same kernel behaviour by the
  * Host suite (test/host), and runs this path end to end in test/host/linux-host-flow.test.ts.
  */
-function world(t: Parameters<typeof makeGuestWorld>[0]): GuestWorld {
+async function world(t: Parameters<typeof makeGuestWorld>[0]): Promise<GuestWorld> {
   const w = makeGuestWorld(t, 'sim');
-  for (const [n, x] of Object.entries(POOLS)) w.definePool(n, x);
+  for (const [n, x] of Object.entries(POOLS)) await w.addPool(n, x);
   return w;
 }
 
 t.test('prepare sets MAC, VLAN and the rest through the PF and reads them back; release restores, twice', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   const before = await w.snapshot();
   const vf0 = (await w.host.listVfs(w.pf))[0]!;
   const r = await prepareGuest(w.ctx, spec('vm1', ALL), w.opts);
@@ -54,7 +54,7 @@ t.test('prepare sets MAC, VLAN and the rest through the PF and reads them back; 
 });
 
 t.test('passthrough pool (seed 004): a free VF netdev is handed out, MTU set, host driver kept', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   const before = await w.snapshot();
   const r = await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='pt' mac='52:54:00:00:00:aa' mtu='1400'/>`), w.opts);
   const got = r.vfs[0]!;
@@ -70,7 +70,7 @@ t.test('passthrough pool (seed 004): a free VF netdev is handed out, MTU set, ho
 });
 
 t.test('hybrid pool (seed 002): the virtio NIC gets a vfio VF partner with its MAC; release restores it', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   const before = await w.snapshot();
   const r = await prepareGuest(
     w.ctx,
@@ -87,8 +87,29 @@ t.test('hybrid pool (seed 002): the virtio NIC gets a vfio VF partner with its M
   t.same((await releaseGuest(w.ctx, 'vm1', { reason: 'again' })).released, [], 'a second release is a no-op');
 });
 
+t.test('a pool that is defined but not started hands out nothing: exit 3, before any change; a device named without pool= needs no pool', async (t) => {
+  const w = makeGuestWorld(t, 'sim');
+  for (const [n, x] of Object.entries(POOLS)) w.definePool(n, x);
+  const before = await w.snapshot();
+  await t.rejects(prepareGuest(w.ctx, spec('vm1', ALL), w.opts), {
+    name: 'ConflictError',
+    exitCode: 3,
+    message: "domain 'vm1': vfpool:hostdev #1: pool 'hd' is not active",
+    hint: 'start it with `vfpool net-start hd`',
+  });
+  const hybrid = `<interface type='network'><mac address='52:54:00:00:00:0b'/><source network='hy'/><model type='virtio'/></interface>`;
+  await t.rejects(prepareGuest(w.ctx, spec('vm1', undefined, hybrid), w.opts), { exitCode: 3, message: "domain 'vm1': <interface> #1: pool 'hy' is not active" });
+  await t.rejects(prepareGuest(w.ctx, spec('vm1', ALL), { ...w.opts, dryRun: true }), { exitCode: 3, message: /pool 'hd' is not active/ }, '--dry-run predicts it');
+  t.same(await w.snapshot(), before, 'nothing changed');
+  const vf1 = (await w.host.listVfs(w.pf))[1]!;
+  const named = await prepareGuest(w.ctx, spec('vm2', `<vfpool:hostdev address='${vf1.address}' mac='52:54:00:00:00:0c'/>`), w.opts);
+  t.equal(named.vfs[0]!.vfAddr, vf1.address, 'address= without pool=: served');
+  await w.addPool('hd', POOLS.hd);
+  t.equal((await prepareGuest(w.ctx, spec('vm1', ALL), w.opts)).vfs.length, 1, 'once started, the pool serves');
+});
+
 t.test('first fit by VF index, distinct VFs, exhaustion is exit 3 naming the pool and holders', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   const vfs = await w.host.listVfs(w.pf);
   const two = `<vfpool:hostdev pool='hd' mac='52:54:00:00:01:01'/><vfpool:hostdev pool='hd' mac='52:54:00:00:01:02'/>`;
   const a = await prepareGuest(w.ctx, spec('vm1', two), w.opts);
@@ -107,7 +128,7 @@ t.test('first fit by VF index, distinct VFs, exhaustion is exit 3 naming the poo
 });
 
 t.test('a VF held open through /dev/vfio by someone else is not handed out', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   await w.editKernel((s) => {
     s.pfs[0]!.vfs[0]!.driver = 'vfio-pci';
     s.pfs[0]!.vfs[0]!.netdev = null;
@@ -123,7 +144,7 @@ t.test('a VF held open through /dev/vfio by someone else is not handed out', asy
 });
 
 t.test('seed 001 step 1 and 2: by address, by netdev; both recorded, checked on later starts', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   const vfs = await w.host.listVfs(w.pf);
   const byAddr = await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev address='${vfs[2]!.address}' mac='52:54:00:00:00:01'/>`), w.opts);
   t.equal(byAddr.vfs[0]!.vfAddr, vfs[2]!.address);
@@ -159,7 +180,7 @@ t.test('seed 001 step 1 and 2: by address, by netdev; both recorded, checked on 
 });
 
 t.test('refusals before any change: PF down, not a network VF, unknown netdev', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   const pfAddr = (await w.host.getPf(w.pf)).address;
   const before = await w.snapshot();
   await t.rejects(prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev address='${pfAddr}' mac='52:54:00:00:00:01'/>`), w.opts), {
@@ -183,7 +204,7 @@ t.test('refusals before any change: PF down, not a network VF, unknown netdev', 
 });
 
 t.test('start hands /dev/vfio/GROUP to the DAC label\'s user; release gives it back', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   const r = await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01'/>`), w.opts);
   const group = (await vfNow(w.host, w.pf, r.vfs[0]!.vfAddr)).iommuGroup!;
   const ownerBefore = await w.host.getVfioGroupOwner(group);
@@ -199,7 +220,7 @@ t.test('start hands /dev/vfio/GROUP to the DAC label\'s user; release gives it b
 });
 
 t.test('started/reconnect record QEMU\'s pid from libvirt\'s pid file; a stale run is released at the next prepare', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   const xml = `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01' vlan='5'/>`;
   const before = await w.snapshot();
   await prepareGuest(w.ctx, spec('vm1', xml), w.opts);
@@ -225,7 +246,7 @@ t.test('started/reconnect record QEMU\'s pid from libvirt\'s pid file; a stale r
 });
 
 t.test('a domain that asks for nothing creates no state', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   const r = await prepareGuest(w.ctx, spec('plain', undefined, `<interface type='network'><mac address='52:54:00:00:00:01'/><source network='hd'/></interface>`), w.opts);
   t.same(r.vfs, []);
   t.same(w.ctx.store.read().allocations, []);
@@ -234,7 +255,7 @@ t.test('a domain that asks for nothing creates no state', async (t) => {
 
 t.test('IOMMU group shared with a device on a host driver is refused', async (t) => {
   const w = makeGuestWorld(t, 'sim');
-  w.definePool('hd', POOLS.hd);
+  await w.addPool('hd', POOLS.hd);
   await w.editKernel((s) => {
     s.pfs[0]!.vfs[1]!.iommuGroup = s.pfs[0]!.vfs[0]!.iommuGroup;
   });
@@ -248,7 +269,7 @@ t.test('IOMMU group shared with a device on a host driver is refused', async (t)
 
 t.test('a VF that vanished is released without a restore', async (t) => {
   const w = makeGuestWorld(t, 'sim');
-  w.definePool('hd', POOLS.hd);
+  await w.addPool('hd', POOLS.hd);
   await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01'/>`), w.opts);
   await w.editKernel((s) => {
     s.pfs[0]!.vfs = [];
@@ -261,7 +282,7 @@ t.test('a VF that vanished is released without a restore', async (t) => {
 
 t.test('a failure whose undo fails too: exit 1 naming both; the record stays for release or reconcile', async (t) => {
   const w = makeGuestWorld(t, 'sim');
-  w.definePool('hd', POOLS.hd);
+  await w.addPool('hd', POOLS.hd);
   const before = await w.snapshot();
   const xml = spec('vm1', `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01' trust='on'/>`);
   const counting = faultyHost(w.host, 0);

@@ -17,7 +17,7 @@ import { startFakeQmp, type FakeReply } from '../../helpers/fake-qmp.js';
  */
 t.test('prepare --delivery hotplug, qemu-args, plug (text and JSON), refusals', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
-  w.definePool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
+  await w.addPool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
   const file = join(w.dir, 'vm1.xml');
   writeFileSync(file, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:01'/>` }));
   const proc = join(w.dir, 'proc');
