@@ -53,20 +53,19 @@ t.test('prepare sets MAC, VLAN and the rest through the PF and reads them back; 
   t.same(await w.snapshot(), before);
 });
 
-t.test('passthrough pool (seed 004): a free VF netdev is handed out, MTU set, host driver kept', async (t) => {
+t.test('vfpool:hostdev on a passthrough (macvtap) pool: exit 2 naming the field, the pool and its mode, before any change', async (t) => {
   const w = await world(t);
   const before = await w.snapshot();
-  const r = await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='pt' mac='52:54:00:00:00:aa' mtu='1400'/>`), w.opts);
-  const got = r.vfs[0]!;
-  t.equal(got.mode, 'passthrough');
-  t.ok(got.netdev, 'the VF netdev is what is handed out');
-  const now = await vfNow(w.host, w.pf, got.vfAddr);
-  t.equal(now.netdev, got.netdev);
-  t.not(now.driver, 'vfio-pci', 'the host driver stays');
-  t.equal(now.link.mac, '52:54:00:00:00:aa');
-  t.equal(now.mtu, 1400);
-  await releaseGuest(w.ctx, 'vm1', { reason: 'test' });
-  t.same(await w.snapshot(), before);
+  await t.rejects(prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='pt' mac='52:54:00:00:00:aa' mtu='1400'/>`), w.opts), {
+    name: 'BadInputError',
+    exitCode: 2,
+    message: "domain 'vm1': vfpool:hostdev #1: pool 'pt' is a passthrough (macvtap) pool, whose VFs reach a guest as a host netdev, not as the PCI device vfpool:hostdev gives QEMU",
+    hint: "use <interface type='network'><source network='pt'/></interface> on libvirt's passthrough network of that name, or name a hostdev or pci-passthrough-hybrid pool",
+  });
+  await t.rejects(prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='pt' mac='52:54:00:00:00:aa'/>`), { ...w.opts, dryRun: true }), { exitCode: 2, message: /passthrough \(macvtap\) pool/ });
+  t.same(await w.snapshot(), before, 'no VF allocated or touched');
+  const viaLibvirt = `<interface type='network'><mac address='52:54:00:00:00:ab'/><source network='pt'/><model type='virtio'/></interface>`;
+  t.same((await prepareGuest(w.ctx, spec('vm1', undefined, viaLibvirt), w.opts)).vfs, [], 'an <interface> on it is libvirt\'s (its network hands out the VF): no request, no refusal');
 });
 
 t.test('hybrid pool (seed 002): the virtio NIC gets a vfio VF partner with its MAC; release restores it', async (t) => {
