@@ -51,6 +51,26 @@ export function checkPoolsActive(requests: VfRequest[], state: VfpoolState): voi
   }
 }
 
+/**
+ * One MAC per PF: the PF's embedded switch hands a frame to the one VF with its destination
+ * MAC, so a second VF of that PF with the same MAC gets nothing. domainRequests refuses a MAC
+ * twice in one domain; this is another domain's VF, vfpool's or one libvirt's network handed
+ * out. Per state: a migration's destination reserving the source's MAC is another host.
+ */
+async function checkMacFreeOnPf(state: VfpoolState, domain: string, r: VfRequest, m: Member, reads: HostReads): Promise<void> {
+  const held = state.allocations.find((a) => a.owner.domain !== domain && a.pf === m.pf && a.mac === r.mac);
+  let where = held ? `VF ${held.vfAddr} (${held.pf} VF ${held.vfIndex}) of domain '${held.owner.domain}'` : null;
+  if (where === null) {
+    // Already read while picking (reads is the pass's memo).
+    const ofPf = new Set<string>((await reads.listVfs(m.pf)).map((v) => v.address));
+    const port = state.ports.find((p) => p.domain !== domain && p.mac === r.mac && p.vfAddr !== null && ofPf.has(p.vfAddr));
+    if (port) where = `VF ${port.vfAddr} (${m.pf}) of domain '${port.domain}', through libvirt network '${port.network}'`;
+  }
+  if (where !== null) {
+    throw new ConflictError(`${r.field}: mac '${r.mac}' is already on ${where}, and PF ${m.pf} forwards a MAC to one VF only`, 'give this guest another MAC, or stop that domain first');
+  }
+}
+
 function wantOf(r: VfRequest, mode: PoolMode): VfWant {
   return { ...vfSettingsOf(r), mac: r.mac, vfio: modeUsesVfio(mode) };
 }
@@ -89,6 +109,7 @@ export async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRe
   const planned: PlannedVf[] = [];
   for (const rr of resolved) {
     const member = picked.get(rr.request.index)!;
+    await checkMacFreeOnPf(state, spec.name, rr.request, member, reads);
     const where = whereOf(spec.name, rr.pool?.name ?? null, { pf: member.pf, vfIndex: member.vf.index, vfAddr: member.vf.address });
     const facts = await readVfFacts(ctx.host, member.pf, member.vf.address, reads);
     const { steps, applied } = planVfConfigure(facts, wantOf(rr.request, rr.mode), where);

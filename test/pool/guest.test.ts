@@ -107,6 +107,37 @@ t.test('a pool that is defined but not started hands out nothing: exit 3, before
   t.equal((await prepareGuest(w.ctx, spec('vm1', ALL), w.opts)).vfs.length, 1, 'once started, the pool serves');
 });
 
+t.test('a MAC another domain holds on a VF of the same PF: exit 3 naming that domain and VF, nothing changed; on another PF it is fine', async (t) => {
+  const w = makeGuestWorld(t, 'sim', { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 4 }, { name: 'eth2', totalVfs: 8, numVfs: 2 }] });
+  await w.addPool('hd', POOLS.hd);
+  await w.addPool('hd2', `<network><name>hd2</name><forward mode='hostdev'><pf dev='eth2'/></forward></network>`);
+  await w.addPool('hy', POOLS.hy);
+  const mac = '52:54:00:44:00:04';
+  const held = await prepareGuest(w.ctx, spec('wraptest', `<vfpool:hostdev pool='hd' mac='${mac}'/>`), w.opts);
+  const before = await w.snapshot();
+  const vfs = await w.host.listVfs(w.pf);
+  for (const ask of [`pool='hd'`, `address='${vfs[2]!.address}'`]) {
+    await t.rejects(prepareGuest(w.ctx, spec('c6', `<vfpool:hostdev ${ask} mac='${mac.toUpperCase()}'/>`), w.opts), {
+      name: 'ConflictError',
+      exitCode: 3,
+      message: `domain 'c6': vfpool:hostdev #1: mac '${mac}' is already on VF ${held.vfs[0]!.vfAddr} (eth1 VF 0) of domain 'wraptest', and PF eth1 forwards a MAC to one VF only`,
+      hint: 'give this guest another MAC, or stop that domain first',
+    }, ask);
+  }
+  const hybrid = `<interface type='network'><mac address='${mac}'/><source network='hy'/><model type='virtio'/></interface>`;
+  await t.rejects(prepareGuest(w.ctx, spec('c6', undefined, hybrid), w.opts), { exitCode: 3, message: /<interface> #1: mac '52:54:00:44:00:04' is already on VF .* of domain 'wraptest'/ }, 'a hybrid partner too');
+  t.same(await w.snapshot(), before, 'nothing changed');
+  t.equal((await prepareGuest(w.ctx, spec('c6', `<vfpool:hostdev pool='hd2' mac='${mac}'/>`), w.opts)).vfs[0]!.pf, 'eth2', 'another PF, another switch: served');
+
+  // A VF libvirt's hostdev network handed out with that MAC counts the same.
+  await releaseGuest(w.ctx, 'wraptest', { reason: 'test' });
+  await w.ctx.store.update((s) => void s.ports.push({ network: 'lv-net', portUuid: 'u1', domain: 'lvguest', domainUuid: null, vfAddr: vfs[3]!.address, netdev: null, plug: 'hostdev-pci', mac: mac as never, createdAt: new Date().toISOString(), pid: null }));
+  await t.rejects(prepareGuest(w.ctx, spec('c7', `<vfpool:hostdev pool='hd' mac='${mac}'/>`), w.opts), {
+    exitCode: 3,
+    message: `domain 'c7': vfpool:hostdev #1: mac '${mac}' is already on VF ${vfs[3]!.address} (eth1) of domain 'lvguest', through libvirt network 'lv-net', and PF eth1 forwards a MAC to one VF only`,
+  });
+});
+
 t.test('first fit by VF index, distinct VFs, exhaustion is exit 3 naming the pool and holders', async (t) => {
   const w = await world(t);
   const vfs = await w.host.listVfs(w.pf);
