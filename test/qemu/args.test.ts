@@ -195,8 +195,8 @@ t.test('emulated SR-IOV NIC: every VF before its PF, stride 1 above function 0, 
     t.equal(new Set(netdevs).size, n + 1, 'a netdev per function');
     if (n === 9) t.equal(vfs[7]!.addr, '0x1.0x0', 'function 8 written as the next slot (ARI)');
   }
-  const json = run(plan([], { sriovNics: sriovNicPlans('vm1', null, [{ vfs: 1, backend: 'socket', backendOptions: 'listen=:1234' }]) }), libvirtQ35Argv(), NEW_QEMU);
-  t.ok(json.added.includes('socket,id=vfpool-sriov0-net1,listen=:1234'), 'backend options on every netdev');
+  const json = run(plan([], { sriovNics: sriovNicPlans('vm1', null, [{ vfs: 1, backend: 'socket', backendOptions: 'mcast=230.0.0.1:1234' }]) }), libvirtQ35Argv(), NEW_QEMU);
+  t.ok(json.added.includes('socket,id=vfpool-sriov0-net0,mcast=230.0.0.1:1234') && json.added.includes('socket,id=vfpool-sriov0-net1,mcast=230.0.0.1:1234'), 'backend options on every netdev');
   t.ok(json.added.some((a) => a.startsWith('{"driver":"virtio-net-pci","id":"vfpool-sriov0-vf0"')), 'JSON on libvirt\'s command line');
 });
 
@@ -207,6 +207,7 @@ t.test('SR-IOV NIC refusals: VF counts outside what ARI allows, a bad backend', 
   t.throws(() => planSriovNic(nic(0), at), /vfs='0' is not 1..255/);
   t.throws(() => planSriovNic(nic(2, 'slirp'), at), { name: 'BadInputError', message: /backend='slirp' is not a QEMU netdev type vfpool knows/ });
   t.throws(() => planSriovNic({ ...nic(2), macs: [MAC] }, at), /1 MACs for a PF and 2 VFs/);
+  t.throws(() => planSriovNic({ ...nic(8, 'socket'), backendOptions: 'listen=:1234' }, at), { name: 'BadInputError', message: /backend-options='listen=:1234': listen= binds a host port/ }, 'a plan written before the parser refused it: the wrapper refuses it too');
 });
 
 t.test('started hook: the device_adds for the running QEMU equal what the wrapper planned; no reserved port, a sentence', async (t) => {
