@@ -12,7 +12,7 @@ import { allocationsOf, describeAllocation, type GuestOptions, type PrepareResul
 import { checkPoolsActive, planPrepare, requestsOf, type PlannedVf } from './guest-plan.js';
 import { releaseGuest } from './guest-release.js';
 import { applyVfSteps, describeVfStep } from './vf-steps.js';
-import { buildDomainPlan, checkDeliveryPossible, defaultDeliveryHostFacts, writeGuestPlan, type DeliveryHostFacts } from './guest-qemu-plan.js';
+import { buildDomainPlan, checkDeliveryPossible, checkDomainForQemu, defaultDeliveryHostFacts, writeGuestPlan, type DeliveryHostFacts } from './guest-qemu-plan.js';
 import type { VfRequest as Request } from './requests.js';
 import { crashPoint } from '../util/crash-point.js';
 import { allocationKeepReason, describeGonePort, judgeAllocation, ownerEnv, pruneGonePorts } from './owners.js';
@@ -172,7 +172,8 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: PrepareOp
   const log = ctx.log.child(`domain '${spec.name}'`);
   const before = ctx.store.read();
   const requests = requestsOf(ctx, spec, before);
-  // Before Step 0 frees anything; checked again under the lock when the VFs are picked.
+  // Before Step 0 frees anything (the pools again under the lock, when the VFs are picked).
+  checkDomainForQemu(spec, requests);
   checkPoolsActive(requests, before);
   const existing = allocationsOf(before, spec.name);
   const result: PrepareResult = { domain: spec.name, vfs: [], plan: [], releasedStale: [] };

@@ -4,6 +4,7 @@ import { WITHOUT_TAP_LOADER } from '../helpers/spawn.js';
 import { mkdirSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseDomainXml } from '../../src/config/domain-xml.js';
+import type { VfpoolError } from '../../src/errors.js';
 import { prepareGuest, releaseGuest, startGuest } from '../../src/pool/guests.js';
 import { checkDeliveryPossible, type DeliveryHostFacts } from '../../src/pool/guest-qemu-plan.js';
 import { reconcile } from '../../src/pool/reconcile.js';
@@ -86,9 +87,36 @@ t.test('vfpool prepare --delivery overrides the default: hotplug for an emulated
   t.equal(readDomainPlan(r.settings.stateDir, 'vm3')!.delivery, 'cmdline');
 });
 
+t.test('what the wrapper would refuse and the domain XML already tells is refused at prepare: exit 2, nothing changed', async (t) => {
+  const w = await world(t);
+  const before = await w.snapshot();
+  const xml = (o: { vfpool?: string; devices?: string; machine?: string }) => parseDomainXml(domainXml('prepare', { name: 'vm1', ...o }), 'vm1');
+  const nic = (model: string) => `<interface type='network'><mac address='52:54:00:aa:00:01'/><source network='hy'/>${model}</interface>`;
+  const cases: Array<[string, ReturnType<typeof xml>, string]> = [
+    ['a hybrid interface of model e1000e', xml({ devices: nic(`<model type='e1000e'/>`) }),
+      "domain 'vm1': <interface> #1: a pci-passthrough-hybrid interface is its VF's failover standby, which QEMU makes only of virtio-net, and <model type='e1000e'/> is not virtio-net: give it <model type='virtio'/>"],
+    ['a hybrid interface with no model', xml({ devices: nic('') }),
+      "domain 'vm1': <interface> #1: a pci-passthrough-hybrid interface is its VF's failover standby, which QEMU makes only of virtio-net, and it has no <model> (libvirt's default NIC is not virtio-net): give it <model type='virtio'/>"],
+    ['an emulated SR-IOV NIC on i440fx', xml({ vfpool: `<vfpool:sriov-nic vfs='2'/>`, machine: 'pc-i440fx-10.0' }),
+      "domain 'vm1': vfpool:sriov-nic #1: an emulated SR-IOV NIC needs PCI Express, and this is an i440fx machine: use a q35 machine (<type machine='q35'> in the domain's <os>, -machine q35)"],
+    ['a VF on a machine that is neither', xml({ vfpool: `<vfpool:hostdev pool='hd' mac='52:54:00:11:22:33'/>`, machine: 'microvm' }),
+      "domain 'vm1': QEMU machine type 'microvm' is neither q35 nor i440fx (pc): vfpool places PCI devices on q35 or i440fx machines only: use -machine q35 (or pc)"],
+  ];
+  for (const [name, s, line] of cases) {
+    const err = await prepareGuest(w.ctx, s, w.opts).then(() => null, (e: VfpoolError) => e);
+    t.same([err?.exitCode, err?.toLine()], [2, line], name);
+  }
+  t.same(await w.snapshot(), before, 'nothing changed');
+  for (const model of ['virtio', 'virtio-transitional', 'virtio-non-transitional']) {
+    t.equal((await prepareGuest(w.ctx, xml({ devices: nic(`<model type='${model}'/>`) }), w.opts)).vfs.length, 1, `${model}: a virtio-net standby`);
+    await releaseGuest(w.ctx, 'vm1', { reason: 'test' });
+  }
+  t.equal((await prepareGuest(w.ctx, xml({ vfpool: `<vfpool:hostdev pool='hd' mac='52:54:00:11:22:33'/>`, machine: 'pc-i440fx-10.0' }), w.opts)).vfs.length, 1, 'a VF on i440fx is fine');
+});
+
 t.test('a domain with only <vfpool:sriov-nic> gets a plan', async (t) => {
   const w = await world(t);
-  await prepareGuest(w.ctx, spec('vm2', `<vfpool:sriov-nic vfs='3' backend='user'/>`), w.opts);
+  await prepareGuest(w.ctx, parseDomainXml(domainXml('prepare', { name: 'vm2', vfpool: `<vfpool:sriov-nic vfs='3' backend='user'/>`, machine: 'pc-q35-10.0' }), 'vm2'), w.opts);
   const plan = readDomainPlan(w.settings.stateDir, 'vm2')!;
   t.equal(plan.vfs.length, 0);
   t.match(plan.sriovNics, [{ id: 'vfpool-sriov0', vfs: 3, backend: 'user' }]);

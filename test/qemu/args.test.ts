@@ -153,7 +153,7 @@ t.test('refusals, one line each', async (t) => {
     ['emulated NIC without a MAC', () => run(plan([vf(0, { emulatedModel: 'e1000e' })]), q35), 'BadInputError',
       "domain 'vm1': vfpool-vf0: the emulated e1000e stands in for a VF but has no MAC: the plan must carry the VF's MAC"],
     ['SR-IOV NIC on i440fx', () => run(plan([], { sriovNics: sriovNicPlans('vm1', null, [{ vfs: 2, backend: 'user', backendOptions: null }]) }), libvirtArgv(), NEW_QEMU), 'BadInputError',
-      "domain 'vm1': <vfpool:sriov-nic> vfpool-sriov0: an emulated SR-IOV NIC needs PCI Express, and this is an i440fx machine: use a q35 machine (-machine q35)"],
+      "domain 'vm1': <vfpool:sriov-nic> vfpool-sriov0: an emulated SR-IOV NIC needs PCI Express, and this is an i440fx machine: use a q35 machine (<type machine='q35'> in the domain's <os>, -machine q35)"],
     ['SR-IOV NIC on QEMU 10.0', () => run(plan([], { sriovNics: sriovNicPlans('vm1', null, [{ vfs: 2, backend: 'user', backendOptions: null }]) }), q35, { qemu: '/usr/bin/qemu-system-x86_64', sriovPf: false }), 'BadInputError',
       "domain 'vm1': <vfpool:sriov-nic> vfpool-sriov0: the QEMU in use (/usr/bin/qemu-system-x86_64) has no virtio-net 'sriov-pf' property: emulated SR-IOV needs QEMU >= 10.1: install QEMU 10.1 or later and point VFPOOL_QEMU at it"],
     ['SR-IOV NIC with QEMU never asked', () => run(plan([], { sriovNics: sriovNicPlans('vm1', null, [{ vfs: 2, backend: 'user', backendOptions: null }]) }), q35), 'BadInputError', /the QEMU in use has no virtio-net 'sriov-pf' property/],

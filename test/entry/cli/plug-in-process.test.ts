@@ -74,7 +74,7 @@ t.test('prepare --delivery hotplug, qemu-args, plug (text and JSON), refusals', 
 t.test('a domain whose plan has no VF for QEMU: plug says so', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
   const file = join(w.dir, 'nic.xml');
-  writeFileSync(file, domainXml('prepare', { name: 'vm2', vfpool: `<vfpool:sriov-nic vfs='2'/>` }));
+  writeFileSync(file, domainXml('prepare', { name: 'vm2', vfpool: `<vfpool:sriov-nic vfs='2'/>`, machine: 'pc-q35-10.0' }));
   const env = { ...w.env, VFPOOL_QEMU: '/bin/true' };
   const p = await runCliInProcess(['prepare', '--xml', file, '--delivery', 'hotplug'], env);
   t.same([p.exitCode, p.stdout], [0, 'Domain vm2 asks for no VF from vfpool\n']);
