@@ -9,6 +9,16 @@ export const SRIOV_BACKENDS = ['user', 'tap', 'bridge', 'socket', 'stream', 'dgr
 // Backend options stand in a QEMU -netdev argument: no commas escaped (`,,`), no id=.
 const BACKEND_OPTIONS_RE = /^[A-Za-z0-9_.:/@=+-]+(,[A-Za-z0-9_.:/@=+-]+)*$/;
 
+// Every function of the NIC (its PF and each VF: two at least) gets a netdev of its own with the
+// same options, and these name what only one netdev can hold: QEMU refuses the second
+// ("can't bind … Address already in use", "Could not set up host forwarding rule", a tap
+// "Device or resource busy"; QEMU 10.0). mcast= and udp=/localaddr= are shared (SO_REUSEADDR).
+const ONE_NETDEV_ONLY: Record<string, string> = {
+  listen: 'binds a host port',
+  hostfwd: 'binds a host port',
+  ifname: 'names one tap device',
+};
+
 export function validateBackend(backend: string, options: string | null, field: string): void {
   if (!(SRIOV_BACKENDS as readonly string[]).includes(backend)) {
     throw new BadInputError(`${field}: backend='${backend}' is not a QEMU netdev type vfpool knows`, `use one of ${SRIOV_BACKENDS.join(', ')}`);
@@ -16,5 +26,12 @@ export function validateBackend(backend: string, options: string | null, field: 
   if (options === null) return;
   if (!BACKEND_OPTIONS_RE.test(options) || /(^|,)id=/.test(options)) {
     throw new BadInputError(`${field}: backend-options='${options}' is not a list of key=value without id=`, "e.g. backend-options='restrict=on'; vfpool gives every function its own id");
+  }
+  const key = options.split(',').map((o) => o.split('=')[0]!).find((k) => Object.hasOwn(ONE_NETDEV_ONLY, k));
+  if (key !== undefined) {
+    throw new BadInputError(
+      `${field}: backend-options='${options}': ${key}= ${ONE_NETDEV_ONLY[key]}, and every function of the NIC (the PF and each VF) gets a netdev of its own with these options, so QEMU would refuse the second`,
+      `drop ${key}=; for backend='socket', mcast=ADDR:PORT is a hub every function may join`,
+    );
   }
 }

@@ -40,6 +40,11 @@ export interface DomainSpec {
   memoryKiB: bigint | null;
   /** `<memtune><hard_limit>` in KiB: libvirt sets QEMU's memlock limit to it. */
   hardLimitKiB: bigint | null;
+  /**
+   * `<os><type machine='pc-q35-10.0'>` (libvirt fills it in by prepare); null when the XML has
+   * none, absent in a spec vfpool builds itself (a migration's, from its description).
+   */
+  machine?: string | null;
 }
 
 /** `<vfpool:sriov-nic vfs='N' backend='user' [backend-options='k=v,…']/>`: needs no VF, only QEMU >= 10.1. */
@@ -70,6 +75,8 @@ export interface NetworkInterface {
   mac: MacAddress | null;
   vlan: number | null;
   mtu: number | null;
+  /** `<model type='virtio'/>`; null: none given (libvirt's default for x86 is not virtio). */
+  model: string | null;
 }
 
 /** `user:group` as libvirt writes it: `+64055:+64055` (numeric) or names. */
@@ -186,6 +193,7 @@ function parseInterfaces(devices: XmlElement | undefined, where: string): { nets
       mac,
       vlan: tagId === undefined ? null : intIn(tagId, field, 'vlan tag id', 0, 4095),
       mtu: mtuSize === undefined ? null : intIn(mtuSize, field, 'mtu size', 68, 65535),
+      model: attr(child(ifEl, 'model'), 'type') ?? null,
     });
   });
   return { nets, macs };
@@ -227,7 +235,8 @@ export function parseDomainXml(xml: string, where: string): DomainSpec {
   const { nets, macs } = parseInterfaces(child(domain, 'devices'), dwhere);
   const memoryKiB = parseKiB(child(domain, 'memory'), `${dwhere}: <memory>`) ?? parseKiB(child(domain, 'currentMemory'), `${dwhere}: <currentMemory>`);
   const hardLimitKiB = parseKiB(child(child(domain, 'memtune') ?? {}, 'hard_limit'), `${dwhere}: <memtune><hard_limit>`);
-  return { name, uuid: uuid?.toLowerCase() ?? null, hostdevs, networkInterfaces: nets, interfaceMacs: macs, dacLabel: parseDacLabel(domain, dwhere), sriovNics, memoryKiB, hardLimitKiB };
+  const machine = attr(child(child(domain, 'os') ?? {}, 'type'), 'machine') ?? null;
+  return { name, uuid: uuid?.toLowerCase() ?? null, hostdevs, networkInterfaces: nets, interfaceMacs: macs, dacLabel: parseDacLabel(domain, dwhere), sriovNics, memoryKiB, hardLimitKiB, machine };
 }
 
 const UNIT_KIB: Record<string, bigint> = { b: 0n, bytes: 0n, k: 1n, kib: 1n, kb: 1n, m: 1024n, mib: 1024n, mb: 1024n, g: 1048576n, gib: 1048576n, gb: 1048576n, t: 1073741824n, tib: 1073741824n, tb: 1073741824n };

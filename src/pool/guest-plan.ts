@@ -1,4 +1,4 @@
-import { BadInputError } from '../errors.js';
+import { BadInputError, ConflictError } from '../errors.js';
 import type { DomainSpec } from '../config/domain-xml.js';
 import { domainRequests, type VfRequest } from './requests.js';
 import { modeUsesVfio, type PoolSpec } from '../config/pool-xml.js';
@@ -37,6 +37,40 @@ export function requestsOf(ctx: Context, spec: DomainSpec, state: VfpoolState = 
   return domainRequests(spec, (name) => lookupPool(name)?.mode);
 }
 
+/**
+ * A request by pool (`vfpool:hostdev pool=`, a hybrid pool's `<interface>`) needs the pool
+ * started: libvirt refuses a guest on a network that is not active, and a pool that is only
+ * defined has made no promise about its VFs (their count, their vfio binding, the in-use guard
+ * of its stop). A device named without pool= asks for no pool.
+ */
+export function checkPoolsActive(requests: VfRequest[], state: VfpoolState): void {
+  for (const r of requests) {
+    if (r.pool !== null && state.pools[r.pool] === undefined) {
+      throw new ConflictError(`${r.field}: pool '${r.pool}' is not active`, `start it with \`vfpool net-start ${r.pool}\``);
+    }
+  }
+}
+
+/**
+ * One MAC per PF: the PF's embedded switch hands a frame to the one VF with its destination
+ * MAC, so a second VF of that PF with the same MAC gets nothing. domainRequests refuses a MAC
+ * twice in one domain; this is another domain's VF, vfpool's or one libvirt's network handed
+ * out. Per state: a migration's destination reserving the source's MAC is another host.
+ */
+async function checkMacFreeOnPf(state: VfpoolState, domain: string, r: VfRequest, m: Member, reads: HostReads): Promise<void> {
+  const held = state.allocations.find((a) => a.owner.domain !== domain && a.pf === m.pf && a.mac === r.mac);
+  let where = held ? `VF ${held.vfAddr} (${held.pf} VF ${held.vfIndex}) of domain '${held.owner.domain}'` : null;
+  if (where === null) {
+    // Already read while picking (reads is the pass's memo).
+    const ofPf = new Set<string>((await reads.listVfs(m.pf)).map((v) => v.address));
+    const port = state.ports.find((p) => p.domain !== domain && p.mac === r.mac && p.vfAddr !== null && ofPf.has(p.vfAddr));
+    if (port) where = `VF ${port.vfAddr} (${m.pf}) of domain '${port.domain}', through libvirt network '${port.network}'`;
+  }
+  if (where !== null) {
+    throw new ConflictError(`${r.field}: mac '${r.mac}' is already on ${where}, and PF ${m.pf} forwards a MAC to one VF only`, 'give this guest another MAC, or stop that domain first');
+  }
+}
+
 function wantOf(r: VfRequest, mode: PoolMode): VfWant {
   return { ...vfSettingsOf(r), mac: r.mac, vfio: modeUsesVfio(mode) };
 }
@@ -56,6 +90,7 @@ export interface PlannedVf {
  * during the pass, so each PF is read once (`HostReads`) and each pool looked up once.
  */
 export async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRequest[], state: VfpoolState, opts: GuestOptions, pid: number | null): Promise<PlannedVf[]> {
+  checkPoolsActive(requests, state);
   const reads = new HostReads(ctx.host);
   const lookupPool = poolLookup(ctx, state);
   // Read as consumed: a first-fit pick reads the PFs up to the first free VF (each PF once: `reads`).
@@ -75,6 +110,7 @@ export async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRe
   const planned: PlannedVf[] = [];
   for (const rr of resolved) {
     const member = picked.get(rr.request.index)!;
+    await checkMacFreeOnPf(state, spec.name, rr.request, member, reads);
     const where = whereOf(spec.name, rr.pool?.name ?? null, { pf: member.pf, vfIndex: member.vf.index, vfAddr: member.vf.address });
     const facts = await readVfFacts(ctx.host, member.pf, member.vf.address, reads);
     const { steps, applied } = planVfConfigure(facts, wantOf(rr.request, rr.mode), where);

@@ -9,10 +9,10 @@ import type { Allocation } from '../state/schema.js';
 import type { DomainPlanV1 } from '../state/domain-plan.js';
 import type { Context } from './context.js';
 import { allocationsOf, describeAllocation, type GuestOptions, type PrepareResult } from './guest-model.js';
-import { planPrepare, requestsOf, type PlannedVf } from './guest-plan.js';
+import { checkPoolsActive, planPrepare, requestsOf, type PlannedVf } from './guest-plan.js';
 import { releaseGuest } from './guest-release.js';
 import { applyVfSteps, describeVfStep } from './vf-steps.js';
-import { buildDomainPlan, checkDeliveryPossible, defaultDeliveryHostFacts, writeGuestPlan, type DeliveryHostFacts } from './guest-qemu-plan.js';
+import { buildDomainPlan, checkDeliveryPossible, checkDomainForQemu, defaultDeliveryHostFacts, writeGuestPlan, type DeliveryHostFacts } from './guest-qemu-plan.js';
 import type { VfRequest as Request } from './requests.js';
 import { crashPoint } from '../util/crash-point.js';
 import { allocationKeepReason, describeGonePort, judgeAllocation, ownerEnv, pruneGonePorts } from './owners.js';
@@ -172,6 +172,9 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: PrepareOp
   const log = ctx.log.child(`domain '${spec.name}'`);
   const before = ctx.store.read();
   const requests = requestsOf(ctx, spec, before);
+  // Before Step 0 frees anything (the pools again under the lock, when the VFs are picked).
+  checkDomainForQemu(spec, requests);
+  checkPoolsActive(requests, before);
   const existing = allocationsOf(before, spec.name);
   const result: PrepareResult = { domain: spec.name, vfs: [], plan: [], releasedStale: [] };
 

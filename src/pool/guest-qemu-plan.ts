@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import { HostError, asVfpoolError, errnoOf } from '../errors.js';
 import type { DomainSpec } from '../config/domain-xml.js';
 import { modeUsesVfio } from '../config/pool-xml.js';
+import { checkSriovNicMachine, checkStandbyModel } from '../qemu/args.js';
+import { requireMachineKind } from '../qemu/cmdline.js';
 import { checkCmdlineReadiness } from '../qemu/cmdline-readiness.js';
 import type { Allocation } from '../state/schema.js';
 import { domainPlanPath, domainRunDir, removeDomainPlan, sriovNicPlans, writeDomainPlan, type DomainPlanV1, type DomainPlanVf } from '../state/domain-plan.js';
@@ -108,6 +110,21 @@ export function buildDomainPlan(
   const sriovNics = sriovNicPlans(spec.name, spec.uuid, spec.sriovNics, spec.interfaceMacs.map((m) => m.mac));
   const hotplugStandIns = emulated !== null && ctx.settings.simDelivery === 'hotplug';
   return { version: 1, domain: spec.name, uuid: spec.uuid, delivery: chooseDelivery(via, vfs, { requested, hotplugStandIns }), vfs, sriovNics };
+}
+
+/**
+ * Refuses at prepare, before anything changes, what the wrapper would refuse when QEMU starts
+ * and the domain XML already tells (the same checks): a machine that is neither q35 nor
+ * i440fx, an emulated SR-IOV NIC on i440fx, a hybrid interface whose model is not virtio-net.
+ * Whether the QEMU has `sriov-pf` is left to the wrapper: asking means starting QEMU.
+ */
+export function checkDomainForQemu(spec: DomainSpec, requests: VfRequest[]): void {
+  if (requests.length === 0 && spec.sriovNics.length === 0) return;
+  const kind = spec.machine == null ? null : requireMachineKind(spec.machine);
+  if (kind !== null) for (const nic of spec.sriovNics) checkSriovNicMachine(kind, nic.field);
+  for (const r of requests) {
+    if (r.source === 'interface') checkStandbyModel(spec.networkInterfaces.find((n) => n.field === r.field)?.model ?? null, r.field);
+  }
 }
 
 /**

@@ -28,13 +28,23 @@ export type PoolModeLookup = (name: string) => PoolMode | undefined;
  * is libvirt's own business (its hostdev/passthrough network hands out the VF, and the network
  * hook records it at port-created), so it is not a request. Pure: pools come from `poolMode`.
  *
- * Validation (one line each, exit 2): an unknown pool; a MAC used twice in the domain.
+ * Validation (one line each, exit 2): an unknown pool; vfpool:hostdev on a passthrough pool; a
+ * MAC used twice in the domain.
  */
 export function domainRequests(spec: DomainSpec, poolMode: PoolModeLookup): VfRequest[] {
   const requests: VfRequest[] = [];
   for (const h of spec.hostdevs) {
-    if (h.pool !== null && poolMode(h.pool) === undefined) {
+    const mode = h.pool === null ? undefined : poolMode(h.pool);
+    if (h.pool !== null && mode === undefined) {
       throw new BadInputError(`${h.field}: unknown pool '${h.pool}'`, 'define it with `vfpool net-define FILE`, or start the libvirt network that carries it');
+    }
+    // vfpool:hostdev gives QEMU a PCI device; a passthrough pool's VF reaches a guest as macvtap
+    // on its host netdev, which libvirt makes for an <interface>, and vfpool has no way to.
+    if (mode === 'passthrough') {
+      throw new BadInputError(
+        `${h.field}: pool '${h.pool}' is a passthrough (macvtap) pool, whose VFs reach a guest as a host netdev, not as the PCI device vfpool:hostdev gives QEMU`,
+        `use <interface type='network'><source network='${h.pool}'/></interface> on libvirt's passthrough network of that name, or name a hostdev or pci-passthrough-hybrid pool`,
+      );
     }
     const { field, pool, netdev, address, mac, ...settings } = h;
     requests.push({ index: requests.length, field, source: 'metadata', pool, netdev, address, mac, pairedMac: null, ...settings });

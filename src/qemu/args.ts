@@ -1,6 +1,7 @@
 import { BadInputError, ConflictError } from '../errors.js';
 import type { DomainPlanV1, DomainPlanVf } from '../state/domain-plan.js';
-import { isVirtioNet, type ParsedCmdline, type QemuDevice } from './cmdline.js';
+import { isVirtioNet, libvirtNicDriver, type MachineKind, type ParsedCmdline, type QemuDevice } from './cmdline.js';
+import { quoteInput } from '../util/quote.js';
 import { formatKv, hex, optBool, type OptValue } from './qemu-opts.js';
 import { rootBusSlots, takeChassis, takeFreeSlot, takePinnedSlot, usedChassis, type SlotMap } from './pci-slots.js';
 import { planSriovNic } from './sriov-nic.js';
@@ -104,6 +105,23 @@ function findStandby(cmd: ParsedCmdline, vf: DomainPlanVf, where: string): QemuD
   return nics[0]!;
 }
 
+/** An emulated SR-IOV NIC is PCI Express (VFs beside their PF on a root port): the wrapper's check, and prepare's on the domain XML. */
+export function checkSriovNicMachine(kind: MachineKind, where: string): void {
+  if (kind !== 'q35') throw new BadInputError(`${where}: an emulated SR-IOV NIC needs PCI Express, and this is an i440fx machine`, "use a q35 machine (<type machine='q35'> in the domain's <os>, -machine q35)");
+}
+
+/**
+ * What the wrapper asks of a failover standby, asked of libvirt's <interface> at prepare: the
+ * device libvirt makes of its <model> must be virtio-net (findStandby pairs only with one).
+ */
+export function checkStandbyModel(model: string | null, where: string): void {
+  if (model !== null && isVirtioNet(libvirtNicDriver(model))) return;
+  throw new BadInputError(
+    `${where}: a pci-passthrough-hybrid interface is its VF's failover standby, which QEMU makes only of virtio-net, and ${model === null ? 'it has no <model> (libvirt\'s default NIC is not virtio-net)' : `<model type=${quoteInput(model)}/> is not virtio-net`}`,
+    "give it <model type='virtio'/>",
+  );
+}
+
 /**
  * Turns a domain's plan and the QEMU command line it is about to run with into the edited
  * command line. Pure: same plan + same argv → same argv out, so a VF lands on the same guest
@@ -194,7 +212,7 @@ export function planQemuArgs(plan: DomainPlanV1, cmd: ParsedCmdline, opts: PlanQ
   // Step 4: emulated SR-IOV NICs, always on the command line (nothing to hand over).
   plan.sriovNics.forEach((nic) => {
     const where = `${dom}: <vfpool:sriov-nic> ${nic.id}`;
-    if (!q35) throw new BadInputError(`${where}: an emulated SR-IOV NIC needs PCI Express, and this is an i440fx machine`, 'use a q35 machine (-machine q35)');
+    checkSriovNicMachine(cmd.machine.kind, where);
     if (!opts.caps?.sriovPf) {
       throw new BadInputError(
         `${where}: the QEMU in use${opts.caps ? ` (${opts.caps.qemu})` : ''} has no virtio-net 'sriov-pf' property: emulated SR-IOV needs QEMU >= 10.1`,

@@ -1,4 +1,5 @@
 import { BadInputError } from '../errors.js';
+import { quoteInput } from '../util/quote.js';
 import { optBool, optInt, parsePciAddr, parseQemuOpts, type OptValue, type QemuOpts } from './qemu-opts.js';
 
 /**
@@ -149,14 +150,30 @@ export function parseQemuArgv(argv: string[]): ParsedCmdline {
 
   // QEMU's x86_64 default machine is `pc` (i440fx).
   const type = machineType ?? 'pc';
+  const kind = requireMachineKind(type);
+  return { argv, name, machine: { type, kind, acpi }, incoming, nodefaults, devices, ids, netdevIds, rootBus: kind === 'q35' ? 'pcie.0' : 'pci.0' };
+}
+
+/**
+ * q35 or i440fx, or the refusal: the wrapper's, for -machine, and prepare's, for the domain
+ * XML's <os><type machine>, which libvirt hands to QEMU as it is.
+ */
+export function requireMachineKind(type: string): MachineKind {
   const kind = machineKind(type);
   if (kind === null) {
-    throw new BadInputError(`QEMU machine type '${type}' is neither q35 nor i440fx (pc)`, 'vfpool places PCI devices on q35 or i440fx machines only: use -machine q35 (or pc)');
+    throw new BadInputError(`QEMU machine type ${quoteInput(type)} is neither q35 nor i440fx (pc)`, 'vfpool places PCI devices on q35 or i440fx machines only: use -machine q35 (or pc)');
   }
-  return { argv, name, machine: { type, kind, acpi }, incoming, nodefaults, devices, ids, netdevIds, rootBus: kind === 'q35' ? 'pcie.0' : 'pci.0' };
+  return kind;
 }
 
 /** virtio-net NIC drivers that can be a failover standby. */
 export function isVirtioNet(driver: string): boolean {
   return /^virtio-net-pci(-transitional|-non-transitional)?$/.test(driver);
+}
+
+const LIBVIRT_VIRTIO_MODELS = new Map([['virtio', 'virtio-net-pci'], ['virtio-transitional', 'virtio-net-pci-transitional'], ['virtio-non-transitional', 'virtio-net-pci-non-transitional']]);
+
+/** The QEMU device libvirt makes of an <interface>'s <model type>: virtio's by its PCI name, the others (e1000e, rtl8139…) by their own. */
+export function libvirtNicDriver(model: string): string {
+  return LIBVIRT_VIRTIO_MODELS.get(model) ?? model;
 }

@@ -1,4 +1,4 @@
-import { chmodSync, chownSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, mkdirSync, readlinkSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { BadInputError, errnoOf, HostError } from '../errors.js';
@@ -146,9 +146,52 @@ export function domainPlanPath(stateDir: string, domain: string): string {
   return join(domainDir(stateDir, domain), 'plan.json');
 }
 
-/** vfpool's QMP socket for the domain (created by QEMU itself, as the QEMU user). */
+/**
+ * A Unix socket's path must fit sun_path, 108 bytes with its NUL (unix(7)); QEMU refuses a
+ * longer one ("UNIX socket path … is too long") and never starts. A 128-character domain name
+ * under /run/vfpool makes one.
+ */
+const SOCKET_PATH_MAX = 107;
+
+/**
+ * Where a domain whose own directory is too deep for its socket reaches it: a link in qemu/,
+ * named by a hash of the domain name (as libvirt shortens names in its socket paths), to the
+ * domain's directory. Root makes it (qemu/ is root's, 0711: no QEMU user can plant or move
+ * it); the socket itself stays in the domain's directory, where its QEMU user creates it.
+ * null: the direct path fits, no link.
+ */
+function qmpLinkPath(stateDir: string, domain: string): string | null {
+  const name = parseObjectName(domain, 'domain');
+  if (Buffer.byteLength(join(domainDir(stateDir, name), 'qmp.sock')) <= SOCKET_PATH_MAX) return null;
+  // A dot: domain names never start with one, so the link is never taken for a domain's directory.
+  return join(stateDir, 'qemu', `.qmp-${lazyCrypto().createHash('sha256').update(name).digest('hex').slice(0, 16)}`);
+}
+
+/**
+ * vfpool's QMP socket for the domain (created by QEMU itself, as the QEMU user): in the domain's
+ * directory, through the short link when the direct path would not fit sun_path. The one place
+ * the path is computed: the wrapper gives it to QEMU, and plug, guest-devices, the migration
+ * stages and reconcile connect to it.
+ */
 export function domainQmpSocketPath(stateDir: string, domain: string): string {
-  return join(domainDir(stateDir, domain), 'qmp.sock');
+  const link = qmpLinkPath(stateDir, domain);
+  return join(link ?? domainDir(stateDir, domain), 'qmp.sock');
+}
+
+/** Makes (or repoints) the domain's short link, when it needs one: atomically, by rename over it. */
+function linkQmpDir(stateDir: string, domain: string): void {
+  const link = qmpLinkPath(stateDir, domain);
+  if (link === null) return;
+  try {
+    if (readlinkSync(link) === domain) return;
+  } catch (err) {
+    if (errnoOf(err) !== 'ENOENT' && errnoOf(err) !== 'EINVAL') throw err;
+  }
+  const tmp = `${link}.${process.pid}`;
+  rmSync(tmp, { force: true });
+  // Relative: a copy of the state directory (a backup, a test's copy of a host) keeps it right.
+  symlinkSync(domain, tmp);
+  renameSync(tmp, link);
 }
 
 /** The domain's wrapper directory (owned by its QEMU user): the plan, the QMP socket, the capability cache. */
@@ -179,6 +222,7 @@ export async function writeDomainPlan(stateDir: string, plan: DomainPlanV1, owne
     if (!st.isDirectory()) throw new HostError(`${dir} is not a directory`, { hint: 'remove it' });
     chmodSync(dir, 0o700);
     chownSync(dir, owner.uid, owner.gid);
+    linkQmpDir(stateDir, checked.domain);
     const file = join(dir, 'plan.json');
     await writeFileAtomic(file, JSON.stringify(checked, null, 2) + '\n', { mode: 0o600, fsync: true, chown: { uid: owner.uid, gid: owner.gid } });
     return file;
@@ -211,9 +255,11 @@ export function readDomainPlan(stateDir: string, domain: string): DomainPlanV1 |
   return plan;
 }
 
-/** Removes the domain's wrapper directory (plan, socket, cache). Idempotent. */
+/** Removes the domain's wrapper directory (plan, socket, cache) and its short link. Idempotent. */
 export function removeDomainPlan(stateDir: string, domain: string): void {
   rmSync(domainDir(stateDir, domain), { recursive: true, force: true });
+  const link = qmpLinkPath(stateDir, domain);
+  if (link !== null) rmSync(link, { force: true });
 }
 
 /**

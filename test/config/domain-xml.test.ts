@@ -118,8 +118,8 @@ t.test('name and uuid are validated', async (t) => {
 
 t.test('<vfpool:sriov-nic> (seed 003) and a pinned guest-slot are parsed; every bad value refused in one line', async (t) => {
   const spec = parseDomainXml(meta(`<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33' guest-slot='0x10'/>
-      <vfpool:sriov-nic vfs='3' backend='user'/><vfpool:sriov-nic vfs='9' backend='socket' backend-options='listen=:1234'/><vfpool:sriov-nic vfs='1'/>`), 'x');
-  t.same(spec.sriovNics.map(({ vfs, backend, backendOptions }) => [vfs, backend, backendOptions]), [[3, 'user', null], [9, 'socket', 'listen=:1234'], [1, 'user', null]]);
+      <vfpool:sriov-nic vfs='3' backend='user'/><vfpool:sriov-nic vfs='9' backend='socket' backend-options='mcast=230.0.0.1:1234'/><vfpool:sriov-nic vfs='1'/>`), 'x');
+  t.same(spec.sriovNics.map(({ vfs, backend, backendOptions }) => [vfs, backend, backendOptions]), [[3, 'user', null], [9, 'socket', 'mcast=230.0.0.1:1234'], [1, 'user', null]]);
   t.equal(spec.hostdevs[0]!.guestSlot, 0x10);
   t.equal(domainRequests(spec, pools)[0]!.guestSlot, 0x10, 'the pin reaches the request');
   t.equal(requests(meta(`<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33' guest-slot='12'/>`))[0]!.guestSlot, 12);
@@ -134,6 +134,11 @@ t.test('<vfpool:sriov-nic> (seed 003) and a pinned guest-slot are parsed; every 
     ['backend options naming an id', `<vfpool:sriov-nic vfs='2' backend-options='id=x'/>`, /backend-options='id=x' is not a list of key=value without id=/],
     ['backend options with a comma escape', `<vfpool:sriov-nic vfs='2' backend-options='a=b,,c'/>`, /backend-options='a=b,,c'/],
     ['unknown attribute', `<vfpool:sriov-nic vfs='2' pf='x'/>`, /vfpool:sriov-nic #1: unknown attribute 'pf'/],
+    // Each function's netdev gets the options: a port or a tap name would be taken twice.
+    ['listen= (the README\'s own example once)', `<vfpool:sriov-nic vfs='8' backend='socket' backend-options='listen=:1234'/>`,
+      /^domain 'vm1': vfpool:sriov-nic #1: backend-options='listen=:1234': listen= binds a host port, and every function of the NIC \(the PF and each VF\) gets a netdev of its own with these options, so QEMU would refuse the second$/],
+    ['hostfwd= among others', `<vfpool:sriov-nic vfs='1' backend-options='restrict=on,hostfwd=tcp::2222-:22'/>`, /backend-options='restrict=on,hostfwd=tcp::2222-:22': hostfwd= binds a host port/],
+    ['a tap name', `<vfpool:sriov-nic vfs='1' backend='tap' backend-options='ifname=tap0'/>`, /ifname= names one tap device/],
   ];
   for (const [name, inner, msg] of cases) t.throws(() => parseDomainXml(meta(inner), 'x'), { name: 'BadInputError', exitCode: 2, message: msg }, name);
 });

@@ -9,8 +9,8 @@ import { readStatus } from '../../src/pool/status.js';
 /** `vfpool prepare|release --xml FILE`: the guest steps without libvirt, in-process (the CLI's process: cli.test.ts). */
 t.test('prepare and release a domain from an XML file', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
-  w.definePool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
   await w.sim.writeNumVfs('eth1' as never, 2); // materialise the seed: a seed file is filled in (random MACs) on every read until then
+  await w.addPool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
   const file = join(w.dir, 'vm1.xml');
   writeFileSync(file, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:01' vlan='12'/>` }));
   // What `vfpool status --json` prints (cli.test.ts runs that command), read in-process.
@@ -44,7 +44,7 @@ t.test('prepare and release a domain from an XML file', async (t) => {
 
 t.test('release refuses while the guest runs; --pid ties it to a process', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
-  w.definePool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
+  await w.addPool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
   const file = join(w.dir, 'vm1.xml');
   writeFileSync(file, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:01'/>` }));
   t.equal((await vfpoolCli(['prepare', '--xml', file, '--pid', String(process.pid)], { env: w.env })).exitCode, 0);

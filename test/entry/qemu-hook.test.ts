@@ -100,6 +100,16 @@ t.test('bad input is exit 2 naming the domain and field; an exhausted pool is ex
   t.match(ex.stderr, /^vfpool: domain 'vm2': pool 'sriov-pool' is exhausted, all 4 VFs are held \(VF 0000:3b:02\.0: domain 'big'/);
 });
 
+t.test('a guest on a pool that is defined but not started: exit 3 with the fix, nothing changed (libvirt: "network is not active")', async (t) => {
+  const w = await setup(t);
+  w.definePool('hy2', `<network><name>hy2</name><forward mode='pci-passthrough-hybrid'><interface dev='eth1'/></forward></network>`);
+  const before = readFileSync(w.hostFile, 'utf8') + readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8');
+  const nic = `<interface type='network'><mac address='52:54:00:00:00:21'/><source network='hy2'/><model type='virtio'/></interface>`;
+  const r = await hook(w, ['in1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'in1', devices: nic }));
+  t.same([r.exitCode, r.stdout, r.stderr], [3, '', "vfpool: domain 'in1': <interface> #1: pool 'hy2' is not active: start it with `vfpool net-start hy2`\n"]);
+  t.equal(readFileSync(w.hostFile, 'utf8') + readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8'), before, 'no VF touched, nothing recorded');
+});
+
 t.test('reconnect keeps the VFs and learns the pid; it never fails; migrate and restore print nothing', async (t) => {
   const w = await setup(t);
   t.equal((await node(w, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }))).exitCode, 0);

@@ -1,10 +1,11 @@
 import t from 'tap';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { QEMU_HOOK_OPS } from '../../src/entry/main/qemu-hook.js';
 import type { NetdevName } from '../../src/types.js';
 import { makeSimEnv, SEED_000_POOL } from '../helpers/env.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
-import { spawnEntry, vfpoolCli } from '../helpers/spawn.js';
+import { REPO, spawnEntry, vfpoolCli } from '../helpers/spawn.js';
 
 const META = `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33'/>`;
 
@@ -40,4 +41,29 @@ t.test('a domain name vfpool cannot use is refused when the domain asks for a VF
   t.equal(asks.stderr, "vfpool: domain name argument 'web 1' is not a name vfpool accepts: use letters, digits and _ . + : - (not starting with a dot or a dash), at most 128 characters\n");
   const plain = await spawnEntry('hooks/qemu', ['web 1', 'prepare', 'begin', '-'], { env: w.env, stdin: domainXml('prepare', { name: 'web 1' }) });
   t.same([plain.exitCode, plain.stdout, plain.stderr], [0, '', ''], 'a guest with nothing from vfpool is none of its business');
+});
+
+t.test('operations the qemu hook ignores (restore among them) exit 0 in the shim, without starting Node, for a guest of vfpool\'s too', async (t) => {
+  const w = makeSimEnv(t);
+  // A "node" that records being started: the shim runs VFPOOL_NODE when it hands a call to Node.
+  const started = join(w.dir, 'node-started');
+  const node = join(w.dir, 'node');
+  writeFileSync(node, `#!/bin/sh\necho "$*" >>${JSON.stringify(started)}\nexit 1\n`);
+  chmodSync(node, 0o755);
+  const env = { ...w.env, VFPOOL_NODE: node };
+  const xml = domainXml('prepare', { name: 'vm1', vfpool: META });
+  for (const [op, sub] of [['restore', 'begin'], ['stopped', 'end']]) {
+    const r = await spawnEntry('hooks/qemu', ['vm1', op!, sub!, '-'], { env, stdin: xml });
+    t.same([r.exitCode, r.stdout, r.stderr], [0, '', ''], `${op} ${sub}: exit 0, nothing printed`);
+  }
+  t.notOk(existsSync(started), 'Node never started');
+  const prep = await spawnEntry('hooks/qemu', ['vm1', 'prepare', 'begin', '-'], { env, stdin: xml });
+  t.equal(prep.exitCode, 1, 'prepare is handed to Node (here the recording stand-in)');
+  t.match(readFileSync(started, 'utf8'), /qemu-hook\.cjs vm1 prepare begin -/);
+
+  // The shim's list is the Node half's: an operation only one of them knows is a Node start
+  // for nothing, or a call Node would act on that never reaches it.
+  const shim = readFileSync(join(REPO, 'hooks/vfpool-hook'), 'utf8');
+  const listed = /vfpool_kind=qemu\n(?:\s*#.*\n)*\s*case \$2 in ([^)]*)\)/.exec(shim)?.[1]?.split('|').map((o) => o.trim());
+  t.same(listed?.sort(), Object.keys(QEMU_HOOK_OPS).sort(), 'hooks/vfpool-hook lets through exactly the operations qemu-hook.ts acts on');
 });

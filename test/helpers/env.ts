@@ -4,6 +4,8 @@ import type { Test } from 'tap';
 import { scratchDir } from './scratch.js';
 import { DEFAULT_SETTINGS, type Settings } from '../../src/config/settings.js';
 import { createContext, type Context } from '../../src/pool/context.js';
+import { parsePoolXml } from '../../src/config/pool-xml.js';
+import { startPool } from '../../src/pool/pools.js';
 import { SimHost } from '../../src/host/sim-host.js';
 import type { SimSeed } from '../../src/host/sim-kernel.js';
 
@@ -18,6 +20,8 @@ export interface SimEnv {
   sim: SimHost;
   /** Writes `$VFPOOL_CONFIG_DIR/networks/NAME.xml`. */
   definePool(name: string, xml: string): void;
+  /** Defines the pool and starts it (`net-define`, `net-start`): guests get VFs of started pools only. */
+  addPool(name: string, xml: string): Promise<void>;
 }
 
 export function makeSimEnv(t: Test, seed: SimSeed = { pfs: [{ name: 'eth1', totalVfs: 8 }] }): SimEnv {
@@ -48,6 +52,10 @@ export function makeSimEnv(t: Test, seed: SimSeed = { pfs: [{ name: 'eth1', tota
     sim: new SimHost(hostFile),
     definePool(name, xml) {
       writeFileSync(join(settings.configDir, 'networks', `${name}.xml`), xml);
+    },
+    async addPool(name, xml) {
+      this.definePool(name, xml);
+      await startPool(ctx, parsePoolXml(xml, name), xml);
     },
   };
 }

@@ -16,9 +16,9 @@ export interface FaultCase {
   vfpool: string;
 }
 
-function world(t: Test): GuestWorld {
+async function world(t: Test): Promise<GuestWorld> {
   const w = makeGuestWorld(t, 'sim');
-  for (const [n, x] of Object.entries(POOLS)) w.definePool(n, x);
+  for (const [n, x] of Object.entries(POOLS)) await w.addPool(n, x);
   return w;
 }
 
@@ -39,7 +39,7 @@ export function faultSuite(t: Test, c: FaultCase): void {
   const spec = () => structuredClone(parsed);
 
   t.test(`prepare (${c.name}) failing at each host call leaves everything as before`, async (t) => {
-    const base = world(t);
+    const base = await world(t);
     const counting = faultyHost(base.host, 0);
     await prepareGuest({ ...base.ctx, host: counting.host }, spec(), base.opts);
     const calls = counting.calls;
@@ -47,7 +47,7 @@ export function faultSuite(t: Test, c: FaultCase): void {
     t.ok(lastMutation > 0, `${calls.length} host calls, the last change at call ${lastMutation}: ${calls.join(' ')}`);
     let failed = 0;
     for (const k of targets(calls)) {
-      const w = world(t);
+      const w = await world(t);
       const before = await w.snapshot();
       const f = faultyHost(w.host, k);
       const err = await prepareGuest({ ...w.ctx, host: f.host }, spec(), w.opts).then(
@@ -74,7 +74,7 @@ export function faultSuite(t: Test, c: FaultCase): void {
   });
 
   t.test(`release (${c.name}) failing at each host call keeps the record; the next release finishes`, async (t) => {
-    const base = world(t);
+    const base = await world(t);
     const before0 = await base.snapshot();
     await prepareGuest(base.ctx, spec(), base.opts);
     const counting = faultyHost(base.host, 0);
@@ -82,11 +82,11 @@ export function faultSuite(t: Test, c: FaultCase): void {
     sameSnapshot(t, await base.snapshot(), before0, 'a release undoes the prepare');
     // Every run starts from the same prepared host: prepared once, its files copied for each
     // run (the prepare is not what these runs test; the prepare suite above is).
-    const prepared = world(t);
+    const prepared = await world(t);
     const before = await prepared.snapshot();
     await prepareGuest(prepared.ctx, spec(), prepared.opts);
     for (const k of targets(counting.calls)) {
-      const w = world(t);
+      const w = await world(t);
       cpSync(prepared.dir, w.dir, { recursive: true, force: true });
       const f = faultyHost(w.host, k);
       await t.rejects(

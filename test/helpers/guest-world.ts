@@ -13,6 +13,8 @@ import type { Host } from '../../src/host/host.js';
 import { SimHost } from '../../src/host/sim-host.js';
 import * as kernel from '../../src/host/sim-kernel.js';
 import { createContext, type Context } from '../../src/pool/context.js';
+import { parsePoolXml } from '../../src/config/pool-xml.js';
+import { startPool } from '../../src/pool/pools.js';
 import type { GuestOptions } from '../../src/pool/guests.js';
 import type { NetdevName } from '../../src/types.js';
 import { fakeVfioHolder, fixtureLinuxHost, loadKernel, makeFixtureKernel, saveAndRender } from './fixture-kernel.js';
@@ -29,6 +31,8 @@ export interface GuestWorld {
   pf: NetdevName;
   opts: GuestOptions;
   definePool(name: string, xml: string): void;
+  /** Defines the pool and starts it (`net-define`, `net-start`): guests get VFs of started pools only. */
+  addPool(name: string, xml: string): Promise<void>;
   /** Edits the machine's kernel state directly (a PF going down, a renumbering…). */
   editKernel(fn: (s: kernel.SimState) => void): Promise<void>;
   /** Makes `pid` hold the VF's /dev/vfio/GROUP open. */
@@ -105,6 +109,10 @@ export function makeGuestWorld(t: Test, kind: HostKind, seed: kernel.SimSeed = S
     opts: { via: 'libvirt', libvirtRunDir: join(dir, 'libvirt-run'), etcDir: '/etc' },
     definePool(name, xml) {
       writeFileSync(join(settings.configDir, 'networks', `${name}.xml`), xml);
+    },
+    async addPool(name, xml) {
+      this.definePool(name, xml);
+      await startPool(ctx, parsePoolXml(xml, name), xml);
     },
     editKernel,
     holdVfio,

@@ -19,6 +19,8 @@ export interface DomainOpts {
   label?: string;
   /** libvirt re-serialises metadata in double quotes, indented: model that. */
   doubleQuoted?: boolean;
+  /** `<os><type machine>`: the captured guest's pc-i440fx-10.0 unless given (e.g. pc-q35-10.0). */
+  machine?: string;
 }
 
 function metadata(o: DomainOpts): string {
@@ -46,7 +48,7 @@ ${metadata(o)}  <memory unit='KiB'>65536</memory>
   <currentMemory unit='KiB'>65536</currentMemory>
   <vcpu placement='static'>1</vcpu>
   <os>
-    <type arch='x86_64' machine='pc-i440fx-10.0'>hvm</type>
+    <type arch='x86_64' machine='${o.machine ?? 'pc-i440fx-10.0'}'>hvm</type>
     <boot dev='network'/>
   </os>
   <features>

@@ -34,8 +34,8 @@ const HOST = { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] };
  * (seededWorlds; the prepare is not what these tests are about).
  */
 const preparedHost = seededWorlds(async (w) => {
-  w.definePool('p', POOL);
   await w.sim.writeNumVfs('eth1' as never, 2);
+  await w.addPool('p', POOL);
   const xml = join(w.dir, 'vm1.xml');
   writeFileSync(xml, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='${MAC}'/>` }));
   const r = await cli(['prepare', '--xml', xml], w.env);
@@ -73,8 +73,8 @@ export async function incomingGuest(t: Test) {
   const begin = await cli(['migrate', 'begin', 'vm1'], src.cliEnv);
   t.equal(begin.exitCode, 0, begin.stderr);
   const dst = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2, address: '0000:5e:00.0' }] });
-  dst.definePool('p', POOL);
   await dst.sim.writeNumVfs('eth1' as never, 2);
+  await dst.addPool('p', POOL);
   const prep = await cli(['migrate', 'prepare', '--description', '-'], { ...dst.env, VFPOOL_SIM_VF_DEVICE: 'e1000e' }, begin.stdout);
   t.equal(prep.exitCode, 0, prep.stderr);
   const plan = readDomainPlan(dst.settings.stateDir, 'vm1')!;

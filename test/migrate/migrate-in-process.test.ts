@@ -18,8 +18,8 @@ t.test('begin on the source, prepare and a failed confirm on the destination', a
   const src = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
   const dst = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2, address: '0000:5e:00.0' }] });
   for (const w of [src, dst]) {
-    w.definePool('p', POOL);
     await w.sim.writeNumVfs('eth1' as never, 2);
+    await w.addPool('p', POOL);
   }
   const xml = join(src.dir, 'vm1.xml');
   writeFileSync(xml, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:01' vlan='12'/>` }));
@@ -92,8 +92,8 @@ t.test('begin --xml FILE, and the refusals', async (t) => {
 
 t.test('confirm --wait-incoming on the destination: an incoming QEMU already gone (its socket removed) is a failed migration, the reservation freed and logged', async (t) => {
   const dst = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
-  dst.definePool('p', POOL);
   await dst.sim.writeNumVfs('eth1' as never, 2);
+  await dst.addPool('p', POOL);
   const file = join(dst.dir, 'vm1.json');
   writeFileSync(file, JSON.stringify({ version: 1, domain: 'vm1', uuid: null, delivery: 'hotplug', sriovNics: [], vfs: [{ id: 'vfpool-vf0', pool: 'p', mac: '52:54:00:aa:00:02', failoverStandbyMac: null, guestAddress: null, settings: {} }] }));
   t.equal((await runCliInProcess(['migrate', 'prepare', '--description', file], dst.env)).exitCode, 0);

@@ -118,8 +118,8 @@ t.test('destination: an incoming migration that ends in a shut-down QEMU frees t
   const src = await runningGuest(t);
   const begin = await cli(['migrate', 'begin', 'vm1'], src.cliEnv);
   const dst = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2, address: '0000:5e:00.0' }] });
-  dst.definePool('p', POOL);
   await dst.sim.writeNumVfs('eth1' as never, 2);
+  await dst.addPool('p', POOL);
   t.equal((await cli(['migrate', 'prepare', '--description', '-'], dst.env, begin.stdout)).exitCode, 0);
   t.equal(held(dst).length, 1, 'reserved');
   const socket = domainQmpSocketPath(dst.settings.stateDir, 'vm1');

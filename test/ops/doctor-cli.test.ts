@@ -39,7 +39,7 @@ t.test('simulated host: PF and pool checks pass, and fail for a pool that asks t
 
 t.test('simulated host: allocations of a guest that is gone are what reconcile would free', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
-  w.definePool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
+  await w.addPool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
   // --pid must name a live process: QEMU stands in as a sleeper, which then exits.
   const qemu = spawnSleeper();
   const file = join(w.dir, 'vm1.xml');

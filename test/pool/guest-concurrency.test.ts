@@ -16,7 +16,7 @@ const mac = (i: number) => `52:54:00:00:${(i >> 8).toString(16).padStart(2, '0')
 t.test(`${N} prepares at once on a ${N}-VF pool: ${N} distinct VFs; the ${N + 1}th gets exit 3`, async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: N, numVfs: N }] });
   await w.sim.writeNumVfs('eth1' as never, N); // materialise the seed file (it is filled in, with random MACs, on each read until written)
-  w.definePool('big', `<network><name>big</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
+  await w.addPool('big', `<network><name>big</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
   const prepare = (i: number) =>
     spawnEntry('hooks/qemu', [`vm${i}`, 'prepare', 'begin', '-'], {
       env: w.env,

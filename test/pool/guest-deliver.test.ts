@@ -29,7 +29,7 @@ interface Setup {
 
 async function setup(t: Parameters<typeof makeGuestWorld>[0]): Promise<Setup> {
   const w = makeGuestWorld(t, 'fixture');
-  w.definePool('hd', POOLS.hd);
+  await w.addPool('hd', POOLS.hd);
   await prepareGuest(w.ctx, spec('prepare'), w.opts);
   const plan = readDomainPlan(w.settings.stateDir, 'vm1')!;
   t.equal(plan.delivery, 'hotplug');
@@ -118,7 +118,7 @@ t.test('started: no QMP socket (QEMU not started through the wrapper) and no pid
 
 t.test('started: a cmdline plan (vfpool prepare, emulated stand-ins) does nothing', async (t) => {
   const w = makeGuestWorld(t, 'fixture');
-  w.definePool('hd', POOLS.hd);
+  await w.addPool('hd', POOLS.hd);
   await prepareGuest(w.ctx, spec('prepare'), { ...w.opts, via: 'cli' });
   const r = await deliverGuestVfs(w.ctx, spec('started'), w.opts, { deliver: defaultDeliverDeps(), timeoutMs: 10, deliverVfio: () => Promise.reject(new Error('must not be called')) });
   t.same(r, { domain: 'vm1', added: [], pid: null });
@@ -127,7 +127,7 @@ t.test('started: a cmdline plan (vfpool prepare, emulated stand-ins) does nothin
 t.test('started on a simulated host told to hot-plug its stand-ins (VFPOOL_SIM_DELIVERY=hotplug): no vfio step, the e1000e device_add\'ed with the MAC', async (t) => {
   const w = makeGuestWorld(t, 'sim');
   Object.assign(w.ctx.settings, { simVfDevice: 'e1000e', simDelivery: 'hotplug' });
-  w.definePool('hd', POOLS.hd);
+  await w.addPool('hd', POOLS.hd);
   await prepareGuest(w.ctx, spec('prepare'), w.opts);
   const plan = readDomainPlan(w.settings.stateDir, 'vm1')!;
   t.same([plan.delivery, plan.vfs[0]!.emulatedModel, plan.vfs[0]!.host], ['hotplug', 'e1000e', null], 'the libvirt path real VFs take');
@@ -150,7 +150,7 @@ t.test('started on a simulated host told to hot-plug its stand-ins (VFPOOL_SIM_D
 t.test('without VFPOOL_SIM_DELIVERY the stand-ins of a libvirt guest stay on the command line', async (t) => {
   const w = makeGuestWorld(t, 'sim');
   Object.assign(w.ctx.settings, { simVfDevice: 'e1000e' });
-  w.definePool('hd', POOLS.hd);
+  await w.addPool('hd', POOLS.hd);
   await prepareGuest(w.ctx, spec('prepare'), w.opts);
   t.equal(readDomainPlan(w.settings.stateDir, 'vm1')!.delivery, 'cmdline');
 });

@@ -11,8 +11,3 @@ faultSuite(t, {
   vfpool: `<vfpool:hostdev pool='hd' mac='52:54:00:11:22:33' vlan='100' qos='3' spoofchk='off' trust='on' link-state='enable' min-tx-rate='10' max-tx-rate='100'/>
            <vfpool:hostdev pool='hd' mac='52:54:00:11:22:34' vlan='7'/>`,
 });
-
-faultSuite(t, {
-  name: 'passthrough pool: MTU, trust and a host driver reload',
-  vfpool: `<vfpool:hostdev pool='pt' mac='52:54:00:11:22:35' mtu='1400' trust='on'/>`,
-});

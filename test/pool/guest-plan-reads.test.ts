@@ -8,12 +8,12 @@ import { makeGuestWorld, POOLS } from '../helpers/guest-world.js';
 /** Three VFs of one PF (eth1): the planning pass reads the PF once, not once per VF. */
 const VFPOOL = `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01' vlan='10'/>
            <vfpool:hostdev pool='hd' mac='52:54:00:00:00:02'/>
-           <vfpool:hostdev pool='pt' mac='52:54:00:00:00:03' mtu='1400'/>`;
+           <vfpool:hostdev pool='hy' mac='52:54:00:00:00:03' mtu='1400'/>`;
 const spec = () => parseDomainXml(domainXml('prepare', { name: 'vm1', vfpool: VFPOOL }), 'vm1');
 
 t.test(`preparing 3 VFs on one PF reads the PF once while planning`, async (t) => {
   const w = makeGuestWorld(t, 'sim');
-  for (const [n, x] of Object.entries(POOLS)) w.definePool(n, x);
+  for (const [n, x] of Object.entries(POOLS)) await w.addPool(n, x);
   const before = await w.snapshot();
   const rec = recordingHost(w.host);
   const ctx = { ...w.ctx, host: rec.host };

@@ -4,6 +4,7 @@ import { WITHOUT_TAP_LOADER } from '../helpers/spawn.js';
 import { mkdirSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseDomainXml } from '../../src/config/domain-xml.js';
+import type { VfpoolError } from '../../src/errors.js';
 import { prepareGuest, releaseGuest, startGuest } from '../../src/pool/guests.js';
 import { checkDeliveryPossible, type DeliveryHostFacts } from '../../src/pool/guest-qemu-plan.js';
 import { reconcile } from '../../src/pool/reconcile.js';
@@ -21,11 +22,11 @@ const spec = (name: string, vfpool?: string, devices?: string, stage: 'prepare' 
 const HYBRID_NIC = `<interface type='network'><mac address='52:54:00:aa:00:01'/><source network='hy'/><model type='virtio'/></interface>`;
 const TWO = `<vfpool:hostdev pool='hd' mac='52:54:00:11:22:33' guest-slot='0x12'/>`;
 
-function world(t: Parameters<typeof makeGuestWorld>[0], kind: HostKind = 'sim', simVfDevice = ''): GuestWorld {
+async function world(t: Parameters<typeof makeGuestWorld>[0], kind: HostKind = 'sim', simVfDevice = ''): Promise<GuestWorld> {
   const w = makeGuestWorld(t, kind);
   w.settings.simVfDevice = simVfDevice;
   w.ctx.settings.simVfDevice = simVfDevice;
-  for (const [n, x] of Object.entries(POOLS)) w.definePool(n, x);
+  for (const [n, x] of Object.entries(POOLS)) await w.addPool(n, x);
   return w;
 }
 
@@ -40,7 +41,7 @@ function facts(over: Partial<{ status: string; mounts: string; bpftool: boolean;
 }
 
 t.test('vfpool prepare on the simulated host with VFPOOL_SIM_VF_DEVICE: an emulated e1000e per VF, cmdline, MACs, pinned slot, failover standby', async (t) => {
-  const w = world(t, 'sim', 'e1000e');
+  const w = await world(t, 'sim', 'e1000e');
   await prepareGuest(w.ctx, spec('vm1', TWO, HYBRID_NIC), { ...w.opts, via: 'cli' });
   const plan = readDomainPlan(w.settings.stateDir, 'vm1')!;
   t.same(plan, {
@@ -64,7 +65,7 @@ t.test('vfpool prepare on the simulated host with VFPOOL_SIM_VF_DEVICE: an emula
 });
 
 t.test('without VFPOOL_SIM_VF_DEVICE the VF is vfio-pci host=BDF: cmdline for vfpool prepare, hotplug under libvirt', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   const r = await prepareGuest(w.ctx, spec('vm1', TWO), { ...w.opts, via: 'cli' });
   let plan = readDomainPlan(w.settings.stateDir, 'vm1')!;
   t.equal(plan.delivery, 'cmdline');
@@ -76,21 +77,46 @@ t.test('without VFPOOL_SIM_VF_DEVICE the VF is vfio-pci host=BDF: cmdline for vf
 });
 
 t.test('vfpool prepare --delivery overrides the default: hotplug for an emulated stand-in, cmdline for a real VF', async (t) => {
-  const w = world(t, 'sim', 'e1000e');
+  const w = await world(t, 'sim', 'e1000e');
   await prepareGuest(w.ctx, spec('vm1', TWO), { ...w.opts, via: 'cli', delivery: 'hotplug' });
   t.match(readDomainPlan(w.settings.stateDir, 'vm1'), { delivery: 'hotplug', vfs: [{ id: 'vfpool-vf0', emulatedModel: 'e1000e', mac: '52:54:00:11:22:33' }] });
-  const r = world(t);
+  const r = await world(t);
   await prepareGuest(r.ctx, spec('vm2', TWO), { ...r.opts, via: 'cli', delivery: 'hotplug' });
   t.equal(readDomainPlan(r.settings.stateDir, 'vm2')!.delivery, 'hotplug', 'a person\'s root QEMU reaches /dev/vfio itself: no started hook needed');
   await prepareGuest(r.ctx, spec('vm3', `<vfpool:hostdev pool='hd' mac='52:54:00:11:22:44'/>`), { ...r.opts, via: 'cli', delivery: 'cmdline' });
   t.equal(readDomainPlan(r.settings.stateDir, 'vm3')!.delivery, 'cmdline');
 });
 
-t.test('a passthrough (macvtap) VF is not in the plan; a domain with only <vfpool:sriov-nic> gets a plan anyway', async (t) => {
-  const w = world(t);
-  await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='pt' mac='52:54:00:11:22:33'/>`), w.opts);
-  t.equal(readDomainPlan(w.settings.stateDir, 'vm1'), null, 'nothing for QEMU');
-  await prepareGuest(w.ctx, spec('vm2', `<vfpool:sriov-nic vfs='3' backend='user'/>`), w.opts);
+t.test('what the wrapper would refuse and the domain XML already tells is refused at prepare: exit 2, nothing changed', async (t) => {
+  const w = await world(t);
+  const before = await w.snapshot();
+  const xml = (o: { vfpool?: string; devices?: string; machine?: string }) => parseDomainXml(domainXml('prepare', { name: 'vm1', ...o }), 'vm1');
+  const nic = (model: string) => `<interface type='network'><mac address='52:54:00:aa:00:01'/><source network='hy'/>${model}</interface>`;
+  const cases: Array<[string, ReturnType<typeof xml>, string]> = [
+    ['a hybrid interface of model e1000e', xml({ devices: nic(`<model type='e1000e'/>`) }),
+      "domain 'vm1': <interface> #1: a pci-passthrough-hybrid interface is its VF's failover standby, which QEMU makes only of virtio-net, and <model type='e1000e'/> is not virtio-net: give it <model type='virtio'/>"],
+    ['a hybrid interface with no model', xml({ devices: nic('') }),
+      "domain 'vm1': <interface> #1: a pci-passthrough-hybrid interface is its VF's failover standby, which QEMU makes only of virtio-net, and it has no <model> (libvirt's default NIC is not virtio-net): give it <model type='virtio'/>"],
+    ['an emulated SR-IOV NIC on i440fx', xml({ vfpool: `<vfpool:sriov-nic vfs='2'/>`, machine: 'pc-i440fx-10.0' }),
+      "domain 'vm1': vfpool:sriov-nic #1: an emulated SR-IOV NIC needs PCI Express, and this is an i440fx machine: use a q35 machine (<type machine='q35'> in the domain's <os>, -machine q35)"],
+    ['a VF on a machine that is neither', xml({ vfpool: `<vfpool:hostdev pool='hd' mac='52:54:00:11:22:33'/>`, machine: 'microvm' }),
+      "domain 'vm1': QEMU machine type 'microvm' is neither q35 nor i440fx (pc): vfpool places PCI devices on q35 or i440fx machines only: use -machine q35 (or pc)"],
+  ];
+  for (const [name, s, line] of cases) {
+    const err = await prepareGuest(w.ctx, s, w.opts).then(() => null, (e: VfpoolError) => e);
+    t.same([err?.exitCode, err?.toLine()], [2, line], name);
+  }
+  t.same(await w.snapshot(), before, 'nothing changed');
+  for (const model of ['virtio', 'virtio-transitional', 'virtio-non-transitional']) {
+    t.equal((await prepareGuest(w.ctx, xml({ devices: nic(`<model type='${model}'/>`) }), w.opts)).vfs.length, 1, `${model}: a virtio-net standby`);
+    await releaseGuest(w.ctx, 'vm1', { reason: 'test' });
+  }
+  t.equal((await prepareGuest(w.ctx, xml({ vfpool: `<vfpool:hostdev pool='hd' mac='52:54:00:11:22:33'/>`, machine: 'pc-i440fx-10.0' }), w.opts)).vfs.length, 1, 'a VF on i440fx is fine');
+});
+
+t.test('a domain with only <vfpool:sriov-nic> gets a plan', async (t) => {
+  const w = await world(t);
+  await prepareGuest(w.ctx, parseDomainXml(domainXml('prepare', { name: 'vm2', vfpool: `<vfpool:sriov-nic vfs='3' backend='user'/>`, machine: 'pc-q35-10.0' }), 'vm2'), w.opts);
   const plan = readDomainPlan(w.settings.stateDir, 'vm2')!;
   t.equal(plan.vfs.length, 0);
   t.match(plan.sriovNics, [{ id: 'vfpool-sriov0', vfs: 3, backend: 'user' }]);
@@ -107,7 +133,7 @@ t.test('hotplug delivery is refused at prepare where it cannot work, with the fi
   ];
   for (const [name, f, re] of cases) {
     await t.test(name, async (t) => {
-      const w = world(t, 'fixture');
+      const w = await world(t, 'fixture');
       const before = await w.snapshot();
       const err = await prepareGuest(w.ctx, spec('vm1', TWO), { ...w.opts, deliveryFacts: f }).then(() => null, (e: unknown) => e as Error & { exitCode: number; hint?: string });
       t.ok(err, 'refused');
@@ -120,12 +146,12 @@ t.test('hotplug delivery is refused at prepare where it cannot work, with the fi
     });
   }
   await t.test('cgroup2 with bpftool, all capabilities: prepared, hotplug', async (t) => {
-    const w = world(t, 'fixture');
+    const w = await world(t, 'fixture');
     await prepareGuest(w.ctx, spec('vm1', TWO), { ...w.opts, deliveryFacts: facts({ mounts: 'cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n' }) });
     t.equal(readDomainPlan(w.settings.stateDir, 'vm1')!.delivery, 'hotplug');
   });
   await t.test('the same vfpool prepare (no libvirt) needs none of it', async (t) => {
-    const w = world(t, 'fixture');
+    const w = await world(t, 'fixture');
     await prepareGuest(w.ctx, spec('vm1', TWO), { ...w.opts, via: 'cli', deliveryFacts: facts({ status: 'Uid:\t1000\t1000\t1000\t1000\nCapEff:\t0\n' }) });
     t.equal(readDomainPlan(w.settings.stateDir, 'vm1')!.delivery, 'cmdline');
   });
@@ -145,7 +171,7 @@ t.test('a real VF on the command line under libvirt: refused with checkCmdlineRe
 });
 
 t.test('a failure writing the plan undoes the prepare: the VFs are restored and free', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   const before = await w.snapshot();
   mkdirSync(w.settings.stateDir, { recursive: true });
   writeFileSync(join(w.settings.stateDir, 'qemu'), 'in the way');
@@ -158,7 +184,7 @@ t.test('a failure writing the plan undoes the prepare: the VFs are restored and 
 });
 
 t.test('start hands the plan to the DAC label\'s uid:gid (root only)', { skip: process.getuid?.() === 0 ? false : 'needs root to chown' }, async (t) => {
-  const w = world(t, 'sim', 'e1000e');
+  const w = await world(t, 'sim', 'e1000e');
   await prepareGuest(w.ctx, spec('vm1', TWO), w.opts);
   await startGuest(w.ctx, spec('vm1', TWO, undefined, 'start', '+4242:+4343'), w.opts);
   for (const p of [domainRunDir(w.settings.stateDir, 'vm1'), domainPlanPath(w.settings.stateDir, 'vm1')]) {
@@ -168,7 +194,7 @@ t.test('start hands the plan to the DAC label\'s uid:gid (root only)', { skip: p
 });
 
 t.test('reconcile: a vfpool-prepared domain whose QEMU died (its QMP socket refuses) is freed; one not started yet is kept; stale plans go', async (t) => {
-  const w = world(t, 'sim', 'e1000e');
+  const w = await world(t, 'sim', 'e1000e');
   await prepareGuest(w.ctx, spec('dead', TWO), { ...w.opts, via: 'cli' });
   await prepareGuest(w.ctx, spec('notyet', `<vfpool:hostdev pool='hd' mac='52:54:00:11:22:44'/>`), { ...w.opts, via: 'cli' });
   // A QEMU that created its socket and was killed: the socket file stays, nobody accepts.

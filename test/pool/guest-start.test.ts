@@ -13,7 +13,7 @@ const spec = (stage: 'prepare' | 'start') => parseDomainXml(domainXml(stage, { n
 
 async function prepared(t: Parameters<typeof makeGuestWorld>[0]): Promise<GuestWorld> {
   const w = makeGuestWorld(t, 'sim');
-  for (const [n, x] of Object.entries(POOLS)) w.definePool(n, x);
+  for (const [n, x] of Object.entries(POOLS)) await w.addPool(n, x);
   const r = await prepareGuest(w.ctx, spec('prepare'), w.opts);
   t.equal(r.vfs.length, 2);
   return w;

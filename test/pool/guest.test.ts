@@ -24,14 +24,14 @@ async function deadPid(): Promise<number> {
  * Guest behaviour on the simulated host; LinuxHost is held to the same kernel behaviour by the
  * Host suite (test/host), and runs this path end to end in test/host/linux-host-flow.test.ts.
  */
-function world(t: Parameters<typeof makeGuestWorld>[0]): GuestWorld {
+async function world(t: Parameters<typeof makeGuestWorld>[0]): Promise<GuestWorld> {
   const w = makeGuestWorld(t, 'sim');
-  for (const [n, x] of Object.entries(POOLS)) w.definePool(n, x);
+  for (const [n, x] of Object.entries(POOLS)) await w.addPool(n, x);
   return w;
 }
 
 t.test('prepare sets MAC, VLAN and the rest through the PF and reads them back; release restores, twice', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   const before = await w.snapshot();
   const vf0 = (await w.host.listVfs(w.pf))[0]!;
   const r = await prepareGuest(w.ctx, spec('vm1', ALL), w.opts);
@@ -53,24 +53,23 @@ t.test('prepare sets MAC, VLAN and the rest through the PF and reads them back; 
   t.same(await w.snapshot(), before);
 });
 
-t.test('passthrough pool (seed 004): a free VF netdev is handed out, MTU set, host driver kept', async (t) => {
-  const w = world(t);
+t.test('vfpool:hostdev on a passthrough (macvtap) pool: exit 2 naming the field, the pool and its mode, before any change', async (t) => {
+  const w = await world(t);
   const before = await w.snapshot();
-  const r = await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='pt' mac='52:54:00:00:00:aa' mtu='1400'/>`), w.opts);
-  const got = r.vfs[0]!;
-  t.equal(got.mode, 'passthrough');
-  t.ok(got.netdev, 'the VF netdev is what is handed out');
-  const now = await vfNow(w.host, w.pf, got.vfAddr);
-  t.equal(now.netdev, got.netdev);
-  t.not(now.driver, 'vfio-pci', 'the host driver stays');
-  t.equal(now.link.mac, '52:54:00:00:00:aa');
-  t.equal(now.mtu, 1400);
-  await releaseGuest(w.ctx, 'vm1', { reason: 'test' });
-  t.same(await w.snapshot(), before);
+  await t.rejects(prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='pt' mac='52:54:00:00:00:aa' mtu='1400'/>`), w.opts), {
+    name: 'BadInputError',
+    exitCode: 2,
+    message: "domain 'vm1': vfpool:hostdev #1: pool 'pt' is a passthrough (macvtap) pool, whose VFs reach a guest as a host netdev, not as the PCI device vfpool:hostdev gives QEMU",
+    hint: "use <interface type='network'><source network='pt'/></interface> on libvirt's passthrough network of that name, or name a hostdev or pci-passthrough-hybrid pool",
+  });
+  await t.rejects(prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='pt' mac='52:54:00:00:00:aa'/>`), { ...w.opts, dryRun: true }), { exitCode: 2, message: /passthrough \(macvtap\) pool/ });
+  t.same(await w.snapshot(), before, 'no VF allocated or touched');
+  const viaLibvirt = `<interface type='network'><mac address='52:54:00:00:00:ab'/><source network='pt'/><model type='virtio'/></interface>`;
+  t.same((await prepareGuest(w.ctx, spec('vm1', undefined, viaLibvirt), w.opts)).vfs, [], 'an <interface> on it is libvirt\'s (its network hands out the VF): no request, no refusal');
 });
 
 t.test('hybrid pool (seed 002): the virtio NIC gets a vfio VF partner with its MAC; release restores it', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   const before = await w.snapshot();
   const r = await prepareGuest(
     w.ctx,
@@ -87,8 +86,60 @@ t.test('hybrid pool (seed 002): the virtio NIC gets a vfio VF partner with its M
   t.same((await releaseGuest(w.ctx, 'vm1', { reason: 'again' })).released, [], 'a second release is a no-op');
 });
 
+t.test('a pool that is defined but not started hands out nothing: exit 3, before any change; a device named without pool= needs no pool', async (t) => {
+  const w = makeGuestWorld(t, 'sim');
+  for (const [n, x] of Object.entries(POOLS)) w.definePool(n, x);
+  const before = await w.snapshot();
+  await t.rejects(prepareGuest(w.ctx, spec('vm1', ALL), w.opts), {
+    name: 'ConflictError',
+    exitCode: 3,
+    message: "domain 'vm1': vfpool:hostdev #1: pool 'hd' is not active",
+    hint: 'start it with `vfpool net-start hd`',
+  });
+  const hybrid = `<interface type='network'><mac address='52:54:00:00:00:0b'/><source network='hy'/><model type='virtio'/></interface>`;
+  await t.rejects(prepareGuest(w.ctx, spec('vm1', undefined, hybrid), w.opts), { exitCode: 3, message: "domain 'vm1': <interface> #1: pool 'hy' is not active" });
+  await t.rejects(prepareGuest(w.ctx, spec('vm1', ALL), { ...w.opts, dryRun: true }), { exitCode: 3, message: /pool 'hd' is not active/ }, '--dry-run predicts it');
+  t.same(await w.snapshot(), before, 'nothing changed');
+  const vf1 = (await w.host.listVfs(w.pf))[1]!;
+  const named = await prepareGuest(w.ctx, spec('vm2', `<vfpool:hostdev address='${vf1.address}' mac='52:54:00:00:00:0c'/>`), w.opts);
+  t.equal(named.vfs[0]!.vfAddr, vf1.address, 'address= without pool=: served');
+  await w.addPool('hd', POOLS.hd);
+  t.equal((await prepareGuest(w.ctx, spec('vm1', ALL), w.opts)).vfs.length, 1, 'once started, the pool serves');
+});
+
+t.test('a MAC another domain holds on a VF of the same PF: exit 3 naming that domain and VF, nothing changed; on another PF it is fine', async (t) => {
+  const w = makeGuestWorld(t, 'sim', { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 4 }, { name: 'eth2', totalVfs: 8, numVfs: 2 }] });
+  await w.addPool('hd', POOLS.hd);
+  await w.addPool('hd2', `<network><name>hd2</name><forward mode='hostdev'><pf dev='eth2'/></forward></network>`);
+  await w.addPool('hy', POOLS.hy);
+  const mac = '52:54:00:44:00:04';
+  const held = await prepareGuest(w.ctx, spec('wraptest', `<vfpool:hostdev pool='hd' mac='${mac}'/>`), w.opts);
+  const before = await w.snapshot();
+  const vfs = await w.host.listVfs(w.pf);
+  for (const ask of [`pool='hd'`, `address='${vfs[2]!.address}'`]) {
+    await t.rejects(prepareGuest(w.ctx, spec('c6', `<vfpool:hostdev ${ask} mac='${mac.toUpperCase()}'/>`), w.opts), {
+      name: 'ConflictError',
+      exitCode: 3,
+      message: `domain 'c6': vfpool:hostdev #1: mac '${mac}' is already on VF ${held.vfs[0]!.vfAddr} (eth1 VF 0) of domain 'wraptest', and PF eth1 forwards a MAC to one VF only`,
+      hint: 'give this guest another MAC, or stop that domain first',
+    }, ask);
+  }
+  const hybrid = `<interface type='network'><mac address='${mac}'/><source network='hy'/><model type='virtio'/></interface>`;
+  await t.rejects(prepareGuest(w.ctx, spec('c6', undefined, hybrid), w.opts), { exitCode: 3, message: /<interface> #1: mac '52:54:00:44:00:04' is already on VF .* of domain 'wraptest'/ }, 'a hybrid partner too');
+  t.same(await w.snapshot(), before, 'nothing changed');
+  t.equal((await prepareGuest(w.ctx, spec('c6', `<vfpool:hostdev pool='hd2' mac='${mac}'/>`), w.opts)).vfs[0]!.pf, 'eth2', 'another PF, another switch: served');
+
+  // A VF libvirt's hostdev network handed out with that MAC counts the same.
+  await releaseGuest(w.ctx, 'wraptest', { reason: 'test' });
+  await w.ctx.store.update((s) => void s.ports.push({ network: 'lv-net', portUuid: 'u1', domain: 'lvguest', domainUuid: null, vfAddr: vfs[3]!.address, netdev: null, plug: 'hostdev-pci', mac: mac as never, createdAt: new Date().toISOString(), pid: null }));
+  await t.rejects(prepareGuest(w.ctx, spec('c7', `<vfpool:hostdev pool='hd' mac='${mac}'/>`), w.opts), {
+    exitCode: 3,
+    message: `domain 'c7': vfpool:hostdev #1: mac '${mac}' is already on VF ${vfs[3]!.address} (eth1) of domain 'lvguest', through libvirt network 'lv-net', and PF eth1 forwards a MAC to one VF only`,
+  });
+});
+
 t.test('first fit by VF index, distinct VFs, exhaustion is exit 3 naming the pool and holders', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   const vfs = await w.host.listVfs(w.pf);
   const two = `<vfpool:hostdev pool='hd' mac='52:54:00:00:01:01'/><vfpool:hostdev pool='hd' mac='52:54:00:00:01:02'/>`;
   const a = await prepareGuest(w.ctx, spec('vm1', two), w.opts);
@@ -107,7 +158,7 @@ t.test('first fit by VF index, distinct VFs, exhaustion is exit 3 naming the poo
 });
 
 t.test('a VF held open through /dev/vfio by someone else is not handed out', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   await w.editKernel((s) => {
     s.pfs[0]!.vfs[0]!.driver = 'vfio-pci';
     s.pfs[0]!.vfs[0]!.netdev = null;
@@ -123,7 +174,7 @@ t.test('a VF held open through /dev/vfio by someone else is not handed out', asy
 });
 
 t.test('seed 001 step 1 and 2: by address, by netdev; both recorded, checked on later starts', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   const vfs = await w.host.listVfs(w.pf);
   const byAddr = await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev address='${vfs[2]!.address}' mac='52:54:00:00:00:01'/>`), w.opts);
   t.equal(byAddr.vfs[0]!.vfAddr, vfs[2]!.address);
@@ -159,7 +210,7 @@ t.test('seed 001 step 1 and 2: by address, by netdev; both recorded, checked on 
 });
 
 t.test('refusals before any change: PF down, not a network VF, unknown netdev', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   const pfAddr = (await w.host.getPf(w.pf)).address;
   const before = await w.snapshot();
   await t.rejects(prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev address='${pfAddr}' mac='52:54:00:00:00:01'/>`), w.opts), {
@@ -183,7 +234,7 @@ t.test('refusals before any change: PF down, not a network VF, unknown netdev', 
 });
 
 t.test('start hands /dev/vfio/GROUP to the DAC label\'s user; release gives it back', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   const r = await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01'/>`), w.opts);
   const group = (await vfNow(w.host, w.pf, r.vfs[0]!.vfAddr)).iommuGroup!;
   const ownerBefore = await w.host.getVfioGroupOwner(group);
@@ -199,7 +250,7 @@ t.test('start hands /dev/vfio/GROUP to the DAC label\'s user; release gives it b
 });
 
 t.test('started/reconnect record QEMU\'s pid from libvirt\'s pid file; a stale run is released at the next prepare', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   const xml = `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01' vlan='5'/>`;
   const before = await w.snapshot();
   await prepareGuest(w.ctx, spec('vm1', xml), w.opts);
@@ -225,7 +276,7 @@ t.test('started/reconnect record QEMU\'s pid from libvirt\'s pid file; a stale r
 });
 
 t.test('a domain that asks for nothing creates no state', async (t) => {
-  const w = world(t);
+  const w = await world(t);
   const r = await prepareGuest(w.ctx, spec('plain', undefined, `<interface type='network'><mac address='52:54:00:00:00:01'/><source network='hd'/></interface>`), w.opts);
   t.same(r.vfs, []);
   t.same(w.ctx.store.read().allocations, []);
@@ -234,7 +285,7 @@ t.test('a domain that asks for nothing creates no state', async (t) => {
 
 t.test('IOMMU group shared with a device on a host driver is refused', async (t) => {
   const w = makeGuestWorld(t, 'sim');
-  w.definePool('hd', POOLS.hd);
+  await w.addPool('hd', POOLS.hd);
   await w.editKernel((s) => {
     s.pfs[0]!.vfs[1]!.iommuGroup = s.pfs[0]!.vfs[0]!.iommuGroup;
   });
@@ -248,7 +299,7 @@ t.test('IOMMU group shared with a device on a host driver is refused', async (t)
 
 t.test('a VF that vanished is released without a restore', async (t) => {
   const w = makeGuestWorld(t, 'sim');
-  w.definePool('hd', POOLS.hd);
+  await w.addPool('hd', POOLS.hd);
   await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01'/>`), w.opts);
   await w.editKernel((s) => {
     s.pfs[0]!.vfs = [];
@@ -261,7 +312,7 @@ t.test('a VF that vanished is released without a restore', async (t) => {
 
 t.test('a failure whose undo fails too: exit 1 naming both; the record stays for release or reconcile', async (t) => {
   const w = makeGuestWorld(t, 'sim');
-  w.definePool('hd', POOLS.hd);
+  await w.addPool('hd', POOLS.hd);
   const before = await w.snapshot();
   const xml = spec('vm1', `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01' trust='on'/>`);
   const counting = faultyHost(w.host, 0);

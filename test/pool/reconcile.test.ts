@@ -63,7 +63,7 @@ t.test('the policy, case by case', async (t) => {
 
 t.test('reconcile frees and restores what is gone, keeps what runs, drops dead ports, rebuilds markers', async (t) => {
   const w = makeGuestWorld(t, 'sim');
-  w.definePool('hd', POOLS.hd);
+  await w.addPool('hd', POOLS.hd);
   const before = (await w.snapshot()) as { vfs: Array<{ address: string; link: unknown; driver: string }> };
   const prep = (name: string, i: number, via: 'libvirt' | 'cli' = 'libvirt') =>
     prepareGuest(w.ctx, parseDomainXml(domainXml('prepare', { name, vfpool: `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:0${i}' vlan='${i}'/>` }), name), { ...w.opts, via });
@@ -107,7 +107,7 @@ t.test('reconcile frees and restores what is gone, keeps what runs, drops dead p
 
 t.test('an interrupted prepare (killed half-way) is restored by reconcile', async (t) => {
   const w = makeGuestWorld(t, 'sim');
-  w.definePool('hd', POOLS.hd);
+  await w.addPool('hd', POOLS.hd);
   const before = await w.snapshot();
   await prepareGuest(w.ctx, parseDomainXml(domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01' trust='on'/>` }), 'vm1'), w.opts);
   const dead = await deadPid();
@@ -150,7 +150,7 @@ function changeAfterReadBy(t: Test, w: GuestWorld, caller: string, change: (onDi
  */
 async function vm1EndsAfterReadBy(t: Test, caller: string) {
   const w = makeGuestWorld(t, 'sim');
-  w.definePool('hd', POOLS.hd);
+  await w.addPool('hd', POOLS.hd);
   await prepareGuest(w.ctx, parseDomainXml(domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01' trust='on'/>` }), 'vm1'), w.opts);
   const prepared = await w.snapshot();
   const ready = w.ctx.store.read().allocations[0]!;
@@ -212,7 +212,7 @@ function allocationsOnDisk(w: { settings: { stateDir: string } }): Allocation[] 
 
 t.test('vfpool reconcile and vfpool release through the CLI', async (t) => {
   const w = makeGuestWorld(t, 'sim');
-  w.definePool('hd', POOLS.hd);
+  await w.addPool('hd', POOLS.hd);
   const env = { VFPOOL_CONFIG_DIR: w.settings.configDir, VFPOOL_STATE_DIR: w.settings.stateDir, VFPOOL_HOST: w.settings.host, VFPOOL_LIBVIRT_RUN_DIR: w.opts.libvirtRunDir, VFPOOL_JOURNAL_DIR: w.settings.journalDir };
   await prepareGuest(w.ctx, parseDomainXml(domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01'/>` }), 'vm1'), w.opts);
   const dead = await deadPid();

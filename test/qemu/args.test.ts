@@ -153,7 +153,7 @@ t.test('refusals, one line each', async (t) => {
     ['emulated NIC without a MAC', () => run(plan([vf(0, { emulatedModel: 'e1000e' })]), q35), 'BadInputError',
       "domain 'vm1': vfpool-vf0: the emulated e1000e stands in for a VF but has no MAC: the plan must carry the VF's MAC"],
     ['SR-IOV NIC on i440fx', () => run(plan([], { sriovNics: sriovNicPlans('vm1', null, [{ vfs: 2, backend: 'user', backendOptions: null }]) }), libvirtArgv(), NEW_QEMU), 'BadInputError',
-      "domain 'vm1': <vfpool:sriov-nic> vfpool-sriov0: an emulated SR-IOV NIC needs PCI Express, and this is an i440fx machine: use a q35 machine (-machine q35)"],
+      "domain 'vm1': <vfpool:sriov-nic> vfpool-sriov0: an emulated SR-IOV NIC needs PCI Express, and this is an i440fx machine: use a q35 machine (<type machine='q35'> in the domain's <os>, -machine q35)"],
     ['SR-IOV NIC on QEMU 10.0', () => run(plan([], { sriovNics: sriovNicPlans('vm1', null, [{ vfs: 2, backend: 'user', backendOptions: null }]) }), q35, { qemu: '/usr/bin/qemu-system-x86_64', sriovPf: false }), 'BadInputError',
       "domain 'vm1': <vfpool:sriov-nic> vfpool-sriov0: the QEMU in use (/usr/bin/qemu-system-x86_64) has no virtio-net 'sriov-pf' property: emulated SR-IOV needs QEMU >= 10.1: install QEMU 10.1 or later and point VFPOOL_QEMU at it"],
     ['SR-IOV NIC with QEMU never asked', () => run(plan([], { sriovNics: sriovNicPlans('vm1', null, [{ vfs: 2, backend: 'user', backendOptions: null }]) }), q35), 'BadInputError', /the QEMU in use has no virtio-net 'sriov-pf' property/],
@@ -195,8 +195,8 @@ t.test('emulated SR-IOV NIC: every VF before its PF, stride 1 above function 0, 
     t.equal(new Set(netdevs).size, n + 1, 'a netdev per function');
     if (n === 9) t.equal(vfs[7]!.addr, '0x1.0x0', 'function 8 written as the next slot (ARI)');
   }
-  const json = run(plan([], { sriovNics: sriovNicPlans('vm1', null, [{ vfs: 1, backend: 'socket', backendOptions: 'listen=:1234' }]) }), libvirtQ35Argv(), NEW_QEMU);
-  t.ok(json.added.includes('socket,id=vfpool-sriov0-net1,listen=:1234'), 'backend options on every netdev');
+  const json = run(plan([], { sriovNics: sriovNicPlans('vm1', null, [{ vfs: 1, backend: 'socket', backendOptions: 'mcast=230.0.0.1:1234' }]) }), libvirtQ35Argv(), NEW_QEMU);
+  t.ok(json.added.includes('socket,id=vfpool-sriov0-net0,mcast=230.0.0.1:1234') && json.added.includes('socket,id=vfpool-sriov0-net1,mcast=230.0.0.1:1234'), 'backend options on every netdev');
   t.ok(json.added.some((a) => a.startsWith('{"driver":"virtio-net-pci","id":"vfpool-sriov0-vf0"')), 'JSON on libvirt\'s command line');
 });
 
@@ -207,6 +207,7 @@ t.test('SR-IOV NIC refusals: VF counts outside what ARI allows, a bad backend', 
   t.throws(() => planSriovNic(nic(0), at), /vfs='0' is not 1..255/);
   t.throws(() => planSriovNic(nic(2, 'slirp'), at), { name: 'BadInputError', message: /backend='slirp' is not a QEMU netdev type vfpool knows/ });
   t.throws(() => planSriovNic({ ...nic(2), macs: [MAC] }, at), /1 MACs for a PF and 2 VFs/);
+  t.throws(() => planSriovNic({ ...nic(8, 'socket'), backendOptions: 'listen=:1234' }, at), { name: 'BadInputError', message: /backend-options='listen=:1234': listen= binds a host port/ }, 'a plan written before the parser refused it: the wrapper refuses it too');
 });
 
 t.test('started hook: the device_adds for the running QEMU equal what the wrapper planned; no reserved port, a sentence', async (t) => {

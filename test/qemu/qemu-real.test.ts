@@ -108,6 +108,17 @@ if (!existsSync(QEMU)) {
     await t.rejects(qmp.execute('query-status'), { name: 'QmpClosedError' }, 'QEMU gone: a clear error');
   });
 
+  t.test('a 128-character domain name: QEMU binds vfpool\'s socket (through the short link) and answers on it', async (t) => {
+    const name = `rq-${'x'.repeat(125)}`;
+    const plan: DomainPlanV1 = {
+      version: 1, domain: name, uuid: null, delivery: 'cmdline', sriovNics: [],
+      vfs: [{ id: 'vfpool-vf0', host: null, emulatedModel: 'e1000e', mac: MAC2, failoverStandbyMac: null, guestAddress: null }],
+    };
+    const { qmp, state } = await launch(t, plan);
+    t.ok(existsSync(join(state, 'qemu', name, 'qmp.sock')), 'the socket is in the domain\'s own directory');
+    t.ok((await peripherals(qmp)).includes('vfpool-vf0'), 'the guest has its VF');
+  });
+
   t.test('hotplug delivery: empty root ports at start, the VF device_added into its port and seen on the guest\'s PCI bus', async (t) => {
     const plan: DomainPlanV1 = {
       version: 1, domain: 'rq2', uuid: null, delivery: 'hotplug', sriovNics: [],

@@ -1,7 +1,8 @@
 import t from 'tap';
-import { chmodSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer } from 'node:net';
 import { join } from 'node:path';
-import { domainPlanPath, readDomainPlan, removeDomainPlan, sriovNicMacs, sriovNicPlans, validateDomainPlan, writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
+import { domainPlanPath, domainQmpSocketPath, readDomainPlan, removeDomainPlan, sriovNicMacs, sriovNicPlans, validateDomainPlan, writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
 import type { MacAddress, PciAddress } from '../../src/types.js';
 
 const plan = (over: Partial<DomainPlanV1> = {}): DomainPlanV1 => ({
@@ -88,4 +89,34 @@ t.test('a state write after the plan (start begin, between prepare and QEMU\'s e
   chmodSync(state, 0o755);
   await store.update(() => undefined);
   t.equal(statSync(state).mode & 0o777, 0o700, 'anything readable by others goes back to 0700');
+});
+
+t.test('a domain name too long for a socket in its own directory: QEMU\'s socket there, reached through a short link in qemu/', async (t) => {
+  // As deep as /run/vfpool: 128 characters of name would put qemu/NAME/qmp.sock at 155 bytes.
+  const state = mkdtempSync('/tmp/vfpool-dp-');
+  t.teardown(() => rmSync(state, { recursive: true, force: true }));
+  const owner = { uid: process.getuid!(), gid: process.getgid!() };
+  const long = `${'a'.repeat(100)}.b+c:d-${'e'.repeat(21)}`;
+  t.equal(long.length, 128);
+  t.equal(domainQmpSocketPath(state, 'vm1'), join(state, 'qemu/vm1/qmp.sock'), 'a name that fits keeps its path');
+  const sock = domainQmpSocketPath(state, long);
+  t.ok(Buffer.byteLength(sock) <= 107, `${sock} fits sun_path`);
+  t.equal(domainQmpSocketPath(state, long), sock, 'the same on every call: QEMU and the tools that connect agree');
+  t.not(domainQmpSocketPath(state, `${long.slice(0, 127)}f`), sock, 'another long name, another link');
+
+  await writeDomainPlan(state, plan({ domain: long }), owner);
+  const link = join(sock, '..');
+  t.ok(lstatSync(link).isSymbolicLink(), 'root made the link');
+  t.equal(readlinkSync(link), long, 'relative, to the domain\'s directory');
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(sock, resolve));
+  t.ok(lstatSync(join(state, 'qemu', long, 'qmp.sock')).isSocket(), 'bound: the socket is in the domain\'s own directory');
+  await new Promise<void>((resolve, reject) => createConnection(sock).once('connect', function (this: import('node:net').Socket) { this.end(); resolve(); }).once('error', reject));
+  await new Promise((resolve) => server.close(resolve));
+  await writeDomainPlan(state, plan({ domain: long, delivery: 'cmdline' }), owner);
+  t.equal(readlinkSync(link), long, 'a second write keeps the link');
+  removeDomainPlan(state, long);
+  t.notOk(existsSync(join(state, 'qemu', long)), 'the directory is removed');
+  t.throws(() => lstatSync(link), { code: 'ENOENT' }, 'and so is the link');
+  removeDomainPlan(state, long);
 });

@@ -94,7 +94,7 @@ t.test('a journal write never fails an operation: the error goes to the log', as
 
 t.test('a refused release is in the history too', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
-  w.definePool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
+  await w.addPool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
   const file = join(w.dir, 'vm1.xml');
   writeFileSync(file, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:01'/>` }));
   t.equal((await inProcessCli(['prepare', '--xml', file, '--pid', String(process.pid)], { env: w.env })).exitCode, 0);

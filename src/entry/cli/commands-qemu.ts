@@ -20,7 +20,7 @@ export const QEMU_COMMANDS: CommandDef[] = [
       const ctx = cliContext('qemu-args');
       // Loaded when the command runs: every other `vfpool` call starts without evaluating it.
       const { printQemuArgs, qemuArgsCommand } = await import('../qemu-args-command.js');
-      const r = await qemuArgsCommand(ctx.settings, a);
+      const r = await qemuArgsCommand(ctx, a);
       if (a.json) out(JSON.stringify(r));
       else printQemuArgs(r);
       return 0;

@@ -31,9 +31,11 @@ import { writeStdout } from '../../util/stdio.js';
  * | release end REASON           | restore and free, idempotent (REASON may be `failed`, `migrated`) |
  * | anything else (restore…)     | exit 0, print nothing (empty stdout = XML unchanged)        |
  *
- * stdout stays empty: libvirt reads it as replacement XML at migrate/restore.
+ * stdout stays empty: libvirt reads it as replacement XML at migrate/restore. restore begin
+ * only offers a saved image's XML for rewriting; libvirt then runs prepare, start and started
+ * as for any start. The shim's list of operations (hooks/vfpool-hook) is these keys.
  */
-const OPS: Record<string, string> = {
+export const QEMU_HOOK_OPS: Record<string, string> = {
   prepare: 'begin',
   start: 'begin',
   started: 'begin',
@@ -78,7 +80,7 @@ export async function qemuHook(argv: string[], cliPath: string): Promise<number>
   if (name === undefined || op === undefined || sub === undefined) {
     throw new BadInputError('usage: qemu DOMAIN OP SUBOP EXTRA (as libvirt calls it), with the domain XML on stdin');
   }
-  if (!Object.hasOwn(OPS, op) || OPS[op] !== sub) return 0;
+  if (!Object.hasOwn(QEMU_HOOK_OPS, op) || QEMU_HOOK_OPS[op] !== sub) return 0;
   parseObjectName(name, 'domain name argument');
   const ctx = createContext(loadSettings(), `qemu-hook ${name} ${op} ${sub}${extra && extra !== '-' ? ` ${extra}` : ''}`);
   const opts = guestOptions('libvirt', ctx.settings);

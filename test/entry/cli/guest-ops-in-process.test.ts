@@ -8,9 +8,9 @@ import { runCliInProcess } from '../../helpers/cli-in-process.js';
 import { spawnSleeper } from '../../helpers/processes.js';
 
 /** prepare / release / reconcile / history / doctor, in-process: their text outputs and refusals. */
-function world(t: Test) {
+async function world(t: Test) {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
-  w.definePool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
+  await w.addPool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
   const file = join(w.dir, 'vm1.xml');
   writeFileSync(file, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:01' vlan='12'/>` }));
   const cli = (...argv: string[]) => runCliInProcess(argv, w.env);
@@ -18,7 +18,7 @@ function world(t: Test) {
 }
 
 t.test('prepare, release and history as text', async (t) => {
-  const { w, file, cli } = world(t);
+  const { w, file, cli } = await world(t);
   await w.sim.writeNumVfs('eth1' as never, 2);
   const p = await cli('prepare', '--xml', file);
   t.same([p.exitCode, p.stderr], [0, '']);
@@ -53,7 +53,7 @@ t.test('prepare, release and history as text', async (t) => {
 });
 
 t.test('prepare of a domain that asks for nothing, and its dry run', async (t) => {
-  const { w, cli } = world(t);
+  const { w, cli } = await world(t);
   const none = join(w.dir, 'none.xml');
   writeFileSync(none, domainXml('prepare', { name: 'vm9' }));
   t.same(await cli('prepare', '--xml', none), { exitCode: 0, stdout: 'Domain vm9 asks for no VF from vfpool\n', stderr: '' });
@@ -61,7 +61,7 @@ t.test('prepare of a domain that asks for nothing, and its dry run', async (t) =
 });
 
 t.test('reconcile: text report and dry run', async (t) => {
-  const { w, file, cli } = world(t);
+  const { w, file, cli } = await world(t);
   await w.sim.writeNumVfs('eth1' as never, 2);
   // Prepared for a QEMU (a sleeper standing in) that then exits: reconcile frees it.
   const qemu = spawnSleeper();
@@ -76,7 +76,7 @@ t.test('reconcile: text report and dry run', async (t) => {
 });
 
 t.test('bad input: exit 2, one line naming the option', async (t) => {
-  const { w, file, cli } = world(t);
+  const { w, file, cli } = await world(t);
   const cases: Array<[string[], RegExp]> = [
     [['prepare', '--xml', file, '--pid', '1'], /^vfpool: --pid '1' is not a process id/],
     [['release'], /^vfpool: name the domain, or give --xml FILE \(one of the two\)/],
@@ -108,7 +108,9 @@ t.test('bad input: exit 2, one line naming the option', async (t) => {
 });
 
 t.test('history with no journal yet, and doctor with a broken vfpool.conf', async (t) => {
-  const { w, cli } = world(t);
+  // No pool started either: a start is in the history.
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
+  const cli = (...argv: string[]) => runCliInProcess(argv, w.env);
   t.same(await cli('history'), { exitCode: 0, stdout: `no history entries in ${join(w.settings.journalDir, 'history.jsonl')}\n`, stderr: '' });
   mkdirSync(w.settings.configDir, { recursive: true });
   writeFileSync(join(w.settings.configDir, 'vfpool.conf'), 'this is not KEY=value\n');

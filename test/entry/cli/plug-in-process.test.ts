@@ -17,7 +17,7 @@ import { startFakeQmp, type FakeReply } from '../../helpers/fake-qmp.js';
  */
 t.test('prepare --delivery hotplug, qemu-args, plug (text and JSON), refusals', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
-  w.definePool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
+  await w.addPool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`);
   const file = join(w.dir, 'vm1.xml');
   writeFileSync(file, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:01'/>` }));
   const proc = join(w.dir, 'proc');
@@ -78,7 +78,7 @@ t.test('prepare --delivery hotplug, qemu-args, plug (text and JSON), refusals', 
 t.test('a domain whose plan has no VF for QEMU: plug says so', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
   const file = join(w.dir, 'nic.xml');
-  writeFileSync(file, domainXml('prepare', { name: 'vm2', vfpool: `<vfpool:sriov-nic vfs='2'/>` }));
+  writeFileSync(file, domainXml('prepare', { name: 'vm2', vfpool: `<vfpool:sriov-nic vfs='2'/>`, machine: 'pc-q35-10.0' }));
   const env = { ...w.env, VFPOOL_QEMU: '/bin/true' };
   const p = await runCliInProcess(['prepare', '--xml', file, '--delivery', 'hotplug'], env);
   t.same([p.exitCode, p.stdout], [0, 'Domain vm2 asks for no VF from vfpool\n']);

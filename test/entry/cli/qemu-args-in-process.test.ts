@@ -58,3 +58,39 @@ t.test('--xml that cannot be read, or asks for no device', async (t) => {
   t.same(JSON.parse(j.stdout), { domain: 'vm2', args: ['-chardev', qmp, '-mon', 'chardev=vfpool-qmp,mode=control'], edits: [], hotplug: [], placements: [], planned: true });
   t.equal((await runCliInProcess(['qemu-args', '--xml', plain], env)).stdout, `-chardev ${qmp}\n-mon chardev=vfpool-qmp,mode=control\n`);
 });
+
+t.test('a failover pair: the primary paired with the standby, and the edit of libvirt\'s virtio-net said, not refused', async (t) => {
+  const { env } = world(t);
+  const mac = '52:54:00:22:00:02' as MacAddress;
+  for (const delivery of ['cmdline', 'hotplug'] as const) {
+    await writeDomainPlan(env.VFPOOL_STATE_DIR, {
+      version: 1, domain: 'hy1', uuid: null, delivery, sriovNics: [],
+      vfs: [{ id: 'vfpool-vf0', host: '0000:3c:02.0' as PciAddress, emulatedModel: null, mac, failoverStandbyMac: mac, guestAddress: null }],
+    }, { uid: process.getuid!(), gid: process.getgid!() });
+    const j = await runCliInProcess(['qemu-args', 'hy1', '--json'], env);
+    t.same([j.exitCode, j.stderr], [0, ''], `${delivery}: exit 0`);
+    const out = JSON.parse(j.stdout) as { args: string[]; edits: unknown[]; hotplug: Array<Record<string, string>> };
+    t.same(out.edits, [{ device: `virtio-net device with mac=${mac}`, mac, set: { failover: 'on', id: 'vfpool-vf0-standby' } }], `${delivery}: the standby's edit`);
+    const primary = delivery === 'cmdline' ? out.args.find((a) => a.startsWith('vfio-pci,')) : out.hotplug[0]?.failover_pair_id;
+    t.match(primary, /vfpool-vf0-standby/, `${delivery}: the primary names the standby`);
+  }
+  const text = await runCliInProcess(['qemu-args', 'hy1'], env);
+  t.equal(text.exitCode, 0, text.stderr);
+  t.match(text.stdout, `\n# and on the virtio-net device with mac=${mac} already on the command line (the failover standby): failover=on, and id=vfpool-vf0-standby if it has none (an id it has is kept, and failover_pair_id names that one)\n`);
+});
+
+t.test('--xml with an <interface> on a hybrid pool needs its VF allocated first, as vfpool:hostdev does; on another network it is nothing of vfpool\'s', async (t) => {
+  const { dir, env } = world(t);
+  mkdirSync(join(dir, 'etc/networks'));
+  writeFileSync(join(dir, 'etc/networks/hy.xml'), `<network><name>hy</name><forward mode='pci-passthrough-hybrid'><pf dev='eth2'/></forward></network>`);
+  const nic = (net: string) => `<interface type='network'><mac address='52:54:00:22:00:02'/><source network='${net}'/><model type='virtio'/></interface>`;
+  const file = join(dir, 'hy1.xml');
+  writeFileSync(file, domainXml('prepare', { name: 'hy1', devices: nic('hy') }));
+  t.same(await runCliInProcess(['qemu-args', '--xml', file], env), {
+    exitCode: 2,
+    stdout: '',
+    stderr: `vfpool: domain 'hy1': <interface> #1 on pci-passthrough-hybrid pool 'hy' needs a VF allocated first: run \`vfpool prepare --xml ${file}\`, then \`vfpool qemu-args hy1\`\n`,
+  });
+  writeFileSync(file, domainXml('prepare', { name: 'hy1', devices: nic('default') }));
+  t.equal((await runCliInProcess(['qemu-args', '--xml', file], env)).exitCode, 0, 'libvirt\'s own network');
+});
