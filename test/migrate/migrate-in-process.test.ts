@@ -114,8 +114,8 @@ t.test('every VF setting the request had, and the uuid, reach the destination: d
   const src = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
   const dst = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2, address: '0000:5e:00.0' }] });
   for (const w of [src, dst]) {
-    w.definePool('p', POOL);
     await w.sim.writeNumVfs('eth1' as never, 2);
+    await w.addPool('p', POOL);
   }
   const xml = join(src.dir, 'vm1.xml');
   writeFileSync(xml, domainXml('prepare', { name: 'vm1', uuid, vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:01' vlan='100' qos='3' spoofchk='off' trust='on' max-tx-rate='500' mtu='1500'/>` }));
@@ -147,8 +147,8 @@ t.test('every VF setting the request had, and the uuid, reach the destination: d
 
 t.test('a prepare the destination refuses (pool exhausted): exit 3, no migration record left, the refusal in the history', async (t) => {
   const dst = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 1 }] });
-  dst.definePool('p', POOL);
   await dst.sim.writeNumVfs('eth1' as never, 1);
+  await dst.addPool('p', POOL);
   const other = join(dst.dir, 'other.xml');
   writeFileSync(other, domainXml('prepare', { name: 'other', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:09'/>` }));
   t.equal((await runCliInProcess(['prepare', '--xml', other], dst.env)).exitCode, 0, 'the only VF taken');
