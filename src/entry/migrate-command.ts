@@ -1,81 +1,25 @@
 import type { Context } from '../pool/context.js';
 import { asVfpoolError, BadInputError, ConflictError, HostError } from '../errors.js';
 import { describeForMigration, migrateBeginXml, validateDescription } from '../migrate/begin.js';
-import { qemuArgvBySocket } from '../migrate/devices.js';
 import { checkMigrationUri, migrateOverQmp } from '../migrate/failover.js';
-import type { MigrationQmp, PlanStore } from '../migrate/ports.js';
-import { DEFAULT_TIMEOUTS, peripheralIds, runState } from '../migrate/qmp-steps.js';
-import { connectQmp, virshQmp } from '../migrate/qmp-port.js';
+import type { MigrationQmp } from '../migrate/ports.js';
+import { DEFAULT_TIMEOUTS, runState } from '../migrate/qmp-steps.js';
+import { connectQmp } from '../migrate/qmp-port.js';
 import { QmpClosedError } from '../qemu/qmp.js';
 import { fileRecordStore, unpluggedByVfpool } from '../state/migration-record.js';
 import { confirmStage, performStage, prepareStage, type StageDeps, type StageResult } from '../migrate/stages.js';
-import { domainQmpSocketPath, readDomainPlan, removeDomainPlan, writeDomainPlan } from '../state/domain-plan.js';
+import { domainQmpSocketPath, readDomainPlan } from '../state/domain-plan.js';
 import { parseObjectName } from '../types.js';
 import { crashPoint } from '../util/crash-point.js';
-import { migrationPool, requestLookup } from '../migrate/pool-port.js';
+import { requestLookup } from '../migrate/pool-port.js';
 import { journal } from '../pool/journal-entries.js';
 import { probeQmpSocket } from '../qemu/qmp-probe.js';
 import { readInputFile } from './run.js';
 import { writeStdout } from '../util/stdio.js';
-
-/** A simulated host's stand-in NIC model for a VF (VFPOOL_SIM_VF_DEVICE), else null (vfio-pci). */
-function emulatedVfModel(ctx: Context): string | null {
-  return ctx.host.kind === 'sim' && ctx.settings.simVfDevice !== '' ? ctx.settings.simVfDevice : null;
-}
+import { print, withDeps, type ClosableQmp } from './migrate-deps.js';
+import { migrateWithLibvirt } from './migrate-libvirt.js';
 
 const STAGES = new Set(['begin', 'prepare', 'perform', 'confirm']);
-// virsh migrate options vfpool passes on; anything else is refused (the list is the argv, never a shell line).
-const VIRSH_OPT = /^--[a-z][a-z0-9-]*(=[A-Za-z0-9_.:/@,+=-]*)?$|^[A-Za-z0-9_.:/@,+=-]+$/;
-
-function planStore(ctx: Context): PlanStore {
-  const s = ctx.settings.stateDir;
-  return {
-    read: (d) => readDomainPlan(s, d),
-    write: async (p) => { await writeDomainPlan(s, p, { uid: 0, gid: 0 }); },
-    remove: (d) => removeDomainPlan(s, d),
-  };
-}
-
-type ClosableQmp = MigrationQmp & { close(): void };
-
-/** The stages' dependencies; `connected`: a QMP connection already open to the domain's QEMU (closed here). */
-async function withDeps<T>(ctx: Context, domain: string | null, fn: (deps: StageDeps) => Promise<T>, connected?: ClosableQmp): Promise<T> {
-  const stateDir = ctx.settings.stateDir;
-  let qmp: ClosableQmp | undefined = connected;
-  if (domain !== null && qmp === undefined) qmp = await connectQmp(domainQmpSocketPath(stateDir, domain));
-  try {
-    return await fn({
-      plans: planStore(ctx),
-      records: fileRecordStore(stateDir),
-      pool: migrationPool(ctx, emulatedVfModel(ctx)),
-      qmp,
-      readArgv: (d) => qemuArgvBySocket(domainQmpSocketPath(stateDir, d), ctx.settings.procRoot),
-      timeouts: DEFAULT_TIMEOUTS,
-    });
-  } finally {
-    qmp?.close();
-  }
-}
-
-/**
- * The stage's steps on stdout, and in vfpool.log: the destination's confirm runs detached, stdout
- * nowhere. With --json, one document (`extra`: what else the command has to say goes in it).
- */
-function print(ctx: Context, r: StageResult, json: boolean, extra: Record<string, unknown> = {}): void {
-  for (const s of r.steps) ctx.log.info(`migrate ${r.domain}: ${s}`);
-  ctx.log.info(`migrate ${r.domain}: ${r.stage}`);
-  if (json) writeStdout(JSON.stringify({ ...r, ...extra }) + '\n');
-  else {
-    for (const s of r.steps) writeStdout(`${r.domain}: ${s}\n`);
-    writeStdout(`${r.domain}: ${r.stage}\n`);
-  }
-}
-
-/** A line of `vfpool migrate DOMAIN DEST_URI`'s progress, on stdout and in vfpool.log. */
-function say(ctx: Context, line: string): void {
-  ctx.log.info(`migrate ${line}`);
-  writeStdout(`${line}\n`);
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -295,52 +239,4 @@ export async function runMigrate(ctx: Context, a: MigrateArgs): Promise<number> 
         }
       }
       return 2;
-}
-
-/**
- * With libvirt: perform here (plain VFs unplugged over vfpool's QMP socket), `virsh migrate
- * --live`, then confirm: the source's VFs restored and freed (libvirt's `release end migrated`
- * does the same, idempotently), and the destination checked through its libvirt until its plain
- * VFs are plugged (its own vfpool plugs them once the incoming migration ends). On a failed
- * migration the source's VFs are plugged back.
- */
-async function migrateWithLibvirt(ctx: Context, domainRaw: string, destUri: string | undefined, virshOpts: string[], timeout: number): Promise<number> {
-  const domain = parseObjectName(domainRaw, 'domain');
-  if (destUri === undefined || !/^[a-z0-9+]+:\/\/[A-Za-z0-9_.:@\[\]-]*\/[A-Za-z0-9_./?=&-]*$/.test(destUri)) {
-    throw new BadInputError(`vfpool migrate ${domain}: '${destUri ?? ''}' is not a libvirt URI`, 'e.g. qemu+tcp://dest.example/system or qemu+ssh://dest/system');
-  }
-  for (const o of virshOpts) if (!VIRSH_OPT.test(o)) throw new BadInputError(`vfpool migrate: '${o}' is not a virsh migrate option vfpool passes on`, 'give options as --name or --name=value');
-  return withDeps(ctx, domain, async (deps) => {
-    // Read before virsh runs: libvirt's `release end migrated` removes the plan meanwhile.
-    const plain = (deps.plans.read(domain)?.vfs ?? []).filter((v) => v.failoverStandbyMac === null).map((v) => v.id);
-    const performed = await performStage(deps, domain);
-    for (const s of performed.steps) say(ctx, `${domain}: ${s}`);
-    const t0 = Date.now();
-    const { execa } = await import('execa'); // loaded only when used (CLI start-up)
-    const r = await execa('virsh', ['migrate', '--live', ...virshOpts, domain, destUri], { reject: false, timeout: timeout * 1000, env: { LC_ALL: 'C' } });
-    if (r.exitCode !== 0) {
-      const undo = await confirmStage(deps, domain, 'source', 'failure');
-      for (const s of undo.steps) say(ctx, `${domain}: ${s}`);
-      throw new HostError(`virsh migrate --live ${domain} ${destUri} failed: ${String(r.stderr).trim() || `exit ${r.exitCode}`}`, { hint: 'the domain stays on this host with its VFs plugged back' });
-    }
-    say(ctx, `${domain}: virsh migrate --live to ${destUri} took ${Date.now() - t0} ms`);
-    const done = await confirmStage(deps, domain, 'source', 'success');
-    for (const s of done.steps) say(ctx, `${domain}: ${s}`);
-    if (plain.length === 0) return 0;
-    // Destination: its own vfpool plugs the plain VFs once the incoming migration ends (it
-    // alone knows which VFs it reserved); check through its libvirt, bounded.
-    const dest = virshQmp(destUri, domain);
-    const end = Date.now() + 60_000;
-    for (;;) {
-      const ids = await peripheralIds(dest, DEFAULT_TIMEOUTS);
-      const missing = plain.filter((id) => !ids.has(id));
-      if (missing.length === 0) break;
-      if (Date.now() > end) {
-        throw new HostError(`${domain} runs on ${destUri} but ${missing.join(', ')} did not appear in its QEMU within 60 s`, { hint: `on the destination, run \`vfpool migrate confirm ${domain} --role destination\`` });
-      }
-      await sleep(500);
-    }
-    say(ctx, `${domain}: ${plain.join(', ')} plugged on ${destUri}`);
-    return 0;
-  });
 }
