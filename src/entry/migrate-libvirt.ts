@@ -2,7 +2,8 @@ import type { Context } from '../pool/context.js';
 import { BadInputError, HostError } from '../errors.js';
 import { DEFAULT_TIMEOUTS, peripheralIds } from '../migrate/qmp-steps.js';
 import { virshQmp } from '../migrate/qmp-port.js';
-import { confirmStage, performStage } from '../migrate/stages.js';
+import { confirmStage, performStage, type StageDeps } from '../migrate/stages.js';
+import { checkVirsh, runVirsh, virshFailure } from '../migrate/virsh.js';
 import { parseObjectName } from '../types.js';
 import { say, withDeps } from './migrate-deps.js';
 
@@ -24,18 +25,27 @@ export async function migrateWithLibvirt(ctx: Context, domainRaw: string, destUr
     throw new BadInputError(`vfpool migrate ${domain}: '${destUri ?? ''}' is not a libvirt URI`, 'e.g. qemu+tcp://dest.example/system or qemu+ssh://dest/system');
   }
   for (const o of virshOpts) if (!VIRSH_OPT.test(o)) throw new BadInputError(`vfpool migrate: '${o}' is not a virsh migrate option vfpool passes on`, 'give options as --name or --name=value');
+  const what = `vfpool migrate ${domain}`;
+  // Before anything changes: a virsh that cannot be started, found only at `virsh migrate`, failed
+  // the migration with the VFs already out of the guest, until someone confirmed it.
+  await checkVirsh(what);
+  const virshArgs = ['migrate', '--live', ...virshOpts, domain, destUri];
   return withDeps(ctx, domain, async (deps) => {
     // Read before virsh runs: libvirt's `release end migrated` removes the plan meanwhile.
     const plain = (deps.plans.read(domain)?.vfs ?? []).filter((v) => v.failoverStandbyMac === null).map((v) => v.id);
     const performed = await performStage(deps, domain);
     for (const s of performed.steps) say(ctx, `${domain}: ${s}`);
     const t0 = Date.now();
-    const { execa } = await import('execa'); // loaded only when used (CLI start-up)
-    const r = await execa('virsh', ['migrate', '--live', ...virshOpts, domain, destUri], { reject: false, timeout: timeout * 1000, env: { LC_ALL: 'C' } });
+    let r;
+    try {
+      r = await runVirsh(virshArgs, what, timeout * 1000);
+    } catch (err) {
+      await plugBack(ctx, deps, domain); // virsh vanished since it was checked
+      throw err;
+    }
     if (r.exitCode !== 0) {
-      const undo = await confirmStage(deps, domain, 'source', 'failure');
-      for (const s of undo.steps) say(ctx, `${domain}: ${s}`);
-      throw new HostError(`virsh migrate --live ${domain} ${destUri} failed: ${String(r.stderr).trim() || `exit ${r.exitCode}`}`, { hint: 'the domain stays on this host with its VFs plugged back' });
+      await plugBack(ctx, deps, domain);
+      throw new HostError(`virsh migrate --live ${domain} ${destUri} failed: ${virshFailure(r, timeout * 1000)}`, { hint: 'the domain stays on this host with its VFs plugged back' });
     }
     say(ctx, `${domain}: virsh migrate --live to ${destUri} took ${Date.now() - t0} ms`);
     const done = await confirmStage(deps, domain, 'source', 'success');
@@ -57,4 +67,10 @@ export async function migrateWithLibvirt(ctx: Context, domainRaw: string, destUr
     say(ctx, `${domain}: ${plain.join(', ')} plugged on ${destUri}`);
     return 0;
   });
+}
+
+/** The source confirm of a failed migration: the VFs perform unplugged go back into the guest. */
+async function plugBack(ctx: Context, deps: StageDeps, domain: string): Promise<void> {
+  const undo = await confirmStage(deps, domain, 'source', 'failure');
+  for (const s of undo.steps) say(ctx, `${domain}: ${s}`);
 }
