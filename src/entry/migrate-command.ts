@@ -1,6 +1,7 @@
 import type { Context } from '../pool/context.js';
 import { asVfpoolError, BadInputError, ConflictError, HostError } from '../errors.js';
-import { describeForMigration, migrateBeginXml, validateDescription } from '../migrate/begin.js';
+import { describeForMigration, migrateBeginXml, validateDescription, type MigrationDescriptionV1 } from '../migrate/begin.js';
+import { dryRunConfirm, dryRunPerform, dryRunPrepare, type DryRunResult } from '../migrate/dry-run.js';
 import { checkMigrationUri, migrateOverQmp } from '../migrate/failover.js';
 import type { MigrationQmp } from '../migrate/ports.js';
 import { DEFAULT_TIMEOUTS, runState } from '../migrate/qmp-steps.js';
@@ -16,10 +17,13 @@ import { journal } from '../pool/journal-entries.js';
 import { probeQmpSocket } from '../qemu/qmp-probe.js';
 import { readInputFile } from './run.js';
 import { writeStdout } from '../util/stdio.js';
-import { print, withDeps, type ClosableQmp } from './migrate-deps.js';
+import { print, printPlan, withDeps, type ClosableQmp } from './migrate-deps.js';
 import { migrateWithLibvirt } from './migrate-libvirt.js';
 
 const STAGES = new Set(['begin', 'prepare', 'perform', 'confirm']);
+
+// QEMU run states an incoming migration does not come back from.
+const FAILED_STATUSES = ['internal-error', 'shutdown', 'guest-panicked'];
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -54,7 +58,7 @@ async function waitIncoming(qmp: MigrationQmp, seconds: number): Promise<'succes
       // A failed incoming migration ends QEMU (its QMP socket closes).
       return 'failure';
     }
-    if (['internal-error', 'shutdown', 'guest-panicked'].includes(status)) return 'failure';
+    if (FAILED_STATUSES.includes(status)) return 'failure';
     if (status === 'running') return 'success';
     if (status !== 'inmigrate' && status !== 'prelaunch') {
       pausedSince ??= Date.now();
@@ -153,90 +157,161 @@ export interface MigrateArgs {
   waitIncoming?: number;
   timeout: number;
   json: boolean;
+  dryRun: boolean;
   '--'?: string[];
 }
 
 /** `vfpool migrate begin|prepare|perform|confirm …` and `vfpool migrate DOMAIN DEST_URI [-- virsh options]`. */
 export async function runMigrate(ctx: Context, a: MigrateArgs): Promise<number> {
-      if (!STAGES.has(a.first)) return migrateWithLibvirt(ctx, a.first, a.second, (a['--'] ?? []).map(String), a.timeout);
-      // yargs reads `--xml -` (stdin, as the libvirt hook passes it) as --xml '' and an empty positional.
-      const xml = a.xml === '' ? '-' : a.xml;
-      const second = a.second === '' ? undefined : a.second;
-      const domain = second === undefined ? null : parseObjectName(second, 'domain');
-      const needDomain = () => { if (domain === null) throw new BadInputError(`vfpool migrate ${a.first}: name the domain`); return domain; };
-      switch (a.first) {
-        case 'begin': {
-          if (xml !== undefined) {
-            const r = migrateBeginXml(await readInputFile(xml, 'give the path of a domain XML, or - for stdin'), () => null, xml === '-' ? 'migrate begin (stdin)' : xml);
-            for (const m of r.mapped) ctx.log.info(m);
-            writeStdout(r.xml);
-            return 0;
-          }
-          const d = needDomain();
-          const plan = readDomainPlan(ctx.settings.stateDir, d);
-          if (!plan) throw new BadInputError(`domain '${d}' has no vfpool plan on this host`, 'run begin on the source host, where the domain was prepared');
-          const desc = describeForMigration(plan, requestLookup(ctx));
-          crashPoint('migrate-begin:described');
-          writeStdout(JSON.stringify(desc, null, 2) + '\n');
-          return 0;
-        }
-        case 'prepare': {
-          if (a.description === '') a.description = '-';
-          if (a.description === undefined) throw new BadInputError('vfpool migrate prepare: give --description FILE (the output of `vfpool migrate begin DOMAIN` on the source)');
-          let value: unknown;
-          try { value = JSON.parse(await readInputFile(a.description, 'give the path of a migration description, or - for stdin')); } catch (err) {
-            if (err instanceof SyntaxError) throw new BadInputError(`${a.description}: is not JSON: ${err.message}`, 'give the output of `vfpool migrate begin DOMAIN`');
-            throw err;
-          }
-          const desc = validateDescription(value, a.description);
-          if (domain !== null && domain !== desc.domain) throw new BadInputError(`${a.description} describes domain '${desc.domain}', not '${domain}'`);
-          let prepared: StageResult;
-          try {
-            prepared = await withDeps(ctx, null, (deps) => prepareStage(deps, desc));
-          } catch (err) {
-            // In the history as a plain prepare's refusal is: the destination's side of a refused migration.
-            journal.prepareFailed(ctx, desc.domain, err);
-            throw err;
-          }
-          print(ctx, prepared, a.json);
-          return 0;
-        }
-        case 'perform': {
-          const d = needDomain();
-          // Checked before anything changes: QEMU would run an exec: URI as a shell command.
-          if (a.to !== undefined) checkMigrationUri(a.to, `vfpool migrate perform ${d}`);
-          return withDeps(ctx, d, async (deps) => {
-            const r = await performStage(deps, d);
-            if (a.to === undefined) {
-              print(ctx, r, a.json);
-              return 0;
-            }
-            // Without --json the steps are shown as they are done, before the migration's wait.
-            if (!a.json) print(ctx, r, false);
-            return migratePerformed(ctx, deps, r, a.to, a.timeout, a.json);
-          });
-        }
-        case 'confirm': {
-          const d = needDomain();
-          if (a.role === undefined) throw new BadInputError('vfpool migrate confirm: give --role source or --role destination');
-          if (a.waitIncoming !== undefined) {
-            if (a.role !== 'destination') throw new BadInputError(`vfpool migrate confirm ${d}: --wait-incoming waits for an incoming QEMU, so it goes with --role destination`);
-            return confirmIncoming(ctx, d, a.waitIncoming, a.json);
-          }
-          const role = a.role;
-          const record = fileRecordStore(ctx.settings.stateDir).read(d);
-          // A source whose QEMU is gone has no guest to plug its VFs back into: --failed frees
-          // them, without QMP (reconcile points here when no QEMU runs but VFs are held).
-          const qemuGone = role === 'source' && a.failed && record !== null
-            && ['dead', 'absent'].includes(await probeQmpSocket(domainQmpSocketPath(ctx.settings.stateDir, d)));
-          const needsQemu = record !== null && !qemuGone
-            && ((role === 'destination' && !a.failed && record.reserved) || (role === 'source' && a.failed && unpluggedByVfpool(record).length > 0));
-          return withDeps(ctx, needsQemu ? d : null, async (deps) => {
-            if (needsQemu && role === 'destination') await refuseBeforeArrival(deps.qmp!, d);
-            print(ctx, await confirmStage({ ...deps, qemuGone }, d, role, a.failed ? 'failure' : 'success'), a.json);
-            return 0;
-          });
-        }
-      }
-      return 2;
+  if (!STAGES.has(a.first)) return migrateWithLibvirt(ctx, a.first, a.second, (a['--'] ?? []).map(String), a.timeout, { dryRun: a.dryRun, json: a.json });
+  const second = a.second === '' ? undefined : a.second;
+  const domain = second === undefined ? null : parseObjectName(second, 'domain');
+  const needDomain = () => { if (domain === null) throw new BadInputError(`vfpool migrate ${a.first}: name the domain`); return domain; };
+  switch (a.first) {
+    case 'begin':
+      return begin(ctx, a, needDomain);
+    case 'prepare':
+      return prepare(ctx, a, domain);
+    case 'perform':
+      return perform(ctx, a, needDomain());
+    default: // confirm, the last of STAGES
+      return confirm(ctx, a, needDomain());
+  }
+}
+
+/** begin reads the plan and the state and prints; it changes nothing, so it has no dry run. */
+async function begin(ctx: Context, a: MigrateArgs, needDomain: () => string): Promise<number> {
+  if (a.dryRun) throw new BadInputError('vfpool migrate begin: --dry-run: begin changes nothing (it prints what it read), so it has no dry run', 'run it without');
+  // yargs reads `--xml -` (stdin, as the libvirt hook passes it) as --xml '' and an empty positional.
+  const xml = a.xml === '' ? '-' : a.xml;
+  if (xml !== undefined) {
+    const r = migrateBeginXml(await readInputFile(xml, 'give the path of a domain XML, or - for stdin'), () => null, xml === '-' ? 'migrate begin (stdin)' : xml);
+    for (const m of r.mapped) ctx.log.info(m);
+    writeStdout(r.xml);
+    return 0;
+  }
+  const d = needDomain();
+  const plan = readDomainPlan(ctx.settings.stateDir, d);
+  if (!plan) throw new BadInputError(`domain '${d}' has no vfpool plan on this host`, 'run begin on the source host, where the domain was prepared');
+  const desc = describeForMigration(plan, requestLookup(ctx));
+  crashPoint('migrate-begin:described');
+  writeStdout(JSON.stringify(desc, null, 2) + '\n');
+  return 0;
+}
+
+async function readDescription(a: MigrateArgs, domain: string | null): Promise<MigrationDescriptionV1> {
+  const file = a.description === '' ? '-' : a.description;
+  if (file === undefined) throw new BadInputError('vfpool migrate prepare: give --description FILE (the output of `vfpool migrate begin DOMAIN` on the source)');
+  let value: unknown;
+  try { value = JSON.parse(await readInputFile(file, 'give the path of a migration description, or - for stdin')); } catch (err) {
+    if (err instanceof SyntaxError) throw new BadInputError(`${file}: is not JSON: ${err.message}`, 'give the output of `vfpool migrate begin DOMAIN`');
+    throw err;
+  }
+  const desc = validateDescription(value, file);
+  if (domain !== null && domain !== desc.domain) throw new BadInputError(`${file} describes domain '${desc.domain}', not '${domain}'`);
+  return desc;
+}
+
+async function prepare(ctx: Context, a: MigrateArgs, domain: string | null): Promise<number> {
+  const desc = await readDescription(a, domain);
+  if (a.dryRun) {
+    // Refused as the real run refuses, but not journaled: a dry run leaves no trace.
+    printPlan(`migrate prepare ${desc.domain}`, await withDeps(ctx, null, (deps) => dryRunPrepare(deps, desc)), a.json, 'the domain asks for no VF');
+    return 0;
+  }
+  let prepared: StageResult;
+  try {
+    prepared = await withDeps(ctx, null, (deps) => prepareStage(deps, desc));
+  } catch (err) {
+    // In the history as a plain prepare's refusal is: the destination's side of a refused migration.
+    journal.prepareFailed(ctx, desc.domain, err);
+    throw err;
+  }
+  print(ctx, prepared, a.json);
+  return 0;
+}
+
+async function perform(ctx: Context, a: MigrateArgs, d: string): Promise<number> {
+  // Checked before anything changes: QEMU would run an exec: URI as a shell command.
+  if (a.to !== undefined) checkMigrationUri(a.to, `vfpool migrate perform ${d}`);
+  const to = a.to;
+  return withDeps(ctx, d, async (deps) => {
+    if (a.dryRun) {
+      const r = await dryRunPerform(deps, d);
+      if (to !== undefined) r.steps.push(`migrate to ${to} over QMP and wait until it completed (up to ${a.timeout} s); if it fails, plug the VFs back`);
+      printPlan(`migrate perform ${d}`, r, a.json, 'nothing to unplug', to !== undefined ? { migration: { to, timeoutSeconds: a.timeout } } : {});
+      return 0;
+    }
+    const r = await performStage(deps, d);
+    if (to === undefined) {
+      print(ctx, r, a.json);
+      return 0;
+    }
+    // Without --json the steps are shown as they are done, before the migration's wait.
+    if (!a.json) print(ctx, r, false);
+    return migratePerformed(ctx, deps, r, to, a.timeout, a.json);
+  });
+}
+
+const nothingRecorded = (d: string) => `no migration of '${d}' is recorded on this host (its VFs, if any, are left as they are)`;
+
+async function confirm(ctx: Context, a: MigrateArgs, d: string): Promise<number> {
+  if (a.role === undefined) throw new BadInputError('vfpool migrate confirm: give --role source or --role destination');
+  const role = a.role;
+  const what = `migrate confirm ${d} --role ${role}${a.failed ? ' --failed' : ''}`;
+  if (a.waitIncoming !== undefined) {
+    if (role !== 'destination') throw new BadInputError(`vfpool migrate confirm ${d}: --wait-incoming waits for an incoming QEMU, so it goes with --role destination`);
+    if (a.dryRun) {
+      printPlan(what, await planIncoming(ctx, d, a.waitIncoming), a.json, nothingRecorded(d));
+      return 0;
+    }
+    return confirmIncoming(ctx, d, a.waitIncoming, a.json);
+  }
+  const record = fileRecordStore(ctx.settings.stateDir).read(d);
+  // A source whose QEMU is gone has no guest to plug its VFs back into: --failed frees
+  // them, without QMP (reconcile points here when no QEMU runs but VFs are held).
+  const qemuGone = role === 'source' && a.failed && record !== null
+    && ['dead', 'absent'].includes(await probeQmpSocket(domainQmpSocketPath(ctx.settings.stateDir, d)));
+  const needsQemu = record !== null && !qemuGone
+    && ((role === 'destination' && !a.failed && record.reserved) || (role === 'source' && a.failed && unpluggedByVfpool(record).length > 0));
+  const outcome = a.failed ? 'failure' : 'success';
+  return withDeps(ctx, needsQemu ? d : null, async (deps) => {
+    if (needsQemu && role === 'destination') await refuseBeforeArrival(deps.qmp!, d);
+    if (a.dryRun) printPlan(what, await dryRunConfirm({ ...deps, qemuGone }, d, role, outcome), a.json, nothingRecorded(d));
+    else print(ctx, await confirmStage({ ...deps, qemuGone }, d, role, outcome), a.json);
+    return 0;
+  });
+}
+
+/**
+ * `confirm --role destination --wait-incoming S --dry-run`: what the confirm would do, said at
+ * once from QEMU's status now, without waiting. Its outcome is the migration's, still to come:
+ * the plug if it arrives, and the release if it fails.
+ */
+async function planIncoming(ctx: Context, domain: string, seconds: number): Promise<DryRunResult> {
+  let qmp: ClosableQmp | undefined;
+  try {
+    qmp = await connectQmp(domainQmpSocketPath(ctx.settings.stateDir, domain));
+  } catch (err) {
+    if (!(err instanceof QmpClosedError)) throw err;
+  }
+  return withDeps(ctx, null, async (deps) => {
+    const status = deps.qmp === undefined ? null : await runState(deps.qmp, DEFAULT_TIMEOUTS);
+    if (status === null || FAILED_STATUSES.includes(status)) {
+      const failed = await dryRunConfirm(deps, domain, 'destination', 'failure');
+      const why = status === null ? 'the incoming QEMU is gone' : `its QEMU is in status ${status}`;
+      return failed.steps.length ? { ...failed, steps: [`${why}: the migration failed`, ...failed.steps] } : failed;
+    }
+    const arrived = await dryRunConfirm(deps, domain, 'destination', 'success');
+    if (arrived.stage === 'nothing-to-do') return arrived;
+    const failed = await dryRunConfirm(deps, domain, 'destination', 'failure', false);
+    return {
+      ...arrived,
+      steps: [
+        ...(status === 'running' ? [] : [`wait up to ${seconds} s for the incoming migration to end (its QEMU is in status ${status} now), then, once it arrived:`]),
+        ...arrived.steps,
+        ...failed.steps.map((l, i) => (i === 0 ? `if it fails instead: ${l}` : l)),
+      ],
+    };
+  }, qmp);
 }

@@ -12,7 +12,7 @@ import { writeStdout } from '../util/stdio.js';
 /**
  * What `vfpool migrate`'s stages (migrate-command.ts) and `vfpool migrate DOMAIN URI`
  * (migrate-libvirt.ts) share: the stages' dependencies built from the settings, and how a
- * stage's outcome is printed.
+ * stage's outcome, or a dry run's plan, is printed.
  */
 
 /** A simulated host's stand-in NIC model for a VF (VFPOOL_SIM_VF_DEVICE), else null (vfio-pci). */
@@ -68,4 +68,18 @@ export function print(ctx: Context, r: StageResult, json: boolean, extra: Record
 export function say(ctx: Context, line: string): void {
   ctx.log.info(`migrate ${line}`);
   writeStdout(`${line}\n`);
+}
+
+/**
+ * A dry run's plan, as the other commands' dry runs print theirs (`plan for net-start POOL
+ * (--dry-run, nothing changed):`, numbered steps), or with --json the one document. On stdout
+ * only: a dry run writes nothing, vfpool.log included.
+ */
+export function printPlan(what: string, doc: { steps: string[] }, json: boolean, nothing: string, extra: Record<string, unknown> = {}): void {
+  if (json) {
+    writeStdout(JSON.stringify({ ...doc, ...extra, dryRun: true }) + '\n');
+    return;
+  }
+  const lines = doc.steps.length ? doc.steps : [`nothing to do: ${nothing}`];
+  writeStdout([`plan for ${what} (--dry-run, nothing changed):`, ...lines.map((l, i) => `  ${i + 1}. ${l}`)].join('\n') + '\n');
 }

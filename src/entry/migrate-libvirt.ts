@@ -1,11 +1,12 @@
 import type { Context } from '../pool/context.js';
 import { BadInputError, HostError } from '../errors.js';
+import { dryRunPerform } from '../migrate/dry-run.js';
 import { DEFAULT_TIMEOUTS, peripheralIds } from '../migrate/qmp-steps.js';
 import { virshQmp } from '../migrate/qmp-port.js';
-import { confirmStage, performStage, type StageDeps } from '../migrate/stages.js';
+import { confirmStage, describeRelease, performStage, type StageDeps } from '../migrate/stages.js';
 import { checkVirsh, runVirsh, virshFailure } from '../migrate/virsh.js';
 import { parseObjectName } from '../types.js';
-import { say, withDeps } from './migrate-deps.js';
+import { printPlan, say, withDeps } from './migrate-deps.js';
 
 // virsh migrate options vfpool passes on; anything else is refused (the list is the argv, never a shell line).
 const VIRSH_OPT = /^--[a-z][a-z0-9-]*(=[A-Za-z0-9_.:/@,+=-]*)?$|^[A-Za-z0-9_.:/@,+=-]+$/;
@@ -17,9 +18,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * --live`, then confirm: the source's VFs restored and freed (libvirt's `release end migrated`
  * does the same, idempotently), and the destination checked through its libvirt until its plain
  * VFs are plugged (its own vfpool plugs them once the incoming migration ends). On a failed
- * migration the source's VFs are plugged back.
+ * migration the source's VFs are plugged back. With `dryRun`, the same checks and the plan.
  */
-export async function migrateWithLibvirt(ctx: Context, domainRaw: string, destUri: string | undefined, virshOpts: string[], timeout: number): Promise<number> {
+export async function migrateWithLibvirt(ctx: Context, domainRaw: string, destUri: string | undefined, virshOpts: string[], timeout: number, opts: { dryRun: boolean; json: boolean }): Promise<number> {
   const domain = parseObjectName(domainRaw, 'domain');
   if (destUri === undefined || !/^[a-z0-9+]+:\/\/[A-Za-z0-9_.:@\[\]-]*\/[A-Za-z0-9_./?=&-]*$/.test(destUri)) {
     throw new BadInputError(`vfpool migrate ${domain}: '${destUri ?? ''}' is not a libvirt URI`, 'e.g. qemu+tcp://dest.example/system or qemu+ssh://dest/system');
@@ -33,6 +34,18 @@ export async function migrateWithLibvirt(ctx: Context, domainRaw: string, destUr
   return withDeps(ctx, domain, async (deps) => {
     // Read before virsh runs: libvirt's `release end migrated` removes the plan meanwhile.
     const plain = (deps.plans.read(domain)?.vfs ?? []).filter((v) => v.failoverStandbyMac === null).map((v) => v.id);
+    if (opts.dryRun) {
+      const performed = await dryRunPerform(deps, domain);
+      const steps = [
+        ...performed.steps,
+        `run virsh ${virshArgs.join(' ')} (up to ${timeout} s); if it fails, plug the VFs back`,
+        describeRelease(domain, 'migrated'),
+        ...(await deps.pool.planRelease(domain)),
+        ...(plain.length ? [`check through ${destUri} (virsh qemu-monitor-command) that ${plain.join(', ')} ${plain.length === 1 ? 'is' : 'are'} plugged there, up to 60 s`] : []),
+      ];
+      printPlan(`migrate ${domain} ${destUri}`, { steps }, opts.json, '', { domain, to: destUri, virsh: ['virsh', ...virshArgs] });
+      return 0;
+    }
     const performed = await performStage(deps, domain);
     for (const s of performed.steps) say(ctx, `${domain}: ${s}`);
     const t0 = Date.now();
