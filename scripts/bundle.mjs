@@ -25,7 +25,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const entryDir = join(root, 'dist/src/entry');
 const outdir = join(root, 'dist/bin');
 // These are helpers of the entry points, not entry points.
-const HELPERS = ['run.js', 'qemu-args-command.js', 'guest-devices-command.js', 'migrate-command.js'];
+const HELPERS = ['run.js', 'qemu-args-command.js', 'guest-devices-command.js', 'migrate-command.js', 'migrate-deps.js', 'migrate-libvirt.js'];
 const entries = readdirSync(entryDir).filter((f) => f.endsWith('.js') && !HELPERS.includes(f));
 const hooks = entries.filter((f) => f.endsWith('-hook.js'));
 // Every entry point is a CommonJS bundle compiled with its code cache (each needs a training

@@ -1,81 +1,29 @@
 import type { Context } from '../pool/context.js';
 import { asVfpoolError, BadInputError, ConflictError, HostError } from '../errors.js';
-import { describeForMigration, migrateBeginXml, validateDescription } from '../migrate/begin.js';
-import { qemuArgvBySocket } from '../migrate/devices.js';
+import { describeForMigration, migrateBeginXml, validateDescription, type MigrationDescriptionV1 } from '../migrate/begin.js';
+import { dryRunConfirm, dryRunPerform, dryRunPrepare, type DryRunResult } from '../migrate/dry-run.js';
 import { checkMigrationUri, migrateOverQmp } from '../migrate/failover.js';
-import type { MigrationQmp, PlanStore } from '../migrate/ports.js';
-import { DEFAULT_TIMEOUTS, peripheralIds, runState } from '../migrate/qmp-steps.js';
-import { connectQmp, virshQmp } from '../migrate/qmp-port.js';
+import type { MigrationQmp } from '../migrate/ports.js';
+import { DEFAULT_TIMEOUTS, runState } from '../migrate/qmp-steps.js';
+import { connectQmp } from '../migrate/qmp-port.js';
 import { QmpClosedError } from '../qemu/qmp.js';
 import { fileRecordStore, unpluggedByVfpool } from '../state/migration-record.js';
 import { confirmStage, performStage, prepareStage, type StageDeps, type StageResult } from '../migrate/stages.js';
-import { domainQmpSocketPath, readDomainPlan, removeDomainPlan, writeDomainPlan } from '../state/domain-plan.js';
+import { domainQmpSocketPath, readDomainPlan } from '../state/domain-plan.js';
 import { parseObjectName } from '../types.js';
 import { crashPoint } from '../util/crash-point.js';
-import { migrationPool, requestLookup } from '../migrate/pool-port.js';
+import { requestLookup } from '../migrate/pool-port.js';
 import { journal } from '../pool/journal-entries.js';
 import { probeQmpSocket } from '../qemu/qmp-probe.js';
 import { readInputFile } from './run.js';
 import { writeStdout } from '../util/stdio.js';
-
-/** A simulated host's stand-in NIC model for a VF (VFPOOL_SIM_VF_DEVICE), else null (vfio-pci). */
-function emulatedVfModel(ctx: Context): string | null {
-  return ctx.host.kind === 'sim' && ctx.settings.simVfDevice !== '' ? ctx.settings.simVfDevice : null;
-}
+import { print, printPlan, withDeps, type ClosableQmp } from './migrate-deps.js';
+import { migrateWithLibvirt } from './migrate-libvirt.js';
 
 const STAGES = new Set(['begin', 'prepare', 'perform', 'confirm']);
-// virsh migrate options vfpool passes on; anything else is refused (the list is the argv, never a shell line).
-const VIRSH_OPT = /^--[a-z][a-z0-9-]*(=[A-Za-z0-9_.:/@,+=-]*)?$|^[A-Za-z0-9_.:/@,+=-]+$/;
 
-function planStore(ctx: Context): PlanStore {
-  const s = ctx.settings.stateDir;
-  return {
-    read: (d) => readDomainPlan(s, d),
-    write: async (p) => { await writeDomainPlan(s, p, { uid: 0, gid: 0 }); },
-    remove: (d) => removeDomainPlan(s, d),
-  };
-}
-
-type ClosableQmp = MigrationQmp & { close(): void };
-
-/** The stages' dependencies; `connected`: a QMP connection already open to the domain's QEMU (closed here). */
-async function withDeps<T>(ctx: Context, domain: string | null, fn: (deps: StageDeps) => Promise<T>, connected?: ClosableQmp): Promise<T> {
-  const stateDir = ctx.settings.stateDir;
-  let qmp: ClosableQmp | undefined = connected;
-  if (domain !== null && qmp === undefined) qmp = await connectQmp(domainQmpSocketPath(stateDir, domain));
-  try {
-    return await fn({
-      plans: planStore(ctx),
-      records: fileRecordStore(stateDir),
-      pool: migrationPool(ctx, emulatedVfModel(ctx)),
-      qmp,
-      readArgv: (d) => qemuArgvBySocket(domainQmpSocketPath(stateDir, d), ctx.settings.procRoot),
-      timeouts: DEFAULT_TIMEOUTS,
-    });
-  } finally {
-    qmp?.close();
-  }
-}
-
-/**
- * The stage's steps on stdout, and in vfpool.log: the destination's confirm runs detached, stdout
- * nowhere. With --json, one document (`extra`: what else the command has to say goes in it).
- */
-function print(ctx: Context, r: StageResult, json: boolean, extra: Record<string, unknown> = {}): void {
-  for (const s of r.steps) ctx.log.info(`migrate ${r.domain}: ${s}`);
-  ctx.log.info(`migrate ${r.domain}: ${r.stage}`);
-  if (json) writeStdout(JSON.stringify({ ...r, ...extra }) + '\n');
-  else {
-    for (const s of r.steps) writeStdout(`${r.domain}: ${s}\n`);
-    writeStdout(`${r.domain}: ${r.stage}\n`);
-  }
-}
-
-/** A line of `vfpool migrate DOMAIN DEST_URI`'s progress, on stdout and in vfpool.log. */
-function say(ctx: Context, line: string): void {
-  ctx.log.info(`migrate ${line}`);
-  writeStdout(`${line}\n`);
-}
+// QEMU run states an incoming migration does not come back from.
+const FAILED_STATUSES = ['internal-error', 'shutdown', 'guest-panicked'];
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -110,7 +58,7 @@ async function waitIncoming(qmp: MigrationQmp, seconds: number): Promise<'succes
       // A failed incoming migration ends QEMU (its QMP socket closes).
       return 'failure';
     }
-    if (['internal-error', 'shutdown', 'guest-panicked'].includes(status)) return 'failure';
+    if (FAILED_STATUSES.includes(status)) return 'failure';
     if (status === 'running') return 'success';
     if (status !== 'inmigrate' && status !== 'prelaunch') {
       pausedSince ??= Date.now();
@@ -209,138 +157,161 @@ export interface MigrateArgs {
   waitIncoming?: number;
   timeout: number;
   json: boolean;
+  dryRun: boolean;
   '--'?: string[];
 }
 
 /** `vfpool migrate begin|prepare|perform|confirm …` and `vfpool migrate DOMAIN DEST_URI [-- virsh options]`. */
 export async function runMigrate(ctx: Context, a: MigrateArgs): Promise<number> {
-      if (!STAGES.has(a.first)) return migrateWithLibvirt(ctx, a.first, a.second, (a['--'] ?? []).map(String), a.timeout);
-      // yargs reads `--xml -` (stdin, as the libvirt hook passes it) as --xml '' and an empty positional.
-      const xml = a.xml === '' ? '-' : a.xml;
-      const second = a.second === '' ? undefined : a.second;
-      const domain = second === undefined ? null : parseObjectName(second, 'domain');
-      const needDomain = () => { if (domain === null) throw new BadInputError(`vfpool migrate ${a.first}: name the domain`); return domain; };
-      switch (a.first) {
-        case 'begin': {
-          if (xml !== undefined) {
-            const r = migrateBeginXml(await readInputFile(xml, 'give the path of a domain XML, or - for stdin'), () => null, xml === '-' ? 'migrate begin (stdin)' : xml);
-            for (const m of r.mapped) ctx.log.info(m);
-            writeStdout(r.xml);
-            return 0;
-          }
-          const d = needDomain();
-          const plan = readDomainPlan(ctx.settings.stateDir, d);
-          if (!plan) throw new BadInputError(`domain '${d}' has no vfpool plan on this host`, 'run begin on the source host, where the domain was prepared');
-          const desc = describeForMigration(plan, requestLookup(ctx));
-          crashPoint('migrate-begin:described');
-          writeStdout(JSON.stringify(desc, null, 2) + '\n');
-          return 0;
-        }
-        case 'prepare': {
-          if (a.description === '') a.description = '-';
-          if (a.description === undefined) throw new BadInputError('vfpool migrate prepare: give --description FILE (the output of `vfpool migrate begin DOMAIN` on the source)');
-          let value: unknown;
-          try { value = JSON.parse(await readInputFile(a.description, 'give the path of a migration description, or - for stdin')); } catch (err) {
-            if (err instanceof SyntaxError) throw new BadInputError(`${a.description}: is not JSON: ${err.message}`, 'give the output of `vfpool migrate begin DOMAIN`');
-            throw err;
-          }
-          const desc = validateDescription(value, a.description);
-          if (domain !== null && domain !== desc.domain) throw new BadInputError(`${a.description} describes domain '${desc.domain}', not '${domain}'`);
-          let prepared: StageResult;
-          try {
-            prepared = await withDeps(ctx, null, (deps) => prepareStage(deps, desc));
-          } catch (err) {
-            // In the history as a plain prepare's refusal is: the destination's side of a refused migration.
-            journal.prepareFailed(ctx, desc.domain, err);
-            throw err;
-          }
-          print(ctx, prepared, a.json);
-          return 0;
-        }
-        case 'perform': {
-          const d = needDomain();
-          // Checked before anything changes: QEMU would run an exec: URI as a shell command.
-          if (a.to !== undefined) checkMigrationUri(a.to, `vfpool migrate perform ${d}`);
-          return withDeps(ctx, d, async (deps) => {
-            const r = await performStage(deps, d);
-            if (a.to === undefined) {
-              print(ctx, r, a.json);
-              return 0;
-            }
-            // Without --json the steps are shown as they are done, before the migration's wait.
-            if (!a.json) print(ctx, r, false);
-            return migratePerformed(ctx, deps, r, a.to, a.timeout, a.json);
-          });
-        }
-        case 'confirm': {
-          const d = needDomain();
-          if (a.role === undefined) throw new BadInputError('vfpool migrate confirm: give --role source or --role destination');
-          if (a.waitIncoming !== undefined) {
-            if (a.role !== 'destination') throw new BadInputError(`vfpool migrate confirm ${d}: --wait-incoming waits for an incoming QEMU, so it goes with --role destination`);
-            return confirmIncoming(ctx, d, a.waitIncoming, a.json);
-          }
-          const role = a.role;
-          const record = fileRecordStore(ctx.settings.stateDir).read(d);
-          // A source whose QEMU is gone has no guest to plug its VFs back into: --failed frees
-          // them, without QMP (reconcile points here when no QEMU runs but VFs are held).
-          const qemuGone = role === 'source' && a.failed && record !== null
-            && ['dead', 'absent'].includes(await probeQmpSocket(domainQmpSocketPath(ctx.settings.stateDir, d)));
-          const needsQemu = record !== null && !qemuGone
-            && ((role === 'destination' && !a.failed && record.reserved) || (role === 'source' && a.failed && unpluggedByVfpool(record).length > 0));
-          return withDeps(ctx, needsQemu ? d : null, async (deps) => {
-            if (needsQemu && role === 'destination') await refuseBeforeArrival(deps.qmp!, d);
-            print(ctx, await confirmStage({ ...deps, qemuGone }, d, role, a.failed ? 'failure' : 'success'), a.json);
-            return 0;
-          });
-        }
-      }
-      return 2;
+  if (!STAGES.has(a.first)) return migrateWithLibvirt(ctx, a.first, a.second, (a['--'] ?? []).map(String), a.timeout, { dryRun: a.dryRun, json: a.json });
+  const second = a.second === '' ? undefined : a.second;
+  const domain = second === undefined ? null : parseObjectName(second, 'domain');
+  const needDomain = () => { if (domain === null) throw new BadInputError(`vfpool migrate ${a.first}: name the domain`); return domain; };
+  switch (a.first) {
+    case 'begin':
+      return begin(ctx, a, needDomain);
+    case 'prepare':
+      return prepare(ctx, a, domain);
+    case 'perform':
+      return perform(ctx, a, needDomain());
+    default: // confirm, the last of STAGES
+      return confirm(ctx, a, needDomain());
+  }
+}
+
+/** begin reads the plan and the state and prints; it changes nothing, so it has no dry run. */
+async function begin(ctx: Context, a: MigrateArgs, needDomain: () => string): Promise<number> {
+  if (a.dryRun) throw new BadInputError('vfpool migrate begin: --dry-run: begin changes nothing (it prints what it read), so it has no dry run', 'run it without');
+  // yargs reads `--xml -` (stdin, as the libvirt hook passes it) as --xml '' and an empty positional.
+  const xml = a.xml === '' ? '-' : a.xml;
+  if (xml !== undefined) {
+    const r = migrateBeginXml(await readInputFile(xml, 'give the path of a domain XML, or - for stdin'), () => null, xml === '-' ? 'migrate begin (stdin)' : xml);
+    for (const m of r.mapped) ctx.log.info(m);
+    writeStdout(r.xml);
+    return 0;
+  }
+  const d = needDomain();
+  const plan = readDomainPlan(ctx.settings.stateDir, d);
+  if (!plan) throw new BadInputError(`domain '${d}' has no vfpool plan on this host`, 'run begin on the source host, where the domain was prepared');
+  const desc = describeForMigration(plan, requestLookup(ctx));
+  crashPoint('migrate-begin:described');
+  writeStdout(JSON.stringify(desc, null, 2) + '\n');
+  return 0;
+}
+
+async function readDescription(a: MigrateArgs, domain: string | null): Promise<MigrationDescriptionV1> {
+  const file = a.description === '' ? '-' : a.description;
+  if (file === undefined) throw new BadInputError('vfpool migrate prepare: give --description FILE (the output of `vfpool migrate begin DOMAIN` on the source)');
+  let value: unknown;
+  try { value = JSON.parse(await readInputFile(file, 'give the path of a migration description, or - for stdin')); } catch (err) {
+    if (err instanceof SyntaxError) throw new BadInputError(`${file}: is not JSON: ${err.message}`, 'give the output of `vfpool migrate begin DOMAIN`');
+    throw err;
+  }
+  const desc = validateDescription(value, file);
+  if (domain !== null && domain !== desc.domain) throw new BadInputError(`${file} describes domain '${desc.domain}', not '${domain}'`);
+  return desc;
+}
+
+async function prepare(ctx: Context, a: MigrateArgs, domain: string | null): Promise<number> {
+  const desc = await readDescription(a, domain);
+  if (a.dryRun) {
+    // Refused as the real run refuses, but not journaled: a dry run leaves no trace.
+    printPlan(`migrate prepare ${desc.domain}`, await withDeps(ctx, null, (deps) => dryRunPrepare(deps, desc)), a.json, 'the domain asks for no VF');
+    return 0;
+  }
+  let prepared: StageResult;
+  try {
+    prepared = await withDeps(ctx, null, (deps) => prepareStage(deps, desc));
+  } catch (err) {
+    // In the history as a plain prepare's refusal is: the destination's side of a refused migration.
+    journal.prepareFailed(ctx, desc.domain, err);
+    throw err;
+  }
+  print(ctx, prepared, a.json);
+  return 0;
+}
+
+async function perform(ctx: Context, a: MigrateArgs, d: string): Promise<number> {
+  // Checked before anything changes: QEMU would run an exec: URI as a shell command.
+  if (a.to !== undefined) checkMigrationUri(a.to, `vfpool migrate perform ${d}`);
+  const to = a.to;
+  return withDeps(ctx, d, async (deps) => {
+    if (a.dryRun) {
+      const r = await dryRunPerform(deps, d);
+      if (to !== undefined) r.steps.push(`migrate to ${to} over QMP and wait until it completed (up to ${a.timeout} s); if it fails, plug the VFs back`);
+      printPlan(`migrate perform ${d}`, r, a.json, 'nothing to unplug', to !== undefined ? { migration: { to, timeoutSeconds: a.timeout } } : {});
+      return 0;
+    }
+    const r = await performStage(deps, d);
+    if (to === undefined) {
+      print(ctx, r, a.json);
+      return 0;
+    }
+    // Without --json the steps are shown as they are done, before the migration's wait.
+    if (!a.json) print(ctx, r, false);
+    return migratePerformed(ctx, deps, r, to, a.timeout, a.json);
+  });
+}
+
+const nothingRecorded = (d: string) => `no migration of '${d}' is recorded on this host (its VFs, if any, are left as they are)`;
+
+async function confirm(ctx: Context, a: MigrateArgs, d: string): Promise<number> {
+  if (a.role === undefined) throw new BadInputError('vfpool migrate confirm: give --role source or --role destination');
+  const role = a.role;
+  const what = `migrate confirm ${d} --role ${role}${a.failed ? ' --failed' : ''}`;
+  if (a.waitIncoming !== undefined) {
+    if (role !== 'destination') throw new BadInputError(`vfpool migrate confirm ${d}: --wait-incoming waits for an incoming QEMU, so it goes with --role destination`);
+    if (a.dryRun) {
+      printPlan(what, await planIncoming(ctx, d, a.waitIncoming), a.json, nothingRecorded(d));
+      return 0;
+    }
+    return confirmIncoming(ctx, d, a.waitIncoming, a.json);
+  }
+  const record = fileRecordStore(ctx.settings.stateDir).read(d);
+  // A source whose QEMU is gone has no guest to plug its VFs back into: --failed frees
+  // them, without QMP (reconcile points here when no QEMU runs but VFs are held).
+  const qemuGone = role === 'source' && a.failed && record !== null
+    && ['dead', 'absent'].includes(await probeQmpSocket(domainQmpSocketPath(ctx.settings.stateDir, d)));
+  const needsQemu = record !== null && !qemuGone
+    && ((role === 'destination' && !a.failed && record.reserved) || (role === 'source' && a.failed && unpluggedByVfpool(record).length > 0));
+  const outcome = a.failed ? 'failure' : 'success';
+  return withDeps(ctx, needsQemu ? d : null, async (deps) => {
+    if (needsQemu && role === 'destination') await refuseBeforeArrival(deps.qmp!, d);
+    if (a.dryRun) printPlan(what, await dryRunConfirm({ ...deps, qemuGone }, d, role, outcome), a.json, nothingRecorded(d));
+    else print(ctx, await confirmStage({ ...deps, qemuGone }, d, role, outcome), a.json);
+    return 0;
+  });
 }
 
 /**
- * With libvirt: perform here (plain VFs unplugged over vfpool's QMP socket), `virsh migrate
- * --live`, then confirm: the source's VFs restored and freed (libvirt's `release end migrated`
- * does the same, idempotently), and the destination checked through its libvirt until its plain
- * VFs are plugged (its own vfpool plugs them once the incoming migration ends). On a failed
- * migration the source's VFs are plugged back.
+ * `confirm --role destination --wait-incoming S --dry-run`: what the confirm would do, said at
+ * once from QEMU's status now, without waiting. Its outcome is the migration's, still to come:
+ * the plug if it arrives, and the release if it fails.
  */
-async function migrateWithLibvirt(ctx: Context, domainRaw: string, destUri: string | undefined, virshOpts: string[], timeout: number): Promise<number> {
-  const domain = parseObjectName(domainRaw, 'domain');
-  if (destUri === undefined || !/^[a-z0-9+]+:\/\/[A-Za-z0-9_.:@\[\]-]*\/[A-Za-z0-9_./?=&-]*$/.test(destUri)) {
-    throw new BadInputError(`vfpool migrate ${domain}: '${destUri ?? ''}' is not a libvirt URI`, 'e.g. qemu+tcp://dest.example/system or qemu+ssh://dest/system');
+async function planIncoming(ctx: Context, domain: string, seconds: number): Promise<DryRunResult> {
+  let qmp: ClosableQmp | undefined;
+  try {
+    qmp = await connectQmp(domainQmpSocketPath(ctx.settings.stateDir, domain));
+  } catch (err) {
+    if (!(err instanceof QmpClosedError)) throw err;
   }
-  for (const o of virshOpts) if (!VIRSH_OPT.test(o)) throw new BadInputError(`vfpool migrate: '${o}' is not a virsh migrate option vfpool passes on`, 'give options as --name or --name=value');
-  return withDeps(ctx, domain, async (deps) => {
-    // Read before virsh runs: libvirt's `release end migrated` removes the plan meanwhile.
-    const plain = (deps.plans.read(domain)?.vfs ?? []).filter((v) => v.failoverStandbyMac === null).map((v) => v.id);
-    const performed = await performStage(deps, domain);
-    for (const s of performed.steps) say(ctx, `${domain}: ${s}`);
-    const t0 = Date.now();
-    const { execa } = await import('execa'); // loaded only when used (CLI start-up)
-    const r = await execa('virsh', ['migrate', '--live', ...virshOpts, domain, destUri], { reject: false, timeout: timeout * 1000, env: { LC_ALL: 'C' } });
-    if (r.exitCode !== 0) {
-      const undo = await confirmStage(deps, domain, 'source', 'failure');
-      for (const s of undo.steps) say(ctx, `${domain}: ${s}`);
-      throw new HostError(`virsh migrate --live ${domain} ${destUri} failed: ${String(r.stderr).trim() || `exit ${r.exitCode}`}`, { hint: 'the domain stays on this host with its VFs plugged back' });
+  return withDeps(ctx, null, async (deps) => {
+    const status = deps.qmp === undefined ? null : await runState(deps.qmp, DEFAULT_TIMEOUTS);
+    if (status === null || FAILED_STATUSES.includes(status)) {
+      const failed = await dryRunConfirm(deps, domain, 'destination', 'failure');
+      const why = status === null ? 'the incoming QEMU is gone' : `its QEMU is in status ${status}`;
+      return failed.steps.length ? { ...failed, steps: [`${why}: the migration failed`, ...failed.steps] } : failed;
     }
-    say(ctx, `${domain}: virsh migrate --live to ${destUri} took ${Date.now() - t0} ms`);
-    const done = await confirmStage(deps, domain, 'source', 'success');
-    for (const s of done.steps) say(ctx, `${domain}: ${s}`);
-    if (plain.length === 0) return 0;
-    // Destination: its own vfpool plugs the plain VFs once the incoming migration ends (it
-    // alone knows which VFs it reserved); check through its libvirt, bounded.
-    const dest = virshQmp(destUri, domain);
-    const end = Date.now() + 60_000;
-    for (;;) {
-      const ids = await peripheralIds(dest, DEFAULT_TIMEOUTS);
-      const missing = plain.filter((id) => !ids.has(id));
-      if (missing.length === 0) break;
-      if (Date.now() > end) {
-        throw new HostError(`${domain} runs on ${destUri} but ${missing.join(', ')} did not appear in its QEMU within 60 s`, { hint: `on the destination, run \`vfpool migrate confirm ${domain} --role destination\`` });
-      }
-      await sleep(500);
-    }
-    say(ctx, `${domain}: ${plain.join(', ')} plugged on ${destUri}`);
-    return 0;
-  });
+    const arrived = await dryRunConfirm(deps, domain, 'destination', 'success');
+    if (arrived.stage === 'nothing-to-do') return arrived;
+    const failed = await dryRunConfirm(deps, domain, 'destination', 'failure', false);
+    return {
+      ...arrived,
+      steps: [
+        ...(status === 'running' ? [] : [`wait up to ${seconds} s for the incoming migration to end (its QEMU is in status ${status} now), then, once it arrived:`]),
+        ...arrived.steps,
+        ...failed.steps.map((l, i) => (i === 0 ? `if it fails instead: ${l}` : l)),
+      ],
+    };
+  }, qmp);
 }

@@ -1,20 +1,24 @@
 import type { DomainSpec, HostdevRequest } from '../config/domain-xml.js';
 import { BadInputError, ConflictError } from '../errors.js';
 import type { Context } from '../pool/context.js';
-import { commitVfs, configureVfs, guestOptions, releaseGuest, requestsOf, reserveVfs, type Reservation } from '../pool/guests.js';
+import { commitVfs, configureVfs, guestOptions, planReleaseGuest, releaseGuest, requestsOf, reserveVfs, type Reservation } from '../pool/guests.js';
+import { describeVfStep } from '../pool/vf-steps.js';
+import { DryRunStateStore } from '../state/store.js';
+import { Logger } from '../util/log.js';
 import { journal } from '../pool/journal-entries.js';
 import type { Allocation } from '../state/schema.js';
 import { parseGuestMac, type MacAddress } from '../types.js';
 import { noVfSettings, VF_SETTING_KEYS, VF_SETTINGS, vfSettingsOf, vfSettingsToJson, type VfSettingKey, type VfSettings, type VfSettingsJson } from '../vf-settings.js';
 import { isAlive } from '../util/process.js';
 import type { RequestLookup } from './begin.js';
-import type { MigrationPool, MigrationVfRequest, ReservedVf } from './ports.js';
+import type { MigrationPool, MigrationVfRequest, PlannedMigrationVf, ReservedVf } from './ports.js';
 
 /**
  * The pool's staged prepare behind src/migrate's MigrationPool: `reserve` is the pool's
  * reserveVfs (pick under the lock, record `preparing` with what will change), `configure` its
  * configureVfs + commitVfs (set MAC/VLAN, bind vfio-pci, record `ready`; a failure undoes every
- * step), `release` its releaseGuest (restore and free, idempotent).
+ * step), `release` its releaseGuest (restore and free, idempotent); `plan` and `planRelease`
+ * their dry runs.
  */
 export function migrationPool(ctx: Context, emulatedModel: string | null): MigrationPool {
   // reserve → configure run in one process (prepareStage's one step); the reservation between them
@@ -26,7 +30,7 @@ export function migrationPool(ctx: Context, emulatedModel: string | null): Migra
   return {
     async reserve(domain, requests, uuid) {
       const held = ctx.store.read().allocations.filter((a) => a.owner.domain === domain);
-      if (held.length > 0) return existingReservation(domain, requests, held, reservedOf);
+      if (held.length > 0) return heldFor(domain, requests, held).map((a, i) => reservedOf(a, requests[i]!.id, requests[i]!));
       const spec = migratedSpec(domain, uuid, requests);
       const reservation = await reserveVfs(ctx, spec, requestsOf(ctx, spec), guestOptions('cli', ctx.settings), null);
       reservations.set(domain, reservation);
@@ -49,14 +53,31 @@ export function migrationPool(ctx: Context, emulatedModel: string | null): Migra
       reservations.delete(domain);
       await releaseGuest(ctx, domain, { reason: reason === 'migrated' ? 'migrated' : 'migration failed' });
     },
+    async plan(domain, requests, uuid) {
+      const planned = (a: Allocation, req: MigrationVfRequest, reserved: 'new' | 'kept', steps: string[]): PlannedMigrationVf => ({
+        id: req.id, pool: req.pool, vfAddr: a.vfAddr, pf: a.pf, vfIndex: a.vfIndex, mac: (a.mac as MacAddress | null) ?? req.mac,
+        settings: requestedSettings(a), reserved, steps, vf: reservedOf(a, req.id, req),
+      });
+      const held = ctx.store.read().allocations.filter((a) => a.owner.domain === domain);
+      if (held.length > 0) return heldFor(domain, requests, held).map((a, i) => planned(a, requests[i]!, 'kept', []));
+      // `reserve`'s own code on a store that keeps nothing and a log that writes nowhere: the
+      // same checks (pool exhausted, a PF being changed, …) and the same pick, nothing recorded.
+      const dry: Context = { ...ctx, store: new DryRunStateStore(ctx.settings.stateDir), log: new Logger(null, 'dry run') };
+      const spec = migratedSpec(domain, uuid, requests);
+      const reservation = await reserveVfs(dry, spec, requestsOf(dry, spec), guestOptions('cli', ctx.settings), null);
+      return requests.map((req, i) => {
+        const p = reservation.planned[i]!;
+        return planned(p.record, req, 'new', p.steps.map(describeVfStep));
+      });
+    },
+    async planRelease(domain) {
+      return (await planReleaseGuest(ctx, domain)).plan;
+    },
   };
 }
 
-/** What an earlier prepare of the same migration reserved and committed, handed back as is. */
-function existingReservation(
-  domain: string, requests: MigrationVfRequest[], held: Allocation[],
-  reservedOf: (a: Allocation, id: string, req: MigrationVfRequest) => ReservedVf,
-): ReservedVf[] {
+/** What an earlier prepare of the same migration reserved and committed: the allocation serving each request. */
+function heldFor(domain: string, requests: MigrationVfRequest[], held: Allocation[]): Allocation[] {
   const unfinished = held.filter((a) => a.phase !== 'ready');
   if (held.length !== requests.length || unfinished.length > 0) {
     const busy = unfinished.find((a) => a.worker !== null && isAlive(a.worker));
@@ -66,7 +87,7 @@ function existingReservation(
     );
   }
   const byMac = new Map(held.map((a) => [a.mac, a]));
-  return requests.map((req, i) => reservedOf((req.mac !== null ? byMac.get(req.mac) : undefined) ?? held[i]!, req.id, req));
+  return requests.map((req, i) => (req.mac !== null ? byMac.get(req.mac) : undefined) ?? held[i]!);
 }
 
 /**

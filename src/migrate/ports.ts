@@ -1,6 +1,6 @@
 import type { DomainPlanV1 } from '../state/domain-plan.js';
 import type { MacAddress, PciAddress } from '../types.js';
-import type { VfSettings } from '../vf-settings.js';
+import type { VfSettings, VfSettingsJson } from '../vf-settings.js';
 export type { MigrationRecordStore } from '../state/migration-record.js';
 
 /**
@@ -49,6 +49,24 @@ export interface ReservedVf {
   mac: MacAddress | null;
 }
 
+/** What `reserve` and `configure` would do for one request: a dry run's answer. */
+export interface PlannedMigrationVf {
+  id: string;
+  pool: string;
+  vfAddr: PciAddress;
+  pf: string;
+  vfIndex: number;
+  mac: MacAddress | null;
+  /** The settings the VF would get beyond its MAC, only those asked for. */
+  settings: VfSettingsJson;
+  /** 'new': would be picked now; 'kept': an earlier prepare of this migration reserved it. */
+  reserved: 'new' | 'kept';
+  /** The configuration steps, one line each (as `vfpool prepare --dry-run` shows them). */
+  steps: string[];
+  /** For the plan: what `reserve` would return. */
+  vf: ReservedVf;
+}
+
 /** The pool code's part (reserve → configure → commit; release restores and frees). */
 export interface MigrationPool {
   /**
@@ -60,6 +78,13 @@ export interface MigrationPool {
   configure(domain: string, vfs: ReservedVf[]): Promise<void>;
   /** Restores and frees every VF the domain holds on this host. Idempotent (nothing held: no-op). */
   release(domain: string, reason: 'migrated' | 'migration-failed'): Promise<void>;
+  /**
+   * A dry run of `reserve` + `configure`: the same checks and the same pick, read from the state
+   * and the host, with nothing recorded or set. Refuses what `reserve` refuses.
+   */
+  plan(domain: string, requests: MigrationVfRequest[], uuid: string | null): Promise<PlannedMigrationVf[]>;
+  /** A dry run of `release`: what it would restore and free, one line each. */
+  planRelease(domain: string): Promise<string[]>;
 }
 
 /** The per-domain wrapper file (src/state/domain-plan.ts). */

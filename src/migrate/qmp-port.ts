@@ -1,6 +1,7 @@
 import { HostError } from '../errors.js';
 import { QmpClient } from '../qemu/qmp.js';
 import type { MigrationQmp, QmpEventWaiter } from './ports.js';
+import { runVirsh, virshFailure } from './virsh.js';
 
 /** MigrationQmp over vfpool's QMP socket (`qemu/NAME/qmp.sock`), through src/qemu's client. */
 export async function connectQmp(path: string, timeoutMs = 10_000): Promise<MigrationQmp & { close(): void }> {
@@ -20,10 +21,10 @@ export async function connectQmp(path: string, timeoutMs = 10_000): Promise<Migr
 export function virshQmp(uri: string, domain: string): MigrationQmp {
   return {
     async execute(command, args, ms = 30_000) {
-      const { execa } = await import('execa'); // loaded only when used (CLI start-up)
-      const r = await execa('virsh', ['-c', uri, 'qemu-monitor-command', domain, JSON.stringify(args ? { execute: command, arguments: args } : { execute: command })], { reject: false, timeout: ms });
-      if (r.exitCode !== 0) throw new HostError(`virsh -c ${uri} qemu-monitor-command ${domain} ${command}: ${String(r.stderr).trim() || `exit ${r.exitCode}`}`);
-      const msg = JSON.parse(String(r.stdout)) as { return?: unknown; error?: { class?: string; desc?: string } };
+      const what = `virsh -c ${uri} qemu-monitor-command ${domain} ${command}`;
+      const r = await runVirsh(['-c', uri, 'qemu-monitor-command', domain, JSON.stringify(args ? { execute: command, arguments: args } : { execute: command })], what, ms);
+      if (r.exitCode !== 0) throw new HostError(`${what}: ${virshFailure(r, ms)}`);
+      const msg = JSON.parse(r.stdout) as { return?: unknown; error?: { class?: string; desc?: string } };
       if (msg.error) throw new HostError(`QMP ${msg.error.class ?? 'error'} from ${domain} at ${uri}: ${msg.error.desc ?? ''}`, { code: msg.error.class });
       return msg.return;
     },

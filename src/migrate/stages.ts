@@ -4,7 +4,7 @@ import type { MigrationDescriptionV1 } from './begin.js';
 import { requestsOf } from './begin.js';
 import { deviceOf } from './devices.js';
 import { generatedDevices } from '../qemu/running-devices.js';
-import type { MigrationPool, MigrationQmp, MigrationRecordStore, PlanStore, QemuArgvReader } from './ports.js';
+import type { MigrationPool, MigrationQmp, MigrationRecordStore, MigrationVfRequest, PlanStore, QemuArgvReader, ReservedVf } from './ports.js';
 import { DEFAULT_TIMEOUTS, peripheralIds, plugDevice, unplugDevice, type QmpTimeouts } from './qmp-steps.js';
 import { newRecord, unpluggedByVfpool, type MigrationRecordV1, type VfMigrationRecord } from '../state/migration-record.js';
 import { applySteps, type MigrationStep } from './steps.js';
@@ -57,7 +57,18 @@ function startRecord(deps: StageDeps, domain: string, role: 'source' | 'destinat
  * failover primaries go on its command line (hidden until the guest acks), plain VFs wait for
  * confirm. Idempotent: `reserve` returns an existing reservation; the plan is rewritten.
  */
-export async function prepareStage(deps: StageDeps, desc: MigrationDescriptionV1): Promise<StageResult> {
+export interface PrepareChecked {
+  /** The plan the stage writes, each VF's device still to be picked. */
+  skeleton: DomainPlanV1;
+  record: MigrationRecordV1;
+  requests: MigrationVfRequest[];
+}
+
+/**
+ * What prepare checks before it reserves anything (its dry run makes the same checks): no
+ * unfinished migration of the domain in the other role, no domain of that name already here.
+ */
+export function checkPrepare(deps: StageDeps, desc: MigrationDescriptionV1): PrepareChecked {
   const domain = desc.domain;
   const skeleton: DomainPlanV1 = {
     version: 1, domain, uuid: desc.uuid, delivery: desc.delivery, sriovNics: desc.sriovNics,
@@ -68,20 +79,33 @@ export async function prepareStage(deps: StageDeps, desc: MigrationDescriptionV1
   if (existing && !record.reserved) {
     throw new ConflictError(`domain '${domain}' already has a vfpool plan on this host, and no migration put it there`, 'a domain of that name runs here: migrate to another host, or release it first');
   }
-  const requests = requestsOf(desc);
+  return { skeleton, record, requests: requestsOf(desc) };
+}
+
+/** The plan for the incoming QEMU, once the pool named each VF's device; refused if the pool answered another VF or MAC. */
+export function planWithReserved(skeleton: DomainPlanV1, vfs: ReservedVf[]): DomainPlanV1 {
+  const domain = skeleton.domain;
+  const byId = new Map(vfs.map((v) => [v.id, v]));
+  return {
+    ...skeleton,
+    vfs: skeleton.vfs.map((v) => {
+      const got = byId.get(v.id);
+      if (!got) throw new BadInputError(`domain '${domain}': the pool reserved nothing for ${v.id}`);
+      if (v.mac !== null && got.mac !== null && got.mac !== v.mac) throw new BadInputError(`domain '${domain}': ${v.id} reserved with MAC ${got.mac}, the source's is ${v.mac}`);
+      return { ...v, host: got.host, emulatedModel: got.emulatedModel, mac: v.mac ?? got.mac };
+    }),
+  };
+}
+
+export const describePlanWrite = (domain: string) => `write the plan of '${domain}' for the incoming QEMU's wrapper`;
+
+export async function prepareStage(deps: StageDeps, desc: MigrationDescriptionV1): Promise<StageResult> {
+  const domain = desc.domain;
+  const { skeleton, record, requests } = checkPrepare(deps, desc);
   let plan: DomainPlanV1 | null = null;
   const reserveAndConfigure = async () => {
     const vfs = await deps.pool.reserve(domain, requests, desc.uuid);
-    const byId = new Map(vfs.map((v) => [v.id, v]));
-    plan = {
-      ...skeleton,
-      vfs: skeleton.vfs.map((v) => {
-        const got = byId.get(v.id);
-        if (!got) throw new BadInputError(`domain '${domain}': the pool reserved nothing for ${v.id}`);
-        if (v.mac !== null && got.mac !== null && got.mac !== v.mac) throw new BadInputError(`domain '${domain}': ${v.id} reserved with MAC ${got.mac}, the source's is ${v.mac}`);
-        return { ...v, host: got.host, emulatedModel: got.emulatedModel, mac: v.mac ?? got.mac };
-      }),
-    };
+    plan = planWithReserved(skeleton, vfs);
     await deps.pool.configure(domain, vfs);
   };
   const steps: MigrationStep[] = [
@@ -111,7 +135,7 @@ export async function prepareStage(deps: StageDeps, desc: MigrationDescriptionV1
       undo: async (r) => { await deps.pool.release(domain, 'migration-failed'); r.reserved = false; },
     },
     {
-      describe: `write the plan of '${domain}' for the incoming QEMU's wrapper`,
+      describe: describePlanWrite(domain),
       run: async () => { await deps.plans.write(plan!); },
       done: (r) => { r.stage = 'prepared'; },
       undo: async () => { deps.plans.remove(domain); },
@@ -141,6 +165,28 @@ export async function prepareStage(deps: StageDeps, desc: MigrationDescriptionV1
  * gone counts as unplugged.
  */
 export async function performStage(deps: StageDeps, domain: string): Promise<StageResult & { failoverPrimaries: string[] }> {
+  const { record, steps, failoverPrimaries } = await planPerform(deps, domain);
+  await deps.records.write(record);
+  crashPoint('migrate-perform:begun');
+  const res = await applySteps(steps, record, deps.records, 'migrate-perform');
+  return { domain, stage: record.stage, steps: res.applied, failoverPrimaries };
+}
+
+export interface PerformPlan {
+  record: MigrationRecordV1;
+  steps: MigrationStep[];
+  /** Negotiated failover primaries: QEMU unplugs them itself when the migration starts. */
+  failoverPrimaries: string[];
+  /** What the steps device_del. */
+  unplug: string[];
+}
+
+/**
+ * Perform's checks and steps, before anything is recorded or sent (its dry run stops here):
+ * QEMU is only asked what it runs (qom-list, and for a failover primary its standby's
+ * negotiated features).
+ */
+export async function planPerform(deps: StageDeps, domain: string): Promise<PerformPlan> {
   const qmp = need(deps.qmp, "a QMP connection to the domain's QEMU", domain);
   const t = deps.timeouts ?? DEFAULT_TIMEOUTS;
   const plan = deps.plans.read(domain);
@@ -149,6 +195,7 @@ export async function performStage(deps: StageDeps, domain: string): Promise<Sta
   const devices = generatedDevices(plan, need(deps.readArgv, "the QEMU's command line", domain)(domain));
   const present = await peripheralIds(qmp, t);
   const failoverPrimaries: string[] = [];
+  const unplug: string[] = [];
   const steps: MigrationStep[] = [];
   for (const vf of record.vfs) {
     if (vf.unplugged) continue;
@@ -161,6 +208,7 @@ export async function performStage(deps: StageDeps, domain: string): Promise<Sta
       else if (state === 'negotiated') { failoverPrimaries.push(vf.id); continue; }
     }
     const device = deviceOf(devices, vf.id, where);
+    if (mode === 'device_del') unplug.push(vf.id);
     steps.push({
       describe: mode === 'hidden' ? `${vf.id}: failover primary still hidden (the guest never acked failover): nothing to unplug` : `device_del ${vf.id} on the source QEMU, wait for DEVICE_DELETED (${t.unplug} ms)`,
       run: async () => {
@@ -184,10 +232,7 @@ export async function performStage(deps: StageDeps, domain: string): Promise<Sta
     });
   }
   steps.push({ describe: `source of '${domain}' ready to migrate`, run: async () => {}, done: (r) => { r.stage = 'performed'; }, undo: null });
-  await deps.records.write(record);
-  crashPoint('migrate-perform:begun');
-  const res = await applySteps(steps, record, deps.records, 'migrate-perform');
-  return { domain, stage: record.stage, steps: res.applied, failoverPrimaries };
+  return { record, steps, failoverPrimaries, unplug };
 }
 
 /**
@@ -200,6 +245,22 @@ export async function performStage(deps: StageDeps, domain: string): Promise<Sta
  * last, so a record gone means the confirm finished (or reconcile found nothing left to confirm).
  */
 export async function confirmStage(deps: StageDeps, domain: string, role: 'source' | 'destination', outcome: 'success' | 'failure'): Promise<StageResult> {
+  const planned = planConfirm(deps, domain, role, outcome);
+  if (!planned) return { domain, stage: 'nothing-to-do', steps: [] };
+  const { record, steps } = planned;
+  const res = await applySteps(steps, record, deps.records, `migrate-confirm-${role}`);
+  crashPoint(`migrate-confirm-${role}:applied`);
+  await deps.records.remove(domain);
+  return { domain, stage: record.stage, steps: res.applied };
+}
+
+export const describeRelease = (domain: string, reason: 'migrated' | 'migration-failed') => `restore and free the VFs of '${domain}' on this host (${reason})`;
+
+/**
+ * Confirm's checks and steps, before anything is done (its dry run stops here); null: no
+ * migration is recorded, nothing to do.
+ */
+export function planConfirm(deps: StageDeps, domain: string, role: 'source' | 'destination', outcome: 'success' | 'failure'): { record: MigrationRecordV1; steps: MigrationStep[] } | null {
   const t = deps.timeouts ?? DEFAULT_TIMEOUTS;
   const record = deps.records.read(domain);
   if (record && record.role !== role) {
@@ -207,8 +268,9 @@ export async function confirmStage(deps: StageDeps, domain: string, role: 'sourc
   }
   const steps: MigrationStep[] = [];
   const releaseHere = (reason: 'migrated' | 'migration-failed'): MigrationStep => ({
-    describe: `restore and free the VFs of '${domain}' on this host (${reason})`,
+    describe: describeRelease(domain, reason),
     run: async () => { await deps.pool.release(domain, reason); deps.plans.remove(domain); },
+    explain: () => deps.pool.planRelease(domain),
     done: (r) => { r.reserved = false; r.stage = outcome === 'success' ? 'confirmed-success' : 'confirmed-failure'; },
     undo: null,
   });
@@ -232,7 +294,7 @@ export async function confirmStage(deps: StageDeps, domain: string, role: 'sourc
   if (!record) {
     // A confirm that finished, run again, or a domain that never migrated: nothing says its VFs
     // belong to a migration, and freeing them would pull them from under a running guest.
-    return { domain, stage: 'nothing-to-do', steps: [] };
+    return null;
   }
   if (role === 'source' && outcome === 'success') steps.push(releaseHere('migrated'));
   if (role === 'destination' && !record.reserved) {
@@ -257,8 +319,5 @@ export async function confirmStage(deps: StageDeps, domain: string, role: 'sourc
     steps.push(...plugAll(unpluggedByVfpool(record).map((v) => v.id)));
     steps.push({ describe: `'${domain}' stays on the source`, run: async () => {}, done: (r) => { r.stage = 'confirmed-failure'; }, undo: null });
   }
-  const res = await applySteps(steps, record, deps.records, `migrate-confirm-${role}`);
-  crashPoint(`migrate-confirm-${role}:applied`);
-  await deps.records.remove(domain);
-  return { domain, stage: record.stage, steps: res.applied };
+  return { record, steps };
 }

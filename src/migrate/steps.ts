@@ -16,6 +16,11 @@ export interface MigrationStep {
   done(record: MigrationRecordV1): void;
   /** Undoes a completed run, and unmarks it in the record; null: nothing to undo. */
   undo: ((record: MigrationRecordV1) => Promise<void>) | null;
+  /**
+   * For a dry run, what the step would change in detail (one line each, shown after
+   * `describe`), found by reading only; absent when `describe` says it all.
+   */
+  explain?: () => Promise<string[]>;
 }
 
 export interface ApplyResult {

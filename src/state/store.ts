@@ -114,3 +114,16 @@ export class StateStore {
     });
   }
 }
+
+/**
+ * The store as a dry run sees it: `update` applies its function to a fresh read and keeps
+ * nothing (no lock, no write, no index marker, no directory made), so a dry run can go through
+ * the real run's code, its checks included, and change nothing.
+ */
+export class DryRunStateStore extends StateStore {
+  override ensureDir(): void {}
+  override async update<R>(fn: (s: VfpoolState) => Promise<R> | R): Promise<R> {
+    return fn(this.read());
+  }
+  override async rebuildIndex(): Promise<void> {}
+}

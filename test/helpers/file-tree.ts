@@ -69,3 +69,15 @@ export function seededWorlds<X extends object>(setup: (w: SimEnv) => Promise<X>,
     return { ...w, ...extra };
   };
 }
+
+/**
+ * Every directory under `root` with its mode, every file with its mode and bytes (as text, so
+ * that a difference shows as one): what a dry run must leave exactly as it found it.
+ */
+export function treeText(root: string): Record<string, string> {
+  const tree = readTree(root);
+  return Object.fromEntries([
+    ...tree.dirs.map((d): [string, string] => [`${d.path}/`, d.mode.toString(8)]),
+    ...tree.files.map((f): [string, string] => [f.path, `${f.mode.toString(8)} ${f.data.toString('utf8')}`]),
+  ]);
+}

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { pausedSettleMs } from '../../src/entry/migrate-command.js';
 import { connectQmp, virshQmp } from '../../src/migrate/qmp-port.js';
@@ -8,6 +8,7 @@ import { domainQmpSocketPath, readDomainPlan } from '../../src/state/domain-plan
 import { makeSimEnv } from '../helpers/env.js';
 import { runCliInProcess as cli } from '../helpers/cli-in-process.js';
 import { startFakeQemu } from '../helpers/fake-qemu.js';
+import { fakeVirsh } from '../helpers/fake-virsh.js';
 import { held, incomingGuest, MAC, POOL, runningGuest } from '../helpers/migrate-world.js';
 
 /**
@@ -132,26 +133,6 @@ t.test('destination: an incoming migration that ends in a shut-down QEMU frees t
   t.same(held(dst), [], 'reservation freed');
 });
 
-/** virsh as `vfpool migrate DOMAIN URI` runs it: `migrate --live …` and `-c URI qemu-monitor-command DOMAIN JSON`. */
-function fakeVirsh(dir: string, opts: { migrateFails?: boolean; destPeripherals: string[] }): string {
-  const bin = join(dir, 'bin');
-  mkdirSync(bin, { recursive: true });
-  const list = JSON.stringify({ return: opts.destPeripherals.map((name) => ({ name, type: 'child<e1000e>' })), id: 'libvirt-7' });
-  writeFileSync(join(bin, 'virsh'), `#!/bin/sh
-echo "$*" >> ${join(dir, 'virsh.log')}
-case $1 in
-  migrate) ${opts.migrateFails ? "echo 'error: operation failed: job: unexpectedly failed' >&2; exit 1" : 'exit 0'} ;;
-  -c) case $5 in
-        *qom-list*) echo '${list}' ;;
-        *query-bogus*) echo '{"id":"libvirt-8","error":{"class":"CommandNotFound","desc":"The command query-bogus has not been found"}}' ;;
-        *) echo "error: failed to connect to the hypervisor" >&2; exit 1 ;;
-      esac ;;
-esac
-`);
-  chmodSync(join(bin, 'virsh'), 0o755);
-  return `${bin}:${process.env.PATH}`;
-}
-
 t.test('migrate DOMAIN URI: perform, virsh migrate --live, confirm; the destination checked through its libvirt', async (t) => {
   const w = await runningGuest(t);
   const PATH = fakeVirsh(w.dir, { destPeripherals: ['net0', 'vfpool-vf0'] });
@@ -171,6 +152,34 @@ t.test('migrate DOMAIN URI: a failing virsh migrate plugs the VF back, exit 1 wi
   t.equal(held(w).length, 1);
 });
 
+t.test('migrate DOMAIN URI without a virsh it can start: one line naming the cause and what to install, exit 1, before the VF leaves the guest', async (t) => {
+  const w = await runningGuest(t);
+  const noVirsh = t.testdir({});
+  const missing = await cli(['migrate', 'vm1', 'qemu+tcp://dest.example/system'], { ...w.cliEnv, PATH: noVirsh });
+  t.equal(missing.exitCode, 1);
+  t.match(missing.stderr, /^vfpool: vfpool migrate vm1: running virsh failed: [^\n]*ENOENT[^\n]*: virsh is not installed [^\n]*apt-get install libvirt-clients[^\n]*\n$/);
+  const notExecutable = t.testdir({ virsh: '#!/bin/sh\nexit 0\n' });
+  chmodSync(join(notExecutable, 'virsh'), 0o644);
+  const refused = await cli(['migrate', 'vm1', 'qemu+tcp://dest.example/system'], { ...w.cliEnv, PATH: notExecutable });
+  t.equal(refused.exitCode, 1);
+  t.match(refused.stderr, /^vfpool: vfpool migrate vm1: running virsh failed: [^\n]*EACCES[^\n]*: virsh could not be started: it must be an executable[^\n]*\n$/);
+  t.equal(missing.stdout + refused.stdout, '', 'nothing done to report');
+  t.ok(w.qemu.devices.has('vfpool-vf0'), 'the VF is still in the guest');
+  t.same(w.qemu.received.filter((c) => c.execute === 'device_del'), [], 'no device_del');
+  t.notOk(existsSync(join(w.settings.stateDir, 'migrate', 'vm1.json')), 'no migration record');
+  t.equal(held(w).length, 1);
+});
+
+t.test('migrate DOMAIN URI: a virsh migrate that outlives --timeout is said to have been stopped, not "exit undefined"; the VF plugged back', async (t) => {
+  const w = await runningGuest(t);
+  const bin = t.testdir({ virsh: '#!/bin/sh\ncase $1 in migrate) exec sleep 30 ;; esac\n' });
+  chmodSync(join(bin, 'virsh'), 0o755);
+  const r = await cli(['migrate', 'vm1', 'qemu+tcp://dest.example/system', '--timeout', '1'], { ...w.cliEnv, PATH: `${bin}:${process.env.PATH}` });
+  t.equal(r.exitCode, 1);
+  t.equal(r.stderr, 'vfpool: virsh migrate --live vm1 qemu+tcp://dest.example/system failed: no answer within 1 s, stopped: the domain stays on this host with its VFs plugged back\n');
+  t.ok(w.qemu.devices.has('vfpool-vf0'), 'plugged back');
+});
+
 t.test('virshQmp: a command\'s return, QMP\'s error class, virsh failing, and no events', async (t) => {
   const dir = t.testdir({});
   const saved = process.env.PATH;
@@ -181,6 +190,8 @@ t.test('virshQmp: a command\'s return, QMP\'s error class, virsh failing, and no
   await t.rejects(q.execute('query-bogus'), { message: 'QMP CommandNotFound from vm1 at qemu+tcp://dest/system: The command query-bogus has not been found', code: 'CommandNotFound' });
   await t.rejects(q.execute('query-status'), { message: 'virsh -c qemu+tcp://dest/system qemu-monitor-command vm1 query-status: error: failed to connect to the hypervisor' });
   t.throws(() => q.listen('DEVICE_DELETED', () => true, 1000), { message: /waiting for DEVICE_DELETED through virsh is not possible/ });
+  process.env.PATH = join(dir, 'empty');
+  await t.rejects(q.execute('query-status'), { message: /^virsh -c qemu\+tcp:\/\/dest\/system qemu-monitor-command vm1 query-status: running virsh failed: .*ENOENT/, code: 'ENOENT' }, 'a virsh that cannot be started says so');
 });
 
 t.test('connectQmp: commands and events over the socket; qemuArgvBySocket finds its QEMU or says none runs', async (t) => {

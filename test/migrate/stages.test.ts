@@ -10,6 +10,7 @@ import { migrateOverQmp } from '../../src/migrate/failover.js';
 import type { MigrationPool, MigrationQmp, MigrationRecordStore, PlanStore, QmpEvent, ReservedVf } from '../../src/migrate/ports.js';
 import type { MigrationRecordV1 } from '../../src/state/migration-record.js';
 import { confirmStage, performStage, prepareStage, type StageDeps } from '../../src/migrate/stages.js';
+import { dryRunConfirm, dryRunPerform, dryRunPrepare } from '../../src/migrate/dry-run.js';
 import { DEFAULT_TIMEOUTS, plugDevice } from '../../src/migrate/qmp-steps.js';
 import type { DomainPlanV1 } from '../../src/state/domain-plan.js';
 import type { MacAddress } from '../../src/types.js';
@@ -77,6 +78,10 @@ function world(plan: DomainPlanV1 | null, qemu: FakeQemu, argv = BASE) {
     async reserve(domain, reqs) { poolLog.push(`reserve ${domain} ${reqs.map((r) => r.mac).join(',')}`); return reqs.map((r): ReservedVf => ({ id: r.id, host: null, emulatedModel: 'e1000e', mac: r.mac })); },
     async configure(domain) { poolLog.push(`configure ${domain}`); },
     async release(domain, reason) { poolLog.push(`release ${domain} ${reason}`); },
+    async plan(_domain, reqs) {
+      return reqs.map((r, i) => ({ id: r.id, pool: r.pool, vfAddr: `0000:5e:02.${i}` as never, pf: 'eth1', vfIndex: i, mac: r.mac, settings: {}, reserved: 'new' as const, steps: [], vf: { id: r.id, host: null, emulatedModel: 'e1000e', mac: r.mac } }));
+    },
+    async planRelease(domain) { return [`restore and free what ${domain} holds`]; },
   };
   const planStore: PlanStore = {
     read: (d) => plans.get(d) ?? null,
@@ -179,6 +184,42 @@ t.test('perform: failover primaries — hidden, negotiated (QEMU unplugs), not n
   await performStage(not.deps, 'vm1');
   t.notOk(qx.devices.has('vfpool-vf1'), 'never negotiated: unplugged explicitly');
   t.equal(not.records.get('vm1')!.vfs[0]!.unplugMode, 'device_del');
+});
+
+t.test('dry runs: perform names what vfpool unplugs and what QEMU unplugs itself, prepare and confirm their steps; nothing recorded, reserved or sent', async (t) => {
+  const q = new FakeQemu(new Set(['net0', 'vfpool-vf0', 'vfpool-vf1']), { standbyNegotiated: true });
+  const w = world(planOf([PLAIN, PRIMARY]), q);
+  const p = await dryRunPerform(w.deps, 'vm1');
+  t.same(p, {
+    domain: 'vm1', stage: 'performed', dryRun: true, unplug: ['vfpool-vf0'], qemuUnplugs: ['vfpool-vf1'],
+    steps: [
+      'device_del vfpool-vf0 on the source QEMU, wait for DEVICE_DELETED (200 ms)',
+      'vfpool-vf1: a failover primary the guest negotiated: QEMU unplugs it itself when the migration starts (UNPLUG_PRIMARY)',
+      "source of 'vm1' ready to migrate",
+    ],
+  });
+  t.same(q.log, ['qom-list', 'x-query-virtio-status'], 'QEMU only asked');
+  t.same([w.writes, w.poolLog], [[], []], 'nothing recorded, the pool untouched');
+
+  await performStage(w.deps, 'vm1');
+  const writes = w.writes.length;
+  const back = await dryRunConfirm(w.deps, 'vm1', 'source', 'failure');
+  t.same(back.steps, ['device_add vfpool-vf0 (e1000e, mac 52:54:00:9a:00:01) on bus vfpool-rp0', "'vm1' stays on the source"]);
+  const freed = await dryRunConfirm(w.deps, 'vm1', 'source', 'success');
+  t.same(freed.steps, ["restore and free the VFs of 'vm1' on this host (migrated)", 'restore and free what vm1 holds'], "the release's own plan after its line");
+  t.ok(w.records.has('vm1'), 'the record kept');
+  t.equal(w.writes.length, writes, 'nothing written');
+  t.notOk(q.devices.has('vfpool-vf0'), 'nothing plugged');
+
+  const d = world(null, new FakeQemu(new Set()));
+  const desc = describeForMigration(planOf([PLAIN]), () => ({ pool: 'p1', settings: { vlan: 7 } }));
+  const prep = await dryRunPrepare(d.deps, desc);
+  t.match(prep, { stage: 'prepared', dryRun: true, vfs: [{ id: 'vfpool-vf0', vfAddr: '0000:5e:02.0', mac: MAC }] });
+  t.same(prep.steps, [`vfpool-vf0: reserve VF 0000:5e:02.0 (eth1 VF 0) of pool p1, mac ${MAC}`, "write the plan of 'vm1' for the incoming QEMU's wrapper"]);
+  t.same([d.writes, d.poolLog, [...d.plans.keys()]], [[], [], []], 'no record, no reservation, no plan');
+  // What the real run checks after the pool answered: a reservation with another MAC is refused.
+  d.deps.pool.plan = async (_domain, reqs) => reqs.map((r) => ({ id: r.id, pool: r.pool, vfAddr: '0000:5e:02.0' as never, pf: 'eth1', vfIndex: 0, mac: MAC2, settings: {}, reserved: 'new' as const, steps: [], vf: { id: r.id, host: null, emulatedModel: null, mac: MAC2 } }));
+  await t.rejects(dryRunPrepare(d.deps, desc), { message: `domain 'vm1': vfpool-vf0 reserved with MAC ${MAC2}, the source's is ${MAC}` });
 });
 
 t.test('a failed migration: source confirm plugs back only what vfpool unplugged', async (t) => {

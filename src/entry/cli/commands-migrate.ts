@@ -20,6 +20,7 @@ export const MIGRATE_COMMANDS: CommandDef[] = [
       'wait-incoming': secondsOption('confirm --role destination: wait up to S seconds for the incoming migration to end, then confirm its outcome'),
       timeout: secondsOption('seconds a migration may take', 300),
       json: { type: 'boolean', default: false, describe: 'machine-readable output (JSON)' },
+      'dry-run': { type: 'boolean', default: false, describe: 'prepare, perform, confirm and `migrate DOMAIN DEST_URI`: make every check, print what would be done, change nothing (begin changes nothing anyway)' },
     },
     examples: [
       ['migrate vm1 qemu+tcp://dest/system', 'unplug vm1\'s plain VFs, virsh migrate --live, confirm on both hosts'],
@@ -27,6 +28,7 @@ export const MIGRATE_COMMANDS: CommandDef[] = [
       ['migrate prepare --description vm1.json', 'destination: reserve and configure VFs with the same MACs'],
       ['migrate perform vm1 --to tcp:dest:4444', 'source: unplug the VFs, then migrate over QMP'],
       ['migrate confirm vm1 --role source', 'source: restore and free the VFs after a successful migration'],
+      ['migrate vm1 qemu+tcp://dest/system --dry-run', 'the steps and the virsh command line, nothing changed'],
     ],
     async run(a: Omit<MigrateArgs, 'timeout' | 'waitIncoming'> & { timeout: string | number; waitIncoming?: string | number }) {
       const timeout = parseSeconds('timeout', a.timeout, { zeroAllowed: false });
