@@ -48,8 +48,8 @@ const description = (vf: Record<string, unknown> = {}) => JSON.stringify({
 
 async function destination(t: Test, numVfs = 2): Promise<SimEnv> {
   const dst = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs, address: '0000:5e:00.0' }] });
-  dst.definePool('p', POOL);
   await dst.sim.writeNumVfs('eth1' as never, numVfs);
+  await dst.addPool('p', POOL);
   return dst;
 }
 
