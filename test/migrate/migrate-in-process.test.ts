@@ -14,13 +14,19 @@ import { runCliInProcess } from '../helpers/cli-in-process.js';
  */
 const POOL = `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/></forward></network>`;
 
-t.test('begin on the source, prepare and a failed confirm on the destination', async (t) => {
+/** Source and destination, each with 2 VFs on eth1 in pool p, started. */
+async function twoHosts(t: Parameters<typeof makeSimEnv>[0]) {
   const src = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
   const dst = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2, address: '0000:5e:00.0' }] });
   for (const w of [src, dst]) {
     await w.sim.writeNumVfs('eth1' as never, 2);
     await w.addPool('p', POOL);
   }
+  return { src, dst };
+}
+
+t.test('begin on the source, prepare and a failed confirm on the destination', async (t) => {
+  const { src, dst } = await twoHosts(t);
   const xml = join(src.dir, 'vm1.xml');
   writeFileSync(xml, domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:01' vlan='12'/>` }));
   t.equal((await runCliInProcess(['prepare', '--xml', xml], src.env)).exitCode, 0);
@@ -111,12 +117,7 @@ t.test('confirm --wait-incoming on the destination: an incoming QEMU already gon
 
 t.test('every VF setting the request had, and the uuid, reach the destination: described, reserved, applied', async (t) => {
   const uuid = '0b7f6e2a-4c1d-4a8e-9f3b-2d5c6e7f8a91';
-  const src = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
-  const dst = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2, address: '0000:5e:00.0' }] });
-  for (const w of [src, dst]) {
-    await w.sim.writeNumVfs('eth1' as never, 2);
-    await w.addPool('p', POOL);
-  }
+  const { src, dst } = await twoHosts(t);
   const xml = join(src.dir, 'vm1.xml');
   writeFileSync(xml, domainXml('prepare', { name: 'vm1', uuid, vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:aa:00:01' vlan='100' qos='3' spoofchk='off' trust='on' max-tx-rate='500' mtu='1500'/>` }));
   t.equal((await runCliInProcess(['prepare', '--xml', xml], src.env)).exitCode, 0);
