@@ -163,7 +163,7 @@ export async function prepareGuest(ctx: Context, spec: DomainSpec, opts: Prepare
   } catch (err) {
     // Every failure is one line that starts with the domain (libvirt shows it as the start's error).
     const e = asVfpoolError(err);
-    if (!opts.dryRun) journal.prepareFailed(ctx, spec.name, e);
+    if (!opts.dryRun) journal.prepareFailed(ctx, spec.name, e, onePoolOf(ctx, spec));
     return Promise.reject(e.message.startsWith(`domain '${spec.name}'`) ? e : prefixError(`domain '${spec.name}'`, e));
   }
 }
@@ -277,4 +277,20 @@ async function writePlanOrUndo(ctx: Context, spec: DomainSpec, ready: Allocation
     }
     throw cause;
   }
+}
+
+/**
+ * The pool a domain asks its VFs from, when it asks from one (what `vfpool history --pool P`
+ * finds a refusal by, an exhausted pool's say): vfpool:hostdev pools and the vfpool pools its
+ * `<interface type='network'>`s name; null for none or several.
+ */
+function onePoolOf(ctx: Context, spec: DomainSpec): string | null {
+  let names: string[];
+  try {
+    names = ctx.registry.names();
+  } catch {
+    return null; // the refusal is what is being recorded, not a second error about the config dir
+  }
+  const pools = new Set([...spec.hostdevs.flatMap((h) => (h.pool ? [h.pool] : [])), ...spec.networkInterfaces.map((n) => n.network).filter((n) => names.includes(n))]);
+  return pools.size === 1 ? [...pools][0]! : null;
 }

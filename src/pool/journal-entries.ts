@@ -39,9 +39,9 @@ export const journal = {
     journalOf(ctx).record(...allocations.map((a): JournalInput => ({ op: 'configure', ...where(a), before: saved(a), after: applied(a) })));
   },
   /** A prepare refused (exit 2/3) or failed and rolled back (exit 1). */
-  prepareFailed(ctx: JournalCtx, domain: string, err: unknown): void {
+  prepareFailed(ctx: JournalCtx, domain: string, err: unknown, pool: string | null = null): void {
     const e = asVfpoolError(err);
-    journalOf(ctx).record({ op: 'prepare-failed', domain, error: e.message, exitCode: e.exitCode });
+    journalOf(ctx).record({ op: 'prepare-failed', domain, pool, error: e.message, exitCode: e.exitCode });
   },
   /** A VF put back as it was before the guest (what the guest had -> what it has again). */
   restored(ctx: JournalCtx, a: Allocation): void {

@@ -32,7 +32,7 @@ t.test('vfpool history: pool start, prepare, a refused prepare, release and pool
     ['pool-start', null, 'p'],
     ['allocate', 'vm1', 'p'],
     ['configure', 'vm1', 'p'],
-    ['prepare-failed', 'vm2', null],
+    ['prepare-failed', 'vm2', 'p'],
     ['restore', 'vm1', 'p'],
     ['release', 'vm1', 'p'],
     ['pool-stop', null, 'p'],
@@ -51,7 +51,7 @@ t.test('vfpool history: pool start, prepare, a refused prepare, release and pool
   t.match(byVf.stdout, new RegExp(`^\\S+ allocate domain vm1, pool p, VF ${vf0.address}: owner=- -> owner=vm1\\n`));
   t.equal(byVf.stdout.trim().split('\n').length, 4, 'allocate, configure, restore, release of that VF');
   t.same((await cli('history', 'vm2', '--json')).stdout.trim().split('\n').map((l) => JSON.parse(l).op), ['prepare-failed']);
-  t.equal((await cli('history', '--pool', 'p', '--json')).stdout.trim().split('\n').length, 6, 'everything but the refusal names the pool');
+  t.equal((await cli('history', '--pool', 'p', '--json')).stdout.trim().split('\n').length, 7, 'the refusal too names the pool it asked (an exhausted pool is found by its refusals)');
   t.equal((await cli('history', '--since', '2999-01-01T00:00:00Z')).stdout, 'no history entries match\n');
   const bad = await cli('history', '--since', 'yesterday-ish');
   t.same([bad.exitCode, bad.stderr], [2, "vfpool: --since 'yesterday-ish' is not a time: give an ISO 8601 time such as 2026-11-30T04:00:00Z\n"]);
