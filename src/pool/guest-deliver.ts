@@ -70,7 +70,7 @@ export async function deliverGuestVfs(ctx: Context, spec: DomainSpec, opts: Gues
       if (groups.some((g) => g === null) || groups.length === 0) {
         throw new HostError(`vfpool's state has no IOMMU group for its VFs ${[...hostVfs].join(', ')}`, { hint: `run \`vfpool release ${spec.name}\` and start the domain again` });
       }
-      const owner = spec.dacLabel ? resolveDacLabel(spec.dacLabel, opts.etcDir) : { uid: 0, gid: 0 };
+      const owner = spec.dacLabel ? resolveDacLabel(spec.dacLabel, opts.etcDir, spec.name) : { uid: 0, gid: 0 };
       if (spec.memoryKiB === null) throw new HostError(`the domain XML has no <memory>, so vfio's locked-memory need is unknown`, { hint: "libvirt always writes <memory unit='KiB'>: is this libvirt's XML?" });
       const delivered = await (deps.deliverVfio ?? deliverVfioToQemu)(
         { pid, groups: groups as string[], uid: owner.uid, gid: owner.gid, memlockBytes: memlockForVfio(spec.memoryKiB * 1024n) },

@@ -20,7 +20,7 @@ export async function startGuest(ctx: Context, spec: DomainSpec, opts: GuestOpti
   const log = ctx.log.child(`domain '${spec.name}'`);
   const result: StartResult = { domain: spec.name, handedOver: [], pid: null };
   const mine = allocationsOf(ctx.store.read(), spec.name);
-  const planOwner = spec.dacLabel ? resolveDacLabel(spec.dacLabel, opts.etcDir) : null;
+  const planOwner = spec.dacLabel ? resolveDacLabel(spec.dacLabel, opts.etcDir, spec.name) : null;
   // The wrapper runs as QEMU's user and must read its plan (an emulated SR-IOV NIC has one too).
   if (planOwner && handPlanTo(ctx, spec.name, planOwner)) log.info(`handed the QEMU plan to uid ${planOwner.uid}`);
   if (!mine.length) return result;

@@ -12,19 +12,23 @@ import type { Owner } from './vf-steps.js';
  */
 
 /** The uid/gid of a DAC label; names are looked up in ETC/passwd and ETC/group. */
-export function resolveDacLabel(label: DacLabel, etcDir = '/etc'): Owner {
+export function resolveDacLabel(label: DacLabel, etcDir = '/etc', domain?: string): Owner {
+  const whose = domain === undefined ? "the domain's" : `domain '${domain}': its`;
   const lookup = (file: string, name: string, what: string): number => {
     let text: string;
     try {
       text = readFileSync(join(etcDir, file), 'utf8');
     } catch (err) {
-      throw new HostError(`cannot read ${join(etcDir, file)} to find ${what} '${name}': ${errnoOf(err)}`, { code: errnoOf(err) });
+      throw new HostError(`${domain === undefined ? '' : `domain '${domain}': `}cannot read ${join(etcDir, file)} to find ${what} '${name}': ${errnoOf(err)}`, { code: errnoOf(err) });
     }
     for (const line of text.split('\n')) {
       const f = line.split(':');
       if (f[0] === name && f[2] !== undefined && /^[0-9]+$/.test(f[2])) return Number(f[2]);
     }
-    throw new HostError(`the domain's DAC label names ${what} '${name}', which ${join(etcDir, file)} does not list`, { code: 'ENOENT' });
+    throw new HostError(`${whose} DAC label names ${what} '${name}', which ${join(etcDir, file)} does not list`, {
+      code: 'ENOENT',
+      hint: `create that ${what}, or correct the <seclabel model='dac'> label (libvirt takes it from qemu.conf's user and group)`,
+    });
   };
   const uid = 'uid' in label.user ? label.user.uid : lookup('passwd', label.user.name, 'user');
   const gid = 'gid' in label.group ? label.group.gid : lookup('group', label.group.name, 'group');

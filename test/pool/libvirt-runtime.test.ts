@@ -25,4 +25,6 @@ t.test('resolveDacLabel: numbers as they are, names from passwd/group', async (t
   t.same(resolveDacLabel({ user: { name: 'libvirt-qemu' }, group: { name: 'kvm' } }, etc), { uid: 64055, gid: 108 });
   const err = t.throws(() => resolveDacLabel({ user: { name: 'nobody' }, group: { gid: 0 } }, etc)) as HostError;
   t.equal(err.message, `the domain's DAC label names user 'nobody', which ${join(etc, 'passwd')} does not list`);
+  const named = t.throws(() => resolveDacLabel({ user: { uid: 0 }, group: { name: 'nogroup' } }, etc, 'vm1')) as HostError;
+  t.equal(named.toLine(), `domain 'vm1': its DAC label names group 'nogroup', which ${join(etc, 'group')} does not list: create that group, or correct the <seclabel model='dac'> label (libvirt takes it from qemu.conf's user and group)`);
 });
