@@ -40,7 +40,7 @@ async function gatherFacts(ctx: Context, pool: PoolSpec, pfs: NetdevName[], stat
  * Which VFs of which PFs a pool draws from (see PoolUse): a member that does not resolve now (an
  * unplugged NIC, a typo) draws from nothing; a `<pf>` that does not exist is the start's error.
  */
-async function poolUse(ctx: Context, pool: PoolSpec, known: Map<NetdevName, PciAddress>): Promise<PoolUse> {
+async function poolUse(ctx: Context, pool: PoolSpec, known: Map<NetdevName, PciAddress>, unresolved: string[] = []): Promise<PoolUse> {
   const use: PoolUse = new Map();
   const some = (pf: NetdevName, vf: PciAddress) => {
     const now = use.get(pf) ?? [];
@@ -55,10 +55,12 @@ async function poolUse(ctx: Context, pool: PoolSpec, known: Map<NetdevName, PciA
     const addr = (await ctx.host.netdevDevice(dev)) ?? known.get(dev);
     const pf = addr ? await ctx.host.physfnOf(addr) : null;
     if (addr && pf) some(pf, addr);
+    else unresolved.push(`<interface dev='${dev}'> is ${addr ? `${addr}, not a VF of an SR-IOV PF` : 'no netdev on this host (nor a VF vfpool knows by that name)'}`);
   }
   for (const addr of pool.addresses) {
     const pf = await ctx.host.physfnOf(addr);
     if (pf) some(pf, addr);
+    else unresolved.push(`<address> ${addr} is not a VF of an SR-IOV PF on this host`);
   }
   return use;
 }
@@ -79,6 +81,12 @@ export interface StartResult {
   pool: PoolSpec;
   actions: Action[];
   applied: boolean;
+  /**
+   * Members that name nothing on this host (a typo, an unplugged NIC): not an error, the rest
+   * of the pool works and the member counts once it exists, but said, so a typo is not found
+   * only when a guest is refused.
+   */
+  unresolved: string[];
 }
 
 /**
@@ -143,6 +151,7 @@ export async function startPool(
   const activatedNow = pool.pfs.filter((p) => p.numVfs !== null).map((p) => ({ pf: p.dev, numVfs: p.numVfs! }));
   let pfs: NetdevName[] = pool.pfs.map((p) => p.dev);
   let bound: BoundVf[] = [];
+  let unresolved: string[] = [];
   const plan = async (state: VfpoolState, env?: OwnerEnv): Promise<Action[]> => {
     const existing = state.pools[pool.name];
     const mendable = existing?.change && !isAlive(existing.change.worker);
@@ -150,7 +159,8 @@ export async function startPool(
       throw new ConflictError(`pool '${pool.name}' is already active`, `stop it with \`vfpool net-destroy ${pool.name}\` first`);
     }
     const known = knownVfNetdevs(state);
-    const use = await poolUse(ctx, pool, known);
+    unresolved = [];
+    const use = await poolUse(ctx, pool, known, unresolved);
     pfs = [...new Set([...pfs, ...use.keys()])];
     refuseChanging(state, pfs);
     const facts = await gatherFacts(ctx, pool, pfs, state, undefined, env);
@@ -158,7 +168,7 @@ export async function startPool(
     bound = boundByPlan(actions, facts);
     return actions;
   };
-  if (opts.dryRun) return { pool, actions: await plan(ctx.store.read()), applied: false };
+  if (opts.dryRun) return { pool, actions: await plan(ctx.store.read()), applied: false, unresolved };
   return startPoolNow().then((r) => (journal.pool(ctx, 'pool-start', pool.name, r.actions), r), (e) => Promise.reject((journal.poolRefused(ctx, pool.name, 'start', e), e)));
 
   async function startPoolNow(): Promise<StartResult> {
@@ -186,7 +196,8 @@ export async function startPool(
     crashPoint('net-start:intent');
     if (!actions.some((x) => x.kind === 'write-numvfs' || x.kind === 'bind-vfs')) {
       log.info('started (nothing to change)');
-      return { pool, actions, applied: true };
+      for (const u of unresolved) log.warn(u);
+      return { pool, actions, applied: true, unresolved };
     }
     // 2. Without the lock: change the PFs (undone in reverse on failure).
     log.info(`starting: ${actions.length} step(s)`);
@@ -206,7 +217,8 @@ export async function startPool(
       else record(state, null);
     });
     log.info('started');
-    return { pool, actions, applied: true };
+    for (const u of unresolved) log.warn(u);
+    return { pool, actions, applied: true, unresolved };
   }
 }
 

@@ -93,3 +93,18 @@ t.test('a pool of VF netdevs keeps its members while guests hold them on vfio-pc
   t.match(await counts(), { vfs: 2, inUse: 1 });
   t.equal((await runCliInProcess(['prepare', '--xml=-'], w.env, domain('vmC', 'il', '52:54:00:00:00:0c'))).exitCode, 0, 'the VF vmA gave back is handed out again');
 });
+
+t.test('a member that names nothing on this host is said at start, and the rest of the pool works', async (t) => {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
+  w.definePool('typo', pool('typo', `<forward mode='hostdev'><interface dev='eth1v0'/><interface dev='eht1v1'/>` +
+    `<address type='pci' domain='0x0000' bus='0x77' slot='0x00' function='0x0'/></forward>`));
+  const warned = [
+    "vfpool: warning: pool 'typo': <interface dev='eht1v1'> is no netdev on this host (nor a VF vfpool knows by that name): the pool has no VF from it",
+    "vfpool: warning: pool 'typo': <address> 0000:77:00.0 is not a VF of an SR-IOV PF on this host: the pool has no VF from it",
+  ];
+  const dry = await runCliInProcess(['net-start', '--dry-run', 'typo'], w.env);
+  t.same([dry.exitCode, dry.stderr.split('\n').slice(0, -1)], [0, warned], 'the dry run says it too');
+  t.same(await runCliInProcess(['net-start', 'typo'], w.env), { exitCode: 0, stdout: 'Pool typo started\n', stderr: warned.map((l) => `${l}\n`).join('') });
+  const list = JSON.parse((await runCliInProcess(['net-list', '--json'], w.env)).stdout) as Array<{ name: string; vfs: number }>;
+  t.equal(list[0]!.vfs, 1, 'eth1v0 is its one VF');
+});

@@ -108,6 +108,7 @@ export const POOL_COMMANDS: CommandDef[] = [
         out(`plan for net-start ${a.pool} (--dry-run, nothing changed):`);
         formatPlan(r.actions).forEach((l) => out(`  ${l}`));
       } else out(`Pool ${a.pool} started`);
+      for (const u of r.unresolved) warn(`pool '${a.pool}': ${u}: the pool has no VF from it`);
       return 0;
     },
   },
