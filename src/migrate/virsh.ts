@@ -2,7 +2,7 @@ import { HostError } from '../errors.js';
 import { startCommand, type CommandRunner } from '../qemu/command.js';
 
 /** What a host without virsh needs, said when it cannot be started. */
-const INSTALL = "install libvirt's client (Debian: apt-get install libvirt-clients); `vfpool migrate` runs the virsh it finds on PATH";
+const INSTALL = "install libvirt's client (Debian: apt-get install libvirt-clients)";
 
 export interface VirshResult {
   /** 128 when virsh did not exit by itself (`timedOut`, `signal`). */
@@ -29,7 +29,7 @@ export async function runVirsh(args: string[], what: string, timeoutMs: number):
     ended = { timedOut: r.timedOut, signal: r.signal ?? null };
     return { exitCode: r.exitCode ?? 128, stdout: String(r.stdout), stderr: String(r.stderr) };
   };
-  return { ...(await startCommand(run, 'virsh', args, what, INSTALL)), ...ended };
+  return { ...(await startCommand(run, 'virsh', args, what, INSTALL, `the PATH vfpool was run with: ${process.env.PATH ?? '(none)'}`)), ...ended };
 }
 
 /** Why a virsh that ran did not succeed: what it said on stderr, else how it ended. */

@@ -14,15 +14,16 @@ export type CommandRunner = (file: string, args: string[]) => Promise<{ exitCode
  * `run(file, args)`, a command that could not be started told as one sentence: for ENOENT where
  * to get it (`install`, e.g. "apt-get install bpftool"), for any other errno (EACCES: not
  * executable by this user) what it must be. A command that ran is returned whatever its status.
+ * `searched` says where the runner looked (COMMAND_PATH for the hooks' commands).
  */
-export async function startCommand(run: CommandRunner, file: string, args: string[], what: string, install: string) {
+export async function startCommand(run: CommandRunner, file: string, args: string[], what: string, install: string, searched = COMMAND_PATH) {
   try {
     return await run(file, args);
   } catch (err) {
     const code = errnoOf(err);
     throw new HostError(`${what}: running ${file} failed: ${(err as Error).message}`, {
       code,
-      hint: code === 'ENOENT' ? `${file} is not installed where vfpool looks (${COMMAND_PATH}): ${install}` : `${file} could not be started: it must be an executable vfpool's user can run, in ${COMMAND_PATH}`,
+      hint: code === 'ENOENT' ? `${file} is not installed where vfpool looks (${searched}): ${install}` : `${file} could not be started: it must be an executable vfpool's user can run, in ${searched}`,
       cause: err,
     });
   }

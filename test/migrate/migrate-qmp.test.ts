@@ -158,6 +158,8 @@ t.test('migrate DOMAIN URI without a virsh it can start: one line naming the cau
   const missing = await cli(['migrate', 'vm1', 'qemu+tcp://dest.example/system'], { ...w.cliEnv, PATH: noVirsh });
   t.equal(missing.exitCode, 1);
   t.match(missing.stderr, /^vfpool: vfpool migrate vm1: running virsh failed: [^\n]*ENOENT[^\n]*: virsh is not installed [^\n]*apt-get install libvirt-clients[^\n]*\n$/);
+  // Where it looked is the PATH it was given (a person's), not the hooks' fixed one.
+  t.ok(missing.stderr.includes(`virsh is not installed where vfpool looks (the PATH vfpool was run with: ${noVirsh}): `), missing.stderr);
   const notExecutable = t.testdir({ virsh: '#!/bin/sh\nexit 0\n' });
   chmodSync(join(notExecutable, 'virsh'), 0o644);
   const refused = await cli(['migrate', 'vm1', 'qemu+tcp://dest.example/system'], { ...w.cliEnv, PATH: notExecutable });
