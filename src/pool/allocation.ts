@@ -53,6 +53,24 @@ export function knownVfNetdevs(state: VfpoolState): Map<NetdevName, PciAddress> 
 }
 
 /**
+ * What a pool's `<interface dev>` is on this host: a PF ('pf': it stands for all its VFs, seed
+ * 004), the device of a VF netdev, or null. A VF netdev that does not exist now is the VF vfpool
+ * saw under that name, if it saw one (on vfio-pci, see knownVfNetdevs), else nothing now: a typo
+ * or an unplugged NIC must not stop the rest of the pool from being used. The allocator's
+ * members and the pool start's binding both ask this.
+ */
+export async function interfaceMember(host: Host, dev: NetdevName, known: Map<NetdevName, PciAddress>, reads: PfReader = host): Promise<'pf' | { addr: PciAddress } | null> {
+  // "Not a PF" is ENOENT (no such netdev) or ENOTSUP (no SR-IOV); any other failure is real.
+  const isPf = await reads.getPf(dev).then(
+    () => true,
+    (e) => (e instanceof HostError && (e.code === 'ENOENT' || e.code === 'ENOTSUP') ? false : Promise.reject(e)),
+  );
+  if (isPf) return 'pf';
+  const addr = (await host.netdevDevice(dev)) ?? known.get(dev) ?? null;
+  return addr === null ? null : { addr };
+}
+
+/**
  * A pool's VFs as the host has them now, in the pool's order: each `<pf>` and each
  * `<interface dev>` naming a PF by VF index, then `<interface dev>` naming VFs and `<address>`es
  * in the order written (seed 004: an interface that is a PF stands for all its VFs).
@@ -84,20 +102,12 @@ export async function* poolMembers(host: Host, pool: PoolSpec, known: Map<Netdev
     yield* allOf(p.dev);
   }
   for (const dev of pool.interfaces) {
-    // "Not a PF" is ENOENT (no such netdev) or ENOTSUP (no SR-IOV); any other failure is real.
-    const isPf = await reads.getPf(dev).then(
-      () => true,
-      (e) => (e instanceof HostError && (e.code === 'ENOENT' || e.code === 'ENOTSUP') ? false : Promise.reject(e)),
-    );
-    if (isPf) {
+    const what = await interfaceMember(host, dev, known, reads);
+    if (what === 'pf') {
       yield* allOf(dev);
       continue;
     }
-    // A VF netdev that does not exist now is the VF vfpool saw under that name, if it saw one
-    // (on vfio-pci, see knownVfNetdevs), else not a member now: a typo or an unplugged NIC must
-    // not stop the rest of the pool from being used.
-    const addr = (await host.netdevDevice(dev)) ?? known.get(dev) ?? null;
-    const m = addr ? await memberOf(host, addr, reads) : null;
+    const m = what ? await memberOf(host, what.addr, reads) : null;
     if (m && fresh(m)) yield m;
   }
   for (const addr of pool.addresses) {

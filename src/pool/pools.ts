@@ -2,7 +2,7 @@ import { journal } from './journal-entries.js';
 import { ConflictError, HostError } from '../errors.js';
 import type { PoolSpec } from '../config/pool-xml.js';
 import type { NetdevName, PciAddress } from '../types.js';
-import { knownVfNetdevs, pfError } from './allocation.js';
+import { interfaceMember, knownVfNetdevs, pfError } from './allocation.js';
 import { boundByPlan, planPoolStart, planPoolStop, type PfFacts, type PoolUse, type Sharers, type StopPlan } from './activation.js';
 import type { Context } from './context.js';
 import { findVfUses } from './in-use.js';
@@ -48,14 +48,14 @@ async function poolUse(ctx: Context, pool: PoolSpec, known: Map<NetdevName, PciA
   };
   for (const p of pool.pfs) use.set(p.dev, 'all');
   for (const dev of pool.interfaces) {
-    if (await ctx.host.getPf(dev).then(() => true, () => false)) {
+    const what = await interfaceMember(ctx.host, dev, known);
+    if (what === 'pf') {
       use.set(dev, 'all');
       continue;
     }
-    const addr = (await ctx.host.netdevDevice(dev)) ?? known.get(dev);
-    const pf = addr ? await ctx.host.physfnOf(addr) : null;
-    if (addr && pf) some(pf, addr);
-    else unresolved.push(`<interface dev='${dev}'> is ${addr ? `${addr}, not a VF of an SR-IOV PF` : 'no netdev on this host (nor a VF vfpool knows by that name)'}`);
+    const pf = what ? await ctx.host.physfnOf(what.addr) : null;
+    if (what && pf) some(pf, what.addr);
+    else unresolved.push(`<interface dev='${dev}'> is ${what ? `${what.addr}, not a VF of an SR-IOV PF` : 'no netdev on this host (nor a VF vfpool knows by that name)'}`);
   }
   for (const addr of pool.addresses) {
     const pf = await ctx.host.physfnOf(addr);
