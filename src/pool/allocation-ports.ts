@@ -4,6 +4,7 @@ import { parseObjectName, type NetdevName, type PciAddress } from '../types.js';
 import type { Context } from './context.js';
 import type { PortRecord } from '../state/schema.js';
 import { allocationPinsVf, ownerEnv } from './owners.js';
+import { libvirtStatusListsPort } from './libvirt-runtime.js';
 
 /**
  * VFs that libvirt's own networks hand out: `port-created` records them so vfpool's in-use guard
@@ -56,6 +57,28 @@ export async function recordPort(ctx: Context, network: string, port: NetworkPor
     ctx.log.info(`libvirt network '${network}': port ${port.uuid} gives ${vfAddr ?? netdev} to domain '${port.domain}'`);
     return record;
   });
+}
+
+/**
+ * `port-created` of the virtio-net NIC of an `<interface>` on a pci-passthrough-hybrid pool's
+ * network: its VF partner is chosen, configured and given to QEMU from the qemu hook (`prepare`
+ * .. `started`), and libvirt runs no qemu hook when an interface is hotplugged (`virsh
+ * attach-device`/`attach-interface --live`), only this one. Such an interface would come up
+ * virtio-only, silently; it is refused (ConflictError: libvirt fails the attach with this line).
+ * A start (prepare paired a VF with this MAC) and a daemon restart (libvirt's status XML lists
+ * the port: refusing would make libvirt drop a running guest's NIC) are let through.
+ */
+export function refuseHybridHotplug(ctx: Context, network: string, port: NetworkPort): void {
+  if (port.plug.type !== 'other' || port.mac === null) return;
+  const state = ctx.store.read();
+  if (!state.pools[network] && ctx.registry.readDefinition(network) === undefined) return;
+  if (ctx.registry.get(network, state).mode !== 'pci-passthrough-hybrid') return;
+  const paired = state.allocations.some((a) => a.owner.domain === port.domain && a.pool === network && a.pairedMac === port.mac);
+  if (paired || libvirtStatusListsPort(ctx.settings.libvirtRunDir, port.domain, port.uuid)) return;
+  throw new ConflictError(
+    `domain '${port.domain}': <interface> ${port.mac} on pci-passthrough-hybrid pool '${network}' would get no VF: vfpool pairs one when the domain starts, and libvirt runs no qemu hook for an interface attached to a running domain`,
+    `attach it with --config only and restart the domain`,
+  );
 }
 
 /**

@@ -58,3 +58,22 @@ export function readLibvirtPid(runDir: string, domain: string): number | null {
   return Number.isInteger(pid) && pid > 1 && isAlive(pid) ? pid : null;
 }
 
+
+/**
+ * Whether libvirt's status XML of a running domain (`RUNDIR/NAME.xml`, `<domstatus>`) already
+ * lists a network port (`<source network='…' portid='UUID'/>`). libvirt runs a network's
+ * `port-created` both for a port it creates (a start, a hotplug) and, when the daemon restarts,
+ * for every port of the guests it reconnects to; only in the second case is the port in the
+ * status XML already (a hotplugged device is written there once QEMU took it). No file: false.
+ */
+export function libvirtStatusListsPort(runDir: string, domain: string, portUuid: string): boolean {
+  const file = join(runDir, `${parseObjectName(domain, 'domain name')}.xml`);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return false;
+    throw new HostError(`cannot read libvirt's status XML ${file}: ${errnoOf(err) ?? (err as Error).message}`, { code: errnoOf(err), cause: err });
+  }
+  return text.includes(`portid='${portUuid}'`) || text.includes(`portid="${portUuid}"`);
+}

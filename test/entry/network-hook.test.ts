@@ -1,5 +1,5 @@
 import t from 'tap';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { NetdevName } from '../../src/types.js';
 import { makeSimEnv } from '../helpers/env.js';
@@ -228,4 +228,40 @@ t.test('the Node half on its own: usage, operations it ignores, a network that i
   t.same(await node(w, ['seqnet', 'start', 'begin', '-'], SEQNET_START), { exitCode: 0, stdout: '', stderr: '' }, 'called directly for a plain network');
   t.notOk(existsSync(w.settings.stateDir), 'no state');
   t.equal((await node(w, ['../x', 'start', 'begin', '-'], SEQNET_START)).exitCode, 2, 'a name that could leave a directory');
+});
+
+t.test('port-created of an <interface> hotplugged on a hybrid pool is refused; at start and at a daemon restart it passes', async (t) => {
+  const w = await setupHookWorld(t);
+  const HY = `<network><name>hy</name><forward mode='pci-passthrough-hybrid' managed='yes'><pf dev='eth1'/></forward></network>`;
+  w.definePool('hy', HY);
+  await startPool(w.ctx, parsePoolXml(HY, 'hy'), HY);
+  const nic = (mac: string) => `<interface type='network'><mac address='${mac}'/><source network='hy'/><model type='virtio'/></interface>`;
+  // As libvirt 11.3 runs it for a bridge network named after the pool: the virtio-net NIC's port.
+  const port = (mac: string, uuid: string) => portHookData({ network: 'hy', forward: `<forward mode='bridge'/>\n    <bridge name='vfpbr0'/>`, portUuid: uuid, domain: 'hyvm', mac, plug: `<plug type='network' bridge='vfpbr0'/>` });
+  const created = (mac: string, uuid: string) => hook({ env: w.hookEnv }, ['hy', 'port-created', 'begin', '-'], port(mac, uuid));
+
+  // The start: prepare paired a VF with the NIC's MAC, then libvirt creates the port.
+  const prep = await qemuHookInProcess(w.hookEnv, ['hyvm', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'hyvm', devices: nic('52:54:00:00:00:41') }));
+  t.equal(prep.exitCode, 0, prep.stderr);
+  const atStart = await created('52:54:00:00:00:41', '438fc692-f5b0-4e71-aaf3-33806ef1e7ae');
+  t.same([atStart.exitCode, atStart.stdout, atStart.stderr], [0, '', ''], 'the port of an interface prepare paired a VF with');
+
+  // `virsh attach-device hyvm nic.xml --live`: no qemu hook, only this port-created.
+  const stateBefore = readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8');
+  const hot = await created('52:54:00:00:00:42', '2bf61b32-10d7-4a2e-9439-327c5fc733a1');
+  t.same([hot.exitCode, hot.stdout], [3, '']);
+  t.equal(hot.stderr,
+    "vfpool: domain 'hyvm': <interface> 52:54:00:00:00:42 on pci-passthrough-hybrid pool 'hy' would get no VF: vfpool pairs one when the domain starts, and libvirt runs no qemu hook for an interface attached to a running domain: attach it with --config only and restart the domain\n");
+  t.equal(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8'), stateBefore, 'nothing recorded');
+
+  // A daemon restart: libvirt runs port-created again for each port of a running guest, which
+  // its status XML lists already; refusing would cost the guest its NIC.
+  writeFileSync(join(w.runDir, 'hyvm.xml'), `<domstatus state='running'>\n  <domain type='qemu' id='9'>\n    <devices>\n      <interface type='network'>\n        <mac address='52:54:00:00:00:42'/>\n        <source network='hy' portid='2bf61b32-10d7-4a2e-9439-327c5fc733a1'/>\n      </interface>\n    </devices>\n  </domain>\n</domstatus>\n`);
+  const reclaim = await created('52:54:00:00:00:42', '2bf61b32-10d7-4a2e-9439-327c5fc733a1');
+  t.same([reclaim.exitCode, reclaim.stderr], [0, ''], 'a port libvirt reclaims at a daemon restart');
+
+  // A bridge port on a hostdev pool's network, or on a network that is no pool: not vfpool's business here.
+  const onHostdevPool = await networkHookInProcess(w.hookEnv, ['sriov-pool', 'port-created', 'begin', '-'],
+    portHookData({ network: 'sriov-pool', forward: `<forward mode='bridge'/>`, portUuid: '0b5a2f9e-9a55-4d2b-8a47-3f0e2d1c6b7a', domain: 'hyvm', mac: '52:54:00:00:00:43', plug: `<plug type='network' bridge='vfpbr0'/>` }));
+  t.same([onHostdevPool.exitCode, onHostdevPool.stderr], [0, '']);
 });

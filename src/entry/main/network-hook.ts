@@ -6,7 +6,7 @@ import { startPool, stopPool } from '../../pool/pools.js';
 import { parseObjectName } from '../../types.js';
 import { child, parseXml } from '../../util/xml.js';
 import { parseNetworkPort } from '../../config/network-port.js';
-import { recordPort, removePort } from '../../pool/allocation-ports.js';
+import { recordPort, refuseHybridHotplug, removePort } from '../../pool/allocation-ports.js';
 import { readStdin } from '../run.js';
 import { writeStderr } from '../../util/stdio.js';
 
@@ -38,7 +38,10 @@ export async function networkHook(argv: string[]): Promise<number> {
   if (isPort) {
     // A VF libvirt's own hostdev/passthrough network hands to a guest: record (or veto) it.
     const port = parseNetworkPort(child(doc, 'hookData') ?? doc, where);
-    if (op === 'port-created') await recordPort(ctx, name, port);
+    if (op === 'port-created') {
+      refuseHybridHotplug(ctx, name, port);
+      await recordPort(ctx, name, port);
+    }
     else await removePort(ctx, name, port.uuid);
     return 0;
   }
