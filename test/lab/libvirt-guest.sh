@@ -8,7 +8,9 @@
 #   (a) a domain with <vfpool:hostdev pool=labvf mac=…>: starts; the nested QEMU's query-pci
 #       (over vfpool's socket $VFPOOL_STATE_DIR/qemu/NAME/qmp.sock) shows vfpool-vf0 as
 #       8086:10ca; QEMU holds the VF's /dev/vfio group; the PF reports the domain's MAC for the
-#       VF; `virsh destroy` gives the VF back as it was (driver, MAC) and frees it;
+#       VF; `virsh reset` keeps all that; `virsh managedsave` is refused (QEMU cannot migrate the
+#       vfio VF) and the guest keeps running with its VF; `virsh destroy` gives the VF back as it
+#       was (driver, MAC) and frees it;
 #   (b) a domain with <interface type='network'> on the pci-passthrough-hybrid pool labhy:
 #       the standby virtio-net has failover=on and the domain's MAC (qom-get); the primary
 #       vfpool-vf0 is hidden (a guest without an OS never acks STANDBY), so QEMU is asked
@@ -240,6 +242,24 @@ if [ -n "$vf_a" ] && [ -n "$(qemu_pid labvf-a)" ]; then
   check "(a) the nested QEMU holds the VF's /dev/vfio group" check_holds
   check_mac() { local m; m=$(pf_mac "$(vf_index "$vf_a")"); [ "$m" = "$MAC_A" ] || { why="PF reports $m for VF $vf_a"; return 1; }; why="$PF vf $(vf_index "$vf_a") mac $m"; }
   check "(a) the PF reports the domain's MAC for the VF" check_mac
+  # A guest reset keeps QEMU (no hook runs); a save cannot take a VF: QEMU refuses to migrate a
+  # vfio device that has no migration support (igb's VFs have none), the guest keeps running and
+  # keeps its VF, and libvirt runs no hook.
+  reset_keeps() {
+    v reset labvf-a >/dev/null 2>"$out/reset.err" || { why="virsh reset: $(cat "$out/reset.err")"; return 1; }
+    [ "$(qemu_pid labvf-a)" = "$pid_a" ] && holds_group "$pid_a" "$(group_of "$vf_a")" || { why="QEMU pid '$(qemu_pid labvf-a)' (was $pid_a) does not hold /dev/vfio/$(group_of "$vf_a")"; return 1; }
+    [ "$(owner_vf labvf-a)" = "$vf_a" ] || { why="vfpool status gives labvf-a '$(owner_vf labvf-a)'"; return 1; }
+    why="same QEMU pid $pid_a, VF $vf_a still held"
+  }
+  check "(a) virsh reset: same QEMU, it still holds the VF, vfpool still gives it to labvf-a" reset_keeps
+  save_refused() {
+    if v managedsave labvf-a >"$out/msave.out" 2>&1; then why="virsh managedsave succeeded; labvf-a is $(v domstate labvf-a)"; v start labvf-a >/dev/null 2>&1; return 1; fi
+    [ "$(v domstate labvf-a)" = running ] || { why="labvf-a is '$(v domstate labvf-a)' after the refused managedsave"; return 1; }
+    [ "$(qemu_pid labvf-a)" = "$pid_a" ] && holds_group "$pid_a" "$(group_of "$vf_a")" || { why="QEMU pid '$(qemu_pid labvf-a)' (was $pid_a) does not hold /dev/vfio/$(group_of "$vf_a")"; return 1; }
+    [ "$(owner_vf labvf-a)" = "$vf_a" ] || { why="vfpool status gives labvf-a '$(owner_vf labvf-a)'"; return 1; }
+    why="virsh: $(grep -m1 'error: .*[a-z]' "$out/msave.out" | tail -c 300 | tr '\t' ' ')"
+  }
+  check "(a) virsh managedsave is refused (QEMU cannot save the vfio VF): still running, VF still held" save_refused
   destroy_a() { v destroy labvf-a >/dev/null 2>"$out/destroy.err" || { why=$(cat "$out/destroy.err"); return 1; }; restored labvf-a "$vf_a" "$(echo "$before_a" | grep "^$vf_a ")"; }
   check "(a) virsh destroy: the VF is free again with its driver and MAC as before" destroy_a
 else

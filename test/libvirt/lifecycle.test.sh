@@ -24,6 +24,8 @@
 #   NIC and its VF; the interface attached --config gets its VF at the next start;
 # - `virsh net-destroy` of that network while the guest runs keeps the VFs; the guest's destroy
 #   restores them;
+# - the hybrid pool carried in a bridge network's <metadata> gives a VF; in a hostdev network's,
+#   libvirt refuses the <interface> itself and release end failed puts the VF back;
 # - at the end, every VF free with its original MAC and driver, and `vfpool reconcile --dry-run`
 #   finds nothing to free.
 #
@@ -34,7 +36,8 @@ set -uo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # the harness: settings, check, cleanup, ...
 POOLS=(vfplpa vfplpb vfplhy)
-DOMS=(vfpl-a vfpl-two vfpl-h vfpl-race1 vfpl-race2)
+DOMS=(vfpl-a vfpl-two vfpl-h vfpl-race1 vfpl-race2 vfpl-m vfpl-d)
+META_NETS=(vfplhm vfplhd)
 NET=vfplhy
 BR=vfplbr0
 WRAPPER=/usr/local/bin/vfpool-qemu
@@ -71,7 +74,10 @@ cleanup_test() {
   if [ $started_daemon = 1 ]; then
     local d
     for d in "${DOMS[@]}"; do v destroy "$d" >/dev/null 2>&1; v undefine "$d" >/dev/null 2>&1; done
-    if [ $net_defined = 1 ]; then v net-destroy "$NET" >/dev/null 2>&1; v net-undefine "$NET" >/dev/null 2>&1; fi
+    if [ $net_defined = 1 ]; then
+      local n
+      for n in "$NET" "${META_NETS[@]}"; do v net-destroy "$n" >/dev/null 2>&1; v net-undefine "$n" >/dev/null 2>&1; done
+    fi
   fi
   if [ $pools_started = 1 ]; then
     check "vfpool net-destroy of the three pools (no guest left holding a VF)" pools_stop
@@ -279,6 +285,33 @@ config_nic_at_start() {
   virsh_ok destroy vfpl-h && virsh_ok net-destroy "$NET" || return 1
 }
 check "the interface attached --config gets its VF at the next start" config_nic_at_start
+
+# ---- a hybrid pool carried in a libvirt network's <metadata>: a bridge network, not a hostdev one --
+meta_net() { # meta_net NAME FORWARD: the hybrid pool on eth3 (2 VFs) in the network's metadata
+  printf "<network><name>%s</name>%s<metadata><vfpool:pool xmlns:vfpool='%s' mode='pci-passthrough-hybrid'><vfpool:pf dev='eth3'><vfpool:vf num='2'/></vfpool:pf></vfpool:pool></metadata></network>\n" "$1" "$2" "$NS"
+}
+meta_bridge() {
+  meta_net vfplhm "<forward mode='bridge'/><bridge name='$BR'/>" >"$work/hm.xml"
+  dom_xml vfpl-m "" "$(hy_nic 52:54:00:76:70:51 | sed "s/'$NET'/'vfplhm'/")" >"$work/vfpl-m.xml"
+  virsh_ok net-define "$work/hm.xml" && virsh_ok net-start vfplhm || return 1
+  virsh_ok define "$work/vfpl-m.xml" && virsh_ok start vfpl-m || return 1
+  vfs | grep -q '^eth3 0 vfio-pci 52:54:00:76:70:51 vfpl-m$' || { why="VFs: $(vfs | tr '\n' ';')"; return 1; }
+  virsh_ok destroy vfpl-m && virsh_ok net-destroy vfplhm || return 1
+  [ "$(vfs | grep -c '^eth3 ')" = 0 ] || { why="eth3 has $(vfs | grep -c '^eth3 ') VFs after net-destroy"; return 1; }
+}
+check "a bridge network carrying the hybrid pool in its <metadata>: the guest's <interface> gets a VF" meta_bridge
+
+meta_hostdev() {
+  meta_net vfplhd "<forward mode='hostdev' managed='yes'/>" >"$work/hd.xml"
+  dom_xml vfpl-d "" "$(hy_nic 52:54:00:76:70:61 | sed "s/'$NET'/'vfplhd'/")" >"$work/vfpl-d.xml"
+  virsh_ok net-define "$work/hd.xml" && virsh_ok net-start vfplhd && virsh_ok define "$work/vfpl-d.xml" || return 1
+  virsh_fails hd.err start vfpl-d || return 1
+  grep -q "network 'vfplhd' requires exclusive access to interfaces, but none are available" "$work/hd.err" || { why="virsh: $(tr '\n' ' ' <"$work/hd.err")"; return 1; }
+  grep -q "qemu-hook vfpl-d release end failed.*released 1 VF(s)" "$work/state/vfpool.log" || { why="no 'release end failed ... released 1 VF(s)' line for vfpl-d"; return 1; }
+  [ "$(owned vfpl-d)" = 0 ] || { why="vfpl-d holds $(owned vfpl-d) VF(s)"; return 1; }
+  virsh_ok net-destroy vfplhd
+}
+check "the same pool in a hostdev network: libvirt refuses the <interface> (as the README says), the VF goes back" meta_hostdev
 
 # ---- nothing left -------------------------------------------------------------------------------
 nothing_left() {
