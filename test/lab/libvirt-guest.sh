@@ -257,7 +257,7 @@ if [ -n "$vf_a" ] && [ -n "$(qemu_pid labvf-a)" ]; then
     [ "$(v domstate labvf-a)" = running ] || { why="labvf-a is '$(v domstate labvf-a)' after the refused managedsave"; return 1; }
     [ "$(qemu_pid labvf-a)" = "$pid_a" ] && holds_group "$pid_a" "$(group_of "$vf_a")" || { why="QEMU pid '$(qemu_pid labvf-a)' (was $pid_a) does not hold /dev/vfio/$(group_of "$vf_a")"; return 1; }
     [ "$(owner_vf labvf-a)" = "$vf_a" ] || { why="vfpool status gives labvf-a '$(owner_vf labvf-a)'"; return 1; }
-    why="virsh: $(grep -m1 'error: .*[a-z]' "$out/msave.out" | tail -c 300 | tr '\t' ' ')"
+    why="virsh: $(tail -n 1 "$out/msave.out" | tail -c 300 | tr '\t' ' ')"
   }
   check "(a) virsh managedsave is refused (QEMU cannot save the vfio VF): still running, VF still held" save_refused
   destroy_a() { v destroy labvf-a >/dev/null 2>"$out/destroy.err" || { why=$(cat "$out/destroy.err"); return 1; }; restored labvf-a "$vf_a" "$(echo "$before_a" | grep "^$vf_a ")"; }
