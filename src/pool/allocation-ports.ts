@@ -1,6 +1,6 @@
-import { ConflictError } from '../errors.js';
+import { ConflictError, asVfpoolError } from '../errors.js';
 import type { NetworkPort } from '../config/network-port.js';
-import { parseObjectName, type NetdevName, type PciAddress } from '../types.js';
+import { parseObjectName, type MacAddress, type NetdevName, type PciAddress } from '../types.js';
 import type { Context } from './context.js';
 import type { PortRecord } from '../state/schema.js';
 import { allocationPinsVf, ownerEnv } from './owners.js';
@@ -66,19 +66,32 @@ export async function recordPort(ctx: Context, network: string, port: NetworkPor
  * attach-device`/`attach-interface --live`), only this one. Such an interface would come up
  * virtio-only, silently; it is refused (ConflictError: libvirt fails the attach with this line).
  * A start (prepare paired a VF with this MAC) and a daemon restart (libvirt's status XML lists
- * the port: refusing would make libvirt drop a running guest's NIC) are let through.
+ * the port: refusing would make libvirt drop a running guest's NIC) are let through, and so is
+ * a port this cannot judge (a state or definition it cannot read): only a sure hotplug is refused.
  */
 export function refuseHybridHotplug(ctx: Context, network: string, port: NetworkPort): void {
   if (port.plug.type !== 'other' || port.mac === null) return;
-  const state = ctx.store.read();
-  if (!state.pools[network] && ctx.registry.readDefinition(network) === undefined) return;
-  if (ctx.registry.get(network, state).mode !== 'pci-passthrough-hybrid') return;
-  const paired = state.allocations.some((a) => a.owner.domain === port.domain && a.pool === network && a.pairedMac === port.mac);
-  if (paired || libvirtStatusListsPort(ctx.settings.libvirtRunDir, port.domain, port.uuid)) return;
+  let unpaired: boolean;
+  try {
+    unpaired = isUnpairedHybridPort(ctx, network, port, port.mac);
+  } catch (err) {
+    // Not knowing must not fail the port: at a daemon restart that would cost a running guest its NIC.
+    ctx.log.warn(`libvirt network '${network}': port ${port.uuid} of domain '${port.domain}' let through unchecked: ${asVfpoolError(err).toLine()}`);
+    return;
+  }
+  if (!unpaired) return;
   throw new ConflictError(
     `domain '${port.domain}': <interface> ${port.mac} on pci-passthrough-hybrid pool '${network}' would get no VF: vfpool pairs one when the domain starts, and libvirt runs no qemu hook for an interface attached to a running domain`,
     `attach it with --config only and restart the domain`,
   );
+}
+
+function isUnpairedHybridPort(ctx: Context, network: string, port: NetworkPort, mac: MacAddress): boolean {
+  if (libvirtStatusListsPort(ctx.settings.libvirtRunDir, port.domain, port.uuid)) return false;
+  const state = ctx.store.read();
+  if (!state.pools[network] && ctx.registry.readDefinition(network) === undefined) return false;
+  if (ctx.registry.get(network, state).mode !== 'pci-passthrough-hybrid') return false;
+  return !state.allocations.some((a) => a.owner.domain === port.domain && a.pool === network && a.pairedMac === mac);
 }
 
 /**

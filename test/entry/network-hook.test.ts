@@ -1,5 +1,5 @@
 import t from 'tap';
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { NetdevName } from '../../src/types.js';
 import { makeSimEnv } from '../helpers/env.js';
@@ -253,6 +253,13 @@ t.test('port-created of an <interface> hotplugged on a hybrid pool is refused; a
   t.equal(hot.stderr,
     "vfpool: domain 'hyvm': <interface> 52:54:00:00:00:42 on pci-passthrough-hybrid pool 'hy' would get no VF: vfpool pairs one when the domain starts, and libvirt runs no qemu hook for an interface attached to a running domain: attach it with --config only and restart the domain\n");
   t.equal(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8'), stateBefore, 'nothing recorded');
+
+  // What cannot be judged is let through (a daemon restart must never cost a guest its NIC), and said in the log.
+  mkdirSync(join(w.runDir, 'hyvm.xml'));
+  const unsure = await created('52:54:00:00:00:42', '2bf61b32-10d7-4a2e-9439-327c5fc733a1');
+  t.same([unsure.exitCode, unsure.stderr], [0, ''], 'a status XML that cannot be read');
+  t.match(readFileSync(join(w.settings.stateDir, 'vfpool.log'), 'utf8'), /warn network-hook hy port-created begin: libvirt network 'hy': port 2bf61b32-10d7-4a2e-9439-327c5fc733a1 of domain 'hyvm' let through unchecked: cannot read libvirt's status XML .*hyvm\.xml: EISDIR/);
+  rmSync(join(w.runDir, 'hyvm.xml'), { recursive: true });
 
   // A daemon restart: libvirt runs port-created again for each port of a running guest, which
   // its status XML lists already; refusing would cost the guest its NIC.
