@@ -13,6 +13,8 @@
 # What is checked (libvirt 11.3's hook calls, as docs/hooks.rst lists them and as seen here):
 # - a guest with VFs of two pools; reset, suspend, resume and reboot keep QEMU, so libvirt runs
 #   no hook and nothing is released;
+# - `virsh net-start` of a network whose pool would change the count of a PF another active pool
+#   draws from (a guest on it): refused with vfpool's sentence, nothing changed;
 # - two transient guests (`virsh create`) racing for the last VF of a pool: one gets it, the
 #   other fails with vfpool's sentence and holds nothing;
 # - a guest asking two pools where one is exhausted: nothing allocated in the other either;
@@ -37,7 +39,7 @@ set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # the harness: settings, check, cleanup, ...
 POOLS=(vfplpa vfplpb vfplhy)
 DOMS=(vfpl-a vfpl-two vfpl-h vfpl-race1 vfpl-race2 vfpl-m vfpl-d)
-META_NETS=(vfplhm vfplhd)
+META_NETS=(vfplhm vfplhd vfplcnt)
 NET=vfplhy
 BR=vfplbr0
 WRAPPER=/usr/local/bin/vfpool-qemu
@@ -180,6 +182,19 @@ nothing_released() {
   [ "$(owned vfpl-a)" = 2 ] || { why="vfpl-a holds $(owned vfpl-a) VF(s)"; return 1; }
 }
 check "virsh reset, suspend, resume, reboot: same QEMU, no hook ran for vfpool, both VFs still held" nothing_released
+
+in_use_net_start() {
+  printf "<network><name>vfplcnt</name><forward mode='hostdev' managed='yes'/><metadata><vfpool:pool xmlns:vfpool='%s'><vfpool:pf dev='eth1'><vfpool:vf num='3'/></vfpool:pf></vfpool:pool></metadata></network>\n" "$NS" >"$work/cnt.xml"
+  virsh_ok net-define "$work/cnt.xml" || return 1
+  net_defined=1
+  virsh_fails cnt.err net-start vfplcnt || return 1
+  grep -q "vfpool: pool 'vfplcnt': cannot change eth1 from 2 to 3 VFs: active pool 'vfplpa' draws from it" "$work/cnt.err" \
+    || { why="virsh error lacks vfpool's sentence: $(tr '\n' ' ' <"$work/cnt.err")"; return 1; }
+  say "  virsh: $(grep -m1 -o 'vfpool: .*' "$work/cnt.err" | head -c 300)"
+  [ "$(v net-info vfplcnt | awk '/^Active:/ {print $2}')" = no ] || { why="vfplcnt is active"; return 1; }
+  [ "$(vfs | grep -c '^eth1 ')" = 2 ] && [ "$(owned vfpl-a)" = 2 ] || { why="VFs: $(vfs | tr '\n' ';')"; return 1; }
+}
+check "virsh net-start of a network whose pool would change the count of eth1 (vfplpa's, vfpl-a on it): refused with vfpool's sentence" in_use_net_start
 
 # ---- the last VF of a pool, raced for by two transient guests -----------------------------------
 race() {
