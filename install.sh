@@ -4,9 +4,11 @@
 # /etc/libvirt/hooks/{network,qemu}.d/vfpool, the man page, bash completion, and
 # vfpool-reconcile.service (runs `vfpool reconcile` whenever the libvirt daemon starts). Idempotent.
 #
-#   bash install.sh [--prefix /usr/local] [--dest-dir DIR] [--uninstall]
+#   bash install.sh [--prefix /usr/local] [--dest-dir DIR] [--uninstall [--force]]
 #
 # --dest-dir stages everything under DIR for packaging (links still point at PREFIX).
+# --uninstall refuses (exit 3) while the installed vfpool gives VFs to guests: without its hooks,
+# libvirt would stop them and nothing would restore their VFs. --force uninstalls anyway.
 # Run `npm ci && npm run build` first. libvirt finds a driver's hooks when the daemon starts:
 # restart libvirtd after the first install.
 set -euo pipefail
@@ -14,6 +16,7 @@ set -euo pipefail
 prefix=/usr/local
 destdir=
 uninstall=0
+force=0
 while [ $# -gt 0 ]; do
   case $1 in
     --prefix) prefix=${2:?--prefix needs a directory}; shift 2 ;;
@@ -21,8 +24,9 @@ while [ $# -gt 0 ]; do
     --dest-dir) destdir=${2:?--dest-dir needs a directory}; shift 2 ;;
     --dest-dir=*) destdir=${1#*=}; shift ;;
     --uninstall) uninstall=1; shift ;;
+    --force) force=1; shift ;;
     -h | --help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
-    *) echo "install.sh: unknown argument '$1' (expected --prefix DIR, --dest-dir DIR, --uninstall)" >&2; exit 2 ;;
+    *) echo "install.sh: unknown argument '$1' (expected --prefix DIR, --dest-dir DIR, --uninstall, --force)" >&2; exit 2 ;;
   esac
 done
 case $prefix in /*) ;; *) echo "install.sh: --prefix must be an absolute path, got '$prefix'" >&2; exit 2 ;; esac
@@ -40,6 +44,29 @@ mandir=$prefix/share/man/man1
 compdir=$prefix/share/bash-completion/completions
 
 if [ $uninstall = 1 ]; then
+  # libvirt runs the hooks it found at its start; once they are gone, `release end` of a guest
+  # holding VFs runs nothing, and its VFs keep the guest's MAC, VLAN and driver with no record
+  # left in use. So the installed CLI is asked first, with the settings the hooks use (vfpool.conf
+  # only, as libvirt gives hooks no environment). A CLI that cannot answer does not block.
+  cli=$destdir$libdir/dist/bin/cli.cjs
+  if [ $force = 0 ] && [ -f "$cli" ]; then
+    if held=$(env -i PATH="$PATH" VFPOOL_CONFIG_DIR="$destdir$confdir" node "$cli" status --json 2>/dev/null | node -e '
+      let s = "";
+      process.stdin.on("data", (d) => (s += d)).on("end", () => {
+        const by = new Map();
+        for (const pf of JSON.parse(s).pfs ?? []) for (const vf of pf.vfs ?? []) {
+          if (vf.owner && vf.owner.via === "vfpool") by.set(vf.owner.domain, [...(by.get(vf.owner.domain) ?? []), vf.address]);
+        }
+        console.log([...by].map(([d, a]) => `domain \x27${d}\x27 (${a.join(", ")})`).join("; "));
+      });' 2>/dev/null); then
+      if [ -n "$held" ]; then
+        echo "install.sh: vfpool still gives VFs to guests: $held; without its hooks nothing would restore them when those guests stop: stop them first (\`vfpool reconcile\` frees what a gone guest left), or uninstall with --force" >&2
+        exit 3
+      fi
+    else
+      echo "install.sh: warning: could not ask the installed vfpool which VFs it gives to guests (\`vfpool status\` failed); uninstalling anyway" >&2
+    fi
+  fi
   if [ -z "$destdir" ] && [ -d /run/systemd/system ]; then systemctl disable --now "$unit" >/dev/null 2>&1 || true; fi
   rm -f "$destdir$hookdir/network.d/vfpool" "$destdir$hookdir/qemu.d/vfpool" "$destdir$prefix/bin/vfpool" "$destdir$prefix/bin/vfpool-qemu"
   rm -f "$destdir$unitdir/$unit" "$destdir$mandir/vfpool.1" "$destdir$compdir/vfpool"

@@ -3,6 +3,8 @@ import { execa } from 'execa';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO, WITHOUT_TAP_LOADER } from './helpers/spawn.js';
+import { META, qemuHookInProcess, setupHookWorld } from './helpers/hook-world.js';
+import { domainXml } from './helpers/libvirt-domains.js';
 
 const install = (...args: string[]) => execa(WITHOUT_TAP_LOADER[0], [...WITHOUT_TAP_LOADER.slice(1), 'bash', join(REPO, 'install.sh'), ...args], { reject: false, env: { PATH: process.env.PATH! } });
 
@@ -49,9 +51,55 @@ t.test('install.sh --dest-dir stages a complete, idempotent install and --uninst
   t.equal((await install('--dest-dir', dest, '--prefix', '/opt/vfpool', '--uninstall')).exitCode, 0, 'uninstalling twice is fine');
 });
 
+t.test('install.sh --uninstall refuses while vfpool gives VFs to guests: exit 3, nothing removed; --force, or no guest left, uninstalls', async (t) => {
+  // The installed CLI is asked with the settings the hooks use: the (staged) vfpool.conf only.
+  const w = await setupHookWorld(t);
+  const dest = t.testdir({});
+  const staged = async () => {
+    t.equal((await install('--dest-dir', dest, '--prefix', '/opt/vfpool')).exitCode, 0);
+    writeFileSync(join(dest, 'etc/vfpool/vfpool.conf'), `VFPOOL_HOST=${w.env.VFPOOL_HOST}\nVFPOOL_STATE_DIR=${w.env.VFPOOL_STATE_DIR}\n`);
+  };
+  const installed = () => ['etc/libvirt/hooks/qemu.d/vfpool', 'opt/vfpool/bin/vfpool', 'opt/vfpool/lib/vfpool'].filter((p) => existsSync(join(dest, p)) || lstatExists(join(dest, p)));
+  const prepare = async () => t.equal((await qemuHookInProcess(w.hookEnv, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }))).exitCode, 0);
+
+  await staged();
+  await prepare();
+  const refused = await install('--dest-dir', dest, '--prefix', '/opt/vfpool', '--uninstall');
+  t.same([refused.exitCode, refused.stdout, refused.stderr], [3, '',
+    "install.sh: vfpool still gives VFs to guests: domain 'vm1' (0000:3b:02.0); without its hooks nothing would restore them when those guests stop: stop them first (`vfpool reconcile` frees what a gone guest left), or uninstall with --force"]);
+  t.equal(installed().length, 3, 'nothing removed');
+
+  t.equal((await qemuHookInProcess(w.hookEnv, ['vm1', 'release', 'end', 'destroyed'], '')).exitCode, 0);
+  const after = await install('--dest-dir', dest, '--prefix', '/opt/vfpool', '--uninstall');
+  t.same([after.exitCode, after.stderr], [0, ''], 'once the guest released its VF');
+  t.same(installed(), [], 'removed');
+
+  await staged();
+  await prepare();
+  const forced = await install('--dest-dir', dest, '--prefix', '/opt/vfpool', '--uninstall', '--force');
+  t.same([forced.exitCode, forced.stderr], [0, ''], '--force');
+  t.same(installed(), [], 'removed');
+
+  // A CLI that cannot answer (here: its simulated host file is gone) does not block the uninstall.
+  await staged();
+  writeFileSync(join(dest, 'etc/vfpool/vfpool.conf'), `VFPOOL_HOST=sim:${join(dest, 'no-such-host.json')}\n`);
+  const unsure = await install('--dest-dir', dest, '--prefix', '/opt/vfpool', '--uninstall');
+  t.same([unsure.exitCode, unsure.stderr], [0, 'install.sh: warning: could not ask the installed vfpool which VFs it gives to guests (`vfpool status` failed); uninstalling anyway']);
+  t.same(installed(), [], 'removed');
+});
+
+function lstatExists(p: string): boolean {
+  try {
+    lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 t.test('install.sh refuses bad arguments with one line and exit 2', async (t) => {
   const r = await install('--frobnicate');
-  t.same([r.exitCode, r.stderr], [2, "install.sh: unknown argument '--frobnicate' (expected --prefix DIR, --dest-dir DIR, --uninstall)"]);
+  t.same([r.exitCode, r.stderr], [2, "install.sh: unknown argument '--frobnicate' (expected --prefix DIR, --dest-dir DIR, --uninstall, --force)"]);
   const rel = await install('--prefix', 'usr');
   t.same([rel.exitCode, rel.stderr], [2, "install.sh: --prefix must be an absolute path, got 'usr'"]);
   // The prefix is written into the hook shim root runs: a path the shell would split is refused.
