@@ -20,6 +20,8 @@
 # - a guest asking two pools where one is exhausted: nothing allocated in the other either;
 # - QEMU killed (SIGKILL) behind libvirt's back: `release end crashed` restores the VFs;
 # - QEMU killed while libvirtd is down: libvirt runs `release end crashed` when it comes back;
+# - `virsh define` of a new MAC while the guest runs: it keeps its VFs until destroy, whose release
+#   (by name) restores them; `virsh domrename`: the new name starts with the new MAC;
 # - a hybrid pool carried by a bridge network of its name: an <interface> attached live gets no
 #   VF, so its port-created is refused with vfpool's sentence and the guest keeps its NICs; a
 #   libvirtd restart (port-created again for every port, then reconnect) keeps the guest, its
@@ -38,7 +40,7 @@ set -uo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # the harness: settings, check, cleanup, ...
 POOLS=(vfplpa vfplpb vfplhy)
-DOMS=(vfpl-a vfpl-two vfpl-h vfpl-race1 vfpl-race2 vfpl-m vfpl-d)
+DOMS=(vfpl-a vfpl-two vfpl-h vfpl-race1 vfpl-race2 vfpl-m vfpl-d vfpl-renamed)
 META_NETS=(vfplhm vfplhd vfplcnt)
 NET=vfplhy
 BR=vfplbr0
@@ -249,6 +251,20 @@ killed_while_down() {
 }
 check "QEMU killed while libvirtd is down: libvirtd, back, runs release end crashed; the VFs are back" killed_while_down
 
+redefine_rename() {
+  virsh_ok start vfpl-a || return 1
+  v dumpxml vfpl-a --inactive | sed 's/52:54:00:76:70:01/52:54:00:76:70:09/' >"$work/vfpl-a2.xml"
+  virsh_ok define "$work/vfpl-a2.xml" || return 1
+  vfs | grep -q '^eth1 0 vfio-pci 52:54:00:76:70:01 vfpl-a$' || { why="after the define: $(vfs | tr '\n' ';')"; return 1; }
+  virsh_ok destroy vfpl-a || return 1
+  [ "$(vfs)" = "$VFS0" ] || { why="after destroy: $(vfs | tr '\n' ';')"; return 1; }
+  virsh_ok domrename vfpl-a vfpl-renamed && virsh_ok start vfpl-renamed || return 1
+  vfs | grep -q '^eth1 0 vfio-pci 52:54:00:76:70:09 vfpl-renamed$' || { why="after the rename and start: $(vfs | tr '\n' ';')"; return 1; }
+  virsh_ok destroy vfpl-renamed && virsh_ok domrename vfpl-renamed vfpl-a || return 1
+  [ "$(vfs)" = "$VFS0" ] || { why="after destroy: $(vfs | tr '\n' ';')"; return 1; }
+}
+check "virsh define of a new MAC while vfpl-a runs (kept until destroy, which restores by name); domrename: the new name gets the new MAC" redefine_rename
+
 # ---- a hybrid pool behind a bridge network of its name: hotplug, daemon restart, net-destroy ----
 hy_start() {
   ip link add "$BR" type bridge && made_bridge=1 && ip link set "$BR" up || { why="cannot make bridge $BR"; return 1; }
@@ -336,9 +352,9 @@ nothing_left() {
   [ -z "$(vfs | awk '$5 != "-"')" ] || { why="owned: $(vfs | awk '$5 != "-"' | tr '\n' ';')"; return 1; }
   vp reconcile --dry-run >"$work/reconcile.out" 2>&1 || { why="reconcile --dry-run exit $?: $(tail -n 2 "$work/reconcile.out")"; return 1; }
   grep -q '0 would free, 0 failed' "$work/reconcile.out" || { why="reconcile --dry-run: $(tr '\n' ' ' <"$work/reconcile.out")"; return 1; }
-  vp history vfpl-a >"$work/history.out" 2>&1 && [ "$(grep -c '^.* release domain vfpl-a' "$work/history.out")" = 4 ] \
-    || { why="vfpool history vfpl-a: $(grep -c 'release domain' "$work/history.out") release entries, expected 4"; return 1; }
+  vp history vfpl-a >"$work/history.out" 2>&1 && [ "$(grep -c '^.* release domain vfpl-a,' "$work/history.out")" = 6 ] \
+    || { why="vfpool history vfpl-a: $(grep -c 'release domain' "$work/history.out") release entries, expected 6"; return 1; }
 }
-check "at the end: every VF free as it was, reconcile --dry-run frees nothing, history has vfpl-a's 4 releases" nothing_left
+check "at the end: every VF free as it was, reconcile --dry-run frees nothing, history has vfpl-a's 6 releases" nothing_left
 
 exit 0 # cleanup (trap) stops the pools and the daemon, uninstalls, restores the conf and prints the totals
