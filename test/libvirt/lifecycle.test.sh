@@ -28,6 +28,8 @@
 #   NIC and its VF; the interface attached --config gets its VF at the next start;
 # - `virsh net-destroy` of that network while the guest runs keeps the VFs; the guest's destroy
 #   restores them;
+# - with hotplug delivery, `virsh save` of a hybrid guest (its primary hidden) frees the VF at
+#   `release end saved`, and `virsh restore` plugs it again after the image is loaded;
 # - the hybrid pool carried in a bridge network's <metadata> gives a VF; in a hostdev network's,
 #   libvirt refuses the <interface> itself and release end failed puts the VF back;
 # - at the end, every VF free with its original MAC and driver, and `vfpool reconcile --dry-run`
@@ -40,7 +42,7 @@ set -uo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # the harness: settings, check, cleanup, ...
 POOLS=(vfplpa vfplpb vfplhy)
-DOMS=(vfpl-a vfpl-two vfpl-h vfpl-race1 vfpl-race2 vfpl-m vfpl-d vfpl-renamed)
+DOMS=(vfpl-a vfpl-two vfpl-h vfpl-race1 vfpl-race2 vfpl-m vfpl-d vfpl-renamed vfpl-s)
 META_NETS=(vfplhm vfplhd vfplcnt)
 NET=vfplhy
 BR=vfplbr0
@@ -316,6 +318,28 @@ config_nic_at_start() {
   virsh_ok destroy vfpl-h && virsh_ok net-destroy "$NET" || return 1
 }
 check "the interface attached --config gets its VF at the next start" config_nic_at_start
+
+# With hotplug delivery (the path real VFs take), a hybrid guest's primary is device_add'ed at
+# started and stays hidden (no guest acks its standby), so QEMU can save the guest: release end
+# saved frees the VF, and the restore's started (a QEMU waiting for the image) plugs it again.
+save_restore() {
+  write_conf && echo 'VFPOOL_SIM_DELIVERY=hotplug' >>"$CONF" || { why="cannot write $CONF"; return 1; }
+  dom_xml vfpl-s "" "$(hy_nic 52:54:00:76:70:71)" >"$work/vfpl-s.xml"
+  virsh_ok net-start "$NET" && virsh_ok define "$work/vfpl-s.xml" && virsh_ok start vfpl-s || return 1
+  vfs | grep -q '^eth3 0 vfio-pci 52:54:00:76:70:71 vfpl-s$' || { why="after start: $(vfs | tr '\n' ';')"; return 1; }
+  virsh_ok save vfpl-s "$work/vfpl-s.save" || return 1
+  [ "$(owned vfpl-s)" = 0 ] || { why="vfpl-s holds $(owned vfpl-s) VF(s) after save"; return 1; }
+  grep -q "qemu-hook vfpl-s release end saved.*released 1 VF(s)" "$work/state/vfpool.log" || { why="no 'release end saved ... released 1 VF(s)' line"; return 1; }
+  virsh_ok restore "$work/vfpl-s.save" || return 1
+  local i; for i in $(seq 100); do grep -q "migrate vfpl-s: confirmed-success" "$work/state/vfpool.log" && break; sleep 0.1; done
+  grep -q "migrate vfpl-s: device_add vfpool-vf0 .*mac 52:54:00:76:70:71" "$work/state/vfpool.log" && grep -q "migrate vfpl-s: confirmed-success" "$work/state/vfpool.log" \
+    || { why="the restore's confirm did not plug vfpool-vf0: $(grep 'vfpl-s' "$work/state/vfpool.log" | tail -n 2 | tr '\n' ' ')"; return 1; }
+  [ "$(v domstate vfpl-s)" = running ] && vfs | grep -q '^eth3 0 vfio-pci 52:54:00:76:70:71 vfpl-s$' || { why="after restore: $(v domstate vfpl-s), $(vfs | tr '\n' ';')"; return 1; }
+  virsh_ok destroy vfpl-s && virsh_ok net-destroy "$NET" || return 1
+  [ "$(owned vfpl-s)" = 0 ] || { why="vfpl-s holds $(owned vfpl-s) VF(s) after destroy"; return 1; }
+  write_conf
+}
+check "hotplug delivery: virsh save of a hybrid guest (primary hidden) frees its VF; virsh restore plugs it again" save_restore
 
 # ---- a hybrid pool carried in a libvirt network's <metadata>: a bridge network, not a hostdev one --
 meta_net() { # meta_net NAME FORWARD: the hybrid pool on eth3 (2 VFs) in the network's metadata
