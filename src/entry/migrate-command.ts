@@ -15,6 +15,7 @@ import { crashPoint } from '../util/crash-point.js';
 import { requestLookup } from '../migrate/pool-port.js';
 import { journal } from '../pool/journal-entries.js';
 import { probeQmpSocket } from '../qemu/qmp-probe.js';
+import { readLibvirtPid } from '../pool/libvirt-runtime.js';
 import { readInputFile } from './run.js';
 import { writeStdout } from '../util/stdio.js';
 import { print, printPlan, withDeps, type ClosableQmp } from './migrate-deps.js';
@@ -85,6 +86,17 @@ async function confirmIncoming(ctx: Context, domain: string, seconds: number, js
       qmp = await connectQmp(domainQmpSocketPath(ctx.settings.stateDir, domain));
     } catch (err) {
       if (!(err instanceof QmpClosedError)) throw err;
+      // No socket is also a QEMU that runs without vfpool-qemu (its <emulator> QEMU itself):
+      // seen after `virsh restore` of such a domain, whose VFs this freed while it ran. A live
+      // QEMU keeps them until libvirt releases the domain, as any running guest's; there is
+      // nothing vfpool can plug into it, so the migration record the started hook wrote goes.
+      const pid = readLibvirtPid(ctx.settings.libvirtRunDir, domain);
+      if (pid !== null) {
+        await fileRecordStore(ctx.settings.stateDir).remove(domain);
+        throw new HostError(`domain '${domain}': its QEMU (pid ${pid}) runs but does not answer on vfpool's QMP socket (${err.message}), so its VFs cannot be plugged`, {
+          hint: 'start the domain through vfpool-qemu (its <emulator>); its VFs stay held until libvirt releases it',
+        });
+      }
       ctx.log.info(`migrate ${domain}: the incoming QEMU is gone (${err.message}): the migration failed`);
     }
     return await withDeps(ctx, null, async (deps) => {

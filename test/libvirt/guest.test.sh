@@ -18,7 +18,9 @@
 # restart while it runs -> `reconnect` keeps its VF; destroy -> released and restored; a start
 # that fails after prepare (a missing disk) -> the VF is back in the pool as it was; a start the
 # hook refuses (pool exhausted) -> libvirt shows vfpool's sentence; a guest without vfpool
-# metadata -> vfpool state untouched.
+# metadata -> vfpool state untouched; `virsh save` -> released; `virsh restore` -> the guest holds
+# its VF again and keeps it while it runs (the restore's started is taken for an incoming
+# migration, whose confirm must not free a running guest's VFs).
 #
 # One PASS/FAIL line per check, then "N passed, M failed"; exit 1 on any failure.
 # Env: VFPOOL_BIN (default /usr/local/bin/vfpool), VFPOOL_TEST_ROOT (the tree whose install.sh is
@@ -242,6 +244,23 @@ plain_guest() {
   ! grep -q "vfpplain" "$work/state/vfpool.log" || { why="vfpool logged something for vfpplain (Node ran?)"; return 1; }
 }
 check "a guest without vfpool metadata starts and stops; vfpool's state and log untouched" plain_guest
+
+# `virsh save` then `virsh restore`: libvirt runs release end saved, then prepare, start and
+# started for a QEMU waiting for the image, which vfpool's started takes for an incoming migration
+# and hands to a detached confirm. These domains do not run through vfpool-qemu (no QMP socket):
+# the confirm must leave the running guest its VF, not free it as a failed migration's.
+save_restore() {
+  virsh_ok start vfpguest || return 1
+  virsh_ok save vfpguest "$work/vfpguest.save" || return 1
+  expect_vf 0 'vf.owner' null && expect_vf 0 'vf.mac' "$MAC0" || return 1
+  virsh_ok restore "$work/vfpguest.save" || return 1
+  local i; for i in $(seq 100); do grep -q "migrate confirm vfpguest --role destination --wait-incoming failed\|migrate vfpguest: the incoming QEMU is gone" "$work/state/vfpool.log" && break; sleep 0.1; done
+  grep -q "migrate confirm vfpguest --role destination --wait-incoming failed: domain 'vfpguest': its QEMU (pid $(qemu_pid)) runs but does not answer on vfpool's QMP socket" "$work/state/vfpool.log" \
+    || { why="the restore's confirm: $(grep 'vfpguest' "$work/state/vfpool.log" | grep -i 'confirm\|migrat' | tail -n 2 | tr '\n' ' ')"; return 1; }
+  expect_vf 0 'vf.owner && vf.owner.domain' vfpguest && expect_vf 0 'vf.mac' "$MAC" && expect_vf 0 'vf.owner.pid' "$(qemu_pid)" || return 1
+  virsh_ok destroy vfpguest && expect_vf 0 'vf.owner' null && expect_vf 0 'vf.mac' "$MAC0"
+}
+check "virsh save (release end saved frees the VF) and virsh restore: the restored guest holds its VF again, kept while it runs" save_restore
 
 undefine_all() {
   local d left

@@ -1,10 +1,11 @@
 import t from 'tap';
-import { chmodSync, existsSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pausedSettleMs } from '../../src/entry/migrate-command.js';
 import { connectQmp, virshQmp } from '../../src/migrate/qmp-port.js';
 import { qemuArgvBySocket } from '../../src/migrate/devices.js';
 import { domainQmpSocketPath, readDomainPlan } from '../../src/state/domain-plan.js';
+import { fileRecordStore } from '../../src/state/migration-record.js';
 import { makeSimEnv } from '../helpers/env.js';
 import { runCliInProcess as cli } from '../helpers/cli-in-process.js';
 import { startFakeQemu } from '../helpers/fake-qemu.js';
@@ -131,6 +132,30 @@ t.test('destination: an incoming migration that ends in a shut-down QEMU frees t
   t.equal(r.exitCode, 0, r.stderr);
   t.match(r.stdout, /restore and free the VFs of 'vm1' on this host \(migration-failed\)\nvm1: confirmed-failure\n$/);
   t.same(held(dst), [], 'reservation freed');
+});
+
+t.test('destination: --wait-incoming finding no QMP socket frees the reservation only if the QEMU is gone, not while it runs without vfpool-qemu', async (t) => {
+  const { dst, qemu, env } = await incomingGuest(t);
+  await qemu.close(); // no socket: a QEMU started without the wrapper, or one that is gone
+  const runDir = join(dst.dir, 'libvirt-run');
+  mkdirSync(runDir);
+  // `virsh restore` of a domain whose <emulator> is QEMU itself: libvirt's pid file names a live QEMU.
+  writeFileSync(join(runDir, 'vm1.pid'), `${process.pid}\n`);
+  const running = await cli(['migrate', 'confirm', 'vm1', '--role', 'destination', '--wait-incoming', '60'], { ...env, VFPOOL_LIBVIRT_RUN_DIR: runDir });
+  t.equal(running.exitCode, 1);
+  t.match(running.stderr, new RegExp(`^vfpool: domain 'vm1': its QEMU \\(pid ${process.pid}\\) runs but does not answer on vfpool's QMP socket \\(cannot connect to QMP socket .*vm1/qmp\\.sock: ENOENT[^\\n]*\\), so its VFs cannot be plugged: start the domain through vfpool-qemu \\(its <emulator>\\); its VFs stay held until libvirt releases it\\n$`));
+  t.equal(held(dst).length, 1, 'the running domain keeps its VF');
+  t.equal(fileRecordStore(dst.settings.stateDir).read('vm1'), null, 'and no migration record is left to confirm');
+
+  // The QEMU gone (no pid file): a failed incoming migration, whose reservation is freed.
+  const other = await incomingGuest(t);
+  await other.qemu.close();
+  const noPid = join(other.dst.dir, 'libvirt-run');
+  mkdirSync(noPid);
+  const gone = await cli(['migrate', 'confirm', 'vm1', '--role', 'destination', '--wait-incoming', '60'], { ...other.env, VFPOOL_LIBVIRT_RUN_DIR: noPid });
+  t.equal(gone.exitCode, 0, gone.stderr);
+  t.match(gone.stdout, /confirmed-failure\n$/);
+  t.same(held(other.dst), [], 'freed');
 });
 
 t.test('migrate DOMAIN URI: perform, virsh migrate --live, confirm; the destination checked through its libvirt', async (t) => {
