@@ -86,10 +86,9 @@ async function confirmIncoming(ctx: Context, domain: string, seconds: number, js
       qmp = await connectQmp(domainQmpSocketPath(ctx.settings.stateDir, domain));
     } catch (err) {
       if (!(err instanceof QmpClosedError)) throw err;
-      // No socket is also a QEMU that runs without vfpool-qemu (its <emulator> QEMU itself):
-      // seen after `virsh restore` of such a domain, whose VFs this freed while it ran. A live
-      // QEMU keeps them until libvirt releases the domain, as any running guest's; there is
-      // nothing vfpool can plug into it, so the migration record the started hook wrote goes.
+      // No socket is a failed incoming QEMU (gone), but also one that runs without vfpool-qemu
+      // (its <emulator> QEMU itself, after `virsh restore`): that guest runs, so it keeps its VFs
+      // until libvirt releases it, and as nothing can be plugged into it the record goes.
       const pid = readLibvirtPid(ctx.settings.libvirtRunDir, domain);
       if (pid !== null) {
         await fileRecordStore(ctx.settings.stateDir).remove(domain);

@@ -58,7 +58,6 @@ export function readLibvirtPid(runDir: string, domain: string): number | null {
   return Number.isInteger(pid) && pid > 1 && isAlive(pid) ? pid : null;
 }
 
-
 /**
  * Whether libvirt's status XML of a running domain (`RUNDIR/NAME.xml`, `<domstatus>`) already
  * lists a network port (`<source network='…' portid='UUID'/>`). libvirt runs a network's

@@ -41,8 +41,7 @@ export async function networkHook(argv: string[]): Promise<number> {
     if (op === 'port-created') {
       refuseHybridHotplug(ctx, name, port);
       await recordPort(ctx, name, port);
-    }
-    else await removePort(ctx, name, port.uuid);
+    } else await removePort(ctx, name, port.uuid);
     return 0;
   }
 
