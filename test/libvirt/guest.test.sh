@@ -20,7 +20,8 @@
 # hook refuses (pool exhausted) -> libvirt shows vfpool's sentence; a guest without vfpool
 # metadata -> vfpool state untouched; `virsh save` -> released; `virsh restore` -> the guest holds
 # its VF again and keeps it while it runs (the restore's started is taken for an incoming
-# migration, whose confirm must not free a running guest's VFs).
+# migration, whose confirm must not free a running guest's VFs); `install.sh --uninstall` while a
+# guest holds a VF -> refused (exit 3), nothing removed.
 #
 # One PASS/FAIL line per check, then "N passed, M failed"; exit 1 on any failure.
 # Env: VFPOOL_BIN (default /usr/local/bin/vfpool), VFPOOL_TEST_ROOT (the tree whose install.sh is
@@ -261,6 +262,20 @@ save_restore() {
   virsh_ok destroy vfpguest && expect_vf 0 'vf.owner' null && expect_vf 0 'vf.mac' "$MAC0"
 }
 check "virsh save (release end saved frees the VF) and virsh restore: the restored guest holds its VF again, kept while it runs" save_restore
+
+# Uninstalling under a running guest would leave its VF as the guest had it: libvirt's release
+# end would find no hook. install.sh --uninstall refuses, naming the guest, and removes nothing.
+uninstall_refused() {
+  virsh_ok start vfpguest || return 1
+  local rc=0
+  (cd "$root" && bash install.sh --uninstall) >"$work/uninstall-refused.out" 2>&1 || rc=$?
+  [ $rc = 3 ] || { why="install.sh --uninstall exit $rc: $(tail -n 2 "$work/uninstall-refused.out")"; return 1; }
+  grep -q "install.sh: vfpool still gives VFs to guests: domain 'vfpguest' (0000:3b:02.0); .* or uninstall with --force" "$work/uninstall-refused.out" \
+    || { why="not vfpool's line: $(head -c 300 "$work/uninstall-refused.out")"; return 1; }
+  local f; for f in "$VFPOOL" "$NET_HOOK" "$QEMU_HOOK"; do [ -x "$f" ] || { why="$f is gone"; return 1; }; done
+  virsh_ok destroy vfpguest && expect_vf 0 'vf.owner' null && expect_vf 0 'vf.mac' "$MAC0"
+}
+check "install.sh --uninstall while vfpguest holds a VF: exit 3 naming it, nothing removed; destroy still restores the VF" uninstall_refused
 
 undefine_all() {
   local d left
