@@ -185,6 +185,36 @@ t.test('a passthrough network\'s direct plug on a VF netdev is recorded by PCI a
   t.match(p.stderr, /VF 0000:3b:02\.2 \(eth1v2\) is in use by domain 'pttest' through libvirt network 'mvtap-net'/);
 });
 
+t.test('seed 004\'s <interface dev=PF> as a libvirt passthrough network is refused at start: libvirt would hand out the PF itself', async (t) => {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth2', totalVfs: 8, numVfs: 4 }] });
+  // The README's mvtap-net: to vfpool, <interface dev='eth2'/> means eth2's VFs.
+  w.definePool('mvtap-net', `<network><name>mvtap-net</name><forward mode='passthrough' dev='eth2'><interface dev='eth2'/></forward></network>`);
+  const net = (forward: string) => `<hookData>\n  <network>\n    <name>mvtap-net</name>\n    <uuid>0fac4c73-294d-4905-a1ae-ecf4df11d6ed</uuid>\n    ${forward}\n  </network>\n</hookData>`;
+  // What libvirt passes for that same XML: it uses a listed interface as it is (macvtap on eth2).
+  for (const forward of [`<forward dev='eth2' mode='passthrough'>\n      <interface dev='eth2'/>\n    </forward>`, `<forward dev='eth2' mode='passthrough'/>`]) {
+    const r = await hook(w, ['mvtap-net', 'start', 'begin', '-'], net(forward));
+    t.equal(r.exitCode, 2, forward);
+    t.equal(
+      r.stderr,
+      "vfpool: pool 'mvtap-net': libvirt network 'mvtap-net' lists PF eth2 as <interface dev='eth2'/> in passthrough mode, and libvirt hands a listed interface to a guest as it is (macvtap on the PF itself, its MAC replaced by the guest's), not one of its VFs: " +
+        "in the libvirt network write <forward mode='passthrough'><pf dev='eth2'/></forward> (libvirt then picks a free VF) and keep the VF count in <metadata> or the vfpool definition\n",
+    );
+    t.notOk(existsSync(join(w.settings.stateDir, 'state.json')) && w.ctx.store.read().pools['mvtap-net'], 'the pool is not started');
+  }
+  t.match(readFileSync(join(w.settings.journalDir, 'history.jsonl'), 'utf8'), /"op":"pool-refused","domain":null,"pool":"mvtap-net"/, 'the refusal is in the history');
+  // The forms under which libvirt hands out VFs, or shares the PF, start as before.
+  for (const forward of [
+    `<forward mode='passthrough'><pf dev='eth2'/></forward>`,
+    `<forward dev='eth2v1' mode='passthrough'><interface dev='eth2v1'/><interface dev='eth2v2'/></forward>`,
+    `<forward dev='eth2' mode='vepa'><interface dev='eth2'/></forward>`,
+  ]) {
+    const r = await node(w, ['mvtap-net', 'start', 'begin', '-'], net(forward));
+    t.same([r.exitCode, r.stderr], [0, ''], forward);
+    t.ok(w.ctx.store.read().pools['mvtap-net'], 'started');
+    t.equal((await node(w, ['mvtap-net', 'stopped', 'end', '-'], net(forward))).exitCode, 0);
+  }
+});
+
 t.test('a libvirt hostdev network that is not a vfpool pool still has its VF ports recorded', async (t) => {
   const w = await setupHookWorld(t);
   const forward = `<forward mode='hostdev' managed='yes'><pf dev='eth1'/></forward>`;

@@ -7,6 +7,8 @@ import { parseObjectName } from '../../types.js';
 import { child, parseXml } from '../../util/xml.js';
 import { parseNetworkPort } from '../../config/network-port.js';
 import { recordPort, removePort } from '../../pool/allocation-ports.js';
+import { refuseLibvirtPassthroughOfPf } from '../../pool/libvirt-forward.js';
+import { journal } from '../../pool/journal-entries.js';
 import { readStdin } from '../run.js';
 import { writeStderr } from '../../util/stdio.js';
 
@@ -46,6 +48,7 @@ export async function networkHook(argv: string[]): Promise<number> {
   if (op === 'start') {
     const source = ctx.registry.startSource(name, { el: net, xml: stdin, where });
     if (source === undefined) return 0; // not ours
+    await refuseLibvirtPassthroughOfPf(ctx, net, name, where).catch((e) => Promise.reject((journal.poolRefused(ctx, name, 'start', e), e)));
     const r = await startPool(ctx, source.spec, source.xml, { allowActive: true });
     ctx.log.info(`pool '${name}' started by libvirt (${r.actions.length} step(s))`);
     return 0;
