@@ -122,10 +122,19 @@ export async function* poolMembers(host: Host, pool: PoolSpec, known: Map<Netdev
  * with both `netdev=` and `address=` must have them agree (step 2's check); a `netdev=` seen
  * before for this domain (`boundAddr`) must still resolve to the same address.
  */
-export async function resolveNamedVf(host: Host, r: VfRequest, boundAddr: PciAddress | null, domain: string, reads: PfReader = host): Promise<Member> {
+export async function resolveNamedVf(
+  host: Host,
+  r: VfRequest,
+  boundAddr: PciAddress | null,
+  domain: string,
+  reads: PfReader = host,
+  known: Map<NetdevName, PciAddress> = new Map(),
+): Promise<Member> {
   let addr = r.address;
   if (r.netdev !== null) {
-    const resolved = await host.netdevDevice(r.netdev);
+    // A VF on vfio-pci has no netdev; one that vfpool bound (a managed pool's start) or handed
+    // out is still known by the name it had (knownVfNetdevs), as a pool's <interface dev> is.
+    const resolved = (await host.netdevDevice(r.netdev)) ?? known.get(r.netdev) ?? null;
     if (resolved === null) {
       throw new HostError(`${r.field}: netdev '${r.netdev}' does not exist on this host`, {
         code: 'ENODEV',

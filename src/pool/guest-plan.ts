@@ -102,7 +102,7 @@ export async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRe
     if (r.pool && !pool) throw new BadInputError(`${r.field}: unknown pool '${r.pool}'`, 'define it with `vfpool net-define FILE`');
     const mode: PoolMode = pool?.mode ?? 'hostdev';
     const bound = r.netdev ? (state.bindings.find((b) => b.domain === spec.name && b.netdev === r.netdev)?.vfAddr ?? null) : null;
-    const named = r.netdev !== null || r.address !== null ? await resolveNamedVf(ctx.host, r, bound, spec.name, reads) : null;
+    const named = r.netdev !== null || r.address !== null ? await resolveNamedVf(ctx.host, r, bound, spec.name, reads, known) : null;
     resolved.push({ request: r, pool, mode, named });
   }
   const picked = await pickVfs(ctx.host, state, resolved, members, spec.name);

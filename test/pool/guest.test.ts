@@ -209,6 +209,32 @@ t.test('seed 001 step 1 and 2: by address, by netdev; both recorded, checked on 
   t.equal(again.vfs[0]!.vfAddr, vfs[0]!.address, 'after --forget-netdevs the new resolution is taken');
 });
 
+t.test('seed 001 step 2: netdev= names a VF that a managed pool\'s start bound to vfio-pci (no netdev now)', async (t) => {
+  const w = makeGuestWorld(t, 'sim');
+  const vfs = await w.host.listVfs(w.pf);
+  const nd = vfs[2]!.netdev!;
+  // Seed 000's managed pool binds every VF of eth1 to vfio-pci when it starts: the netdevs go.
+  await w.addPool('managed', `<network><name>managed</name><forward mode='hostdev' managed='yes'><pf dev='eth1'/></forward></network>`);
+  t.equal((await w.host.listVfs(w.pf))[2]!.netdev, null, 'the VF has no netdev on vfio-pci');
+  const r = await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev netdev='${nd}' mac='52:54:00:00:00:01'/>`), w.opts);
+  t.equal(r.vfs[0]!.vfAddr, vfs[2]!.address, 'the VF vfpool bound under that name');
+  t.equal((await vfNow(w.host, w.pf, vfs[2]!.address)).link.mac, '52:54:00:00:00:01');
+  // Held now: another domain naming it is told who holds it, not that the name does not exist.
+  await t.rejects(prepareGuest(w.ctx, spec('vm2', `<vfpool:hostdev netdev='${nd}' mac='52:54:00:00:00:02'/>`), w.opts), {
+    exitCode: 3,
+    message: /is in use by domain 'vm1'/,
+  });
+  await releaseGuest(w.ctx, 'vm1', { reason: 'test' });
+  t.equal((await vfNow(w.host, w.pf, vfs[2]!.address)).driver, 'vfio-pci', 'released back to the pool\'s vfio-pci');
+  const again = await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev netdev='${nd}' mac='52:54:00:00:00:01'/>`), w.opts);
+  t.equal(again.vfs[0]!.vfAddr, vfs[2]!.address, 'the same VF at the next start');
+  // A name vfpool never saw is still refused with the hint.
+  await t.rejects(prepareGuest(w.ctx, spec('vm3', `<vfpool:hostdev netdev='nosuch0' mac='52:54:00:00:00:03'/>`), w.opts), {
+    exitCode: 1,
+    message: /netdev 'nosuch0' does not exist on this host/,
+  });
+});
+
 t.test('refusals before any change: PF down, not a network VF, unknown netdev', async (t) => {
   const w = await world(t);
   const pfAddr = (await w.host.getPf(w.pf)).address;
