@@ -73,8 +73,12 @@ export interface NetworkInterface {
   field: string;
   network: string;
   mac: MacAddress | null;
-  vlan: number | null;
-  mtu: number | null;
+  /**
+   * The `<vlan>` and `<mtu>` a VF partner would take, or why they cannot be set on a VF. Only an
+   * interface on a pci-passthrough-hybrid pool gets a VF (requests.ts throws `error` then); any
+   * other is libvirt's (an Open vSwitch trunk, say) and must not fail the domain.
+   */
+  vfSettings: { vlan: number | null; mtu: number | null } | { error: BadInputError };
   /** `<model type='virtio'/>`; null: none given (libvirt's default for x86 is not virtio). */
   model: string | null;
 }
@@ -172,6 +176,32 @@ function parseDacLabel(domain: XmlElement, where: string): DacLabel | null {
   return null;
 }
 
+/**
+ * An `<interface>`'s `<vlan>` and `<mtu>` as a VF takes them. A VF has one access VLAN: like
+ * libvirt for SR-IOV devices (virHostdevNetConfigReplace: "vlan trunking is not supported"),
+ * several tags and `trunk='yes'` are refused, since a guest told it has a trunk sends tagged
+ * frames that the VF would tag again.
+ */
+function parseInterfaceVfSettings(ifEl: XmlElement, field: string): NetworkInterface['vfSettings'] {
+  try {
+    const vlanEl = child(ifEl, 'vlan');
+    const tags = children(vlanEl ?? {}, 'tag');
+    if (tags.length > 1) throw new BadInputError(`${field}: a VLAN trunk (${tags.length} tags) cannot be set on a VF`, 'give one <tag id>');
+    if (tags.length === 1 && attr(vlanEl, 'trunk')?.toLowerCase() === 'yes') {
+      throw new BadInputError(`${field}: <vlan trunk='yes'> cannot be set on a VF (it tags the guest's frames itself, one VLAN)`, "drop trunk='yes': the guest then sends untagged frames on VLAN " + (attr(tags[0], 'id') ?? 'N'));
+    }
+    const tagId = attr(tags[0], 'id');
+    const mtuSize = attr(child(ifEl, 'mtu'), 'size');
+    return {
+      vlan: tagId === undefined ? null : intIn(tagId, field, 'vlan tag id', 0, 4095),
+      mtu: mtuSize === undefined ? null : intIn(mtuSize, field, 'mtu size', 68, 65535),
+    };
+  } catch (err) {
+    if (err instanceof BadInputError) return { error: err };
+    throw err;
+  }
+}
+
 function parseInterfaces(devices: XmlElement | undefined, where: string): { nets: NetworkInterface[]; macs: DomainSpec['interfaceMacs'] } {
   const nets: NetworkInterface[] = [];
   const macs: DomainSpec['interfaceMacs'] = [];
@@ -183,16 +213,11 @@ function parseInterfaces(devices: XmlElement | undefined, where: string): { nets
     if (attr(ifEl, 'type') !== 'network') return;
     const network = attr(child(ifEl, 'source'), 'network');
     if (network === undefined) return;
-    const tags = children(child(ifEl, 'vlan') ?? {}, 'tag');
-    if (tags.length > 1) throw new BadInputError(`${field}: a VLAN trunk (${tags.length} tags) cannot be set on a VF`, 'give one <tag id>');
-    const tagId = attr(tags[0], 'id');
-    const mtuSize = attr(child(ifEl, 'mtu'), 'size');
     nets.push({
       field,
       network: parseObjectName(network, `${field}: source network`),
       mac,
-      vlan: tagId === undefined ? null : intIn(tagId, field, 'vlan tag id', 0, 4095),
-      mtu: mtuSize === undefined ? null : intIn(mtuSize, field, 'mtu size', 68, 65535),
+      vfSettings: parseInterfaceVfSettings(ifEl, field),
       model: attr(child(ifEl, 'model'), 'type') ?? null,
     });
   });

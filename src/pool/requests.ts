@@ -51,6 +51,7 @@ export function domainRequests(spec: DomainSpec, poolMode: PoolModeLookup): VfRe
   }
   for (const n of spec.networkInterfaces) {
     if (poolMode(n.network) !== 'pci-passthrough-hybrid') continue;
+    if ('error' in n.vfSettings) throw n.vfSettings.error;
     if (n.mac === null) {
       throw new BadInputError(`${n.field}: has no <mac address>`, 'the VF partner takes the virtio-net NIC\'s MAC: give it one');
     }
@@ -65,8 +66,8 @@ export function domainRequests(spec: DomainSpec, poolMode: PoolModeLookup): VfRe
       pairedMac: n.mac,
       guestSlot: null,
       ...noVfSettings(),
-      vlan: n.vlan,
-      mtu: n.mtu,
+      vlan: n.vfSettings.vlan,
+      mtu: n.vfSettings.mtu,
     });
   }
   // A MAC twice in one domain: two NICs the guest cannot tell apart. The hybrid partner shares

@@ -60,6 +60,39 @@ t.test('interfaces: a hybrid pool gives a VF partner with the same MAC; other mo
   t.match(r[1], { index: 1, source: 'interface', pool: 'direct-network', mac: '00:50:56:0f:86:3b', pairedMac: '00:50:56:0f:86:3b', vlan: 42 });
 });
 
+t.test('<vlan>/<mtu> are a VF\'s only on a hybrid pool: another network\'s trunk is libvirt\'s business', async (t) => {
+  const iface = (network: string, mac: string, extra: string) =>
+    `<interface type='network'><mac address='${mac}'/><source network='${network}'/>${extra}<model type='virtio'/></interface>`;
+  const ovsTrunk = iface('ovs-net', '52:54:00:aa:bb:cc', `<vlan trunk='yes'><tag id='42'/><tag id='43'/></vlan>`);
+  const oneTagTrunk = `<vlan trunk='yes'><tag id='42' nativeMode='untagged'/></vlan>`;
+  // An Open vSwitch trunk (and a tiny MTU) on networks that are not vfpool pools: not vfpool's to refuse.
+  const r = requests(
+    domainXml('prepare', {
+      name: 'vm1',
+      vfpool: `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:00:00:09'/>`,
+      devices: `${ovsTrunk}\n${iface('default', '52:54:00:aa:bb:cd', `<mtu size='20'/>`)}\n${iface('ovs-net', '52:54:00:aa:bb:ce', oneTagTrunk)}`,
+    }),
+  );
+  t.same(r.map((x) => x.field), ["domain 'vm1': vfpool:hostdev #1"], 'the VF request alone, nothing refused');
+  // The same on a hybrid interface, whose VF has one access VLAN: refused, as libvirt refuses a trunk on SR-IOV.
+  const cases: Array<[string, RegExp]> = [
+    [`<vlan trunk='yes'><tag id='42'/><tag id='43'/></vlan>`, /<interface> #1: a VLAN trunk \(2 tags\) cannot be set on a VF/],
+    [oneTagTrunk, /<interface> #1: <vlan trunk='yes'> cannot be set on a VF .*: drop trunk='yes': the guest then sends untagged frames on VLAN 42$/],
+    [`<vlan><tag id='4096'/></vlan>`, /<interface> #1: vlan tag id='4096' is not a whole number from 0 to 4095/],
+    [`<mtu size='20'/>`, /<interface> #1: mtu size='20' is not a whole number from 68 to 65535/],
+  ];
+  for (const [extra, re] of cases) {
+    const xml = domainXml('prepare', { name: 'vm1', devices: iface('direct-network', '00:50:56:0f:86:3b', extra) });
+    t.throws(() => requests(xml), { name: 'BadInputError', exitCode: 2 }, extra);
+    try {
+      requests(xml);
+    } catch (e) {
+      t.match((e as BadInputError).toLine(), re, extra);
+    }
+  }
+  t.match(requests(domainXml('prepare', { name: 'vm1', devices: iface('direct-network', '00:50:56:0f:86:3b', `<vlan><tag id='42' nativeMode='untagged'/></vlan>`) }))[0], { vlan: 42 }, "one tag without trunk='yes' is the VF's VLAN (nativeMode too)");
+});
+
 t.test('bad input: one line naming domain and field, exit 2', async (t) => {
   const cases: Array<[string, string, RegExp]> = [
     ['multicast MAC', `<vfpool:hostdev pool='sriov-pool' mac='01:00:5e:00:00:01'/>`, /domain 'vm1': vfpool:hostdev #1: mac '01:00:5e:00:00:01' is a multicast MAC/],
