@@ -62,6 +62,10 @@ export async function qemuArgsCommand(ctx: Context, a: { domain?: string; xml?: 
     stateDir: settings.stateDir,
     qemuPath: settings.qemuPath,
     capsCacheFile: join(settings.stateDir, 'qemu-caps.json'),
+    // --xml: QEMU is started with these arguments as they are, and nothing prepared
+    // `$VFPOOL_STATE_DIR/qemu/NAME/` for vfpool's QMP socket: QEMU would refuse to start
+    // ("Failed to bind socket"), and no vfpool command talks to a domain it did not prepare.
+    qmpSocket: a.xml === undefined,
   });
   const edits = r.edits.map((e) => {
     const mac = standbyAt.get(e.argIndex)!;
