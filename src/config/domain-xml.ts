@@ -275,3 +275,11 @@ function parseKiB(el: XmlElement | undefined, field: string): bigint | null {
   const n = BigInt(raw);
   return unit === 'b' || unit === 'bytes' ? (n + 1023n) / 1024n : n * UNIT_KIB[unit]!;
 }
+
+/**
+ * Every MAC the domain's NICs already have: its `<interface>`s' and its vfpool:hostdev VFs'. An
+ * emulated SR-IOV NIC's derived MACs avoid them all (two NICs with one MAC on one guest).
+ */
+export function domainNicMacs(spec: Pick<DomainSpec, 'interfaceMacs' | 'hostdevs'>): MacAddress[] {
+  return [...spec.interfaceMacs.map((m) => m.mac), ...spec.hostdevs.map((h) => h.mac)];
+}

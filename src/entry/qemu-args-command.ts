@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { parseDomainXml } from '../config/domain-xml.js';
+import { domainNicMacs, parseDomainXml } from '../config/domain-xml.js';
 import { BadInputError } from '../errors.js';
 import type { Context } from '../pool/context.js';
 import { requestsOf } from '../pool/guest-plan.js';
@@ -42,7 +42,7 @@ export async function qemuArgsCommand(ctx: Context, a: { domain?: string; xml?: 
     // An <interface> on a hybrid pool is a VF request too (its failover primary), known only once the pools are.
     const hybrid = requestsOf(ctx, spec).find((r) => r.source === 'interface');
     if (hybrid) throw new BadInputError(`${hybrid.field} on pci-passthrough-hybrid pool '${hybrid.pool}' needs a VF allocated first`, prepareFirst);
-    const nics = sriovNicPlans(spec.name, spec.uuid, spec.sriovNics, spec.interfaceMacs.map((m) => m.mac));
+    const nics = sriovNicPlans(spec.name, spec.uuid, spec.sriovNics, domainNicMacs(spec));
     plan = { version: 1, domain: spec.name, uuid: spec.uuid, delivery: 'cmdline', vfs: [], sriovNics: nics };
   } else {
     domain = parseObjectName(a.domain!, 'domain');
