@@ -161,6 +161,23 @@ t.test('port-created records libvirt\'s VF, vetoes one vfpool holds for another 
   t.equal((await hookStatus(w)).pfs[0]!.vfs[1]!.owner, null);
 });
 
+t.test('port-created vetoes the VF vfpool gave the same domain for another NIC (libvirt picks after prepare)', async (t) => {
+  const w = await setupHookWorld(t);
+  const forward = `<forward mode='hostdev' managed='yes'><pf dev='eth1'/></forward>`;
+  const plug = `<plug type='hostdev-pci' managed='yes'><driver name='vfio'/><address domain='0x0000' bus='0x3b' slot='0x02' function='0x0'/></plug>`;
+  // vm1 asks a VF of sriov-pool from vfpool and has an <interface> on libvirt's hostdev network of
+  // that name: the prepare hook runs first and vfpool gives it VF 0 ...
+  t.equal((await qemuHookInProcess(w.hookEnv, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }))).exitCode, 0);
+  // ... then libvirt, counting only its own connections, hands VF 0 to the interface.
+  const stdin = portHookData({ network: 'sriov-pool', forward, portUuid: '22222222-3333-4444-5555-666666666666', domain: 'vm1', mac: '52:54:00:12:34:99', plug });
+  const r = await networkHookInProcess(w.hookEnv, ['sriov-pool', 'port-created', 'begin', '-'], stdin);
+  t.equal(r.exitCode, 3);
+  t.match(r.stderr, /^vfpool: libvirt network 'sriov-pool' hands VF 0000:3b:02\.0 to domain 'vm1' for its <interface> with mac 52:54:00:12:34:99, but vfpool already gave that VF to the same domain from pool 'sriov-pool' with mac 52:54:00:11:22:33: a VF reaches a guest once: give the libvirt network and the vfpool pool different VFs/);
+  t.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+  t.same(w.ctx.store.read().ports, [], 'no port recorded');
+  t.equal((await hookStatus(w)).pfs[0]!.vfs[0]!.owner?.domain, 'vm1', 'vfpool\'s allocation is untouched (libvirt\'s release frees it)');
+});
+
 t.test('a passthrough network\'s direct plug on a VF netdev is recorded by PCI address', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 4 }] });
   await w.sim.writeNumVfs('eth1' as never, 4);
