@@ -4,6 +4,7 @@ import {
   parseNetdevName,
   parseObjectName,
   parsePciAddress,
+  pciAddressFromParts,
   type MacAddress,
   type NetdevName,
   type PciAddress,
@@ -32,6 +33,12 @@ export interface DomainSpec {
   networkInterfaces: NetworkInterface[];
   /** The MAC of every `<interface>` of any type: no two NICs of a domain may share one. */
   interfaceMacs: Array<{ field: string; mac: MacAddress }>;
+  /**
+   * PCI devices the domain's own XML assigns through libvirt (`<hostdev type='pci'>`,
+   * `<interface type='hostdev'>`): libvirt detaches and assigns them itself, so vfpool must not
+   * hand one of them to the same guest a second time. Absent in a spec vfpool builds itself.
+   */
+  libvirtPciDevices?: Array<{ field: string; address: PciAddress }>;
   /** The DAC label QEMU runs under (`<seclabel model='dac'><label>+64055:+64055</label>`), once libvirt filled it in. */
   dacLabel: DacLabel | null;
   /** `<vfpool:sriov-nic>` elements in document order (seed 003: emulated virtio-net SR-IOV). */
@@ -258,10 +265,37 @@ export function parseDomainXml(xml: string, where: string): DomainSpec {
     children(found.el, found.tag('sriov-nic')).forEach((el, i) => sriovNics.push(parseSriovNic(el, `${dwhere}: vfpool:sriov-nic #${i + 1}`)));
   }
   const { nets, macs } = parseInterfaces(child(domain, 'devices'), dwhere);
+  const libvirtPciDevices = parseLibvirtPciDevices(child(domain, 'devices'), dwhere);
   const memoryKiB = parseKiB(child(domain, 'memory'), `${dwhere}: <memory>`) ?? parseKiB(child(domain, 'currentMemory'), `${dwhere}: <currentMemory>`);
   const hardLimitKiB = parseKiB(child(child(domain, 'memtune') ?? {}, 'hard_limit'), `${dwhere}: <memtune><hard_limit>`);
   const machine = attr(child(child(domain, 'os') ?? {}, 'type'), 'machine') ?? null;
-  return { name, uuid: uuid?.toLowerCase() ?? null, hostdevs, networkInterfaces: nets, interfaceMacs: macs, dacLabel: parseDacLabel(domain, dwhere), sriovNics, memoryKiB, hardLimitKiB, machine };
+  return { name, uuid: uuid?.toLowerCase() ?? null, hostdevs, networkInterfaces: nets, interfaceMacs: macs, dacLabel: parseDacLabel(domain, dwhere), sriovNics, memoryKiB, hardLimitKiB, machine, libvirtPciDevices };
+}
+
+/**
+ * The PCI addresses of `<hostdev mode='subsystem' type='pci'>` and `<interface type='hostdev'>`
+ * sources. They are libvirt's to validate: one vfpool cannot read (another bus type, a hex
+ * libvirt would refuse) is skipped, never a reason to refuse the domain.
+ */
+function parseLibvirtPciDevices(devices: XmlElement | undefined, where: string): Array<{ field: string; address: PciAddress }> {
+  const out: Array<{ field: string; address: PciAddress }> = [];
+  const add = (a: XmlElement | undefined, field: string) => {
+    if (!a) return;
+    try {
+      out.push({ field, address: pciAddressFromParts({ domain: attr(a, 'domain'), bus: attr(a, 'bus'), slot: attr(a, 'slot'), function: attr(a, 'function') }, field) });
+    } catch (err) {
+      if (!(err instanceof BadInputError)) throw err;
+    }
+  };
+  children(devices ?? {}, 'hostdev').forEach((h, i) => {
+    if ((attr(h, 'mode') ?? 'subsystem') === 'subsystem' && attr(h, 'type') === 'pci') add(child(child(h, 'source') ?? {}, 'address'), `${where}: <hostdev> #${i + 1}`);
+  });
+  children(devices ?? {}, 'interface').forEach((n, i) => {
+    if (attr(n, 'type') !== 'hostdev') return;
+    const a = child(child(n, 'source') ?? {}, 'address');
+    if (a && (attr(a, 'type') ?? 'pci') === 'pci') add(a, `${where}: <interface> #${i + 1}`);
+  });
+  return out;
 }
 
 const UNIT_KIB: Record<string, bigint> = { b: 0n, bytes: 0n, k: 1n, kib: 1n, kb: 1n, m: 1024n, mib: 1024n, mb: 1024n, g: 1048576n, gib: 1048576n, gb: 1048576n, t: 1073741824n, tib: 1073741824n, tb: 1073741824n };

@@ -105,7 +105,7 @@ export async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRe
     const named = r.netdev !== null || r.address !== null ? await resolveNamedVf(ctx.host, r, bound, spec.name, reads, known) : null;
     resolved.push({ request: r, pool, mode, named });
   }
-  const picked = await pickVfs(ctx.host, state, resolved, members, spec.name);
+  const picked = await pickVfs(ctx.host, state, resolved, members, spec.name, spec.libvirtPciDevices);
   const now = new Date().toISOString();
   const planned: PlannedVf[] = [];
   for (const rr of resolved) {

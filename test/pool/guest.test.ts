@@ -235,6 +235,33 @@ t.test('seed 001 step 2: netdev= names a VF that a managed pool\'s start bound t
   });
 });
 
+t.test('a VF the domain\'s own <hostdev> or <interface type=\'hostdev\'> assigns is not handed to it again', async (t) => {
+  const w = await world(t);
+  const vfs = await w.host.listVfs(w.pf);
+  const pci = (a: string) => {
+    const [d, b, sf] = a.split(':');
+    const [sl, fn] = sf!.split('.');
+    return `domain='0x${d}' bus='0x${b}' slot='0x${sl}' function='0x${fn}'`;
+  };
+  // Seed 001 step 1 as libvirt has it: the VF hand-assigned, and one through an <interface type='hostdev'>.
+  const devices = `<hostdev mode='subsystem' type='pci' managed='yes'><source><address ${pci(vfs[0]!.address)}/></source></hostdev>
+    <interface type='hostdev' managed='yes'><mac address='52:54:00:00:00:0a'/><source><address type='pci' ${pci(vfs[1]!.address)}/></source></interface>
+    <hostdev mode='subsystem' type='usb'><source><vendor id='0x1234'/><product id='0xbeef'/></source></hostdev>`;
+  const r = await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01'/>`, devices), w.opts);
+  t.equal(r.vfs[0]!.vfAddr, vfs[2]!.address, 'first fit skips the two VFs libvirt assigns to this domain');
+  await releaseGuest(w.ctx, 'vm1', { reason: 'test' });
+  const before = await w.snapshot();
+  for (const [vf, what] of [[vfs[0]!, '<hostdev> #1'], [vfs[1]!, '<interface> #1']] as const) {
+    await t.rejects(prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev address='${vf.address}' mac='52:54:00:00:00:01'/>`, devices), w.opts), {
+      exitCode: 2,
+      message: `domain 'vm1': vfpool:hostdev #1: VF ${vf.address} is also ${what} of domain 'vm1', which libvirt assigns itself: a VF reaches a guest once`,
+    });
+  }
+  t.same(await w.snapshot(), before, 'refused before any change');
+  // Only VFs of this domain's XML are skipped: another domain gets VF 0 (libvirt's vfio holder guards it once QEMU runs).
+  t.equal((await prepareGuest(w.ctx, spec('vm2', `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:02'/>`), w.opts)).vfs[0]!.vfAddr, vfs[0]!.address);
+});
+
 t.test('refusals before any change: PF down, not a network VF, unknown netdev', async (t) => {
   const w = await world(t);
   const pfAddr = (await w.host.getPf(w.pf)).address;
