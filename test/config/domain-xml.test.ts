@@ -172,6 +172,8 @@ t.test('<vfpool:sriov-nic> (seed 003) and a pinned guest-slot are parsed; every 
       /^domain 'vm1': vfpool:sriov-nic #1: backend-options='listen=:1234': listen= binds a host port, and every function of the NIC \(the PF and each VF\) gets a netdev of its own with these options, so QEMU would refuse the second$/],
     ['hostfwd= among others', `<vfpool:sriov-nic vfs='1' backend-options='restrict=on,hostfwd=tcp::2222-:22'/>`, /backend-options='restrict=on,hostfwd=tcp::2222-:22': hostfwd= binds a host port/],
     ['a tap name', `<vfpool:sriov-nic vfs='1' backend='tap' backend-options='ifname=tap0'/>`, /ifname= names one tap device/],
+    // QEMU 11.1 on two l2tpv3 netdevs with one srcport: "could not bind socket: Address already in use".
+    ['an L2TPv3 source port', `<vfpool:sriov-nic vfs='1' backend='l2tpv3' backend-options='src=192.0.2.1,dst=192.0.2.2,udp=on,srcport=1701,dstport=1701,txsession=1'/>`, /srcport= binds a host port/],
   ];
   for (const [name, inner, msg] of cases) t.throws(() => parseDomainXml(meta(inner), 'x'), { name: 'BadInputError', exitCode: 2, message: msg }, name);
 });
