@@ -97,8 +97,11 @@ export async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRe
   const known = knownVfNetdevs(state);
   const members = (pool: PoolSpec) => poolMembers(ctx.host, pool, known, reads);
   const resolved: ResolvedRequest[] = [];
-  for (const r of requests) {
-    const pool = r.pool ? lookupPool(r.pool) ?? null : null;
+  for (const asked of requests) {
+    const pool = asked.pool ? lookupPool(asked.pool) ?? null : null;
+    // The pool's network-level <vlan> is the VF's unless the request names its own, as libvirt
+    // gives a network's <vlan> to each of its interfaces that has none.
+    const r: VfRequest = asked.vlan === null && pool !== null && pool.vlan !== null ? { ...asked, vlan: pool.vlan } : asked;
     if (r.pool && !pool) throw new BadInputError(`${r.field}: unknown pool '${r.pool}'`, 'define it with `vfpool net-define FILE`');
     const mode: PoolMode = pool?.mode ?? 'hostdev';
     const bound = r.netdev ? (state.bindings.find((b) => b.domain === spec.name && b.netdev === r.netdev)?.vfAddr ?? null) : null;

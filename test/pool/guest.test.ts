@@ -7,6 +7,7 @@ import { adoptGuest, prepareGuest, releaseGuest, startGuest } from '../../src/po
 import { domainXml } from '../helpers/libvirt-domains.js';
 import { makeGuestWorld, POOLS, vfNow, type GuestWorld } from '../helpers/guest-world.js';
 import { faultyHost } from '../helpers/faulty-host.js';
+import { stopPool } from '../../src/pool/pools.js';
 
 const spec = (name: string, vfpool?: string, devices?: string, stage: 'prepare' | 'start' = 'prepare') =>
   parseDomainXml(domainXml(stage, { name, vfpool, devices }), `domain ${name}`);
@@ -260,6 +261,27 @@ t.test('a VF the domain\'s own <hostdev> or <interface type=\'hostdev\'> assigns
   t.same(await w.snapshot(), before, 'refused before any change');
   // Only VFs of this domain's XML are skipped: another domain gets VF 0 (libvirt's vfio holder guards it once QEMU runs).
   t.equal((await prepareGuest(w.ctx, spec('vm2', `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:02'/>`), w.opts)).vfs[0]!.vfAddr, vfs[0]!.address);
+});
+
+t.test('a pool\'s network-level <vlan> is its VFs\' VLAN unless the request names one (seed 002: the <network> element)', async (t) => {
+  const w = makeGuestWorld(t, 'sim');
+  await w.addPool('tagged', `<network><name>tagged</name><vlan><tag id='42'/></vlan><forward mode='pci-passthrough-hybrid'><pf dev='eth1'/></forward></network>`);
+  const nic = (mac: string, vlan = '') => `<interface type='network'><mac address='${mac}'/><source network='tagged'/>${vlan}<model type='virtio'/></interface>`;
+  const r = await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='tagged' mac='52:54:00:00:00:01'/><vfpool:hostdev pool='tagged' mac='52:54:00:00:00:02' vlan='5'/>`,
+    `${nic('52:54:00:00:00:03')}${nic('52:54:00:00:00:04', `<vlan><tag id='6'/></vlan>`)}`), w.opts);
+  t.same(r.vfs.map((v) => [v.mac, v.vlan]), [['52:54:00:00:00:01', 42], ['52:54:00:00:00:02', 5], ['52:54:00:00:00:03', 42], ['52:54:00:00:00:04', 6]]);
+  for (const v of r.vfs) t.equal((await vfNow(w.host, w.pf, v.vfAddr)).link.vlan, v.vlan, `${v.mac}: VLAN ${v.vlan} set through the PF`);
+  await releaseGuest(w.ctx, 'vm1', { reason: 'test' });
+  for (const v of r.vfs) t.equal((await vfNow(w.host, w.pf, v.vfAddr)).link.vlan, 0, `${v.mac}: restored`);
+  // A pool started by an older vfpool, which accepted a portgroup <vlan> and a trunk it never
+  // applied: the XML it runs with stays usable (that <vlan> is no VLAN, as then) and stoppable.
+  await w.ctx.store.update((st) => {
+    st.pools['tagged']!.xml = `<network><name>tagged</name><vlan trunk='yes'><tag id='42'/><tag id='43'/></vlan><portgroup name='eng'><vlan><tag id='7'/></vlan></portgroup><forward mode='pci-passthrough-hybrid'><pf dev='eth1'/></forward></network>`;
+  });
+  const old = await prepareGuest(w.ctx, spec('vm2', `<vfpool:hostdev pool='tagged' mac='52:54:00:00:00:05'/>`), w.opts);
+  t.equal(old.vfs[0]!.vlan, null, 'the recorded pool\'s unreadable <vlan> gives no VLAN');
+  await releaseGuest(w.ctx, 'vm2', { reason: 'test' });
+  t.equal((await stopPool(w.ctx, 'tagged', { refuse: true })).wasActive, true, 'and the pool stops');
 });
 
 t.test('refusals before any change: PF down, not a network VF, unknown netdev', async (t) => {
