@@ -66,8 +66,20 @@ async function checkMacFreeOnPf(state: VfpoolState, domain: string, r: VfRequest
     const port = state.ports.find((p) => p.domain !== domain && p.mac === r.mac && p.vfAddr !== null && ofPf.has(p.vfAddr));
     if (port) where = `VF ${port.vfAddr} (${m.pf}) of domain '${port.domain}', through libvirt network '${port.network}'`;
   }
+  let hint = 'give this guest another MAC, or stop that domain first';
+  if (where === null) {
+    // What the PF has now, whoever set it: libvirt's own <interface type='hostdev'> of another
+    // guest, a container's CNI, a person. Already read for the VF's facts (reads is the memo).
+    for (const [index, link] of await reads.getVfLinks(m.pf)) {
+      if (index === m.vf.index || link.mac !== r.mac) continue;
+      const other = (await reads.listVfs(m.pf)).find((v) => v.index === index);
+      where = `VF ${other?.address ?? '?'} (${m.pf} VF ${index}) as its MAC, set outside vfpool`;
+      hint = `give this guest another MAC, or, if nothing uses that VF, clear its MAC (\`ip link set ${m.pf} vf ${index} mac 00:00:00:00:00:00\`)`;
+      break;
+    }
+  }
   if (where !== null) {
-    throw new ConflictError(`${r.field}: mac '${r.mac}' is already on ${where}, and PF ${m.pf} forwards a MAC to one VF only`, 'give this guest another MAC, or stop that domain first');
+    throw new ConflictError(`${r.field}: mac '${r.mac}' is already on ${where}, and PF ${m.pf} forwards a MAC to one VF only`, hint);
   }
 }
 

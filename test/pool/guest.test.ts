@@ -137,6 +137,21 @@ t.test('a MAC another domain holds on a VF of the same PF: exit 3 naming that do
     exitCode: 3,
     message: `domain 'c7': vfpool:hostdev #1: mac '${mac}' is already on VF ${vfs[3]!.address} (eth1) of domain 'lvguest', through libvirt network 'lv-net', and PF eth1 forwards a MAC to one VF only`,
   });
+
+  // A MAC set on a VF outside vfpool (libvirt's own <interface type='hostdev'> of another guest,
+  // a container's CNI, a person): the PF has it, so it counts the same.
+  await w.ctx.store.update((s) => void (s.ports = []));
+  await w.host.setVfLink(w.pf, 3 as never, { mac: mac as never });
+  const outside = await w.snapshot();
+  for (const ask of [`pool='hd'`, `address='${vfs[1]!.address}'`]) {
+    await t.rejects(prepareGuest(w.ctx, spec('c8', `<vfpool:hostdev ${ask} mac='${mac}'/>`), w.opts), {
+      exitCode: 3,
+      message: `domain 'c8': vfpool:hostdev #1: mac '${mac}' is already on VF ${vfs[3]!.address} (eth1 VF 3) as its MAC, set outside vfpool, and PF eth1 forwards a MAC to one VF only`,
+      hint: 'give this guest another MAC, or, if nothing uses that VF, clear its MAC (`ip link set eth1 vf 3 mac 00:00:00:00:00:00`)',
+    }, ask);
+  }
+  t.same(await w.snapshot(), outside, 'nothing changed');
+  t.equal((await prepareGuest(w.ctx, spec('c8', `<vfpool:hostdev address='${vfs[3]!.address}' mac='${mac}'/>`), w.opts)).vfs[0]!.vfAddr, vfs[3]!.address, 'the VF that has it may be given it');
 });
 
 t.test('first fit by VF index, distinct VFs, exhaustion is exit 3 naming the pool and holders', async (t) => {
