@@ -32,7 +32,7 @@ export interface DomainSpec {
   /** Every `<interface type='network'>`, in device order. */
   networkInterfaces: NetworkInterface[];
   /** The MAC of every `<interface>` of any type: no two NICs of a domain may share one. */
-  interfaceMacs: Array<{ field: string; mac: MacAddress }>;
+  interfaceMacs: Array<{ field: string; mac: MacAddress; /** `<teaming type>`: libvirt's own failover pair shares one MAC by design. */ teaming?: string | null }>;
   /**
    * PCI devices the domain's own XML assigns through libvirt (`<hostdev type='pci'>`,
    * `<interface type='hostdev'>`): libvirt detaches and assigns them itself, so vfpool must not
@@ -88,6 +88,8 @@ export interface NetworkInterface {
   vfSettings: { vlan: number | null; mtu: number | null } | { error: BadInputError };
   /** `<model type='virtio'/>`; null: none given (libvirt's default for x86 is not virtio). */
   model: string | null;
+  /** `<teaming type='persistent'/>`: libvirt's own failover, whose primary is another interface. */
+  teaming?: string | null;
 }
 
 /** `user:group` as libvirt writes it: `+64055:+64055` (numeric) or names. */
@@ -216,7 +218,7 @@ function parseInterfaces(devices: XmlElement | undefined, where: string): { nets
     const field = `${where}: <interface> #${i + 1}`;
     const macRaw = attr(child(ifEl, 'mac'), 'address');
     const mac = macRaw === undefined ? null : parseGuestMac(macRaw, `${field}: mac address`);
-    if (mac) macs.push({ field, mac });
+    if (mac) macs.push({ field, mac, teaming: attr(child(ifEl, 'teaming'), 'type') ?? null });
     if (attr(ifEl, 'type') !== 'network') return;
     const network = attr(child(ifEl, 'source'), 'network');
     if (network === undefined) return;
@@ -226,6 +228,7 @@ function parseInterfaces(devices: XmlElement | undefined, where: string): { nets
       mac,
       vfSettings: parseInterfaceVfSettings(ifEl, field),
       model: attr(child(ifEl, 'model'), 'type') ?? null,
+      teaming: attr(child(ifEl, 'teaming'), 'type') ?? null,
     });
   });
   return { nets, macs };

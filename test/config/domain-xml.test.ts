@@ -93,6 +93,22 @@ t.test('<vlan>/<mtu> are a VF\'s only on a hybrid pool: another network\'s trunk
   t.match(requests(domainXml('prepare', { name: 'vm1', devices: iface('direct-network', '00:50:56:0f:86:3b', `<vlan><tag id='42' nativeMode='untagged'/></vlan>`) }))[0], { vlan: 42 }, "one tag without trunk='yes' is the VF's VLAN (nativeMode too)");
 });
 
+t.test('libvirt\'s own failover (<teaming>) on a hybrid interface: exit 2, QEMU allows one primary per standby', async (t) => {
+  const devices = (network: string) => `<interface type='network'><mac address='00:50:56:0f:86:3b'/><source network='${network}'/><model type='virtio'/><teaming type='persistent'/><alias name='ua-net0'/></interface>
+    <interface type='hostdev' managed='yes'><mac address='00:50:56:0f:86:3b'/><source><address type='pci' domain='0x0000' bus='0x3c' slot='0x02' function='0x1'/></source><teaming type='transient' persistent='ua-net0'/></interface>`;
+  t.throws(() => requests(domainXml('prepare', { name: 'vm1', devices: devices('direct-network') })), {
+    name: 'BadInputError',
+    exitCode: 2,
+    message: "domain 'vm1': <interface> #1: has libvirt's own <teaming type='persistent'/>, and on pool 'direct-network' (pci-passthrough-hybrid) vfpool gives it its failover primary: QEMU allows one primary per standby",
+  });
+  // On a network that is not vfpool's, libvirt's pair is libvirt's: its two interfaces share one
+  // MAC by design (one NIC to the guest), which is no duplicate, beside a VF from vfpool.
+  const r = requests(domainXml('prepare', { name: 'vm1', devices: devices('default'), vfpool: `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:00:00:09'/>` }));
+  t.same(r.map((x) => x.mac), ['52:54:00:00:00:09'], 'accepted, the VF request served');
+  t.throws(() => requests(domainXml('prepare', { name: 'vm1', devices: devices('default'), vfpool: `<vfpool:hostdev pool='sriov-pool' mac='00:50:56:0f:86:3b'/>` })),
+    { message: /vfpool:hostdev #1: mac '00:50:56:0f:86:3b' is already used by domain 'vm1': <interface> #1/ }, 'the pair\'s MAC is still taken');
+});
+
 t.test('bad input: one line naming domain and field, exit 2', async (t) => {
   const cases: Array<[string, string, RegExp]> = [
     ['multicast MAC', `<vfpool:hostdev pool='sriov-pool' mac='01:00:5e:00:00:01'/>`, /domain 'vm1': vfpool:hostdev #1: mac '01:00:5e:00:00:01' is a multicast MAC/],
