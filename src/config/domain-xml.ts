@@ -197,7 +197,11 @@ function parseInterfaceVfSettings(ifEl: XmlElement, field: string): NetworkInter
     const tags = children(vlanEl ?? {}, 'tag');
     if (tags.length > 1) throw new BadInputError(`${field}: a VLAN trunk (${tags.length} tags) cannot be set on a VF`, 'give one <tag id>');
     if (tags.length === 1 && attr(vlanEl, 'trunk')?.toLowerCase() === 'yes') {
-      throw new BadInputError(`${field}: <vlan trunk='yes'> cannot be set on a VF (it tags the guest's frames itself, one VLAN)`, "drop trunk='yes': the guest then sends untagged frames on VLAN " + (attr(tags[0], 'id') ?? 'N'));
+      const id = attr(tags[0], 'id') ?? '';
+      throw new BadInputError(
+        `${field}: <vlan trunk='yes'> cannot be set on a VF (it tags the guest's frames itself, one VLAN)`,
+        `drop trunk='yes': the guest then sends untagged frames on VLAN ${/^[0-9]{1,4}$/.test(id) ? id : 'N'}`,
+      );
     }
     const tagId = attr(tags[0], 'id');
     const mtuSize = attr(child(ifEl, 'mtu'), 'size');
