@@ -39,6 +39,11 @@ export interface DomainSpec {
    * hand one of them to the same guest a second time. Absent in a spec vfpool builds itself.
    */
   libvirtPciDevices?: Array<{ field: string; address: PciAddress }>;
+  /**
+   * Host netdevs the domain's `<interface type='direct'>` put macvtap on (`<source dev>`): a VF
+   * among them must keep its host driver, so vfpool must not take it for the same guest.
+   */
+  libvirtDirectNetdevs?: Array<{ field: string; netdev: NetdevName }>;
   /** The DAC label QEMU runs under (`<seclabel model='dac'><label>+64055:+64055</label>`), once libvirt filled it in. */
   dacLabel: DacLabel | null;
   /** `<vfpool:sriov-nic>` elements in document order (seed 003: emulated virtio-net SR-IOV). */
@@ -273,10 +278,20 @@ export function parseDomainXml(xml: string, where: string): DomainSpec {
   }
   const { nets, macs } = parseInterfaces(child(domain, 'devices'), dwhere);
   const libvirtPciDevices = parseLibvirtPciDevices(child(domain, 'devices'), dwhere);
+  const libvirtDirectNetdevs = children(child(domain, 'devices') ?? {}, 'interface').flatMap((n, i) => {
+    const dev = attr(child(n, 'source'), 'dev');
+    if (attr(n, 'type') !== 'direct' || dev === undefined) return [];
+    try {
+      return [{ field: `${dwhere}: <interface> #${i + 1}`, netdev: parseNetdevName(dev, 'source dev') }];
+    } catch (err) {
+      if (err instanceof BadInputError) return []; // libvirt's to validate
+      throw err;
+    }
+  });
   const memoryKiB = parseKiB(child(domain, 'memory'), `${dwhere}: <memory>`) ?? parseKiB(child(domain, 'currentMemory'), `${dwhere}: <currentMemory>`);
   const hardLimitKiB = parseKiB(child(child(domain, 'memtune') ?? {}, 'hard_limit'), `${dwhere}: <memtune><hard_limit>`);
   const machine = attr(child(child(domain, 'os') ?? {}, 'type'), 'machine') ?? null;
-  return { name, uuid: uuid?.toLowerCase() ?? null, hostdevs, networkInterfaces: nets, interfaceMacs: macs, dacLabel: parseDacLabel(domain, dwhere), sriovNics, memoryKiB, hardLimitKiB, machine, libvirtPciDevices };
+  return { name, uuid: uuid?.toLowerCase() ?? null, hostdevs, networkInterfaces: nets, interfaceMacs: macs, dacLabel: parseDacLabel(domain, dwhere), sriovNics, memoryKiB, hardLimitKiB, machine, libvirtPciDevices, libvirtDirectNetdevs };
 }
 
 /**

@@ -120,7 +120,13 @@ export async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRe
     const named = r.netdev !== null || r.address !== null ? await resolveNamedVf(ctx.host, r, bound, spec.name, reads, known) : null;
     resolved.push({ request: r, pool, mode, named });
   }
-  const picked = await pickVfs(ctx.host, state, resolved, members, spec.name, spec.libvirtPciDevices);
+  // The VFs the domain's own XML gives it through libvirt: PCI devices, and macvtap lower devices.
+  const own = [...(spec.libvirtPciDevices ?? [])];
+  for (const d of spec.libvirtDirectNetdevs ?? []) {
+    const address = await ctx.host.netdevDevice(d.netdev);
+    if (address !== null) own.push({ field: d.field, address });
+  }
+  const picked = await pickVfs(ctx.host, state, resolved, members, spec.name, own);
   const now = new Date().toISOString();
   const planned: PlannedVf[] = [];
   for (const rr of resolved) {

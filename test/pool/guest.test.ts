@@ -299,6 +299,22 @@ t.test('a pool\'s network-level <vlan> is its VFs\' VLAN unless the request name
   t.equal((await stopPool(w.ctx, 'tagged', { refuse: true })).wasActive, true, 'and the pool stops');
 });
 
+t.test('a VF whose netdev the domain\'s own <interface type=\'direct\'> puts macvtap on keeps its host driver', async (t) => {
+  const w = await world(t);
+  const vfs = await w.host.listVfs(w.pf);
+  // libvirt makes macvtap on eth1v0 for this guest: binding VF 0 to vfio-pci would remove that netdev.
+  const devices = `<interface type='direct'><mac address='52:54:00:00:00:0a'/><source dev='${vfs[0]!.netdev}' mode='passthrough'/><model type='virtio'/></interface>
+    <interface type='direct'><mac address='52:54:00:00:00:0b'/><source dev='nosuch0' mode='vepa'/></interface>`;
+  const r = await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01'/>`, devices), w.opts);
+  t.equal(r.vfs[0]!.vfAddr, vfs[1]!.address, 'first fit skips it');
+  t.equal((await vfNow(w.host, w.pf, vfs[0]!.address)).driver, vfs[0]!.driver, 'and leaves it on its host driver');
+  await releaseGuest(w.ctx, 'vm1', { reason: 'test' });
+  await t.rejects(prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev netdev='${vfs[0]!.netdev}' mac='52:54:00:00:00:01'/>`, devices), w.opts), {
+    exitCode: 2,
+    message: `domain 'vm1': vfpool:hostdev #1: VF ${vfs[0]!.address} is also <interface> #1 of domain 'vm1', which libvirt assigns itself: a VF reaches a guest once`,
+  });
+});
+
 t.test('refusals before any change: PF down, not a network VF, unknown netdev', async (t) => {
   const w = await world(t);
   const pfAddr = (await w.host.getPf(w.pf)).address;
