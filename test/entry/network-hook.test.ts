@@ -208,8 +208,9 @@ t.test('seed 004\'s <interface dev=PF> as a libvirt passthrough network is refus
   w.definePool('mvtap-net', `<network><name>mvtap-net</name><forward mode='passthrough' dev='eth2'><interface dev='eth2'/></forward></network>`);
   const net = (forward: string) => `<hookData>\n  <network>\n    <name>mvtap-net</name>\n    <uuid>0fac4c73-294d-4905-a1ae-ecf4df11d6ed</uuid>\n    ${forward}\n  </network>\n</hookData>`;
   // What libvirt passes for that same XML: it uses a listed interface as it is (macvtap on eth2).
-  for (const forward of [`<forward dev='eth2' mode='passthrough'>\n      <interface dev='eth2'/>\n    </forward>`, `<forward dev='eth2' mode='passthrough'/>`]) {
-    const r = await hook(w, ['mvtap-net', 'start', 'begin', '-'], net(forward));
+  // Through the shim as libvirt runs it, and the Node half in-process.
+  for (const [run, forward] of [[hook, `<forward dev='eth2' mode='passthrough'>\n      <interface dev='eth2'/>\n    </forward>`], [node, `<forward dev='eth2' mode='passthrough'/>`]] as const) {
+    const r = await run(w, ['mvtap-net', 'start', 'begin', '-'], net(forward));
     t.equal(r.exitCode, 2, forward);
     t.equal(
       r.stderr,
