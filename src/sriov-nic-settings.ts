@@ -12,11 +12,15 @@ const BACKEND_OPTIONS_RE = /^[A-Za-z0-9_.:/@=+-]+(,[A-Za-z0-9_.:/@=+-]+)*$/;
 // Every function of the NIC (its PF and each VF: two at least) gets a netdev of its own with the
 // same options, and these name what only one netdev can hold: QEMU refuses the second
 // ("can't bind … Address already in use", "Could not set up host forwarding rule", a tap
-// "Device or resource busy"; QEMU 10.0). mcast= and udp=/localaddr= are shared (SO_REUSEADDR).
+// "Device or resource busy"; QEMU 10.0; l2tpv3's "could not bind socket", QEMU 11.1). mcast=
+// and udp=/localaddr= are shared (SO_REUSEADDR).
 const ONE_NETDEV_ONLY: Record<string, string> = {
   listen: 'binds a host port',
   hostfwd: 'binds a host port',
   ifname: 'names one tap device',
+  // l2tpv3's UDP mode needs it ("need both src and dst port for udp"): that mode cannot serve a
+  // NIC of several functions; its IP mode (no udp=on, no ports) can.
+  srcport: 'binds a host port',
 };
 
 export function validateBackend(backend: string, options: string | null, field: string): void {

@@ -4,6 +4,7 @@ import {
   parseNetdevName,
   parseObjectName,
   parsePciAddress,
+  pciAddressFromParts,
   type MacAddress,
   type NetdevName,
   type PciAddress,
@@ -31,7 +32,18 @@ export interface DomainSpec {
   /** Every `<interface type='network'>`, in device order. */
   networkInterfaces: NetworkInterface[];
   /** The MAC of every `<interface>` of any type: no two NICs of a domain may share one. */
-  interfaceMacs: Array<{ field: string; mac: MacAddress }>;
+  interfaceMacs: Array<{ field: string; mac: MacAddress; /** `<teaming type>`: libvirt's own failover pair shares one MAC by design. */ teaming?: string | null }>;
+  /**
+   * PCI devices the domain's own XML assigns through libvirt (`<hostdev type='pci'>`,
+   * `<interface type='hostdev'>`): libvirt detaches and assigns them itself, so vfpool must not
+   * hand one of them to the same guest a second time. Absent in a spec vfpool builds itself.
+   */
+  libvirtPciDevices?: Array<{ field: string; address: PciAddress }>;
+  /**
+   * Host netdevs the domain's `<interface type='direct'>` put macvtap on (`<source dev>`): a VF
+   * among them must keep its host driver, so vfpool must not take it for the same guest.
+   */
+  libvirtDirectNetdevs?: Array<{ field: string; netdev: NetdevName }>;
   /** The DAC label QEMU runs under (`<seclabel model='dac'><label>+64055:+64055</label>`), once libvirt filled it in. */
   dacLabel: DacLabel | null;
   /** `<vfpool:sriov-nic>` elements in document order (seed 003: emulated virtio-net SR-IOV). */
@@ -73,10 +85,16 @@ export interface NetworkInterface {
   field: string;
   network: string;
   mac: MacAddress | null;
-  vlan: number | null;
-  mtu: number | null;
+  /**
+   * The `<vlan>` and `<mtu>` a VF partner would take, or why they cannot be set on a VF. Only an
+   * interface on a pci-passthrough-hybrid pool gets a VF (requests.ts throws `error` then); any
+   * other is libvirt's (an Open vSwitch trunk, say) and must not fail the domain.
+   */
+  vfSettings: { vlan: number | null; mtu: number | null } | { error: BadInputError };
   /** `<model type='virtio'/>`; null: none given (libvirt's default for x86 is not virtio). */
   model: string | null;
+  /** `<teaming type='persistent'/>`: libvirt's own failover, whose primary is another interface. */
+  teaming?: string | null;
 }
 
 /** `user:group` as libvirt writes it: `+64055:+64055` (numeric) or names. */
@@ -172,6 +190,36 @@ function parseDacLabel(domain: XmlElement, where: string): DacLabel | null {
   return null;
 }
 
+/**
+ * An `<interface>`'s `<vlan>` and `<mtu>` as a VF takes them. A VF has one access VLAN: like
+ * libvirt for SR-IOV devices (virHostdevNetConfigReplace: "vlan trunking is not supported"),
+ * several tags and `trunk='yes'` are refused, since a guest told it has a trunk sends tagged
+ * frames that the VF would tag again.
+ */
+function parseInterfaceVfSettings(ifEl: XmlElement, field: string): NetworkInterface['vfSettings'] {
+  try {
+    const vlanEl = child(ifEl, 'vlan');
+    const tags = children(vlanEl ?? {}, 'tag');
+    if (tags.length > 1) throw new BadInputError(`${field}: a VLAN trunk (${tags.length} tags) cannot be set on a VF`, 'give one <tag id>');
+    if (tags.length === 1 && attr(vlanEl, 'trunk')?.toLowerCase() === 'yes') {
+      const id = attr(tags[0], 'id') ?? '';
+      throw new BadInputError(
+        `${field}: <vlan trunk='yes'> cannot be set on a VF (it tags the guest's frames itself, one VLAN)`,
+        `drop trunk='yes': the guest then sends untagged frames on VLAN ${/^[0-9]{1,4}$/.test(id) ? id : 'N'}`,
+      );
+    }
+    const tagId = attr(tags[0], 'id');
+    const mtuSize = attr(child(ifEl, 'mtu'), 'size');
+    return {
+      vlan: tagId === undefined ? null : intIn(tagId, field, 'vlan tag id', 0, 4095),
+      mtu: mtuSize === undefined ? null : intIn(mtuSize, field, 'mtu size', 68, 65535),
+    };
+  } catch (err) {
+    if (err instanceof BadInputError) return { error: err };
+    throw err;
+  }
+}
+
 function parseInterfaces(devices: XmlElement | undefined, where: string): { nets: NetworkInterface[]; macs: DomainSpec['interfaceMacs'] } {
   const nets: NetworkInterface[] = [];
   const macs: DomainSpec['interfaceMacs'] = [];
@@ -179,21 +227,17 @@ function parseInterfaces(devices: XmlElement | undefined, where: string): { nets
     const field = `${where}: <interface> #${i + 1}`;
     const macRaw = attr(child(ifEl, 'mac'), 'address');
     const mac = macRaw === undefined ? null : parseGuestMac(macRaw, `${field}: mac address`);
-    if (mac) macs.push({ field, mac });
+    if (mac) macs.push({ field, mac, teaming: attr(child(ifEl, 'teaming'), 'type') ?? null });
     if (attr(ifEl, 'type') !== 'network') return;
     const network = attr(child(ifEl, 'source'), 'network');
     if (network === undefined) return;
-    const tags = children(child(ifEl, 'vlan') ?? {}, 'tag');
-    if (tags.length > 1) throw new BadInputError(`${field}: a VLAN trunk (${tags.length} tags) cannot be set on a VF`, 'give one <tag id>');
-    const tagId = attr(tags[0], 'id');
-    const mtuSize = attr(child(ifEl, 'mtu'), 'size');
     nets.push({
       field,
       network: parseObjectName(network, `${field}: source network`),
       mac,
-      vlan: tagId === undefined ? null : intIn(tagId, field, 'vlan tag id', 0, 4095),
-      mtu: mtuSize === undefined ? null : intIn(mtuSize, field, 'mtu size', 68, 65535),
+      vfSettings: parseInterfaceVfSettings(ifEl, field),
       model: attr(child(ifEl, 'model'), 'type') ?? null,
+      teaming: attr(child(ifEl, 'teaming'), 'type') ?? null,
     });
   });
   return { nets, macs };
@@ -233,10 +277,47 @@ export function parseDomainXml(xml: string, where: string): DomainSpec {
     children(found.el, found.tag('sriov-nic')).forEach((el, i) => sriovNics.push(parseSriovNic(el, `${dwhere}: vfpool:sriov-nic #${i + 1}`)));
   }
   const { nets, macs } = parseInterfaces(child(domain, 'devices'), dwhere);
+  const libvirtPciDevices = parseLibvirtPciDevices(child(domain, 'devices'), dwhere);
+  const libvirtDirectNetdevs = children(child(domain, 'devices') ?? {}, 'interface').flatMap((n, i) => {
+    const dev = attr(child(n, 'source'), 'dev');
+    if (attr(n, 'type') !== 'direct' || dev === undefined) return [];
+    try {
+      return [{ field: `${dwhere}: <interface> #${i + 1}`, netdev: parseNetdevName(dev, 'source dev') }];
+    } catch (err) {
+      if (err instanceof BadInputError) return []; // libvirt's to validate
+      throw err;
+    }
+  });
   const memoryKiB = parseKiB(child(domain, 'memory'), `${dwhere}: <memory>`) ?? parseKiB(child(domain, 'currentMemory'), `${dwhere}: <currentMemory>`);
   const hardLimitKiB = parseKiB(child(child(domain, 'memtune') ?? {}, 'hard_limit'), `${dwhere}: <memtune><hard_limit>`);
   const machine = attr(child(child(domain, 'os') ?? {}, 'type'), 'machine') ?? null;
-  return { name, uuid: uuid?.toLowerCase() ?? null, hostdevs, networkInterfaces: nets, interfaceMacs: macs, dacLabel: parseDacLabel(domain, dwhere), sriovNics, memoryKiB, hardLimitKiB, machine };
+  return { name, uuid: uuid?.toLowerCase() ?? null, hostdevs, networkInterfaces: nets, interfaceMacs: macs, dacLabel: parseDacLabel(domain, dwhere), sriovNics, memoryKiB, hardLimitKiB, machine, libvirtPciDevices, libvirtDirectNetdevs };
+}
+
+/**
+ * The PCI addresses of `<hostdev mode='subsystem' type='pci'>` and `<interface type='hostdev'>`
+ * sources. They are libvirt's to validate: one vfpool cannot read (another bus type, a hex
+ * libvirt would refuse) is skipped, never a reason to refuse the domain.
+ */
+function parseLibvirtPciDevices(devices: XmlElement | undefined, where: string): Array<{ field: string; address: PciAddress }> {
+  const out: Array<{ field: string; address: PciAddress }> = [];
+  const add = (a: XmlElement | undefined, field: string) => {
+    if (!a) return;
+    try {
+      out.push({ field, address: pciAddressFromParts({ domain: attr(a, 'domain'), bus: attr(a, 'bus'), slot: attr(a, 'slot'), function: attr(a, 'function') }, field) });
+    } catch (err) {
+      if (!(err instanceof BadInputError)) throw err;
+    }
+  };
+  children(devices ?? {}, 'hostdev').forEach((h, i) => {
+    if ((attr(h, 'mode') ?? 'subsystem') === 'subsystem' && attr(h, 'type') === 'pci') add(child(child(h, 'source') ?? {}, 'address'), `${where}: <hostdev> #${i + 1}`);
+  });
+  children(devices ?? {}, 'interface').forEach((n, i) => {
+    if (attr(n, 'type') !== 'hostdev') return;
+    const a = child(child(n, 'source') ?? {}, 'address');
+    if (a && (attr(a, 'type') ?? 'pci') === 'pci') add(a, `${where}: <interface> #${i + 1}`);
+  });
+  return out;
 }
 
 const UNIT_KIB: Record<string, bigint> = { b: 0n, bytes: 0n, k: 1n, kib: 1n, kb: 1n, m: 1024n, mib: 1024n, mb: 1024n, g: 1048576n, gib: 1048576n, gb: 1048576n, t: 1073741824n, tib: 1073741824n, tb: 1073741824n };
@@ -249,4 +330,12 @@ function parseKiB(el: XmlElement | undefined, field: string): bigint | null {
   if (!/^[0-9]{1,18}$/.test(raw) || !(unit in UNIT_KIB)) throw new BadInputError(`${field}: '${raw}' ${unit} is not a size libvirt writes`, "e.g. <memory unit='KiB'>131072</memory>");
   const n = BigInt(raw);
   return unit === 'b' || unit === 'bytes' ? (n + 1023n) / 1024n : n * UNIT_KIB[unit]!;
+}
+
+/**
+ * Every MAC the domain's NICs already have: its `<interface>`s' and its vfpool:hostdev VFs'. An
+ * emulated SR-IOV NIC's derived MACs avoid them all (two NICs with one MAC on one guest).
+ */
+export function domainNicMacs(spec: Pick<DomainSpec, 'interfaceMacs' | 'hostdevs'>): MacAddress[] {
+  return [...spec.interfaceMacs.map((m) => m.mac), ...spec.hostdevs.map((h) => h.mac)];
 }

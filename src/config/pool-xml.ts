@@ -20,6 +20,12 @@ export interface PoolSpec {
   /** `<interface dev>`: a PF stands for all its VFs, a VF for itself (resolved against the host). */
   interfaces: NetdevName[];
   addresses: PciAddress[];
+  /**
+   * The network's `<vlan><tag id='N'/></vlan>`: libvirt gives every guest interface of a hostdev
+   * or macvtap network this VLAN unless the interface names its own (seed 002: "the VLAN tags can
+   * also be taken care of by the <interface>/<network> elements"). null: none.
+   */
+  vlan: number | null;
   /** Where it came from: a vfpool definition file, or a libvirt network's `<metadata>`. */
   origin: 'definition' | 'libvirt-metadata';
 }
@@ -82,6 +88,42 @@ function parseMembers(el: XmlElement, tag: (l: string) => string, where: string)
   return { pfs, interfaces, addresses };
 }
 
+/**
+ * The network-level `<vlan>` as a VF takes it: one tag, no trunk (a VF tags the guest's frames
+ * itself, one access VLAN; libvirt refuses a trunk on SR-IOV devices too). vfpool does not pick
+ * portgroups, so with `refusePortgroupVlans` a `<portgroup>` with a `<vlan>` is refused: in a
+ * vfpool definition nothing would ever apply it, and on a hybrid pool libvirt would tag the
+ * failover standby and not its VF. (A libvirt hostdev or passthrough network applies its
+ * portgroups to its own interfaces, which is libvirt's business.)
+ */
+function parseNetworkVlan(net: XmlElement, where: string, refusePortgroupVlans: boolean, lenient: boolean): number | null {
+  if (lenient) {
+    try {
+      return parseNetworkVlan(net, where, false, false);
+    } catch (err) {
+      if (err instanceof BadInputError) return null;
+      throw err;
+    }
+  }
+  for (const pg of refusePortgroupVlans ? children(net, 'portgroup') : []) {
+    if (child(pg, 'vlan')) {
+      throw new BadInputError(
+        `${where}: <portgroup name=${quoteInput(attr(pg, 'name') ?? '')}> has a <vlan>, which vfpool does not apply to its VFs`,
+        "put the VLAN on the network (<vlan><tag id='N'/></vlan>), or on each guest's <interface> or vfpool:hostdev vlan=",
+      );
+    }
+  }
+  const vlanEl = child(net, 'vlan');
+  if (!vlanEl) return null;
+  const tags = children(vlanEl, 'tag');
+  if (tags.length !== 1 || attr(vlanEl, 'trunk')?.toLowerCase() === 'yes') {
+    throw new BadInputError(`${where}: the network's <vlan> must be one <tag id='N'/> without trunk='yes' (a VF has one access VLAN), not ${tags.length} tag(s)${attr(vlanEl, 'trunk') ? ` with trunk=${quoteInput(attr(vlanEl, 'trunk')!)}` : ''}`, "write <vlan><tag id='N'/></vlan>");
+  }
+  const raw = attr(tags[0], 'id') ?? '';
+  if (!/^[0-9]+$/.test(raw) || Number(raw) > 4095) throw new BadInputError(`${where}: the network's <vlan> tag id=${quoteInput(raw)} is not a whole number from 0 to 4095`);
+  return Number(raw);
+}
+
 function validateHasMembers(spec: Pick<PoolSpec, 'pfs' | 'interfaces' | 'addresses'>, where: string): void {
   if (spec.pfs.length + spec.interfaces.length + spec.addresses.length === 0) {
     throw new BadInputError(`${where}: the pool has no <pf>, <interface> or <address>`, "add e.g. <pf dev='eth1'/>");
@@ -109,9 +151,18 @@ export function parsePoolXml(xml: string, where: string): PoolSpec {
   return poolFromDefinition(networkElement(parseXml(xml, where), where), where);
 }
 
+/**
+ * How a pool's XML is read: `lenient` for the XML an active pool was started with (state.json),
+ * which an older vfpool accepted; a `<vlan>` it did not read then must not make that pool
+ * impossible to use or stop now, so a network `<vlan>` it cannot take is no VLAN, as before.
+ */
+export interface PoolParseOptions {
+  lenient?: boolean;
+}
+
 /** parsePoolXml on an already parsed `<network>` element. */
-export function poolFromDefinition(net: XmlElement, where: string): PoolSpec {
-  const fromMeta = poolFromNetwork(net, where);
+export function poolFromDefinition(net: XmlElement, where: string, opts: PoolParseOptions = {}): PoolSpec {
+  const fromMeta = poolFromNetwork(net, where, opts);
   if (fromMeta) return { ...fromMeta, origin: 'definition' };
   const name = networkName(net, where);
   const forward = child(net, 'forward');
@@ -123,6 +174,7 @@ export function poolFromDefinition(net: XmlElement, where: string): PoolSpec {
     mode: parseMode(attr(forward, 'mode'), where),
     managed: parseManaged(attr(forward, 'managed'), where),
     ...members,
+    vlan: parseNetworkVlan(net, where, true, opts.lenient === true),
     origin: 'definition',
   };
 }
@@ -132,19 +184,20 @@ export function poolFromDefinition(net: XmlElement, where: string): PoolSpec {
  * `<vf>` in `<pf>` but keeps foreign-namespace metadata verbatim), or undefined if it has none.
  * The mode is the network's own forward mode unless `<vfpool:pool mode='…'>` says otherwise.
  */
-export function poolFromNetwork(net: XmlElement, where: string): PoolSpec | undefined {
+export function poolFromNetwork(net: XmlElement, where: string, opts: PoolParseOptions = {}): PoolSpec | undefined {
   const found = findNsElement(child(net, 'metadata'), 'pool', [net]);
   if (!found) return undefined;
   const name = networkName(net, where);
   const forward = child(net, 'forward');
   const members = parseMembers(found.el, found.tag, `${where}: vfpool:pool`);
   validateHasMembers(members, `${where}: vfpool:pool`);
-  const mode = attr(found.el, 'mode') ?? attr(forward, 'mode');
+  const mode = parseMode(attr(found.el, 'mode') ?? attr(forward, 'mode'), `${where}: network '${name}'`);
   return {
     name,
-    mode: parseMode(mode, `${where}: network '${name}'`),
+    mode,
     managed: parseManaged(attr(found.el, 'managed') ?? attr(forward, 'managed'), where),
     ...members,
+    vlan: parseNetworkVlan(net, where, mode === 'pci-passthrough-hybrid', opts.lenient === true),
     origin: 'libvirt-metadata',
   };
 }

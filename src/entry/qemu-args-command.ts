@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { parseDomainXml } from '../config/domain-xml.js';
+import { domainNicMacs, parseDomainXml } from '../config/domain-xml.js';
 import { BadInputError } from '../errors.js';
 import type { Context } from '../pool/context.js';
 import { requestsOf } from '../pool/guest-plan.js';
@@ -42,7 +42,7 @@ export async function qemuArgsCommand(ctx: Context, a: { domain?: string; xml?: 
     // An <interface> on a hybrid pool is a VF request too (its failover primary), known only once the pools are.
     const hybrid = requestsOf(ctx, spec).find((r) => r.source === 'interface');
     if (hybrid) throw new BadInputError(`${hybrid.field} on pci-passthrough-hybrid pool '${hybrid.pool}' needs a VF allocated first`, prepareFirst);
-    const nics = sriovNicPlans(spec.name, spec.uuid, spec.sriovNics, spec.interfaceMacs.map((m) => m.mac));
+    const nics = sriovNicPlans(spec.name, spec.uuid, spec.sriovNics, domainNicMacs(spec));
     plan = { version: 1, domain: spec.name, uuid: spec.uuid, delivery: 'cmdline', vfs: [], sriovNics: nics };
   } else {
     domain = parseObjectName(a.domain!, 'domain');
@@ -62,6 +62,10 @@ export async function qemuArgsCommand(ctx: Context, a: { domain?: string; xml?: 
     stateDir: settings.stateDir,
     qemuPath: settings.qemuPath,
     capsCacheFile: join(settings.stateDir, 'qemu-caps.json'),
+    // --xml: QEMU is started with these arguments as they are, and nothing prepared
+    // `$VFPOOL_STATE_DIR/qemu/NAME/` for vfpool's QMP socket: QEMU would refuse to start
+    // ("Failed to bind socket"), and no vfpool command talks to a domain it did not prepare.
+    qmpSocket: a.xml === undefined,
   });
   const edits = r.edits.map((e) => {
     const mac = standbyAt.get(e.argIndex)!;

@@ -42,10 +42,19 @@ export async function recordPort(ctx: Context, network: string, port: NetworkPor
   };
   return ctx.store.update((state) => {
     const env = ownerEnv(ctx.settings.libvirtRunDir);
-    // A record whose owner is gone does not veto (owners.ts): libvirt skipped its release.
+    // A record whose owner is gone does not veto (owners.ts): libvirt skipped its release. The
+    // same domain is no exception: libvirt's port-created comes after the prepare hook, and its
+    // hostdev network picks by its own connection counts, so it can pick the very VF vfpool gave
+    // that domain for another NIC; libvirt would set its own MAC on it and assign it a second time.
     const held = state.allocations.find(
-      (a) => a.owner.domain !== port.domain && ((vfAddr !== null && a.vfAddr === vfAddr) || (netdev !== null && a.netdev === netdev)) && allocationPinsVf(a, env),
+      (a) => ((vfAddr !== null && a.vfAddr === vfAddr) || (netdev !== null && a.netdev === netdev)) && allocationPinsVf(a, env),
     );
+    if (held && held.owner.domain === port.domain) {
+      throw new ConflictError(
+        `libvirt network '${network}' hands VF ${vfAddr ?? netdev} to domain '${port.domain}' for its <interface> with mac ${port.mac ?? '(none)'}, but vfpool already gave that VF to the same domain${held.pool ? ` from pool '${held.pool}'` : ''} with mac ${held.mac}: a VF reaches a guest once`,
+        'give the libvirt network and the vfpool pool different VFs (the guest\'s two requests then cannot meet on one), or ask for both VFs one way',
+      );
+    }
     if (held) {
       throw new ConflictError(
         `libvirt network '${network}' hands VF ${vfAddr ?? netdev} to domain '${port.domain}', but vfpool holds it for domain '${held.owner.domain}'${held.pool ? ` (pool '${held.pool}')` : ''}`,

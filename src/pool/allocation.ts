@@ -122,10 +122,19 @@ export async function* poolMembers(host: Host, pool: PoolSpec, known: Map<Netdev
  * with both `netdev=` and `address=` must have them agree (step 2's check); a `netdev=` seen
  * before for this domain (`boundAddr`) must still resolve to the same address.
  */
-export async function resolveNamedVf(host: Host, r: VfRequest, boundAddr: PciAddress | null, domain: string, reads: PfReader = host): Promise<Member> {
+export async function resolveNamedVf(
+  host: Host,
+  r: VfRequest,
+  boundAddr: PciAddress | null,
+  domain: string,
+  reads: PfReader = host,
+  known: Map<NetdevName, PciAddress> = new Map(),
+): Promise<Member> {
   let addr = r.address;
   if (r.netdev !== null) {
-    const resolved = await host.netdevDevice(r.netdev);
+    // A VF on vfio-pci has no netdev; one that vfpool bound (a managed pool's start) or handed
+    // out is still known by the name it had (knownVfNetdevs), as a pool's <interface dev> is.
+    const resolved = (await host.netdevDevice(r.netdev)) ?? known.get(r.netdev) ?? null;
     if (resolved === null) {
       throw new HostError(`${r.field}: netdev '${r.netdev}' does not exist on this host`, {
         code: 'ENODEV',
@@ -188,9 +197,12 @@ export async function pickVfs(
   /** The pool's members in order, read as consumed (poolMembers). */
   members: (pool: PoolSpec) => AsyncIterable<Member>,
   domain: string,
+  /** PCI devices the domain's own `<hostdev>`/`<interface type='hostdev'>` assign (libvirt's). */
+  ownDevices: Array<{ field: string; address: PciAddress }> = [],
 ): Promise<Map<number, Member>> {
   const picked = new Map<number, Member>();
   const taken = new Set<string>();
+  const own = new Map(ownDevices.map((d) => [d.address as string, d.field]));
   const vfioHolders = vfioHoldersOnce(host);
   const order = [...resolved.filter((r) => r.named), ...resolved.filter((r) => !r.named)];
   for (const r of order) {
@@ -198,6 +210,13 @@ export async function pickVfs(
       const m = r.named;
       if (taken.has(m.vf.address)) {
         throw new BadInputError(`${r.request.field}: ${m.vf.address} is asked for twice in domain '${domain}'`, 'name each VF once');
+      }
+      const libvirts = own.get(m.vf.address);
+      if (libvirts !== undefined) {
+        throw new BadInputError(
+          `${r.request.field}: VF ${m.vf.address} is also ${libvirts.replace(/^domain '[^']*': /, '')} of domain '${domain}', which libvirt assigns itself: a VF reaches a guest once`,
+          'drop the libvirt device or the vfpool:hostdev',
+        );
       }
       if (r.pool && !(await isMember(members(r.pool), m.vf.address))) {
         throw new BadInputError(`${r.request.field}: ${m.vf.address} is not a member of pool '${r.pool.name}'`, 'drop pool= or name one of its VFs');
@@ -218,6 +237,11 @@ export async function pickVfs(
       count++;
       if (taken.has(m.vf.address)) {
         held.push(`VF ${m.vf.address}: another request of this domain`);
+        continue;
+      }
+      const libvirts = own.get(m.vf.address);
+      if (libvirts !== undefined) {
+        held.push(`VF ${m.vf.address}: this domain's ${libvirts.replace(/^domain '[^']*': /, '')}`);
         continue;
       }
       const who = await holdersOf(state, m.vf, vfioHolders);

@@ -66,8 +66,20 @@ async function checkMacFreeOnPf(state: VfpoolState, domain: string, r: VfRequest
     const port = state.ports.find((p) => p.domain !== domain && p.mac === r.mac && p.vfAddr !== null && ofPf.has(p.vfAddr));
     if (port) where = `VF ${port.vfAddr} (${m.pf}) of domain '${port.domain}', through libvirt network '${port.network}'`;
   }
+  let hint = 'give this guest another MAC, or stop that domain first';
+  if (where === null) {
+    // What the PF has now, whoever set it: libvirt's own <interface type='hostdev'> of another
+    // guest, a container's CNI, a person. Already read for the VF's facts (reads is the memo).
+    for (const [index, link] of await reads.getVfLinks(m.pf)) {
+      if (index === m.vf.index || link.mac !== r.mac) continue;
+      const other = (await reads.listVfs(m.pf)).find((v) => v.index === index);
+      where = `VF ${other?.address ?? '?'} (${m.pf} VF ${index}) as its MAC, set outside vfpool`;
+      hint = `give this guest another MAC, or, if nothing uses that VF, clear its MAC (\`ip link set ${m.pf} vf ${index} mac 00:00:00:00:00:00\`)`;
+      break;
+    }
+  }
   if (where !== null) {
-    throw new ConflictError(`${r.field}: mac '${r.mac}' is already on ${where}, and PF ${m.pf} forwards a MAC to one VF only`, 'give this guest another MAC, or stop that domain first');
+    throw new ConflictError(`${r.field}: mac '${r.mac}' is already on ${where}, and PF ${m.pf} forwards a MAC to one VF only`, hint);
   }
 }
 
@@ -97,15 +109,24 @@ export async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRe
   const known = knownVfNetdevs(state);
   const members = (pool: PoolSpec) => poolMembers(ctx.host, pool, known, reads);
   const resolved: ResolvedRequest[] = [];
-  for (const r of requests) {
-    const pool = r.pool ? lookupPool(r.pool) ?? null : null;
+  for (const asked of requests) {
+    const pool = asked.pool ? lookupPool(asked.pool) ?? null : null;
+    // The pool's network-level <vlan> is the VF's unless the request names its own, as libvirt
+    // gives a network's <vlan> to each of its interfaces that has none.
+    const r: VfRequest = asked.vlan === null && pool !== null && pool.vlan !== null ? { ...asked, vlan: pool.vlan } : asked;
     if (r.pool && !pool) throw new BadInputError(`${r.field}: unknown pool '${r.pool}'`, 'define it with `vfpool net-define FILE`');
     const mode: PoolMode = pool?.mode ?? 'hostdev';
     const bound = r.netdev ? (state.bindings.find((b) => b.domain === spec.name && b.netdev === r.netdev)?.vfAddr ?? null) : null;
-    const named = r.netdev !== null || r.address !== null ? await resolveNamedVf(ctx.host, r, bound, spec.name, reads) : null;
+    const named = r.netdev !== null || r.address !== null ? await resolveNamedVf(ctx.host, r, bound, spec.name, reads, known) : null;
     resolved.push({ request: r, pool, mode, named });
   }
-  const picked = await pickVfs(ctx.host, state, resolved, members, spec.name);
+  // The VFs the domain's own XML gives it through libvirt: PCI devices, and macvtap lower devices.
+  const own = [...(spec.libvirtPciDevices ?? [])];
+  for (const d of spec.libvirtDirectNetdevs ?? []) {
+    const address = await ctx.host.netdevDevice(d.netdev);
+    if (address !== null) own.push({ field: d.field, address });
+  }
+  const picked = await pickVfs(ctx.host, state, resolved, members, spec.name, own);
   const now = new Date().toISOString();
   const planned: PlannedVf[] = [];
   for (const rr of resolved) {

@@ -1,7 +1,7 @@
 import { accessSync, constants, lchownSync, lstatSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HostError, asVfpoolError, errnoOf } from '../errors.js';
-import type { DomainSpec } from '../config/domain-xml.js';
+import { domainNicMacs, type DomainSpec } from '../config/domain-xml.js';
 import { modeUsesVfio } from '../config/pool-xml.js';
 import { checkSriovNicMachine, checkStandbyModel } from '../qemu/args.js';
 import { requireMachineKind } from '../qemu/cmdline.js';
@@ -107,7 +107,7 @@ export function buildDomainPlan(
   const emulated = ctx.host.kind === 'sim' && ctx.settings.simVfDevice !== '' ? ctx.settings.simVfDevice : null;
   const vfs = planVfsOf(allocations, requests, emulated);
   if (vfs.length === 0 && spec.sriovNics.length === 0) return null;
-  const sriovNics = sriovNicPlans(spec.name, spec.uuid, spec.sriovNics, spec.interfaceMacs.map((m) => m.mac));
+  const sriovNics = sriovNicPlans(spec.name, spec.uuid, spec.sriovNics, domainNicMacs(spec));
   const hotplugStandIns = emulated !== null && ctx.settings.simDelivery === 'hotplug';
   return { version: 1, domain: spec.name, uuid: spec.uuid, delivery: chooseDelivery(via, vfs, { requested, hotplugStandIns }), vfs, sriovNics };
 }

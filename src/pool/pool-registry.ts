@@ -118,8 +118,8 @@ export class PoolRegistry {
   }
 }
 
-/** A pool from XML that is either a definition file or a libvirt network carrying metadata. */
+/** The pool an active pool was started with (state.json): a definition or a libvirt network carrying metadata, read leniently. */
 export function specFromXml(xml: string, where: string): PoolSpec {
   const net = networkElement(parseXml(xml, where), where);
-  return poolFromNetwork(net, where) ?? poolFromDefinition(net, where);
+  return poolFromNetwork(net, where, { lenient: true }) ?? poolFromDefinition(net, where, { lenient: true });
 }

@@ -1,4 +1,5 @@
 import { BadInputError } from '../errors.js';
+import { quoteInput } from '../util/quote.js';
 import type { DomainSpec } from '../config/domain-xml.js';
 import { noVfSettings, type VfSettings } from '../vf-settings.js';
 import type { MacAddress, NetdevName, PciAddress, PoolMode } from '../types.js';
@@ -51,6 +52,15 @@ export function domainRequests(spec: DomainSpec, poolMode: PoolModeLookup): VfRe
   }
   for (const n of spec.networkInterfaces) {
     if (poolMode(n.network) !== 'pci-passthrough-hybrid') continue;
+    if ('error' in n.vfSettings) throw n.vfSettings.error;
+    if (n.teaming != null) {
+      // libvirt pairs this virtio-net with a primary of its own (another interface's
+      // <teaming type='transient'>): a second primary for one standby QEMU refuses.
+      throw new BadInputError(
+        `${n.field}: has libvirt's own <teaming type=${quoteInput(n.teaming)}/>, and on pool '${n.network}' (pci-passthrough-hybrid) vfpool gives it its failover primary: QEMU allows one primary per standby`,
+        "drop the <teaming> elements: the pool's VF partner is the primary",
+      );
+    }
     if (n.mac === null) {
       throw new BadInputError(`${n.field}: has no <mac address>`, 'the VF partner takes the virtio-net NIC\'s MAC: give it one');
     }
@@ -65,8 +75,8 @@ export function domainRequests(spec: DomainSpec, poolMode: PoolModeLookup): VfRe
       pairedMac: n.mac,
       guestSlot: null,
       ...noVfSettings(),
-      vlan: n.vlan,
-      mtu: n.mtu,
+      vlan: n.vfSettings.vlan,
+      mtu: n.vfSettings.mtu,
     });
   }
   // A MAC twice in one domain: two NICs the guest cannot tell apart. The hybrid partner shares
@@ -77,7 +87,9 @@ export function domainRequests(spec: DomainSpec, poolMode: PoolModeLookup): VfRe
     if (prev !== undefined) throw new BadInputError(`${field}: mac '${mac}' is already used by ${prev}`, 'give every NIC of the domain its own MAC');
     seen.set(mac, field);
   };
-  for (const m of spec.interfaceMacs) claim(m.mac, m.field);
+  // libvirt's own failover pair is one NIC to the guest: the transient primary
+  // (<teaming type='transient' persistent='…'/>) carries its standby's MAC, as net_failover needs.
+  for (const m of spec.interfaceMacs) if (m.teaming !== 'transient') claim(m.mac, m.field);
   for (const r of requests) if (r.source === 'metadata') claim(r.mac, r.field);
   return requests;
 }

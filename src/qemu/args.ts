@@ -166,6 +166,16 @@ export function planQemuArgs(plan: DomainPlanV1, cmd: ParsedCmdline, opts: PlanQ
       const standby = findStandby(cmd, vf, where);
       const key = String(standby.argIndex);
       if (standbyOf.has(key)) throw new BadInputError(`${where}: its standby ${standby.id ?? `mac=${vf.failoverStandbyMac}`} already pairs with ${standbyOf.get(key)}`, 'QEMU allows one primary per standby');
+      // libvirt's own failover (<teaming type='transient' persistent='ua-net0'/> on an
+      // <interface type='hostdev'>) puts a primary for the same standby on the command line;
+      // QEMU would refuse the second ("Cannot attach more than one primary device").
+      const other = standby.id === null ? undefined : cmd.devices.find((d) => d.opts.props.failover_pair_id === standby.id);
+      if (other) {
+        throw new BadInputError(
+          `${where}: its standby ${standby.id} already has a failover primary on QEMU's command line, ${other.id ?? 'a device'} (${other.driver}), and QEMU allows one primary per standby`,
+          "drop libvirt's <teaming> from the domain's interfaces: the pci-passthrough-hybrid pool gives the interface its VF partner",
+        );
+      }
       standbyOf.set(key, vf.id);
       if (!q35 && cmd.machine.acpi === false) {
         throw new BadInputError(`${where}: a failover primary must be hot-pluggable, and pci.0 of this i440fx machine has no hotplug (acpi=off)`, 'enable ACPI (<features><acpi/>) or use a q35 machine');

@@ -10,6 +10,8 @@ export interface GenerateOptions {
   qemuPath: string;
   /** Where the capability answer is cached; null: ask every time. */
   capsCacheFile: string | null;
+  /** false: add no vfpool QMP socket (its directory exists only for a prepared domain). */
+  qmpSocket?: boolean;
 }
 
 /**
@@ -20,7 +22,7 @@ export async function generateQemuArgs(plan: DomainPlanV1, argv: string[], opts:
   const cmd = parseQemuArgv(argv);
   let caps: QemuCaps | undefined;
   if (plan.sriovNics.length > 0) caps = await probeQemuCaps(opts.qemuPath, opts.capsCacheFile);
-  return planQemuArgs(plan, cmd, { qmpSocketPath: domainQmpSocketPath(opts.stateDir, plan.domain), caps });
+  return planQemuArgs(plan, cmd, { qmpSocketPath: opts.qmpSocket === false ? null : domainQmpSocketPath(opts.stateDir, plan.domain), caps });
 }
 
 /** The capability cache of the wrapper: in the domain's own directory, which its QEMU user may write. */

@@ -60,6 +60,55 @@ t.test('interfaces: a hybrid pool gives a VF partner with the same MAC; other mo
   t.match(r[1], { index: 1, source: 'interface', pool: 'direct-network', mac: '00:50:56:0f:86:3b', pairedMac: '00:50:56:0f:86:3b', vlan: 42 });
 });
 
+t.test('<vlan>/<mtu> are a VF\'s only on a hybrid pool: another network\'s trunk is libvirt\'s business', async (t) => {
+  const iface = (network: string, mac: string, extra: string) =>
+    `<interface type='network'><mac address='${mac}'/><source network='${network}'/>${extra}<model type='virtio'/></interface>`;
+  const ovsTrunk = iface('ovs-net', '52:54:00:aa:bb:cc', `<vlan trunk='yes'><tag id='42'/><tag id='43'/></vlan>`);
+  const oneTagTrunk = `<vlan trunk='yes'><tag id='42' nativeMode='untagged'/></vlan>`;
+  // An Open vSwitch trunk (and a tiny MTU) on networks that are not vfpool pools: not vfpool's to refuse.
+  const r = requests(
+    domainXml('prepare', {
+      name: 'vm1',
+      vfpool: `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:00:00:09'/>`,
+      devices: `${ovsTrunk}\n${iface('default', '52:54:00:aa:bb:cd', `<mtu size='20'/>`)}\n${iface('ovs-net', '52:54:00:aa:bb:ce', oneTagTrunk)}`,
+    }),
+  );
+  t.same(r.map((x) => x.field), ["domain 'vm1': vfpool:hostdev #1"], 'the VF request alone, nothing refused');
+  // The same on a hybrid interface, whose VF has one access VLAN: refused, as libvirt refuses a trunk on SR-IOV.
+  const cases: Array<[string, RegExp]> = [
+    [`<vlan trunk='yes'><tag id='42'/><tag id='43'/></vlan>`, /<interface> #1: a VLAN trunk \(2 tags\) cannot be set on a VF/],
+    [oneTagTrunk, /<interface> #1: <vlan trunk='yes'> cannot be set on a VF .*: drop trunk='yes': the guest then sends untagged frames on VLAN 42$/],
+    [`<vlan><tag id='4096'/></vlan>`, /<interface> #1: vlan tag id='4096' is not a whole number from 0 to 4095/],
+    [`<mtu size='20'/>`, /<interface> #1: mtu size='20' is not a whole number from 68 to 65535/],
+  ];
+  for (const [extra, re] of cases) {
+    const xml = domainXml('prepare', { name: 'vm1', devices: iface('direct-network', '00:50:56:0f:86:3b', extra) });
+    t.throws(() => requests(xml), { name: 'BadInputError', exitCode: 2 }, extra);
+    try {
+      requests(xml);
+    } catch (e) {
+      t.match((e as BadInputError).toLine(), re, extra);
+    }
+  }
+  t.match(requests(domainXml('prepare', { name: 'vm1', devices: iface('direct-network', '00:50:56:0f:86:3b', `<vlan><tag id='42' nativeMode='untagged'/></vlan>`) }))[0], { vlan: 42 }, "one tag without trunk='yes' is the VF's VLAN (nativeMode too)");
+});
+
+t.test('libvirt\'s own failover (<teaming>) on a hybrid interface: exit 2, QEMU allows one primary per standby', async (t) => {
+  const devices = (network: string) => `<interface type='network'><mac address='00:50:56:0f:86:3b'/><source network='${network}'/><model type='virtio'/><teaming type='persistent'/><alias name='ua-net0'/></interface>
+    <interface type='hostdev' managed='yes'><mac address='00:50:56:0f:86:3b'/><source><address type='pci' domain='0x0000' bus='0x3c' slot='0x02' function='0x1'/></source><teaming type='transient' persistent='ua-net0'/></interface>`;
+  t.throws(() => requests(domainXml('prepare', { name: 'vm1', devices: devices('direct-network') })), {
+    name: 'BadInputError',
+    exitCode: 2,
+    message: "domain 'vm1': <interface> #1: has libvirt's own <teaming type='persistent'/>, and on pool 'direct-network' (pci-passthrough-hybrid) vfpool gives it its failover primary: QEMU allows one primary per standby",
+  });
+  // On a network that is not vfpool's, libvirt's pair is libvirt's: its two interfaces share one
+  // MAC by design (one NIC to the guest), which is no duplicate, beside a VF from vfpool.
+  const r = requests(domainXml('prepare', { name: 'vm1', devices: devices('default'), vfpool: `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:00:00:09'/>` }));
+  t.same(r.map((x) => x.mac), ['52:54:00:00:00:09'], 'accepted, the VF request served');
+  t.throws(() => requests(domainXml('prepare', { name: 'vm1', devices: devices('default'), vfpool: `<vfpool:hostdev pool='sriov-pool' mac='00:50:56:0f:86:3b'/>` })),
+    { message: /vfpool:hostdev #1: mac '00:50:56:0f:86:3b' is already used by domain 'vm1': <interface> #1/ }, 'the pair\'s MAC is still taken');
+});
+
 t.test('bad input: one line naming domain and field, exit 2', async (t) => {
   const cases: Array<[string, string, RegExp]> = [
     ['multicast MAC', `<vfpool:hostdev pool='sriov-pool' mac='01:00:5e:00:00:01'/>`, /domain 'vm1': vfpool:hostdev #1: mac '01:00:5e:00:00:01' is a multicast MAC/],
@@ -139,6 +188,8 @@ t.test('<vfpool:sriov-nic> (seed 003) and a pinned guest-slot are parsed; every 
       /^domain 'vm1': vfpool:sriov-nic #1: backend-options='listen=:1234': listen= binds a host port, and every function of the NIC \(the PF and each VF\) gets a netdev of its own with these options, so QEMU would refuse the second$/],
     ['hostfwd= among others', `<vfpool:sriov-nic vfs='1' backend-options='restrict=on,hostfwd=tcp::2222-:22'/>`, /backend-options='restrict=on,hostfwd=tcp::2222-:22': hostfwd= binds a host port/],
     ['a tap name', `<vfpool:sriov-nic vfs='1' backend='tap' backend-options='ifname=tap0'/>`, /ifname= names one tap device/],
+    // QEMU 11.1 on two l2tpv3 netdevs with one srcport: "could not bind socket: Address already in use".
+    ['an L2TPv3 source port', `<vfpool:sriov-nic vfs='1' backend='l2tpv3' backend-options='src=192.0.2.1,dst=192.0.2.2,udp=on,srcport=1701,dstport=1701,txsession=1'/>`, /srcport= binds a host port/],
   ];
   for (const [name, inner, msg] of cases) t.throws(() => parseDomainXml(meta(inner), 'x'), { name: 'BadInputError', exitCode: 2, message: msg }, name);
 });

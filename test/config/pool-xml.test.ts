@@ -8,7 +8,7 @@ import { REPO } from '../helpers/spawn.js';
 t.test('the seeds\' network XML parses into pool specs', async (t) => {
   t.same(parsePoolXml(`<network><name>sriov-pool</name>
     <forward mode='hostdev' managed='yes'><pf dev='eth1'><vf num='10'/></pf></forward></network>`, 'seed000'), {
-    name: 'sriov-pool', mode: 'hostdev', managed: true, pfs: [{ dev: 'eth1', numVfs: 10 }], interfaces: [], addresses: [], origin: 'definition',
+    name: 'sriov-pool', mode: 'hostdev', managed: true, pfs: [{ dev: 'eth1', numVfs: 10 }], interfaces: [], addresses: [], vlan: null, origin: 'definition',
   }, 'seed 000');
   t.same(parsePoolXml(`<network><name>passthrough-net</name>
     <forward mode='hostdev'><interface dev='eth20'/><interface dev='eth21'/></forward></network>`, 'seed001').interfaces, ['eth20', 'eth21'], 'seed 001 step 3');
@@ -32,6 +32,28 @@ t.test('a libvirt network carrying the pool in <metadata>, any prefix, libvirt\'
   t.equal(foreign, undefined, 'same local name in another namespace is not ours');
   const plain = poolFromNetwork(networkElement(parseXml(`<network><name>n</name><forward mode='bridge'/></network>`, 's'), 's'), 's');
   t.equal(plain, undefined, 'a network without vfpool metadata carries no pool');
+});
+
+t.test('a network-level <vlan> is the pool\'s VLAN; one tag only, no trunk, no portgroup VLANs', async (t) => {
+  const net = (extra: string) => `<network><name>direct-network</name>${extra}<forward mode='pci-passthrough-hybrid'><pf dev='eth2'/></forward></network>`;
+  t.equal(parsePoolXml(net(`<vlan><tag id='42'/></vlan>`), 'p').vlan, 42);
+  t.equal(parsePoolXml(net(`<vlan trunk='no'><tag id='0'/></vlan><portgroup name='plain'/>`), 'p').vlan, 0, 'a portgroup without a <vlan> is fine');
+  t.equal(parsePoolXml(net(''), 'p').vlan, null);
+  const meta = poolFromNetwork(networkElement(parseXml(`<network><name>n</name><forward mode='bridge'/><bridge name='br0'/><vlan><tag id='7'/></vlan><metadata>
+    <vfpool:pool xmlns:vfpool='https://vfpool.dev/xmlns/1' mode='pci-passthrough-hybrid'><vfpool:pf dev='eth2'/></vfpool:pool></metadata></network>`, 's'), 's'), 's')!;
+  t.equal(meta.vlan, 7, 'a libvirt network carrying a pool: its own <vlan>');
+  const lvNet = (mode: string) => `<network><name>n</name><forward mode='hostdev' managed='yes'/><portgroup name='eng'><vlan><tag id='9'/></vlan></portgroup><metadata>
+    <vfpool:pool xmlns:vfpool='https://vfpool.dev/xmlns/1' mode='${mode}'><vfpool:pf dev='eth2'/></vfpool:pool></metadata></network>`;
+  t.equal(poolFromNetwork(networkElement(parseXml(lvNet('hostdev'), 's'), 's'), 's')!.vlan, null, "a libvirt hostdev network's portgroups are libvirt's own");
+  t.throws(() => poolFromNetwork(networkElement(parseXml(lvNet('pci-passthrough-hybrid'), 's'), 's'), 's'), { exitCode: 2, message: /<portgroup name='eng'> has a <vlan>/ }, 'on a hybrid pool the VF would miss its standby\'s VLAN');
+  for (const [extra, msg] of [
+    [`<vlan trunk='yes'><tag id='42'/><tag id='43'/></vlan>`, /the network's <vlan> must be one <tag id='N'\/> without trunk='yes' \(a VF has one access VLAN\), not 2 tag\(s\) with trunk='yes'/],
+    [`<vlan trunk='yes'><tag id='42'/></vlan>`, /not 1 tag\(s\) with trunk='yes'/],
+    [`<vlan><tag id='4096'/></vlan>`, /tag id='4096' is not a whole number from 0 to 4095/],
+    [`<portgroup name='eng' default='yes'><vlan><tag id='7'/></vlan></portgroup>`, /<portgroup name='eng'> has a <vlan>, which vfpool does not apply to its VFs$/],
+  ] as const) {
+    t.throws(() => parsePoolXml(net(extra), 'p.xml'), { name: 'BadInputError', exitCode: 2, message: msg }, extra);
+  }
 });
 
 const BAD: Array<[string, string, RegExp]> = [

@@ -161,6 +161,23 @@ t.test('port-created records libvirt\'s VF, vetoes one vfpool holds for another 
   t.equal((await hookStatus(w)).pfs[0]!.vfs[1]!.owner, null);
 });
 
+t.test('port-created vetoes the VF vfpool gave the same domain for another NIC (libvirt picks after prepare)', async (t) => {
+  const w = await setupHookWorld(t);
+  const forward = `<forward mode='hostdev' managed='yes'><pf dev='eth1'/></forward>`;
+  const plug = `<plug type='hostdev-pci' managed='yes'><driver name='vfio'/><address domain='0x0000' bus='0x3b' slot='0x02' function='0x0'/></plug>`;
+  // vm1 asks a VF of sriov-pool from vfpool and has an <interface> on libvirt's hostdev network of
+  // that name: the prepare hook runs first and vfpool gives it VF 0 ...
+  t.equal((await qemuHookInProcess(w.hookEnv, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }))).exitCode, 0);
+  // ... then libvirt, counting only its own connections, hands VF 0 to the interface.
+  const stdin = portHookData({ network: 'sriov-pool', forward, portUuid: '22222222-3333-4444-5555-666666666666', domain: 'vm1', mac: '52:54:00:12:34:99', plug });
+  const r = await networkHookInProcess(w.hookEnv, ['sriov-pool', 'port-created', 'begin', '-'], stdin);
+  t.equal(r.exitCode, 3);
+  t.match(r.stderr, /^vfpool: libvirt network 'sriov-pool' hands VF 0000:3b:02\.0 to domain 'vm1' for its <interface> with mac 52:54:00:12:34:99, but vfpool already gave that VF to the same domain from pool 'sriov-pool' with mac 52:54:00:11:22:33: a VF reaches a guest once: give the libvirt network and the vfpool pool different VFs/);
+  t.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+  t.same(w.ctx.store.read().ports, [], 'no port recorded');
+  t.equal((await hookStatus(w)).pfs[0]!.vfs[0]!.owner?.domain, 'vm1', 'vfpool\'s allocation is untouched (libvirt\'s release frees it)');
+});
+
 t.test('a passthrough network\'s direct plug on a VF netdev is recorded by PCI address', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 4 }] });
   await w.sim.writeNumVfs('eth1' as never, 4);
@@ -183,6 +200,37 @@ t.test('a passthrough network\'s direct plug on a VF netdev is recorded by PCI a
   );
   t.equal(p.exitCode, 3);
   t.match(p.stderr, /VF 0000:3b:02\.2 \(eth1v2\) is in use by domain 'pttest' through libvirt network 'mvtap-net'/);
+});
+
+t.test('seed 004\'s <interface dev=PF> as a libvirt passthrough network is refused at start: libvirt would hand out the PF itself', async (t) => {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth2', totalVfs: 8, numVfs: 4 }] });
+  // The README's mvtap-net: to vfpool, <interface dev='eth2'/> means eth2's VFs.
+  w.definePool('mvtap-net', `<network><name>mvtap-net</name><forward mode='passthrough' dev='eth2'><interface dev='eth2'/></forward></network>`);
+  const net = (forward: string) => `<hookData>\n  <network>\n    <name>mvtap-net</name>\n    <uuid>0fac4c73-294d-4905-a1ae-ecf4df11d6ed</uuid>\n    ${forward}\n  </network>\n</hookData>`;
+  // What libvirt passes for that same XML: it uses a listed interface as it is (macvtap on eth2).
+  // Through the shim as libvirt runs it, and the Node half in-process.
+  for (const [run, forward] of [[hook, `<forward dev='eth2' mode='passthrough'>\n      <interface dev='eth2'/>\n    </forward>`], [node, `<forward dev='eth2' mode='passthrough'/>`]] as const) {
+    const r = await run(w, ['mvtap-net', 'start', 'begin', '-'], net(forward));
+    t.equal(r.exitCode, 2, forward);
+    t.equal(
+      r.stderr,
+      "vfpool: pool 'mvtap-net': libvirt network 'mvtap-net' lists PF eth2 as <interface dev='eth2'/> in passthrough mode, and libvirt hands a listed interface to a guest as it is (macvtap on the PF itself, its MAC replaced by the guest's), not one of its VFs: " +
+        "in the libvirt network write <forward mode='passthrough'><pf dev='eth2'/></forward> (libvirt then picks a free VF) and keep the VF count in <metadata> or the vfpool definition\n",
+    );
+    t.notOk(existsSync(join(w.settings.stateDir, 'state.json')) && w.ctx.store.read().pools['mvtap-net'], 'the pool is not started');
+  }
+  t.match(readFileSync(join(w.settings.journalDir, 'history.jsonl'), 'utf8'), /"op":"pool-refused","domain":null,"pool":"mvtap-net"/, 'the refusal is in the history');
+  // The forms under which libvirt hands out VFs, or shares the PF, start as before.
+  for (const forward of [
+    `<forward mode='passthrough'><pf dev='eth2'/></forward>`,
+    `<forward dev='eth2v1' mode='passthrough'><interface dev='eth2v1'/><interface dev='eth2v2'/></forward>`,
+    `<forward dev='eth2' mode='vepa'><interface dev='eth2'/></forward>`,
+  ]) {
+    const r = await node(w, ['mvtap-net', 'start', 'begin', '-'], net(forward));
+    t.same([r.exitCode, r.stderr], [0, ''], forward);
+    t.ok(w.ctx.store.read().pools['mvtap-net'], 'started');
+    t.equal((await node(w, ['mvtap-net', 'stopped', 'end', '-'], net(forward))).exitCode, 0);
+  }
 });
 
 t.test('a libvirt hostdev network that is not a vfpool pool still has its VF ports recorded', async (t) => {

@@ -22,7 +22,7 @@
 set -uo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # the harness: settings, check, cleanup, ...
-NETS=(vfp-net vfp-big vfp-pf)
+NETS=(vfp-net vfp-big vfp-pf vfp-pt)
 
 # num_vfs PF [env...]: numVfs of PF in `vfpool status --json`, or an explanation on stderr.
 # With "conf-only" as the second word it runs with libvirt's hook environment (no VFPOOL_*).
@@ -101,9 +101,11 @@ HOSTDEV="<forward mode='hostdev' managed='yes'/>"
 net_xml vfp-net "$HOSTDEV" eth1 4 >"$work/vfp-net.xml"
 net_xml vfp-big "$HOSTDEV" eth2 99 >"$work/vfp-big.xml"
 net_xml vfp-pf "<forward mode='hostdev' managed='yes'><pf dev='eth1'/></forward>" eth1 4 >"$work/vfp-pf.xml"
+# Seed 004's <interface dev=PF> in libvirt's own passthrough <forward>: libvirt would hand eth2 itself.
+net_xml vfp-pt "<forward mode='passthrough'><interface dev='eth2'/></forward>" eth2 4 >"$work/vfp-pt.xml"
 
 define_all() { local n; for n in "${NETS[@]}"; do virsh_ok net-define "$work/$n.xml" || return 1; done; }
-check "virsh net-define of the three metadata networks" define_all
+check "virsh net-define of the four metadata networks" define_all
 
 start_net() { virsh_ok net-start vfp-net; }
 check "virsh net-start vfp-net (hook: start begin)" start_net
@@ -144,6 +146,17 @@ pf_form() {
 }
 check "<pf dev='eth1'> form: hook passes, libvirt then finds no netdev eth1, stopped end leaves numVfs 0" pf_form
 
+# libvirt 11.3 starts a passthrough network listing <interface dev='eth2'/> without eth2 (and
+# would give guests eth2 itself): vfpool's hook refuses it, naming the <pf dev> form to use.
+pt_refused() {
+  if v net-start vfp-pt >"$work/virsh.out" 2>"$work/pt.err"; then why="net-start vfp-pt succeeded"; return 1; fi
+  grep -q "lists PF eth2 as <interface dev='eth2'/> in passthrough mode" "$work/pt.err" \
+    || { why="virsh error lacks vfpool's sentence: $(tr '\n' ' ' <"$work/pt.err")"; return 1; }
+  say "  virsh: $(grep -m1 'Hook script' "$work/pt.err" | cut -c1-200 || tail -n 1 "$work/pt.err")"
+  expect_vfs eth2 0
+}
+check "virsh net-start vfp-pt (passthrough <interface dev='eth2'/>, eth2 a PF) fails with vfpool's sentence, eth2 untouched" pt_refused
+
 undefine_all() {
   local n left
   # An earlier failed check may have left one active; undefine would only make it transient.
@@ -151,6 +164,6 @@ undefine_all() {
   left=$(v net-list --all --name | grep -x 'vfp-.*' | tr '\n' ' ')
   [ -z "$left" ] || { why="still defined: $left"; return 1; }
 }
-check "virsh net-undefine of all three networks" undefine_all
+check "virsh net-undefine of all four networks" undefine_all
 
 exit 0 # cleanup (trap) stops the daemon, uninstalls, restores the conf and prints the totals

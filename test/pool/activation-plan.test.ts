@@ -10,7 +10,7 @@ import type { VfUse } from '../../src/pool/in-use.js';
 const PF = 'eth1' as NetdevName;
 const vf = (i: number, driver: string | null): VfInfo => ({ index: i as VfIndex, address: `0000:3b:02.${i}` as PciAddress, netdev: null, driver, iommuGroup: String(40 + i) });
 const pool = (o: Partial<PoolSpec> = {}): PoolSpec => ({
-  name: 'p', mode: 'hostdev', managed: false, pfs: [{ dev: PF, numVfs: 4 }], interfaces: [], addresses: [], origin: 'definition', ...o,
+  name: 'p', mode: 'hostdev', managed: false, pfs: [{ dev: PF, numVfs: 4 }], interfaces: [], addresses: [], vlan: null, origin: 'definition', ...o,
 });
 function facts(numVfs: number, vfs: VfInfo[], used: Record<string, VfUse[]> = {}): Map<NetdevName, PfFacts> {
   return new Map([[PF, { info: { name: PF, address: '0000:3b:00.0' as PciAddress, totalVfs: 8, numVfs, driver: 'ice', up: true, autoprobe: true }, vfs, uses: new Map(Object.entries(used)) }]]);

@@ -125,6 +125,22 @@ t.test('a domain with only <vfpool:sriov-nic> gets a plan', async (t) => {
   t.equal(readDomainPlan(w.settings.stateDir, 'vm2'), null, 'release removes a plan without VFs too');
 });
 
+t.test('an emulated SR-IOV NIC\'s derived MACs avoid the domain\'s VF MACs too', async (t) => {
+  const w = await world(t);
+  const sriov = `<vfpool:sriov-nic vfs='3' backend='user'/>`;
+  const alone = parseDomainXml(domainXml('prepare', { name: 'vm2', vfpool: sriov, machine: 'pc-q35-10.0' }), 'vm2');
+  await prepareGuest(w.ctx, alone, w.opts);
+  const derived = readDomainPlan(w.settings.stateDir, 'vm2')!.sriovNics[0]!.macs;
+  await releaseGuest(w.ctx, 'vm2', { reason: 'test' });
+  // The same domain given a VF whose pinned MAC is the one its emulated PF derives.
+  const both = parseDomainXml(domainXml('prepare', { name: 'vm2', vfpool: `${sriov}<vfpool:hostdev pool='hd' mac='${derived[0]}'/>`, machine: 'pc-q35-10.0' }), 'vm2');
+  await prepareGuest(w.ctx, both, w.opts);
+  const plan = readDomainPlan(w.settings.stateDir, 'vm2')!;
+  t.equal(plan.vfs[0]!.mac, derived[0], 'the VF has its pinned MAC');
+  t.notOk(plan.sriovNics[0]!.macs.includes(derived[0]!), 'no emulated function has it too');
+  t.same(plan.sriovNics[0]!.macs.slice(1), derived.slice(1), 'the other functions keep their MACs');
+});
+
 t.test('hotplug delivery is refused at prepare where it cannot work, with the fix, and nothing changes', async (t) => {
   const cases: Array<[string, DeliveryHostFacts, RegExp]> = [
     ['root without CAP_SYS_RESOURCE', facts({ status: 'Uid:\t0\t0\t0\t0\nCapEff:\t000001fffeffffff\n' }), /lacks CAP_SYS_RESOURCE \(CapEff 000001fffeffffff\).*locked-memory/],

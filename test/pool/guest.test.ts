@@ -7,6 +7,7 @@ import { adoptGuest, prepareGuest, releaseGuest, startGuest } from '../../src/po
 import { domainXml } from '../helpers/libvirt-domains.js';
 import { makeGuestWorld, POOLS, vfNow, type GuestWorld } from '../helpers/guest-world.js';
 import { faultyHost } from '../helpers/faulty-host.js';
+import { stopPool } from '../../src/pool/pools.js';
 
 const spec = (name: string, vfpool?: string, devices?: string, stage: 'prepare' | 'start' = 'prepare') =>
   parseDomainXml(domainXml(stage, { name, vfpool, devices }), `domain ${name}`);
@@ -136,6 +137,21 @@ t.test('a MAC another domain holds on a VF of the same PF: exit 3 naming that do
     exitCode: 3,
     message: `domain 'c7': vfpool:hostdev #1: mac '${mac}' is already on VF ${vfs[3]!.address} (eth1) of domain 'lvguest', through libvirt network 'lv-net', and PF eth1 forwards a MAC to one VF only`,
   });
+
+  // A MAC set on a VF outside vfpool (libvirt's own <interface type='hostdev'> of another guest,
+  // a container's CNI, a person): the PF has it, so it counts the same.
+  await w.ctx.store.update((s) => void (s.ports = []));
+  await w.host.setVfLink(w.pf, 3 as never, { mac: mac as never });
+  const outside = await w.snapshot();
+  for (const ask of [`pool='hd'`, `address='${vfs[1]!.address}'`]) {
+    await t.rejects(prepareGuest(w.ctx, spec('c8', `<vfpool:hostdev ${ask} mac='${mac}'/>`), w.opts), {
+      exitCode: 3,
+      message: `domain 'c8': vfpool:hostdev #1: mac '${mac}' is already on VF ${vfs[3]!.address} (eth1 VF 3) as its MAC, set outside vfpool, and PF eth1 forwards a MAC to one VF only`,
+      hint: 'give this guest another MAC, or, if nothing uses that VF, clear its MAC (`ip link set eth1 vf 3 mac 00:00:00:00:00:00`)',
+    }, ask);
+  }
+  t.same(await w.snapshot(), outside, 'nothing changed');
+  t.equal((await prepareGuest(w.ctx, spec('c8', `<vfpool:hostdev address='${vfs[3]!.address}' mac='${mac}'/>`), w.opts)).vfs[0]!.vfAddr, vfs[3]!.address, 'the VF that has it may be given it');
 });
 
 t.test('first fit by VF index, distinct VFs, exhaustion is exit 3 naming the pool and holders', async (t) => {
@@ -207,6 +223,96 @@ t.test('seed 001 step 1 and 2: by address, by netdev; both recorded, checked on 
   await releaseGuest(w.ctx, 'vm2', { reason: 'test', forgetNetdevs: true });
   const again = await prepareGuest(w.ctx, spec('vm2', `<vfpool:hostdev netdev='${nd}' mac='52:54:00:00:00:02'/>`), w.opts);
   t.equal(again.vfs[0]!.vfAddr, vfs[0]!.address, 'after --forget-netdevs the new resolution is taken');
+});
+
+t.test('seed 001 step 2: netdev= names a VF that a managed pool\'s start bound to vfio-pci (no netdev now)', async (t) => {
+  const w = makeGuestWorld(t, 'sim');
+  const vfs = await w.host.listVfs(w.pf);
+  const nd = vfs[2]!.netdev!;
+  // Seed 000's managed pool binds every VF of eth1 to vfio-pci when it starts: the netdevs go.
+  await w.addPool('managed', `<network><name>managed</name><forward mode='hostdev' managed='yes'><pf dev='eth1'/></forward></network>`);
+  t.equal((await w.host.listVfs(w.pf))[2]!.netdev, null, 'the VF has no netdev on vfio-pci');
+  const r = await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev netdev='${nd}' mac='52:54:00:00:00:01'/>`), w.opts);
+  t.equal(r.vfs[0]!.vfAddr, vfs[2]!.address, 'the VF vfpool bound under that name');
+  t.equal((await vfNow(w.host, w.pf, vfs[2]!.address)).link.mac, '52:54:00:00:00:01');
+  // Held now: another domain naming it is told who holds it, not that the name does not exist.
+  await t.rejects(prepareGuest(w.ctx, spec('vm2', `<vfpool:hostdev netdev='${nd}' mac='52:54:00:00:00:02'/>`), w.opts), {
+    exitCode: 3,
+    message: /is in use by domain 'vm1'/,
+  });
+  await releaseGuest(w.ctx, 'vm1', { reason: 'test' });
+  t.equal((await vfNow(w.host, w.pf, vfs[2]!.address)).driver, 'vfio-pci', 'released back to the pool\'s vfio-pci');
+  const again = await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev netdev='${nd}' mac='52:54:00:00:00:01'/>`), w.opts);
+  t.equal(again.vfs[0]!.vfAddr, vfs[2]!.address, 'the same VF at the next start');
+  // A name vfpool never saw is still refused with the hint.
+  await t.rejects(prepareGuest(w.ctx, spec('vm3', `<vfpool:hostdev netdev='nosuch0' mac='52:54:00:00:00:03'/>`), w.opts), {
+    exitCode: 1,
+    message: /netdev 'nosuch0' does not exist on this host/,
+  });
+});
+
+t.test('a VF the domain\'s own <hostdev> or <interface type=\'hostdev\'> assigns is not handed to it again', async (t) => {
+  const w = await world(t);
+  const vfs = await w.host.listVfs(w.pf);
+  const pci = (a: string) => {
+    const [d, b, sf] = a.split(':');
+    const [sl, fn] = sf!.split('.');
+    return `domain='0x${d}' bus='0x${b}' slot='0x${sl}' function='0x${fn}'`;
+  };
+  // Seed 001 step 1 as libvirt has it: the VF hand-assigned, and one through an <interface type='hostdev'>.
+  const devices = `<hostdev mode='subsystem' type='pci' managed='yes'><source><address ${pci(vfs[0]!.address)}/></source></hostdev>
+    <interface type='hostdev' managed='yes'><mac address='52:54:00:00:00:0a'/><source><address type='pci' ${pci(vfs[1]!.address)}/></source></interface>
+    <hostdev mode='subsystem' type='usb'><source><vendor id='0x1234'/><product id='0xbeef'/></source></hostdev>`;
+  const r = await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01'/>`, devices), w.opts);
+  t.equal(r.vfs[0]!.vfAddr, vfs[2]!.address, 'first fit skips the two VFs libvirt assigns to this domain');
+  await releaseGuest(w.ctx, 'vm1', { reason: 'test' });
+  const before = await w.snapshot();
+  for (const [vf, what] of [[vfs[0]!, '<hostdev> #1'], [vfs[1]!, '<interface> #1']] as const) {
+    await t.rejects(prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev address='${vf.address}' mac='52:54:00:00:00:01'/>`, devices), w.opts), {
+      exitCode: 2,
+      message: `domain 'vm1': vfpool:hostdev #1: VF ${vf.address} is also ${what} of domain 'vm1', which libvirt assigns itself: a VF reaches a guest once`,
+    });
+  }
+  t.same(await w.snapshot(), before, 'refused before any change');
+  // Only VFs of this domain's XML are skipped: another domain gets VF 0 (libvirt's vfio holder guards it once QEMU runs).
+  t.equal((await prepareGuest(w.ctx, spec('vm2', `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:02'/>`), w.opts)).vfs[0]!.vfAddr, vfs[0]!.address);
+});
+
+t.test('a pool\'s network-level <vlan> is its VFs\' VLAN unless the request names one (seed 002: the <network> element)', async (t) => {
+  const w = makeGuestWorld(t, 'sim');
+  await w.addPool('tagged', `<network><name>tagged</name><vlan><tag id='42'/></vlan><forward mode='pci-passthrough-hybrid'><pf dev='eth1'/></forward></network>`);
+  const nic = (mac: string, vlan = '') => `<interface type='network'><mac address='${mac}'/><source network='tagged'/>${vlan}<model type='virtio'/></interface>`;
+  const r = await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='tagged' mac='52:54:00:00:00:01'/><vfpool:hostdev pool='tagged' mac='52:54:00:00:00:02' vlan='5'/>`,
+    `${nic('52:54:00:00:00:03')}${nic('52:54:00:00:00:04', `<vlan><tag id='6'/></vlan>`)}`), w.opts);
+  t.same(r.vfs.map((v) => [v.mac, v.vlan]), [['52:54:00:00:00:01', 42], ['52:54:00:00:00:02', 5], ['52:54:00:00:00:03', 42], ['52:54:00:00:00:04', 6]]);
+  for (const v of r.vfs) t.equal((await vfNow(w.host, w.pf, v.vfAddr)).link.vlan, v.vlan, `${v.mac}: VLAN ${v.vlan} set through the PF`);
+  await releaseGuest(w.ctx, 'vm1', { reason: 'test' });
+  for (const v of r.vfs) t.equal((await vfNow(w.host, w.pf, v.vfAddr)).link.vlan, 0, `${v.mac}: restored`);
+  // A pool started by an older vfpool, which accepted a portgroup <vlan> and a trunk it never
+  // applied: the XML it runs with stays usable (that <vlan> is no VLAN, as then) and stoppable.
+  await w.ctx.store.update((st) => {
+    st.pools['tagged']!.xml = `<network><name>tagged</name><vlan trunk='yes'><tag id='42'/><tag id='43'/></vlan><portgroup name='eng'><vlan><tag id='7'/></vlan></portgroup><forward mode='pci-passthrough-hybrid'><pf dev='eth1'/></forward></network>`;
+  });
+  const old = await prepareGuest(w.ctx, spec('vm2', `<vfpool:hostdev pool='tagged' mac='52:54:00:00:00:05'/>`), w.opts);
+  t.equal(old.vfs[0]!.vlan, null, 'the recorded pool\'s unreadable <vlan> gives no VLAN');
+  await releaseGuest(w.ctx, 'vm2', { reason: 'test' });
+  t.equal((await stopPool(w.ctx, 'tagged', { refuse: true })).wasActive, true, 'and the pool stops');
+});
+
+t.test('a VF whose netdev the domain\'s own <interface type=\'direct\'> puts macvtap on keeps its host driver', async (t) => {
+  const w = await world(t);
+  const vfs = await w.host.listVfs(w.pf);
+  // libvirt makes macvtap on eth1v0 for this guest: binding VF 0 to vfio-pci would remove that netdev.
+  const devices = `<interface type='direct'><mac address='52:54:00:00:00:0a'/><source dev='${vfs[0]!.netdev}' mode='passthrough'/><model type='virtio'/></interface>
+    <interface type='direct'><mac address='52:54:00:00:00:0b'/><source dev='nosuch0' mode='vepa'/></interface>`;
+  const r = await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01'/>`, devices), w.opts);
+  t.equal(r.vfs[0]!.vfAddr, vfs[1]!.address, 'first fit skips it');
+  t.equal((await vfNow(w.host, w.pf, vfs[0]!.address)).driver, vfs[0]!.driver, 'and leaves it on its host driver');
+  await releaseGuest(w.ctx, 'vm1', { reason: 'test' });
+  await t.rejects(prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev netdev='${vfs[0]!.netdev}' mac='52:54:00:00:00:01'/>`, devices), w.opts), {
+    exitCode: 2,
+    message: `domain 'vm1': vfpool:hostdev #1: VF ${vfs[0]!.address} is also <interface> #1 of domain 'vm1', which libvirt assigns itself: a VF reaches a guest once`,
+  });
 });
 
 t.test('refusals before any change: PF down, not a network VF, unknown netdev', async (t) => {

@@ -13,7 +13,7 @@ const member = (i: number, driver: string | null = 'vfio-pci'): Member => ({
   pf: PF,
   vf: { index: i as VfIndex, address: `0000:3b:02.${i}` as PciAddress, netdev: null, driver, iommuGroup: String(40 + i) } as VfInfo,
 });
-const POOL: PoolSpec = { name: 'p', mode: 'hostdev', managed: true, pfs: [{ dev: PF, numVfs: 4 }], interfaces: [], addresses: [], origin: 'definition' };
+const POOL: PoolSpec = { name: 'p', mode: 'hostdev', managed: true, pfs: [{ dev: PF, numVfs: 4 }], interfaces: [], addresses: [], vlan: null, origin: 'definition' };
 const MEMBERS = [member(0), member(1), member(2)];
 const request = (index: number): VfRequest => ({
   ...noVfSettings(), index, field: `vfpool:hostdev #${index + 1}`, source: 'metadata', pool: 'p', netdev: null, address: null, mac: `52:54:00:00:00:0${index}` as MacAddress, pairedMac: null, guestSlot: null,

@@ -143,6 +143,11 @@ t.test('refusals, one line each', async (t) => {
       "domain 'vm1': vfpool-vf0: VF MAC 52:54:00:00:00:02 differs from its standby's MAC 52:54:00:aa:bb:01: the guest's net_failover pairs the two NICs by MAC: give both the same"],
     ['two primaries for one standby', () => run(plan([vf(0, { failoverStandbyMac: MAC }), vf(1, { failoverStandbyMac: MAC })]), q35), 'BadInputError',
       "domain 'vm1': vfpool-vf1: its standby net0 already pairs with vfpool-vf0: QEMU allows one primary per standby"],
+    // libvirt's own failover (<teaming>): its hostdev primary names the standby already. QEMU
+    // 10.0: "Cannot attach more than one primary device to 'ua-net0': 'hostdev0' and 'vfpool-vf0'".
+    ['libvirt\'s own primary for the standby', () => run(plan([vf(0, { failoverStandbyMac: MAC })]), ['-machine', 'q35', '-device', `{"driver":"virtio-net-pci","id":"ua-net0","mac":"${MAC}","failover":true}`,
+      '-device', '{"driver":"vfio-pci","host":"0000:3c:02.1","id":"hostdev0","failover_pair_id":"ua-net0"}']), 'BadInputError',
+      "domain 'vm1': vfpool-vf0: its standby ua-net0 already has a failover primary on QEMU's command line, hostdev0 (vfio-pci), and QEMU allows one primary per standby: drop libvirt's <teaming> from the domain's interfaces: the pci-passthrough-hybrid pool gives the interface its VF partner"],
     ['two virtio-nets with the standby MAC', () => run(plan([vf(0, { failoverStandbyMac: MAC })]), ['-machine', 'q35', '-device', `virtio-net-pci,id=a,mac=${MAC}`, '-device', `virtio-net-pci,id=b,mac=${MAC}`]), 'BadInputError',
       "domain 'vm1': vfpool-vf0: 2 virtio-net devices have mac=52:54:00:aa:bb:01 (a, b): give each NIC its own MAC"],
     ['failover on i440fx without ACPI', () => run(plan([vf(0, { failoverStandbyMac: MAC })]), [...libvirtArgv(), '-device', `virtio-net-pci,id=n,mac=${MAC}`]), 'BadInputError',

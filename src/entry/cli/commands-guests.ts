@@ -42,11 +42,16 @@ export const GUEST_COMMANDS: CommandDef[] = [
       const spec = parseDomainXml(await readInputFile(a.xml), a.xml);
       const ctx = cliContext('prepare');
       const r = await prepareGuest(ctx, spec, { ...guestOptions('cli', ctx.settings), dryRun: a.dryRun, pid, ...(a.delivery !== undefined ? { delivery: a.delivery } : {}) });
+      // A domain with only <vfpool:sriov-nic> still gets a plan, and vfpool-qemu adds its NICs:
+      // "nothing to do" would send the reader looking for why its guest has new devices.
+      const n = spec.sriovNics.length;
+      const nics = n === 0 ? '' : `${n} emulated SR-IOV NIC${n === 1 ? '' : 's'} (${spec.sriovNics.map((x) => `${x.vfs} VF${x.vfs === 1 ? '' : 's'}`).join(', ')})`;
       if (a.json) out(JSON.stringify({ ...r, dryRun: a.dryRun }));
       else if (a.dryRun) {
         out(`plan for prepare of domain ${spec.name} (--dry-run, nothing changed):`);
-        (r.plan.length ? r.plan : ['nothing to do: the domain asks for no VF']).forEach((l, i) => out(`  ${i + 1}. ${l}`));
-      } else if (r.vfs.length === 0) out(`Domain ${spec.name} asks for no VF from vfpool`);
+        const none = nics ? `write the plan by which vfpool-qemu adds its ${nics}; no VF to allocate` : 'nothing to do: the domain asks for no VF';
+        (r.plan.length ? r.plan : [none]).forEach((l, i) => out(`  ${i + 1}. ${l}`));
+      } else if (r.vfs.length === 0) out(`Domain ${spec.name} asks for no VF from vfpool${nics ? `; vfpool-qemu adds its ${nics}` : ''}`);
       else {
         for (const v of r.vfs) out(`Domain ${spec.name}: VF ${v.vfAddr} (${v.pf} VF ${v.vfIndex}${v.pool ? `, pool ${v.pool}` : ''}${v.netdev ? `, netdev ${v.netdev}` : ''}) mac ${v.mac}${v.vlan !== null ? ` vlan ${v.vlan}` : ''}, guest slot ${v.guestSlot}`);
         if (a.delivery === 'hotplug') out(`Domain ${spec.name}: delivery hotplug: once its QEMU runs (vfpool-qemu), \`vfpool plug ${spec.name}\` device_adds the VFs`);

@@ -7,6 +7,8 @@ import { parseObjectName } from '../../types.js';
 import { child, parseXml } from '../../util/xml.js';
 import { parseNetworkPort } from '../../config/network-port.js';
 import { recordPort, refuseHybridHotplug, removePort } from '../../pool/allocation-ports.js';
+import { refuseLibvirtPassthroughOfPf } from '../../pool/libvirt-forward.js';
+import { journal } from '../../pool/journal-entries.js';
 import { readStdin } from '../run.js';
 import { writeStderr } from '../../util/stdio.js';
 
@@ -48,6 +50,12 @@ export async function networkHook(argv: string[]): Promise<number> {
   if (op === 'start') {
     const source = ctx.registry.startSource(name, { el: net, xml: stdin, where });
     if (source === undefined) return 0; // not ours
+    try {
+      await refuseLibvirtPassthroughOfPf(ctx, net, name, where);
+    } catch (err) {
+      journal.poolRefused(ctx, name, 'start', err);
+      throw err;
+    }
     const r = await startPool(ctx, source.spec, source.xml, { allowActive: true });
     ctx.log.info(`pool '${name}' started by libvirt (${r.actions.length} step(s))`);
     return 0;

@@ -58,6 +58,12 @@ t.test('prepare of a domain that asks for nothing, and its dry run', async (t) =
   writeFileSync(none, domainXml('prepare', { name: 'vm9' }));
   t.same(await cli('prepare', '--xml', none), { exitCode: 0, stdout: 'Domain vm9 asks for no VF from vfpool\n', stderr: '' });
   t.match((await cli('prepare', '--xml', none, '--dry-run')).stdout, /^plan for prepare of domain vm9 \(--dry-run, nothing changed\):\n  1\. nothing to do: the domain asks for no VF\n$/);
+  // Only emulated SR-IOV NICs (seed 003): no VF, but a plan, and QEMU gets devices from it.
+  const nics = join(w.dir, 'nics.xml');
+  writeFileSync(nics, domainXml('prepare', { name: 'vm8', machine: 'pc-q35-10.0', vfpool: `<vfpool:sriov-nic vfs='3'/><vfpool:sriov-nic vfs='1' backend='user'/>` }));
+  t.same((await cli('prepare', '--xml', nics, '--dry-run')).stdout,
+    'plan for prepare of domain vm8 (--dry-run, nothing changed):\n  1. write the plan by which vfpool-qemu adds its 2 emulated SR-IOV NICs (3 VFs, 1 VF); no VF to allocate\n');
+  t.same(await cli('prepare', '--xml', nics), { exitCode: 0, stdout: 'Domain vm8 asks for no VF from vfpool; vfpool-qemu adds its 2 emulated SR-IOV NICs (3 VFs, 1 VF)\n', stderr: '' });
 });
 
 t.test('reconcile: text report and dry run', async (t) => {
