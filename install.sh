@@ -10,6 +10,11 @@
 # Run `npm ci && npm run build` first. libvirt finds a driver's hooks when the daemon starts:
 # restart libvirtd after the first install.
 set -euo pipefail
+# cp, mkdir and `cat >` below create with the caller's umask, and a hardened root's is 027 or
+# 077 (sudo adds the invoking user's): the install would then be root's alone, while the QEMU
+# wrapper runs as the domain's QEMU user (libvirt-qemu), which must traverse the install, read
+# its bundle and read vfpool.conf. Modes that must be tighter are set explicitly.
+umask 022
 
 prefix=/usr/local
 destdir=

@@ -92,3 +92,22 @@ t.test('install.sh installs vfpool-reconcile.service, which passes systemd-analy
     t.notOk(existsSync(join(dest, p)), `${p} removed`);
   }
 });
+
+t.test('install.sh run under a restrictive umask (027, 077: hardened hosts, sudo) still installs what the QEMU user reads', async (t) => {
+  // The wrapper runs as the domain's QEMU user (libvirt-qemu), not root: it must traverse the
+  // install and read its bundle, and read vfpool.conf to learn the state directory and QEMU.
+  // cp, mkdir and `cat >` create with the caller's umask, so under 077 all of that was root-only
+  // and every guest whose <emulator> is vfpool-qemu failed to start.
+  const dest = t.testdir({});
+  const r = await execa('bash', ['-c', 'umask 077 && exec "$@"', 'sh', ...WITHOUT_TAP_LOADER, 'bash', join(REPO, 'install.sh'), '--dest-dir', dest, '--prefix', '/opt/vfpool'], { reject: false, env: { PATH: process.env.PATH! } });
+  t.equal(r.exitCode, 0, r.stderr);
+  const lib = join(dest, 'opt/vfpool/lib', readlinkSync(join(dest, 'opt/vfpool/lib/vfpool')));
+  const mode = (p: string) => (lstatSync(p).mode & 0o777).toString(8);
+  const readableByOthers = (p: string) => (lstatSync(p).mode & 0o004) !== 0;
+  for (const d of ['opt/vfpool', 'opt/vfpool/lib', 'opt/vfpool/bin', 'etc/vfpool', 'etc/vfpool/networks']) t.equal(mode(join(dest, d)), '755', `${d} is 0755`);
+  for (const d of [lib, join(lib, 'dist'), join(lib, 'dist/bin'), join(lib, 'qemu-args'), join(lib, 'hooks')]) t.equal(mode(d), '755', `${d.slice(dest.length)} is 0755`);
+  for (const f of ['qemu-wrapper.cjs', 'qemu-wrapper.bundle.cjs', 'qemu-wrapper.bundle.cjs.v8cache', 'cli.bundle.cjs', 'yargs.cjs', 'execa.cjs']) t.ok(readableByOthers(join(lib, 'dist/bin', f)), `dist/bin/${f} is readable by the QEMU user (${mode(join(lib, 'dist/bin', f))})`);
+  t.equal(mode(join(lib, 'qemu-args/vfpool-qemu')), '755', 'the wrapper shim is 0755');
+  t.equal(mode(join(dest, 'etc/vfpool/vfpool.conf')), '644', 'vfpool.conf is 0644');
+  t.equal(mode(join(dest, 'opt/vfpool/share/bash-completion/completions/vfpool')), '644', 'the completion script is 0644 (every user\'s shell reads it)');
+});
