@@ -93,32 +93,52 @@ export function checkConf(settings: Settings, env: NodeJS.ProcessEnv): Check {
   }
 }
 
-/** State and journal: root's own, 0700, files 0600 (they name guests and hold their MACs). */
+/**
+ * State and journal: root's own, files 0600 (they name guests and hold their MACs). The journal
+ * directory is 0700; the state directory 0700 or 0711, since the QEMU user of a guest with a
+ * plan traverses it to reach its own qemu/NAME/ (writeDomainPlan; install.sh creates it so).
+ * The fix names only what is wrong: qemu/NAME/ belongs to the QEMU user and index/ and qemu/
+ * are directories, so neither a recursive chown nor `chmod 0600 DIR/*` may be suggested.
+ */
 export function checkStateDirs(settings: Settings): Check[] {
   const euid = process.geteuid?.() ?? 0;
-  return [
-    ['state-dir', settings.stateDir, ['state.json', 'vfpool.log']],
-    ['journal-dir', settings.journalDir, ['history.jsonl']],
-  ].map(([id, dir, files]) => {
-    const d = dir as string;
+  const dirs: Array<[string, string, string[], number]> = [
+    ['state-dir', settings.stateDir, ['state.json', 'vfpool.log'], 0o711],
+    ['journal-dir', settings.journalDir, ['history.jsonl'], 0o700],
+  ];
+  return dirs.map(([id, d, files, widest]) => {
     let st;
     try {
       st = statSync(d);
     } catch {
-      return pass(id as string, `${d} does not exist yet (created 0700 at the first operation)`);
+      return pass(id, `${d} does not exist yet (created 0700 at the first operation)`);
     }
     const bad: string[] = [];
-    if (st.uid !== euid) bad.push(`${d} is owned by uid ${st.uid}, not ${euid}`);
-    if ((st.mode & 0o077) !== 0) bad.push(`${d} has mode ${(st.mode & 0o777).toString(8)}, not 700`);
-    for (const f of files as string[]) {
+    const fixes: string[] = [];
+    const mode = st.mode & 0o777;
+    const allowed = widest === 0o711 ? '700 or 711 (QEMU users traverse it to their plan)' : '700';
+    if (st.uid !== euid) {
+      bad.push(`${d} is owned by uid ${st.uid}, not ${euid}`);
+      fixes.push(`chown ${euid}:0 ${d}`);
+    }
+    if ((mode & ~widest) !== 0) {
+      bad.push(`${d} has mode ${mode.toString(8)}, not ${allowed}`);
+      fixes.push(widest === 0o711 ? `chmod go-rw ${d}` : `chmod 0700 ${d}`);
+    }
+    const loose: string[] = [];
+    for (const f of files) {
       try {
         const fst = statSync(join(d, f));
-        if ((fst.mode & 0o077) !== 0) bad.push(`${join(d, f)} has mode ${(fst.mode & 0o777).toString(8)}, not 600`);
+        if ((fst.mode & 0o077) !== 0) {
+          bad.push(`${join(d, f)} has mode ${(fst.mode & 0o777).toString(8)}, not 600`);
+          loose.push(join(d, f));
+        }
       } catch {
         // not written yet
       }
     }
-    return bad.length ? fail(id as string, bad.join('; '), `chown -R ${euid}:0 ${d} && chmod 0700 ${d} && chmod 0600 ${d}/*`) : pass(id as string, `${d} 0700, files 0600`);
+    if (loose.length) fixes.push(`chmod 0600 ${loose.join(' ')}`);
+    return bad.length ? fail(id, bad.join('; '), fixes.join(' && ')) : pass(id, `${d} ${mode.toString(8).padStart(4, '0')}, files 0600`);
   });
 }
 

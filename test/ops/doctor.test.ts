@@ -93,6 +93,17 @@ const ALL_IDS = [
   'qemu.conf:device-cgroup', 'memlock', 'stale-allocations',
 ];
 
+t.test('a state directory of 0711 passes: a guest\'s QEMU plan lives under it (and install.sh creates it so)', async (t) => {
+  const w = wellPreparedHost(t);
+  // What writeDomainPlan leaves: the QEMU user may traverse the state directory and qemu/, never list them.
+  mkdirSync(join(w.settings.stateDir, 'qemu/vm1'), { recursive: true, mode: 0o700 });
+  chmodSync(w.settings.stateDir, 0o711);
+  chmodSync(join(w.settings.stateDir, 'qemu'), 0o711);
+  const c = (await doctor(w)).find((x) => x.id === 'state-dir')!;
+  t.same([c.ok, c.fix], [true, null], c.found);
+  t.match(c.found, /run\/vfpool 0711, files 0600$/);
+});
+
 t.test('a well-prepared fixture host passes every check', async (t) => {
   const checks = await doctor(wellPreparedHost(t));
   t.same(checks.map((c) => c.id), ALL_IDS);
@@ -131,7 +142,9 @@ const cases: Array<[string, string, (w: World) => void, RegExp, RegExp?]> = [
   }, /^systemctl restart virtqemud$/],
   ['no libvirt daemon runs', 'libvirt-daemon', (w) => rmSync(join(s(w).procRoot, '4242'), { recursive: true }), /systemctl start libvirtd/],
   ['vfpool.conf has a bad line', 'vfpool.conf', (w) => writeFileSync(join(s(w).configDir, 'vfpool.conf'), 'VFPOOL_STATE_DIR /x\n'), /edit .*vfpool\.conf/, /vfpool\.conf:1: 'VFPOOL_STATE_DIR \/x' is not a KEY=value line/],
-  ['the state directory is readable by all', 'state-dir', (w) => chmodSync(s(w).stateDir, 0o755), /chmod 0700/],
+  // Only what is wrong is named: index/ and qemu/ are directories and qemu/NAME/ is the QEMU user's.
+  ['the state directory is readable by all', 'state-dir', (w) => chmodSync(s(w).stateDir, 0o755), /^chmod go-rw \S+\/run\/vfpool$/, /run\/vfpool has mode 755, not 700 or 711/],
+  ['the state file is readable by all', 'state-dir', (w) => writeFileSync(join(s(w).stateDir, 'state.json'), '{"version":2,"pools":{},"allocations":[],"ports":[],"bindings":[],"leftovers":[]}', { mode: 0o644 }), /^chmod 0600 \S+\/run\/vfpool\/state\.json$/],
   ['a journal file readable by all', 'journal-dir', (w) => {
     mkdirSync(s(w).journalDir, { recursive: true, mode: 0o700 });
     writeFileSync(join(s(w).journalDir, 'history.jsonl'), '', { mode: 0o644 });
