@@ -154,7 +154,7 @@ export async function checkQemu(settings: Settings): Promise<Check[]> {
   const out: Check[] = [pass('qemu', `${q}: ${String(version.stdout).split('\n')[0]}`)];
   const props = await execa(q, ['-device', 'virtio-net-pci,help'], { reject: false, timeout: 20_000, env: { LC_ALL: 'C' } });
   const text = String(props.stdout);
-  for (const [prop, mode, since] of [['failover', 'pci-passthrough-hybrid', '4.2'], ['sriov-pf', 'emulated virtio-net SR-IOV', '11.1']] as const) {
+  for (const [prop, mode, since] of [['failover', 'pci-passthrough-hybrid', '4.2'], ['sriov-pf', 'emulated virtio-net SR-IOV', '10.1']] as const) {
     const has = new RegExp(`^\\s*${prop}=`, 'm').test(text);
     out.push(has ? pass(`qemu:${prop}`, `virtio-net-pci has '${prop}'`) : fail(`qemu:${prop}`, `virtio-net-pci of ${q} has no '${prop}' property (needed by ${mode})`, `use a QEMU >= ${since}: set VFPOOL_QEMU to it in /etc/vfpool/vfpool.conf`));
   }

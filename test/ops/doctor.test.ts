@@ -152,7 +152,7 @@ const cases: Array<[string, string, (w: World) => void, RegExp, RegExp?]> = [
   }, /chmod 0600/],
   ['VFPOOL_QEMU does not run', 'qemu', (w) => (s(w).qemuPath = join(w.root, 'no-such-qemu')), /VFPOOL_QEMU=/],
   ['a QEMU without failover', 'qemu:failover', (w) => fakeQemu(s(w).qemuPath, ['sriov-pf']), /QEMU >= 4\.2/],
-  ['a QEMU without sriov-pf', 'qemu:sriov-pf', (w) => fakeQemu(s(w).qemuPath, ['failover']), /QEMU >= 11\.1/],
+  ['a QEMU without sriov-pf', 'qemu:sriov-pf', (w) => fakeQemu(s(w).qemuPath, ['failover']), /QEMU >= 10\.1:/],
   ['qemu.conf keeps the mount namespace', 'qemu.conf:namespaces', (w) => writeFileSync(join(s(w).libvirtConfDir, 'qemu.conf'), 'cgroup_device_acl = [ "/dev/vfio/vfio" ]\n'), /namespaces = \[ \]/],
   ['the device cgroup does not allow vfio', 'qemu.conf:device-cgroup', (w) => writeFileSync(join(s(w).libvirtConfDir, 'qemu.conf'), 'namespaces = [ ]\n#cgroup_device_acl = [ "/dev/vfio/vfio" ]\n'), /cgroup_device_acl/],
   ['the daemon\'s memlock limit is 8 MiB', 'memlock', (w) => writeFileSync(join(s(w).procRoot, '4242/limits'), 'Max locked memory         8388608              8388608              bytes\n'), /LimitMEMLOCK=infinity/],
