@@ -1,6 +1,7 @@
 import { lstatSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { parseConfFile, type Settings } from '../config/settings.js';
+import type { VfpoolError } from '../errors.js';
 import { fail, listDir, pass, readText, type Check } from './doctor-check.js';
 
 /** vfpool's own installation and what it needs from libvirt and QEMU, as found on this host. */
@@ -100,7 +101,7 @@ export function checkConf(settings: Settings, env: NodeJS.ProcessEnv): Check {
  * The fix names only what is wrong: qemu/NAME/ belongs to the QEMU user and index/ and qemu/
  * are directories, so neither a recursive chown nor `chmod 0600 DIR/*` may be suggested.
  */
-export function checkStateDirs(settings: Settings): Check[] {
+export function checkStateDirs(settings: Settings, stateError: VfpoolError | null = null): Check[] {
   const euid = process.geteuid?.() ?? 0;
   const dirs: Array<[string, string, string[], number]> = [
     ['state-dir', settings.stateDir, ['state.json', 'vfpool.log'], 0o711],
@@ -138,6 +139,10 @@ export function checkStateDirs(settings: Settings): Check[] {
       }
     }
     if (loose.length) fixes.push(`chmod 0600 ${loose.join(' ')}`);
+    if (id === 'state-dir' && stateError) {
+      bad.push(stateError.message);
+      fixes.push(stateError.hint ?? `check ${join(d, 'state.json')}`);
+    }
     return bad.length ? fail(id, bad.join('; '), fixes.join(' && ')) : pass(id, `${d} ${mode.toString(8).padStart(4, '0')}, files 0600`);
   });
 }

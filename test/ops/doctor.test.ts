@@ -158,6 +158,38 @@ const cases: Array<[string, string, (w: World) => void, RegExp, RegExp?]> = [
   ['the daemon\'s memlock limit is 8 MiB', 'memlock', (w) => writeFileSync(join(s(w).procRoot, '4242/limits'), 'Max locked memory         8388608              8388608              bytes\n'), /LimitMEMLOCK=infinity/],
 ];
 
+/** state.json with pool p running, its start having set eth1 to `numVfs` VFs. */
+function runningPool(w: World, numVfs: number): void {
+  const xml = `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'><vf num='4'/></pf></forward></network>`;
+  const pool = { xml, origin: 'definition', startedAt: new Date().toISOString(), activated: [{ pf: 'eth1', numVfs }], change: null, bound: [] };
+  writeFileSync(join(w.settings.stateDir, 'state.json'), JSON.stringify({ version: 2, pools: { p: pool }, allocations: [], ports: [], bindings: [], leftovers: [] }), { mode: 0o600 });
+}
+
+t.test('fails \'pool:p\' when the PF of a running pool no longer has the VFs its start made (sriov_numvfs written by hand)', async (t) => {
+  const w = wellPreparedHost(t);
+  runningPool(w, 0);
+  t.same((await doctor(w)).filter((c) => !c.ok).map((c) => c.id), [], 'a running pool whose count is the PF\'s passes');
+  runningPool(w, 4); // the fixture's eth1 has 0 VFs: someone wrote 0 to sriov_numvfs after the start
+  const checks = await doctor(w);
+  t.same(checks.filter((c) => !c.ok).map((c) => c.id), ['pool:p']);
+  const c = checks.find((x) => x.id === 'pool:p')!;
+  t.equal(c.found, 'the pool is active with 4 VF(s) on eth1, but eth1 has 0 now (sriov_numvfs changed outside vfpool)');
+  t.match(c.fix, /vfpool net-destroy p && vfpool net-start p/);
+});
+
+t.test('a state file vfpool cannot read fails \'state-dir\' with its fix, and every other check still runs', async (t) => {
+  const w = wellPreparedHost(t);
+  writeFileSync(join(w.settings.stateDir, 'state.json'), '{"version":2,"pools":', { mode: 0o600 });
+  const checks = await doctor(w);
+  t.same(checks.map((c) => c.id), ALL_IDS, 'doctor did not stop at the state file');
+  const c = checks.find((x) => x.id === 'state-dir')!;
+  t.equal(c.ok, false);
+  t.match(c.found, /state\.json is not valid JSON/);
+  t.match(c.fix, /restore it from a copy/);
+  // Judging allocations needs the state: that check says it cannot, nothing else fails.
+  t.same(checks.filter((x) => !x.ok).map((x) => x.id), ['state-dir', 'stale-allocations']);
+});
+
 /** The link's own time (lutimes) is what install.sh's ln sets and what doctor reads. */
 function utimesLink(path: string, when: Date): void {
   lutimesSync(path, when, when);
