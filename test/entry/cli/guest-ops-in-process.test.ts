@@ -42,6 +42,10 @@ t.test('prepare, release and history as text', async (t) => {
   t.ok(lines.length >= 2, 'allocation and release');
   for (const l of lines) t.match(JSON.parse(l), { domain: 'vm1', vf: '0000:3b:02.0' });
   t.same(await cli('history', 'vm2'), { exitCode: 0, stdout: 'no history entries match\n', stderr: '' });
+  for (const since of ['2000-01-01', '2000-01-01 00:00', '2000-01-01T01:00:00+01:00', '2000-01-01T00:00:00.000z']) {
+    t.match((await cli('history', 'vm1', '--since', since)).stdout, /vm1.*0000:3b:02\.0/, `--since ${since}: an ISO 8601 form`);
+  }
+  t.same(await cli('history', 'vm1', '--since', '2999-01-01T00:00:00Z'), { exitCode: 0, stdout: 'no history entries match\n', stderr: '' }, 'and it filters');
 
   // A line that is not JSON is skipped with a warning, the others still print.
   const journalFile = readdirSync(w.settings.journalDir).map((f) => join(w.settings.journalDir, f))[0]!;
@@ -85,6 +89,11 @@ t.test('bad input: exit 2, one line naming the option', async (t) => {
     [['reconcile', '--grace', '-1'], /^vfpool: --grace '-1' is not a number of seconds from 0/],
     [['reconcile', '--grace', 'ten'], /^vfpool: --grace 'ten' is not a number of seconds from 0 to 2147482/],
     [['history', '--since', 'yesterday'], /^vfpool: --since 'yesterday' is not a time.*2026-11-30T04:00:00Z/],
+    // V8's Date.parse took these (May 2001, 1999, March 2nd): a typo showed the whole history.
+    [['history', '--since', '5'], /^vfpool: --since '5' is not a time: give an ISO 8601 date or time such as 2026-11-30/],
+    [['history', '--since', '99'], /^vfpool: --since '99' is not a time/],
+    [['history', '--since', 'Dec 1'], /^vfpool: --since 'Dec 1' is not a time/],
+    [['history', '--since', '2026-02-30'], /^vfpool: --since '2026-02-30' is not a time/],
     [['history', '--vf', 'eth0'], /--vf/],
     [['prepare'], /^vfpool: prepare: Missing required argument: xml: see `vfpool prepare --help`\n$/],
     [['net-start'], /^vfpool: net-start: missing <pool>, the pool's name \(its <name> in the network XML\): e\.g\. `vfpool net-start sriov-pool`\n$/],
