@@ -35,6 +35,16 @@ case $prefix in /*) ;; *) echo "install.sh: --prefix must be an absolute path, g
 # plain characters only, so it stays a path when the shell reads it back.
 case $prefix in *[!A-Za-z0-9_./+-]*) echo "install.sh: --prefix '$prefix' has characters other than letters, digits and _ . / + -: choose a plain path" >&2; exit 2 ;; esac
 
+# The Node that runs vfpool, written below into the hook shim, the QEMU wrapper and the unit:
+# libvirt runs hooks with its own PATH and systemd runs units with systemd's, and neither holds
+# a Node installed by nvm or from a tarball under /opt, nor can either be given VFPOOL_NODE.
+node=
+if [ $uninstall = 0 ]; then
+  node=$(command -v node) || { echo "install.sh: node is not in PATH ($PATH): install Node.js >= 20.5, or run install.sh with its directory in PATH" >&2; exit 1; }
+  case $node in /*) ;; *) node=$(cd "$(dirname "$node")" && pwd)/${node##*/} ;; esac
+  case $node in *[!A-Za-z0-9_./+-]*) echo "install.sh: node is at '$node', a path with characters other than letters, digits and _ . / + -: install it under a plain path" >&2; exit 2 ;; esac
+fi
+
 src=$(cd "$(dirname "$0")" && pwd)
 libdir=$prefix/lib/vfpool
 hookdir=/etc/libvirt/hooks
@@ -70,8 +80,9 @@ cp -R "$src/hooks" "$src/qemu-args" "$src/package.json" "$stage/"
 # The hook shim and the QEMU wrapper (which libvirt runs through the bin/vfpool-qemu link) learn
 # where they are installed here, so that no hook call or guest start forks readlink to find out.
 for f in hooks/vfpool-hook qemu-args/vfpool-qemu; do
-  sed -i "s|^vfpool_home=\$|vfpool_home=$libdir|" "$stage/$f"
-  grep -qx "vfpool_home=$libdir" "$stage/$f" || { echo "install.sh: could not write the install path into $stage/$f" >&2; exit 1; }
+  sed -i -e "s|^vfpool_home=\$|vfpool_home=$libdir|" -e "s|^vfpool_node=\$|vfpool_node=$node|" "$stage/$f"
+  grep -qx "vfpool_home=$libdir" "$stage/$f" && grep -qx "vfpool_node=$node" "$stage/$f" \
+    || { echo "install.sh: could not write the install path and the node path into $stage/$f" >&2; exit 1; }
 done
 chmod 0755 "$stage/dist/bin/"*.mjs "$stage/dist/bin/cli.cjs" "$stage/dist/bin/"*-hook.cjs "$stage/hooks/vfpool-hook" "$stage/qemu-args/vfpool-qemu"
 ln -sfn "$release" "$destdir$libdir.tmp"
@@ -101,8 +112,8 @@ done
 install -d "$destdir$mandir" "$destdir$compdir" "$destdir$unitdir"
 install -m 0644 "$src/dist/man/vfpool.1" "$destdir$mandir/vfpool.1"
 # yargs writes the completion script for the command's own declarations.
-SHELL=/bin/bash node "$src/dist/bin/cli.cjs" completion >"$destdir$compdir/vfpool"
-sed "s#@PREFIX@#$prefix#g" "$src/systemd/$unit" >"$destdir$unitdir/$unit"
+SHELL=/bin/bash "$node" "$src/dist/bin/cli.cjs" completion >"$destdir$compdir/vfpool"
+sed -e "s#@PREFIX@#$prefix#g" -e "s#@NODE@#$node#g" "$src/systemd/$unit" >"$destdir$unitdir/$unit"
 chmod 0644 "$destdir$unitdir/$unit"
 if [ -z "$destdir" ] && [ -d /run/systemd/system ]; then
   systemctl daemon-reload

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { execa } from 'execa';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO, WITHOUT_TAP_LOADER } from './helpers/spawn.js';
 
@@ -65,7 +65,7 @@ t.test('install.sh installs vfpool-reconcile.service, which passes systemd-analy
   t.equal((await install('--dest-dir', dest, '--prefix', '/opt/vfpool')).exitCode, 0);
   const unitFile = join(dest, 'etc/systemd/system/vfpool-reconcile.service');
   const unit = readFileSync(unitFile, 'utf8');
-  t.match(unit, /^ExecStart=\/opt\/vfpool\/bin\/vfpool reconcile$/m, 'runs the installed CLI');
+  t.match(unit, /^ExecStart=\/\S+\/node \/opt\/vfpool\/bin\/vfpool reconcile$/m, 'runs the installed CLI with the Node install.sh ran with');
   t.match(unit, /^After=libvirtd\.service virtqemud\.service$/m);
   t.match(unit, /^PartOf=libvirtd\.service virtqemud\.service$/m, 'a daemon restart reruns it');
   t.match(unit, /^WantedBy=libvirtd\.service virtqemud\.service$/m, 'enabled with the daemon');
@@ -75,7 +75,7 @@ t.test('install.sh installs vfpool-reconcile.service, which passes systemd-analy
   const verify = async (text: string) => {
     const file = join(dest, 'verify', 'vfpool-reconcile.service');
     mkdirSync(join(dest, 'verify'), { recursive: true });
-    writeFileSync(file, text.replace('ExecStart=/opt/vfpool/bin/vfpool', `ExecStart=${dest}/opt/vfpool/lib/vfpool/dist/bin/cli.cjs`));
+    writeFileSync(file, text.replace(' /opt/vfpool/bin/vfpool', ` ${dest}/opt/vfpool/lib/vfpool/dist/bin/cli.cjs`));
     return execa('systemd-analyze', ['verify', '--man=no', file], { reject: false, env: { PATH: process.env.PATH!, SYSTEMD_LOG_COLOR: '0' } });
   };
   const ok = await verify(unit);
@@ -110,4 +110,28 @@ t.test('install.sh run under a restrictive umask (027, 077: hardened hosts, sudo
   t.equal(mode(join(lib, 'qemu-args/vfpool-qemu')), '755', 'the wrapper shim is 0755');
   t.equal(mode(join(dest, 'etc/vfpool/vfpool.conf')), '644', 'vfpool.conf is 0644');
   t.equal(mode(join(dest, 'opt/vfpool/share/bash-completion/completions/vfpool')), '644', 'the completion script is 0644 (every user\'s shell reads it)');
+});
+
+t.test('install.sh writes the Node it ran with into the hook shim, the QEMU wrapper and the unit', async (t) => {
+  // A Node that is neither /usr/bin/node nor /usr/local/bin/node (nvm, a tarball under /opt):
+  // libvirt runs the hooks with its own PATH and systemd the unit with systemd's, and neither
+  // can be given VFPOOL_NODE, so install.sh records the one it found.
+  const dir = t.testdir({});
+  const nodeDir = join(dir, 'opt/node-v20/bin');
+  mkdirSync(nodeDir, { recursive: true });
+  symlinkSync(process.execPath, join(nodeDir, 'node'));
+  const dest = join(dir, 'dest');
+  const r = await execa(WITHOUT_TAP_LOADER[0], [...WITHOUT_TAP_LOADER.slice(1), 'bash', join(REPO, 'install.sh'), '--dest-dir', dest, '--prefix', '/opt/vfpool'], { reject: false, env: { PATH: `${nodeDir}:/usr/sbin:/usr/bin:/sbin:/bin` } });
+  t.equal(r.exitCode, 0, r.stderr);
+  const lib = join(dest, 'opt/vfpool/lib/vfpool');
+  for (const f of ['hooks/vfpool-hook', 'qemu-args/vfpool-qemu']) {
+    t.match(readFileSync(join(lib, f), 'utf8'), new RegExp(`^vfpool_node=${join(nodeDir, 'node').replace(/[.+]/g, '\\$&')}$`, 'm'), `${f} knows the Node`);
+    t.match(readFileSync(join(REPO, f), 'utf8'), /^vfpool_node=$/m, `the checkout's ${f} is left as it is`);
+  }
+  t.match(readFileSync(join(dest, 'etc/systemd/system/vfpool-reconcile.service'), 'utf8'), new RegExp(`^ExecStart=${join(nodeDir, 'node').replace(/[.+]/g, '\\$&')} /opt/vfpool/bin/vfpool reconcile$`, 'm'));
+
+  // No node at all: one line before anything is installed.
+  const none = await execa('/bin/bash', [join(REPO, 'install.sh'), '--dest-dir', join(dir, 'none'), '--prefix', '/opt/vfpool'], { reject: false, env: { PATH: join(dir, 'empty') } });
+  t.same([none.exitCode, none.stderr], [1, `install.sh: node is not in PATH (${join(dir, 'empty')}): install Node.js >= 20.5, or run install.sh with its directory in PATH`]);
+  t.notOk(existsSync(join(dir, 'none')), 'nothing staged');
 });
