@@ -4,9 +4,11 @@
 # /etc/libvirt/hooks/{network,qemu}.d/vfpool, the man page, bash completion, and
 # vfpool-reconcile.service (runs `vfpool reconcile` whenever the libvirt daemon starts). Idempotent.
 #
-#   bash install.sh [--prefix /usr/local] [--dest-dir DIR] [--uninstall]
+#   bash install.sh [--prefix /usr/local] [--dest-dir DIR] [--uninstall [--force]]
 #
 # --dest-dir stages everything under DIR for packaging (links still point at PREFIX).
+# --uninstall refuses while guests hold VFs or pools run (nothing would give the VFs back);
+# --force removes vfpool anyway.
 # Run `npm ci && npm run build` first. libvirt finds a driver's hooks when the daemon starts:
 # restart libvirtd after the first install.
 set -euo pipefail
@@ -19,6 +21,7 @@ umask 022
 prefix=/usr/local
 destdir=
 uninstall=0
+force=0
 while [ $# -gt 0 ]; do
   case $1 in
     --prefix) prefix=${2:?--prefix needs a directory}; shift 2 ;;
@@ -26,8 +29,9 @@ while [ $# -gt 0 ]; do
     --dest-dir) destdir=${2:?--dest-dir needs a directory}; shift 2 ;;
     --dest-dir=*) destdir=${1#*=}; shift ;;
     --uninstall) uninstall=1; shift ;;
+    --force) force=1; shift ;;
     -h | --help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
-    *) echo "install.sh: unknown argument '$1' (expected --prefix DIR, --dest-dir DIR, --uninstall)" >&2; exit 2 ;;
+    *) echo "install.sh: unknown argument '$1' (expected --prefix DIR, --dest-dir DIR, --uninstall, --force)" >&2; exit 2 ;;
   esac
 done
 case $prefix in /*) ;; *) echo "install.sh: --prefix must be an absolute path, got '$prefix'" >&2; exit 2 ;; esac
@@ -55,6 +59,23 @@ mandir=$prefix/share/man/man1
 compdir=$prefix/share/bash-completion/completions
 
 if [ $uninstall = 1 ]; then
+  # Removed while guests hold VFs or pools run, vfpool leaves those VFs as it set them (guest
+  # MACs and VLANs, vfio-pci) with nothing left to give them back: libvirt's release and
+  # network stop find no hook. So ask the installed vfpool first, under vfpool.conf's settings.
+  cli=$destdir$libdir/dist/bin/cli.cjs
+  if [ $force = 0 ] && [ -f "$cli" ] && node=$(command -v node); then
+    busy=$("$node" "$cli" status --json 2>&1 | "$node" -e '
+      let text = "";
+      process.stdin.on("data", (d) => (text += d)).on("end", () => {
+        let s;
+        try { s = JSON.parse(text); } catch { console.log(`cannot tell whether vfpool is in use: vfpool status said: ${text.trim().split("\n")[0]}`); return; }
+        const domains = [...new Set(s.pfs.flatMap((p) => p.vfs).filter((v) => v.owner && v.owner.via === "vfpool").map((v) => v.owner.domain))];
+        const pools = s.pools.filter((p) => p.active).map((p) => p.name);
+        const what = [domains.length && `holds VFs for domain(s) ${domains.join(", ")}`, pools.length && `runs pool(s) ${pools.join(", ")}`].filter(Boolean);
+        if (what.length) console.log(`vfpool still ${what.join(" and ")}: stop those guests and pools first (vfpool net-destroy POOL, or virsh net-destroy for a libvirt network) so their VFs are given back`);
+      });') || true
+    if [ -n "$busy" ]; then echo "install.sh: $busy; or uninstall with --force" >&2; exit 3; fi
+  fi
   if [ -z "$destdir" ] && [ -d /run/systemd/system ]; then systemctl disable --now "$unit" >/dev/null 2>&1 || true; fi
   rm -f "$destdir$hookdir/network.d/vfpool" "$destdir$hookdir/qemu.d/vfpool" "$destdir$prefix/bin/vfpool" "$destdir$prefix/bin/vfpool-qemu"
   rm -f "$destdir$unitdir/$unit" "$destdir$mandir/vfpool.1" "$destdir$compdir/vfpool"

@@ -51,7 +51,7 @@ t.test('install.sh --dest-dir stages a complete, idempotent install and --uninst
 
 t.test('install.sh refuses bad arguments with one line and exit 2', async (t) => {
   const r = await install('--frobnicate');
-  t.same([r.exitCode, r.stderr], [2, "install.sh: unknown argument '--frobnicate' (expected --prefix DIR, --dest-dir DIR, --uninstall)"]);
+  t.same([r.exitCode, r.stderr], [2, "install.sh: unknown argument '--frobnicate' (expected --prefix DIR, --dest-dir DIR, --uninstall, --force)"]);
   const rel = await install('--prefix', 'usr');
   t.same([rel.exitCode, rel.stderr], [2, "install.sh: --prefix must be an absolute path, got 'usr'"]);
   // The prefix is written into the hook shim root runs: a path the shell would split is refused.
@@ -134,4 +134,40 @@ t.test('install.sh writes the Node it ran with into the hook shim, the QEMU wrap
   const none = await execa('/bin/bash', [join(REPO, 'install.sh'), '--dest-dir', join(dir, 'none'), '--prefix', '/opt/vfpool'], { reject: false, env: { PATH: join(dir, 'empty') } });
   t.same([none.exitCode, none.stderr], [1, `install.sh: node is not in PATH (${join(dir, 'empty')}): install Node.js >= 20.5, or run install.sh with its directory in PATH`]);
   t.notOk(existsSync(join(dir, 'none')), 'nothing staged');
+});
+
+t.test('install.sh --uninstall refuses while guests hold VFs or pools run, and --force removes it anyway', async (t) => {
+  // Removed then, vfpool would leave the VFs with the guests' MACs, VLANs and vfio-pci, and
+  // nothing to give them back (libvirt's release and network stop would find no hook).
+  const dir = t.testdir({ etc: { networks: { 'p.xml': `<network><name>p</name><forward mode='hostdev' managed='yes'><pf dev='eth1'><vf num='2'/></pf></forward></network>` } } });
+  writeFileSync(join(dir, 'host.json'), '{"pfs":[{"name":"eth1","totalVfs":4}]}');
+  writeFileSync(join(dir, 'vm1.xml'), `<domain><name>vm1</name><metadata><vfpool:domain xmlns:vfpool='https://vfpool.dev/xmlns/1'><vfpool:hostdev pool='p' mac='52:54:00:11:22:33'/></vfpool:domain></metadata></domain>`);
+  const env = { PATH: process.env.PATH!, VFPOOL_CONFIG_DIR: join(dir, 'etc'), VFPOOL_STATE_DIR: join(dir, 'run'), VFPOOL_JOURNAL_DIR: join(dir, 'lib'), VFPOOL_HOST: `sim:${join(dir, 'host.json')}`, VFPOOL_LIBVIRT_RUN_DIR: join(dir, 'libvirt') };
+  const vfpool = async (...args: string[]) => {
+    const r = await execa(WITHOUT_TAP_LOADER[0], [...WITHOUT_TAP_LOADER.slice(1), process.execPath, join(REPO, 'dist/bin/cli.cjs'), ...args], { reject: false, env });
+    t.equal(r.exitCode, 0, `vfpool ${args.join(' ')}: ${r.stderr}`);
+  };
+  const dest = join(dir, 'dest');
+  const un = (...more: string[]) => execa(WITHOUT_TAP_LOADER[0], [...WITHOUT_TAP_LOADER.slice(1), 'bash', join(REPO, 'install.sh'), '--dest-dir', dest, '--prefix', '/opt/vfpool', ...more], { reject: false, env });
+  t.equal((await un()).exitCode, 0);
+  const cliLink = join(dest, 'opt/vfpool/bin/vfpool');
+
+  await vfpool('net-start', 'p');
+  await vfpool('prepare', '--xml', join(dir, 'vm1.xml'));
+  const held = await un('--uninstall');
+  t.same([held.exitCode, held.stderr], [3, 'install.sh: vfpool still holds VFs for domain(s) vm1 and runs pool(s) p: stop those guests and pools first (vfpool net-destroy POOL, or virsh net-destroy for a libvirt network) so their VFs are given back; or uninstall with --force']);
+  for (const p of [cliLink, join(dest, 'etc/libvirt/hooks/qemu.d/vfpool'), join(dest, 'etc/libvirt/hooks/network.d/vfpool')]) t.ok(lstatSync(p).isSymbolicLink(), `${p.slice(dest.length)} is still there`);
+
+  await vfpool('release', 'vm1');
+  const running = await un('--uninstall');
+  t.same([running.exitCode, running.stderr], [3, 'install.sh: vfpool still runs pool(s) p: stop those guests and pools first (vfpool net-destroy POOL, or virsh net-destroy for a libvirt network) so their VFs are given back; or uninstall with --force']);
+  const forced = await un('--uninstall', '--force');
+  t.equal(forced.exitCode, 0, '--force removes it anyway');
+  t.throws(() => lstatSync(cliLink), 'the CLI is gone');
+
+  t.equal((await un()).exitCode, 0, 'installed again');
+  await vfpool('net-destroy', 'p');
+  const idle = await un('--uninstall');
+  t.equal(idle.exitCode, 0, `nothing in use: removed (${idle.stderr})`);
+  t.throws(() => lstatSync(cliLink), 'the CLI is gone');
 });
