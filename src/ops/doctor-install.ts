@@ -86,6 +86,15 @@ export function checkConf(settings: Settings, env: NodeJS.ProcessEnv): Check {
   const file = join(confDir, 'vfpool.conf');
   const text = readText(file);
   if (text === null) return pass('vfpool.conf', `${file} does not exist: defaults and the environment apply`);
+  // The QEMU wrapper reads it as the domain's QEMU user: unreadable, its settings silently
+  // would not apply there (it says so in the domain's log, but only once a guest starts).
+  const closed = [confDir, file].filter((p) => {
+    const mode = statSync(p).mode;
+    return (mode & (p === file ? 0o004 : 0o001)) === 0;
+  });
+  if (closed.length) {
+    return fail('vfpool.conf', `${closed.map((p) => `${p} has mode ${(statSync(p).mode & 0o777).toString(8)}`).join(', ')}: the QEMU wrapper, which runs as the domain's QEMU user, cannot read ${file}`, closed.map((p) => `chmod ${p === file ? '0644' : 'o+x'} ${p}`).join(' && '));
+  }
   try {
     const keys = Object.keys(parseConfFile(text, file));
     return pass('vfpool.conf', `${file}: ${keys.length ? keys.join(', ') : 'only comments'}`);

@@ -143,6 +143,9 @@ const cases: Array<[string, string, (w: World) => void, RegExp, RegExp?]> = [
   ['no libvirt daemon runs', 'libvirt-daemon', (w) => rmSync(join(s(w).procRoot, '4242'), { recursive: true }), /systemctl start libvirtd/],
   ['vfpool.conf has a bad line', 'vfpool.conf', (w) => writeFileSync(join(s(w).configDir, 'vfpool.conf'), 'VFPOOL_STATE_DIR /x\n'), /edit .*vfpool\.conf/, /vfpool\.conf:1: 'VFPOOL_STATE_DIR \/x' is not a KEY=value line/],
   // Only what is wrong is named: index/ and qemu/ are directories and qemu/NAME/ is the QEMU user's.
+  // The QEMU wrapper runs as the domain's QEMU user and reads it.
+  ['vfpool.conf is root\'s alone', 'vfpool.conf', (w) => chmodSync(join(s(w).configDir, 'vfpool.conf'), 0o600), /^chmod 0644 \S+\/etc\/vfpool\/vfpool\.conf$/, /vfpool\.conf has mode 600: the QEMU wrapper, which runs as the domain's QEMU user, cannot read/],
+  ['the directory of vfpool.conf is root\'s alone', 'vfpool.conf', (w) => chmodSync(s(w).configDir, 0o700), /^chmod o\+x \S+\/etc\/vfpool$/],
   ['the state directory is readable by all', 'state-dir', (w) => chmodSync(s(w).stateDir, 0o755), /^chmod go-rw \S+\/run\/vfpool$/, /run\/vfpool has mode 755, not 700 or 711/],
   ['the state file is readable by all', 'state-dir', (w) => writeFileSync(join(s(w).stateDir, 'state.json'), '{"version":2,"pools":{},"allocations":[],"ports":[],"bindings":[],"leftovers":[]}', { mode: 0o644 }), /^chmod 0600 \S+\/run\/vfpool\/state\.json$/],
   ['a journal file readable by all', 'journal-dir', (w) => {
