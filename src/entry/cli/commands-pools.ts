@@ -84,12 +84,16 @@ export const POOL_COMMANDS: CommandDef[] = [
     args: '<pool>',
     describe: 'print a pool\'s XML (as started, if active)',
     positionals: POOL,
-    examples: [['net-dumpxml sriov-pool > pool.xml', 'save the definition']],
-    async run(a: { pool: string }) {
+    // DESIGN.md: --json on every read command; this one's JSON carries the same XML.
+    options: JSON_OUT,
+    examples: [['net-dumpxml sriov-pool > pool.xml', 'save the definition'], ['net-dumpxml sriov-pool --json', '{"name","active","xml"}']],
+    async run(a: { pool: string; json: boolean }) {
       const ctx = cliContext('net-dumpxml');
       ctx.registry.get(a.pool); // validates, and names the error for an unknown pool
       const active = ctx.store.read().pools[a.pool];
-      writeStdout(active ? networkOf(active.xml) : (ctx.registry.readDefinition(a.pool) ?? ''));
+      const xml = active ? networkOf(active.xml) : (ctx.registry.readDefinition(a.pool) ?? '');
+      if (a.json) out(JSON.stringify({ name: a.pool, active: active !== undefined, xml }));
+      else writeStdout(xml);
       return 0;
     },
   },
