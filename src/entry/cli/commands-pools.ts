@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { asVfpoolError } from '../../errors.js';
+import { asVfpoolError, BadInputError } from '../../errors.js';
 import { parsePoolXml } from '../../config/pool-xml.js';
 import { formatPlan, startPool, stopPool } from '../../pool/pools.js';
 import { listPools, readStatus } from '../../pool/status.js';
@@ -147,6 +147,7 @@ export const POOL_COMMANDS: CommandDef[] = [
       ['status --format prometheus > /var/lib/node_exporter/vfpool.prom', 'metrics for node_exporter'],
     ],
     async run(a: { json: boolean; format: string }) {
+      if (a.json && a.format === 'prometheus') throw new BadInputError('--json and --format prometheus ask for two different outputs', 'give one of them (--json is --format json)');
       const ctx = cliContext('status');
       const s = await readStatus(ctx);
       // Loaded when the command runs: every other `vfpool` call starts without evaluating it.
