@@ -1,10 +1,11 @@
 import t from 'tap';
 import type { Test } from 'tap';
-import { chmodSync, lutimesSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, lutimesSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_SETTINGS, type Settings } from '../../src/config/settings.js';
 import { createContext } from '../../src/pool/context.js';
 import { runDoctor, type Check } from '../../src/ops/doctor.js';
+import { checkStateDirs } from '../../src/ops/doctor-install.js';
 import { makeFixtureKernel } from '../helpers/fixture-kernel.js';
 import { scratchDir } from '../helpers/scratch.js';
 import { REPO } from '../helpers/spawn.js';
@@ -160,6 +161,19 @@ const cases: Array<[string, string, (w: World) => void, RegExp, RegExp?]> = [
   ['the device cgroup does not allow vfio', 'qemu.conf:device-cgroup', (w) => writeFileSync(join(s(w).libvirtConfDir, 'qemu.conf'), 'namespaces = [ ]\n#cgroup_device_acl = [ "/dev/vfio/vfio" ]\n'), /cgroup_device_acl/],
   ['the daemon\'s memlock limit is 8 MiB', 'memlock', (w) => writeFileSync(join(s(w).procRoot, '4242/limits'), 'Max locked memory         8388608              8388608              bytes\n'), /LimitMEMLOCK=infinity/],
 ];
+
+t.test('the state directories belong to root: doctor run as another user never suggests handing them to that user', async (t) => {
+  const w = wellPreparedHost(t);
+  const stateDir = (euid: number) => checkStateDirs(w.settings, null, euid).find((c) => c.id === 'state-dir')!;
+  // Root's, as the hooks make it, seen by `vfpool doctor` run without sudo (uid 1000): that
+  // suggested \`chown 1000:0 DIR\`, letting that user rewrite what root's hooks trust.
+  t.same([stateDir(1000).ok, stateDir(1000).fix], [true, null], 'root-owned: fine whoever asks');
+  chownSync(w.settings.stateDir, 4242, 4242);
+  for (const euid of [0, 1000]) {
+    const c = stateDir(euid);
+    t.same([c.ok, c.found, c.fix], [false, `${w.settings.stateDir} is owned by uid 4242, not root`, `chown 0:0 ${w.settings.stateDir}`], `doctor as uid ${euid}`);
+  }
+});
 
 /** state.json with pool p running, its start having set eth1 to `numVfs` VFs. */
 function runningPool(w: World, numVfs: number): void {
