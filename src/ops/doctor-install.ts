@@ -1,6 +1,6 @@
 import { lstatSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { parseConfFile, type Settings } from '../config/settings.js';
+import { DEFAULT_SETTINGS, SETTING_KEYS, parseConfFile, type Settings } from '../config/settings.js';
 import type { VfpoolError } from '../errors.js';
 import { fail, listDir, pass, readText, type Check } from './doctor-check.js';
 
@@ -85,22 +85,41 @@ export function checkConf(settings: Settings, env: NodeJS.ProcessEnv): Check {
   const confDir = env.VFPOOL_CONFIG_DIR || '/etc/vfpool';
   const file = join(confDir, 'vfpool.conf');
   const text = readText(file);
-  if (text === null) return pass('vfpool.conf', `${file} does not exist: defaults and the environment apply`);
-  // The QEMU wrapper reads it as the domain's QEMU user: unreadable, its settings silently
-  // would not apply there (it says so in the domain's log, but only once a guest starts).
-  const closed = [confDir, file].filter((p) => {
-    const mode = statSync(p).mode;
-    return (mode & (p === file ? 0o004 : 0o001)) === 0;
+  let fromFile: ReturnType<typeof parseConfFile> = {};
+  if (text !== null) {
+    // The QEMU wrapper reads it as the domain's QEMU user: unreadable, its settings silently
+    // would not apply there (it says so in the domain's log, but only once a guest starts).
+    const closed = [confDir, file].filter((p) => {
+      const mode = statSync(p).mode;
+      return (mode & (p === file ? 0o004 : 0o001)) === 0;
+    });
+    if (closed.length) {
+      return fail('vfpool.conf', `${closed.map((p) => `${p} has mode ${(statSync(p).mode & 0o777).toString(8)}`).join(', ')}: the QEMU wrapper, which runs as the domain's QEMU user, cannot read ${file}`, closed.map((p) => `chmod ${p === file ? '0644' : 'o+x'} ${p}`).join(' && '));
+    }
+    try {
+      fromFile = parseConfFile(text, file);
+    } catch (err) {
+      return fail('vfpool.conf', (err as Error).message, `edit ${file}: KEY=value lines with the keys \`vfpool --help\` lists`);
+    }
+  }
+  // A setting only this shell has (exported, or from /etc/environment, which services never
+  // read): libvirt runs the hooks and the wrapper without it, so they use the file's value or
+  // the default, and the CLI and the hooks work on two states (two hosts, two histories).
+  // VFPOOL_CONFIG_DIR is where doctor reads the file from, so there is nothing to compare it with.
+  const envOnly = (Object.keys(SETTING_KEYS) as Array<keyof typeof SETTING_KEYS>).filter((k) => {
+    if (k === 'VFPOOL_CONFIG_DIR' || !env[k]) return false;
+    return env[k] !== (fromFile[k] || DEFAULT_SETTINGS[SETTING_KEYS[k]]);
   });
-  if (closed.length) {
-    return fail('vfpool.conf', `${closed.map((p) => `${p} has mode ${(statSync(p).mode & 0o777).toString(8)}`).join(', ')}: the QEMU wrapper, which runs as the domain's QEMU user, cannot read ${file}`, closed.map((p) => `chmod ${p === file ? '0644' : 'o+x'} ${p}`).join(' && '));
+  if (envOnly.length) {
+    const theirs = envOnly.map((k) => `${k}=${fromFile[k] || DEFAULT_SETTINGS[SETTING_KEYS[k]] || '(empty)'}`);
+    return fail(
+      'vfpool.conf',
+      `${envOnly.map((k) => `${k}=${env[k]}`).join(', ')} ${envOnly.length > 1 ? 'come' : 'comes'} from the environment, but libvirt runs the hooks and the QEMU wrapper without it: they use ${theirs.join(', ')}`,
+      `put ${envOnly.map((k) => `${k}=${env[k]}`).join(' and ')} in ${file} so that both agree, or unset ${envOnly.length > 1 ? 'them' : 'it'}`,
+    );
   }
-  try {
-    const keys = Object.keys(parseConfFile(text, file));
-    return pass('vfpool.conf', `${file}: ${keys.length ? keys.join(', ') : 'only comments'}`);
-  } catch (err) {
-    return fail('vfpool.conf', (err as Error).message, `edit ${file}: KEY=value lines with the keys \`vfpool --help\` lists`);
-  }
+  const keys = Object.keys(fromFile);
+  return pass('vfpool.conf', text === null ? `${file} does not exist: defaults and the environment apply` : `${file}: ${keys.length ? keys.join(', ') : 'only comments'}`);
 }
 
 /**

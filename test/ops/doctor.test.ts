@@ -175,6 +175,23 @@ t.test('the state directories belong to root: doctor run as another user never s
   }
 });
 
+t.test('a setting only the shell has: the hooks, run by libvirt without it, would use another value', async (t) => {
+  // Reproduced: VFPOOL_STATE_DIR exported in root's shell (or put in /etc/environment, which
+  // services never read): the CLI kept one state and the hooks another, and doctor said 'ok'.
+  const w = wellPreparedHost(t);
+  const conf = (env: Record<string, string>) => runDoctor(createContext(w.settings, 'test doctor'), { installDir: REPO, env: { ...w.env, ...env }, graceMs: 0 }).then((cs) => cs.find((c) => c.id === 'vfpool.conf')!);
+  const c = await conf({ VFPOOL_STATE_DIR: '/srv/vfpool', VFPOOL_JOURNAL_DIR: '' });
+  t.same([c.ok, c.found, c.fix], [false,
+    'VFPOOL_STATE_DIR=/srv/vfpool comes from the environment, but libvirt runs the hooks and the QEMU wrapper without it: they use VFPOOL_STATE_DIR=/run/vfpool',
+    `put VFPOOL_STATE_DIR=/srv/vfpool in ${join(w.settings.configDir, 'vfpool.conf')} so that both agree, or unset it`]);
+  writeFileSync(join(w.settings.configDir, 'vfpool.conf'), 'VFPOOL_STATE_DIR=/srv/vfpool\n');
+  t.same((await conf({ VFPOOL_STATE_DIR: '/srv/vfpool' })).ok, true, 'the same value in the file: both agree');
+  t.same((await conf({ VFPOOL_STATE_DIR: '/run/vfpool', VFPOOL_HOST: 'sim:/h.json' })).found,
+    'VFPOOL_STATE_DIR=/run/vfpool, VFPOOL_HOST=sim:/h.json come from the environment, but libvirt runs the hooks and the QEMU wrapper without it: they use VFPOOL_STATE_DIR=/srv/vfpool, VFPOOL_HOST=linux');
+  rmSync(join(w.settings.configDir, 'vfpool.conf'));
+  t.same((await conf({ VFPOOL_IP: '/usr/sbin/ip' })).ok, true, 'no file, the environment names the default: both agree');
+});
+
 /** state.json with pool p running, its start having set eth1 to `numVfs` VFs. */
 function runningPool(w: World, numVfs: number): void {
   const xml = `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'><vf num='4'/></pf></forward></network>`;
