@@ -67,7 +67,7 @@ export const OPS_COMMANDS: CommandDef[] = [
         if (errnoOf(err) === 'ENOENT') read = { entries: [], unreadable: 0 };
         else throw fsError(err, journal.file, 'the VF history', 'VFPOOL_JOURNAL_DIR');
       }
-      if (read.unreadable) warn(`${read.unreadable} line(s) of ${journal.file}* are not JSON and were skipped`);
+      if (read.unreadable) warn(`${read.unreadable} line(s) of ${journal.file}* are not history entries (JSON objects with a time and an op) and were skipped`);
       const entries = filterHistory(read.entries, filter);
       for (const e of entries) out(a.json ? JSON.stringify(e) : formatHistoryLine(e));
       if (!a.json && entries.length === 0) out(`no history entries${read.entries.length ? ' match' : ` in ${journal.file}`}`);
