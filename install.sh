@@ -64,16 +64,20 @@ if [ $uninstall = 1 ]; then
   # network stop find no hook. So ask the installed vfpool first, under vfpool.conf's settings.
   cli=$destdir$libdir/dist/bin/cli.cjs
   if [ $force = 0 ] && [ -f "$cli" ] && node=$(command -v node); then
-    busy=$("$node" "$cli" status --json 2>&1 | "$node" -e '
+    # stdout alone is the JSON (a warning on stderr must not spoil it); stderr says why not.
+    status_err=$(mktemp)
+    status=$("$node" "$cli" status --json 2>"$status_err") || status=
+    busy=$(printf '%s' "$status" | VFPOOL_STATUS_ERR=$(head -n 1 "$status_err") "$node" -e '
       let text = "";
       process.stdin.on("data", (d) => (text += d)).on("end", () => {
         let s;
-        try { s = JSON.parse(text); } catch { console.log(`cannot tell whether vfpool is in use: vfpool status said: ${text.trim().split("\n")[0]}`); return; }
+        try { s = JSON.parse(text); } catch { console.log(`cannot tell whether vfpool is in use: \`vfpool status --json\` failed (${process.env.VFPOOL_STATUS_ERR || "no output"})`); return; }
         const domains = [...new Set(s.pfs.flatMap((p) => p.vfs).filter((v) => v.owner && v.owner.via === "vfpool").map((v) => v.owner.domain))];
         const pools = s.pools.filter((p) => p.active).map((p) => p.name);
         const what = [domains.length && `holds VFs for domain(s) ${domains.join(", ")}`, pools.length && `runs pool(s) ${pools.join(", ")}`].filter(Boolean);
         if (what.length) console.log(`vfpool still ${what.join(" and ")}: stop those guests and pools first (vfpool net-destroy POOL, or virsh net-destroy for a libvirt network) so their VFs are given back`);
       });') || true
+    rm -f "$status_err"
     if [ -n "$busy" ]; then echo "install.sh: $busy; or uninstall with --force" >&2; exit 3; fi
   fi
   if [ -z "$destdir" ] && [ -d /run/systemd/system ]; then systemctl disable --now "$unit" >/dev/null 2>&1 || true; fi

@@ -166,6 +166,14 @@ t.test('install.sh --uninstall refuses while guests hold VFs or pools run, and -
   t.throws(() => lstatSync(cliLink), 'the CLI is gone');
 
   t.equal((await un()).exitCode, 0, 'installed again');
+  // A state vfpool cannot read: it cannot tell, so it does not remove itself either.
+  const state = readFileSync(join(dir, 'run/state.json'));
+  writeFileSync(join(dir, 'run/state.json'), '{"version":2,');
+  const unknown = await un('--uninstall');
+  t.equal(unknown.exitCode, 3);
+  t.match(unknown.stderr, /^install\.sh: cannot tell whether vfpool is in use: `vfpool status --json` failed \(vfpool: .*state\.json is not valid JSON.*\); or uninstall with --force$/);
+  t.ok(lstatSync(cliLink).isSymbolicLink(), 'nothing removed');
+  writeFileSync(join(dir, 'run/state.json'), state);
   await vfpool('net-destroy', 'p');
   const idle = await un('--uninstall');
   t.equal(idle.exitCode, 0, `nothing in use: removed (${idle.stderr})`);
