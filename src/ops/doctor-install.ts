@@ -169,6 +169,18 @@ export function checkStateDirs(settings: Settings, stateError: VfpoolError | nul
       }
     }
     if (loose.length) fixes.push(`chmod 0600 ${loose.join(' ')}`);
+    // The QEMU user walks down to qemu/NAME/plan.json: every directory above must let it pass.
+    if (id === 'state-dir') {
+      const closed: string[] = [];
+      for (let p = dirname(d); ; p = dirname(p)) {
+        if ((statSync(p).mode & 0o001) === 0) closed.unshift(p);
+        if (p === dirname(p)) break;
+      }
+      if (closed.length) {
+        bad.push(`${closed.join(', ')} ${closed.length > 1 ? 'have' : 'has'} no o+x: the QEMU user cannot reach ${join(d, 'qemu')}`);
+        fixes.push(`chmod o+x ${closed.join(' ')}`);
+      }
+    }
     if (id === 'state-dir' && stateError) {
       bad.push(stateError.message);
       fixes.push(stateError.hint ?? `check ${join(d, 'state.json')}`);

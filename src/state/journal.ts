@@ -1,4 +1,5 @@
 import { closeSync, constants, existsSync, fchmodSync, fstatSync, mkdirSync, openSync, readdirSync, realpathSync, renameSync, rmSync, rmdirSync, statSync, utimesSync, writeSync } from 'node:fs';
+import { makeDir } from '../util/make-dir.js';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { readTextNoFollow } from '../util/json-file.js';
@@ -122,7 +123,7 @@ export class Journal {
       return openSync(this.file, APPEND, 0o600);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      makeDir(this.dir, 0o700);
       return openSync(this.file, APPEND, 0o600);
     }
   }

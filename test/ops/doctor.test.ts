@@ -80,6 +80,8 @@ function wellPreparedHost(t: Test): World {
   writeFileSync(join(settings.configDir, 'networks/p.xml'), `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'><vf num='4'/></pf></forward></network>`);
   writeFileSync(join(settings.configDir, 'vfpool.conf'), '#VFPOOL_STATE_DIR=/run/vfpool\n');
   mkdirSync(settings.stateDir, { recursive: true, mode: 0o700 });
+  // As on a host: the directories above the state directory let the QEMU user pass.
+  for (const d of [root, join(root, 'run')]) chmodSync(d, 0o755);
   writeFileSync(join(settings.stateDir, 'vfpool.log'), '', { mode: 0o600 });
   return { root, settings, env: { VFPOOL_CONFIG_DIR: settings.configDir } };
 }
@@ -148,6 +150,8 @@ const cases: Array<[string, string, (w: World) => void, RegExp, RegExp?]> = [
   ['vfpool.conf is root\'s alone', 'vfpool.conf', (w) => chmodSync(join(s(w).configDir, 'vfpool.conf'), 0o600), /^chmod 0644 \S+\/etc\/vfpool\/vfpool\.conf$/, /vfpool\.conf has mode 600: the QEMU wrapper, which runs as the domain's QEMU user, cannot read/],
   ['the directory of vfpool.conf is root\'s alone', 'vfpool.conf', (w) => chmodSync(s(w).configDir, 0o700), /^chmod o\+x \S+\/etc\/vfpool$/],
   ['the state directory is readable by all', 'state-dir', (w) => chmodSync(s(w).stateDir, 0o755), /^chmod go-rw \S+\/run\/vfpool$/, /run\/vfpool has mode 755, not 700 or 711/],
+  // The QEMU user walks down to qemu/NAME/plan.json through every directory above it.
+  ['a directory above the state directory is 0700', 'state-dir', (w) => chmodSync(join(s(w).stateDir, '..'), 0o700), /^chmod o\+x \S+\/run$/, /\/run has no o\+x: the QEMU user cannot reach \S+\/run\/vfpool\/qemu$/],
   ['the state file is readable by all', 'state-dir', (w) => writeFileSync(join(s(w).stateDir, 'state.json'), '{"version":2,"pools":{},"allocations":[],"ports":[],"bindings":[],"leftovers":[]}', { mode: 0o644 }), /^chmod 0600 \S+\/run\/vfpool\/state\.json$/],
   ['a journal file readable by all', 'journal-dir', (w) => {
     mkdirSync(s(w).journalDir, { recursive: true, mode: 0o700 });
