@@ -24,10 +24,17 @@ uninstall=0
 force=0
 while [ $# -gt 0 ]; do
   case $1 in
-    --prefix) prefix=${2:?--prefix needs a directory}; shift 2 ;;
+    --prefix) [ $# -ge 2 ] || { echo "install.sh: --prefix needs a directory (e.g. --prefix /usr/local)" >&2; exit 2; }
+      prefix=$2; shift 2 ;;
     --prefix=*) prefix=${1#*=}; shift ;;
-    --dest-dir) destdir=${2:?--dest-dir needs a directory}; shift 2 ;;
-    --dest-dir=*) destdir=${1#*=}; shift ;;
+    # An empty one (\`--dest-dir "$PKGDIR"\` with PKGDIR unset) would install into the running
+    # system, hooks and all, instead of staging: refused.
+    --dest-dir | --dest-dir=*)
+      if [ "$1" = --dest-dir ]; then
+        [ $# -ge 2 ] || { echo "install.sh: --dest-dir needs a directory (e.g. --dest-dir /tmp/stage)" >&2; exit 2; }
+        destdir=$2; shift 2
+      else destdir=${1#*=}; shift; fi
+      [ -n "$destdir" ] || { echo "install.sh: --dest-dir is empty: give the staging directory, or leave the option out to install into this system" >&2; exit 2; } ;;
     --uninstall) uninstall=1; shift ;;
     --force) force=1; shift ;;
     -h | --help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;

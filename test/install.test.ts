@@ -52,6 +52,16 @@ t.test('install.sh --dest-dir stages a complete, idempotent install and --uninst
 t.test('install.sh refuses bad arguments with one line and exit 2', async (t) => {
   const r = await install('--frobnicate');
   t.same([r.exitCode, r.stderr], [2, "install.sh: unknown argument '--frobnicate' (expected --prefix DIR, --dest-dir DIR, --uninstall, --force)"]);
+  // Without its value: bash's own '${2:?}' line ('install.sh: line 18: 2: --prefix needs a directory'), exit 1.
+  for (const [opt, example] of [['--prefix', '/usr/local'], ['--dest-dir', '/tmp/stage']]) {
+    const r = await install(opt!);
+    t.same([r.exitCode, r.stderr], [2, `install.sh: ${opt} needs a directory (e.g. ${opt} ${example})`], `${opt} without a value`);
+  }
+  // \`--dest-dir "$PKGDIR"\` with PKGDIR unset: it installed into this system (hooks in /etc/libvirt).
+  for (const argv of [['--dest-dir', ''], ['--dest-dir=']]) {
+    const r = await install(...argv, '--prefix', '/opt/vfpool');
+    t.same([r.exitCode, r.stderr], [2, 'install.sh: --dest-dir is empty: give the staging directory, or leave the option out to install into this system'], `${argv.join(' ')}: refused`);
+  }
   const rel = await install('--prefix', 'usr');
   t.same([rel.exitCode, rel.stderr], [2, "install.sh: --prefix must be an absolute path, got 'usr'"]);
   // The prefix is written into the hook shim root runs: a path the shell would split is refused.
