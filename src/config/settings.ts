@@ -177,7 +177,7 @@ function refuseRelative(key: string, value: string, where: string): void {
 /** What each setting is for, in `vfpool --help` and the man page. */
 export const SETTING_DOCS: Record<keyof typeof SETTING_KEYS, string> = {
   VFPOOL_CONFIG_DIR: 'pool definitions and vfpool.conf',
-  VFPOOL_STATE_DIR: 'allocations, running pools, the log (0700)',
+  VFPOOL_STATE_DIR: 'allocations, running pools, the log (0700; 0711 once a QEMU plan is under it)',
   VFPOOL_SYSFS: 'where sysfs is',
   VFPOOL_HOST: "'linux', or 'sim:FILE' for a simulated SR-IOV host",
   VFPOOL_IP: "iproute2's ip, at a fixed path",
