@@ -114,7 +114,7 @@ export function checkConf(settings: Settings, env: NodeJS.ProcessEnv): Check {
     const theirs = envOnly.map((k) => `${k}=${fromFile[k] || DEFAULT_SETTINGS[SETTING_KEYS[k]] || '(empty)'}`);
     return fail(
       'vfpool.conf',
-      `${envOnly.map((k) => `${k}=${env[k]}`).join(', ')} ${envOnly.length > 1 ? 'come' : 'comes'} from the environment, but libvirt runs the hooks and the QEMU wrapper without it: they use ${theirs.join(', ')}`,
+      `${envOnly.map((k) => `${k}=${env[k]}`).join(', ')} ${envOnly.length > 1 ? 'come' : 'comes'} from the environment, but libvirt runs the hooks and the QEMU wrapper without ${envOnly.length > 1 ? 'them' : 'it'}: they use ${theirs.join(', ')}`,
       `put ${envOnly.map((k) => `${k}=${env[k]}`).join(' and ')} in ${file} so that both agree, or unset ${envOnly.length > 1 ? 'them' : 'it'}`,
     );
   }

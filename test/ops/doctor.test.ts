@@ -191,7 +191,7 @@ t.test('a setting only the shell has: the hooks, run by libvirt without it, woul
   writeFileSync(join(w.settings.configDir, 'vfpool.conf'), 'VFPOOL_STATE_DIR=/srv/vfpool\n');
   t.same((await conf({ VFPOOL_STATE_DIR: '/srv/vfpool' })).ok, true, 'the same value in the file: both agree');
   t.same((await conf({ VFPOOL_STATE_DIR: '/run/vfpool', VFPOOL_HOST: 'sim:/h.json' })).found,
-    'VFPOOL_STATE_DIR=/run/vfpool, VFPOOL_HOST=sim:/h.json come from the environment, but libvirt runs the hooks and the QEMU wrapper without it: they use VFPOOL_STATE_DIR=/srv/vfpool, VFPOOL_HOST=linux');
+    'VFPOOL_STATE_DIR=/run/vfpool, VFPOOL_HOST=sim:/h.json come from the environment, but libvirt runs the hooks and the QEMU wrapper without them: they use VFPOOL_STATE_DIR=/srv/vfpool, VFPOOL_HOST=linux');
   rmSync(join(w.settings.configDir, 'vfpool.conf'));
   t.same((await conf({ VFPOOL_IP: '/usr/sbin/ip' })).ok, true, 'no file, the environment names the default: both agree');
 });
