@@ -98,7 +98,13 @@ export async function checkPfs(host: Host): Promise<{ checks: Check[]; pfs: Map<
 
 /** Every defined or running pool: its PFs exist and `<vf num>` fits in `sriov_totalvfs`. */
 export function checkPools(
-  pools: Array<{ name: string; spec: PoolSpec | null; error: string | null; activated?: Array<{ pf: NetdevName; numVfs: number }> | null }>,
+  pools: Array<{
+    name: string;
+    spec: PoolSpec | null;
+    error: string | null;
+    activated?: Array<{ pf: NetdevName; numVfs: number }> | null;
+    interrupted?: { kind: 'starting' | 'stopping'; worker: number } | null;
+  }>,
   pfs: Map<NetdevName, PfInfo>,
 ): Check[] {
   const out: Check[] = [];
@@ -110,6 +116,11 @@ export function checkPools(
     }
     const problems: string[] = [];
     const fixes: string[] = [];
+    if (p.interrupted) {
+      const start = p.interrupted.kind === 'starting';
+      problems.push(`its ${start ? 'start' : 'stop'} was interrupted (vfpool pid ${p.interrupted.worker} is gone): guests of the pool are refused`);
+      fixes.push(`vfpool reconcile (it ${start ? 'undoes the start; then start the pool again' : 'finishes the stop'})`);
+    }
     for (const pf of p.spec.pfs) {
       const info = pfs.get(pf.dev);
       if (!info) {

@@ -2,6 +2,7 @@ import type { Context } from '../pool/context.js';
 import { reconcile } from '../pool/reconcile.js';
 import { asVfpoolError, type VfpoolError } from '../errors.js';
 import { emptyState, type VfpoolState } from '../state/schema.js';
+import { isAlive } from '../util/process.js';
 import type { PoolSpec } from '../config/pool-xml.js';
 import { fail, pass, type Check } from './doctor-check.js';
 import { checkIommu, checkPfs, checkPools, checkVfio } from './doctor-kernel.js';
@@ -45,10 +46,12 @@ export async function runDoctor(ctx: Context, opts: DoctorOptions): Promise<Chec
   const pools = ctx.registry.names(state).map((name) => {
     const running = state.pools[name];
     const activated = running && running.change === null ? running.activated : null;
+    // A start or stop whose vfpool is gone: guests of the pool are refused until reconcile mends it.
+    const interrupted = running?.change && !isAlive(running.change.worker) ? { kind: running.change.kind, worker: running.change.worker } : null;
     try {
-      return { name, spec: ctx.registry.get(name, state) as PoolSpec | null, error: null, activated };
+      return { name, spec: ctx.registry.get(name, state) as PoolSpec | null, error: null, activated, interrupted };
     } catch (err) {
-      return { name, spec: null, error: asVfpoolError(err).message, activated };
+      return { name, spec: null, error: asVfpoolError(err).message, activated, interrupted };
     }
   });
   checks.push(...checkPools(pools, pfs));

@@ -1,4 +1,5 @@
 import t from 'tap';
+import { spawnSync } from 'node:child_process';
 import type { Test } from 'tap';
 import { chmodSync, chownSync, lutimesSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -196,10 +197,10 @@ t.test('a setting only the shell has: the hooks, run by libvirt without it, woul
   t.same((await conf({ VFPOOL_IP: '/usr/sbin/ip' })).ok, true, 'no file, the environment names the default: both agree');
 });
 
-/** state.json with pool p running, its start having set eth1 to `numVfs` VFs. */
-function runningPool(w: World, numVfs: number): void {
+/** state.json with pool p running, its start having set eth1 to `numVfs` VFs (and a start or stop under way, if `change`). */
+function runningPool(w: World, numVfs: number, change: unknown = null): void {
   const xml = `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'><vf num='4'/></pf></forward></network>`;
-  const pool = { xml, origin: 'definition', startedAt: new Date().toISOString(), activated: [{ pf: 'eth1', numVfs }], change: null, bound: [] };
+  const pool = { xml, origin: 'definition', startedAt: new Date().toISOString(), activated: [{ pf: 'eth1', numVfs }], change, bound: [] };
   writeFileSync(join(w.settings.stateDir, 'state.json'), JSON.stringify({ version: 2, pools: { p: pool }, allocations: [], ports: [], bindings: [], leftovers: [] }), { mode: 0o600 });
 }
 
@@ -213,6 +214,19 @@ t.test('fails \'pool:p\' when the PF of a running pool no longer has the VFs its
   const c = checks.find((x) => x.id === 'pool:p')!;
   t.equal(c.found, 'the pool is active with 4 VF(s) on eth1, but eth1 has 0 now (sriov_numvfs changed outside vfpool)');
   t.match(c.fix, /vfpool net-destroy p && vfpool net-start p/);
+});
+
+t.test('fails \'pool:p\' when its start was killed half-way: guests are refused until reconcile mends it', async (t) => {
+  const w = wellPreparedHost(t);
+  const gone = spawnSync('/bin/true').pid!; // a pid that has exited
+  runningPool(w, 0, { kind: 'starting', worker: gone, since: new Date().toISOString(), from: [{ pf: 'eth1', numVfs: 0 }] });
+  const checks = await doctor(w);
+  t.same(checks.filter((c) => !c.ok).map((c) => c.id), ['pool:p']);
+  const c = checks.find((x) => x.id === 'pool:p')!;
+  t.equal(c.found, `its start was interrupted (vfpool pid ${gone} is gone): guests of the pool are refused`);
+  t.equal(c.fix, 'vfpool reconcile (it undoes the start; then start the pool again)');
+  runningPool(w, 0, { kind: 'starting', worker: process.pid, since: new Date().toISOString(), from: [{ pf: 'eth1', numVfs: 0 }] });
+  t.equal((await doctor(w)).find((x) => x.id === 'pool:p')!.ok, true, 'a start under way (its vfpool lives) is no failure');
 });
 
 t.test('a state file vfpool cannot read fails \'state-dir\' with its fix, and every other check still runs', async (t) => {
