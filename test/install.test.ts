@@ -1,16 +1,13 @@
 import t from 'tap';
 import { execa } from 'execa';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO, WITHOUT_TAP_LOADER } from './helpers/spawn.js';
 
 // --uninstall asks the installed vfpool whether guests hold VFs, under the settings vfpool.conf
-// gives: an empty configuration of the test's own, not this machine's /etc/vfpool (where a
-// libvirt test running meanwhile may have pools up).
-const quiet = mkdtempSync(join(tmpdir(), 'vfpool-install-test-'));
-t.teardown(() => rmSync(quiet, { recursive: true, force: true }));
-const QUIET_ENV = { VFPOOL_CONFIG_DIR: join(quiet, 'etc'), VFPOOL_STATE_DIR: join(quiet, 'run'), VFPOOL_JOURNAL_DIR: join(quiet, 'journal') };
+// gives: a configuration and state that do not exist (nothing held), not this machine's
+// /etc/vfpool (where a libvirt test running meanwhile may have pools up). `status` only reads.
+const QUIET_ENV = { VFPOOL_CONFIG_DIR: '/nonexistent/vfpool-install-test/etc', VFPOOL_STATE_DIR: '/nonexistent/vfpool-install-test/run', VFPOOL_JOURNAL_DIR: '/nonexistent/vfpool-install-test/journal' };
 const install = (...args: string[]) => execa(WITHOUT_TAP_LOADER[0], [...WITHOUT_TAP_LOADER.slice(1), 'bash', join(REPO, 'install.sh'), ...args], { reject: false, env: { PATH: process.env.PATH!, ...QUIET_ENV } });
 
 t.test('install.sh --dest-dir stages a complete, idempotent install and --uninstall removes it', async (t) => {
