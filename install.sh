@@ -7,11 +7,16 @@
 #   bash install.sh [--prefix /usr/local] [--dest-dir DIR] [--uninstall [--force]]
 #
 # --dest-dir stages everything under DIR for packaging (links still point at PREFIX).
-# --uninstall refuses (exit 3) while the installed vfpool gives VFs to guests: without its hooks,
-# libvirt would stop them and nothing would restore their VFs. --force uninstalls anyway.
+# --uninstall refuses while guests hold VFs or pools run (nothing would give the VFs back);
+# --force removes vfpool anyway.
 # Run `npm ci && npm run build` first. libvirt finds a driver's hooks when the daemon starts:
 # restart libvirtd after the first install.
 set -euo pipefail
+# cp, mkdir and `cat >` below create with the caller's umask, and a hardened root's is 027 or
+# 077 (sudo adds the invoking user's): the install would then be root's alone, while the QEMU
+# wrapper runs as the domain's QEMU user (libvirt-qemu), which must traverse the install, read
+# its bundle and read vfpool.conf. Modes that must be tighter are set explicitly.
+umask 022
 
 prefix=/usr/local
 destdir=
@@ -19,10 +24,17 @@ uninstall=0
 force=0
 while [ $# -gt 0 ]; do
   case $1 in
-    --prefix) prefix=${2:?--prefix needs a directory}; shift 2 ;;
+    --prefix) [ $# -ge 2 ] || { echo "install.sh: --prefix needs a directory (e.g. --prefix /usr/local)" >&2; exit 2; }
+      prefix=$2; shift 2 ;;
     --prefix=*) prefix=${1#*=}; shift ;;
-    --dest-dir) destdir=${2:?--dest-dir needs a directory}; shift 2 ;;
-    --dest-dir=*) destdir=${1#*=}; shift ;;
+    # An empty one (\`--dest-dir "$PKGDIR"\` with PKGDIR unset) would install into the running
+    # system, hooks and all, instead of staging: refused.
+    --dest-dir | --dest-dir=*)
+      if [ "$1" = --dest-dir ]; then
+        [ $# -ge 2 ] || { echo "install.sh: --dest-dir needs a directory (e.g. --dest-dir /tmp/stage)" >&2; exit 2; }
+        destdir=$2; shift 2
+      else destdir=${1#*=}; shift; fi
+      [ -n "$destdir" ] || { echo "install.sh: --dest-dir is empty: give the staging directory, or leave the option out to install into this system" >&2; exit 2; } ;;
     --uninstall) uninstall=1; shift ;;
     --force) force=1; shift ;;
     -h | --help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
@@ -34,6 +46,16 @@ case $prefix in /*) ;; *) echo "install.sh: --prefix must be an absolute path, g
 # plain characters only, so it stays a path when the shell reads it back.
 case $prefix in *[!A-Za-z0-9_./+-]*) echo "install.sh: --prefix '$prefix' has characters other than letters, digits and _ . / + -: choose a plain path" >&2; exit 2 ;; esac
 
+# The Node that runs vfpool, written below into the hook shim, the QEMU wrapper and the unit:
+# libvirt runs hooks with its own PATH and systemd runs units with systemd's, and neither holds
+# a Node installed by nvm or from a tarball under /opt, nor can either be given VFPOOL_NODE.
+node=
+if [ $uninstall = 0 ]; then
+  node=$(command -v node) || { echo "install.sh: node is not in PATH ($PATH): install Node.js >= 20.5, or run install.sh with its directory in PATH" >&2; exit 1; }
+  case $node in /*) ;; *) node=$(cd "$(dirname "$node")" && pwd)/${node##*/} ;; esac
+  case $node in *[!A-Za-z0-9_./+-]*) echo "install.sh: node is at '$node', a path with characters other than letters, digits and _ . / + -: install it under a plain path" >&2; exit 2 ;; esac
+fi
+
 src=$(cd "$(dirname "$0")" && pwd)
 libdir=$prefix/lib/vfpool
 hookdir=/etc/libvirt/hooks
@@ -44,28 +66,26 @@ mandir=$prefix/share/man/man1
 compdir=$prefix/share/bash-completion/completions
 
 if [ $uninstall = 1 ]; then
-  # libvirt runs the hooks it found at its start; once they are gone, `release end` of a guest
-  # holding VFs runs nothing, and its VFs keep the guest's MAC, VLAN and driver with no record
-  # left in use. So the installed CLI is asked first, with the settings the hooks use (vfpool.conf
-  # only, as libvirt gives hooks no environment). A CLI that cannot answer does not block.
+  # Removed while guests hold VFs or pools run, vfpool leaves those VFs as it set them (guest
+  # MACs and VLANs, vfio-pci) with nothing left to give them back: libvirt's release and
+  # network stop find no hook. So ask the installed vfpool first, under vfpool.conf's settings.
   cli=$destdir$libdir/dist/bin/cli.cjs
-  if [ $force = 0 ] && [ -f "$cli" ]; then
-    if held=$(env -i PATH="$PATH" VFPOOL_CONFIG_DIR="$destdir$confdir" node "$cli" status --json 2>/dev/null | node -e '
-      let s = "";
-      process.stdin.on("data", (d) => (s += d)).on("end", () => {
-        const by = new Map();
-        for (const pf of JSON.parse(s).pfs ?? []) for (const vf of pf.vfs ?? []) {
-          if (vf.owner && vf.owner.via === "vfpool") by.set(vf.owner.domain, [...(by.get(vf.owner.domain) ?? []), vf.address]);
-        }
-        console.log([...by].map(([d, a]) => `domain \x27${d}\x27 (${a.join(", ")})`).join("; "));
-      });' 2>/dev/null); then
-      if [ -n "$held" ]; then
-        echo "install.sh: vfpool still gives VFs to guests: $held; without its hooks nothing would restore them when those guests stop: stop them first (\`vfpool reconcile\` frees what a gone guest left), or uninstall with --force" >&2
-        exit 3
-      fi
-    else
-      echo "install.sh: warning: could not ask the installed vfpool which VFs it gives to guests (\`vfpool status\` failed); uninstalling anyway" >&2
-    fi
+  if [ $force = 0 ] && [ -f "$cli" ] && node=$(command -v node); then
+    # stdout alone is the JSON (a warning on stderr must not spoil it); stderr says why not.
+    status_err=$(mktemp)
+    status=$("$node" "$cli" status --json 2>"$status_err") || status=
+    busy=$(printf '%s' "$status" | VFPOOL_STATUS_ERR=$(head -n 1 "$status_err") "$node" -e '
+      let text = "";
+      process.stdin.on("data", (d) => (text += d)).on("end", () => {
+        let s;
+        try { s = JSON.parse(text); } catch { console.log(`cannot tell whether vfpool is in use: \`vfpool status --json\` failed (${process.env.VFPOOL_STATUS_ERR || "no output"})`); return; }
+        const domains = [...new Set(s.pfs.flatMap((p) => p.vfs).filter((v) => v.owner && v.owner.via === "vfpool").map((v) => v.owner.domain))];
+        const pools = s.pools.filter((p) => p.active).map((p) => p.name);
+        const what = [domains.length && `holds VFs for domain(s) ${domains.join(", ")}`, pools.length && `runs pool(s) ${pools.join(", ")}`].filter(Boolean);
+        if (what.length) console.log(`vfpool still ${what.join(" and ")}: stop those guests and pools first (vfpool net-destroy POOL, or virsh net-destroy for a libvirt network) so their VFs are given back`);
+      });') || true
+    rm -f "$status_err"
+    if [ -n "$busy" ]; then echo "install.sh: $busy; or uninstall with --force" >&2; exit 3; fi
   fi
   if [ -z "$destdir" ] && [ -d /run/systemd/system ]; then systemctl disable --now "$unit" >/dev/null 2>&1 || true; fi
   rm -f "$destdir$hookdir/network.d/vfpool" "$destdir$hookdir/qemu.d/vfpool" "$destdir$prefix/bin/vfpool" "$destdir$prefix/bin/vfpool-qemu"
@@ -92,8 +112,9 @@ cp -R "$src/hooks" "$src/qemu-args" "$src/package.json" "$stage/"
 # The hook shim and the QEMU wrapper (which libvirt runs through the bin/vfpool-qemu link) learn
 # where they are installed here, so that no hook call or guest start forks readlink to find out.
 for f in hooks/vfpool-hook qemu-args/vfpool-qemu; do
-  sed -i "s|^vfpool_home=\$|vfpool_home=$libdir|" "$stage/$f"
-  grep -qx "vfpool_home=$libdir" "$stage/$f" || { echo "install.sh: could not write the install path into $stage/$f" >&2; exit 1; }
+  sed -i -e "s|^vfpool_home=\$|vfpool_home=$libdir|" -e "s|^vfpool_node=\$|vfpool_node=$node|" "$stage/$f"
+  grep -qx "vfpool_home=$libdir" "$stage/$f" && grep -qx "vfpool_node=$node" "$stage/$f" \
+    || { echo "install.sh: could not write the install path and the node path into $stage/$f" >&2; exit 1; }
 done
 chmod 0755 "$stage/dist/bin/"*.mjs "$stage/dist/bin/cli.cjs" "$stage/dist/bin/"*-hook.cjs "$stage/hooks/vfpool-hook" "$stage/qemu-args/vfpool-qemu"
 ln -sfn "$release" "$destdir$libdir.tmp"
@@ -123,8 +144,8 @@ done
 install -d "$destdir$mandir" "$destdir$compdir" "$destdir$unitdir"
 install -m 0644 "$src/dist/man/vfpool.1" "$destdir$mandir/vfpool.1"
 # yargs writes the completion script for the command's own declarations.
-SHELL=/bin/bash node "$src/dist/bin/cli.cjs" completion >"$destdir$compdir/vfpool"
-sed "s#@PREFIX@#$prefix#g" "$src/systemd/$unit" >"$destdir$unitdir/$unit"
+SHELL=/bin/bash "$node" "$src/dist/bin/cli.cjs" completion >"$destdir$compdir/vfpool"
+sed -e "s#@PREFIX@#$prefix#g" -e "s#@NODE@#$node#g" "$src/systemd/$unit" >"$destdir$unitdir/$unit"
 chmod 0644 "$destdir$unitdir/$unit"
 if [ -z "$destdir" ] && [ -d /run/systemd/system ]; then
   systemctl daemon-reload

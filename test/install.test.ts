@@ -1,12 +1,14 @@
 import t from 'tap';
 import { execa } from 'execa';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO, WITHOUT_TAP_LOADER } from './helpers/spawn.js';
-import { META, qemuHookInProcess, setupHookWorld } from './helpers/hook-world.js';
-import { domainXml } from './helpers/libvirt-domains.js';
 
-const install = (...args: string[]) => execa(WITHOUT_TAP_LOADER[0], [...WITHOUT_TAP_LOADER.slice(1), 'bash', join(REPO, 'install.sh'), ...args], { reject: false, env: { PATH: process.env.PATH! } });
+// --uninstall asks the installed vfpool whether guests hold VFs, under the settings vfpool.conf
+// gives: a configuration and state that do not exist (nothing held), not this machine's
+// /etc/vfpool (where a libvirt test running meanwhile may have pools up). `status` only reads.
+const QUIET_ENV = { VFPOOL_CONFIG_DIR: '/nonexistent/vfpool-install-test/etc', VFPOOL_STATE_DIR: '/nonexistent/vfpool-install-test/run', VFPOOL_JOURNAL_DIR: '/nonexistent/vfpool-install-test/journal' };
+const install = (...args: string[]) => execa(WITHOUT_TAP_LOADER[0], [...WITHOUT_TAP_LOADER.slice(1), 'bash', join(REPO, 'install.sh'), ...args], { reject: false, env: { PATH: process.env.PATH!, ...QUIET_ENV } });
 
 t.test('install.sh --dest-dir stages a complete, idempotent install and --uninstall removes it', async (t) => {
   const dest = t.testdir({});
@@ -51,55 +53,19 @@ t.test('install.sh --dest-dir stages a complete, idempotent install and --uninst
   t.equal((await install('--dest-dir', dest, '--prefix', '/opt/vfpool', '--uninstall')).exitCode, 0, 'uninstalling twice is fine');
 });
 
-t.test('install.sh --uninstall refuses while vfpool gives VFs to guests: exit 3, nothing removed; --force, or no guest left, uninstalls', async (t) => {
-  // The installed CLI is asked with the settings the hooks use: the (staged) vfpool.conf only.
-  const w = await setupHookWorld(t);
-  const dest = t.testdir({});
-  const staged = async () => {
-    t.equal((await install('--dest-dir', dest, '--prefix', '/opt/vfpool')).exitCode, 0);
-    writeFileSync(join(dest, 'etc/vfpool/vfpool.conf'), `VFPOOL_HOST=${w.env.VFPOOL_HOST}\nVFPOOL_STATE_DIR=${w.env.VFPOOL_STATE_DIR}\n`);
-  };
-  const installed = () => ['etc/libvirt/hooks/qemu.d/vfpool', 'opt/vfpool/bin/vfpool', 'opt/vfpool/lib/vfpool'].filter((p) => existsSync(join(dest, p)) || lstatExists(join(dest, p)));
-  const prepare = async () => t.equal((await qemuHookInProcess(w.hookEnv, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }))).exitCode, 0);
-
-  await staged();
-  await prepare();
-  const refused = await install('--dest-dir', dest, '--prefix', '/opt/vfpool', '--uninstall');
-  t.same([refused.exitCode, refused.stdout, refused.stderr], [3, '',
-    "install.sh: vfpool still gives VFs to guests: domain 'vm1' (0000:3b:02.0); without its hooks nothing would restore them when those guests stop: stop them first (`vfpool reconcile` frees what a gone guest left), or uninstall with --force"]);
-  t.equal(installed().length, 3, 'nothing removed');
-
-  t.equal((await qemuHookInProcess(w.hookEnv, ['vm1', 'release', 'end', 'destroyed'], '')).exitCode, 0);
-  const after = await install('--dest-dir', dest, '--prefix', '/opt/vfpool', '--uninstall');
-  t.same([after.exitCode, after.stderr], [0, ''], 'once the guest released its VF');
-  t.same(installed(), [], 'removed');
-
-  await staged();
-  await prepare();
-  const forced = await install('--dest-dir', dest, '--prefix', '/opt/vfpool', '--uninstall', '--force');
-  t.same([forced.exitCode, forced.stderr], [0, ''], '--force');
-  t.same(installed(), [], 'removed');
-
-  // A CLI that cannot answer (here: its simulated host file is gone) does not block the uninstall.
-  await staged();
-  writeFileSync(join(dest, 'etc/vfpool/vfpool.conf'), `VFPOOL_HOST=sim:${join(dest, 'no-such-host.json')}\n`);
-  const unsure = await install('--dest-dir', dest, '--prefix', '/opt/vfpool', '--uninstall');
-  t.same([unsure.exitCode, unsure.stderr], [0, 'install.sh: warning: could not ask the installed vfpool which VFs it gives to guests (`vfpool status` failed); uninstalling anyway']);
-  t.same(installed(), [], 'removed');
-});
-
-function lstatExists(p: string): boolean {
-  try {
-    lstatSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 t.test('install.sh refuses bad arguments with one line and exit 2', async (t) => {
   const r = await install('--frobnicate');
   t.same([r.exitCode, r.stderr], [2, "install.sh: unknown argument '--frobnicate' (expected --prefix DIR, --dest-dir DIR, --uninstall, --force)"]);
+  // Without its value: bash's own '${2:?}' line ('install.sh: line 18: 2: --prefix needs a directory'), exit 1.
+  for (const [opt, example] of [['--prefix', '/usr/local'], ['--dest-dir', '/tmp/stage']]) {
+    const r = await install(opt!);
+    t.same([r.exitCode, r.stderr], [2, `install.sh: ${opt} needs a directory (e.g. ${opt} ${example})`], `${opt} without a value`);
+  }
+  // \`--dest-dir "$PKGDIR"\` with PKGDIR unset: it installed into this system (hooks in /etc/libvirt).
+  for (const argv of [['--dest-dir', ''], ['--dest-dir=']]) {
+    const r = await install(...argv, '--prefix', '/opt/vfpool');
+    t.same([r.exitCode, r.stderr], [2, 'install.sh: --dest-dir is empty: give the staging directory, or leave the option out to install into this system'], `${argv.join(' ')}: refused`);
+  }
   const rel = await install('--prefix', 'usr');
   t.same([rel.exitCode, rel.stderr], [2, "install.sh: --prefix must be an absolute path, got 'usr'"]);
   // The prefix is written into the hook shim root runs: a path the shell would split is refused.
@@ -113,7 +79,7 @@ t.test('install.sh installs vfpool-reconcile.service, which passes systemd-analy
   t.equal((await install('--dest-dir', dest, '--prefix', '/opt/vfpool')).exitCode, 0);
   const unitFile = join(dest, 'etc/systemd/system/vfpool-reconcile.service');
   const unit = readFileSync(unitFile, 'utf8');
-  t.match(unit, /^ExecStart=\/opt\/vfpool\/bin\/vfpool reconcile$/m, 'runs the installed CLI');
+  t.match(unit, /^ExecStart=\/\S+\/node \/opt\/vfpool\/bin\/vfpool reconcile$/m, 'runs the installed CLI with the Node install.sh ran with');
   t.match(unit, /^After=libvirtd\.service virtqemud\.service$/m);
   t.match(unit, /^PartOf=libvirtd\.service virtqemud\.service$/m, 'a daemon restart reruns it');
   t.match(unit, /^WantedBy=libvirtd\.service virtqemud\.service$/m, 'enabled with the daemon');
@@ -123,7 +89,7 @@ t.test('install.sh installs vfpool-reconcile.service, which passes systemd-analy
   const verify = async (text: string) => {
     const file = join(dest, 'verify', 'vfpool-reconcile.service');
     mkdirSync(join(dest, 'verify'), { recursive: true });
-    writeFileSync(file, text.replace('ExecStart=/opt/vfpool/bin/vfpool', `ExecStart=${dest}/opt/vfpool/lib/vfpool/dist/bin/cli.cjs`));
+    writeFileSync(file, text.replace(' /opt/vfpool/bin/vfpool', ` ${dest}/opt/vfpool/lib/vfpool/dist/bin/cli.cjs`));
     return execa('systemd-analyze', ['verify', '--man=no', file], { reject: false, env: { PATH: process.env.PATH!, SYSTEMD_LOG_COLOR: '0' } });
   };
   const ok = await verify(unit);
@@ -139,4 +105,91 @@ t.test('install.sh installs vfpool-reconcile.service, which passes systemd-analy
   for (const p of ['etc/systemd/system/vfpool-reconcile.service', 'opt/vfpool/share/man/man1/vfpool.1', 'opt/vfpool/share/bash-completion/completions/vfpool']) {
     t.notOk(existsSync(join(dest, p)), `${p} removed`);
   }
+});
+
+t.test('install.sh run under a restrictive umask (027, 077: hardened hosts, sudo) still installs what the QEMU user reads', async (t) => {
+  // The wrapper runs as the domain's QEMU user (libvirt-qemu), not root: it must traverse the
+  // install and read its bundle, and read vfpool.conf to learn the state directory and QEMU.
+  // cp, mkdir and `cat >` create with the caller's umask, so under 077 all of that was root-only
+  // and every guest whose <emulator> is vfpool-qemu failed to start.
+  const dest = t.testdir({});
+  const r = await execa('bash', ['-c', 'umask 077 && exec "$@"', 'sh', ...WITHOUT_TAP_LOADER, 'bash', join(REPO, 'install.sh'), '--dest-dir', dest, '--prefix', '/opt/vfpool'], { reject: false, env: { PATH: process.env.PATH! } });
+  t.equal(r.exitCode, 0, r.stderr);
+  const lib = join(dest, 'opt/vfpool/lib', readlinkSync(join(dest, 'opt/vfpool/lib/vfpool')));
+  const mode = (p: string) => (lstatSync(p).mode & 0o777).toString(8);
+  const readableByOthers = (p: string) => (lstatSync(p).mode & 0o004) !== 0;
+  for (const d of ['opt/vfpool', 'opt/vfpool/lib', 'opt/vfpool/bin', 'etc/vfpool', 'etc/vfpool/networks']) t.equal(mode(join(dest, d)), '755', `${d} is 0755`);
+  for (const d of [lib, join(lib, 'dist'), join(lib, 'dist/bin'), join(lib, 'qemu-args'), join(lib, 'hooks')]) t.equal(mode(d), '755', `${d.slice(dest.length)} is 0755`);
+  for (const f of ['qemu-wrapper.cjs', 'qemu-wrapper.bundle.cjs', 'qemu-wrapper.bundle.cjs.v8cache', 'cli.bundle.cjs', 'yargs.cjs', 'execa.cjs']) t.ok(readableByOthers(join(lib, 'dist/bin', f)), `dist/bin/${f} is readable by the QEMU user (${mode(join(lib, 'dist/bin', f))})`);
+  t.equal(mode(join(lib, 'qemu-args/vfpool-qemu')), '755', 'the wrapper shim is 0755');
+  t.equal(mode(join(dest, 'etc/vfpool/vfpool.conf')), '644', 'vfpool.conf is 0644');
+  t.equal(mode(join(dest, 'opt/vfpool/share/bash-completion/completions/vfpool')), '644', 'the completion script is 0644 (every user\'s shell reads it)');
+});
+
+t.test('install.sh writes the Node it ran with into the hook shim, the QEMU wrapper and the unit', async (t) => {
+  // A Node that is neither /usr/bin/node nor /usr/local/bin/node (nvm, a tarball under /opt):
+  // libvirt runs the hooks with its own PATH and systemd the unit with systemd's, and neither
+  // can be given VFPOOL_NODE, so install.sh records the one it found.
+  const dir = t.testdir({});
+  const nodeDir = join(dir, 'opt/node-v20/bin');
+  mkdirSync(nodeDir, { recursive: true });
+  symlinkSync(process.execPath, join(nodeDir, 'node'));
+  const dest = join(dir, 'dest');
+  const r = await execa(WITHOUT_TAP_LOADER[0], [...WITHOUT_TAP_LOADER.slice(1), 'bash', join(REPO, 'install.sh'), '--dest-dir', dest, '--prefix', '/opt/vfpool'], { reject: false, env: { PATH: `${nodeDir}:/usr/sbin:/usr/bin:/sbin:/bin` } });
+  t.equal(r.exitCode, 0, r.stderr);
+  const lib = join(dest, 'opt/vfpool/lib/vfpool');
+  for (const f of ['hooks/vfpool-hook', 'qemu-args/vfpool-qemu']) {
+    t.match(readFileSync(join(lib, f), 'utf8'), new RegExp(`^vfpool_node=${join(nodeDir, 'node').replace(/[.+]/g, '\\$&')}$`, 'm'), `${f} knows the Node`);
+    t.match(readFileSync(join(REPO, f), 'utf8'), /^vfpool_node=$/m, `the checkout's ${f} is left as it is`);
+  }
+  t.match(readFileSync(join(dest, 'etc/systemd/system/vfpool-reconcile.service'), 'utf8'), new RegExp(`^ExecStart=${join(nodeDir, 'node').replace(/[.+]/g, '\\$&')} /opt/vfpool/bin/vfpool reconcile$`, 'm'));
+
+  // No node at all: one line before anything is installed.
+  const none = await execa('/bin/bash', [join(REPO, 'install.sh'), '--dest-dir', join(dir, 'none'), '--prefix', '/opt/vfpool'], { reject: false, env: { PATH: join(dir, 'empty') } });
+  t.same([none.exitCode, none.stderr], [1, `install.sh: node is not in PATH (${join(dir, 'empty')}): install Node.js >= 20.5, or run install.sh with its directory in PATH`]);
+  t.notOk(existsSync(join(dir, 'none')), 'nothing staged');
+});
+
+t.test('install.sh --uninstall refuses while guests hold VFs or pools run, and --force removes it anyway', async (t) => {
+  // Removed then, vfpool would leave the VFs with the guests' MACs, VLANs and vfio-pci, and
+  // nothing to give them back (libvirt's release and network stop would find no hook).
+  const dir = t.testdir({ etc: { networks: { 'p.xml': `<network><name>p</name><forward mode='hostdev' managed='yes'><pf dev='eth1'><vf num='2'/></pf></forward></network>` } } });
+  writeFileSync(join(dir, 'host.json'), '{"pfs":[{"name":"eth1","totalVfs":4}]}');
+  writeFileSync(join(dir, 'vm1.xml'), `<domain><name>vm1</name><metadata><vfpool:domain xmlns:vfpool='https://vfpool.dev/xmlns/1'><vfpool:hostdev pool='p' mac='52:54:00:11:22:33'/></vfpool:domain></metadata></domain>`);
+  const env = { PATH: process.env.PATH!, VFPOOL_CONFIG_DIR: join(dir, 'etc'), VFPOOL_STATE_DIR: join(dir, 'run'), VFPOOL_JOURNAL_DIR: join(dir, 'lib'), VFPOOL_HOST: `sim:${join(dir, 'host.json')}`, VFPOOL_LIBVIRT_RUN_DIR: join(dir, 'libvirt') };
+  const vfpool = async (...args: string[]) => {
+    const r = await execa(WITHOUT_TAP_LOADER[0], [...WITHOUT_TAP_LOADER.slice(1), process.execPath, join(REPO, 'dist/bin/cli.cjs'), ...args], { reject: false, env });
+    t.equal(r.exitCode, 0, `vfpool ${args.join(' ')}: ${r.stderr}`);
+  };
+  const dest = join(dir, 'dest');
+  const un = (...more: string[]) => execa(WITHOUT_TAP_LOADER[0], [...WITHOUT_TAP_LOADER.slice(1), 'bash', join(REPO, 'install.sh'), '--dest-dir', dest, '--prefix', '/opt/vfpool', ...more], { reject: false, env });
+  t.equal((await un()).exitCode, 0);
+  const cliLink = join(dest, 'opt/vfpool/bin/vfpool');
+
+  await vfpool('net-start', 'p');
+  await vfpool('prepare', '--xml', join(dir, 'vm1.xml'));
+  const held = await un('--uninstall');
+  t.same([held.exitCode, held.stderr], [3, 'install.sh: vfpool still holds VFs for domain(s) vm1 and runs pool(s) p: stop those guests and pools first (vfpool net-destroy POOL, or virsh net-destroy for a libvirt network) so their VFs are given back; or uninstall with --force']);
+  for (const p of [cliLink, join(dest, 'etc/libvirt/hooks/qemu.d/vfpool'), join(dest, 'etc/libvirt/hooks/network.d/vfpool')]) t.ok(lstatSync(p).isSymbolicLink(), `${p.slice(dest.length)} is still there`);
+
+  await vfpool('release', 'vm1');
+  const running = await un('--uninstall');
+  t.same([running.exitCode, running.stderr], [3, 'install.sh: vfpool still runs pool(s) p: stop those guests and pools first (vfpool net-destroy POOL, or virsh net-destroy for a libvirt network) so their VFs are given back; or uninstall with --force']);
+  const forced = await un('--uninstall', '--force');
+  t.equal(forced.exitCode, 0, '--force removes it anyway');
+  t.throws(() => lstatSync(cliLink), 'the CLI is gone');
+
+  t.equal((await un()).exitCode, 0, 'installed again');
+  // A state vfpool cannot read: it cannot tell, so it does not remove itself either.
+  const state = readFileSync(join(dir, 'run/state.json'));
+  writeFileSync(join(dir, 'run/state.json'), '{"version":2,');
+  const unknown = await un('--uninstall');
+  t.equal(unknown.exitCode, 3);
+  t.match(unknown.stderr, /^install\.sh: cannot tell whether vfpool is in use: `vfpool status --json` failed \(vfpool: .*state\.json is not valid JSON.*\); or uninstall with --force$/);
+  t.ok(lstatSync(cliLink).isSymbolicLink(), 'nothing removed');
+  writeFileSync(join(dir, 'run/state.json'), state);
+  await vfpool('net-destroy', 'p');
+  const idle = await un('--uninstall');
+  t.equal(idle.exitCode, 0, `nothing in use: removed (${idle.stderr})`);
+  t.throws(() => lstatSync(cliLink), 'the CLI is gone');
 });

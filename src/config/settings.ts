@@ -137,6 +137,14 @@ export function settingsFrom(env: NodeJS.ProcessEnv, fromFile: ReturnType<typeof
     if (v && PATH_KEYS.has(key)) refuseRelative(key, v, env[key] ? 'the environment' : 'vfpool.conf');
     if (v) (settings as unknown as Record<string, string>)[field] = v;
   }
+  // The simulated host's file is a path like the others (the CLI, the hooks and the wrapper
+  // must all open the same machine), only behind a prefix.
+  if (settings.host.startsWith('sim:') && settings.host.length > 4 && !isAbsolute(settings.host.slice(4))) {
+    throw new BadInputError(
+      `VFPOOL_HOST ${quoteInput(settings.host)} (from ${env.VFPOOL_HOST ? 'the environment' : 'vfpool.conf'}) names a relative file`,
+      `give an absolute path, sim:/path/to/host.json: the hooks run with cwd /, the CLI with yours`,
+    );
+  }
   if (settings.simDelivery !== 'cmdline' && settings.simDelivery !== 'hotplug') {
     throw new BadInputError(`VFPOOL_SIM_DELIVERY='${settings.simDelivery as string}' is neither cmdline nor hotplug`, 'leave it empty (cmdline), or set hotplug to hot-plug the stand-ins at started like real VFs');
   }
@@ -169,7 +177,7 @@ function refuseRelative(key: string, value: string, where: string): void {
 /** What each setting is for, in `vfpool --help` and the man page. */
 export const SETTING_DOCS: Record<keyof typeof SETTING_KEYS, string> = {
   VFPOOL_CONFIG_DIR: 'pool definitions and vfpool.conf',
-  VFPOOL_STATE_DIR: 'allocations, running pools, the log (0700)',
+  VFPOOL_STATE_DIR: 'allocations, running pools, the log (0700; 0711 once a QEMU plan is under it)',
   VFPOOL_SYSFS: 'where sysfs is',
   VFPOOL_HOST: "'linux', or 'sim:FILE' for a simulated SR-IOV host",
   VFPOOL_IP: "iproute2's ip, at a fixed path",

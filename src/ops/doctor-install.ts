@@ -1,6 +1,7 @@
 import { lstatSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { parseConfFile, type Settings } from '../config/settings.js';
+import { DEFAULT_SETTINGS, SETTING_KEYS, parseConfFile, type Settings } from '../config/settings.js';
+import type { VfpoolError } from '../errors.js';
 import { fail, listDir, pass, readText, type Check } from './doctor-check.js';
 
 /** vfpool's own installation and what it needs from libvirt and QEMU, as found on this host. */
@@ -84,41 +85,107 @@ export function checkConf(settings: Settings, env: NodeJS.ProcessEnv): Check {
   const confDir = env.VFPOOL_CONFIG_DIR || '/etc/vfpool';
   const file = join(confDir, 'vfpool.conf');
   const text = readText(file);
-  if (text === null) return pass('vfpool.conf', `${file} does not exist: defaults and the environment apply`);
-  try {
-    const keys = Object.keys(parseConfFile(text, file));
-    return pass('vfpool.conf', `${file}: ${keys.length ? keys.join(', ') : 'only comments'}`);
-  } catch (err) {
-    return fail('vfpool.conf', (err as Error).message, `edit ${file}: KEY=value lines with the keys \`vfpool --help\` lists`);
+  let fromFile: ReturnType<typeof parseConfFile> = {};
+  if (text !== null) {
+    // The QEMU wrapper reads it as the domain's QEMU user: unreadable, its settings silently
+    // would not apply there (it says so in the domain's log, but only once a guest starts).
+    const closed = [confDir, file].filter((p) => {
+      const mode = statSync(p).mode;
+      return (mode & (p === file ? 0o004 : 0o001)) === 0;
+    });
+    if (closed.length) {
+      return fail('vfpool.conf', `${closed.map((p) => `${p} has mode ${(statSync(p).mode & 0o777).toString(8)}`).join(', ')}: the QEMU wrapper, which runs as the domain's QEMU user, cannot read ${file}`, closed.map((p) => `chmod ${p === file ? '0644' : 'o+x'} ${p}`).join(' && '));
+    }
+    try {
+      fromFile = parseConfFile(text, file);
+    } catch (err) {
+      return fail('vfpool.conf', (err as Error).message, `edit ${file}: KEY=value lines with the keys \`vfpool --help\` lists`);
+    }
   }
+  // A setting only this shell has (exported, or from /etc/environment, which services never
+  // read): libvirt runs the hooks and the wrapper without it, so they use the file's value or
+  // the default, and the CLI and the hooks work on two states (two hosts, two histories).
+  // VFPOOL_CONFIG_DIR is where doctor reads the file from, so there is nothing to compare it with.
+  const envOnly = (Object.keys(SETTING_KEYS) as Array<keyof typeof SETTING_KEYS>).filter((k) => {
+    if (k === 'VFPOOL_CONFIG_DIR' || !env[k]) return false;
+    return env[k] !== (fromFile[k] || DEFAULT_SETTINGS[SETTING_KEYS[k]]);
+  });
+  if (envOnly.length) {
+    const theirs = envOnly.map((k) => `${k}=${fromFile[k] || DEFAULT_SETTINGS[SETTING_KEYS[k]] || '(empty)'}`);
+    return fail(
+      'vfpool.conf',
+      `${envOnly.map((k) => `${k}=${env[k]}`).join(', ')} ${envOnly.length > 1 ? 'come' : 'comes'} from the environment, but libvirt runs the hooks and the QEMU wrapper without ${envOnly.length > 1 ? 'them' : 'it'}: they use ${theirs.join(', ')}`,
+      `put ${envOnly.map((k) => `${k}=${env[k]}`).join(' and ')} in ${file} so that both agree, or unset ${envOnly.length > 1 ? 'them' : 'it'}`,
+    );
+  }
+  const keys = Object.keys(fromFile);
+  return pass('vfpool.conf', text === null ? `${file} does not exist: defaults and the environment apply` : `${file}: ${keys.length ? keys.join(', ') : 'only comments'}`);
 }
 
-/** State and journal: root's own, 0700, files 0600 (they name guests and hold their MACs). */
-export function checkStateDirs(settings: Settings): Check[] {
-  const euid = process.geteuid?.() ?? 0;
-  return [
-    ['state-dir', settings.stateDir, ['state.json', 'vfpool.log']],
-    ['journal-dir', settings.journalDir, ['history.jsonl']],
-  ].map(([id, dir, files]) => {
-    const d = dir as string;
+/**
+ * State and journal: root's own, files 0600 (they name guests and hold their MACs). The journal
+ * directory is 0700; the state directory 0700 or 0711, since the QEMU user of a guest with a
+ * plan traverses it to reach its own qemu/NAME/ (writeDomainPlan; install.sh creates it so).
+ * The fix names only what is wrong: qemu/NAME/ belongs to the QEMU user and index/ and qemu/
+ * are directories, so neither a recursive chown nor `chmod 0600 DIR/*` may be suggested.
+ */
+export function checkStateDirs(settings: Settings, stateError: VfpoolError | null = null, euid = process.geteuid?.() ?? 0): Check[] {
+  const dirs: Array<[string, string, string[], number]> = [
+    ['state-dir', settings.stateDir, ['state.json', 'vfpool.log'], 0o711],
+    ['journal-dir', settings.journalDir, ['history.jsonl'], 0o700],
+  ];
+  return dirs.map(([id, d, files, widest]) => {
     let st;
     try {
       st = statSync(d);
     } catch {
-      return pass(id as string, `${d} does not exist yet (created 0700 at the first operation)`);
+      return pass(id, `${d} does not exist yet (created 0700 at the first operation)`);
     }
     const bad: string[] = [];
-    if (st.uid !== euid) bad.push(`${d} is owned by uid ${st.uid}, not ${euid}`);
-    if ((st.mode & 0o077) !== 0) bad.push(`${d} has mode ${(st.mode & 0o777).toString(8)}, not 700`);
-    for (const f of files as string[]) {
+    const fixes: string[] = [];
+    const mode = st.mode & 0o777;
+    const allowed = widest === 0o711 ? '700 or 711 (QEMU users traverse it to their plan)' : '700';
+    // The hooks run as root, so root owns them. Another owner can rewrite what root's hooks
+    // trust, so the fix never hands them to the user running doctor; a directory of that user's
+    // own (vfpool run without root, as the tests do) is theirs to keep.
+    if (st.uid !== 0 && st.uid !== euid) {
+      bad.push(`${d} is owned by uid ${st.uid}, not root`);
+      fixes.push(`chown 0:0 ${d}`);
+    }
+    if ((mode & ~widest) !== 0) {
+      bad.push(`${d} has mode ${mode.toString(8)}, not ${allowed}`);
+      fixes.push(widest === 0o711 ? `chmod go-rw ${d}` : `chmod 0700 ${d}`);
+    }
+    const loose: string[] = [];
+    for (const f of files) {
       try {
         const fst = statSync(join(d, f));
-        if ((fst.mode & 0o077) !== 0) bad.push(`${join(d, f)} has mode ${(fst.mode & 0o777).toString(8)}, not 600`);
+        if ((fst.mode & 0o077) !== 0) {
+          bad.push(`${join(d, f)} has mode ${(fst.mode & 0o777).toString(8)}, not 600`);
+          loose.push(join(d, f));
+        }
       } catch {
         // not written yet
       }
     }
-    return bad.length ? fail(id as string, bad.join('; '), `chown -R ${euid}:0 ${d} && chmod 0700 ${d} && chmod 0600 ${d}/*`) : pass(id as string, `${d} 0700, files 0600`);
+    if (loose.length) fixes.push(`chmod 0600 ${loose.join(' ')}`);
+    // The QEMU user walks down to qemu/NAME/plan.json: every directory above must let it pass.
+    if (id === 'state-dir') {
+      const closed: string[] = [];
+      for (let p = dirname(d); ; p = dirname(p)) {
+        if ((statSync(p).mode & 0o001) === 0) closed.unshift(p);
+        if (p === dirname(p)) break;
+      }
+      if (closed.length) {
+        bad.push(`${closed.join(', ')} ${closed.length > 1 ? 'have' : 'has'} no o+x: the QEMU user cannot reach ${join(d, 'qemu')}`);
+        fixes.push(`chmod o+x ${closed.join(' ')}`);
+      }
+    }
+    if (id === 'state-dir' && stateError) {
+      bad.push(stateError.message);
+      fixes.push(stateError.hint ?? `check ${join(d, 'state.json')}`);
+    }
+    return bad.length ? fail(id, bad.join('; '), fixes.join(' && ')) : pass(id, `${d} ${mode.toString(8).padStart(4, '0')}, files 0600`);
   });
 }
 
@@ -134,7 +201,7 @@ export async function checkQemu(settings: Settings): Promise<Check[]> {
   const out: Check[] = [pass('qemu', `${q}: ${String(version.stdout).split('\n')[0]}`)];
   const props = await execa(q, ['-device', 'virtio-net-pci,help'], { reject: false, timeout: 20_000, env: { LC_ALL: 'C' } });
   const text = String(props.stdout);
-  for (const [prop, mode, since] of [['failover', 'pci-passthrough-hybrid', '4.2'], ['sriov-pf', 'emulated virtio-net SR-IOV', '11.1']] as const) {
+  for (const [prop, mode, since] of [['failover', 'pci-passthrough-hybrid', '4.2'], ['sriov-pf', 'emulated virtio-net SR-IOV', '10.1']] as const) {
     const has = new RegExp(`^\\s*${prop}=`, 'm').test(text);
     out.push(has ? pass(`qemu:${prop}`, `virtio-net-pci has '${prop}'`) : fail(`qemu:${prop}`, `virtio-net-pci of ${q} has no '${prop}' property (needed by ${mode})`, `use a QEMU >= ${since}: set VFPOOL_QEMU to it in /etc/vfpool/vfpool.conf`));
   }

@@ -97,7 +97,16 @@ export async function checkPfs(host: Host): Promise<{ checks: Check[]; pfs: Map<
 }
 
 /** Every defined or running pool: its PFs exist and `<vf num>` fits in `sriov_totalvfs`. */
-export function checkPools(pools: Array<{ name: string; spec: PoolSpec | null; error: string | null }>, pfs: Map<NetdevName, PfInfo>): Check[] {
+export function checkPools(
+  pools: Array<{
+    name: string;
+    spec: PoolSpec | null;
+    error: string | null;
+    activated?: Array<{ pf: NetdevName; numVfs: number }> | null;
+    interrupted?: { kind: 'starting' | 'stopping'; worker: number } | null;
+  }>,
+  pfs: Map<NetdevName, PfInfo>,
+): Check[] {
   const out: Check[] = [];
   for (const p of pools) {
     const id = `pool:${p.name}`;
@@ -107,6 +116,11 @@ export function checkPools(pools: Array<{ name: string; spec: PoolSpec | null; e
     }
     const problems: string[] = [];
     const fixes: string[] = [];
+    if (p.interrupted) {
+      const start = p.interrupted.kind === 'starting';
+      problems.push(`its ${start ? 'start' : 'stop'} was interrupted (vfpool pid ${p.interrupted.worker} is gone): guests of the pool are refused`);
+      fixes.push(`vfpool reconcile (it ${start ? 'undoes the start; then start the pool again' : 'finishes the stop'})`);
+    }
     for (const pf of p.spec.pfs) {
       const info = pfs.get(pf.dev);
       if (!info) {
@@ -115,6 +129,16 @@ export function checkPools(pools: Array<{ name: string; spec: PoolSpec | null; e
       } else if (pf.numVfs !== null && pf.numVfs > info.totalVfs) {
         problems.push(`<vf num='${pf.numVfs}'> on ${pf.dev} is more than its sriov_totalvfs ${info.totalVfs}`);
         fixes.push(`lower <vf num> to at most ${info.totalVfs}`);
+      }
+    }
+    // A running pool whose PF no longer has the count its start set: someone wrote
+    // sriov_numvfs by hand (or a driver reload reset it). Its guests get no VF, or VFs
+    // vfpool never configured, until the pool is started again.
+    for (const a of p.activated ?? []) {
+      const info = pfs.get(a.pf);
+      if (info && info.numVfs !== a.numVfs) {
+        problems.push(`the pool is active with ${a.numVfs} VF(s) on ${a.pf}, but ${a.pf} has ${info.numVfs} now (sriov_numvfs changed outside vfpool)`);
+        fixes.push(`once none of its VFs is in use, start the pool again: \`vfpool net-destroy ${p.name} && vfpool net-start ${p.name}\` (for a libvirt network: \`virsh net-destroy ${p.name} && virsh net-start ${p.name}\`)`);
       }
     }
     const found = p.spec.pfs.length ? p.spec.pfs.map((pf) => `${pf.dev}${pf.numVfs !== null ? ` vf num ${pf.numVfs}` : ''}`).join(', ') : 'no <pf> members';

@@ -1,6 +1,8 @@
 import type { Context } from '../pool/context.js';
 import { reconcile } from '../pool/reconcile.js';
-import { asVfpoolError } from '../errors.js';
+import { asVfpoolError, type VfpoolError } from '../errors.js';
+import { emptyState, type VfpoolState } from '../state/schema.js';
+import { isAlive } from '../util/process.js';
 import type { PoolSpec } from '../config/pool-xml.js';
 import { fail, pass, type Check } from './doctor-check.js';
 import { checkIommu, checkPfs, checkPools, checkVfio } from './doctor-kernel.js';
@@ -31,18 +33,31 @@ export async function runDoctor(ctx: Context, opts: DoctorOptions): Promise<Chec
   ];
   checks.push(...checkIommu(s), ...checkVfio(s), ...pfChecks);
 
-  const state = ctx.store.read();
+  // A state file vfpool cannot read is one of the things doctor reports (as it reports a broken
+  // vfpool.conf), not a reason to stop before the other checks: then the definitions alone.
+  let state: VfpoolState;
+  let stateError: VfpoolError | null = null;
+  try {
+    state = ctx.store.read();
+  } catch (err) {
+    stateError = asVfpoolError(err);
+    state = emptyState();
+  }
   const pools = ctx.registry.names(state).map((name) => {
+    const running = state.pools[name];
+    const activated = running && running.change === null ? running.activated : null;
+    // A start or stop whose vfpool is gone: guests of the pool are refused until reconcile mends it.
+    const interrupted = running?.change && !isAlive(running.change.worker) ? { kind: running.change.kind, worker: running.change.worker } : null;
     try {
-      return { name, spec: ctx.registry.get(name, state) as PoolSpec | null, error: null };
+      return { name, spec: ctx.registry.get(name, state) as PoolSpec | null, error: null, activated, interrupted };
     } catch (err) {
-      return { name, spec: null, error: asVfpoolError(err).message };
+      return { name, spec: null, error: asVfpoolError(err).message, activated, interrupted };
     }
   });
   checks.push(...checkPools(pools, pfs));
 
   const hooks = checkHooks(s, opts.installDir);
-  checks.push(...hooks.checks, checkDaemon(s, hooks.newest), checkConf(s, opts.env), ...checkStateDirs(s));
+  checks.push(...hooks.checks, checkDaemon(s, hooks.newest), checkConf(s, opts.env), ...checkStateDirs(s, stateError));
   checks.push(...(await checkQemu(s)), ...checkQemuConf(s), checkMemlock(s));
 
   try {

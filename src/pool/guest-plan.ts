@@ -11,6 +11,7 @@ import { HostReads, readVfFacts } from './vf-facts.js';
 import { planVfConfigure, savedFromFacts, type VfFacts, type VfWant } from './vf-plan.js';
 import type { VfStep } from './vf-steps.js';
 import { vfSettingsOf } from '../vf-settings.js';
+import { isAlive } from '../util/process.js';
 
 /** The planning half of prepare: which VF serves each request, and the steps that configure it. */
 
@@ -45,8 +46,21 @@ export function requestsOf(ctx: Context, spec: DomainSpec, state: VfpoolState = 
  */
 export function checkPoolsActive(requests: VfRequest[], state: VfpoolState): void {
   for (const r of requests) {
-    if (r.pool !== null && state.pools[r.pool] === undefined) {
+    if (r.pool === null) continue;
+    const p = state.pools[r.pool];
+    if (p === undefined) {
       throw new ConflictError(`${r.field}: pool '${r.pool}' is not active`, `start it with \`vfpool net-start ${r.pool}\``);
+    }
+    // A start or stop whose vfpool was killed half-way (a live one is "try again": changingPfs)
+    // is not a running pool: reconcile undoes such a start (libvirt, whose net-start failed,
+    // holds the network inactive) and finishes such a stop. A VF handed out meanwhile would
+    // be left in a stopped pool.
+    if (p.change !== null && p.change.worker !== process.pid && !isAlive(p.change.worker)) {
+      const start = p.change.kind === 'starting';
+      throw new ConflictError(
+        `${r.field}: pool '${r.pool}' is not active: its ${start ? 'start' : 'stop'} was interrupted (vfpool pid ${p.change.worker} is gone)`,
+        start ? `run \`vfpool reconcile\` (it undoes the start), then start the pool again` : 'run `vfpool reconcile` (it finishes the stop)',
+      );
     }
   }
 }

@@ -1,4 +1,5 @@
 import { chmodSync, chownSync, lstatSync, mkdirSync, readlinkSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import { makeDir } from '../util/make-dir.js';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { BadInputError, errnoOf, HostError } from '../errors.js';
@@ -208,7 +209,9 @@ export async function writeDomainPlan(stateDir: string, plan: DomainPlanV1, owne
   const checked = validateDomainPlan(plan, `plan of domain '${plan.domain}'`);
   const dir = domainDir(stateDir, checked.domain);
   try {
-    mkdirSync(join(stateDir, 'qemu'), { recursive: true, mode: 0o711 });
+    // The state directory first, with its own mode: made as qemu/'s parent it would be 0755.
+    makeDir(stateDir, 0o700);
+    makeDir(join(stateDir, 'qemu'), 0o711);
     for (const d of [stateDir, join(stateDir, 'qemu')]) {
       // lstat: a chmod through a link planted for qemu/ would open its target to every user.
       const st = lstatSync(d);

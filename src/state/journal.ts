@@ -1,4 +1,5 @@
 import { closeSync, constants, existsSync, fchmodSync, fstatSync, mkdirSync, openSync, readdirSync, realpathSync, renameSync, rmSync, rmdirSync, statSync, utimesSync, writeSync } from 'node:fs';
+import { makeDir } from '../util/make-dir.js';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { readTextNoFollow } from '../util/json-file.js';
@@ -122,7 +123,7 @@ export class Journal {
       return openSync(this.file, APPEND, 0o600);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      makeDir(this.dir, 0o700);
       return openSync(this.file, APPEND, 0o600);
     }
   }
@@ -152,7 +153,7 @@ export class Journal {
     else rmSync(this.file, { force: true });
   }
 
-  /** Every entry, oldest first, across the rotated files. A line that does not parse is skipped and counted. */
+  /** Every entry, oldest first, across the rotated files. A line that is not an entry is skipped and counted. */
   readAll(): { entries: JournalEntry[]; unreadable: number } {
     const files = readdirSync(this.dir, { withFileTypes: true })
       .map((d) => d.name)
@@ -172,11 +173,18 @@ export class Journal {
       }
       for (const line of text.split('\n')) {
         if (!line) continue;
+        let parsed: unknown;
         try {
-          entries.push(JSON.parse(line) as JournalEntry);
+          parsed = JSON.parse(line);
         } catch {
           unreadable++;
+          continue;
         }
+        // JSON, but not an entry (a `null`, a number, an object whose fields are of other
+        // types): the file outlives reboots and power cuts and can be edited, and the filters
+        // and the text form read these fields.
+        if (isJournalEntry(parsed)) entries.push(parsed);
+        else unreadable++;
       }
     }
     return { entries, unreadable };
@@ -205,6 +213,14 @@ function lockWithRetry(file: string): () => void {
       Atomics.wait(pause, 0, 0, 10);
     }
   }
+}
+
+function isJournalEntry(v: unknown): v is JournalEntry {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const e = v as Record<string, unknown>;
+  const stringOrNull = (x: unknown) => x === undefined || x === null || typeof x === 'string';
+  const valuesOrNull = (x: unknown) => x === undefined || x === null || (typeof x === 'object' && !Array.isArray(x));
+  return typeof e.time === 'string' && typeof e.op === 'string' && stringOrNull(e.domain) && stringOrNull(e.pool) && stringOrNull(e.vf) && stringOrNull(e.pf) && valuesOrNull(e.before) && valuesOrNull(e.after);
 }
 
 /** history.jsonl is generation 0, history.jsonl.N is N (older). */

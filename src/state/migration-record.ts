@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { BadInputError, errnoOf, HostError } from '../errors.js';
 import { parseObjectName } from '../types.js';
 import { DEFAULT_LOCK, readTextNoFollow, symlinkRefused, updateJsonFileLocked, type LockOptions } from '../util/json-file.js';
+import { makeDir } from '../util/make-dir.js';
 
 /**
  * The per-domain migration record: the crash-recovery log of one migration on one host. Every
@@ -126,6 +127,8 @@ export function fileRecordStore(stateDir: string, lock: LockOptions = DEFAULT_LO
     } catch (err) {
       if (errnoOf(err) !== 'ENOENT') throw err;
     }
+    // The state directory first, with its own mode: made as migrate/'s parent it would be 0755.
+    makeDir(stateDir, 0o700);
     return updateJsonFileLocked<MigrationRecordV1 | null, MigrationRecordV1 | null>(file, () => read(domain), (current) => {
       const next = fn(current);
       if (next === undefined) return { result: current };

@@ -1,5 +1,5 @@
 import { BadInputError } from '../errors.js';
-import { POOL_MODES } from '../types.js';
+import { POOL_MODES, parseObjectName, parsePciAddress } from '../types.js';
 import { ALLOCATION_PHASES, STATE_VERSION, type Allocation, type PortRecord, type VfpoolState } from './schema.js';
 
 /**
@@ -82,8 +82,15 @@ function upgradeAllocation(raw: unknown, at: string, f: Fields): Allocation {
   for (const k of ['pf', 'vfAddr', 'alias', 'createdAt']) f.string(raw, k, at);
   f.number(raw, 'vfIndex', at);
   f.oneOf(raw, 'phase', at, ALLOCATION_PHASES);
+  // The fields that decide whether a guest still holds the VF, and which VF: one of the wrong
+  // type is refused, never taken for a gone owner (which frees a running guest's VF) or for a
+  // VF gone from the host (which drops the record and leaves the real VF as the guest had it).
+  f.pciAddress(raw, 'vfAddr', at);
   const owner = f.object(raw, 'owner', at);
-  f.string(owner, 'domain', `${at}.owner`);
+  f.name(owner, 'domain', `${at}.owner`);
+  f.pidOrNull(owner, 'pid', `${at}.owner`);
+  if (owner.via !== undefined) f.oneOf(owner, 'via', `${at}.owner`, ['libvirt', 'cli']);
+  f.pidOrNull(raw, 'worker', at);
   const a = raw as unknown as Allocation & Record<string, unknown>;
   // Absent in version 1 records written before the field existed: the value the code then assumed.
   a.mode ??= 'hostdev';
@@ -107,6 +114,9 @@ function upgradeAllocation(raw: unknown, at: string, f: Fields): Allocation {
 function upgradePort(raw: unknown, at: string, f: Fields): PortRecord {
   if (!isObject(raw)) return f.bad(`${at} is ${describe(raw)}, expected an object`);
   for (const k of ['network', 'portUuid', 'domain']) f.string(raw, k, at);
+  f.name(raw, 'domain', at);
+  f.pidOrNull(raw, 'pid', at);
+  if (raw.vfAddr !== undefined && raw.vfAddr !== null) f.pciAddress(raw, 'vfAddr', at);
   const p = raw as unknown as PortRecord;
   p.vfAddr ??= null;
   p.netdev ??= null;
@@ -152,6 +162,30 @@ class Fields {
   object(o: Record<string, unknown>, key: string, at: string): Record<string, unknown> {
     const v = o[key];
     return isObject(v) ? v : this.bad(`${this.path(at, key)} is ${describe(v)}, expected an object`);
+  }
+  /** A process id, or null/absent (not known yet). */
+  pidOrNull(o: Record<string, unknown>, key: string, at: string): void {
+    const v = o[key];
+    if (v !== undefined && v !== null && !(typeof v === 'number' && Number.isInteger(v) && v > 0)) this.bad(`${this.path(at, key)} is ${describe(v)}, expected a process id (a whole number above 0) or null`);
+  }
+  pciAddress(o: Record<string, unknown>, key: string, at: string): void {
+    const v = this.string(o, key, at);
+    let ok = false;
+    try {
+      ok = parsePciAddress(v) === v;
+    } catch {
+      // not one
+    }
+    if (!ok) this.bad(`${this.path(at, key)} is ${describe(v)}, expected a PCI address such as 0000:3b:02.0`);
+  }
+  /** A domain name as vfpool accepts it (it stands in file names: index markers, plans). */
+  name(o: Record<string, unknown>, key: string, at: string): void {
+    const v = this.string(o, key, at);
+    try {
+      parseObjectName(v, 'name');
+    } catch {
+      this.bad(`${this.path(at, key)} is ${describe(v)}, expected a name of letters, digits and _ . + : -`);
+    }
   }
   array(o: Record<string, unknown>, key: string, at: string): unknown[] {
     const v = o[key];

@@ -1,4 +1,5 @@
 import { closeSync, constants, fchmodSync, lstatSync, mkdirSync, openSync, readdirSync } from 'node:fs';
+import { makeDir } from '../util/make-dir.js';
 import { BadInputError, errnoOf } from '../errors.js';
 import { join } from 'node:path';
 import { DEFAULT_LOCK, readJsonFile, removeFile, updateJsonFileLocked, type LockOptions } from '../util/json-file.js';
@@ -37,7 +38,7 @@ export class StateStore {
   ensureDir(): void {
     for (const [dir, what] of [[this.dir, 'the state directory'], [this.indexDir, 'the state index directory']] as const) {
       try {
-        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        makeDir(dir, 0o700);
         const st = lstatSync(dir);
         if (st.isSymbolicLink()) {
           throw new BadInputError(`${what} ${dir} is a symbolic link; vfpool does not follow links in its state directory`, 'point VFPOOL_STATE_DIR at the real directory');

@@ -1,4 +1,5 @@
 import { closeSync, constants, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, rmdirSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { makeDir } from './make-dir.js';
 import { basename, dirname, join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import writeFileAtomic from 'write-file-atomic';
@@ -124,7 +125,7 @@ export async function updateJsonFileLocked<T, R>(
   write: WriteOptions = {},
 ): Promise<R> {
   try {
-    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    makeDir(dirname(file), 0o700);
   } catch (err) {
     throw fsError(err, dirname(file), 'the directory of', undefined);
   }

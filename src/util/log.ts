@@ -1,4 +1,5 @@
 import { closeSync, constants, fstatSync, mkdirSync, openSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { makeDir } from './make-dir.js';
 import { join } from 'node:path';
 import { escapeControl } from './quote.js';
 
@@ -65,7 +66,7 @@ export class Logger {
     } catch (err) {
       // The state directory may not exist yet (the first operation creates it): once.
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      mkdirSync(join(file, '..'), { recursive: true, mode: 0o700 });
+      makeDir(join(file, '..'), 0o700);
       fd = openSync(file, APPEND_FLAGS, 0o600);
     }
     try {

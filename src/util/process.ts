@@ -1,9 +1,23 @@
-/** Whether a process exists (EPERM means it does, owned by someone else). */
+import { readFileSync } from 'node:fs';
+
+/**
+ * Whether a process exists and has not exited (EPERM means it exists, owned by someone else).
+ * A zombie has exited: only its parent has not collected its status yet (an orchestrator that
+ * started QEMU and never calls wait()), and kill(2) still finds it, so /proc says which it is.
+ */
 export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
   }
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    // Gone since kill(2) found it, or no /proc to ask: what kill(2) said.
+    return true;
+  }
+  // The state is the field after the command name, which may hold spaces and parentheses.
+  return stat.charAt(stat.lastIndexOf(')') + 2) !== 'Z';
 }

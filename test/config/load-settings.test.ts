@@ -25,3 +25,17 @@ t.test('loadSettings: a broken vfpool.conf is bad input naming file and line; on
   mkdirSync(join(dirConf, 'vfpool.conf'));
   t.throws(() => loadSettings({ VFPOOL_CONFIG_DIR: dirConf }), { exitCode: 2, message: /vfpool\.conf is a directory/ });
 });
+
+t.test('loadSettings: a simulated host file given as a relative path is refused, as every other path is', async (t) => {
+  // Relative to the cwd: the CLI run from one directory and the hooks (cwd /) would each
+  // simulate a machine of their own, and hand out the same VFs twice.
+  const conf = scratchDir(t);
+  t.throws(() => loadSettings({ VFPOOL_CONFIG_DIR: conf, VFPOOL_HOST: 'sim:host.json' }), {
+    exitCode: 2,
+    message: "VFPOOL_HOST 'sim:host.json' (from the environment) names a relative file",
+    hint: 'give an absolute path, sim:/path/to/host.json: the hooks run with cwd /, the CLI with yours',
+  });
+  writeFileSync(join(conf, 'vfpool.conf'), 'VFPOOL_HOST=sim:./lab/host.json\n');
+  t.throws(() => loadSettings({ VFPOOL_CONFIG_DIR: conf }), { exitCode: 2, message: "VFPOOL_HOST 'sim:./lab/host.json' (from vfpool.conf) names a relative file" });
+  t.equal(loadSettings({ VFPOOL_CONFIG_DIR: conf, VFPOOL_HOST: 'sim:/srv/host.json' }).host, 'sim:/srv/host.json', 'an absolute one is taken');
+});

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { execa } from 'execa';
-import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeDomainPlan } from '../../src/state/domain-plan.js';
 import { REPO, WITHOUT_TAP_LOADER } from '../helpers/spawn.js';
@@ -47,5 +47,37 @@ if (process.getuid!() !== 0) {
     chmodSync(state, 0o700); // what the lab saw: a state write resetting the 0711 hides every plan
     const hidden = await run(['-name', 'guest=rootfile', '-machine', 'q35']);
     t.same([hidden.exitCode, hidden.stderr], [7, ''], 'a state directory the QEMU user cannot enter looks like one without plans (nothing to tell them apart)');
+  });
+
+  t.test('a vfpool.conf the QEMU user cannot read: its settings do not apply, and one line says so', async (t) => {
+    // Reproduced: vfpool.conf chmod 0600 (or /etc/vfpool 0700, install.sh under umask 077)
+    // naming VFPOOL_QEMU and VFPOOL_STATE_DIR: the wrapper silently ran /usr/bin's QEMU and
+    // looked for plans under /run/vfpool.
+    const dir = mkdtempSync('/dev/shm/vfpool-unreadable-conf-');
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    chmodSync(dir, 0o755);
+    const qemu = join(dir, 'fake-qemu');
+    writeFileSync(qemu, `#!/bin/sh\nfor a do printf '%s\\0' "$a"; done\nexit 7\n`, { mode: 0o755 });
+    const etc = join(dir, 'etc');
+    mkdirSync(etc, { mode: 0o755 });
+    writeFileSync(join(etc, 'vfpool.conf'), `VFPOOL_QEMU=${qemu}\nVFPOOL_STATE_DIR=${join(dir, 'run')}\n`, { mode: 0o600 });
+    chmodSync(join(etc, 'vfpool.conf'), 0o600);
+    // VFPOOL_QEMU in the environment only so that this test never starts a real QEMU: the
+    // line is about the file, whatever the environment says.
+    const run = () =>
+      execa(WITHOUT_TAP_LOADER[0], [...WITHOUT_TAP_LOADER.slice(1), 'setpriv', '--reuid', String(NOBODY), '--regid', String(NOBODY), '--clear-groups', SHIM, '-name', 'guest=vm1', '-S'], {
+        env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C', VFPOOL_CONFIG_DIR: etc, VFPOOL_QEMU: qemu },
+        extendEnv: false, reject: false, stripFinalNewline: false,
+      });
+    const line = `vfpool: ${etc}/vfpool.conf is not readable by uid ${NOBODY}, so vfpool-qemu ignores its settings (VFPOOL_STATE_DIR, VFPOOL_QEMU): make it readable by the domain's QEMU user (chmod 0644, and o+x on ${etc})\n`;
+    const unreadable = await run();
+    t.same([unreadable.exitCode, unreadable.stderr], [7, line], 'the file 0600');
+    chmodSync(join(etc, 'vfpool.conf'), 0o644);
+    chmodSync(etc, 0o700);
+    const hiddenDir = await run();
+    t.same([hiddenDir.exitCode, hiddenDir.stderr], [7, line], 'its directory 0700');
+    chmodSync(etc, 0o755);
+    const readable = await run();
+    t.same([readable.exitCode, readable.stderr], [7, ''], 'readable: silent');
   });
 }

@@ -36,12 +36,12 @@ exit 7
   const env = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C', HOME: '/root', VFPOOL_CONFIG_DIR: join(dir, 'etc'), VFPOOL_STATE_DIR: join(dir, 'run'), VFPOOL_QEMU: qemu, VFPOOL_NODE: node };
   const fd3File = join(dir, 'monitor-fd');
   writeFileSync(fd3File, '');
-  const run = async (argv: string[], envOver: Record<string, string | undefined> = {}) => {
+  const run = async (argv: string[], envOver: Record<string, string | undefined> = {}, shim = SHIM) => {
     const fd = openSync(fd3File, 'r');
     try {
       // node:child_process, not execa: execa cannot hand a child a descriptor above 2.
       const [envBin, ...unset] = WITHOUT_TAP_LOADER;
-      const child = spawn(envBin, [...unset, SHIM, ...argv], { env: { ...env, ...envOver }, stdio: ['ignore', 'ignore', 'pipe', fd] });
+      const child = spawn(envBin, [...unset, shim, ...argv], { env: { ...env, ...envOver }, stdio: ['ignore', 'ignore', 'pipe', fd] });
       let stderr = '';
       child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
       const exitCode = await new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
@@ -91,6 +91,20 @@ t.test('a planned domain: Node edits, the shim execs QEMU with exactly the gener
   t.equal(refused.exitCode, 2, 'a refusal is the wrapper\'s exit status');
   t.equal(refused.argv, null, 'QEMU not started');
   t.match(refused.stderr, /^vfpool: domain 'vm1': vfpool-vf0: no virtio-net device with mac=52:54:00:aa:bb:01 on QEMU's command line to pair with: [^\n]*\n$/);
+});
+
+t.test('an installed wrapper starts the Node install.sh recorded, which libvirt\'s environment could not name', async (t) => {
+  // As install.sh leaves it (test/install.test.ts): vfpool_home and vfpool_node written in. No
+  // VFPOOL_NODE (libvirt passes none), and a /usr/bin/node that is not the one vfpool runs on.
+  const w = world(t.testdir({ etc: {}, run: {}, inst: { 'qemu-args': {} } }));
+  await writeDomainPlan(w.state, { version: 1, domain: 'vm1', uuid: null, delivery: 'hotplug', vfs: [], sriovNics: [] }, { uid: process.getuid!(), gid: process.getgid!() });
+  const installed = join(w.dir, 'inst/qemu-args/vfpool-qemu');
+  writeFileSync(installed, readFileSync(SHIM, 'utf8').replace(/^vfpool_home=$/m, `vfpool_home=${REPO}`).replace(/^vfpool_node=$/m, `vfpool_node=${join(w.dir, 'fake-node')}`));
+  chmodSync(installed, 0o755);
+  const r = await w.run(['-name', 'guest=vm1', '-S'], { VFPOOL_NODE: undefined }, installed);
+  t.equal(r.exitCode, 7, r.stderr);
+  t.equal(r.nodeStarts, 1, 'the recorded Node ran the wrapper\'s Node half');
+  t.ok(r.argv?.includes('-S'), 'and QEMU got the edited command line');
 });
 
 t.test('the checkout\'s wrapper starts Node without forking readlink; a link to it elsewhere resolves the link', async (t) => {

@@ -37,3 +37,23 @@ t.test('the checkout\'s hook starts Node without forking readlink; a copy elsewh
   t.same(linked, { exitCode: 0, stderr: '' }, 'started again (already active: allowed for libvirt)');
   t.match(readFileSync(calls, 'utf8'), /network\.d\/vfpool/, 'the link was resolved');
 });
+
+t.test('an installed hook starts the Node install.sh recorded, which libvirt\'s environment could not name', async (t) => {
+  // As install.sh leaves the shim (test/install.test.ts): vfpool_home and vfpool_node written
+  // in. libvirt passes no VFPOOL_NODE and its own PATH; /usr/bin/node may be another Node.
+  const w = makeSimEnv(t);
+  w.definePool('p', POOL);
+  const hooks = join(w.dir, 'inst/hooks');
+  mkdirSync(hooks, { recursive: true });
+  const starts = join(w.dir, 'node-starts');
+  writeFileSync(join(w.dir, 'recorded-node'), `#!/bin/sh\necho start >>${JSON.stringify(starts)}\nexec ${JSON.stringify(process.execPath)} "$@"\n`);
+  chmodSync(join(w.dir, 'recorded-node'), 0o755);
+  const shim = readFileSync(join(REPO, 'hooks/vfpool-hook'), 'utf8').replace(/^vfpool_home=$/m, `vfpool_home=${REPO}`).replace(/^vfpool_node=$/m, `vfpool_node=${join(w.dir, 'recorded-node')}`);
+  writeFileSync(join(hooks, 'vfpool-hook'), shim);
+  chmodSync(join(hooks, 'vfpool-hook'), 0o755);
+  symlinkSync('vfpool-hook', join(hooks, 'network'));
+  const { VFPOOL_NODE: _unset, ...env } = { ...w.env, VFPOOL_NODE: undefined, PATH: '/usr/sbin:/usr/bin:/sbin:/bin' };
+  t.same(await startThrough(join(hooks, 'network'), env as Record<string, string>), { exitCode: 0, stderr: '' }, 'the pool started');
+  t.equal(readFileSync(starts, 'utf8'), 'start\n', 'through the recorded Node');
+  t.equal(w.ctx.store.read().pools.p?.activated[0]?.numVfs, 2);
+});

@@ -270,7 +270,7 @@ uninstall_refused() {
   local rc=0
   (cd "$root" && bash install.sh --uninstall) >"$work/uninstall-refused.out" 2>&1 || rc=$?
   [ $rc = 3 ] || { why="install.sh --uninstall exit $rc: $(tail -n 2 "$work/uninstall-refused.out")"; return 1; }
-  grep -q "install.sh: vfpool still gives VFs to guests: domain 'vfpguest' (0000:3b:02.0); .* or uninstall with --force" "$work/uninstall-refused.out" \
+  grep -q "install.sh: vfpool still holds VFs for domain(s) vfpguest[ ;].* or uninstall with --force" "$work/uninstall-refused.out" \
     || { why="not vfpool's line: $(head -c 300 "$work/uninstall-refused.out")"; return 1; }
   local f; for f in "$VFPOOL" "$NET_HOOK" "$QEMU_HOOK"; do [ -x "$f" ] || { why="$f is gone"; return 1; }; done
   virsh_ok destroy vfpguest && expect_vf 0 'vf.owner' null && expect_vf 0 'vf.mac' "$MAC0"

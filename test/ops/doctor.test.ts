@@ -1,10 +1,12 @@
 import t from 'tap';
+import { spawnSync } from 'node:child_process';
 import type { Test } from 'tap';
-import { chmodSync, lutimesSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, lutimesSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_SETTINGS, type Settings } from '../../src/config/settings.js';
 import { createContext } from '../../src/pool/context.js';
 import { runDoctor, type Check } from '../../src/ops/doctor.js';
+import { checkStateDirs } from '../../src/ops/doctor-install.js';
 import { makeFixtureKernel } from '../helpers/fixture-kernel.js';
 import { scratchDir } from '../helpers/scratch.js';
 import { REPO } from '../helpers/spawn.js';
@@ -79,6 +81,8 @@ function wellPreparedHost(t: Test): World {
   writeFileSync(join(settings.configDir, 'networks/p.xml'), `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'><vf num='4'/></pf></forward></network>`);
   writeFileSync(join(settings.configDir, 'vfpool.conf'), '#VFPOOL_STATE_DIR=/run/vfpool\n');
   mkdirSync(settings.stateDir, { recursive: true, mode: 0o700 });
+  // As on a host: the directories above the state directory let the QEMU user pass.
+  for (const d of [root, join(root, 'run')]) chmodSync(d, 0o755);
   writeFileSync(join(settings.stateDir, 'vfpool.log'), '', { mode: 0o600 });
   return { root, settings, env: { VFPOOL_CONFIG_DIR: settings.configDir } };
 }
@@ -92,6 +96,17 @@ const ALL_IDS = [
   'libvirt-daemon', 'vfpool.conf', 'state-dir', 'journal-dir', 'qemu', 'qemu:failover', 'qemu:sriov-pf', 'qemu.conf:namespaces',
   'qemu.conf:device-cgroup', 'memlock', 'stale-allocations',
 ];
+
+t.test('a state directory of 0711 passes: a guest\'s QEMU plan lives under it (and install.sh creates it so)', async (t) => {
+  const w = wellPreparedHost(t);
+  // What writeDomainPlan leaves: the QEMU user may traverse the state directory and qemu/, never list them.
+  mkdirSync(join(w.settings.stateDir, 'qemu/vm1'), { recursive: true, mode: 0o700 });
+  chmodSync(w.settings.stateDir, 0o711);
+  chmodSync(join(w.settings.stateDir, 'qemu'), 0o711);
+  const c = (await doctor(w)).find((x) => x.id === 'state-dir')!;
+  t.same([c.ok, c.fix], [true, null], c.found);
+  t.match(c.found, /run\/vfpool 0711, files 0600$/);
+});
 
 t.test('a well-prepared fixture host passes every check', async (t) => {
   const checks = await doctor(wellPreparedHost(t));
@@ -131,7 +146,14 @@ const cases: Array<[string, string, (w: World) => void, RegExp, RegExp?]> = [
   }, /^systemctl restart virtqemud$/],
   ['no libvirt daemon runs', 'libvirt-daemon', (w) => rmSync(join(s(w).procRoot, '4242'), { recursive: true }), /systemctl start libvirtd/],
   ['vfpool.conf has a bad line', 'vfpool.conf', (w) => writeFileSync(join(s(w).configDir, 'vfpool.conf'), 'VFPOOL_STATE_DIR /x\n'), /edit .*vfpool\.conf/, /vfpool\.conf:1: 'VFPOOL_STATE_DIR \/x' is not a KEY=value line/],
-  ['the state directory is readable by all', 'state-dir', (w) => chmodSync(s(w).stateDir, 0o755), /chmod 0700/],
+  // Only what is wrong is named: index/ and qemu/ are directories and qemu/NAME/ is the QEMU user's.
+  // The QEMU wrapper runs as the domain's QEMU user and reads it.
+  ['vfpool.conf is root\'s alone', 'vfpool.conf', (w) => chmodSync(join(s(w).configDir, 'vfpool.conf'), 0o600), /^chmod 0644 \S+\/etc\/vfpool\/vfpool\.conf$/, /vfpool\.conf has mode 600: the QEMU wrapper, which runs as the domain's QEMU user, cannot read/],
+  ['the directory of vfpool.conf is root\'s alone', 'vfpool.conf', (w) => chmodSync(s(w).configDir, 0o700), /^chmod o\+x \S+\/etc\/vfpool$/],
+  ['the state directory is readable by all', 'state-dir', (w) => chmodSync(s(w).stateDir, 0o755), /^chmod go-rw \S+\/run\/vfpool$/, /run\/vfpool has mode 755, not 700 or 711/],
+  // The QEMU user walks down to qemu/NAME/plan.json through every directory above it.
+  ['a directory above the state directory is 0700', 'state-dir', (w) => chmodSync(join(s(w).stateDir, '..'), 0o700), /^chmod o\+x \S+\/run$/, /\/run has no o\+x: the QEMU user cannot reach \S+\/run\/vfpool\/qemu$/],
+  ['the state file is readable by all', 'state-dir', (w) => writeFileSync(join(s(w).stateDir, 'state.json'), '{"version":2,"pools":{},"allocations":[],"ports":[],"bindings":[],"leftovers":[]}', { mode: 0o644 }), /^chmod 0600 \S+\/run\/vfpool\/state\.json$/],
   ['a journal file readable by all', 'journal-dir', (w) => {
     mkdirSync(s(w).journalDir, { recursive: true, mode: 0o700 });
     writeFileSync(join(s(w).journalDir, 'history.jsonl'), '', { mode: 0o644 });
@@ -139,11 +161,86 @@ const cases: Array<[string, string, (w: World) => void, RegExp, RegExp?]> = [
   }, /chmod 0600/],
   ['VFPOOL_QEMU does not run', 'qemu', (w) => (s(w).qemuPath = join(w.root, 'no-such-qemu')), /VFPOOL_QEMU=/],
   ['a QEMU without failover', 'qemu:failover', (w) => fakeQemu(s(w).qemuPath, ['sriov-pf']), /QEMU >= 4\.2/],
-  ['a QEMU without sriov-pf', 'qemu:sriov-pf', (w) => fakeQemu(s(w).qemuPath, ['failover']), /QEMU >= 11\.1/],
+  ['a QEMU without sriov-pf', 'qemu:sriov-pf', (w) => fakeQemu(s(w).qemuPath, ['failover']), /QEMU >= 10\.1:/],
   ['qemu.conf keeps the mount namespace', 'qemu.conf:namespaces', (w) => writeFileSync(join(s(w).libvirtConfDir, 'qemu.conf'), 'cgroup_device_acl = [ "/dev/vfio/vfio" ]\n'), /namespaces = \[ \]/],
   ['the device cgroup does not allow vfio', 'qemu.conf:device-cgroup', (w) => writeFileSync(join(s(w).libvirtConfDir, 'qemu.conf'), 'namespaces = [ ]\n#cgroup_device_acl = [ "/dev/vfio/vfio" ]\n'), /cgroup_device_acl/],
   ['the daemon\'s memlock limit is 8 MiB', 'memlock', (w) => writeFileSync(join(s(w).procRoot, '4242/limits'), 'Max locked memory         8388608              8388608              bytes\n'), /LimitMEMLOCK=infinity/],
 ];
+
+t.test('the state directories belong to root: doctor run as another user never suggests handing them to that user', async (t) => {
+  const w = wellPreparedHost(t);
+  const stateDir = (euid: number) => checkStateDirs(w.settings, null, euid).find((c) => c.id === 'state-dir')!;
+  // Root's, as the hooks make it, seen by `vfpool doctor` run without sudo (uid 1000): that
+  // suggested \`chown 1000:0 DIR\`, letting that user rewrite what root's hooks trust.
+  t.same([stateDir(1000).ok, stateDir(1000).fix], [true, null], 'root-owned: fine whoever asks');
+  chownSync(w.settings.stateDir, 4242, 4242);
+  for (const euid of [0, 1000]) {
+    const c = stateDir(euid);
+    t.same([c.ok, c.found, c.fix], [false, `${w.settings.stateDir} is owned by uid 4242, not root`, `chown 0:0 ${w.settings.stateDir}`], `doctor as uid ${euid}`);
+  }
+});
+
+t.test('a setting only the shell has: the hooks, run by libvirt without it, would use another value', async (t) => {
+  // Reproduced: VFPOOL_STATE_DIR exported in root's shell (or put in /etc/environment, which
+  // services never read): the CLI kept one state and the hooks another, and doctor said 'ok'.
+  const w = wellPreparedHost(t);
+  const conf = (env: Record<string, string>) => runDoctor(createContext(w.settings, 'test doctor'), { installDir: REPO, env: { ...w.env, ...env }, graceMs: 0 }).then((cs) => cs.find((c) => c.id === 'vfpool.conf')!);
+  const c = await conf({ VFPOOL_STATE_DIR: '/srv/vfpool', VFPOOL_JOURNAL_DIR: '' });
+  t.same([c.ok, c.found, c.fix], [false,
+    'VFPOOL_STATE_DIR=/srv/vfpool comes from the environment, but libvirt runs the hooks and the QEMU wrapper without it: they use VFPOOL_STATE_DIR=/run/vfpool',
+    `put VFPOOL_STATE_DIR=/srv/vfpool in ${join(w.settings.configDir, 'vfpool.conf')} so that both agree, or unset it`]);
+  writeFileSync(join(w.settings.configDir, 'vfpool.conf'), 'VFPOOL_STATE_DIR=/srv/vfpool\n');
+  t.same((await conf({ VFPOOL_STATE_DIR: '/srv/vfpool' })).ok, true, 'the same value in the file: both agree');
+  t.same((await conf({ VFPOOL_STATE_DIR: '/run/vfpool', VFPOOL_HOST: 'sim:/h.json' })).found,
+    'VFPOOL_STATE_DIR=/run/vfpool, VFPOOL_HOST=sim:/h.json come from the environment, but libvirt runs the hooks and the QEMU wrapper without them: they use VFPOOL_STATE_DIR=/srv/vfpool, VFPOOL_HOST=linux');
+  rmSync(join(w.settings.configDir, 'vfpool.conf'));
+  t.same((await conf({ VFPOOL_IP: '/usr/sbin/ip' })).ok, true, 'no file, the environment names the default: both agree');
+});
+
+/** state.json with pool p running, its start having set eth1 to `numVfs` VFs (and a start or stop under way, if `change`). */
+function runningPool(w: World, numVfs: number, change: unknown = null): void {
+  const xml = `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'><vf num='4'/></pf></forward></network>`;
+  const pool = { xml, origin: 'definition', startedAt: new Date().toISOString(), activated: [{ pf: 'eth1', numVfs }], change, bound: [] };
+  writeFileSync(join(w.settings.stateDir, 'state.json'), JSON.stringify({ version: 2, pools: { p: pool }, allocations: [], ports: [], bindings: [], leftovers: [] }), { mode: 0o600 });
+}
+
+t.test('fails \'pool:p\' when the PF of a running pool no longer has the VFs its start made (sriov_numvfs written by hand)', async (t) => {
+  const w = wellPreparedHost(t);
+  runningPool(w, 0);
+  t.same((await doctor(w)).filter((c) => !c.ok).map((c) => c.id), [], 'a running pool whose count is the PF\'s passes');
+  runningPool(w, 4); // the fixture's eth1 has 0 VFs: someone wrote 0 to sriov_numvfs after the start
+  const checks = await doctor(w);
+  t.same(checks.filter((c) => !c.ok).map((c) => c.id), ['pool:p']);
+  const c = checks.find((x) => x.id === 'pool:p')!;
+  t.equal(c.found, 'the pool is active with 4 VF(s) on eth1, but eth1 has 0 now (sriov_numvfs changed outside vfpool)');
+  t.match(c.fix, /vfpool net-destroy p && vfpool net-start p/);
+});
+
+t.test('fails \'pool:p\' when its start was killed half-way: guests are refused until reconcile mends it', async (t) => {
+  const w = wellPreparedHost(t);
+  const gone = spawnSync('/bin/true').pid!; // a pid that has exited
+  runningPool(w, 0, { kind: 'starting', worker: gone, since: new Date().toISOString(), from: [{ pf: 'eth1', numVfs: 0 }] });
+  const checks = await doctor(w);
+  t.same(checks.filter((c) => !c.ok).map((c) => c.id), ['pool:p']);
+  const c = checks.find((x) => x.id === 'pool:p')!;
+  t.equal(c.found, `its start was interrupted (vfpool pid ${gone} is gone): guests of the pool are refused`);
+  t.equal(c.fix, 'vfpool reconcile (it undoes the start; then start the pool again)');
+  runningPool(w, 0, { kind: 'starting', worker: process.pid, since: new Date().toISOString(), from: [{ pf: 'eth1', numVfs: 0 }] });
+  t.equal((await doctor(w)).find((x) => x.id === 'pool:p')!.ok, true, 'a start under way (its vfpool lives) is no failure');
+});
+
+t.test('a state file vfpool cannot read fails \'state-dir\' with its fix, and every other check still runs', async (t) => {
+  const w = wellPreparedHost(t);
+  writeFileSync(join(w.settings.stateDir, 'state.json'), '{"version":2,"pools":', { mode: 0o600 });
+  const checks = await doctor(w);
+  t.same(checks.map((c) => c.id), ALL_IDS, 'doctor did not stop at the state file');
+  const c = checks.find((x) => x.id === 'state-dir')!;
+  t.equal(c.ok, false);
+  t.match(c.found, /state\.json is not valid JSON/);
+  t.match(c.fix, /restore it from a copy/);
+  // Judging allocations needs the state: that check says it cannot, nothing else fails.
+  t.same(checks.filter((x) => !x.ok).map((x) => x.id), ['state-dir', 'stale-allocations']);
+});
 
 /** The link's own time (lutimes) is what install.sh's ln sets and what doctor reads. */
 function utimesLink(path: string, when: Date): void {

@@ -94,6 +94,14 @@ t.test('reconcile reports the pool start a killed vfpool left half-way, and --dr
   await w.ctx.store.update((s) => {
     s.pools['sriov-pool']!.change = { kind: 'starting', worker: gone.pid, since: new Date().toISOString(), from: [{ pf: 'eth1' as NetdevName, numVfs: 2 }] };
   });
+  // A guest asking the pool for a VF meanwhile: refused. It got one, and the reconcile below
+  // then stopped the pool under it ('pool sriov-pool (stopped): eth1 keeps its 4 VFs').
+  const xml = `<domain type='kvm'><name>vm1</name><metadata><vfpool:domain xmlns:vfpool='https://vfpool.dev/xmlns/1'><vfpool:hostdev pool='sriov-pool' mac='52:54:00:00:00:01'/></vfpool:domain></metadata></domain>`;
+  t.same(await runCliInProcess(['prepare', '--xml=-'], w.env, xml), {
+    exitCode: 3,
+    stdout: '',
+    stderr: `vfpool: domain 'vm1': vfpool:hostdev #1: pool 'sriov-pool' is not active: its start was interrupted (vfpool pid ${gone.pid} is gone): run \`vfpool reconcile\` (it undoes the start), then start the pool again\n`,
+  });
   const before = readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8');
   const dry = await runCliInProcess(['reconcile', '--dry-run'], w.env);
   t.equal(dry.exitCode, 0);

@@ -4,6 +4,9 @@ import { createConnection, createServer } from 'node:net';
 import { join } from 'node:path';
 import { domainPlanPath, domainQmpSocketPath, readDomainPlan, removeDomainPlan, sriovNicMacs, sriovNicPlans, validateDomainPlan, writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
 import type { MacAddress, PciAddress } from '../../src/types.js';
+import { StateStore } from '../../src/state/store.js';
+import { fileRecordStore } from '../../src/state/migration-record.js';
+import { Journal } from '../../src/state/journal.js';
 
 const plan = (over: Partial<DomainPlanV1> = {}): DomainPlanV1 => ({
   version: 1, domain: 'vm1', uuid: 'ebf70da1-98bb-421a-9158-82e2fa151c6c', delivery: 'hotplug',
@@ -119,4 +122,33 @@ t.test('a domain name too long for a socket in its own directory: QEMU\'s socket
   t.notOk(existsSync(join(state, 'qemu', long)), 'the directory is removed');
   t.throws(() => lstatSync(link), { code: 'ENOENT' }, 'and so is the link');
   removeDomainPlan(state, long);
+});
+
+t.test('a state directory made under new parents: the parents are 0755 (as mkdir -p makes them), so the QEMU user reaches its plan', async (t) => {
+  // Reproduced: VFPOOL_STATE_DIR=/srv/vfpool/run on a host without /srv/vfpool: the store made
+  // /srv/vfpool 0700 along with run/, and the wrapper (the QEMU user) could not reach
+  // qemu/NAME/plan.json: guests started without their VFs, and nothing said so. Under a
+  // daemon's umask 077 too.
+  const base = t.testdir({});
+  const old = process.umask(0o077);
+  t.teardown(() => void process.umask(old));
+  const mode = (p: string) => (statSync(p).mode & 0o777).toString(8);
+  const viaStore = join(base, 'a/b/run');
+  await new StateStore(viaStore).update(() => undefined);
+  t.same([mode(join(base, 'a')), mode(join(base, 'a/b')), mode(viaStore), mode(join(viaStore, 'index'))], ['755', '755', '700', '700'], 'the store: parents 0755, its own directories 0700');
+  const viaPlan = join(base, 'c/d/run');
+  const owner = process.getuid!() === 0 ? { uid: 64055, gid: 64055 } : { uid: process.getuid!(), gid: process.getgid!() };
+  await writeDomainPlan(viaPlan, plan(), owner);
+  t.same([mode(join(base, 'c')), mode(join(base, 'c/d')), mode(viaPlan), mode(join(viaPlan, 'qemu'))], ['755', '755', '711', '711'], 'a plan first: parents 0755, the state directory and qemu/ 0711 (never 0755)');
+  const viaRecord = join(base, 'e/run');
+  await fileRecordStore(viaRecord).update('vm1', () => null);
+  t.same([mode(join(base, 'e')), mode(viaRecord)], ['755', '700'], 'a migration record first: the state directory 0700, not 0755 as migrate/\'s parent');
+  const journal = join(base, 'f/g/journal');
+  new Journal(journal).record({ op: 'pool-start', pool: 'p' });
+  t.same([mode(join(base, 'f')), mode(join(base, 'f/g')), mode(journal)], ['755', '755', '700'], 'the history: parents 0755, itself 0700');
+  const existing = join(base, 'kept');
+  mkdirSync(existing, { mode: 0o750 });
+  chmodSync(existing, 0o750);
+  await new StateStore(join(existing, 'run')).update(() => undefined);
+  t.equal(mode(existing), '750', 'a parent that was there is left as it is');
 });

@@ -54,7 +54,7 @@ t.test('vfpool history: pool start, prepare, a refused prepare, release and pool
   t.equal((await cli('history', '--pool', 'p', '--json')).stdout.trim().split('\n').length, 7, 'the refusal too names the pool it asked (an exhausted pool is found by its refusals)');
   t.equal((await cli('history', '--since', '2999-01-01T00:00:00Z')).stdout, 'no history entries match\n');
   const bad = await cli('history', '--since', 'yesterday-ish');
-  t.same([bad.exitCode, bad.stderr], [2, "vfpool: --since 'yesterday-ish' is not a time: give an ISO 8601 time such as 2026-11-30T04:00:00Z\n"]);
+  t.same([bad.exitCode, bad.stderr], [2, "vfpool: --since 'yesterday-ish' is not a time: give an ISO 8601 date or time such as 2026-11-30 or 2026-11-30T04:00:00Z\n"]);
   t.equal((await cli('history', '--vf', 'eth1')).exitCode, 2, 'a VF is named by its PCI address');
 
   t.equal(statSync(w.settings.journalDir).mode & 0o777, 0o700);

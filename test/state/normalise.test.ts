@@ -73,6 +73,13 @@ t.test('a current file reads back as written', async (t) => {
   t.same(normaliseState(JSON.parse(JSON.stringify(once)), 'f'), once);
 });
 
+/** The version 1 file with its first allocation changed. */
+function withAllocation(change: Record<string, unknown>): unknown {
+  const raw = JSON.parse(V1_FILE);
+  raw.allocations[0] = { ...raw.allocations[0], ...change };
+  return raw;
+}
+
 t.test('a file of the wrong shape is refused with one line naming the file and the field', async (t) => {
   const cases: Array<[string, unknown, RegExp]> = [
     ['null', null, /state file F: expected a JSON object, found null/],
@@ -87,6 +94,18 @@ t.test('a file of the wrong shape is refused with one line naming the file and t
     ['bound not a list', { version: 2, pools: { p: { xml: 'x', origin: 'definition', activated: [], bound: {} } }, allocations: [], ports: [], bindings: [] }, /pools\['p'\]\.bound is an object, expected a list/],
     ['a leftover without its PF', { version: 2, pools: {}, allocations: [], ports: [], bindings: [], leftovers: [{ pool: 'p', since: 'now' }] }, /leftovers\[0\]\.pf is missing, expected a string/],
     ['a port without a domain', { version: 1, pools: {}, allocations: [], ports: [{ network: 'n', portUuid: 'u' }] }, /ports\[0\]\.domain is missing/],
+    // Edited by hand. Read as they were, reconcile freed the VF of a running guest (process.kill
+    // of a string is no process), and release dropped the record of '3b:02.1' as a VF gone from
+    // the host, leaving 0000:3b:02.1 with the guest's MAC.
+    ['a pid written as a string', withAllocation({ owner: { domain: 'vm1', uuid: null, pid: '4242' } }), /allocations\[0\]\.owner\.pid is string "4242", expected a process id \(a whole number above 0\) or null/],
+    ['a negative pid', withAllocation({ owner: { domain: 'vm1', uuid: null, pid: -1 } }), /allocations\[0\]\.owner\.pid is number -1, expected a process id/],
+    ['a worker written as a string', withAllocation({ worker: '77' }), /allocations\[0\]\.worker is string "77", expected a process id/],
+    ['an unknown owner kind', withAllocation({ owner: { domain: 'vm1', uuid: null, pid: null, via: 'virsh' } }), /allocations\[0\]\.owner\.via is string "virsh", expected one of libvirt, cli/],
+    ['a VF address without its domain', withAllocation({ vfAddr: '3b:02.1' }), /allocations\[0\]\.vfAddr is string "3b:02\.1", expected a PCI address such as 0000:3b:02\.0/],
+    ['a VF address in capitals', withAllocation({ vfAddr: '0000:3B:02.1' }), /allocations\[0\]\.vfAddr is string "0000:3B:02\.1", expected a PCI address/],
+    ['a domain name that is a path', withAllocation({ owner: { domain: '../../etc/x', uuid: null, pid: null } }), /allocations\[0\]\.owner\.domain is string "\.\.\/\.\.\/etc\/x", expected a name/],
+    ['a port pid written as a string', { version: 1, pools: {}, allocations: [], ports: [{ ...JSON.parse(V1_FILE).ports[0], pid: '12' }] }, /ports\[0\]\.pid is string "12", expected a process id/],
+    ['a port VF address that is not one', { version: 1, pools: {}, allocations: [], ports: [{ ...JSON.parse(V1_FILE).ports[0], vfAddr: 'eth1v3' }] }, /ports\[0\]\.vfAddr is string "eth1v3", expected a PCI address/],
   ];
   for (const [name, raw, re] of cases) {
     const err = t.throws(() => normaliseState(raw, 'F'), name) as unknown;

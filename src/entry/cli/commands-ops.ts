@@ -1,5 +1,6 @@
 import { fsError } from '../../util/fs-errors.js';
 import { BadInputError, errnoOf } from '../../errors.js';
+import { quoteInput } from '../../util/quote.js';
 import { loadSettings, settingsFrom } from '../../config/settings.js';
 import { createContext } from '../../pool/context.js';
 import { DEFAULT_RECONCILE_GRACE_MS } from '../../pool/reconcile.js';
@@ -55,9 +56,8 @@ export const OPS_COMMANDS: CommandDef[] = [
         domain: a.domain !== undefined ? parseObjectName(a.domain, 'domain') : undefined,
         pool: a.pool !== undefined ? parseObjectName(a.pool, 'pool') : undefined,
         vf: a.vf !== undefined ? parsePciAddress(a.vf, '--vf') : undefined,
-        since: a.since !== undefined ? Date.parse(a.since) : undefined,
+        since: a.since !== undefined ? parseSince(a.since) : undefined,
       };
-      if (filter.since !== undefined && Number.isNaN(filter.since)) throw new BadInputError(`--since '${a.since}' is not a time`, 'give an ISO 8601 time such as 2026-11-30T04:00:00Z');
       const ctx = cliContext('history');
       const journal = new Journal(ctx.settings.journalDir);
       let read;
@@ -67,7 +67,7 @@ export const OPS_COMMANDS: CommandDef[] = [
         if (errnoOf(err) === 'ENOENT') read = { entries: [], unreadable: 0 };
         else throw fsError(err, journal.file, 'the VF history', 'VFPOOL_JOURNAL_DIR');
       }
-      if (read.unreadable) warn(`${read.unreadable} line(s) of ${journal.file}* are not JSON and were skipped`);
+      if (read.unreadable) warn(`${read.unreadable} line(s) of ${journal.file}* are not history entries (JSON objects with a time and an op) and were skipped`);
       const entries = filterHistory(read.entries, filter);
       for (const e of entries) out(a.json ? JSON.stringify(e) : formatHistoryLine(e));
       if (!a.json && entries.length === 0) out(`no history entries${read.entries.length ? ' match' : ` in ${journal.file}`}`);
@@ -75,3 +75,19 @@ export const OPS_COMMANDS: CommandDef[] = [
     },
   },
 ];
+
+/**
+ * `--since`: an ISO 8601 date or date-time (`2026-11-30`, `2026-11-30T04:00`, `…:00Z`,
+ * `…+01:00`; a space may stand for the T). Date.parse alone also takes V8's legacy forms, in
+ * which `5` is May 2001, `99` is 1999 and `2026-02-30` is March 2nd: a typo there silently
+ * showed the whole history, so anything else is refused.
+ */
+export function parseSince(text: string): number {
+  const m = /^(\d{4})-(\d{2})-(\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/i.exec(text);
+  const ms = m ? Date.parse(text) : NaN;
+  const day = m ? new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]))) : null;
+  if (Number.isNaN(ms) || !day || day.getUTCMonth() !== Number(m![2]) - 1 || day.getUTCDate() !== Number(m![3])) {
+    throw new BadInputError(`--since ${quoteInput(text)} is not a time`, 'give an ISO 8601 date or time such as 2026-11-30 or 2026-11-30T04:00:00Z');
+  }
+  return ms;
+}

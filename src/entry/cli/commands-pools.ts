@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { asVfpoolError } from '../../errors.js';
+import { asVfpoolError, BadInputError } from '../../errors.js';
 import { parsePoolXml } from '../../config/pool-xml.js';
 import { formatPlan, startPool, stopPool } from '../../pool/pools.js';
 import { listPools, readStatus } from '../../pool/status.js';
@@ -84,12 +84,16 @@ export const POOL_COMMANDS: CommandDef[] = [
     args: '<pool>',
     describe: 'print a pool\'s XML (as started, if active)',
     positionals: POOL,
-    examples: [['net-dumpxml sriov-pool > pool.xml', 'save the definition']],
-    async run(a: { pool: string }) {
+    // DESIGN.md: --json on every read command; this one's JSON carries the same XML.
+    options: JSON_OUT,
+    examples: [['net-dumpxml sriov-pool > pool.xml', 'save the definition'], ['net-dumpxml sriov-pool --json', '{"name","active","xml"}']],
+    async run(a: { pool: string; json: boolean }) {
       const ctx = cliContext('net-dumpxml');
       ctx.registry.get(a.pool); // validates, and names the error for an unknown pool
       const active = ctx.store.read().pools[a.pool];
-      writeStdout(active ? networkOf(active.xml) : (ctx.registry.readDefinition(a.pool) ?? ''));
+      const xml = active ? networkOf(active.xml) : (ctx.registry.readDefinition(a.pool) ?? '');
+      if (a.json) out(JSON.stringify({ name: a.pool, active: active !== undefined, xml }));
+      else writeStdout(xml);
       return 0;
     },
   },
@@ -143,6 +147,7 @@ export const POOL_COMMANDS: CommandDef[] = [
       ['status --format prometheus > /var/lib/node_exporter/vfpool.prom', 'metrics for node_exporter'],
     ],
     async run(a: { json: boolean; format: string }) {
+      if (a.json && a.format === 'prometheus') throw new BadInputError('--json and --format prometheus ask for two different outputs', 'give one of them (--json is --format json)');
       const ctx = cliContext('status');
       const s = await readStatus(ctx);
       // Loaded when the command runs: every other `vfpool` call starts without evaluating it.

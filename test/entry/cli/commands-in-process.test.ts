@@ -47,7 +47,11 @@ t.test('pool commands: dry runs, tables, warnings and the unknown-pool errors', 
   t.match(prom.stdout, /^# HELP /m);
   t.match(prom.stdout, /pf="eth1"/);
   t.same(JSON.parse((await cli('status', '--format', 'json')).stdout).pfs[0].numVfs, 4);
+  // Two outputs asked for: it printed the metrics and ignored --json.
+  t.same(await cli('status', '--format', 'prometheus', '--json'), { exitCode: 2, stdout: '', stderr: 'vfpool: --json and --format prometheus ask for two different outputs: give one of them (--json is --format json)\n' });
   t.match((await cli('net-dumpxml', 'sriov-pool')).stdout, /<vf num='4'\/>/, 'the XML it was started with');
+  // --json on every read command (DESIGN.md), this one included.
+  t.same(JSON.parse((await cli('net-dumpxml', 'sriov-pool', '--json')).stdout), { name: 'sriov-pool', active: true, xml: `${SEED_000_POOL}\n` }, 'net-dumpxml --json');
 
   // A dry run refuses what the real command refuses: an active pool is not undefined.
   for (const argv of [['net-undefine', '--dry-run', 'sriov-pool'], ['net-undefine', 'sriov-pool']]) {
