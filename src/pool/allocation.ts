@@ -253,6 +253,14 @@ export async function pickVfs(
     }
     if (!found) {
       if (count === 0) {
+        // An active pool whose VFs are gone had its sriov_numvfs changed (or its PF removed)
+        // behind vfpool's back: "start it" would be answered "already active".
+        if (state.pools[pool.name] !== undefined) {
+          throw new ConflictError(
+            `domain '${domain}': pool '${pool.name}' is active but has no VFs on this host (its PFs' sriov_numvfs changed outside vfpool, or its members are gone)`,
+            `restart it (\`vfpool net-destroy ${pool.name}\` then \`vfpool net-start ${pool.name}\`, or the libvirt network); \`vfpool doctor\` names the PF`,
+          );
+        }
         throw new ConflictError(`domain '${domain}': pool '${pool.name}' has no VFs on this host`, `start it (\`vfpool net-start ${pool.name}\`, or the libvirt network) so its VFs exist`);
       }
       const shown = held.slice(0, 8).join('; ') + (held.length > 8 ? `; and ${held.length - 8} more` : '');

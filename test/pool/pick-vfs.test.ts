@@ -64,6 +64,13 @@ t.test('pickVfs refusals', async (t) => {
   t.match(e?.message, /^domain 'vm1': pool 'p' is exhausted, all 3 VFs are held \(VF 0000:3b:02\.0: domain 'a'; VF 0000:3b:02\.1: another request of this domain;/);
   e = await run(emptyState(), [fromPool(0)], async function* () {});
   t.equal(e?.message, "domain 'vm1': pool 'p' has no VFs on this host");
+  // Active, but its VFs are gone (sriov_numvfs written by hand): starting it is no fix.
+  const active = emptyState();
+  active.pools.p = { xml: '<network/>', origin: 'definition', startedAt: '2026-12-01T00:00:00Z', activated: [], change: null, bound: [] };
+  e = await run(active, [fromPool(0)], async function* () {});
+  t.equal(e?.exitCode, 3);
+  t.equal(e?.message, "domain 'vm1': pool 'p' is active but has no VFs on this host (its PFs' sriov_numvfs changed outside vfpool, or its members are gone)");
+  t.match((e as Error & { hint?: string }).hint, /^restart it \(`vfpool net-destroy p` then `vfpool net-start p`/);
 });
 
 t.test('pickVfs reads the pool only up to the first free VF', async (t) => {
