@@ -20,6 +20,10 @@ import { isAlive } from '../util/process.js';
  * a version read less than FRESH_MS after its mtime is not kept. A change starts, under the
  * lock, from the kept version only while the file still is that version; otherwise from the file.
  */
+// The simulated machine is the file alone: a broken one is mended or written afresh (its VFs
+// and their settings are simulated too), never "run reconcile", which reads it.
+const SIM_FILE_INVALID = 'fix it, or write the simulated host afresh, e.g. {"pfs":[{"name":"eth1","totalVfs":16}]} (its VFs start from 0)';
+
 export class SimHost implements Host {
   readonly kind = 'sim' as const;
   private kept: { key: string; state: kernel.SimState } | null = null;
@@ -28,7 +32,7 @@ export class SimHost implements Host {
   private readRaw(): kernel.SimState | kernel.SimSeed {
     const before = this.stat();
     if (before && this.kept?.key === versionKey(before)) return this.kept.state;
-    const raw = readJsonFile<kernel.SimState | kernel.SimSeed>(this.file, 'the simulated host file', 'VFPOOL_HOST');
+    const raw = readJsonFile<kernel.SimState | kernel.SimSeed>(this.file, 'the simulated host file', 'VFPOOL_HOST', SIM_FILE_INVALID);
     if (raw === undefined) {
       throw new BadInputError(`simulated host file ${this.file} does not exist`, 'create it, e.g. {"pfs":[{"name":"eth1","totalVfs":16}]}');
     }
@@ -69,7 +73,7 @@ export class SimHost implements Host {
         // give the same state.
         const st = kept ? this.stat() : null;
         if (kept && st && versionKey(st) === kept.key) return kept.state;
-        return readJsonFile<kernel.SimState | kernel.SimSeed>(this.file, 'the simulated host file', 'VFPOOL_HOST') ?? { pfs: [] };
+        return readJsonFile<kernel.SimState | kernel.SimSeed>(this.file, 'the simulated host file', 'VFPOOL_HOST', SIM_FILE_INVALID) ?? { pfs: [] };
       },
       (raw) => {
         const state = 'version' in raw ? raw : kernel.fillSimState(raw);

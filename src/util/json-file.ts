@@ -21,7 +21,13 @@ export const DEFAULT_LOCK: LockOptions = { timeoutMs: 30_000, staleMs: 10_000 };
  * Reads a JSON file; `undefined` when it does not exist. Any other failure to read it (a
  * directory, no permission) is one line naming `what` (`the state file`) and the fix.
  */
-export function readJsonFile<T>(file: string, what = 'the file', setting?: string): T | undefined {
+export function readJsonFile<T>(
+  file: string,
+  what = 'the file',
+  setting?: string,
+  // The state's advice by default; a file that records no allocation says its own.
+  invalidHint = 'restore it from a copy; only if no guest uses what it records, move it aside and run `vfpool reconcile`',
+): T | undefined {
   let text: string;
   try {
     // O_NOFOLLOW: a symlink planted in root's state directory is refused (ELOOP), not read through.
@@ -41,11 +47,7 @@ export function readJsonFile<T>(file: string, what = 'the file', setting?: strin
   } catch (err) {
     // Never "remove the file": an empty state reads as "nothing allocated" and hands out VFs
     // that guests still hold (a truncated state.json is the usual cause).
-    throw new BadInputError(
-      `${file} is not valid JSON: ${(err as Error).message}`,
-      'restore it from a copy; only if no guest uses what it records, move it aside and run `vfpool reconcile`',
-      { cause: err },
-    );
+    throw new BadInputError(`${file} is not valid JSON: ${(err as Error).message}`, invalidHint, { cause: err });
   }
 }
 

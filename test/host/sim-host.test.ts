@@ -58,6 +58,12 @@ t.test('simulated host specifics', async (t) => {
   await t.rejects(missing.listPfs(), { exitCode: 2, message: /does not exist/ });
   writeFileSync(join(dir, 'bad.json'), '{"pfs":[{"name":"eth1"}]}');
   await t.rejects(new SimHost(join(dir, 'bad.json')).listPfs(), { exitCode: 2, message: /totalVfs/ });
+  // Not JSON (a half-edited file): its own advice, not the state file's "run vfpool reconcile".
+  writeFileSync(join(dir, 'broken.json'), '{"pfs":[');
+  const broken = await new SimHost(join(dir, 'broken.json')).listPfs().then(() => null, (e: Error & { exitCode: number; hint?: string }) => e);
+  t.equal(broken?.exitCode, 2);
+  t.match(broken?.message, /broken\.json is not valid JSON: /);
+  t.equal(broken?.hint, 'fix it, or write the simulated host afresh, e.g. {"pfs":[{"name":"eth1","totalVfs":16}]} (its VFs start from 0)');
 });
 
 t.test('concurrent writers to one sim file see one machine', async (t) => {
