@@ -52,6 +52,14 @@ export function knownVfNetdevs(state: VfpoolState): Map<NetdevName, PciAddress> 
   return known;
 }
 
+/** Whether a netdev is an SR-IOV PF. "Not a PF" is ENOENT (no such netdev) or ENOTSUP (no SR-IOV); any other failure is real. */
+export function isSriovPf(reads: Pick<PfReader, 'getPf'>, dev: NetdevName): Promise<boolean> {
+  return reads.getPf(dev).then(
+    () => true,
+    (e) => (e instanceof HostError && (e.code === 'ENOENT' || e.code === 'ENOTSUP') ? false : Promise.reject(e)),
+  );
+}
+
 /**
  * What a pool's `<interface dev>` is on this host: a PF ('pf': it stands for all its VFs, seed
  * 004), the device of a VF netdev, or null. A VF netdev that does not exist now is the VF vfpool
@@ -60,12 +68,7 @@ export function knownVfNetdevs(state: VfpoolState): Map<NetdevName, PciAddress> 
  * members and the pool start's binding both ask this.
  */
 export async function interfaceMember(host: Host, dev: NetdevName, known: Map<NetdevName, PciAddress>, reads: PfReader = host): Promise<'pf' | { addr: PciAddress } | null> {
-  // "Not a PF" is ENOENT (no such netdev) or ENOTSUP (no SR-IOV); any other failure is real.
-  const isPf = await reads.getPf(dev).then(
-    () => true,
-    (e) => (e instanceof HostError && (e.code === 'ENOENT' || e.code === 'ENOTSUP') ? false : Promise.reject(e)),
-  );
-  if (isPf) return 'pf';
+  if (await isSriovPf(reads, dev)) return 'pf';
   const addr = (await host.netdevDevice(dev)) ?? known.get(dev) ?? null;
   return addr === null ? null : { addr };
 }
@@ -202,7 +205,8 @@ export async function pickVfs(
 ): Promise<Map<number, Member>> {
   const picked = new Map<number, Member>();
   const taken = new Set<string>();
-  const own = new Map(ownDevices.map((d) => [d.address as string, d.field]));
+  // Each device as the line names it within its domain ("<hostdev> #1"), keyed by address.
+  const own = new Map(ownDevices.map((d) => [d.address as string, d.field.replace(/^domain '[^']*': /, '')]));
   const vfioHolders = vfioHoldersOnce(host);
   const order = [...resolved.filter((r) => r.named), ...resolved.filter((r) => !r.named)];
   for (const r of order) {
@@ -214,7 +218,7 @@ export async function pickVfs(
       const libvirts = own.get(m.vf.address);
       if (libvirts !== undefined) {
         throw new BadInputError(
-          `${r.request.field}: VF ${m.vf.address} is also ${libvirts.replace(/^domain '[^']*': /, '')} of domain '${domain}', which libvirt assigns itself: a VF reaches a guest once`,
+          `${r.request.field}: VF ${m.vf.address} is also ${libvirts} of domain '${domain}', which libvirt assigns itself: a VF reaches a guest once`,
           'drop the libvirt device or the vfpool:hostdev',
         );
       }
@@ -241,7 +245,7 @@ export async function pickVfs(
       }
       const libvirts = own.get(m.vf.address);
       if (libvirts !== undefined) {
-        held.push(`VF ${m.vf.address}: this domain's ${libvirts.replace(/^domain '[^']*': /, '')}`);
+        held.push(`VF ${m.vf.address}: this domain's ${libvirts}`);
         continue;
       }
       const who = await holdersOf(state, m.vf, vfioHolders);

@@ -1,7 +1,8 @@
-import { BadInputError, HostError } from '../errors.js';
+import { BadInputError } from '../errors.js';
 import { parseNetdevName, type NetdevName } from '../types.js';
 import { attr, child, children, type XmlElement } from '../util/xml.js';
 import type { Context } from './context.js';
+import { isSriovPf } from './allocation.js';
 
 /**
  * Refuses the start of a libvirt network that is a vfpool pool when libvirt would hand a PF
@@ -22,11 +23,7 @@ export async function refuseLibvirtPassthroughOfPf(ctx: Context, net: XmlElement
   for (const raw of listed) {
     if (raw === undefined) continue;
     const dev: NetdevName = parseNetdevName(raw, `${where}: forward interface dev`);
-    const isPf = await ctx.host.getPf(dev).then(
-      () => true,
-      (e) => (e instanceof HostError && (e.code === 'ENOENT' || e.code === 'ENOTSUP') ? false : Promise.reject(e)),
-    );
-    if (!isPf) continue;
+    if (!(await isSriovPf(ctx.host, dev))) continue;
     throw new BadInputError(
       `pool '${pool}': libvirt network '${pool}' lists PF ${dev} as <interface dev='${dev}'/> in passthrough mode, and libvirt hands a listed interface to a guest as it is (macvtap on the PF itself, its MAC replaced by the guest's), not one of its VFs`,
       `in the libvirt network write <forward mode='passthrough'><pf dev='${dev}'/></forward> (libvirt then picks a free VF) and keep the VF count in <metadata> or the vfpool definition`,
