@@ -2,7 +2,7 @@ import type { Context } from '../pool/context.js';
 import { reconcile } from '../pool/reconcile.js';
 import { asVfpoolError, type VfpoolError } from '../errors.js';
 import { emptyState, type VfpoolState } from '../state/schema.js';
-import { isAlive } from '../util/process.js';
+import { interruptedChange } from '../pool/pools.js';
 import type { PoolSpec } from '../config/pool-xml.js';
 import { fail, pass, type Check } from './doctor-check.js';
 import { checkIommu, checkPfs, checkPools, checkVfio } from './doctor-kernel.js';
@@ -47,7 +47,7 @@ export async function runDoctor(ctx: Context, opts: DoctorOptions): Promise<Chec
     const running = state.pools[name];
     const activated = running && running.change === null ? running.activated : null;
     // A start or stop whose vfpool is gone: guests of the pool are refused until reconcile mends it.
-    const interrupted = running?.change && !isAlive(running.change.worker) ? { kind: running.change.kind, worker: running.change.worker } : null;
+    const interrupted = running ? interruptedChange(running) : null;
     try {
       return { name, spec: ctx.registry.get(name, state) as PoolSpec | null, error: null, activated, interrupted };
     } catch (err) {

@@ -11,7 +11,7 @@ import { HostReads, readVfFacts } from './vf-facts.js';
 import { planVfConfigure, savedFromFacts, type VfFacts, type VfWant } from './vf-plan.js';
 import type { VfStep } from './vf-steps.js';
 import { vfSettingsOf } from '../vf-settings.js';
-import { isAlive } from '../util/process.js';
+import { interruptedChange } from './pools.js';
 
 /** The planning half of prepare: which VF serves each request, and the steps that configure it. */
 
@@ -55,10 +55,11 @@ export function checkPoolsActive(requests: VfRequest[], state: VfpoolState): voi
     // is not a running pool: reconcile undoes such a start (libvirt, whose net-start failed,
     // holds the network inactive) and finishes such a stop. A VF handed out meanwhile would
     // be left in a stopped pool.
-    if (p.change !== null && p.change.worker !== process.pid && !isAlive(p.change.worker)) {
-      const start = p.change.kind === 'starting';
+    const change = interruptedChange(p);
+    if (change !== null) {
+      const start = change.kind === 'starting';
       throw new ConflictError(
-        `${r.field}: pool '${r.pool}' is not active: its ${start ? 'start' : 'stop'} was interrupted (vfpool pid ${p.change.worker} is gone)`,
+        `${r.field}: pool '${r.pool}' is not active: its ${start ? 'start' : 'stop'} was interrupted (vfpool pid ${change.worker} is gone)`,
         start ? `run \`vfpool reconcile\` (it undoes the start), then start the pool again` : 'run `vfpool reconcile` (it finishes the stop)',
       );
     }

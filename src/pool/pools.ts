@@ -7,7 +7,7 @@ import { boundByPlan, planPoolStart, planPoolStop, type PfFacts, type PoolUse, t
 import type { Context } from './context.js';
 import { findVfUses } from './in-use.js';
 import { applyPlan, describeAction, type Action } from './plan.js';
-import type { ActivePool, BoundVf, VfpoolState } from '../state/schema.js';
+import type { ActivePool, BoundVf, PoolChange, VfpoolState } from '../state/schema.js';
 import { crashPoint } from '../util/crash-point.js';
 import { isAlive } from '../util/process.js';
 import { describeGonePort, ownerEnv, pruneGonePorts, type OwnerEnv } from './owners.js';
@@ -90,6 +90,15 @@ export interface StartResult {
 }
 
 /**
+ * The start or stop a killed vfpool left on a pool (its worker is gone, and is not this process),
+ * or null: guests of the pool are refused, doctor says so, and reconcile (or the next start)
+ * undoes such a start and finishes such a stop.
+ */
+export function interruptedChange(p: ActivePool): PoolChange | null {
+  return p.change !== null && p.change.worker !== process.pid && !isAlive(p.change.worker) ? p.change : null;
+}
+
+/**
  * The PFs a live vfpool process is changing right now (a start or stop between its intent and
  * its end), with who: a guest of such a PF gets a clear "try again" instead of a VF that is
  * about to vanish. Changes whose worker died are not listed: they are mended, not waited for.
@@ -154,7 +163,7 @@ export async function startPool(
   let unresolved: string[] = [];
   const plan = async (state: VfpoolState, env?: OwnerEnv): Promise<Action[]> => {
     const existing = state.pools[pool.name];
-    const mendable = existing?.change && !isAlive(existing.change.worker);
+    const mendable = existing !== undefined && interruptedChange(existing) !== null;
     if (existing && !opts.allowActive && !mendable) {
       throw new ConflictError(`pool '${pool.name}' is already active`, `stop it with \`vfpool net-destroy ${pool.name}\` first`);
     }
@@ -320,13 +329,14 @@ export async function mendPools(ctx: Context, opts: { dryRun?: boolean } = {}): 
   const done: MendedPool[] = [];
   const state = ctx.store.read();
   for (const [name, p] of Object.entries(state.pools)) {
-    if (!p.change || isAlive(p.change.worker)) continue;
-    const interrupted = p.change.kind === 'stopping' ? 'stop' : 'start';
+    const change = interruptedChange(p);
+    if (!change) continue;
+    const interrupted = change.kind === 'stopping' ? 'stop' : 'start';
     const keptOf = (r: StopResult) => (r.kept.length ? ` (${r.kept.map((k) => k.reason).join('; ')})` : '');
     if (opts.dryRun) {
       const r = await stopPool(ctx, name, { refuse: false, dryRun: true });
       const verb = interrupted === 'stop' ? 'would finish its interrupted stop' : 'would undo its interrupted start';
-      done.push({ pool: name, interrupted, what: `${verb} (vfpool pid ${p.change.worker} is gone)${keptOf(r)}` });
+      done.push({ pool: name, interrupted, what: `${verb} (vfpool pid ${change.worker} is gone)${keptOf(r)}` });
       continue;
     }
     if (interrupted === 'stop') {
@@ -334,7 +344,7 @@ export async function mendPools(ctx: Context, opts: { dryRun?: boolean } = {}): 
       done.push({ pool: name, interrupted, what: `finished its interrupted stop${keptOf(r)}` });
       continue;
     }
-    const from = p.change.from;
+    const from = change.from;
     const counted = new Set(p.activated.map((a) => a.pf));
     const r = await stopPool(ctx, name, { refuse: false });
     // The start had replaced other VFs on a PF it counts: put that count back.
