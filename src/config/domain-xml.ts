@@ -227,7 +227,8 @@ function parseInterfaces(devices: XmlElement | undefined, where: string): { nets
     const field = `${where}: <interface> #${i + 1}`;
     const macRaw = attr(child(ifEl, 'mac'), 'address');
     const mac = macRaw === undefined ? null : parseGuestMac(macRaw, `${field}: mac address`);
-    if (mac) macs.push({ field, mac, teaming: attr(child(ifEl, 'teaming'), 'type') ?? null });
+    const teaming = attr(child(ifEl, 'teaming'), 'type') ?? null;
+    if (mac) macs.push({ field, mac, teaming });
     if (attr(ifEl, 'type') !== 'network') return;
     const network = attr(child(ifEl, 'source'), 'network');
     if (network === undefined) return;
@@ -237,7 +238,7 @@ function parseInterfaces(devices: XmlElement | undefined, where: string): { nets
       mac,
       vfSettings: parseInterfaceVfSettings(ifEl, field),
       model: attr(child(ifEl, 'model'), 'type') ?? null,
-      teaming: attr(child(ifEl, 'teaming'), 'type') ?? null,
+      teaming,
     });
   });
   return { nets, macs };
@@ -277,17 +278,7 @@ export function parseDomainXml(xml: string, where: string): DomainSpec {
     children(found.el, found.tag('sriov-nic')).forEach((el, i) => sriovNics.push(parseSriovNic(el, `${dwhere}: vfpool:sriov-nic #${i + 1}`)));
   }
   const { nets, macs } = parseInterfaces(child(domain, 'devices'), dwhere);
-  const libvirtPciDevices = parseLibvirtPciDevices(child(domain, 'devices'), dwhere);
-  const libvirtDirectNetdevs = children(child(domain, 'devices') ?? {}, 'interface').flatMap((n, i) => {
-    const dev = attr(child(n, 'source'), 'dev');
-    if (attr(n, 'type') !== 'direct' || dev === undefined) return [];
-    try {
-      return [{ field: `${dwhere}: <interface> #${i + 1}`, netdev: parseNetdevName(dev, 'source dev') }];
-    } catch (err) {
-      if (err instanceof BadInputError) return []; // libvirt's to validate
-      throw err;
-    }
-  });
+  const { libvirtPciDevices, libvirtDirectNetdevs } = parseLibvirtOwnDevices(child(domain, 'devices'), dwhere);
   const memoryKiB = parseKiB(child(domain, 'memory'), `${dwhere}: <memory>`) ?? parseKiB(child(domain, 'currentMemory'), `${dwhere}: <currentMemory>`);
   const hardLimitKiB = parseKiB(child(child(domain, 'memtune') ?? {}, 'hard_limit'), `${dwhere}: <memtune><hard_limit>`);
   const machine = attr(child(child(domain, 'os') ?? {}, 'type'), 'machine') ?? null;
@@ -295,29 +286,42 @@ export function parseDomainXml(xml: string, where: string): DomainSpec {
 }
 
 /**
- * The PCI addresses of `<hostdev mode='subsystem' type='pci'>` and `<interface type='hostdev'>`
- * sources. They are libvirt's to validate: one vfpool cannot read (another bus type, a hex
- * libvirt would refuse) is skipped, never a reason to refuse the domain.
+ * The devices the domain's own XML takes through libvirt: the PCI addresses of `<hostdev
+ * mode='subsystem' type='pci'>` and `<interface type='hostdev'>` sources, and the netdevs of
+ * `<interface type='direct'>` sources. They are libvirt's to validate: one vfpool cannot read
+ * (another bus type, a hex or a name libvirt would refuse) is skipped, never a reason to refuse
+ * the domain.
  */
-function parseLibvirtPciDevices(devices: XmlElement | undefined, where: string): Array<{ field: string; address: PciAddress }> {
-  const out: Array<{ field: string; address: PciAddress }> = [];
-  const add = (a: XmlElement | undefined, field: string) => {
-    if (!a) return;
+function parseLibvirtOwnDevices(
+  devices: XmlElement | undefined,
+  where: string,
+): Required<Pick<DomainSpec, 'libvirtPciDevices' | 'libvirtDirectNetdevs'>> {
+  const pci: Array<{ field: string; address: PciAddress }> = [];
+  const direct: Array<{ field: string; netdev: NetdevName }> = [];
+  const unlessInvalid = (read: () => void) => {
     try {
-      out.push({ field, address: pciAddressFromParts({ domain: attr(a, 'domain'), bus: attr(a, 'bus'), slot: attr(a, 'slot'), function: attr(a, 'function') }, field) });
+      read();
     } catch (err) {
       if (!(err instanceof BadInputError)) throw err;
     }
   };
+  const addPci = (a: XmlElement | undefined, field: string) => {
+    if (a) unlessInvalid(() => pci.push({ field, address: pciAddressFromParts({ domain: attr(a, 'domain'), bus: attr(a, 'bus'), slot: attr(a, 'slot'), function: attr(a, 'function') }, field) }));
+  };
   children(devices ?? {}, 'hostdev').forEach((h, i) => {
-    if ((attr(h, 'mode') ?? 'subsystem') === 'subsystem' && attr(h, 'type') === 'pci') add(child(child(h, 'source') ?? {}, 'address'), `${where}: <hostdev> #${i + 1}`);
+    if ((attr(h, 'mode') ?? 'subsystem') === 'subsystem' && attr(h, 'type') === 'pci') addPci(child(child(h, 'source') ?? {}, 'address'), `${where}: <hostdev> #${i + 1}`);
   });
   children(devices ?? {}, 'interface').forEach((n, i) => {
-    if (attr(n, 'type') !== 'hostdev') return;
-    const a = child(child(n, 'source') ?? {}, 'address');
-    if (a && (attr(a, 'type') ?? 'pci') === 'pci') add(a, `${where}: <interface> #${i + 1}`);
+    const field = `${where}: <interface> #${i + 1}`;
+    const source = child(n, 'source');
+    if (attr(n, 'type') === 'hostdev') {
+      const a = child(source ?? {}, 'address');
+      if (a && (attr(a, 'type') ?? 'pci') === 'pci') addPci(a, field);
+    }
+    const dev = attr(source, 'dev');
+    if (attr(n, 'type') === 'direct' && dev !== undefined) unlessInvalid(() => direct.push({ field, netdev: parseNetdevName(dev, 'source dev') }));
   });
-  return out;
+  return { libvirtPciDevices: pci, libvirtDirectNetdevs: direct };
 }
 
 const UNIT_KIB: Record<string, bigint> = { b: 0n, bytes: 0n, k: 1n, kib: 1n, kb: 1n, m: 1024n, mib: 1024n, mb: 1024n, g: 1048576n, gib: 1048576n, gb: 1048576n, t: 1073741824n, tib: 1073741824n, tb: 1073741824n };
