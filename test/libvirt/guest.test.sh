@@ -126,24 +126,10 @@ check "vfpool net-start $POOL: 4 VFs on the simulated eth1, bound to vfio-pci, f
 [ $failed = 0 ] || exit 1
 MAC0=$(vf_field 0 'vf.mac')
 
-check "libvirtd starts with the vfpool hooks installed" start_daemon
-[ $failed = 0 ] || exit 1
-for d in "${DOMS[@]}"; do v destroy "$d" >/dev/null 2>&1; v undefine "$d" >/dev/null 2>&1; done
+start_daemon_clean
 
 # dom_xml NAME METADATA [DEVICES]: a TCG domain, no disk, 64 MiB.
-dom_xml() {
-  printf "<domain type='qemu'>
-  <name>%s</name>
-  <memory unit='MiB'>64</memory>
-  <metadata><vfpool:domain xmlns:vfpool='%s'>%s</vfpool:domain></metadata>
-  <os><type arch='x86_64'>hvm</type></os>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    %s
-    <memballoon model='none'/>
-  </devices>
-</domain>\n" "$1" "$NS" "$2" "${3:-}"
-}
+dom_xml() { vfpool_domain_xml "$1" "$2" "" /usr/bin/qemu-system-x86_64 "${3:-}"; }
 
 # ---- checks ------------------------------------------------------------------------------------
 dom_xml vfpguest "<vfpool:hostdev pool='$POOL' mac='$MAC' vlan='42'/>" >"$work/vfpguest.xml"

@@ -120,6 +120,31 @@ start_daemon() {
     || { why=$(tail -n 5 "$work/start.out"); return 1; }
 }
 
+# The daemon started (a run cannot go on without it), then no domain of the test's DOMS left
+# from an earlier run.
+start_daemon_clean() {
+  check "libvirtd starts with the vfpool hooks installed" start_daemon
+  [ $failed = 0 ] || exit 1
+  local d
+  for d in "${DOMS[@]}"; do v destroy "$d" >/dev/null 2>&1; v undefine "$d" >/dev/null 2>&1; done
+}
+
+# vfpool_domain_xml NAME METADATA MACHINE EMULATOR DEVICES: a TCG domain, no disk, 64 MiB, whose
+# <metadata> is vfpool's; MACHINE empty: libvirt's default machine type.
+vfpool_domain_xml() {
+  printf "<domain type='qemu'>
+  <name>%s</name>
+  <memory unit='MiB'>64</memory>
+  <metadata><vfpool:domain xmlns:vfpool='%s'>%s</vfpool:domain></metadata>
+  <os><type arch='x86_64'%s>hvm</type></os>
+  <devices>
+    <emulator>%s</emulator>
+    %s
+    <memballoon model='none'/>
+  </devices>
+</domain>\n" "$1" "$NS" "$2" "${3:+ machine='$3'}" "$4" "$5"
+}
+
 stop_daemon() {
   bash "$here/libvirtd.sh" stop >"$work/stop.out" 2>&1 || { why=$(tail -n 3 "$work/stop.out"); return 1; }
   started_daemon=0

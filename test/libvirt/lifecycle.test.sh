@@ -131,28 +131,16 @@ check "vfpool net-start vfplpa and vfplpb: 2 VFs each on eth1 and eth2, on vfio-
 [ $failed = 0 ] || exit 1
 VFS0=$(vfs)
 
-check "libvirtd starts with the vfpool hooks installed" start_daemon
-[ $failed = 0 ] || exit 1
-for d in "${DOMS[@]}"; do v destroy "$d" >/dev/null 2>&1; v undefine "$d" >/dev/null 2>&1; done
+start_daemon_clean
 
 # dom_xml NAME METADATA [DEVICES]: a TCG q35 domain, no disk, 64 MiB, two free root ports for
 # hotplug, QEMU = vfpool's wrapper.
 dom_xml() {
-  printf "<domain type='qemu'>
-  <name>%s</name>
-  <memory unit='MiB'>64</memory>
-  <metadata><vfpool:domain xmlns:vfpool='%s'>%s</vfpool:domain></metadata>
-  <os><type arch='x86_64' machine='q35'>hvm</type></os>
-  <devices>
-    <emulator>%s</emulator>
-    <controller type='usb' model='none'/>
+  vfpool_domain_xml "$1" "$2" q35 "$WRAPPER" "<controller type='usb' model='none'/>
     <controller type='pci' index='0' model='pcie-root'/>
     <controller type='pci' index='1' model='pcie-root-port'/>
     <controller type='pci' index='2' model='pcie-root-port'/>
-    %s
-    <memballoon model='none'/>
-  </devices>
-</domain>\n" "$1" "$NS" "$2" "$WRAPPER" "${3:-}"
+    ${3:-}"
 }
 hy_nic() { printf "<interface type='network'><source network='%s'/><mac address='%s'/><model type='virtio'/></interface>" "$NET" "$1"; }
 
