@@ -253,7 +253,7 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
     if (!active) {
       // A pool neither defined nor running is a typo, not a pool that happens to be stopped.
       if (opts.refuse && ctx.registry.readDefinition(name) === undefined) ctx.registry.unknown(name);
-      if (opts.refuse) throw new ConflictError(`pool '${name}' is not active`, `start it with \`vfpool net-start ${name}\``);
+      if (opts.refuse) throw new ConflictError(`pool '${name}' is not active`, `it is stopped already (\`vfpool net-undefine ${name}\` removes its definition)`);
       return { pool: name, wasActive: false, applied: false, actions: [], kept: [], shared: [], gone: [] };
     }
     if (active.change && active.change.worker !== process.pid && isAlive(active.change.worker)) {
