@@ -1,4 +1,4 @@
-import { lstatSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { DEFAULT_SETTINGS, SETTING_KEYS, parseConfFile, type Settings } from '../config/settings.js';
 import type { VfpoolError } from '../errors.js';
@@ -14,14 +14,19 @@ const DAEMONS = ['libvirtd', 'virtqemud', 'virtnetworkd'];
  */
 export function checkHooks(settings: Settings, installDir: string | null): { checks: Check[]; newest: number | null } {
   let newest: number | null = null;
+  const home = installDir === null ? null : linkedInstallDir(installDir);
   const checks = ['network', 'qemu'].map((driver) => {
     const id = `hook:${driver}`;
     const link = join(settings.libvirtConfDir, 'hooks', `${driver}.d`, 'vfpool');
+    // A checkout has install.sh; an install (PREFIX/lib/vfpool) has not, and its hooks are linked by hand.
+    const relink = home === null ? 'run install.sh from the vfpool build'
+      : existsSync(join(home, 'install.sh')) ? `bash ${join(home, 'install.sh')}`
+      : `mkdir -p ${dirname(link)} && ln -sfn ${join(home, 'hooks', driver)} ${link}`;
     let st;
     try {
       st = lstatSync(link);
     } catch {
-      return fail(id, `${link} does not exist`, installDir ? `bash ${join(installDir, 'install.sh')}` : 'run install.sh from the vfpool build');
+      return fail(id, `${link} does not exist`, relink);
     }
     newest = Math.max(newest ?? 0, st.mtimeMs);
     // hooks/network and hooks/qemu are links to one shim, which tells the two apart by the path
@@ -33,13 +38,13 @@ export function checkHooks(settings: Settings, installDir: string | null): { che
       target = join(realpathSync(dirname(first)), basename(first));
       shim = realpathSync(link);
     } catch {
-      return fail(id, `${link} is a dangling link`, installDir ? `bash ${join(installDir, 'install.sh')}` : 'run install.sh again');
+      return fail(id, `${link} is a dangling link`, home === null ? 'run install.sh again' : relink);
     }
-    if (installDir) {
-      const mine = join(installDir, 'hooks', driver);
+    if (home) {
+      const mine = join(home, 'hooks', driver);
       let expected: string;
       try {
-        expected = join(realpathSync(join(installDir, 'hooks')), driver);
+        expected = join(realpathSync(join(home, 'hooks')), driver);
       } catch {
         expected = mine;
       }
@@ -49,6 +54,20 @@ export function checkHooks(settings: Settings, installDir: string | null): { che
     return pass(id, `${link} -> ${target}`);
   });
   return { checks, newest };
+}
+
+/**
+ * The path an install is known by. The CLI finds its install through its own realpath, which
+ * is install.sh's PREFIX/lib/vfpool.STAMP; the next install deletes that directory and moves
+ * the link PREFIX/lib/vfpool, so a fix naming the STAMP would break at the next upgrade.
+ */
+function linkedInstallDir(installDir: string): string {
+  const link = join(dirname(installDir), 'vfpool');
+  try {
+    return /^vfpool\.[^/]+$/.test(basename(installDir)) && realpathSync(link) === installDir ? link : installDir;
+  } catch {
+    return installDir;
+  }
 }
 
 /** Start time of a process in ms since the epoch: /proc/PID/stat field 22 (clock ticks after boot) + btime. */

@@ -1,12 +1,13 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import type { Test } from 'tap';
-import { chmodSync, chownSync, lutimesSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, chownSync, copyFileSync, lutimesSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { DEFAULT_SETTINGS, type Settings } from '../../src/config/settings.js';
 import { createContext } from '../../src/pool/context.js';
 import { runDoctor, type Check } from '../../src/ops/doctor.js';
 import { checkStateDirs } from '../../src/ops/doctor-install.js';
+import { installRoot } from '../../src/entry/cli/install-root.js';
 import { makeFixtureKernel } from '../helpers/fixture-kernel.js';
 import { scratchDir } from '../helpers/scratch.js';
 import { REPO } from '../helpers/spawn.js';
@@ -166,6 +167,34 @@ const cases: Array<[string, string, (w: World) => void, RegExp, RegExp?]> = [
   ['the device cgroup does not allow vfio', 'qemu.conf:device-cgroup', (w) => writeFileSync(join(s(w).libvirtConfDir, 'qemu.conf'), 'namespaces = [ ]\n#cgroup_device_acl = [ "/dev/vfio/vfio" ]\n'), /cgroup_device_acl/],
   ['the daemon\'s memlock limit is 8 MiB', 'memlock', (w) => writeFileSync(join(s(w).procRoot, '4242/limits'), 'Max locked memory         8388608              8388608              bytes\n'), /LimitMEMLOCK=infinity/],
 ];
+
+t.test('an installed vfpool\'s hook fixes name its install by the link install.sh keeps, and they make the check pass', async (t) => {
+  // Reproduced: an install's doctor said \`bash PREFIX/lib/vfpool.STAMP/install.sh\`, a file
+  // install.sh never copies; and its \`ln -sfn\` named that STAMP, which the next install deletes.
+  const w = wellPreparedHost(t);
+  const lib = join(w.root, 'usr/local/lib');
+  const stamp = join(lib, 'vfpool.20261201153814.8303');
+  mkdirSync(join(stamp, 'hooks'), { recursive: true });
+  mkdirSync(join(stamp, 'dist/bin'), { recursive: true });
+  writeFileSync(join(stamp, 'dist/bin/cli.cjs'), '');
+  writeFileSync(join(stamp, 'package.json'), '{}');
+  copyFileSync(join(REPO, 'hooks/vfpool-hook'), join(stamp, 'hooks/vfpool-hook'));
+  chmodSync(join(stamp, 'hooks/vfpool-hook'), 0o755);
+  for (const d of ['network', 'qemu']) symlinkSync('vfpool-hook', join(stamp, 'hooks', d));
+  symlinkSync(basename(stamp), join(lib, 'vfpool'));
+  // What the installed CLI finds as its install: its own realpath's, the STAMP.
+  const installDir = installRoot(join(lib, 'vfpool/dist/bin/cli.cjs'));
+  t.equal(installDir, stamp);
+  const hooks = join(w.settings.libvirtConfDir, 'hooks');
+  rmSync(join(hooks, 'qemu.d'), { recursive: true });
+  const check = async (id: string) => (await runDoctor(createContext(w.settings, 'test doctor'), { installDir, env: w.env, graceMs: 0 })).find((c) => c.id === id)!;
+  const missing = await check('hook:qemu');
+  t.same([missing.ok, missing.fix], [false, `mkdir -p ${hooks}/qemu.d && ln -sfn ${lib}/vfpool/hooks/qemu ${hooks}/qemu.d/vfpool`]);
+  const elsewhere = await check('hook:network'); // still the checkout's link
+  t.same([elsewhere.ok, elsewhere.fix], [false, `ln -sfn ${lib}/vfpool/hooks/network ${hooks}/network.d/vfpool`]);
+  for (const c of [missing, elsewhere]) t.equal(spawnSync('sh', ['-c', c.fix!]).status, 0, c.fix!);
+  for (const id of ['hook:qemu', 'hook:network']) t.ok((await check(id)).ok, `${id} passes after its fix`);
+});
 
 t.test('the state directories belong to root: doctor run as another user never suggests handing them to that user', async (t) => {
   const w = wellPreparedHost(t);
