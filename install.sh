@@ -91,7 +91,7 @@ if [ $uninstall = 1 ]; then
   rm -f "$destdir$hookdir/network.d/vfpool" "$destdir$hookdir/qemu.d/vfpool" "$destdir$prefix/bin/vfpool" "$destdir$prefix/bin/vfpool-qemu"
   rm -f "$destdir$unitdir/$unit" "$destdir$mandir/vfpool.1" "$destdir$compdir/vfpool"
   rm -rf "$destdir$libdir" "$destdir$prefix/lib"/vfpool.*
-  echo "vfpool removed from $prefix (pool definitions in $confdir are kept)"
+  echo "vfpool removed from $prefix (pool definitions in $confdir and the VF history in /var/lib/vfpool are kept)"
   exit 0
 fi
 
