@@ -183,7 +183,7 @@ export const SETTING_DOCS: Record<keyof typeof SETTING_KEYS, string> = {
   VFPOOL_IP: "iproute2's ip, at a fixed path",
   VFPOOL_QEMU: 'the real QEMU the wrapper runs',
   VFPOOL_SIM_VF_DEVICE: "simulated host: a QEMU NIC model (e.g. 'e1000e') standing in for each VF",
-  VFPOOL_SIM_DELIVERY: "simulated host, libvirt guests: 'cmdline' (default) or 'hotplug' (stand-ins added at started, as real VFs)",
+  VFPOOL_SIM_DELIVERY: "simulated host, libvirt guests: 'cmdline' or 'hotplug' (stand-ins added at started, as real VFs)",
   VFPOOL_PROC: 'where /proc is',
   VFPOOL_DEV: 'where /dev is',
   VFPOOL_LIBVIRT_RUN_DIR: "libvirt's QEMU pid files",

@@ -23,6 +23,10 @@ t.test('--help lists every command and the epilogue; usage errors name the comma
   for (const def of COMMANDS) t.match(help.stdout, new RegExp(`vfpool ${def.name}\\b`), def.name);
   t.match(help.stdout, /^Environment \(also KEY=value lines in \/etc\/vfpool\/vfpool\.conf; the environment wins\):$/m);
   for (const [key] of environmentDocs()) t.match(help.stdout, new RegExp(`^  ${key}: `, 'm'), key);
+  // Every default said once, and an empty one as such, not as "(default )".
+  for (const [key, doc] of environmentDocs()) t.match(doc, /\((default \S.*|default: unset)\)$/, key);
+  for (const [key, doc] of environmentDocs()) t.equal(doc.match(/default/g)!.length, 1, `${key}: its default said once`);
+  t.match(environmentDocs().find(([k]) => k === 'VFPOOL_SIM_VF_DEVICE')![1], /\(default: unset\)$/);
   t.match(help.stdout, /\nManual: man vfpool\n$/);
   t.match(help.stdout, /^ {2}3 {2}conflict: a VF in use/m);
 
