@@ -208,8 +208,12 @@ export function checkStateDirs(settings: Settings, stateError: VfpoolError | nul
   });
 }
 
-/** The QEMU the wrapper execs, and the virtio-net properties the failover and sriov-pf modes need. */
-export async function checkQemu(settings: Settings): Promise<Check[]> {
+/**
+ * The QEMU the wrapper execs, and the virtio-net properties the failover and sriov-pf modes need.
+ * sriov-pf (QEMU >= 10.1) serves only <vfpool:sriov-nic>: a host whose domains ask for none
+ * (`sriovNicDomains`, from their plans) does not need it, and Debian 12's QEMU 10.0 lacks it.
+ */
+export async function checkQemu(settings: Settings, sriovNicDomains: string[] = []): Promise<Check[]> {
   const q = settings.qemuPath;
   // execa loaded only here: its module graph is a good part of a CLI start that does not run a process.
   const { execa } = await import('execa');
@@ -222,7 +226,12 @@ export async function checkQemu(settings: Settings): Promise<Check[]> {
   const text = String(props.stdout);
   for (const [prop, mode, since] of [['failover', 'pci-passthrough-hybrid', '4.2'], ['sriov-pf', 'emulated virtio-net SR-IOV', '10.1']] as const) {
     const has = new RegExp(`^\\s*${prop}=`, 'm').test(text);
-    out.push(has ? pass(`qemu:${prop}`, `virtio-net-pci has '${prop}'`) : fail(`qemu:${prop}`, `virtio-net-pci of ${q} has no '${prop}' property (needed by ${mode})`, `use a QEMU >= ${since}: set VFPOOL_QEMU to it in /etc/vfpool/vfpool.conf`));
+    if (!has && prop === 'sriov-pf' && sriovNicDomains.length === 0) {
+      out.push(pass(`qemu:${prop}`, `virtio-net-pci of ${q} has no '${prop}': only <vfpool:sriov-nic> (${mode}) needs it, which no prepared domain asks for`));
+      continue;
+    }
+    const users = prop === 'sriov-pf' && sriovNicDomains.length ? `, which domain(s) ${sriovNicDomains.join(', ')} ask for` : '';
+    out.push(has ? pass(`qemu:${prop}`, `virtio-net-pci has '${prop}'`) : fail(`qemu:${prop}`, `virtio-net-pci of ${q} has no '${prop}' property (needed by ${mode}${users})`, `use a QEMU >= ${since}: set VFPOOL_QEMU to it in /etc/vfpool/vfpool.conf`));
   }
   return out;
 }

@@ -1,10 +1,12 @@
+import { join } from 'node:path';
 import type { Context } from '../pool/context.js';
 import { reconcile } from '../pool/reconcile.js';
 import { asVfpoolError, type VfpoolError } from '../errors.js';
 import { emptyState, type VfpoolState } from '../state/schema.js';
 import { interruptedChange } from '../pool/pools.js';
 import type { PoolSpec } from '../config/pool-xml.js';
-import { fail, pass, type Check } from './doctor-check.js';
+import { readDomainPlan } from '../state/domain-plan.js';
+import { fail, listDir, pass, type Check } from './doctor-check.js';
 import { checkIommu, checkPfs, checkPools, checkVfio } from './doctor-kernel.js';
 import { checkConf, checkDaemon, checkHooks, checkMemlock, checkQemu, checkQemuConf, checkStateDirs } from './doctor-install.js';
 
@@ -58,7 +60,7 @@ export async function runDoctor(ctx: Context, opts: DoctorOptions): Promise<Chec
 
   const hooks = checkHooks(s, opts.installDir);
   checks.push(...hooks.checks, checkDaemon(s, hooks.newest), checkConf(s, opts.env), ...checkStateDirs(s, stateError));
-  checks.push(...(await checkQemu(s)), ...checkQemuConf(s), checkMemlock(s));
+  checks.push(...(await checkQemu(s, sriovNicDomains(s.stateDir))), ...checkQemuConf(s), checkMemlock(s));
 
   try {
     const r = await reconcile(ctx, { libvirtRunDir: s.libvirtRunDir, graceMs: opts.graceMs, dryRun: true });
@@ -69,6 +71,17 @@ export async function runDoctor(ctx: Context, opts: DoctorOptions): Promise<Chec
     checks.push(fail('stale-allocations', `cannot judge the allocations: ${asVfpoolError(err).message}`, 'vfpool reconcile --dry-run'));
   }
   return checks;
+}
+
+/** Domains whose QEMU plan on this host has an emulated SR-IOV NIC (a plan doctor cannot read counts as none). */
+function sriovNicDomains(stateDir: string): string[] {
+  return listDir(join(stateDir, 'qemu')).filter((d) => {
+    try {
+      return (readDomainPlan(stateDir, d)?.sriovNics.length ?? 0) > 0;
+    } catch {
+      return false;
+    }
+  });
 }
 
 /** The text form: one row per check, the fix under each failed one. */
