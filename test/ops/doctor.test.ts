@@ -130,6 +130,9 @@ const cases: Array<[string, string, (w: World) => void, RegExp, RegExp?]> = [
   ['the PF is down', 'pf:eth1', (w) => writeFileSync(join(s(w).sysfsRoot, 'class/net/eth1/flags'), '0x1002\n'), /ip link set eth1 up/],
   ['a pool asks for more VFs than the PF has', 'pool:p', (w) => writeFileSync(join(s(w).configDir, 'networks/p.xml'), `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'><vf num='9'/></pf></forward></network>`), /lower <vf num> to at most 8/],
   ['a pool on a PF this host lacks', 'pool:p', (w) => writeFileSync(join(s(w).configDir, 'networks/p.xml'), `<network><name>p</name><forward mode='hostdev'><pf dev='eth9'/></forward></network>`), /name an existing PF/],
+  // The README's direct-network (<pf dev='eth2'/>) on a PF without VFs: it starts, and hands out nothing.
+  ['a pool with no <vf num> on a PF without VFs', 'pool:p', (w) => writeFileSync(join(s(w).configDir, 'networks/p.xml'), `<network><name>p</name><forward mode='pci-passthrough-hybrid'><pf dev='eth1'/></forward></network>`),
+    /^give <pf dev='eth1'> a <vf num='N'\/> \(N at most 8\), or create them: echo N > \S+\/class\/net\/eth1\/device\/sriov_numvfs$/, /^eth1 has no VFs, and no pool's <vf num> creates them$/],
   ['a pool whose definition does not parse', 'pool:p', (w) => writeFileSync(join(s(w).configDir, 'networks/p.xml'), `<network><name>p</name>`), /vfpool net-undefine p/],
   ['the qemu hook is not installed', 'hook:qemu', (w) => rmSync(join(s(w).libvirtConfDir, 'hooks/qemu.d/vfpool')), /install\.sh/],
   ['a hook leads to another install', 'hook:network', (w) => {
@@ -197,6 +200,12 @@ t.test('an installed vfpool\'s hook fixes name its install by the link install.s
   t.same([elsewhere.ok, elsewhere.fix], [false, `ln -sfn ${lib}/vfpool/hooks/network ${hooks}/network.d/vfpool`]);
   for (const c of [missing, elsewhere]) t.equal(spawnSync('sh', ['-c', c.fix!]).status, 0, c.fix!);
   for (const id of ['hook:qemu', 'hook:network']) t.ok((await check(id)).ok, `${id} passes after its fix`);
+});
+
+t.test('a pool with no <vf num> passes on a PF whose VFs another pool\'s <vf num> creates', async (t) => {
+  const w = wellPreparedHost(t);
+  writeFileSync(join(s(w).configDir, 'networks/q.xml'), `<network><name>q</name><forward mode='passthrough'><pf dev='eth1'/></forward></network>`);
+  t.same((await doctor(w)).filter((c) => !c.ok).map((c) => c.id), [], 'p sets eth1\'s count when it starts');
 });
 
 /** A prepared domain whose plan asks for an emulated SR-IOV NIC (<vfpool:sriov-nic vfs='1'/>). */
