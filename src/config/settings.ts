@@ -190,5 +190,5 @@ export const SETTING_DOCS: Record<keyof typeof SETTING_KEYS, string> = {
   VFPOOL_ETC: 'where passwd and group are',
   VFPOOL_JOURNAL_DIR: 'the VF history (vfpool history), kept across reboots',
   VFPOOL_MODULES_DIR: 'kernel modules, for vfpool doctor',
-  VFPOOL_LIBVIRT_CONF_DIR: "libvirt's configuration (hooks, qemu.conf), for vfpool doctor",
+  VFPOOL_LIBVIRT_CONF_DIR: "libvirt's configuration: its hooks (vfpool doctor) and qemu.conf (prepare)",
 };

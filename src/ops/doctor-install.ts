@@ -2,6 +2,7 @@ import { existsSync, lstatSync, readlinkSync, realpathSync, statSync } from 'nod
 import { basename, dirname, join, resolve } from 'node:path';
 import { DEFAULT_SETTINGS, SETTING_KEYS, parseConfFile, type Settings } from '../config/settings.js';
 import type { VfpoolError } from '../errors.js';
+import { hotplugBlockers, type DeliveryHostFacts, type HotplugBlocker } from '../pool/guest-qemu-plan.js';
 import { fail, listDir, pass, readText, type Check } from './doctor-check.js';
 
 /** vfpool's own installation and what it needs from libvirt and QEMU, as found on this host. */
@@ -236,56 +237,22 @@ export async function checkQemu(settings: Settings, sriovNicDomains: string[] = 
   return out;
 }
 
-/** A qemu.conf list setting (`name = [ "a", "b" ]`, possibly over several lines), or null if unset. */
-export function confList(text: string, name: string): string[] | null {
-  const m = new RegExp(`^\\s*${name}\\s*=\\s*\\[([^\\]]*)\\]`, 'm').exec(text.replace(/#.*$/gm, ''));
-  return m ? [...m[1]!.matchAll(/"([^"]*)"/g)].map((x) => x[1]!) : null;
-}
-
 /**
- * What the QEMU wrapper needs from libvirt: it adds vfio-pci devices libvirt does not know of,
- * so libvirt neither puts /dev/vfio/* into the guest's private /dev (mount namespace) nor allows
- * them in its device cgroup (checkMemlock covers the third need).
+ * What hot-plugging a libvirt guest's real VFs at `started` needs: the delivery vfpool uses for
+ * them, which works with libvirt's default qemu.conf (no shared /dev, no device ACL entries, no
+ * daemon memlock limit to raise: docs/libvirt-delivery.md). A doctor run without root cannot
+ * tell root's capabilities; that part is left to a run as root.
  */
-export function checkQemuConf(settings: Settings): Check[] {
-  const file = join(settings.libvirtConfDir, 'qemu.conf');
-  const text = readText(file);
-  const out: Check[] = [];
-  if (text === null) {
-    out.push(fail('qemu.conf', `${file} does not exist (libvirt's defaults: a private /dev per guest)`, `install libvirt-daemon-driver-qemu, then set namespaces = [ ] in ${file}`));
-    return out;
+export function checkHotplug(facts: DeliveryHostFacts): Check {
+  let blockers: HotplugBlocker[];
+  try {
+    blockers = hotplugBlockers(facts);
+  } catch (err) {
+    return fail('hotplug', `cannot read this process's status or mounts: ${(err as Error).message}`, 'run vfpool doctor as root on the host libvirt runs on');
   }
-  const ns = confList(text, 'namespaces');
-  out.push(ns !== null && !ns.includes('mount')
-    ? pass('qemu.conf:namespaces', `namespaces = [ ${ns.map((n) => `"${n}"`).join(', ')} ]: QEMU sees the host's /dev/vfio`)
-    : fail('qemu.conf:namespaces', `${ns === null ? 'namespaces unset (default [ "mount" ])' : 'namespaces includes "mount"'}: QEMU gets a private /dev without the VF's /dev/vfio/GROUP`, `namespaces = [ ] in ${file}, then restart the libvirt daemon`));
-  const ctrls = confList(text, 'cgroup_controllers');
-  const acl = confList(text, 'cgroup_device_acl');
-  const devicesOff = ctrls !== null && !ctrls.includes('devices');
-  out.push(devicesOff || (acl?.includes('/dev/vfio/vfio') ?? false)
-    ? pass('qemu.conf:device-cgroup', devicesOff ? 'cgroup_controllers without "devices"' : 'cgroup_device_acl allows /dev/vfio/vfio')
-    : fail('qemu.conf:device-cgroup', `cgroup_device_acl ${acl === null ? 'unset (default list)' : `= [ ${acl.join(', ')} ]`} does not allow /dev/vfio`, `add "/dev/vfio/vfio" and the VFs' "/dev/vfio/GROUP" to cgroup_device_acl in ${file} (or drop "devices" from cgroup_controllers), then restart the libvirt daemon`));
-  return out;
-}
-
-/**
- * vfio pins all guest RAM. libvirt raises RLIMIT_MEMLOCK only for guests with devices it manages
- * (or <memoryBacking><locked/>); otherwise QEMU inherits the daemon's limit (8 MiB by default,
- * LAB.md), so devices the wrapper adds need the daemon's own limit raised.
- */
-export function checkMemlock(settings: Settings): Check {
-  const found: string[] = [];
-  const low: string[] = [];
-  for (const pid of listDir(settings.procRoot).filter((p) => /^\d+$/.test(p))) {
-    const comm = (readText(join(settings.procRoot, pid, 'comm')) ?? '').trim();
-    if (comm !== 'libvirtd' && comm !== 'virtqemud') continue;
-    const m = /^Max locked memory\s+(\S+)\s+(\S+)/m.exec(readText(join(settings.procRoot, pid, 'limits')) ?? '');
-    if (!m) continue;
-    found.push(`${comm} pid ${pid}: memlock ${m[1]}/${m[2]}`);
-    if (m[1] !== 'unlimited' && Number(m[1]) < 1024 ** 3) low.push(comm);
-  }
-  if (found.length === 0) return fail('memlock', 'no libvirt daemon runs: cannot tell the memlock limit its QEMUs inherit', 'systemctl start libvirtd (or virtqemud)');
-  return low.length
-    ? fail('memlock', `${found.join(', ')}: QEMU inherits this for VFs the wrapper adds, and vfio pins all guest RAM`, `systemctl edit ${low[0]} → [Service] LimitMEMLOCK=infinity, then restart it; or give each guest <memoryBacking><locked/></memoryBacking>`)
-    : pass('memlock', found.join(', '));
+  const problems = blockers.filter((b) => b.what !== 'root');
+  const asRoot = problems.length === blockers.length;
+  return problems.length
+    ? fail('hotplug', problems.map((b) => b.problem).join('; '), problems.map((b) => b.hint).join('; '))
+    : pass('hotplug', `the 'started' hook can hot-plug VFs into QEMU${asRoot ? '' : ' (root\'s CAP_SYS_RESOURCE not checked: doctor runs as another user)'}`);
 }

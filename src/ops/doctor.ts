@@ -8,7 +8,8 @@ import type { PoolSpec } from '../config/pool-xml.js';
 import { readDomainPlan } from '../state/domain-plan.js';
 import { fail, listDir, pass, type Check } from './doctor-check.js';
 import { checkIommu, checkPfs, checkPools, checkVfio } from './doctor-kernel.js';
-import { checkConf, checkDaemon, checkHooks, checkMemlock, checkQemu, checkQemuConf, checkStateDirs } from './doctor-install.js';
+import { checkConf, checkDaemon, checkHooks, checkHotplug, checkQemu, checkStateDirs } from './doctor-install.js';
+import { defaultDeliveryHostFacts, type DeliveryHostFacts } from '../pool/guest-qemu-plan.js';
 
 export type { Check } from './doctor-check.js';
 
@@ -19,6 +20,8 @@ export interface DoctorOptions {
   env: NodeJS.ProcessEnv;
   /** Seconds a guest may take from prepare to its QEMU pid (as `vfpool reconcile --grace`). */
   graceMs: number;
+  /** What hot-plugging VFs at `started` reads of this host (tests inject it). */
+  deliveryFacts?: DeliveryHostFacts;
 }
 
 /**
@@ -60,7 +63,7 @@ export async function runDoctor(ctx: Context, opts: DoctorOptions): Promise<Chec
 
   const hooks = checkHooks(s, opts.installDir);
   checks.push(...hooks.checks, checkDaemon(s, hooks.newest), checkConf(s, opts.env), ...checkStateDirs(s, stateError));
-  checks.push(...(await checkQemu(s, sriovNicDomains(s.stateDir))), ...checkQemuConf(s), checkMemlock(s));
+  checks.push(...(await checkQemu(s, sriovNicDomains(s.stateDir))), checkHotplug(opts.deliveryFacts ?? defaultDeliveryHostFacts(s.procRoot, s.libvirtConfDir)));
 
   try {
     const r = await reconcile(ctx, { libvirtRunDir: s.libvirtRunDir, graceMs: opts.graceMs, dryRun: true });
