@@ -91,7 +91,7 @@ if [ $uninstall = 1 ]; then
   rm -f "$destdir$hookdir/network.d/vfpool" "$destdir$hookdir/qemu.d/vfpool" "$destdir$prefix/bin/vfpool" "$destdir$prefix/bin/vfpool-qemu"
   rm -f "$destdir$unitdir/$unit" "$destdir$mandir/vfpool.1" "$destdir$compdir/vfpool"
   rm -rf "$destdir$libdir" "$destdir$prefix/lib"/vfpool.*
-  echo "vfpool removed from $prefix (pool definitions in $confdir are kept)"
+  echo "vfpool removed from $prefix (pool definitions in $confdir and the VF history in /var/lib/vfpool are kept)"
   exit 0
 fi
 
@@ -115,6 +115,12 @@ for f in hooks/vfpool-hook qemu-args/vfpool-qemu; do
   sed -i -e "s|^vfpool_home=\$|vfpool_home=$libdir|" -e "s|^vfpool_node=\$|vfpool_node=$node|" "$stage/$f"
   grep -qx "vfpool_home=$libdir" "$stage/$f" && grep -qx "vfpool_node=$node" "$stage/$f" \
     || { echo "install.sh: could not write the install path and the node path into $stage/$f" >&2; exit 1; }
+done
+# The CLI too (\`sudo vfpool\`, cron and scripts run it with a PATH that may hold no such Node).
+for f in cli.cjs cli.mjs; do
+  sed -i "1s|^#!/usr/bin/env node\$|#!$node|" "$stage/dist/bin/$f"
+  [ "$(head -n 1 "$stage/dist/bin/$f")" = "#!$node" ] \
+    || { echo "install.sh: could not write the node path into $stage/dist/bin/$f" >&2; exit 1; }
 done
 chmod 0755 "$stage/dist/bin/"*.mjs "$stage/dist/bin/cli.cjs" "$stage/dist/bin/"*-hook.cjs "$stage/hooks/vfpool-hook" "$stage/qemu-args/vfpool-qemu"
 ln -sfn "$release" "$destdir$libdir.tmp"

@@ -126,7 +126,7 @@ t.test('install.sh run under a restrictive umask (027, 077: hardened hosts, sudo
   t.equal(mode(join(dest, 'opt/vfpool/share/bash-completion/completions/vfpool')), '644', 'the completion script is 0644 (every user\'s shell reads it)');
 });
 
-t.test('install.sh writes the Node it ran with into the hook shim, the QEMU wrapper and the unit', async (t) => {
+t.test('install.sh writes the Node it ran with into the hook shim, the QEMU wrapper, the unit and the CLI', async (t) => {
   // A Node that is neither /usr/bin/node nor /usr/local/bin/node (nvm, a tarball under /opt):
   // libvirt runs the hooks with its own PATH and systemd the unit with systemd's, and neither
   // can be given VFPOOL_NODE, so install.sh records the one it found.
@@ -143,6 +143,14 @@ t.test('install.sh writes the Node it ran with into the hook shim, the QEMU wrap
     t.match(readFileSync(join(REPO, f), 'utf8'), /^vfpool_node=$/m, `the checkout's ${f} is left as it is`);
   }
   t.match(readFileSync(join(dest, 'etc/systemd/system/vfpool-reconcile.service'), 'utf8'), new RegExp(`^ExecStart=${join(nodeDir, 'node').replace(/[.+]/g, '\\$&')} /opt/vfpool/bin/vfpool reconcile$`, 'm'));
+  // And the CLI: \`sudo vfpool\` (sudo's secure_path), cron (PATH=/usr/bin:/bin) and scripts
+  // found no such Node through its \`#!/usr/bin/env node\`.
+  for (const f of ['cli.cjs', 'cli.mjs']) {
+    t.equal(readFileSync(join(lib, 'dist/bin', f), 'utf8').split('\n')[0], `#!${join(nodeDir, 'node')}`, `${f} starts the Node install.sh found`);
+    t.equal(readFileSync(join(REPO, 'dist/bin', f), 'utf8').split('\n')[0], '#!/usr/bin/env node', `the checkout's ${f} is left as it is`);
+  }
+  const version = await execa(join(lib, 'dist/bin/cli.cjs'), ['--version'], { reject: false, env: { PATH: join(dir, 'empty') }, extendEnv: false });
+  t.same([version.exitCode, version.stdout, version.stderr], [0, '0.1.0', ''], 'the installed vfpool runs with no node in PATH');
 
   // No node at all: one line before anything is installed.
   const none = await execa('/bin/bash', [join(REPO, 'install.sh'), '--dest-dir', join(dir, 'none'), '--prefix', '/opt/vfpool'], { reject: false, env: { PATH: join(dir, 'empty') } });

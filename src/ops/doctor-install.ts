@@ -1,7 +1,8 @@
-import { lstatSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { DEFAULT_SETTINGS, SETTING_KEYS, parseConfFile, type Settings } from '../config/settings.js';
 import type { VfpoolError } from '../errors.js';
+import { hotplugBlockers, type DeliveryHostFacts, type HotplugBlocker } from '../pool/guest-qemu-plan.js';
 import { fail, listDir, pass, readText, type Check } from './doctor-check.js';
 
 /** vfpool's own installation and what it needs from libvirt and QEMU, as found on this host. */
@@ -14,14 +15,19 @@ const DAEMONS = ['libvirtd', 'virtqemud', 'virtnetworkd'];
  */
 export function checkHooks(settings: Settings, installDir: string | null): { checks: Check[]; newest: number | null } {
   let newest: number | null = null;
+  const home = installDir === null ? null : linkedInstallDir(installDir);
   const checks = ['network', 'qemu'].map((driver) => {
     const id = `hook:${driver}`;
     const link = join(settings.libvirtConfDir, 'hooks', `${driver}.d`, 'vfpool');
+    // A checkout has install.sh; an install (PREFIX/lib/vfpool) has not, and its hooks are linked by hand.
+    const relink = home === null ? 'run install.sh from the vfpool build'
+      : existsSync(join(home, 'install.sh')) ? `bash ${join(home, 'install.sh')}`
+      : `mkdir -p ${dirname(link)} && ln -sfn ${join(home, 'hooks', driver)} ${link}`;
     let st;
     try {
       st = lstatSync(link);
     } catch {
-      return fail(id, `${link} does not exist`, installDir ? `bash ${join(installDir, 'install.sh')}` : 'run install.sh from the vfpool build');
+      return fail(id, `${link} does not exist`, relink);
     }
     newest = Math.max(newest ?? 0, st.mtimeMs);
     // hooks/network and hooks/qemu are links to one shim, which tells the two apart by the path
@@ -33,13 +39,13 @@ export function checkHooks(settings: Settings, installDir: string | null): { che
       target = join(realpathSync(dirname(first)), basename(first));
       shim = realpathSync(link);
     } catch {
-      return fail(id, `${link} is a dangling link`, installDir ? `bash ${join(installDir, 'install.sh')}` : 'run install.sh again');
+      return fail(id, `${link} is a dangling link`, home === null ? 'run install.sh again' : relink);
     }
-    if (installDir) {
-      const mine = join(installDir, 'hooks', driver);
+    if (home) {
+      const mine = join(home, 'hooks', driver);
       let expected: string;
       try {
-        expected = join(realpathSync(join(installDir, 'hooks')), driver);
+        expected = join(realpathSync(join(home, 'hooks')), driver);
       } catch {
         expected = mine;
       }
@@ -49,6 +55,20 @@ export function checkHooks(settings: Settings, installDir: string | null): { che
     return pass(id, `${link} -> ${target}`);
   });
   return { checks, newest };
+}
+
+/**
+ * The path an install is known by. The CLI finds its install through its own realpath, which
+ * is install.sh's PREFIX/lib/vfpool.STAMP; the next install deletes that directory and moves
+ * the link PREFIX/lib/vfpool, so a fix naming the STAMP would break at the next upgrade.
+ */
+function linkedInstallDir(installDir: string): string {
+  const link = join(dirname(installDir), 'vfpool');
+  try {
+    return /^vfpool\.[^/]+$/.test(basename(installDir)) && realpathSync(link) === installDir ? link : installDir;
+  } catch {
+    return installDir;
+  }
 }
 
 /** Start time of a process in ms since the epoch: /proc/PID/stat field 22 (clock ticks after boot) + btime. */
@@ -189,8 +209,12 @@ export function checkStateDirs(settings: Settings, stateError: VfpoolError | nul
   });
 }
 
-/** The QEMU the wrapper execs, and the virtio-net properties the failover and sriov-pf modes need. */
-export async function checkQemu(settings: Settings): Promise<Check[]> {
+/**
+ * The QEMU the wrapper execs, and the virtio-net properties the failover and sriov-pf modes need.
+ * sriov-pf (QEMU >= 10.1) serves only <vfpool:sriov-nic>: a host whose domains ask for none
+ * (`sriovNicDomains`, from their plans) does not need it, and Debian 12's QEMU 10.0 lacks it.
+ */
+export async function checkQemu(settings: Settings, sriovNicDomains: string[] = []): Promise<Check[]> {
   const q = settings.qemuPath;
   // execa loaded only here: its module graph is a good part of a CLI start that does not run a process.
   const { execa } = await import('execa');
@@ -203,61 +227,32 @@ export async function checkQemu(settings: Settings): Promise<Check[]> {
   const text = String(props.stdout);
   for (const [prop, mode, since] of [['failover', 'pci-passthrough-hybrid', '4.2'], ['sriov-pf', 'emulated virtio-net SR-IOV', '10.1']] as const) {
     const has = new RegExp(`^\\s*${prop}=`, 'm').test(text);
-    out.push(has ? pass(`qemu:${prop}`, `virtio-net-pci has '${prop}'`) : fail(`qemu:${prop}`, `virtio-net-pci of ${q} has no '${prop}' property (needed by ${mode})`, `use a QEMU >= ${since}: set VFPOOL_QEMU to it in /etc/vfpool/vfpool.conf`));
+    if (!has && prop === 'sriov-pf' && sriovNicDomains.length === 0) {
+      out.push(pass(`qemu:${prop}`, `virtio-net-pci of ${q} has no '${prop}': only <vfpool:sriov-nic> (${mode}) needs it, which no prepared domain asks for`));
+      continue;
+    }
+    const users = prop === 'sriov-pf' && sriovNicDomains.length ? `, which domain(s) ${sriovNicDomains.join(', ')} ask for` : '';
+    out.push(has ? pass(`qemu:${prop}`, `virtio-net-pci has '${prop}'`) : fail(`qemu:${prop}`, `virtio-net-pci of ${q} has no '${prop}' property (needed by ${mode}${users})`, `use a QEMU >= ${since}: set VFPOOL_QEMU to it in /etc/vfpool/vfpool.conf`));
   }
   return out;
 }
 
-/** A qemu.conf list setting (`name = [ "a", "b" ]`, possibly over several lines), or null if unset. */
-export function confList(text: string, name: string): string[] | null {
-  const m = new RegExp(`^\\s*${name}\\s*=\\s*\\[([^\\]]*)\\]`, 'm').exec(text.replace(/#.*$/gm, ''));
-  return m ? [...m[1]!.matchAll(/"([^"]*)"/g)].map((x) => x[1]!) : null;
-}
-
 /**
- * What the QEMU wrapper needs from libvirt: it adds vfio-pci devices libvirt does not know of,
- * so libvirt neither puts /dev/vfio/* into the guest's private /dev (mount namespace) nor allows
- * them in its device cgroup (checkMemlock covers the third need).
+ * What hot-plugging a libvirt guest's real VFs at `started` needs: the delivery vfpool uses for
+ * them, which works with libvirt's default qemu.conf (no shared /dev, no device ACL entries, no
+ * daemon memlock limit to raise: docs/libvirt-delivery.md). A doctor run without root cannot
+ * tell root's capabilities; that part is left to a run as root.
  */
-export function checkQemuConf(settings: Settings): Check[] {
-  const file = join(settings.libvirtConfDir, 'qemu.conf');
-  const text = readText(file);
-  const out: Check[] = [];
-  if (text === null) {
-    out.push(fail('qemu.conf', `${file} does not exist (libvirt's defaults: a private /dev per guest)`, `install libvirt-daemon-driver-qemu, then set namespaces = [ ] in ${file}`));
-    return out;
+export function checkHotplug(facts: DeliveryHostFacts): Check {
+  let blockers: HotplugBlocker[];
+  try {
+    blockers = hotplugBlockers(facts);
+  } catch (err) {
+    return fail('hotplug', `cannot read this process's status or mounts: ${(err as Error).message}`, 'run vfpool doctor as root on the host libvirt runs on');
   }
-  const ns = confList(text, 'namespaces');
-  out.push(ns !== null && !ns.includes('mount')
-    ? pass('qemu.conf:namespaces', `namespaces = [ ${ns.map((n) => `"${n}"`).join(', ')} ]: QEMU sees the host's /dev/vfio`)
-    : fail('qemu.conf:namespaces', `${ns === null ? 'namespaces unset (default [ "mount" ])' : 'namespaces includes "mount"'}: QEMU gets a private /dev without the VF's /dev/vfio/GROUP`, `namespaces = [ ] in ${file}, then restart the libvirt daemon`));
-  const ctrls = confList(text, 'cgroup_controllers');
-  const acl = confList(text, 'cgroup_device_acl');
-  const devicesOff = ctrls !== null && !ctrls.includes('devices');
-  out.push(devicesOff || (acl?.includes('/dev/vfio/vfio') ?? false)
-    ? pass('qemu.conf:device-cgroup', devicesOff ? 'cgroup_controllers without "devices"' : 'cgroup_device_acl allows /dev/vfio/vfio')
-    : fail('qemu.conf:device-cgroup', `cgroup_device_acl ${acl === null ? 'unset (default list)' : `= [ ${acl.join(', ')} ]`} does not allow /dev/vfio`, `add "/dev/vfio/vfio" and the VFs' "/dev/vfio/GROUP" to cgroup_device_acl in ${file} (or drop "devices" from cgroup_controllers), then restart the libvirt daemon`));
-  return out;
-}
-
-/**
- * vfio pins all guest RAM. libvirt raises RLIMIT_MEMLOCK only for guests with devices it manages
- * (or <memoryBacking><locked/>); otherwise QEMU inherits the daemon's limit (8 MiB by default,
- * LAB.md), so devices the wrapper adds need the daemon's own limit raised.
- */
-export function checkMemlock(settings: Settings): Check {
-  const found: string[] = [];
-  const low: string[] = [];
-  for (const pid of listDir(settings.procRoot).filter((p) => /^\d+$/.test(p))) {
-    const comm = (readText(join(settings.procRoot, pid, 'comm')) ?? '').trim();
-    if (comm !== 'libvirtd' && comm !== 'virtqemud') continue;
-    const m = /^Max locked memory\s+(\S+)\s+(\S+)/m.exec(readText(join(settings.procRoot, pid, 'limits')) ?? '');
-    if (!m) continue;
-    found.push(`${comm} pid ${pid}: memlock ${m[1]}/${m[2]}`);
-    if (m[1] !== 'unlimited' && Number(m[1]) < 1024 ** 3) low.push(comm);
-  }
-  if (found.length === 0) return fail('memlock', 'no libvirt daemon runs: cannot tell the memlock limit its QEMUs inherit', 'systemctl start libvirtd (or virtqemud)');
-  return low.length
-    ? fail('memlock', `${found.join(', ')}: QEMU inherits this for VFs the wrapper adds, and vfio pins all guest RAM`, `systemctl edit ${low[0]} → [Service] LimitMEMLOCK=infinity, then restart it; or give each guest <memoryBacking><locked/></memoryBacking>`)
-    : pass('memlock', found.join(', '));
+  const problems = blockers.filter((b) => b.what !== 'root');
+  const asRoot = problems.length === blockers.length;
+  return problems.length
+    ? fail('hotplug', problems.map((b) => b.problem).join('; '), problems.map((b) => b.hint).join('; '))
+    : pass('hotplug', `the 'started' hook can hot-plug VFs into QEMU${asRoot ? '' : ' (root\'s CAP_SYS_RESOURCE not checked: doctor runs as another user)'}`);
 }

@@ -108,6 +108,8 @@ export function checkPools(
   pfs: Map<NetdevName, PfInfo>,
 ): Check[] {
   const out: Check[] = [];
+  // PFs whose VF count some pool's <vf num> sets when it starts (pools may share a PF).
+  const counted = new Set(pools.flatMap((p) => p.spec?.pfs.filter((pf) => pf.numVfs !== null).map((pf) => pf.dev) ?? []));
   for (const p of pools) {
     const id = `pool:${p.name}`;
     if (!p.spec) {
@@ -129,6 +131,10 @@ export function checkPools(
       } else if (pf.numVfs !== null && pf.numVfs > info.totalVfs) {
         problems.push(`<vf num='${pf.numVfs}'> on ${pf.dev} is more than its sriov_totalvfs ${info.totalVfs}`);
         fixes.push(`lower <vf num> to at most ${info.totalVfs}`);
+      } else if (pf.numVfs === null && info.numVfs === 0 && !counted.has(pf.dev)) {
+        // vfpool never changes the count of a <pf> without <vf num>: its guests would get nothing.
+        problems.push(`${pf.dev} has no VFs, and no pool's <vf num> creates them`);
+        fixes.push(`give <pf dev='${pf.dev}'> a <vf num='N'/> (N at most ${info.totalVfs}), or create them: echo N > /sys/class/net/${pf.dev}/device/sriov_numvfs`);
       }
     }
     // A running pool whose PF no longer has the count its start set: someone wrote

@@ -1,12 +1,15 @@
+import { join } from 'node:path';
 import type { Context } from '../pool/context.js';
 import { reconcile } from '../pool/reconcile.js';
 import { asVfpoolError, type VfpoolError } from '../errors.js';
 import { emptyState, type VfpoolState } from '../state/schema.js';
 import { interruptedChange } from '../pool/pools.js';
 import type { PoolSpec } from '../config/pool-xml.js';
-import { fail, pass, type Check } from './doctor-check.js';
+import { readDomainPlan } from '../state/domain-plan.js';
+import { fail, listDir, pass, type Check } from './doctor-check.js';
 import { checkIommu, checkPfs, checkPools, checkVfio } from './doctor-kernel.js';
-import { checkConf, checkDaemon, checkHooks, checkMemlock, checkQemu, checkQemuConf, checkStateDirs } from './doctor-install.js';
+import { checkConf, checkDaemon, checkHooks, checkHotplug, checkQemu, checkStateDirs } from './doctor-install.js';
+import { defaultDeliveryHostFacts, type DeliveryHostFacts } from '../pool/guest-qemu-plan.js';
 
 export type { Check } from './doctor-check.js';
 
@@ -17,6 +20,8 @@ export interface DoctorOptions {
   env: NodeJS.ProcessEnv;
   /** Seconds a guest may take from prepare to its QEMU pid (as `vfpool reconcile --grace`). */
   graceMs: number;
+  /** What hot-plugging VFs at `started` reads of this host (tests inject it). */
+  deliveryFacts?: DeliveryHostFacts;
 }
 
 /**
@@ -58,7 +63,7 @@ export async function runDoctor(ctx: Context, opts: DoctorOptions): Promise<Chec
 
   const hooks = checkHooks(s, opts.installDir);
   checks.push(...hooks.checks, checkDaemon(s, hooks.newest), checkConf(s, opts.env), ...checkStateDirs(s, stateError));
-  checks.push(...(await checkQemu(s)), ...checkQemuConf(s), checkMemlock(s));
+  checks.push(...(await checkQemu(s, sriovNicDomains(s.stateDir))), checkHotplug(opts.deliveryFacts ?? defaultDeliveryHostFacts(s.procRoot, s.libvirtConfDir)));
 
   try {
     const r = await reconcile(ctx, { libvirtRunDir: s.libvirtRunDir, graceMs: opts.graceMs, dryRun: true });
@@ -69,6 +74,17 @@ export async function runDoctor(ctx: Context, opts: DoctorOptions): Promise<Chec
     checks.push(fail('stale-allocations', `cannot judge the allocations: ${asVfpoolError(err).message}`, 'vfpool reconcile --dry-run'));
   }
   return checks;
+}
+
+/** Domains whose QEMU plan on this host has an emulated SR-IOV NIC (a plan doctor cannot read counts as none). */
+function sriovNicDomains(stateDir: string): string[] {
+  return listDir(join(stateDir, 'qemu')).filter((d) => {
+    try {
+      return (readDomainPlan(stateDir, d)?.sriovNics.length ?? 0) > 0;
+    } catch {
+      return false;
+    }
+  });
 }
 
 /** The text form: one row per check, the fix under each failed one. */

@@ -123,13 +123,15 @@ export interface StopPlan {
  * is in use, nor while another active pool draws from the PF. With `refuse`, the first VF in use
  * is an error (`vfpool net-destroy`); without it (libvirt's `stopped end`, which cannot fail)
  * that PF is kept and reported. The VFs the start bound to vfio-pci (`bound`) and that stay get
- * their driver back, unless in use or another active pool draws from their PF.
+ * their driver back, unless in use or another active pool binds them to vfio-pci too (`vfioKept`:
+ * a managed pool of a vfio mode that draws from them); a pool that merely shares the PF (a
+ * passthrough pool, whose VFs need their host driver) gets them back as they were.
  */
 export function planPoolStop(
   pool: PoolSpec,
   activated: NetdevName[],
   facts: Map<NetdevName, PfFacts>,
-  opts: { refuse: boolean; bound?: BoundVf[]; sharers?: Sharers },
+  opts: { refuse: boolean; bound?: BoundVf[]; sharers?: Sharers; vfioKept?: PoolUse },
 ): StopPlan {
   const plan: StopPlan = { actions: [], kept: [], shared: [] };
   const removed = new Set<NetdevName>();
@@ -157,7 +159,8 @@ export function planPoolStop(
   const back = new Map<string, Extract<Action, { kind: 'bind-vfs' }>>();
   for (const b of opts.bound ?? []) {
     const f = facts.get(b.pf);
-    if (!f || removed.has(b.pf) || opts.sharers?.has(b.pf)) continue;
+    const kept = opts.vfioKept?.get(b.pf);
+    if (!f || removed.has(b.pf) || kept === 'all' || kept?.includes(b.vf)) continue;
     const vf = f.vfs.find((v) => v.address === b.vf);
     if (!vf || vf.driver !== VFIO || f.uses.get(vf.address)?.length) continue;
     const key = `${b.pf} ${b.driver}`;

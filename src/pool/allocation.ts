@@ -260,6 +260,17 @@ export async function pickVfs(
         // An active pool whose VFs are gone had its sriov_numvfs changed (or its PF removed)
         // behind vfpool's back: "start it" would be answered "already active".
         if (state.pools[pool.name] !== undefined) {
+          // A restart only brings back what a <vf num> creates: a pool with none (the README's
+          // `<pf dev='eth2'/>`) on PFs without VFs has none to bring back.
+          if (!pool.pfs.some((p) => p.numVfs !== null)) {
+            const pfs = pool.pfs.map((p) => p.dev);
+            throw new ConflictError(
+              `domain '${domain}': pool '${pool.name}' is active but has no VFs on this host (${pfs.length ? `${pfs.join(', ')} ${pfs.length > 1 ? 'have' : 'has'} none, and vfpool creates VFs only for a <pf> with <vf num>` : 'its <interface> and <address> members name no VF here'})`,
+              pfs.length ? `give ${pfs.map((d) => `<pf dev='${d}'>`).join(' and ')} a <vf num='N'/>, then restart the pool (${pool.origin === 'libvirt-metadata'
+                ? `in its <vfpool:pool>: \`virsh net-edit ${pool.name}\`, \`virsh net-destroy ${pool.name}\`, \`virsh net-start ${pool.name}\``
+                : `\`vfpool net-define FILE\`, \`vfpool net-destroy ${pool.name}\`, \`vfpool net-start ${pool.name}\``})` : 'check them against `vfpool status`',
+            );
+          }
           throw new ConflictError(
             `domain '${domain}': pool '${pool.name}' is active but has no VFs on this host (its PFs' sriov_numvfs changed outside vfpool, or its members are gone)`,
             `restart it (\`vfpool net-destroy ${pool.name}\` then \`vfpool net-start ${pool.name}\`, or the libvirt network); \`vfpool doctor\` names the PF`,

@@ -127,11 +127,46 @@ export function checkDomainForQemu(spec: DomainSpec, requests: VfRequest[]): voi
   }
 }
 
+/** What keeps the `started` hook from hot-plugging a libvirt guest's VFs into QEMU here, each with its fix. */
+export interface HotplugBlocker {
+  what: 'root' | 'cap-sys-resource' | 'bpftool';
+  problem: string;
+  code: string;
+  hint: string;
+}
+
 /**
- * Refuses, before anything changes, a plan that cannot reach QEMU on this host, with the fix.
  * Hotplug (the `started` hook, as root): `prlimit` must raise the hard memlock limit of a
  * process that is not ours (CAP_SYS_RESOURCE), and on a host with cgroup2 libvirt's device ACL
- * is a BPF map only `bpftool` edits. A cmdline plan of real VFs under libvirt would need
+ * is a BPF map only `bpftool` edits. Read from this process: the hooks' when a hook asks.
+ */
+export function hotplugBlockers(facts: DeliveryHostFacts): HotplugBlocker[] {
+  const out: HotplugBlocker[] = [];
+  const status = facts.selfStatus();
+  const euid = /^Uid:\s*[0-9]+\s+([0-9]+)/m.exec(status)?.[1];
+  if (euid !== '0') {
+    out.push({ what: 'root', problem: `its VFs are hotplugged into QEMU by the 'started' hook, which must run as root (uid ${euid ?? 'unknown'})`, code: 'EPERM', hint: 'run libvirtd (and so its hooks) as root' });
+  } else {
+    const capEff = /^CapEff:\s*([0-9a-f]+)\s*$/im.exec(status)?.[1];
+    if (capEff === undefined || ((BigInt(`0x${capEff}`) >> CAP_SYS_RESOURCE) & 1n) === 0n) {
+      out.push({
+        what: 'cap-sys-resource',
+        problem: `root here lacks CAP_SYS_RESOURCE (CapEff ${capEff ?? 'unknown'}), so the 'started' hook cannot raise QEMU's locked-memory limit that vfio needs`,
+        code: 'EPERM',
+        hint: 'run libvirtd with CAP_SYS_RESOURCE (e.g. not in a container that drops it: docker --cap-add SYS_RESOURCE)',
+      });
+    }
+  }
+  const cgroup2 = facts.mounts().split('\n').some((l) => l.split(' ')[2] === 'cgroup2');
+  if (cgroup2 && !facts.hasBpftool()) {
+    out.push({ what: 'bpftool', problem: `this host has cgroup2, where libvirt's device ACL is a BPF map, and bpftool is not installed to allow /dev/vfio in it`, code: 'ENOENT', hint: 'install it: apt-get install bpftool' });
+  }
+  return out;
+}
+
+/**
+ * Refuses, before anything changes, a plan that cannot reach QEMU on this host, with the fix.
+ * Hotplug: hotplugBlockers. A cmdline plan of real VFs under libvirt would need
  * qemu.conf changes (checkCmdlineReadiness); vfpool picks hotplug there, so this only guards a
  * plan that says otherwise.
  */
@@ -140,22 +175,8 @@ export function checkDeliveryPossible(plan: DomainPlanV1, spec: DomainSpec, grou
   const realVfs = plan.vfs.filter((v) => v.host !== null);
   if (via !== 'libvirt' || realVfs.length === 0) return;
   if (plan.delivery === 'hotplug') {
-    const status = facts.selfStatus();
-    const euid = /^Uid:\s*[0-9]+\s+([0-9]+)/m.exec(status)?.[1];
-    if (euid !== '0') {
-      throw new HostError(`${dom}: its VFs are hotplugged into QEMU by the 'started' hook, which must run as root (uid ${euid ?? 'unknown'})`, { code: 'EPERM', hint: 'run libvirtd (and so its hooks) as root' });
-    }
-    const capEff = /^CapEff:\s*([0-9a-f]+)\s*$/im.exec(status)?.[1];
-    if (capEff === undefined || ((BigInt(`0x${capEff}`) >> CAP_SYS_RESOURCE) & 1n) === 0n) {
-      throw new HostError(
-        `${dom}: root here lacks CAP_SYS_RESOURCE (CapEff ${capEff ?? 'unknown'}), so the 'started' hook cannot raise QEMU's locked-memory limit that vfio needs`,
-        { code: 'EPERM', hint: 'run libvirtd with CAP_SYS_RESOURCE (e.g. not in a container that drops it: docker --cap-add SYS_RESOURCE)' },
-      );
-    }
-    const cgroup2 = facts.mounts().split('\n').some((l) => l.split(' ')[2] === 'cgroup2');
-    if (cgroup2 && !facts.hasBpftool()) {
-      throw new HostError(`${dom}: this host has cgroup2, where libvirt's device ACL is a BPF map, and bpftool is not installed to allow /dev/vfio in it`, { code: 'ENOENT', hint: 'install it: apt-get install bpftool' });
-    }
+    const first = hotplugBlockers(facts)[0];
+    if (first) throw new HostError(`${dom}: ${first.problem}`, { code: first.code, hint: first.hint });
     return;
   }
   const conf = facts.qemuConf() ?? '';

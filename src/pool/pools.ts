@@ -1,6 +1,6 @@
 import { journal } from './journal-entries.js';
 import { ConflictError, HostError } from '../errors.js';
-import type { PoolSpec } from '../config/pool-xml.js';
+import { modeUsesVfio, type PoolSpec } from '../config/pool-xml.js';
 import type { NetdevName, PciAddress } from '../types.js';
 import { interfaceMember, knownVfNetdevs, pfError } from './allocation.js';
 import { boundByPlan, planPoolStart, planPoolStop, type PfFacts, type PoolUse, type Sharers, type StopPlan } from './activation.js';
@@ -75,6 +75,21 @@ export async function activeDrawers(ctx: Context, state: VfpoolState, except?: s
     for (const pf of pfs) sharers.set(pf, [...(sharers.get(pf) ?? []), other]);
   }
   return sharers;
+}
+
+/** The VFs other active pools bind to vfio-pci (managed, vfio mode), which a stop leaves there. */
+async function vfioKeptByOthers(ctx: Context, state: VfpoolState, except: string): Promise<PoolUse> {
+  const kept: PoolUse = new Map();
+  const known = knownVfNetdevs(state);
+  for (const other of Object.keys(state.pools).filter((o) => o !== except)) {
+    const spec = ctx.registry.get(other, state);
+    if (!spec.managed || !modeUsesVfio(spec.mode)) continue;
+    for (const [pf, vfs] of await poolUse(ctx, spec, known)) {
+      const now = kept.get(pf) ?? [];
+      kept.set(pf, now === 'all' || vfs === 'all' ? 'all' : [...now, ...vfs]);
+    }
+  }
+  return kept;
 }
 
 export interface StartResult {
@@ -253,7 +268,7 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
     if (!active) {
       // A pool neither defined nor running is a typo, not a pool that happens to be stopped.
       if (opts.refuse && ctx.registry.readDefinition(name) === undefined) ctx.registry.unknown(name);
-      if (opts.refuse) throw new ConflictError(`pool '${name}' is not active`, `start it with \`vfpool net-start ${name}\``);
+      if (opts.refuse) throw new ConflictError(`pool '${name}' is not active`, `it is stopped already (\`vfpool net-undefine ${name}\` removes its definition)`);
       return { pool: name, wasActive: false, applied: false, actions: [], kept: [], shared: [], gone: [] };
     }
     if (active.change && active.change.worker !== process.pid && isAlive(active.change.worker)) {
@@ -265,7 +280,8 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
     const pfs = [...new Set([...activated, ...active.bound.map((b) => b.pf)])];
     const facts = await gatherFacts(ctx, pool, pfs, state, gone, env);
     const sharers = await activeDrawers(ctx, state, name);
-    const plan = planPoolStop(pool, activated.filter((pf) => facts.has(pf)), facts, { refuse: opts.refuse, bound: active.bound, sharers });
+    const vfioKept = await vfioKeptByOthers(ctx, state, name);
+    const plan = planPoolStop(pool, activated.filter((pf) => facts.has(pf)), facts, { refuse: opts.refuse, bound: active.bound, sharers, vfioKept });
     return { pool: name, wasActive: true, applied: false, gone: gone.filter((pf) => activated.includes(pf)), ...plan };
   };
   if (opts.dryRun) return decide(ctx.store.read());

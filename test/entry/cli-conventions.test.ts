@@ -59,6 +59,15 @@ process.on('unhandledRejection', (e) => { if (!e || !e.helpExit) { console.error
   return cmds.map((_, i) => ({ stdout: parts[2 * i]!, exitCode: Number(parts[2 * i + 1]) }));
 }
 
+t.test('an example that writes node_exporter\'s textfile replaces it in one rename, as the README says it must', async (t) => {
+  // The textfile collector reads whatever *.prom file is there when it is scraped: a file the
+  // shell is still writing (`> vfpool.prom`) is read half-written.
+  const writes = COMMANDS.flatMap((d) => d.examples.map(([cmd]) => cmd)).filter((cmd) => /prometheus/.test(cmd) && />/.test(cmd));
+  t.ok(writes.length > 0, 'an example for node_exporter');
+  for (const cmd of writes) t.match(cmd, /> (\S+) && mv \1 \S+\.prom$/, cmd);
+  for (const cmd of writes) t.notMatch(cmd.split(' && ')[0], /\.prom$/, `${cmd}: the file being written is not a .prom the collector reads`);
+});
+
 t.test('--help of every command: whole words, described positionals, examples, no seed citation', async (t) => {
   const helps = await bundleHelps(COMMANDS.map((d) => d.name));
   const first = await installedCli([COMMANDS[0]!.name, '--help']);

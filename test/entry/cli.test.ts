@@ -43,7 +43,9 @@ t.test('define, start, list, status, destroy, undefine', async (t) => {
   t.equal((await cli('net-start', 'sriov-pool')).exitCode, 3, 'already active');
   t.equal((await spawned('net-destroy', 'sriov-pool')).exitCode, 0);
   t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 0);
-  t.equal((await cli('net-destroy', 'sriov-pool')).exitCode, 3, 'not active');
+  // The hint of a stop that has nothing to stop is not to start the pool.
+  const destroyInactive = await cli('net-destroy', 'sriov-pool');
+  t.same([destroyInactive.exitCode, destroyInactive.stderr], [3, "vfpool: pool 'sriov-pool' is not active: it is stopped already (`vfpool net-undefine sriov-pool` removes its definition)\n"], 'not active');
   t.equal((await cli('net-undefine', 'sriov-pool')).exitCode, 0);
   t.same(JSON.parse((await cli('net-list', '--json')).stdout), []);
 });

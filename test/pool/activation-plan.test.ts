@@ -113,5 +113,9 @@ t.test('planPoolStop gives the VFs the start bound their driver back, unless the
   ], 'the free ones, each to its own driver; the one in use stays (its release puts back what it saved)');
   t.same(plan.actions.map(describeAction), ['eth1: bind VF 0000:3b:02.0 to iavf', 'eth1: bind VF 0000:3b:02.2 to no driver (as before the start)']);
   t.same(planPoolStop(pool({ managed: true }), [PF], facts(4, [vf(0, 'vfio-pci')]), { refuse: true, bound }).actions.map((a) => a.kind), ['write-numvfs', 'await-vfs'], 'VFs that are removed are not rebound first');
-  t.same(planPoolStop(noCount, [], f, { refuse: true, bound, sharers: new Map([[PF, ['a']]]) }).actions, [], 'another active pool draws from the PF: left as they are');
+  t.same(planPoolStop(noCount, [], f, { refuse: true, bound, sharers: new Map([[PF, ['a']]]), vfioKept: new Map([[PF, 'all']]) }).actions, [], 'another active pool binds the PF\'s VFs to vfio-pci: left as they are');
+  // A pool that only shares the PF (passthrough: macvtap needs the VF's host netdev) gets them back.
+  t.same(planPoolStop(noCount, [], f, { refuse: true, bound, sharers: new Map([[PF, ['mvtap']]]), vfioKept: new Map() }).actions, plan.actions, 'a sharer that wants no vfio-pci: given back');
+  t.same(planPoolStop(noCount, [], f, { refuse: true, bound, sharers: new Map([[PF, ['a']]]), vfioKept: new Map([[PF, ['0000:3b:02.0' as PciAddress]]]) }).actions,
+    [{ kind: 'bind-vfs', pf: PF, driver: null, vfs: ['0000:3b:02.2'], skip: [] }], 'only the VFs the other pool lists stay on vfio-pci');
 });

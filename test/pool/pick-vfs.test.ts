@@ -71,6 +71,19 @@ t.test('pickVfs refusals', async (t) => {
   t.equal(e?.exitCode, 3);
   t.equal(e?.message, "domain 'vm1': pool 'p' is active but has no VFs on this host (its PFs' sriov_numvfs changed outside vfpool, or its members are gone)");
   t.match((e as Error & { hint?: string }).hint, /^restart it \(`vfpool net-destroy p` then `vfpool net-start p`/);
+  // Active on a PF without VFs, with no <vf num> to create any (the README's direct-network):
+  // a restart changes nothing, so that is not the advice.
+  const uncounted = { ...POOL, pfs: [{ dev: 'eth2' as NetdevName, numVfs: null }] };
+  e = await pickVfs(host, active, [{ ...fromPool(0), pool: uncounted }], async function* () {}, 'vm1').then(() => null, (x: unknown) => x as Error & { exitCode: number });
+  t.same([e?.exitCode, e?.message, (e as Error & { hint?: string }).hint], [3,
+    "domain 'vm1': pool 'p' is active but has no VFs on this host (eth2 has none, and vfpool creates VFs only for a <pf> with <vf num>)",
+    "give <pf dev='eth2'> a <vf num='N'/>, then restart the pool (`vfpool net-define FILE`, `vfpool net-destroy p`, `vfpool net-start p`)"]);
+  e = await pickVfs(host, active, [{ ...fromPool(0), pool: { ...uncounted, origin: 'libvirt-metadata' } }], async function* () {}, 'vm1').then(() => null, (x: unknown) => x as Error & { exitCode: number });
+  t.equal((e as Error & { hint?: string }).hint, "give <pf dev='eth2'> a <vf num='N'/>, then restart the pool (in its <vfpool:pool>: `virsh net-edit p`, `virsh net-destroy p`, `virsh net-start p`)", 'a pool a libvirt network carries');
+  const listed = { ...POOL, pfs: [], interfaces: ['eth20' as NetdevName] };
+  e = await pickVfs(host, active, [{ ...fromPool(0), pool: listed }], async function* () {}, 'vm1').then(() => null, (x: unknown) => x as Error & { exitCode: number });
+  t.same([e?.message, (e as Error & { hint?: string }).hint], [
+    "domain 'vm1': pool 'p' is active but has no VFs on this host (its <interface> and <address> members name no VF here)", 'check them against `vfpool status`']);
 });
 
 t.test('pickVfs reads the pool only up to the first free VF', async (t) => {

@@ -108,3 +108,27 @@ t.test('a member that names nothing on this host is said at start, and the rest 
   const list = JSON.parse((await runCliInProcess(['net-list', '--json'], w.env)).stdout) as Array<{ name: string; vfs: number }>;
   t.equal(list[0]!.vfs, 1, 'eth1v0 is its one VF');
 });
+
+t.test('a managed pool\'s stop gives its VFs their driver back while a pool that needs host drivers shares the PF', async (t) => {
+  // Reproduced: a passthrough pool (macvtap needs each VF's host netdev) and a managed hostdev
+  // pool on one PF; the managed pool's stop left every VF on vfio-pci because another pool drew
+  // from the PF, so the passthrough pool's VFs had no netdev until someone rebound them by hand.
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 4 }] });
+  const cli = (...argv: string[]) => runCliInProcess(argv, w.env);
+  w.definePool('mvtap', pool('mvtap', `<forward mode='passthrough'><pf dev='eth1'/></forward>`));
+  w.definePool('m', pool('m', `<forward mode='hostdev' managed='yes'><address type='pci' domain='0x0000' bus='0x3b' slot='0x02' function='0x1'/></forward>`));
+  w.definePool('m2', pool('m2', `<forward mode='hostdev' managed='yes'><address type='pci' domain='0x0000' bus='0x3b' slot='0x02' function='0x1'/></forward>`));
+  const before = await vfs(w, 'eth1');
+  t.equal((await cli('net-start', 'mvtap')).exitCode, 0);
+  t.equal((await cli('net-start', 'm')).exitCode, 0);
+  t.match((await vfs(w, 'eth1'))[1], /^0000:3b:02\.1 vfio-pci -$/, "m's VF on vfio-pci");
+  t.equal((await cli('net-destroy', 'm')).exitCode, 0);
+  t.same(await vfs(w, 'eth1'), before, "m's stop gave its VF its driver and netdev back");
+
+  // Another managed pool that binds the same VF keeps it on vfio-pci.
+  t.equal((await cli('net-start', 'm')).exitCode, 0);
+  t.equal((await cli('net-start', 'm2')).exitCode, 0);
+  t.equal((await cli('net-destroy', 'm')).exitCode, 0);
+  t.match((await vfs(w, 'eth1'))[1], /^0000:3b:02\.1 vfio-pci -$/, 'still m2\'s, on vfio-pci');
+  t.equal((await cli('net-destroy', 'm2')).exitCode, 0);
+});

@@ -144,7 +144,8 @@ export const POOL_COMMANDS: CommandDef[] = [
     examples: [
       ['status', 'every PF and VF with its owner'],
       ['status --json', 'the same as JSON (= --format json)'],
-      ['status --format prometheus > /var/lib/node_exporter/vfpool.prom', 'metrics for node_exporter'],
+      // Written beside the file and renamed: the textfile collector must never read half a file.
+      ['status --format prometheus > vfpool.tmp && mv vfpool.tmp vfpool.prom', 'metrics, in node_exporter\'s textfile directory (e.g. /var/lib/node_exporter): replaced in one rename'],
     ],
     async run(a: { json: boolean; format: string }) {
       if (a.json && a.format === 'prometheus') throw new BadInputError('--json and --format prometheus ask for two different outputs', 'give one of them (--json is --format json)');

@@ -70,7 +70,10 @@ export const EXIT_CODES: Array<[number, string]> = [
 ];
 
 export function environmentDocs(): Array<[string, string]> {
-  return (Object.keys(SETTING_KEYS) as Array<keyof typeof SETTING_KEYS>).map((k) => [k, `${SETTING_DOCS[k]} (default ${DEFAULT_SETTINGS[SETTING_KEYS[k]]})`]);
+  return (Object.keys(SETTING_KEYS) as Array<keyof typeof SETTING_KEYS>).map((k) => {
+    const value = DEFAULT_SETTINGS[SETTING_KEYS[k]];
+    return [k, `${SETTING_DOCS[k]} (${value === '' ? 'default: unset' : `default ${value}`})`];
+  });
 }
 
 export function epilogue(): string {

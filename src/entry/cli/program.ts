@@ -59,8 +59,14 @@ export function buildProgram(argv: string[], defs: CommandDef[] = COMMANDS): Arg
     .wrap(helpWidth())
     .epilogue(epilogue());
   registerCommands(y, defs, (def) => (args) => runCommand(def, args as Record<string, unknown>));
+  // yargs prints the completion script for `completion --help` too: that help is asked for
+  // by declaring completion as a plain command, whose help yargs then shows.
+  if (args[0] === COMPLETION.name && args.some((x) => x === '--help' || x === '-h')) {
+    y.command(COMPLETION.name, COMPLETION.describe, (c) => COMPLETION.examples.reduce((e, [cmd, what]) => e.example(`$0 ${cmd}`, what), c));
+  } else {
+    y.completion(COMPLETION.name, COMPLETION.describe);
+  }
   return y
-    .completion(COMPLETION.name, COMPLETION.describe)
     .example(`$0 ${COMPLETION.examples[0]![0]}`, COMPLETION.examples[0]![1])
     .demandCommand(1, 'name a command: `vfpool --help` lists them')
     .strict()

@@ -23,6 +23,10 @@ t.test('--help lists every command and the epilogue; usage errors name the comma
   for (const def of COMMANDS) t.match(help.stdout, new RegExp(`vfpool ${def.name}\\b`), def.name);
   t.match(help.stdout, /^Environment \(also KEY=value lines in \/etc\/vfpool\/vfpool\.conf; the environment wins\):$/m);
   for (const [key] of environmentDocs()) t.match(help.stdout, new RegExp(`^  ${key}: `, 'm'), key);
+  // Every default said once, and an empty one as such, not as "(default )".
+  for (const [key, doc] of environmentDocs()) t.match(doc, /\((default \S.*|default: unset)\)$/, key);
+  for (const [key, doc] of environmentDocs()) t.equal(doc.match(/default/g)!.length, 1, `${key}: its default said once`);
+  t.match(environmentDocs().find(([k]) => k === 'VFPOOL_SIM_VF_DEVICE')![1], /\(default: unset\)$/);
   t.match(help.stdout, /\nManual: man vfpool\n$/);
   t.match(help.stdout, /^ {2}3 {2}conflict: a VF in use/m);
 
@@ -36,6 +40,14 @@ t.test('--help lists every command and the epilogue; usage errors name the comma
   t.equal(badChoice.exitCode, 2);
   t.match(badChoice.stderr, /^vfpool: status: Invalid values: Argument: format, Given: "xml", Choices: "table", "json", "prometheus": see `vfpool status --help`\n$/);
   t.same(await runCliInProcess([], env), { exitCode: 2, stdout: '', stderr: 'vfpool: name a command: `vfpool --help` lists them\n' });
+  // Like every command's: the completion script itself is `vfpool completion` without --help.
+  for (const flag of ['--help', '-h']) {
+    const completionHelp = await runCliInProcess(['completion', flag], env);
+    t.equal(completionHelp.exitCode, 0);
+    t.match(completionHelp.stdout, /^vfpool completion\n\nprint a shell completion script for bash \(or zsh\)\n[\s\S]*Examples:\n {2}vfpool completion > \/etc\/bash_completion\.d\/vfpool /, `completion ${flag}`);
+    t.notMatch(completionHelp.stdout, /complete -o/, `completion ${flag}: no script`);
+  }
+  t.match((await runCliInProcess(['completion'], env)).stdout, /complete -o bashdefault -o default -F _vfpool_yargs_completions vfpool\n/, 'the script');
 });
 
 t.test('--version: the package.json of the install the script belongs to', async (t) => {
