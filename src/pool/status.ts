@@ -4,6 +4,8 @@ import type { Context } from './context.js';
 import type { PoolSpec } from '../config/pool-xml.js';
 import { knownVfNetdevs, resolvePoolMembers } from './allocation.js';
 import { findVfUses, portHoldsVf, vfioHoldersOnce } from './in-use.js';
+import { interruptedChange } from './pools.js';
+import type { ActivePool } from '../state/schema.js';
 
 export interface VfStatus {
   index: number;
@@ -44,6 +46,12 @@ export interface PoolListEntry {
   name: string;
   mode: string;
   active: boolean;
+  /**
+   * What `net-list` shows: `active`/`inactive`, or a start or stop under way (`starting`,
+   * `stopping`: a live vfpool changes its VF counts) or killed half-way (`start-interrupted`,
+   * `stop-interrupted`: guests are refused until `vfpool reconcile` mends it).
+   */
+  state: PoolState;
   persistent: boolean;
   vfs: number;
   inUse: number;
@@ -99,6 +107,15 @@ export async function readStatus(ctx: Context): Promise<Status> {
   return { host: ctx.settings.host, pfs, pools: await listPools(ctx) };
 }
 
+export type PoolState = 'active' | 'inactive' | 'starting' | 'stopping' | 'start-interrupted' | 'stop-interrupted';
+
+function poolState(p: ActivePool | undefined): PoolState {
+  if (!p) return 'inactive';
+  if (!p.change) return 'active';
+  const kind = p.change.kind === 'starting' ? 'start' : 'stop';
+  return interruptedChange(p) ? `${kind}-interrupted` : p.change.kind;
+}
+
 /** `vfpool net-list --json`. */
 export async function listPools(ctx: Context): Promise<PoolListEntry[]> {
   const state = ctx.store.read();
@@ -124,6 +141,7 @@ export async function listPools(ctx: Context): Promise<PoolListEntry[]> {
       name,
       mode: pool.mode,
       active: Boolean(state.pools[name]),
+      state: poolState(state.pools[name]),
       persistent: ctx.registry.readDefinition(name) !== undefined,
       vfs: vfs.length,
       inUse: vfs.filter((vf) => uses.has(vf.address)).length,

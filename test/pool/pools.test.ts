@@ -81,7 +81,7 @@ t.test('net-list counts a VF as in use by the same rule as the in-use guard (a v
   const missing = makeSimEnv(t);
   missing.definePool('ghost', `<network><name>ghost</name><forward mode='hostdev'><pf dev='eth9'/></forward></network>`);
   const ghost = await vfpoolCli(['net-list', '--json'], { env: missing.env });
-  t.same([ghost.exitCode, JSON.parse(ghost.stdout)], [0, [{ name: 'ghost', mode: 'hostdev', active: false, persistent: true, vfs: 0, inUse: 0 }]], 'a pool whose PF is missing lists with no VFs');
+  t.same([ghost.exitCode, JSON.parse(ghost.stdout)], [0, [{ name: 'ghost', mode: 'hostdev', active: false, state: 'inactive', persistent: true, vfs: 0, inUse: 0 }]], 'a pool whose PF is missing lists with no VFs');
 });
 
 t.test('reconcile reports the pool start a killed vfpool left half-way, and --dry-run says so without undoing it', async (t) => {
@@ -102,6 +102,11 @@ t.test('reconcile reports the pool start a killed vfpool left half-way, and --dr
     stdout: '',
     stderr: `vfpool: domain 'vm1': vfpool:hostdev #1: pool 'sriov-pool' is not active: its start was interrupted (vfpool pid ${gone.pid} is gone): run \`vfpool reconcile\` (it undoes the start), then start the pool again\n`,
   });
+  // net-list showed it as active.
+  const list = await runCliInProcess(['net-list'], w.env);
+  t.match(list.stdout, /│ sriov-pool │ hostdev │ start-interrupted │ yes/);
+  t.equal(list.stderr, "vfpool: warning: pool 'sriov-pool' is not active: its start was killed half-way, and guests are refused: run `vfpool reconcile` (it undoes the start), then start the pool again\n");
+  t.match(JSON.parse((await runCliInProcess(['net-list', '--json'], w.env)).stdout), [{ name: 'sriov-pool', state: 'start-interrupted' }]);
   const before = readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8');
   const dry = await runCliInProcess(['reconcile', '--dry-run'], w.env);
   t.equal(dry.exitCode, 0);
