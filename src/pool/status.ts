@@ -21,9 +21,10 @@ export interface VfStatus {
   /**
    * Who holds the VF, null when it is free. `via: 'vfio'` is a process holding its
    * `/dev/vfio/GROUP` open that neither vfpool nor libvirt's network handed it to (a QEMU started
-   * by hand): no domain is known, its pid is.
+   * by hand): no domain is known, its pid is. `via: 'stacked'`: devices stacked on its netdev
+   * (`stacked`: a macvtap of a guest's `<interface type='direct'>`, a bridge, a bond).
    */
-  owner: { domain: string | null; uuid: string | null; pool: string | null; pid?: number | null; via: 'vfpool' | 'libvirt' | 'vfio' } | null;
+  owner: { domain: string | null; uuid: string | null; pool: string | null; pid?: number | null; stacked?: string[]; via: 'vfpool' | 'libvirt' | 'vfio' | 'stacked' } | null;
 }
 
 export interface PfStatus {
@@ -62,6 +63,7 @@ export async function readStatus(ctx: Context): Promise<Status> {
   const state = ctx.store.read();
   const pfs: PfStatus[] = [];
   const vfioHolders = vfioHoldersOnce(ctx.host);
+  let stacked: Promise<Map<string, string[]>> | undefined;
   for (const name of await ctx.host.listPfs()) {
     const info = await ctx.host.getPf(name);
     const vfs = await ctx.host.listVfs(name);
@@ -82,6 +84,7 @@ export async function readStatus(ctx: Context): Promise<Status> {
         const port = state.ports.find((p) => portHoldsVf(p, vf));
         // The in-use guard counts an open /dev/vfio group too (net-list, net-destroy): so does status.
         const holder = !alloc && !port && vf.driver === 'vfio-pci' && vf.iommuGroup !== null ? (await vfioHolders(vf.iommuGroup))[0] : undefined;
+        const uppers = !alloc && !port && vf.netdev !== null ? (await (stacked ??= ctx.host.stackedDevices())).get(vf.netdev) : undefined;
         return {
           index: vf.index,
           address: vf.address,
@@ -99,7 +102,9 @@ export async function readStatus(ctx: Context): Promise<Status> {
               ? { domain: port.domain, uuid: port.domainUuid, pool: port.network, via: 'libvirt' }
               : holder !== undefined
                 ? { domain: null, uuid: null, pool: null, pid: holder, via: 'vfio' }
-                : null,
+                : uppers !== undefined
+                  ? { domain: null, uuid: null, pool: null, stacked: uppers, via: 'stacked' }
+                  : null,
         };
       })),
     });
