@@ -37,7 +37,12 @@ export function pciAddressFromParts(parts: { domain?: string; bus?: string; slot
       if (dflt !== undefined) return dflt;
       throw new BadInputError(`${field}: attribute '${name}' is missing`, `give ${name}='0x..'`);
     }
-    const n = /^0x[0-9a-f]+$/i.test(raw) ? parseInt(raw, 16) : /^[0-9]+$/.test(raw) ? parseInt(raw, 10) : NaN;
+    // libvirt reads these with strtoul's base 0 (virPCIDeviceAddressParseXML): 0x is hex, a
+    // leading 0 octal (bus='010' is bus 8 to libvirt), and '08' no number at all.
+    if (/^0[0-9]+$/.test(raw) && !/^0[0-7]+$/.test(raw)) {
+      throw new BadInputError(`${field}: ${name}=${quoteInput(raw)} is not a number libvirt reads: a leading 0 makes it octal`, `write it in hex (${name}='0x${parseInt(raw, 10).toString(16)}') or without the leading 0`);
+    }
+    const n = /^0x[0-9a-f]+$/i.test(raw) ? parseInt(raw, 16) : /^0[0-7]+$/.test(raw) ? parseInt(raw, 8) : /^[0-9]+$/.test(raw) ? parseInt(raw, 10) : NaN;
     if (!Number.isInteger(n) || n < 0 || n > max) {
       throw new BadInputError(`${field}: ${name}=${quoteInput(raw)} is not a number from 0 to 0x${max.toString(16)}`);
     }

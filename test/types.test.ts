@@ -7,6 +7,8 @@ t.test('the branded parsers: accepted values, normalised', async (t) => {
     ['PCI address, upper case', () => parsePciAddress(' 0000:3B:02.1 '), '0000:3b:02.1'],
     ['PCI address from libvirt parts', () => pciAddressFromParts({ domain: '0x0000', bus: '0x3b', slot: '0x02', function: '0x1' }), '0000:3b:02.1'],
     ['PCI parts, decimal, domain and function defaulted', () => pciAddressFromParts({ bus: '59', slot: '2' }), '0000:3b:02.0'],
+    // As libvirt reads them (strtoul, base 0): a leading 0 is octal, so bus='010' is bus 8, not 10.
+    ['PCI parts with a leading 0: octal, as libvirt reads them', () => pciAddressFromParts({ domain: '0', bus: '010', slot: '017', function: '07' }), '0000:08:0f.7'],
     ['MAC, upper case', () => parseMac('52:54:00:AA:BB:CC'), '52:54:00:aa:bb:cc'],
     ['guest MAC', () => parseGuestMac('52:54:00:00:00:01'), '52:54:00:00:00:01'],
     ['MAC from the kernel', () => macFromKernel('AA:BB:CC:DD:EE:FF'), 'aa:bb:cc:dd:ee:ff'],
@@ -25,6 +27,7 @@ t.test('the branded parsers: refusals, one line each, exit 2', async (t) => {
     [() => pciAddressFromParts({ bus: '0x3b' }, 'plug'), "plug: attribute 'slot' is missing: give slot='0x..'"],
     [() => pciAddressFromParts({ bus: '0x3b', slot: '0x20' }, 'plug'), "plug: slot='0x20' is not a number from 0 to 0x1f"],
     [() => pciAddressFromParts({ bus: 'x', slot: '0' }, 'plug'), "plug: bus='x' is not a number from 0 to 0xff"],
+    [() => pciAddressFromParts({ bus: '0x3b', slot: '09' }, 'plug'), "plug: slot='09' is not a number libvirt reads: a leading 0 makes it octal: write it in hex (slot='0x9') or without the leading 0"],
     [() => parseMac('52:54:00:aa:bb'), "mac '52:54:00:aa:bb' is not a MAC address: write six hex bytes, e.g. '52:54:00:11:22:33'"],
     [() => parseGuestMac('00:00:00:00:00:00'), "mac '00:00:00:00:00:00' is the zero MAC: pick a unicast address, e.g. '52:54:00:xx:xx:xx'"],
     [() => parseGuestMac('01:00:5e:00:00:01'), "mac '01:00:5e:00:00:01' is a multicast MAC (low bit of the first byte set): pick a unicast address, e.g. '52:54:00:xx:xx:xx'"],

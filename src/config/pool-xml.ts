@@ -124,6 +124,25 @@ function parseNetworkVlan(net: XmlElement, where: string, refusePortgroupVlans: 
   return Number(raw);
 }
 
+/**
+ * `<forward dev='eth2'/>`, libvirt's shorthand for one `<interface dev='eth2'/>`
+ * (virNetworkForwardDefParseXML): with `<interface>` children it must name the first one, as
+ * libvirt requires; beside a `<pf>`, libvirt would use that one device and not the PF's VFs.
+ */
+function withForwardDev(forward: XmlElement, members: Pick<PoolSpec, 'pfs' | 'interfaces' | 'addresses'>, where: string): Pick<PoolSpec, 'pfs' | 'interfaces' | 'addresses'> {
+  const raw = attr(forward, 'dev');
+  if (raw === undefined) return members;
+  const dev = parseNetdevName(raw, `${where}: forward dev`);
+  const first = members.interfaces[0];
+  if (first !== undefined && first !== dev) {
+    throw new BadInputError(`${where}: <forward dev='${dev}'> must name the first <interface>, '${first}' (libvirt refuses it too)`, `write <forward dev='${first}'>, or leave dev= out`);
+  }
+  if (members.pfs.length > 0 || members.addresses.length > 0) {
+    throw new BadInputError(`${where}: <forward dev='${dev}'> beside <pf> or <address>: libvirt would use '${dev}' alone`, `leave dev= out, or list '${dev}' as the pool's only <interface>`);
+  }
+  return first === undefined ? { ...members, interfaces: [dev] } : members;
+}
+
 function validateHasMembers(spec: Pick<PoolSpec, 'pfs' | 'interfaces' | 'addresses'>, where: string): void {
   if (spec.pfs.length + spec.interfaces.length + spec.addresses.length === 0) {
     throw new BadInputError(`${where}: the pool has no <pf>, <interface> or <address>`, "add e.g. <pf dev='eth1'/>");
@@ -167,7 +186,7 @@ export function poolFromDefinition(net: XmlElement, where: string, opts: PoolPar
   const name = networkName(net, where);
   const forward = child(net, 'forward');
   if (!forward) throw new BadInputError(`${where}: network '${name}' has no <forward>`, "add <forward mode='hostdev'><pf dev='eth1'/></forward>");
-  const members = parseMembers(forward, (l) => l, where);
+  const members = withForwardDev(forward, parseMembers(forward, (l) => l, where), where);
   validateHasMembers(members, where);
   return {
     name,

@@ -57,6 +57,12 @@ export interface Host {
    * Clears `driver_override` when binding back to a host driver so later probes are normal.
    */
   bindDriver(dev: PciAddress, driver: string | null): Promise<void>;
+  /**
+   * Every netdev that has devices stacked on it (its `upper_*` links in /sys/class/net/DEV: a
+   * macvtap of a guest's `<interface type='direct'>`, a bridge or bond it is a port of, a VLAN
+   * device), with their names, from one pass: the in-use guard asks about every VF of a pool.
+   */
+  stackedDevices(): Promise<Map<NetdevName, string[]>>;
   /** Pids that hold `/dev/vfio/GROUP` open. */
   vfioGroupHolders(group: string): Promise<number[]>;
   /**

@@ -209,6 +209,22 @@ export class LinuxHost implements Host {
     }
   }
 
+  async stackedDevices(): Promise<Map<NetdevName, string[]>> {
+    const out = new Map<NetdevName, string[]>();
+    const classNet = join(this.opts.sysfsRoot, 'class/net');
+    const unreadable = (path: string) => (err: unknown): string[] => {
+      // A netdev that went away between the listing and its read has nothing stacked on it.
+      if (errnoOf(err) === 'ENOENT') return [];
+      throw new HostError(`cannot read ${path}: ${errnoOf(err) ?? (err as Error).message}`, { code: errnoOf(err), cause: err });
+    };
+    for (const name of readdirOr(classNet, unreadable(classNet))) {
+      // netdev_upper_dev_link names each one upper_NAME in the lower device's directory.
+      const uppers = readdirOr(join(classNet, name), unreadable(join(classNet, name))).filter((e) => e.startsWith('upper_'));
+      if (uppers.length > 0) out.set(name as NetdevName, uppers.map((e) => e.slice('upper_'.length)).sort());
+    }
+    return out;
+  }
+
   async physfnOf(dev: PciAddress): Promise<NetdevName | null> {
     const nets = readdirOr(join(this.pciDir(dev), 'physfn/net'), () => []);
     return nets[0] ? netdevFromKernel(nets[0]) : null;

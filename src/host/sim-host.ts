@@ -110,6 +110,22 @@ export class SimHost implements Host {
     });
   }
 
+  /** Test/lab helper: stacks a device (a guest's macvtap, a bridge) on a VF's netdev. */
+  async stackOnNetdev(netdev: NetdevName, upper: string): Promise<void> {
+    await this.mutate((s) => {
+      const vf = s.pfs.flatMap((p) => p.vfs).find((v) => v.netdev === netdev);
+      if (!vf) throw new HostError(`no VF netdev '${netdev}'`, { code: 'ENODEV' });
+      vf.uppers = [...(vf.uppers ?? []), upper];
+    });
+  }
+
+  async unstackFromNetdev(netdev: NetdevName, upper: string): Promise<void> {
+    await this.mutate((s) => {
+      const vf = s.pfs.flatMap((p) => p.vfs).find((v) => v.netdev === netdev);
+      if (vf) vf.uppers = (vf.uppers ?? []).filter((u) => u !== upper);
+    });
+  }
+
   async listPfs(): Promise<NetdevName[]> {
     return (await this.load()).pfs.map((p) => p.name as NetdevName);
   }
@@ -144,6 +160,14 @@ export class SimHost implements Host {
       if (v) return v.address as PciAddress;
     }
     return null;
+  }
+
+  async stackedDevices(): Promise<Map<NetdevName, string[]>> {
+    const out = new Map<NetdevName, string[]>();
+    for (const vf of (await this.load()).pfs.flatMap((p) => p.vfs)) {
+      if (vf.netdev !== null && vf.uppers?.length) out.set(vf.netdev as NetdevName, [...vf.uppers].sort());
+    }
+    return out;
   }
 
   async physfnOf(dev: PciAddress): Promise<NetdevName | null> {

@@ -43,6 +43,8 @@ export interface SimVf {
   mtu: number;
   vfioHolders: number[];
   vfioOwner: { uid: number; gid: number };
+  /** Devices stacked on its netdev (a macvtap, a bridge); absent in files written before it. */
+  uppers?: string[];
 }
 
 export interface SimPf {

@@ -5,7 +5,7 @@ import type { Host, VfInfo } from '../host/host.js';
 import type { NetdevName, PciAddress } from '../types.js';
 import { isAlive } from '../util/process.js';
 import type { VfpoolState } from '../state/schema.js';
-import { portHoldsVf, vfioHoldersOnce, type VfioHolderLookup } from './in-use.js';
+import { portHoldsVf, stackedOnce, vfioHoldersOnce, type StackedLookup, type VfioHolderLookup } from './in-use.js';
 import type { PfReader } from './vf-facts.js';
 
 /** A VF as a candidate for a request: where it is and what it is. */
@@ -170,7 +170,7 @@ export async function resolveNamedVf(
 }
 
 /** Who holds a VF, for the in-use checks and the "pool exhausted" message. */
-export async function holdersOf(state: VfpoolState, vf: VfInfo, vfioHolders: VfioHolderLookup): Promise<string[]> {
+export async function holdersOf(state: VfpoolState, vf: VfInfo, vfioHolders: VfioHolderLookup, stackedOn: StackedLookup): Promise<string[]> {
   const who: string[] = [];
   for (const a of state.allocations) {
     if (a.vfAddr !== vf.address) continue;
@@ -183,6 +183,8 @@ export async function holdersOf(state: VfpoolState, vf: VfInfo, vfioHolders: Vfi
   if (who.length === 0 && vf.driver === 'vfio-pci' && vf.iommuGroup !== null) {
     for (const pid of await vfioHolders(vf.iommuGroup)) who.push(`pid ${pid} holding /dev/vfio/${vf.iommuGroup}`);
   }
+  const stacked = who.length === 0 ? await stackedOn(vf) : null;
+  if (stacked !== null) who.push(stacked);
   return who;
 }
 
@@ -208,6 +210,7 @@ export async function pickVfs(
   // Each device as the line names it within its domain ("<hostdev> #1"), keyed by address.
   const own = new Map(ownDevices.map((d) => [d.address as string, d.field.replace(/^domain '[^']*': /, '')]));
   const vfioHolders = vfioHoldersOnce(host);
+  const stackedOn = stackedOnce(host);
   const order = [...resolved.filter((r) => r.named), ...resolved.filter((r) => !r.named)];
   for (const r of order) {
     if (r.named) {
@@ -225,7 +228,7 @@ export async function pickVfs(
       if (r.pool && !(await isMember(members(r.pool), m.vf.address))) {
         throw new BadInputError(`${r.request.field}: ${m.vf.address} is not a member of pool '${r.pool.name}'`, 'drop pool= or name one of its VFs');
       }
-      const who = await holdersOf(state, m.vf, vfioHolders);
+      const who = await holdersOf(state, m.vf, vfioHolders, stackedOn);
       if (who.length) {
         throw new ConflictError(`${r.request.field}: VF ${m.vf.address}${m.vf.netdev ? ` (${m.vf.netdev})` : ''} is in use by ${who.join(' and ')}`, 'stop that guest first, or ask for another VF');
       }
@@ -248,7 +251,7 @@ export async function pickVfs(
         held.push(`VF ${m.vf.address}: this domain's ${libvirts}`);
         continue;
       }
-      const who = await holdersOf(state, m.vf, vfioHolders);
+      const who = await holdersOf(state, m.vf, vfioHolders, stackedOn);
       if (who.length === 0) {
         found = m;
         break;

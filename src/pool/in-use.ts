@@ -5,7 +5,7 @@ import { allocationPinsVf, type OwnerEnv } from './owners.js';
 
 /** Why a VF may not be touched: DESIGN.md's three meanings of "in use". */
 export interface VfUse {
-  by: 'allocation' | 'libvirt-port' | 'vfio-holder';
+  by: 'allocation' | 'libvirt-port' | 'vfio-holder' | 'stacked';
   who: string;
 }
 
@@ -15,7 +15,9 @@ export interface VfUse {
  *    known counts as running: it is between prepare and start), or that a live vfpool process
  *    is still preparing or releasing (its `worker`);
  * 2. a port libvirt's own hostdev network handed out (recorded at `port-created`);
- * 3. a process holding `/dev/vfio/GROUP` of a VF bound to vfio-pci (QEMU started by anyone).
+ * 3. a process holding `/dev/vfio/GROUP` of a VF bound to vfio-pci (QEMU started by anyone);
+ * 4. a device stacked on the VF's netdev: a macvtap (another guest's `<interface type='direct'>`
+ *    on it, which libvirt reports to no network hook), a bridge or a bond it is a port of.
  */
 /** Whether a port libvirt's own network handed out is this VF (by PCI address, or a direct plug's netdev). */
 export function portHoldsVf(p: PortRecord, vf: Pick<VfInfo, 'address' | 'netdev'>): boolean {
@@ -33,6 +35,7 @@ export function vfioHoldersOnce(host: Host): VfioHolderLookup {
 export async function findVfUses(host: Host, state: VfpoolState, vfs: VfInfo[], holders = vfioHoldersOnce(host), env?: OwnerEnv): Promise<Map<string, VfUse[]>> {
   const uses = new Map<string, VfUse[]>();
   const add = (addr: string, u: VfUse) => uses.set(addr, [...(uses.get(addr) ?? []), u]);
+  const stackedOn = stackedOnce(host);
   for (const vf of vfs) {
     for (const a of state.allocations) {
       if (a.vfAddr !== vf.address) continue;
@@ -50,6 +53,8 @@ export async function findVfUses(host: Host, state: VfpoolState, vfs: VfInfo[], 
         add(vf.address, { by: 'libvirt-port', who: `domain '${p.domain}' through libvirt network '${p.network}'` });
       }
     }
+    const stacked = await stackedOn(vf);
+    if (stacked !== null) add(vf.address, { by: 'stacked', who: stacked });
     if (vf.driver === 'vfio-pci' && vf.iommuGroup !== null) {
       for (const pid of await holders(vf.iommuGroup)) {
         add(vf.address, { by: 'vfio-holder', who: `pid ${pid} holding /dev/vfio/${vf.iommuGroup}` });
@@ -57,6 +62,19 @@ export async function findVfUses(host: Host, state: VfpoolState, vfs: VfInfo[], 
     }
   }
   return uses;
+}
+
+/** Who sits on a VF's netdev (meaning 4 above), as the line says it; null: nobody, or no netdev. */
+export type StackedLookup = (vf: Pick<VfInfo, 'netdev'>) => Promise<string | null>;
+
+/** The devices stacked on netdevs, read at most once per operation and only when asked. */
+export function stackedOnce(host: Host): StackedLookup {
+  let all: Promise<Map<string, string[]>> | undefined;
+  return async (vf) => {
+    if (vf.netdev === null) return null;
+    const uppers = (await (all ??= host.stackedDevices())).get(vf.netdev) ?? [];
+    return uppers.length > 0 ? `${uppers.join(', ')} on ${vf.netdev} (a guest's <interface type='direct'>, a bridge or a bond)` : null;
+  };
 }
 
 export function describeUses(vf: VfInfo, uses: VfUse[]): string {

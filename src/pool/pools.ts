@@ -207,11 +207,14 @@ export async function startPool(
         change,
         // A start of a running pool (libvirt's hook) keeps what the first start bound: those VFs are on vfio-pci now.
         bound: [...(previous?.bound ?? []).filter((b) => !bound.some((n) => n.vf === b.vf)), ...bound],
+        libvirtStartRefused: null,
       };
     };
     // 1. Under the lock: check, plan, record the intent.
+    let before: ActivePool | undefined;
     const actions = await ctx.store.update(async (state) => {
       const a = await plan(state, healPorts(ctx, state));
+      before = structuredClone(state.pools[pool.name]);
       const changes = a.some((x) => x.kind === 'write-numvfs' || x.kind === 'bind-vfs');
       const from = changes ? await pfCounts(ctx, pfs) : [];
       record(state, changes ? { kind: 'starting', worker: process.pid, since: new Date().toISOString(), from } : null);
@@ -229,7 +232,10 @@ export async function startPool(
       await applyPlan(ctx.host, actions, log, ctx.apply);
     } catch (err) {
       await ctx.store.update((state) => {
-        if (state.pools[pool.name]?.change?.worker === process.pid) delete state.pools[pool.name];
+        if (state.pools[pool.name]?.change?.worker !== process.pid) return;
+        // Undone: a pool that ran before this start (libvirt's start of a running pool) runs as it did.
+        if (before) state.pools[pool.name] = before;
+        else delete state.pools[pool.name];
       });
       throw err;
     }
@@ -378,4 +384,29 @@ export async function mendPools(ctx: Context, opts: { dryRun?: boolean } = {}): 
 
 export function formatPlan(actions: Action[]): string[] {
   return actions.length ? actions.map((a, i) => `${i + 1}. ${describeAction(a)}`) : ['nothing to do'];
+}
+
+/**
+ * libvirt follows a refused `start begin` with `stopped end` (networkStartNetwork's cleanup runs
+ * networkShutdownNetwork). When the pool was already running before that start (`vfpool
+ * net-start`; `startedAt` as read before it), the refusal is marked so that this `stopped end`
+ * leaves the pool running: it was not libvirt's start to undo.
+ */
+export async function markLibvirtStartRefused(ctx: Context, name: string, runningSince: string | undefined): Promise<void> {
+  if (runningSince === undefined) return;
+  await ctx.store.update((state) => {
+    const p = state.pools[name];
+    if (p && p.startedAt === runningSince && p.change === null) p.libvirtStartRefused = new Date().toISOString();
+  });
+}
+
+/** Whether this `stopped end` follows a refused libvirt start of a running pool; clears the mark. */
+export async function takeLibvirtStartRefused(ctx: Context, name: string): Promise<boolean> {
+  if (!ctx.store.read().pools[name]?.libvirtStartRefused) return false;
+  return ctx.store.update((state) => {
+    const p = state.pools[name];
+    if (!p?.libvirtStartRefused) return false;
+    p.libvirtStartRefused = null;
+    return true;
+  });
 }

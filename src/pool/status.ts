@@ -4,6 +4,8 @@ import type { Context } from './context.js';
 import type { PoolSpec } from '../config/pool-xml.js';
 import { knownVfNetdevs, resolvePoolMembers } from './allocation.js';
 import { findVfUses, portHoldsVf, vfioHoldersOnce } from './in-use.js';
+import { interruptedChange } from './pools.js';
+import type { ActivePool } from '../state/schema.js';
 
 export interface VfStatus {
   index: number;
@@ -19,9 +21,10 @@ export interface VfStatus {
   /**
    * Who holds the VF, null when it is free. `via: 'vfio'` is a process holding its
    * `/dev/vfio/GROUP` open that neither vfpool nor libvirt's network handed it to (a QEMU started
-   * by hand): no domain is known, its pid is.
+   * by hand): no domain is known, its pid is. `via: 'stacked'`: devices stacked on its netdev
+   * (`stacked`: a macvtap of a guest's `<interface type='direct'>`, a bridge, a bond).
    */
-  owner: { domain: string | null; uuid: string | null; pool: string | null; pid?: number | null; via: 'vfpool' | 'libvirt' | 'vfio' } | null;
+  owner: { domain: string | null; uuid: string | null; pool: string | null; pid?: number | null; stacked?: string[]; via: 'vfpool' | 'libvirt' | 'vfio' | 'stacked' } | null;
 }
 
 export interface PfStatus {
@@ -44,6 +47,12 @@ export interface PoolListEntry {
   name: string;
   mode: string;
   active: boolean;
+  /**
+   * What `net-list` shows: `active`/`inactive`, or a start or stop under way (`starting`,
+   * `stopping`: a live vfpool changes its VF counts) or killed half-way (`start-interrupted`,
+   * `stop-interrupted`: guests are refused until `vfpool reconcile` mends it).
+   */
+  state: PoolState;
   persistent: boolean;
   vfs: number;
   inUse: number;
@@ -54,6 +63,7 @@ export async function readStatus(ctx: Context): Promise<Status> {
   const state = ctx.store.read();
   const pfs: PfStatus[] = [];
   const vfioHolders = vfioHoldersOnce(ctx.host);
+  let stacked: Promise<Map<string, string[]>> | undefined;
   for (const name of await ctx.host.listPfs()) {
     const info = await ctx.host.getPf(name);
     const vfs = await ctx.host.listVfs(name);
@@ -74,6 +84,7 @@ export async function readStatus(ctx: Context): Promise<Status> {
         const port = state.ports.find((p) => portHoldsVf(p, vf));
         // The in-use guard counts an open /dev/vfio group too (net-list, net-destroy): so does status.
         const holder = !alloc && !port && vf.driver === 'vfio-pci' && vf.iommuGroup !== null ? (await vfioHolders(vf.iommuGroup))[0] : undefined;
+        const uppers = !alloc && !port && vf.netdev !== null ? (await (stacked ??= ctx.host.stackedDevices())).get(vf.netdev) : undefined;
         return {
           index: vf.index,
           address: vf.address,
@@ -91,12 +102,23 @@ export async function readStatus(ctx: Context): Promise<Status> {
               ? { domain: port.domain, uuid: port.domainUuid, pool: port.network, via: 'libvirt' }
               : holder !== undefined
                 ? { domain: null, uuid: null, pool: null, pid: holder, via: 'vfio' }
-                : null,
+                : uppers !== undefined
+                  ? { domain: null, uuid: null, pool: null, stacked: uppers, via: 'stacked' }
+                  : null,
         };
       })),
     });
   }
   return { host: ctx.settings.host, pfs, pools: await listPools(ctx) };
+}
+
+export type PoolState = 'active' | 'inactive' | 'starting' | 'stopping' | 'start-interrupted' | 'stop-interrupted';
+
+function poolState(p: ActivePool | undefined): PoolState {
+  if (!p) return 'inactive';
+  if (!p.change) return 'active';
+  const kind = p.change.kind === 'starting' ? 'start' : 'stop';
+  return interruptedChange(p) ? `${kind}-interrupted` : p.change.kind;
 }
 
 /** `vfpool net-list --json`. */
@@ -124,6 +146,7 @@ export async function listPools(ctx: Context): Promise<PoolListEntry[]> {
       name,
       mode: pool.mode,
       active: Boolean(state.pools[name]),
+      state: poolState(state.pools[name]),
       persistent: ctx.registry.readDefinition(name) !== undefined,
       vfs: vfs.length,
       inUse: vfs.filter((vf) => uses.has(vf.address)).length,

@@ -51,6 +51,9 @@ export function normaliseState(raw: unknown, file: string): VfpoolState {
       f.number(c, 'worker', `${at}.change`);
       f.array(c, 'from', `${at}.change`);
     }
+    // Added within version 2 (a refused libvirt start of a running pool); absent means none.
+    po.libvirtStartRefused ??= null;
+    if (po.libvirtStartRefused !== null) f.string(po, 'libvirtStartRefused', at);
   }
   const allocations = f.array(raw, 'allocations', '').map((a, i) => upgradeAllocation(a, `allocations[${i}]`, f));
   const ports = f.array(raw, 'ports', '').map((p, i) => upgradePort(p, `ports[${i}]`, f));

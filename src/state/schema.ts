@@ -29,6 +29,12 @@ export interface ActivePool {
    * instead). Recorded with the intent, before the first bind.
    */
   bound: BoundVf[];
+  /**
+   * When libvirt's start of this pool, already running (`vfpool net-start`), was refused. libvirt
+   * follows a refused `start begin` with `stopped end` (networkStartNetwork's cleanup), which
+   * must not stop what ran before that start; that `stopped end` clears it. null otherwise.
+   */
+  libvirtStartRefused: string | null;
 }
 
 export interface BoundVf {

@@ -15,6 +15,9 @@ t.test('the seeds\' network XML parses into pool specs', async (t) => {
   const hybrid = parsePoolXml(`<network><name>direct-network</name><forward mode="pci-passthrough-hybrid"><pf dev="eth2"/></forward></network>`, 'seed002');
   t.same([hybrid.mode, hybrid.pfs, hybrid.managed], ['pci-passthrough-hybrid', [{ dev: 'eth2', numVfs: null }], false], 'seed 002');
   t.same(parsePoolXml(`<network><name>mvtap-net</name><forward mode='passthrough'><interface dev='eth2'/></forward></network>`, 'seed004').mode, 'passthrough', 'seed 004');
+  // libvirt's one-interface shorthand (virNetworkForwardDefParseXML), alone or naming the first <interface>.
+  t.same(parsePoolXml(`<network><name>mvtap-net</name><forward mode='passthrough' dev='eth2'/></network>`, 'short').interfaces, ['eth2'], '<forward dev> is one <interface>');
+  t.same(parsePoolXml(`<network><name>mvtap-net</name><forward mode='passthrough' dev='eth2'><interface dev='eth2'/><interface dev='eth3'/></forward></network>`, 'both').interfaces, ['eth2', 'eth3'], 'and the first of several');
   t.same(parsePoolXml(`<network><name>addr</name><forward mode='hostdev'>
     <address type='pci' domain='0x0000' bus='0x06' slot='0x02' function='0x1'/><pf dev='eth1'/><pf dev='eth3'/></forward></network>`, 'a').addresses,
     ['0000:06:02.1'], 'PCI addresses, and several PFs');
@@ -72,6 +75,9 @@ const BAD: Array<[string, string, RegExp]> = [
   ['listed twice', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'/><pf dev='eth1'/></forward></network>`, /'eth1' is listed twice/],
   ['address type', `<network><name>p</name><forward mode='hostdev'><address type='usb' bus='1'/></forward></network>`, /<address type='usb'> must be type='pci'/],
   ['address slot', `<network><name>p</name><forward mode='hostdev'><address type='pci' bus='0x06' slot='0x40'/></forward></network>`, /slot='0x40' is not a number from 0 to 0x1f/],
+  ['forward dev not the first interface', `<network><name>p</name><forward mode='passthrough' dev='eth3'><interface dev='eth2'/></forward></network>`, /^p\.xml: <forward dev='eth3'> must name the first <interface>, 'eth2' \(libvirt refuses it too\)$/],
+  ['forward dev beside a pf', `<network><name>p</name><forward mode='passthrough' dev='eth3'><pf dev='eth2'/></forward></network>`, /<forward dev='eth3'> beside <pf> or <address>: libvirt would use 'eth3' alone/],
+  ['forward dev not a netdev name', `<network><name>p</name><forward mode='passthrough' dev='../x'/></network>`, /forward dev '..\/x' is not a valid network interface name/],
   ['not XML', `<network><name>p</name>`, /not well-formed XML/],
   ['entity', `<!DOCTYPE n [<!ENTITY x SYSTEM "file:///etc/shadow">]><network><name>&x;</name></network>`, /DOCTYPE and ENTITY declarations are not accepted/],
   ['no network', `<domain/>`, /no <network> element/],

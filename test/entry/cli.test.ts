@@ -28,7 +28,7 @@ t.test('define, start, list, status, destroy, undefine', async (t) => {
   t.equal(statSync(join(w.settings.stateDir, 'vfpool.log')).mode & 0o777, 0o600);
 
   const list = await cli('net-list', '--json');
-  t.same(JSON.parse(list.stdout), [{ name: 'sriov-pool', mode: 'hostdev', active: true, persistent: true, vfs: 4, inUse: 0 }]);
+  t.same(JSON.parse(list.stdout), [{ name: 'sriov-pool', mode: 'hostdev', active: true, state: 'active', persistent: true, vfs: 4, inUse: 0 }]);
 
   const status = JSON.parse((await cli('status', '--json')).stdout);
   t.equal(status.pfs.length, 1);

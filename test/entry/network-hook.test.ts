@@ -2,6 +2,7 @@ import t from 'tap';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { NetdevName } from '../../src/types.js';
+import { HostError } from '../../src/errors.js';
 import { makeSimEnv } from '../helpers/env.js';
 import { spawnSleeper } from '../helpers/processes.js';
 import { REPO, spawnEntry } from '../helpers/spawn.js';
@@ -56,6 +57,48 @@ t.test('more VFs than the PF has: exit 2, vfpool\'s sentence on stderr for virsh
   t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 0);
   const after = await node(w, ['vfp-big', 'stopped', 'end', '-'], sample('stdin-network-vfp-big-stopped-end.xml'));
   t.same([after.exitCode, after.stderr], [0, ''], 'libvirt\'s stopped end after the refused start is harmless');
+});
+
+t.test('libvirt\'s refused start of a pool `vfpool net-start` runs: the stopped end libvirt follows it with leaves the pool running', async (t) => {
+  // libvirt runs `stopped end` after any failed start (networkStartNetwork's cleanup); it used
+  // to stop the pool the CLI had started before, removing its VFs.
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
+  w.definePool('vfp-big', poolXml('eth1', 2, { name: 'vfp-big' }));
+  t.equal((await runCliInProcess(['net-start', 'vfp-big'], w.env)).exitCode, 0);
+  const refused = await node(w, ['vfp-big', 'start', 'begin', '-'], sample('stdin-network-vfp-big-start-begin.xml'));
+  t.equal(refused.exitCode, 2, 'the network\'s own pool (99 VFs) is refused');
+  const after = await node(w, ['vfp-big', 'stopped', 'end', '-'], sample('stdin-network-vfp-big-stopped-end.xml'));
+  t.same([after.exitCode, after.stderr], [0, '']);
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 2, 'its 2 VFs are still there');
+  t.same(Object.keys(w.ctx.store.read().pools), ['vfp-big'], 'and it is still active');
+  t.equal(w.ctx.store.read().pools['vfp-big']!.libvirtStartRefused, null, 'the mark is used once');
+  t.match(readFileSync(join(w.settings.stateDir, 'vfpool.log'), 'utf8'), /libvirt's stop after its refused start leaves the pool running/);
+
+  // A libvirt start that succeeds makes the next stopped end a stop like any other.
+  t.same((await node(w, ['vfp-big', 'start', 'begin', '-'], '<hookData><network><name>vfp-big</name><forward mode=\'hostdev\'/></network></hookData>')).exitCode, 0);
+  t.same((await node(w, ['vfp-big', 'stopped', 'end', '-'], sample('stdin-network-vfp-big-stopped-end.xml'))).exitCode, 0);
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 0, 'stopped: its VFs removed');
+  t.same(Object.keys(w.ctx.store.read().pools), [], 'not active');
+});
+
+t.test('a libvirt start of a running pool whose change fails half-way leaves the pool as it ran', async (t) => {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
+  w.definePool('p', poolXml('eth1', 2, { name: 'p' }));
+  t.equal((await runCliInProcess(['net-start', 'p'], w.env)).exitCode, 0);
+  const running = w.ctx.store.read().pools.p!;
+  w.definePool('p', poolXml('eth1', 3, { name: 'p' }));
+  // Every sriov_numvfs write fails (EIO), the first one included: the change is undone at once.
+  const failing = new Proxy(w.ctx.host, {
+    get(target, prop, receiver) {
+      if (prop === 'writeNumVfs') return async () => { throw new HostError('injected: sriov_numvfs write failed', { code: 'EIO' }); };
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+  const xml3 = poolXml('eth1', 3, { name: 'p' });
+  await t.rejects(startPool({ ...w.ctx, host: failing }, parsePoolXml(xml3, 't'), xml3, { allowActive: true }), /injected/);
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 2, 'eth1 has the 2 VFs it had');
+  t.same(w.ctx.store.read().pools.p, running, 'the pool is recorded as it ran (it was forgotten, its VFs left behind)');
 });
 
 t.test('stopped end with a VF in use: exit 0, the VFs stay, stderr says why', async (t) => {

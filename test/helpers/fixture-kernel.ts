@@ -101,6 +101,7 @@ function renderTree(state: kernel.SimState): Tree {
       ln(vfDir, join('sys/kernel/iommu_groups', vf.iommuGroup, 'devices', vf.address));
       if (vf.driver) ln(join('sys/bus/pci/drivers', vf.driver), join(vfDir, 'driver'));
       if (vf.netdev) netdev(vf.netdev, vfDir, vf.mtu, true);
+      for (const u of vf.netdev ? vf.uppers ?? [] : []) ln(`../${u}`, join('sys/class/net', vf.netdev!, `upper_${u}`));
       // A group node, like the kernel's, appears with vfio-pci; unlike it, it stays afterwards
       // (kept out of the tree, so neither a re-render nor a driver change resets its owner).
       if (vf.driver === 'vfio-pci') tree[join('dev/vfio', vf.iommuGroup)] = { kind: 'file', content: '' };
@@ -213,6 +214,19 @@ export function makeFixtureKernel(root: string, seed: kernel.SimSeed): FixtureKe
 }
 
 /** Makes `pid` look like a process holding /dev/vfio/GROUP (a `/proc/PID/fd/N` link). */
+/** A device stacked on a VF's netdev (a macvtap), as `ip link add link VF … type macvtap` makes one: its upper_NAME link. */
+export function fakeStackedDevice(fx: FixtureKernel, netdev: string, upper: string): () => void {
+  const change = (f: (vf: kernel.SimVf) => void) => {
+    const state = fx.state();
+    const vf = state.pfs.flatMap((p) => p.vfs).find((v) => v.netdev === netdev);
+    if (!vf) throw new Error(`fixture: no VF netdev ${netdev}`);
+    f(vf);
+    saveAndRender(fx.root, state);
+  };
+  change((vf) => (vf.uppers = [...(vf.uppers ?? []), upper]));
+  return () => change((vf) => (vf.uppers = (vf.uppers ?? []).filter((u) => u !== upper)));
+}
+
 export function fakeVfioHolder(fx: FixtureKernel, pid: number, group: string): () => void {
   const dir = join(fx.proc, String(pid), 'fd');
   mkdirSync(dir, { recursive: true });

@@ -143,6 +143,16 @@ export async function resetLabPf(pf: string): Promise<void> {
   await execa(IP, ['link', 'set', 'dev', pf, 'up']);
 }
 
+/**
+ * A macvtap in passthrough mode on a netdev, as libvirt makes one for a guest's
+ * `<interface type='direct'><source dev=… mode='passthrough'/>` (the kernel loads macvtap).
+ */
+export async function stackMacvtap(netdev: NetdevName): Promise<{ upper: string; release: () => Promise<void> }> {
+  const upper = 'vfpmvt0';
+  await execa(IP, ['link', 'add', 'link', netdev, 'name', upper, 'type', 'macvtap', 'mode', 'passthru']);
+  return { upper, release: async () => void (await execa(IP, ['link', 'del', upper])) };
+}
+
 /** A fresh private directory on the guest's tmpfs (the shared root is read-only). */
 export function labTempDir(prefix: string): string {
   return mkdtempSync(join('/tmp', `${prefix}-`));

@@ -7,7 +7,7 @@
  * linux-host.test.ts): where the kernel and the simulation disagree, the simulation is fixed.
  */
 import t from 'tap';
-import { assertLabGuest, findLabPf, holdVfioWithQemu, labHost, resetLabPf, setLabPfUp } from '../helpers/real-host.js';
+import { assertLabGuest, findLabPf, holdVfioWithQemu, labHost, resetLabPf, setLabPfUp, stackMacvtap } from '../helpers/real-host.js';
 import { hostSuite, IGB_FACTS } from './host-suite.js';
 
 assertLabGuest('host-real.lab.js');
@@ -27,6 +27,7 @@ hostSuite(t, async () => {
     facts: IGB_FACTS,
     setPfUp: (up) => setLabPfUp(lab.pf, up),
     holdVfio: holdVfioWithQemu,
+    stackOnNetdev: stackMacvtap,
     cleanup: () => resetLabPf(lab.pf),
   };
 });

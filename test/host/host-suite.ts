@@ -58,6 +58,8 @@ export interface HostUnderTest {
   setPfUp(up: boolean): Promise<void>;
   /** Makes a process hold the VF's /dev/vfio/GROUP open (QEMU in the lab); returns its pid and a release. */
   holdVfio(vf: VfInfo): Promise<{ pid: number; release: () => Promise<void> }>;
+  /** Stacks a device on a VF's netdev (a macvtap in passthrough mode, as libvirt's `<interface type='direct'>` makes). */
+  stackOnNetdev(netdev: NetdevName): Promise<{ upper: string; release: () => Promise<void> }>;
   /** Called after a test to put the PF back: up, 0 VFs. */
   cleanup?: () => Promise<void>;
 }
@@ -226,6 +228,22 @@ export function hostSuite(t: Test, make: HostFactory): void {
       await holder.release();
     }
     t.notOk((await h.host.vfioGroupHolders(group)).includes(holder.pid), 'gone after release');
+  });
+
+  withHost('a device stacked on a VF\'s netdev (a guest\'s macvtap) is listed as its upper device', async (t, h) => {
+    await h.host.writeNumVfs(h.pf, 1);
+    const [vf] = await waitForVfs(h.host, h.pf, 1, true);
+    const netdev = vf!.netdev!;
+    t.notOk((await h.host.stackedDevices()).has(netdev), 'none yet');
+    const stacked = await h.stackOnNetdev(netdev);
+    try {
+      const all = await h.host.stackedDevices();
+      t.same(all.get(netdev), [stacked.upper], 'the macvtap is listed');
+      t.notOk(all.has(h.pf), 'not on the PF');
+    } finally {
+      await stacked.release();
+    }
+    t.notOk((await h.host.stackedDevices()).has(netdev), 'gone once it is deleted');
   });
 
   withHost('one request is applied in the kernel\'s order up to the first refused setting', async (t, h) => {

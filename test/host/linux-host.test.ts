@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { LinuxHost } from '../../src/host/linux-host.js';
 import type { SimSeed } from '../../src/host/sim-kernel.js';
 import type { NetdevName } from '../../src/types.js';
-import { fakeVfioHolder, fixtureLinuxHost, makeFixtureKernel } from '../helpers/fixture-kernel.js';
+import { fakeStackedDevice, fakeVfioHolder, fixtureLinuxHost, makeFixtureKernel } from '../helpers/fixture-kernel.js';
 import { scratchDir } from '../helpers/scratch.js';
 import { hostSuite, IGB_FACTS } from './host-suite.js';
 
@@ -35,6 +35,10 @@ t.test('LinuxHost on a fixture sysfs tree', async (t) => {
         const pid = nextPid++;
         const release = fakeVfioHolder(fx, pid, vf.iommuGroup!);
         return { pid, release: async () => release() };
+      },
+      stackOnNetdev: async (netdev) => {
+        const release = fakeStackedDevice(fx, netdev, 'macvtap0');
+        return { upper: 'macvtap0', release: async () => release() };
       },
     };
   });

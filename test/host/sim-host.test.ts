@@ -23,6 +23,10 @@ function simUnderTest(t: Parameters<HostFactory>[0], pf: Record<string, unknown>
       await host.holdVfioGroup(vf.address, s.pid);
       return { pid: s.pid, release: s.kill };
     },
+    stackOnNetdev: async (netdev: NetdevName) => {
+      await host.stackOnNetdev(netdev, 'macvtap0');
+      return { upper: 'macvtap0', release: () => host.unstackFromNetdev(netdev, 'macvtap0') };
+    },
   };
 }
 

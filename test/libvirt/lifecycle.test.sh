@@ -14,7 +14,9 @@
 # - a guest with VFs of two pools; reset, suspend, resume and reboot keep QEMU, so libvirt runs
 #   no hook and nothing is released;
 # - `virsh net-start` of a network whose pool would change the count of a PF another active pool
-#   draws from (a guest on it): refused with vfpool's sentence, nothing changed;
+#   draws from (a guest on it): refused with vfpool's sentence, nothing changed; a libvirt network
+#   named like a pool vfpool net-start runs, whose start vfpool refuses: the `stopped end` libvirt
+#   follows the failure with leaves that pool running;
 # - two transient guests (`virsh create`) racing for the last VF of a pool: one gets it, the
 #   other fails with vfpool's sentence and holds nothing;
 # - a guest asking two pools where one is exhausted: nothing allocated in the other either;
@@ -43,7 +45,7 @@ set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # the harness: settings, check, cleanup, ...
 POOLS=(vfplpa vfplpb vfplhy)
 DOMS=(vfpl-a vfpl-two vfpl-h vfpl-race1 vfpl-race2 vfpl-m vfpl-d vfpl-renamed vfpl-s)
-META_NETS=(vfplhm vfplhd vfplcnt)
+META_NETS=(vfplhm vfplhd vfplcnt vfplpa)
 NET=vfplhy
 BR=vfplbr0
 WRAPPER=/usr/local/bin/vfpool-qemu
@@ -187,6 +189,24 @@ in_use_net_start() {
   [ "$(vfs | grep -c '^eth1 ')" = 2 ] && [ "$(owned vfpl-a)" = 2 ] || { why="VFs: $(vfs | tr '\n' ';')"; return 1; }
 }
 check "virsh net-start of a network whose pool would change the count of eth1 (vfplpa's, vfpl-a on it): refused with vfpool's sentence" in_use_net_start
+
+refused_over_running() {
+  # libvirt follows every failed start with `stopped end`; vfplpa was started by vfpool net-start
+  # before this libvirt start, and vfpl-a uses it: it must keep running as it was.
+  printf "<network><name>vfplpa</name><forward mode='hostdev' managed='yes'/><metadata><vfpool:pool xmlns:vfpool='%s'><vfpool:pf dev='eth1'><vfpool:vf num='99'/></vfpool:pf></vfpool:pool></metadata></network>\n" "$NS" >"$work/over.xml"
+  virsh_ok net-define "$work/over.xml" || return 1
+  net_defined=1
+  virsh_fails over.err net-start vfplpa
+  local rc=$?
+  v net-undefine vfplpa >/dev/null 2>&1
+  [ $rc = 0 ] || return 1
+  grep -q "vfpool: pool 'vfplpa': <vf num='99'> on PF eth1 is more than its sriov_totalvfs 8" "$work/over.err" \
+    || { why="virsh error lacks vfpool's sentence: $(tr '\n' ' ' <"$work/over.err")"; return 1; }
+  vp net-list --json | grep -q '"name":"vfplpa","mode":"hostdev","active":true' || { why="vfplpa is not active: $(vp net-list --json)"; return 1; }
+  [ "$(vfs | grep -c '^eth1 ')" = 2 ] && [ "$(owned vfpl-a)" = 2 ] || { why="VFs: $(vfs | tr '\n' ';')"; return 1; }
+  grep -q "libvirt's stop after its refused start leaves the pool running" "$work/state/vfpool.log" || { why="the log does not say the stop was left alone"; return 1; }
+}
+check "virsh net-start of a libvirt network named like the running pool vfplpa, refused: the stopped end libvirt follows it with leaves vfplpa running, vfpl-a's VFs held" refused_over_running
 
 # ---- the last VF of a pool, raced for by two transient guests -----------------------------------
 race() {

@@ -287,7 +287,7 @@ t.test('a setting only the shell has: the hooks, run by libvirt without it, woul
 /** state.json with pool p running, its start having set eth1 to `numVfs` VFs (and a start or stop under way, if `change`). */
 function runningPool(w: World, numVfs: number, change: unknown = null): void {
   const xml = `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'><vf num='4'/></pf></forward></network>`;
-  const pool = { xml, origin: 'definition', startedAt: new Date().toISOString(), activated: [{ pf: 'eth1', numVfs }], change, bound: [] };
+  const pool = { xml, origin: 'definition', startedAt: new Date().toISOString(), activated: [{ pf: 'eth1', numVfs }], change, bound: [], libvirtStartRefused: null };
   writeFileSync(join(w.settings.stateDir, 'state.json'), JSON.stringify({ version: 2, pools: { p: pool }, allocations: [], ports: [], bindings: [], leftovers: [] }), { mode: 0o600 });
 }
 

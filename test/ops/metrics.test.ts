@@ -53,7 +53,7 @@ t.test('status --format prometheus: pools, PFs and allocations by phase, read ba
 });
 
 t.test('label values are escaped as the format requires', async (t) => {
-  const text = formatPrometheus({ host: 'linux', pfs: [], pools: [{ name: 'a"b\\c\nd', mode: 'hostdev', active: true, persistent: true, vfs: 2, inUse: 1 }] }, []);
+  const text = formatPrometheus({ host: 'linux', pfs: [], pools: [{ name: 'a"b\\c\nd', mode: 'hostdev', active: true, state: 'active', persistent: true, vfs: 2, inUse: 1 }] }, []);
   t.match(text, /vfpool_pool_vfs\{pool="a\\"b\\\\c\\nd",mode="hostdev"\} 2/);
   t.equal(value(parse(text).get('vfpool_pool_vfs'), { mode: 'hostdev' }), '2');
   t.equal(parse(text).get('vfpool_pool_vfs')!.metrics[0]!.labels!.pool, 'a"b\\c\nd', 'the parser gets the name back');

@@ -66,7 +66,7 @@ t.test('pickVfs refusals', async (t) => {
   t.equal(e?.message, "domain 'vm1': pool 'p' has no VFs on this host");
   // Active, but its VFs are gone (sriov_numvfs written by hand): starting it is no fix.
   const active = emptyState();
-  active.pools.p = { xml: '<network/>', origin: 'definition', startedAt: '2026-12-01T00:00:00Z', activated: [], change: null, bound: [] };
+  active.pools.p = { xml: '<network/>', origin: 'definition', startedAt: '2026-12-01T00:00:00Z', activated: [], change: null, bound: [], libvirtStartRefused: null };
   e = await run(active, [fromPool(0)], async function* () {});
   t.equal(e?.exitCode, 3);
   t.equal(e?.message, "domain 'vm1': pool 'p' is active but has no VFs on this host (its PFs' sriov_numvfs changed outside vfpool, or its members are gone)");

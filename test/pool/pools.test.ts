@@ -35,6 +35,34 @@ t.test('--dry-run of net-start checks what the real run checks (already active: 
   t.same([dry.exitCode, dry.stderr], [3, "vfpool: pool 'sriov-pool' is already active: stop it with `vfpool net-destroy sriov-pool` first\n"]);
 });
 
+t.test('a VF another guest uses through a plain <interface type=\'direct\'> (a macvtap on its netdev) is in use', async (t) => {
+  // libvirt reports such an interface to no network hook: only the kernel knows, by the macvtap
+  // stacked on the VF's netdev. vfpool handed that VF to a second guest and set its MAC under
+  // the first, and net-destroy removed it.
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
+  const xml = poolXml('eth1', 2, { managed: false });
+  w.definePool('sriov-pool', xml);
+  t.equal((await runCliInProcess(['net-start', 'sriov-pool'], w.env)).exitCode, 0);
+  const [vf0, vf1] = await w.sim.listVfs('eth1' as NetdevName);
+  await w.sim.stackOnNetdev(vf0!.netdev!, 'macvtap0');
+  t.match((await findVfUses(w.sim, w.ctx.store.read(), [vf0!])).get(vf0!.address), [{ by: 'stacked', who: `macvtap0 on ${vf0!.netdev} (a guest's <interface type='direct'>, a bridge or a bond)` }]);
+  const dom = `<domain type='kvm'><name>vm1</name><metadata><vfpool:domain xmlns:vfpool='https://vfpool.dev/xmlns/1'><vfpool:hostdev pool='sriov-pool' mac='52:54:00:00:00:01'/></vfpool:domain></metadata></domain>`;
+  t.equal((await runCliInProcess(['prepare', '--xml=-'], w.env, dom)).exitCode, 0);
+  t.same(w.ctx.store.read().allocations.map((a) => a.vfAddr), [vf1!.address], 'the guest got the other VF');
+  const named = dom.replace("pool='sriov-pool'", `netdev='${vf0!.netdev}'`).replace('vm1', 'vm2').replace(':01', ':02');
+  const refused = await runCliInProcess(['prepare', '--xml=-'], w.env, named);
+  t.equal(refused.exitCode, 3, 'asking for it by name is a conflict');
+  t.match(refused.stderr, new RegExp(`is in use by macvtap0 on ${vf0!.netdev}`));
+  const status = await runCliInProcess(['status', '--json'], w.env);
+  t.match(JSON.parse(status.stdout).pfs[0].vfs[0].owner, { domain: null, stacked: ['macvtap0'], via: 'stacked' }, 'status names it');
+  t.match((await runCliInProcess(['status'], w.env)).stdout, new RegExp(`${vf0!.address.replace(/\./g, '\\.')} .* macvtap0 \\(stacked\\)`));
+  t.equal((await runCliInProcess(['release', 'vm1'], w.env)).exitCode, 0);
+  const stop = await runCliInProcess(['net-destroy', 'sriov-pool'], w.env);
+  t.equal(stop.exitCode, 3, 'net-destroy refuses');
+  t.match(stop.stderr, new RegExp(`eth1 keeps its 2 VFs: VF 0 \\(${vf0!.address}, ${vf0!.netdev}\\) is in use by macvtap0`));
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 2, 'the VFs are still there');
+});
+
 t.test('a VF whose owner is gone but whose release is still running counts as in use', async (t) => {
   const w = makeSimEnv(t);
   const xml = poolXml('eth1', 2, { managed: false });
@@ -81,7 +109,7 @@ t.test('net-list counts a VF as in use by the same rule as the in-use guard (a v
   const missing = makeSimEnv(t);
   missing.definePool('ghost', `<network><name>ghost</name><forward mode='hostdev'><pf dev='eth9'/></forward></network>`);
   const ghost = await vfpoolCli(['net-list', '--json'], { env: missing.env });
-  t.same([ghost.exitCode, JSON.parse(ghost.stdout)], [0, [{ name: 'ghost', mode: 'hostdev', active: false, persistent: true, vfs: 0, inUse: 0 }]], 'a pool whose PF is missing lists with no VFs');
+  t.same([ghost.exitCode, JSON.parse(ghost.stdout)], [0, [{ name: 'ghost', mode: 'hostdev', active: false, state: 'inactive', persistent: true, vfs: 0, inUse: 0 }]], 'a pool whose PF is missing lists with no VFs');
 });
 
 t.test('reconcile reports the pool start a killed vfpool left half-way, and --dry-run says so without undoing it', async (t) => {
@@ -102,6 +130,11 @@ t.test('reconcile reports the pool start a killed vfpool left half-way, and --dr
     stdout: '',
     stderr: `vfpool: domain 'vm1': vfpool:hostdev #1: pool 'sriov-pool' is not active: its start was interrupted (vfpool pid ${gone.pid} is gone): run \`vfpool reconcile\` (it undoes the start), then start the pool again\n`,
   });
+  // net-list showed it as active.
+  const list = await runCliInProcess(['net-list'], w.env);
+  t.match(list.stdout, /│ sriov-pool │ hostdev │ start-interrupted │ yes/);
+  t.equal(list.stderr, "vfpool: warning: pool 'sriov-pool' is not active: its start was killed half-way, and guests are refused: run `vfpool reconcile` (it undoes the start), then start the pool again\n");
+  t.match(JSON.parse((await runCliInProcess(['net-list', '--json'], w.env)).stdout), [{ name: 'sriov-pool', state: 'start-interrupted' }]);
   const before = readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8');
   const dry = await runCliInProcess(['reconcile', '--dry-run'], w.env);
   t.equal(dry.exitCode, 0);

@@ -64,6 +64,7 @@ t.test('a version 1 file is upgraded to the current version, every field present
   t.same(s.pools.p!.activated, [{ pf: 'eth1', numVfs: 4 }]);
   t.equal(s.pools.p!.change, null, 'a pool without a start/stop intent is settled');
   t.same(s.pools.p!.bound, [], 'a pool from before `bound` bound no VF that existed before its start');
+  t.equal(s.pools.p!.libvirtStartRefused, null, 'a pool from before the mark had no refused libvirt start');
   t.same(s.leftovers, [], 'a file from before `leftovers`: no stopped pool left VFs');
   t.equal(Object.getPrototypeOf(s.pools), null, 'pools is keyed by name without a prototype');
 });
@@ -91,6 +92,7 @@ t.test('a file of the wrong shape is refused with one line naming the file and t
     ['v2 without bindings', { version: 2, pools: {}, allocations: [], ports: [] }, /'bindings' is missing, expected a list/],
     ['an allocation without its VF', { version: 1, pools: {}, allocations: [{ pf: 'eth1' }], ports: [] }, /allocations\[0\]\.vfAddr is missing, expected a string/],
     ['an unknown phase', { version: 1, pools: {}, allocations: [{ ...JSON.parse(V1_FILE).allocations[0], phase: 'migrating' }], ports: [] }, /allocations\[0\]\.phase is string "migrating", expected one of preparing, ready, releasing/],
+    ['libvirtStartRefused not a time', { version: 2, pools: { p: { xml: 'x', origin: 'definition', activated: [], libvirtStartRefused: 5 } }, allocations: [], ports: [], bindings: [] }, /pools\['p'\]\.libvirtStartRefused is number 5, expected a string/],
     ['bound not a list', { version: 2, pools: { p: { xml: 'x', origin: 'definition', activated: [], bound: {} } }, allocations: [], ports: [], bindings: [] }, /pools\['p'\]\.bound is an object, expected a list/],
     ['a leftover without its PF', { version: 2, pools: {}, allocations: [], ports: [], bindings: [], leftovers: [{ pool: 'p', since: 'now' }] }, /leftovers\[0\]\.pf is missing, expected a string/],
     ['a port without a domain', { version: 1, pools: {}, allocations: [], ports: [{ network: 'n', portUuid: 'u' }] }, /ports\[0\]\.domain is missing/],

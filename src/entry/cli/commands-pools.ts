@@ -74,8 +74,12 @@ export const POOL_COMMANDS: CommandDef[] = [
         return 0;
       }
       const t = compactTable(['Name', 'Mode', 'State', 'Persistent', 'VFs', 'In use']);
-      for (const p of pools) t.push([p.name, p.mode, p.active ? 'active' : 'inactive', p.persistent ? 'yes' : 'no', p.vfs, p.inUse]);
+      for (const p of pools) t.push([p.name, p.mode, p.state, p.persistent ? 'yes' : 'no', p.vfs, p.inUse]);
       out(t.toString());
+      for (const p of pools) {
+        if (p.state === 'start-interrupted') warn(`pool '${p.name}' is not active: its start was killed half-way, and guests are refused: run \`vfpool reconcile\` (it undoes the start), then start the pool again`);
+        if (p.state === 'stop-interrupted') warn(`pool '${p.name}': its stop was killed half-way, and guests are refused: run \`vfpool reconcile\` (it finishes the stop)`);
+      }
       return 0;
     },
   },

@@ -1,7 +1,7 @@
 import Table from 'cli-table3';
 import { loadSettings } from '../../config/settings.js';
 import { createContext, type Context } from '../../pool/context.js';
-import type { Status } from '../../pool/status.js';
+import type { Status, VfStatus } from '../../pool/status.js';
 import { isTerminal, writeStderr, writeStdout } from '../../util/stdio.js';
 
 export function out(line = ''): void {
@@ -76,9 +76,15 @@ export function printStatusTable(s: Status): void {
         v.driver ?? '-',
         v.mac ?? '-',
         v.vlan ? String(v.vlan) : '-',
-        v.owner ? (v.owner.domain === null ? `pid ${v.owner.pid} (/dev/vfio/${v.iommuGroup})` : `${v.owner.domain}${v.owner.pool ? ` (${v.owner.pool})` : ''}`) : 'free',
+        ownerCell(v),
       ]);
     }
     out(t.toString());
   }
+}
+
+function ownerCell(v: VfStatus): string {
+  if (!v.owner) return 'free';
+  if (v.owner.domain !== null) return `${v.owner.domain}${v.owner.pool ? ` (${v.owner.pool})` : ''}`;
+  return v.owner.via === 'stacked' ? `${v.owner.stacked!.join(', ')} (stacked)` : `pid ${v.owner.pid} (/dev/vfio/${v.iommuGroup})`;
 }

@@ -1,8 +1,8 @@
-import { BadInputError } from '../../errors.js';
+import { asVfpoolError, BadInputError } from '../../errors.js';
 import { loadSettings } from '../../config/settings.js';
 import { networkElement, networkName } from '../../config/pool-xml.js';
 import { createContext } from '../../pool/context.js';
-import { startPool, stopPool } from '../../pool/pools.js';
+import { markLibvirtStartRefused, startPool, stopPool, takeLibvirtStartRefused } from '../../pool/pools.js';
 import { parseObjectName } from '../../types.js';
 import { child, parseXml } from '../../util/xml.js';
 import { parseNetworkPort } from '../../config/network-port.js';
@@ -48,20 +48,31 @@ export async function networkHook(argv: string[]): Promise<number> {
   }
 
   if (op === 'start') {
-    const source = ctx.registry.startSource(name, { el: net, xml: stdin, where });
-    if (source === undefined) return 0; // not ours
+    const runningSince = ctx.store.read().pools[name]?.startedAt;
     try {
-      await refuseLibvirtPassthroughOfPf(ctx, net, name, where);
+      const source = ctx.registry.startSource(name, { el: net, xml: stdin, where });
+      if (source === undefined) return 0; // not ours
+      try {
+        await refuseLibvirtPassthroughOfPf(ctx, net, name, where);
+      } catch (err) {
+        journal.poolRefused(ctx, name, 'start', err);
+        throw err;
+      }
+      const r = await startPool(ctx, source.spec, source.xml, { allowActive: true });
+      ctx.log.info(`pool '${name}' started by libvirt (${r.actions.length} step(s))`);
+      return 0;
     } catch (err) {
-      journal.poolRefused(ctx, name, 'start', err);
+      await markLibvirtStartRefused(ctx, name, runningSince).catch((e: unknown) =>
+        ctx.log.warn(`could not mark libvirt's refused start of running pool '${name}' (its stopped end will stop it): ${asVfpoolError(e).message}`));
       throw err;
     }
-    const r = await startPool(ctx, source.spec, source.xml, { allowActive: true });
-    ctx.log.info(`pool '${name}' started by libvirt (${r.actions.length} step(s))`);
-    return 0;
   }
 
   // stopped end: libvirt cannot be refused here; VFs in use stay and we say so.
+  if (await takeLibvirtStartRefused(ctx, name)) {
+    ctx.log.info(`pool '${name}': libvirt's stop after its refused start leaves the pool running, as it was before that start`);
+    return 0;
+  }
   const r = await stopPool(ctx, name, { refuse: false });
   for (const k of r.kept) writeStderr(`vfpool: warning: pool '${name}': ${k.reason}; \`vfpool reconcile\` removes them once none is in use\n`);
   for (const pf of r.gone) writeStderr(`vfpool: warning: pool '${name}': PF ${pf} no longer exists: nothing to remove on it\n`);
