@@ -416,6 +416,24 @@ t.test('a VF that vanished is released without a restore', async (t) => {
   t.same(w.ctx.store.read().allocations, []);
 });
 
+t.test('a VF whose PF was renamed since the prepare is restored through the new name, not dropped as gone', async (t) => {
+  for (const kind of ['sim', 'fixture'] as const) {
+    const w = makeGuestWorld(t, kind);
+    await w.addPool('hd', POOLS.hd);
+    const renamed = (s: { pfs: Array<{ name: string }> }, to: string) => void (s.pfs[0]!.name = to);
+    // The VF's netdev is named after the PF by whoever probes it: not what is compared.
+    const vf0 = async (pf: string) => ({ ...(await vfNow(w.host, pf as never, '0000:3b:02.0')), netdev: null });
+    const before = await vf0('eth1');
+    await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01' vlan='9'/>`), w.opts);
+    // `ip link set eth1 name lan0` while the guest runs: the VFs stay, with the guest's settings.
+    await w.editKernel((s) => renamed(s, 'lan0'));
+    const r = await releaseGuest(w.ctx, 'vm1', { reason: 'test' });
+    t.same([r.released.map((v) => v.vfAddr), r.vanished], [['0000:3b:02.0'], []], `${kind}: released, not taken for gone`);
+    t.same(await vf0('lan0'), before, `${kind}: MAC, VLAN and driver back as they were`);
+    t.same(w.ctx.store.read().allocations, []);
+  }
+});
+
 t.test('a failure whose undo fails too: exit 1 naming both; the record stays for release or reconcile', async (t) => {
   const w = makeGuestWorld(t, 'sim');
   await w.addPool('hd', POOLS.hd);
