@@ -1,4 +1,4 @@
-import { ConflictError, RollbackError, asVfpoolError, prefixError } from '../errors.js';
+import { ConflictError, RollbackError, asVfpoolError, prefixError, type VfpoolError } from '../errors.js';
 import { journal } from './journal-entries.js';
 import type { DomainSpec } from '../config/domain-xml.js';
 import type { VfRequest } from './requests.js';
@@ -10,7 +10,7 @@ import type { DomainPlanV1 } from '../state/domain-plan.js';
 import type { Context } from './context.js';
 import { allocationsOf, describeAllocation, type GuestOptions, type PrepareResult } from './guest-model.js';
 import { checkPoolsActive, planPrepare, requestsOf, type PlannedVf } from './guest-plan.js';
-import { releaseGuest } from './guest-release.js';
+import { releaseGuest, restoreVfs } from './guest-release.js';
 import { applyVfSteps, describeVfStep } from './vf-steps.js';
 import { buildDomainPlan, checkDeliveryPossible, checkDomainForQemu, defaultDeliveryHostFacts, writeGuestPlan, type DeliveryHostFacts } from './guest-qemu-plan.js';
 import type { VfRequest as Request } from './requests.js';
@@ -252,8 +252,11 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: PrepareOp
   }
   // Step 2: configure, without the lock; undo everything on failure.
   await configureVfs(ctx, reservation, log);
-  // Step 3: ready.
-  const ready = await commitVfs(ctx, reservation, log);
+  // Step 3: ready. A state write failing now (a full or read-only file system) must not leave
+  // the VFs configured for a guest that will not start.
+  const ready = await commitVfs(ctx, reservation, log).catch((err: unknown) =>
+    restoreUnrecorded(ctx, spec.name, reservation.planned.map((p) => p.record), asVfpoolError(err), log),
+  );
   journal.configured(ctx, ready);
   log.info(`Step 3: prepared ${ready.length} VF(s): ${ready.map((a) => `${a.vfAddr} mac ${a.mac}`).join(', ')}`);
   // Step 4: the QEMU plan. A failure here undoes the prepare like any step before it.
@@ -273,10 +276,33 @@ async function writePlanOrUndo(ctx: Context, spec: DomainSpec, ready: Allocation
     try {
       await releaseGuest(ctx, spec.name, { reason: 'prepare failed writing the QEMU plan' });
     } catch (undoErr) {
-      throw new RollbackError(cause, [`release: ${asVfpoolError(undoErr).message}`]);
+      // The state file may be on the same full or read-only file system as the plan.
+      log.warn(`the release undoing the prepare failed: ${asVfpoolError(undoErr).message}`);
+      return restoreUnrecorded(ctx, spec.name, ready, cause, log);
     }
     throw cause;
   }
+}
+
+/**
+ * Puts a failed prepare's VFs back on the host when the state could not be written (a full or
+ * read-only file system): what was changed is known from the records in hand. Their copies in
+ * the state file stay as they are (a later release or `vfpool reconcile` drops them, finding
+ * nothing left to restore), and nothing is handed out twice meanwhile. Throws `cause`, or a
+ * RollbackError naming the restores that failed too.
+ */
+async function restoreUnrecorded(ctx: Context, domain: string, records: Allocation[], cause: VfpoolError, log: Logger): Promise<never> {
+  log.warn(`${cause.message}; restoring the VFs on the host without recording it`);
+  const r = await restoreVfs(ctx, domain, records, log);
+  if (r.failures.length) throw new RollbackError(cause, r.failures.map((f) => `restore: ${f.error.message}`));
+  try {
+    await ctx.store.update((state) => {
+      state.allocations = state.allocations.filter((a) => !(a.owner.domain === domain && r.done.has(a.vfAddr) && (a.worker === process.pid || a.worker === null) && records.some((x) => x.vfAddr === a.vfAddr && x.createdAt === a.createdAt)));
+    });
+  } catch (err) {
+    log.warn(`the records of the restored VFs stay until \`vfpool reconcile\` or a release: ${asVfpoolError(err).message}`);
+  }
+  throw cause;
 }
 
 /**
