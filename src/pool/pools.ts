@@ -247,7 +247,7 @@ export interface StopResult extends StopPlan {
  * start was killed half-way (its intent left behind) is stopped like an active one: its
  * recorded PFs are cleared.
  */
-export async function stopPool(ctx: Context, name: string, opts: { refuse: boolean; dryRun?: boolean }): Promise<StopResult> {
+export async function stopPool(ctx: Context, name: string, opts: { refuse: boolean; dryRun?: boolean; undoStart?: boolean }): Promise<StopResult> {
   const decide = async (state: VfpoolState, env?: OwnerEnv): Promise<StopResult> => {
     const active = state.pools[name];
     if (!active) {
@@ -265,7 +265,15 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
     const pfs = [...new Set([...activated, ...active.bound.map((b) => b.pf)])];
     const facts = await gatherFacts(ctx, pool, pfs, state, gone, env);
     const sharers = await activeDrawers(ctx, state, name);
-    const plan = planPoolStop(pool, activated.filter((pf) => facts.has(pf)), facts, { refuse: opts.refuse, bound: active.bound, sharers });
+    // Undoing a start puts each PF it counts back to its count from before; one there already
+    // (the start had not changed it, or an undo killed before its last write had) is left alone.
+    const before = opts.undoStart && active.change?.kind === 'starting' ? active.change.from.filter((f) => activated.includes(f.pf) && facts.has(f.pf)) : [];
+    const atBefore = (pf: NetdevName) => before.some((f) => f.pf === pf && f.numVfs !== 0 && facts.get(pf)!.info.numVfs === f.numVfs);
+    const plan = planPoolStop(pool, activated.filter((pf) => facts.has(pf) && !atBefore(pf)), facts, { refuse: opts.refuse, bound: active.bound, sharers });
+    for (const f of before) {
+      if (f.numVfs === 0 || atBefore(f.pf) || plan.kept.some((k) => k.pf === f.pf) || plan.shared.some((k) => k.pf === f.pf)) continue;
+      plan.actions.push({ kind: 'write-numvfs', pf: f.pf, from: 0, to: f.numVfs }, { kind: 'await-vfs', pf: f.pf, count: f.numVfs, probed: facts.get(f.pf)!.info.autoprobe });
+    }
     return { pool: name, wasActive: true, applied: false, gone: gone.filter((pf) => activated.includes(pf)), ...plan };
   };
   if (opts.dryRun) return decide(ctx.store.read());
@@ -281,8 +289,11 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
         state.leftovers = [...state.leftovers.filter((l) => l.pf !== pf), { pool: name, pf, since: new Date().toISOString() }];
       }
       const p = state.pools[name]!;
+      const since = new Date().toISOString();
       if (d.actions.length === 0) delete state.pools[name];
-      else p.change = { kind: 'stopping', worker: process.pid, since: new Date().toISOString(), from: await pfCounts(ctx, d.actions.flatMap((a) => (a.kind === 'write-numvfs' ? [a.pf] : []))) };
+      // An undo killed half-way is still an interrupted start: the next reconcile undoes it to the same counts.
+      else if (opts.undoStart && p.change?.kind === 'starting') p.change = { ...p.change, worker: process.pid, since };
+      else p.change = { kind: 'stopping', worker: process.pid, since, from: await pfCounts(ctx, d.actions.flatMap((a) => (a.kind === 'write-numvfs' ? [a.pf] : []))) };
       return d;
     });
     if (!r.wasActive) return r;
@@ -292,10 +303,13 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
       try {
         await applyPlan(ctx.host, r.actions, log, ctx.apply);
       } catch (err) {
-        await ctx.store.update((state) => {
-          const p = state.pools[name];
-          if (p?.change?.worker === process.pid) p.change = null;
-        });
+        // A failed stop leaves the pool active; a failed undo of a start, still an interrupted start.
+        if (!opts.undoStart) {
+          await ctx.store.update((state) => {
+            const p = state.pools[name];
+            if (p?.change?.worker === process.pid) p.change = null;
+          });
+        }
         throw err;
       }
       crashPoint('net-destroy:applied');
@@ -334,7 +348,7 @@ export async function mendPools(ctx: Context, opts: { dryRun?: boolean } = {}): 
     const interrupted = change.kind === 'stopping' ? 'stop' : 'start';
     const keptOf = (r: StopResult) => (r.kept.length ? ` (${r.kept.map((k) => k.reason).join('; ')})` : '');
     if (opts.dryRun) {
-      const r = await stopPool(ctx, name, { refuse: false, dryRun: true });
+      const r = await stopPool(ctx, name, { refuse: false, dryRun: true, undoStart: interrupted === 'start' });
       const verb = interrupted === 'stop' ? 'would finish its interrupted stop' : 'would undo its interrupted start';
       done.push({ pool: name, interrupted, what: `${verb} (vfpool pid ${change.worker} is gone)${keptOf(r)}` });
       continue;
@@ -344,17 +358,8 @@ export async function mendPools(ctx: Context, opts: { dryRun?: boolean } = {}): 
       done.push({ pool: name, interrupted, what: `finished its interrupted stop${keptOf(r)}` });
       continue;
     }
-    const from = change.from;
-    const counted = new Set(p.activated.map((a) => a.pf));
-    const r = await stopPool(ctx, name, { refuse: false });
-    // The start had replaced other VFs on a PF it counts: put that count back.
-    for (const f of from) {
-      if (f.numVfs === 0 || !counted.has(f.pf) || r.kept.some((k) => k.pf === f.pf) || r.shared.some((k) => k.pf === f.pf) || r.gone.includes(f.pf)) continue;
-      await applyPlan(ctx.host, [
-        { kind: 'write-numvfs', pf: f.pf, from: 0, to: f.numVfs },
-        { kind: 'await-vfs', pf: f.pf, count: f.numVfs, probed: (await ctx.host.getPf(f.pf)).autoprobe },
-      ], ctx.log.child(`pool '${name}'`), ctx.apply);
-    }
+    // The start had replaced other VFs on a PF it counts: the undo puts that count back.
+    const r = await stopPool(ctx, name, { refuse: false, undoStart: true });
     done.push({ pool: name, interrupted, what: `undid its interrupted start${keptOf(r)}` });
   }
   return done;
