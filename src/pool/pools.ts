@@ -289,6 +289,7 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
         state.leftovers = [...state.leftovers.filter((l) => l.pf !== pf), { pool: name, pf, since: new Date().toISOString() }];
       }
       const p = state.pools[name]!;
+      handBackOnRelease(state, p.bound, d);
       const since = new Date().toISOString();
       if (d.actions.length === 0) delete state.pools[name];
       // An undo killed half-way is still an interrupted start: the next reconcile undoes it to the same counts.
@@ -322,6 +323,23 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
     for (const pf of r.gone) log.warn(`PF ${pf} no longer exists: nothing to remove on it`);
     log.info('stopped');
     return { ...r, applied: true };
+  }
+}
+
+/**
+ * A VF the start bound to vfio-pci that the stop cannot give its driver back now, because a
+ * guest of vfpool's holds it: its record takes the driver (and netdev) from before the start as
+ * the one to restore, so the guest's release gives it back instead of leaving it on vfio-pci
+ * once the pool, and what it bound, is forgotten.
+ */
+function handBackOnRelease(state: VfpoolState, bound: BoundVf[], stop: StopPlan): void {
+  const handled = (b: BoundVf) =>
+    stop.shared.some((x) => x.pf === b.pf) ||
+    stop.actions.some((a) => (a.kind === 'write-numvfs' && a.pf === b.pf && a.to === 0) || (a.kind === 'bind-vfs' && Array.isArray(a.vfs) && a.vfs.includes(b.vf)));
+  for (const b of bound) {
+    const held = state.allocations.find((a) => a.vfAddr === b.vf && a.saved?.driver === 'vfio-pci');
+    if (!held || handled(b)) continue;
+    held.saved = { ...held.saved!, driver: b.driver, netdev: b.netdev ?? held.saved!.netdev };
   }
 }
 

@@ -434,6 +434,20 @@ t.test('a VF whose PF was renamed since the prepare is restored through the new 
   }
 });
 
+t.test('a VF a managed pool\'s start bound to vfio-pci gets its driver back at its guest\'s release when the pool stopped under the guest', async (t) => {
+  for (const refuse of [false, true]) { // libvirt's stopped end; vfpool net-destroy (a <pf> without <vf num> is not emptied)
+    const w = makeGuestWorld(t, 'sim', { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 3 }] });
+    const before = await w.host.listVfs(w.pf);
+    await w.addPool('mg', `<network><name>mg</name><forward mode='hostdev' managed='yes'><pf dev='eth1'/></forward></network>`);
+    t.same((await w.host.listVfs(w.pf)).map((v) => v.driver), ['vfio-pci', 'vfio-pci', 'vfio-pci'], 'the start bound every VF');
+    await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='mg' mac='52:54:00:00:00:01'/>`), w.opts);
+    await stopPool(w.ctx, 'mg', { refuse });
+    t.same((await w.host.listVfs(w.pf)).map((v) => v.driver), ['vfio-pci', 'iavf', 'iavf'], `refuse ${refuse}: the free VFs got their driver back, the guest's not yet`);
+    await releaseGuest(w.ctx, 'vm1', { reason: 'test' });
+    t.same((await w.host.listVfs(w.pf)).map((v) => [v.driver, v.netdev]), before.map((v) => [v.driver, v.netdev]), `refuse ${refuse}: after the release, every VF has its driver and netdev from before the start`);
+  }
+});
+
 t.test('a failure whose undo fails too: exit 1 naming both; the record stays for release or reconcile', async (t) => {
   const w = makeGuestWorld(t, 'sim');
   await w.addPool('hd', POOLS.hd);
