@@ -122,7 +122,9 @@ export async function commitVfs(ctx: Context, r: Reservation, log: Logger = ctx.
   } catch (err) {
     log.warn(`Step 3: could not read the VFs' netdevs back (${asVfpoolError(err).message}); keeping the names from before`);
   }
-  return ctx.store.update((state) => {
+  // A state write failing now (a full or read-only file system) must not leave the VFs
+  // configured for a guest that will not start (or a migration that will not arrive).
+  const recorded = ctx.store.update((state) => {
     const out: Allocation[] = [];
     for (const p of planned) {
       const a = state.allocations.find((x) => x.owner.domain === domain && x.vfAddr === p.record.vfAddr && x.worker === process.pid);
@@ -136,6 +138,7 @@ export async function commitVfs(ctx: Context, r: Reservation, log: Logger = ctx.
     }
     return out;
   });
+  return recorded.catch((err: unknown) => restoreUnrecorded(ctx, domain, planned.map((p) => p.record), asVfpoolError(err), log));
 }
 
 /**
@@ -252,11 +255,8 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: PrepareOp
   }
   // Step 2: configure, without the lock; undo everything on failure.
   await configureVfs(ctx, reservation, log);
-  // Step 3: ready. A state write failing now (a full or read-only file system) must not leave
-  // the VFs configured for a guest that will not start.
-  const ready = await commitVfs(ctx, reservation, log).catch((err: unknown) =>
-    restoreUnrecorded(ctx, spec.name, reservation.planned.map((p) => p.record), asVfpoolError(err), log),
-  );
+  // Step 3: ready.
+  const ready = await commitVfs(ctx, reservation, log);
   journal.configured(ctx, ready);
   log.info(`Step 3: prepared ${ready.length} VF(s): ${ready.map((a) => `${a.vfAddr} mac ${a.mac}`).join(', ')}`);
   // Step 4: the QEMU plan. A failure here undoes the prepare like any step before it.

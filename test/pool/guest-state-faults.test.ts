@@ -4,6 +4,9 @@ import { join } from 'node:path';
 import { parseDomainXml } from '../../src/config/domain-xml.js';
 import { prepareGuest } from '../../src/pool/guests.js';
 import { reconcile } from '../../src/pool/reconcile.js';
+import { migrationPool } from '../../src/migrate/pool-port.js';
+import type { MacAddress } from '../../src/types.js';
+import { noVfSettings } from '../../src/vf-settings.js';
 import type { StateStore } from '../../src/state/store.js';
 import { fsError } from '../../src/util/fs-errors.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
@@ -62,7 +65,7 @@ t.test('a prepare whose state write fails (full file system) leaves the VFs as t
       hint: 'free space on it',
     }, `state write ${k} fails: one line naming the domain and the file`);
     t.same(await vfsOf(w), (before as { vfs: unknown }).vfs, `state write ${k} fails: every VF as before`);
-    await reconcile(w.ctx, { libvirtRunDir: w.opts.libvirtRunDir!, graceMs: 0 });
+    await reconcile(w.ctx, { libvirtRunDir: w.opts.libvirtRunDir, graceMs: 0 });
     t.same(await w.snapshot(), before, `state write ${k} fails: after reconcile, the host and the state as before`);
   }
 });
@@ -83,6 +86,19 @@ t.test('a prepare whose QEMU plan cannot be written, and whose undoing release c
   await t.rejects(prepareGuest({ ...w.ctx, store: full.store }, spec(), w.opts), { exitCode: 1, message: /^domain 'vm1': cannot write the QEMU plan of domain 'vm1'/ });
   t.same(await vfsOf(w), (before as { vfs: unknown }).vfs, 'with the state full: the VFs restored all the same');
   t.equal(w.ctx.store.read().allocations.length, 2, 'their records stay, as the state file could not change');
-  await reconcile(w.ctx, { libvirtRunDir: w.opts.libvirtRunDir!, graceMs: 0 });
+  await reconcile(w.ctx, { libvirtRunDir: w.opts.libvirtRunDir, graceMs: 0 });
   t.same(await w.snapshot(), before, 'reconcile drops them, nothing left to restore');
+});
+
+t.test("a migration's destination prepare whose state write fails after configuring puts the VFs back the same way", async (t) => {
+  const w = await world(t);
+  const before = await w.snapshot();
+  // reserve writes once, configure's commit next: that one fails.
+  const pool = migrationPool({ ...w.ctx, store: fullFrom(w.ctx.store, 2).store }, null);
+  const settings = { ...noVfSettings(), vlan: 100, trust: true };
+  const reserved = await pool.reserve('vm1', [{ id: 'vfpool-vf0', pool: 'hd', mac: '52:54:00:11:22:33' as MacAddress, settings }], null);
+  await t.rejects(pool.configure('vm1', reserved), { exitCode: 1, message: /^writing .*state\.json: its file system is full \(ENOSPC\)$/ });
+  t.same(await vfsOf(w), (before as { vfs: unknown }).vfs, 'every VF as before');
+  await reconcile(w.ctx, { libvirtRunDir: w.opts.libvirtRunDir, graceMs: 0 });
+  t.same(await w.snapshot(), before, 'after reconcile, the host and the state as before');
 });
