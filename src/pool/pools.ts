@@ -198,7 +198,10 @@ export async function startPool(
     const actions = await ctx.store.update(async (state) => {
       const a = await plan(state, healPorts(ctx, state));
       const changes = a.some((x) => x.kind === 'write-numvfs' || x.kind === 'bind-vfs');
-      const from = changes ? await pfCounts(ctx, pfs) : [];
+      // Mending a start killed half-way: the counts from before that one are the ones to go back to.
+      const earlier = state.pools[pool.name]?.change;
+      const before = earlier?.kind === 'starting' ? earlier.from : [];
+      const from = changes ? (await pfCounts(ctx, pfs)).map((c) => before.find((b) => b.pf === c.pf) ?? c) : [];
       record(state, changes ? { kind: 'starting', worker: process.pid, since: new Date().toISOString(), from } : null);
       return a;
     });
