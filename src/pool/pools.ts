@@ -247,12 +247,14 @@ export interface StopResult extends StopPlan {
  * in use an error (a person's `net-destroy`); libvirt's `stopped end` cannot fail, so there the
  * PF is kept, the pool is marked stopped, and the caller reports what was kept. Like the start,
  * the lock is held to decide and record the intent, not while the VFs are removed. A pool whose
- * start was killed half-way (its intent left behind) is stopped like an active one: its
- * recorded PFs are cleared.
+ * start was killed half-way (its intent left behind) has that start undone: its PFs go back to
+ * their counts from before it (what reconcile does for it too).
  */
-export async function stopPool(ctx: Context, name: string, opts: { refuse: boolean; dryRun?: boolean; undoStart?: boolean }): Promise<StopResult> {
+export async function stopPool(ctx: Context, name: string, opts: { refuse: boolean; dryRun?: boolean }): Promise<StopResult> {
+  let undoStart = false;
   const decide = async (state: VfpoolState, env?: OwnerEnv): Promise<StopResult> => {
     const active = state.pools[name];
+    if (active && active.change?.kind === 'starting' && interruptedChange(active)) undoStart = true;
     if (!active) {
       // A pool neither defined nor running is a typo, not a pool that happens to be stopped.
       if (opts.refuse && ctx.registry.readDefinition(name) === undefined) ctx.registry.unknown(name);
@@ -270,7 +272,7 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
     const sharers = await activeDrawers(ctx, state, name);
     // Undoing a start puts each PF it counts back to its count from before; one there already
     // (the start had not changed it, or an undo killed before its last write had) is left alone.
-    const before = opts.undoStart && active.change?.kind === 'starting' ? active.change.from.filter((f) => activated.includes(f.pf) && facts.has(f.pf)) : [];
+    const before = undoStart && active.change?.kind === 'starting' ? active.change.from.filter((f) => activated.includes(f.pf) && facts.has(f.pf)) : [];
     const atBefore = (pf: NetdevName) => before.some((f) => f.pf === pf && f.numVfs !== 0 && facts.get(pf)!.info.numVfs === f.numVfs);
     const plan = planPoolStop(pool, activated.filter((pf) => facts.has(pf) && !atBefore(pf)), facts, { refuse: opts.refuse, bound: active.bound, sharers });
     for (const f of before) {
@@ -296,7 +298,7 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
       const since = new Date().toISOString();
       if (d.actions.length === 0) delete state.pools[name];
       // An undo killed half-way is still an interrupted start: the next reconcile undoes it to the same counts.
-      else if (opts.undoStart && p.change?.kind === 'starting') p.change = { ...p.change, worker: process.pid, since };
+      else if (undoStart && p.change?.kind === 'starting') p.change = { ...p.change, worker: process.pid, since };
       else p.change = { kind: 'stopping', worker: process.pid, since, from: await pfCounts(ctx, d.actions.flatMap((a) => (a.kind === 'write-numvfs' ? [a.pf] : []))) };
       return d;
     });
@@ -308,7 +310,7 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
         await applyPlan(ctx.host, r.actions, log, ctx.apply);
       } catch (err) {
         // A failed stop leaves the pool active; a failed undo of a start, still an interrupted start.
-        if (!opts.undoStart) {
+        if (!undoStart) {
           await ctx.store.update((state) => {
             const p = state.pools[name];
             if (p?.change?.worker === process.pid) p.change = null;
@@ -369,7 +371,7 @@ export async function mendPools(ctx: Context, opts: { dryRun?: boolean } = {}): 
     const interrupted = change.kind === 'stopping' ? 'stop' : 'start';
     const keptOf = (r: StopResult) => (r.kept.length ? ` (${r.kept.map((k) => k.reason).join('; ')})` : '');
     if (opts.dryRun) {
-      const r = await stopPool(ctx, name, { refuse: false, dryRun: true, undoStart: interrupted === 'start' });
+      const r = await stopPool(ctx, name, { refuse: false, dryRun: true });
       const verb = interrupted === 'stop' ? 'would finish its interrupted stop' : 'would undo its interrupted start';
       done.push({ pool: name, interrupted, what: `${verb} (vfpool pid ${change.worker} is gone)${keptOf(r)}` });
       continue;
@@ -380,7 +382,7 @@ export async function mendPools(ctx: Context, opts: { dryRun?: boolean } = {}): 
       continue;
     }
     // The start had replaced other VFs on a PF it counts: the undo puts that count back.
-    const r = await stopPool(ctx, name, { refuse: false, undoStart: true });
+    const r = await stopPool(ctx, name, { refuse: false });
     done.push({ pool: name, interrupted, what: `undid its interrupted start${keptOf(r)}` });
   }
   return done;

@@ -115,6 +115,23 @@ t.test('reconcile reports the pool start a killed vfpool left half-way, and --dr
   t.notOk(w.ctx.store.read().pools['sriov-pool'], 'the pool is not active');
 });
 
+t.test('net-destroy (or libvirt\'s stop) of a pool whose start was killed half-way undoes that start: the PF gets its count from before', async (t) => {
+  for (const refuse of [true, false]) {
+    const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
+    w.definePool('sriov-pool', SEED_000_POOL);
+    await startPool(w.ctx, parsePoolXml(SEED_000_POOL, 't'), SEED_000_POOL);
+    const gone = spawnSleeper();
+    await gone.kill();
+    await w.ctx.store.update((s) => {
+      s.pools['sriov-pool']!.change = { kind: 'starting', worker: gone.pid, since: new Date().toISOString(), from: [{ pf: 'eth1' as NetdevName, numVfs: 2 }] };
+    });
+    const r = await stopPool(w.ctx, 'sriov-pool', { refuse });
+    t.equal(r.wasActive, true);
+    t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 2, `refuse ${refuse}: the PF has its 2 VFs from before the start`);
+    t.same(w.ctx.store.read().pools, {}, `refuse ${refuse}: the pool is stopped`);
+  }
+});
+
 t.test('an undo of an interrupted start that fails half-way stays an interrupted start: the next reconcile finishes it', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
   w.definePool('sriov-pool', SEED_000_POOL);
