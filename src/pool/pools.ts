@@ -250,10 +250,12 @@ export interface StopResult extends StopPlan {
  * start was killed half-way (its intent left behind) has that start undone: its PFs go back to
  * their counts from before it (what reconcile does for it too).
  */
-export async function stopPool(ctx: Context, name: string, opts: { refuse: boolean; dryRun?: boolean }): Promise<StopResult> {
+export async function stopPool(ctx: Context, name: string, opts: { refuse: boolean; dryRun?: boolean; onlyInterrupted?: boolean }): Promise<StopResult> {
   let undoStart = false;
   const decide = async (state: VfpoolState, env?: OwnerEnv): Promise<StopResult> => {
-    const active = state.pools[name];
+    const found = state.pools[name];
+    // reconcile judged the pool on a read without the lock: a net-start that mended it since is not undone.
+    const active = opts.onlyInterrupted && found && !interruptedChange(found) ? undefined : found;
     if (active && active.change?.kind === 'starting' && interruptedChange(active)) undoStart = true;
     if (!active) {
       // A pool neither defined nor running is a typo, not a pool that happens to be stopped.
@@ -377,13 +379,13 @@ export async function mendPools(ctx: Context, opts: { dryRun?: boolean } = {}): 
       continue;
     }
     if (interrupted === 'stop') {
-      const r = await stopPool(ctx, name, { refuse: false });
-      done.push({ pool: name, interrupted, what: `finished its interrupted stop${keptOf(r)}` });
+      const r = await stopPool(ctx, name, { refuse: false, onlyInterrupted: true });
+      if (r.wasActive) done.push({ pool: name, interrupted, what: `finished its interrupted stop${keptOf(r)}` });
       continue;
     }
     // The start had replaced other VFs on a PF it counts: the undo puts that count back.
-    const r = await stopPool(ctx, name, { refuse: false });
-    done.push({ pool: name, interrupted, what: `undid its interrupted start${keptOf(r)}` });
+    const r = await stopPool(ctx, name, { refuse: false, onlyInterrupted: true });
+    if (r.wasActive) done.push({ pool: name, interrupted, what: `undid its interrupted start${keptOf(r)}` });
   }
   return done;
 }

@@ -132,6 +132,31 @@ t.test('net-destroy (or libvirt\'s stop) of a pool whose start was killed half-w
   }
 });
 
+t.test('reconcile does not undo a start that a net-start mended after reconcile read the state', async (t) => {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
+  w.definePool('sriov-pool', SEED_000_POOL);
+  await startPool(w.ctx, parsePoolXml(SEED_000_POOL, 't'), SEED_000_POOL);
+  const gone = spawnSleeper();
+  await gone.kill();
+  await w.ctx.store.update((s) => {
+    s.pools['sriov-pool']!.change = { kind: 'starting', worker: gone.pid, since: new Date().toISOString(), from: [{ pf: 'eth1' as NetdevName, numVfs: 2 }] };
+  });
+  const seen = w.ctx.store.read();
+  // What reconcile read, without the lock; then a net-start of the pool mends it (the start completes).
+  await w.ctx.store.update((s) => void (s.pools['sriov-pool']!.change = null));
+  let reads = 0;
+  const store = new Proxy(w.ctx.store, {
+    get(target, prop) {
+      if (prop === 'read') return () => (reads++ === 0 ? structuredClone(seen) : target.read());
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  t.same(await mendPools({ ...w.ctx, store }), [], 'nothing to mend any more');
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 4, 'the pool keeps its VFs');
+  t.match(w.ctx.store.read().pools['sriov-pool'], { change: null }, 'and stays active');
+});
+
 t.test('an undo of an interrupted start that fails half-way stays an interrupted start: the next reconcile finishes it', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
   w.definePool('sriov-pool', SEED_000_POOL);
