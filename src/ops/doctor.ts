@@ -3,7 +3,7 @@ import type { Context } from '../pool/context.js';
 import { reconcile } from '../pool/reconcile.js';
 import { asVfpoolError, type VfpoolError } from '../errors.js';
 import { emptyState, type VfpoolState } from '../state/schema.js';
-import { interruptedChange } from '../pool/pools.js';
+import { interruptedChange } from '../pool/pool-changes.js';
 import type { PoolSpec } from '../config/pool-xml.js';
 import { readDomainPlan } from '../state/domain-plan.js';
 import { fail, listDir, pass, type Check } from './doctor-check.js';

@@ -1,5 +1,4 @@
 import type { Settings } from '../config/settings.js';
-import type { NetdevName, PciAddress, PoolMode } from '../types.js';
 import type { Allocation, VfpoolState } from '../state/schema.js';
 
 /**

@@ -11,7 +11,7 @@ import { HostReads, readVfFacts } from './vf-facts.js';
 import { planVfConfigure, savedFromFacts, type VfFacts, type VfWant } from './vf-plan.js';
 import type { VfStep } from './vf-steps.js';
 import { vfSettingsOf } from '../vf-settings.js';
-import { interruptedChange } from './pools.js';
+import { interruptedChange } from './pool-changes.js';
 
 /** The planning half of prepare: which VF serves each request, and the steps that configure it. */
 

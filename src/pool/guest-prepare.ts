@@ -1,4 +1,4 @@
-import { ConflictError, RollbackError, asVfpoolError, prefixError } from '../errors.js';
+import { ConflictError, RollbackError, asVfpoolError, prefixError, type VfpoolError } from '../errors.js';
 import { journal } from './journal-entries.js';
 import type { DomainSpec } from '../config/domain-xml.js';
 import type { VfRequest } from './requests.js';
@@ -10,13 +10,13 @@ import type { DomainPlanV1 } from '../state/domain-plan.js';
 import type { Context } from './context.js';
 import { allocationsOf, describeAllocation, type GuestOptions, type PrepareResult } from './guest-model.js';
 import { checkPoolsActive, planPrepare, requestsOf, type PlannedVf } from './guest-plan.js';
-import { releaseGuest } from './guest-release.js';
+import { releaseGuest, restoreVfs } from './guest-release.js';
 import { applyVfSteps, describeVfStep } from './vf-steps.js';
 import { buildDomainPlan, checkDeliveryPossible, checkDomainForQemu, defaultDeliveryHostFacts, writeGuestPlan, type DeliveryHostFacts } from './guest-qemu-plan.js';
 import type { VfRequest as Request } from './requests.js';
 import { crashPoint } from '../util/crash-point.js';
 import { allocationKeepReason, describeGonePort, judgeAllocation, ownerEnv, pruneGonePorts } from './owners.js';
-import { changingPfs, pfChangingError } from './pools.js';
+import { changingPfs, pfChangingError } from './pool-changes.js';
 
 /** Restores and frees the allocations of other domains that are judged gone (owners.ts). */
 async function freeGoneOwners(ctx: Context, self: string, log: Logger): Promise<void> {
@@ -122,7 +122,9 @@ export async function commitVfs(ctx: Context, r: Reservation, log: Logger = ctx.
   } catch (err) {
     log.warn(`Step 3: could not read the VFs' netdevs back (${asVfpoolError(err).message}); keeping the names from before`);
   }
-  return ctx.store.update((state) => {
+  // A state write failing now (a full or read-only file system) must not leave the VFs
+  // configured for a guest that will not start (or a migration that will not arrive).
+  const recorded = ctx.store.update((state) => {
     const out: Allocation[] = [];
     for (const p of planned) {
       const a = state.allocations.find((x) => x.owner.domain === domain && x.vfAddr === p.record.vfAddr && x.worker === process.pid);
@@ -136,6 +138,7 @@ export async function commitVfs(ctx: Context, r: Reservation, log: Logger = ctx.
     }
     return out;
   });
+  return recorded.catch((err: unknown) => restoreUnrecorded(ctx, domain, planned.map((p) => p.record), asVfpoolError(err), log));
 }
 
 /**
@@ -273,10 +276,33 @@ async function writePlanOrUndo(ctx: Context, spec: DomainSpec, ready: Allocation
     try {
       await releaseGuest(ctx, spec.name, { reason: 'prepare failed writing the QEMU plan' });
     } catch (undoErr) {
-      throw new RollbackError(cause, [`release: ${asVfpoolError(undoErr).message}`]);
+      // The state file may be on the same full or read-only file system as the plan.
+      log.warn(`the release undoing the prepare failed: ${asVfpoolError(undoErr).message}`);
+      return restoreUnrecorded(ctx, spec.name, ready, cause, log);
     }
     throw cause;
   }
+}
+
+/**
+ * Puts a failed prepare's VFs back on the host when the state could not be written (a full or
+ * read-only file system): what was changed is known from the records in hand. Their copies in
+ * the state file stay as they are (a later release or `vfpool reconcile` drops them, finding
+ * nothing left to restore), and nothing is handed out twice meanwhile. Throws `cause`, or a
+ * RollbackError naming the restores that failed too.
+ */
+async function restoreUnrecorded(ctx: Context, domain: string, records: Allocation[], cause: VfpoolError, log: Logger): Promise<never> {
+  log.warn(`${cause.message}; restoring the VFs on the host without recording it`);
+  const r = await restoreVfs(ctx, domain, records, log);
+  if (r.failures.length) throw new RollbackError(cause, r.failures.map((f) => `restore: ${f.error.message}`));
+  try {
+    await ctx.store.update((state) => {
+      state.allocations = state.allocations.filter((a) => !(a.owner.domain === domain && r.done.has(a.vfAddr) && (a.worker === process.pid || a.worker === null) && records.some((x) => x.vfAddr === a.vfAddr && x.createdAt === a.createdAt)));
+    });
+  } catch (err) {
+    log.warn(`the records of the restored VFs stay until \`vfpool reconcile\` or a release: ${asVfpoolError(err).message}`);
+  }
+  throw cause;
 }
 
 /**

@@ -6,7 +6,7 @@ import { crashPoint } from '../util/crash-point.js';
 import type { Allocation } from '../state/schema.js';
 import type { Context } from './context.js';
 import { allocationsOf, describeAllocation, whereOf, type GuestVf, type ReleaseResult } from './guest-model.js';
-import { readVfFacts } from './vf-facts.js';
+import { readRecordedVfFacts } from './vf-facts.js';
 import { planVfRestore, type VfFacts } from './vf-plan.js';
 import { applyVfSteps, describeVfStep } from './vf-steps.js';
 import { dropGuestPlan } from './guest-qemu-plan.js';
@@ -87,7 +87,7 @@ export async function planReleaseGuest(ctx: Context, domain: string): Promise<{ 
   for (const a of mine) {
     const where = whereOf(domain, a.pool, a);
     try {
-      const steps = planVfRestore(a, await readVfFacts(ctx.host, a.pf, a.vfAddr));
+      const steps = planVfRestore(a, await readRecordedVfFacts(ctx.host, a.pf, a.vfAddr));
       plan.push(`${where}: restore (${steps.length} step(s)) and free`);
       for (const s of steps) plan.push(describeVfStep(s));
     } catch (err) {
@@ -117,7 +117,8 @@ export async function restoreVfs(ctx: Context, domain: string, claimed: Allocati
     const where = whereOf(domain, a.pool, a);
     let facts: VfFacts;
     try {
-      facts = await readVfFacts(ctx.host, a.pf, a.vfAddr);
+      facts = await readRecordedVfFacts(ctx.host, a.pf, a.vfAddr);
+      if (facts.pf.name !== a.pf) log.warn(`${where}: PF ${a.pf} is called ${facts.pf.name} now; restoring the VF through that name`);
     } catch (err) {
       const e = asVfpoolError(err);
       if (e instanceof HostError && (e.code === 'ENODEV' || e.code === 'ENOENT')) {

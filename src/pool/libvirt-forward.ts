@@ -30,3 +30,28 @@ export async function refuseLibvirtPassthroughOfPf(ctx: Context, net: XmlElement
     );
   }
 }
+
+/**
+ * libvirt follows a refused `start begin` with `stopped end` (networkStartNetwork's cleanup runs
+ * networkShutdownNetwork). When the pool was already running before that start (`vfpool
+ * net-start`; `startedAt` as read before it), the refusal is marked so that this `stopped end`
+ * leaves the pool running: it was not libvirt's start to undo.
+ */
+export async function markLibvirtStartRefused(ctx: Context, name: string, runningSince: string | undefined): Promise<void> {
+  if (runningSince === undefined) return;
+  await ctx.store.update((state) => {
+    const p = state.pools[name];
+    if (p && p.startedAt === runningSince && p.change === null) p.libvirtStartRefused = new Date().toISOString();
+  });
+}
+
+/** Whether this `stopped end` follows a refused libvirt start of a running pool; clears the mark. */
+export async function takeLibvirtStartRefused(ctx: Context, name: string): Promise<boolean> {
+  if (!ctx.store.read().pools[name]?.libvirtStartRefused) return false;
+  return ctx.store.update((state) => {
+    const p = state.pools[name];
+    if (!p?.libvirtStartRefused) return false;
+    p.libvirtStartRefused = null;
+    return true;
+  });
+}

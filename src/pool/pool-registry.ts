@@ -82,7 +82,10 @@ export class PoolRegistry {
     } catch (err) {
       throw fsError(err, this.dir, 'the pool definitions directory', 'VFPOOL_CONFIG_DIR');
     }
-    await writeFileAtomic(this.fileOf(spec.name), xml.endsWith('\n') ? xml : xml + '\n', { mode: 0o644 });
+    const file = this.fileOf(spec.name);
+    // A read-only or full /etc is one line naming the file, not Node's error (write-file-atomic
+    // removes its temp file, so nothing is left).
+    await writeFileAtomic(file, xml.endsWith('\n') ? xml : xml + '\n', { mode: 0o644 }).catch((err: unknown) => Promise.reject(fsError(err, file, 'the pool definition', 'VFPOOL_CONFIG_DIR')));
     return spec;
   }
 
@@ -103,7 +106,12 @@ export class PoolRegistry {
   }
 
   undefine(name: string): void {
-    rmSync(this.undefinable(name));
+    const file = this.undefinable(name);
+    try {
+      rmSync(file);
+    } catch (err) {
+      throw fsError(err, file, 'the pool definition', 'VFPOOL_CONFIG_DIR');
+    }
   }
 
   /** Names of every pool, defined or running. */

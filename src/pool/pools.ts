@@ -7,8 +7,9 @@ import { boundByPlan, planPoolStart, planPoolStop, type PfFacts, type PoolUse, t
 import type { Context } from './context.js';
 import { findVfUses } from './in-use.js';
 import { applyPlan, describeAction, type Action } from './plan.js';
-import type { ActivePool, BoundVf, PoolChange, VfpoolState } from '../state/schema.js';
+import type { ActivePool, BoundVf, VfpoolState } from '../state/schema.js';
 import { crashPoint } from '../util/crash-point.js';
+import { interruptedChange, refuseChanging } from './pool-changes.js';
 import { isAlive } from '../util/process.js';
 import { describeGonePort, ownerEnv, pruneGonePorts, type OwnerEnv } from './owners.js';
 
@@ -104,41 +105,6 @@ export interface StartResult {
   unresolved: string[];
 }
 
-/**
- * The start or stop a killed vfpool left on a pool (its worker is gone, and is not this process),
- * or null: guests of the pool are refused, doctor says so, and reconcile (or the next start)
- * undoes such a start and finishes such a stop.
- */
-export function interruptedChange(p: ActivePool): PoolChange | null {
-  return p.change !== null && p.change.worker !== process.pid && !isAlive(p.change.worker) ? p.change : null;
-}
-
-/**
- * The PFs a live vfpool process is changing right now (a start or stop between its intent and
- * its end), with who: a guest of such a PF gets a clear "try again" instead of a VF that is
- * about to vanish. Changes whose worker died are not listed: they are mended, not waited for.
- */
-export function changingPfs(state: VfpoolState): Map<string, { pool: string; worker: number; kind: string }> {
-  const out = new Map<string, { pool: string; worker: number; kind: string }>();
-  for (const [name, p] of Object.entries(state.pools)) {
-    if (!p.change || p.change.worker === process.pid || !isAlive(p.change.worker)) continue;
-    for (const f of p.change.from) out.set(f.pf, { pool: name, worker: p.change.worker, kind: p.change.kind });
-  }
-  return out;
-}
-
-export function pfChangingError(pf: string, c: { pool: string; worker: number }): ConflictError {
-  return new ConflictError(`PF ${pf} is being reconfigured by pool '${c.pool}' (vfpool pid ${c.worker})`, 'try again in a few seconds');
-}
-
-function refuseChanging(state: VfpoolState, pfs: string[]): void {
-  const changing = changingPfs(state);
-  for (const pf of pfs) {
-    const c = changing.get(pf);
-    if (c) throw pfChangingError(pf, c);
-  }
-}
-
 /** Decisions about VFs heal the records whose owner is gone (see owners.ts). */
 function healPorts(ctx: Context, state: VfpoolState): OwnerEnv {
   const env = ownerEnv(ctx.settings.libvirtRunDir);
@@ -211,12 +177,15 @@ export async function startPool(
       };
     };
     // 1. Under the lock: check, plan, record the intent.
-    let before: ActivePool | undefined;
+    let runningBefore: ActivePool | undefined;
     const actions = await ctx.store.update(async (state) => {
       const a = await plan(state, healPorts(ctx, state));
-      before = structuredClone(state.pools[pool.name]);
+      runningBefore = structuredClone(state.pools[pool.name]);
       const changes = a.some((x) => x.kind === 'write-numvfs' || x.kind === 'bind-vfs');
-      const from = changes ? await pfCounts(ctx, pfs) : [];
+      // Mending a start killed half-way: the counts from before that one are the ones to go back to.
+      const earlier = state.pools[pool.name]?.change;
+      const before = earlier?.kind === 'starting' ? earlier.from : [];
+      const from = changes ? (await pfCounts(ctx, pfs)).map((c) => before.find((b) => b.pf === c.pf) ?? c) : [];
       record(state, changes ? { kind: 'starting', worker: process.pid, since: new Date().toISOString(), from } : null);
       return a;
     });
@@ -234,7 +203,7 @@ export async function startPool(
       await ctx.store.update((state) => {
         if (state.pools[pool.name]?.change?.worker !== process.pid) return;
         // Undone: a pool that ran before this start (libvirt's start of a running pool) runs as it did.
-        if (before) state.pools[pool.name] = before;
+        if (runningBefore) state.pools[pool.name] = runningBefore;
         else delete state.pools[pool.name];
       });
       throw err;
@@ -265,12 +234,16 @@ export interface StopResult extends StopPlan {
  * in use an error (a person's `net-destroy`); libvirt's `stopped end` cannot fail, so there the
  * PF is kept, the pool is marked stopped, and the caller reports what was kept. Like the start,
  * the lock is held to decide and record the intent, not while the VFs are removed. A pool whose
- * start was killed half-way (its intent left behind) is stopped like an active one: its
- * recorded PFs are cleared.
+ * start was killed half-way (its intent left behind) has that start undone: its PFs go back to
+ * their counts from before it (what reconcile does for it too).
  */
-export async function stopPool(ctx: Context, name: string, opts: { refuse: boolean; dryRun?: boolean }): Promise<StopResult> {
+export async function stopPool(ctx: Context, name: string, opts: { refuse: boolean; dryRun?: boolean; onlyInterrupted?: boolean }): Promise<StopResult> {
+  let undoStart = false;
   const decide = async (state: VfpoolState, env?: OwnerEnv): Promise<StopResult> => {
-    const active = state.pools[name];
+    const found = state.pools[name];
+    // reconcile judged the pool on a read without the lock: a net-start that mended it since is not undone.
+    const active = opts.onlyInterrupted && found && !interruptedChange(found) ? undefined : found;
+    if (active && active.change?.kind === 'starting' && interruptedChange(active)) undoStart = true;
     if (!active) {
       // A pool neither defined nor running is a typo, not a pool that happens to be stopped.
       if (opts.refuse && ctx.registry.readDefinition(name) === undefined) ctx.registry.unknown(name);
@@ -287,7 +260,15 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
     const facts = await gatherFacts(ctx, pool, pfs, state, gone, env);
     const sharers = await activeDrawers(ctx, state, name);
     const vfioKept = await vfioKeptByOthers(ctx, state, name);
-    const plan = planPoolStop(pool, activated.filter((pf) => facts.has(pf)), facts, { refuse: opts.refuse, bound: active.bound, sharers, vfioKept });
+    // Undoing a start puts each PF it counts back to its count from before; one there already
+    // (the start had not changed it, or an undo killed before its last write had) is left alone.
+    const before = undoStart && active.change?.kind === 'starting' ? active.change.from.filter((f) => activated.includes(f.pf) && facts.has(f.pf)) : [];
+    const atBefore = (pf: NetdevName) => before.some((f) => f.pf === pf && f.numVfs !== 0 && facts.get(pf)!.info.numVfs === f.numVfs);
+    const plan = planPoolStop(pool, activated.filter((pf) => facts.has(pf) && !atBefore(pf)), facts, { refuse: opts.refuse, bound: active.bound, sharers, vfioKept });
+    for (const f of before) {
+      if (f.numVfs === 0 || atBefore(f.pf) || plan.kept.some((k) => k.pf === f.pf) || plan.shared.some((k) => k.pf === f.pf)) continue;
+      plan.actions.push({ kind: 'write-numvfs', pf: f.pf, from: 0, to: f.numVfs }, { kind: 'await-vfs', pf: f.pf, count: f.numVfs, probed: facts.get(f.pf)!.info.autoprobe });
+    }
     return { pool: name, wasActive: true, applied: false, gone: gone.filter((pf) => activated.includes(pf)), ...plan };
   };
   if (opts.dryRun) return decide(ctx.store.read());
@@ -303,8 +284,12 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
         state.leftovers = [...state.leftovers.filter((l) => l.pf !== pf), { pool: name, pf, since: new Date().toISOString() }];
       }
       const p = state.pools[name]!;
+      handBackOnRelease(state, p.bound, d);
+      const since = new Date().toISOString();
       if (d.actions.length === 0) delete state.pools[name];
-      else p.change = { kind: 'stopping', worker: process.pid, since: new Date().toISOString(), from: await pfCounts(ctx, d.actions.flatMap((a) => (a.kind === 'write-numvfs' ? [a.pf] : []))) };
+      // An undo killed half-way is still an interrupted start: the next reconcile undoes it to the same counts.
+      else if (undoStart && p.change?.kind === 'starting') p.change = { ...p.change, worker: process.pid, since };
+      else p.change = { kind: 'stopping', worker: process.pid, since, from: await pfCounts(ctx, d.actions.flatMap((a) => (a.kind === 'write-numvfs' ? [a.pf] : []))) };
       return d;
     });
     if (!r.wasActive) return r;
@@ -314,10 +299,13 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
       try {
         await applyPlan(ctx.host, r.actions, log, ctx.apply);
       } catch (err) {
-        await ctx.store.update((state) => {
-          const p = state.pools[name];
-          if (p?.change?.worker === process.pid) p.change = null;
-        });
+        // A failed stop leaves the pool active; a failed undo of a start, still an interrupted start.
+        if (!undoStart) {
+          await ctx.store.update((state) => {
+            const p = state.pools[name];
+            if (p?.change?.worker === process.pid) p.change = null;
+          });
+        }
         throw err;
       }
       crashPoint('net-destroy:applied');
@@ -330,6 +318,23 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
     for (const pf of r.gone) log.warn(`PF ${pf} no longer exists: nothing to remove on it`);
     log.info('stopped');
     return { ...r, applied: true };
+  }
+}
+
+/**
+ * A VF the start bound to vfio-pci that the stop cannot give its driver back now, because a
+ * guest of vfpool's holds it: its record takes the driver (and netdev) from before the start as
+ * the one to restore, so the guest's release gives it back instead of leaving it on vfio-pci
+ * once the pool, and what it bound, is forgotten.
+ */
+function handBackOnRelease(state: VfpoolState, bound: BoundVf[], stop: StopPlan): void {
+  const handled = (b: BoundVf) =>
+    stop.shared.some((x) => x.pf === b.pf) ||
+    stop.actions.some((a) => (a.kind === 'write-numvfs' && a.pf === b.pf && a.to === 0) || (a.kind === 'bind-vfs' && Array.isArray(a.vfs) && a.vfs.includes(b.vf)));
+  for (const b of bound) {
+    const held = state.allocations.find((a) => a.vfAddr === b.vf && a.saved?.driver === 'vfio-pci');
+    if (!held || handled(b)) continue;
+    held.saved = { ...held.saved!, driver: b.driver, netdev: b.netdev ?? held.saved!.netdev };
   }
 }
 
@@ -362,51 +367,17 @@ export async function mendPools(ctx: Context, opts: { dryRun?: boolean } = {}): 
       continue;
     }
     if (interrupted === 'stop') {
-      const r = await stopPool(ctx, name, { refuse: false });
-      done.push({ pool: name, interrupted, what: `finished its interrupted stop${keptOf(r)}` });
+      const r = await stopPool(ctx, name, { refuse: false, onlyInterrupted: true });
+      if (r.wasActive) done.push({ pool: name, interrupted, what: `finished its interrupted stop${keptOf(r)}` });
       continue;
     }
-    const from = change.from;
-    const counted = new Set(p.activated.map((a) => a.pf));
-    const r = await stopPool(ctx, name, { refuse: false });
-    // The start had replaced other VFs on a PF it counts: put that count back.
-    for (const f of from) {
-      if (f.numVfs === 0 || !counted.has(f.pf) || r.kept.some((k) => k.pf === f.pf) || r.shared.some((k) => k.pf === f.pf) || r.gone.includes(f.pf)) continue;
-      await applyPlan(ctx.host, [
-        { kind: 'write-numvfs', pf: f.pf, from: 0, to: f.numVfs },
-        { kind: 'await-vfs', pf: f.pf, count: f.numVfs, probed: (await ctx.host.getPf(f.pf)).autoprobe },
-      ], ctx.log.child(`pool '${name}'`), ctx.apply);
-    }
-    done.push({ pool: name, interrupted, what: `undid its interrupted start${keptOf(r)}` });
+    // The start had replaced other VFs on a PF it counts: the undo puts that count back.
+    const r = await stopPool(ctx, name, { refuse: false, onlyInterrupted: true });
+    if (r.wasActive) done.push({ pool: name, interrupted, what: `undid its interrupted start${keptOf(r)}` });
   }
   return done;
 }
 
 export function formatPlan(actions: Action[]): string[] {
   return actions.length ? actions.map((a, i) => `${i + 1}. ${describeAction(a)}`) : ['nothing to do'];
-}
-
-/**
- * libvirt follows a refused `start begin` with `stopped end` (networkStartNetwork's cleanup runs
- * networkShutdownNetwork). When the pool was already running before that start (`vfpool
- * net-start`; `startedAt` as read before it), the refusal is marked so that this `stopped end`
- * leaves the pool running: it was not libvirt's start to undo.
- */
-export async function markLibvirtStartRefused(ctx: Context, name: string, runningSince: string | undefined): Promise<void> {
-  if (runningSince === undefined) return;
-  await ctx.store.update((state) => {
-    const p = state.pools[name];
-    if (p && p.startedAt === runningSince && p.change === null) p.libvirtStartRefused = new Date().toISOString();
-  });
-}
-
-/** Whether this `stopped end` follows a refused libvirt start of a running pool; clears the mark. */
-export async function takeLibvirtStartRefused(ctx: Context, name: string): Promise<boolean> {
-  if (!ctx.store.read().pools[name]?.libvirtStartRefused) return false;
-  return ctx.store.update((state) => {
-    const p = state.pools[name];
-    if (!p?.libvirtStartRefused) return false;
-    p.libvirtStartRefused = null;
-    return true;
-  });
 }

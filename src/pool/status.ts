@@ -4,7 +4,7 @@ import type { Context } from './context.js';
 import type { PoolSpec } from '../config/pool-xml.js';
 import { knownVfNetdevs, resolvePoolMembers } from './allocation.js';
 import { findVfUses, portHoldsVf, vfioHoldersOnce } from './in-use.js';
-import { interruptedChange } from './pools.js';
+import { interruptedChange } from './pool-changes.js';
 import type { ActivePool } from '../state/schema.js';
 
 export interface VfStatus {

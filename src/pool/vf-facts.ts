@@ -55,3 +55,19 @@ export async function readVfFacts(host: Host, pf: NetdevName, vfAddr: PciAddress
     group: vf.iommuGroup ? await host.iommuGroupDevices(vf.iommuGroup) : [],
   };
 }
+
+/**
+ * readVfFacts for a VF recorded under the name its PF had then. A PF renamed since (`ip link set
+ * eth1 name lan0`, udev) still has the VF, with the guest's settings: it is found through the
+ * VF's `physfn`, so a release restores it rather than taking it for gone and dropping its record.
+ */
+export async function readRecordedVfFacts(host: Host, pf: NetdevName, vfAddr: PciAddress): Promise<VfFacts> {
+  try {
+    return await readVfFacts(host, pf, vfAddr);
+  } catch (err) {
+    if (!(err instanceof HostError) || (err.code !== 'ENODEV' && err.code !== 'ENOENT')) throw err;
+    const now = await host.physfnOf(vfAddr).catch(() => null);
+    if (now === null || now === pf) throw err;
+    return readVfFacts(host, now, vfAddr);
+  }
+}

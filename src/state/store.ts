@@ -1,4 +1,4 @@
-import { closeSync, constants, fchmodSync, lstatSync, mkdirSync, openSync, readdirSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, lstatSync, openSync, readdirSync } from 'node:fs';
 import { makeDir } from '../util/make-dir.js';
 import { BadInputError, errnoOf } from '../errors.js';
 import { join } from 'node:path';

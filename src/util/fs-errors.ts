@@ -33,6 +33,9 @@ export function fsError(err: unknown, path: string, what: string, setting?: stri
       return new HostError(`${what} ${path}: permission denied (${code})`, { code, hint: 'run vfpool as root', cause: err });
     case 'EROFS':
       return new HostError(`${what} ${path} is on a read-only file system`, { code, hint: `make it writable${moveIt}`, cause: err });
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return new HostError(`${what} ${path}: its file system is full (${code})`, { code, hint: `free space on it${moveIt}`, cause: err });
     default:
       return new HostError(`${what} ${path}: ${code ?? (err instanceof Error ? err.message : String(err))}`, { code, hint: 'check the file system (dmesg)', cause: err });
   }

@@ -160,7 +160,8 @@ export async function updateJsonFileLocked<T, R>(
     if (crashName) crashPoint(`${crashName}:locked`);
     const current = read();
     const { next, result, afterWrite } = await fn(current);
-    if (next !== undefined) await writeJsonFileAtomic(file, next, mode, write);
+    // A full or read-only file system fails here, with nothing written (the temp file removed).
+    if (next !== undefined) await writeJsonFileAtomic(file, next, mode, write).catch((err: unknown) => Promise.reject(fsError(err, file, 'writing')));
     if (crashName) crashPoint(`${crashName}:written`);
     afterWrite?.();
     return result;

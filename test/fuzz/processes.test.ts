@@ -14,7 +14,7 @@ import t, { type Test } from 'tap';
 import fc from 'fast-check';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { makeSimEnv, SEED_000_POOL, type SimEnv } from '../helpers/env.js';
+import { SEED_000_POOL, type SimEnv } from '../helpers/env.js';
 import { seededWorlds } from '../helpers/file-tree.js';
 import { checkProperty, invalidName } from '../helpers/fuzz.js';
 import { domainXml, NS } from '../helpers/libvirt-domains.js';

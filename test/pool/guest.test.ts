@@ -416,6 +416,38 @@ t.test('a VF that vanished is released without a restore', async (t) => {
   t.same(w.ctx.store.read().allocations, []);
 });
 
+t.test('a VF whose PF was renamed since the prepare is restored through the new name, not dropped as gone', async (t) => {
+  for (const kind of ['sim', 'fixture'] as const) {
+    const w = makeGuestWorld(t, kind);
+    await w.addPool('hd', POOLS.hd);
+    const renamed = (s: { pfs: Array<{ name: string }> }, to: string) => void (s.pfs[0]!.name = to);
+    // The VF's netdev is named after the PF by whoever probes it: not what is compared.
+    const vf0 = async (pf: string) => ({ ...(await vfNow(w.host, pf as never, '0000:3b:02.0')), netdev: null });
+    const before = await vf0('eth1');
+    await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01' vlan='9'/>`), w.opts);
+    // `ip link set eth1 name lan0` while the guest runs: the VFs stay, with the guest's settings.
+    await w.editKernel((s) => renamed(s, 'lan0'));
+    const r = await releaseGuest(w.ctx, 'vm1', { reason: 'test' });
+    t.same([r.released.map((v) => v.vfAddr), r.vanished], [['0000:3b:02.0'], []], `${kind}: released, not taken for gone`);
+    t.same(await vf0('lan0'), before, `${kind}: MAC, VLAN and driver back as they were`);
+    t.same(w.ctx.store.read().allocations, []);
+  }
+});
+
+t.test('a VF a managed pool\'s start bound to vfio-pci gets its driver back at its guest\'s release when the pool stopped under the guest', async (t) => {
+  for (const refuse of [false, true]) { // libvirt's stopped end; vfpool net-destroy (a <pf> without <vf num> is not emptied)
+    const w = makeGuestWorld(t, 'sim', { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 3 }] });
+    const before = await w.host.listVfs(w.pf);
+    await w.addPool('mg', `<network><name>mg</name><forward mode='hostdev' managed='yes'><pf dev='eth1'/></forward></network>`);
+    t.same((await w.host.listVfs(w.pf)).map((v) => v.driver), ['vfio-pci', 'vfio-pci', 'vfio-pci'], 'the start bound every VF');
+    await prepareGuest(w.ctx, spec('vm1', `<vfpool:hostdev pool='mg' mac='52:54:00:00:00:01'/>`), w.opts);
+    await stopPool(w.ctx, 'mg', { refuse });
+    t.same((await w.host.listVfs(w.pf)).map((v) => v.driver), ['vfio-pci', 'iavf', 'iavf'], `refuse ${refuse}: the free VFs got their driver back, the guest's not yet`);
+    await releaseGuest(w.ctx, 'vm1', { reason: 'test' });
+    t.same((await w.host.listVfs(w.pf)).map((v) => [v.driver, v.netdev]), before.map((v) => [v.driver, v.netdev]), `refuse ${refuse}: after the release, every VF has its driver and netdev from before the start`);
+  }
+});
+
 t.test('a failure whose undo fails too: exit 1 naming both; the record stays for release or reconcile', async (t) => {
   const w = makeGuestWorld(t, 'sim');
   await w.addPool('hd', POOLS.hd);

@@ -1,5 +1,6 @@
 import t from 'tap';
-import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import fs, { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { PoolRegistry } from '../../src/pool/pool-registry.js';
 import { StateStore } from '../../src/state/store.js';
@@ -28,6 +29,36 @@ t.test('define writes NAME.xml (0644, one trailing newline), get and names find 
   t.same(reg.names(), ['p1'], 'only *.xml files are pools');
   reg.undefine('p1');
   t.same(reg.names(), []);
+});
+
+t.test('a read-only or full definitions directory: define and undefine are one line naming the file (exit 1), nothing changed', async (t) => {
+  const { dir, reg } = registry(t);
+  const xml = poolXml('eth1', 2, { name: 'p1' });
+  await reg.define(xml, 'p1.xml');
+  const file = join(dir, 'etc/networks/p1.xml');
+  const refuse = (call: 'open' | 'rmSync', code: string) => {
+    const real = fs[call];
+    (fs as unknown as Record<string, unknown>)[call] = () => {
+      throw Object.assign(new Error(`${code}: refused`), { code });
+    };
+    syncBuiltinESMExports();
+    return () => {
+      (fs as unknown as Record<string, unknown>)[call] = real;
+      syncBuiltinESMExports();
+    };
+  };
+  let undo = refuse('open', 'EROFS'); // write-file-atomic opens its temp file through fs.open
+  await t.rejects(reg.define(poolXml('eth1', 4, { name: 'p1' }), 'p1.xml').finally(undo), {
+    exitCode: 1,
+    message: `the pool definition ${file} is on a read-only file system`,
+    hint: 'make it writable, or point VFPOOL_CONFIG_DIR elsewhere',
+  });
+  undo = refuse('open', 'ENOSPC');
+  await t.rejects(reg.define(poolXml('eth1', 4, { name: 'p1' }), 'p1.xml').finally(undo), { exitCode: 1, message: `the pool definition ${file}: its file system is full (ENOSPC)` });
+  t.equal(readFileSync(file, 'utf8'), xml + '\n', 'the definition as it was');
+  undo = refuse('rmSync', 'EROFS');
+  t.throws(() => { try { reg.undefine('p1'); } finally { undo(); } }, { exitCode: 1, message: `the pool definition ${file} is on a read-only file system` });
+  t.same(readdirSync(join(dir, 'etc/networks')), ['p1.xml'], 'still defined, no temp file left');
 });
 
 t.test('refusals: unknown pool (exit 2), a bad name (exit 2, no file read), undefining an active pool (exit 3)', async (t) => {

@@ -2,7 +2,8 @@ import t from 'tap';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parsePoolXml } from '../../src/config/pool-xml.js';
-import { startPool, stopPool } from '../../src/pool/pools.js';
+import { mendPools, startPool, stopPool } from '../../src/pool/pools.js';
+import { HostError } from '../../src/errors.js';
 import { findVfUses } from '../../src/pool/in-use.js';
 import type { SimState } from '../../src/host/sim-kernel.js';
 import type { NetdevName } from '../../src/types.js';
@@ -145,6 +146,74 @@ t.test('reconcile reports the pool start a killed vfpool left half-way, and --dr
   t.same(r.pools, [{ pool: 'sriov-pool', interrupted: 'start', what: 'undid its interrupted start' }]);
   t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 2, 'the PF has its count from before the start');
   t.notOk(w.ctx.store.read().pools['sriov-pool'], 'the pool is not active');
+});
+
+t.test('net-destroy (or libvirt\'s stop) of a pool whose start was killed half-way undoes that start: the PF gets its count from before', async (t) => {
+  for (const refuse of [true, false]) {
+    const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
+    w.definePool('sriov-pool', SEED_000_POOL);
+    await startPool(w.ctx, parsePoolXml(SEED_000_POOL, 't'), SEED_000_POOL);
+    const gone = spawnSleeper();
+    await gone.kill();
+    await w.ctx.store.update((s) => {
+      s.pools['sriov-pool']!.change = { kind: 'starting', worker: gone.pid, since: new Date().toISOString(), from: [{ pf: 'eth1' as NetdevName, numVfs: 2 }] };
+    });
+    const r = await stopPool(w.ctx, 'sriov-pool', { refuse });
+    t.equal(r.wasActive, true);
+    t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 2, `refuse ${refuse}: the PF has its 2 VFs from before the start`);
+    t.same(w.ctx.store.read().pools, {}, `refuse ${refuse}: the pool is stopped`);
+  }
+});
+
+t.test('reconcile does not undo a start that a net-start mended after reconcile read the state', async (t) => {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
+  w.definePool('sriov-pool', SEED_000_POOL);
+  await startPool(w.ctx, parsePoolXml(SEED_000_POOL, 't'), SEED_000_POOL);
+  const gone = spawnSleeper();
+  await gone.kill();
+  await w.ctx.store.update((s) => {
+    s.pools['sriov-pool']!.change = { kind: 'starting', worker: gone.pid, since: new Date().toISOString(), from: [{ pf: 'eth1' as NetdevName, numVfs: 2 }] };
+  });
+  const seen = w.ctx.store.read();
+  // What reconcile read, without the lock; then a net-start of the pool mends it (the start completes).
+  await w.ctx.store.update((s) => void (s.pools['sriov-pool']!.change = null));
+  let reads = 0;
+  const store = new Proxy(w.ctx.store, {
+    get(target, prop) {
+      if (prop === 'read') return () => (reads++ === 0 ? structuredClone(seen) : target.read());
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  t.same(await mendPools({ ...w.ctx, store }), [], 'nothing to mend any more');
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 4, 'the pool keeps its VFs');
+  t.match(w.ctx.store.read().pools['sriov-pool'], { change: null }, 'and stays active');
+});
+
+t.test('an undo of an interrupted start that fails half-way stays an interrupted start: the next reconcile finishes it', async (t) => {
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
+  w.definePool('sriov-pool', SEED_000_POOL);
+  await startPool(w.ctx, parsePoolXml(SEED_000_POOL, 't'), SEED_000_POOL);
+  const gone = spawnSleeper();
+  await gone.kill();
+  const interrupted = (worker: number) => ({ kind: 'starting' as const, worker, since: new Date().toISOString(), from: [{ pf: 'eth1' as NetdevName, numVfs: 2 }] });
+  await w.ctx.store.update((s) => void (s.pools['sriov-pool']!.change = interrupted(gone.pid)));
+  // The PF refuses to get its 2 VFs back (after the pool's 4 were removed).
+  const host = new Proxy(w.sim, {
+    get(target, prop) {
+      if (prop === 'writeNumVfs') return async (pf: NetdevName, n: number) => (n === 2 ? Promise.reject(new HostError('injected failure', { code: 'EIO' })) : target.writeNumVfs(pf, n));
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  await t.rejects(mendPools({ ...w.ctx, host }), { message: /injected failure/ });
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 4, 'the failed undo was undone in turn: the pool\'s VFs');
+  t.match(w.ctx.store.read().pools['sriov-pool']?.change, { kind: 'starting', worker: process.pid, from: [{ pf: 'eth1', numVfs: 2 }] }, 'still an interrupted start, with the count to put back');
+  // This process ends; the next reconcile is another one.
+  await w.ctx.store.update((s) => void (s.pools['sriov-pool']!.change = interrupted(gone.pid)));
+  t.same(await mendPools(w.ctx), [{ pool: 'sriov-pool', interrupted: 'start', what: 'undid its interrupted start' }]);
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 2, 'the PF has its count from before the start');
+  t.same(w.ctx.store.read().pools, {});
 });
 
 t.test('VFs libvirt\'s stop had to keep (one in use) are removed by reconcile once none is', async (t) => {

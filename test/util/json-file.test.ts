@@ -1,5 +1,5 @@
 import t from 'tap';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import fs, { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { LockTimeoutError } from '../../src/errors.js';
@@ -59,6 +59,24 @@ t.test('updateJsonFileLocked: a lock another process holds is exit 3 after the t
   t.match(err, { exitCode: 3, message: `lock ${file}.lock is held by another vfpool process (waited 0 s)`, hint: /try again/ });
   await t.rejects(updateJsonFileLocked(file, () => ({}), () => Promise.reject(new Error('boom'))), { message: 'boom' });
   t.notOk(lockfile.checkSync(file, { realpath: false }), 'the lock is released after a failed update');
+});
+
+t.test('updateJsonFileLocked: a full file system is one line naming the file (exit 1), the file and the lock as before', async (t) => {
+  const dir = scratchDir(t);
+  const file = join(dir, 'state.json');
+  writeFileSync(file, '{"n":1}\n');
+  // write(2) answering ENOSPC, as on a full /run (write-file-atomic calls fs.writeSync at call time).
+  const writeSync = fs.writeSync;
+  fs.writeSync = () => {
+    throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' });
+  };
+  const err = await updateJsonFileLocked(file, () => ({ n: 1 }), () => ({ next: { n: 2 }, result: 0 })).finally(() => (fs.writeSync = writeSync)).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  t.match(err, { exitCode: 1, message: `writing ${file}: its file system is full (ENOSPC)`, hint: 'free space on it' });
+  t.equal(readFileSync(file, 'utf8'), '{"n":1}\n', 'the file as it was');
+  t.same(readdirSync(dir).sort(), ['state.json'], 'no temp file left, and the lock released');
 });
 
 t.test('lockRetries: the first retries come soon, and the waits add up to the timeout', async (t) => {
