@@ -1,10 +1,9 @@
 import { chmodSync, chownSync, lstatSync, mkdirSync, readlinkSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { makeDir } from '../util/make-dir.js';
 import { join } from 'node:path';
-import writeFileAtomic from 'write-file-atomic';
 import { BadInputError, errnoOf, HostError } from '../errors.js';
 import { parseGuestMac, parseObjectName, parsePciAddress, type MacAddress, type PciAddress } from '../types.js';
-import { readTextNoFollow, symlinkRefused } from '../util/json-file.js';
+import { readTextNoFollow, symlinkRefused, writeFileNoFollow } from '../util/json-file.js';
 import { lazyCrypto } from '../util/lazy-builtins.js';
 
 /**
@@ -227,7 +226,11 @@ export async function writeDomainPlan(stateDir: string, plan: DomainPlanV1, owne
     chownSync(dir, owner.uid, owner.gid);
     linkQmpDir(stateDir, checked.domain);
     const file = join(dir, 'plan.json');
-    await writeFileAtomic(file, JSON.stringify(checked, null, 2) + '\n', { mode: 0o600, fsync: true, chown: { uid: owner.uid, gid: owner.gid } });
+    // The directory may be the QEMU user's from an earlier run (a release that never came): a
+    // link it planted for plan.json is refused here, and one planted after this is replaced by
+    // the rename, never written through (writeFileNoFollow).
+    if (lstatSync(file, { throwIfNoEntry: false })?.isSymbolicLink()) throw symlinkRefused(`the QEMU plan of domain '${checked.domain}'`, file);
+    writeFileNoFollow(file, JSON.stringify(checked, null, 2) + '\n', { mode: 0o600, owner });
     return file;
   } catch (err) {
     if (err instanceof HostError || err instanceof BadInputError) throw err;
