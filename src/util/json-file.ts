@@ -1,4 +1,4 @@
-import { closeSync, constants, fchmodSync, fchownSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmdirSync, statSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmdirSync, statSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
 import { makeDir } from './make-dir.js';
 import { basename, dirname, join } from 'node:path';
 import lockfile from 'proper-lockfile';
@@ -57,8 +57,13 @@ export function readJsonFile<T>(
  * someone else pointed it at. Other errors are thrown as they are.
  */
 export function readTextNoFollow(file: string): string {
-  const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+  // O_NONBLOCK: a FIFO put in its place (qemu/NAME/ is the QEMU user's) held root's open until
+  // someone wrote to it: the started hook, reconcile, forever. A FIFO, socket or device is
+  // refused; a directory is read, which fails with EISDIR, as callers already explain.
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   try {
+    const st = fstatSync(fd);
+    if (!st.isFile() && !st.isDirectory()) throw new Error('it is not a regular file (vfpool writes a file there itself)');
     return readFileSync(fd, 'utf8');
   } finally {
     closeSync(fd);

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { Journal } from '../../src/state/journal.js';
 import { readDomainPlan, writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
 import { fileRecordStore, newRecord } from '../../src/state/migration-record.js';
@@ -110,6 +111,17 @@ t.test('QEMU plans: a plan.json link the QEMU user planted in its directory is n
   t.ok(tg.untouched(), 'the target is untouched');
   t.same([lstatSync(racer).isFile(), statSync(racer).mode & 0o777, readdirSync(join(state, 'qemu/vm1'))], [true, 0o600, ['plan.json']], 'the link itself was replaced by the plan');
   t.same(readDomainPlan(state, 'vm1'), PLAN);
+});
+
+t.test('QEMU plans: a FIFO for plan.json is refused at once, not waited on', async (t) => {
+  // Opening a FIFO for reading blocks until a writer comes: root's started hook and reconcile
+  // hung there for as long as the QEMU user liked.
+  const dir = scratchDir(t);
+  const state = join(dir, 'run');
+  mkdirSync(join(state, 'qemu/vm1'), { recursive: true });
+  const file = join(state, 'qemu/vm1/plan.json');
+  execFileSync('mkfifo', [file]);
+  t.throws(() => readDomainPlan(state, 'vm1'), { exitCode: 1, message: `cannot read ${file}: it is not a regular file (vfpool writes a file there itself)` });
 });
 
 t.test('migration records: a link for DOMAIN.json or for migrate/ is refused before anything is written', async (t) => {
