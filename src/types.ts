@@ -105,6 +105,11 @@ export function parseNetdevName(value: string, field = 'dev'): NetdevName {
  * option, so such a pool could be defined but never named on the command line again.
  */
 const OBJECT_NAME_RE = /^[A-Za-z0-9_+][A-Za-z0-9_.+:-]{0,127}$/;
+/** Whether vfpool can use `value` as a name (in a file name, its state): parseObjectName's rule, as a test. */
+export function isObjectName(value: string): boolean {
+  return OBJECT_NAME_RE.test(value);
+}
+
 export function parseObjectName(value: string, field: string): string {
   if (!OBJECT_NAME_RE.test(value)) {
     throw new BadInputError(`${field} ${quoteInput(value)} is not a name vfpool accepts`, 'use letters, digits and _ . + : - (not starting with a dot or a dash), at most 128 characters');

@@ -1,5 +1,5 @@
 import { BadInputError } from '../errors.js';
-import { parseGuestMac, parseNetdevName, parseObjectName, pciAddressFromParts, type MacAddress, type NetdevName, type PciAddress } from '../types.js';
+import { parseGuestMac, parseNetdevName, pciAddressFromParts, type MacAddress, type NetdevName, type PciAddress } from '../types.js';
 import { attr, child, text, type XmlElement } from '../util/xml.js';
 
 /**
@@ -10,6 +10,7 @@ import { attr, child, text, type XmlElement } from '../util/xml.js';
  */
 export interface NetworkPort {
   uuid: string;
+  /** As libvirt wrote it (any guest's name: libvirt refuses only '/' and a newline); recordPort checks it before recording it. */
   domain: string;
   domainUuid: string | null;
   mac: MacAddress | null;
@@ -43,7 +44,7 @@ export function parseNetworkPort(hookData: XmlElement, where: string): NetworkPo
   } else plug = { type: 'other', name: type };
   return {
     uuid,
-    domain: parseObjectName(name, `${where}: port owner name`),
+    domain: name,
     domainUuid: text(owner, 'uuid') ?? null,
     mac: macRaw ? parseGuestMac(macRaw, `${where}: port mac`) : null,
     plug,

@@ -4,6 +4,7 @@ import { flattenQueryPci } from '../qemu/hotplug.js';
 import { QmpClient } from '../qemu/qmp.js';
 import { domainQmpSocketPath } from '../state/domain-plan.js';
 import { parseObjectName } from '../types.js';
+import { escapeControl } from '../util/quote.js';
 
 export interface GuestDevice {
   id: string;
@@ -65,6 +66,11 @@ export async function guestDevicesCommand(settings: Settings, domainArg: string)
 }
 
 export function printGuestDevices(domain: string, devices: GuestDevice[]): string {
-  const rows = devices.map((d) => (d.vendor ? `${d.address}  ${d.vendor}:${d.device}  ${d.id.padEnd(22)} ${d.mac ?? ''}` : `${d.id.padEnd(22)} ${d.class ?? ''} ${d.address}  ${d.mac ?? ''}`).trimEnd());
+  // Ids, MACs and classes are what the QEMU process says, and a QEMU a guest broke out of says
+  // anything: an escape sequence would reach root's terminal. Shown escaped, one row each.
+  const rows = devices.map((dev) => {
+    const d = { ...dev, id: escapeControl(dev.id), mac: dev.mac === null ? null : escapeControl(dev.mac), class: dev.class === null ? null : escapeControl(dev.class), address: escapeControl(dev.address) };
+    return (d.vendor ? `${d.address}  ${d.vendor}:${d.device}  ${d.id.padEnd(22)} ${d.mac ?? ''}` : `${d.id.padEnd(22)} ${d.class ?? ''} ${d.address}  ${d.mac ?? ''}`).trimEnd();
+  });
   return [`# the PCI devices QEMU shows domain '${domain}' (bus:slot.function  vendor:device  id  mac)`, ...rows].join('\n') + '\n';
 }

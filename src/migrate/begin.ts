@@ -2,6 +2,7 @@ import { BadInputError } from '../errors.js';
 import { parseDomainXml, type HostdevRequest } from '../config/domain-xml.js';
 import { validateDomainPlan, type DomainPlanV1 } from '../state/domain-plan.js';
 import { parseObjectName, type MacAddress } from '../types.js';
+import { VFPOOL_NS } from '../util/xml.js';
 import type { MigrationVfRequest } from './ports.js';
 import { noVfSettings, parseVfSettingsJson, vfSettingsToJson, type VfSettingsJson } from '../vf-settings.js';
 
@@ -29,6 +30,25 @@ function metadataRange(xml: string): { start: number; end: number } | null {
   if (!open) return null;
   const close = xml.indexOf('</metadata>', open.index);
   return close < 0 ? null : { start: open.index, end: close };
+}
+
+/**
+ * Where vfpool's `<P:domain xmlns:P="…vfpool…">` lies in `<metadata>`'s text, and its prefix P
+ * (with its colon; '' for a default namespace). libvirt re-serialises each metadata element
+ * with its declaration on it. Another application's metadata may hold an element named
+ * hostdev too: only vfpool's own are counted. null when no declaration names vfpool's namespace.
+ */
+function vfpoolDomainRange(meta: string): { start: number; end: number; prefix: string } | null {
+  for (const m of meta.matchAll(/<((?:[A-Za-z_][\w.-]*:)?)domain\b([^>]*?)(\/?)>/g)) {
+    const prefix = m[1]!;
+    const decl = prefix ? `xmlns:${prefix.slice(0, -1)}` : 'xmlns';
+    const declares = [...m[2]!.matchAll(/\s([\w.:-]+)\s*=\s*(?:"([^"]*)"|'([^']*)')/g)].some((a) => a[1] === decl && (a[2] ?? a[3]) === VFPOOL_NS);
+    if (!declares) continue;
+    if (m[3]) return { start: m.index, end: m.index + m[0].length, prefix };
+    const close = meta.indexOf(`</${prefix}domain>`, m.index);
+    return { start: m.index, end: close < 0 ? meta.length : close, prefix };
+  }
+  return null;
 }
 
 function dropAttrs(attrs: string, names: string[]): string {
@@ -67,11 +87,16 @@ export function migrateBeginXml(xml: string, mapDevice: SourceDeviceMapper, wher
   if (changes.size === 0) return { xml, mapped: [] };
   const range = metadataRange(xml);
   if (!range) throw new BadInputError(`${dom}: vfpool:hostdev requests found but no <metadata> element in the XML text`);
-  const meta = xml.slice(range.start, range.end);
+  const metaAll = xml.slice(range.start, range.end);
+  // An XML whose vfpool namespace is declared above <metadata> (not as libvirt writes it): every
+  // hostdev in <metadata> counts, as before.
+  const own = vfpoolDomainRange(metaAll) ?? { start: 0, end: metaAll.length, prefix: null };
+  const meta = metaAll.slice(own.start, own.end);
   let k = -1;
   let seen = 0;
   const edited = meta.replace(HOSTDEV_TAG, (whole, prefix: string, attrs: string, selfClose: string) => {
     // Only vfpool's hostdev elements count (libvirt's own <hostdev> lives in <devices>, not here).
+    if (own.prefix !== null && prefix !== own.prefix) return whole;
     k++;
     const c = changes.get(k);
     if (!c) return whole;
@@ -79,7 +104,7 @@ export function migrateBeginXml(xml: string, mapDevice: SourceDeviceMapper, wher
     return `<${prefix}hostdev${setAttr(dropAttrs(attrs, ['netdev', 'address']), 'pool', c.pool)}${selfClose}>`;
   });
   if (seen !== changes.size) throw new BadInputError(`${dom}: could not locate ${changes.size - seen} vfpool:hostdev element(s) in the XML text to map`);
-  return { xml: xml.slice(0, range.start) + edited + xml.slice(range.end), mapped: [...changes.values()].map((c) => c.line) };
+  return { xml: xml.slice(0, range.start + own.start) + edited + xml.slice(range.start + own.end), mapped: [...changes.values()].map((c) => c.line) };
 }
 
 /** What the source sends the destination in a migration without libvirt (`vfpool migrate begin`). */

@@ -1,6 +1,6 @@
 import { ConflictError, asVfpoolError } from '../errors.js';
 import type { NetworkPort } from '../config/network-port.js';
-import { parseObjectName, type MacAddress, type NetdevName, type PciAddress } from '../types.js';
+import { isObjectName, parseObjectName, type MacAddress, type NetdevName, type PciAddress } from '../types.js';
 import type { Context } from './context.js';
 import type { PortRecord } from '../state/schema.js';
 import { allocationPinsVf, ownerEnv } from './owners.js';
@@ -29,9 +29,9 @@ export async function recordPort(ctx: Context, network: string, port: NetworkPor
     if (vfAddr === null) return null;
   }
   const record: PortRecord = {
-    network: parseObjectName(network, 'network name'),
+    network: parseObjectName(network, `libvirt network handing out VF ${vfAddr}: its name`),
     portUuid: port.uuid,
-    domain: port.domain,
+    domain: parseObjectName(port.domain, `libvirt network '${network}' hands VF ${vfAddr} to a domain whose name`),
     domainUuid: port.domainUuid,
     vfAddr,
     netdev,
@@ -96,10 +96,14 @@ export function refuseHybridHotplug(ctx: Context, network: string, port: Network
 }
 
 function isUnpairedHybridPort(ctx: Context, network: string, port: NetworkPort, mac: MacAddress): boolean {
-  if (libvirtStatusListsPort(ctx.settings.libvirtRunDir, port.domain, port.uuid)) return false;
+  // No pool has a name vfpool cannot use: libvirt's own network, whatever its guests are called.
+  if (!isObjectName(network)) return false;
   const state = ctx.store.read();
   if (!state.pools[network] && ctx.registry.readDefinition(network) === undefined) return false;
   if (ctx.registry.get(network, state).mode !== 'pci-passthrough-hybrid') return false;
+  // prepare refuses a domain of such a name on a vfpool pool: it never had a VF paired here.
+  if (!isObjectName(port.domain)) return true;
+  if (libvirtStatusListsPort(ctx.settings.libvirtRunDir, port.domain, port.uuid)) return false;
   return !state.allocations.some((a) => a.owner.domain === port.domain && a.pool === network && a.pairedMac === mac);
 }
 

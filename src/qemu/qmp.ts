@@ -30,9 +30,17 @@ export interface QmpEvent {
 
 type Message = Record<string, unknown>;
 
+/**
+ * The longest reply vfpool reads (query-qmp-schema, the largest QEMU gives, is under 1 MiB). The
+ * socket is in a directory the QEMU user writes, so root may be talking to whatever that user
+ * put there: an endless line would otherwise grow in root's memory until the hook died.
+ */
+const MAX_QMP_LINE = 16 * 1048576;
+
 /** Layer 1: framing. QEMU sends one JSON object per line (CRLF); so does vfpool. */
 class QmpProtocol {
-  private buffer = '';
+  private partial: string[] = [];
+  private partialLength = 0;
   private closed: QmpClosedError | null = null;
   onMessage: (m: Message) => void = () => undefined;
   onClose: (e: QmpClosedError) => void = () => undefined;
@@ -40,11 +48,14 @@ class QmpProtocol {
   constructor(private readonly socket: Socket, readonly path: string) {
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => {
-      this.buffer += chunk;
-      let nl: number;
-      while ((nl = this.buffer.indexOf('\n')) >= 0) {
-        const line = this.buffer.slice(0, nl).trim();
-        this.buffer = this.buffer.slice(nl + 1);
+      // The start of a line lies in `partial` (pieces, joined once its end comes): searching and
+      // re-flattening the whole buffer at every chunk made a long line quadratic.
+      let from = 0;
+      for (let nl = chunk.indexOf('\n'); nl >= 0; nl = chunk.indexOf('\n', from)) {
+        const line = (this.partial.join('') + chunk.slice(from, nl)).trim();
+        this.partial = [];
+        this.partialLength = 0;
+        from = nl + 1;
         if (line === '') continue;
         let m: unknown;
         try {
@@ -54,6 +65,13 @@ class QmpProtocol {
           return;
         }
         if (m && typeof m === 'object') this.onMessage(m as Message);
+      }
+      if (from < chunk.length) {
+        this.partial.push(chunk.slice(from));
+        this.partialLength += chunk.length - from;
+      }
+      if (this.partialLength > MAX_QMP_LINE) {
+        this.close(new QmpClosedError(`QMP socket ${path} sent more than ${MAX_QMP_LINE / 1048576} MiB without a line end, which QEMU never does`));
       }
     });
     socket.on('error', (err) => this.close(new QmpClosedError(`QMP socket ${path}: ${errnoOf(err) ?? err.message} (QEMU is gone?)`, { code: errnoOf(err), cause: err })));

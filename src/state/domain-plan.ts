@@ -1,10 +1,9 @@
-import { chmodSync, chownSync, lstatSync, mkdirSync, readlinkSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import { chmodSync, chownSync, lchownSync, lstatSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmdirSync, rmSync, symlinkSync } from 'node:fs';
 import { makeDir } from '../util/make-dir.js';
 import { join } from 'node:path';
-import writeFileAtomic from 'write-file-atomic';
 import { BadInputError, errnoOf, HostError } from '../errors.js';
 import { parseGuestMac, parseObjectName, parsePciAddress, type MacAddress, type PciAddress } from '../types.js';
-import { readTextNoFollow, symlinkRefused } from '../util/json-file.js';
+import { readTextNoFollow, removeFile, symlinkRefused, writeFileNoFollow } from '../util/json-file.js';
 import { lazyCrypto } from '../util/lazy-builtins.js';
 
 /**
@@ -227,7 +226,11 @@ export async function writeDomainPlan(stateDir: string, plan: DomainPlanV1, owne
     chownSync(dir, owner.uid, owner.gid);
     linkQmpDir(stateDir, checked.domain);
     const file = join(dir, 'plan.json');
-    await writeFileAtomic(file, JSON.stringify(checked, null, 2) + '\n', { mode: 0o600, fsync: true, chown: { uid: owner.uid, gid: owner.gid } });
+    // The directory may be the QEMU user's from an earlier run (a release that never came): a
+    // link it planted for plan.json is refused here, and one planted after this is replaced by
+    // the rename, never written through (writeFileNoFollow).
+    if (lstatSync(file, { throwIfNoEntry: false })?.isSymbolicLink()) throw symlinkRefused(`the QEMU plan of domain '${checked.domain}'`, file);
+    writeFileNoFollow(file, JSON.stringify(checked, null, 2) + '\n', { mode: 0o600, owner });
     return file;
   } catch (err) {
     if (err instanceof HostError || err instanceof BadInputError) throw err;
@@ -260,9 +263,35 @@ export function readDomainPlan(stateDir: string, domain: string): DomainPlanV1 |
 
 /** Removes the domain's wrapper directory (plan, socket, cache) and its short link. Idempotent. */
 export function removeDomainPlan(stateDir: string, domain: string): void {
-  rmSync(domainDir(stateDir, domain), { recursive: true, force: true });
+  removeTreeOfAnotherUser(domainDir(stateDir, domain));
   const link = qmpLinkPath(stateDir, domain);
   if (link !== null) rmSync(link, { force: true });
+}
+
+/**
+ * `rm -rf` of a directory its QEMU user may still write (any QEMU of that uid). Node's rmSync
+ * lstats an entry, then lists it by path: a subdirectory swapped for a link to /etc between
+ * the two had root list and unlink /etc's files. Here each directory is made root's 0700
+ * before it is listed, so what is listed stays put; files are unlinked (never chowned: one may
+ * be a hard link to anything) and only directories, which cannot be hard links, are taken over.
+ * The top one must sit in a directory its owner cannot write (qemu/ is root's).
+ */
+function removeTreeOfAnotherUser(dir: string): void {
+  const st = lstatSync(dir, { throwIfNoEntry: false });
+  if (st === undefined) return;
+  if (!st.isDirectory()) {
+    removeFile(dir);
+    return;
+  }
+  const me = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+  if (st.uid !== me.uid || st.gid !== me.gid) lchownSync(dir, me.uid, me.gid);
+  chmodSync(dir, 0o700);
+  for (const name of readdirSync(dir)) {
+    const entry = join(dir, name);
+    if (lstatSync(entry).isDirectory()) removeTreeOfAnotherUser(entry);
+    else removeFile(entry);
+  }
+  rmdirSync(dir);
 }
 
 /**

@@ -1,4 +1,4 @@
-import { closeSync, constants, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, rmdirSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmdirSync, statSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
 import { makeDir } from './make-dir.js';
 import { basename, dirname, join } from 'node:path';
 import lockfile from 'proper-lockfile';
@@ -57,8 +57,13 @@ export function readJsonFile<T>(
  * someone else pointed it at. Other errors are thrown as they are.
  */
 export function readTextNoFollow(file: string): string {
-  const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+  // O_NONBLOCK: a FIFO put in its place (qemu/NAME/ is the QEMU user's) held root's open until
+  // someone wrote to it: the started hook, reconcile, forever. A FIFO, socket or device is
+  // refused; a directory is read, which fails with EISDIR, as callers already explain.
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   try {
+    const st = fstatSync(fd);
+    if (!st.isFile() && !st.isDirectory()) throw new Error('it is not a regular file (vfpool writes a file there itself)');
     return readFileSync(fd, 'utf8');
   } finally {
     closeSync(fd);
@@ -80,6 +85,45 @@ export function removeFile(file: string): void {
 /** The one line for a symlink found where vfpool keeps one of its files (`what`: "the QEMU plan"). */
 export function symlinkRefused(what: string, path: string, cause?: unknown): BadInputError {
   return new BadInputError(`${what} ${path} is a symbolic link; vfpool does not follow links in its state directory`, 'remove the link (vfpool writes the file itself)', { cause });
+}
+
+/**
+ * Temp file + fsync + rename, for a directory another user may write (a domain's qemu/NAME/,
+ * its QEMU user's). write-file-atomic resolves the target with realpath and opens its temp
+ * file with a plain 'w', then chowns it by path: a plan.json link planted there had root
+ * replace the link's target (/etc/shadow) by a file owned by the QEMU user. Here the temp file
+ * is created O_EXCL|O_NOFOLLOW under a random name, owner and mode are set on its
+ * descriptor, and rename replaces whatever is at `file` (a link itself, never its target).
+ */
+export function writeFileNoFollow(file: string, text: string, opts: { mode: number; owner?: { uid: number; gid: number } }): void {
+  // O_EXCL is the safety; the random name only keeps a planted one from failing the write
+  // (Math.random, not node:crypto, whose load a hook call would pay for: test/bundles.test.ts).
+  let tmp = '';
+  let fd = -1;
+  for (let attempt = 0; fd < 0; attempt++) {
+    tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
+    try {
+      fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, opts.mode);
+    } catch (err) {
+      if (errnoOf(err) !== 'EEXIST' || attempt === 4) throw err;
+    }
+  }
+  try {
+    try {
+      const bytes = Buffer.from(text);
+      for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off);
+      if (opts.owner) fchownSync(fd, opts.owner.uid, opts.owner.gid);
+      // After fchown, which may clear set-id bits, and against the umask's narrowing of open's mode.
+      fchmodSync(fd, opts.mode);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, file);
+  } catch (err) {
+    removeFile(tmp);
+    throw err;
+  }
 }
 
 /**

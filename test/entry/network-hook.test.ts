@@ -312,6 +312,35 @@ t.test('a macvtap port on a plain NIC (no VF) is not recorded and writes no stat
   t.notOk(existsSync(join(w.settings.stateDir, 'state.json')), 'no state written for a port that involves no VF');
 });
 
+t.test('ports of guests and networks whose names libvirt allows and vfpool does not: only a VF port is refused', async (t) => {
+  // libvirt refuses only '/' (and a newline in a domain name): 'web 1' and 'my net' are fine to
+  // it. The hook sees every macvtap port on every network; one that involves no VF must pass.
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 4 }] });
+  await w.sim.writeNumVfs('eth1' as never, 4);
+  const port = (network: string, domain: string, plug: string) =>
+    node(w, [network, 'port-created', 'begin', '-'], portHookData({ network, forward: `<forward mode='bridge'><interface dev='eth1'/></forward>`, portUuid: '0c1d2e3f-4a5b-4c6d-8e7f-901a2b3c4d5e', domain, mac: '52:54:00:12:34:58', plug }));
+  const macvtap = `<plug type='direct' dev='eth1' mode='bridge'/>`;
+  for (const [network, domain] of [['bridge-mvtap', 'web 1'], ['my net', 'plainguest'], ['my net', "o'brien &amp; co"]] as const) {
+    t.same(await port(network, domain, macvtap), { exitCode: 0, stdout: '', stderr: '' }, `${network} / ${domain}`);
+  }
+  t.same(await node(w, ['my net', 'port-deleted', 'begin', '-'], portHookData({ network: 'my net', forward: '', portUuid: '0c1d2e3f-4a5b-4c6d-8e7f-901a2b3c4d5e', domain: 'web 1', mac: '52:54:00:12:34:58', plug: macvtap })), { exitCode: 0, stdout: '', stderr: '' });
+  t.notOk(existsSync(join(w.settings.stateDir, 'state.json')), 'no state written');
+  // A VF must be recorded for the in-use guard, under names vfpool can keep: one clear line.
+  const vf = `<plug type='hostdev-pci' managed='yes'><driver name='vfio'/><address domain='0x0000' bus='0x3b' slot='0x02' function='0x3'/></plug>`;
+  t.same(await port('lv-hostdev', 'web 1', vf), {
+    exitCode: 2,
+    stdout: '',
+    stderr: "vfpool: libvirt network 'lv-hostdev' hands VF 0000:3b:02.3 to a domain whose name 'web 1' is not a name vfpool accepts: use letters, digits and _ . + : - (not starting with a dot or a dash), at most 128 characters\n",
+  });
+  t.same(await port('my net', 'vm1', vf), {
+    exitCode: 2,
+    stdout: '',
+    stderr: "vfpool: libvirt network handing out VF 0000:3b:02.3: its name 'my net' is not a name vfpool accepts: use letters, digits and _ . + : - (not starting with a dot or a dash), at most 128 characters\n",
+  });
+  t.notOk(existsSync(join(w.settings.stateDir, 'state.json')), 'nothing recorded');
+  t.equal((await node(w, ['../x', 'port-created', 'begin', '-'], portHookData({ network: 'x', forward: '', portUuid: '0c1d2e3f-4a5b-4c6d-8e7f-901a2b3c4d5e', domain: 'vm1', mac: '52:54:00:12:34:58', plug: macvtap }))).exitCode, 2, 'argv and stdin must still name the same network');
+});
+
 t.test('the Node half on its own: usage, operations it ignores, a network that is not a pool', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
   t.same(await node(w, ['vfp-net'], ''), { exitCode: 2, stdout: '', stderr: 'vfpool: usage: network NAME OP SUBOP EXTRA (as libvirt calls it), with <hookData> on stdin\n' });
@@ -328,8 +357,10 @@ t.test('port-created of an <interface> hotplugged on a hybrid pool is refused; a
   await startPool(w.ctx, parsePoolXml(HY, 'hy'), HY);
   const nic = (mac: string) => `<interface type='network'><mac address='${mac}'/><source network='hy'/><model type='virtio'/></interface>`;
   // As libvirt 11.3 runs it for a bridge network named after the pool: the virtio-net NIC's port.
-  const port = (mac: string, uuid: string) => portHookData({ network: 'hy', forward: `<forward mode='bridge'/>\n    <bridge name='vfpbr0'/>`, portUuid: uuid, domain: 'hyvm', mac, plug: `<plug type='network' bridge='vfpbr0'/>` });
+  const port = (mac: string, uuid: string, domain = 'hyvm') => portHookData({ network: 'hy', forward: `<forward mode='bridge'/>\n    <bridge name='vfpbr0'/>`, portUuid: uuid, domain, mac, plug: `<plug type='network' bridge='vfpbr0'/>` });
   const created = (mac: string, uuid: string) => hook({ env: w.hookEnv }, ['hy', 'port-created', 'begin', '-'], port(mac, uuid));
+  // The shim hands a pool's ports to Node (the start above shows it); the verdicts, in-process.
+  const judged = (mac: string, uuid: string, domain?: string) => networkHookInProcess(w.hookEnv, ['hy', 'port-created', 'begin', '-'], port(mac, uuid, domain));
 
   // The start: prepare paired a VF with the NIC's MAC, then libvirt creates the port.
   const prep = await qemuHookInProcess(w.hookEnv, ['hyvm', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'hyvm', devices: nic('52:54:00:00:00:41') }));
@@ -339,15 +370,18 @@ t.test('port-created of an <interface> hotplugged on a hybrid pool is refused; a
 
   // `virsh attach-device hyvm nic.xml --live`: no qemu hook, only this port-created.
   const stateBefore = readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8');
-  const hot = await created('52:54:00:00:00:42', '2bf61b32-10d7-4a2e-9439-327c5fc733a1');
+  const hot = await judged('52:54:00:00:00:42', '2bf61b32-10d7-4a2e-9439-327c5fc733a1');
   t.same([hot.exitCode, hot.stdout], [3, '']);
   t.equal(hot.stderr,
     "vfpool: domain 'hyvm': <interface> 52:54:00:00:00:42 on pci-passthrough-hybrid pool 'hy' would get no VF: vfpool pairs one when the domain starts, and libvirt runs no qemu hook for an interface attached to a running domain: attach it with --config only and restart the domain\n");
   t.equal(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8'), stateBefore, 'nothing recorded');
+  // A guest named as libvirt allows and vfpool does not ('web 1') never had a VF paired: refused the same way.
+  const oddName = await judged('52:54:00:00:00:44', '5c0e2f3a-1b2c-4d5e-8f90-a1b2c3d4e5f6', 'web 1');
+  t.same([oddName.exitCode, oddName.stderr.startsWith("vfpool: domain 'web 1': <interface> 52:54:00:00:00:44 on pci-passthrough-hybrid pool 'hy' would get no VF")], [3, true], oddName.stderr);
 
   // What cannot be judged is let through (a daemon restart must never cost a guest its NIC), and said in the log.
   mkdirSync(join(w.runDir, 'hyvm.xml'));
-  const unsure = await created('52:54:00:00:00:42', '2bf61b32-10d7-4a2e-9439-327c5fc733a1');
+  const unsure = await judged('52:54:00:00:00:42', '2bf61b32-10d7-4a2e-9439-327c5fc733a1');
   t.same([unsure.exitCode, unsure.stderr], [0, ''], 'a status XML that cannot be read');
   t.match(readFileSync(join(w.settings.stateDir, 'vfpool.log'), 'utf8'), /warn network-hook hy port-created begin: libvirt network 'hy': port 2bf61b32-10d7-4a2e-9439-327c5fc733a1 of domain 'hyvm' let through unchecked: cannot read libvirt's status XML .*hyvm\.xml: EISDIR/);
   rmSync(join(w.runDir, 'hyvm.xml'), { recursive: true });
@@ -355,7 +389,7 @@ t.test('port-created of an <interface> hotplugged on a hybrid pool is refused; a
   // A daemon restart: libvirt runs port-created again for each port of a running guest, which
   // its status XML lists already; refusing would cost the guest its NIC.
   writeFileSync(join(w.runDir, 'hyvm.xml'), `<domstatus state='running'>\n  <domain type='qemu' id='9'>\n    <devices>\n      <interface type='network'>\n        <mac address='52:54:00:00:00:42'/>\n        <source network='hy' portid='2bf61b32-10d7-4a2e-9439-327c5fc733a1'/>\n      </interface>\n    </devices>\n  </domain>\n</domstatus>\n`);
-  const reclaim = await created('52:54:00:00:00:42', '2bf61b32-10d7-4a2e-9439-327c5fc733a1');
+  const reclaim = await judged('52:54:00:00:00:42', '2bf61b32-10d7-4a2e-9439-327c5fc733a1');
   t.same([reclaim.exitCode, reclaim.stderr], [0, ''], 'a port libvirt reclaims at a daemon restart');
 
   // A bridge port on a hostdev pool's network, or on a network that is no pool: not vfpool's business here.

@@ -245,6 +245,16 @@ t.test('guest-devices: the PCI devices QEMU shows, with MACs; one behind a root 
   ].join('\n') + '\n');
   const json = await cli(['guest-devices', 'vm1', '--json'], w.cliEnv);
   t.match(JSON.parse(json.stdout), [{ id: 'net0', address: '00:01.0', mac: '52:54:00:aa:bb:01' }, { id: 'vfpool-rp0', mac: null, class: 'PCI bridge' }, { id: 'vfpool-vf0', mac: MAC }]);
+  // A QEMU a guest broke out of answers what it likes: nothing of it reaches root's terminal raw.
+  w.qemu.devices.set('evil\x1b]0;owned\x07', { driver: 'e1000e\x1b[2J', mac: '52:54:00:aa:bb:02\r\x1b[1A', slot: 5 });
+  w.qemu.devices.set('late\x1b[31m', { driver: 'e1000e\x1b[2J', behind: 'vfpool-rp0' });
+  const hostile = await cli(['guest-devices', 'vm1'], w.cliEnv);
+  t.equal(hostile.exitCode, 0, hostile.stderr);
+  t.notMatch(hostile.stdout, /[\x00-\x09\x0b-\x1f\x7f]/, 'no control character but the newlines');
+  t.match(hostile.stdout, /\n00:05\.0  8086:10d3  evil\\x1b\]0;owned\\x07 +52:54:00:aa:bb:02\\r\\x1b\[1A\n/);
+  t.match(hostile.stdout, /\nlate\\x1b\[31m +e1000e\\x1b\[2J behind vfpool-rp0 /);
+  w.qemu.devices.delete('evil\x1b]0;owned\x07');
+  w.qemu.devices.delete('late\x1b[31m');
   await w.qemu.close();
   const gone = await cli(['guest-devices', 'vm1'], w.cliEnv);
   t.equal(gone.exitCode, 1);

@@ -126,6 +126,21 @@ t.test('begin (destination hook): source-only devices mapped to their pool or re
   }
 });
 
+t.test("begin (destination hook): another application's <hostdev> in <metadata> is neither counted nor edited", async (t) => {
+  // Counting every hostdev tag in <metadata> edited the other application's element and left
+  // vfpool's naming the source's eth3, which on the destination is another device.
+  const sample = readFileSync(join(process.cwd(), 'test/migrate/fixtures/nettest-migrate-begin.xml'), 'utf8');
+  const other = `<app:inventory xmlns:app="https://example.com/app"><app:hostdev slot='3'/></app:inventory>`;
+  for (const [before, after] of [[other, ''], ['', other]]) {
+    const xml = sample.replace('<resource>', `<metadata>${before}<vfpool:domain xmlns:vfpool="https://vfpool.dev/xmlns/1"><vfpool:hostdev pool='p1' netdev='eth3' mac='${MAC}'/></vfpool:domain>${after}</metadata>\n  <resource>`);
+    const r = migrateBeginXml(xml, () => null);
+    t.equal(r.xml, xml.replace(`<vfpool:hostdev pool='p1' netdev='eth3'`, `<vfpool:hostdev pool='p1'`), 'only vfpool\'s request changed');
+  }
+  // A default namespace (libvirt writes it so when the author used no prefix).
+  const bare = sample.replace('<resource>', `<metadata>${other}<domain xmlns="https://vfpool.dev/xmlns/1"><hostdev netdev='eth3' pool='p1' mac='${MAC}'/></domain></metadata>\n  <resource>`);
+  t.equal(migrateBeginXml(bare, () => null).xml, bare.replace(`<hostdev netdev='eth3' pool='p1'`, `<hostdev pool='p1'`));
+});
+
 t.test('begin (source): the description carries requests, never host addresses', async (t) => {
   const plan = planOf([{ ...PLAIN, host: '0000:01:10.0' as never, emulatedModel: null }]);
   const d = describeForMigration(plan, () => ({ pool: 'p1', settings: { vlan: 100 } }));

@@ -99,3 +99,25 @@ t.test('QEMU gone: pending commands and waiters fail with a clear error; so does
   await t.rejects(c.execute('query-status'), QmpClosedError, 'later commands too');
   await t.rejects(QmpClient.connect(join(dir, 'absent.sock')), { name: 'QmpClosedError', message: `cannot connect to QMP socket ${join(dir, 'absent.sock')}: ENOENT (is QEMU running?)` });
 });
+
+t.test('a socket that streams a line without end is dropped at 16 MiB, not buffered in root\'s memory', async (t) => {
+  // The socket's directory is the QEMU user's: whatever listens there may not be QEMU.
+  const { createServer } = await import('node:net');
+  const dir = sockDir(t);
+  const path = join(dir, 'qmp.sock');
+  const chunk = 'x'.repeat(1 << 20);
+  const server = createServer((s) => {
+    s.on('error', () => {});
+    s.write('{"QMP": {"version": {"qemu": {"major": 10, "minor": 0, "micro": 0}}, "capabilities": []}}\n');
+    const pump = () => {
+      while (!s.destroyed && s.write(chunk));
+      if (!s.destroyed) s.once('drain', pump);
+    };
+    pump();
+  });
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  t.teardown(() => server.close());
+  const started = Date.now();
+  await t.rejects(QmpClient.connect(path, { timeoutMs: 20_000 }), { name: 'QmpClosedError', message: `QMP socket ${path} sent more than 16 MiB without a line end, which QEMU never does` });
+  t.ok(Date.now() - started < 10_000, 'at once, not at the timeout');
+});

@@ -1,9 +1,11 @@
 import t from 'tap';
-import { lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { Journal } from '../../src/state/journal.js';
 import { readDomainPlan, writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
 import { fileRecordStore, newRecord } from '../../src/state/migration-record.js';
+import { writeFileNoFollow } from '../../src/util/json-file.js';
 import { Logger } from '../../src/util/log.js';
 import { runCliInProcess } from '../helpers/cli-in-process.js';
 import { makeSimEnv } from '../helpers/env.js';
@@ -82,6 +84,44 @@ t.test('QEMU plans: a link for plan.json, for qemu/NAME or for qemu/ is refused,
   await t.rejects(writeDomainPlan(state2, PLAN, me), { exitCode: 2, message: /the QEMU plans directory .*\/run2\/qemu is a symbolic link/ });
   t.equal(statSync(elsewhere).mode & 0o777, 0o700, 'no chmod through the link (0711 would open it to every user)');
   t.ok(tg.untouched());
+});
+
+t.test('QEMU plans: a plan.json link the QEMU user planted in its directory is never written through at the next prepare', async (t) => {
+  // qemu/NAME/ is the QEMU user's once handed over; a prepare that finds it (its release never
+  // came) wrote through a link there: the target replaced by a plan owned by the QEMU user.
+  const dir = scratchDir(t);
+  const state = join(dir, 'run');
+  const tg = target(dir);
+  await writeDomainPlan(state, PLAN, me);
+  const file = join(state, 'qemu/vm1/plan.json');
+  rmSync(file);
+  symlinkSync(tg.file, file);
+  await t.rejects(writeDomainPlan(state, PLAN, me), { exitCode: 2, message: `the QEMU plan of domain 'vm1' ${file} is a symbolic link; vfpool does not follow links in its state directory` });
+  t.ok(tg.untouched(), 'the target is untouched');
+  t.same(readdirSync(dir).sort(), ['run', 'target'], 'no temp file beside the target');
+
+  // Planted after the check, it is replaced by the rename, not written through: the temp file
+  // is created O_EXCL|O_NOFOLLOW and chowned through its descriptor.
+  rmSync(file);
+  writeFileNoFollow(file, 'first\n', { mode: 0o600, owner: me });
+  const racer = join(state, 'qemu/vm1/plan.json');
+  rmSync(racer);
+  symlinkSync(tg.file, racer);
+  writeFileNoFollow(racer, JSON.stringify(PLAN), { mode: 0o600, owner: me });
+  t.ok(tg.untouched(), 'the target is untouched');
+  t.same([lstatSync(racer).isFile(), statSync(racer).mode & 0o777, readdirSync(join(state, 'qemu/vm1'))], [true, 0o600, ['plan.json']], 'the link itself was replaced by the plan');
+  t.same(readDomainPlan(state, 'vm1'), PLAN);
+});
+
+t.test('QEMU plans: a FIFO for plan.json is refused at once, not waited on', async (t) => {
+  // Opening a FIFO for reading blocks until a writer comes: root's started hook and reconcile
+  // hung there for as long as the QEMU user liked.
+  const dir = scratchDir(t);
+  const state = join(dir, 'run');
+  mkdirSync(join(state, 'qemu/vm1'), { recursive: true });
+  const file = join(state, 'qemu/vm1/plan.json');
+  execFileSync('mkfifo', [file]);
+  t.throws(() => readDomainPlan(state, 'vm1'), { exitCode: 1, message: `cannot read ${file}: it is not a regular file (vfpool writes a file there itself)` });
 });
 
 t.test('migration records: a link for DOMAIN.json or for migrate/ is refused before anything is written', async (t) => {

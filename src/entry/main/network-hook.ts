@@ -4,7 +4,8 @@ import { networkElement, networkName } from '../../config/pool-xml.js';
 import { createContext } from '../../pool/context.js';
 import { startPool, stopPool } from '../../pool/pools.js';
 import { parseObjectName } from '../../types.js';
-import { child, parseXml } from '../../util/xml.js';
+import { child, parseXml, text } from '../../util/xml.js';
+import { quoteInput } from '../../util/quote.js';
 import { parseNetworkPort } from '../../config/network-port.js';
 import { recordPort, refuseHybridHotplug, removePort } from '../../pool/allocation-ports.js';
 import { markLibvirtStartRefused, refuseLibvirtPassthroughOfPf, takeLibvirtStartRefused } from '../../pool/libvirt-forward.js';
@@ -27,15 +28,18 @@ export async function networkHook(argv: string[]): Promise<number> {
   const isPort = (op === 'port-created' || op === 'port-deleted') && sub === 'begin';
   const wanted = (op === 'start' && sub === 'begin') || (op === 'stopped' && sub === 'end') || isPort;
   if (!wanted) return 0;
-  parseObjectName(name, 'network name argument');
+  // A port may be on any libvirt network, of any guest: their names are libvirt's (anything but
+  // '/'), and a macvtap or bridge port that involves no VF must not fail because vfpool could
+  // not use them. recordPort checks them once a VF is to be recorded under them.
+  if (!isPort) parseObjectName(name, 'network name argument');
   const settings = loadSettings();
   const ctx = createContext(settings, `network-hook ${name} ${op} ${sub}`);
   const where = `libvirt network '${name}' (${op} ${sub})`;
   const stdin = await readStdin();
   const doc = parseXml(stdin, where);
   const net = networkElement(doc, where);
-  const xmlName = networkName(net, where);
-  if (xmlName !== name) throw new BadInputError(`${where}: argv names network '${name}' but stdin describes '${xmlName}'`);
+  const xmlName = isPort ? text(net, 'name') : networkName(net, where);
+  if (xmlName !== name) throw new BadInputError(`${where}: argv names network ${quoteInput(name)} but stdin describes ${quoteInput(xmlName ?? '')}`);
 
   if (isPort) {
     // A VF libvirt's own hostdev/passthrough network hands to a guest: record (or veto) it.
