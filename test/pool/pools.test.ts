@@ -113,16 +113,21 @@ t.test('net-list counts a VF as in use by the same rule as the in-use guard (a v
   t.same([ghost.exitCode, JSON.parse(ghost.stdout)], [0, [{ name: 'ghost', mode: 'hostdev', active: false, state: 'inactive', persistent: true, vfs: 0, inUse: 0 }]], 'a pool whose PF is missing lists with no VFs');
 });
 
-t.test('reconcile reports the pool start a killed vfpool left half-way, and --dry-run says so without undoing it', async (t) => {
+/** A pool whose `net-start`, from eth1's 2 VFs to 4, was killed before its end: its intent left, its worker gone. */
+async function interruptedStart(t: Parameters<typeof makeSimEnv>[0]): Promise<{ w: ReturnType<typeof makeSimEnv>; gone: { pid: number } }> {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
   w.definePool('sriov-pool', SEED_000_POOL);
   await startPool(w.ctx, parsePoolXml(SEED_000_POOL, 't'), SEED_000_POOL);
-  // What a `net-start` killed between its writes and its end leaves: its intent, from 2 VFs.
   const gone = spawnSleeper();
   await gone.kill();
   await w.ctx.store.update((s) => {
     s.pools['sriov-pool']!.change = { kind: 'starting', worker: gone.pid, since: new Date().toISOString(), from: [{ pf: 'eth1' as NetdevName, numVfs: 2 }] };
   });
+  return { w, gone };
+}
+
+t.test('reconcile reports the pool start a killed vfpool left half-way, and --dry-run says so without undoing it', async (t) => {
+  const { w, gone } = await interruptedStart(t);
   // A guest asking the pool for a VF meanwhile: refused. It got one, and the reconcile below
   // then stopped the pool under it ('pool sriov-pool (stopped): eth1 keeps its 4 VFs').
   const xml = `<domain type='kvm'><name>vm1</name><metadata><vfpool:domain xmlns:vfpool='https://vfpool.dev/xmlns/1'><vfpool:hostdev pool='sriov-pool' mac='52:54:00:00:00:01'/></vfpool:domain></metadata></domain>`;
@@ -131,7 +136,7 @@ t.test('reconcile reports the pool start a killed vfpool left half-way, and --dr
     stdout: '',
     stderr: `vfpool: domain 'vm1': vfpool:hostdev #1: pool 'sriov-pool' is not active: its start was interrupted (vfpool pid ${gone.pid} is gone): run \`vfpool reconcile\` (it undoes the start), then start the pool again\n`,
   });
-  // net-list showed it as active.
+  // net-list says so too (it said 'active').
   const list = await runCliInProcess(['net-list'], w.env);
   t.match(list.stdout, /│ sriov-pool │ hostdev │ start-interrupted │ yes/);
   t.equal(list.stderr, "vfpool: warning: pool 'sriov-pool' is not active: its start was killed half-way, and guests are refused: run `vfpool reconcile` (it undoes the start), then start the pool again\n");
@@ -150,14 +155,7 @@ t.test('reconcile reports the pool start a killed vfpool left half-way, and --dr
 
 t.test('net-destroy (or libvirt\'s stop) of a pool whose start was killed half-way undoes that start: the PF gets its count from before', async (t) => {
   for (const refuse of [true, false]) {
-    const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
-    w.definePool('sriov-pool', SEED_000_POOL);
-    await startPool(w.ctx, parsePoolXml(SEED_000_POOL, 't'), SEED_000_POOL);
-    const gone = spawnSleeper();
-    await gone.kill();
-    await w.ctx.store.update((s) => {
-      s.pools['sriov-pool']!.change = { kind: 'starting', worker: gone.pid, since: new Date().toISOString(), from: [{ pf: 'eth1' as NetdevName, numVfs: 2 }] };
-    });
+    const { w } = await interruptedStart(t);
     const r = await stopPool(w.ctx, 'sriov-pool', { refuse });
     t.equal(r.wasActive, true);
     t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 2, `refuse ${refuse}: the PF has its 2 VFs from before the start`);
@@ -166,14 +164,7 @@ t.test('net-destroy (or libvirt\'s stop) of a pool whose start was killed half-w
 });
 
 t.test('reconcile does not undo a start that a net-start mended after reconcile read the state', async (t) => {
-  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }] });
-  w.definePool('sriov-pool', SEED_000_POOL);
-  await startPool(w.ctx, parsePoolXml(SEED_000_POOL, 't'), SEED_000_POOL);
-  const gone = spawnSleeper();
-  await gone.kill();
-  await w.ctx.store.update((s) => {
-    s.pools['sriov-pool']!.change = { kind: 'starting', worker: gone.pid, since: new Date().toISOString(), from: [{ pf: 'eth1' as NetdevName, numVfs: 2 }] };
-  });
+  const { w } = await interruptedStart(t);
   const seen = w.ctx.store.read();
   // What reconcile read, without the lock; then a net-start of the pool mends it (the start completes).
   await w.ctx.store.update((s) => void (s.pools['sriov-pool']!.change = null));
