@@ -70,7 +70,12 @@ export function normaliseState(raw: unknown, file: string): VfpoolState {
     const lo = isObject(l) ? l : bad(`${at} is ${describe(l)}, expected an object`);
     for (const k of ['pool', 'pf', 'since']) f.string(lo, k, at);
   });
+  // A newer vfpool may add a list within this version (as `leftovers` was added): kept as it is,
+  // so that this one's next write (a downgrade, or one of its hooks still running at an
+  // upgrade) does not drop it, as the records' own unknown fields are kept.
+  const { version: _v, pools: _p, allocations: _a, ports: _o, bindings: _b, leftovers: _l, ...unknown } = raw;
   return {
+    ...unknown,
     version: STATE_VERSION,
     pools: pools as VfpoolState['pools'],
     allocations,

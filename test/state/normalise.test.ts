@@ -144,6 +144,24 @@ t.test('the store reads through the normaliser and writes the current version', 
   t.equal(readFileSync(join(dir, 'state.json'), 'utf8'), 'null', 'the file is left as it was');
 });
 
+t.test('a list a newer vfpool added within version 2 is kept by this one\'s writes', async (t) => {
+  // As `leftovers` was added within version 2: a vfpool from before it dropped the list at its
+  // next write (a downgrade, or its hook still running during an upgrade), and the VFs it
+  // listed were never removed.
+  const dir = mkdtempSync(join(tmpdir(), 'vfpool-state-'));
+  const future = [{ pool: 'p', pf: 'eth1', since: '2026-01-01T10:00:00.000Z', note: 'from a newer vfpool' }];
+  writeFileSync(join(dir, 'state.json'), JSON.stringify({ version: 2, pools: {}, allocations: [], ports: [], bindings: [], leftovers: [], quarantined: future }));
+  const store = new StateStore(dir);
+  await store.update((s) => {
+    s.leftovers.push({ pool: 'q', pf: 'eth2' as never, since: 'now' });
+  });
+  const { readFileSync } = await import('node:fs');
+  const written = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8'));
+  t.same(written.quarantined, future, 'the unknown list is written back as it was');
+  t.equal(written.leftovers.length, 1, 'next to this vfpool\'s own change');
+  t.equal(written.version, 2);
+});
+
 t.test('a state file that is a directory, a state dir that is a file: a sentence with the fix', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vfpool-state-'));
   mkdirSync(join(dir, 'state.json'));
