@@ -53,13 +53,14 @@ t.test('a version 1 file is upgraded to the current version, every field present
   t.equal(old!.lastError, null);
   t.same(old!.applied, { link: { mac: 'aa:bb:cc:00:00:01' }, mtu: null, driver: null }, 'before `applied`, a restore put back the admin MAC only');
   t.equal(old!.requested, null, 'before `requested` was kept: null (a migration reads `applied`)');
+  t.equal(old!.createdMonoMs, null, 'before the monotonic stamp was kept: null (the grace measures by the wall clock)');
   t.equal(newer!.mode, 'passthrough', 'fields that are there are kept');
   t.equal(newer!.owner.via, 'cli');
   t.equal(newer!.lastError, 'ip exited 2');
   t.equal(newer!.applied, null, 'nothing saved: nothing applied');
   t.same(s.ports[0], {
     network: 'hostnet', portUuid: '0b6f5c3e-1111-2222-3333-444455556666', domain: 'vm3', domainUuid: null,
-    vfAddr: '0000:3b:02.3', netdev: null, plug: 'hostdev-pci', mac: null, createdAt: null, pid: null,
+    vfAddr: '0000:3b:02.3', netdev: null, plug: 'hostdev-pci', mac: null, createdAt: null, createdMonoMs: null, pid: null,
   });
   t.same(s.pools.p!.activated, [{ pf: 'eth1', numVfs: 4 }]);
   t.equal(s.pools.p!.change, null, 'a pool without a start/stop intent is settled');
@@ -102,6 +103,7 @@ t.test('a file of the wrong shape is refused with one line naming the file and t
     ['a pid written as a string', withAllocation({ owner: { domain: 'vm1', uuid: null, pid: '4242' } }), /allocations\[0\]\.owner\.pid is string "4242", expected a process id \(a whole number above 0\) or null/],
     ['a negative pid', withAllocation({ owner: { domain: 'vm1', uuid: null, pid: -1 } }), /allocations\[0\]\.owner\.pid is number -1, expected a process id/],
     ['a worker written as a string', withAllocation({ worker: '77' }), /allocations\[0\]\.worker is string "77", expected a process id/],
+    ['a monotonic stamp written as a string', withAllocation({ createdMonoMs: '5' }), /allocations\[0\]\.createdMonoMs is string "5", expected a number of milliseconds or null/],
     ['an unknown owner kind', withAllocation({ owner: { domain: 'vm1', uuid: null, pid: null, via: 'virsh' } }), /allocations\[0\]\.owner\.via is string "virsh", expected one of libvirt, cli/],
     ['a VF address without its domain', withAllocation({ vfAddr: '3b:02.1' }), /allocations\[0\]\.vfAddr is string "3b:02\.1", expected a PCI address such as 0000:3b:02\.0/],
     ['a VF address in capitals', withAllocation({ vfAddr: '0000:3B:02.1' }), /allocations\[0\]\.vfAddr is string "0000:3B:02\.1", expected a PCI address/],
