@@ -133,7 +133,7 @@ previous=$(readlink "$destdir$libdir" 2>/dev/null) || previous=
 if [ -d "$destdir$libdir" ] && [ ! -L "$destdir$libdir" ]; then rm -rf "$destdir$libdir"; fi
 mv -T "$destdir$libdir.tmp" "$destdir$libdir"
 for old in "$destdir$prefix/lib"/vfpool.*; do
-  if [ "$old" != "$stage" ] && [ "${old##*/}" != "$previous" ] && [ -d "$old" ]; then rm -rf "$old"; fi
+  if [ "$old" != "$stage" ] && [ "${old##*/}" != "${previous##*/}" ] && [ -d "$old" ]; then rm -rf "$old"; fi
 done
 
 mkdir -p "$destdir$prefix/bin"

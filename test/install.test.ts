@@ -1,6 +1,6 @@
 import t from 'tap';
 import { execa } from 'execa';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO, WITHOUT_TAP_LOADER } from './helpers/spawn.js';
 
@@ -47,6 +47,9 @@ t.test('install.sh --dest-dir stages a complete, idempotent install and --uninst
   t.same(readdirSync(join(dest, 'opt/vfpool/lib')).sort(), ['vfpool', readlinkSync(lib), firstRelease].sort(), 'the install it replaced is kept, for its processes still running');
   t.ok(existsSync(join(dest, 'opt/vfpool/lib', firstRelease, 'dist/bin/execa.cjs')), 'with the files they load as they go');
   const secondRelease = readlinkSync(lib);
+  // A link made by hand or by a packager may be absolute: the release it names is kept too.
+  rmSync(lib);
+  symlinkSync(`/opt/vfpool/lib/${secondRelease}`, lib);
   t.equal((await install('--dest-dir', dest, '--prefix', '/opt/vfpool')).exitCode, 0, 'a third install works');
   t.same(readdirSync(join(dest, 'opt/vfpool/lib')).sort(), ['vfpool', readlinkSync(lib), secondRelease].sort(), 'and removes the installs before the one it replaced: no leftovers');
 
