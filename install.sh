@@ -124,11 +124,16 @@ for f in cli.cjs cli.mjs; do
 done
 chmod 0755 "$stage/dist/bin/"*.mjs "$stage/dist/bin/cli.cjs" "$stage/dist/bin/"*-hook.cjs "$stage/hooks/vfpool-hook" "$stage/qemu-args/vfpool-qemu"
 ln -sfn "$release" "$destdir$libdir.tmp"
+# The install this one replaces stays until the next install: a hook, reconcile or migration
+# of it still running loads files of its own directory as it goes (its bundle requires
+# ./execa.cjs when it first runs ip or virsh), and removed under it that process failed midway,
+# a VF half restored. Older installs than that one are removed.
+previous=$(readlink "$destdir$libdir" 2>/dev/null) || previous=
 # An install from before vfpool used a link is a directory, which a rename cannot replace.
 if [ -d "$destdir$libdir" ] && [ ! -L "$destdir$libdir" ]; then rm -rf "$destdir$libdir"; fi
 mv -T "$destdir$libdir.tmp" "$destdir$libdir"
 for old in "$destdir$prefix/lib"/vfpool.*; do
-  if [ "$old" != "$stage" ] && [ -d "$old" ]; then rm -rf "$old"; fi
+  if [ "$old" != "$stage" ] && [ "${old##*/}" != "${previous##*/}" ] && [ -d "$old" ]; then rm -rf "$old"; fi
 done
 
 mkdir -p "$destdir$prefix/bin"

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { execa } from 'execa';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO, WITHOUT_TAP_LOADER } from './helpers/spawn.js';
 
@@ -37,11 +37,21 @@ t.test('install.sh --dest-dir stages a complete, idempotent install and --uninst
   const conf = join(dest, 'etc/vfpool/vfpool.conf');
   t.match(readFileSync(conf, 'utf8'), /#VFPOOL_STATE_DIR=\/run\/vfpool/);
   writeFileSync(conf, 'VFPOOL_HOST=sim:/x.json\n');
+  const firstRelease = readlinkSync(lib);
   const again = await install('--dest-dir', dest, '--prefix', '/opt/vfpool');
   t.equal(again.exitCode, 0, 'a second install works');
   t.equal(readFileSync(conf, 'utf8'), 'VFPOOL_HOST=sim:/x.json\n', 'an administrator\'s vfpool.conf is never overwritten');
   t.match(readlinkSync(lib), /^vfpool\.\d{14}\.\d+$/, 'lib/vfpool is a link to this install\'s own directory');
-  t.same(readdirSync(join(dest, 'opt/vfpool/lib')).sort(), ['vfpool', readlinkSync(lib)].sort(), 'the previous install is gone, no leftovers');
+  // A hook or migration of the first install still running loads ./execa.cjs from its own
+  // directory when it first runs ip or virsh: removed under it, it failed midway.
+  t.same(readdirSync(join(dest, 'opt/vfpool/lib')).sort(), ['vfpool', readlinkSync(lib), firstRelease].sort(), 'the install it replaced is kept, for its processes still running');
+  t.ok(existsSync(join(dest, 'opt/vfpool/lib', firstRelease, 'dist/bin/execa.cjs')), 'with the files they load as they go');
+  const secondRelease = readlinkSync(lib);
+  // A link made by hand or by a packager may be absolute: the release it names is kept too.
+  rmSync(lib);
+  symlinkSync(`/opt/vfpool/lib/${secondRelease}`, lib);
+  t.equal((await install('--dest-dir', dest, '--prefix', '/opt/vfpool')).exitCode, 0, 'a third install works');
+  t.same(readdirSync(join(dest, 'opt/vfpool/lib')).sort(), ['vfpool', readlinkSync(lib), secondRelease].sort(), 'and removes the installs before the one it replaced: no leftovers');
 
   const un = await install('--dest-dir', dest, '--prefix', '/opt/vfpool', '--uninstall');
   t.equal(un.exitCode, 0);

@@ -18,6 +18,7 @@ import { probeQmpSocket } from '../qemu/qmp-probe.js';
 import { readLibvirtPid } from '../pool/libvirt-runtime.js';
 import { readInputFile } from './run.js';
 import { writeStdout } from '../util/stdio.js';
+import { monotonicMs } from '../util/process.js';
 import { print, printPlan, withDeps, type ClosableQmp } from './migrate-deps.js';
 import { migrateWithLibvirt } from './migrate-libvirt.js';
 
@@ -48,7 +49,7 @@ export function pausedSettleMs(env: NodeJS.ProcessEnv = process.env): number {
 
 /** Destination, after the incoming QEMU started: waits (bounded) until the migration ended and the guest runs, then confirms. */
 async function waitIncoming(qmp: MigrationQmp, seconds: number): Promise<'success' | 'failure'> {
-  const end = Date.now() + seconds * 1000;
+  const end = monotonicMs() + seconds * 1000;
   let pausedSince: number | null = null;
   const settleMs = pausedSettleMs();
   for (;;) {
@@ -62,10 +63,10 @@ async function waitIncoming(qmp: MigrationQmp, seconds: number): Promise<'succes
     if (FAILED_STATUSES.includes(status)) return 'failure';
     if (status === 'running') return 'success';
     if (status !== 'inmigrate' && status !== 'prelaunch') {
-      pausedSince ??= Date.now();
-      if (Date.now() - pausedSince >= settleMs) return 'success';
+      pausedSince ??= monotonicMs();
+      if (monotonicMs() - pausedSince >= settleMs) return 'success';
     }
-    if (Date.now() > end) {
+    if (monotonicMs() > end) {
       if (pausedSince !== null) return 'success';
       throw new HostError(`the incoming migration did not finish within ${seconds} s`, { hint: 'run `vfpool migrate confirm DOMAIN --role destination` once it has' });
     }

@@ -6,6 +6,7 @@ import { virshQmp } from '../migrate/qmp-port.js';
 import { confirmStage, describeRelease, performStage, type StageDeps } from '../migrate/stages.js';
 import { checkVirsh, runVirsh, virshFailure } from '../migrate/virsh.js';
 import { parseObjectName } from '../types.js';
+import { monotonicMs } from '../util/process.js';
 import { printPlan, say, withDeps } from './migrate-deps.js';
 
 // virsh migrate options vfpool passes on; anything else is refused (the list is the argv, never a shell line).
@@ -48,7 +49,7 @@ export async function migrateWithLibvirt(ctx: Context, domainRaw: string, destUr
     }
     const performed = await performStage(deps, domain);
     for (const s of performed.steps) say(ctx, `${domain}: ${s}`);
-    const t0 = Date.now();
+    const t0 = monotonicMs();
     let r;
     try {
       r = await runVirsh(virshArgs, what, timeout * 1000);
@@ -60,19 +61,19 @@ export async function migrateWithLibvirt(ctx: Context, domainRaw: string, destUr
       await plugBack(ctx, deps, domain);
       throw new HostError(`virsh migrate --live ${domain} ${destUri} failed: ${virshFailure(r, timeout * 1000)}`, { hint: 'the domain stays on this host with its VFs plugged back' });
     }
-    say(ctx, `${domain}: virsh migrate --live to ${destUri} took ${Date.now() - t0} ms`);
+    say(ctx, `${domain}: virsh migrate --live to ${destUri} took ${monotonicMs() - t0} ms`);
     const done = await confirmStage(deps, domain, 'source', 'success');
     for (const s of done.steps) say(ctx, `${domain}: ${s}`);
     if (plain.length === 0) return 0;
     // Destination: its own vfpool plugs the plain VFs once the incoming migration ends (it
     // alone knows which VFs it reserved); check through its libvirt, bounded.
     const dest = virshQmp(destUri, domain);
-    const end = Date.now() + 60_000;
+    const end = monotonicMs() + 60_000;
     for (;;) {
       const ids = await peripheralIds(dest, DEFAULT_TIMEOUTS);
       const missing = plain.filter((id) => !ids.has(id));
       if (missing.length === 0) break;
-      if (Date.now() > end) {
+      if (monotonicMs() > end) {
         throw new HostError(`${domain} runs on ${destUri} but ${missing.join(', ')} did not appear in its QEMU within 60 s`, { hint: `on the destination, run \`vfpool migrate confirm ${domain} --role destination\`` });
       }
       await sleep(500);

@@ -1,5 +1,6 @@
 import { BadInputError, HostError } from '../errors.js';
 import { quoteInput } from '../util/quote.js';
+import { monotonicMs } from '../util/process.js';
 import type { QmpDeviceAdd } from '../qemu/args.js';
 import type { DomainPlanVf } from '../state/domain-plan.js';
 import type { MigrationQmp, QmpEvent, QmpEventWaiter } from './ports.js';
@@ -50,7 +51,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  */
 export async function migrateOverQmp(qmp: MigrationQmp, domain: string, uri: string, failoverPrimaries: string[], timeoutMs: number): Promise<MigrateOutcome> {
   checkMigrationUri(uri, `domain '${domain}'`);
-  const t0 = Date.now();
+  const t0 = monotonicMs();
   const giveUp = `the domain stays on the source: give the migration up with \`vfpool migrate confirm ${domain} --role source --failed\` there and \`vfpool migrate confirm ${domain} --role destination --failed\` on the destination`;
   const waiters: Array<[string, QmpEventWaiter]> = failoverPrimaries.map((id) => [id, qmp.listen('UNPLUG_PRIMARY', (d) => d['device-id'] === id, timeoutMs)]);
   const seen: string[] = [];
@@ -63,7 +64,7 @@ export async function migrateOverQmp(qmp: MigrationQmp, domain: string, uri: str
       if (q.status === 'failed' || q.status === 'cancelled') {
         throw new HostError(`migration to ${uri} ${q.status}${q['error-desc'] ? `: ${q['error-desc']}` : ''}`, { hint: giveUp });
       }
-      if (Date.now() - t0 > timeoutMs) {
+      if (monotonicMs() - t0 > timeoutMs) {
         await qmp.execute('migrate_cancel', {}, 10_000).catch(() => {});
         throw new HostError(`migration to ${uri} did not complete within ${timeoutMs} ms (status ${q.status ?? '?'}); cancelled`, { hint: giveUp });
       }
@@ -72,7 +73,7 @@ export async function migrateOverQmp(qmp: MigrationQmp, domain: string, uri: str
     // QEMU sends UNPLUG_PRIMARY before it leaves the wait-unplug state, so by completion each has arrived.
     const missing = failoverPrimaries.filter((id) => !seen.includes(id));
     if (missing.length) throw new HostError(`migration completed but QEMU sent no UNPLUG_PRIMARY for ${missing.join(', ')}`, { hint: 'the failover primary moved with the guest: check the destination' });
-    return { status: 'completed', unplugPrimary: seen, ms: Date.now() - t0 };
+    return { status: 'completed', unplugPrimary: seen, ms: monotonicMs() - t0 };
   } finally {
     for (const [, w] of waiters) w.cancel();
   }

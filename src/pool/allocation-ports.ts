@@ -4,6 +4,7 @@ import { isObjectName, parseObjectName, type MacAddress, type NetdevName, type P
 import type { Context } from './context.js';
 import type { PortRecord } from '../state/schema.js';
 import { allocationPinsVf, ownerEnv } from './owners.js';
+import { monotonicMs } from '../util/process.js';
 import { libvirtStatusListsPort } from './libvirt-runtime.js';
 
 /**
@@ -38,6 +39,7 @@ export async function recordPort(ctx: Context, network: string, port: NetworkPor
     plug: port.plug.type,
     mac: port.mac,
     createdAt: new Date().toISOString(),
+    createdMonoMs: monotonicMs(),
     pid: null,
   };
   return ctx.store.update((state) => {

@@ -1,3 +1,4 @@
+import { monotonicMs } from '../util/process.js';
 import { BadInputError, ConflictError } from '../errors.js';
 import type { DomainSpec } from '../config/domain-xml.js';
 import { domainRequests, type VfRequest } from './requests.js';
@@ -179,6 +180,7 @@ export async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRe
         requestedNetdev: r.netdev,
         requested: vfSettingsOf(r),
         createdAt: now,
+        createdMonoMs: monotonicMs(),
         lastError: null,
       },
     });

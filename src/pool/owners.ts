@@ -1,5 +1,5 @@
 import type { Allocation, PortRecord } from '../state/schema.js';
-import { isAlive } from '../util/process.js';
+import { isAlive, monotonicMs } from '../util/process.js';
 import { readLibvirtPid } from './libvirt-runtime.js';
 
 /**
@@ -25,6 +25,8 @@ export function judgeAllocation(
     alive: (pid: number) => boolean;
     libvirtPid: (domain: string) => number | null;
     now: number;
+    /** monotonicMs() now: a record's age by it, when the record has its own. */
+    mono?: number;
     graceMs: number;
     self: number;
     /** A `vfpool prepare`d domain whose QEMU ran through the wrapper and is gone (its QMP socket refuses). */
@@ -43,28 +45,39 @@ export function judgeAllocation(
   }
   const pid = env.libvirtPid(a.owner.domain);
   if (pid !== null) return { keep: true, reason: `QEMU pid ${pid} (libvirt's pid file) runs`, adoptPid: pid };
-  const age = env.now - Date.parse(a.createdAt);
+  const age = recordAge(a, env);
   if (Number.isFinite(age) && age < env.graceMs) {
     return { keep: true, reason: `prepared ${Math.round(age / 1000)} s ago and libvirt may still be starting it (grace ${Math.round(env.graceMs / 1000)} s)` };
   }
   return { keep: false, reason: `no QEMU pid was ever recorded and libvirt has no pid file for it` };
 }
 
-export function judgePort(p: PortRecord, env: { alive?: (pid: number) => boolean; libvirtPid: (domain: string) => number | null; now: number; graceMs: number }): Verdict {
+export function judgePort(p: PortRecord, env: { alive?: (pid: number) => boolean; libvirtPid: (domain: string) => number | null; now: number; mono?: number; graceMs: number }): Verdict {
   if (p.pid !== null && env.alive) {
     return env.alive(p.pid) ? { keep: true, reason: `QEMU pid ${p.pid} runs` } : { keep: false, reason: `domain '${p.domain}' QEMU pid ${p.pid} is gone` };
   }
   if (env.libvirtPid(p.domain) !== null) return { keep: true, reason: 'the domain runs' };
-  const age = p.createdAt ? env.now - Date.parse(p.createdAt) : Infinity;
+  const age = p.createdAt ? recordAge(p, env) : Infinity;
   if (age < env.graceMs) return { keep: true, reason: 'recorded moments ago; the domain may be starting' };
   return { keep: false, reason: `domain '${p.domain}' does not run (no live pid in libvirt's pid file)` };
 }
 
+/**
+ * How long ago a record was written: by the monotonic clock when it has its stamp (the wall
+ * clock is stepped at boot, just when libvirt autostarts guests, and a step forward past the
+ * grace took a starting guest's VF), else by the wall clock (a record written before the stamp
+ * was kept, or, where the state directory outlived a reboot, one from an earlier boot).
+ */
+function recordAge(r: { createdAt: string | null; createdMonoMs?: number | null }, env: { now: number; mono?: number }): number {
+  if (typeof r.createdMonoMs === 'number' && env.mono !== undefined && env.mono >= r.createdMonoMs) return env.mono - r.createdMonoMs;
+  return env.now - Date.parse(r.createdAt ?? '');
+}
 
 export interface OwnerEnv {
   alive: (pid: number) => boolean;
   libvirtPid: (domain: string) => number | null;
   now: number;
+  mono: number;
   graceMs: number;
   self: number;
 }
@@ -89,6 +102,7 @@ export function ownerEnv(libvirtRunDir: string, graceMs = DEFAULT_RECONCILE_GRAC
       return pid === -1 ? process.pid : pid;
     },
     now: Date.now(),
+    mono: monotonicMs(),
     graceMs,
     self: process.pid,
   };

@@ -2,6 +2,7 @@ import { HostError } from '../errors.js';
 import type { Host, VfInfo } from '../host/host.js';
 import type { NetdevName, PciAddress } from '../types.js';
 import type { Logger } from '../util/log.js';
+import { monotonicMs } from '../util/process.js';
 import { executeSteps, type StepKind } from './executor.js';
 
 /**
@@ -42,13 +43,13 @@ export interface ApplyOptions {
 export const DEFAULT_APPLY: ApplyOptions = { settleTimeoutMs: 15_000, pollMs: 50 };
 
 async function awaitVfs(host: Host, a: Extract<Action, { kind: 'await-vfs' }>, opts: ApplyOptions): Promise<void> {
-  const deadline = Date.now() + opts.settleTimeoutMs;
+  const deadline = monotonicMs() + opts.settleTimeoutMs;
   let vfs: VfInfo[] = [];
   for (;;) {
     vfs = await host.listVfs(a.pf);
     const ready = vfs.length === a.count && (!a.probed || vfs.every((v) => v.driver !== null));
     if (ready) return;
-    if (Date.now() >= deadline) break;
+    if (monotonicMs() >= deadline) break;
     await new Promise((r) => setTimeout(r, opts.pollMs));
   }
   const probedCount = vfs.filter((v) => v.driver !== null).length;

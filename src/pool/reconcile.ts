@@ -1,5 +1,5 @@
 import { asVfpoolError } from '../errors.js';
-import { isAlive } from '../util/process.js';
+import { isAlive, monotonicMs } from '../util/process.js';
 import type { Context } from './context.js';
 import { releaseGuest } from './guest-release.js';
 import { mendPools, type MendedPool } from './pools.js';
@@ -39,6 +39,7 @@ export interface ReconcileOptions {
   graceMs: number;
   dryRun?: boolean;
   now?: number;
+  mono?: number;
 }
 
 export interface ReconcileEntry {
@@ -77,6 +78,7 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
     alive: isAlive,
     libvirtPid: (d: string) => readLibvirtPid(opts.libvirtRunDir, d),
     now: opts.now ?? Date.now(),
+    mono: opts.mono ?? monotonicMs(),
     graceMs: opts.graceMs,
     self: process.pid,
   };

@@ -1,6 +1,7 @@
 import { HostError, asVfpoolError } from '../errors.js';
 import type { QmpDeviceAdd } from './args.js';
 import { QmpClient, QmpCommandError } from './qmp.js';
+import { monotonicMs } from '../util/process.js';
 
 /** One device of QEMU's `query-pci`, flattened (bridges and root ports walked into). */
 export interface PciDeviceSeen {
@@ -100,9 +101,9 @@ export async function hotplugDevices(qmp: QmpClient, devices: QmpDeviceAdd[], op
     added.push(d.id);
     opts.log?.(`device_add ${d.id} (${d.driver}) into ${d.bus}`);
     if (d.failover_pair_id !== undefined) continue;
-    const deadline = Date.now() + opts.timeoutMs;
+    const deadline = monotonicMs() + opts.timeoutMs;
     while (!(await seen()).has(d.id)) {
-      if (Date.now() > deadline) {
+      if (monotonicMs() > deadline) {
         throw new HostError(`${d.id} (${d.driver}) was added but did not show in QEMU's query-pci within ${Math.round(opts.timeoutMs / 1000)} s`, { code: 'ETIMEDOUT', hint: 'QEMU may be overloaded; look at the domain log and try starting it again' });
       }
       await new Promise((r) => setTimeout(r, pollMs));

@@ -70,7 +70,12 @@ export function normaliseState(raw: unknown, file: string): VfpoolState {
     const lo = isObject(l) ? l : bad(`${at} is ${describe(l)}, expected an object`);
     for (const k of ['pool', 'pf', 'since']) f.string(lo, k, at);
   });
+  // A newer vfpool may add a list within this version (as `leftovers` was added): kept as it is,
+  // so that this one's next write (a downgrade, or one of its hooks still running at an
+  // upgrade) does not drop it, as the records' own unknown fields are kept.
+  const { version: _v, pools: _p, allocations: _a, ports: _o, bindings: _b, leftovers: _l, ...unknown } = raw;
   return {
+    ...unknown,
     version: STATE_VERSION,
     pools: pools as VfpoolState['pools'],
     allocations,
@@ -111,6 +116,7 @@ function upgradeAllocation(raw: unknown, at: string, f: Fields): Allocation {
   a.applied ??= a.saved ? { link: { mac: a.saved.link.mac }, mtu: null, driver: null } : null;
   // Added within version 2: absent means not kept (a migration then reads `applied`).
   a.requested ??= null;
+  monoOrNull(a as unknown as Record<string, unknown>, at, f);
   return a;
 }
 
@@ -130,7 +136,16 @@ function upgradePort(raw: unknown, at: string, f: Fields): PortRecord {
   p.createdAt ??= null;
   // Added within version 2: absent means not known yet.
   p.pid ??= null;
+  monoOrNull(p as unknown as Record<string, unknown>, at, f);
   return p;
+}
+
+/** Added within version 2: absent means not kept (the grace then measures by the wall clock). */
+function monoOrNull(o: Record<string, unknown>, at: string, f: Fields): void {
+  o.createdMonoMs ??= null;
+  if (o.createdMonoMs !== null && !(typeof o.createdMonoMs === 'number' && Number.isFinite(o.createdMonoMs) && o.createdMonoMs >= 0)) {
+    f.bad(`${at}.createdMonoMs is ${describe(o.createdMonoMs)}, expected a number of milliseconds or null`);
+  }
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

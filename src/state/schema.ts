@@ -134,6 +134,11 @@ export interface Allocation {
    */
   requested: VfSettings | null;
   createdAt: string;
+  /**
+   * CLOCK_MONOTONIC (ms) when written: the age the grace period measures, which a step of the
+   * wall clock (NTP at boot, \`date -s\`) does not change. null in records written before it was kept.
+   */
+  createdMonoMs: number | null;
   /** Why the last restore failed (phase `releasing`). */
   lastError: string | null;
 }
@@ -159,6 +164,11 @@ export interface PortRecord {
   mac: MacAddress | null;
   /** null in records upgraded from version 1 files that did not say. */
   createdAt: string | null;
+  /**
+   * CLOCK_MONOTONIC (ms) when written: the age the grace period measures, which a step of the
+   * wall clock (NTP at boot, \`date -s\`) does not change. null in records written before it was kept.
+   */
+  createdMonoMs: number | null;
   /**
    * The domain's QEMU pid, learnt at the qemu hook's `started`/`reconnect`: once known, the
    * record pins its VF exactly while that process lives (libvirt sends no `port-deleted` for a

@@ -21,3 +21,12 @@ export function isAlive(pid: number): boolean {
   // The state is the field after the command name, which may hold spaces and parentheses.
   return stat.charAt(stat.lastIndexOf(')') + 2) !== 'Z';
 }
+
+/**
+ * Milliseconds on a clock that only goes forward (CLOCK_MONOTONIC), for deadlines and durations:
+ * the wall clock is stepped (NTP at boot, an administrator's `date -s`), and a deadline on it
+ * expired at once after a step forward, or waited as long as the step back on top.
+ */
+export function monotonicMs(): number {
+  return Number(process.hrtime.bigint() / 1_000_000n);
+}

@@ -132,7 +132,7 @@ t.test('a MAC another domain holds on a VF of the same PF: exit 3 naming that do
 
   // A VF libvirt's hostdev network handed out with that MAC counts the same.
   await releaseGuest(w.ctx, 'wraptest', { reason: 'test' });
-  await w.ctx.store.update((s) => void s.ports.push({ network: 'lv-net', portUuid: 'u1', domain: 'lvguest', domainUuid: null, vfAddr: vfs[3]!.address, netdev: null, plug: 'hostdev-pci', mac: mac as never, createdAt: new Date().toISOString(), pid: null }));
+  await w.ctx.store.update((s) => void s.ports.push({ network: 'lv-net', portUuid: 'u1', domain: 'lvguest', domainUuid: null, vfAddr: vfs[3]!.address, netdev: null, plug: 'hostdev-pci', mac: mac as never, createdAt: new Date().toISOString(), createdMonoMs: null, pid: null }));
   await t.rejects(prepareGuest(w.ctx, spec('c7', `<vfpool:hostdev pool='hd' mac='${mac}'/>`), w.opts), {
     exitCode: 3,
     message: `domain 'c7': vfpool:hostdev #1: mac '${mac}' is already on VF ${vfs[3]!.address} (eth1) of domain 'lvguest', through libvirt network 'lv-net', and PF eth1 forwards a MAC to one VF only`,

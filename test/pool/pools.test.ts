@@ -75,7 +75,7 @@ t.test('a VF whose owner is gone but whose release is still running counts as in
   state.allocations.push({
     pool: 'sriov-pool', pf: 'eth1' as NetdevName, vfIndex: 0, vfAddr: vf.address, netdev: vf.netdev,
     owner: { domain: 'gone', uuid: null, pid: 999_999_999 }, mac: null, vlan: null, alias: 'vfpool-vf0',
-    phase: 'releasing', saved: null, guestSlot: 0, requestedNetdev: null, requested: null, createdAt: new Date().toISOString(), worker: worker.pid,
+    phase: 'releasing', saved: null, guestSlot: 0, requestedNetdev: null, requested: null, createdAt: new Date().toISOString(), createdMonoMs: null, worker: worker.pid,
   } as never);
   const uses = await findVfUses(w.sim, state, [vf]);
   t.match(uses.get(vf.address), [{ by: 'allocation', who: new RegExp(`vfpool process ${worker.pid} working on domain 'gone'`) }]);

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { parseDomainXml } from '../../src/config/domain-xml.js';
 import { prepareGuest } from '../../src/pool/guests.js';
 import { judgeAllocation, reconcile } from '../../src/pool/reconcile.js';
+import { judgePort } from '../../src/pool/owners.js';
 import type { Allocation, VfpoolState } from '../../src/state/schema.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
 import { makeGuestWorld, POOLS } from '../helpers/guest-world.js';
@@ -61,6 +62,21 @@ t.test('the policy, case by case', async (t) => {
   }
 });
 
+t.test('the grace measures a record\'s age by the monotonic clock: a step of the wall clock moves neither way', async (t) => {
+  // chrony/ntpd step the clock at boot, just when libvirt autostarts guests: a guest between its
+  // prepare and its pid file must not lose its VF to a step forward past the grace.
+  const env = { alive: () => false, libvirtPid: () => null, now: NOW, mono: 1_000_000, graceMs: 120_000, self: 1 };
+  const stepped = alloc({ createdAt: new Date(NOW - 3600_000).toISOString(), createdMonoMs: 1_000_000 - 5_000 });
+  t.same(judgeAllocation(stepped, env), { keep: true, reason: 'prepared 5 s ago and libvirt may still be starting it (grace 120 s)' }, 'written 5 s ago, the wall clock stepped an hour forward since');
+  const steppedBack = alloc({ createdAt: new Date(NOW + 3600_000).toISOString(), createdMonoMs: 1_000_000 - 600_000 });
+  t.equal(judgeAllocation(steppedBack, env).keep, false, 'written 10 min ago, the wall clock stepped an hour back since: past the grace');
+  const earlierBoot = alloc({ createdAt: new Date(NOW - 600_000).toISOString(), createdMonoMs: 5_000_000 });
+  t.equal(judgeAllocation(earlierBoot, env).keep, false, 'a stamp from an earlier boot (ahead of this boot\'s clock): the wall clock decides');
+  const port = { network: 'n', portUuid: 'u', domain: 'vm1', domainUuid: null, vfAddr: null, netdev: null, plug: 'direct' as const, mac: null, pid: null };
+  t.equal(judgePort({ ...port, createdAt: new Date(NOW - 3600_000).toISOString(), createdMonoMs: 1_000_000 - 5_000 }, env).keep, true, 'a libvirt port record the same way');
+  t.equal(judgePort({ ...port, createdAt: new Date(NOW + 3600_000).toISOString(), createdMonoMs: 1_000_000 - 600_000 }, env).keep, false);
+});
+
 t.test('reconcile frees and restores what is gone, keeps what runs, drops dead ports, rebuilds markers', async (t) => {
   const w = makeGuestWorld(t, 'sim');
   await w.addPool('hd', POOLS.hd);
@@ -76,11 +92,11 @@ t.test('reconcile frees and restores what is gone, keeps what runs, drops dead p
     for (const a of s.allocations) {
       if (a.owner.domain === 'live') a.owner.pid = process.pid;
       if (a.owner.domain === 'dead') a.owner.pid = dead;
-      if (a.owner.domain === 'pidfile') a.createdAt = new Date(Date.now() - 3600_000).toISOString();
+      if (a.owner.domain === 'pidfile') Object.assign(a, { createdAt: new Date(Date.now() - 3600_000).toISOString(), createdMonoMs: null });
     }
     s.ports.push(
-      { network: 'n', portUuid: 'u1', domain: 'gone', domainUuid: null, vfAddr: null, netdev: 'x' as never, plug: 'direct', mac: null, createdAt: new Date(Date.now() - 3600_000).toISOString(), pid: null },
-      { network: 'n', portUuid: 'u2', domain: 'pidfile', domainUuid: null, vfAddr: null, netdev: 'y' as never, plug: 'direct', mac: null, createdAt: new Date(Date.now() - 3600_000).toISOString(), pid: null },
+      { network: 'n', portUuid: 'u1', domain: 'gone', domainUuid: null, vfAddr: null, netdev: 'x' as never, plug: 'direct', mac: null, createdAt: new Date(Date.now() - 3600_000).toISOString(), createdMonoMs: null, pid: null },
+      { network: 'n', portUuid: 'u2', domain: 'pidfile', domainUuid: null, vfAddr: null, netdev: 'y' as never, plug: 'direct', mac: null, createdAt: new Date(Date.now() - 3600_000).toISOString(), createdMonoMs: null, pid: null },
     );
   });
   writeFileSync(join(w.opts.libvirtRunDir, 'pidfile.pid'), `${process.pid}\n`);
@@ -188,7 +204,7 @@ t.test('a libvirt port recorded again while reconcile judges it is not dropped: 
   const w = makeGuestWorld(t, 'sim');
   const old = new Date(Date.now() - 3600_000).toISOString();
   await w.ctx.store.update((s) => {
-    s.ports.push({ network: 'n', portUuid: 'u1', domain: 'vm9', domainUuid: null, vfAddr: null, netdev: 'x' as never, plug: 'direct', mac: null, createdAt: old, pid: null });
+    s.ports.push({ network: 'n', portUuid: 'u1', domain: 'vm9', domainUuid: null, vfAddr: null, netdev: 'x' as never, plug: 'direct', mac: null, createdAt: old, createdMonoMs: null, pid: null });
   });
   const seen = changeAfterReadBy(t, w, 'reconcile', (onDisk) => {
     onDisk.ports[0]!.createdAt = new Date().toISOString();

@@ -80,7 +80,7 @@ function alloc(o: Partial<Allocation>): Allocation {
     phase: 'releasing', worker: null,
     saved: { link: LINK, driver: 'iavf', mtu: 1500, netdev: 'eth1v1' as NetdevName },
     applied: { link: { mac: NEW_MAC }, mtu: null, driver: 'vfio-pci' },
-    vfioOwner: null, guestSlot: 0, requestedNetdev: null, requested: null, createdAt: '2026-01-01T00:00:00Z', lastError: null, ...o,
+    vfioOwner: null, guestSlot: 0, requestedNetdev: null, requested: null, createdAt: '2026-01-01T00:00:00Z', createdMonoMs: null, lastError: null, ...o,
   };
 }
 

@@ -53,13 +53,14 @@ t.test('a version 1 file is upgraded to the current version, every field present
   t.equal(old!.lastError, null);
   t.same(old!.applied, { link: { mac: 'aa:bb:cc:00:00:01' }, mtu: null, driver: null }, 'before `applied`, a restore put back the admin MAC only');
   t.equal(old!.requested, null, 'before `requested` was kept: null (a migration reads `applied`)');
+  t.equal(old!.createdMonoMs, null, 'before the monotonic stamp was kept: null (the grace measures by the wall clock)');
   t.equal(newer!.mode, 'passthrough', 'fields that are there are kept');
   t.equal(newer!.owner.via, 'cli');
   t.equal(newer!.lastError, 'ip exited 2');
   t.equal(newer!.applied, null, 'nothing saved: nothing applied');
   t.same(s.ports[0], {
     network: 'hostnet', portUuid: '0b6f5c3e-1111-2222-3333-444455556666', domain: 'vm3', domainUuid: null,
-    vfAddr: '0000:3b:02.3', netdev: null, plug: 'hostdev-pci', mac: null, createdAt: null, pid: null,
+    vfAddr: '0000:3b:02.3', netdev: null, plug: 'hostdev-pci', mac: null, createdAt: null, createdMonoMs: null, pid: null,
   });
   t.same(s.pools.p!.activated, [{ pf: 'eth1', numVfs: 4 }]);
   t.equal(s.pools.p!.change, null, 'a pool without a start/stop intent is settled');
@@ -102,6 +103,7 @@ t.test('a file of the wrong shape is refused with one line naming the file and t
     ['a pid written as a string', withAllocation({ owner: { domain: 'vm1', uuid: null, pid: '4242' } }), /allocations\[0\]\.owner\.pid is string "4242", expected a process id \(a whole number above 0\) or null/],
     ['a negative pid', withAllocation({ owner: { domain: 'vm1', uuid: null, pid: -1 } }), /allocations\[0\]\.owner\.pid is number -1, expected a process id/],
     ['a worker written as a string', withAllocation({ worker: '77' }), /allocations\[0\]\.worker is string "77", expected a process id/],
+    ['a monotonic stamp written as a string', withAllocation({ createdMonoMs: '5' }), /allocations\[0\]\.createdMonoMs is string "5", expected a number of milliseconds or null/],
     ['an unknown owner kind', withAllocation({ owner: { domain: 'vm1', uuid: null, pid: null, via: 'virsh' } }), /allocations\[0\]\.owner\.via is string "virsh", expected one of libvirt, cli/],
     ['a VF address without its domain', withAllocation({ vfAddr: '3b:02.1' }), /allocations\[0\]\.vfAddr is string "3b:02\.1", expected a PCI address such as 0000:3b:02\.0/],
     ['a VF address in capitals', withAllocation({ vfAddr: '0000:3B:02.1' }), /allocations\[0\]\.vfAddr is string "0000:3B:02\.1", expected a PCI address/],
@@ -142,6 +144,24 @@ t.test('the store reads through the normaliser and writes the current version', 
   const upd = await store.update(() => undefined).then(() => null, (e: unknown) => e as BadInputError);
   t.equal(upd?.exitCode, 2, 'nor is it overwritten by an update');
   t.equal(readFileSync(join(dir, 'state.json'), 'utf8'), 'null', 'the file is left as it was');
+});
+
+t.test('a list a newer vfpool added within version 2 is kept by this one\'s writes', async (t) => {
+  // As `leftovers` was added within version 2: a vfpool from before it dropped the list at its
+  // next write (a downgrade, or its hook still running during an upgrade), and the VFs it
+  // listed were never removed.
+  const dir = mkdtempSync(join(tmpdir(), 'vfpool-state-'));
+  const future = [{ pool: 'p', pf: 'eth1', since: '2026-01-01T10:00:00.000Z', note: 'from a newer vfpool' }];
+  writeFileSync(join(dir, 'state.json'), JSON.stringify({ version: 2, pools: {}, allocations: [], ports: [], bindings: [], leftovers: [], quarantined: future }));
+  const store = new StateStore(dir);
+  await store.update((s) => {
+    s.leftovers.push({ pool: 'q', pf: 'eth2' as never, since: 'now' });
+  });
+  const { readFileSync } = await import('node:fs');
+  const written = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8'));
+  t.same(written.quarantined, future, 'the unknown list is written back as it was');
+  t.equal(written.leftovers.length, 1, 'next to this vfpool\'s own change');
+  t.equal(written.version, 2);
 });
 
 t.test('a state file that is a directory, a state dir that is a file: a sentence with the fix', async (t) => {
