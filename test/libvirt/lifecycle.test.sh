@@ -22,6 +22,8 @@
 # - a guest asking two pools where one is exhausted: nothing allocated in the other either;
 # - QEMU killed (SIGKILL) behind libvirt's back: `release end crashed` restores the VFs;
 # - QEMU killed while libvirtd is down: libvirt runs `release end crashed` when it comes back;
+# - libvirtd killed during a start, after vfpool's prepare and before QEMU (a second qemu hook
+#   holds the start): after its restart, `virsh start` frees what that start left and succeeds;
 # - `virsh define` of a new MAC while the guest runs: it keeps its VFs until destroy, whose release
 #   (by name) restores them; `virsh domrename`: the new name starts with the new MAC;
 # - a hybrid pool carried by a bridge network of its name: an <interface> attached live gets no
@@ -50,6 +52,10 @@ NET=vfplhy
 BR=vfplbr0
 WRAPPER=/usr/local/bin/vfpool-qemu
 wrote_pools=0 pools_started=0 made_bridge=0 net_defined=0
+# A qemu hook run after vfpool's (names sort) that holds a start at `start begin` while $HOLD
+# exists: libvirtd is killed there, between vfpool's prepare and QEMU.
+HOLD_HOOK=/etc/libvirt/hooks/qemu.d/zz-vfpl-hold
+HOLD=/run/vfpl-hold-start
 
 vp() { env -i LC_ALL=C HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin "$VFPOOL" "$@"; }
 
@@ -91,6 +97,7 @@ cleanup_test() {
     check "vfpool net-destroy of the three pools (no guest left holding a VF)" pools_stop
   fi
   [ $made_bridge = 1 ] && ip link del "$BR" 2>/dev/null
+  rm -f "$HOLD" "$HOLD_HOOK"
   if [ $wrote_pools = 1 ]; then local p; for p in "${POOLS[@]}"; do rm -f "$CONF_DIR/networks/$p.xml"; done; fi
 }
 
@@ -133,6 +140,9 @@ check "vfpool net-start vfplpa and vfplpb: 2 VFs each on eth1 and eth2, on vfio-
 [ $failed = 0 ] || exit 1
 VFS0=$(vfs)
 
+[ -e "$HOLD_HOOK" ] && setup_fail "$HOLD_HOOK exists already; remove it (this test installs and removes it)"
+mkdir -p "${HOLD_HOOK%/*}"
+printf '#!/bin/sh\n[ "$2" = start ] || exit 0\nwhile [ -e %s ]; do sleep 0.1; done\n' "$HOLD" >"$HOLD_HOOK" && chmod 0755 "$HOLD_HOOK" || setup_fail "cannot write $HOLD_HOOK"
 start_daemon_clean
 
 # dom_xml NAME METADATA [DEVICES]: a TCG q35 domain, no disk, 64 MiB, two free root ports for
@@ -261,6 +271,26 @@ killed_while_down() {
 }
 check "QEMU killed while libvirtd is down: libvirtd, back, runs release end crashed; the VFs are back" killed_while_down
 
+# libvirtd killed during a start, after vfpool's prepare and before QEMU: the daemon after it
+# knows the domain as shut off and runs no release; its next start must not be refused for the
+# VF that start left recorded.
+interrupted_start() {
+  touch "$HOLD"
+  (v start vfpl-a >"$work/held.out" 2>&1 &)
+  local i; for i in $(seq 100); do grep -q "qemu-hook vfpl-a start begin.*handed 2 vfio group" "$work/state/vfpool.log" 2>/dev/null && break; sleep 0.1; done
+  [ "$(owned vfpl-a)" = 2 ] || { rm -f "$HOLD"; why="vfpl-a holds $(owned vfpl-a) VF(s) while its start is held"; return 1; }
+  kill -KILL "$(cat /run/libvirtd.pid)"
+  rm -f "$HOLD"
+  stop_daemon && start_daemon || return 1
+  [ "$(v domstate vfpl-a)" = "shut off" ] || { why="vfpl-a is '$(v domstate vfpl-a)' after the restart"; return 1; }
+  virsh_ok start vfpl-a || return 1
+  grep -q "qemu-hook vfpl-a prepare begin .*Step 0: 2 allocation(s) from an earlier run" "$work/state/vfpool.log" || { why="no 'Step 0: 2 allocation(s) from an earlier run' line"; return 1; }
+  [ "$(owned vfpl-a)" = 2 ] || { why="vfpl-a holds $(owned vfpl-a) VF(s) after its start"; return 1; }
+  virsh_ok destroy vfpl-a || return 1
+  [ "$(vfs)" = "$VFS0" ] || { why="VFs are not as before the start: $(vfs | tr '\n' ';')"; return 1; }
+}
+check "libvirtd killed during vfpl-a's start (after prepare, before QEMU): after its restart, virsh start frees what that start left and succeeds" interrupted_start
+
 redefine_rename() {
   virsh_ok start vfpl-a || return 1
   v dumpxml vfpl-a --inactive | sed 's/52:54:00:76:70:01/52:54:00:76:70:09/' >"$work/vfpl-a2.xml"
@@ -384,9 +414,9 @@ nothing_left() {
   [ -z "$(vfs | awk '$5 != "-"')" ] || { why="owned: $(vfs | awk '$5 != "-"' | tr '\n' ';')"; return 1; }
   vp reconcile --dry-run >"$work/reconcile.out" 2>&1 || { why="reconcile --dry-run exit $?: $(tail -n 2 "$work/reconcile.out")"; return 1; }
   grep -q '0 would free, 0 failed' "$work/reconcile.out" || { why="reconcile --dry-run: $(tr '\n' ' ' <"$work/reconcile.out")"; return 1; }
-  vp history vfpl-a >"$work/history.out" 2>&1 && [ "$(grep -c '^.* release domain vfpl-a,' "$work/history.out")" = 6 ] \
-    || { why="vfpool history vfpl-a: $(grep -c 'release domain' "$work/history.out") release entries, expected 6"; return 1; }
+  vp history vfpl-a >"$work/history.out" 2>&1 && [ "$(grep -c '^.* release domain vfpl-a,' "$work/history.out")" = 10 ] \
+    || { why="vfpool history vfpl-a: $(grep -c 'release domain' "$work/history.out") release entries, expected 10 (one per VF)"; return 1; }
 }
-check "at the end: every VF free as it was, reconcile --dry-run frees nothing, history has vfpl-a's 6 releases" nothing_left
+check "at the end: every VF free as it was, reconcile --dry-run frees nothing, history has vfpl-a's 10 releases (one per VF)" nothing_left
 
 exit 0 # cleanup (trap) stops the pools and the daemon, uninstalls, restores the conf and prints the totals
