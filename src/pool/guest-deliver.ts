@@ -40,8 +40,10 @@ export function defaultDeliverGuestDeps(procRoot: string, devRoot: string): Deli
  * into the root port the wrapper reserved, over vfpool's QMP socket, and wait until query-pci
  * shows it. Any failure throws one sentence: the hook exits 1, libvirt stops QEMU and calls
  * release, which restores the VFs. A plan with `cmdline` delivery, or none, does nothing.
+ * `onlyIfMissing` (reconnect): nothing at all, no vfio step either, unless a plain VF is missing
+ * from a QEMU that is not an incoming one.
  */
-export async function deliverGuestVfs(ctx: Context, spec: DomainSpec, opts: GuestOptions, deps: DeliverGuestDeps): Promise<DeliverGuestResult> {
+export async function deliverGuestVfs(ctx: Context, spec: DomainSpec, opts: GuestOptions, deps: DeliverGuestDeps, how: { onlyIfMissing?: boolean } = {}): Promise<DeliverGuestResult> {
   const dom = `domain '${spec.name}'`;
   const log = ctx.log.child(dom);
   const result: DeliverGuestResult = { domain: spec.name, added: [], pid: null };
@@ -61,6 +63,7 @@ export async function deliverGuestVfs(ctx: Context, spec: DomainSpec, opts: Gues
       throw new HostError(`cannot read QEMU's command line ${cmdlineFile}: ${errnoOf(err) ?? (err as Error).message}`, { code: errnoOf(err), cause: err });
     }
     const devices = planHotplugDevices(plan, parseQemuArgv(argv));
+    if (how.onlyIfMissing && (argv.includes('-incoming') || (await missingDevices(ctx, spec.name, devices, deps)).length === 0)) return result;
 
     // Step 2: the vfio groups of the real VFs, handed into QEMU's namespace and cgroup. Emulated
     // stand-ins (a simulated host told to hot-plug them) need none.
@@ -96,6 +99,21 @@ export async function deliverGuestVfs(ctx: Context, spec: DomainSpec, opts: Gues
     return result;
   } catch (err) {
     const e = asVfpoolError(err);
-    throw e.message.startsWith(dom) ? e : prefixError(`${dom}: its VFs could not be hotplugged at 'started'`, e);
+    throw e.message.startsWith(dom) ? e : prefixError(`${dom}: its VFs could not be hotplugged at '${how.onlyIfMissing ? 'reconnect' : 'started'}'`, e);
+  }
+}
+
+/**
+ * The plan's plain VFs QEMU does not show (read-only QMP). Failover primaries are left out: QEMU
+ * keeps one hidden, out of query-pci, until the guest acks its standby, so absent is no sign.
+ */
+async function missingDevices(ctx: Context, domain: string, devices: ReturnType<typeof planHotplugDevices>, deps: DeliverGuestDeps): Promise<string[]> {
+  const plain = devices.filter((d) => d.failover_pair_id === undefined);
+  if (plain.length === 0) return [];
+  const qmp = await QmpClient.connect(domainQmpSocketPath(ctx.settings.stateDir, domain), { timeoutMs: 10_000 });
+  try {
+    return await hotplugDevices(qmp, plain, { dryRun: true, timeoutMs: deps.timeoutMs });
+  } finally {
+    qmp.close();
   }
 }

@@ -9,6 +9,8 @@ import type { Allocation, VfpoolState } from '../state/schema.js';
 export interface GuestOptions {
   /** Who asks: libvirt's hook, or `vfpool prepare` (whose owner has no libvirt pid file). */
   via: 'libvirt' | 'cli';
+  /** The libvirt daemon running the hook (its parent), recorded with each allocation; see AllocationOwner.daemon. */
+  daemon?: number | null;
   /** libvirt's QEMU runtime directory, where it keeps `NAME.pid` (/run/libvirt/qemu). */
   libvirtRunDir: string;
   /** Where /etc/passwd and /etc/group are, for a DAC label given by name. */
@@ -21,7 +23,7 @@ export interface GuestOptions {
  * another prefix; `VFPOOL_ETC` moves /etc, where a DAC label given by name is looked up).
  */
 export function guestOptions(via: GuestOptions['via'], settings: Settings): GuestOptions {
-  return { via, libvirtRunDir: settings.libvirtRunDir, etcDir: settings.etcDir };
+  return { via, libvirtRunDir: settings.libvirtRunDir, etcDir: settings.etcDir, daemon: via === 'libvirt' ? process.ppid : null };
 }
 
 /**

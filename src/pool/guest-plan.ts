@@ -166,7 +166,7 @@ export async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRe
         vfAddr: member.vf.address,
         netdev: member.vf.netdev,
         iommuGroup: member.vf.iommuGroup,
-        owner: { domain: spec.name, uuid: spec.uuid, pid, via: opts.via },
+        owner: { domain: spec.name, uuid: spec.uuid, pid, via: opts.via, daemon: opts.daemon ?? null },
         mac: r.mac,
         vlan: r.vlan,
         alias: `vfpool-vf${r.index}`,

@@ -45,6 +45,12 @@ export function judgeAllocation(
   }
   const pid = env.libvirtPid(a.owner.domain);
   if (pid !== null) return { keep: true, reason: `QEMU pid ${pid} (libvirt's pid file) runs`, adoptPid: pid };
+  // A libvirt daemon killed or restarted between prepare and QEMU's start never starts it, and
+  // the daemon after it runs no release for it: waiting out the grace period would refuse the
+  // domain's next start (and pin the VF) for nothing.
+  if (a.owner.daemon && !env.alive(a.owner.daemon)) {
+    return { keep: false, reason: `the libvirt daemon that prepared it (pid ${a.owner.daemon}) is gone and no QEMU pid was recorded` };
+  }
   const age = recordAge(a, env);
   if (Number.isFinite(age) && age < env.graceMs) {
     return { keep: true, reason: `prepared ${Math.round(age / 1000)} s ago and libvirt may still be starting it (grace ${Math.round(env.graceMs / 1000)} s)` };

@@ -97,6 +97,7 @@ function upgradeAllocation(raw: unknown, at: string, f: Fields): Allocation {
   const owner = f.object(raw, 'owner', at);
   f.name(owner, 'domain', `${at}.owner`);
   f.pidOrNull(owner, 'pid', `${at}.owner`);
+  f.pidOrNull(owner, 'daemon', `${at}.owner`);
   if (owner.via !== undefined) f.oneOf(owner, 'via', `${at}.owner`, ['libvirt', 'cli']);
   f.pidOrNull(raw, 'worker', at);
   const a = raw as unknown as Allocation & Record<string, unknown>;

@@ -80,6 +80,12 @@ export interface AllocationOwner {
   pid: number | null;
   /** Who prepared it: libvirt's qemu hook, or `vfpool prepare` (no libvirt pid file to check). */
   via: 'libvirt' | 'cli';
+  /**
+   * The libvirt daemon whose qemu hook prepared it (the hook's parent pid). libvirt runs one
+   * start of a domain at a time, so once that daemon is gone a pid-less record is an interrupted
+   * start, not one still going (absent: `vfpool prepare`, or recorded before the field existed).
+   */
+  daemon?: number | null;
 }
 
 /**

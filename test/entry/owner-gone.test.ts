@@ -128,3 +128,33 @@ t.test('the allocator frees a VF whose guest died without a release (daemon cras
   t.equal((await qemu(w, 'vm2', 'release end', domainXml('release', { name: 'vm2' }), IN_PROCESS)).exitCode, 0);
   t.equal(simMacs(w)[0], macBefore, 'the original MAC is back');
 });
+
+/**
+ * libvirtd killed (or restarted) between a guest's prepare and its QEMU: the daemon after it
+ * knows the domain as shut off and runs no release. Seen under libvirt 11.3: the next `virsh
+ * start`, within the 120 s grace, was refused ("already holds VF ... libvirt may still be
+ * starting it"), and only the `release end failed` after that refusal freed the VF. libvirt runs
+ * one start of a domain at a time, so a record of a daemon that is gone is no start in progress.
+ * The hook runs through the shim with a parent that exits after it, as the killed daemon.
+ */
+t.test('a start interrupted by a libvirtd crash before QEMU ran: the restarted daemon\'s next start gets the VF at once', async (t) => {
+  const w = world(t);
+  w.definePool('one', `<network><name>one</name><forward mode='hostdev' managed='yes'><pf dev='eth1'><vf num='1'/></pf></forward></network>`);
+  t.equal((await cli(['net-start', 'one'], { env: w.env })).exitCode, 0);
+  const macBefore = simMacs(w)[0];
+  const xml = domainXml('prepare', { name: 'vm1', vfpool: `<vfpool:hostdev pool='one' mac='52:54:00:00:00:01'/>` });
+  const dying = await spawnEntry('/bin/sh', ['-c', '"$@"', 'libvirtd', join(REPO, 'hooks/qemu'), 'vm1', 'prepare', 'begin', '-'], { env: w.hookEnv, stdin: xml });
+  t.same([dying.exitCode, dying.stderr], [0, ''], 'prepare under the daemon that then dies');
+  t.equal(simMacs(w)[0], '52:54:00:00:00:01');
+
+  const again = await qemu(w, 'vm1', 'prepare begin', xml, IN_PROCESS);
+  t.same([again.exitCode, again.stderr], [0, ''], 'the next start\'s prepare succeeds');
+  t.match(readFileSync(join(w.settings.stateDir, 'vfpool.log'), 'utf8'), /Step 0: 1 allocation\(s\) from an earlier run/, 'the interrupted start\'s VF was restored and freed first');
+  const s = JSON.parse((await cli(['status', '--json'], { env: w.env })).stdout) as { pfs: Array<{ vfs: Array<{ mac: string; owner: { domain: string } | null }> }> };
+  t.match(s.pfs[0]!.vfs[0], { mac: '52:54:00:00:00:01', owner: { domain: 'vm1' } });
+  // The daemon that prepared this one runs (the test's parent): a start of its still in progress.
+  const twice = await qemu(w, 'vm1', 'prepare begin', xml, IN_PROCESS);
+  t.match(twice, { exitCode: 3, stderr: /^vfpool: domain 'vm1' already holds VF 0000:3b:02\.0 \(prepared 0 s ago and libvirt may still be starting it/ });
+  t.equal((await qemu(w, 'vm1', 'release end', domainXml('release', { name: 'vm1' }), IN_PROCESS)).exitCode, 0);
+  t.equal(simMacs(w)[0], macBefore, 'the original MAC is back');
+});

@@ -153,6 +153,10 @@ t.test('started with a hotplug plan and no QEMU serving vfpool\'s QMP socket: ex
   t.equal(plan.delivery, 'hotplug');
   t.ok(plan.vfs[0]!.host, 'vfio-pci host=BDF, as on a real host');
   writeFileSync(join(w.runDir, 'vm1.pid'), `${process.pid}\n`);
+  // A reconnect (libvirtd restarted) tries to plug what QEMU lacks, and never fails.
+  const rc = await node(w, ['vm1', 'reconnect', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
+  t.same([rc.exitCode, rc.stdout, rc.stderr], [0, '', ''], 'reconnect: exit 0');
+  t.match(readFileSync(join(w.settings.stateDir, 'vfpool.log'), 'utf8'), /warn qemu-hook vm1 reconnect begin: reconnect: domain 'vm1': its VFs could not be hotplugged .*\(ignored: failing here would make libvirt kill the guest; run `vfpool plug vm1`\)/);
   const r = await node(w, ['vm1', 'started', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
   t.equal(r.exitCode, 1);
   t.match(r.stderr, /^vfpool: domain 'vm1': its VFs could not be hotplugged at 'started': [^\n]+\n$/);

@@ -22,6 +22,10 @@
 # - a guest asking two pools where one is exhausted: nothing allocated in the other either;
 # - QEMU killed (SIGKILL) behind libvirt's back: `release end crashed` restores the VFs;
 # - QEMU killed while libvirtd is down: libvirt runs `release end crashed` when it comes back;
+# - libvirtd killed during a start, after vfpool's prepare and before QEMU (a second qemu hook
+#   holds the start): after its restart, `virsh start` frees what that start left and succeeds;
+# - with hotplug delivery, libvirtd killed at `started` before vfpool's ran: the restarted
+#   daemon's `reconnect` plugs the VFs QEMU lacks;
 # - `virsh define` of a new MAC while the guest runs: it keeps its VFs until destroy, whose release
 #   (by name) restores them; `virsh domrename`: the new name starts with the new MAC;
 # - a hybrid pool carried by a bridge network of its name: an <interface> attached live gets no
@@ -50,6 +54,11 @@ NET=vfplhy
 BR=vfplbr0
 WRAPPER=/usr/local/bin/vfpool-qemu
 wrote_pools=0 pools_started=0 made_bridge=0 net_defined=0
+# A qemu hook run before vfpool's (names sort) that, while $HOLD names the operation, holds a
+# start there (touching $HOLD.held): libvirtd is killed at `start` (after vfpool's prepare,
+# before QEMU) or at `started` (QEMU runs, vfpool's started has not run).
+HOLD_HOOK=/etc/libvirt/hooks/qemu.d/00-vfpl-hold
+HOLD=/run/vfpl-hold-start
 
 vp() { env -i LC_ALL=C HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin "$VFPOOL" "$@"; }
 
@@ -91,6 +100,7 @@ cleanup_test() {
     check "vfpool net-destroy of the three pools (no guest left holding a VF)" pools_stop
   fi
   [ $made_bridge = 1 ] && ip link del "$BR" 2>/dev/null
+  rm -f "$HOLD" "$HOLD.held" "$HOLD_HOOK"
   if [ $wrote_pools = 1 ]; then local p; for p in "${POOLS[@]}"; do rm -f "$CONF_DIR/networks/$p.xml"; done; fi
 }
 
@@ -133,6 +143,9 @@ check "vfpool net-start vfplpa and vfplpb: 2 VFs each on eth1 and eth2, on vfio-
 [ $failed = 0 ] || exit 1
 VFS0=$(vfs)
 
+[ -e "$HOLD_HOOK" ] && setup_fail "$HOLD_HOOK exists already; remove it (this test installs and removes it)"
+mkdir -p "${HOLD_HOOK%/*}"
+printf '#!/bin/sh\n[ "$2" = "$(cat %s 2>/dev/null)" ] || exit 0\n: >%s.held\nwhile [ -e %s ]; do sleep 0.1; done\n' "$HOLD" "$HOLD" "$HOLD" >"$HOLD_HOOK" && chmod 0755 "$HOLD_HOOK" || setup_fail "cannot write $HOLD_HOOK"
 start_daemon_clean
 
 # dom_xml NAME METADATA [DEVICES]: a TCG q35 domain, no disk, 64 MiB, two free root ports for
@@ -261,6 +274,45 @@ killed_while_down() {
 }
 check "QEMU killed while libvirtd is down: libvirtd, back, runs release end crashed; the VFs are back" killed_while_down
 
+# libvirtd killed during a start, after vfpool's prepare and before QEMU: the daemon after it
+# knows the domain as shut off and runs no release; its next start must not be refused for the
+# VF that start left recorded.
+# kill_held_start OP DOMAIN: virsh start DOMAIN, held at OP by the hold hook; libvirtd is killed
+# there and started again.
+kill_held_start() {
+  echo "$1" >"$HOLD" && rm -f "$HOLD.held"
+  (v start "$2" >"$work/held.out" 2>&1 &)
+  local i; for i in $(seq 100); do [ -e "$HOLD.held" ] && break; sleep 0.1; done
+  [ -e "$HOLD.held" ] || { rm -f "$HOLD"; why="the start of $2 did not reach $1: $(cat "$work/held.out")"; return 1; }
+  kill -KILL "$(cat /run/libvirtd.pid)"
+  rm -f "$HOLD" "$HOLD.held"
+  stop_daemon && start_daemon
+}
+interrupted_start() {
+  kill_held_start start vfpl-a || return 1
+  [ "$(v domstate vfpl-a)" = "shut off" ] || { why="vfpl-a is '$(v domstate vfpl-a)' after the restart"; return 1; }
+  virsh_ok start vfpl-a || return 1
+  grep -q "qemu-hook vfpl-a prepare begin .*Step 0: 2 allocation(s) from an earlier run" "$work/state/vfpool.log" || { why="no 'Step 0: 2 allocation(s) from an earlier run' line"; return 1; }
+  [ "$(owned vfpl-a)" = 2 ] || { why="vfpl-a holds $(owned vfpl-a) VF(s) after its start"; return 1; }
+  virsh_ok destroy vfpl-a || return 1
+  [ "$(vfs)" = "$VFS0" ] || { why="VFs are not as before the start: $(vfs | tr '\n' ';')"; return 1; }
+}
+check "libvirtd killed during vfpl-a's start (after prepare, before QEMU): after its restart, virsh start frees what that start left and succeeds" interrupted_start
+
+# With hotplug delivery (the path real VFs take) the VFs reach QEMU at `started`: libvirtd killed
+# before it leaves a running guest that only `reconnect` tells vfpool about.
+interrupted_started() {
+  write_conf && echo 'VFPOOL_SIM_DELIVERY=hotplug' >>"$CONF" || { why="cannot write $CONF"; return 1; }
+  kill_held_start started vfpl-a || return 1
+  local i; for i in $(seq 50); do grep -q "qemu-hook vfpl-a reconnect begin.*had not reached QEMU" "$work/state/vfpool.log" && break; sleep 0.1; done
+  grep -q "qemu-hook vfpl-a reconnect begin: reconnect: vfpool-vf0, vfpool-vf1 had not reached QEMU .*plugged now" "$work/state/vfpool.log" || { why="no 'reconnect: vfpool-vf0, vfpool-vf1 had not reached QEMU ... plugged now' line"; return 1; }
+  vp plug vfpl-a --dry-run >"$work/plug.out" 2>&1 && [ "$(grep -c 'is on the guest.s PCI bus already' "$work/plug.out")" = 2 ] || { why="vfpool plug --dry-run: $(tr '\n' ' ' <"$work/plug.out")"; return 1; }
+  virsh_ok destroy vfpl-a || return 1
+  [ "$(vfs)" = "$VFS0" ] || { why="VFs are not as before the start: $(vfs | tr '\n' ';')"; return 1; }
+  write_conf
+}
+check "hotplug delivery, libvirtd killed at vfpl-a's started (QEMU runs, vfpool's started has not): reconnect plugs both VFs" interrupted_started
+
 redefine_rename() {
   virsh_ok start vfpl-a || return 1
   v dumpxml vfpl-a --inactive | sed 's/52:54:00:76:70:01/52:54:00:76:70:09/' >"$work/vfpl-a2.xml"
@@ -384,9 +436,9 @@ nothing_left() {
   [ -z "$(vfs | awk '$5 != "-"')" ] || { why="owned: $(vfs | awk '$5 != "-"' | tr '\n' ';')"; return 1; }
   vp reconcile --dry-run >"$work/reconcile.out" 2>&1 || { why="reconcile --dry-run exit $?: $(tail -n 2 "$work/reconcile.out")"; return 1; }
   grep -q '0 would free, 0 failed' "$work/reconcile.out" || { why="reconcile --dry-run: $(tr '\n' ' ' <"$work/reconcile.out")"; return 1; }
-  vp history vfpl-a >"$work/history.out" 2>&1 && [ "$(grep -c '^.* release domain vfpl-a,' "$work/history.out")" = 6 ] \
-    || { why="vfpool history vfpl-a: $(grep -c 'release domain' "$work/history.out") release entries, expected 6"; return 1; }
+  vp history vfpl-a >"$work/history.out" 2>&1 && [ "$(grep -c '^.* release domain vfpl-a,' "$work/history.out")" = 12 ] \
+    || { why="vfpool history vfpl-a: $(grep -c 'release domain' "$work/history.out") release entries, expected 12 (one per VF)"; return 1; }
 }
-check "at the end: every VF free as it was, reconcile --dry-run frees nothing, history has vfpl-a's 6 releases" nothing_left
+check "at the end: every VF free as it was, reconcile --dry-run frees nothing, history has vfpl-a's 12 releases (one per VF)" nothing_left
 
 exit 0 # cleanup (trap) stops the pools and the daemon, uninstalls, restores the conf and prints the totals

@@ -90,6 +90,17 @@ t.test('started: memlock for the guest\'s <memory> + 1 GiB, the VF\'s group to t
   t.equal(q.added.length, 1);
 });
 
+t.test('reconnect (onlyIfMissing): a VF already in QEMU is left alone, no vfio step; one a start cut short never plugged is plugged', async (t) => {
+  const { w, deps, deliveries, qemuPid } = await setup(t);
+  const q = fakeQemu();
+  const qmp = await startFakeQmp(domainQmpSocketPath(w.settings.stateDir, 'vm1'), q.handler);
+  t.teardown(() => qmp.close());
+  const plugged = await deliverGuestVfs(w.ctx, spec('started'), w.opts, deps, { onlyIfMissing: true });
+  t.same([plugged, deliveries.length, q.added.length], [{ domain: 'vm1', added: ['vfpool-vf0'], pid: qemuPid }, 1, 1], 'missing: the vfio step, then device_add');
+  const again = await deliverGuestVfs(w.ctx, spec('started'), w.opts, deps, { onlyIfMissing: true });
+  t.same([again.added, deliveries.length, q.added.length], [[], 1, 1], 'there: nothing done, not even the vfio step');
+});
+
 t.test('started: QEMU refusing device_add is one line naming domain, device and QEMU\'s reason', async (t) => {
   const { w, deps } = await setup(t);
   const qmp = await startFakeQmp(domainQmpSocketPath(w.settings.stateDir, 'vm1'), fakeQemu({ refuse: "vfio 0000:00:00.0: Could not open '/dev/vfio/6': No such file or directory" }).handler);

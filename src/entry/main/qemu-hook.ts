@@ -25,7 +25,7 @@ import { writeStdout } from '../../util/stdio.js';
  * | prepare begin -              | allocate and configure the VFs; any failure undoes all, exit 1 |
  * | start begin -                | hand /dev/vfio/GROUP to QEMU's user (DAC label)              |
  * | started begin                | record QEMU's pid; with hotplug delivery, hand QEMU the vfio groups and device_add the VFs (a failure: exit 1, libvirt stops the guest and calls release) |
- * | reconnect/attach begin       | keep the VFs, record QEMU's pid; never fails (a failing reconnect kills the guest) |
+ * | reconnect/attach begin       | keep the VFs, record QEMU's pid; reconnect plugs a hotplug plan's VFs QEMU lacks (a start cut short before started); never fails (a failing reconnect kills the guest) |
  * | started begin (incoming)     | a domain arriving by migration: record it, spawn a detached `vfpool migrate confirm DOMAIN --role destination --wait-incoming S` (plugs the VFs left off once the migration ended) |
  * | migrate begin -              | destination: map a request naming a source-only device to its pool, or refuse (exit 2 cancels the migration); the mapped XML on stdout, nothing when unchanged |
  * | release end REASON           | restore and free, idempotent (REASON may be `failed`, `migrated`) |
@@ -67,6 +67,21 @@ async function armIncomingConfirm(ctx: Context, name: string, opts: GuestOptions
     ctx.log.info(`started (incoming migration): ${record.vfs.filter((v) => v.kind === 'plain').map((v) => v.id).join(', ')} left off; confirm --wait-incoming runs as pid ${child}`);
   } catch (err) {
     ctx.log.warn(`started (incoming migration): ${asVfpoolError(err).toLine()} (ignored: run \`vfpool migrate confirm ${name} --role destination\` once it arrived)`);
+  }
+}
+
+/**
+ * A libvirtd killed after QEMU started and before vfpool's `started` ran leaves a hotplug guest
+ * running without its VFs: the daemon after it runs only `reconnect`. So reconnect plugs what
+ * is missing. Never throws (a failing reconnect makes libvirt kill the guest): a failure is a
+ * warning with the command that plugs them.
+ */
+async function plugMissingAtReconnect(ctx: Context, spec: DomainSpec, opts: GuestOptions): Promise<void> {
+  try {
+    const r = await deliverGuestVfs(ctx, spec, opts, defaultDeliverGuestDeps(ctx.settings.procRoot, ctx.settings.devRoot), { onlyIfMissing: true });
+    if (r.added.length) ctx.log.warn(`reconnect: ${r.added.join(', ')} had not reached QEMU (its start was cut short before 'started'): plugged now`);
+  } catch (err) {
+    ctx.log.warn(`reconnect: ${asVfpoolError(err).toLine()} (ignored: failing here would make libvirt kill the guest; run \`vfpool plug ${spec.name}\`)`);
   }
 }
 
@@ -119,6 +134,7 @@ export async function qemuHook(argv: string[], cliPath: string): Promise<number>
       await deliverGuestVfs(ctx, spec, opts, defaultDeliverGuestDeps(ctx.settings.procRoot, ctx.settings.devRoot));
       await armIncomingConfirm(ctx, name, opts, cliPath);
     }
+    if (op === 'reconnect' && spec !== null) await plugMissingAtReconnect(ctx, spec, opts);
     return 0;
   }
   const spec = parseDomainXml(stdin, where);
