@@ -67,12 +67,18 @@ export async function findVfUses(host: Host, state: VfpoolState, vfs: VfInfo[], 
 /** Who sits on a VF's netdev (meaning 4 above), as the line says it; null: nobody, or no netdev. */
 export type StackedLookup = (vf: Pick<VfInfo, 'netdev'>) => Promise<string | null>;
 
-/** The devices stacked on netdevs, read at most once per operation and only when asked. */
-export function stackedOnce(host: Host): StackedLookup {
+/** The devices stacked on a netdev ([] for none), from host.stackedDevices() read at most once per operation and only when asked. */
+export function stackedDevicesOnce(host: Host): (netdev: string) => Promise<string[]> {
   let all: Promise<Map<string, string[]>> | undefined;
+  return async (netdev) => (await (all ??= host.stackedDevices())).get(netdev) ?? [];
+}
+
+/** stackedDevicesOnce, as the in-use line says it. */
+export function stackedOnce(host: Host): StackedLookup {
+  const uppersOf = stackedDevicesOnce(host);
   return async (vf) => {
     if (vf.netdev === null) return null;
-    const uppers = (await (all ??= host.stackedDevices())).get(vf.netdev) ?? [];
+    const uppers = await uppersOf(vf.netdev);
     return uppers.length > 0 ? `${uppers.join(', ')} on ${vf.netdev} (a guest's <interface type='direct'>, a bridge or a bond)` : null;
   };
 }

@@ -36,24 +36,31 @@ export function resolveDacLabel(label: DacLabel, etcDir = '/etc', domain?: strin
 }
 
 /**
- * libvirt's pid file for a running domain (`RUNDIR/NAME.pid`): the pid, if that process lives;
- * null when there is no such file. A file that cannot be read is a HostError.
+ * A file of libvirt's QEMU runtime directory for a domain (`RUNDIR/NAME.SUFFIX`), or null when
+ * there is none (the domain does not run). Anything else (a directory, no permission) is not
+ * "not running", and is reported as a HostError rather than taken as that.
  */
-export function readLibvirtPid(runDir: string, domain: string): number | null {
-  const file = join(runDir, `${parseObjectName(domain, 'domain name')}.pid`);
-  let text: string;
+function readRunFile(runDir: string, domain: string, suffix: 'pid' | 'xml', what: string): string | null {
+  const file = join(runDir, `${parseObjectName(domain, 'domain name')}.${suffix}`);
   try {
-    text = readFileSync(file, 'utf8');
+    return readFileSync(file, 'utf8');
   } catch (err) {
-    // No pid file: the domain does not run. Anything else (a directory, no permission) is not
-    // "not running", and is reported rather than taken as that.
     if (errnoOf(err) === 'ENOENT') return null;
-    throw new HostError(`cannot read libvirt's pid file ${file}: ${errnoOf(err) ?? (err as Error).message}`, {
+    throw new HostError(`cannot read libvirt's ${what} ${file}: ${errnoOf(err) ?? (err as Error).message}`, {
       code: errnoOf(err),
       hint: 'run vfpool as root, and check VFPOOL_LIBVIRT_RUN_DIR names libvirt\'s QEMU runtime directory',
       cause: err,
     });
   }
+}
+
+/**
+ * libvirt's pid file for a running domain (`RUNDIR/NAME.pid`): the pid, if that process lives;
+ * null when there is no such file. A file that cannot be read is a HostError.
+ */
+export function readLibvirtPid(runDir: string, domain: string): number | null {
+  const text = readRunFile(runDir, domain, 'pid', 'pid file');
+  if (text === null) return null;
   const pid = Number(text.trim());
   return Number.isInteger(pid) && pid > 1 && isAlive(pid) ? pid : null;
 }
@@ -66,13 +73,6 @@ export function readLibvirtPid(runDir: string, domain: string): number | null {
  * status XML already (a hotplugged device is written there once QEMU took it). No file: false.
  */
 export function libvirtStatusListsPort(runDir: string, domain: string, portUuid: string): boolean {
-  const file = join(runDir, `${parseObjectName(domain, 'domain name')}.xml`);
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return false;
-    throw new HostError(`cannot read libvirt's status XML ${file}: ${errnoOf(err) ?? (err as Error).message}`, { code: errnoOf(err), cause: err });
-  }
-  return text.includes(`portid='${portUuid}'`) || text.includes(`portid="${portUuid}"`);
+  const text = readRunFile(runDir, domain, 'xml', 'status XML');
+  return text !== null && (text.includes(`portid='${portUuid}'`) || text.includes(`portid="${portUuid}"`));
 }

@@ -14,6 +14,11 @@ export function interruptedChange(p: ActivePool): PoolChange | null {
   return p.change !== null && p.change.worker !== process.pid && !isAlive(p.change.worker) ? p.change : null;
 }
 
+/** The start or stop another vfpool process is making now (its worker lives), or null: wait for it. */
+export function changeUnderWay(p: ActivePool): PoolChange | null {
+  return p.change !== null && p.change.worker !== process.pid && isAlive(p.change.worker) ? p.change : null;
+}
+
 /**
  * The PFs a live vfpool process is changing right now (a start or stop between its intent and
  * its end), with who: a guest of such a PF gets a clear "try again" instead of a VF that is
@@ -22,8 +27,9 @@ export function interruptedChange(p: ActivePool): PoolChange | null {
 export function changingPfs(state: VfpoolState): Map<string, { pool: string; worker: number; kind: string }> {
   const out = new Map<string, { pool: string; worker: number; kind: string }>();
   for (const [name, p] of Object.entries(state.pools)) {
-    if (!p.change || p.change.worker === process.pid || !isAlive(p.change.worker)) continue;
-    for (const f of p.change.from) out.set(f.pf, { pool: name, worker: p.change.worker, kind: p.change.kind });
+    const c = changeUnderWay(p);
+    if (!c) continue;
+    for (const f of c.from) out.set(f.pf, { pool: name, worker: c.worker, kind: c.kind });
   }
   return out;
 }

@@ -9,8 +9,7 @@ import { findVfUses } from './in-use.js';
 import { applyPlan, describeAction, type Action } from './plan.js';
 import type { ActivePool, BoundVf, VfpoolState } from '../state/schema.js';
 import { crashPoint } from '../util/crash-point.js';
-import { interruptedChange, refuseChanging } from './pool-changes.js';
-import { isAlive } from '../util/process.js';
+import { changeUnderWay, interruptedChange, refuseChanging } from './pool-changes.js';
 import { describeGonePort, ownerEnv, pruneGonePorts, type OwnerEnv } from './owners.js';
 
 /**
@@ -250,8 +249,9 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
       if (opts.refuse) throw new ConflictError(`pool '${name}' is not active`, `it is stopped already (\`vfpool net-undefine ${name}\` removes its definition)`);
       return { pool: name, wasActive: false, applied: false, actions: [], kept: [], shared: [], gone: [] };
     }
-    if (active.change && active.change.worker !== process.pid && isAlive(active.change.worker)) {
-      throw new ConflictError(`pool '${name}' is being ${active.change.kind === 'starting' ? 'started' : 'stopped'} by vfpool pid ${active.change.worker}`, 'try again once it is done');
+    const underWay = changeUnderWay(active);
+    if (underWay) {
+      throw new ConflictError(`pool '${name}' is being ${underWay.kind === 'starting' ? 'started' : 'stopped'} by vfpool pid ${underWay.worker}`, 'try again once it is done');
     }
     const pool = ctx.registry.get(name, state);
     const gone: NetdevName[] = [];

@@ -3,7 +3,7 @@ import type { VfLinkConfig } from '../types.js';
 import type { Context } from './context.js';
 import type { PoolSpec } from '../config/pool-xml.js';
 import { knownVfNetdevs, resolvePoolMembers } from './allocation.js';
-import { findVfUses, portHoldsVf, vfioHoldersOnce } from './in-use.js';
+import { findVfUses, portHoldsVf, stackedDevicesOnce, vfioHoldersOnce } from './in-use.js';
 import { interruptedChange } from './pool-changes.js';
 import type { ActivePool } from '../state/schema.js';
 
@@ -63,7 +63,7 @@ export async function readStatus(ctx: Context): Promise<Status> {
   const state = ctx.store.read();
   const pfs: PfStatus[] = [];
   const vfioHolders = vfioHoldersOnce(ctx.host);
-  let stacked: Promise<Map<string, string[]>> | undefined;
+  const uppersOf = stackedDevicesOnce(ctx.host);
   for (const name of await ctx.host.listPfs()) {
     const info = await ctx.host.getPf(name);
     const vfs = await ctx.host.listVfs(name);
@@ -84,7 +84,7 @@ export async function readStatus(ctx: Context): Promise<Status> {
         const port = state.ports.find((p) => portHoldsVf(p, vf));
         // The in-use guard counts an open /dev/vfio group too (net-list, net-destroy): so does status.
         const holder = !alloc && !port && vf.driver === 'vfio-pci' && vf.iommuGroup !== null ? (await vfioHolders(vf.iommuGroup))[0] : undefined;
-        const uppers = !alloc && !port && vf.netdev !== null ? (await (stacked ??= ctx.host.stackedDevices())).get(vf.netdev) : undefined;
+        const uppers = !alloc && !port && vf.netdev !== null ? await uppersOf(vf.netdev) : [];
         return {
           index: vf.index,
           address: vf.address,
@@ -102,7 +102,7 @@ export async function readStatus(ctx: Context): Promise<Status> {
               ? { domain: port.domain, uuid: port.domainUuid, pool: port.network, via: 'libvirt' }
               : holder !== undefined
                 ? { domain: null, uuid: null, pool: null, pid: holder, via: 'vfio' }
-                : uppers !== undefined
+                : uppers.length > 0
                   ? { domain: null, uuid: null, pool: null, stacked: uppers, via: 'stacked' }
                   : null,
         };
