@@ -62,7 +62,7 @@ export function migrationPool(ctx: Context, emulatedModel: string | null): Migra
       if (held.length > 0) return heldFor(domain, requests, held).map((a, i) => planned(a, requests[i]!, 'kept', []));
       // `reserve`'s own code on a store that keeps nothing and a log that writes nowhere: the
       // same checks (pool exhausted, a PF being changed, …) and the same pick, nothing recorded.
-      const dry: Context = { ...ctx, store: new DryRunStateStore(ctx.settings.stateDir), log: new Logger(null, 'dry run') };
+      const dry: Context = { ...ctx, store: DryRunStateStore.of(ctx.store), log: new Logger(null, 'dry run') };
       const spec = migratedSpec(domain, uuid, requests);
       const reservation = await reserveVfs(dry, spec, requestsOf(dry, spec), guestOptions('cli', ctx.settings), null);
       return requests.map((req, i) => {

@@ -73,7 +73,10 @@ export function normaliseState(raw: unknown, file: string): VfpoolState {
   // A newer vfpool may add a list within this version (as `leftovers` was added): kept as it is,
   // so that this one's next write (a downgrade, or one of its hooks still running at an
   // upgrade) does not drop it, as the records' own unknown fields are kept.
-  const { version: _v, pools: _p, allocations: _a, ports: _o, bindings: _b, leftovers: _l, ...unknown } = raw;
+  // Added within version 2: absent means written before it was kept (of this boot, or not).
+  const boot = raw.boot === undefined ? null : raw.boot;
+  if (boot !== null && typeof boot !== 'string') bad(`'boot' is ${describe(boot)}, expected a boot id or null`);
+  const { version: _v, pools: _p, allocations: _a, ports: _o, bindings: _b, leftovers: _l, boot: _boot, ...unknown } = raw;
   return {
     ...unknown,
     version: STATE_VERSION,
@@ -82,6 +85,7 @@ export function normaliseState(raw: unknown, file: string): VfpoolState {
     ports,
     bindings: bindings as VfpoolState['bindings'],
     leftovers: leftovers as VfpoolState['leftovers'],
+    boot: boot as string | null,
   };
 }
 

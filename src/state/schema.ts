@@ -192,6 +192,12 @@ export interface VfpoolState {
   bindings: NetdevBinding[];
   /** VFs a stopped pool left because they were in use (libvirt's `stopped end` cannot refuse). */
   leftovers: LeftoverVfs[];
+  /**
+   * The host's boot (the kernel's boot_id) when this was written: a file of an earlier boot (a
+   * state directory on persistent storage) describes VFs, pools and QEMUs that ended with it,
+   * and is read as empty (StateStore). null: written before it was kept, or no boot id to read.
+   */
+  boot: string | null;
 }
 
 /**
@@ -208,5 +214,5 @@ export interface LeftoverVfs {
 export function emptyState(): VfpoolState {
   // Pool names are user input: a plain object would find `constructor` or `toString` in every
   // state, so `pools` never has a prototype (see normalise.ts, which builds it the same way).
-  return { version: STATE_VERSION, pools: Object.create(null) as VfpoolState['pools'], allocations: [], ports: [], bindings: [], leftovers: [] };
+  return { version: STATE_VERSION, pools: Object.create(null) as VfpoolState['pools'], allocations: [], ports: [], bindings: [], leftovers: [], boot: null };
 }

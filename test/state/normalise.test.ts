@@ -96,6 +96,7 @@ t.test('a file of the wrong shape is refused with one line naming the file and t
     ['libvirtStartRefused not a time', { version: 2, pools: { p: { xml: 'x', origin: 'definition', activated: [], libvirtStartRefused: 5 } }, allocations: [], ports: [], bindings: [] }, /pools\['p'\]\.libvirtStartRefused is number 5, expected a string/],
     ['bound not a list', { version: 2, pools: { p: { xml: 'x', origin: 'definition', activated: [], bound: {} } }, allocations: [], ports: [], bindings: [] }, /pools\['p'\]\.bound is an object, expected a list/],
     ['a leftover without its PF', { version: 2, pools: {}, allocations: [], ports: [], bindings: [], leftovers: [{ pool: 'p', since: 'now' }] }, /leftovers\[0\]\.pf is missing, expected a string/],
+    ['a boot that is not a boot id', { version: 2, pools: {}, allocations: [], ports: [], bindings: [], boot: 7 }, /'boot' is number 7, expected a boot id or null/],
     ['a port without a domain', { version: 1, pools: {}, allocations: [], ports: [{ network: 'n', portUuid: 'u' }] }, /ports\[0\]\.domain is missing/],
     // Edited by hand. Read as they were, reconcile freed the VF of a running guest (process.kill
     // of a string is no process), and release dropped the record of '3b:02.1' as a VF gone from
