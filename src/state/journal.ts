@@ -48,9 +48,11 @@ export interface JournalEntry {
   /** Why a refused or failed operation did not happen (its one line), with its exit code. */
   error?: string;
   exitCode?: number;
+  /** The host's boot (kernel boot_id) it was written in; absent in entries of older vfpools. */
+  boot?: string;
 }
 
-export type JournalInput = Partial<Omit<JournalEntry, 'time' | 'op'>> & { op: JournalOp };
+export type JournalInput = Partial<Omit<JournalEntry, 'time' | 'op' | 'boot'>> & { op: JournalOp };
 
 /** Bounds: the live file is rotated past `maxBytes`; `keep` older files are kept (history.jsonl.1 …). */
 export interface JournalLimits {
@@ -74,6 +76,8 @@ export class Journal {
     readonly dir: string,
     private readonly log: JournalLog | null = null,
     private readonly limits: JournalLimits = DEFAULT_JOURNAL_LIMITS,
+    /** The host's boot now (Host.bootId), recorded in every entry: `vfpool history` marks where the host rebooted. */
+    private readonly bootOf: () => string | null = () => null,
   ) {
     this.file = join(dir, JOURNAL_FILE);
   }
@@ -82,10 +86,11 @@ export class Journal {
   record(...inputs: JournalInput[]): void {
     if (inputs.length === 0) return;
     const time = new Date().toISOString();
-    const lines = inputs
-      .map((i) => JSON.stringify({ time, op: i.op, domain: i.domain ?? null, pool: i.pool ?? null, vf: i.vf ?? null, pf: i.pf ?? null, before: i.before ?? null, after: i.after ?? null, ...(i.error !== undefined ? { error: i.error, exitCode: i.exitCode } : {}) }))
-      .join('\n') + '\n';
     try {
+      const boot = this.bootOf();
+      const lines = inputs
+        .map((i) => JSON.stringify({ time, op: i.op, domain: i.domain ?? null, pool: i.pool ?? null, vf: i.vf ?? null, pf: i.pf ?? null, before: i.before ?? null, after: i.after ?? null, ...(i.error !== undefined ? { error: i.error, exitCode: i.exitCode } : {}), ...(boot ? { boot } : {}) }))
+        .join('\n') + '\n';
       this.append(lines);
     } catch (err) {
       const why = (err as NodeJS.ErrnoException).code === 'ELOOP' ? 'it is a symbolic link, which vfpool does not follow: remove the link' : (err as Error).message;
@@ -253,6 +258,24 @@ function fmtValues(v: VfValues | null): string {
     .filter(([, x]) => x !== undefined)
     .map(([k, x]) => `${k}=${x === null ? '-' : x}`)
     .join(' ');
+}
+
+/**
+ * `vfpool history`'s text: one line per entry, and a line where the host rebooted between two
+ * of them (their boots differ): what the first entries after it name (VFs, pools, QEMU pids) is
+ * of a new boot, not the one before. Entries of older vfpools record no boot: no line there.
+ */
+export function formatHistory(entries: JournalEntry[]): string[] {
+  const lines: string[] = [];
+  let boot: string | undefined;
+  for (const e of entries) {
+    if (typeof e.boot === 'string') {
+      if (boot !== undefined && e.boot !== boot) lines.push(`--- the host rebooted (boot ${e.boot}) ---`);
+      boot = e.boot;
+    }
+    lines.push(formatHistoryLine(e));
+  }
+  return lines;
 }
 
 /** One line per entry for `vfpool history`. */

@@ -77,3 +77,28 @@ t.test('a state file that records no boot (an older vfpool wrote it) is taken as
   (await import('node:fs')).writeFileSync(file, JSON.stringify(s));
   t.match(json((await cli(['net-list', '--json'], { env: w.env })).stdout), [{ name: 'p', active: true }]);
 });
+
+t.test('vfpool history marks where the host rebooted: the entries after it are of another boot', async (t) => {
+  const w = makeSimEnv(t);
+  w.definePool('p', POOL);
+  const qemu = spawnSleeper();
+  t.teardown(() => qemu.kill());
+  t.equal((await cli(['net-start', 'p'], { env: w.env })).exitCode, 0);
+  t.equal((await cli(['prepare', '--xml=-', '--pid', String(qemu.pid)], { env: w.env, stdin: XML })).exitCode, 0);
+  const first = w.sim.bootId();
+  await w.sim.reboot();
+  const second = w.sim.bootId();
+  t.equal((await cli(['net-start', 'p'], { env: w.env })).exitCode, 0);
+  t.equal((await cli(['prepare', '--xml=-', '--pid', String(qemu.pid)], { env: w.env, stdin: XML })).exitCode, 0);
+
+  const entries = (await cli(['history', '--json'], { env: w.env })).stdout.trim().split('\n').map((l) => JSON.parse(l) as { op: string; boot: string });
+  t.same(entries.map((e) => [e.op, e.boot]), [
+    ['pool-start', first], ['allocate', first], ['configure', first],
+    ['pool-start', second], ['allocate', second], ['configure', second],
+  ], 'every entry records its boot');
+  const text = (await cli(['history'], { env: w.env })).stdout.trim().split('\n');
+  t.equal(text.length, 7);
+  t.match(text.map((l) => l.replace(/^\d\S* /, '')), [/^pool-start /, /^allocate /, /^configure /, `--- the host rebooted (boot ${second}) ---`, /^pool-start /, /^allocate /, /^configure /]);
+  // Filtered, the line still stands between the two boots' entries.
+  t.match((await cli(['history', 'vm1'], { env: w.env })).stdout.trim().split('\n').map((l) => l.replace(/^\d\S* /, '')), [/^allocate /, /^configure /, /^--- the host rebooted/, /^allocate /, /^configure /]);
+});
