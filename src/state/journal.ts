@@ -89,7 +89,7 @@ export class Journal {
     try {
       const boot = this.bootOf();
       const lines = inputs
-        .map((i) => JSON.stringify({ time, op: i.op, domain: i.domain ?? null, pool: i.pool ?? null, vf: i.vf ?? null, pf: i.pf ?? null, before: i.before ?? null, after: i.after ?? null, ...(i.error !== undefined ? { error: i.error, exitCode: i.exitCode } : {}), ...(boot ? { boot } : {}) }))
+        .map((i) => JSON.stringify({ time, op: i.op, domain: i.domain ?? null, pool: i.pool ?? null, vf: i.vf ?? null, pf: i.pf ?? null, before: i.before ?? null, after: i.after ?? null, ...(i.error !== undefined ? { error: i.error, exitCode: i.exitCode } : {}), ...(typeof boot === 'string' ? { boot } : {}) }))
         .join('\n') + '\n';
       this.append(lines);
     } catch (err) {
