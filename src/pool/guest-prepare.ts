@@ -3,7 +3,7 @@ import { journal } from './journal-entries.js';
 import type { DomainSpec } from '../config/domain-xml.js';
 import type { VfRequest } from './requests.js';
 import type { NetdevName } from '../types.js';
-import { isAlive } from '../util/process.js';
+import { isAlive, isSameProcessAlive } from '../util/process.js';
 import type { Logger } from '../util/log.js';
 import type { Allocation } from '../state/schema.js';
 import type { DomainPlanV1 } from '../state/domain-plan.js';
@@ -183,7 +183,7 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: PrepareOp
 
   // Step 0: an earlier run's allocations.
   if (existing.length) {
-    const live = existing.find((a) => a.owner.pid !== null && isAlive(a.owner.pid));
+    const live = existing.find((a) => a.owner.pid !== null && isSameProcessAlive(a.owner.pid, a.owner.pidStart));
     if (live) {
       throw new ConflictError(`domain '${spec.name}' already holds VF ${live.vfAddr} and its QEMU (pid ${live.owner.pid}) still runs`, 'stop it first; `vfpool status` shows what it holds');
     }

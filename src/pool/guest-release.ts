@@ -1,6 +1,6 @@
 import { ConflictError, HostError, asVfpoolError, prefixError, type VfpoolError } from '../errors.js';
 import { journal } from './journal-entries.js';
-import { isAlive } from '../util/process.js';
+import { isAlive, isSameProcessAlive } from '../util/process.js';
 import type { Logger } from '../util/log.js';
 import { crashPoint } from '../util/crash-point.js';
 import type { Allocation } from '../state/schema.js';
@@ -43,7 +43,7 @@ export async function releaseGuest(
       if (a.worker && a.worker !== process.pid && isAlive(a.worker)) {
         throw new ConflictError(`domain '${domain}': VF ${a.vfAddr} is being ${a.phase === 'preparing' ? 'prepared' : 'released'} by vfpool (pid ${a.worker})`, 'wait for it to finish, then try again');
       }
-      if (opts.refuseIfRunning && a.owner.pid !== null && isAlive(a.owner.pid)) {
+      if (opts.refuseIfRunning && a.owner.pid !== null && isSameProcessAlive(a.owner.pid, a.owner.pidStart)) {
         throw new ConflictError(`domain '${domain}' still runs (QEMU pid ${a.owner.pid}) and uses VF ${a.vfAddr}`, 'stop the guest first');
       }
     }

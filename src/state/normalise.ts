@@ -102,6 +102,7 @@ function upgradeAllocation(raw: unknown, at: string, f: Fields): Allocation {
   f.name(owner, 'domain', `${at}.owner`);
   f.pidOrNull(owner, 'pid', `${at}.owner`);
   f.pidOrNull(owner, 'daemon', `${at}.owner`);
+  f.ticksOrNull(owner, 'pidStart', `${at}.owner`);
   if (owner.via !== undefined) f.oneOf(owner, 'via', `${at}.owner`, ['libvirt', 'cli']);
   f.pidOrNull(raw, 'worker', at);
   const a = raw as unknown as Allocation & Record<string, unknown>;
@@ -130,6 +131,7 @@ function upgradePort(raw: unknown, at: string, f: Fields): PortRecord {
   for (const k of ['network', 'portUuid', 'domain']) f.string(raw, k, at);
   f.name(raw, 'domain', at);
   f.pidOrNull(raw, 'pid', at);
+  f.ticksOrNull(raw, 'pidStart', at);
   if (raw.vfAddr !== undefined && raw.vfAddr !== null) f.pciAddress(raw, 'vfAddr', at);
   const p = raw as unknown as PortRecord;
   p.vfAddr ??= null;
@@ -187,6 +189,11 @@ class Fields {
     return isObject(v) ? v : this.bad(`${this.path(at, key)} is ${describe(v)}, expected an object`);
   }
   /** A process id, or null/absent (not known yet). */
+  /** A process start time (clock ticks since boot), absent or null when not known. */
+  ticksOrNull(o: Record<string, unknown>, key: string, at: string): void {
+    const v = o[key];
+    if (v !== undefined && v !== null && !(typeof v === 'number' && Number.isSafeInteger(v) && v >= 0)) this.bad(`${this.path(at, key)} is ${describe(v)}, expected a process start time (a whole number of clock ticks) or null`);
+  }
   pidOrNull(o: Record<string, unknown>, key: string, at: string): void {
     const v = o[key];
     if (v !== undefined && v !== null && !(typeof v === 'number' && Number.isInteger(v) && v > 0)) this.bad(`${this.path(at, key)} is ${describe(v)}, expected a process id (a whole number above 0) or null`);

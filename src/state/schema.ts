@@ -78,6 +78,13 @@ export interface AllocationOwner {
   uuid: string | null;
   /** QEMU's pid once known (start/started/reconnect); until then the domain counts as running. */
   pid: number | null;
+  /**
+   * When that process started (/proc/PID/stat's starttime, clock ticks since boot), recorded
+   * with the pid: a pid is reused once its process is gone (pid_max wraps), and another
+   * process given it must not pin the VF. Absent or null: recorded before it was kept (the pid
+   * alone then), or /proc did not say.
+   */
+  pidStart?: number | null;
   /** Who prepared it: libvirt's qemu hook, or `vfpool prepare` (no libvirt pid file to check). */
   via: 'libvirt' | 'cli';
   /**
@@ -181,6 +188,8 @@ export interface PortRecord {
    * network that is no longer active, nor after a daemon crash). null until then.
    */
   pid: number | null;
+  /** That process's start time, as an allocation owner's `pidStart`. */
+  pidStart?: number | null;
 }
 
 export interface VfpoolState {

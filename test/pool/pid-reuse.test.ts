@@ -1,0 +1,53 @@
+import t from 'tap';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { makeSimEnv } from '../helpers/env.js';
+import { domainXml } from '../helpers/libvirt-domains.js';
+import { spawnSleeper } from '../helpers/processes.js';
+import { cli } from '../helpers/cli-in-process.js';
+
+/**
+ * A recorded QEMU pid is another process's once that QEMU is gone and the pid wrapped (pid_max
+ * is 32768 on a kernel left at its default, and QEMU runs for months): judged by the pid alone,
+ * that process pinned the VF for as long as it ran. The record keeps the process's start time
+ * with its pid; a live pid with another start time is not the QEMU.
+ */
+const POOL = `<network><name>p</name><forward mode='hostdev' managed='yes'><pf dev='eth1'><vf num='1'/></pf></forward></network>`;
+const xml = (name: string) => domainXml('prepare', { name, vfpool: `<vfpool:hostdev pool='p' mac='52:54:00:00:00:01'/>` });
+type Owner = { domain: string; pid: number | null; pidStart?: number | null };
+type State = { allocations: Array<{ owner: Owner; vfAddr: string }> };
+
+function startOf(pid: number): number {
+  return Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[19]);
+}
+
+t.test('a QEMU pid now another process\'s does not pin the VF; a record without a start time is judged by the pid', async (t) => {
+  const w = makeSimEnv(t);
+  w.definePool('p', POOL);
+  t.equal((await cli(['net-start', 'p'], { env: w.env })).exitCode, 0);
+  const other = spawnSleeper();
+  t.teardown(() => other.kill());
+  t.same((await cli(['prepare', '--xml=-', '--pid', String(other.pid)], { env: w.env, stdin: xml('vm1') })).exitCode, 0);
+  const file = join(w.settings.stateDir, 'state.json');
+  const state = () => JSON.parse(readFileSync(file, 'utf8')) as State;
+  t.same(state().allocations.map((a) => [a.owner.pid, a.owner.pidStart]), [[other.pid, startOf(other.pid)]], 'the pid is recorded with its start time');
+
+  // The same pid, recorded before the start time was kept: the pid alone says it runs.
+  const edit = (fn: (o: Owner) => void) => {
+    const s = state();
+    fn(s.allocations[0]!.owner);
+    writeFileSync(file, JSON.stringify(s));
+  };
+  edit((o) => delete o.pidStart);
+  const kept = await cli(['reconcile', '--json'], { env: w.env });
+  t.match(JSON.parse(kept.stdout), { kept: [{ domain: 'vm1', reason: `QEMU pid ${other.pid} runs` }], freed: [] });
+  t.equal((await cli(['prepare', '--xml=-'], { env: w.env, stdin: xml('vm2') })).exitCode, 3, 'the one VF is held');
+
+  // The QEMU that had the pid is gone; the process with it now started at another time.
+  edit((o) => (o.pidStart = startOf(other.pid) - 1));
+  const judged = await cli(['reconcile', '--dry-run', '--json'], { env: w.env });
+  t.match(JSON.parse(judged.stdout), { kept: [], freed: [{ domain: 'vm1', reason: `QEMU pid ${other.pid} is gone` }] });
+  const second = await cli(['prepare', '--xml=-'], { env: w.env, stdin: xml('vm2') });
+  t.same([second.exitCode, second.stderr], [0, ''], 'the VF is another guest\'s now: its holder\'s QEMU is gone');
+  t.same(state().allocations.map((a) => a.owner.domain), ['vm2']);
+});
