@@ -1,4 +1,4 @@
-import { monotonicMs, processStartTicks } from '../util/process.js';
+import { monotonicMs, processStartTicks, selfStartTicks } from '../util/process.js';
 import { BadInputError, ConflictError } from '../errors.js';
 import type { DomainSpec } from '../config/domain-xml.js';
 import { domainRequests, type VfRequest } from './requests.js';
@@ -173,6 +173,7 @@ export async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRe
         pairedMac: r.pairedMac,
         phase: 'preparing',
         worker: process.pid,
+        workerStart: selfStartTicks(),
         saved: savedFromFacts(facts),
         applied,
         vfioOwner: null,

@@ -53,7 +53,7 @@ export function judgeAllocation(
     cliQemuGone?: (domain: string) => boolean;
   },
 ): Verdict {
-  if (a.worker && a.worker !== env.self && env.alive(a.worker)) return { keep: true, reason: `vfpool (pid ${a.worker}) is working on it now` };
+  if (a.worker && a.worker !== env.self && env.alive(a.worker, a.workerStart)) return { keep: true, reason: `vfpool (pid ${a.worker}) is working on it now` };
   if (a.phase === 'releasing') return { keep: false, reason: `its release did not finish${a.lastError ? ` (${a.lastError})` : ''}` };
   if (a.phase === 'preparing') return { keep: false, reason: `its prepare was interrupted${a.worker ? ` (vfpool pid ${a.worker} is gone)` : ''}` };
   if (a.owner.pid !== null) {

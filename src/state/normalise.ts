@@ -49,6 +49,7 @@ export function normaliseState(raw: unknown, file: string): VfpoolState {
       const c = isObject(po.change) ? po.change : bad(`${at}.change is ${describe(po.change)}, expected an object or null`);
       f.oneOf(c, 'kind', `${at}.change`, ['starting', 'stopping']);
       f.number(c, 'worker', `${at}.change`);
+      f.ticksOrNull(c, 'workerStart', `${at}.change`);
       f.array(c, 'from', `${at}.change`);
     }
     // Added within version 2 (a refused libvirt start of a running pool); absent means none.
@@ -105,6 +106,7 @@ function upgradeAllocation(raw: unknown, at: string, f: Fields): Allocation {
   f.ticksOrNull(owner, 'pidStart', `${at}.owner`);
   if (owner.via !== undefined) f.oneOf(owner, 'via', `${at}.owner`, ['libvirt', 'cli']);
   f.pidOrNull(raw, 'worker', at);
+  f.ticksOrNull(raw, 'workerStart', at);
   const a = raw as unknown as Allocation & Record<string, unknown>;
   // Absent in version 1 records written before the field existed: the value the code then assumed.
   a.mode ??= 'hostdev';

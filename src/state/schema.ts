@@ -50,6 +50,8 @@ export interface PoolChange {
   kind: 'starting' | 'stopping';
   /** The vfpool process making the change. */
   worker: number;
+  /** Its start time (/proc/PID/stat), as an allocation's `workerStart`. */
+  workerStart?: number | null;
   since: string;
   /** The PFs being changed and their VF count before the change. */
   from: Array<{ pf: NetdevName; numVfs: number }>;
@@ -130,6 +132,13 @@ export interface Allocation {
   phase: AllocationPhase;
   /** The vfpool process configuring or restoring it right now (others leave it alone while it lives). */
   worker: number | null;
+  /**
+   * That process's start time (/proc/PID/stat), recorded with it: a vfpool killed mid-way
+   * leaves its pid here, and another process given that pid later is not working on anything.
+   * Absent or null in records written before it was kept (the pid alone then). Meaningful only
+   * with `worker`.
+   */
+  workerStart?: number | null;
   saved: SavedVfConfig | null;
   /** What vfpool changed; null exactly when `saved` is (nothing was taken from the VF yet). */
   applied: AppliedVfConfig | null;

@@ -48,6 +48,14 @@ export function processStartTicks(pid: number): number | null {
   return Number.isSafeInteger(start) ? start : null;
 }
 
+let selfStart: number | null | undefined;
+
+/** This process's start time (processStartTicks), recorded with its pid wherever it names itself the worker. */
+export function selfStartTicks(): number | null {
+  if (selfStart === undefined) selfStart = processStartTicks(process.pid);
+  return selfStart;
+}
+
 let cachedBootId: string | null | undefined;
 
 /** This boot of the kernel (/proc/sys/kernel/random/boot_id, new at every boot), or null without /proc. */

@@ -51,3 +51,34 @@ t.test('a QEMU pid now another process\'s does not pin the VF; a record without 
   t.same([second.exitCode, second.stderr], [0, ''], 'the VF is another guest\'s now: its holder\'s QEMU is gone');
   t.same(state().allocations.map((a) => a.owner.domain), ['vm2']);
 });
+
+t.test('a vfpool worker killed mid-way whose pid another process has now: its work counts as interrupted', async (t) => {
+  const w = makeSimEnv(t);
+  w.definePool('p', POOL);
+  t.equal((await cli(['net-start', 'p'], { env: w.env })).exitCode, 0);
+  t.equal((await cli(['prepare', '--xml=-'], { env: w.env, stdin: xml('vm1') })).exitCode, 0);
+  const file = join(w.settings.stateDir, 'state.json');
+  const other = spawnSleeper();
+  t.teardown(() => other.kill());
+  type Raw = { allocations: Array<{ owner: Owner; phase: string; worker: number | null; workerStart?: number | null }>; pools: Record<string, { change: unknown }> };
+  const edit = (fn: (s: Raw) => void) => {
+    const s = JSON.parse(readFileSync(file, 'utf8')) as Raw;
+    fn(s);
+    writeFileSync(file, JSON.stringify(s));
+  };
+  const start = startOf(other.pid);
+  // vm1's release, by a vfpool whose pid is `other`'s: alive, the same process.
+  edit((s) => Object.assign(s.allocations[0]!, { phase: 'releasing', worker: other.pid, workerStart: start }));
+  t.match(JSON.parse((await cli(['reconcile', '--dry-run', '--json'], { env: w.env })).stdout), { kept: [{ domain: 'vm1', reason: `vfpool (pid ${other.pid}) is working on it now` }] });
+  t.match(await cli(['release', 'vm1'], { env: w.env }), { exitCode: 3, stderr: new RegExp(`being released by vfpool \\(pid ${other.pid}\\)`) });
+  // That vfpool was killed, and `other` is another process given its pid since.
+  edit((s) => (s.allocations[0]!.workerStart = start - 1));
+  t.match(JSON.parse((await cli(['reconcile', '--dry-run', '--json'], { env: w.env })).stdout), { kept: [], freed: [{ domain: 'vm1', reason: /its release did not finish/ }] });
+  t.same((await cli(['release', 'vm1'], { env: w.env })).exitCode, 0, 'the release finishes it');
+
+  // A pool start whose vfpool was killed half-way, its pid another process's now.
+  edit((s) => (s.pools.p!.change = { kind: 'starting', worker: other.pid, workerStart: start - 1, since: new Date().toISOString(), from: [{ pf: 'eth1', numVfs: 0 }] }));
+  const refused = await cli(['prepare', '--xml=-'], { env: w.env, stdin: xml('vm2') });
+  t.match(refused.stderr, /its start was interrupted \(vfpool pid \d+ is gone\)/, 'not "being reconfigured" for as long as that process runs');
+  t.match(JSON.parse((await cli(['reconcile', '--json'], { env: w.env })).stdout), { pools: [{ pool: 'p' }] });
+});

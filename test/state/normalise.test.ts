@@ -104,6 +104,7 @@ t.test('a file of the wrong shape is refused with one line naming the file and t
     ['a pid written as a string', withAllocation({ owner: { domain: 'vm1', uuid: null, pid: '4242' } }), /allocations\[0\]\.owner\.pid is string "4242", expected a process id \(a whole number above 0\) or null/],
     ['a negative pid', withAllocation({ owner: { domain: 'vm1', uuid: null, pid: -1 } }), /allocations\[0\]\.owner\.pid is number -1, expected a process id/],
     ['a pid start time written as a string', withAllocation({ owner: { domain: 'vm1', uuid: null, pid: 4242, pidStart: '17' } }), /allocations\[0\]\.owner\.pidStart is string "17", expected a process start time/],
+    ['a worker start time written as a string', withAllocation({ worker: 77, workerStart: 'x' }), /allocations\[0\]\.workerStart is string "x", expected a process start time/],
     ['a worker written as a string', withAllocation({ worker: '77' }), /allocations\[0\]\.worker is string "77", expected a process id/],
     ['a monotonic stamp written as a string', withAllocation({ createdMonoMs: '5' }), /allocations\[0\]\.createdMonoMs is string "5", expected a number of milliseconds or null/],
     ['a libvirt daemon pid written as a string', withAllocation({ owner: { domain: 'vm1', uuid: null, pid: null, daemon: '1' } }), /allocations\[0\]\.owner\.daemon is string "1", expected a process id/],
