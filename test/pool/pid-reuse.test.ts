@@ -82,3 +82,14 @@ t.test('a vfpool worker killed mid-way whose pid another process has now: its wo
   t.match(refused.stderr, /its start was interrupted \(vfpool pid \d+ is gone\)/, 'not "being reconfigured" for as long as that process runs');
   t.match(JSON.parse((await cli(['reconcile', '--json'], { env: w.env })).stdout), { pools: [{ pool: 'p' }] });
 });
+
+t.test('a libvirt port record pins its VF while its QEMU runs: the recorded process, not whichever has its pid', async (t) => {
+  const { judgePort } = await import('../../src/pool/owners.js');
+  const { isSameProcessAlive } = await import('../../src/util/process.js');
+  const port = { network: 'n', portUuid: 'u', domain: 'vm1', domainUuid: null, vfAddr: null, netdev: null, plug: 'direct' as const, mac: null, createdAt: null, createdMonoMs: null, pid: process.pid };
+  const env = { alive: isSameProcessAlive, libvirtPid: () => null, now: Date.now(), graceMs: 120_000 };
+  const start = startOf(process.pid);
+  t.match(judgePort({ ...port, pidStart: start }, env), { keep: true, reason: `QEMU pid ${process.pid} runs` });
+  t.match(judgePort(port, env), { keep: true }, 'recorded without a start time: the pid alone');
+  t.match(judgePort({ ...port, pidStart: start + 1 }, env), { keep: false, reason: `domain 'vm1' QEMU pid ${process.pid} is gone` });
+});
