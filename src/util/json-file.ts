@@ -6,7 +6,7 @@ import writeFileAtomic from 'write-file-atomic';
 import { BadInputError, ConflictError, errnoOf, LockTimeoutError } from '../errors.js';
 import { crashPoint } from './crash-point.js';
 import { fsError } from './fs-errors.js';
-import { isSameProcessAlive, kernelBootId, monotonicMs, processStartTicks } from './process.js';
+import { isSameProcessAlive, kernelBootId, monotonicMs, selfStartTicks } from './process.js';
 
 export interface LockOptions {
   /** How long to wait for another vfpool process before giving up with exit 3. */
@@ -291,7 +291,7 @@ function writeHolder(lockDir: string): void {
   try {
     const fd = openSync(join(lockDir, HOLDER), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
     try {
-      writeFileSync(fd, JSON.stringify({ pid: process.pid, start: processStartTicks(process.pid), boot: kernelBootId(), what }) + '\n');
+      writeFileSync(fd, JSON.stringify({ pid: process.pid, start: selfStartTicks(), boot: kernelBootId(), what }) + '\n');
     } finally {
       closeSync(fd);
     }
