@@ -1,8 +1,8 @@
-import { closeSync, constants, existsSync, fchmodSync, fstatSync, mkdirSync, openSync, readdirSync, realpathSync, renameSync, rmSync, rmdirSync, statSync, utimesSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, fchmodSync, fstatSync, openSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { makeDir } from '../util/make-dir.js';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
-import { readTextNoFollow } from '../util/json-file.js';
+import { clearAbandonedLock, LOCK_FS_SYNC, NEVER_STALE, readTextNoFollow } from '../util/json-file.js';
 
 /**
  * The VF history: one JSON object per line in `$VFPOOL_JOURNAL_DIR/history.jsonl`, appended at
@@ -197,13 +197,6 @@ export class Journal {
 }
 
 /**
- * The file system calls proper-lockfile's sync lock makes. It copies the `fs` it is given with
- * `{ ...fs }`, which on all of node:fs runs every lazy getter (fs.promises, the stream classes)
- * and loads Node's stream machinery into every hook call that writes the journal.
- */
-const LOCK_FS = { mkdirSync, realpathSync, statSync, rmdirSync, utimesSync };
-
-/**
  * proper-lockfile's sync lock has no retries, and the callers (hooks) are synchronous at this
  * point by design (a journal write must not reorder with the operation's own steps): so retry
  * here, briefly. A lock still held after ~2 s is reported as a failed write, not waited out.
@@ -212,7 +205,12 @@ function lockWithRetry(file: string): () => void {
   const pause = new Int32Array(new SharedArrayBuffer(4));
   for (let attempt = 0; ; attempt++) {
     try {
-      return lockfile.lockSync(file, { stale: 10_000, realpath: false, fs: LOCK_FS });
+      // Taken over exactly when its holder is gone (json-file.ts): with proper-lockfile's own
+      // staleness, a lock left by a vfpool killed mid-rotation whose mtime a clock set back put
+      // in the future blocked every rotation, and every entry past the cap was lost, until the
+      // clock caught up.
+      clearAbandonedLock(file, { staleMs: 10_000 });
+      return lockfile.lockSync(file, { stale: NEVER_STALE, realpath: false, fs: LOCK_FS_SYNC });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ELOCKED' || attempt >= 200) throw err;
       Atomics.wait(pause, 0, 0, 10);

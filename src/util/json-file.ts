@@ -203,7 +203,7 @@ export async function updateJsonFileLocked<T, R>(
  * every attempt; proper-lockfile still makes, refreshes (for a vfpool of an older version, which
  * judges by the mtime) and removes the directory.
  */
-const NEVER_STALE = 2 ** 52;
+export const NEVER_STALE = 2 ** 52;
 
 async function takeLock(file: string, opts: LockOptions, onCompromised: (err: Error) => void): Promise<{ release: () => Promise<void>; lastHolderMayHaveDied: boolean }> {
   const deadline = monotonicMs() + opts.timeoutMs;
@@ -279,6 +279,23 @@ const LOCK_FS = {
 };
 
 /**
+ * The same calls for proper-lockfile's synchronous lock (the history's rotation), which takes
+ * them by their Sync names. With `clearAbandonedLock` before each attempt and NEVER_STALE, its
+ * lock too is taken over exactly when its holder is gone. Only these five: given all of node:fs,
+ * proper-lockfile copies it with `{ ...fs }`, whose lazy getters load Node's stream machinery.
+ */
+export const LOCK_FS_SYNC = {
+  mkdirSync: (path: string) => {
+    mkdirSync(path);
+    writeHolder(path);
+  },
+  realpathSync,
+  statSync,
+  rmdirSync: removeLockDir,
+  utimesSync,
+};
+
+/**
  * Who holds the lock: `LOCK/holder`, one line of JSON, `{ pid, start, boot, what }` (`start`
  * from /proc/PID/stat, `boot` the kernel's boot id): the process exactly, which a pid alone is
  * not (reused after a reboot, with a state directory on persistent storage). Inside the lock
@@ -332,7 +349,7 @@ function readHolder(file: string): { pid: number; what: string; alive: boolean }
  * well: its lock directory (or an older vfpool's holder file) is still there. Only then can a
  * killed writer's temp file be left to remove.
  */
-function clearAbandonedLock(file: string, opts: LockOptions): boolean {
+export function clearAbandonedLock(file: string, opts: Pick<LockOptions, 'staleMs'>): boolean {
   const dir = `${file}.lock`;
   let st;
   try {
