@@ -104,28 +104,19 @@ export class SimHost implements Host {
     );
   }
 
-  /**
-   * The simulated machine's boot; null while it is a seed not filled in yet, or unreadable
-   * (refused where it is used). Read once, as a process on a real machine lives within one boot
-   * (the state store asks at every read, and while another process changes the file, each
-   * read of it is a parse of the whole machine).
-   */
+  /** The simulated machine's boot; null while it is a seed not filled in yet, or unreadable (refused where it is used). */
   bootId(): string | null {
-    if (this.boot !== null) return this.boot;
     try {
       const raw = this.readRaw();
-      this.boot = 'version' in raw ? (raw.bootId ?? null) : null;
+      return 'version' in raw ? (raw.bootId ?? null) : null;
     } catch {
-      // Unreadable now: asked again next time.
+      return null;
     }
-    return this.boot;
   }
-  private boot: string | null = null;
 
   /** Tests and demos: the machine reboots (rebootSimState). */
   async reboot(): Promise<void> {
     await this.mutate(rebootSimState);
-    this.boot = null;
   }
 
   /** Tests and demos: make a process look like QEMU holding the VF's vfio group open. */
