@@ -5,6 +5,7 @@ import { BadInputError, errnoOf, HostError } from '../errors.js';
 import { parseGuestMac, parseObjectName, parsePciAddress, type MacAddress, type PciAddress } from '../types.js';
 import { readTextNoFollow, removeFile, symlinkRefused, writeFileNoFollow } from '../util/json-file.js';
 import { lazyCrypto } from '../util/lazy-builtins.js';
+import { assertStateDirTrusted } from '../util/state-dir-owner.js';
 
 /**
  * The per-domain wrapper file: what `prepare` (root) decided for one domain, read by the QEMU
@@ -207,6 +208,7 @@ export function domainRunDir(stateDir: string, domain: string): string {
 export async function writeDomainPlan(stateDir: string, plan: DomainPlanV1, owner: { uid: number; gid: number }): Promise<string> {
   const checked = validateDomainPlan(plan, `plan of domain '${plan.domain}'`);
   const dir = domainDir(stateDir, checked.domain);
+  assertStateDirTrusted(stateDir);
   try {
     // The state directory first, with its own mode: made as qemu/'s parent it would be 0755.
     makeDir(stateDir, 0o700);
@@ -241,6 +243,7 @@ export async function writeDomainPlan(stateDir: string, plan: DomainPlanV1, owne
 /** Reads and validates the plan; null when the domain has none (vfpool adds nothing to its QEMU). */
 export function readDomainPlan(stateDir: string, domain: string): DomainPlanV1 | null {
   const file = domainPlanPath(stateDir, domain);
+  assertStateDirTrusted(stateDir);
   let text: string;
   try {
     // The QEMU user owns the directory: root (reconcile, migrate, started) must not read through a link it planted.
@@ -263,6 +266,7 @@ export function readDomainPlan(stateDir: string, domain: string): DomainPlanV1 |
 
 /** Removes the domain's wrapper directory (plan, socket, cache) and its short link. Idempotent. */
 export function removeDomainPlan(stateDir: string, domain: string): void {
+  assertStateDirTrusted(stateDir);
   removeTreeOfAnotherUser(domainDir(stateDir, domain));
   const link = qmpLinkPath(stateDir, domain);
   if (link !== null) rmSync(link, { force: true });
