@@ -72,11 +72,12 @@ export function assertStateDirTrusted(stateDir: string, euid = process.geteuid?.
     ...writable.map(([p, mode]) => `${p} is writable by ${mode & 0o002 ? 'others' : 'its group'} (mode ${mode.toString(8)}, not sticky)`),
   ];
   const fixes = [
-    ...(foreign.length ? [`chown 0:0 ${foreign.map(([p]) => p).join(' ')}`] : []),
+    // What another user owned may hold what they planted: looked at before root trusts it.
+    ...(foreign.length ? [`chown 0:0 ${foreign.map(([p]) => p).join(' ')} (check what is in it first)`] : []),
     ...(writable.length ? [`chmod go-w ${writable.map(([p]) => p).join(' ')}`] : []),
   ];
   throw new StateDirOwnerError(
     `the state directory ${stateDir} is open to other users, so vfpool would act as root on what they plant there: ${problems.join(', ')}`,
-    `${fixes.join(' && ')} (check what is in it first), or point VFPOOL_STATE_DIR at a directory of root's`,
+    `${fixes.join(' && ')}, or point VFPOOL_STATE_DIR at a directory of root's`,
   );
 }

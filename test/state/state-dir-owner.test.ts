@@ -69,7 +69,7 @@ if (process.getuid!() !== 0) {
     t.doesNotThrow(() => assertStateDirTrusted(state, 64055), 'the QEMU wrapper, as the QEMU user, passes on root\'s directory');
 
     chmodSync(w.dir, 0o777);
-    t.throws(() => assertStateDirTrusted(state), { exitCode: 2, message: `the state directory ${state} is open to other users, so vfpool would act as root on what they plant there: ${w.dir} is writable by others (mode 777, not sticky)`, hint: `chmod go-w ${w.dir} (check what is in it first), or point VFPOOL_STATE_DIR at a directory of root's` }, 'a directory above it anyone may write: the state directory can be swapped');
+    t.throws(() => assertStateDirTrusted(state), { exitCode: 2, message: `the state directory ${state} is open to other users, so vfpool would act as root on what they plant there: ${w.dir} is writable by others (mode 777, not sticky)`, hint: `chmod go-w ${w.dir}, or point VFPOOL_STATE_DIR at a directory of root's` }, 'a directory above it anyone may write: the state directory can be swapped');
     chmodSync(w.dir, 0o1777);
     t.doesNotThrow(() => assertStateDirTrusted(state), 'sticky, as /tmp: nobody else may move root\'s entry');
     chmodSync(w.dir, 0o700);
