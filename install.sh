@@ -183,7 +183,8 @@ if [ -z "$destdir" ]; then
   install -d -m 0700 /var/lib/vfpool
 fi
 
-echo "vfpool installed in $libdir; hooks linked in $hookdir/network.d and $hookdir/qemu.d"
+# Which build: what \`vfpool --version\` says (the build stamps it: scripts/bundle.mjs).
+echo "vfpool $(cat "$stage/dist/bin/version" 2>/dev/null || echo '(version unknown)') installed in $libdir; hooks linked in $hookdir/network.d and $hookdir/qemu.d"
 if [ $new_hooks = 1 ] && [ -z "$destdir" ]; then
   echo "note: libvirt looks for hooks when it starts: restart libvirtd once so it finds vfpool's"
 fi

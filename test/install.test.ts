@@ -160,7 +160,9 @@ t.test('install.sh writes the Node it ran with into the hook shim, the QEMU wrap
     t.equal(readFileSync(join(REPO, 'dist/bin', f), 'utf8').split('\n')[0], '#!/usr/bin/env node', `the checkout's ${f} is left as it is`);
   }
   const version = await execa(join(lib, 'dist/bin/cli.cjs'), ['--version'], { reject: false, env: { PATH: join(dir, 'empty') }, extendEnv: false });
-  t.same([version.exitCode, version.stdout, version.stderr], [0, '0.1.0', ''], 'the installed vfpool runs with no node in PATH');
+  const stamped = readFileSync(join(REPO, 'dist/bin/version'), 'utf8').trim();
+  t.same([version.exitCode, version.stdout, version.stderr], [0, stamped, ''], 'the installed vfpool runs with no node in PATH, and says which build it is');
+  t.match(r.stdout, `vfpool ${stamped} installed in /opt/vfpool/lib/vfpool;`, 'install.sh says which build it installed');
 
   // No node at all: one line before anything is installed.
   const none = await execa('/bin/bash', [join(REPO, 'install.sh'), '--dest-dir', join(dir, 'none'), '--prefix', '/opt/vfpool'], { reject: false, env: { PATH: join(dir, 'empty') } });

@@ -6,6 +6,7 @@ import { DEFAULT_LOCK, readJsonFile, removeFile, updateJsonFileLocked, type Lock
 import { fsError } from '../util/fs-errors.js';
 import { normaliseState } from './normalise.js';
 import { emptyState, type VfpoolState } from './schema.js';
+import { assertStateDirTrusted } from '../util/state-dir-owner.js';
 
 /**
  * The runtime state in `$VFPOOL_STATE_DIR` (default /run/vfpool: VFs vanish at reboot, so does
@@ -36,6 +37,7 @@ export class StateStore {
    * losing its sticky bit), and whoever can replace the link redirects root's writes.
    */
   ensureDir(): void {
+    assertStateDirTrusted(this.dir);
     for (const [dir, what] of [[this.dir, 'the state directory'], [this.indexDir, 'the state index directory']] as const) {
       try {
         makeDir(dir, 0o700);
@@ -61,6 +63,7 @@ export class StateStore {
 
   /** The state, upgraded to the current version; empty when there is no file yet. */
   read(): VfpoolState {
+    assertStateDirTrusted(this.dir);
     const raw = readJsonFile<unknown>(this.file, 'the state file', 'VFPOOL_STATE_DIR');
     return raw === undefined ? emptyState() : normaliseState(raw, this.file);
   }
