@@ -116,7 +116,7 @@ export const POOL_COMMANDS: CommandDef[] = [
         out(`plan for net-start ${a.pool} (--dry-run, nothing changed):`);
         formatPlan(r.actions).forEach((l) => out(`  ${l}`));
       } else out(`Pool ${a.pool} started`);
-      for (const u of r.unresolved) warn(`pool '${a.pool}': ${u}: the pool has no VF from it`);
+      for (const u of r.unresolved) warn(`pool '${a.pool}': ${u}`);
       return 0;
     },
   },
