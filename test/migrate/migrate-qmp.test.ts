@@ -197,6 +197,23 @@ t.test('migrate DOMAIN URI without a virsh it can start: one line naming the cau
   t.equal(held(w).length, 1);
 });
 
+t.test('migrate DOMAIN URI to a destination that does not answer, or to this host: one line, exit 1, before the VF leaves the guest', async (t) => {
+  // Reproduced on libvirt 11.3: a URI whose daemon does not listen (a typo) and qemu:///system
+  // (this host) were found only by virsh migrate, after device_del had taken the VF out of the
+  // running guest: its NIC went and came back for nothing.
+  const w = await runningGuest(t);
+  const down = await cli(['migrate', 'vm1', 'qemu+tcp://dest.example/system'], { ...w.cliEnv, PATH: fakeVirsh(join(w.dir, 'down'), { destPeripherals: [], destDown: true }) });
+  t.same([down.exitCode, down.stdout, down.stderr], [1, '', "vfpool: vfpool migrate vm1: the destination qemu+tcp://dest.example/system does not answer (virsh -c qemu+tcp://dest.example/system capabilities: " +
+    "error: unable to connect to server at 'dest.example:16509': Connection refused): nothing changed, the VFs stay in the guest: check the URI, and that the destination's libvirt daemon runs and accepts this connection\n"]);
+  const self = await cli(['migrate', 'vm1', 'qemu:///system', '--dry-run'], { ...w.cliEnv, PATH: fakeVirsh(join(w.dir, 'self'), { destPeripherals: [], destUuid: '8037112C-B8E3-4AA9-A2CA-D6876D585386' }) });
+  t.same([self.exitCode, self.stdout, self.stderr], [1, '', 'vfpool: vfpool migrate vm1: the destination qemu:///system is this host (libvirt host UUID 8037112c-b8e3-4aa9-a2ca-d6876d585386): ' +
+    'nothing changed, the VFs stay in the guest: name another host (libvirt refuses to migrate a guest to the host it runs on)\n'], 'the dry run refuses it alike');
+  t.ok(w.qemu.devices.has('vfpool-vf0'), 'the VF is still in the guest');
+  t.same(w.qemu.received.filter((c) => c.execute === 'device_del'), [], 'no device_del');
+  t.notOk(existsSync(join(w.settings.stateDir, 'migrate', 'vm1.json')), 'no migration record');
+  t.equal(held(w).length, 1);
+});
+
 t.test('migrate DOMAIN URI: a virsh migrate that outlives --timeout is said to have been stopped, not "exit undefined"; the VF plugged back', async (t) => {
   const w = await runningGuest(t);
   const bin = t.testdir({ virsh: '#!/bin/sh\ncase $1 in migrate) exec sleep 30 ;; esac\n' });
