@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { pausedSettleMs } from '../../src/entry/migrate-command.js';
 import { connectQmp, virshQmp } from '../../src/migrate/qmp-port.js';
 import { qemuArgvBySocket } from '../../src/migrate/devices.js';
-import { domainQmpSocketPath, readDomainPlan } from '../../src/state/domain-plan.js';
+import { domainQmpSocketPath, readDomainPlan, writeDomainPlan } from '../../src/state/domain-plan.js';
 import { fileRecordStore } from '../../src/state/migration-record.js';
 import { makeSimEnv } from '../helpers/env.js';
 import { runCliInProcess as cli } from '../helpers/cli-in-process.js';
@@ -236,6 +236,24 @@ t.test('virshQmp: a command\'s return, QMP\'s error class, virsh failing, and no
   t.throws(() => q.listen('DEVICE_DELETED', () => true, 1000), { message: /waiting for DEVICE_DELETED through virsh is not possible/ });
   process.env.PATH = join(dir, 'empty');
   await t.rejects(q.execute('query-status'), { message: /^virsh -c qemu\+tcp:\/\/dest\/system qemu-monitor-command vm1 query-status: running virsh failed: .*ENOENT/, code: 'ENOENT' }, 'a virsh that cannot be started says so');
+});
+
+t.test('guest-devices: a failover primary QEMU keeps hidden is said, not left out silently', async (t) => {
+  // Reproduced on libvirt 11.3: a guest with an <interface> on a pci-passthrough-hybrid pool
+  // and no OS yet showed net0 and vfpool-rp0 but no VF, with nothing saying why: QEMU creates
+  // the primary only once the guest's virtio-net driver acks failover.
+  const w = await runningGuest(t);
+  const plan = readDomainPlan(w.settings.stateDir, 'vm1')!;
+  await writeDomainPlan(w.settings.stateDir, { ...plan, vfs: plan.vfs.map((v) => ({ ...v, failoverStandbyMac: MAC })) }, { uid: process.getuid!(), gid: process.getgid!() });
+  w.qemu.devices.delete('vfpool-vf0');
+  const r = await cli(['guest-devices', 'vm1'], w.cliEnv);
+  t.equal(r.exitCode, 0, r.stderr);
+  t.equal(r.stdout.split('\n').at(-2), `# vfpool-vf0 (mac ${MAC}) is not on the bus: the failover primary of the virtio-net NIC with mac ${MAC}, ` +
+    "which QEMU adds only once the guest's virtio-net driver acks failover (a guest with no OS or driver yet never shows it)");
+  const json = await cli(['guest-devices', 'vm1', '--json'], w.cliEnv);
+  t.same(JSON.parse(json.stdout).map((d: { id: string }) => d.id), ['net0', 'vfpool-rp0'], '--json: the devices QEMU shows, as before');
+  w.qemu.devices.set('vfpool-vf0', { driver: 'e1000e', mac: MAC, behind: 'vfpool-rp0' });
+  t.notMatch((await cli(['guest-devices', 'vm1'], w.cliEnv)).stdout, /is not on the bus/, 'once QEMU shows it, nothing more is said');
 });
 
 t.test('connectQmp: commands and events over the socket; qemuArgvBySocket finds its QEMU or says none runs', async (t) => {
