@@ -69,6 +69,17 @@ t.test('vfpool net-destroy of a pool a libvirt network runs is refused, naming v
   t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 0);
 });
 
+t.test('a libvirt network whose vfpool:pool is in a mistyped namespace is refused with the fix', async (t) => {
+  // Else it started as a plain network without its pool, and its guests were refused later.
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
+  const stdin = sample('stdin-network-vfp-net-start-begin.xml').replace('https://vfpool.dev/xmlns/1', 'http://vfpool.dev/xmlns/1');
+  t.same(await hook(w, ['vfp-net', 'start', 'begin', '-'], stdin), {
+    exitCode: 2, stdout: '',
+    stderr: "vfpool: libvirt network 'vfp-net' (start begin): <metadata> holds <vfpool:pool> in namespace 'http://vfpool.dev/xmlns/1', not vfpool's https://vfpool.dev/xmlns/1, so the network would run without its pool: declare xmlns:vfpool='https://vfpool.dev/xmlns/1'\n",
+  });
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 0, 'nothing changed');
+});
+
 t.test('more VFs than the PF has: exit 2, vfpool\'s sentence on stderr for virsh, nothing changed', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
   const r = await node(w, ['vfp-big', 'start', 'begin', '-'], sample('stdin-network-vfp-big-start-begin.xml'));
