@@ -10,6 +10,8 @@ import { readRecordedVfFacts } from './vf-facts.js';
 import { planVfRestore, type VfFacts } from './vf-plan.js';
 import { applyVfSteps, describeVfStep } from './vf-steps.js';
 import { dropGuestPlan } from './guest-qemu-plan.js';
+import { probeQmpSocket } from '../qemu/qmp-probe.js';
+import { domainQmpSocketPath } from '../state/domain-plan.js';
 
 /**
  * `release end` (any reason, `failed` included) and `vfpool release`: restore each VF of the
@@ -34,6 +36,18 @@ export async function releaseGuest(
   if (!peek.allocations.some(selected) && !hasBindings) {
     if (!opts.vfAddrs) dropGuestPlan(ctx, domain);
     return result;
+  }
+
+  // A QEMU started by hand (`vfpool prepare` without --pid) has no pid on record; one started
+  // through vfpool-qemu still accepts on vfpool's QMP socket while it runs, and releasing under
+  // it would give its VFs back (and to the next guest) while it still uses them.
+  if (opts.refuseIfRunning && peek.allocations.some((a) => selected(a) && a.owner.pid === null)) {
+    const socket = domainQmpSocketPath(ctx.settings.stateDir, domain);
+    if ((await probeQmpSocket(socket)) === 'live') {
+      const e = new ConflictError(`domain '${domain}' still runs: its QEMU answers on vfpool's QMP socket ${socket}`, 'quit that QEMU first (vfpool release is for after QEMU exits), then release');
+      journal.releaseRefused(ctx, domain, e);
+      throw e;
+    }
   }
 
   // Step 1: claim the records.

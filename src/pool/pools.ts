@@ -3,7 +3,7 @@ import { ConflictError, HostError } from '../errors.js';
 import { modeUsesVfio, type PoolSpec } from '../config/pool-xml.js';
 import type { NetdevName, PciAddress } from '../types.js';
 import { interfaceMember, knownVfNetdevs, pfError } from './allocation.js';
-import { boundByPlan, planPoolStart, planPoolStop, type PfFacts, type PoolUse, type Sharers, type StopPlan } from './activation.js';
+import { boundByPlan, emptyPfs, planPoolStart, planPoolStop, type PfFacts, type PoolUse, type Sharers, type StopPlan } from './activation.js';
 import type { Context } from './context.js';
 import { findVfUses } from './in-use.js';
 import { applyPlan, describeAction, type Action } from './plan.js';
@@ -55,12 +55,12 @@ async function poolUse(ctx: Context, pool: PoolSpec, known: Map<NetdevName, PciA
     }
     const pf = what ? await ctx.host.physfnOf(what.addr) : null;
     if (what && pf) some(pf, what.addr);
-    else unresolved.push(`<interface dev='${dev}'> is ${what ? `${what.addr}, not a VF of an SR-IOV PF` : 'no netdev on this host (nor a VF vfpool knows by that name)'}`);
+    else unresolved.push(`<interface dev='${dev}'> is ${what ? `${what.addr}, not a VF of an SR-IOV PF` : 'no netdev on this host (nor a VF vfpool knows by that name)'}: the pool has no VF from it`);
   }
   for (const addr of pool.addresses) {
     const pf = await ctx.host.physfnOf(addr);
     if (pf) some(pf, addr);
-    else unresolved.push(`<address> ${addr} is not a VF of an SR-IOV PF on this host`);
+    else unresolved.push(`<address> ${addr} is not a VF of an SR-IOV PF on this host: the pool has no VF from it`);
   }
   return use;
 }
@@ -153,6 +153,7 @@ export async function startPool(
     pfs = [...new Set([...pfs, ...use.keys()])];
     refuseChanging(state, pfs);
     const facts = await gatherFacts(ctx, pool, pfs, state, undefined, env);
+    unresolved.push(...emptyPfs(pool, facts));
     const actions = planPoolStart(pool, facts, use, await activeDrawers(ctx, state, pool.name, known));
     bound = boundByPlan(actions, facts);
     return actions;

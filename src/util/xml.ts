@@ -155,3 +155,23 @@ export function findNsElement(
   }
   return undefined;
 }
+
+/**
+ * A child of `<metadata>` named `local` in a namespace that is vfpool's URI mistyped (it names
+ * `vfpool.dev/xmlns` but is not vfpool's: `http://` for `https://`, another version). libvirt
+ * keeps it verbatim and vfpool, which matches by URI, would not see it at all, so the guest would
+ * start without what it asks for. The prefix does not count: `vfpool:` bound to another
+ * project's URI is that project's. Its element name and URI.
+ */
+export function misnamedNsElement(parent: XmlElement | undefined, local: string, scope: XmlElement[] = []): { key: string; ns: string } | undefined {
+  if (!parent) return undefined;
+  for (const key of Object.keys(parent)) {
+    if (key.startsWith('@_') || localName(key) !== local) continue;
+    const prefix = key.includes(':') ? key.slice(0, key.indexOf(':')) : '';
+    for (const el of children(parent, key)) {
+      const ns = resolvePrefix(prefix, el, [parent, ...scope]) ?? '';
+      if (ns !== VFPOOL_NS && ns.includes('vfpool.dev/xmlns')) return { key, ns };
+    }
+  }
+  return undefined;
+}

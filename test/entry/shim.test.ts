@@ -43,6 +43,25 @@ t.test('a domain name vfpool cannot use is refused when the domain asks for a VF
   t.same([plain.exitCode, plain.stdout, plain.stderr], [0, '', ''], 'a guest with nothing from vfpool is none of its business');
 });
 
+t.test('vfpool metadata in a mistyped namespace is refused with the fix, not silently a guest without its VF', async (t) => {
+  // Reproduced on libvirt 11.3: xmlns:vfpool='http://vfpool.dev/xmlns/1' (http for https) made
+  // the shim exit 0 without starting Node, and the guest started with no VF and no word.
+  const w = makeSimEnv(t);
+  w.definePool('sriov-pool', SEED_000_POOL);
+  const right = domainXml('prepare', { name: 'vm1', vfpool: META });
+  const prepare = async (stdin: string) => {
+    const r = await spawnEntry('hooks/qemu', ['vm1', 'prepare', 'begin', '-'], { env: w.env, stdin });
+    return [r.exitCode, r.stdout, r.stderr];
+  };
+  for (const ns of ['http://vfpool.dev/xmlns/1', 'https://vfpool.dev/xmlns/2']) {
+    t.same(await prepare(right.replaceAll('https://vfpool.dev/xmlns/1', ns)), [2, '', `vfpool: domain 'vm1': <metadata> holds <vfpool:domain> in namespace '${ns}', not vfpool's https://vfpool.dev/xmlns/1, ` +
+      "so vfpool would give the domain nothing it asks for: declare xmlns:vfpool='https://vfpool.dev/xmlns/1'\n"], ns);
+  }
+  // Matched by URI, not by prefix: vfpool: bound to another project's URI is that project's.
+  t.same(await prepare(right.replaceAll('https://vfpool.dev/xmlns/1', 'https://example.com/other')), [0, '', ''], "another project's metadata");
+  t.same(w.ctx.store.read().allocations, [], 'nothing allocated');
+});
+
 t.test('operations the qemu hook ignores (restore among them) exit 0 in the shim, without starting Node, for a guest of vfpool\'s too', async (t) => {
   const w = makeSimEnv(t);
   // A "node" that records being started: the shim runs VFPOOL_NODE when it hands a call to Node.
