@@ -5,7 +5,7 @@ import type { Context } from './context.js';
 import { describeUses, findVfUses } from './in-use.js';
 import type { OwnerEnv } from './owners.js';
 import { applyPlan } from './plan.js';
-import { activeDrawers } from './pools.js';
+import { activeDrawers } from './pool-use.js';
 
 /** What `vfpool reconcile` did (or would do) about VFs a stopped pool left behind. */
 export interface LeftoverOutcome {

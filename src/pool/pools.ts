@@ -1,9 +1,10 @@
 import { journal } from './journal-entries.js';
 import { ConflictError, HostError } from '../errors.js';
-import { modeUsesVfio, type PoolSpec } from '../config/pool-xml.js';
+import type { PoolSpec } from '../config/pool-xml.js';
 import type { NetdevName, PciAddress } from '../types.js';
-import { interfaceMember, knownVfNetdevs, pfError } from './allocation.js';
-import { boundByPlan, planPoolStart, planPoolStop, type PfFacts, type PoolUse, type Sharers, type StopPlan } from './activation.js';
+import { knownVfNetdevs, pfError } from './allocation.js';
+import { activeDrawers, poolUse, refuseDriverClash, unionUse, usesVf, vfioKeepers } from './pool-use.js';
+import { boundByPlan, planPoolStart, planPoolStop, type PfFacts, type StopPlan } from './activation.js';
 import type { Context } from './context.js';
 import { findVfUses } from './in-use.js';
 import { applyPlan, describeAction, type Action } from './plan.js';
@@ -34,62 +35,6 @@ async function gatherFacts(ctx: Context, pool: PoolSpec, pfs: NetdevName[], stat
     facts.set(pf, { info, vfs, uses: await findVfUses(ctx.host, state, vfs, undefined, env) });
   }
   return facts;
-}
-
-/**
- * Which VFs of which PFs a pool draws from (see PoolUse): a member that does not resolve now (an
- * unplugged NIC, a typo) draws from nothing; a `<pf>` that does not exist is the start's error.
- */
-async function poolUse(ctx: Context, pool: PoolSpec, known: Map<NetdevName, PciAddress>, unresolved: string[] = []): Promise<PoolUse> {
-  const use: PoolUse = new Map();
-  const some = (pf: NetdevName, vf: PciAddress) => {
-    const now = use.get(pf) ?? [];
-    if (now !== 'all' && !now.includes(vf)) use.set(pf, [...now, vf]);
-  };
-  for (const p of pool.pfs) use.set(p.dev, 'all');
-  for (const dev of pool.interfaces) {
-    const what = await interfaceMember(ctx.host, dev, known);
-    if (what === 'pf') {
-      use.set(dev, 'all');
-      continue;
-    }
-    const pf = what ? await ctx.host.physfnOf(what.addr) : null;
-    if (what && pf) some(pf, what.addr);
-    else unresolved.push(`<interface dev='${dev}'> is ${what ? `${what.addr}, not a VF of an SR-IOV PF` : 'no netdev on this host (nor a VF vfpool knows by that name)'}`);
-  }
-  for (const addr of pool.addresses) {
-    const pf = await ctx.host.physfnOf(addr);
-    if (pf) some(pf, addr);
-    else unresolved.push(`<address> ${addr} is not a VF of an SR-IOV PF on this host`);
-  }
-  return use;
-}
-
-/** The active pools drawing from each PF, but `except`: a PF's count is theirs too. */
-export async function activeDrawers(ctx: Context, state: VfpoolState, except?: string, known = knownVfNetdevs(state)): Promise<Sharers> {
-  const sharers: Sharers = new Map();
-  for (const [other, p] of Object.entries(state.pools)) {
-    if (other === except) continue;
-    const spec = ctx.registry.get(other, state);
-    const pfs = new Set([...(await poolUse(ctx, spec, known)).keys(), ...p.activated.map((a) => a.pf)]);
-    for (const pf of pfs) sharers.set(pf, [...(sharers.get(pf) ?? []), other]);
-  }
-  return sharers;
-}
-
-/** The VFs other active pools bind to vfio-pci (managed, vfio mode), which a stop leaves there. */
-async function vfioKeptByOthers(ctx: Context, state: VfpoolState, except: string): Promise<PoolUse> {
-  const kept: PoolUse = new Map();
-  const known = knownVfNetdevs(state);
-  for (const other of Object.keys(state.pools).filter((o) => o !== except)) {
-    const spec = ctx.registry.get(other, state);
-    if (!spec.managed || !modeUsesVfio(spec.mode)) continue;
-    for (const [pf, vfs] of await poolUse(ctx, spec, known)) {
-      const now = kept.get(pf) ?? [];
-      kept.set(pf, now === 'all' || vfs === 'all' ? 'all' : [...now, ...vfs]);
-    }
-  }
-  return kept;
 }
 
 export interface StartResult {
@@ -150,6 +95,7 @@ export async function startPool(
     const known = knownVfNetdevs(state);
     unresolved = [];
     const use = await poolUse(ctx, pool, known, unresolved);
+    await refuseDriverClash(ctx, state, pool, use, known);
     pfs = [...new Set([...pfs, ...use.keys()])];
     refuseChanging(state, pfs);
     const facts = await gatherFacts(ctx, pool, pfs, state, undefined, env);
@@ -226,6 +172,8 @@ export interface StopResult extends StopPlan {
   applied: boolean;
   /** Activated PFs that no longer exist (nothing to remove on them). */
   gone: NetdevName[];
+  /** VFs the start bound to vfio-pci that another active pool keeps there: recorded as bound by that pool now. */
+  handedOver: Array<{ pool: string; vf: BoundVf }>;
 }
 
 /**
@@ -247,7 +195,7 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
       // A pool neither defined nor running is a typo, not a pool that happens to be stopped.
       if (opts.refuse && ctx.registry.readDefinition(name) === undefined) ctx.registry.unknown(name);
       if (opts.refuse) throw new ConflictError(`pool '${name}' is not active`, `it is stopped already (\`vfpool net-undefine ${name}\` removes its definition)`);
-      return { pool: name, wasActive: false, applied: false, actions: [], kept: [], shared: [], gone: [] };
+      return { pool: name, wasActive: false, applied: false, actions: [], kept: [], shared: [], gone: [], handedOver: [] };
     }
     const underWay = changeUnderWay(active);
     if (underWay) {
@@ -259,7 +207,8 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
     const pfs = [...new Set([...activated, ...active.bound.map((b) => b.pf)])];
     const facts = await gatherFacts(ctx, pool, pfs, state, gone, env);
     const sharers = await activeDrawers(ctx, state, name);
-    const vfioKept = await vfioKeptByOthers(ctx, state, name);
+    const keepers = await vfioKeepers(ctx, state, name);
+    const vfioKept = unionUse(keepers.map((k) => k.use));
     // Undoing a start puts each PF it counts back to its count from before; one there already
     // (the start had not changed it, or an undo killed before its last write had) is left alone.
     const before = undoStart && active.change?.kind === 'starting' ? active.change.from.filter((f) => activated.includes(f.pf) && facts.has(f.pf)) : [];
@@ -269,7 +218,13 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
       if (f.numVfs === 0 || atBefore(f.pf) || plan.kept.some((k) => k.pf === f.pf) || plan.shared.some((k) => k.pf === f.pf)) continue;
       plan.actions.push({ kind: 'write-numvfs', pf: f.pf, from: 0, to: f.numVfs }, { kind: 'await-vfs', pf: f.pf, count: f.numVfs, probed: facts.get(f.pf)!.info.autoprobe });
     }
-    return { pool: name, wasActive: true, applied: false, gone: gone.filter((pf) => activated.includes(pf)), ...plan };
+    const emptied = (pf: NetdevName) => plan.actions.some((a) => a.kind === 'write-numvfs' && a.pf === pf && a.to === 0);
+    // What this start bound and another active pool keeps on vfio-pci is that pool's to give back at its stop.
+    const handedOver = active.bound.flatMap((vf) => {
+      const to = facts.has(vf.pf) && !emptied(vf.pf) ? keepers.find((k) => usesVf(k.use, vf.pf, vf.vf)) : undefined;
+      return to ? [{ pool: to.pool, vf }] : [];
+    });
+    return { pool: name, wasActive: true, applied: false, gone: gone.filter((pf) => activated.includes(pf)), handedOver, ...plan };
   };
   if (opts.dryRun) return decide(ctx.store.read());
   return stopPoolNow().then((r) => (r.wasActive && journal.pool(ctx, 'pool-stop', name, r.actions), r), (e) => Promise.reject((journal.poolRefused(ctx, name, 'stop', e), e)));
@@ -284,7 +239,11 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
         state.leftovers = [...state.leftovers.filter((l) => l.pf !== pf), { pool: name, pf, since: new Date().toISOString() }];
       }
       const p = state.pools[name]!;
-      handBackOnRelease(state, p.bound, d);
+      for (const { pool, vf } of d.handedOver) {
+        const keeper = state.pools[pool];
+        if (keeper && !keeper.bound.some((b) => b.vf === vf.vf)) keeper.bound.push(vf);
+      }
+      handBackOnRelease(state, p.bound.filter((b) => !d.handedOver.some((h) => h.vf.vf === b.vf)), d);
       const since = new Date().toISOString();
       if (d.actions.length === 0) delete state.pools[name];
       // An undo killed half-way is still an interrupted start: the next reconcile undoes it to the same counts.
@@ -315,6 +274,7 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
     }
     for (const k of r.kept) log.warn(k.reason);
     for (const k of r.shared) log.info(k.reason);
+    for (const h of r.handedOver) log.info(`${h.vf.vf} stays on vfio-pci for active pool '${h.pool}', whose stop gives it back its driver (${h.vf.driver ?? 'none'})`);
     for (const pf of r.gone) log.warn(`PF ${pf} no longer exists: nothing to remove on it`);
     log.info('stopped');
     return { ...r, applied: true };
