@@ -5,6 +5,7 @@ import type { VfpoolState } from '../state/schema.js';
 import { interfaceMember, knownVfNetdevs } from './allocation.js';
 import type { PoolUse, Sharers } from './activation.js';
 import type { Context } from './context.js';
+import { activeSpec, pfLocator } from './pf-identity.js';
 
 // Which VFs the active pools draw from, and what one pool's start or stop may do to the VFs
 // another active pool draws from.
@@ -43,8 +44,10 @@ export async function activeDrawers(ctx: Context, state: VfpoolState, except?: s
   const sharers: Sharers = new Map();
   for (const [other, p] of Object.entries(state.pools)) {
     if (other === except) continue;
-    const spec = ctx.registry.get(other, state);
-    const pfs = new Set([...(await poolUse(ctx, spec, known)).keys(), ...p.activated.map((a) => a.pf)]);
+    const spec = await activeSpec(ctx.host, state, ctx.registry.get(other, state));
+    const locate = pfLocator(ctx.host, p);
+    const activated = await Promise.all(p.activated.map(async (a) => (await locate(a.pf)) ?? a.pf));
+    const pfs = new Set([...(await poolUse(ctx, spec, known)).keys(), ...activated]);
     for (const pf of pfs) sharers.set(pf, [...(sharers.get(pf) ?? []), other]);
   }
   return sharers;
@@ -61,7 +64,7 @@ export async function vfioKeepers(ctx: Context, state: VfpoolState, except: stri
   const known = knownVfNetdevs(state);
   for (const other of Object.keys(state.pools).filter((o) => o !== except)) {
     const spec = ctx.registry.get(other, state);
-    if (bindsAtStart(spec)) out.push({ pool: other, use: await poolUse(ctx, spec, known) });
+    if (bindsAtStart(spec)) out.push({ pool: other, use: await poolUse(ctx, await activeSpec(ctx.host, state, spec), known) });
   }
   return out;
 }
@@ -110,7 +113,7 @@ export async function refuseDriverClash(ctx: Context, state: VfpoolState, pool: 
     const spec = ctx.registry.get(other, state);
     const clash = binds ? spec.mode === 'passthrough' : bindsAtStart(spec);
     if (!clash) continue;
-    const shared = firstShared(use, await poolUse(ctx, spec, known));
+    const shared = firstShared(use, await poolUse(ctx, await activeSpec(ctx.host, state, spec), known));
     if (!shared) continue;
     const [what, them] = shared.vf ? [`VF ${shared.vf} of ${shared.pf}`, 'it'] : [`the VFs of ${shared.pf}`, 'them'];
     throw new ConflictError(

@@ -12,6 +12,7 @@ import type { ActivePool, BoundVf, VfpoolState } from '../state/schema.js';
 import { crashPoint } from '../util/crash-point.js';
 import { changeUnderWay, interruptedChange, refuseChanging } from './pool-changes.js';
 import { describeGonePort, ownerEnv, pruneGonePorts, type OwnerEnv } from './owners.js';
+import { pfLocator } from './pf-identity.js';
 
 /**
  * Reads what the planners need about each PF; a missing PF is an error naming the pool, except
@@ -47,6 +48,29 @@ export interface StartResult {
    * only when a guest is refused.
    */
   unresolved: string[];
+}
+
+/**
+ * A running pool's record, its PF names translated to what those PFs are called now (by the
+ * PCI addresses recorded at its start, see pf-identity.ts): `now` maps a list of entries,
+ * dropping those whose PF is gone, which `gone` lists under their recorded names.
+ */
+async function recordedPfsNow(ctx: Context, name: string, record: ActivePool): Promise<{ now: <T extends { pf: NetdevName }>(xs: T[]) => T[]; gone: NetdevName[] }> {
+  const locate = pfLocator(ctx.host, record);
+  const names = new Map<NetdevName, NetdevName | null>();
+  for (const pf of [...record.activated, ...record.bound, ...(record.change?.from ?? [])].map((x) => x.pf)) {
+    if (names.has(pf)) continue;
+    const found = await locate(pf);
+    names.set(pf, found);
+    if (found !== null && found !== pf) ctx.log.info(`pool '${name}': PF ${pf} is called ${found} now (the same PCI device): its VFs are there`);
+  }
+  return {
+    now: (xs) => xs.flatMap((x) => {
+      const pf = names.get(x.pf);
+      return pf ? [{ ...x, pf }] : [];
+    }),
+    gone: [...names].filter(([, found]) => found === null).map(([pf]) => pf),
+  };
 }
 
 /** Decisions about VFs heal the records whose owner is gone (see owners.ts). */
@@ -85,6 +109,7 @@ export async function startPool(
   const activatedNow = pool.pfs.filter((p) => p.numVfs !== null).map((p) => ({ pf: p.dev, numVfs: p.numVfs! }));
   let pfs: NetdevName[] = pool.pfs.map((p) => p.dev);
   let bound: BoundVf[] = [];
+  let pfAddresses: Array<{ pf: NetdevName; address: PciAddress }> = [];
   let unresolved: string[] = [];
   const plan = async (state: VfpoolState, env?: OwnerEnv): Promise<Action[]> => {
     const existing = state.pools[pool.name];
@@ -101,6 +126,7 @@ export async function startPool(
     const facts = await gatherFacts(ctx, pool, pfs, state, undefined, env);
     const actions = planPoolStart(pool, facts, use, await activeDrawers(ctx, state, pool.name, known));
     bound = boundByPlan(actions, facts);
+    pfAddresses = [...facts].map(([pf, f]) => ({ pf, address: f.info.address }));
     return actions;
   };
   if (opts.dryRun) return { pool, actions: await plan(ctx.store.read()), applied: false, unresolved };
@@ -118,6 +144,7 @@ export async function startPool(
         change,
         // A start of a running pool (libvirt's hook) keeps what the first start bound: those VFs are on vfio-pci now.
         bound: [...(previous?.bound ?? []).filter((b) => !bound.some((n) => n.vf === b.vf)), ...bound],
+        pfAddresses: [...(previous?.pfAddresses ?? []).filter((a) => !pfAddresses.some((n) => n.pf === a.pf)), ...pfAddresses],
         libvirtStartRefused: null,
       };
     };
@@ -173,7 +200,11 @@ export interface StopResult extends StopPlan {
   /** Activated PFs that no longer exist (nothing to remove on them). */
   gone: NetdevName[];
   /** VFs the start bound to vfio-pci that another active pool keeps there: recorded as bound by that pool now. */
-  handedOver: Array<{ pool: string; vf: BoundVf }>;
+  handedOver: Array<{ pool: string; vf: BoundVf; pfAddr: PciAddress }>;
+  /** The VFs the start bound (`ActivePool.bound`), under their PFs' names now. */
+  bound: BoundVf[];
+  /** The PCI address of each PF the stop looked at, by its name now. */
+  pfAddrs: Map<NetdevName, PciAddress>;
 }
 
 /**
@@ -195,36 +226,40 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
       // A pool neither defined nor running is a typo, not a pool that happens to be stopped.
       if (opts.refuse && ctx.registry.readDefinition(name) === undefined) ctx.registry.unknown(name);
       if (opts.refuse) throw new ConflictError(`pool '${name}' is not active`, `it is stopped already (\`vfpool net-undefine ${name}\` removes its definition)`);
-      return { pool: name, wasActive: false, applied: false, actions: [], kept: [], shared: [], gone: [], handedOver: [] };
+      return { pool: name, wasActive: false, applied: false, actions: [], kept: [], shared: [], gone: [], handedOver: [], bound: [], pfAddrs: new Map() };
     }
     const underWay = changeUnderWay(active);
     if (underWay) {
       throw new ConflictError(`pool '${name}' is being ${underWay.kind === 'starting' ? 'started' : 'stopped'} by vfpool pid ${underWay.worker}`, 'try again once it is done');
     }
     const pool = ctx.registry.get(name, state);
-    const gone: NetdevName[] = [];
-    const activated = active.activated.map((a) => a.pf);
-    const pfs = [...new Set([...activated, ...active.bound.map((b) => b.pf)])];
+    // The record names PFs as they were called at the start; each is stopped as the device it was then.
+    const { now, gone } = await recordedPfsNow(ctx, name, active);
+    const activated = now(active.activated).map((a) => a.pf);
+    const bound = now(active.bound);
+    const pfs = [...new Set([...activated, ...bound.map((b) => b.pf)])];
     const facts = await gatherFacts(ctx, pool, pfs, state, gone, env);
     const sharers = await activeDrawers(ctx, state, name);
     const keepers = await vfioKeepers(ctx, state, name);
     const vfioKept = unionUse(keepers.map((k) => k.use));
     // Undoing a start puts each PF it counts back to its count from before; one there already
     // (the start had not changed it, or an undo killed before its last write had) is left alone.
-    const before = undoStart && active.change?.kind === 'starting' ? active.change.from.filter((f) => activated.includes(f.pf) && facts.has(f.pf)) : [];
+    const before = undoStart && active.change?.kind === 'starting' ? now(active.change.from).filter((f) => activated.includes(f.pf) && facts.has(f.pf)) : [];
     const atBefore = (pf: NetdevName) => before.some((f) => f.pf === pf && f.numVfs !== 0 && facts.get(pf)!.info.numVfs === f.numVfs);
-    const plan = planPoolStop(pool, activated.filter((pf) => facts.has(pf) && !atBefore(pf)), facts, { refuse: opts.refuse, bound: active.bound, sharers, vfioKept });
+    const plan = planPoolStop(pool, activated.filter((pf) => facts.has(pf) && !atBefore(pf)), facts, { refuse: opts.refuse, bound, sharers, vfioKept });
     for (const f of before) {
       if (f.numVfs === 0 || atBefore(f.pf) || plan.kept.some((k) => k.pf === f.pf) || plan.shared.some((k) => k.pf === f.pf)) continue;
       plan.actions.push({ kind: 'write-numvfs', pf: f.pf, from: 0, to: f.numVfs }, { kind: 'await-vfs', pf: f.pf, count: f.numVfs, probed: facts.get(f.pf)!.info.autoprobe });
     }
     const emptied = (pf: NetdevName) => plan.actions.some((a) => a.kind === 'write-numvfs' && a.pf === pf && a.to === 0);
     // What this start bound and another active pool keeps on vfio-pci is that pool's to give back at its stop.
-    const handedOver = active.bound.flatMap((vf) => {
+    const handedOver = bound.flatMap((vf) => {
       const to = facts.has(vf.pf) && !emptied(vf.pf) ? keepers.find((k) => usesVf(k.use, vf.pf, vf.vf)) : undefined;
-      return to ? [{ pool: to.pool, vf }] : [];
+      return to ? [{ pool: to.pool, vf, pfAddr: facts.get(vf.pf)!.info.address }] : [];
     });
-    return { pool: name, wasActive: true, applied: false, gone: gone.filter((pf) => activated.includes(pf)), handedOver, ...plan };
+    const pfAddrs = new Map([...facts].map(([pf, f]) => [pf, f.info.address]));
+    const stopped = new Set([...active.activated.map((a) => a.pf), ...activated]);
+    return { pool: name, wasActive: true, applied: false, gone: gone.filter((pf) => stopped.has(pf)), handedOver, bound, pfAddrs, ...plan };
   };
   if (opts.dryRun) return decide(ctx.store.read());
   return stopPoolNow().then((r) => (r.wasActive && journal.pool(ctx, 'pool-stop', name, r.actions), r), (e) => Promise.reject((journal.poolRefused(ctx, name, 'stop', e), e)));
@@ -236,14 +271,17 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
       if (!d.wasActive) return d;
       // libvirt's stop kept these (a VF in use): `vfpool reconcile` removes them once none is.
       for (const { pf } of d.kept) {
-        state.leftovers = [...state.leftovers.filter((l) => l.pf !== pf), { pool: name, pf, since: new Date().toISOString() }];
+        const pfAddr = d.pfAddrs.get(pf);
+        state.leftovers = [...state.leftovers.filter((l) => l.pf !== pf), { pool: name, pf, ...(pfAddr ? { pfAddr } : {}), since: new Date().toISOString() }];
       }
       const p = state.pools[name]!;
-      for (const { pool, vf } of d.handedOver) {
+      for (const { pool, vf, pfAddr } of d.handedOver) {
         const keeper = state.pools[pool];
-        if (keeper && !keeper.bound.some((b) => b.vf === vf.vf)) keeper.bound.push(vf);
+        if (!keeper || keeper.bound.some((b) => b.vf === vf.vf)) continue;
+        keeper.bound.push(vf);
+        if (!keeper.pfAddresses?.some((a) => a.pf === vf.pf)) keeper.pfAddresses = [...(keeper.pfAddresses ?? []), { pf: vf.pf, address: pfAddr }];
       }
-      handBackOnRelease(state, p.bound.filter((b) => !d.handedOver.some((h) => h.vf.vf === b.vf)), d);
+      handBackOnRelease(state, d.bound.filter((b) => !d.handedOver.some((h) => h.vf.vf === b.vf)), d);
       const since = new Date().toISOString();
       if (d.actions.length === 0) delete state.pools[name];
       // An undo killed half-way is still an interrupted start: the next reconcile undoes it to the same counts.
