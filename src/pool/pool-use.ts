@@ -86,13 +86,19 @@ export function usesVf(use: PoolUse, pf: NetdevName, vf: PciAddress): boolean {
   return which === 'all' || (which !== undefined && which.includes(vf));
 }
 
-/** The first VF (or a whole PF) two pools both draw from, or null. */
-function firstShared(a: PoolUse, b: PoolUse): { pf: NetdevName; vf: PciAddress | null } | null {
-  for (const [pf, mine] of a) {
-    const theirs = b.get(pf);
-    if (theirs === undefined) continue;
-    if (mine === 'all' && theirs === 'all') return { pf, vf: null };
-    const vf = mine === 'all' ? (theirs as PciAddress[])[0] : mine.find((v) => theirs === 'all' || theirs.includes(v));
+/**
+ * The first VF (or a whole PF) that a binding pool (`binder`) would keep on vfio-pci from under
+ * a passthrough pool (`host`), or null. A binder of listed VFs beside a passthrough pool of the
+ * whole PF is no clash: the passthrough pool hands out the PF's VFs that have a netdev, and the
+ * binder's stop gives its listed VFs their driver back (they are recorded as it binds them).
+ */
+function clashOn(binder: PoolUse, host: PoolUse): { pf: NetdevName; vf: PciAddress | null } | null {
+  for (const [pf, binds] of binder) {
+    const needs = host.get(pf);
+    if (needs === undefined) continue;
+    if (binds === 'all') return { pf, vf: needs === 'all' ? null : needs[0] ?? null };
+    if (needs === 'all') continue;
+    const vf = binds.find((v) => needs.includes(v));
     if (vf !== undefined) return { pf, vf };
   }
   return null;
@@ -101,10 +107,11 @@ function firstShared(a: PoolUse, b: PoolUse): { pf: NetdevName; vf: PciAddress |
 /**
  * A managed pool of a vfio mode binds its VFs to vfio-pci for as long as it runs; a passthrough
  * pool's guests get macvtap on a VF's host netdev, which vfio-pci takes away. So a start is
- * refused (exit 3, before anything changes) while an active pool draws from one of its VFs and
- * exactly one of the two binds them: the one would take the other's VFs from under it, and
- * their stops, each giving back what it found, leave VFs on the wrong driver. (libvirt binds a
- * hostdev network's VF per guest at its start, so overlapping libvirt networks never meet this.)
+ * refused (exit 3, before anything changes) while an active pool of the other kind clashes with
+ * it (clashOn): a binder of a whole PF (`<pf>`, an `<interface>` PF; the VFs a count creates
+ * are bound as they come, and recorded nowhere to give back) beside a passthrough pool on that
+ * PF, or both naming one VF. (libvirt binds a hostdev network's VF per guest, at the guest's
+ * start, so overlapping libvirt networks never meet this.)
  */
 export async function refuseDriverClash(ctx: Context, state: VfpoolState, pool: PoolSpec, use: PoolUse, known: Map<NetdevName, PciAddress>): Promise<void> {
   const binds = bindsAtStart(pool);
@@ -113,7 +120,8 @@ export async function refuseDriverClash(ctx: Context, state: VfpoolState, pool: 
     const spec = ctx.registry.get(other, state);
     const clash = binds ? spec.mode === 'passthrough' : bindsAtStart(spec);
     if (!clash) continue;
-    const shared = firstShared(use, await poolUse(ctx, await activeSpec(ctx.host, state, spec), known));
+    const theirs = await poolUse(ctx, await activeSpec(ctx.host, state, spec), known);
+    const shared = binds ? clashOn(use, theirs) : clashOn(theirs, use);
     if (!shared) continue;
     const [what, them] = shared.vf ? [`VF ${shared.vf} of ${shared.pf}`, 'it'] : [`the VFs of ${shared.pf}`, 'them'];
     throw new ConflictError(

@@ -120,11 +120,11 @@ export async function startPool(
     const known = knownVfNetdevs(state);
     unresolved = [];
     const use = await poolUse(ctx, pool, known, unresolved);
-    await refuseDriverClash(ctx, state, pool, use, known);
     pfs = [...new Set([...pfs, ...use.keys()])];
     refuseChanging(state, pfs);
     const facts = await gatherFacts(ctx, pool, pfs, state, undefined, env);
     const actions = planPoolStart(pool, facts, use, await activeDrawers(ctx, state, pool.name, known));
+    await refuseDriverClash(ctx, state, pool, use, known);
     bound = boundByPlan(actions, facts);
     pfAddresses = [...facts].map(([pf, f]) => ({ pf, address: f.info.address }));
     return actions;

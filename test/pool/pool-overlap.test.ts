@@ -56,7 +56,7 @@ t.test('a managed pool and a passthrough pool on the same VFs: the second start 
       "vfpool: pool 'second': cannot bind the VFs of eth1 to vfio-pci (managed='yes'): active passthrough pool 'first' draws from them, and its guests need a VF's host netdev: stop pool 'first' first, or give the two pools different VFs\n"],
     ['managed first', { first: managedPf, second: passthrough(`<interface dev='eth1'/>`) },
       "vfpool: pool 'second': cannot draw from the VFs of eth1: active pool 'first' keeps them on vfio-pci (managed='yes'), where a passthrough pool's guests need a VF's host netdev: stop pool 'first' first, or give the two pools different VFs\n"],
-    ['one listed VF', { first: hostdev(address(2)), second: passthrough(`<pf dev='eth1'/>`) },
+    ['one listed VF', { first: hostdev(address(2)), second: passthrough(address(3) + address(2)) },
       "vfpool: pool 'second': cannot draw from VF 0000:3b:02.2 of eth1: active pool 'first' keeps it on vfio-pci (managed='yes'), where a passthrough pool's guests need a VF's host netdev: stop pool 'first' first, or give the two pools different VFs\n"],
   ];
   for (const [what, pools, line] of cases) {
@@ -75,6 +75,9 @@ t.test('pools on the same PF that do not clash start side by side', async (t) =>
   const cases: Record<string, Record<string, string>> = {
     'managed and passthrough on different VFs': { first: hostdev(address(0) + address(1)), second: passthrough(address(2) + address(3)) },
     'unmanaged hostdev and passthrough on the same VFs': { first: hostdev(`<pf dev='eth1'/>`, 'no'), second: passthrough(`<pf dev='eth1'/>`) },
+    // The binder's listed VFs are recorded as it binds them, and given back at its stop.
+    'managed listed VFs and a passthrough <pf>': { first: hostdev(address(1)), second: passthrough(`<pf dev='eth1'/>`) },
+    'a passthrough <pf> and managed listed VFs': { first: passthrough(`<pf dev='eth1'/>`), second: hostdev(address(1)) },
   };
   for (const [what, pools] of Object.entries(cases)) {
     const w = world(t, pools);
