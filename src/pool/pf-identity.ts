@@ -2,6 +2,7 @@ import type { Host } from '../host/host.js';
 import type { PoolSpec } from '../config/pool-xml.js';
 import type { NetdevName, PciAddress } from '../types.js';
 import type { ActivePool, VfpoolState } from '../state/schema.js';
+import type { Context } from './context.js';
 
 // A running pool owns its PFs by PCI address, not by netdev name: `ip link set eth1 name lan0`
 // (or udev) renames the netdev under a running pool and keeps the device and its VFs, and a
@@ -44,4 +45,27 @@ export async function activeSpec(host: Host, state: VfpoolState, spec: PoolSpec)
   const pfs = await Promise.all(spec.pfs.map(async (p) => ({ ...p, dev: await now(p.dev) })));
   const interfaces = await Promise.all(spec.interfaces.map(now));
   return pfs.every((p, i) => p.dev === spec.pfs[i]!.dev) && interfaces.every((d, i) => d === spec.interfaces[i]) ? spec : { ...spec, pfs, interfaces };
+}
+
+/**
+ * A running pool's record, its PF names translated to what those PFs are called now (by the
+ * PCI addresses recorded at its start): `now` maps a list of entries,
+ * dropping those whose PF is gone, which `gone` lists under their recorded names.
+ */
+export async function recordedPfsNow(ctx: Context, name: string, record: ActivePool): Promise<{ now: <T extends { pf: NetdevName }>(xs: T[]) => T[]; gone: NetdevName[] }> {
+  const locate = pfLocator(ctx.host, record);
+  const names = new Map<NetdevName, NetdevName | null>();
+  for (const pf of [...record.activated, ...record.bound, ...(record.change?.from ?? [])].map((x) => x.pf)) {
+    if (names.has(pf)) continue;
+    const found = await locate(pf);
+    names.set(pf, found);
+    if (found !== null && found !== pf) ctx.log.info(`pool '${name}': PF ${pf} is called ${found} now (the same PCI device): its VFs are there`);
+  }
+  return {
+    now: (xs) => xs.flatMap((x) => {
+      const pf = names.get(x.pf);
+      return pf ? [{ ...x, pf }] : [];
+    }),
+    gone: [...names].filter(([, found]) => found === null).map(([pf]) => pf),
+  };
 }

@@ -12,7 +12,7 @@ import type { ActivePool, BoundVf, VfpoolState } from '../state/schema.js';
 import { crashPoint } from '../util/crash-point.js';
 import { changeUnderWay, interruptedChange, refuseChanging } from './pool-changes.js';
 import { describeGonePort, ownerEnv, pruneGonePorts, type OwnerEnv } from './owners.js';
-import { pfLocator } from './pf-identity.js';
+import { recordedPfsNow } from './pf-identity.js';
 
 /**
  * Reads what the planners need about each PF; a missing PF is an error naming the pool, except
@@ -48,29 +48,6 @@ export interface StartResult {
    * only when a guest is refused.
    */
   unresolved: string[];
-}
-
-/**
- * A running pool's record, its PF names translated to what those PFs are called now (by the
- * PCI addresses recorded at its start, see pf-identity.ts): `now` maps a list of entries,
- * dropping those whose PF is gone, which `gone` lists under their recorded names.
- */
-async function recordedPfsNow(ctx: Context, name: string, record: ActivePool): Promise<{ now: <T extends { pf: NetdevName }>(xs: T[]) => T[]; gone: NetdevName[] }> {
-  const locate = pfLocator(ctx.host, record);
-  const names = new Map<NetdevName, NetdevName | null>();
-  for (const pf of [...record.activated, ...record.bound, ...(record.change?.from ?? [])].map((x) => x.pf)) {
-    if (names.has(pf)) continue;
-    const found = await locate(pf);
-    names.set(pf, found);
-    if (found !== null && found !== pf) ctx.log.info(`pool '${name}': PF ${pf} is called ${found} now (the same PCI device): its VFs are there`);
-  }
-  return {
-    now: (xs) => xs.flatMap((x) => {
-      const pf = names.get(x.pf);
-      return pf ? [{ ...x, pf }] : [];
-    }),
-    gone: [...names].filter(([, found]) => found === null).map(([pf]) => pf),
-  };
 }
 
 /** Decisions about VFs heal the records whose owner is gone (see owners.ts). */
@@ -201,6 +178,8 @@ export interface StopResult extends StopPlan {
   gone: NetdevName[];
   /** VFs the start bound to vfio-pci that another active pool keeps there: recorded as bound by that pool now. */
   handedOver: Array<{ pool: string; vf: BoundVf; pfAddr: PciAddress }>;
+  /** PFs whose count the start set and that another active pool draws from: that pool removes their VFs at its stop now. */
+  countsHandedOver: Array<{ pool: string; pf: NetdevName; numVfs: number; pfAddr: PciAddress }>;
   /** The VFs the start bound (`ActivePool.bound`), under their PFs' names now. */
   bound: BoundVf[];
   /** The PCI address of each PF the stop looked at, by its name now. */
@@ -226,7 +205,7 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
       // A pool neither defined nor running is a typo, not a pool that happens to be stopped.
       if (opts.refuse && ctx.registry.readDefinition(name) === undefined) ctx.registry.unknown(name);
       if (opts.refuse) throw new ConflictError(`pool '${name}' is not active`, `it is stopped already (\`vfpool net-undefine ${name}\` removes its definition)`);
-      return { pool: name, wasActive: false, applied: false, actions: [], kept: [], shared: [], gone: [], handedOver: [], bound: [], pfAddrs: new Map() };
+      return { pool: name, wasActive: false, applied: false, actions: [], kept: [], shared: [], gone: [], handedOver: [], countsHandedOver: [], bound: [], pfAddrs: new Map() };
     }
     const underWay = changeUnderWay(active);
     if (underWay) {
@@ -257,9 +236,14 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
       const to = facts.has(vf.pf) && !emptied(vf.pf) ? keepers.find((k) => usesVf(k.use, vf.pf, vf.vf)) : undefined;
       return to ? [{ pool: to.pool, vf, pfAddr: facts.get(vf.pf)!.info.address }] : [];
     });
+    // The VFs its count made that another active pool draws from are that pool's to remove at its stop.
+    const countsHandedOver = now(active.activated).flatMap((a) => {
+      const to = plan.shared.some((x) => x.pf === a.pf) ? sharers.get(a.pf)?.[0] : undefined;
+      return to ? [{ pool: to, pf: a.pf, numVfs: a.numVfs, pfAddr: facts.get(a.pf)!.info.address }] : [];
+    });
     const pfAddrs = new Map([...facts].map(([pf, f]) => [pf, f.info.address]));
     const stopped = new Set([...active.activated.map((a) => a.pf), ...activated]);
-    return { pool: name, wasActive: true, applied: false, gone: gone.filter((pf) => stopped.has(pf)), handedOver, bound, pfAddrs, ...plan };
+    return { pool: name, wasActive: true, applied: false, gone: gone.filter((pf) => stopped.has(pf)), handedOver, countsHandedOver, bound, pfAddrs, ...plan };
   };
   if (opts.dryRun) return decide(ctx.store.read());
   return stopPoolNow().then((r) => (r.wasActive && journal.pool(ctx, 'pool-stop', name, r.actions), r), (e) => Promise.reject((journal.poolRefused(ctx, name, 'stop', e), e)));
@@ -279,7 +263,13 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
         const keeper = state.pools[pool];
         if (!keeper || keeper.bound.some((b) => b.vf === vf.vf)) continue;
         keeper.bound.push(vf);
-        if (!keeper.pfAddresses?.some((a) => a.pf === vf.pf)) keeper.pfAddresses = [...(keeper.pfAddresses ?? []), { pf: vf.pf, address: pfAddr }];
+        knowPf(keeper, vf.pf, pfAddr);
+      }
+      for (const { pool, pf, numVfs, pfAddr } of d.countsHandedOver) {
+        const keeper = state.pools[pool];
+        if (!keeper || keeper.activated.some((a) => a.pf === pf)) continue;
+        keeper.activated.push({ pf, numVfs });
+        knowPf(keeper, pf, pfAddr);
       }
       handBackOnRelease(state, d.bound.filter((b) => !d.handedOver.some((h) => h.vf.vf === b.vf)), d);
       const since = new Date().toISOString();
@@ -312,11 +302,17 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
     }
     for (const k of r.kept) log.warn(k.reason);
     for (const k of r.shared) log.info(k.reason);
+    for (const h of r.countsHandedOver) log.info(`${h.pf}'s ${h.numVfs} VFs are left to active pool '${h.pool}', whose stop removes them`);
     for (const h of r.handedOver) log.info(`${h.vf.vf} stays on vfio-pci for active pool '${h.pool}', whose stop gives it back its driver (${h.vf.driver ?? 'none'})`);
     for (const pf of r.gone) log.warn(`PF ${pf} no longer exists: nothing to remove on it`);
     log.info('stopped');
     return { ...r, applied: true };
   }
+}
+
+/** Records a PF another pool's stop left to `keeper`, with its PCI address, under its name now. */
+function knowPf(keeper: ActivePool, pf: NetdevName, address: PciAddress): void {
+  if (!keeper.pfAddresses?.some((a) => a.pf === pf)) keeper.pfAddresses = [...(keeper.pfAddresses ?? []), { pf, address }];
 }
 
 /**

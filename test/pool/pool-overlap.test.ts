@@ -85,3 +85,22 @@ t.test('pools on the same PF that do not clash start side by side', async (t) =>
     t.same(await w.drivers(), ['iavf', 'iavf', 'iavf', 'iavf'], what);
   }
 });
+
+t.test('VFs a pool\'s start created, left to another active pool at its stop, are removed by the last of them to stop', async (t) => {
+  const creates = hostdev(`<pf dev='eth1'><vf num='2'/></pf>`);
+  const cases: Record<string, Record<string, string>> = {
+    'managed <vf num> and a managed <address> of one': { a: creates, b: hostdev(address(1)) },
+    'unmanaged <vf num> and a passthrough <pf>': { a: hostdev(`<pf dev='eth1'><vf num='2'/></pf>`, 'no'), b: passthrough(`<pf dev='eth1'/>`) },
+  };
+  for (const [what, pools] of Object.entries(cases)) {
+    const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 0 }] });
+    for (const [n, f] of Object.entries(pools)) w.definePool(n, net(n, f));
+    for (const step of ['+a', '+b', '-a']) {
+      const r = await runCliInProcess([step[0] === '+' ? 'net-start' : 'net-destroy', step.slice(1)], w.env);
+      t.equal(r.exitCode, 0, `${what}: ${step} ${r.stderr}`);
+    }
+    t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 2, `${what}: kept while b draws from them`);
+    t.equal((await runCliInProcess(['net-destroy', 'b'], w.env)).exitCode, 0);
+    t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 0, `${what}: b, the last to draw from them, removed them`);
+  }
+});
