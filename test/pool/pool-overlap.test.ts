@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { NetdevName } from '../../src/types.js';
 import { makeSimEnv, type SimEnv } from '../helpers/env.js';
 import { runCliInProcess } from '../helpers/cli-in-process.js';
+import { networkHookInProcess } from '../helpers/hook-world.js';
 
 /** Pools that draw from the same VFs: what each start and stop leaves, in every order. */
 
@@ -103,4 +104,16 @@ t.test('VFs a pool\'s start created, left to another active pool at its stop, ar
     t.equal((await runCliInProcess(['net-destroy', 'b'], w.env)).exitCode, 0);
     t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 0, `${what}: b, the last to draw from them, removed them`);
   }
+});
+
+t.test('libvirt\'s start of a managed network beside a passthrough pool: refused through the hook (virsh shows the line), and its stopped end changes nothing', async (t) => {
+  const w = world(t, { p: passthrough(`<pf dev='eth1'/>`) });
+  t.equal((await w.run('+p')).exitCode, 0);
+  const before = w.files();
+  const network = `<hookData><network><name>m</name><metadata><vfpool:pool xmlns:vfpool="https://vfpool.dev/xmlns/1"><vfpool:pf dev="eth1"/></vfpool:pool></metadata><forward mode='hostdev' managed='yes'/></network></hookData>`;
+  const start = await networkHookInProcess(w.env, ['m', 'start', 'begin', '-'], network);
+  t.same([start.exitCode, start.stderr], [3, "vfpool: pool 'm': cannot bind the VFs of eth1 to vfio-pci (managed='yes'): active passthrough pool 'p' draws from them, and its guests need a VF's host netdev: stop pool 'p' first, or give the two pools different VFs\n"]);
+  const stopped = await networkHookInProcess(w.env, ['m', 'stopped', 'end', '-'], network);
+  t.equal(stopped.exitCode, 0);
+  t.equal(w.files(), before, 'no VF and no record changed');
 });
