@@ -9,6 +9,9 @@ import { reconcile } from '../../src/pool/reconcile.js';
 import { makeGuestWorld, type GuestWorld } from '../helpers/guest-world.js';
 import { parseDomainXml } from '../../src/config/domain-xml.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { makeSimEnv, SEED_000_POOL } from '../helpers/env.js';
+import { runCliInProcess } from '../helpers/cli-in-process.js';
 
 /**
  * A PF renamed under a running pool (`ip link set eth1 name lan0`, udev): the kernel keeps the
@@ -111,4 +114,21 @@ t.test('a pool recorded before PF addresses were kept (an older vfpool\'s start)
   await stopPool(w.ctx, 'p', { refuse: true });
   t.equal((await w.host.getPf(pf('eth1'))).numVfs, 0);
   t.same(w.ctx.store.read().pools, {});
+});
+
+t.test('doctor says a running pool\'s PF was renamed, and what its next start needs, not that the PF is missing', async (t) => {
+  const w = makeSimEnv(t);
+  w.definePool('sriov-pool', SEED_000_POOL);
+  t.equal((await runCliInProcess(['net-start', 'sriov-pool'], w.env)).exitCode, 0);
+  const s = JSON.parse(readFileSync(w.hostFile, 'utf8')) as SimState;
+  rename('eth1', 'lan0')(s);
+  s.pfs[0]!.numVfs = 3;
+  s.pfs[0]!.vfs = s.pfs[0]!.vfs.slice(0, 3);
+  writeFileSync(w.hostFile, JSON.stringify(s));
+  const checks = JSON.parse((await runCliInProcess(['doctor', '--json'], w.env)).stdout).checks as Array<{ id: string; ok: boolean; found: string; fix: string }>;
+  t.match(checks.find((c) => c.id === 'pool:sriov-pool'), {
+    ok: false,
+    found: "PF eth1 is called lan0 now (the same PCI device): the running pool still uses it, but its next start looks for eth1; the pool is active with 4 VF(s) on lan0, but lan0 has 3 now (sriov_numvfs changed outside vfpool)",
+    fix: /^write <pf dev='lan0'> in the pool's definition \(or the libvirt network carrying it\) before its next start; /,
+  });
 });
