@@ -95,6 +95,10 @@ t.test('a file of the wrong shape is refused with one line naming the file and t
     ['an unknown phase', { version: 1, pools: {}, allocations: [{ ...JSON.parse(V1_FILE).allocations[0], phase: 'migrating' }], ports: [] }, /allocations\[0\]\.phase is string "migrating", expected one of preparing, ready, releasing/],
     ['libvirtStartRefused not a time', { version: 2, pools: { p: { xml: 'x', origin: 'definition', activated: [], libvirtStartRefused: 5 } }, allocations: [], ports: [], bindings: [] }, /pools\['p'\]\.libvirtStartRefused is number 5, expected a string/],
     ['bound not a list', { version: 2, pools: { p: { xml: 'x', origin: 'definition', activated: [], bound: {} } }, allocations: [], ports: [], bindings: [] }, /pools\['p'\]\.bound is an object, expected a list/],
+    // A PF found by the wrong address would be stopped as another device: never guessed at.
+    ['a PF address not a PCI address', { version: 2, pools: { p: { xml: 'x', origin: 'definition', activated: [], pfAddresses: [{ pf: 'eth1', address: '3b:00.0' }] } }, allocations: [], ports: [], bindings: [] }, /pools\['p'\]\.pfAddresses\[0\]\.address is string "3b:00\.0", expected a PCI address/],
+    ['pfAddresses not a list', { version: 2, pools: { p: { xml: 'x', origin: 'definition', activated: [], pfAddresses: 'eth1' } }, allocations: [], ports: [], bindings: [] }, /pools\['p'\]\.pfAddresses is string "eth1", expected a list/],
+    ['a leftover PF address not a PCI address', { version: 2, pools: {}, allocations: [], ports: [], bindings: [], leftovers: [{ pool: 'p', pf: 'eth1', pfAddr: 7, since: 'now' }] }, /leftovers\[0\]\.pfAddr is number 7, expected a string/],
     ['a leftover without its PF', { version: 2, pools: {}, allocations: [], ports: [], bindings: [], leftovers: [{ pool: 'p', since: 'now' }] }, /leftovers\[0\]\.pf is missing, expected a string/],
     ['a port without a domain', { version: 1, pools: {}, allocations: [], ports: [{ network: 'n', portUuid: 'u' }] }, /ports\[0\]\.domain is missing/],
     // Edited by hand. Read as they were, reconcile freed the VF of a running guest (process.kill
