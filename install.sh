@@ -54,6 +54,14 @@ if [ $uninstall = 0 ]; then
   node=$(command -v node) || { echo "install.sh: node is not in PATH ($PATH): install Node.js >= 20.5, or run install.sh with its directory in PATH" >&2; exit 1; }
   case $node in /*) ;; *) node=$(cd "$(dirname "$node")" && pwd)/${node##*/} ;; esac
   case $node in *[!A-Za-z0-9_./+-]*) echo "install.sh: node is at '$node', a path with characters other than letters, digits and _ . / + -: install it under a plain path" >&2; exit 2 ;; esac
+  # Debian 12's own nodejs is 18: installed with it, every hook, wrapper and CLI run would fail
+  # later, inside libvirt, instead of here with the version.
+  version=$("$node" -p 'process.versions.node' 2>/dev/null) || version=
+  major=${version%%.*} minor=${version#*.}; minor=${minor%%.*}
+  if ! [[ $major =~ ^[0-9]+$ && $minor =~ ^[0-9]+$ ]] || [ "$major" -lt 20 ] || { [ "$major" = 20 ] && [ "$minor" -lt 5 ]; }; then
+    echo "install.sh: $node is Node.js ${version:-(it did not say its version)}, and vfpool needs >= 20.5: install a newer one (Debian 12's nodejs package is 18: NodeSource's or a tarball from nodejs.org), first in PATH" >&2
+    exit 1
+  fi
 fi
 
 src=$(cd "$(dirname "$0")" && pwd)
@@ -183,7 +191,8 @@ if [ -z "$destdir" ]; then
   install -d -m 0700 /var/lib/vfpool
 fi
 
-echo "vfpool installed in $libdir; hooks linked in $hookdir/network.d and $hookdir/qemu.d"
+# Which build: what \`vfpool --version\` says (the build stamps it: scripts/bundle.mjs).
+echo "vfpool $(cat "$stage/dist/bin/version" 2>/dev/null || echo '(version unknown)') installed in $libdir; hooks linked in $hookdir/network.d and $hookdir/qemu.d"
 if [ $new_hooks = 1 ] && [ -z "$destdir" ]; then
   echo "note: libvirt looks for hooks when it starts: restart libvirtd once so it finds vfpool's"
 fi

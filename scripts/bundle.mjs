@@ -169,6 +169,17 @@ module.exports = loader.run(loader.compile(bundle), bundle).default;
 `,
 );
 
+// Which build this is, for `vfpool --version` (src/entry/cli/install-root.ts) and install.sh's
+// last line: an admin filing a bug must be able to say what runs, and package.json's version
+// alone is the same for every build of a release. From a git checkout the commit is added (a
+// tag when there is one, -dirty for uncommitted changes); from a tarball the version alone.
+// A file beside the bundles, so install.sh copies it with them and nothing at run time but
+// --version reads it.
+const { version: packageVersion } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+const described = await execa('git', ['describe', '--tags', '--always', '--dirty', '--abbrev=12'], { cwd: root, reject: false });
+const commit = described.exitCode === 0 ? described.stdout.trim() : '';
+writeFileSync(join(outdir, 'version'), `${packageVersion}${commit ? ` (git ${commit})` : ''}\n`);
+
 // The CLI's loader is executable (`vfpool` links to it); cli.mjs stays a path that starts the
 // CLI, for the scripts and habits that name it. It pays for Node's ES-module loader (an ES
 // module entry), not for compiling the CLI without its cache.

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { execa } from 'execa';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO, WITHOUT_TAP_LOADER } from './helpers/spawn.js';
 
@@ -160,12 +160,22 @@ t.test('install.sh writes the Node it ran with into the hook shim, the QEMU wrap
     t.equal(readFileSync(join(REPO, 'dist/bin', f), 'utf8').split('\n')[0], '#!/usr/bin/env node', `the checkout's ${f} is left as it is`);
   }
   const version = await execa(join(lib, 'dist/bin/cli.cjs'), ['--version'], { reject: false, env: { PATH: join(dir, 'empty') }, extendEnv: false });
-  t.same([version.exitCode, version.stdout, version.stderr], [0, '0.1.0', ''], 'the installed vfpool runs with no node in PATH');
+  const stamped = readFileSync(join(REPO, 'dist/bin/version'), 'utf8').trim();
+  t.same([version.exitCode, version.stdout, version.stderr], [0, stamped, ''], 'the installed vfpool runs with no node in PATH, and says which build it is');
+  t.match(r.stdout, `vfpool ${stamped} installed in /opt/vfpool/lib/vfpool;`, 'install.sh says which build it installed');
 
   // No node at all: one line before anything is installed.
   const none = await execa('/bin/bash', [join(REPO, 'install.sh'), '--dest-dir', join(dir, 'none'), '--prefix', '/opt/vfpool'], { reject: false, env: { PATH: join(dir, 'empty') } });
   t.same([none.exitCode, none.stderr], [1, `install.sh: node is not in PATH (${join(dir, 'empty')}): install Node.js >= 20.5, or run install.sh with its directory in PATH`]);
   t.notOk(existsSync(join(dir, 'none')), 'nothing staged');
+
+  // A Node older than vfpool needs (Debian 12's own nodejs is 18.19): one line, nothing staged,
+  // where it was installed and every hook failed later, inside libvirt.
+  const old = t.testdir({ node: '#!/bin/sh\n[ "$1" = -p ] && echo 18.19.0\n' });
+  chmodSync(join(old, 'node'), 0o755);
+  const tooOld = await execa('/bin/bash', [join(REPO, 'install.sh'), '--dest-dir', join(dir, 'old'), '--prefix', '/opt/vfpool'], { reject: false, env: { PATH: `${old}:/usr/bin:/bin` } });
+  t.same([tooOld.exitCode, tooOld.stdout, tooOld.stderr], [1, '', `install.sh: ${join(old, 'node')} is Node.js 18.19.0, and vfpool needs >= 20.5: install a newer one (Debian 12's nodejs package is 18: NodeSource's or a tarball from nodejs.org), first in PATH`]);
+  t.notOk(existsSync(join(dir, 'old')), 'nothing staged');
 });
 
 t.test('install.sh --uninstall refuses while guests hold VFs or pools run, and --force removes it anyway', async (t) => {

@@ -10,7 +10,7 @@ import {
   type PciAddress,
 } from '../types.js';
 import { MAX_SRIOV_NIC_VFS, validateBackend } from '../sriov-nic-settings.js';
-import { attr, child, children, findNsElement, parseXml, text, type XmlElement } from '../util/xml.js';
+import { attr, child, children, findNsElement, misnamedNsElement, parseXml, text, VFPOOL_NS, type XmlElement } from '../util/xml.js';
 import { escapeControl, quoteInput } from '../util/quote.js';
 import { parseVfSettings, VF_SETTING_KEYS, VF_SETTINGS, type VfSettings } from '../vf-settings.js';
 
@@ -265,6 +265,11 @@ export function parseDomainXml(xml: string, where: string): DomainSpec {
   const hostdevs: HostdevRequest[] = [];
   const sriovNics: SriovNicRequest[] = [];
   const found = findNsElement(child(domain, 'metadata'), 'domain', [domain]);
+  const misnamed = found ? undefined : misnamedNsElement(child(domain, 'metadata'), 'domain', [domain]);
+  if (misnamed) {
+    throw new BadInputError(`${dwhere}: <metadata> holds <${escapeControl(misnamed.key)}> in namespace ${quoteInput(misnamed.ns)}, not vfpool's ${VFPOOL_NS}, so vfpool would give the domain nothing it asks for`,
+      `declare xmlns:vfpool='${VFPOOL_NS}'`);
+  }
   if (found) {
     for (const key of Object.keys(found.el)) {
       if (key.startsWith('@_') || key === '#text') continue;

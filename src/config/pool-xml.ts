@@ -1,7 +1,7 @@
 import { BadInputError } from '../errors.js';
 import { parseNetdevName, parseObjectName, pciAddressFromParts, POOL_MODES, type NetdevName, type PciAddress, type PoolMode } from '../types.js';
-import { attr, child, children, findNsElement, parseXml, text, type XmlElement } from '../util/xml.js';
-import { quoteInput } from '../util/quote.js';
+import { attr, child, children, findNsElement, misnamedNsElement, parseXml, text, VFPOOL_NS, type XmlElement } from '../util/xml.js';
+import { escapeControl, quoteInput } from '../util/quote.js';
 
 export { POOL_MODES, type PoolMode } from '../types.js';
 
@@ -205,6 +205,12 @@ export function poolFromDefinition(net: XmlElement, where: string, opts: PoolPar
  */
 export function poolFromNetwork(net: XmlElement, where: string, opts: PoolParseOptions = {}): PoolSpec | undefined {
   const found = findNsElement(child(net, 'metadata'), 'pool', [net]);
+  // A running pool's XML (lenient) started as it was: only a new start or definition is refused.
+  const misnamed = found || opts.lenient ? undefined : misnamedNsElement(child(net, 'metadata'), 'pool', [net]);
+  if (misnamed) {
+    throw new BadInputError(`${where}: <metadata> holds <${escapeControl(misnamed.key)}> in namespace ${quoteInput(misnamed.ns)}, not vfpool's ${VFPOOL_NS}, so the network would run without its pool`,
+      `declare xmlns:vfpool='${VFPOOL_NS}'`);
+  }
   if (!found) return undefined;
   const name = networkName(net, where);
   const forward = child(net, 'forward');

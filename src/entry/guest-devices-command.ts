@@ -2,7 +2,7 @@ import type { Settings } from '../config/settings.js';
 import { HostError } from '../errors.js';
 import { flattenQueryPci } from '../qemu/hotplug.js';
 import { QmpClient } from '../qemu/qmp.js';
-import { domainQmpSocketPath } from '../state/domain-plan.js';
+import { domainQmpSocketPath, readDomainPlan } from '../state/domain-plan.js';
 import { parseObjectName } from '../types.js';
 import { escapeControl } from '../util/quote.js';
 
@@ -65,12 +65,30 @@ export async function guestDevicesCommand(settings: Settings, domainArg: string)
   }
 }
 
-export function printGuestDevices(domain: string, devices: GuestDevice[]): string {
+/**
+ * The failover primaries of the domain's plan that QEMU does not show: QEMU creates a primary
+ * only once the guest's virtio-net driver acks failover (STANDBY), so a guest that has not (no
+ * OS yet, no driver) has none on its bus, which looks like a VF that never arrived. Said, so it
+ * is not taken for one. A plan that cannot be read adds nothing (the devices are QEMU's answer).
+ */
+export function hiddenPrimaries(settings: Settings, domain: string, devices: GuestDevice[]): string[] {
+  let plan;
+  try {
+    plan = readDomainPlan(settings.stateDir, domain);
+  } catch {
+    return [];
+  }
+  const shown = new Set(devices.map((d) => d.id));
+  return (plan?.vfs ?? []).filter((v) => v.failoverStandbyMac !== null && !shown.has(v.id)).map((v) =>
+    `${v.id} (mac ${v.mac ?? v.failoverStandbyMac}) is not on the bus: the failover primary of the virtio-net NIC with mac ${v.failoverStandbyMac}, which QEMU adds only once the guest's virtio-net driver acks failover (a guest with no OS or driver yet never shows it)`);
+}
+
+export function printGuestDevices(domain: string, devices: GuestDevice[], notes: string[] = []): string {
   // Ids, MACs and classes are what the QEMU process says, and a QEMU a guest broke out of says
   // anything: an escape sequence would reach root's terminal. Shown escaped, one row each.
   const rows = devices.map((dev) => {
     const d = { ...dev, id: escapeControl(dev.id), mac: dev.mac === null ? null : escapeControl(dev.mac), class: dev.class === null ? null : escapeControl(dev.class), address: escapeControl(dev.address) };
     return (d.vendor ? `${d.address}  ${d.vendor}:${d.device}  ${d.id.padEnd(22)} ${d.mac ?? ''}` : `${d.id.padEnd(22)} ${d.class ?? ''} ${d.address}  ${d.mac ?? ''}`).trimEnd();
   });
-  return [`# the PCI devices QEMU shows domain '${domain}' (bus:slot.function  vendor:device  id  mac)`, ...rows].join('\n') + '\n';
+  return [`# the PCI devices QEMU shows domain '${domain}' (bus:slot.function  vendor:device  id  mac)`, ...rows, ...notes.map((n) => `# ${n}`)].join('\n') + '\n';
 }

@@ -5,7 +5,8 @@ import { DEFAULT_TIMEOUTS } from '../migrate/qmp-steps.js';
 import { connectQmp } from '../migrate/qmp-port.js';
 import { fileRecordStore } from '../state/migration-record.js';
 import type { StageDeps, StageResult } from '../migrate/stages.js';
-import { domainQmpSocketPath, readDomainPlan, removeDomainPlan, writeDomainPlan } from '../state/domain-plan.js';
+import { domainQmpSocketPath, readDomainPlan, writeDomainPlan } from '../state/domain-plan.js';
+import { removeDomainPlan } from '../state/plan-removal.js';
 import { migrationPool } from '../migrate/pool-port.js';
 import { writeStdout } from '../util/stdio.js';
 

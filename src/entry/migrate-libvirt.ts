@@ -4,7 +4,7 @@ import { dryRunPerform } from '../migrate/dry-run.js';
 import { DEFAULT_TIMEOUTS, peripheralIds } from '../migrate/qmp-steps.js';
 import { virshQmp } from '../migrate/qmp-port.js';
 import { confirmStage, describeRelease, performStage, type StageDeps } from '../migrate/stages.js';
-import { checkVirsh, runVirsh, virshFailure } from '../migrate/virsh.js';
+import { checkDestination, checkVirsh, runVirsh, virshFailure } from '../migrate/virsh.js';
 import { parseObjectName } from '../types.js';
 import { monotonicMs } from '../util/process.js';
 import { printPlan, say, withDeps } from './migrate-deps.js';
@@ -31,6 +31,7 @@ export async function migrateWithLibvirt(ctx: Context, domainRaw: string, destUr
   // Before anything changes: a virsh that cannot be started, found only at `virsh migrate`, failed
   // the migration with the VFs already out of the guest, until someone confirmed it.
   await checkVirsh(what);
+  await checkDestination(destUri, what);
   const virshArgs = ['migrate', '--live', ...virshOpts, domain, destUri];
   return withDeps(ctx, domain, async (deps) => {
     // Read before virsh runs: libvirt's `release end migrated` removes the plan meanwhile.

@@ -1,6 +1,7 @@
-import { fstatSync, readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { asVfpoolError, BadInputError, errnoOf, type VfpoolError } from '../errors.js';
 import { captureStdio, writeStderr } from '../util/stdio.js';
+import { MAX_XML_BYTES } from '../util/xml.js';
 
 /**
  * The one exit-code boundary: every entry point's main runs inside it. A VfpoolError becomes
@@ -45,14 +46,28 @@ let givenStdin: string | null = null;
  */
 export const STDIN_ARG = '/dev/stdin';
 
+/** Thrown by a bounded read at the first byte past its limit. */
+export class InputTooLarge extends Error {}
+
 /**
  * A file argument's text, or stdin's for `-` (the CLI's `--xml -`, `--description -`) and for
- * STDIN_ARG. Not readFileSync(0): it fails with EAGAIN on a non-blocking pipe whose writer is
- * slower than vfpool (`ssh host cat vm1.xml | vfpool prepare --xml=-`); readStdin waits.
+ * STDIN_ARG, read only up to `limit` bytes: more is refused while it is read, not after the
+ * whole of /dev/zero or a wrong file filled memory (the XML parser refuses that much anyway).
+ * Not readFileSync(0): it fails with EAGAIN on a non-blocking pipe whose writer is slower than
+ * vfpool (`ssh host cat vm1.xml | vfpool prepare --xml=-`); readStdin waits.
  */
-export async function readFileOrStdin(file: string): Promise<string> {
-  if (file !== '-' && file !== STDIN_ARG) return readFileSync(file, 'utf8');
-  return readStdin(0, undefined, { terminal: true });
+export async function readFileOrStdin(file: string, limit = MAX_XML_BYTES): Promise<string> {
+  if (file !== '-' && file !== STDIN_ARG) {
+    const fd = openSync(file, 'r');
+    try {
+      const chunks: Buffer[] = [];
+      readChunksSync(fd, chunks, limit);
+      return Buffer.concat(chunks).toString('utf8');
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return readStdin(0, undefined, { terminal: true, limit });
 }
 
 /** readFileOrStdin for a file argument: a file that cannot be read is bad input, one line ending in `hint`. */
@@ -60,7 +75,23 @@ export async function readInputFile(file: string, hint = 'give the path of an XM
   try {
     return await readFileOrStdin(file);
   } catch (err) {
+    if (err instanceof InputTooLarge) {
+      throw new BadInputError(`${file === STDIN_ARG || file === '-' ? 'stdin' : file} holds more than ${MAX_XML_BYTES / 1048576} MiB, more than vfpool reads`, 'libvirt domain and network XML and migration descriptions are a few kB: check the input');
+    }
     throw new BadInputError(`cannot read ${file}: ${errnoOf(err) ?? (err as Error).message}`, hint);
+  }
+}
+
+/** Appends what `fd` holds to `chunks` until its end; InputTooLarge past `limit` bytes (counted with what `chunks` had). */
+function readChunksSync(fd: number, chunks: Buffer[], limit: number): void {
+  let total = chunks.reduce((n, c) => n + c.length, 0);
+  for (;;) {
+    const buf = Buffer.allocUnsafe(65536);
+    const n = readSync(fd, buf, 0, buf.length, null);
+    if (n === 0) return;
+    total += n;
+    if (total > limit) throw new InputTooLarge();
+    chunks.push(n === buf.length ? buf : buf.subarray(0, n));
   }
 }
 
@@ -124,23 +155,33 @@ export async function runInProcess(main: () => Promise<void>, opts: { env: Recor
  * device: a person ran the hook by hand) or a closed stdin gives nothing, unless `terminal`
  * (the CLI's `-`: a person may type or paste the XML).
  */
-export async function readStdin(fd = 0, stream?: AsyncIterable<unknown>, opts: { terminal?: boolean } = {}): Promise<string> {
-  if (givenStdin !== null && fd === 0) return givenStdin;
+export async function readStdin(fd = 0, stream?: AsyncIterable<unknown>, opts: { terminal?: boolean; limit?: number } = {}): Promise<string> {
+  const limit = opts.limit ?? Infinity;
+  if (givenStdin !== null && fd === 0) {
+    if (Buffer.byteLength(givenStdin) > limit) throw new InputTooLarge();
+    return givenStdin;
+  }
   try {
     if (fstatSync(fd).isCharacterDevice() && !opts.terminal) return '';
   } catch {
     return '';
   }
+  const chunks: Buffer[] = [];
   try {
-    return readFileSync(fd, 'utf8');
+    readChunksSync(fd, chunks, limit);
+    return Buffer.concat(chunks).toString('utf8');
   } catch (err) {
     // EAGAIN: stdin is non-blocking (a parent left it so, or anything in this process touched
     // process.stdin, which makes libuv set O_NONBLOCK on a pipe) and the writer has not written
-    // yet: readFileSync gives up where the stream waits.
+    // yet: a synchronous read gives up where the stream waits. What was read is kept.
     if (errnoOf(err) !== 'EAGAIN') throw err;
   }
-  const chunks: Buffer[] = [];
+  let total = chunks.reduce((n, c) => n + c.length, 0);
   // process.stdin only here: touching it loads the stream machinery the fast path avoids.
-  for await (const c of stream ?? process.stdin) chunks.push(c as Buffer);
+  for await (const c of stream ?? process.stdin) {
+    total += (c as Buffer).length;
+    if (total > limit) throw new InputTooLarge();
+    chunks.push(c as Buffer);
+  }
   return Buffer.concat(chunks).toString('utf8');
 }

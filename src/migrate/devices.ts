@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BadInputError, HostError } from '../errors.js';
 import type { QmpDeviceAdd } from '../qemu/args.js';
+import { hasQmpSocket } from '../qemu/qmp-monitor.js';
 
 /**
  * The argv of the QEMU that serves vfpool's QMP socket for the domain: the wrapper put the
@@ -19,7 +20,7 @@ export function qemuArgvBySocket(socketPath: string, proc = '/proc'): string[] {
     if (!raw.includes(socketPath)) continue;
     const argv = raw.split('\0');
     if (argv[argv.length - 1] === '') argv.pop();
-    if (argv.some((a, i) => argv[i - 1] === '-chardev' && a.includes(`path=${socketPath}`))) return argv.slice(1);
+    if (hasQmpSocket(argv, socketPath)) return argv.slice(1);
   }
   throw new HostError(`no running QEMU has vfpool's QMP socket ${socketPath} on its command line`, { hint: 'start the domain through vfpool-qemu (the wrapper), or check that it still runs' });
 }

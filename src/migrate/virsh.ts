@@ -47,3 +47,31 @@ export async function checkVirsh(what: string): Promise<void> {
   const r = await runVirsh(['--version'], what, timeoutMs);
   if (r.exitCode !== 0) throw new HostError(`${what}: virsh --version failed: ${virshFailure(r, timeoutMs)}`, { hint: 'check the virsh on PATH (Debian: libvirt-clients) before migrating' });
 }
+
+/** The host UUID in `virsh capabilities`' answer, or null. */
+function hostUuid(capabilities: string): string | null {
+  return /<host>\s*<uuid>([0-9a-fA-F-]{36})<\/uuid>/.exec(capabilities)?.[1]?.toLowerCase() ?? null;
+}
+
+/**
+ * The destination's libvirt answers, and is not this host's, asked before a migration changes
+ * anything: found only by `virsh migrate` (a typo in the URI, a daemon not listening, this host
+ * named as its own destination), the guest's plain VFs were unplugged and plugged back for
+ * nothing, a moment without its NIC. This host is the default connection `virsh migrate` uses.
+ */
+export async function checkDestination(destUri: string, what: string): Promise<void> {
+  const timeoutMs = 30_000;
+  const dest = await runVirsh(['-c', destUri, 'capabilities'], what, timeoutMs);
+  if (dest.exitCode !== 0) {
+    throw new HostError(`${what}: the destination ${destUri} does not answer (virsh -c ${destUri} capabilities: ${virshFailure(dest, timeoutMs)})`, {
+      hint: "nothing changed, the VFs stay in the guest: check the URI, and that the destination's libvirt daemon runs and accepts this connection",
+    });
+  }
+  const here = await runVirsh(['capabilities'], what, timeoutMs);
+  const uuid = hostUuid(dest.stdout);
+  if (here.exitCode === 0 && uuid !== null && uuid === hostUuid(here.stdout)) {
+    throw new HostError(`${what}: the destination ${destUri} is this host (libvirt host UUID ${uuid})`, {
+      hint: 'nothing changed, the VFs stay in the guest: name another host (libvirt refuses to migrate a guest to the host it runs on)',
+    });
+  }
+}

@@ -4,6 +4,7 @@ import { DEFAULT_SETTINGS, SETTING_KEYS, parseConfFile, type Settings } from '..
 import type { VfpoolError } from '../errors.js';
 import { hotplugBlockers, type DeliveryHostFacts, type HotplugBlocker } from '../pool/guest-qemu-plan.js';
 import { fail, listDir, pass, readText, type Check } from './doctor-check.js';
+import { StateDirOwnerError } from '../util/state-dir-owner.js';
 
 /** vfpool's own installation and what it needs from libvirt and QEMU, as found on this host. */
 
@@ -168,7 +169,8 @@ export function checkStateDirs(settings: Settings, stateError: VfpoolError | nul
     // The hooks run as root, so root owns them. Another owner can rewrite what root's hooks
     // trust, so the fix never hands them to the user running doctor; a directory of that user's
     // own (vfpool run without root, as the tests do) is theirs to keep.
-    if (st.uid !== 0 && st.uid !== euid) {
+    // The refusal of every operation (stateError) names this owner already, with what else is open.
+    if (st.uid !== 0 && st.uid !== euid && !(id === 'state-dir' && stateError instanceof StateDirOwnerError)) {
       bad.push(`${d} is owned by uid ${st.uid}, not root`);
       fixes.push(`chown 0:0 ${d}`);
     }

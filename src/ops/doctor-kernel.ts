@@ -104,6 +104,8 @@ export function checkPools(
     error: string | null;
     activated?: Array<{ pf: NetdevName; numVfs: number }> | null;
     interrupted?: { kind: 'starting' | 'stopping'; worker: number } | null;
+    /** A running pool's PFs renamed since its start (recorded name -> name now). */
+    renamed?: Map<NetdevName, NetdevName>;
   }>,
   pfs: Map<NetdevName, PfInfo>,
 ): Check[] {
@@ -125,7 +127,11 @@ export function checkPools(
     }
     for (const pf of p.spec.pfs) {
       const info = pfs.get(pf.dev);
-      if (!info) {
+      const now = p.renamed?.get(pf.dev);
+      if (now !== undefined) {
+        problems.push(`PF ${pf.dev} is called ${now} now (the same PCI device): the running pool still uses it, but its next start looks for ${pf.dev}`);
+        fixes.push(`write <pf dev='${now}'> in the pool's definition (or the libvirt network carrying it) before its next start`);
+      } else if (!info) {
         problems.push(`PF ${pf.dev} is not an SR-IOV PF on this host`);
         fixes.push(`name an existing PF in <pf dev> (\`vfpool status\` lists them)`);
       } else if (pf.numVfs !== null && pf.numVfs > info.totalVfs) {
@@ -141,9 +147,10 @@ export function checkPools(
     // sriov_numvfs by hand (or a driver reload reset it). Its guests get no VF, or VFs
     // vfpool never configured, until the pool is started again.
     for (const a of p.activated ?? []) {
-      const info = pfs.get(a.pf);
+      const pf = p.renamed?.get(a.pf) ?? a.pf;
+      const info = pfs.get(pf);
       if (info && info.numVfs !== a.numVfs) {
-        problems.push(`the pool is active with ${a.numVfs} VF(s) on ${a.pf}, but ${a.pf} has ${info.numVfs} now (sriov_numvfs changed outside vfpool)`);
+        problems.push(`the pool is active with ${a.numVfs} VF(s) on ${pf}, but ${pf} has ${info.numVfs} now (sriov_numvfs changed outside vfpool)`);
         fixes.push(`once none of its VFs is in use, start the pool again: \`vfpool net-destroy ${p.name} && vfpool net-start ${p.name}\` (for a libvirt network: \`virsh net-destroy ${p.name} && virsh net-start ${p.name}\`)`);
       }
     }

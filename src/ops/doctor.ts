@@ -4,11 +4,14 @@ import { reconcile } from '../pool/reconcile.js';
 import { asVfpoolError, type VfpoolError } from '../errors.js';
 import { emptyState, type VfpoolState } from '../state/schema.js';
 import { interruptedChange } from '../pool/pool-changes.js';
+import { pfLocator } from '../pool/pf-identity.js';
+import type { NetdevName } from '../types.js';
 import type { PoolSpec } from '../config/pool-xml.js';
 import { readDomainPlan } from '../state/domain-plan.js';
 import { fail, listDir, pass, type Check } from './doctor-check.js';
 import { checkIommu, checkPfs, checkPools, checkVfio } from './doctor-kernel.js';
 import { checkConf, checkDaemon, checkHooks, checkHotplug, checkQemu, checkStateDirs } from './doctor-install.js';
+import { checkSecurityDriver } from './doctor-security.js';
 import { defaultDeliveryHostFacts, type DeliveryHostFacts } from '../pool/guest-qemu-plan.js';
 
 export type { Check } from './doctor-check.js';
@@ -59,11 +62,24 @@ export async function runDoctor(ctx: Context, opts: DoctorOptions): Promise<Chec
       return { name, spec: null, error: asVfpoolError(err).message, activated, interrupted };
     }
   });
-  checks.push(...checkPools(pools, pfs));
+  // A running pool's PF renamed since its start is still its PF (found by PCI address): said as
+  // such, not as a PF missing from the host, with what its next start needs.
+  const withRenames = await Promise.all(pools.map(async (p) => {
+    const running = state.pools[p.name];
+    if (!p.spec || !running?.pfAddresses?.length) return p;
+    const locate = pfLocator(ctx.host, running);
+    const renamed = new Map<NetdevName, NetdevName>();
+    for (const dev of [...p.spec.pfs.map((x) => x.dev), ...(p.activated ?? []).map((a) => a.pf)]) {
+      const now = await locate(dev);
+      if (now !== null && now !== dev) renamed.set(dev, now);
+    }
+    return { ...p, renamed };
+  }));
+  checks.push(...checkPools(withRenames, pfs));
 
   const hooks = checkHooks(s, opts.installDir);
   checks.push(...hooks.checks, checkDaemon(s, hooks.newest), checkConf(s, opts.env), ...checkStateDirs(s, stateError));
-  checks.push(...(await checkQemu(s, sriovNicDomains(s.stateDir))), checkHotplug(opts.deliveryFacts ?? defaultDeliveryHostFacts(s.procRoot, s.libvirtConfDir)));
+  checks.push(...(await checkQemu(s, sriovNicDomains(s.stateDir))), checkHotplug(opts.deliveryFacts ?? defaultDeliveryHostFacts(s.procRoot, s.libvirtConfDir)), checkSecurityDriver(s));
 
   try {
     const r = await reconcile(ctx, { libvirtRunDir: s.libvirtRunDir, graceMs: opts.graceMs, dryRun: true });

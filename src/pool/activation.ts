@@ -95,6 +95,22 @@ export function planPoolStart(pool: PoolSpec, facts: Map<NetdevName, PfFacts>, u
   return actions;
 }
 
+/**
+ * `<pf>` members without `<vf num>` whose PF has no VFs: vfpool never changes their count, so
+ * the start succeeds and the pool hands out nothing from them (libvirt refuses such a network
+ * outright, "No usable Vf's present"); said at the start, not first when a guest is refused.
+ */
+export function emptyPfs(pool: PoolSpec, facts: Map<NetdevName, PfFacts>): string[] {
+  const members = [...pool.pfs.filter((p) => p.numVfs === null).map((p) => ({ dev: p.dev, el: 'pf' })), ...pool.interfaces.map((dev) => ({ dev, el: 'interface' }))];
+  return members.flatMap(({ dev, el }) => {
+    const info = facts.get(dev)?.info; // only PFs have facts: an <interface> naming a VF has none
+    if (!info || info.numVfs !== 0) return [];
+    const give = el === 'pf' ? `give it <vf num='N'/>` : `write <pf dev='${dev}'><vf num='N'/></pf> in its place`;
+    return [`<${el} dev='${dev}'> is a PF with no VFs, and vfpool creates VFs only for a <pf> with <vf num>: the pool has no VF from it; ` +
+      `${give} (N at most ${info.totalVfs}) and start the pool again, or create them: echo N > /sys/class/net/${dev}/device/sriov_numvfs`];
+  });
+}
+
 /** The VFs a start's plan binds that existed before it, with what they had: recorded so the stop gives them back. */
 export function boundByPlan(actions: Action[], facts: Map<NetdevName, PfFacts>): BoundVf[] {
   const out: BoundVf[] = [];

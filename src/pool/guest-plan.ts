@@ -13,6 +13,7 @@ import { planVfConfigure, savedFromFacts, type VfFacts, type VfWant } from './vf
 import type { VfStep } from './vf-steps.js';
 import { vfSettingsOf } from '../vf-settings.js';
 import { interruptedChange } from './pool-changes.js';
+import { activeSpec } from './pf-identity.js';
 
 /** The planning half of prepare: which VF serves each request, and the steps that configure it. */
 
@@ -123,7 +124,10 @@ export async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRe
   const lookupPool = poolLookup(ctx, state);
   // Read as consumed: a first-fit pick reads the PFs up to the first free VF (each PF once: `reads`).
   const known = knownVfNetdevs(state);
-  const members = (pool: PoolSpec) => poolMembers(ctx.host, pool, known, reads);
+  // A running pool's PFs are the devices it started on, whatever they are called now.
+  const members = async function* (pool: PoolSpec) {
+    yield* poolMembers(ctx.host, await activeSpec(ctx.host, state, pool), known, reads);
+  };
   const resolved: ResolvedRequest[] = [];
   for (const asked of requests) {
     const pool = asked.pool ? lookupPool(asked.pool) ?? null : null;

@@ -7,7 +7,8 @@ import { checkSriovNicMachine, checkStandbyModel } from '../qemu/args.js';
 import { requireMachineKind } from '../qemu/cmdline.js';
 import { checkCmdlineReadiness } from '../qemu/cmdline-readiness.js';
 import type { Allocation } from '../state/schema.js';
-import { domainPlanPath, domainRunDir, removeDomainPlan, sriovNicPlans, writeDomainPlan, type DomainPlanV1, type DomainPlanVf } from '../state/domain-plan.js';
+import { domainPlanPath, domainRunDir, sriovNicPlans, writeDomainPlan, type DomainPlanV1, type DomainPlanVf } from '../state/domain-plan.js';
+import { PURGE_BUDGET, purgePlanTrash, removeDomainPlan, retireDomainPlan } from '../state/plan-removal.js';
 import type { Context } from './context.js';
 import type { GuestOptions } from './guest-model.js';
 import type { VfRequest } from './requests.js';
@@ -192,13 +193,32 @@ export async function writeGuestPlan(ctx: Context, plan: DomainPlanV1): Promise<
   return writeDomainPlan(ctx.settings.stateDir, plan, { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 });
 }
 
-/** Removes the domain's plan directory; a failure is logged, never fatal (nothing reads a stale plan of a domain with no allocation but its own next prepare, which rewrites it). */
-export function dropGuestPlan(ctx: Context, domain: string): void {
+/**
+ * Removes the domain's plan directory; a failure is logged, never fatal (nothing reads a stale
+ * plan of a domain with no allocation but its own next prepare, which rewrites it). `retireOnly`:
+ * under the state lock, only the rename out of the way (retireDomainPlan); the caller empties
+ * the trash after the lock (purgeGuestPlanTrash).
+ */
+export function dropGuestPlan(ctx: Context, domain: string, retireOnly = false): void {
   try {
-    removeDomainPlan(ctx.settings.stateDir, domain);
+    if (retireOnly) retireDomainPlan(ctx.settings.stateDir, domain);
+    else if (removeDomainPlan(ctx.settings.stateDir, domain).left) warnTrashLeft(ctx);
   } catch (err) {
     ctx.log.warn(`could not remove the QEMU plan of domain '${domain}': ${asVfpoolError(err).message}`);
   }
+}
+
+/** Empties the plan directories retired under the lock, within the budget; a failure is logged. */
+export function purgeGuestPlanTrash(ctx: Context): void {
+  try {
+    if (purgePlanTrash(ctx.settings.stateDir).left) warnTrashLeft(ctx);
+  } catch (err) {
+    ctx.log.warn(`could not empty the removed QEMU plan directories in ${join(ctx.settings.stateDir, 'qemu')}: ${asVfpoolError(err).message}`);
+  }
+}
+
+function warnTrashLeft(ctx: Context): void {
+  ctx.log.warn(`a removed QEMU plan directory in ${join(ctx.settings.stateDir, 'qemu')} holds more than ${PURGE_BUDGET} files (its QEMU user put them there): ${PURGE_BUDGET} removed now, the rest by the next release or reconcile`);
 }
 
 /**

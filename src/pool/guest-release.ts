@@ -10,6 +10,8 @@ import { readRecordedVfFacts } from './vf-facts.js';
 import { planVfRestore, type VfFacts } from './vf-plan.js';
 import { applyVfSteps, describeVfStep } from './vf-steps.js';
 import { dropGuestPlan } from './guest-qemu-plan.js';
+import { probeQmpSocket } from '../qemu/qmp-probe.js';
+import { domainQmpSocketPath } from '../state/domain-plan.js';
 
 /**
  * `release end` (any reason, `failed` included) and `vfpool release`: restore each VF of the
@@ -19,21 +21,45 @@ import { dropGuestPlan } from './guest-qemu-plan.js';
  * later release or `vfpool reconcile`, and the error (exit 1) names the domain, VF and cause.
  * `vfAddrs` limits it to some VFs (reconcile); `refuseIfRunning` makes a live QEMU a conflict.
  * `keepReason` (reconcile) judges each record again under the lock, as it is then: a record it
- * gives a reason to keep is left alone (and is in neither list of the result).
+ * gives a reason to keep is left alone (and is in neither list of the result). `preparedBy`
+ * limits it to the records that caller prepared (libvirt's hook: see qemu-hook's release).
  */
 export async function releaseGuest(
   ctx: Context,
   domain: string,
-  opts: { reason: string; vfAddrs?: Set<string>; refuseIfRunning?: boolean; forgetNetdevs?: boolean; keepReason?: (a: Allocation) => string | null },
+  opts: {
+    reason: string;
+    vfAddrs?: Set<string>;
+    refuseIfRunning?: boolean;
+    forgetNetdevs?: boolean;
+    keepReason?: (a: Allocation) => string | null;
+    preparedBy?: Allocation['owner']['via'];
+  },
 ): Promise<ReleaseResult> {
   const log = ctx.log.child(`domain '${domain}'`);
   const result: ReleaseResult = { domain, released: [], vanished: [] };
-  const selected = (a: Allocation) => a.owner.domain === domain && (!opts.vfAddrs || opts.vfAddrs.has(a.vfAddr));
+  const ofDomain = (a: Allocation) => a.owner.domain === domain;
+  const selected = (a: Allocation) => ofDomain(a) && (!opts.vfAddrs || opts.vfAddrs.has(a.vfAddr)) && (!opts.preparedBy || a.owner.via === opts.preparedBy);
   const peek = ctx.store.read();
   const hasBindings = opts.forgetNetdevs && peek.bindings.some((b) => b.domain === domain);
   if (!peek.allocations.some(selected) && !hasBindings) {
-    if (!opts.vfAddrs) dropGuestPlan(ctx, domain);
+    const others = opts.preparedBy ? peek.allocations.filter(ofDomain) : [];
+    // Another's guest of that name (a QEMU run by hand) keeps its plan too: its wrapper and QMP socket use it.
+    if (others.length) log.info(`${others.length} VF(s) of domain '${domain}' were prepared by \`vfpool prepare\`, not by libvirt: left for \`vfpool release ${domain}\``);
+    else if (!opts.vfAddrs) dropGuestPlan(ctx, domain);
     return result;
+  }
+
+  // A QEMU started by hand (`vfpool prepare` without --pid) has no pid on record; one started
+  // through vfpool-qemu still accepts on vfpool's QMP socket while it runs, and releasing under
+  // it would give its VFs back (and to the next guest) while it still uses them.
+  if (opts.refuseIfRunning && peek.allocations.some((a) => selected(a) && a.owner.pid === null)) {
+    const socket = domainQmpSocketPath(ctx.settings.stateDir, domain);
+    if ((await probeQmpSocket(socket)) === 'live') {
+      const e = new ConflictError(`domain '${domain}' still runs: its QEMU answers on vfpool's QMP socket ${socket}`, 'quit that QEMU first (vfpool release is for after QEMU exits), then release');
+      journal.releaseRefused(ctx, domain, e);
+      throw e;
+    }
   }
 
   // Step 1: claim the records.

@@ -5,7 +5,8 @@ import type { Context } from './context.js';
 import { describeUses, findVfUses } from './in-use.js';
 import type { OwnerEnv } from './owners.js';
 import { applyPlan } from './plan.js';
-import { activeDrawers } from './pools.js';
+import { activeDrawers } from './pool-use.js';
+import { pfNameNow } from './pf-identity.js';
 
 /** What `vfpool reconcile` did (or would do) about VFs a stopped pool left behind. */
 export interface LeftoverOutcome {
@@ -33,34 +34,36 @@ export async function clearLeftovers(ctx: Context, env: OwnerEnv, opts: { dryRun
     const drawers = await activeDrawers(ctx, state);
     for (const l of state.leftovers) {
       const said = (what: string, kept: boolean) => out.push({ pool: l.pool, pf: l.pf, what, kept });
-      const info = await ctx.host.getPf(l.pf).catch((err) => (err instanceof HostError && err.code === 'ENOENT' ? null : Promise.reject(err)));
-      if (info === null) {
+      // Recorded under the PF's name then: a PF renamed since is found by its PCI address.
+      const pf = await pfNameNow(ctx.host, l.pf, l.pfAddr);
+      const info = pf === null ? null : await ctx.host.getPf(pf).catch((err) => (err instanceof HostError && err.code === 'ENOENT' ? null : Promise.reject(err)));
+      if (pf === null || info === null) {
         said('its PF is gone: nothing left to remove', false);
         continue;
       }
       if (info.numVfs === 0) {
-        said(`${l.pf} has no VFs left: nothing to remove`, false);
+        said(`${pf} has no VFs left: nothing to remove`, false);
         continue;
       }
-      const other = drawers.get(l.pf)?.[0];
+      const other = drawers.get(pf)?.[0];
       if (other !== undefined) {
-        said(`${l.pf} keeps its ${info.numVfs} VFs: active pool '${other}' draws from it`, true);
+        said(`${pf} keeps its ${info.numVfs} VFs: active pool '${other}' draws from it`, true);
         continue;
       }
-      const vfs = await ctx.host.listVfs(l.pf);
+      const vfs = await ctx.host.listVfs(pf);
       const uses = await findVfUses(ctx.host, state, vfs, undefined, env);
       const busy = vfs.find((vf) => uses.get(vf.address)?.length);
       if (busy) {
-        said(`${l.pf} keeps its ${info.numVfs} VFs: ${describeUses(busy, uses.get(busy.address)!)}`, true);
+        said(`${pf} keeps its ${info.numVfs} VFs: ${describeUses(busy, uses.get(busy.address)!)}`, true);
         continue;
       }
       if (!opts.dryRun) {
         await applyPlan(ctx.host, [
-          { kind: 'write-numvfs', pf: l.pf, from: info.numVfs, to: 0 },
-          { kind: 'await-vfs', pf: l.pf, count: 0, probed: false },
+          { kind: 'write-numvfs', pf, from: info.numVfs, to: 0 },
+          { kind: 'await-vfs', pf, count: 0, probed: false },
         ], ctx.log.child(`pool '${l.pool}'`), ctx.apply);
       }
-      said(`${opts.dryRun ? 'would remove' : 'removed'} the ${info.numVfs} VFs of ${l.pf} it left when libvirt stopped it: none is in use now`, false);
+      said(`${opts.dryRun ? 'would remove' : 'removed'} the ${info.numVfs} VFs of ${pf} it left when libvirt stopped it: none is in use now`, false);
     }
     return out;
   };

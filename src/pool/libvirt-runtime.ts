@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { HostError, errnoOf } from '../errors.js';
 import type { DacLabel } from '../config/domain-xml.js';
 import { parseObjectName } from '../types.js';
@@ -75,4 +75,13 @@ export function readLibvirtPid(runDir: string, domain: string): number | null {
 export function libvirtStatusListsPort(runDir: string, domain: string, portUuid: string): boolean {
   const text = readRunFile(runDir, domain, 'xml', 'status XML');
   return text !== null && (text.includes(`portid='${portUuid}'`) || text.includes(`portid="${portUuid}"`));
+}
+
+/**
+ * Whether libvirt runs a network of this name: its network driver keeps the network's status
+ * XML, `NAME.xml` in its runtime directory (`network/` beside the QEMU one: /run/libvirt/network
+ * for libvirtd and virtnetworkd alike), from the network's start to its stop.
+ */
+export function libvirtRunsNetwork(runDir: string, network: string): boolean {
+  return existsSync(join(dirname(runDir), 'network', `${parseObjectName(network, 'network name')}.xml`));
 }

@@ -1,9 +1,10 @@
 import { journal } from './journal-entries.js';
 import { ConflictError, HostError } from '../errors.js';
-import { modeUsesVfio, type PoolSpec } from '../config/pool-xml.js';
+import type { PoolSpec } from '../config/pool-xml.js';
 import type { NetdevName, PciAddress } from '../types.js';
-import { interfaceMember, knownVfNetdevs, pfError } from './allocation.js';
-import { boundByPlan, planPoolStart, planPoolStop, type PfFacts, type PoolUse, type Sharers, type StopPlan } from './activation.js';
+import { knownVfNetdevs, pfError } from './allocation.js';
+import { activeDrawers, poolUse, refuseDriverClash, unionUse, usesVf, vfioKeepers } from './pool-use.js';
+import { boundByPlan, emptyPfs, planPoolStart, planPoolStop, type PfFacts, type StopPlan } from './activation.js';
 import type { Context } from './context.js';
 import { findVfUses } from './in-use.js';
 import { applyPlan, describeAction, type Action } from './plan.js';
@@ -12,6 +13,7 @@ import { crashPoint } from '../util/crash-point.js';
 import { selfStartTicks } from '../util/process.js';
 import { changeUnderWay, interruptedChange, refuseChanging } from './pool-changes.js';
 import { describeGonePort, ownerEnv, pruneGonePorts, type OwnerEnv } from './owners.js';
+import { recordedPfsNow } from './pf-identity.js';
 
 /**
  * Reads what the planners need about each PF; a missing PF is an error naming the pool, except
@@ -35,62 +37,6 @@ async function gatherFacts(ctx: Context, pool: PoolSpec, pfs: NetdevName[], stat
     facts.set(pf, { info, vfs, uses: await findVfUses(ctx.host, state, vfs, undefined, env) });
   }
   return facts;
-}
-
-/**
- * Which VFs of which PFs a pool draws from (see PoolUse): a member that does not resolve now (an
- * unplugged NIC, a typo) draws from nothing; a `<pf>` that does not exist is the start's error.
- */
-async function poolUse(ctx: Context, pool: PoolSpec, known: Map<NetdevName, PciAddress>, unresolved: string[] = []): Promise<PoolUse> {
-  const use: PoolUse = new Map();
-  const some = (pf: NetdevName, vf: PciAddress) => {
-    const now = use.get(pf) ?? [];
-    if (now !== 'all' && !now.includes(vf)) use.set(pf, [...now, vf]);
-  };
-  for (const p of pool.pfs) use.set(p.dev, 'all');
-  for (const dev of pool.interfaces) {
-    const what = await interfaceMember(ctx.host, dev, known);
-    if (what === 'pf') {
-      use.set(dev, 'all');
-      continue;
-    }
-    const pf = what ? await ctx.host.physfnOf(what.addr) : null;
-    if (what && pf) some(pf, what.addr);
-    else unresolved.push(`<interface dev='${dev}'> is ${what ? `${what.addr}, not a VF of an SR-IOV PF` : 'no netdev on this host (nor a VF vfpool knows by that name)'}`);
-  }
-  for (const addr of pool.addresses) {
-    const pf = await ctx.host.physfnOf(addr);
-    if (pf) some(pf, addr);
-    else unresolved.push(`<address> ${addr} is not a VF of an SR-IOV PF on this host`);
-  }
-  return use;
-}
-
-/** The active pools drawing from each PF, but `except`: a PF's count is theirs too. */
-export async function activeDrawers(ctx: Context, state: VfpoolState, except?: string, known = knownVfNetdevs(state)): Promise<Sharers> {
-  const sharers: Sharers = new Map();
-  for (const [other, p] of Object.entries(state.pools)) {
-    if (other === except) continue;
-    const spec = ctx.registry.get(other, state);
-    const pfs = new Set([...(await poolUse(ctx, spec, known)).keys(), ...p.activated.map((a) => a.pf)]);
-    for (const pf of pfs) sharers.set(pf, [...(sharers.get(pf) ?? []), other]);
-  }
-  return sharers;
-}
-
-/** The VFs other active pools bind to vfio-pci (managed, vfio mode), which a stop leaves there. */
-async function vfioKeptByOthers(ctx: Context, state: VfpoolState, except: string): Promise<PoolUse> {
-  const kept: PoolUse = new Map();
-  const known = knownVfNetdevs(state);
-  for (const other of Object.keys(state.pools).filter((o) => o !== except)) {
-    const spec = ctx.registry.get(other, state);
-    if (!spec.managed || !modeUsesVfio(spec.mode)) continue;
-    for (const [pf, vfs] of await poolUse(ctx, spec, known)) {
-      const now = kept.get(pf) ?? [];
-      kept.set(pf, now === 'all' || vfs === 'all' ? 'all' : [...now, ...vfs]);
-    }
-  }
-  return kept;
 }
 
 export interface StartResult {
@@ -141,6 +87,7 @@ export async function startPool(
   const activatedNow = pool.pfs.filter((p) => p.numVfs !== null).map((p) => ({ pf: p.dev, numVfs: p.numVfs! }));
   let pfs: NetdevName[] = pool.pfs.map((p) => p.dev);
   let bound: BoundVf[] = [];
+  let pfAddresses: Array<{ pf: NetdevName; address: PciAddress }> = [];
   let unresolved: string[] = [];
   const plan = async (state: VfpoolState, env?: OwnerEnv): Promise<Action[]> => {
     const existing = state.pools[pool.name];
@@ -154,8 +101,11 @@ export async function startPool(
     pfs = [...new Set([...pfs, ...use.keys()])];
     refuseChanging(state, pfs);
     const facts = await gatherFacts(ctx, pool, pfs, state, undefined, env);
+    unresolved.push(...emptyPfs(pool, facts));
     const actions = planPoolStart(pool, facts, use, await activeDrawers(ctx, state, pool.name, known));
+    await refuseDriverClash(ctx, state, pool, use, known);
     bound = boundByPlan(actions, facts);
+    pfAddresses = [...facts].map(([pf, f]) => ({ pf, address: f.info.address }));
     return actions;
   };
   if (opts.dryRun) return { pool, actions: await plan(ctx.store.read()), applied: false, unresolved };
@@ -173,6 +123,7 @@ export async function startPool(
         change,
         // A start of a running pool (libvirt's hook) keeps what the first start bound: those VFs are on vfio-pci now.
         bound: [...(previous?.bound ?? []).filter((b) => !bound.some((n) => n.vf === b.vf)), ...bound],
+        pfAddresses: [...(previous?.pfAddresses ?? []).filter((a) => !pfAddresses.some((n) => n.pf === a.pf)), ...pfAddresses],
         libvirtStartRefused: null,
       };
     };
@@ -227,6 +178,14 @@ export interface StopResult extends StopPlan {
   applied: boolean;
   /** Activated PFs that no longer exist (nothing to remove on them). */
   gone: NetdevName[];
+  /** VFs the start bound to vfio-pci that another active pool keeps there: recorded as bound by that pool now. */
+  handedOver: Array<{ pool: string; vf: BoundVf; pfAddr: PciAddress }>;
+  /** PFs whose count the start set and that another active pool draws from: that pool removes their VFs at its stop now. */
+  countsHandedOver: Array<{ pool: string; pf: NetdevName; numVfs: number; pfAddr: PciAddress }>;
+  /** The VFs the start bound (`ActivePool.bound`), under their PFs' names now. */
+  bound: BoundVf[];
+  /** The PCI address of each PF the stop looked at, by its name now. */
+  pfAddrs: Map<NetdevName, PciAddress>;
 }
 
 /**
@@ -248,29 +207,45 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
       // A pool neither defined nor running is a typo, not a pool that happens to be stopped.
       if (opts.refuse && ctx.registry.readDefinition(name) === undefined) ctx.registry.unknown(name);
       if (opts.refuse) throw new ConflictError(`pool '${name}' is not active`, `it is stopped already (\`vfpool net-undefine ${name}\` removes its definition)`);
-      return { pool: name, wasActive: false, applied: false, actions: [], kept: [], shared: [], gone: [] };
+      return { pool: name, wasActive: false, applied: false, actions: [], kept: [], shared: [], gone: [], handedOver: [], countsHandedOver: [], bound: [], pfAddrs: new Map() };
     }
     const underWay = changeUnderWay(active);
     if (underWay) {
       throw new ConflictError(`pool '${name}' is being ${underWay.kind === 'starting' ? 'started' : 'stopped'} by vfpool pid ${underWay.worker}`, 'try again once it is done');
     }
     const pool = ctx.registry.get(name, state);
-    const gone: NetdevName[] = [];
-    const activated = active.activated.map((a) => a.pf);
-    const pfs = [...new Set([...activated, ...active.bound.map((b) => b.pf)])];
+    // The record names PFs as they were called at the start; each is stopped as the device it was then.
+    const { now, gone } = await recordedPfsNow(ctx, name, active);
+    const activated = now(active.activated).map((a) => a.pf);
+    const bound = now(active.bound);
+    const pfs = [...new Set([...activated, ...bound.map((b) => b.pf)])];
     const facts = await gatherFacts(ctx, pool, pfs, state, gone, env);
     const sharers = await activeDrawers(ctx, state, name);
-    const vfioKept = await vfioKeptByOthers(ctx, state, name);
+    const keepers = await vfioKeepers(ctx, state, name);
+    const vfioKept = unionUse(keepers.map((k) => k.use));
     // Undoing a start puts each PF it counts back to its count from before; one there already
     // (the start had not changed it, or an undo killed before its last write had) is left alone.
-    const before = undoStart && active.change?.kind === 'starting' ? active.change.from.filter((f) => activated.includes(f.pf) && facts.has(f.pf)) : [];
+    const before = undoStart && active.change?.kind === 'starting' ? now(active.change.from).filter((f) => activated.includes(f.pf) && facts.has(f.pf)) : [];
     const atBefore = (pf: NetdevName) => before.some((f) => f.pf === pf && f.numVfs !== 0 && facts.get(pf)!.info.numVfs === f.numVfs);
-    const plan = planPoolStop(pool, activated.filter((pf) => facts.has(pf) && !atBefore(pf)), facts, { refuse: opts.refuse, bound: active.bound, sharers, vfioKept });
+    const plan = planPoolStop(pool, activated.filter((pf) => facts.has(pf) && !atBefore(pf)), facts, { refuse: opts.refuse, bound, sharers, vfioKept });
     for (const f of before) {
       if (f.numVfs === 0 || atBefore(f.pf) || plan.kept.some((k) => k.pf === f.pf) || plan.shared.some((k) => k.pf === f.pf)) continue;
       plan.actions.push({ kind: 'write-numvfs', pf: f.pf, from: 0, to: f.numVfs }, { kind: 'await-vfs', pf: f.pf, count: f.numVfs, probed: facts.get(f.pf)!.info.autoprobe });
     }
-    return { pool: name, wasActive: true, applied: false, gone: gone.filter((pf) => activated.includes(pf)), ...plan };
+    const emptied = (pf: NetdevName) => plan.actions.some((a) => a.kind === 'write-numvfs' && a.pf === pf && a.to === 0);
+    // What this start bound and another active pool keeps on vfio-pci is that pool's to give back at its stop.
+    const handedOver = bound.flatMap((vf) => {
+      const to = facts.has(vf.pf) && !emptied(vf.pf) ? keepers.find((k) => usesVf(k.use, vf.pf, vf.vf)) : undefined;
+      return to ? [{ pool: to.pool, vf, pfAddr: facts.get(vf.pf)!.info.address }] : [];
+    });
+    // The VFs its count made that another active pool draws from are that pool's to remove at its stop.
+    const countsHandedOver = now(active.activated).flatMap((a) => {
+      const to = plan.shared.some((x) => x.pf === a.pf) ? sharers.get(a.pf)?.[0] : undefined;
+      return to ? [{ pool: to, pf: a.pf, numVfs: a.numVfs, pfAddr: facts.get(a.pf)!.info.address }] : [];
+    });
+    const pfAddrs = new Map([...facts].map(([pf, f]) => [pf, f.info.address]));
+    const stopped = new Set([...active.activated.map((a) => a.pf), ...activated]);
+    return { pool: name, wasActive: true, applied: false, gone: gone.filter((pf) => stopped.has(pf)), handedOver, countsHandedOver, bound, pfAddrs, ...plan };
   };
   if (opts.dryRun) return decide(ctx.store.read());
   return stopPoolNow().then((r) => (r.wasActive && journal.pool(ctx, 'pool-stop', name, r.actions), r), (e) => Promise.reject((journal.poolRefused(ctx, name, 'stop', e), e)));
@@ -282,10 +257,23 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
       if (!d.wasActive) return d;
       // libvirt's stop kept these (a VF in use): `vfpool reconcile` removes them once none is.
       for (const { pf } of d.kept) {
-        state.leftovers = [...state.leftovers.filter((l) => l.pf !== pf), { pool: name, pf, since: new Date().toISOString() }];
+        const pfAddr = d.pfAddrs.get(pf);
+        state.leftovers = [...state.leftovers.filter((l) => l.pf !== pf), { pool: name, pf, ...(pfAddr ? { pfAddr } : {}), since: new Date().toISOString() }];
       }
       const p = state.pools[name]!;
-      handBackOnRelease(state, p.bound, d);
+      for (const { pool, vf, pfAddr } of d.handedOver) {
+        const keeper = state.pools[pool];
+        if (!keeper || keeper.bound.some((b) => b.vf === vf.vf)) continue;
+        keeper.bound.push(vf);
+        knowPf(keeper, vf.pf, pfAddr);
+      }
+      for (const { pool, pf, numVfs, pfAddr } of d.countsHandedOver) {
+        const keeper = state.pools[pool];
+        if (!keeper || keeper.activated.some((a) => a.pf === pf)) continue;
+        keeper.activated.push({ pf, numVfs });
+        knowPf(keeper, pf, pfAddr);
+      }
+      handBackOnRelease(state, d.bound.filter((b) => !d.handedOver.some((h) => h.vf.vf === b.vf)), d);
       const since = new Date().toISOString();
       if (d.actions.length === 0) delete state.pools[name];
       // An undo killed half-way is still an interrupted start: the next reconcile undoes it to the same counts.
@@ -316,10 +304,17 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
     }
     for (const k of r.kept) log.warn(k.reason);
     for (const k of r.shared) log.info(k.reason);
+    for (const h of r.countsHandedOver) log.info(`${h.pf}'s ${h.numVfs} VFs are left to active pool '${h.pool}', whose stop removes them`);
+    for (const h of r.handedOver) log.info(`${h.vf.vf} stays on vfio-pci for active pool '${h.pool}', whose stop gives it back its driver (${h.vf.driver ?? 'none'})`);
     for (const pf of r.gone) log.warn(`PF ${pf} no longer exists: nothing to remove on it`);
     log.info('stopped');
     return { ...r, applied: true };
   }
+}
+
+/** Records a PF another pool's stop left to `keeper`, with its PCI address, under its name now. */
+function knowPf(keeper: ActivePool, pf: NetdevName, address: PciAddress): void {
+  if (!keeper.pfAddresses?.some((a) => a.pf === pf)) keeper.pfAddresses = [...(keeper.pfAddresses ?? []), { pf, address }];
 }
 
 /**

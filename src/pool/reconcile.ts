@@ -13,7 +13,7 @@ import { errnoOf } from '../errors.js';
 import { probeQmpSocket } from '../qemu/qmp-probe.js';
 import { domainQmpSocketPath, readDomainPlan } from '../state/domain-plan.js';
 import { parseObjectName } from '../types.js';
-import { dropGuestPlan } from './guest-qemu-plan.js';
+import { dropGuestPlan, purgeGuestPlanTrash } from './guest-qemu-plan.js';
 import { fileRecordStore } from '../state/migration-record.js';
 
 /**
@@ -179,10 +179,14 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
     result.plansRemoved = await ctx.store.update((s) => {
       const holding = new Set(s.allocations.map((a) => a.owner.domain));
       const stale = candidates.filter((d) => !holding.has(d));
-      for (const d of stale) dropGuestPlan(ctx, d);
+      // Only renamed away here: what is in a directory is its QEMU user's doing, and emptying
+      // a flooded one held the lock for every guest start and release meanwhile.
+      for (const d of stale) dropGuestPlan(ctx, d, true);
       return stale;
     });
   }
+  // What those renames retired, and what an earlier removal's budget or a killed vfpool left.
+  purgeGuestPlanTrash(ctx);
   for (const d of result.plansRemoved) log.info(`removed the QEMU plan of domain '${d}': it holds no VF and no QEMU serves its socket`);
   await judgeMigrations(ctx, env.libvirtPid, new Set(ctx.store.read().allocations.map((a) => a.owner.domain)), result, false);
   for (const m of result.migrationsDropped) log.info(`dropped the migration record of domain '${m.domain}' (${m.role}, ${m.stage}): ${m.reason}`);

@@ -5,6 +5,7 @@ import type { PoolSpec } from '../config/pool-xml.js';
 import { knownVfNetdevs, resolvePoolMembers } from './allocation.js';
 import { findVfUses, portHoldsVf, stackedDevicesOnce, vfioHoldersOnce } from './in-use.js';
 import { interruptedChange } from './pool-changes.js';
+import { activeSpec } from './pf-identity.js';
 import type { ActivePool } from '../state/schema.js';
 
 export interface VfStatus {
@@ -137,7 +138,7 @@ export async function listPools(ctx: Context): Promise<PoolListEntry[]> {
       throw err;
     }
     // The members the allocator sees; a pool whose PF is missing has none to offer (start says why).
-    const vfs = await resolvePoolMembers(ctx.host, pool, known).then(
+    const vfs = await resolvePoolMembers(ctx.host, await activeSpec(ctx.host, state, pool), known).then(
       (members) => members.map((m) => m.vf),
       (err) => (err instanceof HostError ? [] : Promise.reject(err)),
     );

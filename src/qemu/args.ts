@@ -3,6 +3,7 @@ import type { DomainPlanV1, DomainPlanVf } from '../state/domain-plan.js';
 import { isVirtioNet, libvirtNicDriver, type MachineKind, type ParsedCmdline, type QemuDevice } from './cmdline.js';
 import { quoteInput } from '../util/quote.js';
 import { formatKv, hex, optBool, type OptValue } from './qemu-opts.js';
+import { hasQmpSocket, QMP_CHARDEV_ID, qmpMonitorArgs } from './qmp-monitor.js';
 import { rootBusSlots, takeChassis, takeFreeSlot, takePinnedSlot, usedChassis, type SlotMap } from './pci-slots.js';
 import { planSriovNic } from './sriov-nic.js';
 
@@ -52,7 +53,6 @@ export interface QemuArgsResult {
   placements: Array<{ id: string; bus: string; slot: number; rootPort: string | null; delivered: 'cmdline' | 'hotplug' | 'left-off-incoming' }>;
 }
 
-export const QMP_CHARDEV_ID = 'vfpool-qmp';
 
 /**
  * One `-device` value in the form the command line already uses. QEMU creates every kv
@@ -235,8 +235,10 @@ export function planQemuArgs(plan: DomainPlanV1, cmd: ParsedCmdline, opts: PlanQ
   // Step 5: vfpool's own QMP monitor, for hotplug at `started` and unplug before migration.
   if (opts.qmpSocketPath !== null) {
     claimId(QMP_CHARDEV_ID);
-    added.push('-chardev', formatKv({ backend: 'socket', id: QMP_CHARDEV_ID, path: opts.qmpSocketPath, server: 'on', wait: 'off' }, 'backend'));
-    added.push('-mon', formatKv({ chardev: QMP_CHARDEV_ID, mode: 'control' }));
+    if (hasQmpSocket(cmd.argv, opts.qmpSocketPath)) {
+      throw new ConflictError(`${dom}: QEMU's command line already has vfpool's QMP socket ${opts.qmpSocketPath}`, 'vfpool-qemu adds it: remove it from the command line, or start QEMU through one vfpool-qemu, not two');
+    }
+    added.push(...qmpMonitorArgs(opts.qmpSocketPath));
   }
 
   const argv = [...cmd.argv];

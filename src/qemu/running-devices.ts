@@ -23,7 +23,11 @@ export function generatedDevices(plan: DomainPlanV1, argv: string[]): Map<string
   return new Map(devices.map((d) => [d.id, d]));
 }
 
-/** Removes what the wrapper appended (vfpool-* devices, root ports, its QMP monitor) from a QEMU argv. */
+/**
+ * Removes what the wrapper appended (vfpool-* devices and root ports) from a QEMU argv, and the
+ * `-chardev`/`-mon` QMP monitor of earlier releases, whose chardev id the planner would refuse.
+ * vfpool's `-qmp` has no id: it stays.
+ */
 export function stripVfpoolDevices(argv: string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {

@@ -1,10 +1,11 @@
-import { chmodSync, chownSync, lchownSync, lstatSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmdirSync, rmSync, symlinkSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, mkdirSync, readlinkSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { makeDir } from '../util/make-dir.js';
 import { join } from 'node:path';
 import { BadInputError, errnoOf, HostError } from '../errors.js';
 import { parseGuestMac, parseObjectName, parsePciAddress, type MacAddress, type PciAddress } from '../types.js';
-import { readTextNoFollow, removeFile, symlinkRefused, writeFileNoFollow } from '../util/json-file.js';
+import { readTextNoFollow, symlinkRefused, writeFileNoFollow } from '../util/json-file.js';
 import { lazyCrypto } from '../util/lazy-builtins.js';
+import { assertStateDirTrusted } from '../util/state-dir-owner.js';
 
 /**
  * The per-domain wrapper file: what `prepare` (root) decided for one domain, read by the QEMU
@@ -160,7 +161,7 @@ const SOCKET_PATH_MAX = 107;
  * it); the socket itself stays in the domain's directory, where its QEMU user creates it.
  * null: the direct path fits, no link.
  */
-function qmpLinkPath(stateDir: string, domain: string): string | null {
+export function qmpLinkPath(stateDir: string, domain: string): string | null {
   const name = parseObjectName(domain, 'domain');
   if (Buffer.byteLength(join(domainDir(stateDir, name), 'qmp.sock')) <= SOCKET_PATH_MAX) return null;
   // A dot: domain names never start with one, so the link is never taken for a domain's directory.
@@ -207,6 +208,7 @@ export function domainRunDir(stateDir: string, domain: string): string {
 export async function writeDomainPlan(stateDir: string, plan: DomainPlanV1, owner: { uid: number; gid: number }): Promise<string> {
   const checked = validateDomainPlan(plan, `plan of domain '${plan.domain}'`);
   const dir = domainDir(stateDir, checked.domain);
+  assertStateDirTrusted(stateDir);
   try {
     // The state directory first, with its own mode: made as qemu/'s parent it would be 0755.
     makeDir(stateDir, 0o700);
@@ -241,6 +243,7 @@ export async function writeDomainPlan(stateDir: string, plan: DomainPlanV1, owne
 /** Reads and validates the plan; null when the domain has none (vfpool adds nothing to its QEMU). */
 export function readDomainPlan(stateDir: string, domain: string): DomainPlanV1 | null {
   const file = domainPlanPath(stateDir, domain);
+  assertStateDirTrusted(stateDir);
   let text: string;
   try {
     // The QEMU user owns the directory: root (reconcile, migrate, started) must not read through a link it planted.
@@ -259,39 +262,6 @@ export function readDomainPlan(stateDir: string, domain: string): DomainPlanV1 |
   const plan = validateDomainPlan(value, file);
   if (plan.domain !== domain) fail(file, `is the plan of domain '${plan.domain}', not '${domain}'`);
   return plan;
-}
-
-/** Removes the domain's wrapper directory (plan, socket, cache) and its short link. Idempotent. */
-export function removeDomainPlan(stateDir: string, domain: string): void {
-  removeTreeOfAnotherUser(domainDir(stateDir, domain));
-  const link = qmpLinkPath(stateDir, domain);
-  if (link !== null) rmSync(link, { force: true });
-}
-
-/**
- * `rm -rf` of a directory its QEMU user may still write (any QEMU of that uid). Node's rmSync
- * lstats an entry, then lists it by path: a subdirectory swapped for a link to /etc between
- * the two had root list and unlink /etc's files. Here each directory is made root's 0700
- * before it is listed, so what is listed stays put; files are unlinked (never chowned: one may
- * be a hard link to anything) and only directories, which cannot be hard links, are taken over.
- * The top one must sit in a directory its owner cannot write (qemu/ is root's).
- */
-function removeTreeOfAnotherUser(dir: string): void {
-  const st = lstatSync(dir, { throwIfNoEntry: false });
-  if (st === undefined) return;
-  if (!st.isDirectory()) {
-    removeFile(dir);
-    return;
-  }
-  const me = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
-  if (st.uid !== me.uid || st.gid !== me.gid) lchownSync(dir, me.uid, me.gid);
-  chmodSync(dir, 0o700);
-  for (const name of readdirSync(dir)) {
-    const entry = join(dir, name);
-    if (lstatSync(entry).isDirectory()) removeTreeOfAnotherUser(entry);
-    else removeFile(entry);
-  }
-  rmdirSync(dir);
 }
 
 /**

@@ -4,6 +4,7 @@ import { BadInputError, errnoOf, HostError } from '../errors.js';
 import { parseObjectName } from '../types.js';
 import { DEFAULT_LOCK, readTextNoFollow, symlinkRefused, updateJsonFileLocked, type LockOptions } from '../util/json-file.js';
 import { makeDir } from '../util/make-dir.js';
+import { assertStateDirTrusted } from '../util/state-dir-owner.js';
 
 /**
  * The per-domain migration record: the crash-recovery log of one migration on one host. Every
@@ -104,6 +105,7 @@ export function fileRecordStore(stateDir: string, lock: LockOptions = DEFAULT_LO
   const path = (domain: string) => join(dir, `${parseObjectName(domain, 'domain')}.json`);
   const read = (domain: string): MigrationRecordV1 | null => {
     const file = path(domain);
+    assertStateDirTrusted(stateDir);
     let text: string;
     try {
       text = readTextNoFollow(file);
@@ -121,6 +123,7 @@ export function fileRecordStore(stateDir: string, lock: LockOptions = DEFAULT_LO
   };
   const update: MigrationRecordStore['update'] = (domain, fn) => {
     const file = path(domain);
+    assertStateDirTrusted(stateDir);
     // A link planted for migrate/ would send root's writes (and its lock) elsewhere.
     try {
       if (lstatSync(dir).isSymbolicLink()) throw symlinkRefused('the migration records directory', dir);
@@ -152,6 +155,7 @@ export function fileRecordStore(stateDir: string, lock: LockOptions = DEFAULT_LO
       await update(domain, () => null);
     },
     list() {
+      assertStateDirTrusted(stateDir);
       let names: string[];
       try {
         names = readdirSync(dir);

@@ -52,6 +52,14 @@ export function normaliseState(raw: unknown, file: string): VfpoolState {
       f.ticksOrNull(c, 'workerStart', `${at}.change`);
       f.array(c, 'from', `${at}.change`);
     }
+    // Added within version 2 (PFs found by PCI address after a rename); absent means by name only.
+    if (po.pfAddresses !== undefined) {
+      f.array(po, 'pfAddresses', at).forEach((x, i) => {
+        const xo = isObject(x) ? x : bad(`${at}.pfAddresses[${i}] is ${describe(x)}, expected an object`);
+        f.string(xo, 'pf', `${at}.pfAddresses[${i}]`);
+        f.pciAddress(xo, 'address', `${at}.pfAddresses[${i}]`);
+      });
+    }
     // Added within version 2 (a refused libvirt start of a running pool); absent means none.
     po.libvirtStartRefused ??= null;
     if (po.libvirtStartRefused !== null) f.string(po, 'libvirtStartRefused', at);
@@ -70,6 +78,8 @@ export function normaliseState(raw: unknown, file: string): VfpoolState {
     const at = `leftovers[${i}]`;
     const lo = isObject(l) ? l : bad(`${at} is ${describe(l)}, expected an object`);
     for (const k of ['pool', 'pf', 'since']) f.string(lo, k, at);
+    // Added within version 2, as a pool's pfAddresses.
+    if (lo.pfAddr !== undefined) f.pciAddress(lo, 'pfAddr', at);
   });
   // A newer vfpool may add a list within this version (as `leftovers` was added): kept as it is,
   // so that this one's next write (a downgrade, or one of its hooks still running at an

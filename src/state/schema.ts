@@ -17,6 +17,13 @@ export interface ActivePool {
   /** PFs whose VF count vfpool set, and to what: only these are removed at stop. */
   activated: Array<{ pf: NetdevName; numVfs: number }>;
   /**
+   * The PCI address of every PF the start drew from, under the name it had then (the name used
+   * in `activated`, `bound`, `change`): a PF renamed since is found by it, and a netdev that
+   * took the name is not taken for it. Absent in records written before it was kept (then the
+   * names are all there is).
+   */
+  pfAddresses?: Array<{ pf: NetdevName; address: PciAddress }>;
+  /**
    * Set while a start or stop changes VF counts (outside the state lock, which is held only to
    * record this intent): guests of these PFs are refused meanwhile, and a process killed
    * mid-way leaves it for `vfpool reconcile` / the next start or stop, which undo the start
@@ -226,6 +233,8 @@ export interface VfpoolState {
 export interface LeftoverVfs {
   pool: string;
   pf: NetdevName;
+  /** The PF's PCI address (absent in records written before it was kept): see ActivePool.pfAddresses. */
+  pfAddr?: PciAddress;
   since: string;
 }
 

@@ -6,6 +6,7 @@ import { DEFAULT_LOCK, readJsonFile, removeFile, updateJsonFileLocked, type Lock
 import { fsError } from '../util/fs-errors.js';
 import { normaliseState } from './normalise.js';
 import { emptyState, type VfpoolState } from './schema.js';
+import { assertStateDirTrusted } from '../util/state-dir-owner.js';
 
 /**
  * The runtime state in `$VFPOOL_STATE_DIR` (default /run/vfpool: VFs vanish at reboot, so does
@@ -47,6 +48,7 @@ export class StateStore {
    * losing its sticky bit), and whoever can replace the link redirects root's writes.
    */
   ensureDir(): void {
+    assertStateDirTrusted(this.dir);
     for (const [dir, what] of [[this.dir, 'the state directory'], [this.indexDir, 'the state index directory']] as const) {
       try {
         makeDir(dir, 0o700);
@@ -80,6 +82,7 @@ export class StateStore {
    * empty). A file that records no boot (written before it was kept) is taken as this boot's.
    */
   readOfBoot(): { state: VfpoolState; earlierBoot: string | null } {
+    assertStateDirTrusted(this.dir);
     const raw = readJsonFile<unknown>(this.file, 'the state file', 'VFPOOL_STATE_DIR');
     // An empty state is this boot's: what its first write records.
     const fresh = () => ({ ...emptyState(), boot: this.bootOf() });

@@ -2,6 +2,7 @@ import { closeSync, constants, fstatSync, openSync, renameSync, statSync, unlink
 import { makeDir } from './make-dir.js';
 import { join } from 'node:path';
 import { escapeControl } from './quote.js';
+import { assertStateDirTrusted } from './state-dir-owner.js';
 
 /** When vfpool.log is rotated, and how many old ones are kept (vfpool.log.1 … .N). */
 export interface LogRotation {
@@ -29,14 +30,19 @@ export class Logger {
     private readonly context: string,
     private readonly echo: ((line: string) => void) | null = null,
     private readonly rotation: LogRotation = DEFAULT_ROTATION,
+    /** The state directory the log is in: nothing is written there while another user controls it. */
+    private readonly stateDir: string | null = null,
   ) {}
 
+  /** Set once the state directory was found root's: one check per logger, not per line. */
+  private dirTrusted = false;
+
   static forStateDir(stateDir: string, context: string, echo: ((line: string) => void) | null = null, rotation = DEFAULT_ROTATION): Logger {
-    return new Logger(join(stateDir, 'vfpool.log'), context, echo, rotation);
+    return new Logger(join(stateDir, 'vfpool.log'), context, echo, rotation, stateDir);
   }
 
   child(context: string): Logger {
-    return new Logger(this.file, `${this.context} ${context}`, this.echo, this.rotation);
+    return new Logger(this.file, `${this.context} ${context}`, this.echo, this.rotation, this.stateDir);
   }
 
   info(msg: string): void {
@@ -60,6 +66,11 @@ export class Logger {
   }
 
   private append(file: string, line: string): void {
+    if (this.stateDir !== null && !this.dirTrusted) {
+      // Thrown, so the line is dropped (write's catch); the operation refuses on its own.
+      assertStateDirTrusted(this.stateDir);
+      this.dirTrusted = true;
+    }
     let fd: number;
     try {
       fd = openSync(file, APPEND_FLAGS, 0o600);

@@ -15,7 +15,8 @@ const REPEATABLE = new Set(['pf', 'interface', 'address', 'hostdev', 'sriov-nic'
 const MAX_DEPTH = 100;
 // libvirt runs the hooks synchronously: a 10 MB document would hold a guest start for tens of
 // seconds of parsing. Real domain XML is a few kB; 20 000 lines of <description> is 2 MB.
-const MAX_XML_CHARS = 4 * 1048576;
+// Bytes, as the documented limit says (UTF-8: a character of a <description> in Chinese is 3).
+export const MAX_XML_BYTES = 4 * 1048576;
 // eslint-disable-next-line no-control-regex
 const NOT_XML_CHAR = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/;
 
@@ -52,9 +53,12 @@ export function localName(tag: string): string {
 
 /** Parses and checks well-formedness; `what` names the input in errors ("network XML in FILE"). */
 export function parseXml(text: string, what: string): XmlElement {
-  if (text.length > MAX_XML_CHARS) {
+  // A UTF-16 unit is 1 to 3 bytes of UTF-8 (a surrogate pair, two units, 4): only a text that
+  // may be over the limit is counted, so the few kB of a hook call cost nothing more.
+  const bytes = text.length * 3 > MAX_XML_BYTES ? Buffer.byteLength(text, 'utf8') : text.length;
+  if (bytes > MAX_XML_BYTES) {
     throw new BadInputError(
-      `${what}: ${(text.length / 1048576).toFixed(1)} MiB of XML, more than vfpool reads (${MAX_XML_CHARS / 1048576} MiB)`,
+      `${what}: ${(bytes / 1048576).toFixed(1)} MiB of XML, more than vfpool reads (${MAX_XML_BYTES / 1048576} MiB)`,
       'libvirt domain and network XML is a few kB; check the input',
     );
   }
@@ -147,6 +151,26 @@ export function findNsElement(
     const prefix = key.includes(':') ? key.slice(0, key.indexOf(':')) : '';
     for (const el of children(parent, key)) {
       if (resolvePrefix(prefix, el, [parent, ...scope]) === ns) return { el, tag: (l) => (prefix ? `${prefix}:${l}` : l) };
+    }
+  }
+  return undefined;
+}
+
+/**
+ * A child of `<metadata>` named `local` in a namespace that is vfpool's URI mistyped (it names
+ * `vfpool.dev/xmlns` but is not vfpool's: `http://` for `https://`, another version). libvirt
+ * keeps it verbatim and vfpool, which matches by URI, would not see it at all, so the guest would
+ * start without what it asks for. The prefix does not count: `vfpool:` bound to another
+ * project's URI is that project's. Its element name and URI.
+ */
+export function misnamedNsElement(parent: XmlElement | undefined, local: string, scope: XmlElement[] = []): { key: string; ns: string } | undefined {
+  if (!parent) return undefined;
+  for (const key of Object.keys(parent)) {
+    if (key.startsWith('@_') || localName(key) !== local) continue;
+    const prefix = key.includes(':') ? key.slice(0, key.indexOf(':')) : '';
+    for (const el of children(parent, key)) {
+      const ns = resolvePrefix(prefix, el, [parent, ...scope]) ?? '';
+      if (ns !== VFPOOL_NS && ns.includes('vfpool.dev/xmlns')) return { key, ns };
     }
   }
   return undefined;

@@ -49,6 +49,37 @@ t.test('libvirt network carrying a pool in metadata: start creates VFs, stopped 
   t.match(readFileSync(join(w.settings.stateDir, 'vfpool.log'), 'utf8'), /Step 1: eth1: write 4 to sriov_numvfs/);
 });
 
+t.test('vfpool net-destroy of a pool a libvirt network runs is refused, naming virsh net-destroy', async (t) => {
+  // Reproduced: `vfpool net-destroy vfp-net` of the pool `virsh net-start vfp-net` started
+  // removed its VFs while libvirt kept the network active: guests on it were refused ("start the
+  // libvirt network that carries it") and `virsh net-start` answered that it is active already.
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
+  const runDir = join(w.dir, 'libvirt', 'qemu');
+  const env = { ...w.env, VFPOOL_LIBVIRT_RUN_DIR: runDir };
+  t.equal((await networkHookInProcess(env, ['vfp-net', 'start', 'begin', '-'], sample('stdin-network-vfp-net-start-begin.xml'))).exitCode, 0);
+  mkdirSync(join(w.dir, 'libvirt', 'network'), { recursive: true });
+  writeFileSync(join(w.dir, 'libvirt', 'network', 'vfp-net.xml'), '<networkstatus/>'); // libvirt's, while the network runs
+  const refused = "vfpool: pool 'vfp-net' is run by libvirt network 'vfp-net', which vfpool net-destroy would leave active without its VFs: stop it with `virsh net-destroy vfp-net`\n";
+  for (const argv of [['net-destroy', 'vfp-net'], ['net-destroy', '--dry-run', 'vfp-net']]) {
+    t.same(await runCliInProcess(argv, env), { exitCode: 3, stdout: '', stderr: refused }, argv.join(' '));
+  }
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 4, 'its VFs are kept');
+  rmSync(join(w.dir, 'libvirt', 'network', 'vfp-net.xml')); // libvirt no longer runs it (its stop was missed)
+  t.same(await runCliInProcess(['net-destroy', 'vfp-net'], env), { exitCode: 0, stdout: 'Pool vfp-net destroyed\n', stderr: '' }, 'then vfpool stops it');
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 0);
+});
+
+t.test('a libvirt network whose vfpool:pool is in a mistyped namespace is refused with the fix', async (t) => {
+  // Else it started as a plain network without its pool, and its guests were refused later.
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
+  const stdin = sample('stdin-network-vfp-net-start-begin.xml').replace('https://vfpool.dev/xmlns/1', 'http://vfpool.dev/xmlns/1');
+  t.same(await hook(w, ['vfp-net', 'start', 'begin', '-'], stdin), {
+    exitCode: 2, stdout: '',
+    stderr: "vfpool: libvirt network 'vfp-net' (start begin): <metadata> holds <vfpool:pool> in namespace 'http://vfpool.dev/xmlns/1', not vfpool's https://vfpool.dev/xmlns/1, so the network would run without its pool: declare xmlns:vfpool='https://vfpool.dev/xmlns/1'\n",
+  });
+  t.equal((await w.sim.getPf('eth1' as NetdevName)).numVfs, 0, 'nothing changed');
+});
+
 t.test('more VFs than the PF has: exit 2, vfpool\'s sentence on stderr for virsh, nothing changed', async (t) => {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
   const r = await node(w, ['vfp-big', 'start', 'begin', '-'], sample('stdin-network-vfp-big-start-begin.xml'));

@@ -65,7 +65,7 @@ t.test('DOMAIN: the prepared plan; a domain without one gets nothing added', asy
   t.match(JSON.parse(r.stdout), {
     domain: 'vm1',
     planned: true,
-    args: ['-device', 'pcie-root-port,id=vfpool-rp0,bus=pcie.0,addr=0x1e,chassis=128,slot=0', '-chardev', `socket,id=vfpool-qmp,path=${domainQmpSocketPath(env.VFPOOL_STATE_DIR, 'vm1')},server=on,wait=off`, '-mon', 'chardev=vfpool-qmp,mode=control'],
+    args: ['-device', 'pcie-root-port,id=vfpool-rp0,bus=pcie.0,addr=0x1e,chassis=128,slot=0', '-qmp', `unix:${domainQmpSocketPath(env.VFPOOL_STATE_DIR, 'vm1')},server=on,wait=off`],
     hotplug: [{ driver: 'vfio-pci', id: 'vfpool-vf0', bus: 'vfpool-rp0', addr: '0x0', host: '0000:3b:02.0' }],
   });
   const none = await cli(['qemu-args', 'vm9', '--json'], { env });

@@ -120,7 +120,7 @@ t.test('the checkout\'s wrapper starts Node without forking readlink; a link to 
   chmodSync(join(bin, 'readlink'), 0o755);
   const PATH = `${bin}:/usr/sbin:/usr/bin:/sbin:/bin`;
   const wrapperCalls = () => (existsSync(calls) ? readFileSync(calls, 'utf8') : '').split('\n').filter((l) => l.includes('vfpool-qemu'));
-  const socket = ['-chardev', `socket,id=vfpool-qmp,path=${domainQmpSocketPath(w.state, 'vm1')},server=on,wait=off`, '-mon', 'chardev=vfpool-qmp,mode=control'];
+  const socket = ['-qmp', `unix:${domainQmpSocketPath(w.state, 'vm1')},server=on,wait=off`];
 
   const direct = await w.run(['-name', 'vm1', '-machine', 'q35'], { PATH });
   t.equal(direct.exitCode, 7, direct.stderr);
@@ -144,7 +144,7 @@ t.test('settings from vfpool.conf when the environment has none (libvirt runs th
   writeFileSync(join(w.dir, 'etc/vfpool.conf'), `# comment\nVFPOOL_STATE_DIR = "${other}"\nVFPOOL_QEMU=${w.qemu}\n`);
   const r = await w.run(['-name', 'vm1', '-machine', 'q35'], { VFPOOL_STATE_DIR: undefined, VFPOOL_QEMU: undefined });
   t.equal(r.exitCode, 7, r.stderr);
-  t.same(r.argv?.slice(4), ['-chardev', `socket,id=vfpool-qmp,path=${domainQmpSocketPath(other, 'vm1')},server=on,wait=off`, '-mon', 'chardev=vfpool-qmp,mode=control']);
+  t.same(r.argv?.slice(4), ['-qmp', `unix:${domainQmpSocketPath(other, 'vm1')},server=on,wait=off`]);
 });
 
 t.test('VFPOOL_QEMU pointing at the wrapper itself is refused, not an endless exec loop', async (t) => {

@@ -13,9 +13,8 @@ t.test('the shim reads vfpool.conf as vfpool does: blanks around =, quotes, CRLF
   const w = makeSimEnv(t);
   w.definePool('sriov-pool', SEED_000_POOL);
   t.equal((await vfpoolCli(['net-start', 'sriov-pool'], { env: w.env })).exitCode, 0);
-  const xml = join(w.dir, 'vm1.xml');
-  writeFileSync(xml, domainXml('prepare', { name: 'vm1', vfpool: META }));
-  t.equal((await vfpoolCli(['prepare', '--xml', xml], { env: w.env })).exitCode, 0);
+  // Prepared by libvirt's hook: its release frees only what the hook prepared.
+  t.equal((await spawnEntry('hooks/qemu', ['vm1', 'prepare', 'begin', '-'], { env: { ...w.env, VFPOOL_SIM_VF_DEVICE: 'e1000e' }, stdin: domainXml('prepare', { name: 'vm1', vfpool: META }) })).exitCode, 0);
   const vf0 = () => w.ctx.store.read().allocations.filter((a) => a.owner.domain === 'vm1').length;
   t.equal(vf0(), 1, 'vm1 holds a VF');
 
@@ -41,6 +40,25 @@ t.test('a domain name vfpool cannot use is refused when the domain asks for a VF
   t.equal(asks.stderr, "vfpool: domain name argument 'web 1' is not a name vfpool accepts: use letters, digits and _ . + : - (not starting with a dot or a dash), at most 128 characters\n");
   const plain = await spawnEntry('hooks/qemu', ['web 1', 'prepare', 'begin', '-'], { env: w.env, stdin: domainXml('prepare', { name: 'web 1' }) });
   t.same([plain.exitCode, plain.stdout, plain.stderr], [0, '', ''], 'a guest with nothing from vfpool is none of its business');
+});
+
+t.test('vfpool metadata in a mistyped namespace is refused with the fix, not silently a guest without its VF', async (t) => {
+  // Reproduced on libvirt 11.3: xmlns:vfpool='http://vfpool.dev/xmlns/1' (http for https) made
+  // the shim exit 0 without starting Node, and the guest started with no VF and no word.
+  const w = makeSimEnv(t);
+  w.definePool('sriov-pool', SEED_000_POOL);
+  const right = domainXml('prepare', { name: 'vm1', vfpool: META });
+  const prepare = async (stdin: string) => {
+    const r = await spawnEntry('hooks/qemu', ['vm1', 'prepare', 'begin', '-'], { env: w.env, stdin });
+    return [r.exitCode, r.stdout, r.stderr];
+  };
+  for (const ns of ['http://vfpool.dev/xmlns/1', 'https://vfpool.dev/xmlns/2']) {
+    t.same(await prepare(right.replaceAll('https://vfpool.dev/xmlns/1', ns)), [2, '', `vfpool: domain 'vm1': <metadata> holds <vfpool:domain> in namespace '${ns}', not vfpool's https://vfpool.dev/xmlns/1, ` +
+      "so vfpool would give the domain nothing it asks for: declare xmlns:vfpool='https://vfpool.dev/xmlns/1'\n"], ns);
+  }
+  // Matched by URI, not by prefix: vfpool: bound to another project's URI is that project's.
+  t.same(await prepare(right.replaceAll('https://vfpool.dev/xmlns/1', 'https://example.com/other')), [0, '', ''], "another project's metadata");
+  t.same(w.ctx.store.read().allocations, [], 'nothing allocated');
 });
 
 t.test('operations the qemu hook ignores (restore among them) exit 0 in the shim, without starting Node, for a guest of vfpool\'s too', async (t) => {

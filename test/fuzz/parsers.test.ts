@@ -132,6 +132,10 @@ t.test('domain XML: any document gives a valid spec or one bad-input line', asyn
 t.test('a 10 MB document is refused in one line, before it is parsed', async (t) => {
   const big = `<domain type='kvm'><name>vm1</name><description>${'x'.repeat(10 * 1024 * 1024)}</description></domain>`;
   t.throws(() => parseDomainXml(big, "domain 'vm1'"), { constructor: BadInputError, message: "domain 'vm1': 10.0 MiB of XML, more than vfpool reads (4 MiB)" });
+  // The limit is in bytes, as documented: 1.5 Mi characters of Chinese are 4.5 MiB of UTF-8
+  // (counted in characters, they were let through, 1.5 MiB).
+  const chinese = `<domain type='kvm'><name>vm1</name><description>${'中'.repeat(1.5 * 1048576)}</description></domain>`;
+  t.throws(() => parseDomainXml(chinese, "domain 'vm1'"), { constructor: BadInputError, message: "domain 'vm1': 4.5 MiB of XML, more than vfpool reads (4 MiB)" });
   const wide = `<network><name>p</name><forward mode='hostdev'>${"<pf dev='eth1'/>".repeat(600_000)}</forward></network>`;
   t.throws(() => parsePoolXml(wide, 'wide.xml'), BadInputError);
   // Under the limit, a wide document is parsed and refused for what it says.

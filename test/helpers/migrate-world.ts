@@ -2,6 +2,7 @@ import type { Test } from 'tap';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { planQemuArgs } from '../../src/qemu/args.js';
+import { qmpMonitorArgs } from '../../src/qemu/qmp-monitor.js';
 import { parseQemuArgv } from '../../src/qemu/cmdline.js';
 import { stripVfpoolDevices } from '../../src/qemu/running-devices.js';
 import { domainQmpSocketPath, readDomainPlan, writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
@@ -81,7 +82,7 @@ export async function incomingGuest(t: Test) {
   const socket = domainQmpSocketPath(dst.settings.stateDir, 'vm1');
   const procRoot = join(dst.dir, 'proc');
   const argv = stripVfpoolDevices(planQemuArgs(plan, parseQemuArgv(['-incoming', 'defer', ...libvirtQ35Argv('vm1')]), { qmpSocketPath: socket }).argv)
-    .concat(['-device', 'pcie-root-port,id=vfpool-rp0,bus=pcie.0,chassis=40,addr=0x1f', '-chardev', `socket,id=vfpool-qmp,path=${socket},server=on,wait=off`]);
+    .concat(['-device', 'pcie-root-port,id=vfpool-rp0,bus=pcie.0,chassis=40,addr=0x1f', ...qmpMonitorArgs(socket)]);
   const qemu = await startFakeQemu(socket, { procRoot, argv, devices: { 'vfpool-rp0': { driver: 'pcie-root-port', slot: 0x1f, bridge: true } } });
   t.teardown(() => qemu.close());
   return { src, dst, plan, qemu, env: { ...dst.env, VFPOOL_PROC: procRoot } };

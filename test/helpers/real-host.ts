@@ -144,6 +144,15 @@ export async function resetLabPf(pf: string): Promise<void> {
 }
 
 /**
+ * `ip link set PF name TO`, as an administrator or udev renames a NIC; up, as a running pool's
+ * PF is (Linux 6.2 and later rename a netdev that is up, bd039b5ea2a9); returns the rename back.
+ */
+export async function renameLabPf(pf: string, to: string): Promise<() => Promise<void>> {
+  await execa(IP, ['link', 'set', 'dev', pf, 'name', to]);
+  return async () => void (await execa(IP, ['link', 'set', 'dev', to, 'name', pf]));
+}
+
+/**
  * A macvtap in passthrough mode on a netdev, as libvirt makes one for a guest's
  * `<interface type='direct'><source dev=… mode='passthrough'/>` (the kernel loads macvtap).
  */

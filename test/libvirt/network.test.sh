@@ -114,6 +114,17 @@ check "vfpool status --json: eth1 numVfs 4 after net-start" expect_vfs eth1 4
 check "vfpool status --json with libvirt's empty environment (vfpool.conf only): eth1 numVfs 4" \
   expect_vfs eth1 4 conf-only
 
+# libvirt keeps /run/libvirt/network/vfp-net.xml while the network runs: vfpool's own stop of the
+# pool would leave libvirt's network active without its VFs, so it names virsh's instead.
+cli_destroy_refused() {
+  local rc=0
+  env -i LC_ALL=C HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin "$VFPOOL" net-destroy vfp-net >"$work/cli-destroy.out" 2>&1 || rc=$?
+  [ $rc = 3 ] || { why="exit $rc, expected 3: $(tr '\n' ' ' <"$work/cli-destroy.out")"; return 1; }
+  grep -q 'stop it with `virsh net-destroy vfp-net`' "$work/cli-destroy.out" || { why="no virsh net-destroy in: $(tr '\n' ' ' <"$work/cli-destroy.out")"; return 1; }
+  expect_vfs eth1 4
+}
+check "vfpool net-destroy vfp-net while libvirt runs it: exit 3 naming virsh net-destroy, eth1 still 4" cli_destroy_refused
+
 big_refused() {
   if v net-start vfp-big >"$work/virsh.out" 2>"$work/big.err"; then why="net-start vfp-big succeeded"; return 1; fi
   grep -q 'sriov_totalvfs' "$work/big.err" || { why="virsh error lacks 'sriov_totalvfs': $(tr '\n' ' ' <"$work/big.err")"; return 1; }

@@ -282,7 +282,7 @@ incoming_wrapped() {
   [ -n "$p" ] || { why="no QEMU of vfpool-mig-mapped"; return 1; }
   a=$(tr '\0' '\n' <"/proc/$p/cmdline")
   grep -qx -- -incoming <<<"$a" || { why="QEMU $p has no -incoming"; return 1; }
-  grep -q "path=$work/dst/run/qemu/vfpool-mig-mapped/qmp.sock" <<<"$a" && grep -q 'vfpool-rp0' <<<"$a" || { why="QEMU $p lacks the wrapper's QMP socket or root port"; return 1; }
+  grep -qx -- "unix:$work/dst/run/qemu/vfpool-mig-mapped/qmp.sock,server=on,wait=off" <<<"$a" && grep -q 'vfpool-rp0' <<<"$a" || { why="QEMU $p lacks the wrapper's QMP socket or root port"; return 1; }
   ! grep -q '"id":"vfpool-vf0"\|id=vfpool-vf0' <<<"$a" || { why="vfpool-vf0 is on the incoming command line"; return 1; }; }
 check "destination QEMU started through the wrapper with -incoming: vfpool's QMP socket and root port, no VF on its command line" incoming_wrapped
 armed() { grep -q "started (incoming migration): vfpool-vf0 left off; confirm --wait-incoming runs as pid" "$work/dst/run/vfpool.log" || { why="$(grep -i 'started' "$work/dst/run/vfpool.log" | tail -n 3)"; return 1; }

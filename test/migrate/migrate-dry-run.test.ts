@@ -181,7 +181,8 @@ t.test('migrate DOMAIN URI --dry-run: the steps and the virsh command line, virs
   const json = await unchanged(t, w.dir, [...argv, '--json'], env);
   t.equal(json.stdout.trim().split('\n').length, 1, 'one JSON document');
   t.match(JSON.parse(json.stdout), { domain: 'vm1', to: 'qemu+tcp://dest.example/system', dryRun: true, virsh: ['virsh', 'migrate', '--live', 'vm1', 'qemu+tcp://dest.example/system'], steps: [/^device_del/] });
-  t.equal(readFileSync(join(bin, 'virsh.log'), 'utf8'), '--version\n--version\n', 'virsh was only asked its version');
+  const asked = '--version\n-c qemu+tcp://dest.example/system capabilities\ncapabilities\n';
+  t.equal(readFileSync(join(bin, 'virsh.log'), 'utf8'), asked + asked, 'virsh was only asked its version and both hosts\' capabilities');
   t.same(changesSentTo(w.qemu), [], 'only read-only QMP commands sent');
   await refusedAlike(t, w, ['migrate', 'vm1', 'not-a-uri'], env, 2, /'not-a-uri' is not a libvirt URI/);
   await refusedAlike(t, w, ['migrate', 'vm1', 'qemu+tcp://dest.example/system'], { ...w.cliEnv, PATH: t.testdir({}) }, 1, /^vfpool: vfpool migrate vm1: running virsh failed: [^\n]*ENOENT[^\n]*libvirt-clients/);

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { pausedSettleMs } from '../../src/entry/migrate-command.js';
 import { connectQmp, virshQmp } from '../../src/migrate/qmp-port.js';
 import { qemuArgvBySocket } from '../../src/migrate/devices.js';
-import { domainQmpSocketPath, readDomainPlan } from '../../src/state/domain-plan.js';
+import { domainQmpSocketPath, readDomainPlan, writeDomainPlan } from '../../src/state/domain-plan.js';
 import { fileRecordStore } from '../../src/state/migration-record.js';
 import { makeSimEnv } from '../helpers/env.js';
 import { runCliInProcess as cli } from '../helpers/cli-in-process.js';
@@ -197,6 +197,23 @@ t.test('migrate DOMAIN URI without a virsh it can start: one line naming the cau
   t.equal(held(w).length, 1);
 });
 
+t.test('migrate DOMAIN URI to a destination that does not answer, or to this host: one line, exit 1, before the VF leaves the guest', async (t) => {
+  // Reproduced on libvirt 11.3: a URI whose daemon does not listen (a typo) and qemu:///system
+  // (this host) were found only by virsh migrate, after device_del had taken the VF out of the
+  // running guest: its NIC went and came back for nothing.
+  const w = await runningGuest(t);
+  const down = await cli(['migrate', 'vm1', 'qemu+tcp://dest.example/system'], { ...w.cliEnv, PATH: fakeVirsh(join(w.dir, 'down'), { destPeripherals: [], destDown: true }) });
+  t.same([down.exitCode, down.stdout, down.stderr], [1, '', "vfpool: vfpool migrate vm1: the destination qemu+tcp://dest.example/system does not answer (virsh -c qemu+tcp://dest.example/system capabilities: " +
+    "error: unable to connect to server at 'dest.example:16509': Connection refused): nothing changed, the VFs stay in the guest: check the URI, and that the destination's libvirt daemon runs and accepts this connection\n"]);
+  const self = await cli(['migrate', 'vm1', 'qemu:///system', '--dry-run'], { ...w.cliEnv, PATH: fakeVirsh(join(w.dir, 'self'), { destPeripherals: [], destUuid: '8037112C-B8E3-4AA9-A2CA-D6876D585386' }) });
+  t.same([self.exitCode, self.stdout, self.stderr], [1, '', 'vfpool: vfpool migrate vm1: the destination qemu:///system is this host (libvirt host UUID 8037112c-b8e3-4aa9-a2ca-d6876d585386): ' +
+    'nothing changed, the VFs stay in the guest: name another host (libvirt refuses to migrate a guest to the host it runs on)\n'], 'the dry run refuses it alike');
+  t.ok(w.qemu.devices.has('vfpool-vf0'), 'the VF is still in the guest');
+  t.same(w.qemu.received.filter((c) => c.execute === 'device_del'), [], 'no device_del');
+  t.notOk(existsSync(join(w.settings.stateDir, 'migrate', 'vm1.json')), 'no migration record');
+  t.equal(held(w).length, 1);
+});
+
 t.test('migrate DOMAIN URI: a virsh migrate that outlives --timeout is said to have been stopped, not "exit undefined"; the VF plugged back', async (t) => {
   const w = await runningGuest(t);
   const bin = t.testdir({ virsh: '#!/bin/sh\ncase $1 in migrate) exec sleep 30 ;; esac\n' });
@@ -219,6 +236,24 @@ t.test('virshQmp: a command\'s return, QMP\'s error class, virsh failing, and no
   t.throws(() => q.listen('DEVICE_DELETED', () => true, 1000), { message: /waiting for DEVICE_DELETED through virsh is not possible/ });
   process.env.PATH = join(dir, 'empty');
   await t.rejects(q.execute('query-status'), { message: /^virsh -c qemu\+tcp:\/\/dest\/system qemu-monitor-command vm1 query-status: running virsh failed: .*ENOENT/, code: 'ENOENT' }, 'a virsh that cannot be started says so');
+});
+
+t.test('guest-devices: a failover primary QEMU keeps hidden is said, not left out silently', async (t) => {
+  // Reproduced on libvirt 11.3: a guest with an <interface> on a pci-passthrough-hybrid pool
+  // and no OS yet showed net0 and vfpool-rp0 but no VF, with nothing saying why: QEMU creates
+  // the primary only once the guest's virtio-net driver acks failover.
+  const w = await runningGuest(t);
+  const plan = readDomainPlan(w.settings.stateDir, 'vm1')!;
+  await writeDomainPlan(w.settings.stateDir, { ...plan, vfs: plan.vfs.map((v) => ({ ...v, failoverStandbyMac: MAC })) }, { uid: process.getuid!(), gid: process.getgid!() });
+  w.qemu.devices.delete('vfpool-vf0');
+  const r = await cli(['guest-devices', 'vm1'], w.cliEnv);
+  t.equal(r.exitCode, 0, r.stderr);
+  t.equal(r.stdout.split('\n').at(-2), `# vfpool-vf0 (mac ${MAC}) is not on the bus: the failover primary of the virtio-net NIC with mac ${MAC}, ` +
+    "which QEMU adds only once the guest's virtio-net driver acks failover (a guest with no OS or driver yet never shows it)");
+  const json = await cli(['guest-devices', 'vm1', '--json'], w.cliEnv);
+  t.same(JSON.parse(json.stdout).map((d: { id: string }) => d.id), ['net0', 'vfpool-rp0'], '--json: the devices QEMU shows, as before');
+  w.qemu.devices.set('vfpool-vf0', { driver: 'e1000e', mac: MAC, behind: 'vfpool-rp0' });
+  t.notMatch((await cli(['guest-devices', 'vm1'], w.cliEnv)).stdout, /is not on the bus/, 'once QEMU shows it, nothing more is said');
 });
 
 t.test('connectQmp: commands and events over the socket; qemuArgvBySocket finds its QEMU or says none runs', async (t) => {

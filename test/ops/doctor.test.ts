@@ -7,6 +7,7 @@ import { DEFAULT_SETTINGS, type Settings } from '../../src/config/settings.js';
 import { createContext } from '../../src/pool/context.js';
 import { runDoctor, type Check } from '../../src/ops/doctor.js';
 import { checkStateDirs } from '../../src/ops/doctor-install.js';
+import { checkSecurityDriver } from '../../src/ops/doctor-security.js';
 import { installRoot } from '../../src/entry/cli/install-root.js';
 import { makeFixtureKernel } from '../helpers/fixture-kernel.js';
 import { scratchDir } from '../helpers/scratch.js';
@@ -77,6 +78,7 @@ function wellPreparedHost(t: Test): World {
     journalDir: join(root, 'var/lib/vfpool'),
     modulesDir: modules,
     libvirtConfDir: libvirt,
+    etcDir: join(root, 'etc'),
     libvirtRunDir: join(root, 'run/libvirt/qemu'),
     qemuPath: qemu,
   };
@@ -96,7 +98,7 @@ async function doctor(w: World): Promise<Check[]> {
 
 const ALL_IDS = [
   'sr-iov', 'iommu', 'interrupt-remapping', 'vfio-pci', 'vfio-iommu-type1', 'pf:eth1', 'pool:p', 'hook:network', 'hook:qemu',
-  'libvirt-daemon', 'vfpool.conf', 'state-dir', 'journal-dir', 'qemu', 'qemu:failover', 'qemu:sriov-pf', 'hotplug', 'stale-allocations',
+  'libvirt-daemon', 'vfpool.conf', 'state-dir', 'journal-dir', 'qemu', 'qemu:failover', 'qemu:sriov-pf', 'hotplug', 'apparmor', 'stale-allocations',
 ];
 
 t.test('a state directory of 0711 passes: a guest\'s QEMU plan lives under it (and install.sh creates it so)', async (t) => {
@@ -349,3 +351,37 @@ for (const [what, id, breakIt, fix, found] of cases) {
     t.same(failed.map((x) => x.id).filter((x) => x !== id && !(allowed[id] ?? []).includes(x)), [], 'nothing else fails');
   });
 }
+
+t.test('AppArmor: doctor says ahead that libvirt confines QEMU, which the started hook cannot deliver VFs to', async (t) => {
+  // Reproduced: on a stock Debian 12 host (AppArmor on, libvirt-daemon-system's profiles loaded)
+  // doctor passed every row, and the first libvirt guest with a VF failed at 'started' ("QEMU
+  // process N is confined by the security label 'libvirt-UUID (enforce)'").
+  const w = wellPreparedHost(t);
+  const s = w.settings;
+  const put = (path: string, text: string) => {
+    mkdirSync(join(path, '..'), { recursive: true });
+    writeFileSync(path, text);
+  };
+  const row = () => checkSecurityDriver(s);
+  const FIX = `set security_driver = "none" in /etc/libvirt/qemu.conf and restart libvirtd (or virtqemud), or give each domain with VFs <seclabel type='none'/>`;
+  t.same([row().ok, row().found], [true, 'AppArmor is not enabled in this kernel: libvirt does not confine QEMU with it'], 'no AppArmor (this machine, the lab)');
+  put(join(s.sysfsRoot, 'module/apparmor/parameters/enabled'), 'Y\n');
+  t.same([row().ok, row().found], [true, `AppArmor is on, but ${join(s.etcDir, 'apparmor.d/libvirt/TEMPLATE.qemu')} does not exist: libvirt does not confine QEMU with it`]);
+  put(join(s.etcDir, 'apparmor.d/libvirt/TEMPLATE.qemu'), 'profile LIBVIRT_TEMPLATE flags=(attach_disconnected) {\n}\n');
+  put(join(s.procRoot, '4242/attr/current'), 'unconfined\n');
+  t.same([row().ok, row().found], [true, 'virtqemud (pid 4242) runs unconfined: libvirt does not confine QEMU with AppArmor'], 'the daemon unconfined: libvirt uses DAC only');
+  put(join(s.procRoot, '4242/attr/apparmor/current'), 'virtqemud (enforce)\n');
+  t.same(row(), { id: 'apparmor', ok: false, found: `AppArmor is on and ${join(s.etcDir, 'apparmor.d/libvirt/TEMPLATE.qemu')} exists, and virtqemud (pid 4242) runs under AppArmor profile 'virtqemud (enforce)': libvirt confines each QEMU with a profile of its own, which denies the /dev/vfio nodes the 'started' hook gives QEMU, so libvirt guests with VFs fail to start`, fix: FIX }, 'Debian 12 as shipped: AppArmor\'s own label (LSM stacking) wins');
+  writeFileSync(join(s.libvirtConfDir, 'qemu.conf'), 'security_driver = "none"\n');
+  t.same([row().ok, row().found], [true, `${join(s.libvirtConfDir, 'qemu.conf')} sets security_driver = "none": libvirt does not confine QEMU with AppArmor`], 'the fix');
+  writeFileSync(join(s.libvirtConfDir, 'qemu.conf'), 'security_driver = [ "selinux", "apparmor" ]\n');
+  t.equal(row().ok, false, 'a list naming apparmor');
+  writeFileSync(join(s.libvirtConfDir, 'qemu.conf'), 'security_driver = \n');
+  t.match(row(), { ok: false, found: /qemu\.conf: qemu\.conf line 1: cannot read/ }, 'a qemu.conf libvirtd would refuse');
+  writeFileSync(join(s.libvirtConfDir, 'qemu.conf'), '#security_driver = "selinux"\n');
+  rmSync(join(s.procRoot, '4242'), { recursive: true });
+  put(join(s.etcDir, 'apparmor.d/usr.sbin.libvirtd'), 'profile libvirtd /usr/sbin/libvirtd {\n}\n');
+  t.same(row(), { id: 'apparmor', ok: false, found: `AppArmor is on and ${join(s.etcDir, 'apparmor.d/libvirt/TEMPLATE.qemu')} exists and ${join(s.etcDir, 'apparmor.d/usr.sbin.libvirtd')} confines the daemon: once it starts, libvirt will confine each QEMU with a profile of its own, which denies the /dev/vfio nodes the 'started' hook gives QEMU, so libvirt guests with VFs would fail to start`, fix: FIX }, 'no daemon yet: what it will do');
+  rmSync(join(s.etcDir, 'apparmor.d/usr.sbin.libvirtd'));
+  t.equal(row().ok, true, 'no profile for the daemon: it will run unconfined');
+});

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { DEFAULT_SETTINGS, type Settings } from '../../src/config/settings.js';
 import { createContext } from '../../src/pool/context.js';
-import { assertLabGuest, findLabPf, holdVfioWithQemu, labTempDir, resetLabPf } from '../helpers/real-host.js';
+import { assertLabGuest, findLabPf, holdVfioWithQemu, labTempDir, renameLabPf, resetLabPf } from '../helpers/real-host.js';
 import { activationSuite } from './activation-suite.js';
 
 assertLabGuest('activation-real.lab.js');
@@ -29,6 +29,7 @@ activationSuite(t, async () => {
     pf: lab.pf,
     totalVfs: lab.totalVfs,
     holdVfio: holdVfioWithQemu,
+    renamePf: (to) => renameLabPf(lab.pf, to),
     cleanup: () => resetLabPf(lab.pf),
   };
 });

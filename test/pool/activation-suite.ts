@@ -17,6 +17,8 @@ export interface ActivationWorld {
   pf: NetdevName;
   totalVfs: number;
   holdVfio(vf: VfInfo): Promise<{ pid: number; release: () => Promise<void> }>;
+  /** `ip link set PF name TO` (the kernel keeps the PCI device and its VFs); returns the rename back. */
+  renamePf(to: string): Promise<() => Promise<void>>;
   cleanup?: () => Promise<void>;
 }
 
@@ -154,5 +156,22 @@ export function activationSuite(t: Test, make: (t: Test) => Promise<ActivationWo
     await stopPool(ctx, 'p', { refuse: true });
     t.same(numVfsWrites(calls, w.pf), []);
     t.equal((await w.ctx.host.getPf(w.pf)).numVfs, 2);
+  });
+
+  world('a PF renamed under the running pool is still its PF: the stop removes the VFs there', async (t, w) => {
+    const xml = poolXml(w.pf, 2);
+    await startPool(w.ctx, parsePoolXml(xml, 't'), xml);
+    await settle(w.ctx.host, w.pf, 2);
+    const back = await w.renamePf('vfplan0');
+    try {
+      const renamed = 'vfplan0' as NetdevName;
+      t.equal((await w.ctx.host.getPf(renamed)).numVfs, 2, 'the kernel kept the VFs under the new name');
+      const r = await stopPool(w.ctx, 'sriov-pool', { refuse: true });
+      t.same(r.gone, [], 'not taken for gone');
+      t.equal((await w.ctx.host.getPf(renamed)).numVfs, 0, 'its VFs removed');
+      t.notOk(w.ctx.store.read().pools['sriov-pool']);
+    } finally {
+      await back();
+    }
   });
 }

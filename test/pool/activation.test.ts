@@ -1,4 +1,6 @@
 import t from 'tap';
+import { readFileSync, writeFileSync } from 'node:fs';
+import type { SimState } from '../../src/host/sim-kernel.js';
 import { parsePoolXml } from '../../src/config/pool-xml.js';
 import { startPool } from '../../src/pool/pools.js';
 import { HostError } from '../../src/errors.js';
@@ -19,6 +21,15 @@ t.test('on the simulated host', async (t) => {
         const s = spawnSleeper();
         await w.sim.holdVfioGroup(vf.address, s.pid);
         return { pid: s.pid, release: s.kill };
+      },
+      renamePf: async (to) => {
+        const rename = (from: string, name: string) => {
+          const state = JSON.parse(readFileSync(w.hostFile, 'utf8')) as SimState;
+          state.pfs.find((p) => p.name === from)!.name = name;
+          writeFileSync(w.hostFile, JSON.stringify(state));
+        };
+        rename('eth1', to);
+        return async () => rename(to, 'eth1');
       },
     };
   });

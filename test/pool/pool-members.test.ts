@@ -109,6 +109,32 @@ t.test('a member that names nothing on this host is said at start, and the rest 
   t.equal(list[0]!.vfs, 1, 'eth1v0 is its one VF');
 });
 
+t.test('a <pf> without <vf num>, or an <interface> naming a PF, that has no VFs is said at start, with the fix', async (t) => {
+  // Reproduced: the README's own examples (direct-network's <pf dev='eth2'/> and mvtap-net's
+  // <interface dev='eth2'/>, neither with <vf num>) on a PF with no VFs started silently ("Pool
+  // direct-network started"), and the first sign was a guest refused later; libvirt refuses
+  // such a network at its start ("No usable Vf's present").
+  const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8, numVfs: 2 }, { name: 'eth2', totalVfs: 8 }, { name: 'eth3', totalVfs: 4 }] });
+  w.definePool('direct-network', pool('direct-network', `<forward mode='pci-passthrough-hybrid'><pf dev='eth1'/><pf dev='eth2'/></forward>`));
+  w.definePool('mvtap-net', pool('mvtap-net', `<forward mode='passthrough'><interface dev='eth3'/><interface dev='eth1v0'/></forward>`));
+  const fix = (dev: string, n: number) => `(N at most ${n}) and start the pool again, or create them: echo N > /sys/class/net/${dev}/device/sriov_numvfs\n`;
+  const warned = "vfpool: warning: pool 'direct-network': <pf dev='eth2'> is a PF with no VFs, and vfpool creates VFs only for a <pf> with <vf num>: " +
+    `the pool has no VF from it; give it <vf num='N'/> ${fix('eth2', 8)}`;
+  const dry = await runCliInProcess(['net-start', '--dry-run', 'direct-network'], w.env);
+  t.same([dry.exitCode, dry.stderr], [0, warned], 'the dry run says it too');
+  t.same(await runCliInProcess(['net-start', 'direct-network'], w.env), { exitCode: 0, stdout: 'Pool direct-network started\n', stderr: warned });
+  t.equal((await w.sim.getPf('eth2' as NetdevName)).numVfs, 0, 'its count is not changed');
+  t.same(await runCliInProcess(['net-start', 'mvtap-net'], w.env), {
+    exitCode: 0,
+    stdout: 'Pool mvtap-net started\n',
+    stderr: "vfpool: warning: pool 'mvtap-net': <interface dev='eth3'> is a PF with no VFs, and vfpool creates VFs only for a <pf> with <vf num>: " +
+      `the pool has no VF from it; write <pf dev='eth3'><vf num='N'/></pf> in its place ${fix('eth3', 4)}`,
+  }, 'an <interface> naming a PF (all its VFs) is said too, a VF netdev is not');
+  t.equal((await runCliInProcess(['net-destroy', 'direct-network'], w.env)).exitCode, 0);
+  await w.sim.writeNumVfs('eth2' as NetdevName, 2);
+  t.same(await runCliInProcess(['net-start', 'direct-network'], w.env), { exitCode: 0, stdout: 'Pool direct-network started\n', stderr: '' }, 'silent once eth2 has VFs');
+});
+
 t.test('a managed pool\'s stop gives its VFs their driver back while a pool that needs host drivers shares the PF', async (t) => {
   // Reproduced: a passthrough pool (macvtap needs each VF's host netdev) and a managed hostdev
   // pool on one PF; the managed pool's stop left every VF on vfio-pci because another pool drew

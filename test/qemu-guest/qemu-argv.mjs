@@ -67,7 +67,7 @@ if (mode === 'failover') {
     const kv = devs.filter((d) => !d.json && String(d.id).startsWith('vfpool-')).map((d) => d.id);
     if (kv.length) fail(`the command line uses JSON -device but vfpool added ${kv.join(', ')} as driver,k=v (QEMU would create them before every JSON device)`);
   }
-  const qmp = argv.some((a, i) => argv[i - 1] === '-chardev' && /(^|,)path=[^,]*qmp\.sock/.test(a) || /"path":"[^"]*qmp\.sock"/.test(a));
+  const qmp = argv.some((a, i) => argv[i - 1] === '-qmp' && /^unix:[^,]*qmp\.sock,/.test(a));
   console.log(`standby ${standby.id} failover=on; primary ${p.id} ${p.driver} mac=${p.mac} failover_pair_id=${standby.id} on ${port.id} (pcie-root-port chassis ${port.chassis} at ${port.bus ?? '?'} ${port.addr ?? ''})${qmp ? '; vfpool QMP socket added' : ''}${person.some((d) => d.json) ? '; all JSON like libvirt\'s' : ''}`);
 } else if (mode === 'sriov') {
   const [jsonFile, nText, devicesOut, expectOut] = args;

@@ -162,6 +162,27 @@ XML
     else
       row "$rows" FAIL failover "vfpool release: the VF is free again" "$msg"
     fi
+    # The wrapper's QMP monitor on QEMU 11.1: -mon is deprecated there (a warning on every start),
+    # and -object monitor-qmp does not exist in 10.0, so vfpool uses -qmp.
+    local qmparg='' what="QEMU 11.1 takes the wrapper's QMP monitor without a warning"
+    if [ -f "$d/argv.txt" ]; then qmparg=$(grep -A1 -x -- -qmp "$d/argv.txt" | sed -n 2p || true); fi
+    if [ -z "$qmparg" ]; then
+      row "$rows" FAIL failover "$what" "no -qmp in the wrapper's argv ($d/argv.txt)"
+    elif [ ! -x "$qemu11" ] || ! "$qemu11" -version >/dev/null 2>&1; then
+      row "$rows" FAIL failover "$what" "QEMU 11.1 ($qemu11) does not run: see the setup row"
+    else
+      local sock=${qmparg#unix:}; sock=${sock%%,*}
+      mkdir -p "$(dirname "$sock")"
+      timeout 60 "$qemu11" -M none -nodefaults -display none -S -qmp "$qmparg" 2>"$d/qemu11-qmp.err" & local q=$!
+      for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.2; done
+      if msg=$(node "$repo/dist/test/migrate/qmp-cli.js" "$sock" query-status 2>&1) && kill $q 2>/dev/null && { wait $q || true; } \
+          && ! grep -qi 'deprecat\|warning' "$d/qemu11-qmp.err"; then
+        row "$rows" PASS failover "$what" "query-status: $msg; stderr: $(grep -v 'terminating on signal' "$d/qemu11-qmp.err" | head -n 2 | tr '\n' ' ')"
+      else
+        kill $q 2>/dev/null; wait $q 2>/dev/null
+        row "$rows" FAIL failover "$what" "${msg:-}; stderr: $(head -n 3 "$d/qemu11-qmp.err" | tr '\n' ' ')"
+      fi
+    fi
     cli net-destroy direct-network >/dev/null 2>&1 || true
   )
 }
@@ -189,9 +210,6 @@ XML
       fi
     fi
     rc=0
-    # The arguments name vfpool's QMP socket in the domain's directory, which `prepare` creates
-    # for the wrapper; --xml alone does not.
-    mkdir -p -m 0700 "$VFPOOL_STATE_DIR/qemu/$dom"
     VFPOOL_QEMU=$qemu11 cli qemu-args --xml "$d/domain.xml" --json >"$d/args.json" 2>"$d/args.err" || rc=$?
     if [ $rc != 0 ]; then
       row "$rows" FAIL "$group" "vfpool qemu-args --xml: $n VFs" "exit $rc: $(cat "$d/args.err")"

@@ -26,8 +26,7 @@ t.test('q35 under libvirt: each VF on its own hotpluggable root port above libvi
     '-device', '{"driver":"pcie-root-port","id":"vfpool-rp1","bus":"pcie.0","addr":"0x1d","chassis":129,"slot":0}',
     '-device', '{"driver":"vfio-pci","id":"vfpool-vf0","bus":"vfpool-rp0","addr":"0x0","host":"0000:3b:02.0"}',
     '-device', '{"driver":"vfio-pci","id":"vfpool-vf1","bus":"vfpool-rp1","addr":"0x0","host":"0000:3b:02.1"}',
-    '-chardev', `socket,id=vfpool-qmp,path=${QMP},server=on,wait=off`,
-    '-mon', 'chardev=vfpool-qmp,mode=control',
+    '-qmp', `unix:${QMP},server=on,wait=off`,
   ]);
   t.same(r.argv, [...libvirtQ35Argv(), ...r.added], 'libvirt\'s arguments untouched, vfpool\'s appended');
   t.same(r.edits, []);
@@ -42,8 +41,7 @@ t.test('a person\'s kv command line gets kv devices; chassis numbers taken by po
   t.same(r.added, [
     '-device', 'pcie-root-port,id=vfpool-rp0,bus=pcie.0,addr=0x1d,chassis=129,slot=0',
     '-device', 'vfio-pci,id=vfpool-vf0,bus=vfpool-rp0,addr=0x0,host=0000:3b:02.0',
-    '-chardev', 'socket,id=vfpool-qmp,path=/tmp/a,,b/qmp.sock,server=on,wait=off',
-    '-mon', 'chardev=vfpool-qmp,mode=control',
+    '-qmp', 'unix:/tmp/a,,b/qmp.sock,server=on,wait=off',
   ]);
 });
 
@@ -155,6 +153,8 @@ t.test('refusals, one line each', async (t) => {
     ['vfpool\'s id already on the command line', () => run(plan([vf(0)]), [...q35, '-device', 'e1000e,id=vfpool-vf0']), 'ConflictError',
       "domain 'vm1': QEMU's command line already has the id 'vfpool-vf0': vfpool names its own devices vfpool-*: remove them from the command line (the wrapper adds them)"],
     ['vfpool\'s QMP monitor twice', () => run(plan([]), [...q35, '-chardev', 'socket,id=vfpool-qmp,path=/x']), 'ConflictError', /already has the id 'vfpool-qmp'/],
+    ['vfpool\'s QMP socket already there (two wrappers)', () => run(plan([]), [...q35, '-qmp', `unix:${QMP},server=on,wait=off`]), 'ConflictError',
+      "domain 'vm1': QEMU's command line already has vfpool's QMP socket /run/vfpool/qemu/vm1/qmp.sock: vfpool-qemu adds it: remove it from the command line, or start QEMU through one vfpool-qemu, not two"],
     ['emulated NIC without a MAC', () => run(plan([vf(0, { emulatedModel: 'e1000e' })]), q35), 'BadInputError',
       "domain 'vm1': vfpool-vf0: the emulated e1000e stands in for a VF but has no MAC: the plan must carry the VF's MAC"],
     ['SR-IOV NIC on i440fx', () => run(plan([], { sriovNics: sriovNicPlans('vm1', null, [{ vfs: 2, backend: 'user', backendOptions: null }]) }), libvirtArgv(), NEW_QEMU), 'BadInputError',

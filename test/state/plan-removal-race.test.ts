@@ -2,7 +2,7 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import { chmodSync, chownSync, lchownSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { removeDomainPlan } from '../../src/state/domain-plan.js';
+import { removeDomainPlan } from '../../src/state/plan-removal.js';
 
 /**
  * Release removes qemu/NAME/, which the domain's QEMU user may still write (any QEMU of that

@@ -1,8 +1,9 @@
 import { join } from 'node:path';
-import { asVfpoolError, BadInputError } from '../../errors.js';
+import { asVfpoolError, BadInputError, ConflictError } from '../../errors.js';
 import { parsePoolXml } from '../../config/pool-xml.js';
 import { formatPlan, startPool, stopPool } from '../../pool/pools.js';
 import { listPools, readStatus } from '../../pool/status.js';
+import { libvirtRunsNetwork } from '../../pool/libvirt-runtime.js';
 import { DRY_RUN, JSON_OUT, type CommandDef } from './define.js';
 import { cliContext, compactTable, out, printStatusTable, warn } from './output.js';
 import { readInputFile } from '../run.js';
@@ -116,19 +117,25 @@ export const POOL_COMMANDS: CommandDef[] = [
         out(`plan for net-start ${a.pool} (--dry-run, nothing changed):`);
         formatPlan(r.actions).forEach((l) => out(`  ${l}`));
       } else out(`Pool ${a.pool} started`);
-      for (const u of r.unresolved) warn(`pool '${a.pool}': ${u}: the pool has no VF from it`);
+      for (const u of r.unresolved) warn(`pool '${a.pool}': ${u}`);
       return 0;
     },
   },
   {
     name: 'net-destroy',
     args: '<pool>',
-    describe: 'remove the pool\'s VFs (refused while one is in use) and mark it inactive',
+    describe: 'remove the pool\'s VFs (refused while one is in use, or while a libvirt network runs the pool: virsh net-destroy) and mark it inactive',
     positionals: POOL,
     options: DRY_RUN,
     examples: [['net-destroy sriov-pool', 'remove the VFs vfpool created for the pool']],
     async run(a: { pool: string; dryRun: boolean }) {
       const ctx = cliContext('net-destroy', true);
+      // A pool that a libvirt network runs (its <metadata>, or a definition of the network's
+      // name) is libvirt's to stop: stopped here, libvirt's network stays active without it, a
+      // guest on it is refused, and `virsh net-start` answers that the network is active already.
+      if (ctx.store.read().pools[a.pool] && libvirtRunsNetwork(ctx.settings.libvirtRunDir, a.pool)) {
+        throw new ConflictError(`pool '${a.pool}' is run by libvirt network '${a.pool}', which vfpool net-destroy would leave active without its VFs`, `stop it with \`virsh net-destroy ${a.pool}\``);
+      }
       const r = await stopPool(ctx, a.pool, { refuse: true, dryRun: a.dryRun });
       if (a.dryRun) {
         out(`plan for net-destroy ${a.pool} (--dry-run, nothing changed):`);

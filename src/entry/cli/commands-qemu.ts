@@ -38,9 +38,9 @@ export const QEMU_COMMANDS: CommandDef[] = [
     ],
     async run(a: { domain: string; json: boolean }) {
       const ctx = cliContext('guest-devices');
-      const { guestDevicesCommand, printGuestDevices } = await import('../guest-devices-command.js');
+      const { guestDevicesCommand, hiddenPrimaries, printGuestDevices } = await import('../guest-devices-command.js');
       const devices = await guestDevicesCommand(ctx.settings, a.domain);
-      out(a.json ? JSON.stringify(devices) : printGuestDevices(a.domain, devices).trimEnd());
+      out(a.json ? JSON.stringify(devices) : printGuestDevices(a.domain, devices, hiddenPrimaries(ctx.settings, a.domain, devices)).trimEnd());
       return 0;
     },
   },

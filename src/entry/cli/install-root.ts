@@ -20,10 +20,20 @@ export function installRoot(script = process.argv[1]): string | null {
   return null;
 }
 
+/**
+ * The build's version as the build stamped it (`dist/bin/version`: package.json's version and,
+ * built from git, the commit: scripts/bundle.mjs), else package.json's version alone.
+ */
 export function vfpoolVersion(): string {
-  const root = installRoot();
+  const root = installRoot() ?? '.';
   try {
-    return (JSON.parse(readFileSync(join(root ?? '.', 'package.json'), 'utf8')) as { version: string }).version;
+    const stamped = readFileSync(join(root, 'dist/bin/version'), 'utf8').trim();
+    if (stamped) return stamped;
+  } catch {
+    // Not built by scripts/bundle.mjs (tsc alone): package.json says the release.
+  }
+  try {
+    return (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
   } catch {
     return 'unknown';
   }

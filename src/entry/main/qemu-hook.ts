@@ -110,8 +110,11 @@ export async function qemuHook(argv: string[], cliPath: string): Promise<number>
     return 0;
   }
   if (op === 'release') {
-    // By name alone: freeing must not depend on XML that might not parse any more.
-    await releaseGuest(ctx, name, { reason: `libvirt release end ${extra ?? '-'}` });
+    // By name alone: freeing must not depend on XML that might not parse any more. Only what
+    // libvirt's hook prepared: libvirt ends every start it began with this release, one refused
+    // because a QEMU run by hand under that name holds VFs (`vfpool prepare --pid`) included,
+    // and those are that QEMU's until `vfpool release` (or reconcile, once it is gone).
+    await releaseGuest(ctx, name, { reason: `libvirt release end ${extra ?? '-'}`, preparedBy: 'libvirt' });
     await dropPortsOfDomain(ctx, name);
     return 0;
   }

@@ -69,6 +69,15 @@ t.test('prepare --delivery hotplug, qemu-args, plug (text and JSON), refusals', 
   t.same(JSON.parse((await cli('plug', 'vm1', '--json')).stdout), { domain: 'vm1', added: [], present: ['vfpool-vf0'] });
   t.equal(added.length, 1, 'plug is idempotent');
 
+  // Reproduced: `vfpool release vm1` while this QEMU (prepared without --pid) still ran gave
+  // its VF back, restored and free for the next guest, under the QEMU that still used it.
+  t.same(await cli('release', 'vm1'), {
+    exitCode: 3,
+    stdout: '',
+    stderr: `vfpool: domain 'vm1' still runs: its QEMU answers on vfpool's QMP socket ${socket}: quit that QEMU first (vfpool release is for after QEMU exits), then release\n`,
+  }, 'release under a running QEMU is refused');
+  t.equal(readDomainPlan(w.settings.stateDir, 'vm1')?.vfs.length, 1, 'nothing released');
+  await server.close(); // QEMU quits: its socket goes with it
   t.same(await cli('release', 'vm1'), { exitCode: 0, stdout: 'Domain vm1: VF 0000:3b:02.0 restored and freed\n', stderr: '' });
   const gone = await cli('plug', 'vm1');
   t.equal(gone.exitCode, 2);

@@ -2,7 +2,8 @@ import t from 'tap';
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { helpWidth } from '../../../src/entry/cli/program.js';
-import { installRoot } from '../../../src/entry/cli/install-root.js';
+import { installRoot, vfpoolVersion } from '../../../src/entry/cli/install-root.js';
+import { spawnSync } from 'node:child_process';
 import { Progress } from '../../../src/entry/cli/output.js';
 import { readInputFile } from '../../../src/entry/run.js';
 import { environmentDocs, positionalNames } from '../../../src/entry/cli/define.js';
@@ -50,12 +51,37 @@ t.test('--help lists every command and the epilogue; usage errors name the comma
   t.match((await runCliInProcess(['completion'], env)).stdout, /complete -o bashdefault -o default -F _vfpool_yargs_completions vfpool\n/, 'the script');
 });
 
-t.test('--version: the package.json of the install the script belongs to', async (t) => {
+t.test('--version: the build the install the script belongs to was made from', async (t) => {
+  // Reproduced: every build of a release printed package.json's 0.1.0, so a bug report could
+  // not say which one ran. The build stamps dist/bin/version (scripts/bundle.mjs).
   const saved = process.argv[1];
   t.teardown(() => void (process.argv[1] = saved!));
   process.argv[1] = join(REPO, 'dist/bin/cli.mjs');
   const version = (JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string }).version;
-  t.same(await runCliInProcess(['--version'], {}), { exitCode: 0, stdout: `${version}\n`, stderr: '' });
+  const r = await runCliInProcess(['--version'], {});
+  t.same([r.exitCode, r.stderr], [0, '']);
+  if (spawnSync('git', ['rev-parse', '--git-dir'], { cwd: REPO }).status !== 0) {
+    t.equal(r.stdout, `${version}\n`, 'built outside git: the release alone');
+    return;
+  }
+  const m = /^(\S+) \(git (\S+?)(-dirty)?\)\n$/.exec(r.stdout);
+  t.ok(m, `the release and the commit: ${r.stdout}`);
+  t.equal(m?.[1], version, 'package.json\'s version first');
+  // git describe: a tag, TAG-N-gHASH, or HASH alone; each names a commit of this repository.
+  const commit = m?.[2]?.replace(/^.*-g(?=[0-9a-f]{12}$)/, '') ?? '';
+  t.equal(spawnSync('git', ['rev-parse', '--verify', '--quiet', `${commit}^{commit}`], { cwd: REPO }).status, 0, `${commit} is a commit here`);
+
+  // An install whose build was not stamped (tsc alone): package.json's version.
+  const dir = scratchDir(t);
+  mkdirSync(join(dir, 'hooks'));
+  mkdirSync(join(dir, 'dist/bin'), { recursive: true });
+  writeFileSync(join(dir, 'hooks/vfpool-hook'), '');
+  writeFileSync(join(dir, 'package.json'), '{"version":"9.9.9"}');
+  process.argv[1] = join(dir, 'dist/bin/cli.mjs');
+  writeFileSync(process.argv[1], '');
+  t.equal(vfpoolVersion(), '9.9.9');
+  writeFileSync(join(dir, 'dist/bin/version'), '9.9.9 (git abcdef012345)\n');
+  t.equal(vfpoolVersion(), '9.9.9 (git abcdef012345)', 'stamped: the stamp');
 });
 
 t.test('installRoot: follows the bin link to the install, null when there is none', async (t) => {

@@ -28,8 +28,7 @@ t.test('a hotplug plan as text: the reserved port, the QMP monitor and the devic
   t.same([r.exitCode, r.stderr], [0, '']);
   t.equal(r.stdout, [
     '-device pcie-root-port,id=vfpool-rp0,bus=pcie.0,addr=0x1e,chassis=128,slot=0',
-    `-chardev socket,id=vfpool-qmp,path=${env.VFPOOL_STATE_DIR}/qemu/vm1/qmp.sock,server=on,wait=off`,
-    '-mon chardev=vfpool-qmp,mode=control',
+    `-qmp unix:${env.VFPOOL_STATE_DIR}/qemu/vm1/qmp.sock,server=on,wait=off`,
     `# once QEMU runs (the 'started' hook, or \`vfpool plug vm1\`), device_add {"driver":"vfio-pci","id":"vfpool-vf0","bus":"vfpool-rp0","addr":"0x0","host":"0000:3b:02.0"}`,
     '',
   ].join('\n'));
