@@ -35,6 +35,11 @@ export type { LinkState, VfLinkChange, VfLinkConfig } from '../types.js';
  */
 export interface Host {
   readonly kind: 'linux' | 'sim';
+  /**
+   * This boot of the machine (`/proc/sys/kernel/random/boot_id`, new at every boot), or null
+   * when there is none to read. Synchronous: the state store asks it at every read.
+   */
+  bootId(): string | null;
   /** Netdevs with an SR-IOV capability (a `device/sriov_totalvfs` file). */
   listPfs(): Promise<NetdevName[]>;
   /** Throws HostError ENOENT if there is no such netdev, ENOTSUP if it is not an SR-IOV PF. */

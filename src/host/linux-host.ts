@@ -91,6 +91,18 @@ export class LinuxHost implements Host {
     this.runIp = opts.runIp ?? execIp;
   }
 
+  private bootIdRead: string | null | undefined;
+  bootId(): string | null {
+    if (this.bootIdRead === undefined) {
+      try {
+        this.bootIdRead = readFileSync(join(this.opts.procRoot, 'sys/kernel/random/boot_id'), 'utf8').trim() || null;
+      } catch {
+        this.bootIdRead = null;
+      }
+    }
+    return this.bootIdRead;
+  }
+
   private netDir(netdev: NetdevName): string {
     return join(this.opts.sysfsRoot, 'class/net', netdev);
   }

@@ -4,6 +4,7 @@ import { macFromKernel, type NetdevName, type PciAddress, type VfIndex } from '.
 import { DEFAULT_LOCK, readJsonFile, updateJsonFileLocked } from '../util/json-file.js';
 import type { Host, PfInfo, VfInfo, VfLinkChange, VfLinkConfig } from './host.js';
 import * as kernel from './sim-kernel.js';
+import { newBootId, rebootSimState } from './sim-boot.js';
 import { isAlive } from '../util/process.js';
 
 /**
@@ -77,6 +78,8 @@ export class SimHost implements Host {
       },
       (raw) => {
         const state = 'version' in raw ? raw : kernel.fillSimState(raw);
+        // A file written before the simulated machine had one.
+        state.bootId ??= newBootId();
         const result = fn(state);
         return {
           next: state,
@@ -99,6 +102,21 @@ export class SimHost implements Host {
       // indented file was twice the size, to write and to parse, and only programs read it.
       { fsync: false, compact: true },
     );
+  }
+
+  /** The simulated machine's boot; null while it is a seed not filled in yet, or unreadable (refused where it is used). */
+  bootId(): string | null {
+    try {
+      const raw = this.readRaw();
+      return 'version' in raw ? (raw.bootId ?? null) : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Tests and demos: the machine reboots (rebootSimState). */
+  async reboot(): Promise<void> {
+    await this.mutate(rebootSimState);
   }
 
   /** Tests and demos: make a process look like QEMU holding the VF's vfio group open. */
@@ -295,3 +313,4 @@ const FRESH_MS = 50;
 function versionKey(st: BigIntStats): string {
   return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
 }
+

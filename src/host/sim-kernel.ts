@@ -1,6 +1,7 @@
 import { BadInputError, HostError } from '../errors.js';
 import type { LinkState, VfLinkChange } from './host.js';
 import { isAlive } from '../util/process.js';
+import { newBootId } from './sim-boot.js';
 
 /**
  * The simulated kernel: SR-IOV semantics as Linux implements them, on plain JSON-able data.
@@ -80,6 +81,8 @@ export interface SimState {
   /** The drivers this machine has loaded (`drivers_probe` finds only these); vfio-pci is there unless a test removes it. */
   drivers: string[];
   nextIommuGroup: number;
+  /** This boot of the simulated machine (its /proc/sys/kernel/random/boot_id); absent in files written before it. */
+  bootId?: string;
 }
 
 /** What a sim file may hold at minimum: `{"pfs":[{"name":"eth1","totalVfs":16}]}`. */
@@ -187,6 +190,7 @@ export function fillSimState(seed: SimSeed): SimState {
     pfs: [],
     drivers: seed.drivers ?? ['vfio-pci', ...NET_DRIVERS_DEFAULT],
     nextIommuGroup: 100,
+    bootId: newBootId(),
   };
   seed.pfs.forEach((p, i) => {
     if (typeof p.name !== 'string' || !Number.isInteger(p.totalVfs) || p.totalVfs < 0) {

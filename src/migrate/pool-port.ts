@@ -9,7 +9,7 @@ import { journal } from '../pool/journal-entries.js';
 import type { Allocation } from '../state/schema.js';
 import { parseGuestMac, type MacAddress } from '../types.js';
 import { noVfSettings, VF_SETTING_KEYS, VF_SETTINGS, vfSettingsOf, vfSettingsToJson, type VfSettingKey, type VfSettings, type VfSettingsJson } from '../vf-settings.js';
-import { isAlive } from '../util/process.js';
+import { isSameProcessAlive } from '../util/process.js';
 import type { RequestLookup } from './begin.js';
 import type { MigrationPool, MigrationVfRequest, PlannedMigrationVf, ReservedVf } from './ports.js';
 
@@ -62,7 +62,7 @@ export function migrationPool(ctx: Context, emulatedModel: string | null): Migra
       if (held.length > 0) return heldFor(domain, requests, held).map((a, i) => planned(a, requests[i]!, 'kept', []));
       // `reserve`'s own code on a store that keeps nothing and a log that writes nowhere: the
       // same checks (pool exhausted, a PF being changed, …) and the same pick, nothing recorded.
-      const dry: Context = { ...ctx, store: new DryRunStateStore(ctx.settings.stateDir), log: new Logger(null, 'dry run') };
+      const dry: Context = { ...ctx, store: DryRunStateStore.of(ctx.store), log: new Logger(null, 'dry run') };
       const spec = migratedSpec(domain, uuid, requests);
       const reservation = await reserveVfs(dry, spec, requestsOf(dry, spec), guestOptions('cli', ctx.settings), null);
       return requests.map((req, i) => {
@@ -80,7 +80,7 @@ export function migrationPool(ctx: Context, emulatedModel: string | null): Migra
 function heldFor(domain: string, requests: MigrationVfRequest[], held: Allocation[]): Allocation[] {
   const unfinished = held.filter((a) => a.phase !== 'ready');
   if (held.length !== requests.length || unfinished.length > 0) {
-    const busy = unfinished.find((a) => a.worker !== null && isAlive(a.worker));
+    const busy = unfinished.find((a) => a.worker !== null && isSameProcessAlive(a.worker, a.workerStart));
     throw new ConflictError(
       `domain '${domain}' holds ${held.length} VF(s) here (${held.map((a) => `${a.vfAddr} ${a.phase}`).join(', ')}), the migration asks for ${requests.length}`,
       busy ? `another vfpool process (pid ${busy.worker}) is preparing it: wait for it` : `undo the earlier attempt: \`vfpool migrate confirm ${domain} --role destination --failed\``,

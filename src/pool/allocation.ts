@@ -3,7 +3,7 @@ import type { PoolMode, PoolSpec } from '../config/pool-xml.js';
 import type { VfRequest } from './requests.js';
 import type { Host, VfInfo } from '../host/host.js';
 import type { NetdevName, PciAddress } from '../types.js';
-import { isAlive } from '../util/process.js';
+import { isSameProcessAlive } from '../util/process.js';
 import type { VfpoolState } from '../state/schema.js';
 import { portHoldsVf, stackedOnce, vfioHoldersOnce, type StackedLookup, type VfioHolderLookup } from './in-use.js';
 import type { PfReader } from './vf-facts.js';
@@ -174,7 +174,7 @@ export async function holdersOf(state: VfpoolState, vf: VfInfo, vfioHolders: Vfi
   const who: string[] = [];
   for (const a of state.allocations) {
     if (a.vfAddr !== vf.address) continue;
-    const dead = a.owner.pid !== null && !isAlive(a.owner.pid);
+    const dead = a.owner.pid !== null && !isSameProcessAlive(a.owner.pid, a.owner.pidStart);
     who.push(`domain '${a.owner.domain}'${a.owner.pid ? ` (pid ${a.owner.pid}${dead ? ', gone: run `vfpool reconcile`' : ''})` : ''}`);
   }
   for (const p of state.ports) {

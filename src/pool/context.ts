@@ -17,10 +17,11 @@ export interface Context {
 }
 
 export function createContext(settings: Settings, logContext: string, echo: ((line: string) => void) | null = null): Context {
-  const store = new StateStore(settings.stateDir);
+  const host = createHost(settings);
+  const store = new StateStore(settings.stateDir, undefined, () => host.bootId());
   return {
     settings,
-    host: createHost(settings),
+    host,
     store,
     registry: new PoolRegistry(settings.configDir, store),
     log: Logger.forStateDir(settings.stateDir, logContext, echo),

@@ -1,4 +1,4 @@
-import { monotonicMs } from '../util/process.js';
+import { monotonicMs, processStartTicks, selfStartTicks } from '../util/process.js';
 import { BadInputError, ConflictError } from '../errors.js';
 import type { DomainSpec } from '../config/domain-xml.js';
 import { domainRequests, type VfRequest } from './requests.js';
@@ -170,13 +170,14 @@ export async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRe
         vfAddr: member.vf.address,
         netdev: member.vf.netdev,
         iommuGroup: member.vf.iommuGroup,
-        owner: { domain: spec.name, uuid: spec.uuid, pid, via: opts.via, daemon: opts.daemon ?? null },
+        owner: { domain: spec.name, uuid: spec.uuid, pid, ...(pid !== null ? { pidStart: processStartTicks(pid) } : {}), via: opts.via, daemon: opts.daemon ?? null },
         mac: r.mac,
         vlan: r.vlan,
         alias: `vfpool-vf${r.index}`,
         pairedMac: r.pairedMac,
         phase: 'preparing',
         worker: process.pid,
+        workerStart: selfStartTicks(),
         saved: savedFromFacts(facts),
         applied,
         vfioOwner: null,

@@ -3,7 +3,7 @@ import { journal } from './journal-entries.js';
 import type { DomainSpec } from '../config/domain-xml.js';
 import type { VfRequest } from './requests.js';
 import type { NetdevName } from '../types.js';
-import { isAlive } from '../util/process.js';
+import { isSameProcessAlive } from '../util/process.js';
 import type { Logger } from '../util/log.js';
 import type { Allocation } from '../state/schema.js';
 import type { DomainPlanV1 } from '../state/domain-plan.js';
@@ -59,7 +59,7 @@ export async function reserveVfs(ctx: Context, spec: DomainSpec, requests: VfReq
     // would otherwise give it two VFs with the same MAC.
     const held = allocationsOf(state, spec.name);
     if (held.length) {
-      const busy = held.find((a) => a.worker && a.worker !== process.pid && isAlive(a.worker));
+      const busy = held.find((a) => a.worker && a.worker !== process.pid && isSameProcessAlive(a.worker, a.workerStart));
       throw new ConflictError(
         busy
           ? `domain '${spec.name}' is being prepared or released by vfpool (pid ${busy.worker}) right now`
@@ -183,13 +183,13 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: PrepareOp
 
   // Step 0: an earlier run's allocations.
   if (existing.length) {
-    const live = existing.find((a) => a.owner.pid !== null && isAlive(a.owner.pid));
+    const live = existing.find((a) => a.owner.pid !== null && isSameProcessAlive(a.owner.pid, a.owner.pidStart));
     if (live) {
       throw new ConflictError(`domain '${spec.name}' already holds VF ${live.vfAddr} and its QEMU (pid ${live.owner.pid}) still runs`, 'stop it first; `vfpool status` shows what it holds');
     }
     // Another vfpool process preparing this domain right now: its records are not stale, and
     // freeing them would tell that caller of VFs it no longer holds.
-    const working = existing.find((a) => a.worker && a.worker !== process.pid && isAlive(a.worker));
+    const working = existing.find((a) => a.worker && a.worker !== process.pid && isSameProcessAlive(a.worker, a.workerStart));
     if (working) {
       throw new ConflictError(`domain '${spec.name}' is being prepared or released by vfpool (pid ${working.worker}) right now`, 'wait for it to finish; `vfpool status` shows what the domain holds');
     }

@@ -1,6 +1,6 @@
 import { ConflictError, HostError, asVfpoolError, prefixError, type VfpoolError } from '../errors.js';
 import { journal } from './journal-entries.js';
-import { isAlive } from '../util/process.js';
+import { isSameProcessAlive, selfStartTicks } from '../util/process.js';
 import type { Logger } from '../util/log.js';
 import { crashPoint } from '../util/crash-point.js';
 import type { Allocation } from '../state/schema.js';
@@ -66,14 +66,14 @@ export async function releaseGuest(
   const claimed = await ctx.store.update((state) => {
     const list = state.allocations.filter((a) => selected(a) && (opts.keepReason?.(a) ?? null) === null);
     for (const a of list) {
-      if (a.worker && a.worker !== process.pid && isAlive(a.worker)) {
+      if (a.worker && a.worker !== process.pid && isSameProcessAlive(a.worker, a.workerStart)) {
         throw new ConflictError(`domain '${domain}': VF ${a.vfAddr} is being ${a.phase === 'preparing' ? 'prepared' : 'released'} by vfpool (pid ${a.worker})`, 'wait for it to finish, then try again');
       }
-      if (opts.refuseIfRunning && a.owner.pid !== null && isAlive(a.owner.pid)) {
+      if (opts.refuseIfRunning && a.owner.pid !== null && isSameProcessAlive(a.owner.pid, a.owner.pidStart)) {
         throw new ConflictError(`domain '${domain}' still runs (QEMU pid ${a.owner.pid}) and uses VF ${a.vfAddr}`, 'stop the guest first');
       }
     }
-    for (const a of list) Object.assign(a, { phase: 'releasing', worker: process.pid });
+    for (const a of list) Object.assign(a, { phase: 'releasing', worker: process.pid, workerStart: selfStartTicks() });
     if (opts.forgetNetdevs) state.bindings = state.bindings.filter((b) => b.domain !== domain);
     return structuredClone(list);
   }).catch((e) => Promise.reject((journal.releaseRefused(ctx, domain, e), e)));

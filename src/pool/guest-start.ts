@@ -9,6 +9,8 @@ import { requestsOf } from './guest-plan.js';
 import { readLibvirtPid, resolveDacLabel } from './libvirt-runtime.js';
 import { applyVfSteps, type VfStep } from './vf-steps.js';
 import { handPlanTo } from './guest-qemu-plan.js';
+import { recordPid, type RecordedPid } from './owners.js';
+import { processStartTicks } from '../util/process.js';
 
 /**
  * `start begin`: libvirt has labelled what it knows and is about to let QEMU run. For each of the
@@ -53,7 +55,7 @@ export async function startGuest(ctx: Context, spec: DomainSpec, opts: GuestOpti
   const previous = new Map<string, Allocation['vfioOwner']>();
   await ctx.store.update((state) => {
     for (const a of allocationsOf(state, spec.name)) {
-      if (pid !== null) a.owner.pid = pid;
+      if (pid !== null) recordPid(a.owner, pid);
       const s = steps.find((x) => x.vfAddr === a.vfAddr);
       if (s && s.kind === 'set-vfio-owner') {
         previous.set(a.vfAddr, a.vfioOwner ? structuredClone(a.vfioOwner) : a.vfioOwner);
@@ -106,18 +108,21 @@ export async function adoptGuest(ctx: Context, spec: DomainSpec, opts: GuestOpti
   }
   // The hot path: `start begin` usually recorded this pid already, and then there is nothing to
   // write (no lock taken, state untouched).
-  const recorded = (a: Allocation) => a.owner.pid === pid && (!spec.uuid || a.owner.uuid === spec.uuid);
-  if (before.every(recorded) && ports.every((p) => p.pid === pid)) {
+  // The same pid with another start time is a record of an earlier process that had it.
+  const start = processStartTicks(pid);
+  const samePid = (r: RecordedPid) => r.pid === pid && (r.pidStart ?? start) === start;
+  const recorded = (a: Allocation) => samePid(a.owner) && (!spec.uuid || a.owner.uuid === spec.uuid);
+  if (before.every(recorded) && ports.every(samePid)) {
     log.info(`${op}: keeps ${before.length} VF(s), QEMU pid ${pid}`);
     return { domain: spec.name, vfs: before.length, pid };
   }
   await ctx.store.update((state) => {
     for (const a of allocationsOf(state, spec.name)) {
-      a.owner.pid = pid;
+      recordPid(a.owner, pid);
       if (spec.uuid) a.owner.uuid = spec.uuid;
     }
     // Its libvirt network ports too: then they pin their VFs exactly while this QEMU lives.
-    for (const p of state.ports) if (p.domain === spec.name) p.pid = pid;
+    for (const p of state.ports) if (p.domain === spec.name) recordPid(p, pid);
   });
   log.info(`${op}: keeps ${before.length} VF(s), QEMU pid ${pid}`);
   return { domain: spec.name, vfs: before.length, pid };

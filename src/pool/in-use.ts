@@ -1,4 +1,4 @@
-import { isAlive } from '../util/process.js';
+import { isSameProcessAlive } from '../util/process.js';
 import type { Host, VfInfo } from '../host/host.js';
 import type { PortRecord, VfpoolState } from '../state/schema.js';
 import { allocationPinsVf, type OwnerEnv } from './owners.js';
@@ -42,9 +42,9 @@ export async function findVfUses(host: Host, state: VfpoolState, vfs: VfInfo[], 
       // With `env` (every decision that changes VFs), the full owner policy: a libvirt guest
       // with no pid file past the grace period, or a prepare/release whose vfpool died, is gone.
       if (env && !allocationPinsVf(a, env)) continue;
-      if (a.owner.pid === null || isAlive(a.owner.pid)) {
+      if (a.owner.pid === null || isSameProcessAlive(a.owner.pid, a.owner.pidStart)) {
         add(vf.address, { by: 'allocation', who: `domain '${a.owner.domain}'${a.owner.pid ? ` (pid ${a.owner.pid})` : ''}` });
-      } else if (a.worker && isAlive(a.worker)) {
+      } else if (a.worker && isSameProcessAlive(a.worker, a.workerStart)) {
         add(vf.address, { by: 'allocation', who: `vfpool process ${a.worker} working on domain '${a.owner.domain}'s VF` });
       }
     }

@@ -12,12 +12,14 @@ import { Journal, type JournalInput, type JournalLog, type VfValues } from '../s
 interface JournalCtx {
   settings: Pick<Settings, 'journalDir'>;
   log: JournalLog;
+  /** Whose boot the entries record (absent: none recorded). */
+  host?: { bootId(): string | null };
 }
 
 const journals = new WeakMap<object, Journal>();
 function journalOf(ctx: JournalCtx): Journal {
   let j = journals.get(ctx);
-  if (!j) journals.set(ctx, (j = new Journal(ctx.settings.journalDir, ctx.log)));
+  if (!j) journals.set(ctx, (j = new Journal(ctx.settings.journalDir, ctx.log, undefined, () => ctx.host?.bootId() ?? null)));
   return j;
 }
 

@@ -1,5 +1,5 @@
 import type { Allocation, PortRecord } from '../state/schema.js';
-import { isAlive, monotonicMs } from '../util/process.js';
+import { isSameProcessAlive, monotonicMs, processStartTicks } from '../util/process.js';
 import { readLibvirtPid } from './libvirt-runtime.js';
 
 /**
@@ -18,11 +18,31 @@ export interface Verdict {
   adoptPid?: number;
 }
 
-/** The policy above, for one allocation. Pure but for the liveness checks it is given. */
+/** A QEMU pid as a record keeps it: with its start time once vfpool records that too. */
+export interface RecordedPid {
+  pid: number | null;
+  pidStart?: number | null;
+}
+
+/** Records QEMU's pid with its start time: the record then names that process, not whichever is given its pid later. */
+export function recordPid(r: RecordedPid, pid: number): void {
+  r.pid = pid;
+  r.pidStart = processStartTicks(pid);
+}
+
+/** Whether the recorded QEMU still runs: the same process, not another one given its pid since. */
+export function recordedQemuRuns(r: RecordedPid & { pid: number }): boolean {
+  return isSameProcessAlive(r.pid, r.pidStart);
+}
+
+/**
+ * The policy above, for one allocation. Pure but for the liveness checks it is given: `alive`
+ * is asked about a recorded QEMU with its start time (another process given its pid is not it).
+ */
 export function judgeAllocation(
   a: Allocation,
   env: {
-    alive: (pid: number) => boolean;
+    alive: (pid: number, start?: number | null) => boolean;
     libvirtPid: (domain: string) => number | null;
     now: number;
     /** monotonicMs() now: a record's age by it, when the record has its own. */
@@ -33,11 +53,11 @@ export function judgeAllocation(
     cliQemuGone?: (domain: string) => boolean;
   },
 ): Verdict {
-  if (a.worker && a.worker !== env.self && env.alive(a.worker)) return { keep: true, reason: `vfpool (pid ${a.worker}) is working on it now` };
+  if (a.worker && a.worker !== env.self && env.alive(a.worker, a.workerStart)) return { keep: true, reason: `vfpool (pid ${a.worker}) is working on it now` };
   if (a.phase === 'releasing') return { keep: false, reason: `its release did not finish${a.lastError ? ` (${a.lastError})` : ''}` };
   if (a.phase === 'preparing') return { keep: false, reason: `its prepare was interrupted${a.worker ? ` (vfpool pid ${a.worker} is gone)` : ''}` };
   if (a.owner.pid !== null) {
-    return env.alive(a.owner.pid) ? { keep: true, reason: `QEMU pid ${a.owner.pid} runs` } : { keep: false, reason: `QEMU pid ${a.owner.pid} is gone` };
+    return env.alive(a.owner.pid, a.owner.pidStart) ? { keep: true, reason: `QEMU pid ${a.owner.pid} runs` } : { keep: false, reason: `QEMU pid ${a.owner.pid} is gone` };
   }
   if (a.owner.via === 'cli') {
     if (env.cliQemuGone?.(a.owner.domain)) return { keep: false, reason: `its QEMU, run through vfpool-qemu, is gone (nobody serves its QMP socket)` };
@@ -58,9 +78,9 @@ export function judgeAllocation(
   return { keep: false, reason: `no QEMU pid was ever recorded and libvirt has no pid file for it` };
 }
 
-export function judgePort(p: PortRecord, env: { alive?: (pid: number) => boolean; libvirtPid: (domain: string) => number | null; now: number; mono?: number; graceMs: number }): Verdict {
+export function judgePort(p: PortRecord, env: { alive?: (pid: number, start?: number | null) => boolean; libvirtPid: (domain: string) => number | null; now: number; mono?: number; graceMs: number }): Verdict {
   if (p.pid !== null && env.alive) {
-    return env.alive(p.pid) ? { keep: true, reason: `QEMU pid ${p.pid} runs` } : { keep: false, reason: `domain '${p.domain}' QEMU pid ${p.pid} is gone` };
+    return env.alive(p.pid, p.pidStart) ? { keep: true, reason: `QEMU pid ${p.pid} runs` } : { keep: false, reason: `domain '${p.domain}' QEMU pid ${p.pid} is gone` };
   }
   if (env.libvirtPid(p.domain) !== null) return { keep: true, reason: 'the domain runs' };
   const age = p.createdAt ? recordAge(p, env) : Infinity;
@@ -80,7 +100,7 @@ function recordAge(r: { createdAt: string | null; createdMonoMs?: number | null 
 }
 
 export interface OwnerEnv {
-  alive: (pid: number) => boolean;
+  alive: (pid: number, start?: number | null) => boolean;
   libvirtPid: (domain: string) => number | null;
   now: number;
   mono: number;
@@ -92,7 +112,7 @@ export interface OwnerEnv {
 export function ownerEnv(libvirtRunDir: string, graceMs = DEFAULT_RECONCILE_GRACE_MS): OwnerEnv {
   const pids = new Map<string, number | null>();
   return {
-    alive: isAlive,
+    alive: isSameProcessAlive,
     libvirtPid: (d) => {
       if (!pids.has(d)) {
         let pid: number | null = null;

@@ -1,6 +1,6 @@
 import { ConflictError } from '../errors.js';
 import type { ActivePool, PoolChange, VfpoolState } from '../state/schema.js';
-import { isAlive } from '../util/process.js';
+import { isSameProcessAlive } from '../util/process.js';
 
 // A pool's start or stop under way (its `change`, set while VF counts change outside the lock)
 // or left half-way by a killed vfpool: who must wait, who is refused, what reconcile mends.
@@ -11,12 +11,12 @@ import { isAlive } from '../util/process.js';
  * undoes such a start and finishes such a stop.
  */
 export function interruptedChange(p: ActivePool): PoolChange | null {
-  return p.change !== null && p.change.worker !== process.pid && !isAlive(p.change.worker) ? p.change : null;
+  return p.change !== null && p.change.worker !== process.pid && !isSameProcessAlive(p.change.worker, p.change.workerStart) ? p.change : null;
 }
 
 /** The start or stop another vfpool process is making now (its worker lives), or null: wait for it. */
 export function changeUnderWay(p: ActivePool): PoolChange | null {
-  return p.change !== null && p.change.worker !== process.pid && isAlive(p.change.worker) ? p.change : null;
+  return p.change !== null && p.change.worker !== process.pid && isSameProcessAlive(p.change.worker, p.change.workerStart) ? p.change : null;
 }
 
 /**

@@ -10,6 +10,7 @@ import { findVfUses } from './in-use.js';
 import { applyPlan, describeAction, type Action } from './plan.js';
 import type { ActivePool, BoundVf, VfpoolState } from '../state/schema.js';
 import { crashPoint } from '../util/crash-point.js';
+import { selfStartTicks } from '../util/process.js';
 import { changeUnderWay, interruptedChange, refuseChanging } from './pool-changes.js';
 import { describeGonePort, ownerEnv, pruneGonePorts, type OwnerEnv } from './owners.js';
 import { recordedPfsNow } from './pf-identity.js';
@@ -136,7 +137,7 @@ export async function startPool(
       const earlier = state.pools[pool.name]?.change;
       const before = earlier?.kind === 'starting' ? earlier.from : [];
       const from = changes ? (await pfCounts(ctx, pfs)).map((c) => before.find((b) => b.pf === c.pf) ?? c) : [];
-      record(state, changes ? { kind: 'starting', worker: process.pid, since: new Date().toISOString(), from } : null);
+      record(state, changes ? { kind: 'starting', worker: process.pid, workerStart: selfStartTicks(), since: new Date().toISOString(), from } : null);
       return a;
     });
     crashPoint('net-start:intent');
@@ -276,8 +277,8 @@ export async function stopPool(ctx: Context, name: string, opts: { refuse: boole
       const since = new Date().toISOString();
       if (d.actions.length === 0) delete state.pools[name];
       // An undo killed half-way is still an interrupted start: the next reconcile undoes it to the same counts.
-      else if (undoStart && p.change?.kind === 'starting') p.change = { ...p.change, worker: process.pid, since };
-      else p.change = { kind: 'stopping', worker: process.pid, since, from: await pfCounts(ctx, d.actions.flatMap((a) => (a.kind === 'write-numvfs' ? [a.pf] : []))) };
+      else if (undoStart && p.change?.kind === 'starting') p.change = { ...p.change, worker: process.pid, workerStart: selfStartTicks(), since };
+      else p.change = { kind: 'stopping', worker: process.pid, workerStart: selfStartTicks(), since, from: await pfCounts(ctx, d.actions.flatMap((a) => (a.kind === 'write-numvfs' ? [a.pf] : []))) };
       return d;
     });
     if (!r.wasActive) return r;

@@ -1,12 +1,12 @@
 import { asVfpoolError } from '../errors.js';
-import { isAlive, monotonicMs } from '../util/process.js';
+import { isSameProcessAlive, monotonicMs } from '../util/process.js';
 import type { Context } from './context.js';
 import { releaseGuest } from './guest-release.js';
 import { mendPools, type MendedPool } from './pools.js';
 import { clearLeftovers, type LeftoverOutcome } from './leftovers.js';
 import { readLibvirtPid } from './libvirt-runtime.js';
 import type { Allocation, PortRecord, VfpoolState } from '../state/schema.js';
-import { allocationKeepReason, judgeAllocation, pruneGonePorts } from './owners.js';
+import { allocationKeepReason, judgeAllocation, pruneGonePorts, recordPid } from './owners.js';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { errnoOf } from '../errors.js';
@@ -75,7 +75,7 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
   const gone = new Set<string>();
   const env = {
     cliQemuGone: (d: string) => gone.has(d),
-    alive: isAlive,
+    alive: isSameProcessAlive,
     libvirtPid: (d: string) => readLibvirtPid(opts.libvirtRunDir, d),
     now: opts.now ?? Date.now(),
     mono: opts.mono ?? monotonicMs(),
@@ -158,7 +158,7 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
     const dropped = await ctx.store.update((s) => {
       for (const a of s.allocations) {
         const pid = adopt.get(a.owner.domain);
-        if (pid !== undefined && a.owner.pid === null) a.owner.pid = pid;
+        if (pid !== undefined && a.owner.pid === null) recordPid(a.owner, pid);
       }
       // Judged on the state read above, without the lock: libvirt's network hook may have
       // recorded the same port again since (a port-created for a domain that is starting, in

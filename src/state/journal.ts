@@ -1,8 +1,8 @@
-import { closeSync, constants, existsSync, fchmodSync, fstatSync, mkdirSync, openSync, readdirSync, realpathSync, renameSync, rmSync, rmdirSync, statSync, utimesSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, fchmodSync, fstatSync, openSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { makeDir } from '../util/make-dir.js';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
-import { readTextNoFollow } from '../util/json-file.js';
+import { clearAbandonedLock, LOCK_FS_SYNC, NEVER_STALE, readTextNoFollow } from '../util/json-file.js';
 
 /**
  * The VF history: one JSON object per line in `$VFPOOL_JOURNAL_DIR/history.jsonl`, appended at
@@ -48,9 +48,11 @@ export interface JournalEntry {
   /** Why a refused or failed operation did not happen (its one line), with its exit code. */
   error?: string;
   exitCode?: number;
+  /** The host's boot (kernel boot_id) it was written in; absent in entries of older vfpools. */
+  boot?: string;
 }
 
-export type JournalInput = Partial<Omit<JournalEntry, 'time' | 'op'>> & { op: JournalOp };
+export type JournalInput = Partial<Omit<JournalEntry, 'time' | 'op' | 'boot'>> & { op: JournalOp };
 
 /** Bounds: the live file is rotated past `maxBytes`; `keep` older files are kept (history.jsonl.1 …). */
 export interface JournalLimits {
@@ -74,6 +76,8 @@ export class Journal {
     readonly dir: string,
     private readonly log: JournalLog | null = null,
     private readonly limits: JournalLimits = DEFAULT_JOURNAL_LIMITS,
+    /** The host's boot now (Host.bootId), recorded in every entry: `vfpool history` marks where the host rebooted. */
+    private readonly bootOf: () => string | null = () => null,
   ) {
     this.file = join(dir, JOURNAL_FILE);
   }
@@ -82,10 +86,11 @@ export class Journal {
   record(...inputs: JournalInput[]): void {
     if (inputs.length === 0) return;
     const time = new Date().toISOString();
-    const lines = inputs
-      .map((i) => JSON.stringify({ time, op: i.op, domain: i.domain ?? null, pool: i.pool ?? null, vf: i.vf ?? null, pf: i.pf ?? null, before: i.before ?? null, after: i.after ?? null, ...(i.error !== undefined ? { error: i.error, exitCode: i.exitCode } : {}) }))
-      .join('\n') + '\n';
     try {
+      const boot = this.bootOf();
+      const lines = inputs
+        .map((i) => JSON.stringify({ time, op: i.op, domain: i.domain ?? null, pool: i.pool ?? null, vf: i.vf ?? null, pf: i.pf ?? null, before: i.before ?? null, after: i.after ?? null, ...(i.error !== undefined ? { error: i.error, exitCode: i.exitCode } : {}), ...(typeof boot === 'string' ? { boot } : {}) }))
+        .join('\n') + '\n';
       this.append(lines);
     } catch (err) {
       const why = (err as NodeJS.ErrnoException).code === 'ELOOP' ? 'it is a symbolic link, which vfpool does not follow: remove the link' : (err as Error).message;
@@ -192,13 +197,6 @@ export class Journal {
 }
 
 /**
- * The file system calls proper-lockfile's sync lock makes. It copies the `fs` it is given with
- * `{ ...fs }`, which on all of node:fs runs every lazy getter (fs.promises, the stream classes)
- * and loads Node's stream machinery into every hook call that writes the journal.
- */
-const LOCK_FS = { mkdirSync, realpathSync, statSync, rmdirSync, utimesSync };
-
-/**
  * proper-lockfile's sync lock has no retries, and the callers (hooks) are synchronous at this
  * point by design (a journal write must not reorder with the operation's own steps): so retry
  * here, briefly. A lock still held after ~2 s is reported as a failed write, not waited out.
@@ -207,7 +205,12 @@ function lockWithRetry(file: string): () => void {
   const pause = new Int32Array(new SharedArrayBuffer(4));
   for (let attempt = 0; ; attempt++) {
     try {
-      return lockfile.lockSync(file, { stale: 10_000, realpath: false, fs: LOCK_FS });
+      // Taken over exactly when its holder is gone (json-file.ts): with proper-lockfile's own
+      // staleness, a lock left by a vfpool killed mid-rotation whose mtime a clock set back put
+      // in the future blocked every rotation, and every entry past the cap was lost, until the
+      // clock caught up.
+      clearAbandonedLock(file, { staleMs: 10_000 });
+      return lockfile.lockSync(file, { stale: NEVER_STALE, realpath: false, fs: LOCK_FS_SYNC });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ELOCKED' || attempt >= 200) throw err;
       Atomics.wait(pause, 0, 0, 10);
@@ -253,6 +256,24 @@ function fmtValues(v: VfValues | null): string {
     .filter(([, x]) => x !== undefined)
     .map(([k, x]) => `${k}=${x === null ? '-' : x}`)
     .join(' ');
+}
+
+/**
+ * `vfpool history`'s text: one line per entry, and a line where the host rebooted between two
+ * of them (their boots differ): what the first entries after it name (VFs, pools, QEMU pids) is
+ * of a new boot, not the one before. Entries of older vfpools record no boot: no line there.
+ */
+export function formatHistory(entries: JournalEntry[]): string[] {
+  const lines: string[] = [];
+  let boot: string | undefined;
+  for (const e of entries) {
+    if (typeof e.boot === 'string') {
+      if (boot !== undefined && e.boot !== boot) lines.push(`--- the host rebooted (boot ${e.boot}) ---`);
+      boot = e.boot;
+    }
+    lines.push(formatHistoryLine(e));
+  }
+  return lines;
 }
 
 /** One line per entry for `vfpool history`. */

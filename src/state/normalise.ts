@@ -49,6 +49,7 @@ export function normaliseState(raw: unknown, file: string): VfpoolState {
       const c = isObject(po.change) ? po.change : bad(`${at}.change is ${describe(po.change)}, expected an object or null`);
       f.oneOf(c, 'kind', `${at}.change`, ['starting', 'stopping']);
       f.number(c, 'worker', `${at}.change`);
+      f.ticksOrNull(c, 'workerStart', `${at}.change`);
       f.array(c, 'from', `${at}.change`);
     }
     // Added within version 2 (PFs found by PCI address after a rename); absent means by name only.
@@ -83,7 +84,10 @@ export function normaliseState(raw: unknown, file: string): VfpoolState {
   // A newer vfpool may add a list within this version (as `leftovers` was added): kept as it is,
   // so that this one's next write (a downgrade, or one of its hooks still running at an
   // upgrade) does not drop it, as the records' own unknown fields are kept.
-  const { version: _v, pools: _p, allocations: _a, ports: _o, bindings: _b, leftovers: _l, ...unknown } = raw;
+  // Added within version 2: absent means written before it was kept (of this boot, or not).
+  const boot = raw.boot === undefined ? null : raw.boot;
+  if (boot !== null && typeof boot !== 'string') bad(`'boot' is ${describe(boot)}, expected a boot id or null`);
+  const { version: _v, pools: _p, allocations: _a, ports: _o, bindings: _b, leftovers: _l, boot: _boot, ...unknown } = raw;
   return {
     ...unknown,
     version: STATE_VERSION,
@@ -92,6 +96,7 @@ export function normaliseState(raw: unknown, file: string): VfpoolState {
     ports,
     bindings: bindings as VfpoolState['bindings'],
     leftovers: leftovers as VfpoolState['leftovers'],
+    boot: boot as string | null,
   };
 }
 
@@ -108,8 +113,10 @@ function upgradeAllocation(raw: unknown, at: string, f: Fields): Allocation {
   f.name(owner, 'domain', `${at}.owner`);
   f.pidOrNull(owner, 'pid', `${at}.owner`);
   f.pidOrNull(owner, 'daemon', `${at}.owner`);
+  f.ticksOrNull(owner, 'pidStart', `${at}.owner`);
   if (owner.via !== undefined) f.oneOf(owner, 'via', `${at}.owner`, ['libvirt', 'cli']);
   f.pidOrNull(raw, 'worker', at);
+  f.ticksOrNull(raw, 'workerStart', at);
   const a = raw as unknown as Allocation & Record<string, unknown>;
   // Absent in version 1 records written before the field existed: the value the code then assumed.
   a.mode ??= 'hostdev';
@@ -136,6 +143,7 @@ function upgradePort(raw: unknown, at: string, f: Fields): PortRecord {
   for (const k of ['network', 'portUuid', 'domain']) f.string(raw, k, at);
   f.name(raw, 'domain', at);
   f.pidOrNull(raw, 'pid', at);
+  f.ticksOrNull(raw, 'pidStart', at);
   if (raw.vfAddr !== undefined && raw.vfAddr !== null) f.pciAddress(raw, 'vfAddr', at);
   const p = raw as unknown as PortRecord;
   p.vfAddr ??= null;
@@ -193,6 +201,11 @@ class Fields {
     return isObject(v) ? v : this.bad(`${this.path(at, key)} is ${describe(v)}, expected an object`);
   }
   /** A process id, or null/absent (not known yet). */
+  /** A process start time (clock ticks since boot), absent or null when not known. */
+  ticksOrNull(o: Record<string, unknown>, key: string, at: string): void {
+    const v = o[key];
+    if (v !== undefined && v !== null && !(typeof v === 'number' && Number.isSafeInteger(v) && v >= 0)) this.bad(`${this.path(at, key)} is ${describe(v)}, expected a process start time (a whole number of clock ticks) or null`);
+  }
   pidOrNull(o: Record<string, unknown>, key: string, at: string): void {
     const v = o[key];
     if (v !== undefined && v !== null && !(typeof v === 'number' && Number.isInteger(v) && v > 0)) this.bad(`${this.path(at, key)} is ${describe(v)}, expected a process id (a whole number above 0) or null`);

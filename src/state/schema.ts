@@ -57,6 +57,8 @@ export interface PoolChange {
   kind: 'starting' | 'stopping';
   /** The vfpool process making the change. */
   worker: number;
+  /** Its start time (/proc/PID/stat), as an allocation's `workerStart`. */
+  workerStart?: number | null;
   since: string;
   /** The PFs being changed and their VF count before the change. */
   from: Array<{ pf: NetdevName; numVfs: number }>;
@@ -85,6 +87,13 @@ export interface AllocationOwner {
   uuid: string | null;
   /** QEMU's pid once known (start/started/reconnect); until then the domain counts as running. */
   pid: number | null;
+  /**
+   * When that process started (/proc/PID/stat's starttime, clock ticks since boot), recorded
+   * with the pid: a pid is reused once its process is gone (pid_max wraps), and another
+   * process given it must not pin the VF. Absent or null: recorded before it was kept (the pid
+   * alone then), or /proc did not say.
+   */
+  pidStart?: number | null;
   /** Who prepared it: libvirt's qemu hook, or `vfpool prepare` (no libvirt pid file to check). */
   via: 'libvirt' | 'cli';
   /**
@@ -130,6 +139,13 @@ export interface Allocation {
   phase: AllocationPhase;
   /** The vfpool process configuring or restoring it right now (others leave it alone while it lives). */
   worker: number | null;
+  /**
+   * That process's start time (/proc/PID/stat), recorded with it: a vfpool killed mid-way
+   * leaves its pid here, and another process given that pid later is not working on anything.
+   * Absent or null in records written before it was kept (the pid alone then). Meaningful only
+   * with `worker`.
+   */
+  workerStart?: number | null;
   saved: SavedVfConfig | null;
   /** What vfpool changed; null exactly when `saved` is (nothing was taken from the VF yet). */
   applied: AppliedVfConfig | null;
@@ -188,6 +204,8 @@ export interface PortRecord {
    * network that is no longer active, nor after a daemon crash). null until then.
    */
   pid: number | null;
+  /** That process's start time, as an allocation owner's `pidStart`. */
+  pidStart?: number | null;
 }
 
 export interface VfpoolState {
@@ -199,6 +217,12 @@ export interface VfpoolState {
   bindings: NetdevBinding[];
   /** VFs a stopped pool left because they were in use (libvirt's `stopped end` cannot refuse). */
   leftovers: LeftoverVfs[];
+  /**
+   * The host's boot (the kernel's boot_id) when this was written: a file of an earlier boot (a
+   * state directory on persistent storage) describes VFs, pools and QEMUs that ended with it,
+   * and is read as empty (StateStore). null: written before it was kept, or no boot id to read.
+   */
+  boot: string | null;
 }
 
 /**
@@ -217,5 +241,5 @@ export interface LeftoverVfs {
 export function emptyState(): VfpoolState {
   // Pool names are user input: a plain object would find `constructor` or `toString` in every
   // state, so `pools` never has a prototype (see normalise.ts, which builds it the same way).
-  return { version: STATE_VERSION, pools: Object.create(null) as VfpoolState['pools'], allocations: [], ports: [], bindings: [], leftovers: [] };
+  return { version: STATE_VERSION, pools: Object.create(null) as VfpoolState['pools'], allocations: [], ports: [], bindings: [], leftovers: [], boot: null };
 }

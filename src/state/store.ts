@@ -18,11 +18,22 @@ import { assertStateDirTrusted } from '../util/state-dir-owner.js';
  * hook shims test them with plain `[ -e ]` to decide, without starting Node, whether a call
  * concerns vfpool at all. Markers are a superset of the truth: added before the state that
  * needs them is written, removed after the state that dropped them is written.
+ *
+ * Every write records the host's boot (`bootOf`: the kernel's boot_id). A file of an earlier
+ * boot, which a state directory on persistent storage keeps across a reboot, describes VFs,
+ * pools and QEMU processes that all ended with that boot (VFs exist only once `sriov_numvfs` is
+ * written again, with none of vfpool's settings): it reads as empty, as /run/vfpool would be,
+ * and its first write replaces it and removes its markers.
  */
 export class StateStore {
   readonly file: string;
   readonly indexDir: string;
-  constructor(readonly dir: string, private readonly lock: LockOptions = DEFAULT_LOCK) {
+  constructor(
+    readonly dir: string,
+    private readonly lock: LockOptions = DEFAULT_LOCK,
+    /** The host's boot now (Host.bootId); null: unknown, every file is taken as this boot's. */
+    readonly bootOf: () => string | null = () => null,
+  ) {
     this.file = join(dir, 'state.json');
     this.indexDir = join(dir, 'index');
   }
@@ -61,24 +72,45 @@ export class StateStore {
     }
   }
 
-  /** The state, upgraded to the current version; empty when there is no file yet. */
+  /** The state, upgraded to the current version; empty when there is no file yet, or it is of an earlier boot. */
   read(): VfpoolState {
+    return this.readOfBoot().state;
+  }
+
+  /**
+   * The state, and the boot of the file read when it was an earlier one (then the state is
+   * empty). A file that records no boot (written before it was kept) is taken as this boot's.
+   */
+  readOfBoot(): { state: VfpoolState; earlierBoot: string | null } {
     assertStateDirTrusted(this.dir);
     const raw = readJsonFile<unknown>(this.file, 'the state file', 'VFPOOL_STATE_DIR');
-    return raw === undefined ? emptyState() : normaliseState(raw, this.file);
+    // An empty state is this boot's: what its first write records.
+    const fresh = () => ({ ...emptyState(), boot: this.bootOf() });
+    if (raw === undefined) return { state: fresh(), earlierBoot: null };
+    const state = normaliseState(raw, this.file);
+    const now = state.boot === null ? null : this.bootOf();
+    if (now === null || state.boot === now) return { state, earlierBoot: null };
+    return { state: fresh(), earlierBoot: state.boot };
   }
 
   async update<R>(fn: (s: VfpoolState) => Promise<R> | R): Promise<R> {
     this.ensureDir();
+    let earlierBoot: string | null = null;
     return updateJsonFileLocked<VfpoolState, R>(
       this.file,
-      () => this.read(),
+      () => {
+        const read = this.readOfBoot();
+        earlierBoot = read.earlierBoot;
+        return read.state;
+      },
       async (current) => {
         const before = this.markersOf(current);
         const result = await fn(current);
         const after = this.markersOf(current);
         for (const m of after) if (!before.has(m)) this.touchMarker(m);
-        const stale = [...before].filter((m) => !after.has(m));
+        // An earlier boot's markers name pools and domains of that boot: none is this state's.
+        const stale = earlierBoot === null ? [...before].filter((m) => !after.has(m)) : readdirSync(this.indexDir).filter((m) => !after.has(m));
+        current.boot = this.bootOf();
         return { next: current, result, afterWrite: () => stale.forEach((m) => removeFile(join(this.indexDir, m))) };
       },
       this.lock,
@@ -125,6 +157,11 @@ export class StateStore {
  * the real run's code, its checks included, and change nothing.
  */
 export class DryRunStateStore extends StateStore {
+  /** The dry run of `store`: the same directory and boot. */
+  static of(store: StateStore): DryRunStateStore {
+    return new DryRunStateStore(store.dir, DEFAULT_LOCK, store.bootOf);
+  }
+
   override ensureDir(): void {}
   override async update<R>(fn: (s: VfpoolState) => Promise<R> | R): Promise<R> {
     return fn(this.read());

@@ -1,12 +1,12 @@
-import { closeSync, constants, fchmodSync, fchownSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmdirSync, statSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, fchmodSync, fchownSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmdirSync, statSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
 import { makeDir } from './make-dir.js';
 import { basename, dirname, join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import writeFileAtomic from 'write-file-atomic';
-import { BadInputError, errnoOf, LockTimeoutError } from '../errors.js';
+import { BadInputError, ConflictError, errnoOf, LockTimeoutError } from '../errors.js';
 import { crashPoint } from './crash-point.js';
 import { fsError } from './fs-errors.js';
-import { isAlive } from './process.js';
+import { isSameProcessAlive, kernelBootId, monotonicMs, selfStartTicks } from './process.js';
 
 export interface LockOptions {
   /** How long to wait for another vfpool process before giving up with exit 3. */
@@ -157,8 +157,8 @@ export interface JsonUpdate<T, R> {
  * The one read-modify-write path: lock, `read` (which parses and validates the file, or gives the
  * initial value when there is none), apply `fn`, write atomically, unlock in finally.
  * `fn` returning `undefined` means "nothing to write". The lock is a directory next to the file
- * (proper-lockfile), refreshed while held, so a process killed mid-update leaves a lock that
- * goes stale and is reclaimed after `staleMs`.
+ * (proper-lockfile) holding a `holder` file that names its process (pid, start time, boot): it
+ * is taken over exactly when that process is gone, at once, whatever the clocks say.
  */
 export async function updateJsonFileLocked<T, R>(
   file: string,
@@ -175,44 +175,62 @@ export async function updateJsonFileLocked<T, R>(
   } catch (err) {
     throw fsError(err, dirname(file), 'the directory of', undefined);
   }
-  const lastHolderMayHaveDied = clearAbandonedLock(file, opts);
-  let release: () => Promise<void>;
-  const lockWith = (retries: number | ReturnType<typeof lockRetries>) =>
-    lockfile.lock(file, { realpath: false, fs: LOCK_FS, stale: opts.staleMs, update: Math.max(1000, Math.floor(opts.staleMs / 2)), retries });
+  let compromised: Error | null = null;
+  const { release, lastHolderMayHaveDied } = await takeLock(file, opts, (err) => (compromised = err));
   try {
-    // A free lock is taken at the first mkdir. Only a held one needs the retry schedule, whose
-    // few hundred waits the retry package computes (and sorts) up front, on every lock.
-    release = await lockWith(0).catch((err: unknown) => {
-      if (errnoOf(err) !== 'ELOCKED') throw err;
-      return lockWith(lockRetries(opts.timeoutMs));
-    });
-  } catch (err) {
-    if (errnoOf(err) === 'ELOCKED') {
-      const holder = readHolder(file);
-      const who = holder ? `vfpool pid ${holder.pid}${holder.alive ? '' : ' (gone)'} (${holder.what})` : 'another vfpool process';
-      throw new LockTimeoutError(
-        `lock ${file}.lock is held by ${who} (waited ${Math.round(opts.timeoutMs / 1000)} s)`,
-        holder?.alive ? `try again once pid ${holder.pid} is done` : `try again; a lock whose holder is gone goes stale after ${Math.round(opts.staleMs / 1000)} s and is reclaimed`,
-        { cause: err },
-      );
-    }
-    throw fsError(err, `${file}.lock`, 'the lock of');
-  }
-  try {
-    writeHolder(file);
     if (lastHolderMayHaveDied) removeKilledWritersTemps(file);
     if (crashName) crashPoint(`${crashName}:locked`);
     const current = read();
     const { next, result, afterWrite } = await fn(current);
+    // Another process removed this lock while it was held (by hand, or an older vfpool that
+    // judged it by its mtime): writing now could overwrite what that process wrote.
+    if (compromised) throw new ConflictError(`lock ${file}.lock was removed by another process while this one held it; ${file} was not written`, 'run `vfpool reconcile`, then check `vfpool status`', { cause: compromised });
     // A full or read-only file system fails here, with nothing written (the temp file removed).
     if (next !== undefined) await writeJsonFileAtomic(file, next, mode, write).catch((err: unknown) => Promise.reject(fsError(err, file, 'writing')));
     if (crashName) crashPoint(`${crashName}:written`);
     afterWrite?.();
     return result;
   } finally {
-    // The holder file exists only while its writer holds the lock (or was killed holding it).
-    removeFile(holderFile(file));
     await release().catch(() => undefined);
+  }
+}
+
+/**
+ * proper-lockfile's own staleness (the lock directory's mtime more than `stale` behind
+ * Date.now()) is switched off: a wall clock stepped forward while a lock is held (NTP at boot,
+ * when libvirt autostarts guests) made a live holder's lock look stale, and let a second
+ * process in beside it. Whether a lock is abandoned is decided by `clearAbandonedLock`, before
+ * every attempt; proper-lockfile still makes, refreshes (for a vfpool of an older version, which
+ * judges by the mtime) and removes the directory.
+ */
+export const NEVER_STALE = 2 ** 52;
+
+async function takeLock(file: string, opts: LockOptions, onCompromised: (err: Error) => void): Promise<{ release: () => Promise<void>; lastHolderMayHaveDied: boolean }> {
+  const deadline = monotonicMs() + opts.timeoutMs;
+  let lastHolderMayHaveDied = false;
+  // The first retries come soon (5, 10, 20, 40, 80 ms, then every 100 ms): locks are held for a
+  // few milliseconds (a read, an fsynced write), and a first retry at 50 ms made a guest whose
+  // prepare met a pool start's short write wait 50 ms for nothing (bench/no-stall.bench.ts).
+  for (let wait = 5; ; wait = Math.min(100, wait * 2)) {
+    lastHolderMayHaveDied = clearAbandonedLock(file, opts) || lastHolderMayHaveDied;
+    try {
+      const release = await lockfile.lock(file, { realpath: false, fs: LOCK_FS, stale: NEVER_STALE, update: Math.max(1000, Math.floor(opts.staleMs / 2)), retries: 0, onCompromised });
+      // What a vfpool of an older version wrote beside the lock; this one keeps it inside.
+      if (lastHolderMayHaveDied) removeFile(`${file}.holder`);
+      return { release, lastHolderMayHaveDied };
+    } catch (err) {
+      if (errnoOf(err) !== 'ELOCKED') throw fsError(err, `${file}.lock`, 'the lock of');
+      if (monotonicMs() >= deadline) {
+        const holder = readHolder(file);
+        const who = holder ? `vfpool pid ${holder.pid}${holder.alive ? '' : ' (gone)'} (${holder.what})` : 'another vfpool process';
+        throw new LockTimeoutError(
+          `lock ${file}.lock is held by ${who} (waited ${Math.round(opts.timeoutMs / 1000)} s)`,
+          holder?.alive ? `try again once pid ${holder.pid} is done` : `try again; a lock whose holder is gone is taken over`,
+          { cause: err },
+        );
+      }
+      await new Promise((r) => setTimeout(r, wait));
+    }
   }
 }
 
@@ -233,107 +251,116 @@ function syncCall<A extends unknown[]>(call: (...args: A) => unknown): (...args:
   };
 }
 
+/** The lock directory with its holder file: removed whole (holder first, so an empty directory is never mistaken for a holder-less lock of an older vfpool for long). */
+function removeLockDir(dir: string): void {
+  removeFile(join(dir, HOLDER));
+  rmdirSync(dir);
+}
+
 /**
  * The five file system calls proper-lockfile makes (taking, probing, refreshing and removing the
  * lock directory), made synchronously: each is one system call on a local directory, and the
  * asynchronous ones cost a thread-pool round trip each, which on a busy host waits for a core
- * (a lock and its release were ~8 of them per file). The waits between retries stay
- * asynchronous (proper-lockfile's retry timers).
+ * (a lock and its release were ~8 of them per file). `mkdir` writes the holder file into the
+ * directory it made, before proper-lockfile reads the directory's mtime as its own.
  */
 const LOCK_FS = {
-  mkdir: syncCall((path: string) => mkdirSync(path)),
+  mkdir: syncCall((path: string) => {
+    mkdirSync(path);
+    writeHolder(path);
+  }),
   realpath: syncCall((path: string) => realpathSync(path)),
   stat: syncCall((path: string) => statSync(path)),
-  rmdir: syncCall((path: string) => rmdirSync(path)),
+  rmdir: syncCall((path: string) => removeLockDir(path)),
   utimes: syncCall((path: string, atime: Date, mtime: Date) => utimesSync(path, atime, mtime)),
   // What proper-lockfile's exit handler calls to remove the locks still held when the process
   // is ended by a signal.
-  rmdirSync,
+  rmdirSync: removeLockDir,
 };
 
 /**
- * Retries for a lock held by another process, adding up to about `timeoutMs`. The first come
- * soon (5, 10, 20, 40, 80 ms, then every 100 ms): locks are held for a few milliseconds (a read,
- * an fsynced write), and a first retry at 50 ms made a guest whose prepare met a pool start's
- * short write wait 50 ms for nothing (bench/no-stall.bench.ts). A retry is one mkdir.
+ * The same calls for proper-lockfile's synchronous lock (the history's rotation), which takes
+ * them by their Sync names. With `clearAbandonedLock` before each attempt and NEVER_STALE, its
+ * lock too is taken over exactly when its holder is gone. Only these five: given all of node:fs,
+ * proper-lockfile copies it with `{ ...fs }`, whose lazy getters load Node's stream machinery.
  */
-export function lockRetries(timeoutMs: number): { retries: number; minTimeout: number; maxTimeout: number; factor: number } {
-  const minTimeout = 5;
-  const maxTimeout = 100;
-  let retries = 0;
-  for (let waited = 0, next = minTimeout; waited < timeoutMs; next = Math.min(maxTimeout, next * 2)) {
-    waited += next;
-    retries++;
-  }
-  return { retries: Math.max(1, retries), minTimeout, maxTimeout, factor: 2 };
-}
+export const LOCK_FS_SYNC = {
+  mkdirSync: (path: string) => {
+    mkdirSync(path);
+    writeHolder(path);
+  },
+  realpathSync,
+  statSync,
+  rmdirSync: removeLockDir,
+  utimesSync,
+};
 
 /**
- * Who holds the lock, for the timeout message: written by the holder right after locking, in a
- * file beside the lock directory (proper-lockfile removes the directory with rmdir, so nothing
- * may go inside it). One line: the pid, then what it is doing.
+ * Who holds the lock: `LOCK/holder`, one line of JSON, `{ pid, start, boot, what }` (`start`
+ * from /proc/PID/stat, `boot` the kernel's boot id): the process exactly, which a pid alone is
+ * not (reused after a reboot, with a state directory on persistent storage). Inside the lock
+ * directory, it goes with it: no other lock's holder can be read for it.
  */
-function holderFile(file: string): string {
-  return `${file}.holder`;
-}
+const HOLDER = 'holder';
 
-function writeHolder(file: string): void {
+function writeHolder(lockDir: string): void {
   const what = process.argv.slice(2).join(' ').replace(/[^\x20-\x7e]/g, '?').slice(0, 200) || basename(process.argv[1] ?? 'vfpool');
   try {
-    const fd = openSync(holderFile(file), constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
+    const fd = openSync(join(lockDir, HOLDER), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
     try {
-      writeFileSync(fd, `${process.pid} ${what}\n`);
+      writeFileSync(fd, JSON.stringify({ pid: process.pid, start: selfStartTicks(), boot: kernelBootId(), what }) + '\n');
     } finally {
       closeSync(fd);
     }
   } catch {
-    // Only the timeout message of another process reads it.
+    // Without it the lock is judged as an older vfpool's is: by its mtime (clearAbandonedLock).
   }
 }
 
-function readHolder(file: string): { pid: number; what: string; alive: boolean; writtenMs: number } | null {
+function readHolder(file: string): { pid: number; what: string; alive: boolean } | null {
+  let text: string;
   try {
-    // No holder file is the common case: no exception built for it.
-    const st = lstatSync(holderFile(file), { throwIfNoEntry: false });
-    if (!st) return null;
-    const m = /^([0-9]+) (.*)$/.exec(readFileSync(holderFile(file), 'utf8').trim());
-    if (!m) return null;
-    const pid = Number(m[1]);
-    return { pid, what: m[2] || '?', alive: isAlive(pid), writtenMs: st.mtimeMs };
+    text = readTextNoFollow(join(`${file}.lock`, HOLDER));
+  } catch {
+    return null;
+  }
+  try {
+    const h = JSON.parse(text) as { pid?: unknown; start?: unknown; boot?: unknown; what?: unknown };
+    if (!Number.isSafeInteger(h.pid) || (h.pid as number) < 1) return null;
+    const start = typeof h.start === 'number' ? h.start : null;
+    const boot = typeof h.boot === 'string' ? h.boot : null;
+    return { pid: h.pid as number, what: typeof h.what === 'string' && h.what ? h.what : '?', alive: isSameProcessAlive(h.pid as number, start, boot) };
   } catch {
     return null;
   }
 }
 
 /**
- * proper-lockfile takes a lock over only once its mtime is older than `staleMs`; a lock directory
- * whose mtime lies in the future (a clock set back, a copied tree) would block every caller for
- * the whole timeout. A live holder refreshes the mtime to its own "now", so one more than the
- * stale period ahead is no live holder's, unless the holder file names a live process.
+ * Clears a lock whose holder is gone (killed with it: SIGKILL, OOM, a reboot with the state
+ * directory on persistent storage): its holder file names a process that no longer runs, or
+ * whose pid another process has now. A live holder's lock is never taken, however old its mtime.
+ *
+ * A lock without a holder file is an older vfpool's (which refreshes its mtime while it holds
+ * it), or its holder was killed between making it and writing the file: judged by its mtime,
+ * as proper-lockfile did, and also when the mtime lies more than `staleMs` in the future (a
+ * clock set back, a copied tree), which proper-lockfile would have waited out for ever.
  *
  * Returns whether a writer may have been killed holding the lock since the last one that ended
- * well: its lock directory or its holder file is still there (a holder removes its file, then
- * the directory, as it ends). Only then can a killed writer's temp file be left to remove.
+ * well: its lock directory (or an older vfpool's holder file) is still there. Only then can a
+ * killed writer's temp file be left to remove.
  */
-function clearAbandonedLock(file: string, opts: LockOptions): boolean {
+export function clearAbandonedLock(file: string, opts: Pick<LockOptions, 'staleMs'>): boolean {
   const dir = `${file}.lock`;
-  const holder = readHolder(file);
   let st;
   try {
     st = lstatSync(dir, { throwIfNoEntry: false });
   } catch {
     return true;
   }
-  if (!st) return holder !== null;
+  if (!st) return existsSync(`${file}.holder`);
   try {
-    if (st.mtimeMs > Date.now() + opts.staleMs && !holder?.alive) {
-      rmdirSync(dir);
-      return true;
-    }
-    // A holder killed with the lock (SIGKILL, OOM): its holder file, written after it took this
-    // lock directory (ctime not newer than the file), names a dead pid. Taking the lock over
-    // now spares every hook the stale wait; a lock taken since has a newer ctime and is kept.
-    if (holder && !holder.alive && st.ctimeMs <= holder.writtenMs) rmdirSync(dir);
+    const holder = readHolder(file);
+    if (holder ? !holder.alive : Math.abs(Date.now() - st.mtimeMs) > opts.staleMs) removeLockDir(dir);
   } catch {
     // It went away meanwhile: nothing to clear.
   }

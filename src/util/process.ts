@@ -30,3 +30,55 @@ export function isAlive(pid: number): boolean {
 export function monotonicMs(): number {
   return Number(process.hrtime.bigint() / 1_000_000n);
 }
+
+/**
+ * When a process started, in clock ticks since boot (field 22 of /proc/PID/stat), or null when
+ * it is gone or there is no /proc. With the pid it names one process for the whole boot: a pid
+ * is reused once pid_max wraps (after a reboot at once), a start time within a boot never.
+ */
+export function processStartTicks(pid: number): number | null {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return null;
+  }
+  // Fields after the command name (which may hold spaces and parentheses) start at field 3.
+  const start = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+  return Number.isSafeInteger(start) ? start : null;
+}
+
+let selfStart: number | null | undefined;
+
+/** This process's start time (processStartTicks), recorded with its pid wherever it names itself the worker. */
+export function selfStartTicks(): number | null {
+  if (selfStart === undefined) selfStart = processStartTicks(process.pid);
+  return selfStart;
+}
+
+let cachedBootId: string | null | undefined;
+
+/** This boot of the kernel (/proc/sys/kernel/random/boot_id, new at every boot), or null without /proc. */
+export function kernelBootId(): string | null {
+  if (cachedBootId === undefined) {
+    try {
+      cachedBootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || null;
+    } catch {
+      cachedBootId = null;
+    }
+  }
+  return cachedBootId;
+}
+
+/**
+ * Whether the process recorded as `pid` (started at `startTicks`, in boot `boot`) still runs:
+ * alive, and the same process, not another one given its pid since. A record without a start
+ * time or a boot (written before they were kept) is judged by the pid alone.
+ */
+export function isSameProcessAlive(pid: number, startTicks: number | null | undefined, boot?: string | null): boolean {
+  if (boot && kernelBootId() !== null && boot !== kernelBootId()) return false;
+  if (!isAlive(pid)) return false;
+  if (startTicks === null || startTicks === undefined) return true;
+  const now = processStartTicks(pid);
+  return now === null || now === startTicks;
+}

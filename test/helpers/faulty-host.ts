@@ -29,6 +29,9 @@ export function faultyHost(inner: Host, failAt: number | number[]): FaultyHost {
     get(target, prop, receiver) {
       const v = Reflect.get(target, prop, receiver);
       if (typeof v !== 'function') return v;
+      // Not a kernel operation that fails: a boot id it cannot read is null (Host.bootId), and
+      // it is synchronous.
+      if (prop === 'bootId') return () => (v as () => string | null).apply(target);
       return async (...args: unknown[]) => {
         f.calls.push(String(prop));
         if (at.has(f.calls.length)) {

@@ -17,3 +17,10 @@ t.test('listPfs: no class/net is "no PFs"; a broken sysfs root is reported, not 
   t.equal(err?.code, 'ENOTDIR');
   t.equal(err?.toLine(), `cannot list ${join(root, 'class/net')}: ENOTDIR: check VFPOOL_SYSFS names a sysfs tree`);
 });
+
+t.test('bootId: the kernel\'s boot_id under VFPOOL_PROC; null when there is none to read', async (t) => {
+  const real = new LinuxHost({ sysfsRoot: '/sys', procRoot: '/proc', devRoot: '/dev', ipPath: '/bin/false' });
+  t.match(real.bootId(), /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'this machine\'s');
+  t.equal(real.bootId(), real.bootId(), 'the same for the whole process');
+  t.equal(host('/nonexistent').bootId(), null, 'no boot_id (a fixture /proc): null, every state file is taken as this boot\'s');
+});

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { execa } from 'execa';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseDomainXml } from '../../src/config/domain-xml.js';
 import { adoptGuest, prepareGuest, releaseGuest, startGuest } from '../../src/pool/guests.js';
@@ -367,7 +367,14 @@ t.test('started/reconnect record QEMU\'s pid from libvirt\'s pid file; a stale r
   const r = await adoptGuest(w.ctx, spec('vm1', xml), w.opts, 'reconnect');
   t.same(r, { domain: 'vm1', vfs: 1, pid: process.pid });
   t.equal(w.ctx.store.read().allocations[0]!.owner.pid, process.pid);
+  t.equal(w.ctx.store.read().allocations[0]!.owner.pidStart, Number(readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ')[19]), 'with its start time');
   await t.rejects(prepareGuest(w.ctx, spec('vm1', xml), w.opts), { exitCode: 3, message: /still runs/ });
+  // The pid is another process's now (the QEMU that had it is gone, the pid reused): not "still runs".
+  await w.ctx.store.update((s) => {
+    s.allocations[0]!.owner.pidStart! -= 1;
+  });
+  const reused = await prepareGuest(w.ctx, spec('vm1', xml), w.opts);
+  t.equal(reused.releasedStale.length, 1, 'a reused pid: the stale run is released');
   // QEMU died without a release (libvirtd killed, say): the next start cleans up first.
   const dead = await deadPid();
   await w.ctx.store.update((s) => {

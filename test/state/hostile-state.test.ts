@@ -114,10 +114,11 @@ t.test('state files are 0600 in a 0700 directory; temp files of killed writers a
   // the holder file naming it (a pid that is gone).
   const killed = spawnSleeper();
   await killed.kill();
-  writeFileSync(join(w.settings.stateDir, 'state.json.holder'), `${killed.pid} net-start p\n`);
+  mkdirSync(join(w.settings.stateDir, 'state.json.lock'));
+  writeFileSync(join(w.settings.stateDir, 'state.json.lock/holder'), JSON.stringify({ pid: killed.pid, start: null, boot: null, what: 'net-start p' }));
   writeFileSync(join(w.settings.stateDir, 'state.json.1234567'), '{"half":');
   t.equal((await cli(['net-start', 'p'], { env: w.env })).exitCode, 0);
-  t.notOk(existsSync(join(w.settings.stateDir, 'state.json.holder')), 'the dead holder\'s file is gone');
+  t.notOk(existsSync(join(w.settings.stateDir, 'state.json.lock')), 'the dead holder\'s lock is gone');
   t.equal(lstatSync(w.settings.stateDir).mode & 0o777, 0o700, 'directory 0700');
   for (const f of ['state.json', 'index/pool.p']) t.equal(lstatSync(join(w.settings.stateDir, f)).mode & 0o777, 0o600, `${f} 0600`);
   t.notOk(existsSync(join(w.settings.stateDir, 'state.json.1234567')), 'the leftover temp file is gone');
@@ -158,7 +159,7 @@ t.test('a lock with a future mtime or a dead holder does not block; a held lock 
   const deadPid = dead.pid;
   await dead.kill();
   mkdirSync(lock);
-  writeFileSync(join(w.settings.stateDir, 'state.json.holder'), `${deadPid} net-start p\n`);
+  writeFileSync(join(lock, 'holder'), JSON.stringify({ pid: deadPid, start: null, boot: null, what: 'net-start p' }));
   const started = Date.now();
   const r2 = await cli(['net-destroy', 'p'], { env: w.env });
   t.same([r2.exitCode, r2.stderr], [0, ''], 'taken over from the dead holder');
@@ -178,7 +179,7 @@ t.test('a lock timeout names the lock and its holder', async (t) => {
   });
   release();
   await held;
-  t.notOk(existsSync(join(dir, 'state.json.holder')), 'the holder file goes with the lock');
+  t.notOk(existsSync(join(dir, 'state.json.lock')), 'the holder file goes with the lock');
 });
 
 t.test('a truncated state file is refused with advice that loses nothing (never "remove the file")', async (t) => {

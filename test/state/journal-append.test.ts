@@ -1,6 +1,6 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Journal, JOURNAL_FILE } from '../../src/state/journal.js';
@@ -33,4 +33,29 @@ t.test('entries of three processes appending at once, across rotations: all ther
   const files = readdirSync(dir).filter((f) => f.startsWith(JOURNAL_FILE));
   t.ok(files.length > 5, `rotated meanwhile (${files.length} files)`);
   for (const f of files) t.ok(readFileSync(join(dir, f), 'utf8').endsWith('\n'), `${f} ends with a whole line`);
+});
+
+t.test('a rotation lock left by a killed writer is taken over: at once when its holder is gone, and when its mtime lies in the future', async (t) => {
+  const dir = join(t.testdir({}), 'journal');
+  const warnings: string[] = [];
+  const j = new Journal(dir, { warn: (m) => warnings.push(m) }, { maxBytes: 200, keep: 2 });
+  const entry = (n: number) => ({ op: 'allocate' as const, domain: `vm${n}`, after: { owner: `vm${n}` } });
+  j.record(entry(0), entry(1));
+  const lock = join(dir, 'history.jsonl.lock');
+  // Killed mid-rotation by an older vfpool (no holder file), then the clock was set back an hour.
+  mkdirSync(lock);
+  const future = new Date(Date.now() + 3600_000);
+  utimesSync(lock, future, future);
+  j.record(entry(2));
+  t.same(warnings, [], 'the entry was written');
+  t.match(readFileSync(join(dir, 'history.jsonl'), 'utf8'), /"vm2"/);
+  t.ok(existsSync(join(dir, 'history.jsonl.1')), 'and the full file rotated');
+  // Killed mid-rotation, its holder file naming a process that is gone.
+  mkdirSync(lock);
+  writeFileSync(join(lock, 'holder'), JSON.stringify({ pid: 2 ** 22 + 1, start: 1, boot: null, what: 'x' }));
+  const began = performance.now();
+  j.record(entry(3), entry(4), entry(5));
+  t.same(warnings, []);
+  t.ok(performance.now() - began < 1_000, 'at once');
+  t.notOk(existsSync(lock), 'no lock left');
 });

@@ -100,12 +100,15 @@ t.test('a file of the wrong shape is refused with one line naming the file and t
     ['pfAddresses not a list', { version: 2, pools: { p: { xml: 'x', origin: 'definition', activated: [], pfAddresses: 'eth1' } }, allocations: [], ports: [], bindings: [] }, /pools\['p'\]\.pfAddresses is string "eth1", expected a list/],
     ['a leftover PF address not a PCI address', { version: 2, pools: {}, allocations: [], ports: [], bindings: [], leftovers: [{ pool: 'p', pf: 'eth1', pfAddr: 7, since: 'now' }] }, /leftovers\[0\]\.pfAddr is number 7, expected a string/],
     ['a leftover without its PF', { version: 2, pools: {}, allocations: [], ports: [], bindings: [], leftovers: [{ pool: 'p', since: 'now' }] }, /leftovers\[0\]\.pf is missing, expected a string/],
+    ['a boot that is not a boot id', { version: 2, pools: {}, allocations: [], ports: [], bindings: [], boot: 7 }, /'boot' is number 7, expected a boot id or null/],
     ['a port without a domain', { version: 1, pools: {}, allocations: [], ports: [{ network: 'n', portUuid: 'u' }] }, /ports\[0\]\.domain is missing/],
     // Edited by hand. Read as they were, reconcile freed the VF of a running guest (process.kill
     // of a string is no process), and release dropped the record of '3b:02.1' as a VF gone from
     // the host, leaving 0000:3b:02.1 with the guest's MAC.
     ['a pid written as a string', withAllocation({ owner: { domain: 'vm1', uuid: null, pid: '4242' } }), /allocations\[0\]\.owner\.pid is string "4242", expected a process id \(a whole number above 0\) or null/],
     ['a negative pid', withAllocation({ owner: { domain: 'vm1', uuid: null, pid: -1 } }), /allocations\[0\]\.owner\.pid is number -1, expected a process id/],
+    ['a pid start time written as a string', withAllocation({ owner: { domain: 'vm1', uuid: null, pid: 4242, pidStart: '17' } }), /allocations\[0\]\.owner\.pidStart is string "17", expected a process start time/],
+    ['a worker start time written as a string', withAllocation({ worker: 77, workerStart: 'x' }), /allocations\[0\]\.workerStart is string "x", expected a process start time/],
     ['a worker written as a string', withAllocation({ worker: '77' }), /allocations\[0\]\.worker is string "77", expected a process id/],
     ['a monotonic stamp written as a string', withAllocation({ createdMonoMs: '5' }), /allocations\[0\]\.createdMonoMs is string "5", expected a number of milliseconds or null/],
     ['a libvirt daemon pid written as a string', withAllocation({ owner: { domain: 'vm1', uuid: null, pid: null, daemon: '1' } }), /allocations\[0\]\.owner\.daemon is string "1", expected a process id/],

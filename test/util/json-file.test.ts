@@ -1,9 +1,9 @@
 import t from 'tap';
-import fs, { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import fs, { mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { LockTimeoutError } from '../../src/errors.js';
-import { lockRetries, readJsonFile, updateJsonFileLocked, writeJsonFileAtomic } from '../../src/util/json-file.js';
+import { readJsonFile, updateJsonFileLocked, writeJsonFileAtomic } from '../../src/util/json-file.js';
 import { scratchDir } from '../helpers/scratch.js';
 
 t.test('readJsonFile: absent is undefined, broken JSON is bad input naming the file (exit 2), never advice to remove it', async (t) => {
@@ -79,13 +79,73 @@ t.test('updateJsonFileLocked: a full file system is one line naming the file (ex
   t.same(readdirSync(dir).sort(), ['state.json'], 'no temp file left, and the lock released');
 });
 
-t.test('lockRetries: the first retries come soon, and the waits add up to the timeout', async (t) => {
-  const waits = (r: ReturnType<typeof lockRetries>) =>
-    Array.from({ length: r.retries }, (_, i) => Math.min(r.maxTimeout, r.minTimeout * r.factor ** i));
-  for (const timeoutMs of [1, 200, 300, 30_000]) {
-    const w = waits(lockRetries(timeoutMs));
-    const total = w.reduce((a, b) => a + b, 0);
-    t.ok(total >= timeoutMs && total < timeoutMs + 100, `${timeoutMs} ms: ${w.length} retries waiting ${total} ms in all`);
+t.test('a lock held across a forward step of the wall clock is not taken while its holder lives', async (t) => {
+  // NTP stepping the clock at boot, while libvirt autostarts guests: the lock directory's mtime
+  // falls far behind Date.now(), which is all proper-lockfile judges staleness by.
+  const file = join(scratchDir(t), 'state.json');
+  const order: string[] = [];
+  let finishFirst!: () => void;
+  const first = updateJsonFileLocked(file, () => ({ n: 0 }), async (cur: { n: number }) => {
+    order.push('first in');
+    await new Promise<void>((r) => (finishFirst = r));
+    order.push('first out');
+    return { next: { n: cur.n + 1 }, result: 0 };
+  });
+  while (!finishFirst) await new Promise((r) => setTimeout(r, 5));
+  const stepped = new Date(Date.now() - 3600_000);
+  utimesSync(`${file}.lock`, stepped, stepped);
+  const second = updateJsonFileLocked(file, (): { n: number } => JSON.parse(readFileSync(file, 'utf8')), (cur: { n: number }) => {
+    order.push('second in');
+    return { next: { n: cur.n + 1 }, result: 0 };
+  });
+  await new Promise((r) => setTimeout(r, 300));
+  t.same(order, ['first in'], 'the second waits for the live holder');
+  finishFirst();
+  await Promise.all([first, second]);
+  t.same(order, ['first in', 'first out', 'second in']);
+  t.same(JSON.parse(readFileSync(file, 'utf8')), { n: 2 }, 'no update lost');
+});
+
+t.test('a lock whose holder file names a process that is gone, or a reused pid, is taken over at once', async (t) => {
+  const file = join(scratchDir(t), 'state.json');
+  const real = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  const myStart = Number(readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ')[19]);
+  const holders = [
+    // This very process's pid, recorded with another start time: the pid was reused.
+    { pid: process.pid, start: myStart + 1, boot: real, what: 'net-start p' },
+    // This process's pid and start time, but of an earlier boot (a state directory on disk).
+    { pid: process.pid, start: myStart, boot: '00000000-0000-0000-0000-000000000000', what: 'net-start p' },
+  ];
+  for (const holder of holders) {
+    mkdirSync(`${file}.lock`);
+    writeFileSync(join(`${file}.lock`, 'holder'), JSON.stringify(holder) + '\n');
+    const began = performance.now();
+    t.equal(await updateJsonFileLocked(file, () => ({}), () => ({ result: 7 }), { timeoutMs: 5_000, staleMs: 10_000 }), 7);
+    t.ok(performance.now() - began < 1_000, 'at once');
   }
-  t.same(waits(lockRetries(30_000)).slice(0, 6), [5, 10, 20, 40, 80, 100]);
+  // The same process, alive: waited for, and named.
+  mkdirSync(`${file}.lock`);
+  writeFileSync(join(`${file}.lock`, 'holder'), JSON.stringify({ pid: process.pid, start: myStart, boot: real, what: 'net-start p' }) + '\n');
+  await t.rejects(updateJsonFileLocked(file, () => ({}), () => ({ result: 1 }), { timeoutMs: 200, staleMs: 10_000 }), {
+    exitCode: 3,
+    message: `lock ${file}.lock is held by vfpool pid ${process.pid} (net-start p) (waited 0 s)`,
+    hint: `try again once pid ${process.pid} is done`,
+  });
+});
+
+t.test('a lock taken while held without its holder being gone: the write is refused, nothing overwritten', async (t) => {
+  const file = join(scratchDir(t), 'state.json');
+  writeFileSync(file, '{"n":1}\n');
+  const err = await updateJsonFileLocked(file, () => ({ n: 1 }), async () => {
+    // Another process (an older vfpool judging by the mtime, or a hand) replaces the lock.
+    rmSync(`${file}.lock`, { recursive: true });
+    mkdirSync(`${file}.lock`);
+    // Its own mtime (within a tick of the first directory's, proper-lockfile would take it for its own).
+    const other = new Date(Date.now() - 5_000);
+    utimesSync(`${file}.lock`, other, other);
+    await new Promise((r) => setTimeout(r, 1_300));
+    return { next: { n: 2 }, result: 0 };
+  }, { timeoutMs: 1_000, staleMs: 2_000 }).then(() => null, (e: unknown) => e);
+  t.match(err, { exitCode: 3, message: `lock ${file}.lock was removed by another process while this one held it; ${file} was not written` });
+  t.equal(readFileSync(file, 'utf8'), '{"n":1}\n');
 });

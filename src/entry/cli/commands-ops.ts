@@ -4,7 +4,7 @@ import { quoteInput } from '../../util/quote.js';
 import { loadSettings, settingsFrom } from '../../config/settings.js';
 import { createContext } from '../../pool/context.js';
 import { DEFAULT_RECONCILE_GRACE_MS } from '../../pool/reconcile.js';
-import { Journal, filterHistory, formatHistoryLine } from '../../state/journal.js';
+import { Journal, filterHistory, formatHistory } from '../../state/journal.js';
 import { parseObjectName, parsePciAddress } from '../../types.js';
 import { JSON_OUT, type CommandDef } from './define.js';
 import { cliContext, out, warn } from './output.js';
@@ -69,7 +69,7 @@ export const OPS_COMMANDS: CommandDef[] = [
       }
       if (read.unreadable) warn(`${read.unreadable} line(s) of ${journal.file}* are not history entries (JSON objects with a time and an op) and were skipped`);
       const entries = filterHistory(read.entries, filter);
-      for (const e of entries) out(a.json ? JSON.stringify(e) : formatHistoryLine(e));
+      for (const line of a.json ? entries.map((e) => JSON.stringify(e)) : formatHistory(entries)) out(line);
       if (!a.json && entries.length === 0) out(`no history entries${read.entries.length ? ' match' : ` in ${journal.file}`}`);
       return 0;
     },
