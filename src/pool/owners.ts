@@ -68,7 +68,7 @@ export function judgeAllocation(
   // A libvirt daemon killed or restarted between prepare and QEMU's start never starts it, and
   // the daemon after it runs no release for it: waiting out the grace period would refuse the
   // domain's next start (and pin the VF) for nothing.
-  if (a.owner.daemon && !env.alive(a.owner.daemon)) {
+  if (a.owner.daemon && !env.alive(a.owner.daemon, a.owner.daemonStart)) {
     return { keep: false, reason: `the libvirt daemon that prepared it (pid ${a.owner.daemon}) is gone and no QEMU pid was recorded` };
   }
   const age = recordAge(a, env);

@@ -6,6 +6,7 @@ import type { NetdevName } from '../../src/types.js';
 import { makeSimEnv, type SimEnv } from '../helpers/env.js';
 import { domainXml, portHookData } from '../helpers/libvirt-domains.js';
 import { spawnSleeper } from '../helpers/processes.js';
+import { processStartTicks } from '../../src/util/process.js';
 import { REPO, spawnEntry, type Spawned } from '../helpers/spawn.js';
 import { cli } from '../helpers/cli-in-process.js';
 import { networkHookInProcess, qemuHookInProcess } from '../helpers/hook-world.js';
@@ -149,6 +150,8 @@ t.test('a start interrupted by a libvirtd crash before QEMU ran: the restarted d
 
   const again = await qemu(w, 'vm1', 'prepare begin', xml, IN_PROCESS);
   t.same([again.exitCode, again.stderr], [0, ''], 'the next start\'s prepare succeeds');
+  const owner = (JSON.parse(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8')) as { allocations: Array<{ owner: object }> }).allocations[0]!.owner;
+  t.match(owner, { daemon: process.ppid, daemonStart: processStartTicks(process.ppid) }, 'the daemon recorded with its start time');
   t.match(readFileSync(join(w.settings.stateDir, 'vfpool.log'), 'utf8'), /Step 0: 1 allocation\(s\) from an earlier run/, 'the interrupted start\'s VF was restored and freed first');
   const s = JSON.parse((await cli(['status', '--json'], { env: w.env })).stdout) as { pfs: Array<{ vfs: Array<{ mac: string; owner: { domain: string } | null }> }> };
   t.match(s.pfs[0]!.vfs[0], { mac: '52:54:00:00:00:01', owner: { domain: 'vm1' } });

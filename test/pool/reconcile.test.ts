@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { parseDomainXml } from '../../src/config/domain-xml.js';
 import { prepareGuest } from '../../src/pool/guests.js';
 import { judgeAllocation, reconcile } from '../../src/pool/reconcile.js';
-import { judgePort } from '../../src/pool/owners.js';
+import { judgePort, ownerEnv } from '../../src/pool/owners.js';
+import { processStartTicks } from '../../src/util/process.js';
+import { spawnSleeper } from '../helpers/processes.js';
 import type { Allocation, VfpoolState } from '../../src/state/schema.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
 import { makeGuestWorld, POOLS } from '../helpers/guest-world.js';
@@ -63,6 +65,20 @@ t.test('the policy, case by case', async (t) => {
     t.match(v.reason, re, what);
     t.equal(v.adoptPid, adopt, `${what}: adopt`);
   }
+});
+
+t.test('a libvirt daemon that is gone is gone though another process holds its pid now (pid and start time)', async (t) => {
+  // libvirtd killed between prepare and QEMU; its pid given to another process since (`sleep`
+  // here, started at another tick): the record of the interrupted start waited out the grace.
+  const other = spawnSleeper();
+  t.teardown(other.kill);
+  const start = processStartTicks(other.pid)!;
+  const env = ownerEnv(join(t.testdir(), 'libvirt'));
+  const young = { createdAt: new Date(env.now - 5_000).toISOString() };
+  const v = judgeAllocation(alloc({ ...young, owner: { daemon: other.pid, daemonStart: start - 1 } }), env);
+  t.match(v, { keep: false, reason: new RegExp(`libvirt daemon that prepared it \\(pid ${other.pid}\\) is gone`) });
+  t.match(judgeAllocation(alloc({ ...young, owner: { daemon: other.pid, daemonStart: start } }), env), { keep: true, reason: /prepared 5 s ago/ }, 'that daemon itself: its start may be going on');
+  t.match(judgeAllocation(alloc({ ...young, owner: { daemon: other.pid } }), env), { keep: true, reason: /prepared 5 s ago/ }, 'a record without the start time: the pid alone');
 });
 
 t.test('the grace measures a record\'s age by the monotonic clock: a step of the wall clock moves neither way', async (t) => {
