@@ -1,6 +1,6 @@
 import type { Allocation, PortRecord } from '../state/schema.js';
 import { isSameProcessAlive, monotonicMs, processStartTicks } from '../util/process.js';
-import { readLibvirtPid } from './libvirt-runtime.js';
+import { readLibvirtPid, type LibvirtRuntimePaths } from './libvirt-runtime.js';
 
 /**
  * Whether the owner of a record that makes a VF "in use" still exists. Decided wherever "in use"
@@ -109,7 +109,7 @@ export interface OwnerEnv {
 }
 
 /** The liveness checks against this machine; libvirt's pid files are read at most once per domain. */
-export function ownerEnv(libvirtRunDir: string, graceMs = DEFAULT_RECONCILE_GRACE_MS): OwnerEnv {
+export function ownerEnv(libvirt: LibvirtRuntimePaths, graceMs = DEFAULT_RECONCILE_GRACE_MS): OwnerEnv {
   const pids = new Map<string, number | null>();
   return {
     alive: isSameProcessAlive,
@@ -118,7 +118,7 @@ export function ownerEnv(libvirtRunDir: string, graceMs = DEFAULT_RECONCILE_GRAC
         let pid: number | null = null;
         // A pid file vfpool cannot read is not proof that the domain is gone: keep its records.
         try {
-          pid = readLibvirtPid(libvirtRunDir, d);
+          pid = readLibvirtPid(libvirt, d);
         } catch {
           pid = -1;
         }

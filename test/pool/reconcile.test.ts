@@ -12,6 +12,7 @@ import type { Allocation, VfpoolState } from '../../src/state/schema.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
 import { makeGuestWorld, POOLS } from '../helpers/guest-world.js';
 import { vfpoolCli } from '../helpers/spawn.js';
+import { fakeLibvirtQemu } from '../helpers/libvirt-qemu.js';
 
 async function deadPid(): Promise<number> {
   const p = execa('true');
@@ -73,7 +74,7 @@ t.test('a libvirt daemon that is gone is gone though another process holds its p
   const other = spawnSleeper();
   t.teardown(other.kill);
   const start = processStartTicks(other.pid)!;
-  const env = ownerEnv(join(t.testdir(), 'libvirt'));
+  const env = ownerEnv({ libvirtRunDir: join(t.testdir(), 'libvirt') });
   const young = { createdAt: new Date(env.now - 5_000).toISOString() };
   const v = judgeAllocation(alloc({ ...young, owner: { daemon: other.pid, daemonStart: start - 1 } }), env);
   t.match(v, { keep: false, reason: new RegExp(`libvirt daemon that prepared it \\(pid ${other.pid}\\) is gone`) });
@@ -118,7 +119,7 @@ t.test('reconcile frees and restores what is gone, keeps what runs, drops dead p
       { network: 'n', portUuid: 'u2', domain: 'pidfile', domainUuid: null, vfAddr: null, netdev: 'y' as never, plug: 'direct', mac: null, createdAt: new Date(Date.now() - 3600_000).toISOString(), createdMonoMs: null, pid: null },
     );
   });
-  writeFileSync(join(w.opts.libvirtRunDir, 'pidfile.pid'), `${process.pid}\n`);
+  fakeLibvirtQemu({ libvirtRunDir: w.opts.libvirtRunDir, procRoot: w.settings.procRoot }, 'pidfile');
   writeFileSync(join(w.settings.stateDir, 'index/domain.stray'), '');
 
   const dry = await reconcile(w.ctx, { libvirtRunDir: w.opts.libvirtRunDir, graceMs: 120_000, dryRun: true });
