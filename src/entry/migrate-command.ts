@@ -90,7 +90,7 @@ async function confirmIncoming(ctx: Context, domain: string, seconds: number, js
       // No socket is a failed incoming QEMU (gone), but also one that runs without vfpool-qemu
       // (its <emulator> QEMU itself, after `virsh restore`): that guest runs, so it keeps its VFs
       // until libvirt releases it, and as nothing can be plugged into it the record goes.
-      const pid = readLibvirtPid(ctx.settings.libvirtRunDir, domain);
+      const pid = readLibvirtPid(ctx.settings, domain);
       if (pid !== null) {
         await fileRecordStore(ctx.settings.stateDir).remove(domain);
         throw new HostError(`domain '${domain}': its QEMU (pid ${pid}) runs but does not answer on vfpool's QMP socket (${err.message}), so its VFs cannot be plugged`, {

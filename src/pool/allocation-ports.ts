@@ -43,7 +43,7 @@ export async function recordPort(ctx: Context, network: string, port: NetworkPor
     pid: null,
   };
   return ctx.store.update((state) => {
-    const env = ownerEnv(ctx.settings.libvirtRunDir);
+    const env = ownerEnv(ctx.settings);
     // A record whose owner is gone does not veto (owners.ts): libvirt skipped its release. The
     // same domain is no exception: libvirt's port-created comes after the prepare hook, and its
     // hostdev network picks by its own connection counts, so it can pick the very VF vfpool gave

@@ -50,7 +50,7 @@ export async function deliverGuestVfs(ctx: Context, spec: DomainSpec, opts: Gues
   const plan = readDomainPlan(ctx.settings.stateDir, spec.name);
   if (plan === null || plan.delivery !== 'hotplug' || plan.vfs.length === 0) return result;
   try {
-    const pid = readLibvirtPid(opts.libvirtRunDir, spec.name);
+    const pid = readLibvirtPid(opts, spec.name);
     if (pid === null) throw new HostError(`libvirt's pid file ${join(opts.libvirtRunDir, `${spec.name}.pid`)} names no running QEMU`, { hint: 'the guest stopped while starting; start it again' });
     result.pid = pid;
 

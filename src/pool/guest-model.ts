@@ -13,6 +13,8 @@ export interface GuestOptions {
   daemon?: number | null;
   /** libvirt's QEMU runtime directory, where it keeps `NAME.pid` (/run/libvirt/qemu). */
   libvirtRunDir: string;
+  /** Where /proc is (VFPOOL_PROC), where a pid in libvirt's pid file is checked to be the domain's QEMU; /proc when not given. */
+  procRoot?: string;
   /** Where /etc/passwd and /etc/group are, for a DAC label given by name. */
   etcDir?: string;
 }
@@ -23,7 +25,7 @@ export interface GuestOptions {
  * another prefix; `VFPOOL_ETC` moves /etc, where a DAC label given by name is looked up).
  */
 export function guestOptions(via: GuestOptions['via'], settings: Settings): GuestOptions {
-  return { via, libvirtRunDir: settings.libvirtRunDir, etcDir: settings.etcDir, daemon: via === 'libvirt' ? process.ppid : null };
+  return { via, libvirtRunDir: settings.libvirtRunDir, procRoot: settings.procRoot, etcDir: settings.etcDir, daemon: via === 'libvirt' ? process.ppid : null };
 }
 
 /**

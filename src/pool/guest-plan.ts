@@ -170,7 +170,7 @@ export async function planPrepare(ctx: Context, spec: DomainSpec, requests: VfRe
         vfAddr: member.vf.address,
         netdev: member.vf.netdev,
         iommuGroup: member.vf.iommuGroup,
-        owner: { domain: spec.name, uuid: spec.uuid, pid, ...(pid !== null ? { pidStart: processStartTicks(pid) } : {}), via: opts.via, daemon: opts.daemon ?? null },
+        owner: { domain: spec.name, uuid: spec.uuid, pid, ...(pid !== null ? { pidStart: processStartTicks(pid) } : {}), via: opts.via, daemon: opts.daemon ?? null, ...(opts.daemon ? { daemonStart: processStartTicks(opts.daemon) } : {}) },
         mac: r.mac,
         vlan: r.vlan,
         alias: `vfpool-vf${r.index}`,

@@ -20,7 +20,7 @@ import { changingPfs, pfChangingError } from './pool-changes.js';
 
 /** Restores and frees the allocations of other domains that are judged gone (owners.ts). */
 async function freeGoneOwners(ctx: Context, self: string, log: Logger): Promise<void> {
-  const env = ownerEnv(ctx.settings.libvirtRunDir);
+  const env = ownerEnv(ctx.settings);
   const gone = new Map<string, Set<string>>();
   for (const a of ctx.store.read().allocations) {
     if (a.owner.domain === self || judgeAllocation(a, env).keep) continue;
@@ -67,7 +67,7 @@ export async function reserveVfs(ctx: Context, spec: DomainSpec, requests: VfReq
         busy ? 'wait for it to finish; `vfpool status` shows what the domain holds' : `release it first: \`vfpool release ${spec.name}\``,
       );
     }
-    for (const { port } of pruneGonePorts(state, ownerEnv(ctx.settings.libvirtRunDir))) ctx.log.info(describeGonePort(port));
+    for (const { port } of pruneGonePorts(state, ownerEnv(ctx.settings))) ctx.log.info(describeGonePort(port));
     const changing = changingPfs(state);
     for (const r of requests) {
       const pool = r.pool ? ctx.registry.get(r.pool, state) : null;
@@ -196,7 +196,7 @@ async function prepareGuestSteps(ctx: Context, spec: DomainSpec, opts: PrepareOp
     // Only records judged gone are stale: a ready record younger than the grace period may be
     // another caller's prepare that libvirt has not started yet, and freeing it would tell that
     // caller of a VF it no longer holds.
-    const env = ownerEnv(ctx.settings.libvirtRunDir);
+    const env = ownerEnv(ctx.settings);
     const held = existing.find((a) => opts.via !== 'cli' && judgeAllocation(a, env).keep);
     if (held) {
       throw new ConflictError(

@@ -26,7 +26,7 @@ export async function startGuest(ctx: Context, spec: DomainSpec, opts: GuestOpti
   // The wrapper runs as QEMU's user and must read its plan (an emulated SR-IOV NIC has one too).
   if (planOwner && handPlanTo(ctx, spec.name, planOwner)) log.info(`handed the QEMU plan to uid ${planOwner.uid}`);
   if (!mine.length) return result;
-  const pid = readLibvirtPid(opts.libvirtRunDir, spec.name);
+  const pid = readLibvirtPid(opts, spec.name);
   result.pid = pid;
   const vfio = mine.filter((a) => modeUsesVfio(a.mode));
   const owner = planOwner;
@@ -96,7 +96,7 @@ export async function adoptGuest(ctx: Context, spec: DomainSpec, opts: GuestOpti
   }
   let pid: number | null;
   try {
-    pid = readLibvirtPid(opts.libvirtRunDir, spec.name);
+    pid = readLibvirtPid(opts, spec.name);
   } catch (err) {
     // A failing reconnect hook makes libvirt kill the guest: report, keep the VFs, go on.
     log.warn(`${op}: ${asVfpoolError(err).toLine()}; keeping ${before.length} VF(s) without a pid`);

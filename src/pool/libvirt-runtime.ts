@@ -54,15 +54,61 @@ function readRunFile(runDir: string, domain: string, suffix: 'pid' | 'xml', what
   }
 }
 
+/** Where libvirt's runtime and the processes are: Settings, GuestOptions. */
+export interface LibvirtRuntimePaths {
+  /** libvirt's QEMU runtime directory (/run/libvirt/qemu). */
+  libvirtRunDir: string;
+  /** Where /proc is (VFPOOL_PROC); /proc when not given. */
+  procRoot?: string;
+}
+
 /**
- * libvirt's pid file for a running domain (`RUNDIR/NAME.pid`): the pid, if that process lives;
- * null when there is no such file. A file that cannot be read is a HostError.
+ * libvirt's pid file for a running domain (`RUNDIR/NAME.pid`): the pid, if that process lives
+ * and is this domain's QEMU; null when there is no such file, or it names another process. A
+ * file that cannot be read is a HostError.
+ *
+ * The file outlives its QEMU when libvirt did not see it exit (the daemon down or killed): its
+ * pid may be another process's by the time vfpool reads it, which, adopted, would pin the
+ * guest's VFs to that process for as long as it runs. libvirt itself trusts a pid file only for
+ * a process whose /proc/PID/exe is the binary it started (virPidFileReadIfAlive); the emulator
+ * differs per domain (and vfpool-qemu execs it), so here the process must carry the domain's
+ * name as libvirt starts every QEMU: `-name guest=NAME,…`.
  */
-export function readLibvirtPid(runDir: string, domain: string): number | null {
-  const text = readRunFile(runDir, domain, 'pid', 'pid file');
+export function readLibvirtPid(where: LibvirtRuntimePaths, domain: string): number | null {
+  const text = readRunFile(where.libvirtRunDir, domain, 'pid', 'pid file');
   if (text === null) return null;
   const pid = Number(text.trim());
-  return Number.isInteger(pid) && pid > 1 && isAlive(pid) ? pid : null;
+  if (!(Number.isInteger(pid) && pid > 1 && isAlive(pid))) return null;
+  const argv = readArgv(where.procRoot ?? '/proc', pid);
+  return argv !== null && qemuGuestName(argv) === domain ? pid : null;
+}
+
+/** A process's argv (/proc/PID/cmdline), or null when it is gone (or is a kernel thread). */
+function readArgv(procRoot: string, pid: number): string[] | null {
+  const file = join(procRoot, String(pid), 'cmdline');
+  let raw: string;
+  try {
+    raw = readFileSync(file, 'utf8');
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ESRCH') return null;
+    throw new HostError(`cannot read the command line of process ${pid} (${file}): ${errnoOf(err) ?? (err as Error).message}`, { code: errnoOf(err), hint: 'run vfpool as root', cause: err });
+  }
+  return raw === '' ? null : raw.replace(/\0$/, '').split('\0');
+}
+
+/**
+ * The guest name on a QEMU command line: `-name guest=NAME[,…]` (or the option's implied first
+ * key, `-name NAME`), a comma in the name written twice (QemuOpts' escape, which libvirt uses);
+ * null without `-name`.
+ */
+export function qemuGuestName(argv: readonly string[]): string | null {
+  const at = argv.findIndex((a) => a === '-name' || a === '--name');
+  const value = at < 0 ? undefined : argv[at + 1];
+  if (value === undefined) return null;
+  const fields = (value.match(/(?:[^,]|,,)+/g) ?? []).map((f) => f.replace(/,,/g, ','));
+  const guest = fields.find((f) => f.startsWith('guest='));
+  if (guest !== undefined) return guest.slice('guest='.length);
+  return fields[0] !== undefined && !value.startsWith(',') && !fields[0].includes('=') ? fields[0] : null;
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { Allocation, PortRecord } from '../state/schema.js';
 import { isSameProcessAlive, monotonicMs, processStartTicks } from '../util/process.js';
-import { readLibvirtPid } from './libvirt-runtime.js';
+import { readLibvirtPid, type LibvirtRuntimePaths } from './libvirt-runtime.js';
 
 /**
  * Whether the owner of a record that makes a VF "in use" still exists. Decided wherever "in use"
@@ -68,7 +68,7 @@ export function judgeAllocation(
   // A libvirt daemon killed or restarted between prepare and QEMU's start never starts it, and
   // the daemon after it runs no release for it: waiting out the grace period would refuse the
   // domain's next start (and pin the VF) for nothing.
-  if (a.owner.daemon && !env.alive(a.owner.daemon)) {
+  if (a.owner.daemon && !env.alive(a.owner.daemon, a.owner.daemonStart)) {
     return { keep: false, reason: `the libvirt daemon that prepared it (pid ${a.owner.daemon}) is gone and no QEMU pid was recorded` };
   }
   const age = recordAge(a, env);
@@ -109,7 +109,7 @@ export interface OwnerEnv {
 }
 
 /** The liveness checks against this machine; libvirt's pid files are read at most once per domain. */
-export function ownerEnv(libvirtRunDir: string, graceMs = DEFAULT_RECONCILE_GRACE_MS): OwnerEnv {
+export function ownerEnv(libvirt: LibvirtRuntimePaths, graceMs = DEFAULT_RECONCILE_GRACE_MS): OwnerEnv {
   const pids = new Map<string, number | null>();
   return {
     alive: isSameProcessAlive,
@@ -118,7 +118,7 @@ export function ownerEnv(libvirtRunDir: string, graceMs = DEFAULT_RECONCILE_GRAC
         let pid: number | null = null;
         // A pid file vfpool cannot read is not proof that the domain is gone: keep its records.
         try {
-          pid = readLibvirtPid(libvirtRunDir, d);
+          pid = readLibvirtPid(libvirt, d);
         } catch {
           pid = -1;
         }

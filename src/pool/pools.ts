@@ -53,7 +53,7 @@ export interface StartResult {
 
 /** Decisions about VFs heal the records whose owner is gone (see owners.ts). */
 function healPorts(ctx: Context, state: VfpoolState): OwnerEnv {
-  const env = ownerEnv(ctx.settings.libvirtRunDir);
+  const env = ownerEnv(ctx.settings);
   for (const { port } of pruneGonePorts(state, env)) ctx.log.info(describeGonePort(port));
   return env;
 }

@@ -76,7 +76,7 @@ export async function reconcile(ctx: Context, opts: ReconcileOptions): Promise<R
   const env = {
     cliQemuGone: (d: string) => gone.has(d),
     alive: isSameProcessAlive,
-    libvirtPid: (d: string) => readLibvirtPid(opts.libvirtRunDir, d),
+    libvirtPid: (d: string) => readLibvirtPid({ libvirtRunDir: opts.libvirtRunDir, procRoot: ctx.settings.procRoot }, d),
     now: opts.now ?? Date.now(),
     mono: opts.mono ?? monotonicMs(),
     graceMs: opts.graceMs,

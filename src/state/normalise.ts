@@ -114,6 +114,7 @@ function upgradeAllocation(raw: unknown, at: string, f: Fields): Allocation {
   f.pidOrNull(owner, 'pid', `${at}.owner`);
   f.pidOrNull(owner, 'daemon', `${at}.owner`);
   f.ticksOrNull(owner, 'pidStart', `${at}.owner`);
+  f.ticksOrNull(owner, 'daemonStart', `${at}.owner`);
   if (owner.via !== undefined) f.oneOf(owner, 'via', `${at}.owner`, ['libvirt', 'cli']);
   f.pidOrNull(raw, 'worker', at);
   f.ticksOrNull(raw, 'workerStart', at);

@@ -2,7 +2,7 @@ import { chmodSync, lchownSync, lstatSync, opendirSync, readdirSync, renameSync,
 import { join } from 'node:path';
 import { errnoOf } from '../errors.js';
 import { removeFile } from '../util/json-file.js';
-import { isAlive } from '../util/process.js';
+import { isSameProcessAlive, selfStartTicks } from '../util/process.js';
 import { assertStateDirTrusted } from '../util/state-dir-owner.js';
 import { domainRunDir, qmpLinkPath } from './domain-plan.js';
 
@@ -17,7 +17,7 @@ export function removeDomainPlan(stateDir: string, domain: string): { left: bool
 }
 
 /**
- * Takes the domain's wrapper directory away in one rename, to `qemu/.trash-PID-RANDOM` (qemu/ is
+ * Takes the domain's wrapper directory away in one rename, to `qemu/.trash-PID-START-RANDOM` (qemu/ is
  * root's: no QEMU user can move or plant anything there), and removes its short link. What is
  * in the directory does not matter here, so this is what runs under the state lock (reconcile):
  * a QEMU user that filled its directory with a million files held the lock for the seconds
@@ -35,13 +35,20 @@ export function retireDomainPlan(stateDir: string, domain: string): void {
   if (link !== null) rmSync(link, { force: true });
 }
 
-/** Directories retired from qemu/: never a domain's (names never start with a dot) nor a short link (`.qmp-`). */
-const TRASH = /^\.trash-(\d+)-[0-9a-z]+$/;
+/**
+ * Directories retired from qemu/: never a domain's (names never start with a dot) nor a short
+ * link (`.qmp-`). Named by the pid and start time (/proc/PID/stat) of the vfpool emptying it: a
+ * vfpool killed half-way leaves its pid, which another process may hold by the time the next
+ * removal looks (a state directory on persistent storage, after a reboot). An older vfpool's
+ * `.trash-PID-RANDOM` is judged by the pid alone.
+ */
+const TRASH = /^\.trash-(\d+)(?:-s(\d+))?-[0-9a-z]+$/;
 /** Entries removed per call: a wrapper directory holds 3 (plan, socket, capability cache); ~0.5 s of unlinks. */
 export const PURGE_BUDGET = 10_000;
 
 function trashPath(stateDir: string): string {
-  return join(stateDir, 'qemu', `.trash-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  const start = selfStartTicks();
+  return join(stateDir, 'qemu', `.trash-${process.pid}${start === null ? '' : `-s${start}`}-${Math.random().toString(36).slice(2)}`);
 }
 
 /**
@@ -59,10 +66,12 @@ export function purgePlanTrash(stateDir: string, budget = PURGE_BUDGET): { left:
     throw err;
   }
   for (const name of names) {
-    const owner = Number(TRASH.exec(name)![1]);
-    if (owner !== process.pid && isAlive(owner)) continue;
+    const [, pid, start] = TRASH.exec(name)!;
+    const owner = Number(pid);
+    const isMine = owner === process.pid && (start === undefined || Number(start) === selfStartTicks());
+    if (!isMine && isSameProcessAlive(owner, start === undefined ? null : Number(start))) continue;
     let mine = join(qemuDir, name);
-    if (owner !== process.pid) {
+    if (!isMine) {
       mine = trashPath(stateDir);
       try {
         renameSync(join(qemuDir, name), mine);

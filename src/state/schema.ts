@@ -102,6 +102,12 @@ export interface AllocationOwner {
    * start, not one still going (absent: `vfpool prepare`, or recorded before the field existed).
    */
   daemon?: number | null;
+  /**
+   * That daemon's start time (as pidStart): a daemon that is gone may leave its pid to another
+   * process, which must not keep a pid-less record waiting out the grace. Absent or null:
+   * recorded before it was kept (the pid alone then), or /proc did not say.
+   */
+  daemonStart?: number | null;
 }
 
 /**

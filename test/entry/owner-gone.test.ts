@@ -6,9 +6,11 @@ import type { NetdevName } from '../../src/types.js';
 import { makeSimEnv, type SimEnv } from '../helpers/env.js';
 import { domainXml, portHookData } from '../helpers/libvirt-domains.js';
 import { spawnSleeper } from '../helpers/processes.js';
+import { processStartTicks } from '../../src/util/process.js';
 import { REPO, spawnEntry, type Spawned } from '../helpers/spawn.js';
 import { cli } from '../helpers/cli-in-process.js';
 import { networkHookInProcess, qemuHookInProcess } from '../helpers/hook-world.js';
+import { fakeLibvirtQemu } from '../helpers/libvirt-qemu.js';
 
 /**
  * Records whose owner is gone must not pin VFs, judged where "in use" is decided (a pool's
@@ -27,13 +29,16 @@ const PORT_UUID = '6ae23074-a30a-4c60-afde-fd10f4b211c2';
 interface World extends SimEnv {
   hookEnv: Record<string, string>;
   runDir: string;
+  procRoot: string;
 }
 
 function world(t: Test): World {
   const w = makeSimEnv(t, { pfs: [{ name: 'eth1', totalVfs: 8 }] });
   const runDir = join(w.dir, 'libvirt-run');
   mkdirSync(runDir, { recursive: true });
-  return { ...w, runDir, hookEnv: { ...w.env, VFPOOL_LIBVIRT_RUN_DIR: runDir, VFPOOL_SIM_VF_DEVICE: 'e1000e' } };
+  // Where fakeLibvirtQemu writes the command line of a process the test makes a guest's QEMU.
+  const procRoot = join(w.dir, 'proc');
+  return { ...w, env: { ...w.env, VFPOOL_PROC: procRoot }, runDir, procRoot, hookEnv: { ...w.env, VFPOOL_LIBVIRT_RUN_DIR: runDir, VFPOOL_PROC: procRoot, VFPOOL_SIM_VF_DEVICE: 'e1000e' } };
 }
 
 type Run = (env: Record<string, string>, args: string[], stdin: string) => Promise<Spawned>;
@@ -77,7 +82,7 @@ for (const how of ['release end', 'no hook at all (daemon crash)'] as const) {
     t.same([created.exitCode, created.stderr], [0, ''], 'port-created');
     const guest = spawnSleeper();
     t.teardown(guest.kill);
-    writeFileSync(join(w.runDir, 'lvguest.pid'), `${guest.pid}\n`);
+    fakeLibvirtQemu({ libvirtRunDir: w.runDir, procRoot: w.procRoot }, 'lvguest', guest.pid);
     const started = await qemu(w, 'lvguest', 'started begin', domainXml('started', { name: 'lvguest' }), hooks);
     t.equal(started.exitCode, 0, 'started: the QEMU pid is learnt');
 
@@ -108,7 +113,7 @@ t.test('the allocator frees a VF whose guest died without a release (daemon cras
   const vfpool = (mac: string) => `<vfpool:hostdev pool='one' mac='${mac}'/>`;
   t.equal((await qemu(w, 'vm1', 'prepare begin', domainXml('prepare', { name: 'vm1', vfpool: vfpool('52:54:00:00:00:01') }), IN_PROCESS)).exitCode, 0);
   const guest = spawnSleeper();
-  writeFileSync(join(w.runDir, 'vm1.pid'), `${guest.pid}\n`);
+  fakeLibvirtQemu({ libvirtRunDir: w.runDir, procRoot: w.procRoot }, 'vm1', guest.pid);
   t.equal((await qemu(w, 'vm1', 'started begin', domainXml('started', { name: 'vm1', vfpool: vfpool('52:54:00:00:00:01') }), IN_PROCESS)).exitCode, 0);
 
   // While vm1 runs, vm2 finds the pool exhausted.
@@ -149,6 +154,8 @@ t.test('a start interrupted by a libvirtd crash before QEMU ran: the restarted d
 
   const again = await qemu(w, 'vm1', 'prepare begin', xml, IN_PROCESS);
   t.same([again.exitCode, again.stderr], [0, ''], 'the next start\'s prepare succeeds');
+  const owner = (JSON.parse(readFileSync(join(w.settings.stateDir, 'state.json'), 'utf8')) as { allocations: Array<{ owner: object }> }).allocations[0]!.owner;
+  t.match(owner, { daemon: process.ppid, daemonStart: processStartTicks(process.ppid) }, 'the daemon recorded with its start time');
   t.match(readFileSync(join(w.settings.stateDir, 'vfpool.log'), 'utf8'), /Step 0: 1 allocation\(s\) from an earlier run/, 'the interrupted start\'s VF was restored and freed first');
   const s = JSON.parse((await cli(['status', '--json'], { env: w.env })).stdout) as { pfs: Array<{ vfs: Array<{ mac: string; owner: { domain: string } | null }> }> };
   t.match(s.pfs[0]!.vfs[0], { mac: '52:54:00:00:00:01', owner: { domain: 'vm1' } });

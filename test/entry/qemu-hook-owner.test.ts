@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { domainXml } from '../helpers/libvirt-domains.js';
 import { runCliInProcess } from '../helpers/cli-in-process.js';
 import { hookStatus as status, META, qemuHookInProcess, setupHookWorld as setup } from '../helpers/hook-world.js';
+import { fakeLibvirtQemu } from '../helpers/libvirt-qemu.js';
 
 t.test('libvirt\'s release after a refused start leaves the VFs of a guest `vfpool prepare --pid` prepared for a live QEMU of that name', async (t) => {
   const w = await setup(t);
@@ -28,7 +29,7 @@ t.test('what libvirt\'s hook prepared, its release frees, even while the recorde
   const free = (await status(w)).pfs[0]!.vfs[0]!;
   const xml = domainXml('prepare', { name: 'vm1', vfpool: META });
   t.equal((await qemuHookInProcess(w.hookEnv, ['vm1', 'prepare', 'begin', '-'], xml)).exitCode, 0);
-  writeFileSync(join(w.runDir, 'vm1.pid'), `${process.pid}\n`);
+  fakeLibvirtQemu({ libvirtRunDir: w.runDir, procRoot: w.procRoot }, 'vm1');
   t.equal((await qemuHookInProcess(w.hookEnv, ['vm1', 'started', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }))).exitCode, 0);
   t.match((await status(w)).pfs[0]!.vfs[0]!.owner, { domain: 'vm1', pid: process.pid });
   const rel = await qemuHookInProcess(w.hookEnv, ['vm1', 'release', 'end', 'failed'], domainXml('release', { name: 'vm1', vfpool: META }));

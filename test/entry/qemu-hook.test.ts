@@ -5,6 +5,8 @@ import type { SimState } from '../../src/host/sim-kernel.js';
 import { makeSimEnv } from '../helpers/env.js';
 import { domainXml, PLAIN_DOMAIN } from '../helpers/libvirt-domains.js';
 import { hookStatus as status, META, qemuHook as hook, qemuHookInProcess, setupHookWorld as setup, type HookEnv } from '../helpers/hook-world.js';
+import { spawnSleeper } from '../helpers/processes.js';
+import { fakeLibvirtQemu } from '../helpers/libvirt-qemu.js';
 
 /** The Node half in-process, for calls the shim hands to Node anyway (a domain with vfpool metadata or a marker). */
 const node = (w: HookEnv, args: string[], stdin: string) => qemuHookInProcess(w.hookEnv, args, stdin);
@@ -31,7 +33,7 @@ t.test('a guest lifecycle through the hook: prepare, start, started, stopped, re
   t.same([start.exitCode, start.stdout], [0, ''], `start: ${start.stderr}`);
   t.same(simState(w).pfs[0]!.vfs[0]!.vfioOwner, { uid: 64055, gid: 64055 }, '/dev/vfio/GROUP handed to libvirt-qemu');
 
-  writeFileSync(join(w.runDir, 'vm1.pid'), `${process.pid}\n`);
+  fakeLibvirtQemu({ libvirtRunDir: w.runDir, procRoot: w.procRoot }, 'vm1');
   const started = await hook(w, ['vm1', 'started', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
   t.same([started.exitCode, started.stdout], [0, ''], started.stderr);
   t.equal((await status(w)).pfs[0]!.vfs[0]!.owner!.pid, process.pid, 'QEMU pid recorded from libvirt\'s pid file');
@@ -113,7 +115,7 @@ t.test('a guest on a pool that is defined but not started: exit 3 with the fix, 
 t.test('reconnect keeps the VFs and learns the pid; it never fails; migrate and restore print nothing', async (t) => {
   const w = await setup(t);
   t.equal((await node(w, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }))).exitCode, 0);
-  writeFileSync(join(w.runDir, 'vm1.pid'), `${process.pid}\n`);
+  fakeLibvirtQemu({ libvirtRunDir: w.runDir, procRoot: w.procRoot }, 'vm1');
   const rc = await node(w, ['vm1', 'reconnect', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
   t.same([rc.exitCode, rc.stdout, rc.stderr], [0, '', '']);
   t.match((await status(w)).pfs[0]!.vfs[0]!.owner, { domain: 'vm1', pid: process.pid });
@@ -131,8 +133,10 @@ t.test('reconnect keeps the VFs and learns the pid; it never fails; migrate and 
 t.test('started/reconnect/attach check the argv domain against stdin too, and still exit 0 when they differ', async (t) => {
   const w = await setup(t);
   t.equal((await node(w, ['vm1', 'prepare', 'begin', '-'], domainXml('prepare', { name: 'vm1', vfpool: META }))).exitCode, 0);
-  writeFileSync(join(w.runDir, 'vm1.pid'), `${process.pid}\n`);
-  writeFileSync(join(w.runDir, 'vm2.pid'), `${process.pid}\n`);
+  fakeLibvirtQemu({ libvirtRunDir: w.runDir, procRoot: w.procRoot }, 'vm1');
+  const vm2 = spawnSleeper(); // a pid is one domain's QEMU
+  t.teardown(vm2.kill);
+  fakeLibvirtQemu({ libvirtRunDir: w.runDir, procRoot: w.procRoot }, 'vm2', vm2.pid);
   for (const op of ['started', 'reconnect', 'attach']) {
     const r = await node(w, ['vm2', op, 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
     t.same([r.exitCode, r.stdout], [0, ''], `${op}: exit 0, empty stdout`);
@@ -152,7 +156,7 @@ t.test('started with a hotplug plan and no QEMU serving vfpool\'s QMP socket: ex
   const plan = JSON.parse(readFileSync(join(w.settings.stateDir, 'qemu/vm1/plan.json'), 'utf8')) as { delivery: string; vfs: Array<{ host: string | null }> };
   t.equal(plan.delivery, 'hotplug');
   t.ok(plan.vfs[0]!.host, 'vfio-pci host=BDF, as on a real host');
-  writeFileSync(join(w.runDir, 'vm1.pid'), `${process.pid}\n`);
+  fakeLibvirtQemu({ libvirtRunDir: w.runDir, procRoot: w.procRoot }, 'vm1');
   // A reconnect (libvirtd restarted) tries to plug what QEMU lacks, and never fails.
   const rc = await node(w, ['vm1', 'reconnect', 'begin', '-'], domainXml('started', { name: 'vm1', vfpool: META }));
   t.same([rc.exitCode, rc.stdout, rc.stderr], [0, '', ''], 'reconnect: exit 0');

@@ -68,6 +68,8 @@ export function makeGuestWorld(t: Test, kind: HostKind, seed: kernel.SimSeed = S
   let editKernel: GuestWorld['editKernel'];
   let holdVfio: GuestWorld['holdVfio'];
   if (kind === 'sim') {
+    // Where fakeLibvirtQemu writes the command line of a process the test makes a QEMU.
+    settings.procRoot = join(dir, 'proc');
     const file = join(dir, 'host.json');
     writeFileSync(file, JSON.stringify(kernel.fillSimState(seed)));
     const sim = new SimHost(file);
@@ -106,7 +108,7 @@ export function makeGuestWorld(t: Test, kind: HostKind, seed: kernel.SimSeed = S
     ctx,
     host,
     pf,
-    opts: { via: 'libvirt', libvirtRunDir: join(dir, 'libvirt-run'), etcDir: '/etc' },
+    opts: { via: 'libvirt', libvirtRunDir: join(dir, 'libvirt-run'), procRoot: settings.procRoot, etcDir: '/etc' },
     definePool(name, xml) {
       writeFileSync(join(settings.configDir, 'networks', `${name}.xml`), xml);
     },

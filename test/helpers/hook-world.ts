@@ -19,6 +19,8 @@ export const META = `<vfpool:hostdev pool='sriov-pool' mac='52:54:00:11:22:33' v
 export interface HookEnv extends SimEnv {
   hookEnv: Record<string, string>;
   runDir: string;
+  /** The hooks' VFPOOL_PROC, where fakeLibvirtQemu writes a QEMU's command line. */
+  procRoot: string;
 }
 
 export async function setupHookWorld(t: Test): Promise<HookEnv> {
@@ -30,7 +32,8 @@ export async function setupHookWorld(t: Test): Promise<HookEnv> {
   mkdirSync(runDir, { recursive: true });
   // The simulated VFs reach the (absent) QEMU as emulated NICs on its command line: `started`
   // then has nothing to hotplug. A test of the hotplug path deletes the setting.
-  return { ...w, runDir, hookEnv: { ...w.env, VFPOOL_LIBVIRT_RUN_DIR: runDir, VFPOOL_SIM_VF_DEVICE: 'e1000e' } };
+  const procRoot = join(w.dir, 'proc');
+  return { ...w, runDir, procRoot, hookEnv: { ...w.env, VFPOOL_LIBVIRT_RUN_DIR: runDir, VFPOOL_PROC: procRoot, VFPOOL_SIM_VF_DEVICE: 'e1000e' } };
 }
 
 /** hooks/qemu with libvirt's argv and the domain XML on stdin. */

@@ -11,6 +11,7 @@ import { runCliInProcess as cli } from '../helpers/cli-in-process.js';
 import { startFakeQemu } from '../helpers/fake-qemu.js';
 import { fakeVirsh } from '../helpers/fake-virsh.js';
 import { held, incomingGuest, MAC, POOL, runningGuest } from '../helpers/migrate-world.js';
+import { fakeLibvirtQemu } from '../helpers/libvirt-qemu.js';
 
 /**
  * The migration stages that talk to a running QEMU (perform, confirm with a plug, --wait-incoming,
@@ -138,9 +139,8 @@ t.test('destination: --wait-incoming finding no QMP socket frees the reservation
   const { dst, qemu, env } = await incomingGuest(t);
   await qemu.close(); // no socket: a QEMU started without the wrapper, or one that is gone
   const runDir = join(dst.dir, 'libvirt-run');
-  mkdirSync(runDir);
   // `virsh restore` of a domain whose <emulator> is QEMU itself: libvirt's pid file names a live QEMU.
-  writeFileSync(join(runDir, 'vm1.pid'), `${process.pid}\n`);
+  fakeLibvirtQemu({ libvirtRunDir: runDir, procRoot: env.VFPOOL_PROC! }, 'vm1');
   const running = await cli(['migrate', 'confirm', 'vm1', '--role', 'destination', '--wait-incoming', '60'], { ...env, VFPOOL_LIBVIRT_RUN_DIR: runDir });
   t.equal(running.exitCode, 1);
   t.match(running.stderr, new RegExp(`^vfpool: domain 'vm1': its QEMU \\(pid ${process.pid}\\) runs but does not answer on vfpool's QMP socket \\(cannot connect to QMP socket .*vm1/qmp\\.sock: ENOENT[^\\n]*\\), so its VFs cannot be plugged: start the domain through vfpool-qemu \\(its <emulator>\\); its VFs stay held until libvirt releases it\\n$`));

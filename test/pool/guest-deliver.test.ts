@@ -40,7 +40,7 @@ async function setup(t: Parameters<typeof makeGuestWorld>[0]): Promise<Setup> {
   const qemuPid = qemu.pid!;
   writeFileSync(join(w.opts.libvirtRunDir, 'vm1.pid'), `${qemuPid}\n`);
   const argv = planQemuArgs(plan, parseQemuArgv(['-name', 'guest=vm1,debug-threads=on', '-machine', 'pc-q35-10.0', '-device', '{"driver":"virtio-net-pci","id":"net0","mac":"52:54:00:00:00:09","bus":"pcie.0","addr":"0x3"}']), { qmpSocketPath: domainQmpSocketPath(w.settings.stateDir, 'vm1') }).argv;
-  const proc = join(w.dir, 'proc');
+  const proc = w.opts.procRoot!; // where vfpool also checks that the pid file names vm1's QEMU
   mkdirSync(join(proc, String(qemuPid)), { recursive: true });
   writeFileSync(join(proc, String(qemuPid), 'cmdline'), ['/usr/bin/qemu-system-x86_64', ...argv, ''].join('\0'));
   const deliveries: VfioDeliveryRequest[] = [];
@@ -147,7 +147,7 @@ t.test('started on a simulated host told to hot-plug its stand-ins (VFPOOL_SIM_D
   t.teardown(() => void qemu.kill());
   writeFileSync(join(w.opts.libvirtRunDir, 'vm1.pid'), `${qemu.pid!}\n`);
   const argv = planQemuArgs(plan, parseQemuArgv(['-name', 'guest=vm1', '-machine', 'pc-q35-10.0']), { qmpSocketPath: domainQmpSocketPath(w.settings.stateDir, 'vm1') }).argv;
-  const proc = join(w.dir, 'proc');
+  const proc = w.opts.procRoot!; // where vfpool also checks that the pid file names vm1's QEMU
   mkdirSync(join(proc, String(qemu.pid!)), { recursive: true });
   writeFileSync(join(proc, String(qemu.pid!), 'cmdline'), ['/usr/bin/qemu-system-x86_64', ...argv, ''].join('\0'));
   const q = fakeQemu();

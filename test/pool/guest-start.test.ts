@@ -6,6 +6,7 @@ import { adoptGuest, prepareGuest, startGuest } from '../../src/pool/guests.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
 import { faultyHost } from '../helpers/faulty-host.js';
 import { makeGuestWorld, POOLS, type GuestWorld } from '../helpers/guest-world.js';
+import { fakeLibvirtQemu } from '../helpers/libvirt-qemu.js';
 
 const VFPOOL = `<vfpool:hostdev pool='hd' mac='52:54:00:00:00:01'/>
            <vfpool:hostdev pool='hd' mac='52:54:00:00:00:02'/>`;
@@ -47,7 +48,7 @@ t.test('start: a failed hand-over of the second VF\'s group leaves the host and 
 
 t.test('started after start recorded the pid: no lock, no write', async (t) => {
   const w = await prepared(t);
-  writeFileSync(join(w.opts.libvirtRunDir, 'vm1.pid'), `${process.pid}\n`);
+  fakeLibvirtQemu({ libvirtRunDir: w.opts.libvirtRunDir, procRoot: w.settings.procRoot }, 'vm1');
   await startGuest(w.ctx, spec('start'), w.opts);
   t.same(w.ctx.store.read().allocations.map((a) => a.owner.pid), [process.pid, process.pid], 'start begin recorded the pid');
 

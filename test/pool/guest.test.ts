@@ -8,6 +8,7 @@ import { domainXml } from '../helpers/libvirt-domains.js';
 import { makeGuestWorld, POOLS, vfNow, type GuestWorld } from '../helpers/guest-world.js';
 import { faultyHost } from '../helpers/faulty-host.js';
 import { stopPool } from '../../src/pool/pools.js';
+import { fakeLibvirtQemu } from '../helpers/libvirt-qemu.js';
 
 const spec = (name: string, vfpool?: string, devices?: string, stage: 'prepare' | 'start' = 'prepare') =>
   parseDomainXml(domainXml(stage, { name, vfpool, devices }), `domain ${name}`);
@@ -363,7 +364,7 @@ t.test('started/reconnect record QEMU\'s pid from libvirt\'s pid file; a stale r
   const firstSaved = w.ctx.store.read().allocations[0]!.saved;
   const none = await adoptGuest(w.ctx, spec('vm1', xml), w.opts, 'started');
   t.equal(none.pid, null, 'no pid file: nothing recorded, no failure');
-  writeFileSync(join(w.opts.libvirtRunDir, 'vm1.pid'), `${process.pid}\n`);
+  fakeLibvirtQemu({ libvirtRunDir: w.opts.libvirtRunDir, procRoot: w.settings.procRoot }, 'vm1');
   const r = await adoptGuest(w.ctx, spec('vm1', xml), w.opts, 'reconnect');
   t.same(r, { domain: 'vm1', vfs: 1, pid: process.pid });
   t.equal(w.ctx.store.read().allocations[0]!.owner.pid, process.pid);

@@ -7,11 +7,11 @@ import { readLibvirtPid, resolveDacLabel } from '../../src/pool/libvirt-runtime.
 
 t.test('readLibvirtPid: no file is "not running"; a file it cannot read is an error, not "not running"', async (t) => {
   const run = mkdtempSync(join(tmpdir(), 'vfpool-run-'));
-  t.equal(readLibvirtPid(run, 'vm1'), null);
+  t.equal(readLibvirtPid({ libvirtRunDir: run }, 'vm1'), null);
   writeFileSync(join(run, 'junk.pid'), 'not a pid\n');
-  t.equal(readLibvirtPid(run, 'junk'), null, 'no pid in it');
+  t.equal(readLibvirtPid({ libvirtRunDir: run }, 'junk'), null, 'no pid in it');
   mkdirSync(join(run, 'dir.pid'));
-  const err = t.throws(() => readLibvirtPid(run, 'dir')) as HostError;
+  const err = t.throws(() => readLibvirtPid({ libvirtRunDir: run }, 'dir')) as HostError;
   t.ok(err instanceof HostError);
   t.equal(err.code, 'EISDIR');
   t.equal(err.message, `cannot read libvirt's pid file ${join(run, 'dir.pid')}: EISDIR`);

@@ -5,6 +5,7 @@ import { reconcile } from '../../src/pool/reconcile.js';
 import { fileRecordStore, newRecord } from '../../src/state/migration-record.js';
 import { makeSimEnv } from '../helpers/env.js';
 import { runCliInProcess } from '../helpers/cli-in-process.js';
+import { fakeLibvirtQemu } from '../helpers/libvirt-qemu.js';
 
 /** `vfpool reconcile` and the migration records left by a migration killed half-way. */
 t.test('a record with no live QEMU and no allocation is dropped; a source mid-perform whose QEMU runs is kept and reported', async (t) => {
@@ -17,7 +18,8 @@ t.test('a record with no live QEMU and no allocation is dropped; a source mid-pe
   // vf1: perform was killed between its device_del and the record of it (the intent alone).
   const mid = newRecord('moving', 'source', [{ ...vf, unplugged: true, unplugMode: 'device_del' }, { ...vf, id: 'vfpool-vf1', unplugMode: 'device_del' }]);
   await records.write({ ...mid, stage: 'performed' });
-  writeFileSync(join(runDir, 'moving.pid'), `${process.pid}\n`); // its QEMU "runs" (a live pid in libvirt's pid file)
+  w.settings.procRoot = join(w.dir, 'proc');
+  fakeLibvirtQemu({ libvirtRunDir: runDir, procRoot: w.settings.procRoot }, 'moving'); // its QEMU "runs" (libvirt's pid file names it)
   t.equal(statSync(join(w.settings.stateDir, 'migrate', 'gone.json')).mode & 0o777, 0o600, 'records are 0600');
 
   const dry = await reconcile(w.ctx, { libvirtRunDir: runDir, graceMs: 0, dryRun: true });

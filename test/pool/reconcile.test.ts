@@ -5,11 +5,14 @@ import { join } from 'node:path';
 import { parseDomainXml } from '../../src/config/domain-xml.js';
 import { prepareGuest } from '../../src/pool/guests.js';
 import { judgeAllocation, reconcile } from '../../src/pool/reconcile.js';
-import { judgePort } from '../../src/pool/owners.js';
+import { judgePort, ownerEnv } from '../../src/pool/owners.js';
+import { processStartTicks } from '../../src/util/process.js';
+import { spawnSleeper } from '../helpers/processes.js';
 import type { Allocation, VfpoolState } from '../../src/state/schema.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
 import { makeGuestWorld, POOLS } from '../helpers/guest-world.js';
 import { vfpoolCli } from '../helpers/spawn.js';
+import { fakeLibvirtQemu } from '../helpers/libvirt-qemu.js';
 
 async function deadPid(): Promise<number> {
   const p = execa('true');
@@ -65,6 +68,20 @@ t.test('the policy, case by case', async (t) => {
   }
 });
 
+t.test('a libvirt daemon that is gone is gone though another process holds its pid now (pid and start time)', async (t) => {
+  // libvirtd killed between prepare and QEMU; its pid given to another process since (`sleep`
+  // here, started at another tick): the record of the interrupted start waited out the grace.
+  const other = spawnSleeper();
+  t.teardown(other.kill);
+  const start = processStartTicks(other.pid)!;
+  const env = ownerEnv({ libvirtRunDir: join(t.testdir(), 'libvirt') });
+  const young = { createdAt: new Date(env.now - 5_000).toISOString() };
+  const v = judgeAllocation(alloc({ ...young, owner: { daemon: other.pid, daemonStart: start - 1 } }), env);
+  t.match(v, { keep: false, reason: new RegExp(`libvirt daemon that prepared it \\(pid ${other.pid}\\) is gone`) });
+  t.match(judgeAllocation(alloc({ ...young, owner: { daemon: other.pid, daemonStart: start } }), env), { keep: true, reason: /prepared 5 s ago/ }, 'that daemon itself: its start may be going on');
+  t.match(judgeAllocation(alloc({ ...young, owner: { daemon: other.pid } }), env), { keep: true, reason: /prepared 5 s ago/ }, 'a record without the start time: the pid alone');
+});
+
 t.test('the grace measures a record\'s age by the monotonic clock: a step of the wall clock moves neither way', async (t) => {
   // chrony/ntpd step the clock at boot, just when libvirt autostarts guests: a guest between its
   // prepare and its pid file must not lose its VF to a step forward past the grace.
@@ -102,7 +119,7 @@ t.test('reconcile frees and restores what is gone, keeps what runs, drops dead p
       { network: 'n', portUuid: 'u2', domain: 'pidfile', domainUuid: null, vfAddr: null, netdev: 'y' as never, plug: 'direct', mac: null, createdAt: new Date(Date.now() - 3600_000).toISOString(), createdMonoMs: null, pid: null },
     );
   });
-  writeFileSync(join(w.opts.libvirtRunDir, 'pidfile.pid'), `${process.pid}\n`);
+  fakeLibvirtQemu({ libvirtRunDir: w.opts.libvirtRunDir, procRoot: w.settings.procRoot }, 'pidfile');
   writeFileSync(join(w.settings.stateDir, 'index/domain.stray'), '');
 
   const dry = await reconcile(w.ctx, { libvirtRunDir: w.opts.libvirtRunDir, graceMs: 120_000, dryRun: true });

@@ -112,6 +112,7 @@ t.test('a file of the wrong shape is refused with one line naming the file and t
     ['a worker written as a string', withAllocation({ worker: '77' }), /allocations\[0\]\.worker is string "77", expected a process id/],
     ['a monotonic stamp written as a string', withAllocation({ createdMonoMs: '5' }), /allocations\[0\]\.createdMonoMs is string "5", expected a number of milliseconds or null/],
     ['a libvirt daemon pid written as a string', withAllocation({ owner: { domain: 'vm1', uuid: null, pid: null, daemon: '1' } }), /allocations\[0\]\.owner\.daemon is string "1", expected a process id/],
+    ['a libvirt daemon start time written as a string', withAllocation({ owner: { domain: 'vm1', uuid: null, pid: null, daemon: 1, daemonStart: '9' } }), /allocations\[0\]\.owner\.daemonStart is string "9", expected a process start time/],
     ['an unknown owner kind', withAllocation({ owner: { domain: 'vm1', uuid: null, pid: null, via: 'virsh' } }), /allocations\[0\]\.owner\.via is string "virsh", expected one of libvirt, cli/],
     ['a VF address without its domain', withAllocation({ vfAddr: '3b:02.1' }), /allocations\[0\]\.vfAddr is string "3b:02\.1", expected a PCI address such as 0000:3b:02\.0/],
     ['a VF address in capitals', withAllocation({ vfAddr: '0000:3B:02.1' }), /allocations\[0\]\.vfAddr is string "0000:3B:02\.1", expected a PCI address/],

@@ -1,11 +1,12 @@
 import t from 'tap';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { reconcile } from '../../src/pool/reconcile.js';
 import { releaseGuest } from '../../src/pool/guest-release.js';
 import { writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
-import { PURGE_BUDGET, purgePlanTrash } from '../../src/state/plan-removal.js';
+import { PURGE_BUDGET, purgePlanTrash, retireDomainPlan } from '../../src/state/plan-removal.js';
+import { processStartTicks, selfStartTicks } from '../../src/util/process.js';
 import { cli } from '../helpers/cli-in-process.js';
 import { makeSimEnv, type SimEnv } from '../helpers/env.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
@@ -96,5 +97,29 @@ if (process.getuid!() !== 0) {
     renameSync(join(qemu, 'vm4'), join(qemu, `.trash-${live}-def`));
     t.same(purgePlanTrash(w.settings.stateDir), { left: false });
     t.same(readdirSync(qemu), [`.trash-${live}-def`], 'the dead one\'s removed, the live one\'s untouched');
+  });
+
+  t.test('trash of a killed vfpool whose pid another process holds now is taken over (pid and start time)', async (t) => {
+    const w = makeSimEnv(t);
+    const qemu = join(w.settings.stateDir, 'qemu');
+    const other = spawn('sleep', ['30']);
+    t.teardown(() => other.kill());
+    const start = processStartTicks(other.pid!)!;
+    await floodedPlan(w, 'vm5', 10);
+    await floodedPlan(w, 'vm6', 10);
+    // vm5's: a vfpool killed mid-way, its pid given to `sleep` since (started at another tick).
+    renameSync(join(qemu, 'vm5'), join(qemu, `.trash-${other.pid}-s${start - 1}-abc`));
+    renameSync(join(qemu, 'vm6'), join(qemu, `.trash-${other.pid}-s${start}-def`));
+    t.same(purgePlanTrash(w.settings.stateDir), { left: false });
+    t.same(readdirSync(qemu), [`.trash-${other.pid}-s${start}-def`], 'the killed one\'s removed; the one of the process that lives is left to it');
+  });
+
+  t.test('a removal names its trash by its pid and start time, and empties its own', async (t) => {
+    const w = makeSimEnv(t);
+    await floodedPlan(w, 'vm7', 10);
+    retireDomainPlan(w.settings.stateDir, 'vm7');
+    t.match(trash(w), [new RegExp(`^\\.trash-${process.pid}-s${selfStartTicks()}-[0-9a-z]+$`)]);
+    t.same(purgePlanTrash(w.settings.stateDir), { left: false });
+    t.same(trash(w), []);
   });
 }

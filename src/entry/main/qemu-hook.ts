@@ -55,7 +55,7 @@ const INCOMING_WAIT_S = 600;
  */
 async function armIncomingConfirm(ctx: Context, name: string, opts: GuestOptions, cliPath: string): Promise<void> {
   try {
-    const pid = readLibvirtPid(opts.libvirtRunDir, name);
+    const pid = readLibvirtPid(opts, name);
     if (pid === null || !isIncomingQemu(ctx.settings.procRoot, pid)) return;
     const plan = readDomainPlan(ctx.settings.stateDir, name);
     if (plan === null) return;
