@@ -12,7 +12,7 @@ import { fail, listDir, pass, type Check } from './doctor-check.js';
 import { checkIommu, checkPfs, checkPools, checkVfio } from './doctor-kernel.js';
 import { checkConf, checkDaemon, checkHooks, checkHotplug, checkQemu, checkStateDirs } from './doctor-install.js';
 import { checkSecurityDriver } from './doctor-security.js';
-import { defaultDeliveryHostFacts, type DeliveryHostFacts } from '../pool/guest-qemu-plan.js';
+import { defaultDeliveryHostFacts, emulatedVfModel, type DeliveryHostFacts } from '../pool/guest-qemu-plan.js';
 
 export type { Check } from './doctor-check.js';
 
@@ -79,7 +79,7 @@ export async function runDoctor(ctx: Context, opts: DoctorOptions): Promise<Chec
 
   const hooks = checkHooks(s, opts.installDir);
   checks.push(...hooks.checks, checkDaemon(s, hooks.newest), checkConf(s, opts.env), ...checkStateDirs(s, stateError));
-  checks.push(...(await checkQemu(s, sriovNicDomains(s.stateDir))), checkHotplug(opts.deliveryFacts ?? defaultDeliveryHostFacts(s.procRoot, s.libvirtConfDir)), checkSecurityDriver(s));
+  checks.push(...(await checkQemu(s, sriovNicDomains(s.stateDir))), checkHotplug(opts.deliveryFacts ?? defaultDeliveryHostFacts(s.procRoot, s.libvirtConfDir), emulatedVfModel(ctx)), checkSecurityDriver(s));
 
   try {
     const r = await reconcile(ctx, { libvirtRunDir: s.libvirtRunDir, graceMs: opts.graceMs, dryRun: true });

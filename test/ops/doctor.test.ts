@@ -237,6 +237,21 @@ t.test('\'hotplug\' fails on cgroup2 without bpftool, and does not judge root\'s
   t.same([user.ok, user.found], [true, "the 'started' hook can hot-plug VFs into QEMU (root's CAP_SYS_RESOURCE not checked: doctor runs as another user)"]);
 });
 
+t.test('\'hotplug\' is not demanded of a simulated host whose VFs are emulated stand-ins (VFPOOL_SIM_VF_DEVICE)', async (t) => {
+  // Reproduced: a simulated host in a container without CAP_SYS_RESOURCE (VFPOOL_SIM_VF_DEVICE=e1000e
+  // in vfpool.conf) never got a clean doctor, for a limit no stand-in's delivery raises.
+  const w = wellPreparedHost(t);
+  const hostFile = join(w.root, 'sim-host.json');
+  writeFileSync(hostFile, JSON.stringify({ pfs: [{ name: 'eth1', totalVfs: 8 }] }));
+  const noCap = { selfStatus: () => 'Uid:\t0\t0\t0\t0\nCapEff:\t000001fffeffffff\n', mounts: () => '', hasBpftool: () => false, qemuConf: () => null };
+  const hotplug = async (settings: Settings) => (await runDoctor(createContext(settings, 'test doctor'), { installDir: REPO, env: w.env, graceMs: 0, deliveryFacts: noCap })).find((c) => c.id === 'hotplug')!;
+  const standIns = await hotplug({ ...w.settings, host: `sim:${hostFile}`, simVfDevice: 'e1000e', simDelivery: 'hotplug' });
+  t.same([standIns.ok, standIns.fix], [true, null]);
+  t.match(standIns.found, /^not needed: this simulated host's VFs reach QEMU as emulated e1000e NICs/);
+  t.equal((await hotplug({ ...w.settings, host: `sim:${hostFile}` })).ok, false, 'a simulated host without stand-ins plans real VF addresses: still demanded');
+  t.equal((await hotplug({ ...w.settings, simVfDevice: 'e1000e' })).ok, false, 'VFPOOL_SIM_VF_DEVICE means nothing on a real host');
+});
+
 /** A prepared domain whose plan asks for an emulated SR-IOV NIC (<vfpool:sriov-nic vfs='1'/>). */
 function sriovNicPlan(w: World): void {
   const nic = { id: 'vfpool-sriov0', vfs: 1, backend: 'user', backendOptions: null, macs: ['52:54:00:00:00:01', '52:54:00:00:00:02'] };
