@@ -57,9 +57,9 @@ export async function runDoctor(ctx: Context, opts: DoctorOptions): Promise<Chec
     // A start or stop whose vfpool is gone: guests of the pool are refused until reconcile mends it.
     const interrupted = running ? interruptedChange(running) : null;
     try {
-      return { name, spec: ctx.registry.get(name, state) as PoolSpec | null, error: null, activated, interrupted };
+      return { name, spec: ctx.registry.get(name, state) as PoolSpec | null, error: null, running: running !== undefined && interrupted === null, activated, interrupted };
     } catch (err) {
-      return { name, spec: null, error: asVfpoolError(err).message, activated, interrupted };
+      return { name, spec: null, error: asVfpoolError(err).message, running: running !== undefined && interrupted === null, activated, interrupted };
     }
   });
   // A running pool's PF renamed since its start is still its PF (found by PCI address): said as

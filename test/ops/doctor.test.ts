@@ -203,10 +203,19 @@ t.test('an installed vfpool\'s hook fixes name its install by the link install.s
   for (const id of ['hook:qemu', 'hook:network']) t.ok((await check(id)).ok, `${id} passes after its fix`);
 });
 
-t.test('a pool with no <vf num> passes on a PF whose VFs another pool\'s <vf num> creates', async (t) => {
+t.test('a pool with no <vf num> on a PF without VFs: another pool\'s <vf num> counts only while that pool runs', async (t) => {
+  // Reproduced: q (<pf dev='eth1'/>) showed 'ok' while eth1 had 0 VFs, because the stopped pool
+  // p's <vf num='4'> on eth1 was counted as creating them; q's guests got nothing.
   const w = wellPreparedHost(t);
   writeFileSync(join(s(w).configDir, 'networks/q.xml'), `<network><name>q</name><forward mode='passthrough'><pf dev='eth1'/></forward></network>`);
-  t.same((await doctor(w)).filter((c) => !c.ok).map((c) => c.id), [], 'p sets eth1\'s count when it starts');
+  const stopped = await doctor(w);
+  t.same(stopped.filter((c) => !c.ok).map((c) => c.id), ['pool:q']);
+  const q = stopped.find((c) => c.id === 'pool:q')!;
+  t.equal(q.found, "eth1 has no VFs: pool p's <vf num='4'> would create them, but that pool is not running");
+  t.match(q.fix, /^start `vfpool net-start p` \(for a libvirt network: virsh net-start NAME, and virsh net-autostart NAME to have it at boot\), or give <pf dev='eth1'> a <vf num='N'\/>/);
+  // p running, its VFs gone by hand: p's own row says so; q's would only repeat it.
+  runningPool(w, 4);
+  t.same((await doctor(w)).filter((c) => !c.ok).map((c) => c.id), ['pool:p'], 'p runs: its count is eth1\'s, or p fails');
 });
 
 t.test('libvirt\'s default qemu.conf and daemon limits pass: the VFs are hot-plugged at started, which needs neither', async (t) => {
