@@ -73,6 +73,21 @@ unit=vfpool-reconcile.service
 mandir=$prefix/share/man/man1
 compdir=$prefix/share/bash-completion/completions
 
+# A setting as vfpool.conf gives it (the last KEY=value line, as vfpool reads it), else the
+# default: where the hooks, which libvirt runs without this shell's environment, keep things.
+conf_setting() {
+  local key=$1 value= line
+  if [ -f "$destdir$confdir/vfpool.conf" ]; then
+    while IFS= read -r line || [ -n "$line" ]; do
+      if [[ $line =~ ^[[:space:]]*$key[[:space:]]*=[[:space:]]*(.*[^[:space:]])?[[:space:]]*$ ]]; then
+        value=${BASH_REMATCH[1]}
+        case $value in \"*\" | \'*\') [ ${#value} -ge 2 ] && value=${value:1:${#value}-2} ;; esac
+      fi
+    done <"$destdir$confdir/vfpool.conf"
+  fi
+  printf '%s' "${value:-$2}"
+}
+
 if [ $uninstall = 1 ]; then
   # Removed while guests hold VFs or pools run, vfpool leaves those VFs as it set them (guest
   # MACs and VLANs, vfio-pci) with nothing left to give them back: libvirt's release and
@@ -99,7 +114,7 @@ if [ $uninstall = 1 ]; then
   rm -f "$destdir$hookdir/network.d/vfpool" "$destdir$hookdir/qemu.d/vfpool" "$destdir$prefix/bin/vfpool" "$destdir$prefix/bin/vfpool-qemu"
   rm -f "$destdir$unitdir/$unit" "$destdir$mandir/vfpool.1" "$destdir$compdir/vfpool"
   rm -rf "$destdir$libdir" "$destdir$prefix/lib"/vfpool.*
-  echo "vfpool removed from $prefix (pool definitions in $confdir and the VF history in /var/lib/vfpool are kept)"
+  echo "vfpool removed from $prefix (pool definitions in $confdir and the VF history in $(conf_setting VFPOOL_JOURNAL_DIR /var/lib/vfpool) are kept)"
   exit 0
 fi
 

@@ -53,8 +53,11 @@ t.test('install.sh --dest-dir stages a complete, idempotent install and --uninst
   t.equal((await install('--dest-dir', dest, '--prefix', '/opt/vfpool')).exitCode, 0, 'a third install works');
   t.same(readdirSync(join(dest, 'opt/vfpool/lib')).sort(), ['vfpool', readlinkSync(lib), secondRelease].sort(), 'and removes the installs before the one it replaced: no leftovers');
 
+  // Reproduced: it named /var/lib/vfpool as the history it keeps whatever vfpool.conf said.
+  writeFileSync(conf, 'VFPOOL_HOST=sim:/x.json\nVFPOOL_JOURNAL_DIR = "/srv/vfpool-history"\n');
   const un = await install('--dest-dir', dest, '--prefix', '/opt/vfpool', '--uninstall');
   t.equal(un.exitCode, 0);
+  t.equal(un.stdout, 'vfpool removed from /opt/vfpool (pool definitions in /etc/vfpool and the VF history in /srv/vfpool-history are kept)');
   for (const p of ['etc/libvirt/hooks/network.d/vfpool', 'etc/libvirt/hooks/qemu.d/vfpool', 'opt/vfpool/bin/vfpool', 'opt/vfpool/bin/vfpool-qemu', 'opt/vfpool/lib/vfpool']) {
     t.notOk(existsSync(join(dest, p)), `${p} removed`);
   }
