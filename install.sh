@@ -123,6 +123,24 @@ if [ ! -f "$src/dist/bin/cli.cjs" ] || [ ! -f "$src/dist/man/vfpool.1" ]; then
   exit 1
 fi
 
+# The state and history directories the hooks will use. One that exists and is another user's
+# is refused, not chowned: vfpool refuses it too (root's hooks would act on what that user
+# planted in it), and only a person can tell whether what is in it may be kept.
+state_dir=$(conf_setting VFPOOL_STATE_DIR /run/vfpool)
+journal_dir=$(conf_setting VFPOOL_JOURNAL_DIR /var/lib/vfpool)
+if [ -z "$destdir" ]; then
+  for d in "$state_dir" "$journal_dir"; do
+    case $d in /*) ;; *) echo "install.sh: $confdir/vfpool.conf names '$d', a relative directory, which vfpool refuses: give an absolute path" >&2; exit 1 ;; esac
+    if [ -e "$d" ] || [ -L "$d" ]; then
+      owner=$(stat -c %u -- "$d")
+      if [ "$owner" != 0 ]; then
+        echo "install.sh: $d is owned by uid $owner, not root, and vfpool refuses a directory another user controls: check what is in it, then chown 0:0 $d (or remove it), and run install.sh again" >&2
+        exit 1
+      fi
+    fi
+  done
+fi
+
 # Each install is a directory of its own (lib/vfpool.STAMP) behind the symlink lib/vfpool,
 # switched by one rename: a hook that libvirt runs meanwhile sees the old install or the new
 # one, never half of one, and never none.
@@ -202,8 +220,8 @@ fi
 if [ -z "$destdir" ]; then
   # 0711: the QEMU wrapper runs as the QEMU user and must reach qemu/NAME/ (its own 0700
   # directory); it may traverse the state directory, never list or read it.
-  install -d -m 0711 /run/vfpool
-  install -d -m 0700 /var/lib/vfpool
+  install -d -m 0711 "$state_dir"
+  install -d -m 0700 "$journal_dir"
 fi
 
 # Which build: what \`vfpool --version\` says (the build stamps it: scripts/bundle.mjs).
