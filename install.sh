@@ -73,6 +73,21 @@ unit=vfpool-reconcile.service
 mandir=$prefix/share/man/man1
 compdir=$prefix/share/bash-completion/completions
 
+# A setting as vfpool.conf gives it (the last KEY=value line, as vfpool reads it), else the
+# default: where the hooks, which libvirt runs without this shell's environment, keep things.
+conf_setting() {
+  local key=$1 value= line
+  if [ -f "$destdir$confdir/vfpool.conf" ]; then
+    while IFS= read -r line || [ -n "$line" ]; do
+      if [[ $line =~ ^[[:space:]]*$key[[:space:]]*=[[:space:]]*(.*[^[:space:]])?[[:space:]]*$ ]]; then
+        value=${BASH_REMATCH[1]}
+        case $value in \"*\" | \'*\') [ ${#value} -ge 2 ] && value=${value:1:${#value}-2} ;; esac
+      fi
+    done <"$destdir$confdir/vfpool.conf"
+  fi
+  printf '%s' "${value:-$2}"
+}
+
 if [ $uninstall = 1 ]; then
   # Removed while guests hold VFs or pools run, vfpool leaves those VFs as it set them (guest
   # MACs and VLANs, vfio-pci) with nothing left to give them back: libvirt's release and
@@ -99,13 +114,31 @@ if [ $uninstall = 1 ]; then
   rm -f "$destdir$hookdir/network.d/vfpool" "$destdir$hookdir/qemu.d/vfpool" "$destdir$prefix/bin/vfpool" "$destdir$prefix/bin/vfpool-qemu"
   rm -f "$destdir$unitdir/$unit" "$destdir$mandir/vfpool.1" "$destdir$compdir/vfpool"
   rm -rf "$destdir$libdir" "$destdir$prefix/lib"/vfpool.*
-  echo "vfpool removed from $prefix (pool definitions in $confdir and the VF history in /var/lib/vfpool are kept)"
+  echo "vfpool removed from $prefix (pool definitions in $confdir and the VF history in $(conf_setting VFPOOL_JOURNAL_DIR /var/lib/vfpool) are kept)"
   exit 0
 fi
 
 if [ ! -f "$src/dist/bin/cli.cjs" ] || [ ! -f "$src/dist/man/vfpool.1" ]; then
   echo "install.sh: $src/dist is missing: run \`npm ci && npm run build\` first" >&2
   exit 1
+fi
+
+# The state and history directories the hooks will use. One that exists and is another user's
+# is refused, not chowned: vfpool refuses it too (root's hooks would act on what that user
+# planted in it), and only a person can tell whether what is in it may be kept.
+state_dir=$(conf_setting VFPOOL_STATE_DIR /run/vfpool)
+journal_dir=$(conf_setting VFPOOL_JOURNAL_DIR /var/lib/vfpool)
+if [ -z "$destdir" ]; then
+  for d in "$state_dir" "$journal_dir"; do
+    case $d in /*) ;; *) echo "install.sh: $confdir/vfpool.conf names '$d', a relative directory, which vfpool refuses: give an absolute path" >&2; exit 1 ;; esac
+    if [ -e "$d" ] || [ -L "$d" ]; then
+      owner=$(stat -c %u -- "$d")
+      if [ "$owner" != 0 ]; then
+        echo "install.sh: $d is owned by uid $owner, not root, and vfpool refuses a directory another user controls: check what is in it, then chown 0:0 $d (or remove it), and run install.sh again" >&2
+        exit 1
+      fi
+    fi
+  done
 fi
 
 # Each install is a directory of its own (lib/vfpool.STAMP) behind the symlink lib/vfpool,
@@ -187,8 +220,8 @@ fi
 if [ -z "$destdir" ]; then
   # 0711: the QEMU wrapper runs as the QEMU user and must reach qemu/NAME/ (its own 0700
   # directory); it may traverse the state directory, never list or read it.
-  install -d -m 0711 /run/vfpool
-  install -d -m 0700 /var/lib/vfpool
+  install -d -m 0711 "$state_dir"
+  install -d -m 0700 "$journal_dir"
 fi
 
 # Which build: what \`vfpool --version\` says (the build stamps it: scripts/bundle.mjs).

@@ -53,8 +53,11 @@ t.test('install.sh --dest-dir stages a complete, idempotent install and --uninst
   t.equal((await install('--dest-dir', dest, '--prefix', '/opt/vfpool')).exitCode, 0, 'a third install works');
   t.same(readdirSync(join(dest, 'opt/vfpool/lib')).sort(), ['vfpool', readlinkSync(lib), secondRelease].sort(), 'and removes the installs before the one it replaced: no leftovers');
 
+  // Reproduced: it named /var/lib/vfpool as the history it keeps whatever vfpool.conf said.
+  writeFileSync(conf, 'VFPOOL_HOST=sim:/x.json\nVFPOOL_JOURNAL_DIR = "/srv/vfpool-history"\n');
   const un = await install('--dest-dir', dest, '--prefix', '/opt/vfpool', '--uninstall');
   t.equal(un.exitCode, 0);
+  t.equal(un.stdout, 'vfpool removed from /opt/vfpool (pool definitions in /etc/vfpool and the VF history in /srv/vfpool-history are kept)');
   for (const p of ['etc/libvirt/hooks/network.d/vfpool', 'etc/libvirt/hooks/qemu.d/vfpool', 'opt/vfpool/bin/vfpool', 'opt/vfpool/bin/vfpool-qemu', 'opt/vfpool/lib/vfpool']) {
     t.notOk(existsSync(join(dest, p)), `${p} removed`);
   }
@@ -220,4 +223,34 @@ t.test('install.sh --uninstall refuses while guests hold VFs or pools run, and -
   const idle = await un('--uninstall');
   t.equal(idle.exitCode, 0, `nothing in use: removed (${idle.stderr})`);
   t.throws(() => lstatSync(cliLink), 'the CLI is gone');
+});
+
+t.test('install.sh refuses a state or history directory another user owns, with one line, before it installs anything', { skip: process.getuid?.() !== 0 && 'needs root (a private mount namespace stands in for the system directories)' }, async (t) => {
+  // Reproduced: an existing /run/vfpool of uid 4242 stayed that user's (`install -d -m 0711`
+  // changes only the mode), and every vfpool operation then refused the state directory.
+  // install.sh runs without --dest-dir here, so /etc and /var are overlays (their changes in a
+  // tmpfs) and /run a tmpfs of a private mount namespace: nothing reaches this machine's own.
+  const dir = t.testdir({ prefix: {}, overlays: {} });
+  const prefix = join(dir, 'prefix');
+  const script = [
+    'set -e',
+    'mount -t tmpfs none "$4" && cd "$4"',
+    'for d in etc var; do mkdir -p $d/upper $d/work; mount -t overlay overlay -o "lowerdir=/$d,upperdir=$PWD/$d/upper,workdir=$PWD/$d/work" /$d; done',
+    'mount -t tmpfs none /run',
+    // This machine's own vfpool.conf (a libvirt test may have moved the state directory in it) stays out.
+    'mkdir -p /etc/vfpool && : >/etc/vfpool/vfpool.conf',
+    'mkdir -m 0711 /run/vfpool',
+    'chown "$3" /run/vfpool',
+    'status=0; bash "$1" --prefix "$2" || status=$?',
+    'stat -c "%u %a" /run/vfpool; ls /etc/libvirt/hooks/qemu.d 2>/dev/null || true',
+    'exit $status',
+  ].join('\n');
+  const run = (owner: string) => execa('unshare', ['-m', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', join(REPO, 'install.sh'), prefix, owner, join(dir, 'overlays')], { reject: false, env: { PATH: process.env.PATH!, ...QUIET_ENV } });
+  const foreign = await run('4242:4242');
+  t.same([foreign.exitCode, foreign.stderr], [1, 'install.sh: /run/vfpool is owned by uid 4242, not root, and vfpool refuses a directory another user controls: check what is in it, then chown 0:0 /run/vfpool (or remove it), and run install.sh again']);
+  t.equal(foreign.stdout, '4242 711', 'the directory left as it was, no hook linked');
+  t.same(readdirSync(prefix), [], 'nothing installed');
+  const root = await run('0:0');
+  t.equal(root.exitCode, 0, root.stderr);
+  t.match(root.stdout, /^vfpool .* installed in [^]*\n0 711\nvfpool$/, 'root\'s: installed, the directory kept 0711, the hook linked');
 });

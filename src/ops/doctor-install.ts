@@ -243,9 +243,15 @@ export async function checkQemu(settings: Settings, sriovNicDomains: string[] = 
  * What hot-plugging a libvirt guest's real VFs at `started` needs: the delivery vfpool uses for
  * them, which works with libvirt's default qemu.conf (no shared /dev, no device ACL entries, no
  * daemon memlock limit to raise: docs/libvirt-delivery.md). A doctor run without root cannot
- * tell root's capabilities; that part is left to a run as root.
+ * tell root's capabilities; that part is left to a run as root. A simulated host whose VFs
+ * reach QEMU as emulated stand-ins (`standIn`, VFPOOL_SIM_VF_DEVICE) hands QEMU no vfio group
+ * and raises no limit, whichever delivery plugs them (buildDomainPlan, guest-deliver.ts), so
+ * it needs none of this.
  */
-export function checkHotplug(facts: DeliveryHostFacts): Check {
+export function checkHotplug(facts: DeliveryHostFacts, standIn: string | null = null): Check {
+  if (standIn !== null) {
+    return pass('hotplug', `not needed: this simulated host's VFs reach QEMU as emulated ${standIn} NICs (VFPOOL_SIM_VF_DEVICE), with no vfio group to hand over or locked-memory limit to raise`);
+  }
   let blockers: HotplugBlocker[];
   try {
     blockers = hotplugBlockers(facts);

@@ -102,6 +102,8 @@ export function checkPools(
     name: string;
     spec: PoolSpec | null;
     error: string | null;
+    /** Started (or starting): its `<vf num>` is what the PF has, not only what a start would set. */
+    running?: boolean;
     activated?: Array<{ pf: NetdevName; numVfs: number }> | null;
     interrupted?: { kind: 'starting' | 'stopping'; worker: number } | null;
     /** A running pool's PFs renamed since its start (recorded name -> name now). */
@@ -110,8 +112,12 @@ export function checkPools(
   pfs: Map<NetdevName, PfInfo>,
 ): Check[] {
   const out: Check[] = [];
-  // PFs whose VF count some pool's <vf num> sets when it starts (pools may share a PF).
-  const counted = new Set(pools.flatMap((p) => p.spec?.pfs.filter((pf) => pf.numVfs !== null).map((pf) => pf.dev) ?? []));
+  // PFs whose VF count a pool's <vf num> sets (pools may share a PF): a running pool's count is
+  // there (or its own row says it is gone); a stopped pool's exists only once someone starts it.
+  const setters = (running: boolean) => pools.filter((p) => (p.running ?? false) === running)
+    .flatMap((p) => p.spec?.pfs.filter((pf) => pf.numVfs !== null).map((pf) => ({ pool: p.name, dev: pf.dev, numVfs: pf.numVfs as number })) ?? []);
+  const counted = new Set(setters(true).map((x) => x.dev));
+  const stoppedSetters = setters(false);
   for (const p of pools) {
     const id = `pool:${p.name}`;
     if (!p.spec) {
@@ -139,8 +145,16 @@ export function checkPools(
         fixes.push(`lower <vf num> to at most ${info.totalVfs}`);
       } else if (pf.numVfs === null && info.numVfs === 0 && !counted.has(pf.dev)) {
         // vfpool never changes the count of a <pf> without <vf num>: its guests would get nothing.
-        problems.push(`${pf.dev} has no VFs, and no pool's <vf num> creates them`);
-        fixes.push(`give <pf dev='${pf.dev}'> a <vf num='N'/> (N at most ${info.totalVfs}), or create them: echo N > /sys/class/net/${pf.dev}/device/sriov_numvfs`);
+        const others = stoppedSetters.filter((x) => x.dev === pf.dev);
+        const create = `give <pf dev='${pf.dev}'> a <vf num='N'/> (N at most ${info.totalVfs}), or create them: echo N > /sys/class/net/${pf.dev}/device/sriov_numvfs`;
+        if (others.length) {
+          const names = [...new Set(others.map((x) => x.pool))];
+          problems.push(`${pf.dev} has no VFs: ${others.map((x) => `pool ${x.pool}'s <vf num='${x.numVfs}'>`).join(', ')} would create them, but ${names.length > 1 ? 'those pools are' : 'that pool is'} not running`);
+          fixes.push(`start ${names.map((n) => `\`vfpool net-start ${n}\``).join(', ')} (for a libvirt network: virsh net-start NAME, and virsh net-autostart NAME to have it at boot), or ${create}`);
+        } else {
+          problems.push(`${pf.dev} has no VFs, and no pool's <vf num> creates them`);
+          fixes.push(create);
+        }
       }
     }
     // A running pool whose PF no longer has the count its start set: someone wrote

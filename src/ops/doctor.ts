@@ -12,7 +12,7 @@ import { fail, listDir, pass, type Check } from './doctor-check.js';
 import { checkIommu, checkPfs, checkPools, checkVfio } from './doctor-kernel.js';
 import { checkConf, checkDaemon, checkHooks, checkHotplug, checkQemu, checkStateDirs } from './doctor-install.js';
 import { checkSecurityDriver } from './doctor-security.js';
-import { defaultDeliveryHostFacts, type DeliveryHostFacts } from '../pool/guest-qemu-plan.js';
+import { defaultDeliveryHostFacts, emulatedVfModel, type DeliveryHostFacts } from '../pool/guest-qemu-plan.js';
 
 export type { Check } from './doctor-check.js';
 
@@ -57,9 +57,9 @@ export async function runDoctor(ctx: Context, opts: DoctorOptions): Promise<Chec
     // A start or stop whose vfpool is gone: guests of the pool are refused until reconcile mends it.
     const interrupted = running ? interruptedChange(running) : null;
     try {
-      return { name, spec: ctx.registry.get(name, state) as PoolSpec | null, error: null, activated, interrupted };
+      return { name, spec: ctx.registry.get(name, state) as PoolSpec | null, error: null, running: running !== undefined && interrupted === null, activated, interrupted };
     } catch (err) {
-      return { name, spec: null, error: asVfpoolError(err).message, activated, interrupted };
+      return { name, spec: null, error: asVfpoolError(err).message, running: running !== undefined && interrupted === null, activated, interrupted };
     }
   });
   // A running pool's PF renamed since its start is still its PF (found by PCI address): said as
@@ -79,7 +79,7 @@ export async function runDoctor(ctx: Context, opts: DoctorOptions): Promise<Chec
 
   const hooks = checkHooks(s, opts.installDir);
   checks.push(...hooks.checks, checkDaemon(s, hooks.newest), checkConf(s, opts.env), ...checkStateDirs(s, stateError));
-  checks.push(...(await checkQemu(s, sriovNicDomains(s.stateDir))), checkHotplug(opts.deliveryFacts ?? defaultDeliveryHostFacts(s.procRoot, s.libvirtConfDir)), checkSecurityDriver(s));
+  checks.push(...(await checkQemu(s, sriovNicDomains(s.stateDir))), checkHotplug(opts.deliveryFacts ?? defaultDeliveryHostFacts(s.procRoot, s.libvirtConfDir), emulatedVfModel(ctx)), checkSecurityDriver(s));
 
   try {
     const r = await reconcile(ctx, { libvirtRunDir: s.libvirtRunDir, graceMs: opts.graceMs, dryRun: true });

@@ -23,7 +23,7 @@ export function createContext(settings: Settings, logContext: string, echo: ((li
     settings,
     host,
     store,
-    registry: new PoolRegistry(settings.configDir, store),
+    registry: new PoolRegistry(settings.configDir, store, settings.libvirtConfDir),
     log: Logger.forStateDir(settings.stateDir, logContext, echo),
     apply: DEFAULT_APPLY,
   };

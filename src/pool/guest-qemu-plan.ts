@@ -102,10 +102,15 @@ export function chooseDelivery(
   return vfs.some((v) => v.host !== null || (opts.hotplugStandIns === true && v.emulatedModel !== null)) ? 'hotplug' : 'cmdline';
 }
 
+/** A simulated host's stand-in NIC model for a VF (VFPOOL_SIM_VF_DEVICE), else null: QEMU gets the VF itself, by vfio. */
+export function emulatedVfModel(ctx: Pick<Context, 'host' | 'settings'>): string | null {
+  return ctx.host.kind === 'sim' && ctx.settings.simVfDevice !== '' ? ctx.settings.simVfDevice : null;
+}
+
 export function buildDomainPlan(
   ctx: Context, spec: DomainSpec, allocations: Allocation[], requests: VfRequest[], via: GuestOptions['via'], requested?: DomainPlanV1['delivery'],
 ): DomainPlanV1 | null {
-  const emulated = ctx.host.kind === 'sim' && ctx.settings.simVfDevice !== '' ? ctx.settings.simVfDevice : null;
+  const emulated = emulatedVfModel(ctx);
   const vfs = planVfsOf(allocations, requests, emulated);
   if (vfs.length === 0 && spec.sriovNics.length === 0) return null;
   const sriovNics = sriovNicPlans(spec.name, spec.uuid, spec.sriovNics, domainNicMacs(spec));

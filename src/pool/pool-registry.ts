@@ -16,8 +16,11 @@ import type { VfpoolState } from '../state/schema.js';
  */
 export class PoolRegistry {
   readonly dir: string;
-  constructor(configDir: string, private readonly store: StateStore) {
+  /** libvirt's own persistent network definitions (virsh net-define), the carriers of pools in their metadata. */
+  private readonly libvirtNetworks: string | null;
+  constructor(configDir: string, private readonly store: StateStore, libvirtConfDir: string | null = null) {
     this.dir = join(configDir, 'networks');
+    this.libvirtNetworks = libvirtConfDir === null ? null : join(libvirtConfDir, 'qemu/networks');
   }
 
   private fileOf(name: string): string {
@@ -49,9 +52,30 @@ export class PoolRegistry {
     return parsePoolXml(xml, this.fileOf(name));
   }
 
-  /** The error for a name that is neither defined nor running. */
-  unknown(name: string): never {
+  /**
+   * The error for a name that is neither defined nor running. A stopped libvirt network that
+   * carries the pool in its metadata is libvirt's to start, stop and undefine (`virshVerb`):
+   * said so, instead of sending the user to define a second copy in vfpool.
+   */
+  unknown(name: string, virshVerb: 'net-start' | 'net-destroy' | 'net-undefine' | null = null): never {
+    const carrier = this.libvirtCarrier(name);
+    if (carrier !== null) {
+      throw new BadInputError(`pool '${name}' is not vfpool's: the stopped libvirt network '${name}' (${carrier}) carries it in its metadata`,
+        virshVerb ? `use \`virsh ${virshVerb} ${name}\`` : `start it with \`virsh net-start ${name}\`; libvirt defines and undefines it (virsh net-edit, net-undefine)`);
+    }
     throw new BadInputError(`unknown pool '${name}'`, `define it with \`vfpool net-define FILE\` (no ${this.fileOf(name)})`);
+  }
+
+  /** libvirt's definition file of network `name` when it carries a vfpool pool, else null (also when unreadable: not root). */
+  private libvirtCarrier(name: string): string | null {
+    if (this.libvirtNetworks === null) return null;
+    const file = join(this.libvirtNetworks, `${parseObjectName(name, 'pool name')}.xml`);
+    try {
+      const net = networkElement(parseXml(readFileSync(file, 'utf8'), file), file);
+      return poolFromNetwork(net, file, { lenient: true }) ? file : null;
+    } catch {
+      return null;
+    }
   }
 
   /**
@@ -99,7 +123,7 @@ export class PoolRegistry {
     const active = this.store.read().pools[name];
     if (this.readDefinition(name) === undefined) {
       if (active) throw new BadInputError(`pool '${name}' is transient (no definition file: libvirt network '${name}' carries it)`, `stop it with \`vfpool net-destroy ${name}\` or \`virsh net-destroy ${name}\`; there is nothing to undefine`);
-      this.unknown(name);
+      this.unknown(name, 'net-undefine');
     }
     if (active) throw new ConflictError(`pool '${name}' is active`, `stop it first with \`vfpool net-destroy ${name}\``);
     return file;

@@ -3,6 +3,7 @@ import { makeDir } from '../util/make-dir.js';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { clearAbandonedLock, LOCK_FS_SYNC, NEVER_STALE, readTextNoFollow } from '../util/json-file.js';
+import { untrustedJournalDir } from '../util/state-dir-owner.js';
 
 /**
  * The VF history: one JSON object per line in `$VFPOOL_JOURNAL_DIR/history.jsonl`, appended at
@@ -86,6 +87,13 @@ export class Journal {
   record(...inputs: JournalInput[]): void {
     if (inputs.length === 0) return;
     const time = new Date().toISOString();
+    // Not written into a directory another user controls (the rule of the state directory):
+    // root would append to, rename and chmod what they planted. Said, as any failed write.
+    const untrusted = untrustedJournalDir(this.dir);
+    if (untrusted) {
+      this.log?.warn(`history journal ${this.file} not written: ${untrusted.message} (${untrusted.hint})`);
+      return;
+    }
     try {
       const boot = this.bootOf();
       const lines = inputs

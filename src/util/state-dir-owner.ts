@@ -52,21 +52,47 @@ function ancestors(dir: string): string[] {
  * passes on root's directory.
  */
 export function assertStateDirTrusted(stateDir: string, euid = process.geteuid?.() ?? 0): void {
+  const problem = untrustedDir(stateDir, ROOT_ENTRIES, euid);
+  if (problem) {
+    throw new StateDirOwnerError(
+      `the state directory ${stateDir} is open to other users, so vfpool would act as root on what they plant there: ${problem.problems}`,
+      `${problem.fixes}, or point VFPOOL_STATE_DIR at a directory of root's`,
+    );
+  }
+}
+
+/**
+ * The same rule for the VF history (VFPOOL_JOURNAL_DIR): root appends to, renames and chmods
+ * files there, and `vfpool history` is what an administrator believes about who had a VF.
+ * null: trusted (or not there yet: the first entry makes it).
+ */
+export function untrustedJournalDir(journalDir: string, euid = process.geteuid?.() ?? 0): { message: string; hint: string } | null {
+  const problem = untrustedDir(journalDir, [JOURNAL_ENTRY], euid);
+  return problem && {
+    message: `the history directory ${journalDir} is open to other users, who could plant or rewrite the VF history root writes there: ${problem.problems}`,
+    hint: `${problem.fixes}, or point VFPOOL_JOURNAL_DIR at a directory of root's`,
+  };
+}
+
+/** The journal's live file (state/journal.ts JOURNAL_FILE; not imported: this module stays free of the journal's). */
+const JOURNAL_ENTRY = 'history.jsonl';
+
+function untrustedDir(dir: string, entries: string[], euid: number): { problems: string; fixes: string } | null {
   const trusted = (uid: number) => uid === 0 || uid === euid;
   const owner = euid === 0 ? 'root' : `root or uid ${euid}`;
   const foreign: Array<[string, number]> = [];
   const writable: Array<[string, number]> = [];
-  for (const path of [stateDir, ...ROOT_ENTRIES.map((e) => join(stateDir, e))]) {
+  for (const path of [dir, ...entries.map((e) => join(dir, e))]) {
     const st = lstatOrNull(path);
     if (st && !trusted(st.uid)) foreign.push([path, st.uid]);
   }
-  for (const path of ancestors(stateDir)) {
+  for (const path of ancestors(dir)) {
     const st = lstatOrNull(path);
     if (!st || st.isSymbolicLink()) continue;
     if (!trusted(st.uid)) foreign.push([path, st.uid]);
     else if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) writable.push([path, st.mode & 0o777]);
   }
-  if (!foreign.length && !writable.length) return;
+  if (!foreign.length && !writable.length) return null;
   const problems = [
     ...foreign.map(([p, uid]) => `${p} is owned by uid ${uid}, not ${owner}`),
     ...writable.map(([p, mode]) => `${p} is writable by ${mode & 0o002 ? 'others' : 'its group'} (mode ${mode.toString(8)}, not sticky)`),
@@ -76,8 +102,5 @@ export function assertStateDirTrusted(stateDir: string, euid = process.geteuid?.
     ...(foreign.length ? [`chown 0:0 ${foreign.map(([p]) => p).join(' ')} (check what is in it first)`] : []),
     ...(writable.length ? [`chmod go-w ${writable.map(([p]) => p).join(' ')}`] : []),
   ];
-  throw new StateDirOwnerError(
-    `the state directory ${stateDir} is open to other users, so vfpool would act as root on what they plant there: ${problems.join(', ')}`,
-    `${fixes.join(' && ')}, or point VFPOOL_STATE_DIR at a directory of root's`,
-  );
+  return { problems: problems.join(', '), fixes: fixes.join(' && ') };
 }

@@ -203,10 +203,19 @@ t.test('an installed vfpool\'s hook fixes name its install by the link install.s
   for (const id of ['hook:qemu', 'hook:network']) t.ok((await check(id)).ok, `${id} passes after its fix`);
 });
 
-t.test('a pool with no <vf num> passes on a PF whose VFs another pool\'s <vf num> creates', async (t) => {
+t.test('a pool with no <vf num> on a PF without VFs: another pool\'s <vf num> counts only while that pool runs', async (t) => {
+  // Reproduced: q (<pf dev='eth1'/>) showed 'ok' while eth1 had 0 VFs, because the stopped pool
+  // p's <vf num='4'> on eth1 was counted as creating them; q's guests got nothing.
   const w = wellPreparedHost(t);
   writeFileSync(join(s(w).configDir, 'networks/q.xml'), `<network><name>q</name><forward mode='passthrough'><pf dev='eth1'/></forward></network>`);
-  t.same((await doctor(w)).filter((c) => !c.ok).map((c) => c.id), [], 'p sets eth1\'s count when it starts');
+  const stopped = await doctor(w);
+  t.same(stopped.filter((c) => !c.ok).map((c) => c.id), ['pool:q']);
+  const q = stopped.find((c) => c.id === 'pool:q')!;
+  t.equal(q.found, "eth1 has no VFs: pool p's <vf num='4'> would create them, but that pool is not running");
+  t.match(q.fix, /^start `vfpool net-start p` \(for a libvirt network: virsh net-start NAME, and virsh net-autostart NAME to have it at boot\), or give <pf dev='eth1'> a <vf num='N'\/>/);
+  // p running, its VFs gone by hand: p's own row says so; q's would only repeat it.
+  runningPool(w, 4);
+  t.same((await doctor(w)).filter((c) => !c.ok).map((c) => c.id), ['pool:p'], 'p runs: its count is eth1\'s, or p fails');
 });
 
 t.test('libvirt\'s default qemu.conf and daemon limits pass: the VFs are hot-plugged at started, which needs neither', async (t) => {
@@ -235,6 +244,21 @@ t.test('\'hotplug\' fails on cgroup2 without bpftool, and does not judge root\'s
   t.equal((await hotplug(root, cgroup2, true)).ok, true, 'with bpftool');
   const user = await hotplug('Uid:\t1000\t1000\t1000\t1000\nCapEff:\t0000000000000000\n', '', false);
   t.same([user.ok, user.found], [true, "the 'started' hook can hot-plug VFs into QEMU (root's CAP_SYS_RESOURCE not checked: doctor runs as another user)"]);
+});
+
+t.test('\'hotplug\' is not demanded of a simulated host whose VFs are emulated stand-ins (VFPOOL_SIM_VF_DEVICE)', async (t) => {
+  // Reproduced: a simulated host in a container without CAP_SYS_RESOURCE (VFPOOL_SIM_VF_DEVICE=e1000e
+  // in vfpool.conf) never got a clean doctor, for a limit no stand-in's delivery raises.
+  const w = wellPreparedHost(t);
+  const hostFile = join(w.root, 'sim-host.json');
+  writeFileSync(hostFile, JSON.stringify({ pfs: [{ name: 'eth1', totalVfs: 8 }] }));
+  const noCap = { selfStatus: () => 'Uid:\t0\t0\t0\t0\nCapEff:\t000001fffeffffff\n', mounts: () => '', hasBpftool: () => false, qemuConf: () => null };
+  const hotplug = async (settings: Settings) => (await runDoctor(createContext(settings, 'test doctor'), { installDir: REPO, env: w.env, graceMs: 0, deliveryFacts: noCap })).find((c) => c.id === 'hotplug')!;
+  const standIns = await hotplug({ ...w.settings, host: `sim:${hostFile}`, simVfDevice: 'e1000e', simDelivery: 'hotplug' });
+  t.same([standIns.ok, standIns.fix], [true, null]);
+  t.match(standIns.found, /^not needed: this simulated host's VFs reach QEMU as emulated e1000e NICs/);
+  t.equal((await hotplug({ ...w.settings, host: `sim:${hostFile}` })).ok, false, 'a simulated host without stand-ins plans real VF addresses: still demanded');
+  t.equal((await hotplug({ ...w.settings, simVfDevice: 'e1000e' })).ok, false, 'VFPOOL_SIM_VF_DEVICE means nothing on a real host');
 });
 
 /** A prepared domain whose plan asks for an emulated SR-IOV NIC (<vfpool:sriov-nic vfs='1'/>). */

@@ -61,6 +61,25 @@ t.test('a read-only or full definitions directory: define and undefine are one l
   t.same(readdirSync(join(dir, 'etc/networks')), ['p1.xml'], 'still defined, no temp file left');
 });
 
+t.test('a pool a stopped libvirt network carries is libvirt\'s: net-undefine and net-start point to virsh, not to net-define', async (t) => {
+  // Reproduced: \`vfpool net-undefine vfp-net\` of a libvirt network carrying the pool (defined in
+  // libvirt, inactive) said "unknown pool 'vfp-net': define it with vfpool net-define FILE".
+  const dir = scratchDir(t);
+  const libvirt = join(dir, 'libvirt');
+  const reg = new PoolRegistry(join(dir, 'etc'), new StateStore(join(dir, 'run')), libvirt);
+  mkdirSync(join(libvirt, 'qemu/networks'), { recursive: true });
+  const file = join(libvirt, 'qemu/networks/vfp-net.xml');
+  writeFileSync(file, `<network><name>vfp-net</name><forward mode='hostdev' managed='yes'/><metadata><vfpool:pool xmlns:vfpool='https://vfpool.dev/xmlns/1'><vfpool:pf dev='eth1'/></vfpool:pool></metadata></network>`);
+  const message = `pool 'vfp-net' is not vfpool's: the stopped libvirt network 'vfp-net' (${file}) carries it in its metadata`;
+  t.throws(() => reg.undefine('vfp-net'), { exitCode: 2, message, hint: 'use `virsh net-undefine vfp-net`' });
+  t.throws(() => reg.undefinable('vfp-net'), { exitCode: 2, message, hint: 'use `virsh net-undefine vfp-net`' }, 'its --dry-run says the same');
+  t.throws(() => reg.unknown('vfp-net', 'net-start'), { exitCode: 2, message, hint: 'use `virsh net-start vfp-net`' });
+  t.throws(() => reg.get('vfp-net'), { exitCode: 2, message, hint: /^start it with `virsh net-start vfp-net`/ });
+  // A plain libvirt network (no vfpool metadata) of that name is not a pool at all.
+  writeFileSync(file, `<network><name>vfp-net</name><forward mode='nat'/></network>`);
+  t.throws(() => reg.undefine('vfp-net'), { exitCode: 2, message: "unknown pool 'vfp-net'" });
+});
+
 t.test('refusals: unknown pool (exit 2), a bad name (exit 2, no file read), undefining an active pool (exit 3)', async (t) => {
   const { dir, store, reg } = registry(t);
   t.throws(() => reg.get('nope'), { exitCode: 2, message: "unknown pool 'nope'", hint: /define it with `vfpool net-define FILE` \(no .*nope\.xml\)/ });

@@ -85,4 +85,27 @@ if (process.getuid!() !== 0) {
     w.ctx.log.info('another step');
     t.match(readFileSync(join(w.settings.stateDir, 'vfpool.log'), 'utf8'), /another step/);
   });
+
+  t.test('the history directory another user controls: no entry written there, and `vfpool history` refuses it', async (t) => {
+    // Reproduced: a VFPOOL_JOURNAL_DIR of uid 4242 was appended to, rotated and chmodded by
+    // root, and `vfpool history` showed what that user wrote there as root's record.
+    const w = makeSimEnv(t);
+    w.definePool('p', POOL);
+    const journal = w.settings.journalDir;
+    chmodSync(w.dir, 0o755);
+    mkdirSync(journal, { mode: 0o700 });
+    chownSync(journal, OTHER, OTHER);
+    const problem = `the history directory ${journal} is open to other users, who could plant or rewrite the VF history root writes there: ${journal} is owned by uid ${OTHER}, not root`;
+    const start = await cli(['net-start', 'p'], { env: w.env });
+    t.same([start.exitCode, start.stderr], [0, ''], 'the operation goes on: a history write never fails one');
+    t.same(readdirSync(journal), [], 'no entry written there');
+    t.match(readFileSync(join(w.settings.stateDir, 'vfpool.log'), 'utf8'), `history journal ${join(journal, 'history.jsonl')} not written: ${problem} (chown 0:0 ${journal} (check what is in it first), or point VFPOOL_JOURNAL_DIR at a directory of root's)`);
+    t.same(await cli(['history'], { env: w.env }), { exitCode: 2, stdout: '', stderr: `vfpool: ${problem}: chown 0:0 ${journal} (check what is in it first), or point VFPOOL_JOURNAL_DIR at a directory of root's\n` });
+    chownSync(journal, 0, 0);
+    await cli(['net-destroy', 'p'], { env: w.env });
+    t.same(readdirSync(journal), ['history.jsonl'], 'root\'s again: written');
+    const hist = await cli(['history'], { env: w.env });
+    t.same([hist.exitCode, hist.stderr], [0, '']);
+    t.match(hist.stdout, /pool-stop/);
+  });
 }

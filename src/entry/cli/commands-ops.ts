@@ -9,6 +9,7 @@ import { parseObjectName, parsePciAddress } from '../../types.js';
 import { JSON_OUT, type CommandDef } from './define.js';
 import { cliContext, out, warn } from './output.js';
 import { installRoot } from './install-root.js';
+import { untrustedJournalDir } from '../../util/state-dir-owner.js';
 
 export const OPS_COMMANDS: CommandDef[] = [
   {
@@ -60,6 +61,9 @@ export const OPS_COMMANDS: CommandDef[] = [
       };
       const ctx = cliContext('history');
       const journal = new Journal(ctx.settings.journalDir);
+      // Entries another user could have planted are not shown as what root recorded.
+      const untrusted = untrustedJournalDir(journal.dir);
+      if (untrusted) throw new BadInputError(untrusted.message, untrusted.hint);
       let read;
       try {
         read = journal.readAll();

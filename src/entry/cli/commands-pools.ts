@@ -111,7 +111,7 @@ export const POOL_COMMANDS: CommandDef[] = [
     examples: [['net-start sriov-pool', 'create the VFs (<vf num>) and bind them'], ['net-start --dry-run sriov-pool', 'print the steps only']],
     async run(a: { pool: string; dryRun: boolean }) {
       const ctx = cliContext('net-start', true);
-      const { spec, xml } = ctx.registry.startSource(a.pool) ?? ctx.registry.unknown(a.pool);
+      const { spec, xml } = ctx.registry.startSource(a.pool) ?? ctx.registry.unknown(a.pool, 'net-start');
       const r = await startPool(ctx, spec, xml, { dryRun: a.dryRun });
       if (a.dryRun) {
         out(`plan for net-start ${a.pool} (--dry-run, nothing changed):`);
