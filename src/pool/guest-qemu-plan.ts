@@ -8,7 +8,7 @@ import { requireMachineKind } from '../qemu/cmdline.js';
 import { checkCmdlineReadiness } from '../qemu/cmdline-readiness.js';
 import type { Allocation } from '../state/schema.js';
 import { domainPlanPath, domainRunDir, sriovNicPlans, writeDomainPlan, type DomainPlanV1, type DomainPlanVf } from '../state/domain-plan.js';
-import { PURGE_BUDGET, purgePlanTrash, removeDomainPlan, retireDomainPlan } from '../state/plan-removal.js';
+import { PURGE, purgePlanTrash, removeDomainPlan, retireDomainPlan } from '../state/plan-removal.js';
 import type { Context } from './context.js';
 import type { GuestOptions } from './guest-model.js';
 import type { VfRequest } from './requests.js';
@@ -223,7 +223,7 @@ export function purgeGuestPlanTrash(ctx: Context): void {
 }
 
 function warnTrashLeft(ctx: Context): void {
-  ctx.log.warn(`a removed QEMU plan directory in ${join(ctx.settings.stateDir, 'qemu')} holds more than ${PURGE_BUDGET} files (its QEMU user put them there): ${PURGE_BUDGET} removed now, the rest by the next release or reconcile`);
+  ctx.log.warn(`a removed QEMU plan directory in ${join(ctx.settings.stateDir, 'qemu')} holds more than ${PURGE.budget} files (its QEMU user put them there): ${PURGE.budget} removed now, the rest by the next release or reconcile`);
 }
 
 /**

@@ -1,11 +1,11 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { reconcile } from '../../src/pool/reconcile.js';
 import { releaseGuest } from '../../src/pool/guest-release.js';
 import { writeDomainPlan, type DomainPlanV1 } from '../../src/state/domain-plan.js';
-import { PURGE_BUDGET, purgePlanTrash, retireDomainPlan } from '../../src/state/plan-removal.js';
+import { PURGE, purgePlanTrash, retireDomainPlan } from '../../src/state/plan-removal.js';
 import { processStartTicks, selfStartTicks } from '../../src/util/process.js';
 import { cli } from '../helpers/cli-in-process.js';
 import { makeSimEnv, type SimEnv } from '../helpers/env.js';
@@ -16,7 +16,7 @@ import { domainXml } from '../helpers/libvirt-domains.js';
  * reconcile removed stale plan directories under the state lock: 200 000 files held it ~6 s
  * (a guest's release waited as long; past 30 s every start and release fails with exit 3).
  * Now a plan directory is renamed away under the lock (qemu/.trash-PID-RANDOM) and emptied
- * after it, at most PURGE_BUDGET entries per removal, the rest by the next one.
+ * after it, at most PURGE.budget entries per removal, the rest by the next one.
  */
 const QEMU_USER = 64055;
 const PLAN = (domain: string): DomainPlanV1 => ({ version: 1, domain, uuid: null, delivery: 'hotplug', vfs: [], sriovNics: [] });
@@ -41,9 +41,19 @@ const countFiles = (dir: string): number => readdirSync(dir, { recursive: true }
 if (process.getuid!() !== 0) {
   t.plan(0, 'needs root (chown to the QEMU user)');
 } else {
+  /** The behaviour past the budget, not the budget's size, is what these tests are about. */
+  const smallBudget = (tt: Test) => {
+    const budget = PURGE.budget;
+    PURGE.budget = 300;
+    tt.teardown(() => {
+      PURGE.budget = budget;
+    });
+  };
+
   t.test('reconcile: a flooded plan directory is renamed away under the lock and emptied after it, within a budget', async (t) => {
+    smallBudget(t);
     const w = makeSimEnv(t);
-    const files = PURGE_BUDGET + 2000;
+    const files = PURGE.budget + 200;
     const dir = await floodedPlan(w, 'vm2', files);
     t.ok(existsSync(join(dir, 'qmp.sock')), 'a dead QEMU\'s socket');
     const entries = countFiles(dir);
@@ -60,14 +70,15 @@ if (process.getuid!() !== 0) {
     t.same(r.plansRemoved, ['vm2']);
     t.same(afterLock.find((names) => !names.includes('vm2')), [`trash of ${entries}`], 'under the lock only the rename: every file is still there when it is released');
     t.same(trash(w).length, 1, 'the budget left some');
-    t.ok(countFiles(join(w.settings.stateDir, 'qemu', trash(w)[0]!)) === entries - PURGE_BUDGET, `${PURGE_BUDGET} entries removed after the lock`);
-    t.match(readFileSync(join(w.settings.stateDir, 'vfpool.log'), 'utf8'), `holds more than ${PURGE_BUDGET} files (its QEMU user put them there): ${PURGE_BUDGET} removed now, the rest by the next release or reconcile`);
+    t.ok(countFiles(join(w.settings.stateDir, 'qemu', trash(w)[0]!)) === entries - PURGE.budget, `${PURGE.budget} entries removed after the lock`);
+    t.match(readFileSync(join(w.settings.stateDir, 'vfpool.log'), 'utf8'), `holds more than ${PURGE.budget} files (its QEMU user put them there): ${PURGE.budget} removed now, the rest by the next release or reconcile`);
     w.ctx.store.update = update;
     await reconcile(w.ctx, { libvirtRunDir: join(w.dir, 'libvirt'), graceMs: 0 });
     t.same(readdirSync(join(w.settings.stateDir, 'qemu')), [], 'the next reconcile empties the rest');
   });
 
   t.test('release: a flooded directory costs a release at most the budget; the next removal finishes it', async (t) => {
+    smallBudget(t);
     const w = makeSimEnv(t);
     w.definePool('p', `<network><name>p</name><forward mode='hostdev'><pf dev='eth1'><vf num='2'/></pf></forward></network>`);
     t.equal((await cli(['net-start', 'p'], { env: w.env })).exitCode, 0);
@@ -75,7 +86,7 @@ if (process.getuid!() !== 0) {
     t.equal((await cli(['prepare', '--xml', '-'], { env: w.env, stdin: xml('vm1') })).exitCode, 0);
     const dir = join(w.settings.stateDir, 'qemu/vm1');
     mkdirSync(join(dir, 'junk'));
-    for (let i = 0; i < PURGE_BUDGET + 500; i++) writeFileSync(join(dir, 'junk', `f${i}`), '');
+    for (let i = 0; i < PURGE.budget + 50; i++) writeFileSync(join(dir, 'junk', `f${i}`), '');
     chownSync(dir, QEMU_USER, QEMU_USER);
     await releaseGuest(w.ctx, 'vm1', { reason: 'test' });
     t.same(w.ctx.store.read().allocations, [], 'released');
