@@ -1,5 +1,5 @@
 import t from 'tap';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Test } from 'tap';
 import type { NetdevName } from '../../src/types.js';

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { domainXml } from '../helpers/libvirt-domains.js';
 import { runCliInProcess } from '../helpers/cli-in-process.js';

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { pausedSettleMs } from '../../src/entry/migrate-command.js';
 import { connectQmp, virshQmp } from '../../src/migrate/qmp-port.js';

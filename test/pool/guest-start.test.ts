@@ -1,6 +1,5 @@
 import t from 'tap';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, statSync } from 'node:fs';
 import { parseDomainXml } from '../../src/config/domain-xml.js';
 import { adoptGuest, prepareGuest, startGuest } from '../../src/pool/guests.js';
 import { domainXml } from '../helpers/libvirt-domains.js';

@@ -1,7 +1,6 @@
 import t from 'tap';
 import { execa } from 'execa';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { parseDomainXml } from '../../src/config/domain-xml.js';
 import { adoptGuest, prepareGuest, releaseGuest, startGuest } from '../../src/pool/guests.js';
 import { domainXml } from '../helpers/libvirt-domains.js';
