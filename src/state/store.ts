@@ -83,6 +83,11 @@ export class StateStore {
    */
   readOfBoot(): { state: VfpoolState; earlierBoot: string | null } {
     assertStateDirTrusted(this.dir);
+    return this.readFileOfBoot();
+  }
+
+  /** readOfBoot, without the owner check: for update(), whose ensureDir made it. */
+  private readFileOfBoot(): { state: VfpoolState; earlierBoot: string | null } {
     const raw = readJsonFile<unknown>(this.file, 'the state file', 'VFPOOL_STATE_DIR');
     // An empty state is this boot's: what its first write records.
     const fresh = () => ({ ...emptyState(), boot: this.bootOf() });
@@ -99,7 +104,7 @@ export class StateStore {
     return updateJsonFileLocked<VfpoolState, R>(
       this.file,
       () => {
-        const read = this.readOfBoot();
+        const read = this.readFileOfBoot();
         earlierBoot = read.earlierBoot;
         return read.state;
       },
