@@ -6,20 +6,42 @@ import { readFileSync } from 'node:fs';
  * started QEMU and never calls wait()), and kill(2) still finds it, so /proc says which it is.
  */
 export function isAlive(pid: number): boolean {
+  if (!signalReaches(pid)) return false;
+  const stat = readStat(pid);
+  // Gone since kill(2) found it, or no /proc to ask: what kill(2) said.
+  return stat === null || !isZombie(stat);
+}
+
+/** kill(pid, 0): the process exists (EPERM: owned by someone else, but there). */
+function signalReaches(pid: number): boolean {
   try {
     process.kill(pid, 0);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
   }
-  let stat: string;
+  return true;
+}
+
+function readStat(pid: number): string | null {
   try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch {
-    // Gone since kill(2) found it, or no /proc to ask: what kill(2) said.
-    return true;
+    return null;
   }
-  // The state is the field after the command name, which may hold spaces and parentheses.
-  return stat.charAt(stat.lastIndexOf(')') + 2) !== 'Z';
+}
+
+// The fields after the command name (field 2, which may hold spaces and parentheses), from field 3 on.
+function fieldsAfterName(stat: string): string[] {
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+function isZombie(stat: string): boolean {
+  return fieldsAfterName(stat)[0] === 'Z';
+}
+
+function startOf(stat: string): number | null {
+  const start = Number(fieldsAfterName(stat)[19]);
+  return Number.isSafeInteger(start) ? start : null;
 }
 
 /**
@@ -37,15 +59,8 @@ export function monotonicMs(): number {
  * is reused once pid_max wraps (after a reboot at once), a start time within a boot never.
  */
 export function processStartTicks(pid: number): number | null {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return null;
-  }
-  // Fields after the command name (which may hold spaces and parentheses) start at field 3.
-  const start = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
-  return Number.isSafeInteger(start) ? start : null;
+  const stat = readStat(pid);
+  return stat === null ? null : startOf(stat);
 }
 
 let selfStart: number | null | undefined;
@@ -77,8 +92,12 @@ export function kernelBootId(): string | null {
  */
 export function isSameProcessAlive(pid: number, startTicks: number | null | undefined, boot?: string | null): boolean {
   if (boot && kernelBootId() !== null && boot !== kernelBootId()) return false;
-  if (!isAlive(pid)) return false;
+  if (!signalReaches(pid)) return false;
+  // /proc/PID/stat read once for both questions: exited (a zombie), and the same process.
+  const stat = readStat(pid);
+  if (stat === null) return true;
+  if (isZombie(stat)) return false;
   if (startTicks === null || startTicks === undefined) return true;
-  const now = processStartTicks(pid);
+  const now = startOf(stat);
   return now === null || now === startTicks;
 }
