@@ -4,6 +4,7 @@ import { HostError, errnoOf } from '../errors.js';
 import type { DacLabel } from '../config/domain-xml.js';
 import { parseObjectName } from '../types.js';
 import { isAlive } from '../util/process.js';
+import { parseQemuOpts } from '../qemu/qemu-opts.js';
 import type { Owner } from './vf-steps.js';
 
 /**
@@ -104,11 +105,10 @@ function readArgv(procRoot: string, pid: number): string[] | null {
 export function qemuGuestName(argv: readonly string[]): string | null {
   const at = argv.findIndex((a) => a === '-name' || a === '--name');
   const value = at < 0 ? undefined : argv[at + 1];
-  if (value === undefined) return null;
-  const fields = (value.match(/(?:[^,]|,,)+/g) ?? []).map((f) => f.replace(/,,/g, ','));
-  const guest = fields.find((f) => f.startsWith('guest='));
-  if (guest !== undefined) return guest.slice('guest='.length);
-  return fields[0] !== undefined && !value.startsWith(',') && !fields[0].includes('=') ? fields[0] : null;
+  // -name takes no JSON (QemuOpts only): a value that starts like it names no guest.
+  if (value === undefined || value.startsWith('{')) return null;
+  const guest = parseQemuOpts(value, 'guest', '-name').props.guest;
+  return typeof guest === 'string' ? guest : null;
 }
 
 /**
